@@ -1,0 +1,98 @@
+//! The one place where errors become POS API error responses.
+//!
+//! 4xx answers are the client's business and are not logged as errors; a 5xx is logged
+//! with its cause and the client sees only a generic message.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use patron_protocol::{ApiError, ErrorBody, ErrorCode};
+use serde_json::{Value, json};
+
+use crate::service::EdgeError;
+
+/// An error on its way to the client.
+#[derive(Debug)]
+pub struct ApiErr {
+    code: ErrorCode,
+    status: Option<StatusCode>,
+    message: String,
+    details: Value,
+}
+
+impl ApiErr {
+    /// An error with a code and a message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            status: None,
+            message: message.into(),
+            details: Value::Null,
+        }
+    }
+
+    /// `invalid_request`.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidRequest, message)
+    }
+
+    /// Overrides the code's default status (e.g. 405 for a wrong method).
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    fn with_details(mut self, details: Value) -> Self {
+        self.details = details;
+        self
+    }
+}
+
+impl From<EdgeError> for ApiErr {
+    fn from(e: EdgeError) -> Self {
+        let msg = e.to_string();
+        match e {
+            EdgeError::Invalid(m) => ApiErr::invalid(m),
+            EdgeError::InvalidWith { message, details } => {
+                ApiErr::invalid(message).with_details(details)
+            }
+            EdgeError::MemberNotFound => ApiErr::new(ErrorCode::MemberNotFound, msg),
+            EdgeError::MemberExists { member_id } => ApiErr::new(ErrorCode::MemberExists, msg)
+                .with_details(json!({ "member_id": member_id })),
+            EdgeError::NotFound(m) => ApiErr::new(ErrorCode::NotFound, m),
+            EdgeError::InsufficientPoints {
+                available,
+                requested,
+            } => ApiErr::new(ErrorCode::InsufficientPoints, msg)
+                .with_details(json!({ "available": available, "requested": requested })),
+            EdgeError::ReceiptExists(r) => {
+                ApiErr::new(ErrorCode::ReceiptExists, msg).with_details(json!({ "receipt_id": r }))
+            }
+            EdgeError::IdempotencyKeyReused => ApiErr::new(ErrorCode::IdempotencyKeyReused, msg),
+            EdgeError::Store(_) | EdgeError::Crypto(_) => {
+                tracing::error!(error = %msg, "internal error");
+                ApiErr::new(
+                    ErrorCode::Internal,
+                    "internal error; the request was not applied",
+                )
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiErr {
+    fn into_response(self) -> Response {
+        let status = self
+            .status
+            .or_else(|| StatusCode::from_u16(self.code.http_status()).ok())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = ErrorBody {
+            error: ApiError {
+                code: self.code,
+                message: self.message,
+                details: self.details,
+            },
+        };
+        (status, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,242 @@
+//! The edge's one configuration: built-in defaults, then a TOML file, then
+//! `PATRON_EDGE__…` environment variables (`PATRON_EDGE__POINTS__EXPIRY_MONTHS=6`),
+//! then command-line flags. Tests build a [`Config`] in code.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// The commented example configuration shipped with the binary.
+pub const EXAMPLE_TOML: &str = include_str!("../edge.example.toml");
+
+/// Everything an edge node is told at start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// This store's id; written into the database at first start and checked after.
+    pub store_id: String,
+    /// Where the SQLite file and the key file live.
+    pub data_dir: PathBuf,
+    /// The address the POS API listens on (the store LAN).
+    pub listen: SocketAddr,
+    /// The store's UTC offset, `+08:00`: days for check-ins and expiry end at local midnight.
+    pub utc_offset: String,
+    /// Earning, redemption and expiry of points.
+    pub points: PointsConfig,
+    /// Tier thresholds.
+    pub tiers: TiersConfig,
+    /// Points for behaviour events.
+    pub events: EventsConfig,
+    /// Storage tuning.
+    pub storage: StorageConfig,
+}
+
+/// Points rules. Every division rounds down (see `docs/points.md`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PointsConfig {
+    /// Points earned per `earn_per_fen` fen actually paid in money.
+    pub earn_points: i64,
+    /// The spend unit for earning, in fen (100 = ¥1).
+    pub earn_per_fen: i64,
+    /// A lot earned on day D expires at the end of day D plus this many months.
+    pub expiry_months: u32,
+    /// The member view lists lots expiring within this many days.
+    pub expiring_notice_days: u32,
+    /// `redeem_points` points are worth `redeem_value_fen` fen (default 100 = ¥1).
+    pub redeem_points: i64,
+    /// See `redeem_points`.
+    pub redeem_value_fen: i64,
+}
+
+/// Tier thresholds on qualifying spend in a rolling window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TiersConfig {
+    /// The rolling window, in calendar months.
+    pub window_months: u32,
+    /// Qualifying spend for silver, in fen.
+    pub silver: i64,
+    /// Qualifying spend for gold, in fen.
+    pub gold: i64,
+    /// Qualifying spend for diamond, in fen.
+    pub diamond: i64,
+}
+
+/// Points for behaviour events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventsConfig {
+    /// Daily check-in, once per local calendar day.
+    pub check_in: i64,
+    /// A share.
+    pub share: i64,
+    /// Shares rewarded per member per local day.
+    pub share_daily_limit: u32,
+    /// Completing the profile (name and birthday), once per member.
+    pub profile_completed: i64,
+}
+
+/// Storage tuning.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Most requests one group commit may carry.
+    pub max_batch: usize,
+    /// Read-only connections for quotes and lookups.
+    pub read_connections: usize,
+    /// How often the background checkpointer folds the WAL into the database, in ms.
+    pub checkpoint_interval_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            store_id: "S001".into(),
+            data_dir: PathBuf::from("/var/lib/patron-edge"),
+            listen: SocketAddr::from(([0, 0, 0, 0], 7400)),
+            utc_offset: "+08:00".into(),
+            points: PointsConfig::default(),
+            tiers: TiersConfig::default(),
+            events: EventsConfig::default(),
+            storage: StorageConfig::default(),
+        }
+    }
+}
+
+impl Default for PointsConfig {
+    fn default() -> Self {
+        Self {
+            earn_points: 1,
+            earn_per_fen: 100,
+            expiry_months: 12,
+            expiring_notice_days: 30,
+            redeem_points: 100,
+            redeem_value_fen: 100,
+        }
+    }
+}
+
+impl Default for TiersConfig {
+    fn default() -> Self {
+        Self {
+            window_months: 12,
+            silver: 100_000,
+            gold: 300_000,
+            diamond: 500_000,
+        }
+    }
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            check_in: 5,
+            share: 20,
+            share_daily_limit: 3,
+            profile_completed: 50,
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: 512,
+            read_connections: 4,
+            checkpoint_interval_ms: 500,
+        }
+    }
+}
+
+/// A configuration that cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The layered sources did not parse.
+    #[error("configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    /// A value is out of range.
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads defaults, then `file` (or `/etc/patron/edge.toml` if present), then env.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        let default_file = Path::new("/etc/patron/edge.toml");
+        match file {
+            Some(f) => fig = fig.merge(Toml::file_exact(f)),
+            None if default_file.exists() => fig = fig.merge(Toml::file_exact(default_file)),
+            None => {}
+        }
+        fig = fig.merge(Env::prefixed("PATRON_EDGE__").split("__"));
+        let cfg: Config = fig.extract().map_err(Box::new)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks ranges that serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.into()));
+        if !crate::domain::validate::is_store_id(&self.store_id) {
+            return bad("store_id must be 1-16 characters of A-Z, a-z, 0-9, - or _");
+        }
+        if crate::domain::clock::parse_offset(&self.utc_offset).is_none() {
+            return bad("utc_offset must look like +08:00");
+        }
+        let p = &self.points;
+        if p.earn_points < 0
+            || p.earn_per_fen <= 0
+            || p.redeem_points <= 0
+            || p.redeem_value_fen < 0
+        {
+            return bad("points: earn_per_fen and redeem_points must be > 0, the others >= 0");
+        }
+        if p.expiry_months == 0 || p.expiry_months > 120 {
+            return bad("points.expiry_months must be 1-120");
+        }
+        let t = &self.tiers;
+        if !(0 < t.silver && t.silver <= t.gold && t.gold <= t.diamond) {
+            return bad("tiers: need 0 < silver <= gold <= diamond");
+        }
+        if t.window_months == 0 || t.window_months > 120 {
+            return bad("tiers.window_months must be 1-120");
+        }
+        let e = &self.events;
+        if e.check_in < 0 || e.share < 0 || e.profile_completed < 0 {
+            return bad("events: points must be >= 0");
+        }
+        if self.storage.max_batch == 0 || self.storage.read_connections == 0 {
+            return bad("storage: max_batch and read_connections must be >= 1");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_file_parses_to_the_defaults() {
+        let cfg: Result<Config, _> = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(EXAMPLE_TOML))
+            .extract();
+        assert_eq!(cfg.ok(), Some(Config::default()));
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused() {
+        let mut c = Config::default();
+        c.tiers.gold = 1;
+        assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.utc_offset = "CST".into();
+        assert!(c.validate().is_err());
+        assert!(Config::default().validate().is_ok());
+    }
+}

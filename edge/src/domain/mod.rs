@@ -1,0 +1,15 @@
+//! Domain rules: pure functions and newtypes, no HTTP and no SQL.
+//!
+//! - [`validate`]: parsing of outside input (phones, names, dates, ids) into checked values.
+//! - [`clock`]: store-local days, month arithmetic, RFC 3339 rendering.
+//! - [`points`]: the points ledger as lots with FIFO consumption and expiry.
+//! - [`tiers`]: tier from qualifying spend in a rolling window.
+//! - [`pricing`]: pricing a basket: subtotal, redemption, total, points to earn.
+//! - [`refund`]: proportional reversal of a receipt's money and points.
+
+pub mod clock;
+pub mod points;
+pub mod pricing;
+pub mod refund;
+pub mod tiers;
+pub mod validate;

@@ -1,0 +1,45 @@
+//! Patron's store edge node.
+//!
+//! It answers the store's POS over the LAN — members, points, tiers, checkout — from
+//! its own SQLite file, and keeps doing so with the internet down.
+//!
+//! - [`config`]: the one configuration, layered from defaults, file and environment.
+//! - [`crypto`]: the key file, encryption of personal data, blind and request hashes.
+//! - [`domain`]: pure rules — validation, points lots, tiers, pricing, refunds.
+//! - [`store`]: SQLite — migrations, the group-commit writer, readers, tables.
+//! - [`service`]: each POS operation's rules, run in one durable transaction.
+//! - [`api`]: the POS API v1 over axum; handlers only parse and map errors.
+//! - [`demo`]: demo data for the README's start command.
+
+pub mod api;
+pub mod config;
+pub mod crypto;
+pub mod demo;
+pub mod domain;
+pub mod service;
+pub mod store;
+pub mod telemetry;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+pub use config::Config;
+pub use service::Edge;
+
+/// Serves the POS API on `listener` until `shutdown` resolves.
+///
+/// Taking a bound listener (rather than an address) lets tests bind port 0 and read
+/// the port back without a race.
+pub async fn run(
+    edge: Arc<Edge>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let app = api::router(edge);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}

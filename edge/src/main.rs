@@ -1,0 +1,258 @@
+//! `patron-edge`: parses the command line and configuration, sets up tracing, and runs
+//! the chosen command. Everything else lives in the library.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use patron_edge::service::{Role, add_lane};
+use patron_edge::{Config, Edge, config, demo, telemetry};
+use tokio::net::TcpListener;
+
+#[derive(Parser)]
+#[command(name = "patron-edge", version, about = "Patron store edge node")]
+struct Cli {
+    /// Configuration file (default: /etc/patron/edge.toml if it exists).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Data directory (overrides the configuration).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// Store id (overrides the configuration).
+    #[arg(long, global = true)]
+    store_id: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serves the POS API.
+    Serve {
+        /// Listen address (overrides the configuration).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Manages POS lanes and their tokens.
+    Lane {
+        #[command(subcommand)]
+        command: LaneCommand,
+    },
+    /// Starts an edge with demo data in ./demo-data and prints working curl examples.
+    Demo {
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:7400")]
+        listen: SocketAddr,
+    },
+    /// Prints the commented example configuration.
+    ExampleConfig,
+    /// Registers N synthetic members (for benchmarks), then exits.
+    #[command(hide = true)]
+    SeedMembers {
+        /// How many.
+        #[arg(long)]
+        count: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum LaneCommand {
+    /// Creates a lane and prints its token once.
+    Add {
+        /// Lane name, e.g. lane-01.
+        name: String,
+        /// pos, cashier or admin.
+        #[arg(long, default_value = "pos")]
+        role: String,
+    },
+}
+
+fn load_config(cli: &Cli, demo: bool) -> anyhow::Result<Config> {
+    let mut cfg = Config::load(cli.config.as_deref())?;
+    if demo {
+        cfg.data_dir = PathBuf::from("demo-data");
+    }
+    if let Some(d) = &cli.data_dir {
+        cfg.data_dir = d.clone();
+    }
+    if let Some(s) = &cli.store_id {
+        cfg.store_id = s.clone();
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match real_main(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("patron-edge: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::ExampleConfig => {
+            print!("{}", config::EXAMPLE_TOML);
+            Ok(())
+        }
+        Command::Lane {
+            command: LaneCommand::Add { name, role },
+        } => {
+            let cfg = load_config(&cli, false)?;
+            let role = Role::parse(role).context("role must be pos, cashier or admin")?;
+            let token = add_lane(&cfg, name, role)?;
+            println!(
+                "lane {name} ({}) created. Its token, shown only this once:",
+                role.as_str()
+            );
+            println!("{token}");
+            Ok(())
+        }
+        Command::Serve { listen } => {
+            let mut cfg = load_config(&cli, false)?;
+            if let Some(l) = listen {
+                cfg.listen = *l;
+            }
+            runtime()?.block_on(serve(cfg, None))
+        }
+        Command::Demo { listen } => {
+            let mut cfg = load_config(&cli, true)?;
+            cfg.listen = *listen;
+            runtime()?.block_on(serve(cfg, Some(())))
+        }
+        Command::SeedMembers { count } => {
+            let cfg = load_config(&cli, false)?;
+            runtime()?.block_on(seed_members(cfg, *count))
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+async fn serve(cfg: Config, demo_mode: Option<()>) -> anyhow::Result<()> {
+    telemetry::init(std::io::stderr);
+    let listen = cfg.listen;
+    let demo_token = match demo_mode {
+        Some(()) => Some(add_lane(
+            &cfg,
+            &format!("demo-{}", std::process::id()),
+            Role::Admin,
+        )?),
+        None => None,
+    };
+    let edge = Arc::new(Edge::open(cfg).context("opening the store")?);
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let addr = listener.local_addr()?;
+    if let Some(token) = &demo_token {
+        let lane = edge
+            .authenticate(token)
+            .await?
+            .map(|l| l.id)
+            .context("demo lane")?;
+        let ids = demo::seed(&edge, lane).await?;
+        print_demo(addr, token, &ids);
+    }
+    // Tests and scripts read this line to learn the bound port.
+    println!("patron-edge listening on http://{addr}");
+    std::io::stdout().flush().ok();
+    tracing::info!(%addr, "listening");
+    patron_edge::run(edge, listener, shutdown_signal()).await
+}
+
+fn print_demo(addr: SocketAddr, token: &str, ids: &[patron_protocol::MemberId]) {
+    let base = format!("http://{addr}");
+    let first = ids.first().map(|m| m.to_string()).unwrap_or_default();
+    let receipt = format!("R-DEMO-{}", std::process::id());
+    println!(
+        r#"
+Patron edge demo — store S001 with {n} demo members (13800138000 has a purchase history).
+
+  export PATRON={base}
+  export TOKEN={token}
+
+  curl -s $PATRON/healthz
+  curl -s -H "Authorization: Bearer $TOKEN" "$PATRON/v1/members?phone=13800138000"
+  curl -s -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+       -d '{{"member_id":"{first}","lines":[{{"sku":"A1","category":"skincare","qty":2,"unit_price":9900}}],"redeem_points":500}}' \
+       $PATRON/v1/checkout/quote
+  curl -s -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' -H 'Idempotency-Key: {receipt}' \
+       -d '{{"member_id":"{first}","receipt_id":"{receipt}","lines":[{{"sku":"A1","qty":2,"unit_price":9900}}],"redeem_points":500}}' \
+       $PATRON/v1/checkout/commit
+  curl -s -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' -H 'Idempotency-Key: refund-{receipt}' \
+       -d '{{"receipt_id":"{receipt}","lines":[{{"sku":"A1","qty":1}}]}}' $PATRON/v1/refunds
+  curl -s -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+       -d '{{"type":"check_in"}}' $PATRON/v1/members/{first}/events
+  curl -s $PATRON/v1/openapi.json | head -c 300; echo
+"#,
+        n = ids.len()
+    );
+}
+
+async fn seed_members(cfg: Config, count: u64) -> anyhow::Result<()> {
+    use patron_protocol::pos::{Consents, RegisterMember};
+    let edge = Arc::new(Edge::open(cfg)?);
+    let mut set = tokio::task::JoinSet::new();
+    let mut done = 0u64;
+    for i in 0..count {
+        let edge = edge.clone();
+        set.spawn(async move {
+            let req = RegisterMember {
+                phone: format!("1{:010}", 3_000_000_000 + i),
+                name: None,
+                birthday: None,
+                channel: None,
+                referrer_code: None,
+                consents: Consents {
+                    terms: true,
+                    marketing: false,
+                    policy_version: None,
+                },
+            };
+            match edge.register(None, req).await {
+                Ok(_) | Err(patron_edge::service::EdgeError::MemberExists { .. }) => Ok(()),
+                Err(e) => Err(e),
+            }
+        });
+        while set.len() >= 512 {
+            if let Some(r) = set.join_next().await {
+                r??;
+                done += 1;
+            }
+        }
+    }
+    while let Some(r) = set.join_next().await {
+        r??;
+        done += 1;
+    }
+    println!("seeded {done} members");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

@@ -1,0 +1,161 @@
+//! Quotes and committed sales.
+
+use patron_protocol::pos::{Basket, CommitRequest, CommitResponse, Quote};
+use patron_protocol::{Fen, Points, TransactionId};
+use serde_json::json;
+
+use super::{Edge, EdgeError, Idem, MemberState, Reply, balance, invalid, tier_code};
+use crate::domain::pricing::{self, Priced};
+use crate::domain::validate;
+use crate::store::facts::{self, MemberFact, NewFact};
+use crate::store::members;
+use crate::store::receipts::{self, ReceiptRow};
+
+impl Edge {
+    /// `POST /v1/checkout/quote`: prices a basket and writes nothing.
+    pub async fn quote(&self, basket: Basket) -> Result<Quote, EdgeError> {
+        let lines = pricing::validate_lines(&basket.lines).map_err(invalid)?;
+        let core = self.core.clone();
+        let priced = self
+            .store
+            .readers
+            .read(move |conn| {
+                let now = core.now();
+                let balance = match basket.member_id {
+                    Some(m) => {
+                        if !members::exists(conn, m.as_bytes())? {
+                            return Err(EdgeError::MemberNotFound);
+                        }
+                        Some(core.load_state(conn, m.as_bytes(), now)?.1.points.balance())
+                    }
+                    None => None,
+                };
+                Ok::<Priced, EdgeError>(pricing::price(
+                    &lines,
+                    balance,
+                    basket.redeem_points,
+                    &core.cfg.points,
+                )?)
+            })
+            .await?;
+        Ok(priced.to_quote())
+    }
+
+    /// `POST /v1/checkout/commit`: prices the basket again and records the sale.
+    pub async fn commit(&self, idem: Idem, req: CommitRequest) -> Result<Reply, EdgeError> {
+        let receipt_id = validate::receipt_id(&req.receipt_id).map_err(invalid)?;
+        let lines = pricing::validate_lines(&req.basket.lines).map_err(invalid)?;
+        let member = req.basket.member_id;
+        let redeem = req.basket.redeem_points;
+        let core = self.core.clone();
+        let now = core.now();
+        let expires_at = core.lot_expiry(now);
+        self.store
+            .writer
+            .write(move |ctx| {
+                core.idempotent(ctx, Some(&idem), now, |ctx| {
+                    if receipts::exists(ctx.conn, &receipt_id)? {
+                        return Err(EdgeError::ReceiptExists(receipt_id.clone()));
+                    }
+                    let prior = match member {
+                        Some(m) => {
+                            if !members::exists(ctx.conn, m.as_bytes())? {
+                                return Err(EdgeError::MemberNotFound);
+                            }
+                            Some(core.load_state(ctx.conn, m.as_bytes(), now)?)
+                        }
+                        None => None,
+                    };
+                    let priced = pricing::price(
+                        &lines,
+                        prior.as_ref().map(|(_, s)| s.points.balance()),
+                        redeem,
+                        &core.cfg.points,
+                    )?;
+                    let txn = TransactionId::new_v7();
+                    let body = json!({
+                        "receipt_id": receipt_id,
+                        "lines": lines,
+                        "subtotal": priced.subtotal,
+                        "discounts": priced.discounts,
+                        "points_value": priced.points_value,
+                        "total": priced.total,
+                    });
+                    let fact = NewFact {
+                        kind: "purchase",
+                        at: now,
+                        member: member.map(|m| *m.as_bytes()),
+                        txn: *txn.as_bytes(),
+                        earn: priced.points_to_earn,
+                        expires_at,
+                        spend: priced.points_redeemed,
+                        qual_spend: if member.is_some() { priced.total } else { 0 },
+                        qual_at: now,
+                        body: body.to_string(),
+                        ..Default::default()
+                    };
+                    let seq = facts::append(ctx, &fact)?;
+                    receipts::insert(
+                        ctx.conn,
+                        &ReceiptRow {
+                            receipt_id: receipt_id.clone(),
+                            txn: *txn.as_bytes(),
+                            member: fact.member,
+                            at: now,
+                            lines: lines.clone(),
+                            subtotal: priced.subtotal,
+                            total: priced.total,
+                            earned: priced.points_to_earn,
+                            redeemed: priced.points_redeemed,
+                        },
+                    )?;
+                    let after = prior.map(|(mut member_facts, _)| {
+                        member_facts.push(as_member_fact(&fact, &core.origin_label, seq));
+                        core.member_state(&member_facts, now)
+                    });
+                    Ok((
+                        201,
+                        commit_response(txn, receipt_id, &priced, after.as_ref(), &core.cfg),
+                    ))
+                })
+            })
+            .await
+    }
+}
+
+fn commit_response(
+    txn: TransactionId,
+    receipt_id: String,
+    p: &Priced,
+    after: Option<&MemberState>,
+    cfg: &crate::config::Config,
+) -> CommitResponse {
+    CommitResponse {
+        transaction_id: txn,
+        receipt_id,
+        total: Fen(p.total),
+        discounts: p.discounts.clone(),
+        points_earned: Points(p.points_to_earn),
+        points_redeemed: Points(p.points_redeemed),
+        balance_after: after.map(balance),
+        tier_after: after.map(|s| tier_code(s, cfg)),
+        coupons_issued: Vec::new(),
+    }
+}
+
+/// The just-written fact as the derivation reads it, without a round trip to SQLite.
+pub(super) fn as_member_fact(f: &NewFact<'_>, origin: &str, seq: i64) -> MemberFact {
+    MemberFact {
+        at: f.at,
+        origin: origin.to_string(),
+        seq,
+        txn: f.txn,
+        earn: f.earn,
+        expires_at: f.expires_at,
+        spend: f.spend,
+        reverse: f.reverse,
+        reverse_lot: f.reverse_lot,
+        qual_spend: f.qual_spend,
+        qual_at: f.qual_at,
+    }
+}

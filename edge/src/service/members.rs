@@ -1,0 +1,339 @@
+//! Registering, finding and updating members.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use patron_protocol::pos::{ExpiringPoints, Member, PointsView, RegisterMember, UpdateMember};
+use patron_protocol::{MemberId, Points};
+use serde_json::json;
+
+use super::{Core, Edge, EdgeError, Idem, MemberState, Reply, invalid};
+use crate::domain::clock::{Millis, days};
+use crate::domain::tiers;
+use crate::domain::validate::{self, Phone};
+use crate::store::facts::{self, NewFact};
+use crate::store::members::{self, MemberRow};
+
+impl Core {
+    /// Decrypts a member row and combines it with its derived state.
+    pub fn member_view(
+        &self,
+        row: &MemberRow,
+        state: &MemberState,
+        now: Millis,
+    ) -> Result<Member, EdgeError> {
+        let id = &row.member_id;
+        let key = self.vault.member_key(id, &row.wrapped_key)?;
+        let phone = self.vault.open_field(&key, id, "phone", &row.phone_enc)?;
+        let name = row
+            .name_enc
+            .as_deref()
+            .map(|c| self.vault.open_field(&key, id, "name", c))
+            .transpose()?;
+        let birthday = row
+            .birthday_enc
+            .as_deref()
+            .map(|c| self.vault.open_field(&key, id, "birthday", c))
+            .transpose()?;
+        let until = now + days(self.cfg.points.expiring_notice_days);
+        let expiring = state
+            .points
+            .expiring_by(until)
+            .into_iter()
+            .map(|(at, n)| ExpiringPoints {
+                points: Points(n),
+                expires_at: self.cal.rfc3339(at),
+            })
+            .collect();
+        Ok(Member {
+            member_id: MemberId::from_bytes(*id),
+            phone_masked: validate::mask_phone(&phone),
+            name,
+            birthday,
+            tier: tiers::view(state.qualifying_spend, &self.cfg.tiers),
+            points: PointsView {
+                balance: Points(state.points.balance()),
+                expiring,
+            },
+            coupons: Vec::new(),
+            benefits: Vec::new(),
+            referral_code: row.referral_code.clone(),
+            tags: row.tags.clone(),
+            marketing_consent: row.consent_marketing,
+            created_at: self.cal.rfc3339(row.created_at),
+            home_store: row.home_store.clone(),
+        })
+    }
+
+    fn new_referral_code(&self, conn: &rusqlite::Connection) -> Result<String, EdgeError> {
+        let alphabet = validate::REFERRAL_ALPHABET;
+        for _ in 0..16 {
+            let bytes: [u8; 6] = self.vault.random()?;
+            let code: String = bytes
+                .iter()
+                .map(|b| alphabet[*b as usize % alphabet.len()] as char)
+                .collect();
+            if !members::referral_code_taken(conn, &code)? {
+                return Ok(code);
+            }
+        }
+        Err(EdgeError::Store(crate::store::StoreError::Corrupt(
+            "no free referral code after 16 tries".into(),
+        )))
+    }
+}
+
+fn sealed(v: &Option<Vec<u8>>) -> serde_json::Value {
+    v.as_ref()
+        .map_or(serde_json::Value::Null, |c| json!(B64.encode(c)))
+}
+
+impl Edge {
+    /// `POST /v1/members`.
+    pub async fn register(
+        &self,
+        idem: Option<Idem>,
+        req: RegisterMember,
+    ) -> Result<Reply, EdgeError> {
+        let core = self.core.clone();
+        let now = core.now();
+        let today = core.cal.date(now);
+        let phone = Phone::parse(&req.phone).map_err(invalid)?;
+        if !req.consents.terms {
+            return Err(EdgeError::Invalid(
+                "consents.terms must be true: the member must accept the terms".into(),
+            ));
+        }
+        let name = req
+            .name
+            .as_deref()
+            .map(validate::name)
+            .transpose()
+            .map_err(invalid)?;
+        let birthday = req
+            .birthday
+            .as_deref()
+            .map(|b| validate::birthday(b, today))
+            .transpose()
+            .map_err(invalid)?;
+        let channel = req
+            .channel
+            .as_deref()
+            .map(validate::channel)
+            .transpose()
+            .map_err(invalid)?;
+        let policy_version = req
+            .consents
+            .policy_version
+            .as_deref()
+            .map(validate::policy_version)
+            .transpose()
+            .map_err(invalid)?;
+        let referrer_code = req
+            .referrer_code
+            .as_deref()
+            .map(validate::referral_code)
+            .transpose()
+            .map_err(invalid)?;
+
+        // Encrypt before queueing: the writer thread only writes.
+        let id = MemberId::new_v7();
+        let idb = *id.as_bytes();
+        let (key, wrapped_key) = core.vault.new_member_key(&idb)?;
+        let v = &core.vault;
+        let row = MemberRow {
+            member_id: idb,
+            phone_idx: v.phone_index(phone.as_str()),
+            wrapped_key,
+            phone_enc: v.seal_field(&key, &idb, "phone", phone.as_str())?,
+            name_enc: name
+                .as_deref()
+                .map(|n| v.seal_field(&key, &idb, "name", n))
+                .transpose()?,
+            birthday_enc: birthday
+                .map(|b| v.seal_field(&key, &idb, "birthday", &validate::format_date(b)))
+                .transpose()?,
+            referral_code: String::new(),
+            referrer_code,
+            channel,
+            consent_terms: true,
+            consent_marketing: req.consents.marketing,
+            policy_version,
+            tags: Vec::new(),
+            home_store: core.cfg.store_id.clone(),
+            created_at: now,
+            updated_at: now,
+        };
+        self.store
+            .writer
+            .write(move |ctx| {
+                core.idempotent(ctx, idem.as_ref(), now, |ctx| {
+                    if let Some(existing) = members::ids_by_phone(ctx.conn, &row.phone_idx)?.first() {
+                        return Err(EdgeError::MemberExists { member_id: MemberId::from_bytes(*existing) });
+                    }
+                    let mut row = row;
+                    row.referral_code = core.new_referral_code(ctx.conn)?;
+                    members::insert(ctx.conn, &row)?;
+                    let body = json!({
+                        "phone_idx": B64.encode(row.phone_idx),
+                        "wrapped_key": B64.encode(&row.wrapped_key),
+                        "phone": B64.encode(&row.phone_enc),
+                        "name": sealed(&row.name_enc),
+                        "birthday": sealed(&row.birthday_enc),
+                        "referral_code": row.referral_code,
+                        "referrer_code": row.referrer_code,
+                        "channel": row.channel,
+                        "consents": {"terms": true, "marketing": row.consent_marketing, "policy_version": row.policy_version},
+                        "home_store": row.home_store,
+                    });
+                    facts::append(
+                        ctx,
+                        &NewFact { kind: "member_registered", at: now, member: Some(idb), txn: idb, body: body.to_string(), ..Default::default() },
+                    )?;
+                    let empty = core.member_state(&[], now);
+                    Ok((201, core.member_view(&row, &empty, now)?))
+                })
+            })
+            .await
+    }
+
+    /// `GET /v1/members/{id}`.
+    pub async fn member(&self, id: MemberId) -> Result<Member, EdgeError> {
+        let core = self.core.clone();
+        self.store
+            .readers
+            .read(move |conn| {
+                let now = core.now();
+                let row = members::get(conn, id.as_bytes())?.ok_or(EdgeError::MemberNotFound)?;
+                let (_, state) = core.load_state(conn, id.as_bytes(), now)?;
+                core.member_view(&row, &state, now)
+            })
+            .await
+    }
+
+    /// `GET /v1/members?phone=…`.
+    pub async fn member_by_phone(&self, raw_phone: &str) -> Result<Member, EdgeError> {
+        let phone = Phone::parse(raw_phone).map_err(invalid)?;
+        let idx = self.core.vault.phone_index(phone.as_str());
+        let core = self.core.clone();
+        self.store
+            .readers
+            .read(move |conn| {
+                let now = core.now();
+                let id = *members::ids_by_phone(conn, &idx)?
+                    .first()
+                    .ok_or(EdgeError::MemberNotFound)?;
+                let row = members::get(conn, &id)?.ok_or(EdgeError::MemberNotFound)?;
+                let (_, state) = core.load_state(conn, &id, now)?;
+                core.member_view(&row, &state, now)
+            })
+            .await
+    }
+
+    /// `PATCH /v1/members/{id}`: profile fields and preference tags.
+    pub async fn update_member(
+        &self,
+        idem: Option<Idem>,
+        id: MemberId,
+        req: UpdateMember,
+    ) -> Result<Reply, EdgeError> {
+        let core = self.core.clone();
+        let now = core.now();
+        let today = core.cal.date(now);
+        let name = req
+            .name
+            .as_deref()
+            .map(validate::name)
+            .transpose()
+            .map_err(invalid)?;
+        let birthday = req
+            .birthday
+            .as_deref()
+            .map(|b| validate::birthday(b, today))
+            .transpose()
+            .map_err(invalid)?;
+        let add = req
+            .tags_add
+            .iter()
+            .map(|t| validate::tag(t))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(invalid)?;
+        let remove = req
+            .tags_remove
+            .iter()
+            .map(|t| validate::tag(t))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(invalid)?;
+        if name.is_none()
+            && birthday.is_none()
+            && req.marketing.is_none()
+            && add.is_empty()
+            && remove.is_empty()
+        {
+            return Err(EdgeError::Invalid(
+                "nothing to change: give name, birthday, marketing, tags_add or tags_remove".into(),
+            ));
+        }
+        let marketing = req.marketing;
+        self.store
+            .writer
+            .write(move |ctx| {
+                core.idempotent(ctx, idem.as_ref(), now, |ctx| {
+                    let idb = *id.as_bytes();
+                    let mut row = members::get(ctx.conn, &idb)?.ok_or(EdgeError::MemberNotFound)?;
+                    let key = core.vault.member_key(&idb, &row.wrapped_key)?;
+                    let mut changed = serde_json::Map::new();
+                    if let Some(n) = &name {
+                        row.name_enc = Some(core.vault.seal_field(&key, &idb, "name", n)?);
+                        changed.insert("name".into(), sealed(&row.name_enc));
+                    }
+                    if let Some(b) = birthday {
+                        row.birthday_enc = Some(core.vault.seal_field(
+                            &key,
+                            &idb,
+                            "birthday",
+                            &validate::format_date(b),
+                        )?);
+                        changed.insert("birthday".into(), sealed(&row.birthday_enc));
+                    }
+                    if let Some(m) = marketing {
+                        row.consent_marketing = m;
+                        changed.insert("marketing".into(), json!(m));
+                    }
+                    row.tags.retain(|t| !remove.contains(t));
+                    for t in &add {
+                        if !row.tags.contains(t) {
+                            row.tags.push(t.clone());
+                        }
+                    }
+                    if row.tags.len() > validate::MAX_TAGS {
+                        return Err(EdgeError::Invalid(format!(
+                            "a member holds at most {} tags",
+                            validate::MAX_TAGS
+                        )));
+                    }
+                    if !add.is_empty() || !remove.is_empty() {
+                        changed.insert("tags_add".into(), json!(add));
+                        changed.insert("tags_remove".into(), json!(remove));
+                    }
+                    row.updated_at = now;
+                    members::update_profile(ctx.conn, &row)?;
+                    let txn = *patron_protocol::TransactionId::new_v7().as_bytes();
+                    let body = serde_json::Value::Object(changed).to_string();
+                    facts::append(
+                        ctx,
+                        &NewFact {
+                            kind: "member_updated",
+                            at: now,
+                            member: Some(idb),
+                            txn,
+                            body,
+                            ..Default::default()
+                        },
+                    )?;
+                    let (_, state) = core.load_state(ctx.conn, &idb, now)?;
+                    Ok((200, core.member_view(&row, &state, now)?))
+                })
+            })
+            .await
+    }
+}

@@ -1,0 +1,332 @@
+//! Domain services: the rules of each POS operation, between the HTTP handlers (which
+//! only parse and map errors) and storage (which only runs SQL).
+//!
+//! Every state-changing operation runs as one closure on the group-commit writer, and
+//! inside it as one savepoint: the idempotency check, the business checks, the fact(s)
+//! and the stored answer are written together or not at all.
+
+mod checkout;
+mod lanes;
+mod members;
+mod points;
+mod refunds;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use patron_protocol::pos::{Health, HubHealth};
+use patron_protocol::{MemberId, Points};
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::crypto::{CryptoError, Vault};
+use crate::domain::clock::{self, Millis, StoreCalendar};
+use crate::domain::points::{Movement, PointsState, derive};
+use crate::domain::pricing::PricingError;
+use crate::domain::tiers::{self, Tier};
+use crate::store::facts::{self, MemberFact};
+use crate::store::{Store, StoreError, WriteCtx, idempotency};
+
+pub use lanes::{Lane, Role, add_lane};
+
+/// Why an operation was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    /// Bad input; the message says which field and why.
+    #[error("{0}")]
+    Invalid(String),
+    /// Bad input with structured details.
+    #[error("{message}")]
+    InvalidWith {
+        /// For people.
+        message: String,
+        /// For the POS.
+        details: serde_json::Value,
+    },
+    /// No such member.
+    #[error("no member with this id or phone")]
+    MemberNotFound,
+    /// The phone is a member already.
+    #[error("this phone already belongs to a member")]
+    MemberExists {
+        /// The existing member.
+        member_id: MemberId,
+    },
+    /// No such receipt or resource.
+    #[error("{0}")]
+    NotFound(String),
+    /// Not enough points.
+    #[error("the member has {available} points; {requested} were asked for")]
+    InsufficientPoints {
+        /// Available balance.
+        available: i64,
+        /// Points asked for.
+        requested: i64,
+    },
+    /// The receipt was committed under another key.
+    #[error("receipt {0} was already committed")]
+    ReceiptExists(String),
+    /// Same idempotency key, different request.
+    #[error("this Idempotency-Key was used with a different request")]
+    IdempotencyKeyReused,
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Encryption failed.
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+}
+
+impl From<rusqlite::Error> for EdgeError {
+    fn from(e: rusqlite::Error) -> Self {
+        EdgeError::Store(StoreError::Sqlite(e))
+    }
+}
+
+impl From<PricingError> for EdgeError {
+    fn from(e: PricingError) -> Self {
+        match e {
+            PricingError::Invalid(m) => EdgeError::Invalid(m),
+            PricingError::InsufficientPoints {
+                available,
+                requested,
+            } => EdgeError::InsufficientPoints {
+                available,
+                requested,
+            },
+            PricingError::RedeemExceedsDue { max_points } => EdgeError::InvalidWith {
+                message: e.to_string(),
+                details: serde_json::json!({ "max_points": max_points }),
+            },
+        }
+    }
+}
+
+fn invalid(m: String) -> EdgeError {
+    EdgeError::Invalid(m)
+}
+
+/// An idempotent request's identity: who sent it, under which key, with what body.
+#[derive(Debug, Clone)]
+pub struct Idem {
+    /// The lane (keys are scoped per lane).
+    pub lane: i64,
+    /// The `Idempotency-Key` header.
+    pub key: String,
+    /// Keyed hash of route and body.
+    pub request_hash: [u8; 32],
+}
+
+/// A state-changing operation's answer, as JSON, ready to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// JSON body.
+    pub body: Vec<u8>,
+    /// Whether this is a stored answer to an earlier identical request.
+    pub replayed: bool,
+}
+
+/// What every writer closure needs besides the connection.
+pub struct Core {
+    /// Keys.
+    pub vault: Vault,
+    /// Rules and settings.
+    pub cfg: Config,
+    /// The store's calendar.
+    pub cal: StoreCalendar,
+    /// `node/incarnation` of this store's origin, as facts are ordered by it.
+    pub origin_label: String,
+    now: Box<dyn Fn() -> Millis + Send + Sync>,
+}
+
+impl Core {
+    /// The current time (a fixed clock in tests).
+    pub fn now(&self) -> Millis {
+        (self.now)()
+    }
+
+    /// The last usable instant of a lot earned at `at`: end of the local day, plus the
+    /// configured months.
+    pub fn lot_expiry(&self, at: Millis) -> Millis {
+        let d = clock::add_months_to_date(self.cal.date(at), self.cfg.points.expiry_months as i32);
+        self.cal.end_of_day(d)
+    }
+
+    /// Runs `op` unless `idem` names a stored answer, and stores `op`'s answer under it.
+    fn idempotent<T: Serialize>(
+        &self,
+        ctx: &mut WriteCtx<'_>,
+        idem: Option<&Idem>,
+        now: Millis,
+        op: impl FnOnce(&mut WriteCtx<'_>) -> Result<(u16, T), EdgeError>,
+    ) -> Result<Reply, EdgeError> {
+        if let Some(i) = idem
+            && let Some(stored) = idempotency::get(ctx.conn, i.lane, &i.key)?
+        {
+            if stored.request_hash != i.request_hash {
+                return Err(EdgeError::IdempotencyKeyReused);
+            }
+            let body = self.vault.open_store(&seal_context(i), &stored.response)?;
+            return Ok(Reply {
+                status: stored.status,
+                body,
+                replayed: true,
+            });
+        }
+        let (status, value) = op(ctx)?;
+        let body = serde_json::to_vec(&value).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        if let Some(i) = idem {
+            let stored = idempotency::StoredReply {
+                request_hash: i.request_hash,
+                status,
+                response: self.vault.seal_store(&seal_context(i), &body)?,
+            };
+            idempotency::put(ctx.conn, i.lane, &i.key, &stored, now)?;
+        }
+        Ok(Reply {
+            status,
+            body,
+            replayed: false,
+        })
+    }
+
+    /// Derives a member's points and qualifying spend at `now` from their facts.
+    fn member_state(&self, member_facts: &[MemberFact], now: Millis) -> MemberState {
+        let mut movements: Vec<Movement> = member_facts
+            .iter()
+            .filter(|f| f.earn != 0 || f.spend != 0 || f.reverse != 0)
+            .map(|f| Movement {
+                at: f.at,
+                origin: f.origin.clone(),
+                seq: f.seq,
+                txn: f.txn,
+                earn: f.earn,
+                expires_at: f.expires_at,
+                spend: f.spend,
+                reverse: f.reverse,
+                reverse_lot: f.reverse_lot,
+            })
+            .collect();
+        let points = derive(&mut movements, now);
+        let window_start = self
+            .cal
+            .add_months(now, -(self.cfg.tiers.window_months as i32));
+        let qualifying_spend = member_facts
+            .iter()
+            .filter(|f| f.qual_at > window_start)
+            .map(|f| f.qual_spend)
+            .sum();
+        MemberState {
+            points,
+            qualifying_spend,
+        }
+    }
+
+    fn load_state(
+        &self,
+        conn: &rusqlite::Connection,
+        member: &[u8; 16],
+        now: Millis,
+    ) -> Result<(Vec<MemberFact>, MemberState), EdgeError> {
+        let member_facts = facts::for_member(conn, member)?;
+        let state = self.member_state(&member_facts, now);
+        Ok((member_facts, state))
+    }
+}
+
+fn seal_context(i: &Idem) -> String {
+    format!("idempotency/{}/{}", i.lane, i.key)
+}
+
+/// A member's derived numbers at one instant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberState {
+    /// Points lots and debt.
+    pub points: PointsState,
+    /// Qualifying spend in the tier window.
+    pub qualifying_spend: i64,
+}
+
+impl MemberState {
+    /// The tier this state reaches.
+    pub fn tier(&self, cfg: &Config) -> Tier {
+        Tier::for_spend(self.qualifying_spend, &cfg.tiers)
+    }
+}
+
+/// The edge node's services.
+pub struct Edge {
+    /// Keys, rules, clock.
+    pub core: Arc<Core>,
+    /// The database.
+    pub store: Store,
+    lanes: RwLock<HashMap<[u8; 32], Lane>>,
+}
+
+impl Edge {
+    /// Opens the store and keys in `cfg.data_dir`.
+    pub fn open(cfg: Config) -> anyhow::Result<Edge> {
+        Self::open_with_clock(cfg, Box::new(clock::now_millis))
+    }
+
+    /// Like [`Edge::open`], with a given clock (tests).
+    pub fn open_with_clock(
+        cfg: Config,
+        now: Box<dyn Fn() -> Millis + Send + Sync>,
+    ) -> anyhow::Result<Edge> {
+        use anyhow::Context;
+        cfg.validate()?;
+        std::fs::create_dir_all(&cfg.data_dir)
+            .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+        let vault = Vault::open_or_create(&cfg.data_dir.join("edge.key"))?;
+        let store = Store::open(&cfg.data_dir, &cfg.store_id, &cfg.storage)?;
+        let offset = clock::parse_offset(&cfg.utc_offset).context("utc_offset")?;
+        let origin_label = format!("{}/{}", store.origin.node, store.origin.incarnation);
+        let core = Arc::new(Core {
+            vault,
+            cal: StoreCalendar::new(offset),
+            origin_label,
+            cfg,
+            now,
+        });
+        Ok(Edge {
+            core,
+            store,
+            lanes: RwLock::new(HashMap::new()),
+        })
+    }
+
+    /// `GET /healthz`.
+    pub async fn health(&self) -> Result<Health, EdgeError> {
+        let origin = self.store.origin.id;
+        let last = self
+            .store
+            .readers
+            .read(move |c| Ok::<_, EdgeError>(facts::last_seq(c, origin)?))
+            .await?;
+        Ok(Health {
+            status: "ok".into(),
+            store_id: self.core.cfg.store_id.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            // No hub exists yet: every fact written here is pending, and the hub is
+            // reported unreachable rather than pretended.
+            hub: HubHealth {
+                reachable: false,
+                last_sync_at: None,
+                pending_facts: last.max(0) as u64,
+            },
+        })
+    }
+}
+
+/// The balance a state shows, as points.
+fn balance(state: &MemberState) -> Points {
+    Points(state.points.balance())
+}
+
+/// The tier view of a state.
+fn tier_code(state: &MemberState, cfg: &Config) -> String {
+    tiers::view(state.qualifying_spend, &cfg.tiers).code
+}

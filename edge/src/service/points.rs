@@ -1,0 +1,166 @@
+//! Points outside a sale: standalone redemptions and behaviour events.
+
+use patron_protocol::pos::{
+    EventRequest, EventResponse, EventType, RedemptionRequest, RedemptionResponse,
+};
+use patron_protocol::{MemberId, Points, TransactionId};
+use serde_json::json;
+
+use super::checkout::as_member_fact;
+use super::{Edge, EdgeError, Idem, Reply, balance, invalid};
+use crate::domain::validate;
+use crate::store::facts::{self, NewFact};
+use crate::store::members;
+
+impl Edge {
+    /// `POST /v1/members/{id}/redemptions`.
+    pub async fn redeem(
+        &self,
+        idem: Idem,
+        member: MemberId,
+        req: RedemptionRequest,
+    ) -> Result<Reply, EdgeError> {
+        let points = validate::points_amount(req.points, "points").map_err(invalid)?;
+        let reason = validate::reason(&req.reason).map_err(invalid)?;
+        let core = self.core.clone();
+        let now = core.now();
+        self.store
+            .writer
+            .write(move |ctx| {
+                core.idempotent(ctx, Some(&idem), now, |ctx| {
+                    let idb = *member.as_bytes();
+                    if !members::exists(ctx.conn, &idb)? {
+                        return Err(EdgeError::MemberNotFound);
+                    }
+                    let (mut member_facts, state) = core.load_state(ctx.conn, &idb, now)?;
+                    let available = state.points.balance();
+                    if points > available {
+                        return Err(EdgeError::InsufficientPoints {
+                            available,
+                            requested: points,
+                        });
+                    }
+                    let id = TransactionId::new_v7();
+                    let fact = NewFact {
+                        kind: "redemption",
+                        at: now,
+                        member: Some(idb),
+                        txn: *id.as_bytes(),
+                        spend: points,
+                        body: json!({ "reason": reason }).to_string(),
+                        ..Default::default()
+                    };
+                    let seq = facts::append(ctx, &fact)?;
+                    member_facts.push(as_member_fact(&fact, &core.origin_label, seq));
+                    let after = core.member_state(&member_facts, now);
+                    Ok((
+                        201,
+                        RedemptionResponse {
+                            redemption_id: id,
+                            balance_after: balance(&after),
+                        },
+                    ))
+                })
+            })
+            .await
+    }
+
+    /// `POST /v1/members/{id}/events`: awards what the rules give, within their limits.
+    /// Answers 201 when points were awarded and 200 (with a reason) when a limit was
+    /// already reached, so a POS can tell the two apart without parsing text.
+    pub async fn event(
+        &self,
+        idem: Option<Idem>,
+        member: MemberId,
+        req: EventRequest,
+    ) -> Result<Reply, EdgeError> {
+        let reference = req
+            .reference
+            .as_deref()
+            .map(|r| validate::sku(r, "ref"))
+            .transpose()
+            .map_err(invalid)?;
+        let core = self.core.clone();
+        let now = core.now();
+        let expires_at = core.lot_expiry(now);
+        self.store
+            .writer
+            .write(move |ctx| {
+                core.idempotent(ctx, idem.as_ref(), now, |ctx| {
+                    let idb = *member.as_bytes();
+                    let row = members::get(ctx.conn, &idb)?.ok_or(EdgeError::MemberNotFound)?;
+                    let today = validate::format_date(core.cal.date(now));
+                    let ev = &core.cfg.events;
+                    let (points, refused) = match req.kind {
+                        EventType::CheckIn => {
+                            if members::claim(ctx.conn, &idb, "check_in", &today)? {
+                                (ev.check_in, None)
+                            } else {
+                                (0, Some("already checked in today"))
+                            }
+                        }
+                        EventType::Share => {
+                            let n = members::count_claims(
+                                ctx.conn,
+                                &idb,
+                                "share",
+                                &format!("{today}#"),
+                            )?;
+                            if n >= i64::from(ev.share_daily_limit) {
+                                (0, Some("daily share limit reached"))
+                            } else {
+                                members::claim(
+                                    ctx.conn,
+                                    &idb,
+                                    "share",
+                                    &format!("{today}#{}", n + 1),
+                                )?;
+                                (ev.share, None)
+                            }
+                        }
+                        EventType::ProfileCompleted => {
+                            if row.name_enc.is_none() || row.birthday_enc.is_none() {
+                                return Err(EdgeError::Invalid(
+                                    "the profile is not complete: name and birthday are needed"
+                                        .into(),
+                                ));
+                            }
+                            if members::claim(ctx.conn, &idb, "profile_completed", "once")? {
+                                (ev.profile_completed, None)
+                            } else {
+                                (0, Some("profile completion was already rewarded"))
+                            }
+                        }
+                    };
+                    let (mut member_facts, _) = core.load_state(ctx.conn, &idb, now)?;
+                    if points > 0 {
+                        let txn = TransactionId::new_v7();
+                        let fact = NewFact {
+                            kind: "event",
+                            at: now,
+                            member: Some(idb),
+                            txn: *txn.as_bytes(),
+                            earn: points,
+                            expires_at,
+                            body: json!({ "type": req.kind.as_str(), "ref": reference })
+                                .to_string(),
+                            ..Default::default()
+                        };
+                        let seq = facts::append(ctx, &fact)?;
+                        member_facts.push(as_member_fact(&fact, &core.origin_label, seq));
+                    }
+                    let after = core.member_state(&member_facts, now);
+                    let status = if refused.is_some() { 200 } else { 201 };
+                    Ok((
+                        status,
+                        EventResponse {
+                            points_awarded: Points(points),
+                            balance_after: balance(&after),
+                            reason: refused.map(String::from),
+                        },
+                    ))
+                })
+            })
+            .await
+    }
+}

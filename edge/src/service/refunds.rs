@@ -1,0 +1,80 @@
+//! Refunds of committed sales, whole or by line.
+
+use patron_protocol::pos::{RefundRequest, RefundResponse};
+use patron_protocol::{Fen, Points, TransactionId};
+use serde_json::json;
+
+use super::{Edge, EdgeError, Idem, Reply, balance, invalid};
+use crate::domain::refund::{self, Sale};
+use crate::domain::validate;
+use crate::store::facts::{self, NewFact};
+use crate::store::receipts::{self, RefundRow};
+
+impl Edge {
+    /// `POST /v1/refunds`: reverses the refunded part's points, exactly once.
+    pub async fn refund(&self, idem: Idem, req: RefundRequest) -> Result<Reply, EdgeError> {
+        let receipt_id = validate::receipt_id(&req.receipt_id).map_err(invalid)?;
+        let core = self.core.clone();
+        let now = core.now();
+        let expires_at = core.lot_expiry(now);
+        self.store
+            .writer
+            .write(move |ctx| {
+                core.idempotent(ctx, Some(&idem), now, |ctx| {
+                    let receipt = receipts::get(ctx.conn, &receipt_id)?
+                        .ok_or_else(|| EdgeError::NotFound(format!("no receipt {receipt_id} was committed at this store")))?;
+                    let (done, gross_before) = receipts::refunded_so_far(ctx.conn, &receipt_id, receipt.lines.len())?;
+                    let per_line = refund::allocate(&receipt.lines, &done, req.lines.as_deref()).map_err(invalid)?;
+                    let gross_now = refund::gross(&receipt.lines, &per_line);
+                    let sale = Sale { subtotal: receipt.subtotal, total: receipt.total, earned: receipt.earned, redeemed: receipt.redeemed };
+                    let f = refund::figures(sale, gross_before, gross_now);
+                    let refund_id = TransactionId::new_v7();
+                    let fact = NewFact {
+                        kind: "refund",
+                        at: now,
+                        member: receipt.member,
+                        txn: *refund_id.as_bytes(),
+                        earn: f.points_returned,
+                        expires_at,
+                        reverse: f.points_reversed,
+                        reverse_lot: Some(receipt.txn),
+                        qual_spend: if receipt.member.is_some() { -f.amount } else { 0 },
+                        // A refund leaves the tier window together with the sale it reverses.
+                        qual_at: receipt.at,
+                        body: json!({"receipt_id": receipt_id, "per_line": per_line, "gross": gross_now, "amount": f.amount}).to_string(),
+                        ..Default::default()
+                    };
+                    facts::append(ctx, &fact)?;
+                    receipts::insert_refund(
+                        ctx.conn,
+                        &RefundRow {
+                            refund_id: *refund_id.as_bytes(),
+                            receipt_id: receipt_id.clone(),
+                            at: now,
+                            per_line,
+                            gross: gross_now,
+                            amount: f.amount,
+                            points_reversed: f.points_reversed,
+                            points_returned: f.points_returned,
+                        },
+                    )?;
+                    let balance_after = match receipt.member {
+                        // Read back after the insert: this transaction sees its own row.
+                        Some(m) => Some(balance(&core.load_state(ctx.conn, &m, now)?.1)),
+                        None => None,
+                    };
+                    Ok((
+                        201,
+                        RefundResponse {
+                            refund_id,
+                            amount_refunded: Fen(f.amount),
+                            points_reversed: Points(f.points_reversed),
+                            points_returned: Points(f.points_returned),
+                            balance_after,
+                        },
+                    ))
+                })
+            })
+            .await
+    }
+}

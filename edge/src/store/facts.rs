@@ -1,0 +1,134 @@
+//! The ledger table: immutable facts with gap-free sequences per origin.
+
+use rusqlite::{Connection, params};
+
+use super::writer::WriteCtx;
+
+/// A fact about to be appended by this node.
+#[derive(Debug, Clone, Default)]
+pub struct NewFact<'a> {
+    /// `member_registered`, `member_updated`, `purchase`, `refund`, `redemption`, `event`.
+    pub kind: &'a str,
+    /// When it happened (unix ms).
+    pub at: i64,
+    /// The member, if any.
+    pub member: Option<[u8; 16]>,
+    /// The transaction id; keys the lot an earn creates.
+    pub txn: [u8; 16],
+    /// Points credited as a lot.
+    pub earn: i64,
+    /// The lot's last usable instant.
+    pub expires_at: i64,
+    /// Points consumed FIFO.
+    pub spend: i64,
+    /// Points taken back from `reverse_lot`.
+    pub reverse: i64,
+    /// The lot a reversal targets.
+    pub reverse_lot: Option<[u8; 16]>,
+    /// Qualifying-spend delta in fen.
+    pub qual_spend: i64,
+    /// When that spend counts.
+    pub qual_at: i64,
+    /// JSON details (personal data only as ciphertext).
+    pub body: String,
+}
+
+/// Appends a fact with this node's next sequence; returns the sequence.
+pub fn append(ctx: &mut WriteCtx<'_>, f: &NewFact<'_>) -> rusqlite::Result<i64> {
+    let seq = ctx.next_seq();
+    ctx.conn
+        .prepare_cached(
+            "INSERT INTO facts (origin, seq, kind, at, member, txn, earn, expires_at, spend, reverse,
+                                reverse_lot, qual_spend, qual_at, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        )?
+        .execute(params![
+            ctx.origin,
+            seq,
+            f.kind,
+            f.at,
+            f.member.as_ref().map(|m| &m[..]),
+            &f.txn[..],
+            f.earn,
+            f.expires_at,
+            f.spend,
+            f.reverse,
+            f.reverse_lot.as_ref().map(|m| &m[..]),
+            f.qual_spend,
+            f.qual_at,
+            f.body
+        ])?;
+    Ok(seq)
+}
+
+/// The highest sequence `origin` has written (0 if none).
+pub fn last_seq(conn: &Connection, origin: i64) -> rusqlite::Result<i64> {
+    conn.query_row(
+        "SELECT coalesce(max(seq), 0) FROM facts WHERE origin = ?1",
+        params![origin],
+        |r| r.get(0),
+    )
+}
+
+/// The points- and spend-relevant columns of one of a member's facts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberFact {
+    /// When.
+    pub at: i64,
+    /// `node/incarnation` of the origin, for a replica-independent order.
+    pub origin: String,
+    /// Sequence within the origin.
+    pub seq: i64,
+    /// Transaction id.
+    pub txn: [u8; 16],
+    /// Points credited.
+    pub earn: i64,
+    /// Expiry of the credited lot.
+    pub expires_at: i64,
+    /// Points consumed FIFO.
+    pub spend: i64,
+    /// Points reversed.
+    pub reverse: i64,
+    /// Lot reversed.
+    pub reverse_lot: Option<[u8; 16]>,
+    /// Qualifying-spend delta.
+    pub qual_spend: i64,
+    /// When that spend counts.
+    pub qual_at: i64,
+}
+
+/// Every fact of `member` that moves points or qualifying spend.
+pub fn for_member(conn: &Connection, member: &[u8; 16]) -> rusqlite::Result<Vec<MemberFact>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT f.at, o.node || '/' || o.incarnation, f.seq, f.txn, f.earn, f.expires_at, f.spend,
+                f.reverse, f.reverse_lot, f.qual_spend, f.qual_at
+         FROM facts f JOIN origins o ON o.id = f.origin
+         WHERE f.member = ?1 AND (f.earn <> 0 OR f.spend <> 0 OR f.reverse <> 0 OR f.qual_spend <> 0)",
+    )?;
+    let rows = stmt.query_map(params![&member[..]], |r| {
+        Ok(MemberFact {
+            at: r.get(0)?,
+            origin: r.get(1)?,
+            seq: r.get(2)?,
+            txn: r.get(3)?,
+            earn: r.get(4)?,
+            expires_at: r.get(5)?,
+            spend: r.get(6)?,
+            reverse: r.get(7)?,
+            reverse_lot: r.get(8)?,
+            qual_spend: r.get(9)?,
+            qual_at: r.get(10)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// Facts of `kind` for `member` (used by the once-only rules).
+pub fn count_kind_for_member(
+    conn: &Connection,
+    member: &[u8; 16],
+    kind: &str,
+) -> rusqlite::Result<i64> {
+    conn.prepare_cached("SELECT count(*) FROM facts WHERE member = ?1 AND kind = ?2")?
+        .query_row(params![&member[..], kind], |r| r.get(0))
+}

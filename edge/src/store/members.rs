@@ -1,0 +1,182 @@
+//! Member profiles (a projection of the member facts) and once-per-period claims.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::StoreError;
+
+/// A member row as stored: personal fields are ciphertexts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberRow {
+    /// Member id (UUIDv7 bytes).
+    pub member_id: [u8; 16],
+    /// Blind index of the phone.
+    pub phone_idx: [u8; 32],
+    /// The member's data key, wrapped by the store key.
+    pub wrapped_key: Vec<u8>,
+    /// Encrypted normalized phone.
+    pub phone_enc: Vec<u8>,
+    /// Encrypted name.
+    pub name_enc: Option<Vec<u8>>,
+    /// Encrypted birthday.
+    pub birthday_enc: Option<Vec<u8>>,
+    /// The member's own referral code.
+    pub referral_code: String,
+    /// The code of who referred them.
+    pub referrer_code: Option<String>,
+    /// Sign-up channel.
+    pub channel: Option<String>,
+    /// Terms accepted.
+    pub consent_terms: bool,
+    /// Marketing consent.
+    pub consent_marketing: bool,
+    /// Privacy policy version accepted.
+    pub policy_version: Option<String>,
+    /// Preference tags.
+    pub tags: Vec<String>,
+    /// Store of registration.
+    pub home_store: String,
+    /// Registration time (ms).
+    pub created_at: i64,
+    /// Last profile change (ms).
+    pub updated_at: i64,
+}
+
+const COLUMNS: &str = "member_id, phone_idx, wrapped_key, phone_enc, name_enc, birthday_enc, referral_code,
+    referrer_code, channel, consent_terms, consent_marketing, policy_version, tags, home_store, created_at, updated_at";
+
+fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(MemberRow, String)> {
+    Ok((
+        MemberRow {
+            member_id: r.get(0)?,
+            phone_idx: r.get(1)?,
+            wrapped_key: r.get(2)?,
+            phone_enc: r.get(3)?,
+            name_enc: r.get(4)?,
+            birthday_enc: r.get(5)?,
+            referral_code: r.get(6)?,
+            referrer_code: r.get(7)?,
+            channel: r.get(8)?,
+            consent_terms: r.get(9)?,
+            consent_marketing: r.get(10)?,
+            policy_version: r.get(11)?,
+            tags: Vec::new(),
+            home_store: r.get(13)?,
+            created_at: r.get(14)?,
+            updated_at: r.get(15)?,
+        },
+        r.get(12)?,
+    ))
+}
+
+fn with_tags((mut row, tags): (MemberRow, String)) -> Result<MemberRow, StoreError> {
+    row.tags = serde_json::from_str(&tags)
+        .map_err(|e| StoreError::Corrupt(format!("members.tags: {e}")))?;
+    Ok(row)
+}
+
+/// Inserts a new member.
+pub fn insert(conn: &Connection, m: &MemberRow) -> Result<(), StoreError> {
+    let tags = serde_json::to_string(&m.tags).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    conn.prepare_cached(&format!("INSERT INTO members ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"))?
+        .execute(params![
+            &m.member_id[..],
+            &m.phone_idx[..],
+            m.wrapped_key,
+            m.phone_enc,
+            m.name_enc,
+            m.birthday_enc,
+            m.referral_code,
+            m.referrer_code,
+            m.channel,
+            m.consent_terms,
+            m.consent_marketing,
+            m.policy_version,
+            tags,
+            m.home_store,
+            m.created_at,
+            m.updated_at
+        ])?;
+    Ok(())
+}
+
+/// The member with this id.
+pub fn get(conn: &Connection, id: &[u8; 16]) -> Result<Option<MemberRow>, StoreError> {
+    conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM members WHERE member_id = ?1"
+    ))?
+    .query_row(params![&id[..]], from_row)
+    .optional()?
+    .map(with_tags)
+    .transpose()
+}
+
+/// Whether a member with this id exists.
+pub fn exists(conn: &Connection, id: &[u8; 16]) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM members WHERE member_id = ?1")?
+        .query_row(params![&id[..]], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+/// Members whose phone has this blind index, earliest registration first.
+pub fn ids_by_phone(conn: &Connection, idx: &[u8; 32]) -> Result<Vec<[u8; 16]>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT member_id FROM members WHERE phone_idx = ?1 ORDER BY created_at, member_id",
+    )?;
+    let rows = stmt.query_map(params![&idx[..]], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<Vec<[u8; 16]>>>()?)
+}
+
+/// Whether a referral code is taken.
+pub fn referral_code_taken(conn: &Connection, code: &str) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM members WHERE referral_code = ?1")?
+        .query_row(params![code], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+/// Writes the mutable profile fields.
+pub fn update_profile(conn: &Connection, m: &MemberRow) -> Result<(), StoreError> {
+    let tags = serde_json::to_string(&m.tags).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    conn.prepare_cached(
+        "UPDATE members SET name_enc = ?2, birthday_enc = ?3, consent_marketing = ?4, tags = ?5, updated_at = ?6
+         WHERE member_id = ?1",
+    )?
+    .execute(params![&m.member_id[..], m.name_enc, m.birthday_enc, m.consent_marketing, tags, m.updated_at])?;
+    Ok(())
+}
+
+/// Number of members held here.
+pub fn count(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn.query_row("SELECT count(*) FROM members", [], |r| r.get(0))?)
+}
+
+/// Records a once-per-`period` claim; `false` if it was already claimed.
+pub fn claim(
+    conn: &Connection,
+    member: &[u8; 16],
+    kind: &str,
+    period: &str,
+) -> Result<bool, StoreError> {
+    let n = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO event_claims (member, kind, period) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![&member[..], kind, period])?;
+    Ok(n == 1)
+}
+
+/// Claims of `kind` whose period starts with `prefix` (e.g. all shares of one day).
+pub fn count_claims(
+    conn: &Connection,
+    member: &[u8; 16],
+    kind: &str,
+    prefix: &str,
+) -> Result<i64, StoreError> {
+    let upper = format!("{prefix}\u{10FFFF}");
+    Ok(conn
+        .prepare_cached("SELECT count(*) FROM event_claims WHERE member = ?1 AND kind = ?2 AND period >= ?3 AND period < ?4")?
+        .query_row(params![&member[..], kind, prefix, upper], |r| r.get(0))?)
+}

@@ -1,0 +1,134 @@
+//! The schema, as an append-only list of migrations tracked by `PRAGMA user_version`.
+//!
+//! Never edit or reorder an entry once released: add a new one. A database whose
+//! `user_version` is newer than this list was written by a newer edge, and is refused
+//! rather than misread, so rolling a store back to an older binary is safe.
+
+/// Migration `i` takes the schema from version `i` to `i + 1`.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: the edge core.
+    r#"
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) STRICT;
+
+    -- Where facts come from: a node (store id or 'hub') in one database incarnation.
+    CREATE TABLE origins (
+        id          INTEGER PRIMARY KEY,
+        node        TEXT NOT NULL,
+        incarnation TEXT NOT NULL,
+        UNIQUE (node, incarnation)
+    ) STRICT;
+
+    -- The ledger: immutable facts, gap-free seq per origin. Derived numbers (balances,
+    -- tiers) are computed from these rows, never stored as facts.
+    CREATE TABLE facts (
+        origin      INTEGER NOT NULL REFERENCES origins(id),
+        seq         INTEGER NOT NULL,
+        kind        TEXT    NOT NULL,
+        at          INTEGER NOT NULL,            -- unix ms
+        member      BLOB,                        -- member id, 16 bytes
+        txn         BLOB    NOT NULL,            -- transaction id; keys the lot an earn creates
+        earn        INTEGER NOT NULL DEFAULT 0,  -- points credited as a lot
+        expires_at  INTEGER NOT NULL DEFAULT 0,  -- that lot's last usable instant
+        spend       INTEGER NOT NULL DEFAULT 0,  -- points consumed FIFO
+        reverse     INTEGER NOT NULL DEFAULT 0,  -- points taken back from reverse_lot
+        reverse_lot BLOB,
+        qual_spend  INTEGER NOT NULL DEFAULT 0,  -- qualifying-spend delta, fen
+        qual_at     INTEGER NOT NULL DEFAULT 0,  -- when that spend counts
+        body        TEXT    NOT NULL,            -- JSON details; personal data only encrypted
+        PRIMARY KEY (origin, seq)
+    ) STRICT;
+    CREATE INDEX facts_by_member ON facts (member, at) WHERE member IS NOT NULL;
+
+    -- Current member profiles (a projection of the member facts). Personal fields are
+    -- AES-256-GCM ciphertexts under the member's own key, itself wrapped by the store key.
+    CREATE TABLE members (
+        member_id         BLOB PRIMARY KEY,
+        phone_idx         BLOB NOT NULL,          -- HMAC-SHA256 blind index of the phone
+        wrapped_key       BLOB NOT NULL,
+        phone_enc         BLOB NOT NULL,
+        name_enc          BLOB,
+        birthday_enc      BLOB,
+        referral_code     TEXT NOT NULL UNIQUE,
+        referrer_code     TEXT,
+        channel           TEXT,
+        consent_terms     INTEGER NOT NULL,
+        consent_marketing INTEGER NOT NULL,
+        policy_version    TEXT,
+        tags              TEXT NOT NULL DEFAULT '[]',
+        home_store        TEXT NOT NULL,
+        created_at        INTEGER NOT NULL,
+        updated_at        INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX members_by_phone ON members (phone_idx);
+
+    -- Committed sales by POS receipt number (unique per store).
+    CREATE TABLE receipts (
+        receipt_id TEXT PRIMARY KEY,
+        txn        BLOB    NOT NULL,
+        member     BLOB,
+        at         INTEGER NOT NULL,
+        lines      TEXT    NOT NULL,   -- JSON array of priced lines
+        subtotal   INTEGER NOT NULL,
+        total      INTEGER NOT NULL,
+        earned     INTEGER NOT NULL,
+        redeemed   INTEGER NOT NULL
+    ) STRICT;
+
+    CREATE TABLE refunds (
+        refund_id       BLOB PRIMARY KEY,
+        receipt_id      TEXT    NOT NULL REFERENCES receipts(receipt_id),
+        at              INTEGER NOT NULL,
+        per_line        TEXT    NOT NULL,   -- JSON array: units refunded per receipt line
+        gross           INTEGER NOT NULL,
+        amount          INTEGER NOT NULL,
+        points_reversed INTEGER NOT NULL,
+        points_returned INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX refunds_by_receipt ON refunds (receipt_id);
+
+    -- Once-per-period behaviour rewards (check-in per day, profile completion once).
+    CREATE TABLE event_claims (
+        member BLOB NOT NULL,
+        kind   TEXT NOT NULL,
+        period TEXT NOT NULL,
+        PRIMARY KEY (member, kind, period)
+    ) STRICT, WITHOUT ROWID;
+
+    -- POS lanes and cashiers; tokens are stored only as SHA-256 hashes.
+    CREATE TABLE lanes (
+        id         INTEGER PRIMARY KEY,
+        name       TEXT    NOT NULL UNIQUE,
+        role       TEXT    NOT NULL,
+        token_hash BLOB    NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL,
+        revoked_at INTEGER
+    ) STRICT;
+
+    -- Answers to idempotent requests, encrypted (they may hold a name).
+    CREATE TABLE idempotency (
+        lane         INTEGER NOT NULL,
+        key          TEXT    NOT NULL,
+        request_hash BLOB    NOT NULL,
+        status       INTEGER NOT NULL,
+        response     BLOB    NOT NULL,
+        created_at   INTEGER NOT NULL,
+        PRIMARY KEY (lane, key)
+    ) STRICT, WITHOUT ROWID;
+    "#,
+];
+
+/// The schema version this binary writes.
+pub const SCHEMA_VERSION: usize = 1;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_length_matches_the_declared_version() {
+        assert_eq!(MIGRATIONS.len(), SCHEMA_VERSION);
+    }
+}

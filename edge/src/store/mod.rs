@@ -1,0 +1,298 @@
+//! Storage: the store's SQLite file. SQL lives here and nowhere else; no business rules.
+//!
+//! - one **writer** thread owns the only writing connection and commits requests in
+//!   groups ([`writer`]): each request is answered only after the transaction holding
+//!   it committed with `synchronous=FULL`, so an acknowledgement survives a power cut;
+//! - a small pool of **readers** ([`readers`]) serves lookups and quotes from WAL
+//!   snapshots without waiting for the writer;
+//! - a **checkpointer** thread folds the WAL back into the database in the background,
+//!   so no request pays for a checkpoint inside its commit.
+
+pub mod facts;
+pub mod idempotency;
+pub mod lanes;
+pub mod members;
+pub mod migrations;
+pub mod readers;
+pub mod receipts;
+pub mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use uuid::Uuid;
+
+use crate::config::StorageConfig;
+pub use readers::Readers;
+pub use writer::{WriteCtx, Writer};
+
+/// Storage failures. `NotFound` cases are `Option`s in the table modules, not errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite reported an error.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The database was written by a newer edge.
+    #[error(
+        "database schema version {found} is newer than this patron-edge supports ({supported}); \
+         run the newer patron-edge or restore a backup"
+    )]
+    SchemaTooNew {
+        /// `user_version` in the file.
+        found: usize,
+        /// The newest this binary knows.
+        supported: usize,
+    },
+    /// The database belongs to another store.
+    #[error("database belongs to store {found}, but this edge is configured as {configured}")]
+    StoreMismatch {
+        /// Store id in the file.
+        found: String,
+        /// Store id in the configuration.
+        configured: String,
+    },
+    /// The writer thread stopped (the process is shutting down).
+    #[error("the writer has stopped")]
+    WriterGone,
+    /// The commit of a group failed; nothing in it was written.
+    #[error("commit failed: {0}")]
+    CommitFailed(String),
+    /// A stored JSON column did not parse.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// File system.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The database file name inside the data directory.
+pub const DB_FILE: &str = "edge.sqlite";
+
+/// This node's identity as a fact origin.
+#[derive(Debug, Clone)]
+pub struct OwnOrigin {
+    /// Row id in `origins`.
+    pub id: i64,
+    /// Store id.
+    pub node: String,
+    /// Incarnation of this database.
+    pub incarnation: Uuid,
+}
+
+/// An open store: writer, readers and checkpointer.
+pub struct Store {
+    /// Group-committing writer.
+    pub writer: Writer,
+    /// Read-only connections.
+    pub readers: Readers,
+    /// This database's origin.
+    pub origin: OwnOrigin,
+    /// Path of the database file.
+    pub path: PathBuf,
+    stop_checkpointer: Arc<AtomicBool>,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.stop_checkpointer.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Opens a connection with the pragmas every connection needs.
+pub fn connect(path: &Path, read_only: bool) -> Result<Connection, StoreError> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    if !read_only {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // FULL: the WAL is fsynced at every commit, so a commit survives power loss.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+    }
+    conn.pragma_update(None, "cache_size", -32_000)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+/// Brings the schema up to date; refuses a database newer than this binary.
+/// Before upgrading an existing database it is copied with `VACUUM INTO`.
+pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let found: usize =
+        conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
+    let supported = migrations::MIGRATIONS.len();
+    if found > supported {
+        return Err(StoreError::SchemaTooNew { found, supported });
+    }
+    if found == supported {
+        return Ok(());
+    }
+    if found > 0 {
+        let backup = path.with_extension(format!("v{found}.bak"));
+        if !backup.exists() {
+            conn.execute("VACUUM INTO ?1", params![backup.to_string_lossy()])?;
+        }
+    }
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)?;
+    for (i, sql) in migrations::MIGRATIONS.iter().enumerate().skip(found) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn meta_get(conn: &Connection, key: &str) -> Result<Option<String>, StoreError> {
+    Ok(conn
+        .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
+            r.get(0)
+        })
+        .optional()?)
+}
+
+/// Establishes (first start) or checks (later starts) which store this database is.
+fn ensure_origin(conn: &Connection, store_id: &str) -> Result<OwnOrigin, StoreError> {
+    match meta_get(conn, "store_id")? {
+        Some(found) if found != store_id => {
+            return Err(StoreError::StoreMismatch {
+                found,
+                configured: store_id.to_string(),
+            });
+        }
+        Some(_) => {}
+        None => {
+            let incarnation = Uuid::now_v7();
+            conn.execute(
+                "INSERT INTO origins (node, incarnation) VALUES (?1, ?2)",
+                params![store_id, incarnation.to_string()],
+            )?;
+            let id = conn.last_insert_rowid();
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('store_id', ?1)",
+                params![store_id],
+            )?;
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('origin_id', ?1)",
+                params![id.to_string()],
+            )?;
+        }
+    }
+    let id: i64 = meta_get(conn, "origin_id")?
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| StoreError::Corrupt("meta.origin_id".into()))?;
+    let (node, inc): (String, String) = conn.query_row(
+        "SELECT node, incarnation FROM origins WHERE id = ?1",
+        params![id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let incarnation =
+        Uuid::parse_str(&inc).map_err(|_| StoreError::Corrupt("origins.incarnation".into()))?;
+    Ok(OwnOrigin {
+        id,
+        node,
+        incarnation,
+    })
+}
+
+impl Store {
+    /// Opens (creating if needed) the database in `data_dir` for `store_id`.
+    pub fn open(data_dir: &Path, store_id: &str, cfg: &StorageConfig) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(data_dir)?;
+        let path = data_dir.join(DB_FILE);
+        let mut conn = connect(&path, false)?;
+        migrate(&mut conn, &path)?;
+        let origin = ensure_origin(&conn, store_id)?;
+        let last_seq = facts::last_seq(&conn, origin.id)?;
+        // Checkpoints run on their own thread; a commit never pays for one.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let writer = Writer::spawn(conn, origin.id, last_seq + 1, cfg.max_batch)?;
+        let readers = Readers::open(&path, cfg.read_connections)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        spawn_checkpointer(
+            &path,
+            Duration::from_millis(cfg.checkpoint_interval_ms.max(10)),
+            stop.clone(),
+        )?;
+        Ok(Store {
+            writer,
+            readers,
+            origin,
+            path,
+            stop_checkpointer: stop,
+        })
+    }
+}
+
+fn spawn_checkpointer(
+    path: &Path,
+    every: Duration,
+    stop: Arc<AtomicBool>,
+) -> Result<(), StoreError> {
+    let conn = connect(path, false)?;
+    std::thread::Builder::new()
+        .name("patron-checkpoint".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(every);
+                // PASSIVE never blocks the writer or readers; it copies what it can.
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!(error = %e, "wal checkpoint failed");
+                }
+            }
+        })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrating_twice_is_a_no_op() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join(DB_FILE);
+        let mut conn = connect(&path, false).unwrap_or_else(|e| panic!("{e}"));
+        migrate(&mut conn, &path).unwrap_or_else(|e| panic!("{e}"));
+        migrate(&mut conn, &path).unwrap_or_else(|e| panic!("{e}"));
+        let v: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap_or(-1);
+        assert_eq!(v as usize, migrations::SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_newer_database_is_refused() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join(DB_FILE);
+        let mut conn = connect(&path, false).unwrap_or_else(|e| panic!("{e}"));
+        conn.pragma_update(None, "user_version", 99)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let err = migrate(&mut conn, &path).err();
+        assert!(
+            matches!(err, Some(StoreError::SchemaTooNew { found: 99, .. })),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_database_of_another_store_is_refused() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let cfg = StorageConfig::default();
+        drop(Store::open(dir.path(), "S001", &cfg).unwrap_or_else(|e| panic!("{e}")));
+        let err = Store::open(dir.path(), "S002", &cfg).err();
+        assert!(
+            matches!(err, Some(StoreError::StoreMismatch { .. })),
+            "{err:?}"
+        );
+    }
+}

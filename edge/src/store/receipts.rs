@@ -1,0 +1,148 @@
+//! Committed sales by receipt number, and the refunds against them.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::StoreError;
+use crate::domain::pricing::Line;
+
+/// A committed sale.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptRow {
+    /// POS receipt number.
+    pub receipt_id: String,
+    /// Transaction id (keys the points lot the sale earned).
+    pub txn: [u8; 16],
+    /// The member, if any.
+    pub member: Option<[u8; 16]>,
+    /// Sale time (ms).
+    pub at: i64,
+    /// Priced lines.
+    pub lines: Vec<Line>,
+    /// Σ qty × unit_price.
+    pub subtotal: i64,
+    /// Money paid.
+    pub total: i64,
+    /// Points earned.
+    pub earned: i64,
+    /// Points redeemed.
+    pub redeemed: i64,
+}
+
+/// Inserts a sale.
+pub fn insert(conn: &Connection, r: &ReceiptRow) -> Result<(), StoreError> {
+    let lines = serde_json::to_string(&r.lines).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    conn.prepare_cached(
+        "INSERT INTO receipts (receipt_id, txn, member, at, lines, subtotal, total, earned, redeemed)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        r.receipt_id,
+        &r.txn[..],
+        r.member.as_ref().map(|m| &m[..]),
+        r.at,
+        lines,
+        r.subtotal,
+        r.total,
+        r.earned,
+        r.redeemed
+    ])?;
+    Ok(())
+}
+
+/// Whether the receipt number was committed already.
+pub fn exists(conn: &Connection, receipt_id: &str) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM receipts WHERE receipt_id = ?1")?
+        .query_row(params![receipt_id], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+/// The sale with this receipt number.
+pub fn get(conn: &Connection, receipt_id: &str) -> Result<Option<ReceiptRow>, StoreError> {
+    let row = conn
+        .prepare_cached(
+            "SELECT receipt_id, txn, member, at, lines, subtotal, total, earned, redeemed FROM receipts WHERE receipt_id = ?1",
+        )?
+        .query_row(params![receipt_id], |r| {
+            Ok((
+                ReceiptRow {
+                    receipt_id: r.get(0)?,
+                    txn: r.get(1)?,
+                    member: r.get(2)?,
+                    at: r.get(3)?,
+                    lines: Vec::new(),
+                    subtotal: r.get(5)?,
+                    total: r.get(6)?,
+                    earned: r.get(7)?,
+                    redeemed: r.get(8)?,
+                },
+                r.get::<_, String>(4)?,
+            ))
+        })
+        .optional()?;
+    row.map(|(mut row, lines)| {
+        row.lines = serde_json::from_str(&lines)
+            .map_err(|e| StoreError::Corrupt(format!("receipts.lines: {e}")))?;
+        Ok(row)
+    })
+    .transpose()
+}
+
+/// A refund against a receipt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundRow {
+    /// Refund id.
+    pub refund_id: [u8; 16],
+    /// The receipt.
+    pub receipt_id: String,
+    /// When (ms).
+    pub at: i64,
+    /// Units refunded per receipt line.
+    pub per_line: Vec<i64>,
+    /// Gross value of those units.
+    pub gross: i64,
+    /// Money back.
+    pub amount: i64,
+    /// Earned points taken back.
+    pub points_reversed: i64,
+    /// Redeemed points given back.
+    pub points_returned: i64,
+}
+
+/// Inserts a refund.
+pub fn insert_refund(conn: &Connection, r: &RefundRow) -> Result<(), StoreError> {
+    let per_line =
+        serde_json::to_string(&r.per_line).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    conn.prepare_cached(
+        "INSERT INTO refunds (refund_id, receipt_id, at, per_line, gross, amount, points_reversed, points_returned)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![&r.refund_id[..], r.receipt_id, r.at, per_line, r.gross, r.amount, r.points_reversed, r.points_returned])?;
+    Ok(())
+}
+
+/// Units already refunded per line, and the gross value refunded so far.
+pub fn refunded_so_far(
+    conn: &Connection,
+    receipt_id: &str,
+    n_lines: usize,
+) -> Result<(Vec<i64>, i64), StoreError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT per_line, gross FROM refunds WHERE receipt_id = ?1")?;
+    let rows = stmt.query_map(params![receipt_id], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+    })?;
+    let mut units = vec![0i64; n_lines];
+    let mut gross = 0i64;
+    for row in rows {
+        let (per_line, g) = row?;
+        let per_line: Vec<i64> = serde_json::from_str(&per_line)
+            .map_err(|e| StoreError::Corrupt(format!("refunds.per_line: {e}")))?;
+        for (u, n) in units.iter_mut().zip(per_line) {
+            *u += n;
+        }
+        gross += g;
+    }
+    Ok((units, gross))
+}

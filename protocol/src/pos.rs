@@ -1,0 +1,437 @@
+//! Request and response bodies of POS API v1, exactly as `shared/POS-API.md` names them.
+//!
+//! Requests are deserialized leniently (unknown fields are ignored, so a POS written
+//! against a later minor version still works); every range rule is enforced by the
+//! edge's domain layer, not here.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{MemberId, TransactionId};
+use crate::money::{Fen, Points};
+
+/// `GET /healthz`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Health {
+    /// Always `ok` when the edge answers.
+    pub status: String,
+    /// This store's id.
+    pub store_id: String,
+    /// The edge's software version.
+    pub version: String,
+    /// The link to the hub.
+    pub hub: HubHealth,
+}
+
+/// The state of the store's link to the hub.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HubHealth {
+    /// Whether the last attempt to reach the hub succeeded.
+    pub reachable: bool,
+    /// When the last sync completed (RFC 3339), if ever.
+    pub last_sync_at: Option<String>,
+    /// Facts committed here that the hub has not acknowledged yet.
+    pub pending_facts: u64,
+}
+
+/// Consents given at registration (PIPL): terms are required, marketing optional.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Consents {
+    /// Acceptance of the membership terms; must be `true`.
+    pub terms: bool,
+    /// Consent to marketing messages.
+    #[serde(default)]
+    pub marketing: bool,
+    /// The privacy policy version the member accepted.
+    #[serde(default)]
+    pub policy_version: Option<String>,
+}
+
+/// `POST /v1/members`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RegisterMember {
+    /// Mainland mobile number; `+86`, spaces and dashes are accepted.
+    pub phone: String,
+    /// Display name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `YYYY-MM-DD`.
+    #[serde(default)]
+    pub birthday: Option<String>,
+    /// Where the member signed up, e.g. `store:S001:staff`.
+    #[serde(default)]
+    pub channel: Option<String>,
+    /// The referral code of the member who referred this one.
+    #[serde(default)]
+    pub referrer_code: Option<String>,
+    /// Consents; `terms` must be `true`.
+    pub consents: Consents,
+}
+
+/// `PATCH /v1/members/{member_id}`: change profile fields and preference tags.
+///
+/// Not in the POS API page's first edition; added (never renamed) as the page allows.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UpdateMember {
+    /// New display name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// New birthday, `YYYY-MM-DD`.
+    #[serde(default)]
+    pub birthday: Option<String>,
+    /// New marketing consent.
+    #[serde(default)]
+    pub marketing: Option<bool>,
+    /// Preference tags to add.
+    #[serde(default)]
+    pub tags_add: Vec<String>,
+    /// Preference tags to remove.
+    #[serde(default)]
+    pub tags_remove: Vec<String>,
+}
+
+/// The member as the POS sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Member {
+    /// The member's id (UUIDv7).
+    pub member_id: MemberId,
+    /// The phone with its middle four digits hidden: `138****8000`.
+    pub phone_masked: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// `YYYY-MM-DD`.
+    pub birthday: Option<String>,
+    /// Current tier and progress to the next.
+    pub tier: TierView,
+    /// Available points and what expires soon.
+    pub points: PointsView,
+    /// Coupons the member holds.
+    pub coupons: Vec<CouponView>,
+    /// Benefits of the member's tier.
+    pub benefits: Vec<BenefitView>,
+    /// This member's own code for referring friends.
+    pub referral_code: String,
+    /// Preference tags.
+    pub tags: Vec<String>,
+    /// Marketing consent as last given.
+    pub marketing_consent: bool,
+    /// Registration time (RFC 3339).
+    pub created_at: String,
+    /// The store where the member registered.
+    pub home_store: String,
+}
+
+/// A member's tier.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TierView {
+    /// `normal`, `silver`, `gold` or `diamond`.
+    pub code: String,
+    /// Display name.
+    pub name: String,
+    /// Spend in the rolling window that counts towards tiers.
+    pub qualifying_spend: Fen,
+    /// The next tier up, if any.
+    pub next: Option<NextTier>,
+}
+
+/// How far the member is from the next tier.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NextTier {
+    /// The next tier's code.
+    pub code: String,
+    /// Spend still needed within the window.
+    pub remaining_spend: Fen,
+}
+
+/// A member's points.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PointsView {
+    /// Points available now (negative only while a debt is being repaid).
+    pub balance: Points,
+    /// Lots expiring within the notice window (30 days by default).
+    pub expiring: Vec<ExpiringPoints>,
+}
+
+/// Points that expire at one moment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ExpiringPoints {
+    /// How many.
+    pub points: Points,
+    /// When (RFC 3339).
+    pub expires_at: String,
+}
+
+/// A coupon the member holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CouponView {
+    /// Coupon id.
+    pub coupon_id: String,
+    /// The code the POS sends back in `coupon_codes`.
+    pub code: String,
+    /// Display label, e.g. `¥50 off`.
+    pub label: String,
+    /// When it stops being valid (RFC 3339).
+    pub expires_at: String,
+}
+
+/// A tier benefit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BenefitView {
+    /// Benefit code.
+    pub code: String,
+    /// Display label.
+    pub label: String,
+}
+
+/// One line of a basket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BasketLine {
+    /// Stock-keeping unit.
+    pub sku: String,
+    /// Product category, for category rules.
+    #[serde(default)]
+    pub category: Option<String>,
+    /// Quantity, at least 1.
+    pub qty: i64,
+    /// Unit price in fen.
+    pub unit_price: i64,
+}
+
+/// A basket to price (`checkout/quote`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Basket {
+    /// The member, or absent for a walk-in customer.
+    #[serde(default)]
+    pub member_id: Option<MemberId>,
+    /// The lines.
+    pub lines: Vec<BasketLine>,
+    /// Coupon codes to apply.
+    #[serde(default)]
+    pub coupon_codes: Vec<String>,
+    /// Points the member wants to pay with.
+    #[serde(default)]
+    pub redeem_points: i64,
+}
+
+/// A basket that was paid (`checkout/commit`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CommitRequest {
+    /// The basket, priced again at commit.
+    #[serde(flatten)]
+    pub basket: Basket,
+    /// The POS receipt number, unique per store.
+    pub receipt_id: String,
+}
+
+/// One applied discount.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Discount {
+    /// `campaign`, `tier`, `coupon`.
+    pub source: String,
+    /// The rule or coupon id.
+    pub id: String,
+    /// Display label, e.g. `满200减30`.
+    pub label: String,
+    /// Amount taken off, in fen.
+    pub amount: Fen,
+}
+
+/// A coupon a sale will issue or has issued.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct IssuedCoupon {
+    /// Coupon id (empty in a quote).
+    pub coupon_id: String,
+    /// Display label.
+    pub label: String,
+    /// Value in fen.
+    pub amount: Fen,
+}
+
+/// `checkout/quote` answer: the priced basket; nothing was written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Quote {
+    /// Sum of `qty × unit_price` over the lines.
+    pub subtotal: Fen,
+    /// Discounts in the order they were applied.
+    pub discounts: Vec<Discount>,
+    /// Points used to pay.
+    pub points_redeemed: Points,
+    /// What those points are worth, in fen.
+    pub points_value: Fen,
+    /// What the customer pays in money.
+    pub total: Fen,
+    /// Points this sale earns.
+    pub points_to_earn: Points,
+    /// Coupons this sale issues.
+    pub coupons_to_issue: Vec<IssuedCoupon>,
+    /// One line per rule applied or considered, for people.
+    pub explain: Vec<String>,
+}
+
+/// `checkout/commit` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CommitResponse {
+    /// The new transaction's id.
+    pub transaction_id: TransactionId,
+    /// The POS receipt number.
+    pub receipt_id: String,
+    /// Money paid, in fen.
+    pub total: Fen,
+    /// Discounts applied.
+    pub discounts: Vec<Discount>,
+    /// Points earned by this sale.
+    pub points_earned: Points,
+    /// Points spent in this sale.
+    pub points_redeemed: Points,
+    /// The member's balance after the sale (absent for a walk-in).
+    pub balance_after: Option<Points>,
+    /// The member's tier after the sale (absent for a walk-in).
+    pub tier_after: Option<String>,
+    /// Coupons issued by this sale.
+    pub coupons_issued: Vec<IssuedCoupon>,
+}
+
+/// One refunded line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RefundLine {
+    /// The SKU as it was on the receipt.
+    pub sku: String,
+    /// How many units come back.
+    pub qty: i64,
+}
+
+/// `POST /v1/refunds`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RefundRequest {
+    /// The receipt being refunded.
+    pub receipt_id: String,
+    /// The refunded lines; absent means everything not yet refunded.
+    #[serde(default)]
+    pub lines: Option<Vec<RefundLine>>,
+}
+
+/// `POST /v1/refunds` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RefundResponse {
+    /// The refund's id.
+    pub refund_id: TransactionId,
+    /// Money returned to the customer, in fen.
+    pub amount_refunded: Fen,
+    /// Earned points taken back.
+    pub points_reversed: Points,
+    /// Redeemed points given back.
+    pub points_returned: Points,
+    /// The member's balance after (absent for a walk-in receipt).
+    pub balance_after: Option<Points>,
+}
+
+/// `POST /v1/members/{member_id}/redemptions`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RedemptionRequest {
+    /// Points to spend, at least 1.
+    pub points: i64,
+    /// What for, e.g. `gift:SAMPLE-01`.
+    pub reason: String,
+}
+
+/// `POST /v1/members/{member_id}/redemptions` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RedemptionResponse {
+    /// The redemption's id.
+    pub redemption_id: TransactionId,
+    /// The member's balance after.
+    pub balance_after: Points,
+}
+
+/// Behaviour that earns points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum EventType {
+    /// Daily check-in: once per calendar day.
+    CheckIn,
+    /// Sharing a product or campaign.
+    Share,
+    /// The member completed the profile: once per member.
+    ProfileCompleted,
+}
+
+impl EventType {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::CheckIn => "check_in",
+            EventType::Share => "share",
+            EventType::ProfileCompleted => "profile_completed",
+        }
+    }
+}
+
+/// `POST /v1/members/{member_id}/events`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EventRequest {
+    /// What happened.
+    #[serde(rename = "type")]
+    pub kind: EventType,
+    /// The client's reference (a share id, for example).
+    #[serde(default, rename = "ref")]
+    pub reference: Option<String>,
+}
+
+/// `POST /v1/members/{member_id}/events` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EventResponse {
+    /// Points awarded; 0 when the rule's limit was already reached.
+    pub points_awarded: Points,
+    /// The member's balance after.
+    pub balance_after: Points,
+    /// Why nothing was awarded, when nothing was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_request_reads_the_flat_wire_shape() {
+        let json = r#"{"member_id":null,"lines":[{"sku":"A1","qty":2,"unit_price":9900}],
+                       "receipt_id":"R-1"}"#;
+        let req: Result<CommitRequest, _> = serde_json::from_str(json);
+        let req = req.ok();
+        assert_eq!(req.as_ref().map(|r| r.receipt_id.as_str()), Some("R-1"));
+        assert_eq!(req.map(|r| r.basket.lines.len()), Some(1));
+    }
+
+    #[test]
+    fn event_type_uses_snake_case() {
+        let e: Result<EventRequest, _> = serde_json::from_str(r#"{"type":"check_in"}"#);
+        assert_eq!(e.ok().map(|e| e.kind), Some(EventType::CheckIn));
+    }
+}
