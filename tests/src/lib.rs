@@ -1,1 +1,329 @@
-//! stub
+//! Harness for multi-process tests: real `patron-edge` binaries in temp dirs on port 0,
+//! driven over real HTTP.
+//!
+//! The binaries are the workspace's own build (`target/<profile>/patron-edge`); the
+//! harness builds them once per test run with the same cargo that runs the tests, so a
+//! test never drives a stale binary.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+/// Directory holding the workspace's binaries.
+pub fn bin_dir() -> Result<PathBuf> {
+    static BUILT: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| build_binaries().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow::anyhow!(e))
+}
+
+fn build_binaries() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/e2e-<hash> → target/<profile>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("locating target dir")?
+        .to_path_buf();
+    let profile_release = dir.file_name().is_some_and(|n| n == "release");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args([
+        "build",
+        "--quiet",
+        "-p",
+        "patron-edge",
+        "--bin",
+        "patron-edge",
+    ]);
+    if profile_release {
+        cmd.arg("--release");
+    }
+    let status = cmd
+        .status()
+        .context("running cargo build for the binaries")?;
+    if !status.success() {
+        bail!("cargo build of patron-edge failed");
+    }
+    Ok(dir)
+}
+
+/// A running (or stopped) edge node with its own data directory.
+pub struct TestEdge {
+    /// Keeps the data directory alive for the test's duration.
+    pub dir: tempfile::TempDir,
+    /// Where it listens, while running.
+    pub addr: SocketAddr,
+    /// The admin token created at spawn.
+    pub token: String,
+    child: Option<Child>,
+    /// HTTP client.
+    pub http: reqwest::Client,
+    extra_config: String,
+}
+
+/// A response, flattened for assertions.
+#[derive(Debug, Clone)]
+pub struct Resp {
+    /// HTTP status.
+    pub status: u16,
+    /// Whether `Idempotent-Replayed: true` was set.
+    pub replayed: bool,
+    /// The JSON body (Null if none or not JSON).
+    pub json: Value,
+}
+
+impl Resp {
+    /// The error code of an error response.
+    pub fn code(&self) -> &str {
+        self.json["error"]["code"].as_str().unwrap_or("")
+    }
+}
+
+impl TestEdge {
+    /// Starts a fresh edge `S001` with default rules.
+    pub async fn spawn() -> Result<TestEdge> {
+        Self::spawn_with("").await
+    }
+
+    /// Starts a fresh edge with extra TOML configuration.
+    pub async fn spawn_with(extra_config: &str) -> Result<TestEdge> {
+        let dir = tempfile::tempdir()?;
+        let mut edge = TestEdge {
+            dir,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            token: String::new(),
+            child: None,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()?,
+            extra_config: extra_config.to_string(),
+        };
+        std::fs::write(edge.config_path(), edge.config_text())?;
+        edge.token = edge.add_lane("test-admin", "admin")?;
+        edge.start().await?;
+        Ok(edge)
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("edge.toml")
+    }
+
+    fn config_text(&self) -> String {
+        format!(
+            "store_id = \"S001\"\ndata_dir = {:?}\nlisten = \"127.0.0.1:0\"\n{}\n",
+            self.data_dir().display().to_string(),
+            self.extra_config
+        )
+    }
+
+    /// The edge's data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn command(&self) -> Result<Command> {
+        let mut cmd = Command::new(bin_dir()?.join("patron-edge"));
+        cmd.arg("--config").arg(self.config_path());
+        cmd.env_remove("RUST_LOG");
+        Ok(cmd)
+    }
+
+    /// Runs `patron-edge lane add` and returns the printed token.
+    pub fn add_lane(&self, name: &str, role: &str) -> Result<String> {
+        let out = self
+            .command()?
+            .args(["lane", "add", name, "--role", role])
+            .output()?;
+        if !out.status.success() {
+            bail!("lane add failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let stdout = String::from_utf8(out.stdout)?;
+        let token = stdout
+            .lines()
+            .nth(1)
+            .context("no token line")?
+            .trim()
+            .to_string();
+        Ok(token)
+    }
+
+    /// Starts (or restarts) the process on a fresh port and waits until it listens.
+    pub async fn start(&mut self) -> Result<()> {
+        let mut child = self
+            .command()?
+            .arg("serve")
+            .stdout(Stdio::piped())
+            .stderr(if std::env::var_os("TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .spawn()?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if !sent && let Some(addr) = line.strip_prefix("patron-edge listening on http://") {
+                    let _ = tx.send(addr.to_string());
+                    sent = true;
+                }
+            }
+        });
+        let addr =
+            tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(60))).await?;
+        let addr = match addr {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                bail!("patron-edge did not report its address");
+            }
+        };
+        self.addr = addr.parse()?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILLs the process: no shutdown code runs.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops the process gracefully (SIGTERM) and waits.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let pid = c.id() as i32;
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// `http://addr` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<Resp> {
+        let r = req.send().await?;
+        let status = r.status().as_u16();
+        let replayed = r
+            .headers()
+            .get("idempotent-replayed")
+            .is_some_and(|v| v == "true");
+        let bytes = r.bytes().await?;
+        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Ok(Resp {
+            status,
+            replayed,
+            json,
+        })
+    }
+
+    /// GET with the admin token.
+    pub async fn get(&self, path: &str) -> Result<Resp> {
+        self.send(self.http.get(self.url(path)).bearer_auth(&self.token))
+            .await
+    }
+
+    /// POST JSON with the admin token and an optional idempotency key.
+    pub async fn post(&self, path: &str, body: &Value, key: Option<&str>) -> Result<Resp> {
+        let mut req = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(&self.token)
+            .json(body);
+        if let Some(k) = key {
+            req = req.header("Idempotency-Key", k);
+        }
+        self.send(req).await
+    }
+
+    /// PATCH JSON with the admin token.
+    pub async fn patch(&self, path: &str, body: &Value) -> Result<Resp> {
+        self.send(
+            self.http
+                .patch(self.url(path))
+                .bearer_auth(&self.token)
+                .json(body),
+        )
+        .await
+    }
+
+    /// Sends a raw request (any method, headers and body bytes).
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<Resp> {
+        let mut req = self
+            .http
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes())?,
+                self.url(path),
+            )
+            .body(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        self.send(req).await
+    }
+
+    /// Registers a member and returns its id.
+    pub async fn register(&self, phone: &str, name: Option<&str>) -> Result<String> {
+        let mut body = serde_json::json!({"phone": phone, "consents": {"terms": true}});
+        if let Some(n) = name {
+            body["name"] = n.into();
+        }
+        let r = self.post("/v1/members", &body, None).await?;
+        if r.status != 201 {
+            bail!("register {phone}: {} {}", r.status, r.json);
+        }
+        Ok(r.json["member_id"]
+            .as_str()
+            .context("member_id")?
+            .to_string())
+    }
+
+    /// Number of facts this store has written (from `/healthz`).
+    pub async fn facts_written(&self) -> Result<u64> {
+        let r = self.send(self.http.get(self.url("/healthz"))).await?;
+        r.json["hub"]["pending_facts"]
+            .as_u64()
+            .context("pending_facts")
+    }
+
+    /// The database file.
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir().join("edge.sqlite")
+    }
+}
+
+impl Drop for TestEdge {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -114,7 +114,7 @@ pub fn validate_lines(raw: &[BasketLine]) -> Result<Vec<Line>, String> {
         .collect()
 }
 
-/// Σ qty × unit_price, or an input error on overflow.
+/// Σ qty × unit_price, or an input error beyond [`validate::MAX_SUBTOTAL`].
 pub fn subtotal(lines: &[Line]) -> Result<i64, String> {
     lines
         .iter()
@@ -123,7 +123,8 @@ pub fn subtotal(lines: &[Line]) -> Result<i64, String> {
                 .checked_mul(l.unit_price)
                 .and_then(|v| acc.checked_add(v))
         })
-        .ok_or_else(|| "basket total is too large".to_string())
+        .filter(|s| *s <= validate::MAX_SUBTOTAL)
+        .ok_or_else(|| format!("basket subtotal exceeds {} fen", validate::MAX_SUBTOTAL))
 }
 
 fn gcd(a: i64, b: i64) -> i64 {
@@ -319,6 +320,15 @@ mod tests {
         assert!(
             validate_lines(&[raw(1, 0)]).is_ok(),
             "free items are allowed"
+        );
+        let huge = vec![line(100_000, 1_000_000_000); 200];
+        assert!(
+            subtotal(&huge).is_err(),
+            "a ¥200-trillion basket is refused"
+        );
+        assert_eq!(
+            subtotal(&[line(10, validate::MAX_SUBTOTAL / 10)]),
+            Ok(validate::MAX_SUBTOTAL)
         );
     }
 

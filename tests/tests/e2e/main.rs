@@ -1,1 +1,10 @@
-fn main() {}
+//! One integration binary for every multi-process test (one link step, one harness).
+//! Each module covers one feature against real `patron-edge` processes.
+
+mod auth;
+mod bad_input;
+mod checkout;
+mod durability;
+mod members;
+mod openapi;
+mod pii;

@@ -1,0 +1,70 @@
+use patron_tests::TestEdge;
+use serde_json::json;
+
+#[tokio::test]
+async fn tokens_are_required_and_stored_only_hashed() -> anyhow::Result<()> {
+    let edge = TestEdge::spawn().await?;
+    let r = edge
+        .raw("GET", "/v1/members?phone=13800138000", &[], Vec::new())
+        .await?;
+    assert_eq!((r.status, r.code()), (401, "unauthorized"));
+    let r = edge
+        .raw(
+            "GET",
+            "/v1/members?phone=13800138000",
+            &[("Authorization", "Bearer pt_wrong")],
+            Vec::new(),
+        )
+        .await?;
+    assert_eq!((r.status, r.code()), (401, "unauthorized"));
+    let r = edge
+        .raw(
+            "GET",
+            "/v1/members?phone=13800138000",
+            &[("Authorization", "Basic abc")],
+            Vec::new(),
+        )
+        .await?;
+    assert_eq!((r.status, r.code()), (401, "unauthorized"));
+
+    // A lane created while the edge runs works at once, and its token is not in the file.
+    let lane = edge.add_lane("lane-07", "pos")?;
+    assert!(lane.starts_with("pt_") && lane.len() > 40);
+    let auth = format!("Bearer {lane}");
+    let r = edge
+        .raw(
+            "POST",
+            "/v1/members",
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            json!({"phone": "13800138001", "consents": {"terms": true}})
+                .to_string()
+                .into_bytes(),
+        )
+        .await?;
+    assert_eq!(r.status, 201, "{}", r.json);
+    assert!(edge.add_lane("lane-07", "pos").is_err(), "names are unique");
+    assert!(
+        edge.add_lane("lane-08", "root").is_err(),
+        "roles are checked"
+    );
+
+    let health = edge.raw("GET", "/healthz", &[], Vec::new()).await?;
+    assert_eq!(
+        (health.status, health.json["status"].as_str()),
+        (200, Some("ok"))
+    );
+    assert_eq!(health.json["store_id"], "S001");
+
+    let mut bytes = Vec::new();
+    for entry in std::fs::read_dir(edge.data_dir())? {
+        bytes.extend(std::fs::read(entry?.path())?);
+    }
+    assert!(
+        !bytes.windows(lane.len()).any(|w| w == lane.as_bytes()),
+        "token stored in clear"
+    );
+    Ok(())
+}

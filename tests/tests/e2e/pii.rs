@@ -1,0 +1,56 @@
+use patron_tests::TestEdge;
+use serde_json::json;
+
+/// Personal data is encrypted at rest: the database files, read as raw bytes, hold
+/// neither the phone nor the name — not in the tables, the fact log, the stored
+/// idempotent answers, nor the WAL.
+#[tokio::test]
+async fn the_database_files_hold_no_phone_and_no_name() -> anyhow::Result<()> {
+    let mut edge = TestEdge::spawn().await?;
+    let phone = "13912345678";
+    let name = "欧阳娜娜";
+    let body = json!({"phone": phone, "name": name, "birthday": "1992-03-04", "consents": {"terms": true}});
+    let r = edge.post("/v1/members", &body, Some("reg-1")).await?;
+    assert_eq!(r.status, 201);
+    assert_eq!(r.json["name"], name);
+    let id = r.json["member_id"].as_str().unwrap_or_default().to_string();
+    edge.patch(&format!("/v1/members/{id}"), &json!({"name": "欧阳娜"}))
+        .await?;
+
+    let scan = |edge: &TestEdge| -> anyhow::Result<(bool, bool, bool, usize)> {
+        let mut bytes = Vec::new();
+        for entry in std::fs::read_dir(edge.data_dir())? {
+            bytes.extend(std::fs::read(entry?.path())?);
+        }
+        let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+        Ok((
+            has(phone.as_bytes()),
+            has(name.as_bytes()),
+            has("1992-03-04".as_bytes()),
+            bytes.len(),
+        ))
+    };
+    // While running (data still in the WAL) and after a hard kill.
+    let (p, n, b, size) = scan(&edge)?;
+    assert!(size > 10_000, "the scan read the database files");
+    assert!(
+        !p && !n && !b,
+        "plaintext found while running: phone={p} name={n} birthday={b}"
+    );
+    edge.kill();
+    let (p, n, b, _) = scan(&edge)?;
+    assert!(
+        !p && !n && !b,
+        "plaintext found after kill: phone={p} name={n} birthday={b}"
+    );
+
+    // Still readable by the edge itself after a restart.
+    edge.start().await?;
+    let r = edge.get(&format!("/v1/members?phone={phone}")).await?;
+    assert_eq!((r.status, r.json["name"].as_str()), (200, Some("欧阳娜")));
+    assert_eq!(r.json["phone_masked"], "139****5678");
+    let key = std::fs::metadata(edge.data_dir().join("edge.key"))?;
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(key.permissions().mode() & 0o777, 0o600);
+    Ok(())
+}
