@@ -1,1 +1,562 @@
-fn main() {}
+//! End-to-end HTTP benchmarks of the edge, each with its baselines measured in the
+//! same run (these machines drift ~20% between runs; compare ratios, not absolutes).
+//!
+//! `cargo bench -p patron-edge --bench commit_http` runs `commit`: 64 keep-alive
+//! connections POST `checkout/commit` (2–3 line baskets, 20,000 members) to a real
+//! `patron-edge` for a fixed time, then the same load against
+//!   (a) a bare axum endpoint doing one durable SQLite insert per request, and
+//!   (b) the same endpoint with group commit (the edge's writer) — the one-row ceiling,
+//!   plus a no-op axum endpoint as the HTTP ceiling. All durable baselines use WAL with
+//!   `synchronous=FULL` in a directory on the same disk as the edge's.
+//!
+//! `cargo bench -p patron-edge --bench commit_http -- lookup` seeds 1,000,000 members
+//! and measures `GET /v1/members?phone=` latency, against a point SELECT by primary key
+//! on the same database file and the no-op HTTP endpoint.
+//!
+//! Knobs: `BENCH_SECS` (default 10), `BENCH_CONNS` (default 64), `BENCH_MEMBERS`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post as route_post;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use patron_edge::store::{self, Writer};
+use patron_protocol::pos::CommitRequest;
+use tokio::net::{TcpListener, TcpStream};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() -> Result<(), BoxError> {
+    // A child process serving one baseline.
+    if let Ok(mode) = std::env::var("PATRON_BENCH_SERVE") {
+        return tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(serve_baseline(&mode));
+    }
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    if args.iter().any(|a| a == "lookup") {
+        rt.block_on(lookup_bench())
+    } else {
+        rt.block_on(commit_bench())
+    }
+}
+
+// ---------- baselines ----------
+
+async fn serve_baseline(mode: &str) -> Result<(), BoxError> {
+    let dir = PathBuf::from(std::env::var("PATRON_BENCH_DIR")?);
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("{mode}.sqlite"));
+    let _ = std::fs::remove_file(&path);
+    let conn = store::connect(&path, false)?;
+    conn.execute_batch("CREATE TABLE sales (id INTEGER PRIMARY KEY, receipt_id TEXT NOT NULL, total INTEGER NOT NULL)")?;
+    let app = match mode {
+        "noop" => Router::new().route("/commit", route_post(noop)),
+        "naive" => Router::new()
+            .route("/commit", route_post(naive))
+            .with_state(Arc::new(std::sync::Mutex::new(conn))),
+        "group" => Router::new()
+            .route("/commit", route_post(group))
+            .with_state(Writer::spawn(conn, 1, 1, 512)?),
+        other => return Err(format!("unknown baseline {other}").into()),
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    println!("listening on {}", listener.local_addr()?);
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+fn parse(body: &Bytes) -> Result<(String, i64), StatusCode> {
+    let req: CommitRequest = serde_json::from_slice(body).map_err(|_| StatusCode::BAD_REQUEST)?;
+    let total = req.basket.lines.iter().map(|l| l.qty * l.unit_price).sum();
+    Ok((req.receipt_id, total))
+}
+
+async fn noop(body: Bytes) -> Result<(StatusCode, &'static str), StatusCode> {
+    parse(&body)?;
+    Ok((StatusCode::CREATED, "{}"))
+}
+
+async fn naive(
+    State(conn): State<Arc<std::sync::Mutex<rusqlite::Connection>>>,
+    body: Bytes,
+) -> Result<(StatusCode, &'static str), StatusCode> {
+    let (receipt, total) = parse(&body)?;
+    tokio::task::spawn_blocking(move || {
+        let c = conn.lock().map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+        c.execute(
+            "INSERT INTO sales (receipt_id, total) VALUES (?1, ?2)",
+            rusqlite::params![receipt, total],
+        )
+        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)
+    })
+    .await
+    .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)??;
+    Ok((StatusCode::CREATED, "{}"))
+}
+
+async fn group(
+    State(w): State<Writer>,
+    body: Bytes,
+) -> Result<(StatusCode, &'static str), StatusCode> {
+    let (receipt, total) = parse(&body)?;
+    w.write(move |ctx| -> Result<usize, store::StoreError> {
+        Ok(ctx
+            .conn
+            .prepare_cached("INSERT INTO sales (receipt_id, total) VALUES (?1, ?2)")?
+            .execute(rusqlite::params![receipt, total])?)
+    })
+    .await
+    .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+    Ok((StatusCode::CREATED, "{}"))
+}
+
+// ---------- processes ----------
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn read_addr(child: &mut Child, prefix: &str) -> Result<SocketAddr, BoxError> {
+    use std::io::BufRead;
+    let out = child.stdout.take().ok_or("no stdout")?;
+    let mut lines = std::io::BufReader::new(out).lines();
+    for line in lines.by_ref() {
+        let line = line?;
+        if let Some(a) = line.strip_prefix(prefix) {
+            let addr = a.trim().parse()?;
+            // Keep draining so the child never blocks on a full pipe.
+            std::thread::spawn(move || for _ in lines {});
+            return Ok(addr);
+        }
+    }
+    Err("child exited before listening".into())
+}
+
+fn spawn_baseline(mode: &str, dir: &Path) -> Result<(Proc, SocketAddr), BoxError> {
+    let mut child = Command::new(std::env::current_exe()?)
+        .env("PATRON_BENCH_SERVE", mode)
+        .env("PATRON_BENCH_DIR", dir)
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let addr = read_addr(&mut child, "listening on ")?;
+    Ok((Proc(child), addr))
+}
+
+struct EdgeProc {
+    proc_: Proc,
+    addr: SocketAddr,
+    token: String,
+}
+
+fn edge_cmd(config: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_patron-edge"));
+    c.arg("--config").arg(config).env("RUST_LOG", "warn");
+    c
+}
+
+fn prepare_edge(dir: &Path, members: u64) -> Result<PathBuf, BoxError> {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir)?;
+    let config = dir.join("edge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "store_id = \"B001\"\ndata_dir = {:?}\nlisten = \"127.0.0.1:0\"\n",
+            dir.join("data").display().to_string()
+        ),
+    )?;
+    let t = Instant::now();
+    let out = edge_cmd(&config)
+        .args(["seed-members", "--count", &members.to_string()])
+        .output()?;
+    if !out.status.success() {
+        return Err(format!("seeding failed: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    eprintln!(
+        "seeded {members} members in {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+    Ok(config)
+}
+
+fn start_edge(config: &Path) -> Result<EdgeProc, BoxError> {
+    let name = format!("bench-{}", std::process::id());
+    let out = edge_cmd(config).args(["lane", "add", &name]).output()?;
+    let token = String::from_utf8(out.stdout)?
+        .lines()
+        .nth(1)
+        .ok_or("no token")?
+        .trim()
+        .to_string();
+    let mut child = edge_cmd(config)
+        .arg("serve")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let addr = read_addr(&mut child, "patron-edge listening on http://")?;
+    Ok(EdgeProc {
+        proc_: Proc(child),
+        addr,
+        token,
+    })
+}
+
+// ---------- load generator ----------
+
+struct Load {
+    name: String,
+    ok: u64,
+    errors: u64,
+    secs: f64,
+    hist: Histogram<u64>,
+}
+
+impl Load {
+    fn rate(&self) -> f64 {
+        self.ok as f64 / self.secs
+    }
+    fn ms(&self, q: f64) -> f64 {
+        self.hist.value_at_quantile(q) as f64 / 1000.0
+    }
+}
+
+/// Drives `conns` keep-alive HTTP/1.1 connections for `secs`, each sending the request
+/// `make(n)` builds for its n-th request, and records successes and latency.
+async fn drive<F>(
+    name: &str,
+    addr: SocketAddr,
+    conns: u64,
+    secs: u64,
+    expect: u16,
+    make: F,
+) -> Result<Load, BoxError>
+where
+    F: Fn(u64, u64) -> Request<Full<Bytes>> + Send + Sync + 'static,
+{
+    let make = Arc::new(make);
+    let ok = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..conns {
+        let (make, ok, errors) = (make.clone(), ok.clone(), errors.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut hist =
+                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
+            let stream = TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            let mut n = 0;
+            while Instant::now() < deadline {
+                n += 1;
+                let req = make(c, n);
+                sender.ready().await?;
+                let t = Instant::now();
+                let resp = sender.send_request(req).await?;
+                let status = resp.status().as_u16();
+                resp.into_body().collect().await?;
+                let us = t.elapsed().as_micros() as u64;
+                if status == expect {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                    hist.record(us.max(1)).ok();
+                } else {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Ok::<_, BoxError>(hist)
+        }));
+    }
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    for t in tasks {
+        hist.add(t.await??)?;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    Ok(Load {
+        name: name.into(),
+        ok: ok.load(Ordering::Relaxed),
+        errors: errors.load(Ordering::Relaxed),
+        secs,
+        hist,
+    })
+}
+
+fn commit_body(receipt: &str, member: Option<&str>, n: u64) -> String {
+    let lines = if n % 2 == 0 {
+        r#"[{"sku":"SKIN-001","category":"skincare","qty":2,"unit_price":9900},{"sku":"BAG-010","category":"bags","qty":1,"unit_price":59900}]"#
+    } else {
+        r#"[{"sku":"TEA-7","category":"food","qty":3,"unit_price":2500},{"sku":"CUP-2","qty":1,"unit_price":1990},{"sku":"BAG-S","qty":1,"unit_price":50}]"#
+    };
+    match member {
+        Some(m) => format!(
+            r#"{{"member_id":"{m}","receipt_id":"{receipt}","lines":{lines},"redeem_points":0}}"#
+        ),
+        None => format!(r#"{{"receipt_id":"{receipt}","lines":{lines}}}"#),
+    }
+}
+
+fn post(
+    addr: SocketAddr,
+    path: &str,
+    token: &str,
+    key: &str,
+    body: String,
+) -> Request<Full<Bytes>> {
+    let mut b = Request::post(format!("http://{addr}{path}"))
+        .header("host", addr.to_string())
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {token}"));
+    if !key.is_empty() {
+        b = b.header("idempotency-key", key);
+    }
+    b.body(Full::new(Bytes::from(body)))
+        .unwrap_or_else(|_| Request::new(Full::new(Bytes::new())))
+}
+
+async fn fetch_member_ids(
+    addr: SocketAddr,
+    token: &str,
+    phones: impl Iterator<Item = String>,
+) -> Result<Vec<String>, BoxError> {
+    let stream = TcpStream::connect(addr).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let mut ids = Vec::new();
+    for phone in phones {
+        let req = Request::get(format!("http://{addr}/v1/members?phone={phone}"))
+            .header("host", addr.to_string())
+            .header("authorization", format!("Bearer {token}"))
+            .body(Full::new(Bytes::new()))?;
+        sender.ready().await?;
+        let body = sender
+            .send_request(req)
+            .await?
+            .into_body()
+            .collect()
+            .await?
+            .to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body)?;
+        ids.push(v["member_id"].as_str().ok_or("lookup failed")?.to_string());
+    }
+    Ok(ids)
+}
+
+fn phone(i: u64) -> String {
+    format!("1{:010}", 3_000_000_000 + i)
+}
+
+fn bench_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("patron-bench")
+}
+
+fn report(title: &str, rows: &[&Load], baselines: &[(&str, &Load)]) {
+    println!("\n### {title}\n");
+    println!("| run | ok/s | p50 ms | p99 ms | max ms | errors |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for l in rows {
+        println!(
+            "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
+            l.name,
+            l.rate(),
+            l.ms(0.5),
+            l.ms(0.99),
+            l.ms(1.0),
+            l.errors
+        );
+    }
+    if let Some(first) = rows.first() {
+        for (label, b) in baselines {
+            println!(
+                "\n{} / {}: **{:.2}×** throughput",
+                first.name,
+                label,
+                first.rate() / b.rate()
+            );
+        }
+    }
+}
+
+// ---------- benches ----------
+
+async fn commit_bench() -> Result<(), BoxError> {
+    let secs = env_u64("BENCH_SECS", 10);
+    let conns = env_u64("BENCH_CONNS", 64);
+    let members = env_u64("BENCH_MEMBERS", 20_000);
+    let dir = bench_dir();
+    let config = prepare_edge(&dir.join("edge"), members)?;
+    let edge = start_edge(&config)?;
+    let ids = Arc::new(fetch_member_ids(edge.addr, &edge.token, (0..members).map(phone)).await?);
+    let run = std::process::id();
+
+    let (addr, token) = (edge.addr, edge.token.clone());
+    let ids2 = ids.clone();
+    let edge_load = drive(
+        "patron-edge checkout/commit",
+        addr,
+        conns,
+        secs,
+        201,
+        move |c, n| {
+            let receipt = format!("R{run}-{c}-{n}");
+            let member = ids2[((c * 7919 + n * 104_729) % ids2.len() as u64) as usize].as_str();
+            post(
+                addr,
+                "/v1/checkout/commit",
+                &token,
+                &receipt,
+                commit_body(&receipt, Some(member), n),
+            )
+        },
+    )
+    .await?;
+    drop(edge.proc_);
+
+    let mut loads = vec![edge_load];
+    for (mode, label) in [
+        ("naive", "(a) axum + 1 insert/txn, FULL"),
+        ("group", "(b) axum + group commit, FULL"),
+        ("noop", "axum no-op (HTTP ceiling)"),
+    ] {
+        let (p, addr) = spawn_baseline(mode, &dir)?;
+        let l = drive(label, addr, conns, secs, 201, move |c, n| {
+            let receipt = format!("R{run}-{c}-{n}");
+            post(addr, "/commit", "", "", commit_body(&receipt, None, n))
+        })
+        .await?;
+        drop(p);
+        loads.push(l);
+    }
+    report(
+        &format!("checkout/commit, {conns} connections, {secs}s each, {members} members"),
+        &loads.iter().collect::<Vec<_>>(),
+        &[("(a)", &loads[1]), ("(b)", &loads[2])],
+    );
+    Ok(())
+}
+
+async fn lookup_bench() -> Result<(), BoxError> {
+    let secs = env_u64("BENCH_SECS", 10);
+    let members = env_u64("BENCH_MEMBERS", 1_000_000);
+    let dir = bench_dir().join("lookup");
+    let db = dir.join("data").join(store::DB_FILE);
+    let config = if db.exists() && std::env::var_os("BENCH_RESEED").is_none() {
+        eprintln!(
+            "reusing {} (set BENCH_RESEED=1 to seed again)",
+            db.display()
+        );
+        dir.join("edge.toml")
+    } else {
+        prepare_edge(&dir, members)?
+    };
+    let edge = start_edge(&config)?;
+    let (addr, token) = (edge.addr, edge.token.clone());
+    let mut loads = Vec::new();
+    for conns in [1u64, 16] {
+        let token = token.clone();
+        let l = drive(
+            &format!("GET /v1/members?phone= ({conns} conn)"),
+            addr,
+            conns,
+            secs,
+            200,
+            move |c, n| {
+                let p = phone((c * 7919 + n * 104_729) % members);
+                Request::get(format!("http://{addr}/v1/members?phone={p}"))
+                    .header("host", addr.to_string())
+                    .header("authorization", format!("Bearer {token}"))
+                    .body(Full::new(Bytes::new()))
+                    .unwrap_or_else(|_| Request::new(Full::new(Bytes::new())))
+            },
+        )
+        .await?;
+        loads.push(l);
+    }
+    drop(edge.proc_);
+
+    // Baselines on the same file: a bare primary-key SELECT, and HTTP with no work.
+    let conn = store::connect(&db, true)?;
+    let ids: Vec<Vec<u8>> = {
+        let mut s = conn.prepare("SELECT member_id FROM members LIMIT 100000")?;
+        s.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?
+    };
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut stmt =
+        conn.prepare("SELECT phone_enc, wrapped_key FROM members WHERE member_id = ?1")?;
+    let t0 = Instant::now();
+    let mut n = 0u64;
+    while t0.elapsed() < Duration::from_secs(secs.min(5)) {
+        let id = &ids[(n * 104_729 % ids.len() as u64) as usize];
+        let t = Instant::now();
+        let _: Vec<u8> = stmt.query_row([id], |r| r.get(0))?;
+        hist.record((t.elapsed().as_nanos() as u64 / 1000).max(1))?;
+        n += 1;
+    }
+    let bare = Load {
+        name: "bare SQLite SELECT by primary key (in-process)".into(),
+        ok: n,
+        errors: 0,
+        secs: t0.elapsed().as_secs_f64(),
+        hist,
+    };
+    let (p, noop_addr) = spawn_baseline("noop", &bench_dir())?;
+    let noop = drive(
+        "axum no-op POST (1 conn)",
+        noop_addr,
+        1,
+        secs,
+        201,
+        move |c, n| {
+            post(
+                noop_addr,
+                "/commit",
+                "",
+                "",
+                commit_body(&format!("R-{c}-{n}"), None, n),
+            )
+        },
+    )
+    .await?;
+    drop(p);
+    let mut rows: Vec<&Load> = loads.iter().collect();
+    rows.push(&bare);
+    rows.push(&noop);
+    report(
+        &format!("member lookup by phone, {members} members, {secs}s per run"),
+        &rows,
+        &[],
+    );
+    Ok(())
+}

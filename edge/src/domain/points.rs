@@ -15,6 +15,7 @@
 //!   gone: nobody needs to write an "expire" fact.
 
 use std::cmp::Ordering;
+use std::sync::Arc;
 
 use super::clock::Millis;
 
@@ -27,7 +28,7 @@ pub struct Movement {
     /// When it happened (ms).
     pub at: Millis,
     /// Origin of the fact, for a total order among facts at the same millisecond.
-    pub origin: String,
+    pub origin: Arc<str>,
     /// Sequence of the fact within its origin.
     pub seq: i64,
     /// The transaction; an earn's lot is keyed by it.
@@ -260,7 +261,7 @@ mod tests {
         )
             .prop_map(|(at, origin, earn, life, spend, reverse, lot)| Movement {
                 at,
-                origin: format!("S00{origin}"),
+                origin: format!("S00{origin}").into(),
                 seq: 0,
                 txn: [0; 16],
                 earn,

@@ -54,9 +54,6 @@ impl Edge {
             .writer
             .write(move |ctx| {
                 core.idempotent(ctx, Some(&idem), now, |ctx| {
-                    if receipts::exists(ctx.conn, &receipt_id)? {
-                        return Err(EdgeError::ReceiptExists(receipt_id.clone()));
-                    }
                     let prior = match member {
                         Some(m) => {
                             if !members::exists(ctx.conn, m.as_bytes())? {
@@ -95,20 +92,22 @@ impl Edge {
                         ..Default::default()
                     };
                     let seq = facts::append(ctx, &fact)?;
-                    receipts::insert(
-                        ctx.conn,
-                        &ReceiptRow {
-                            receipt_id: receipt_id.clone(),
-                            txn: *txn.as_bytes(),
-                            member: fact.member,
-                            at: now,
-                            lines: lines.clone(),
-                            subtotal: priced.subtotal,
-                            total: priced.total,
-                            earned: priced.points_to_earn,
-                            redeemed: priced.points_redeemed,
-                        },
-                    )?;
+                    let receipt = ReceiptRow {
+                        receipt_id: receipt_id.clone(),
+                        txn: *txn.as_bytes(),
+                        member: fact.member,
+                        at: now,
+                        origin: ctx.origin,
+                        seq,
+                        subtotal: priced.subtotal,
+                        total: priced.total,
+                        earned: priced.points_to_earn,
+                        redeemed: priced.points_redeemed,
+                    };
+                    // The primary key decides: one seek instead of a lookup and an insert.
+                    if !receipts::insert(ctx.conn, &receipt)? {
+                        return Err(EdgeError::ReceiptExists(receipt_id.clone()));
+                    }
                     let after = prior.map(|(mut member_facts, _)| {
                         member_facts.push(as_member_fact(&fact, &core.origin_label, seq));
                         core.member_state(&member_facts, now)
@@ -144,10 +143,14 @@ fn commit_response(
 }
 
 /// The just-written fact as the derivation reads it, without a round trip to SQLite.
-pub(super) fn as_member_fact(f: &NewFact<'_>, origin: &str, seq: i64) -> MemberFact {
+pub(super) fn as_member_fact(
+    f: &NewFact<'_>,
+    origin: &std::sync::Arc<str>,
+    seq: i64,
+) -> MemberFact {
     MemberFact {
         at: f.at,
-        origin: origin.to_string(),
+        origin: origin.clone(),
         seq,
         txn: f.txn,
         earn: f.earn,

@@ -25,7 +25,8 @@ use crate::domain::points::{Movement, PointsState, derive};
 use crate::domain::pricing::PricingError;
 use crate::domain::tiers::{self, Tier};
 use crate::store::facts::{self, MemberFact};
-use crate::store::{Store, StoreError, WriteCtx, idempotency};
+use crate::store::idempotency::{self, IdemIndex};
+use crate::store::{Store, StoreError, WriteCtx};
 
 pub use lanes::{Lane, Role, add_lane};
 
@@ -137,7 +138,9 @@ pub struct Core {
     /// The store's calendar.
     pub cal: StoreCalendar,
     /// `node/incarnation` of this store's origin, as facts are ordered by it.
-    pub origin_label: String,
+    pub origin_label: std::sync::Arc<str>,
+    /// Where stored idempotent answers are found.
+    idem: IdemIndex,
     now: Box<dyn Fn() -> Millis + Send + Sync>,
 }
 
@@ -163,7 +166,7 @@ impl Core {
         op: impl FnOnce(&mut WriteCtx<'_>) -> Result<(u16, T), EdgeError>,
     ) -> Result<Reply, EdgeError> {
         if let Some(i) = idem
-            && let Some(stored) = idempotency::get(ctx.conn, i.lane, &i.key)?
+            && let Some(stored) = self.idem.get(ctx.conn, i.lane, &i.key)?
         {
             if stored.request_hash != i.request_hash {
                 return Err(EdgeError::IdempotencyKeyReused);
@@ -183,7 +186,7 @@ impl Core {
                 status,
                 response: self.vault.seal_store(&seal_context(i), &body)?,
             };
-            idempotency::put(ctx.conn, i.lane, &i.key, &stored, now)?;
+            self.idem.put(ctx.conn, i.lane, &i.key, &stored, now)?;
         }
         Ok(Reply {
             status,
@@ -283,11 +286,14 @@ impl Edge {
         let vault = Vault::open_or_create(&cfg.data_dir.join("edge.key"))?;
         let store = Store::open(&cfg.data_dir, &cfg.store_id, &cfg.storage)?;
         let offset = clock::parse_offset(&cfg.utc_offset).context("utc_offset")?;
-        let origin_label = format!("{}/{}", store.origin.node, store.origin.incarnation);
+        let origin_label = format!("{}/{}", store.origin.node, store.origin.incarnation).into();
+        // Built before the writer takes its first job, from the durable log.
+        let idem = IdemIndex::load(&crate::store::connect(&store.path, false)?, now())?;
         let core = Arc::new(Core {
             vault,
             cal: StoreCalendar::new(offset),
             origin_label,
+            idem,
             cfg,
             now,
         });

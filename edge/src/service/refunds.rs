@@ -23,9 +23,10 @@ impl Edge {
                 core.idempotent(ctx, Some(&idem), now, |ctx| {
                     let receipt = receipts::get(ctx.conn, &receipt_id)?
                         .ok_or_else(|| EdgeError::NotFound(format!("no receipt {receipt_id} was committed at this store")))?;
-                    let (done, gross_before) = receipts::refunded_so_far(ctx.conn, &receipt_id, receipt.lines.len())?;
-                    let per_line = refund::allocate(&receipt.lines, &done, req.lines.as_deref()).map_err(invalid)?;
-                    let gross_now = refund::gross(&receipt.lines, &per_line);
+                    let lines = receipts::lines(ctx.conn, &receipt)?;
+                    let (done, gross_before) = receipts::refunded_so_far(ctx.conn, &receipt_id, lines.len())?;
+                    let per_line = refund::allocate(&lines, &done, req.lines.as_deref()).map_err(invalid)?;
+                    let gross_now = refund::gross(&lines, &per_line);
                     let sale = Sale { subtotal: receipt.subtotal, total: receipt.total, earned: receipt.earned, redeemed: receipt.redeemed };
                     let f = refund::figures(sale, gross_before, gross_now);
                     let refund_id = TransactionId::new_v7();

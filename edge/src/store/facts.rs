@@ -1,5 +1,8 @@
 //! The ledger table: immutable facts with gap-free sequences per origin.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use rusqlite::{Connection, params};
 
 use super::writer::WriteCtx;
@@ -76,7 +79,7 @@ pub struct MemberFact {
     /// When.
     pub at: i64,
     /// `node/incarnation` of the origin, for a replica-independent order.
-    pub origin: String,
+    pub origin: Arc<str>,
     /// Sequence within the origin.
     pub seq: i64,
     /// Transaction id.
@@ -100,15 +103,28 @@ pub struct MemberFact {
 /// Every fact of `member` that moves points or qualifying spend.
 pub fn for_member(conn: &Connection, member: &[u8; 16]) -> rusqlite::Result<Vec<MemberFact>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT f.at, o.node || '/' || o.incarnation, f.seq, f.txn, f.earn, f.expires_at, f.spend,
-                f.reverse, f.reverse_lot, f.qual_spend, f.qual_at
-         FROM facts f JOIN origins o ON o.id = f.origin
-         WHERE f.member = ?1 AND (f.earn <> 0 OR f.spend <> 0 OR f.reverse <> 0 OR f.qual_spend <> 0)",
+        "SELECT at, origin, seq, txn, earn, expires_at, spend, reverse, reverse_lot, qual_spend, qual_at
+         FROM facts
+         WHERE member = ?1 AND (earn <> 0 OR spend <> 0 OR reverse <> 0 OR qual_spend <> 0)",
     )?;
-    let rows = stmt.query_map(params![&member[..]], |r| {
-        Ok(MemberFact {
+    // A member's facts come from a handful of origins: resolve each label once per call
+    // instead of building a string per row.
+    let mut labels: HashMap<i64, Arc<str>> = HashMap::new();
+    let mut rows = stmt.query(params![&member[..]])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let origin_id: i64 = r.get(1)?;
+        let origin = match labels.get(&origin_id) {
+            Some(l) => l.clone(),
+            None => {
+                let l: Arc<str> = origin_label(conn, origin_id)?.into();
+                labels.insert(origin_id, l.clone());
+                l
+            }
+        };
+        out.push(MemberFact {
             at: r.get(0)?,
-            origin: r.get(1)?,
+            origin,
             seq: r.get(2)?,
             txn: r.get(3)?,
             earn: r.get(4)?,
@@ -118,9 +134,15 @@ pub fn for_member(conn: &Connection, member: &[u8; 16]) -> rusqlite::Result<Vec<
             reverse_lot: r.get(8)?,
             qual_spend: r.get(9)?,
             qual_at: r.get(10)?,
-        })
-    })?;
-    rows.collect()
+        });
+    }
+    Ok(out)
+}
+
+/// `node/incarnation` of an origin row.
+pub fn origin_label(conn: &Connection, origin_id: i64) -> rusqlite::Result<String> {
+    conn.prepare_cached("SELECT node || '/' || incarnation FROM origins WHERE id = ?1")?
+        .query_row(params![origin_id], |r| r.get(0))
 }
 
 /// Facts of `kind` for `member` (used by the once-only rules).

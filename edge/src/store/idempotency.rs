@@ -1,9 +1,22 @@
 //! Stored answers to idempotent requests, written in the same transaction as the
 //! effect they describe: either both are durable or neither is.
+//!
+//! The table is an append-only log; [`IdemIndex`] maps `(lane, key)` to a row in memory.
+//! Only the writer thread reads or changes the index, and it is rebuilt from the table
+//! at start, so after a crash it holds exactly the durable rows. A rolled-back append may
+//! leave an entry pointing at a row id that is reused later: every hit is verified
+//! against the row's own lane and key.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::StoreError;
+
+/// How long answers are kept: a POS retries within minutes; a week covers a lane that
+/// was offline over a holiday.
+pub const RETENTION_MS: i64 = 7 * 24 * 3_600_000;
 
 /// A stored answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,33 +29,144 @@ pub struct StoredReply {
     pub response: Vec<u8>,
 }
 
-/// The stored answer for `(lane, key)`, if any.
-pub fn get(conn: &Connection, lane: i64, key: &str) -> Result<Option<StoredReply>, StoreError> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT request_hash, status, response FROM idempotency WHERE lane = ?1 AND key = ?2",
-        )?
-        .query_row(params![lane, key], |r| {
-            Ok(StoredReply {
-                request_hash: r.get(0)?,
-                status: r.get(1)?,
-                response: r.get(2)?,
-            })
-        })
-        .optional()?)
+/// In-memory index of the idempotency log.
+#[derive(Default)]
+pub struct IdemIndex {
+    rows: Mutex<HashMap<(i64, String), i64>>,
 }
 
-/// Stores the answer for `(lane, key)`.
-pub fn put(
-    conn: &Connection,
-    lane: i64,
-    key: &str,
-    reply: &StoredReply,
-    at: i64,
-) -> Result<(), StoreError> {
-    conn.prepare_cached(
-        "INSERT INTO idempotency (lane, key, request_hash, status, response, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![lane, key, &reply.request_hash[..], reply.status, reply.response, at])?;
-    Ok(())
+impl IdemIndex {
+    /// Drops answers older than the retention and indexes the rest.
+    pub fn load(conn: &Connection, now: i64) -> Result<IdemIndex, StoreError> {
+        conn.execute(
+            "DELETE FROM idempotency WHERE created_at < ?1",
+            params![now - RETENTION_MS],
+        )?;
+        let mut stmt = conn.prepare("SELECT id, lane, key FROM idempotency")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                (r.get::<_, i64>(1)?, r.get::<_, String>(2)?),
+                r.get::<_, i64>(0)?,
+            ))
+        })?;
+        let map = rows.collect::<rusqlite::Result<HashMap<_, _>>>()?;
+        Ok(IdemIndex {
+            rows: Mutex::new(map),
+        })
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, HashMap<(i64, String), i64>>, StoreError> {
+        self.rows
+            .lock()
+            .map_err(|_| StoreError::Corrupt("idempotency index poisoned".into()))
+    }
+
+    /// The stored answer for `(lane, key)`, if any.
+    pub fn get(
+        &self,
+        conn: &Connection,
+        lane: i64,
+        key: &str,
+    ) -> Result<Option<StoredReply>, StoreError> {
+        let Some(id) = self.lock()?.get(&(lane, key.to_string())).copied() else {
+            return Ok(None);
+        };
+        let row = conn
+            .prepare_cached(
+                "SELECT lane, key, request_hash, status, response FROM idempotency WHERE id = ?1",
+            )?
+            .query_row(params![id], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    StoredReply {
+                        request_hash: r.get(2)?,
+                        status: r.get(3)?,
+                        response: r.get(4)?,
+                    },
+                ))
+            })
+            .optional()?;
+        match row {
+            Some((l, k, reply)) if l == lane && k == key => Ok(Some(reply)),
+            // The append this entry pointed at was rolled back.
+            _ => {
+                self.lock()?.remove(&(lane, key.to_string()));
+                Ok(None)
+            }
+        }
+    }
+
+    /// Appends the answer for `(lane, key)` and indexes it.
+    pub fn put(
+        &self,
+        conn: &Connection,
+        lane: i64,
+        key: &str,
+        reply: &StoredReply,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        conn.prepare_cached(
+            "INSERT INTO idempotency (lane, key, request_hash, status, response, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![lane, key, &reply.request_hash[..], reply.status, reply.response, at])?;
+        let id = conn.last_insert_rowid();
+        self.lock()?.insert((lane, key.to_string()), id);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db() -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("i.sqlite");
+        let mut conn = super::super::connect(&path, false).unwrap_or_else(|e| panic!("{e}"));
+        super::super::migrate(&mut conn, &path).unwrap_or_else(|e| panic!("{e}"));
+        (dir, conn)
+    }
+
+    fn reply(b: u8) -> StoredReply {
+        StoredReply {
+            request_hash: [b; 32],
+            status: 201,
+            response: vec![b; 8],
+        }
+    }
+
+    #[test]
+    fn answers_survive_a_reload_and_expire_after_retention() {
+        let (_d, conn) = db();
+        let idx = IdemIndex::load(&conn, 0).unwrap_or_default();
+        idx.put(&conn, 1, "old", &reply(1), 0)
+            .unwrap_or_else(|e| panic!("{e}"));
+        idx.put(&conn, 1, "new", &reply(2), RETENTION_MS)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let again = IdemIndex::load(&conn, RETENTION_MS + 1).unwrap_or_default();
+        assert_eq!(again.get(&conn, 1, "new").ok().flatten(), Some(reply(2)));
+        assert_eq!(again.get(&conn, 1, "old").ok().flatten(), None, "pruned");
+        assert_eq!(
+            again.get(&conn, 2, "new").ok().flatten(),
+            None,
+            "keys are per lane"
+        );
+    }
+
+    #[test]
+    fn an_entry_for_a_rolled_back_row_is_ignored_even_if_the_id_is_reused() {
+        let (_d, conn) = db();
+        let idx = IdemIndex::load(&conn, 0).unwrap_or_default();
+        conn.execute_batch("BEGIN")
+            .unwrap_or_else(|e| panic!("{e}"));
+        idx.put(&conn, 1, "lost", &reply(1), 0)
+            .unwrap_or_else(|e| panic!("{e}"));
+        conn.execute_batch("ROLLBACK")
+            .unwrap_or_else(|e| panic!("{e}"));
+        idx.put(&conn, 1, "kept", &reply(2), 0)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(idx.get(&conn, 1, "lost").ok().flatten(), None);
+        assert_eq!(idx.get(&conn, 1, "kept").ok().flatten(), Some(reply(2)));
+    }
 }

@@ -39,7 +39,7 @@ pub const MIGRATIONS: &[&str] = &[
         qual_at     INTEGER NOT NULL DEFAULT 0,  -- when that spend counts
         body        TEXT    NOT NULL,            -- JSON details; personal data only encrypted
         PRIMARY KEY (origin, seq)
-    ) STRICT;
+    ) STRICT, WITHOUT ROWID;
     CREATE INDEX facts_by_member ON facts (member, at) WHERE member IS NOT NULL;
 
     -- Current member profiles (a projection of the member facts). Personal fields are
@@ -64,18 +64,21 @@ pub const MIGRATIONS: &[&str] = &[
     ) STRICT, WITHOUT ROWID;
     CREATE INDEX members_by_phone ON members (phone_idx);
 
-    -- Committed sales by POS receipt number (unique per store).
+    -- Committed sales by POS receipt number (unique per store). The lines live once, in
+    -- the purchase fact (origin, seq).
     CREATE TABLE receipts (
         receipt_id TEXT PRIMARY KEY,
         txn        BLOB    NOT NULL,
         member     BLOB,
         at         INTEGER NOT NULL,
-        lines      TEXT    NOT NULL,   -- JSON array of priced lines
+        origin     INTEGER NOT NULL,
+        seq        INTEGER NOT NULL,
         subtotal   INTEGER NOT NULL,
         total      INTEGER NOT NULL,
         earned     INTEGER NOT NULL,
-        redeemed   INTEGER NOT NULL
-    ) STRICT;
+        redeemed   INTEGER NOT NULL,
+        FOREIGN KEY (origin, seq) REFERENCES facts (origin, seq)
+    ) STRICT, WITHOUT ROWID;
 
     CREATE TABLE refunds (
         refund_id       BLOB PRIMARY KEY,
@@ -107,16 +110,19 @@ pub const MIGRATIONS: &[&str] = &[
         revoked_at INTEGER
     ) STRICT;
 
-    -- Answers to idempotent requests, encrypted (they may hold a name).
+    -- Answers to idempotent requests, encrypted (they may hold a name). An append-only
+    -- log in time order: the lookup index by (lane, key) lives in memory and is rebuilt
+    -- from this table at start, so a commit appends to one hot page instead of landing on
+    -- a random page of a key index.
     CREATE TABLE idempotency (
+        id           INTEGER PRIMARY KEY,
         lane         INTEGER NOT NULL,
         key          TEXT    NOT NULL,
         request_hash BLOB    NOT NULL,
         status       INTEGER NOT NULL,
         response     BLOB    NOT NULL,
-        created_at   INTEGER NOT NULL,
-        PRIMARY KEY (lane, key)
-    ) STRICT, WITHOUT ROWID;
+        created_at   INTEGER NOT NULL
+    ) STRICT;
     "#,
 ];
 

@@ -16,8 +16,10 @@ pub struct ReceiptRow {
     pub member: Option<[u8; 16]>,
     /// Sale time (ms).
     pub at: i64,
-    /// Priced lines.
-    pub lines: Vec<Line>,
+    /// The purchase fact holding the lines: origin row id.
+    pub origin: i64,
+    /// The purchase fact's sequence.
+    pub seq: i64,
     /// Σ qty × unit_price.
     pub subtotal: i64,
     /// Money paid.
@@ -28,65 +30,65 @@ pub struct ReceiptRow {
     pub redeemed: i64,
 }
 
-/// Inserts a sale.
-pub fn insert(conn: &Connection, r: &ReceiptRow) -> Result<(), StoreError> {
-    let lines = serde_json::to_string(&r.lines).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    conn.prepare_cached(
-        "INSERT INTO receipts (receipt_id, txn, member, at, lines, subtotal, total, earned, redeemed)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?
-    .execute(params![
-        r.receipt_id,
-        &r.txn[..],
-        r.member.as_ref().map(|m| &m[..]),
-        r.at,
-        lines,
-        r.subtotal,
-        r.total,
-        r.earned,
-        r.redeemed
-    ])?;
-    Ok(())
-}
-
-/// Whether the receipt number was committed already.
-pub fn exists(conn: &Connection, receipt_id: &str) -> Result<bool, StoreError> {
-    Ok(conn
-        .prepare_cached("SELECT 1 FROM receipts WHERE receipt_id = ?1")?
-        .query_row(params![receipt_id], |_| Ok(()))
-        .optional()?
-        .is_some())
+/// Inserts a sale; `Ok(false)` if the receipt number was committed already.
+pub fn insert(conn: &Connection, r: &ReceiptRow) -> Result<bool, StoreError> {
+    let n = conn
+        .prepare_cached(
+            "INSERT INTO receipts (receipt_id, txn, member, at, origin, seq, subtotal, total, earned, redeemed)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             ON CONFLICT (receipt_id) DO NOTHING",
+        )?
+        .execute(params![
+            r.receipt_id,
+            &r.txn[..],
+            r.member.as_ref().map(|m| &m[..]),
+            r.at,
+            r.origin,
+            r.seq,
+            r.subtotal,
+            r.total,
+            r.earned,
+            r.redeemed
+        ])?;
+    Ok(n == 1)
 }
 
 /// The sale with this receipt number.
 pub fn get(conn: &Connection, receipt_id: &str) -> Result<Option<ReceiptRow>, StoreError> {
-    let row = conn
+    Ok(conn
         .prepare_cached(
-            "SELECT receipt_id, txn, member, at, lines, subtotal, total, earned, redeemed FROM receipts WHERE receipt_id = ?1",
+            "SELECT receipt_id, txn, member, at, origin, seq, subtotal, total, earned, redeemed
+             FROM receipts WHERE receipt_id = ?1",
         )?
         .query_row(params![receipt_id], |r| {
-            Ok((
-                ReceiptRow {
-                    receipt_id: r.get(0)?,
-                    txn: r.get(1)?,
-                    member: r.get(2)?,
-                    at: r.get(3)?,
-                    lines: Vec::new(),
-                    subtotal: r.get(5)?,
-                    total: r.get(6)?,
-                    earned: r.get(7)?,
-                    redeemed: r.get(8)?,
-                },
-                r.get::<_, String>(4)?,
-            ))
+            Ok(ReceiptRow {
+                receipt_id: r.get(0)?,
+                txn: r.get(1)?,
+                member: r.get(2)?,
+                at: r.get(3)?,
+                origin: r.get(4)?,
+                seq: r.get(5)?,
+                subtotal: r.get(6)?,
+                total: r.get(7)?,
+                earned: r.get(8)?,
+                redeemed: r.get(9)?,
+            })
         })
-        .optional()?;
-    row.map(|(mut row, lines)| {
-        row.lines = serde_json::from_str(&lines)
-            .map_err(|e| StoreError::Corrupt(format!("receipts.lines: {e}")))?;
-        Ok(row)
-    })
-    .transpose()
+        .optional()?)
+}
+
+/// The priced lines of a sale, from its purchase fact.
+pub fn lines(conn: &Connection, r: &ReceiptRow) -> Result<Vec<Line>, StoreError> {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        lines: Vec<Line>,
+    }
+    let body: String = conn
+        .prepare_cached("SELECT body FROM facts WHERE origin = ?1 AND seq = ?2")?
+        .query_row(params![r.origin, r.seq], |row| row.get(0))?;
+    let parsed: Body = serde_json::from_str(&body)
+        .map_err(|e| StoreError::Corrupt(format!("purchase fact body: {e}")))?;
+    Ok(parsed.lines)
 }
 
 /// A refund against a receipt.

@@ -155,16 +155,23 @@ fn writer_loop(
     }
 }
 
+/// Runs one cached statement without parameters (transaction control). Cached so the
+/// per-request SAVEPOINT/RELEASE are not parsed again for every request.
+fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([])?;
+    Ok(())
+}
+
 fn run_group(
     conn: &Connection,
     batch: &mut [Box<dyn Job>],
     origin: i64,
     next_seq: &mut i64,
 ) -> Result<(), rusqlite::Error> {
-    conn.execute_batch("BEGIN IMMEDIATE")?;
+    exec(conn, "BEGIN IMMEDIATE")?;
     let result = (|| {
         for job in batch.iter_mut() {
-            conn.execute_batch("SAVEPOINT job")?;
+            exec(conn, "SAVEPOINT job")?;
             let seq_before = *next_seq;
             let mut ctx = WriteCtx {
                 conn,
@@ -173,13 +180,14 @@ fn run_group(
             };
             let ok = catch_unwind(AssertUnwindSafe(|| job.run(&mut ctx))).unwrap_or(false);
             if ok {
-                conn.execute_batch("RELEASE job")?;
+                exec(conn, "RELEASE job")?;
             } else {
-                conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
+                exec(conn, "ROLLBACK TO job")?;
+                exec(conn, "RELEASE job")?;
                 *next_seq = seq_before;
             }
         }
-        conn.execute_batch("COMMIT")
+        exec(conn, "COMMIT")
     })();
     if result.is_err() && !conn.is_autocommit() {
         let _ = conn.execute_batch("ROLLBACK");
