@@ -315,7 +315,7 @@ where
 }
 
 fn commit_body(receipt: &str, member: Option<&str>, n: u64) -> String {
-    let lines = if n % 2 == 0 {
+    let lines = if n.is_multiple_of(2) {
         r#"[{"sku":"SKIN-001","category":"skincare","qty":2,"unit_price":9900},{"sku":"BAG-010","category":"bags","qty":1,"unit_price":59900}]"#
     } else {
         r#"[{"sku":"TEA-7","category":"food","qty":3,"unit_price":2500},{"sku":"CUP-2","qty":1,"unit_price":1990},{"sku":"BAG-S","qty":1,"unit_price":50}]"#

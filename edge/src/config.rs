@@ -234,8 +234,10 @@ mod tests {
         let mut c = Config::default();
         c.tiers.gold = 1;
         assert!(c.validate().is_err());
-        let mut c = Config::default();
-        c.utc_offset = "CST".into();
+        let c = Config {
+            utc_offset: "CST".into(),
+            ..Config::default()
+        };
         assert!(c.validate().is_err());
         assert!(Config::default().validate().is_ok());
     }

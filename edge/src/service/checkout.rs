@@ -1,12 +1,15 @@
 //! Quotes and committed sales.
 
+use patron_protocol::pos::Discount;
 use patron_protocol::pos::{Basket, CommitRequest, CommitResponse, Quote};
 use patron_protocol::{Fen, Points, TransactionId};
-use serde_json::json;
+use serde::Serialize;
+use serde_json::value::RawValue;
 
 use super::{Edge, EdgeError, Idem, MemberState, Reply, balance, invalid, tier_code};
 use crate::domain::pricing::{self, Priced};
 use crate::domain::validate;
+use crate::store::StoreError;
 use crate::store::facts::{self, MemberFact, NewFact};
 use crate::store::members;
 use crate::store::receipts::{self, ReceiptRow};
@@ -50,16 +53,23 @@ impl Edge {
         let core = self.core.clone();
         let now = core.now();
         let expires_at = core.lot_expiry(now);
+        // Serialized before queueing: the writer thread is the bottleneck.
+        let lines_json = serde_json::to_string(&lines)
+            .and_then(RawValue::from_string)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         self.store
             .writer
             .write(move |ctx| {
                 core.idempotent(ctx, Some(&idem), now, |ctx| {
                     let prior = match member {
                         Some(m) => {
-                            if !members::exists(ctx.conn, m.as_bytes())? {
+                            let loaded = core.load_state(ctx.conn, m.as_bytes(), now)?;
+                            // A member with facts exists; only a member without any needs
+                            // the extra lookup.
+                            if loaded.0.is_empty() && !members::exists(ctx.conn, m.as_bytes())? {
                                 return Err(EdgeError::MemberNotFound);
                             }
-                            Some(core.load_state(ctx.conn, m.as_bytes(), now)?)
+                            Some(loaded)
                         }
                         None => None,
                     };
@@ -70,14 +80,15 @@ impl Edge {
                         &core.cfg.points,
                     )?;
                     let txn = TransactionId::new_v7();
-                    let body = json!({
-                        "receipt_id": receipt_id,
-                        "lines": lines,
-                        "subtotal": priced.subtotal,
-                        "discounts": priced.discounts,
-                        "points_value": priced.points_value,
-                        "total": priced.total,
-                    });
+                    let body = PurchaseBody {
+                        receipt_id: &receipt_id,
+                        lines: &lines_json,
+                        subtotal: priced.subtotal,
+                        discounts: &priced.discounts,
+                        points_value: priced.points_value,
+                        total: priced.total,
+                    }
+                    .to_json()?;
                     let fact = NewFact {
                         kind: "purchase",
                         at: now,
@@ -88,7 +99,7 @@ impl Edge {
                         spend: priced.points_redeemed,
                         qual_spend: if member.is_some() { priced.total } else { 0 },
                         qual_at: now,
-                        body: body.to_string(),
+                        body,
                         ..Default::default()
                     };
                     let seq = facts::append(ctx, &fact)?;
@@ -160,5 +171,22 @@ pub(super) fn as_member_fact(
         reverse_lot: f.reverse_lot,
         qual_spend: f.qual_spend,
         qual_at: f.qual_at,
+    }
+}
+
+/// The body of a purchase fact: what re-pricing and refunds need later.
+#[derive(Serialize)]
+struct PurchaseBody<'a> {
+    receipt_id: &'a str,
+    lines: &'a RawValue,
+    subtotal: i64,
+    discounts: &'a [Discount],
+    points_value: i64,
+    total: i64,
+}
+
+impl PurchaseBody<'_> {
+    fn to_json(&self) -> Result<String, StoreError> {
+        serde_json::to_string(self).map_err(|e| StoreError::Corrupt(e.to_string()))
     }
 }

@@ -29,10 +29,13 @@ pub struct StoredReply {
     pub response: Vec<u8>,
 }
 
+/// `(lane, key)` → row id in the log.
+type RowMap = HashMap<(i64, String), i64>;
+
 /// In-memory index of the idempotency log.
 #[derive(Default)]
 pub struct IdemIndex {
-    rows: Mutex<HashMap<(i64, String), i64>>,
+    rows: Mutex<RowMap>,
 }
 
 impl IdemIndex {
@@ -55,7 +58,7 @@ impl IdemIndex {
         })
     }
 
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, HashMap<(i64, String), i64>>, StoreError> {
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, RowMap>, StoreError> {
         self.rows
             .lock()
             .map_err(|_| StoreError::Corrupt("idempotency index poisoned".into()))

@@ -160,7 +160,7 @@ async fn acknowledged_commits_survive_sigkill_at_random_moments() -> anyhow::Res
     );
 
     // Every acknowledged receipt is there exactly once: a retry replays the same answer.
-    let mut expected = vec![0i64; MEMBERS];
+    let mut expected = [0i64; MEMBERS];
     for (receipt, (sent, earned, redeemed, txn)) in &ledger.acked {
         expected[sent.member] += earned - redeemed;
         let again = edge
