@@ -65,6 +65,10 @@ pub struct PointsState {
     pub debt: i64,
     /// Points that expired unused, in total.
     pub expired: i64,
+    /// What each expired lot still held when it expired: a later reversal of that lot
+    /// (a refund of the sale that earned it) takes from here first, so points lost to
+    /// expiry are not taken from the member a second time.
+    pub expired_lots: Vec<(LotKey, i64)>,
 }
 
 impl PointsState {
@@ -86,13 +90,10 @@ impl PointsState {
     }
 
     fn expire(&mut self, now: Millis) {
-        let expired: i64 = self
-            .lots
-            .iter()
-            .filter(|l| l.expires_at < now)
-            .map(|l| l.remaining)
-            .sum();
-        self.expired += expired;
+        for l in self.lots.iter().filter(|l| l.expires_at < now) {
+            self.expired += l.remaining;
+            self.expired_lots.push((l.key, l.remaining));
+        }
         self.lots.retain(|l| l.expires_at >= now);
     }
 
@@ -130,12 +131,19 @@ impl PointsState {
 
     fn reverse(&mut self, lot: Option<LotKey>, n: i64) {
         let mut left = n;
-        if let Some(key) = lot
-            && let Some(l) = self.lots.iter_mut().find(|l| l.key == key)
-        {
-            let take = l.remaining.min(left);
-            l.remaining -= take;
-            left -= take;
+        if let Some(key) = lot {
+            if let Some(l) = self.lots.iter_mut().find(|l| l.key == key) {
+                let take = l.remaining.min(left);
+                l.remaining -= take;
+                left -= take;
+            }
+            for (_, rem) in self.expired_lots.iter_mut().filter(|(k, _)| *k == key) {
+                let take = (*rem).min(left);
+                *rem -= take;
+                self.expired -= take;
+                left -= take;
+            }
+            self.expired_lots.retain(|(_, rem)| *rem > 0);
         }
         self.lots.retain(|l| l.remaining > 0);
         let uncovered = self.consume(left);
@@ -236,6 +244,22 @@ mod tests {
         m.push(mv(4, 4, 100, 10_000, 0));
         let s = derive(&mut m, 5);
         assert_eq!((s.balance(), s.debt), (40, 0));
+    }
+
+    #[test]
+    fn refunding_a_sale_whose_points_expired_takes_nothing_more() {
+        let mut m = vec![mv(0, 1, 100, 1_000, 0), mv(10, 2, 50, 9_000, 0)];
+        m.push(Movement {
+            reverse: 100,
+            reverse_lot: Some([1; 16]),
+            ..mv(2_000, 3, 0, 0, 0)
+        });
+        let s = derive(&mut m, 2_001);
+        assert_eq!(
+            (s.balance(), s.debt, s.expired),
+            (50, 0, 0),
+            "the expired lot absorbs the reversal"
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ use patron_protocol::{Fen, Points, TransactionId};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::{Edge, EdgeError, Idem, MemberState, Reply, balance, invalid, tier_code};
+use super::{Edge, EdgeError, Idem, MemberState, Reply, Seal, balance, invalid, tier_code};
 use crate::domain::pricing::{self, Priced};
 use crate::domain::validate;
 use crate::store::StoreError;
@@ -126,6 +126,7 @@ impl Edge {
                     Ok((
                         201,
                         commit_response(txn, receipt_id, &priced, after.as_ref(), &core.cfg),
+                        Seal::Store,
                     ))
                 })
             })

@@ -6,7 +6,7 @@ use patron_protocol::pos::{ExpiringPoints, Member, PointsView, RegisterMember, U
 use patron_protocol::{MemberId, Points};
 use serde_json::json;
 
-use super::{Core, Edge, EdgeError, Idem, MemberState, Reply, invalid};
+use super::{Core, Edge, EdgeError, Idem, MemberState, Reply, Seal, invalid};
 use crate::domain::clock::{Millis, days};
 use crate::domain::tiers;
 use crate::domain::validate::{self, Phone};
@@ -190,7 +190,7 @@ impl Edge {
                         &NewFact { kind: "member_registered", at: now, member: Some(idb), txn: idb, body: body.to_string(), ..Default::default() },
                     )?;
                     let empty = core.member_state(&[], now);
-                    Ok((201, core.member_view(&row, &empty, now)?))
+                    Ok((201, core.member_view(&row, &empty, now)?, Seal::Member(idb)))
                 })
             })
             .await
@@ -331,7 +331,7 @@ impl Edge {
                         },
                     )?;
                     let (_, state) = core.load_state(ctx.conn, &idb, now)?;
-                    Ok((200, core.member_view(&row, &state, now)?))
+                    Ok((200, core.member_view(&row, &state, now)?, Seal::Member(idb)))
                 })
             })
             .await

@@ -26,6 +26,7 @@ use crate::domain::pricing::PricingError;
 use crate::domain::tiers::{self, Tier};
 use crate::store::facts::{self, MemberFact};
 use crate::store::idempotency::{self, IdemIndex};
+use crate::store::members as member_rows;
 use crate::store::{Store, StoreError, WriteCtx};
 
 pub use lanes::{Lane, Role, add_lane};
@@ -158,12 +159,15 @@ impl Core {
     }
 
     /// Runs `op` unless `idem` names a stored answer, and stores `op`'s answer under it.
+    ///
+    /// `op` says whose key seals the stored answer: answers that hold personal data
+    /// (a Member) are sealed under that member's key, so erasing the member erases them.
     fn idempotent<T: Serialize>(
         &self,
         ctx: &mut WriteCtx<'_>,
         idem: Option<&Idem>,
         now: Millis,
-        op: impl FnOnce(&mut WriteCtx<'_>) -> Result<(u16, T), EdgeError>,
+        op: impl FnOnce(&mut WriteCtx<'_>) -> Result<(u16, T, Seal), EdgeError>,
     ) -> Result<Reply, EdgeError> {
         if let Some(i) = idem
             && let Some(stored) = self.idem.get(ctx.conn, i.lane, &i.key)?
@@ -171,20 +175,47 @@ impl Core {
             if stored.request_hash != i.request_hash {
                 return Err(EdgeError::IdempotencyKeyReused);
             }
-            let body = self.vault.open_store(&seal_context(i), &stored.response)?;
+            let body = match stored.member {
+                None => self.vault.open_store(&seal_context(i), &stored.response)?,
+                Some(m) => {
+                    let row = member_rows::get(ctx.conn, &m)?.ok_or_else(|| {
+                        EdgeError::NotFound(
+                            "the stored answer was erased with the member's data".into(),
+                        )
+                    })?;
+                    let key = self.vault.member_key(&m, &row.wrapped_key)?;
+                    self.vault
+                        .open_field(&key, &m, &seal_context(i), &stored.response)?
+                        .into_bytes()
+                }
+            };
             return Ok(Reply {
                 status: stored.status,
                 body,
                 replayed: true,
             });
         }
-        let (status, value) = op(ctx)?;
+        let (status, value, seal) = op(ctx)?;
         let body = serde_json::to_vec(&value).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         if let Some(i) = idem {
+            let (member, response) = match seal {
+                Seal::Store => (None, self.vault.seal_store(&seal_context(i), &body)?),
+                Seal::Member(m) => {
+                    let row = member_rows::get(ctx.conn, &m)?.ok_or(EdgeError::MemberNotFound)?;
+                    let key = self.vault.member_key(&m, &row.wrapped_key)?;
+                    let text = String::from_utf8(body.clone())
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    (
+                        Some(m),
+                        self.vault.seal_field(&key, &m, &seal_context(i), &text)?,
+                    )
+                }
+            };
             let stored = idempotency::StoredReply {
                 request_hash: i.request_hash,
                 status,
-                response: self.vault.seal_store(&seal_context(i), &body)?,
+                member,
+                response,
             };
             self.idem.put(ctx.conn, i.lane, &i.key, &stored, now)?;
         }
@@ -237,6 +268,15 @@ impl Core {
         let state = self.member_state(&member_facts, now);
         Ok((member_facts, state))
     }
+}
+
+/// Whose key seals a stored idempotent answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seal {
+    /// The store key: the answer holds no personal data.
+    Store,
+    /// This member's key: the answer holds their personal data.
+    Member([u8; 16]),
 }
 
 fn seal_context(i: &Idem) -> String {

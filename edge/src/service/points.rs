@@ -7,7 +7,7 @@ use patron_protocol::{MemberId, Points, TransactionId};
 use serde_json::json;
 
 use super::checkout::as_member_fact;
-use super::{Edge, EdgeError, Idem, Reply, balance, invalid};
+use super::{Edge, EdgeError, Idem, Reply, Seal, balance, invalid};
 use crate::domain::validate;
 use crate::store::facts::{self, NewFact};
 use crate::store::members;
@@ -59,6 +59,7 @@ impl Edge {
                             redemption_id: id,
                             balance_after: balance(&after),
                         },
+                        Seal::Store,
                     ))
                 })
             })
@@ -158,6 +159,7 @@ impl Edge {
                             balance_after: balance(&after),
                             reason: refused.map(String::from),
                         },
+                        Seal::Store,
                     ))
                 })
             })

@@ -4,7 +4,7 @@ use patron_protocol::pos::{RefundRequest, RefundResponse};
 use patron_protocol::{Fen, Points, TransactionId};
 use serde_json::json;
 
-use super::{Edge, EdgeError, Idem, Reply, balance, invalid};
+use super::{Edge, EdgeError, Idem, Reply, Seal, balance, invalid};
 use crate::domain::refund::{self, Sale};
 use crate::domain::validate;
 use crate::store::facts::{self, NewFact};
@@ -73,6 +73,7 @@ impl Edge {
                             points_returned: Points(f.points_returned),
                             balance_after,
                         },
+                        Seal::Store,
                     ))
                 })
             })

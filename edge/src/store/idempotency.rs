@@ -7,7 +7,7 @@
 //! leave an entry pointing at a row id that is reused later: every hit is verified
 //! against the row's own lane and key.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -25,9 +25,15 @@ pub struct StoredReply {
     pub request_hash: [u8; 32],
     /// HTTP status of the original answer.
     pub status: u16,
+    /// The member whose key sealed `response` (answers holding personal data), so that
+    /// erasing the member's key erases them too; `None`: sealed under the store key.
+    pub member: Option<[u8; 16]>,
     /// The sealed response body.
     pub response: Vec<u8>,
 }
+
+/// How often the log is pruned while running.
+const PRUNE_EVERY_MS: i64 = 60_000;
 
 /// `(lane, key)` → row id in the log.
 type RowMap = HashMap<(i64, String), i64>;
@@ -35,7 +41,15 @@ type RowMap = HashMap<(i64, String), i64>;
 /// In-memory index of the idempotency log.
 #[derive(Default)]
 pub struct IdemIndex {
-    rows: Mutex<RowMap>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    rows: RowMap,
+    /// `(created_at, id, lane, key)` in append order, for pruning from the front.
+    order: VecDeque<(i64, i64, i64, String)>,
+    last_prune: i64,
 }
 
 impl IdemIndex {
@@ -45,21 +59,26 @@ impl IdemIndex {
             "DELETE FROM idempotency WHERE created_at < ?1",
             params![now - RETENTION_MS],
         )?;
-        let mut stmt = conn.prepare("SELECT id, lane, key FROM idempotency")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                (r.get::<_, i64>(1)?, r.get::<_, String>(2)?),
-                r.get::<_, i64>(0)?,
-            ))
-        })?;
-        let map = rows.collect::<rusqlite::Result<HashMap<_, _>>>()?;
+        let mut stmt =
+            conn.prepare("SELECT id, lane, key, created_at FROM idempotency ORDER BY id")?;
+        let mut rows = stmt.query([])?;
+        let mut inner = Inner {
+            last_prune: now,
+            ..Inner::default()
+        };
+        while let Some(r) = rows.next()? {
+            let (id, lane, key, at): (i64, i64, String, i64) =
+                (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+            inner.rows.insert((lane, key.clone()), id);
+            inner.order.push_back((at, id, lane, key));
+        }
         Ok(IdemIndex {
-            rows: Mutex::new(map),
+            inner: Mutex::new(inner),
         })
     }
 
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, RowMap>, StoreError> {
-        self.rows
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Inner>, StoreError> {
+        self.inner
             .lock()
             .map_err(|_| StoreError::Corrupt("idempotency index poisoned".into()))
     }
@@ -71,22 +90,16 @@ impl IdemIndex {
         lane: i64,
         key: &str,
     ) -> Result<Option<StoredReply>, StoreError> {
-        let Some(id) = self.lock()?.get(&(lane, key.to_string())).copied() else {
+        let Some(id) = self.lock()?.rows.get(&(lane, key.to_string())).copied() else {
             return Ok(None);
         };
         let row = conn
-            .prepare_cached(
-                "SELECT lane, key, request_hash, status, response FROM idempotency WHERE id = ?1",
-            )?
+            .prepare_cached("SELECT lane, key, request_hash, status, member, response FROM idempotency WHERE id = ?1")?
             .query_row(params![id], |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
                     r.get::<_, String>(1)?,
-                    StoredReply {
-                        request_hash: r.get(2)?,
-                        status: r.get(3)?,
-                        response: r.get(4)?,
-                    },
+                    StoredReply { request_hash: r.get(2)?, status: r.get(3)?, member: r.get(4)?, response: r.get(5)? },
                 ))
             })
             .optional()?;
@@ -94,13 +107,14 @@ impl IdemIndex {
             Some((l, k, reply)) if l == lane && k == key => Ok(Some(reply)),
             // The append this entry pointed at was rolled back.
             _ => {
-                self.lock()?.remove(&(lane, key.to_string()));
+                self.lock()?.rows.remove(&(lane, key.to_string()));
                 Ok(None)
             }
         }
     }
 
-    /// Appends the answer for `(lane, key)` and indexes it.
+    /// Appends the answer for `(lane, key)` and indexes it; about once a minute also
+    /// drops answers older than the retention, from the front of the log.
     pub fn put(
         &self,
         conn: &Connection,
@@ -110,11 +124,39 @@ impl IdemIndex {
         at: i64,
     ) -> Result<(), StoreError> {
         conn.prepare_cached(
-            "INSERT INTO idempotency (lane, key, request_hash, status, response, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO idempotency (lane, key, request_hash, status, member, response, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?
-        .execute(params![lane, key, &reply.request_hash[..], reply.status, reply.response, at])?;
+        .execute(params![
+            lane,
+            key,
+            &reply.request_hash[..],
+            reply.status,
+            reply.member.as_ref().map(|m| &m[..]),
+            reply.response,
+            at
+        ])?;
         let id = conn.last_insert_rowid();
-        self.lock()?.insert((lane, key.to_string()), id);
+        let mut inner = self.lock()?;
+        inner.rows.insert((lane, key.to_string()), id);
+        inner.order.push_back((at, id, lane, key.to_string()));
+        if at - inner.last_prune >= PRUNE_EVERY_MS {
+            inner.last_prune = at;
+            let mut upto = None;
+            while inner.order.front().is_some_and(|f| f.0 < at - RETENTION_MS) {
+                if let Some((_, old_id, l, k)) = inner.order.pop_front() {
+                    if inner.rows.get(&(l, k.clone())) == Some(&old_id) {
+                        inner.rows.remove(&(l, k));
+                    }
+                    upto = Some(old_id);
+                }
+            }
+            if let Some(max) = upto {
+                // Ids are in append order: a range delete on the primary key.
+                conn.prepare_cached("DELETE FROM idempotency WHERE id <= ?1")?
+                    .execute(params![max])?;
+            }
+        }
         Ok(())
     }
 }
@@ -135,6 +177,7 @@ mod tests {
         StoredReply {
             request_hash: [b; 32],
             status: 201,
+            member: None,
             response: vec![b; 8],
         }
     }
@@ -155,6 +198,21 @@ mod tests {
             None,
             "keys are per lane"
         );
+    }
+
+    #[test]
+    fn a_running_edge_prunes_old_answers() {
+        let (_d, conn) = db();
+        let idx = IdemIndex::load(&conn, 0).unwrap_or_default();
+        idx.put(&conn, 1, "old", &reply(1), 0)
+            .unwrap_or_else(|e| panic!("{e}"));
+        idx.put(&conn, 1, "new", &reply(2), RETENTION_MS + PRUNE_EVERY_MS)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(idx.get(&conn, 1, "old").ok().flatten(), None);
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM idempotency", [], |r| r.get(0))
+            .unwrap_or(-1);
+        assert_eq!(rows, 1, "the old row is deleted, not only forgotten");
     }
 
     #[test]

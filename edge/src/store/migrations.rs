@@ -120,6 +120,7 @@ pub const MIGRATIONS: &[&str] = &[
         key          TEXT    NOT NULL,
         request_hash BLOB    NOT NULL,
         status       INTEGER NOT NULL,
+        member       BLOB,                -- set: response sealed under this member's key
         response     BLOB    NOT NULL,
         created_at   INTEGER NOT NULL
     ) STRICT;
