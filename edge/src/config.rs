@@ -32,6 +32,9 @@ pub struct Config {
     pub events: EventsConfig,
     /// Storage tuning.
     pub storage: StorageConfig,
+    /// A rule set (JSON) loaded at start; until the hub distributes rule sets, this and
+    /// `PUT /v1/admin/rule-set` are how promotions reach a store.
+    pub rules_file: Option<PathBuf>,
 }
 
 /// Points rules. Every division rounds down (see `docs/points.md`).
@@ -103,6 +106,7 @@ impl Default for Config {
             tiers: TiersConfig::default(),
             events: EventsConfig::default(),
             storage: StorageConfig::default(),
+            rules_file: None,
         }
     }
 }

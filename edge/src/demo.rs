@@ -6,6 +6,9 @@ use patron_protocol::pos::{Basket, BasketLine, CommitRequest, Consents, Register
 
 use crate::service::{Edge, EdgeError, Idem};
 
+/// The guide's examples, loaded by the demo (the same file the tests use as fixture).
+pub const RULES: &str = include_str!("../rules/examples.json");
+
 /// The demo members: phone, name, birthday.
 pub const MEMBERS: &[(&str, &str, &str)] = &[
     ("13800138000", "张三", "1990-05-01"),

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use patron_edge::domain::promo::ruleset::RuleSet;
 use patron_edge::service::{Role, add_lane};
 use patron_edge::{Config, Edge, config, demo, telemetry};
 use tokio::net::TcpListener;
@@ -152,7 +153,24 @@ async fn serve(cfg: Config, demo_mode: Option<()>) -> anyhow::Result<()> {
         )?),
         None => None,
     };
+    let rules_file = cfg.rules_file.clone();
     let edge = Arc::new(Edge::open(cfg).context("opening the store")?);
+    if let Some(path) = rules_file {
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let set: RuleSet = serde_json::from_slice(&bytes)
+            .with_context(|| format!("parsing {}", path.display()))?;
+        let (info, _) = edge
+            .load_rules(set)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        println!("rule set {} ({} rules) in force", info.version, info.rules);
+    }
+    if demo_token.is_some() {
+        let set: RuleSet = serde_json::from_str(demo::RULES)?;
+        edge.load_rules(set)
+            .await
+            .map_err(|e| anyhow::anyhow!("demo rules: {e}"))?;
+    }
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;

@@ -158,6 +158,9 @@ pub struct PointsView {
     pub balance: Points,
     /// Lots expiring within the notice window (30 days by default).
     pub expiring: Vec<ExpiringPoints>,
+    /// Earned but not yet redeemable (inside the return window).
+    #[serde(default)]
+    pub pending: Points,
 }
 
 /// Points that expire at one moment.
@@ -182,6 +185,12 @@ pub struct CouponView {
     pub label: String,
     /// When it stops being valid (RFC 3339).
     pub expires_at: String,
+    /// Value in fen.
+    pub amount: Fen,
+    /// Smallest amount due it applies to.
+    pub min_spend: Fen,
+    /// `false` until the member claims it.
+    pub active: bool,
 }
 
 /// A tier benefit.
@@ -192,6 +201,53 @@ pub struct BenefitView {
     pub code: String,
     /// Display label.
     pub label: String,
+    /// Uses left this calendar month, for benefits with a quota.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining_this_month: Option<i64>,
+}
+
+/// `POST /v1/members/{member_id}/benefits/{code}/use` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BenefitUse {
+    /// Benefit code.
+    pub code: String,
+    /// Uses left this calendar month.
+    pub remaining_this_month: i64,
+}
+
+/// `POST /v1/members/{member_id}/coupons`: a coupon issued by a cashier or HQ.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct IssueCoupon {
+    /// Display label.
+    pub label: String,
+    /// Value in fen.
+    pub off: i64,
+    /// Smallest amount due it applies to, in fen.
+    #[serde(default)]
+    pub min_spend: i64,
+    /// Days it stays valid.
+    pub valid_days: u32,
+    /// Usable at once (default) or after the member claims it.
+    #[serde(default = "default_true")]
+    pub auto_active: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// The rule set in force, as `PUT /v1/admin/rule-set` and `GET` report it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RuleSetInfo {
+    /// The version.
+    pub version: String,
+    /// Number of rules.
+    pub rules: usize,
+    /// When it was loaded here (RFC 3339).
+    pub loaded_at: String,
 }
 
 /// One line of a basket.
@@ -283,6 +339,12 @@ pub struct Quote {
     pub coupons_to_issue: Vec<IssuedCoupon>,
     /// One line per rule applied or considered, for people.
     pub explain: Vec<String>,
+    /// Flags the sale earns, e.g. `free_shipping`.
+    #[serde(default)]
+    pub flags: Vec<String>,
+    /// The rule-set version the basket was priced with (absent: no rule set loaded).
+    #[serde(default)]
+    pub rules_version: Option<String>,
 }
 
 /// `checkout/commit` answer.
@@ -307,6 +369,12 @@ pub struct CommitResponse {
     pub tier_after: Option<String>,
     /// Coupons issued by this sale.
     pub coupons_issued: Vec<IssuedCoupon>,
+    /// The rule-set version the sale was priced with (absent: no rule set loaded).
+    #[serde(default)]
+    pub rules_version: Option<String>,
+    /// Flags the sale earned, e.g. `free_shipping`.
+    #[serde(default)]
+    pub flags: Vec<String>,
 }
 
 /// One refunded line.
@@ -344,6 +412,12 @@ pub struct RefundResponse {
     pub points_returned: Points,
     /// The member's balance after (absent for a walk-in receipt).
     pub balance_after: Option<Points>,
+    /// Codes of coupons the sale used, usable again after a full refund.
+    #[serde(default)]
+    pub coupons_restored: Vec<String>,
+    /// Codes of unused coupons the sale had granted, withdrawn by a full refund.
+    #[serde(default)]
+    pub coupons_withdrawn: Vec<String>,
 }
 
 /// `POST /v1/members/{member_id}/redemptions`.

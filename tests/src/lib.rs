@@ -260,6 +260,25 @@ impl TestEdge {
         self.send(req).await
     }
 
+    /// PUT JSON with the admin token.
+    pub async fn put(&self, path: &str, body: &Value) -> Result<Resp> {
+        self.send(
+            self.http
+                .put(self.url(path))
+                .bearer_auth(&self.token)
+                .json(body),
+        )
+        .await
+    }
+
+    /// The same edge, addressed with another token.
+    pub fn as_token(&self, token: &str) -> Client<'_> {
+        Client {
+            edge: self,
+            token: token.to_string(),
+        }
+    }
+
     /// PATCH JSON with the admin token.
     pub async fn patch(&self, path: &str, body: &Value) -> Result<Resp> {
         self.send(
@@ -325,5 +344,40 @@ impl TestEdge {
 impl Drop for TestEdge {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// An edge addressed with a given token.
+pub struct Client<'a> {
+    edge: &'a TestEdge,
+    token: String,
+}
+
+impl Client<'_> {
+    /// PUT JSON.
+    pub async fn put(&self, path: &str, body: &Value) -> Result<Resp> {
+        self.edge
+            .send(
+                self.edge
+                    .http
+                    .put(self.edge.url(path))
+                    .bearer_auth(&self.token)
+                    .json(body),
+            )
+            .await
+    }
+
+    /// POST JSON with an optional idempotency key.
+    pub async fn post(&self, path: &str, body: &Value, key: Option<&str>) -> Result<Resp> {
+        let mut req = self
+            .edge
+            .http
+            .post(self.edge.url(path))
+            .bearer_auth(&self.token)
+            .json(body);
+        if let Some(k) = key {
+            req = req.header("Idempotency-Key", k);
+        }
+        self.edge.send(req).await
     }
 }

@@ -69,6 +69,8 @@ impl From<EdgeError> for ApiErr {
                 ApiErr::new(ErrorCode::ReceiptExists, msg).with_details(json!({ "receipt_id": r }))
             }
             EdgeError::IdempotencyKeyReused => ApiErr::new(ErrorCode::IdempotencyKeyReused, msg),
+            EdgeError::CouponInvalid { code, reason } => ApiErr::new(ErrorCode::CouponInvalid, msg)
+                .with_details(json!({ "code": code, "reason": reason })),
             EdgeError::Store(_) | EdgeError::Crypto(_) => {
                 tracing::error!(error = %msg, "internal error");
                 ApiErr::new(

@@ -8,6 +8,7 @@ mod health;
 mod members;
 pub mod openapi;
 mod points;
+mod promotions;
 
 use std::sync::Arc;
 
@@ -47,6 +48,22 @@ pub fn router(edge: Arc<Edge>) -> Router {
         .route("/v1/checkout/quote", post(checkout::quote))
         .route("/v1/checkout/commit", post(checkout::commit))
         .route("/v1/refunds", post(points::refund))
+        .route(
+            "/v1/admin/rule-set",
+            get(promotions::get_rule_set).put(promotions::put_rule_set),
+        )
+        .route(
+            "/v1/members/{member_id}/coupons",
+            post(promotions::give_coupon),
+        )
+        .route(
+            "/v1/members/{member_id}/coupons/{code}/claim",
+            post(promotions::claim_coupon),
+        )
+        .route(
+            "/v1/members/{member_id}/benefits/{code}/use",
+            post(promotions::use_benefit),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Our extractor enforces 64 KiB itself and answers in the API's error shape.

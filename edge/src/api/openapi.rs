@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{checkout, health, members, points};
+use super::{checkout, health, members, points, promotions};
 
 /// The POS API v1 document.
 #[derive(OpenApi)]
@@ -15,6 +15,8 @@ use super::{checkout, health, members, points};
         members::register, members::by_phone, members::by_id, members::update,
         checkout::quote, checkout::commit,
         points::refund, points::redeem, points::event,
+        promotions::put_rule_set, promotions::get_rule_set, promotions::give_coupon,
+        promotions::claim_coupon, promotions::use_benefit,
     ),
     modifiers(&Bearer)
 )]

@@ -4,12 +4,14 @@
 //! - [`clock`]: store-local days, month arithmetic, RFC 3339 rendering.
 //! - [`points`]: the points ledger as lots with FIFO consumption and expiry.
 //! - [`tiers`]: tier from qualifying spend in a rolling window.
-//! - [`pricing`]: pricing a basket: subtotal, redemption, total, points to earn.
+//! - [`pricing`]: basket lines, their validation and subtotal, redemption steps.
+//! - [`promo`]: promotion rule sets and the pure pricing engine.
 //! - [`refund`]: proportional reversal of a receipt's money and points.
 
 pub mod clock;
 pub mod points;
 pub mod pricing;
+pub mod promo;
 pub mod refund;
 pub mod tiers;
 pub mod validate;

@@ -37,6 +37,8 @@ pub struct Movement {
     pub earn: i64,
     /// Expiry of that lot.
     pub expires_at: Millis,
+    /// When that lot becomes redeemable (the end of a return window; ≤ `at` if at once).
+    pub available_at: Millis,
     /// Points consumed FIFO.
     pub spend: i64,
     /// Points taken back from `reverse_lot`.
@@ -54,6 +56,8 @@ pub struct Lot {
     pub remaining: i64,
     /// Last instant it can be used.
     pub expires_at: Millis,
+    /// First instant it can be spent.
+    pub available_at: Millis,
 }
 
 /// The derived state of a member's points at one instant.
@@ -69,12 +73,28 @@ pub struct PointsState {
     /// (a refund of the sale that earned it) takes from here first, so points lost to
     /// expiry are not taken from the member a second time.
     pub expired_lots: Vec<(LotKey, i64)>,
+    /// The evaluation time: lots not yet available then are pending.
+    pub now: Millis,
 }
 
 impl PointsState {
-    /// Available balance: lots minus debt (negative while a debt exceeds the lots).
+    /// Available balance: redeemable lots minus debt (negative while a debt exceeds them).
     pub fn balance(&self) -> i64 {
-        self.lots.iter().map(|l| l.remaining).sum::<i64>() - self.debt
+        self.lots
+            .iter()
+            .filter(|l| l.available_at <= self.now)
+            .map(|l| l.remaining)
+            .sum::<i64>()
+            - self.debt
+    }
+
+    /// Points earned but not yet redeemable.
+    pub fn pending(&self) -> i64 {
+        self.lots
+            .iter()
+            .filter(|l| l.available_at > self.now)
+            .map(|l| l.remaining)
+            .sum()
     }
 
     /// Lots expiring at or before `until`, summed per expiry instant.
@@ -97,9 +117,10 @@ impl PointsState {
         self.lots.retain(|l| l.expires_at >= now);
     }
 
-    /// Consumes `n` points FIFO; returns what the lots could not cover.
-    fn consume(&mut self, mut n: i64) -> i64 {
-        for lot in &mut self.lots {
+    /// Consumes `n` points FIFO from the lots available at `at`; returns what they could
+    /// not cover.
+    fn consume(&mut self, mut n: i64, at: Millis) -> i64 {
+        for lot in self.lots.iter_mut().filter(|l| l.available_at <= at) {
             if n == 0 {
                 break;
             }
@@ -111,7 +132,7 @@ impl PointsState {
         n
     }
 
-    fn credit(&mut self, key: LotKey, mut n: i64, expires_at: Millis) {
+    fn credit(&mut self, key: LotKey, mut n: i64, expires_at: Millis, available_at: Millis) {
         let repay = self.debt.min(n);
         self.debt -= repay;
         n -= repay;
@@ -124,12 +145,13 @@ impl PointsState {
                     key,
                     remaining: n,
                     expires_at,
+                    available_at,
                 },
             );
         }
     }
 
-    fn reverse(&mut self, lot: Option<LotKey>, n: i64) {
+    fn reverse(&mut self, lot: Option<LotKey>, n: i64, at: Millis) {
         let mut left = n;
         if let Some(key) = lot {
             if let Some(l) = self.lots.iter_mut().find(|l| l.key == key) {
@@ -146,7 +168,7 @@ impl PointsState {
             self.expired_lots.retain(|(_, rem)| *rem > 0);
         }
         self.lots.retain(|l| l.remaining > 0);
-        let uncovered = self.consume(left);
+        let uncovered = self.consume(left, at);
         self.debt += uncovered;
     }
 }
@@ -166,17 +188,18 @@ pub fn derive(movements: &mut [Movement], now: Millis) -> PointsState {
     for m in movements.iter() {
         s.expire(m.at);
         if m.reverse > 0 {
-            s.reverse(m.reverse_lot, m.reverse);
+            s.reverse(m.reverse_lot, m.reverse, m.at);
         }
         if m.spend > 0 {
-            let uncovered = s.consume(m.spend);
+            let uncovered = s.consume(m.spend, m.at);
             s.debt += uncovered;
         }
         if m.earn > 0 {
-            s.credit(m.txn, m.earn, m.expires_at);
+            s.credit(m.txn, m.earn, m.expires_at, m.available_at);
         }
     }
     s.expire(now);
+    s.now = now;
     s
 }
 
@@ -193,6 +216,7 @@ mod tests {
             txn: [seq as u8; 16],
             earn,
             expires_at,
+            available_at: 0,
             spend,
             reverse: 0,
             reverse_lot: None,
@@ -214,7 +238,8 @@ mod tests {
             vec![Lot {
                 key: [1; 16],
                 remaining: 80,
-                expires_at: 1_000
+                expires_at: 1_000,
+                available_at: 0,
             }]
         );
     }
@@ -263,6 +288,29 @@ mod tests {
     }
 
     #[test]
+    fn pending_points_cannot_be_spent_until_available() {
+        let mut m = vec![Movement {
+            available_at: 500,
+            ..mv(0, 1, 100, 10_000, 0)
+        }];
+        let s = derive(&mut m.clone(), 100);
+        assert_eq!((s.balance(), s.pending()), (0, 100));
+        m.push(mv(100, 2, 0, 0, 30));
+        let s = derive(&mut m.clone(), 200);
+        assert_eq!(
+            (s.balance(), s.debt),
+            (-30, 30),
+            "an overdraw on pending points is a debt"
+        );
+        let s = derive(&mut m, 600);
+        assert_eq!(
+            (s.balance(), s.pending()),
+            (70, 0),
+            "the debt is not repaid twice"
+        );
+    }
+
+    #[test]
     fn expiring_groups_by_instant_within_the_window() {
         let mut m = vec![
             mv(0, 1, 10, 100, 0),
@@ -290,6 +338,7 @@ mod tests {
                 txn: [0; 16],
                 earn,
                 expires_at: at + life,
+                available_at: at,
                 spend,
                 reverse,
                 reverse_lot: lot.map(|b| [b; 16]),

@@ -1,56 +1,66 @@
 //! Quotes and committed sales.
 
-use patron_protocol::pos::Discount;
-use patron_protocol::pos::{Basket, CommitRequest, CommitResponse, Quote};
+use patron_protocol::pos::{Basket, CommitRequest, CommitResponse, Discount, IssuedCoupon, Quote};
 use patron_protocol::{Fen, Points, TransactionId};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use super::promotions::after_days;
 use super::{Edge, EdgeError, Idem, MemberState, Reply, Seal, balance, invalid, tier_code};
-use crate::domain::pricing::{self, Priced};
+use crate::domain::pricing;
+use crate::domain::promo::engine::{self, Applied, Input, Priced};
 use crate::domain::validate;
-use crate::store::StoreError;
 use crate::store::facts::{self, MemberFact, NewFact};
-use crate::store::members;
 use crate::store::receipts::{self, ReceiptRow};
+use crate::store::{StoreError, coupons, rules};
 
 impl Edge {
     /// `POST /v1/checkout/quote`: prices a basket and writes nothing.
     pub async fn quote(&self, basket: Basket) -> Result<Quote, EdgeError> {
         let lines = pricing::validate_lines(&basket.lines).map_err(invalid)?;
         let core = self.core.clone();
+        let rules = self.rules();
         let priced = self
             .store
             .readers
             .read(move |conn| {
                 let now = core.now();
-                let balance = match basket.member_id {
-                    Some(m) => {
-                        if !members::exists(conn, m.as_bytes())? {
-                            return Err(EdgeError::MemberNotFound);
-                        }
-                        Some(core.load_state(conn, m.as_bytes(), now)?.1.points.balance())
-                    }
-                    None => None,
+                let member = basket.member_id.map(|m| *m.as_bytes());
+                let p = core.pricing_ctx(
+                    conn,
+                    rules.as_deref(),
+                    member.as_ref(),
+                    &basket.coupon_codes,
+                    now,
+                )?;
+                let input = Input {
+                    lines: &lines,
+                    member: p.ctx.as_ref(),
+                    redeem_points: basket.redeem_points,
+                    coupons: &p.coupons,
+                    rules: rules.as_deref(),
+                    usage: &p.usage,
+                    now,
+                    store_id: &core.cfg.store_id,
+                    points: &core.cfg.points,
                 };
-                Ok::<Priced, EdgeError>(pricing::price(
-                    &lines,
-                    balance,
-                    basket.redeem_points,
-                    &core.cfg.points,
-                )?)
+                Ok::<Priced, EdgeError>(engine::price(&input)?)
             })
             .await?;
         Ok(priced.to_quote())
     }
 
-    /// `POST /v1/checkout/commit`: prices the basket again and records the sale.
+    /// `POST /v1/checkout/commit`: prices the basket again and records the sale, with
+    /// its coupons, rule usage, grants, upgrade gifts and referral reward, in one
+    /// transaction.
     pub async fn commit(&self, idem: Idem, req: CommitRequest) -> Result<Reply, EdgeError> {
         let receipt_id = validate::receipt_id(&req.receipt_id).map_err(invalid)?;
         let lines = pricing::validate_lines(&req.basket.lines).map_err(invalid)?;
-        let member = req.basket.member_id;
+        let member = req.basket.member_id.map(|m| *m.as_bytes());
         let redeem = req.basket.redeem_points;
+        let codes = req.basket.coupon_codes;
         let core = self.core.clone();
+        let rules = self.rules();
         let now = core.now();
         let expires_at = core.lot_expiry(now);
         // Serialized before queueing: the writer thread is the bottleneck.
@@ -61,25 +71,24 @@ impl Edge {
             .writer
             .write(move |ctx| {
                 core.idempotent(ctx, Some(&idem), now, |ctx| {
-                    let prior = match member {
-                        Some(m) => {
-                            let loaded = core.load_state(ctx.conn, m.as_bytes(), now)?;
-                            // A member with facts exists; only a member without any needs
-                            // the extra lookup.
-                            if loaded.0.is_empty() && !members::exists(ctx.conn, m.as_bytes())? {
-                                return Err(EdgeError::MemberNotFound);
-                            }
-                            Some(loaded)
-                        }
-                        None => None,
+                    let rules = rules.as_deref();
+                    let p = core.pricing_ctx(ctx.conn, rules, member.as_ref(), &codes, now)?;
+                    let input = Input {
+                        lines: &lines,
+                        member: p.ctx.as_ref(),
+                        redeem_points: redeem,
+                        coupons: &p.coupons,
+                        rules,
+                        usage: &p.usage,
+                        now,
+                        store_id: &core.cfg.store_id,
+                        points: &core.cfg.points,
                     };
-                    let priced = pricing::price(
-                        &lines,
-                        prior.as_ref().map(|(_, s)| s.points.balance()),
-                        redeem,
-                        &core.cfg.points,
-                    )?;
+                    let priced = engine::price(&input)?;
                     let txn = TransactionId::new_v7();
+                    let txb = *txn.as_bytes();
+                    let pending_days = rules.map_or(0, |c| c.set.pending_points_days);
+                    let used_codes: Vec<&str> = p.coupons.iter().map(|c| c.code.as_str()).collect();
                     let body = PurchaseBody {
                         receipt_id: &receipt_id,
                         lines: &lines_json,
@@ -87,15 +96,26 @@ impl Edge {
                         discounts: &priced.discounts,
                         points_value: priced.points_value,
                         total: priced.total,
+                        rules_version: priced.rules_version.as_deref(),
+                        applied: priced
+                            .applied
+                            .iter()
+                            .map(|a| AppliedBody {
+                                rule: &a.rule_id,
+                                amount: a.amount,
+                            })
+                            .collect(),
+                        coupons_used: used_codes,
                     }
                     .to_json()?;
                     let fact = NewFact {
                         kind: "purchase",
                         at: now,
-                        member: member.map(|m| *m.as_bytes()),
-                        txn: *txn.as_bytes(),
+                        member,
+                        txn: txb,
                         earn: priced.points_to_earn,
                         expires_at,
+                        available_at: after_days(&core, now, pending_days),
                         spend: priced.points_redeemed,
                         qual_spend: if member.is_some() { priced.total } else { 0 },
                         qual_at: now,
@@ -105,8 +125,8 @@ impl Edge {
                     let seq = facts::append(ctx, &fact)?;
                     let receipt = ReceiptRow {
                         receipt_id: receipt_id.clone(),
-                        txn: *txn.as_bytes(),
-                        member: fact.member,
+                        txn: txb,
+                        member,
                         at: now,
                         origin: ctx.origin,
                         seq,
@@ -114,18 +134,84 @@ impl Edge {
                         total: priced.total,
                         earned: priced.points_to_earn,
                         redeemed: priced.points_redeemed,
+                        rules_version: priced.rules_version.clone(),
                     };
                     // The primary key decides: one seek instead of a lookup and an insert.
                     if !receipts::insert(ctx.conn, &receipt)? {
                         return Err(EdgeError::ReceiptExists(receipt_id.clone()));
                     }
-                    let after = prior.map(|(mut member_facts, _)| {
+                    for (c, code) in p.coupons.iter().zip(codes.iter()) {
+                        // Checked and used in this transaction: two sales can never both use it.
+                        if !coupons::mark_used(ctx.conn, &c.id, &txb)? {
+                            return Err(EdgeError::CouponInvalid {
+                                code: code.clone(),
+                                reason: "was already used".into(),
+                            });
+                        }
+                    }
+                    record_usage(ctx.conn, rules, &priced.applied, member.as_ref())?;
+
+                    let mut issued = Vec::new();
+                    let mut after = None;
+                    if let (Some(m), Some((row, mut member_facts, before))) = (member, p.member) {
+                        for g in &priced.grants {
+                            issued.push(core.issue_coupon(
+                                ctx,
+                                &m,
+                                &g.template,
+                                &g.rule_id,
+                                Some(txb),
+                                now,
+                            )?);
+                        }
                         member_facts.push(as_member_fact(&fact, &core.origin_label, seq));
-                        core.member_state(&member_facts, now)
-                    });
+                        let mut state = core.member_state(&member_facts, now);
+                        let (tier_before, tier_after) =
+                            (before.tier(&core.cfg), state.tier(&core.cfg));
+                        if tier_after > tier_before {
+                            let (coupons, gifts) =
+                                core.upgrade_gifts(ctx, rules, &m, tier_before, tier_after, now)?;
+                            issued.extend(coupons);
+                            if !gifts.is_empty() {
+                                member_facts.extend(
+                                    gifts
+                                        .iter()
+                                        .map(|(f, s)| as_member_fact(f, &core.origin_label, *s)),
+                                );
+                                state = core.member_state(&member_facts, now);
+                            }
+                        }
+                        if let Some(referral) = rules.and_then(|c| c.set.referral.as_ref())
+                            && !p.ctx.as_ref().is_some_and(|c| c.has_purchased)
+                        {
+                            core.referral_reward(
+                                ctx,
+                                &row,
+                                referral.on_first_purchase,
+                                "first_purchase",
+                                now,
+                            )?;
+                        }
+                        after = Some(state);
+                    }
+                    let coupons_issued = issued
+                        .iter()
+                        .map(|c| IssuedCoupon {
+                            coupon_id: uuid::Uuid::from_bytes(c.coupon_id).to_string(),
+                            label: c.label.clone(),
+                            amount: Fen(c.off),
+                        })
+                        .collect();
                     Ok((
                         201,
-                        commit_response(txn, receipt_id, &priced, after.as_ref(), &core.cfg),
+                        commit_response(
+                            txn,
+                            receipt_id,
+                            &priced,
+                            after.as_ref(),
+                            coupons_issued,
+                            &core.cfg,
+                        ),
                         Seal::Store,
                     ))
                 })
@@ -134,11 +220,34 @@ impl Edge {
     }
 }
 
+/// Counts applications of limited rules (per member and store-wide).
+fn record_usage(
+    conn: &rusqlite::Connection,
+    rules: Option<&crate::domain::promo::ruleset::Compiled>,
+    applied: &[Applied],
+    member: Option<&[u8; 16]>,
+) -> Result<(), EdgeError> {
+    let Some(c) = rules else { return Ok(()) };
+    for a in applied {
+        let limited = c.set.rules.iter().any(|r| {
+            r.id == a.rule_id
+                && (r.limits.per_member.is_some()
+                    || r.limits.budget_count.is_some()
+                    || r.limits.budget_fen.is_some())
+        });
+        if limited {
+            rules::record_use(conn, &a.rule_id, member, a.amount)?;
+        }
+    }
+    Ok(())
+}
+
 fn commit_response(
     txn: TransactionId,
     receipt_id: String,
     p: &Priced,
     after: Option<&MemberState>,
+    coupons_issued: Vec<IssuedCoupon>,
     cfg: &crate::config::Config,
 ) -> CommitResponse {
     CommitResponse {
@@ -150,7 +259,9 @@ fn commit_response(
         points_redeemed: Points(p.points_redeemed),
         balance_after: after.map(balance),
         tier_after: after.map(|s| tier_code(s, cfg)),
-        coupons_issued: Vec::new(),
+        coupons_issued,
+        rules_version: p.rules_version.clone(),
+        flags: p.flags.clone(),
     }
 }
 
@@ -172,10 +283,17 @@ pub(super) fn as_member_fact(
         reverse_lot: f.reverse_lot,
         qual_spend: f.qual_spend,
         qual_at: f.qual_at,
+        available_at: f.available_at,
     }
 }
 
-/// The body of a purchase fact: what re-pricing and refunds need later.
+#[derive(Serialize)]
+struct AppliedBody<'a> {
+    rule: &'a str,
+    amount: i64,
+}
+
+/// The body of a purchase fact: what re-pricing, refunds and audits need later.
 #[derive(Serialize)]
 struct PurchaseBody<'a> {
     receipt_id: &'a str,
@@ -184,6 +302,9 @@ struct PurchaseBody<'a> {
     discounts: &'a [Discount],
     points_value: i64,
     total: i64,
+    rules_version: Option<&'a str>,
+    applied: Vec<AppliedBody<'a>>,
+    coupons_used: Vec<&'a str>,
 }
 
 impl PurchaseBody<'_> {

@@ -8,15 +8,19 @@ use serde_json::json;
 
 use super::{Core, Edge, EdgeError, Idem, MemberState, Reply, Seal, invalid};
 use crate::domain::clock::{Millis, days};
+use crate::domain::promo::ruleset::Compiled;
 use crate::domain::tiers;
 use crate::domain::validate::{self, Phone};
 use crate::store::facts::{self, NewFact};
 use crate::store::members::{self, MemberRow};
 
 impl Core {
-    /// Decrypts a member row and combines it with its derived state.
+    /// Decrypts a member row and combines it with its derived state, coupons and the
+    /// benefits of its tier under `rules`.
     pub fn member_view(
         &self,
+        conn: &rusqlite::Connection,
+        rules: Option<&Compiled>,
         row: &MemberRow,
         state: &MemberState,
         now: Millis,
@@ -53,9 +57,10 @@ impl Core {
             points: PointsView {
                 balance: Points(state.points.balance()),
                 expiring,
+                pending: Points(state.points.pending()),
             },
-            coupons: Vec::new(),
-            benefits: Vec::new(),
+            coupons: self.coupon_views(conn, id, now)?,
+            benefits: self.benefit_views(conn, rules, id, state, now)?,
             referral_code: row.referral_code.clone(),
             tags: row.tags.clone(),
             marketing_consent: row.consent_marketing,
@@ -95,6 +100,7 @@ impl Edge {
         req: RegisterMember,
     ) -> Result<Reply, EdgeError> {
         let core = self.core.clone();
+        let rules = self.rules();
         let now = core.now();
         let today = core.cal.date(now);
         let phone = Phone::parse(&req.phone).map_err(invalid)?;
@@ -189,8 +195,11 @@ impl Edge {
                         ctx,
                         &NewFact { kind: "member_registered", at: now, member: Some(idb), txn: idb, body: body.to_string(), ..Default::default() },
                     )?;
+                    if let Some(referral) = rules.as_deref().and_then(|c| c.set.referral.as_ref()) {
+                        core.referral_reward(ctx, &row, referral.on_register, "register", now)?;
+                    }
                     let empty = core.member_state(&[], now);
-                    Ok((201, core.member_view(&row, &empty, now)?, Seal::Member(idb)))
+                    Ok((201, core.member_view(ctx.conn, rules.as_deref(), &row, &empty, now)?, Seal::Member(idb)))
                 })
             })
             .await
@@ -199,13 +208,14 @@ impl Edge {
     /// `GET /v1/members/{id}`.
     pub async fn member(&self, id: MemberId) -> Result<Member, EdgeError> {
         let core = self.core.clone();
+        let rules = self.rules();
         self.store
             .readers
             .read(move |conn| {
                 let now = core.now();
                 let row = members::get(conn, id.as_bytes())?.ok_or(EdgeError::MemberNotFound)?;
                 let (_, state) = core.load_state(conn, id.as_bytes(), now)?;
-                core.member_view(&row, &state, now)
+                core.member_view(conn, rules.as_deref(), &row, &state, now)
             })
             .await
     }
@@ -215,6 +225,7 @@ impl Edge {
         let phone = Phone::parse(raw_phone).map_err(invalid)?;
         let idx = self.core.vault.phone_index(phone.as_str());
         let core = self.core.clone();
+        let rules = self.rules();
         self.store
             .readers
             .read(move |conn| {
@@ -224,7 +235,7 @@ impl Edge {
                     .ok_or(EdgeError::MemberNotFound)?;
                 let row = members::get(conn, &id)?.ok_or(EdgeError::MemberNotFound)?;
                 let (_, state) = core.load_state(conn, &id, now)?;
-                core.member_view(&row, &state, now)
+                core.member_view(conn, rules.as_deref(), &row, &state, now)
             })
             .await
     }
@@ -237,6 +248,7 @@ impl Edge {
         req: UpdateMember,
     ) -> Result<Reply, EdgeError> {
         let core = self.core.clone();
+        let rules = self.rules();
         let now = core.now();
         let today = core.cal.date(now);
         let name = req
@@ -331,7 +343,11 @@ impl Edge {
                         },
                     )?;
                     let (_, state) = core.load_state(ctx.conn, &idb, now)?;
-                    Ok((200, core.member_view(&row, &state, now)?, Seal::Member(idb)))
+                    Ok((
+                        200,
+                        core.member_view(ctx.conn, rules.as_deref(), &row, &state, now)?,
+                        Seal::Member(idb),
+                    ))
                 })
             })
             .await

@@ -6,9 +6,11 @@
 //! and the stored answer are written together or not at all.
 
 mod checkout;
+mod coupons;
 mod lanes;
 mod members;
 mod points;
+mod promotions;
 mod refunds;
 
 use std::collections::HashMap;
@@ -22,7 +24,8 @@ use crate::config::Config;
 use crate::crypto::{CryptoError, Vault};
 use crate::domain::clock::{self, Millis, StoreCalendar};
 use crate::domain::points::{Movement, PointsState, derive};
-use crate::domain::pricing::PricingError;
+use crate::domain::promo::engine::PricingError;
+use crate::domain::promo::ruleset::Compiled;
 use crate::domain::tiers::{self, Tier};
 use crate::store::facts::{self, MemberFact};
 use crate::store::idempotency::{self, IdemIndex};
@@ -68,6 +71,14 @@ pub enum EdgeError {
     /// The receipt was committed under another key.
     #[error("receipt {0} was already committed")]
     ReceiptExists(String),
+    /// A coupon code does not apply.
+    #[error("coupon {code}: {reason}")]
+    CouponInvalid {
+        /// The code.
+        code: String,
+        /// Why.
+        reason: String,
+    },
     /// Same idempotency key, different request.
     #[error("this Idempotency-Key was used with a different request")]
     IdempotencyKeyReused,
@@ -100,6 +111,7 @@ impl From<PricingError> for EdgeError {
                 message: e.to_string(),
                 details: serde_json::json!({ "max_points": max_points }),
             },
+            PricingError::Coupon { code, reason } => EdgeError::CouponInvalid { code, reason },
         }
     }
 }
@@ -238,6 +250,7 @@ impl Core {
                 txn: f.txn,
                 earn: f.earn,
                 expires_at: f.expires_at,
+                available_at: f.available_at,
                 spend: f.spend,
                 reverse: f.reverse,
                 reverse_lot: f.reverse_lot,
@@ -306,6 +319,8 @@ pub struct Edge {
     /// The database.
     pub store: Store,
     lanes: RwLock<HashMap<[u8; 32], Lane>>,
+    /// The rule set in force (None: no promotions, only core earning and tiers).
+    rules: RwLock<Option<Arc<Compiled>>>,
 }
 
 impl Edge {
@@ -328,7 +343,10 @@ impl Edge {
         let offset = clock::parse_offset(&cfg.utc_offset).context("utc_offset")?;
         let origin_label = format!("{}/{}", store.origin.node, store.origin.incarnation).into();
         // Built before the writer takes its first job, from the durable log.
-        let idem = IdemIndex::load(&crate::store::connect(&store.path, false)?, now())?;
+        let conn = crate::store::connect(&store.path, false)?;
+        let idem = IdemIndex::load(&conn, now())?;
+        let rules = promotions::load_current(&conn)?;
+        drop(conn);
         let core = Arc::new(Core {
             vault,
             cal: StoreCalendar::new(offset),
@@ -341,6 +359,7 @@ impl Edge {
             core,
             store,
             lanes: RwLock::new(HashMap::new()),
+            rules: RwLock::new(rules),
         })
     }
 

@@ -7,6 +7,7 @@ use serde_json::json;
 use super::{Edge, EdgeError, Idem, Reply, Seal, balance, invalid};
 use crate::domain::refund::{self, Sale};
 use crate::domain::validate;
+use crate::store::coupons;
 use crate::store::facts::{self, NewFact};
 use crate::store::receipts::{self, RefundRow};
 
@@ -27,6 +28,7 @@ impl Edge {
                     let (done, gross_before) = receipts::refunded_so_far(ctx.conn, &receipt_id, lines.len())?;
                     let per_line = refund::allocate(&lines, &done, req.lines.as_deref()).map_err(invalid)?;
                     let gross_now = refund::gross(&lines, &per_line);
+                    let all_back = lines.iter().zip(done.iter().zip(&per_line)).all(|(l, (d, n))| d + n == l.qty);
                     let sale = Sale { subtotal: receipt.subtotal, total: receipt.total, earned: receipt.earned, redeemed: receipt.redeemed };
                     let f = refund::figures(sale, gross_before, gross_now);
                     let refund_id = TransactionId::new_v7();
@@ -59,6 +61,23 @@ impl Edge {
                             points_returned: f.points_returned,
                         },
                     )?;
+                    // A full refund gives back the coupons the sale used and withdraws
+                    // the unused ones it granted; a partial refund keeps both.
+                    let (mut restored, mut withdrawn) = (Vec::new(), Vec::new());
+                    if all_back {
+                        for c in coupons::used_by(ctx.conn, &receipt.txn)? {
+                            coupons::restore(ctx.conn, &c.coupon_id)?;
+                            let body = json!({"code": c.code, "refund_id": refund_id}).to_string();
+                            facts::append(ctx, &NewFact { kind: "coupon_restored", at: now, member: Some(c.member), txn: c.coupon_id, body, ..Default::default() })?;
+                            restored.push(c.code);
+                        }
+                        for c in coupons::granted_by(ctx.conn, &receipt.txn)?.into_iter().filter(|c| c.used_txn.is_none() && !c.revoked) {
+                            coupons::revoke(ctx.conn, &c.coupon_id)?;
+                            let body = json!({"code": c.code, "refund_id": refund_id}).to_string();
+                            facts::append(ctx, &NewFact { kind: "coupon_withdrawn", at: now, member: Some(c.member), txn: c.coupon_id, body, ..Default::default() })?;
+                            withdrawn.push(c.code);
+                        }
+                    }
                     let balance_after = match receipt.member {
                         // Read back after the insert: this transaction sees its own row.
                         Some(m) => Some(balance(&core.load_state(ctx.conn, &m, now)?.1)),
@@ -72,6 +91,8 @@ impl Edge {
                             points_reversed: Points(f.points_reversed),
                             points_returned: Points(f.points_returned),
                             balance_after,
+                            coupons_restored: restored,
+                            coupons_withdrawn: withdrawn,
                         },
                         Seal::Store,
                     ))

@@ -22,6 +22,8 @@ pub struct NewFact<'a> {
     pub earn: i64,
     /// The lot's last usable instant.
     pub expires_at: i64,
+    /// When the lot becomes redeemable (0 = at once).
+    pub available_at: i64,
     /// Points consumed FIFO.
     pub spend: i64,
     /// Points taken back from `reverse_lot`.
@@ -42,8 +44,8 @@ pub fn append(ctx: &mut WriteCtx<'_>, f: &NewFact<'_>) -> rusqlite::Result<i64> 
     ctx.conn
         .prepare_cached(
             "INSERT INTO facts (origin, seq, kind, at, member, txn, earn, expires_at, spend, reverse,
-                                reverse_lot, qual_spend, qual_at, body)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                                reverse_lot, qual_spend, qual_at, body, available_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
         )?
         .execute(params![
             ctx.origin,
@@ -59,7 +61,8 @@ pub fn append(ctx: &mut WriteCtx<'_>, f: &NewFact<'_>) -> rusqlite::Result<i64> 
             f.reverse_lot.as_ref().map(|m| &m[..]),
             f.qual_spend,
             f.qual_at,
-            f.body
+            f.body,
+            f.available_at
         ])?;
     Ok(seq)
 }
@@ -98,12 +101,14 @@ pub struct MemberFact {
     pub qual_spend: i64,
     /// When that spend counts.
     pub qual_at: i64,
+    /// When the credited lot becomes redeemable.
+    pub available_at: i64,
 }
 
 /// Every fact of `member` that moves points or qualifying spend.
 pub fn for_member(conn: &Connection, member: &[u8; 16]) -> rusqlite::Result<Vec<MemberFact>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT at, origin, seq, txn, earn, expires_at, spend, reverse, reverse_lot, qual_spend, qual_at
+        "SELECT at, origin, seq, txn, earn, expires_at, spend, reverse, reverse_lot, qual_spend, qual_at, available_at
          FROM facts
          WHERE member = ?1 AND (earn <> 0 OR spend <> 0 OR reverse <> 0 OR qual_spend <> 0)",
     )?;
@@ -134,6 +139,7 @@ pub fn for_member(conn: &Connection, member: &[u8; 16]) -> rusqlite::Result<Vec<
             reverse_lot: r.get(8)?,
             qual_spend: r.get(9)?,
             qual_at: r.get(10)?,
+            available_at: r.get(11)?,
         });
     }
     Ok(out)

@@ -128,6 +128,17 @@ pub fn ids_by_phone(conn: &Connection, idx: &[u8; 32]) -> Result<Vec<[u8; 16]>, 
     Ok(rows.collect::<rusqlite::Result<Vec<[u8; 16]>>>()?)
 }
 
+/// The member whose own referral code this is.
+pub fn by_referral_code(conn: &Connection, code: &str) -> Result<Option<MemberRow>, StoreError> {
+    conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM members WHERE referral_code = ?1"
+    ))?
+    .query_row(params![code], from_row)
+    .optional()?
+    .map(with_tags)
+    .transpose()
+}
+
 /// Whether a referral code is taken.
 pub fn referral_code_taken(conn: &Connection, code: &str) -> Result<bool, StoreError> {
     Ok(conn

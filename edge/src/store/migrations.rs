@@ -125,10 +125,53 @@ pub const MIGRATIONS: &[&str] = &[
         created_at   INTEGER NOT NULL
     ) STRICT;
     "#,
+    // 2: promotions — rule sets, coupons, rule usage, pending points.
+    r#"
+    -- When a lot becomes redeemable (return window); 0 = at once.
+    ALTER TABLE facts ADD COLUMN available_at INTEGER NOT NULL DEFAULT 0;
+    -- The rule-set version a sale was priced with.
+    ALTER TABLE receipts ADD COLUMN rules_version TEXT;
+
+    -- Every rule-set version ever loaded here; the one with the highest seq is in force.
+    CREATE TABLE rule_sets (
+        version   TEXT PRIMARY KEY,
+        body      TEXT    NOT NULL,
+        loaded_at INTEGER NOT NULL,
+        seq       INTEGER NOT NULL UNIQUE
+    ) STRICT;
+
+    -- Coupons held by members. Issue, use, restore and revoke are also facts.
+    CREATE TABLE coupons (
+        coupon_id  BLOB PRIMARY KEY,
+        code       TEXT    NOT NULL UNIQUE,
+        member     BLOB    NOT NULL,
+        label      TEXT    NOT NULL,
+        off        INTEGER NOT NULL,
+        min_spend  INTEGER NOT NULL,
+        issued_at  INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        source     TEXT    NOT NULL,   -- rule id, 'manual', 'upgrade:<tier>'
+        source_txn BLOB,               -- the sale that granted it
+        active     INTEGER NOT NULL,   -- 0 until claimed, for claim-first coupons
+        used_txn   BLOB,               -- the sale that used it
+        revoked    INTEGER NOT NULL DEFAULT 0
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX coupons_by_member ON coupons (member);
+    CREATE INDEX coupons_by_source_txn ON coupons (source_txn) WHERE source_txn IS NOT NULL;
+
+    -- How often limited rules applied: per member, and store-wide (member = x'').
+    CREATE TABLE rule_usage (
+        rule_id TEXT    NOT NULL,
+        member  BLOB    NOT NULL,
+        uses    INTEGER NOT NULL,
+        amount  INTEGER NOT NULL,
+        PRIMARY KEY (rule_id, member)
+    ) STRICT, WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this binary writes.
-pub const SCHEMA_VERSION: usize = 1;
+pub const SCHEMA_VERSION: usize = 2;
 
 #[cfg(test)]
 mod tests {

@@ -8,6 +8,7 @@
 //! - a **checkpointer** thread folds the WAL back into the database in the background,
 //!   so no request pays for a checkpoint inside its commit.
 
+pub mod coupons;
 pub mod facts;
 pub mod idempotency;
 pub mod lanes;
@@ -15,6 +16,7 @@ pub mod members;
 pub mod migrations;
 pub mod readers;
 pub mod receipts;
+pub mod rules;
 pub mod writer;
 
 use std::path::{Path, PathBuf};

@@ -28,14 +28,16 @@ pub struct ReceiptRow {
     pub earned: i64,
     /// Points redeemed.
     pub redeemed: i64,
+    /// The rule-set version it was priced with.
+    pub rules_version: Option<String>,
 }
 
 /// Inserts a sale; `Ok(false)` if the receipt number was committed already.
 pub fn insert(conn: &Connection, r: &ReceiptRow) -> Result<bool, StoreError> {
     let n = conn
         .prepare_cached(
-            "INSERT INTO receipts (receipt_id, txn, member, at, origin, seq, subtotal, total, earned, redeemed)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+            "INSERT INTO receipts (receipt_id, txn, member, at, origin, seq, subtotal, total, earned, redeemed, rules_version)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
              ON CONFLICT (receipt_id) DO NOTHING",
         )?
         .execute(params![
@@ -48,7 +50,8 @@ pub fn insert(conn: &Connection, r: &ReceiptRow) -> Result<bool, StoreError> {
             r.subtotal,
             r.total,
             r.earned,
-            r.redeemed
+            r.redeemed,
+            r.rules_version
         ])?;
     Ok(n == 1)
 }
@@ -57,7 +60,7 @@ pub fn insert(conn: &Connection, r: &ReceiptRow) -> Result<bool, StoreError> {
 pub fn get(conn: &Connection, receipt_id: &str) -> Result<Option<ReceiptRow>, StoreError> {
     Ok(conn
         .prepare_cached(
-            "SELECT receipt_id, txn, member, at, origin, seq, subtotal, total, earned, redeemed
+            "SELECT receipt_id, txn, member, at, origin, seq, subtotal, total, earned, redeemed, rules_version
              FROM receipts WHERE receipt_id = ?1",
         )?
         .query_row(params![receipt_id], |r| {
@@ -72,6 +75,7 @@ pub fn get(conn: &Connection, receipt_id: &str) -> Result<Option<ReceiptRow>, St
                 total: r.get(7)?,
                 earned: r.get(8)?,
                 redeemed: r.get(9)?,
+                rules_version: r.get(10)?,
             })
         })
         .optional()?)

@@ -8,3 +8,4 @@ mod durability;
 mod members;
 mod openapi;
 mod pii;
+mod promotions;

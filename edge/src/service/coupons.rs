@@ -1,0 +1,223 @@
+//! Coupons issued by cashiers or HQ, claiming, and tier benefits with quotas.
+
+use patron_protocol::pos::{BenefitUse, BenefitView, CouponView, IssueCoupon};
+use patron_protocol::{MemberId, TransactionId};
+use serde_json::json;
+
+use super::{Core, Edge, EdgeError, Idem, MemberState, Reply, Seal, invalid};
+use crate::domain::clock::Millis;
+use crate::domain::promo::ruleset::{Compiled, CouponTemplate};
+use crate::store::coupons;
+use crate::store::facts::{self, NewFact};
+use crate::store::members;
+
+impl Core {
+    /// The member's usable coupons (active or claimable, unused, unexpired, not withdrawn).
+    pub(super) fn coupon_views(
+        &self,
+        conn: &rusqlite::Connection,
+        member: &[u8; 16],
+        now: Millis,
+    ) -> Result<Vec<CouponView>, EdgeError> {
+        Ok(coupons::for_member(conn, member)?
+            .iter()
+            .filter(|c| c.used_txn.is_none() && !c.revoked && now <= c.expires_at)
+            .map(|c| self.coupon_view(c))
+            .collect())
+    }
+
+    /// The benefits of the member's tier, with what is left of monthly quotas.
+    pub(super) fn benefit_views(
+        &self,
+        conn: &rusqlite::Connection,
+        rules: Option<&Compiled>,
+        member: &[u8; 16],
+        state: &MemberState,
+        now: Millis,
+    ) -> Result<Vec<BenefitView>, EdgeError> {
+        let Some(perks) = rules.and_then(|c| c.perks(state.tier(&self.cfg).code())) else {
+            return Ok(Vec::new());
+        };
+        let month = self.month(now);
+        perks
+            .benefits
+            .iter()
+            .map(|b| {
+                let remaining = match b.quota_per_month {
+                    None => None,
+                    Some(q) => Some(
+                        i64::from(q)
+                            - members::count_claims(
+                                conn,
+                                member,
+                                &format!("benefit:{}", b.code),
+                                &format!("{month}#"),
+                            )?,
+                    ),
+                };
+                Ok(BenefitView {
+                    code: b.code.clone(),
+                    label: b.label.clone(),
+                    remaining_this_month: remaining.map(|r| r.max(0)),
+                })
+            })
+            .collect()
+    }
+
+    fn month(&self, now: Millis) -> String {
+        let d = self.cal.date(now);
+        format!("{:04}-{:02}", d.year(), u8::from(d.month()))
+    }
+}
+
+impl Edge {
+    /// `POST /v1/members/{id}/coupons`: a coupon given by a cashier or HQ.
+    pub async fn give_coupon(
+        &self,
+        idem: Option<Idem>,
+        member: MemberId,
+        req: IssueCoupon,
+    ) -> Result<Reply, EdgeError> {
+        let t = CouponTemplate {
+            label: req.label,
+            off: req.off,
+            min_spend: req.min_spend,
+            valid_days: req.valid_days,
+            auto_active: req.auto_active,
+        };
+        if t.label.trim().is_empty()
+            || t.label.chars().count() > 64
+            || !(1..=100_000_000).contains(&t.off)
+            || t.min_spend < 0
+            || !(1..=3660).contains(&t.valid_days)
+        {
+            return Err(invalid("a coupon needs a 1-64 character label, 0 < off ≤ 100000000 fen, min_spend ≥ 0 and 1-3660 valid_days".into()));
+        }
+        let core = self.core.clone();
+        let now = core.now();
+        self.store
+            .writer
+            .write(move |ctx| {
+                core.idempotent(ctx, idem.as_ref(), now, |ctx| {
+                    let m = *member.as_bytes();
+                    if !members::exists(ctx.conn, &m)? {
+                        return Err(EdgeError::MemberNotFound);
+                    }
+                    let c = core.issue_coupon(ctx, &m, &t, "manual", None, now)?;
+                    Ok((201, core.coupon_view(&c), Seal::Store))
+                })
+            })
+            .await
+    }
+
+    /// `POST /v1/members/{id}/coupons/{code}/claim`: activates a claim-first coupon.
+    pub async fn claim_coupon(
+        &self,
+        member: MemberId,
+        code: String,
+    ) -> Result<CouponView, EdgeError> {
+        let core = self.core.clone();
+        let now = core.now();
+        self.store
+            .writer
+            .write(move |ctx| {
+                let c = coupons::by_code(ctx.conn, &code)?
+                    .filter(|c| c.member == *member.as_bytes())
+                    .ok_or_else(|| EdgeError::CouponInvalid {
+                        code: code.clone(),
+                        reason: "no such coupon for this member".into(),
+                    })?;
+                if c.revoked || c.used_txn.is_some() || now > c.expires_at {
+                    return Err(EdgeError::CouponInvalid {
+                        code,
+                        reason: "is used, withdrawn or expired".into(),
+                    });
+                }
+                if coupons::activate(ctx.conn, &c.coupon_id)? {
+                    let body = json!({"code": c.code}).to_string();
+                    facts::append(
+                        ctx,
+                        &NewFact {
+                            kind: "coupon_claimed",
+                            at: now,
+                            member: Some(c.member),
+                            txn: c.coupon_id,
+                            body,
+                            ..Default::default()
+                        },
+                    )?;
+                }
+                let c = coupons::by_code(ctx.conn, &code)?.ok_or(EdgeError::MemberNotFound)?;
+                Ok(core.coupon_view(&c))
+            })
+            .await
+    }
+
+    /// `POST /v1/members/{id}/benefits/{code}/use`: uses one of a tier benefit's monthly quota.
+    pub async fn use_benefit(
+        &self,
+        idem: Option<Idem>,
+        member: MemberId,
+        code: String,
+    ) -> Result<Reply, EdgeError> {
+        let core = self.core.clone();
+        let rules = self.rules();
+        let now = core.now();
+        self.store
+            .writer
+            .write(move |ctx| {
+                core.idempotent(ctx, idem.as_ref(), now, |ctx| {
+                    let m = *member.as_bytes();
+                    if !members::exists(ctx.conn, &m)? {
+                        return Err(EdgeError::MemberNotFound);
+                    }
+                    let (_, state) = core.load_state(ctx.conn, &m, now)?;
+                    let tier = state.tier(&core.cfg);
+                    let def = rules
+                        .as_deref()
+                        .and_then(|c| c.perks(tier.code()))
+                        .and_then(|p| p.benefits.iter().find(|b| b.code == code))
+                        .ok_or_else(|| {
+                            invalid(format!(
+                                "{code} is not a benefit of the {} tier",
+                                tier.code()
+                            ))
+                        })?;
+                    let quota = def
+                        .quota_per_month
+                        .ok_or_else(|| invalid(format!("{code} has no quota to use")))?;
+                    let month = core.month(now);
+                    let kind = format!("benefit:{code}");
+                    let used = members::count_claims(ctx.conn, &m, &kind, &format!("{month}#"))?;
+                    if used >= i64::from(quota) {
+                        return Err(invalid(format!(
+                            "{code}: this month's quota of {quota} is used up"
+                        )));
+                    }
+                    members::claim(ctx.conn, &m, &kind, &format!("{month}#{}", used + 1))?;
+                    let txn = *TransactionId::new_v7().as_bytes();
+                    let body = json!({"code": code, "month": month}).to_string();
+                    facts::append(
+                        ctx,
+                        &NewFact {
+                            kind: "benefit_used",
+                            at: now,
+                            member: Some(m),
+                            txn,
+                            body,
+                            ..Default::default()
+                        },
+                    )?;
+                    Ok((
+                        201,
+                        BenefitUse {
+                            code: code.clone(),
+                            remaining_this_month: i64::from(quota) - used - 1,
+                        },
+                        Seal::Store,
+                    ))
+                })
+            })
+            .await
+    }
+}

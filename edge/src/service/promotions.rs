@@ -1,0 +1,440 @@
+//! Rule sets in force, and everything a sale needs from them besides the price:
+//! the pricing context (member, usage, coupons), coupon issue, tier-upgrade gifts and
+//! referral rewards.
+
+use std::sync::Arc;
+
+use patron_protocol::pos::{CouponView, RuleSetInfo};
+use patron_protocol::{Fen, TransactionId};
+use serde_json::json;
+
+use super::{Core, Edge, EdgeError, MemberState};
+use crate::domain::clock::Millis;
+use crate::domain::promo::engine::{CouponIn, MemberCtx, Usage};
+use crate::domain::promo::ruleset::{Compiled, CouponTemplate, RuleSet};
+use crate::domain::tiers::Tier;
+use crate::domain::validate;
+use crate::store::coupons::{self, CouponRow};
+use crate::store::facts::{self, MemberFact, NewFact};
+use crate::store::members::{self, MemberRow};
+use crate::store::{StoreError, WriteCtx, rules};
+
+/// What pricing needs to know, read in the same snapshot or transaction as the sale.
+pub(super) struct PricingCtx {
+    /// The member's row, facts and derived state (None: walk-in).
+    pub member: Option<(MemberRow, Vec<MemberFact>, MemberState)>,
+    /// The engine's view of the member.
+    pub ctx: Option<MemberCtx>,
+    /// Usage of limited rules.
+    pub usage: Usage,
+    /// Coupons presented, validated.
+    pub coupons: Vec<CouponIn>,
+}
+
+fn coupon_invalid(code: &str, reason: &str) -> EdgeError {
+    EdgeError::CouponInvalid {
+        code: code.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+impl Core {
+    /// Reads everything pricing needs for `member` and the presented `codes`.
+    pub(super) fn pricing_ctx(
+        &self,
+        conn: &rusqlite::Connection,
+        rules: Option<&Compiled>,
+        member: Option<&[u8; 16]>,
+        codes: &[String],
+        now: Millis,
+    ) -> Result<PricingCtx, EdgeError> {
+        let member = match member {
+            None => None,
+            Some(m) => {
+                let row = members::get(conn, m)?.ok_or(EdgeError::MemberNotFound)?;
+                let (member_facts, state) = self.load_state(conn, m, now)?;
+                Some((row, member_facts, state))
+            }
+        };
+        let ctx = match &member {
+            None => None,
+            Some((row, _, state)) => Some(self.member_ctx(conn, rules, row, state, now)?),
+        };
+        let mut usage = Usage::default();
+        for r in rules.iter().flat_map(|c| c.set.rules.iter()) {
+            let l = &r.limits;
+            if l.per_member.is_some()
+                && let Some((row, _, _)) = &member
+            {
+                usage.member_uses.insert(
+                    r.id.clone(),
+                    rules::usage(conn, &r.id, Some(&row.member_id))?.0,
+                );
+            }
+            if l.budget_count.is_some() || l.budget_fen.is_some() {
+                let (uses, amount) = rules::usage(conn, &r.id, None)?;
+                usage.budget.insert(r.id.clone(), (amount, uses));
+            }
+        }
+        let mut coupons = Vec::new();
+        for code in codes {
+            let Some((row, _, _)) = &member else {
+                return Err(coupon_invalid(code, "coupons need a member_id"));
+            };
+            let c = coupons::by_code(conn, code)?
+                .ok_or_else(|| coupon_invalid(code, "no such coupon"))?;
+            let refusal = if c.member != row.member_id {
+                Some("belongs to another member")
+            } else if c.revoked {
+                Some("was withdrawn")
+            } else if c.used_txn.is_some() {
+                Some("was already used")
+            } else if !c.active {
+                Some("has not been claimed yet")
+            } else if now > c.expires_at {
+                Some("has expired")
+            } else if coupons.iter().any(|x: &CouponIn| x.id == c.coupon_id) {
+                Some("was given twice")
+            } else {
+                None
+            };
+            if let Some(reason) = refusal {
+                return Err(coupon_invalid(code, reason));
+            }
+            coupons.push(CouponIn {
+                id: c.coupon_id,
+                code: c.code,
+                label: c.label,
+                off: c.off,
+                min_spend: c.min_spend,
+            });
+        }
+        Ok(PricingCtx {
+            member,
+            ctx,
+            usage,
+            coupons,
+        })
+    }
+
+    fn member_ctx(
+        &self,
+        conn: &rusqlite::Connection,
+        rules: Option<&Compiled>,
+        row: &MemberRow,
+        state: &MemberState,
+        now: Millis,
+    ) -> Result<MemberCtx, EdgeError> {
+        let id = &row.member_id;
+        // The birthday is encrypted: decrypt it only if a rule looks at it.
+        let birthday_month = match (rules, &row.birthday_enc) {
+            (Some(c), Some(enc)) if c.needs_birthday() => {
+                let key = self.vault.member_key(id, &row.wrapped_key)?;
+                let b = self.vault.open_field(&key, id, "birthday", enc)?;
+                let month_now = u8::from(self.cal.date(now).month());
+                b.get(5..7).and_then(|m| m.parse::<u8>().ok()) == Some(month_now)
+            }
+            _ => false,
+        };
+        let has_purchased = facts::count_kind_for_member(conn, id, "purchase")? > 0;
+        Ok(MemberCtx {
+            tier: state.tier(&self.cfg),
+            tags: row.tags.clone(),
+            registered_at: row.created_at,
+            has_purchased,
+            birthday_month,
+            channel: row.channel.clone(),
+            balance: state.points.balance(),
+        })
+    }
+
+    /// Issues a coupon to `member` in the open transaction; records the fact.
+    pub(super) fn issue_coupon(
+        &self,
+        ctx: &mut WriteCtx<'_>,
+        member: &[u8; 16],
+        t: &CouponTemplate,
+        source: &str,
+        source_txn: Option<[u8; 16]>,
+        now: Millis,
+    ) -> Result<CouponRow, EdgeError> {
+        let id = *TransactionId::new_v7().as_bytes();
+        let mut code = String::new();
+        for _ in 0..16 {
+            let bytes: [u8; 10] = self.vault.random()?;
+            let alphabet = validate::REFERRAL_ALPHABET;
+            code = bytes
+                .iter()
+                .map(|b| alphabet[*b as usize % alphabet.len()] as char)
+                .collect();
+            if !coupons::code_taken(ctx.conn, &code)? {
+                break;
+            }
+        }
+        let expires_at = self.cal.end_of_day(
+            self.cal
+                .date(now)
+                .saturating_add(time::Duration::days(i64::from(t.valid_days))),
+        );
+        let row = CouponRow {
+            coupon_id: id,
+            code,
+            member: *member,
+            label: t.label.clone(),
+            off: t.off,
+            min_spend: t.min_spend,
+            issued_at: now,
+            expires_at,
+            source: source.to_string(),
+            source_txn,
+            active: t.auto_active,
+            used_txn: None,
+            revoked: false,
+        };
+        coupons::insert(ctx.conn, &row)?;
+        let body = json!({"coupon_id": hex(&id), "code": row.code, "label": row.label, "off": row.off,
+                          "min_spend": row.min_spend, "expires_at": expires_at, "source": source});
+        facts::append(
+            ctx,
+            &NewFact {
+                kind: "coupon_issued",
+                at: now,
+                member: Some(*member),
+                txn: id,
+                body: body.to_string(),
+                ..Default::default()
+            },
+        )?;
+        Ok(row)
+    }
+
+    /// A coupon as the member sees it.
+    pub(super) fn coupon_view(&self, c: &CouponRow) -> CouponView {
+        CouponView {
+            coupon_id: uuid::Uuid::from_bytes(c.coupon_id).to_string(),
+            code: c.code.clone(),
+            label: c.label.clone(),
+            expires_at: self.cal.rfc3339(c.expires_at),
+            amount: Fen(c.off),
+            min_spend: Fen(c.min_spend),
+            active: c.active,
+        }
+    }
+
+    /// Gifts for every tier newly reached (`before` < tier ≤ `after`), once per tier.
+    /// Returns the coupons issued and the points given.
+    pub(super) fn upgrade_gifts(
+        &self,
+        ctx: &mut WriteCtx<'_>,
+        rules: Option<&Compiled>,
+        member: &[u8; 16],
+        before: Tier,
+        after: Tier,
+        now: Millis,
+    ) -> Result<(Vec<CouponRow>, Vec<(NewFact<'static>, i64)>), EdgeError> {
+        let mut issued = Vec::new();
+        let mut gifts = Vec::new();
+        let Some(c) = rules else {
+            return Ok((issued, gifts));
+        };
+        for tier in [Tier::Silver, Tier::Gold, Tier::Diamond]
+            .into_iter()
+            .filter(|t| *t > before && *t <= after)
+        {
+            let Some(perks) = c.perks(tier.code()) else {
+                continue;
+            };
+            if perks.upgrade_coupon.is_none() && perks.upgrade_points == 0 {
+                continue;
+            }
+            if !members::claim(ctx.conn, member, "upgrade", tier.code())? {
+                continue;
+            }
+            if let Some(t) = &perks.upgrade_coupon {
+                issued.push(self.issue_coupon(
+                    ctx,
+                    member,
+                    t,
+                    &format!("upgrade:{}", tier.code()),
+                    None,
+                    now,
+                )?);
+            }
+            if perks.upgrade_points > 0 {
+                let f = self.points_gift(
+                    member,
+                    perks.upgrade_points,
+                    "upgrade_gift",
+                    json!({"tier": tier.code()}),
+                    now,
+                );
+                let seq = facts::append(ctx, &f)?;
+                gifts.push((f, seq));
+            }
+        }
+        Ok((issued, gifts))
+    }
+
+    /// A fact crediting `points` to `member` as a lot that expires like any earn.
+    pub(super) fn points_gift(
+        &self,
+        member: &[u8; 16],
+        points: i64,
+        kind: &'static str,
+        body: serde_json::Value,
+        now: Millis,
+    ) -> NewFact<'static> {
+        NewFact {
+            kind,
+            at: now,
+            member: Some(*member),
+            txn: *TransactionId::new_v7().as_bytes(),
+            earn: points,
+            expires_at: self.lot_expiry(now),
+            body: body.to_string(),
+            ..Default::default()
+        }
+    }
+
+    /// Rewards the referrer of `friend` once for `event` (`register` or `first_purchase`).
+    /// Nothing for an unknown code (the referrer may be at another store: the hub settles
+    /// it) or a self-referral (same phone).
+    pub(super) fn referral_reward(
+        &self,
+        ctx: &mut WriteCtx<'_>,
+        friend: &MemberRow,
+        points: i64,
+        event: &str,
+        now: Millis,
+    ) -> Result<(), EdgeError> {
+        let Some(code) = &friend.referrer_code else {
+            return Ok(());
+        };
+        if points <= 0 {
+            return Ok(());
+        }
+        let Some(referrer) = members::by_referral_code(ctx.conn, code)? else {
+            return Ok(());
+        };
+        if referrer.phone_idx == friend.phone_idx || referrer.member_id == friend.member_id {
+            return Ok(());
+        }
+        if !members::claim(
+            ctx.conn,
+            &referrer.member_id,
+            &format!("referral_{event}"),
+            &hex(&friend.member_id),
+        )? {
+            return Ok(());
+        }
+        let f = self.points_gift(
+            &referrer.member_id,
+            points,
+            "referral_reward",
+            json!({"friend": hex(&friend.member_id), "event": event}),
+            now,
+        );
+        facts::append(ctx, &f)?;
+        Ok(())
+    }
+}
+
+/// Lower-case hex, for ids inside fact bodies.
+pub(super) fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl Edge {
+    /// The rule set in force, if any.
+    pub fn rules(&self) -> Option<Arc<Compiled>> {
+        self.rules.read().ok().and_then(|r| r.clone())
+    }
+
+    /// Loads a rule set and puts it in force. The same version with the same content is
+    /// a no-op (`Ok(false)`); the same version with other content is refused, because a
+    /// published version never changes.
+    pub async fn load_rules(&self, set: RuleSet) -> Result<(RuleSetInfo, bool), EdgeError> {
+        let compiled = Arc::new(set.compile().map_err(EdgeError::Invalid)?);
+        let body =
+            serde_json::to_string(&compiled.set).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let version = compiled.set.version.clone();
+        let now = self.core.now();
+        let row = rules::RuleSetRow {
+            version: version.clone(),
+            body,
+            loaded_at: now,
+        };
+        let created = self
+            .store
+            .writer
+            .write(move |ctx| -> Result<bool, EdgeError> {
+                match rules::get(ctx.conn, &row.version)? {
+                    Some(existing) if existing.body == row.body => {
+                        rules::reactivate(ctx.conn, &row.version)?;
+                        Ok(false)
+                    }
+                    Some(_) => Err(EdgeError::Invalid(format!(
+                        "rule set version {} was published with other content; publish a new version",
+                        row.version
+                    ))),
+                    None => {
+                        rules::insert(ctx.conn, &row)?;
+                        Ok(true)
+                    }
+                }
+            })
+            .await?;
+        let info = RuleSetInfo {
+            version,
+            rules: compiled.set.rules.len(),
+            loaded_at: self.core.cal.rfc3339(now),
+        };
+        if let Ok(mut r) = self.rules.write() {
+            *r = Some(compiled);
+        }
+        tracing::info!(version = %info.version, rules = info.rules, created, "rule set in force");
+        Ok((info, created))
+    }
+
+    /// The rule set in force, as stored.
+    pub async fn rules_info(&self) -> Result<Option<RuleSetInfo>, EdgeError> {
+        let core = self.core.clone();
+        let current = self
+            .store
+            .readers
+            .read(|c| Ok::<_, EdgeError>(rules::current(c)?))
+            .await?;
+        Ok(current.map(|row| {
+            let n = self.rules().map_or(0, |c| c.set.rules.len());
+            RuleSetInfo {
+                version: row.version,
+                rules: n,
+                loaded_at: core.cal.rfc3339(row.loaded_at),
+            }
+        }))
+    }
+}
+
+/// Compiles the rule set in force from the database (at start).
+pub(super) fn load_current(conn: &rusqlite::Connection) -> anyhow::Result<Option<Arc<Compiled>>> {
+    match rules::current(conn)? {
+        None => Ok(None),
+        Some(row) => {
+            let c = RuleSet::parse(row.body.as_bytes())
+                .map_err(|e| anyhow::anyhow!("stored rule set {}: {e}", row.version))?;
+            Ok(Some(Arc::new(c)))
+        }
+    }
+}
+
+/// End of the local day `days` after `now` (pending points become redeemable then).
+pub(super) fn after_days(core: &Core, now: Millis, days: u32) -> Millis {
+    if days == 0 {
+        return 0;
+    }
+    core.cal.end_of_day(
+        core.cal
+            .date(now)
+            .saturating_add(time::Duration::days(i64::from(days))),
+    ) + 1
+}

@@ -1,0 +1,607 @@
+//! Promotions end to end: rule sets, coupons, limits under concurrency, referrals,
+//! upgrade gifts, benefit quotas and pending points, against the real binary.
+
+use patron_tests::TestEdge;
+use serde_json::{Value, json};
+
+const EXAMPLES: &str = include_str!("../../../edge/rules/examples.json");
+
+fn commit(member: Option<&str>, receipt: &str, lines: Value, coupons: &[&str]) -> Value {
+    json!({"member_id": member, "receipt_id": receipt, "lines": lines, "coupon_codes": coupons})
+}
+
+fn item(sku: &str, price: i64) -> Value {
+    json!([{"sku": sku, "qty": 1, "unit_price": price}])
+}
+
+async fn with_rules(rules: &Value) -> anyhow::Result<TestEdge> {
+    let edge = TestEdge::spawn().await?;
+    let r = edge.put("/v1/admin/rule-set", rules).await?;
+    anyhow::ensure!(r.status == 201, "loading rules: {} {}", r.status, r.json);
+    Ok(edge)
+}
+
+fn examples() -> Value {
+    serde_json::from_str(EXAMPLES).unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn a_fresh_edge_applies_no_promotions_until_a_rule_set_is_loaded() -> anyhow::Result<()> {
+    let edge = TestEdge::spawn().await?;
+    let m = edge.register("13800001001", None).await?;
+    let q = edge
+        .post(
+            "/v1/checkout/quote",
+            &commit(Some(&m), "Q", item("X", 25_000), &[]),
+            None,
+        )
+        .await?;
+    assert_eq!(
+        (
+            q.json["total"].as_i64(),
+            q.json["discounts"].as_array().map(Vec::len)
+        ),
+        (Some(25_000), Some(0))
+    );
+    assert_eq!(q.json["rules_version"], Value::Null);
+    let r = edge.get("/v1/admin/rule-set").await?;
+    assert_eq!((r.status, r.code()), (404, "not_found"));
+
+    // Only an admin may load rules.
+    let pos = edge.add_lane("lane-1", "pos")?;
+    let r = edge
+        .as_token(&pos)
+        .put("/v1/admin/rule-set", &examples())
+        .await?;
+    assert_eq!((r.status, r.code()), (403, "forbidden"));
+    let r = edge.put("/v1/admin/rule-set", &examples()).await?;
+    assert_eq!(
+        (
+            r.status,
+            r.json["version"].as_str(),
+            r.json["rules"].as_u64()
+        ),
+        (201, Some("guide-examples-v1"), Some(9))
+    );
+    let r = edge.put("/v1/admin/rule-set", &examples()).await?;
+    assert_eq!(r.status, 200, "the same version again is a no-op");
+    let mut changed = examples();
+    changed["rules"][0]["pay_permille"] = 700.into();
+    let r = edge.put("/v1/admin/rule-set", &changed).await?;
+    assert_eq!(
+        (r.status, r.code()),
+        (400, "invalid_request"),
+        "a published version never changes"
+    );
+    let mut typo = examples();
+    typo["version"] = "v2".into();
+    typo["rules"][5]["of"] = 1.into();
+    let r = edge.put("/v1/admin/rule-set", &typo).await?;
+    assert_eq!((r.status, r.code()), (400, "invalid_request"), "{}", r.json);
+
+    let q = edge
+        .post(
+            "/v1/checkout/quote",
+            &commit(Some(&m), "Q", item("X", 25_000), &[]),
+            None,
+        )
+        .await?;
+    assert_eq!(
+        q.json["total"], 21_000,
+        "满200减30 and 首单立减10元: {}",
+        q.json
+    );
+    let c = edge
+        .post(
+            "/v1/checkout/commit",
+            &commit(Some(&m), "R-1", item("X", 25_000), &[]),
+            Some("c1"),
+        )
+        .await?;
+    assert_eq!(
+        (c.json["total"].as_i64(), c.json["rules_version"].as_str()),
+        (Some(21_000), Some("guide-examples-v1"))
+    );
+    assert_eq!(c.json["discounts"][0]["label"], "满200减30");
+    assert_eq!(c.json["discounts"][1]["label"], "首单立减10元");
+    let c = edge
+        .post(
+            "/v1/checkout/commit",
+            &commit(Some(&m), "R-2", item("X", 25_000), &[]),
+            Some("c2"),
+        )
+        .await?;
+    assert_eq!(
+        c.json["total"], 22_000,
+        "the first-order reduction applies once"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn quote_and_commit_agree_under_the_guide_examples() -> anyhow::Result<()> {
+    let edge = with_rules(&examples()).await?;
+    let m = edge.register("13800001002", None).await?;
+    let lines = json!([{"sku": "A", "qty": 2, "unit_price": 12_000}, {"sku": "B", "qty": 1, "unit_price": 11_000},
+                       {"sku": "S1", "category": "skincare", "qty": 1, "unit_price": 10_000}]);
+    let q = edge
+        .post(
+            "/v1/checkout/quote",
+            &commit(Some(&m), "R-Q", lines.clone(), &[]),
+            None,
+        )
+        .await?;
+    let c = edge
+        .post(
+            "/v1/checkout/commit",
+            &commit(Some(&m), "R-Q", lines, &[]),
+            Some("q1"),
+        )
+        .await?;
+    assert_eq!(c.status, 201, "{}", c.json);
+    for f in ["total", "discounts", "points_redeemed"] {
+        assert_eq!(q.json[f], c.json[f], "{f}");
+    }
+    assert_eq!(q.json["points_to_earn"], c.json["points_earned"]);
+    let labels: Vec<&str> = c.json["discounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d["label"].as_str())
+        .collect();
+    assert_eq!(
+        labels,
+        vec!["限时8折", "A+B=¥199", "满200减30", "首单立减10元"]
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn granted_coupons_are_single_use_and_come_back_on_a_full_refund() -> anyhow::Result<()> {
+    let edge = with_rules(&examples()).await?;
+    let m = edge.register("13800001003", None).await?;
+    let c = edge
+        .post(
+            "/v1/checkout/commit",
+            &commit(Some(&m), "R-1", item("X", 40_000), &[]),
+            Some("g1"),
+        )
+        .await?;
+    assert_eq!(
+        c.json["coupons_issued"][0]["label"], "¥50 off",
+        "满300赠50元券: {}",
+        c.json
+    );
+    let member = edge.get(&format!("/v1/members/{m}")).await?;
+    let code = member.json["coupons"][0]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(member.json["coupons"][0]["amount"], 5_000);
+
+    let c = edge
+        .post(
+            "/v1/checkout/commit",
+            &commit(Some(&m), "R-2", item("Y", 15_000), &[&code]),
+            Some("g2"),
+        )
+        .await?;
+    assert_eq!(c.status, 201, "{}", c.json);
+    assert_eq!(c.json["total"], 10_000);
+    let again = edge
+        .post(
+            "/v1/checkout/quote",
+            &commit(Some(&m), "R-3", item("Y", 15_000), &[&code]),
+            None,
+        )
+        .await?;
+    assert_eq!((again.status, again.code()), (422, "coupon_invalid"));
+    assert_eq!(again.json["error"]["details"]["reason"], "was already used");
+
+    let r = edge
+        .post("/v1/refunds", &json!({"receipt_id": "R-2"}), Some("rf2"))
+        .await?;
+    assert_eq!(r.json["coupons_restored"], json!([code]), "{}", r.json);
+    let q = edge
+        .post(
+            "/v1/checkout/quote",
+            &commit(Some(&m), "R-4", item("Y", 15_000), &[&code]),
+            None,
+        )
+        .await?;
+    assert_eq!(
+        (q.status, q.json["total"].as_i64()),
+        (200, Some(10_000)),
+        "usable again: {}",
+        q.json
+    );
+
+    // Refunding the granting sale withdraws the (now unused) coupon.
+    let r = edge
+        .post("/v1/refunds", &json!({"receipt_id": "R-1"}), Some("rf1"))
+        .await?;
+    assert_eq!(r.json["coupons_withdrawn"], json!([code]));
+    let q = edge
+        .post(
+            "/v1/checkout/quote",
+            &commit(Some(&m), "R-5", item("Y", 15_000), &[&code]),
+            None,
+        )
+        .await?;
+    assert_eq!((q.status, q.code()), (422, "coupon_invalid"));
+
+    let other = edge.register("13800001004", None).await?;
+    let c = edge
+        .post(
+            "/v1/checkout/commit",
+            &commit(Some(&other), "R-6", item("X", 40_000), &[]),
+            Some("g6"),
+        )
+        .await?;
+    let foreign = c.json["coupons_issued"][0]["coupon_id"]
+        .as_str()
+        .map(String::from);
+    assert!(foreign.is_some());
+    let theirs = edge.get(&format!("/v1/members/{other}")).await?;
+    let their_code = theirs.json["coupons"][0]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let q = edge
+        .post(
+            "/v1/checkout/quote",
+            &commit(Some(&m), "R-7", item("Y", 15_000), &[&their_code]),
+            None,
+        )
+        .await?;
+    assert_eq!(
+        (q.status, q.json["error"]["details"]["reason"].as_str()),
+        (422, Some("belongs to another member"))
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn concurrent_commits_never_share_a_coupon_or_overrun_a_budget() -> anyhow::Result<()> {
+    let rules = json!({"version": "budget-v1", "rules": [
+        {"id": "first-10", "label": "前10单立减", "type": "order_reduction", "threshold": 0, "off": 500,
+         "limits": {"budget_count": 10}}
+    ]});
+    let edge = with_rules(&rules).await?;
+    let m = edge.register("13800001005", None).await?;
+    let c = edge
+        .post(
+            &format!("/v1/members/{m}/coupons"),
+            &json!({"label": "¥20", "off": 2_000, "valid_days": 7}),
+            None,
+        )
+        .await?;
+    assert_eq!(c.status, 201, "{}", c.json);
+    let code = c.json["code"].as_str().unwrap_or_default().to_string();
+
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let (http, url, token, code, m) = (
+            edge.http.clone(),
+            edge.url("/v1/checkout/commit"),
+            edge.token.clone(),
+            code.clone(),
+            m.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let body = commit(Some(&m), &format!("R-C{i}"), item("X", 10_000), &[&code]);
+            let r = http
+                .post(url)
+                .bearer_auth(token)
+                .header("Idempotency-Key", format!("k{i}"))
+                .json(&body)
+                .send()
+                .await?;
+            Ok::<_, anyhow::Error>((r.status().as_u16(), r.json::<Value>().await?))
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        let (status, body) = t.await??;
+        match status {
+            201 => ok += 1,
+            422 => assert_eq!(body["error"]["code"], "coupon_invalid"),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(ok, 1, "a single-use coupon is used exactly once");
+
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let (http, url, token) = (
+            edge.http.clone(),
+            edge.url("/v1/checkout/commit"),
+            edge.token.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let body = commit(None, &format!("R-B{i}"), item("X", 10_000), &[]);
+            let r = http
+                .post(url)
+                .bearer_auth(token)
+                .header("Idempotency-Key", format!("b{i}"))
+                .json(&body)
+                .send()
+                .await?;
+            Ok::<_, anyhow::Error>(r.json::<Value>().await?)
+        }));
+    }
+    let mut discounted = 0;
+    for t in tasks {
+        if t.await??["discounts"]
+            .as_array()
+            .is_some_and(|d| !d.is_empty())
+        {
+            discounted += 1;
+        }
+    }
+    // One discounted sale above (the coupon winner also got the rule): 9 left of 10.
+    assert_eq!(
+        discounted, 9,
+        "the budget of 10 applications is never exceeded"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn referrers_are_rewarded_once_per_friend() -> anyhow::Result<()> {
+    let edge = with_rules(&examples()).await?;
+    let a = edge.register("13800001006", None).await?;
+    let code = edge.get(&format!("/v1/members/{a}")).await?.json["referral_code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let r = edge
+        .post(
+            "/v1/members",
+            &json!({"phone": "13800001007", "referrer_code": code, "consents": {"terms": true}}),
+            None,
+        )
+        .await?;
+    assert_eq!(r.status, 201);
+    let b = r.json["member_id"].as_str().unwrap_or_default().to_string();
+    let bal = |v: &Value| v["points"]["balance"].as_i64();
+    assert_eq!(
+        bal(&edge.get(&format!("/v1/members/{a}")).await?.json),
+        Some(50)
+    );
+    edge.post(
+        "/v1/checkout/commit",
+        &commit(Some(&b), "R-1", item("X", 5_000), &[]),
+        Some("r1"),
+    )
+    .await?;
+    assert_eq!(
+        bal(&edge.get(&format!("/v1/members/{a}")).await?.json),
+        Some(150),
+        "first purchase: +100"
+    );
+    edge.post(
+        "/v1/checkout/commit",
+        &commit(Some(&b), "R-2", item("X", 5_000), &[]),
+        Some("r2"),
+    )
+    .await?;
+    assert_eq!(
+        bal(&edge.get(&format!("/v1/members/{a}")).await?.json),
+        Some(150),
+        "only the first purchase"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn upgrades_bring_gifts_and_diamond_benefits_have_quotas() -> anyhow::Result<()> {
+    let edge = with_rules(&examples()).await?;
+    let m = edge.register("13800001008", None).await?;
+    let c = edge
+        .post(
+            "/v1/checkout/commit",
+            &commit(Some(&m), "R-1", item("X", 120_000), &[]),
+            Some("u1"),
+        )
+        .await?;
+    assert_eq!(c.json["tier_after"], "silver");
+    let labels: Vec<&str> = c.json["coupons_issued"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|x| x["label"].as_str())
+        .collect();
+    assert!(labels.contains(&"¥20 silver welcome"), "{labels:?}");
+    let c = edge
+        .post(
+            "/v1/checkout/commit",
+            &commit(Some(&m), "R-2", item("X", 600_000), &[]),
+            Some("u2"),
+        )
+        .await?;
+    assert_eq!(c.json["tier_after"], "diamond");
+    // Gold +200 and diamond +500 gift points on top of what the sale earned.
+    let earned = c.json["points_earned"].as_i64().unwrap_or(0);
+    let before = 1_160; // ¥1,200 − ¥30 (满200减30) − ¥10 (首单立减) = ¥1,160 paid
+    assert_eq!(
+        c.json["balance_after"].as_i64(),
+        Some(before + earned + 200 + 500),
+        "{}",
+        c.json
+    );
+    // A sale is priced with the tier held before it; the next one sees diamond perks.
+    let q = edge
+        .post(
+            "/v1/checkout/quote",
+            &commit(Some(&m), "Q", item("X", 100), &[]),
+            None,
+        )
+        .await?;
+    assert!(
+        q.json["flags"]
+            .as_array()
+            .is_some_and(|f| f.contains(&json!("free_shipping"))),
+        "{}",
+        q.json
+    );
+
+    let member = edge.get(&format!("/v1/members/{m}")).await?;
+    let dry = member.json["benefits"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|b| b["code"] == "dry_cleaning")
+        .cloned();
+    assert_eq!(
+        dry.map(|d| d["remaining_this_month"].clone()),
+        Some(json!(1))
+    );
+    let r = edge
+        .post(
+            &format!("/v1/members/{m}/benefits/dry_cleaning/use"),
+            &json!(null),
+            Some("d1"),
+        )
+        .await?;
+    assert_eq!(
+        (r.status, r.json["remaining_this_month"].as_i64()),
+        (201, Some(0)),
+        "{}",
+        r.json
+    );
+    let replay = edge
+        .post(
+            &format!("/v1/members/{m}/benefits/dry_cleaning/use"),
+            &json!(null),
+            Some("d1"),
+        )
+        .await?;
+    assert!(replay.replayed);
+    let r = edge
+        .post(
+            &format!("/v1/members/{m}/benefits/dry_cleaning/use"),
+            &json!(null),
+            Some("d2"),
+        )
+        .await?;
+    assert_eq!(
+        (r.status, r.code()),
+        (400, "invalid_request"),
+        "quota used up"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn pending_points_wait_for_the_return_window() -> anyhow::Result<()> {
+    let edge = with_rules(&json!({"version": "pending-v1", "pending_points_days": 7})).await?;
+    let m = edge.register("13800001009", None).await?;
+    let c = edge
+        .post(
+            "/v1/checkout/commit",
+            &commit(Some(&m), "R-1", item("X", 30_000), &[]),
+            Some("p1"),
+        )
+        .await?;
+    assert_eq!(
+        (
+            c.json["points_earned"].as_i64(),
+            c.json["balance_after"].as_i64()
+        ),
+        (Some(300), Some(0))
+    );
+    let member = edge.get(&format!("/v1/members/{m}")).await?;
+    assert_eq!(
+        (
+            member.json["points"]["balance"].as_i64(),
+            member.json["points"]["pending"].as_i64()
+        ),
+        (Some(0), Some(300))
+    );
+    let r = edge
+        .post(
+            &format!("/v1/members/{m}/redemptions"),
+            &json!({"points": 100, "reason": "x"}),
+            Some("p2"),
+        )
+        .await?;
+    assert_eq!((r.status, r.code()), (422, "insufficient_points"));
+    edge.post("/v1/refunds", &json!({"receipt_id": "R-1"}), Some("p3"))
+        .await?;
+    let member = edge.get(&format!("/v1/members/{m}")).await?;
+    assert_eq!(
+        (
+            member.json["points"]["balance"].as_i64(),
+            member.json["points"]["pending"].as_i64()
+        ),
+        (Some(0), Some(0)),
+        "the refund cancelled them"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn birthday_month_doubles_points_and_walk_ins_get_only_open_promotions() -> anyhow::Result<()>
+{
+    let edge = with_rules(&examples()).await?;
+    let now = time::OffsetDateTime::now_utc().to_offset(time::UtcOffset::from_hms(8, 0, 0)?);
+    let birthday = format!("1990-{:02}-01", u8::from(now.month()));
+    let r = edge
+        .post(
+            "/v1/members",
+            &json!({"phone": "13800001010", "birthday": birthday, "consents": {"terms": true}}),
+            None,
+        )
+        .await?;
+    let m = r.json["member_id"].as_str().unwrap_or_default().to_string();
+    edge.post(
+        "/v1/checkout/commit",
+        &commit(Some(&m), "R-0", item("X", 100), &[]),
+        Some("b0"),
+    )
+    .await?;
+    let c = edge
+        .post(
+            "/v1/checkout/commit",
+            &commit(Some(&m), "R-1", item("X", 15_000), &[]),
+            Some("b1"),
+        )
+        .await?;
+    assert_eq!(c.json["points_earned"], 300, "生日月双倍积分: {}", c.json);
+
+    let w = edge
+        .post(
+            "/v1/checkout/commit",
+            &commit(None, "R-W", item("X", 25_000), &[]),
+            Some("w1"),
+        )
+        .await?;
+    let labels: Vec<&str> = w.json["discounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d["label"].as_str())
+        .collect();
+    assert_eq!(
+        labels,
+        vec!["满200减30"],
+        "no member-only rule for a walk-in"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_rule_set_file_is_loaded_at_start() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("rules.json");
+    std::fs::write(&path, EXAMPLES)?;
+    let edge =
+        TestEdge::spawn_with(&format!("rules_file = {:?}\n", path.display().to_string())).await?;
+    let r = edge.get("/v1/admin/rule-set").await?;
+    assert_eq!(
+        (r.status, r.json["version"].as_str()),
+        (200, Some("guide-examples-v1"))
+    );
+    Ok(())
+}
