@@ -13,7 +13,13 @@
 //! and measures `GET /v1/members?phone=` latency, against a point SELECT by primary key
 //! on the same database file and the no-op HTTP endpoint.
 //!
-//! Knobs: `BENCH_SECS` (default 10), `BENCH_CONNS` (default 64), `BENCH_MEMBERS`.
+//! The edge runs twice, each time fresh: with no rule set, then with `BENCH_RULES`
+//! (default 10) active rules, so promotions' cost is measured against the same run.
+//!
+//! Knobs: `BENCH_SECS` (default 10), `BENCH_CONNS` (default 64), `BENCH_MEMBERS`,
+//! `BENCH_RULES`.
+
+mod common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -212,7 +218,9 @@ fn prepare_edge(dir: &Path, members: u64) -> Result<PathBuf, BoxError> {
 
 fn start_edge(config: &Path) -> Result<EdgeProc, BoxError> {
     let name = format!("bench-{}", std::process::id());
-    let out = edge_cmd(config).args(["lane", "add", &name]).output()?;
+    let out = edge_cmd(config)
+        .args(["lane", "add", &name, "--role", "admin"])
+        .output()?;
     let token = String::from_utf8(out.stdout)?
         .lines()
         .nth(1)
@@ -411,40 +419,79 @@ fn report(title: &str, rows: &[&Load], baselines: &[(&str, &Load)]) {
 
 // ---------- benches ----------
 
+async fn put_json(
+    addr: SocketAddr,
+    token: &str,
+    path: &str,
+    body: String,
+) -> Result<u16, BoxError> {
+    let stream = TcpStream::connect(addr).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let req = Request::put(format!("http://{addr}{path}"))
+        .header("host", addr.to_string())
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::new(Bytes::from(body)))?;
+    let resp = sender.send_request(req).await?;
+    Ok(resp.status().as_u16())
+}
+
+async fn drive_edge(
+    label: &str,
+    dir: &Path,
+    members: u64,
+    rules: Option<serde_json::Value>,
+    conns: u64,
+    secs: u64,
+) -> Result<Load, BoxError> {
+    let config = prepare_edge(dir, members)?;
+    let edge = start_edge(&config)?;
+    if let Some(r) = rules {
+        let status = put_json(edge.addr, &edge.token, "/v1/admin/rule-set", r.to_string()).await?;
+        if status != 201 {
+            return Err(format!("loading the rule set: HTTP {status}").into());
+        }
+    }
+    let ids = Arc::new(fetch_member_ids(edge.addr, &edge.token, (0..members).map(phone)).await?);
+    let run = std::process::id();
+    let (addr, token) = (edge.addr, edge.token.clone());
+    let tag = label.len();
+    let load = drive(label, addr, conns, secs, 201, move |c, n| {
+        let receipt = format!("R{run}-{tag}-{c}-{n}");
+        let member = ids[((c * 7919 + n * 104_729) % ids.len() as u64) as usize].as_str();
+        post(
+            addr,
+            "/v1/checkout/commit",
+            &token,
+            &receipt,
+            commit_body(&receipt, Some(member), n),
+        )
+    })
+    .await?;
+    drop(edge.proc_);
+    Ok(load)
+}
+
 async fn commit_bench() -> Result<(), BoxError> {
     let secs = env_u64("BENCH_SECS", 10);
     let conns = env_u64("BENCH_CONNS", 64);
     let members = env_u64("BENCH_MEMBERS", 20_000);
+    let n_rules = env_u64("BENCH_RULES", 10) as usize;
     let dir = bench_dir();
-    let config = prepare_edge(&dir.join("edge"), members)?;
-    let edge = start_edge(&config)?;
-    let ids = Arc::new(fetch_member_ids(edge.addr, &edge.token, (0..members).map(phone)).await?);
     let run = std::process::id();
 
-    let (addr, token) = (edge.addr, edge.token.clone());
-    let ids2 = ids.clone();
-    let edge_load = drive(
-        "patron-edge checkout/commit",
-        addr,
-        conns,
-        secs,
-        201,
-        move |c, n| {
-            let receipt = format!("R{run}-{c}-{n}");
-            let member = ids2[((c * 7919 + n * 104_729) % ids2.len() as u64) as usize].as_str();
-            post(
-                addr,
-                "/v1/checkout/commit",
-                &token,
-                &receipt,
-                commit_body(&receipt, Some(member), n),
-            )
-        },
-    )
-    .await?;
-    drop(edge.proc_);
-
-    let mut loads = vec![edge_load];
+    let mut loads = vec![
+        drive_edge(
+            "patron-edge checkout/commit",
+            &dir.join("edge"),
+            members,
+            None,
+            conns,
+            secs,
+        )
+        .await?,
+    ];
     for (mode, label) in [
         ("naive", "(a) axum + 1 insert/txn, FULL"),
         ("group", "(b) axum + group commit, FULL"),
@@ -459,10 +506,28 @@ async fn commit_bench() -> Result<(), BoxError> {
         drop(p);
         loads.push(l);
     }
+    let with_rules = drive_edge(
+        &format!("patron-edge checkout/commit, {n_rules} rules"),
+        &dir.join("edge-rules"),
+        members,
+        Some(common::rules(n_rules)),
+        conns,
+        secs,
+    )
+    .await?;
     report(
         &format!("checkout/commit, {conns} connections, {secs}s each, {members} members"),
-        &loads.iter().collect::<Vec<_>>(),
+        &loads
+            .iter()
+            .chain(std::iter::once(&with_rules))
+            .collect::<Vec<_>>(),
         &[("(a)", &loads[1]), ("(b)", &loads[2])],
+    );
+    println!(
+        "
+{} rules / no rules: **{:.2}×** throughput",
+        n_rules,
+        with_rules.rate() / loads[0].rate()
     );
     Ok(())
 }

@@ -153,7 +153,8 @@ impl Edge {
 
                     let mut issued = Vec::new();
                     let mut after = None;
-                    if let (Some(m), Some((row, mut member_facts, before))) = (member, p.member) {
+                    if let (Some(m), Some((row, mut member_facts, before, _))) = (member, p.member)
+                    {
                         for g in &priced.grants {
                             issued.push(core.issue_coupon(
                                 ctx,
@@ -182,11 +183,12 @@ impl Edge {
                             }
                         }
                         if let Some(referral) = rules.and_then(|c| c.set.referral.as_ref())
+                            && let Some(row) = &row
                             && !p.ctx.as_ref().is_some_and(|c| c.has_purchased)
                         {
                             core.referral_reward(
                                 ctx,
-                                &row,
+                                row,
                                 referral.on_first_purchase,
                                 "first_purchase",
                                 now,
@@ -284,6 +286,7 @@ pub(super) fn as_member_fact(
         qual_spend: f.qual_spend,
         qual_at: f.qual_at,
         available_at: f.available_at,
+        is_purchase: f.kind == "purchase",
     }
 }
 

@@ -21,8 +21,9 @@ use crate::store::{StoreError, WriteCtx, rules};
 
 /// What pricing needs to know, read in the same snapshot or transaction as the sale.
 pub(super) struct PricingCtx {
-    /// The member's row, facts and derived state (None: walk-in).
-    pub member: Option<(MemberRow, Vec<MemberFact>, MemberState)>,
+    /// The member's row (read only under a rule set), facts, derived state and id
+    /// (None: walk-in).
+    pub member: Option<(Option<MemberRow>, Vec<MemberFact>, MemberState, [u8; 16])>,
     /// The engine's view of the member.
     pub ctx: Option<MemberCtx>,
     /// Usage of limited rules.
@@ -40,6 +41,9 @@ fn coupon_invalid(code: &str, reason: &str) -> EdgeError {
 
 impl Core {
     /// Reads everything pricing needs for `member` and the presented `codes`.
+    ///
+    /// Without a rule set only the member's facts are read (the row is needed only by
+    /// audience conditions and referrals): this is the hot path of every sale.
     pub(super) fn pricing_ctx(
         &self,
         conn: &rusqlite::Connection,
@@ -48,28 +52,31 @@ impl Core {
         codes: &[String],
         now: Millis,
     ) -> Result<PricingCtx, EdgeError> {
-        let member = match member {
-            None => None,
+        let (member, ctx) = match member {
+            None => (None, None),
             Some(m) => {
-                let row = members::get(conn, m)?.ok_or(EdgeError::MemberNotFound)?;
                 let (member_facts, state) = self.load_state(conn, m, now)?;
-                Some((row, member_facts, state))
+                let row = match rules {
+                    Some(_) => Some(members::get(conn, m)?.ok_or(EdgeError::MemberNotFound)?),
+                    // A member with facts exists; only one without any needs a lookup.
+                    None if member_facts.is_empty() && !members::exists(conn, m)? => {
+                        return Err(EdgeError::MemberNotFound);
+                    }
+                    None => None,
+                };
+                let ctx = self.member_ctx(rules, row.as_ref(), &member_facts, &state, now)?;
+                (Some((row, member_facts, state, *m)), Some(ctx))
             }
-        };
-        let ctx = match &member {
-            None => None,
-            Some((row, _, state)) => Some(self.member_ctx(conn, rules, row, state, now)?),
         };
         let mut usage = Usage::default();
         for r in rules.iter().flat_map(|c| c.set.rules.iter()) {
             let l = &r.limits;
             if l.per_member.is_some()
-                && let Some((row, _, _)) = &member
+                && let Some((_, _, _, id)) = &member
             {
-                usage.member_uses.insert(
-                    r.id.clone(),
-                    rules::usage(conn, &r.id, Some(&row.member_id))?.0,
-                );
+                usage
+                    .member_uses
+                    .insert(r.id.clone(), rules::usage(conn, &r.id, Some(id))?.0);
             }
             if l.budget_count.is_some() || l.budget_fen.is_some() {
                 let (uses, amount) = rules::usage(conn, &r.id, None)?;
@@ -78,12 +85,12 @@ impl Core {
         }
         let mut coupons = Vec::new();
         for code in codes {
-            let Some((row, _, _)) = &member else {
+            let Some((_, _, _, id)) = &member else {
                 return Err(coupon_invalid(code, "coupons need a member_id"));
             };
             let c = coupons::by_code(conn, code)?
                 .ok_or_else(|| coupon_invalid(code, "no such coupon"))?;
-            let refusal = if c.member != row.member_id {
+            let refusal = if c.member != *id {
                 Some("belongs to another member")
             } else if c.revoked {
                 Some("was withdrawn")
@@ -119,31 +126,33 @@ impl Core {
 
     fn member_ctx(
         &self,
-        conn: &rusqlite::Connection,
         rules: Option<&Compiled>,
-        row: &MemberRow,
+        row: Option<&MemberRow>,
+        member_facts: &[MemberFact],
         state: &MemberState,
         now: Millis,
     ) -> Result<MemberCtx, EdgeError> {
-        let id = &row.member_id;
         // The birthday is encrypted: decrypt it only if a rule looks at it.
-        let birthday_month = match (rules, &row.birthday_enc) {
-            (Some(c), Some(enc)) if c.needs_birthday() => {
-                let key = self.vault.member_key(id, &row.wrapped_key)?;
-                let b = self.vault.open_field(&key, id, "birthday", enc)?;
-                let month_now = u8::from(self.cal.date(now).month());
-                b.get(5..7).and_then(|m| m.parse::<u8>().ok()) == Some(month_now)
-            }
+        let birthday_month = match (rules, row) {
+            (Some(c), Some(row)) if c.needs_birthday() => match &row.birthday_enc {
+                Some(enc) => {
+                    let id = &row.member_id;
+                    let key = self.vault.member_key(id, &row.wrapped_key)?;
+                    let b = self.vault.open_field(&key, id, "birthday", enc)?;
+                    let month_now = u8::from(self.cal.date(now).month());
+                    b.get(5..7).and_then(|m| m.parse::<u8>().ok()) == Some(month_now)
+                }
+                None => false,
+            },
             _ => false,
         };
-        let has_purchased = facts::count_kind_for_member(conn, id, "purchase")? > 0;
         Ok(MemberCtx {
             tier: state.tier(&self.cfg),
-            tags: row.tags.clone(),
-            registered_at: row.created_at,
-            has_purchased,
+            tags: row.map(|r| r.tags.clone()).unwrap_or_default(),
+            registered_at: row.map_or(0, |r| r.created_at),
+            has_purchased: member_facts.iter().any(|f| f.is_purchase),
             birthday_month,
-            channel: row.channel.clone(),
+            channel: row.and_then(|r| r.channel.clone()),
             balance: state.points.balance(),
         })
     }
@@ -159,24 +168,13 @@ impl Core {
         now: Millis,
     ) -> Result<CouponRow, EdgeError> {
         let id = *TransactionId::new_v7().as_bytes();
-        let mut code = String::new();
-        for _ in 0..16 {
-            let bytes: [u8; 10] = self.vault.random()?;
-            let alphabet = validate::REFERRAL_ALPHABET;
-            code = bytes
-                .iter()
-                .map(|b| alphabet[*b as usize % alphabet.len()] as char)
-                .collect();
-            if !coupons::code_taken(ctx.conn, &code)? {
-                break;
-            }
-        }
+        let code = self.coupon_code(now)?;
         let expires_at = self.cal.end_of_day(
             self.cal
                 .date(now)
                 .saturating_add(time::Duration::days(i64::from(t.valid_days))),
         );
-        let row = CouponRow {
+        let mut row = CouponRow {
             coupon_id: id,
             code,
             member: *member,
@@ -191,7 +189,17 @@ impl Core {
             used_txn: None,
             revoked: false,
         };
-        coupons::insert(ctx.conn, &row)?;
+        // A code collision needs the same second and the same 6 random characters.
+        let mut tries = 0;
+        while !coupons::insert(ctx.conn, &row)? {
+            tries += 1;
+            if tries > 8 {
+                return Err(EdgeError::Store(StoreError::Corrupt(
+                    "no free coupon code".into(),
+                )));
+            }
+            row.code = self.coupon_code(now)?;
+        }
         let body = json!({"coupon_id": hex(&id), "code": row.code, "label": row.label, "off": row.off,
                           "min_spend": row.min_spend, "expires_at": expires_at, "source": source});
         facts::append(
@@ -206,6 +214,25 @@ impl Core {
             },
         )?;
         Ok(row)
+    }
+
+    /// A new coupon code: 6 characters of the issue second (so codes append to the
+    /// code index instead of landing on random pages) and 6 random ones. Coupons are
+    /// bound to their member, so a guessable prefix grants nothing; the UNIQUE index is
+    /// the last guard.
+    fn coupon_code(&self, now: Millis) -> Result<String, EdgeError> {
+        let a = validate::REFERRAL_ALPHABET;
+        let base = a.len() as u64;
+        let mut secs = (now / 1000).max(0) as u64;
+        let mut prefix = [0u8; 6];
+        for c in prefix.iter_mut().rev() {
+            *c = a[(secs % base) as usize];
+            secs /= base;
+        }
+        let rnd: [u8; 6] = self.vault.random()?;
+        let mut code: String = prefix.iter().map(|c| *c as char).collect();
+        code.extend(rnd.iter().map(|b| a[*b as usize % a.len()] as char));
+        Ok(code)
     }
 
     /// A coupon as the member sees it.

@@ -55,9 +55,11 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CouponRow> {
     })
 }
 
-/// Inserts a coupon.
-pub fn insert(conn: &Connection, c: &CouponRow) -> Result<(), StoreError> {
-    conn.prepare_cached(&format!("INSERT INTO coupons ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"))?
+/// Inserts a coupon; `Ok(false)` if its code is taken (the caller draws another).
+pub fn insert(conn: &Connection, c: &CouponRow) -> Result<bool, StoreError> {
+    let n = conn.prepare_cached(&format!(
+        "INSERT INTO coupons ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) ON CONFLICT (code) DO NOTHING"
+    ))?
         .execute(params![
             &c.coupon_id[..],
             c.code,
@@ -73,7 +75,7 @@ pub fn insert(conn: &Connection, c: &CouponRow) -> Result<(), StoreError> {
             c.used_txn.as_ref().map(|t| &t[..]),
             c.revoked
         ])?;
-    Ok(())
+    Ok(n == 1)
 }
 
 /// The coupon with this code.
@@ -82,11 +84,6 @@ pub fn by_code(conn: &Connection, code: &str) -> Result<Option<CouponRow>, Store
         .prepare_cached(&format!("SELECT {COLUMNS} FROM coupons WHERE code = ?1"))?
         .query_row(params![code], from_row)
         .optional()?)
-}
-
-/// Whether a code is taken.
-pub fn code_taken(conn: &Connection, code: &str) -> Result<bool, StoreError> {
-    Ok(by_code(conn, code)?.is_some())
 }
 
 /// A member's coupons, newest first.

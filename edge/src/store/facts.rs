@@ -103,15 +103,19 @@ pub struct MemberFact {
     pub qual_at: i64,
     /// When the credited lot becomes redeemable.
     pub available_at: i64,
+    /// Whether this is a purchase (first-purchase rules look for one).
+    pub is_purchase: bool,
 }
 
-/// Every fact of `member` that moves points or qualifying spend.
-pub fn for_member(conn: &Connection, member: &[u8; 16]) -> rusqlite::Result<Vec<MemberFact>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT at, origin, seq, txn, earn, expires_at, spend, reverse, reverse_lot, qual_spend, qual_at, available_at
+/// The member-ledger query. Its WHERE clause matches the partial index
+/// `facts_ledger_by_member` (migration 2), so it reads only that member's index range.
+const FOR_MEMBER_SQL: &str = "SELECT at, origin, seq, txn, earn, expires_at, spend, reverse, reverse_lot, qual_spend, qual_at, available_at, kind = 'purchase'
          FROM facts
-         WHERE member = ?1 AND (earn <> 0 OR spend <> 0 OR reverse <> 0 OR qual_spend <> 0)",
-    )?;
+         WHERE member = ?1 AND (earn <> 0 OR spend <> 0 OR reverse <> 0 OR qual_spend <> 0 OR kind = 'purchase')";
+
+/// Every fact of `member` that moves points or qualifying spend, and every purchase.
+pub fn for_member(conn: &Connection, member: &[u8; 16]) -> rusqlite::Result<Vec<MemberFact>> {
+    let mut stmt = conn.prepare_cached(FOR_MEMBER_SQL)?;
     // A member's facts come from a handful of origins: resolve each label once per call
     // instead of building a string per row.
     let mut labels: HashMap<i64, Arc<str>> = HashMap::new();
@@ -140,6 +144,7 @@ pub fn for_member(conn: &Connection, member: &[u8; 16]) -> rusqlite::Result<Vec<
             qual_spend: r.get(9)?,
             qual_at: r.get(10)?,
             available_at: r.get(11)?,
+            is_purchase: r.get(12)?,
         });
     }
     Ok(out)
@@ -151,12 +156,29 @@ pub fn origin_label(conn: &Connection, origin_id: i64) -> rusqlite::Result<Strin
         .query_row(params![origin_id], |r| r.get(0))
 }
 
-/// Facts of `kind` for `member` (used by the once-only rules).
-pub fn count_kind_for_member(
-    conn: &Connection,
-    member: &[u8; 16],
-    kind: &str,
-) -> rusqlite::Result<i64> {
-    conn.prepare_cached("SELECT count(*) FROM facts WHERE member = ?1 AND kind = ?2")?
-        .query_row(params![&member[..], kind], |r| r.get(0))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Without the partial index every sale would scan the whole ledger.
+    #[test]
+    fn the_member_ledger_query_uses_its_partial_index() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("f.sqlite");
+        let mut conn = super::super::connect(&path, false).unwrap_or_else(|e| panic!("{e}"));
+        super::super::migrate(&mut conn, &path).unwrap_or_else(|e| panic!("{e}"));
+        let mut stmt = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {FOR_MEMBER_SQL}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let plan: Vec<String> = stmt
+            .query_map([&[0u8; 16][..]], |r| r.get::<_, String>(3))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .filter_map(Result::ok)
+            .collect();
+        assert!(
+            plan.iter()
+                .any(|p| p.contains("USING INDEX facts_ledger_by_member")),
+            "{plan:?}"
+        );
+    }
 }
