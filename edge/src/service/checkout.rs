@@ -5,7 +5,7 @@ use patron_protocol::{Fen, Points, TransactionId};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::promotions::after_days;
+use super::promotions::{PricedMember, after_days};
 use super::{Edge, EdgeError, Idem, MemberState, Reply, Seal, balance, invalid, tier_code};
 use crate::domain::pricing;
 use crate::domain::promo::engine::{self, Applied, Input, Priced};
@@ -153,7 +153,15 @@ impl Edge {
 
                     let mut issued = Vec::new();
                     let mut after = None;
-                    if let (Some(m), Some((row, mut member_facts, before, _))) = (member, p.member)
+                    if let (
+                        Some(m),
+                        Some(PricedMember {
+                            row,
+                            facts: mut member_facts,
+                            state: before,
+                            ..
+                        }),
+                    ) = (member, p.member)
                     {
                         for g in &priced.grants {
                             issued.push(core.issue_coupon(
@@ -170,9 +178,10 @@ impl Edge {
                         let (tier_before, tier_after) =
                             (before.tier(&core.cfg), state.tier(&core.cfg));
                         if tier_after > tier_before {
-                            let (coupons, gifts) =
+                            let gifts =
                                 core.upgrade_gifts(ctx, rules, &m, tier_before, tier_after, now)?;
-                            issued.extend(coupons);
+                            issued.extend(gifts.coupons);
+                            let gifts = gifts.points;
                             if !gifts.is_empty() {
                                 member_facts.extend(
                                     gifts

@@ -21,15 +21,35 @@ use crate::store::{StoreError, WriteCtx, rules};
 
 /// What pricing needs to know, read in the same snapshot or transaction as the sale.
 pub(super) struct PricingCtx {
-    /// The member's row (read only under a rule set), facts, derived state and id
-    /// (None: walk-in).
-    pub member: Option<(Option<MemberRow>, Vec<MemberFact>, MemberState, [u8; 16])>,
+    /// The member (None: walk-in).
+    pub member: Option<PricedMember>,
     /// The engine's view of the member.
     pub ctx: Option<MemberCtx>,
     /// Usage of limited rules.
     pub usage: Usage,
     /// Coupons presented, validated.
     pub coupons: Vec<CouponIn>,
+}
+
+/// The member a sale is priced for.
+pub(super) struct PricedMember {
+    /// The profile row; read only under a rule set (audiences, referrals need it).
+    pub row: Option<MemberRow>,
+    /// The member's ledger facts.
+    pub facts: Vec<MemberFact>,
+    /// Derived state before the sale.
+    pub state: MemberState,
+    /// Member id.
+    pub id: [u8; 16],
+}
+
+/// What a tier upgrade gave: coupons, and points facts with their sequences.
+#[derive(Default)]
+pub(super) struct UpgradeGifts {
+    /// Coupons issued.
+    pub coupons: Vec<CouponRow>,
+    /// Points facts appended, with their sequence numbers.
+    pub points: Vec<(NewFact<'static>, i64)>,
 }
 
 fn coupon_invalid(code: &str, reason: &str) -> EdgeError {
@@ -65,14 +85,22 @@ impl Core {
                     None => None,
                 };
                 let ctx = self.member_ctx(rules, row.as_ref(), &member_facts, &state, now)?;
-                (Some((row, member_facts, state, *m)), Some(ctx))
+                (
+                    Some(PricedMember {
+                        row,
+                        facts: member_facts,
+                        state,
+                        id: *m,
+                    }),
+                    Some(ctx),
+                )
             }
         };
         let mut usage = Usage::default();
         for r in rules.iter().flat_map(|c| c.set.rules.iter()) {
             let l = &r.limits;
             if l.per_member.is_some()
-                && let Some((_, _, _, id)) = &member
+                && let Some(PricedMember { id, .. }) = &member
             {
                 usage
                     .member_uses
@@ -85,7 +113,7 @@ impl Core {
         }
         let mut coupons = Vec::new();
         for code in codes {
-            let Some((_, _, _, id)) = &member else {
+            let Some(PricedMember { id, .. }) = &member else {
                 return Err(coupon_invalid(code, "coupons need a member_id"));
             };
             let c = coupons::by_code(conn, code)?
@@ -258,11 +286,10 @@ impl Core {
         before: Tier,
         after: Tier,
         now: Millis,
-    ) -> Result<(Vec<CouponRow>, Vec<(NewFact<'static>, i64)>), EdgeError> {
-        let mut issued = Vec::new();
-        let mut gifts = Vec::new();
+    ) -> Result<UpgradeGifts, EdgeError> {
+        let mut out = UpgradeGifts::default();
         let Some(c) = rules else {
-            return Ok((issued, gifts));
+            return Ok(out);
         };
         for tier in [Tier::Silver, Tier::Gold, Tier::Diamond]
             .into_iter()
@@ -278,7 +305,7 @@ impl Core {
                 continue;
             }
             if let Some(t) = &perks.upgrade_coupon {
-                issued.push(self.issue_coupon(
+                out.coupons.push(self.issue_coupon(
                     ctx,
                     member,
                     t,
@@ -296,10 +323,10 @@ impl Core {
                     now,
                 );
                 let seq = facts::append(ctx, &f)?;
-                gifts.push((f, seq));
+                out.points.push((f, seq));
             }
         }
-        Ok((issued, gifts))
+        Ok(out)
     }
 
     /// A fact crediting `points` to `member` as a lot that expires like any earn.

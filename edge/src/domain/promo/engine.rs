@@ -181,7 +181,7 @@ fn yuan(f: i64) -> String {
 
 fn matches(line: &Line, skus: &[String], categories: &[String]) -> bool {
     (skus.is_empty() && categories.is_empty())
-        || skus.iter().any(|s| *s == line.sku)
+        || skus.contains(&line.sku)
         || line
             .category
             .as_ref()
