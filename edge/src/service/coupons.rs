@@ -4,7 +4,7 @@ use patron_protocol::pos::{BenefitUse, BenefitView, CouponView, IssueCoupon};
 use patron_protocol::{MemberId, TransactionId};
 use serde_json::json;
 
-use super::{Core, Edge, EdgeError, Idem, MemberState, Reply, Seal, invalid};
+use super::{Core, Edge, EdgeError, Idem, MemberState, Reply, Seal, invalid, require_member};
 use crate::domain::clock::Millis;
 use crate::domain::promo::ruleset::{Compiled, CouponTemplate};
 use crate::store::coupons;
@@ -100,9 +100,7 @@ impl Edge {
             .write(move |ctx| {
                 core.idempotent(ctx, idem.as_ref(), now, |ctx| {
                     let m = *member.as_bytes();
-                    if !members::exists(ctx.conn, &m)? {
-                        return Err(EdgeError::MemberNotFound);
-                    }
+                    require_member(ctx.conn, &m)?;
                     let c = core.issue_coupon(ctx, &m, &t, "manual", None, now)?;
                     Ok((201, core.coupon_view(&c), Seal::Store))
                 })
@@ -168,9 +166,7 @@ impl Edge {
             .write(move |ctx| {
                 core.idempotent(ctx, idem.as_ref(), now, |ctx| {
                     let m = *member.as_bytes();
-                    if !members::exists(ctx.conn, &m)? {
-                        return Err(EdgeError::MemberNotFound);
-                    }
+                    require_member(ctx.conn, &m)?;
                     let (_, state) = core.load_state(ctx.conn, &m, now)?;
                     let tier = state.tier(&core.cfg);
                     let def = rules

@@ -6,7 +6,7 @@ use patron_protocol::pos::{ExpiringPoints, Member, PointsView, RegisterMember, U
 use patron_protocol::{MemberId, Points};
 use serde_json::json;
 
-use super::{Core, Edge, EdgeError, Idem, MemberState, Reply, Seal, invalid};
+use super::{Core, Edge, EdgeError, Idem, MemberState, Reply, Seal, invalid, opt};
 use crate::domain::clock::{Millis, days};
 use crate::domain::promo::ruleset::Compiled;
 use crate::domain::tiers;
@@ -109,37 +109,19 @@ impl Edge {
                 "consents.terms must be true: the member must accept the terms".into(),
             ));
         }
-        let name = req
-            .name
-            .as_deref()
-            .map(validate::name)
-            .transpose()
-            .map_err(invalid)?;
+        let name = opt(req.name.as_deref(), validate::name)?;
         let birthday = req
             .birthday
             .as_deref()
             .map(|b| validate::birthday(b, today))
             .transpose()
             .map_err(invalid)?;
-        let channel = req
-            .channel
-            .as_deref()
-            .map(validate::channel)
-            .transpose()
-            .map_err(invalid)?;
-        let policy_version = req
-            .consents
-            .policy_version
-            .as_deref()
-            .map(validate::policy_version)
-            .transpose()
-            .map_err(invalid)?;
-        let referrer_code = req
-            .referrer_code
-            .as_deref()
-            .map(validate::referral_code)
-            .transpose()
-            .map_err(invalid)?;
+        let channel = opt(req.channel.as_deref(), validate::channel)?;
+        let policy_version = opt(
+            req.consents.policy_version.as_deref(),
+            validate::policy_version,
+        )?;
+        let referrer_code = opt(req.referrer_code.as_deref(), validate::referral_code)?;
 
         // Encrypt before queueing: the writer thread only writes.
         let id = MemberId::new_v7();
@@ -251,12 +233,7 @@ impl Edge {
         let rules = self.rules();
         let now = core.now();
         let today = core.cal.date(now);
-        let name = req
-            .name
-            .as_deref()
-            .map(validate::name)
-            .transpose()
-            .map_err(invalid)?;
+        let name = opt(req.name.as_deref(), validate::name)?;
         let birthday = req
             .birthday
             .as_deref()

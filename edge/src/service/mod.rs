@@ -120,6 +120,23 @@ fn invalid(m: String) -> EdgeError {
     EdgeError::Invalid(m)
 }
 
+/// Validates an optional field with `check`; absent stays absent.
+fn opt<T>(
+    v: Option<&str>,
+    check: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<Option<T>, EdgeError> {
+    v.map(check).transpose().map_err(invalid)
+}
+
+/// `member_not_found` unless the member exists here.
+fn require_member(conn: &rusqlite::Connection, m: &[u8; 16]) -> Result<(), EdgeError> {
+    if member_rows::exists(conn, m)? {
+        Ok(())
+    } else {
+        Err(EdgeError::MemberNotFound)
+    }
+}
+
 /// An idempotent request's identity: who sent it, under which key, with what body.
 #[derive(Debug, Clone)]
 pub struct Idem {
@@ -321,6 +338,9 @@ pub struct Edge {
     lanes: RwLock<HashMap<[u8; 32], Lane>>,
     /// The rule set in force (None: no promotions, only core earning and tiers).
     rules: RwLock<Option<Arc<Compiled>>>,
+    /// Serializes rule-set loads, so the set in memory is always the one the database
+    /// last recorded as in force.
+    rules_load: tokio::sync::Mutex<()>,
 }
 
 impl Edge {
@@ -360,6 +380,7 @@ impl Edge {
             store,
             lanes: RwLock::new(HashMap::new()),
             rules: RwLock::new(rules),
+            rules_load: tokio::sync::Mutex::new(()),
         })
     }
 

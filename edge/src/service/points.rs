@@ -7,7 +7,7 @@ use patron_protocol::{MemberId, Points, TransactionId};
 use serde_json::json;
 
 use super::checkout::as_member_fact;
-use super::{Edge, EdgeError, Idem, Reply, Seal, balance, invalid};
+use super::{Edge, EdgeError, Idem, Reply, Seal, balance, invalid, require_member};
 use crate::domain::validate;
 use crate::store::facts::{self, NewFact};
 use crate::store::members;
@@ -29,9 +29,7 @@ impl Edge {
             .write(move |ctx| {
                 core.idempotent(ctx, Some(&idem), now, |ctx| {
                     let idb = *member.as_bytes();
-                    if !members::exists(ctx.conn, &idb)? {
-                        return Err(EdgeError::MemberNotFound);
-                    }
+                    require_member(ctx.conn, &idb)?;
                     let (mut member_facts, state) = core.load_state(ctx.conn, &idb, now)?;
                     let available = state.points.balance();
                     if points > available {

@@ -408,6 +408,7 @@ impl Edge {
     /// a no-op (`Ok(false)`); the same version with other content is refused, because a
     /// published version never changes.
     pub async fn load_rules(&self, set: RuleSet) -> Result<(RuleSetInfo, bool), EdgeError> {
+        let _one_at_a_time = self.rules_load.lock().await;
         let compiled = Arc::new(set.compile().map_err(EdgeError::Invalid)?);
         let body =
             serde_json::to_string(&compiled.set).map_err(|e| StoreError::Corrupt(e.to_string()))?;

@@ -62,16 +62,18 @@ impl Edge {
                         },
                     )?;
                     // A full refund gives back the coupons the sale used and withdraws
-                    // the unused ones it granted; a partial refund keeps both.
+                    // the ones it granted — used ones too, so that refunding the sale
+                    // that used a granted coupon cannot bring it back. A partial refund
+                    // keeps both.
                     let (mut restored, mut withdrawn) = (Vec::new(), Vec::new());
                     if all_back {
-                        for c in coupons::used_by(ctx.conn, &receipt.txn)? {
+                        for c in coupons::used_by(ctx.conn, &receipt.txn)?.into_iter().filter(|c| !c.revoked) {
                             coupons::restore(ctx.conn, &c.coupon_id)?;
                             let body = json!({"code": c.code, "refund_id": refund_id}).to_string();
                             facts::append(ctx, &NewFact { kind: "coupon_restored", at: now, member: Some(c.member), txn: c.coupon_id, body, ..Default::default() })?;
                             restored.push(c.code);
                         }
-                        for c in coupons::granted_by(ctx.conn, &receipt.txn)?.into_iter().filter(|c| c.used_txn.is_none() && !c.revoked) {
+                        for c in coupons::granted_by(ctx.conn, &receipt.txn)?.into_iter().filter(|c| !c.revoked) {
                             coupons::revoke(ctx.conn, &c.coupon_id)?;
                             let body = json!({"code": c.code, "refund_id": refund_id}).to_string();
                             facts::append(ctx, &NewFact { kind: "coupon_withdrawn", at: now, member: Some(c.member), txn: c.coupon_id, body, ..Default::default() })?;

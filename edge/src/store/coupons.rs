@@ -138,11 +138,9 @@ pub fn restore(conn: &Connection, coupon: &[u8; 16]) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Withdraws an unused coupon.
+/// Withdraws a coupon: it can never be used, or restored to use, again.
 pub fn revoke(conn: &Connection, coupon: &[u8; 16]) -> Result<(), StoreError> {
-    conn.prepare_cached(
-        "UPDATE coupons SET revoked = 1 WHERE coupon_id = ?1 AND used_txn IS NULL",
-    )?
-    .execute(params![&coupon[..]])?;
+    conn.prepare_cached("UPDATE coupons SET revoked = 1 WHERE coupon_id = ?1")?
+        .execute(params![&coupon[..]])?;
     Ok(())
 }

@@ -230,6 +230,54 @@ async fn granted_coupons_are_single_use_and_come_back_on_a_full_refund() -> anyh
         .await?;
     assert_eq!((q.status, q.code()), (422, "coupon_invalid"));
 
+    // A granted coupon used by another sale: refunding the granting sale withdraws it,
+    // and refunding the sale that used it does not bring it back.
+    let c = edge
+        .post(
+            "/v1/checkout/commit",
+            &commit(Some(&m), "R-8", item("X", 40_000), &[]),
+            Some("g8"),
+        )
+        .await?;
+    assert_eq!(c.json["coupons_issued"].as_array().map(Vec::len), Some(1));
+    let member = edge.get(&format!("/v1/members/{m}")).await?;
+    let code2 = member.json["coupons"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["code"].as_str())
+        .find(|c| *c != code)
+        .unwrap_or_default()
+        .to_string();
+    let u = edge
+        .post(
+            "/v1/checkout/commit",
+            &commit(Some(&m), "R-9", item("Y", 15_000), &[&code2]),
+            Some("g9"),
+        )
+        .await?;
+    assert_eq!(u.status, 201, "{}", u.json);
+    let r = edge
+        .post("/v1/refunds", &json!({"receipt_id": "R-8"}), Some("rf8"))
+        .await?;
+    assert_eq!(r.json["coupons_withdrawn"], json!([code2]));
+    let r = edge
+        .post("/v1/refunds", &json!({"receipt_id": "R-9"}), Some("rf9"))
+        .await?;
+    assert_eq!(
+        r.json["coupons_restored"],
+        json!([]),
+        "a withdrawn coupon stays withdrawn"
+    );
+    let q = edge
+        .post(
+            "/v1/checkout/quote",
+            &commit(Some(&m), "R-10", item("Y", 15_000), &[&code2]),
+            None,
+        )
+        .await?;
+    assert_eq!((q.status, q.code()), (422, "coupon_invalid"));
+
     let other = edge.register("13800001004", None).await?;
     let c = edge
         .post(

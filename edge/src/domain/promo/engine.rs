@@ -347,7 +347,10 @@ fn rule_discount(
                 }
             }
             let value: i64 = taken_value.iter().sum();
-            let discount = value - sets * b.price;
+            let Some(discount) = sets.checked_mul(b.price).map(|set_price| value - set_price)
+            else {
+                return vec![0; lines.len()];
+            };
             if discount <= 0 {
                 return vec![0; lines.len()];
             }
@@ -420,16 +423,24 @@ pub fn price(input: &Input<'_>) -> Result<Priced, PricingError> {
             }
         }
         rules.sort_by(|(_, a), (_, b)| {
-            (stage(&a.kind), -a.priority, &a.id).cmp(&(stage(&b.kind), -b.priority, &b.id))
+            stage(&a.kind)
+                .cmp(&stage(&b.kind))
+                .then(b.priority.cmp(&a.priority))
+                .then(a.id.cmp(&b.id))
         });
     }
 
     // Stages 1–3: item discounts, bundles, order reductions.
     let mut groups: HashMap<&str, &str> = HashMap::new();
+    // Item discounts exclude each other per line: a line takes at most one item rule of
+    // a group (member price or sale price, never both), other lines stay open to it.
+    let mut line_groups: Vec<Vec<&str>> = vec![Vec::new(); lines.len()];
     let mut bundled = vec![0i64; lines.len()];
     let mut free_amount = amounts.clone();
     for (_, r) in rules.iter().filter(|(_, r)| stage(&r.kind) <= 3) {
-        if let Some(g) = r.group.as_deref()
+        let item = matches!(r.kind, RuleKind::ItemDiscount(_));
+        if !item
+            && let Some(g) = r.group.as_deref()
             && let Some(holder) = groups.get(g)
         {
             explain.push(format!(
@@ -439,10 +450,22 @@ pub fn price(input: &Input<'_>) -> Result<Priced, PricingError> {
             continue;
         }
         let (mut b2, mut f2) = (bundled.clone(), free_amount.clone());
-        let per_line = rule_discount(&r.kind, &lines, &amounts, &mut b2, &mut f2);
+        let mut per_line = rule_discount(&r.kind, &lines, &amounts, &mut b2, &mut f2);
+        if item && let Some(g) = r.group.as_deref() {
+            for (d, taken) in per_line.iter_mut().zip(&line_groups) {
+                if taken.contains(&g) {
+                    *d = 0;
+                }
+            }
+        }
         let total: i64 = per_line.iter().sum();
         if total <= 0 {
-            explain.push(format!("{} ({}): conditions not met", r.label, r.id));
+            let why = if item && r.group.is_some() {
+                "conditions not met, or its group already applied on every line it targets"
+            } else {
+                "conditions not met"
+            };
+            explain.push(format!("{} ({}): {why}", r.label, r.id));
             continue;
         }
         if !budget_allows(r, input.usage, total) {
@@ -465,7 +488,14 @@ pub fn price(input: &Input<'_>) -> Result<Priced, PricingError> {
             free_amount = f2;
         }
         if let Some(g) = r.group.as_deref() {
-            groups.insert(g, r.id.as_str());
+            groups.entry(g).or_insert(r.id.as_str());
+            if item {
+                for (d, taken) in per_line.iter().zip(line_groups.iter_mut()) {
+                    if *d > 0 {
+                        taken.push(g);
+                    }
+                }
+            }
         }
         explain.push(format!("{} ({}): -{}", r.label, r.id, yuan(total)));
         discounts.push(Discount {
@@ -494,6 +524,12 @@ pub fn price(input: &Input<'_>) -> Result<Priced, PricingError> {
                     yuan(c.min_spend),
                     yuan(due)
                 ),
+            });
+        }
+        if due == 0 {
+            return Err(PricingError::Coupon {
+                code: c.code.clone(),
+                reason: "nothing is left to discount".into(),
             });
         }
         let off = c.off.min(due);
@@ -565,30 +601,41 @@ pub fn price(input: &Input<'_>) -> Result<Priced, PricingError> {
             yuan(input.points.earn_per_fen),
             yuan(total)
         ));
-        // Each line takes the highest multiplier that targets it; money paid is shared
-        // over lines in proportion to their amounts after discounts.
-        let mut mult = vec![1i64; lines.len()];
-        let mut multipliers: Vec<&Rule> = Vec::new();
+        // Each line takes the highest multiplier that targets it (within a group only the
+        // first eligible multiplier competes); money paid is shared over lines in
+        // proportion to their amounts after discounts. Only rules that set some line's
+        // final multiplier count as applied (limits, groups).
+        let mut candidates: Vec<(&Rule, i64, &[String])> = Vec::new();
+        let mut competing: Vec<&str> = Vec::new();
         for (_, r) in rules.iter().filter(|(_, r)| stage(&r.kind) == 4) {
-            if let Some(g) = r.group.as_deref()
-                && groups.contains_key(g)
-            {
+            let RuleKind::PointsMultiplier(pm) = &r.kind else {
                 continue;
+            };
+            if let Some(g) = r.group.as_deref() {
+                if groups.contains_key(g) || competing.contains(&g) {
+                    continue;
+                }
+                competing.push(g);
             }
-            if let RuleKind::PointsMultiplier(pm) = &r.kind {
-                let mut hit = false;
-                for (m, l) in mult.iter_mut().zip(&lines) {
-                    if in_categories(l, &pm.categories) && pm.multiplier > *m {
-                        *m = pm.multiplier;
-                        hit = true;
-                    }
+            candidates.push((r, pm.multiplier, &pm.categories));
+        }
+        let mut mult = vec![1i64; lines.len()];
+        let mut setter: Vec<Option<usize>> = vec![None; lines.len()];
+        for (k, (_, m, cats)) in candidates.iter().enumerate() {
+            for ((lm, who), l) in mult.iter_mut().zip(setter.iter_mut()).zip(&lines) {
+                if in_categories(l, cats) && *m > *lm {
+                    *lm = *m;
+                    *who = Some(k);
                 }
-                if hit {
-                    if let Some(g) = r.group.as_deref() {
-                        groups.insert(g, r.id.as_str());
-                    }
-                    multipliers.push(r);
+            }
+        }
+        let mut multipliers: Vec<&Rule> = Vec::new();
+        for (k, (r, _, _)) in candidates.iter().enumerate() {
+            if setter.contains(&Some(k)) {
+                if let Some(g) = r.group.as_deref() {
+                    groups.insert(g, r.id.as_str());
                 }
+                multipliers.push(r);
             }
         }
         if !multipliers.is_empty() {
@@ -627,6 +674,15 @@ pub fn price(input: &Input<'_>) -> Result<Priced, PricingError> {
             explain.push(format!("{} ({}): members only", r.label, r.id));
             continue;
         }
+        if let Some(grp) = r.group.as_deref()
+            && let Some(holder) = groups.get(grp)
+        {
+            explain.push(format!(
+                "{} ({}): group {grp} already taken by {holder}",
+                r.label, r.id
+            ));
+            continue;
+        }
         let eligible: i64 = lines
             .iter()
             .zip(&amounts)
@@ -634,6 +690,9 @@ pub fn price(input: &Input<'_>) -> Result<Priced, PricingError> {
             .map(|(_, a)| a)
             .sum();
         if eligible >= g.threshold && eligible > 0 {
+            if let Some(grp) = r.group.as_deref() {
+                groups.insert(grp, r.id.as_str());
+            }
             explain.push(format!("{} ({}): issues {}", r.label, r.id, g.coupon.label));
             grants.push(Grant {
                 rule_id: r.id.clone(),
@@ -1030,7 +1089,7 @@ mod tests {
         assert!(
             p.explain
                 .iter()
-                .any(|e| e.contains("group item-price already taken"))
+                .any(|e| e.contains("silver-95") && e.contains("group already applied"))
         );
     }
 
@@ -1112,6 +1171,96 @@ mod tests {
             p.discounts.is_empty(),
             "2000 used + 1000 would pass the 2500 budget"
         );
+    }
+
+    #[test]
+    fn item_groups_exclude_per_line_not_per_basket() {
+        let rules = examples();
+        let m = member(Tier::Silver, 0);
+        let ls = [
+            line("S", Some("skincare"), 1, 10_000),
+            line("F", Some("food"), 1, 10_000),
+        ];
+        let p = run(&ls, Some(&m), 0, Some(&rules), &[]).unwrap_or_else(|e| panic!("{e}"));
+        // Skincare takes the flash sale, food still gets the silver price.
+        assert_eq!(
+            amounts(&p),
+            vec![
+                ("flash-skincare-80".into(), 2_000),
+                ("silver-95".into(), 500)
+            ]
+        );
+    }
+
+    #[test]
+    fn an_overridden_multiplier_is_not_counted_and_grants_respect_groups() {
+        let rules = RuleSet::parse(
+            br#"{"version":"m","rules":[
+              {"id":"m2","label":"x2","type":"points_multiplier","multiplier":2,"priority":10,"limits":{"per_member":1}},
+              {"id":"m3","label":"x3","type":"points_multiplier","multiplier":3,"categories":["skincare"]},
+              {"id":"off","label":"off","type":"order_reduction","threshold":20000,"off":3000,"group":"order"},
+              {"id":"gift","label":"gift","type":"coupon_grant","threshold":30000,"group":"order",
+               "coupon":{"label":"c","off":5000,"valid_days":30}}]}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let m = member(Tier::Normal, 0);
+        let p = run(
+            &[line("S", Some("skincare"), 1, 35_000)],
+            Some(&m),
+            0,
+            Some(&rules),
+            &[],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let applied: Vec<&str> = p.applied.iter().map(|a| a.rule_id.as_str()).collect();
+        assert_eq!(
+            applied,
+            vec!["off", "m3"],
+            "m2 set no line's final multiplier; the grant's group was taken"
+        );
+        assert!(p.grants.is_empty());
+        assert_eq!(p.points_to_earn, 320 * 3);
+    }
+
+    #[test]
+    fn extreme_configured_values_do_not_overflow() {
+        let rules = RuleSet::parse(
+            br#"{"version":"x","rules":[{"id":"b","label":"b","type":"bundle","skus":["A","B"],"price":90000000000,"priority":-2147483648}]}"#,
+        );
+        assert!(
+            rules.is_err(),
+            "a bundle price beyond the subtotal cap is refused"
+        );
+        let rules = RuleSet::parse(
+            br#"{"version":"x","rules":[{"id":"b","label":"b","type":"bundle","skus":["A","B"],"price":100,"priority":-2147483648},
+                                        {"id":"c","label":"c","type":"bundle","skus":["A","B"],"price":50,"priority":2147483647}]}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let m = member(Tier::Normal, 0);
+        let p = run(
+            &[line("A", None, 1, 1_000), line("B", None, 1, 1_000)],
+            Some(&m),
+            0,
+            Some(&rules),
+            &[],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.discounts[0].id, "c", "the highest priority goes first");
+        assert!(p.total >= 0);
+    }
+
+    #[test]
+    fn a_coupon_is_not_spent_on_nothing() {
+        let m = member(Tier::Normal, 0);
+        let c = CouponIn {
+            id: [7; 16],
+            code: "C1".into(),
+            label: "c".into(),
+            off: 500,
+            min_spend: 0,
+        };
+        let r = run(&[line("FREE", None, 1, 0)], Some(&m), 0, None, &[c]);
+        assert!(matches!(r, Err(PricingError::Coupon { .. })));
     }
 
     fn arb_lines() -> impl Strategy<Value = Vec<Line>> {

@@ -301,10 +301,17 @@ fn parse_time(s: &str) -> Option<Millis> {
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
+/// Largest amount of money any rule field may hold: the basket subtotal cap.
+const MAX_MONEY: i64 = crate::domain::validate::MAX_SUBTOTAL;
+
+fn money(v: i64) -> bool {
+    (0..=MAX_MONEY).contains(&v)
+}
+
 fn check_template(t: &CouponTemplate, at: &str) -> Result<(), String> {
     if t.off <= 0
         || t.off > 100_000_000
-        || t.min_spend < 0
+        || !money(t.min_spend)
         || t.valid_days == 0
         || t.valid_days > 3660
         || t.label.trim().is_empty()
@@ -343,8 +350,12 @@ impl RuleSet {
             if !TIER_CODES.contains(&tier.as_str()) {
                 return Err(format!("tiers: unknown tier {tier:?}"));
             }
-            if perks.upgrade_points < 0 || perks.free_shipping_over.is_some_and(|v| v < 0) {
-                return Err(format!("tiers.{tier}: amounts must be ≥ 0"));
+            if !(0..=1_000_000).contains(&perks.upgrade_points)
+                || perks.free_shipping_over.is_some_and(|v| !money(v))
+            {
+                return Err(format!(
+                    "tiers.{tier}: upgrade_points must be 0-1000000 and free_shipping_over 0-{MAX_MONEY}"
+                ));
             }
             if let Some(t) = &perks.upgrade_coupon {
                 check_template(t, &format!("tiers.{tier}.upgrade_coupon"))?;
@@ -389,6 +400,18 @@ impl RuleSet {
             }
             if r.limits.budget_fen.is_some_and(|b| b < 0) {
                 return Err(format!("{at}: limits.budget_fen must be ≥ 0"));
+            }
+            // Amounts stay within the subtotal cap, so no product or sum of them overflows.
+            let amounts_ok = match &r.kind {
+                RuleKind::Bundle(b) => money(b.price),
+                RuleKind::OrderReduction(o) => {
+                    money(o.threshold) && money(o.off) && o.cap.is_none_or(money)
+                }
+                RuleKind::CouponGrant(g) => money(g.threshold),
+                _ => true,
+            };
+            if !amounts_ok {
+                return Err(format!("{at}: money fields must be 0-{MAX_MONEY} fen"));
             }
             match &r.kind {
                 RuleKind::ItemDiscount(d) => {
