@@ -1,12 +1,20 @@
 //! Patron's replication core, pure and transport-free.
 //!
-//! Today it holds the [`VersionVector`]: a replica's knowledge of the ledger as
+//! - [`version_vector`]: a replica's knowledge, `origin → highest contiguous sequence`.
+//! - [`session`]: facts, batches with checksums, the receive/ack state machine.
+//! - [`hlc`]: hybrid logical clock for last-writer-wins profile fields.
+//!
+//! The version vector is a replica's knowledge of the ledger as
 //! `origin → highest contiguous sequence`. The edge assigns gap-free sequences per
 //! origin in the same SQLite transaction as each fact; a receiver accepts a batch only
 //! if it continues that origin without a gap, so a lost message is noticed instead of
 //! hidden behind a larger maximum. The sync session, hybrid logical clock and merge
 //! rules build on this (see `shared/DESIGN.md`).
 
+pub mod hlc;
+pub mod session;
 pub mod version_vector;
 
+pub use hlc::{Hlc, Observed, Stamp};
+pub use session::{Batch, Fact, Ledger, Push, PushAck, Replica, Role, Verdict};
 pub use version_vector::{Accept, VersionVector};

@@ -63,6 +63,14 @@ impl VersionVector {
         }
     }
 
+    /// Sets what is known of `origin`, even backwards (a sender's belief about a peer
+    /// that answered with a gap). A replica's own knowledge only ever uses [`advance`].
+    ///
+    /// [`advance`]: VersionVector::advance
+    pub fn set(&mut self, origin: &Origin, seq: u64) {
+        self.seen.insert(origin.clone(), seq);
+    }
+
     /// Iterates over `(origin, highest contiguous seq)`.
     pub fn iter(&self) -> impl Iterator<Item = (&Origin, u64)> {
         self.seen.iter().map(|(o, s)| (o, *s))
