@@ -3,6 +3,7 @@
 //! - [`version_vector`]: a replica's knowledge, `origin → highest contiguous sequence`.
 //! - [`session`]: facts, batches with checksums, the receive/ack state machine.
 //! - [`hlc`]: hybrid logical clock for last-writer-wins profile fields.
+//! - [`profile`]: member profiles as LWW registers and an add-wins tag set.
 //!
 //! The version vector is a replica's knowledge of the ledger as
 //! `origin → highest contiguous sequence`. The edge assigns gap-free sequences per
@@ -12,9 +13,11 @@
 //! rules build on this (see `shared/DESIGN.md`).
 
 pub mod hlc;
+pub mod profile;
 pub mod session;
 pub mod version_vector;
 
 pub use hlc::{Hlc, Observed, Stamp};
+pub use profile::{AddWinsSet, Lww, Profile};
 pub use session::{Batch, Fact, Ledger, Push, PushAck, Replica, Role, Verdict};
 pub use version_vector::{Accept, VersionVector};
