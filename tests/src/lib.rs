@@ -76,6 +76,8 @@ pub struct Resp {
     pub status: u16,
     /// Whether `Idempotent-Replayed: true` was set.
     pub replayed: bool,
+    /// Whether the server said `Connection: close`.
+    pub closes: bool,
     /// The JSON body (Null if none or not JSON).
     pub json: Value,
 }
@@ -232,11 +234,13 @@ impl TestEdge {
             .headers()
             .get("idempotent-replayed")
             .is_some_and(|v| v == "true");
+        let closes = r.headers().get("connection").is_some_and(|v| v == "close");
         let bytes = r.bytes().await?;
         let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         Ok(Resp {
             status,
             replayed,
+            closes,
             json,
         })
     }

@@ -18,6 +18,9 @@ pub struct ApiErr {
     status: Option<StatusCode>,
     message: String,
     details: Value,
+    /// The request body was not read: the connection cannot be reused, and the client
+    /// must be told so, or its next request on it fails with a broken pipe.
+    close: bool,
 }
 
 impl ApiErr {
@@ -28,12 +31,19 @@ impl ApiErr {
             status: None,
             message: message.into(),
             details: Value::Null,
+            close: false,
         }
     }
 
     /// `invalid_request`.
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::InvalidRequest, message)
+    }
+
+    /// Marks a response sent without reading the request body (`Connection: close`).
+    pub fn closing(mut self) -> Self {
+        self.close = true;
+        self
     }
 
     /// Overrides the code's default status (e.g. 405 for a wrong method).
@@ -95,6 +105,13 @@ impl IntoResponse for ApiErr {
                 details: self.details,
             },
         };
-        (status, Json(body)).into_response()
+        let mut resp = (status, Json(body)).into_response();
+        if self.close {
+            resp.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
+        resp
     }
 }

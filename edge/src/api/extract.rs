@@ -102,6 +102,7 @@ fn too_large() -> ApiErr {
         ErrorCode::PayloadTooLarge,
         format!("request bodies are limited to {MAX_BODY} bytes"),
     )
+    .closing()
 }
 
 impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {

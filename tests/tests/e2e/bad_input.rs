@@ -87,6 +87,12 @@ async fn bad_input_is_refused_with_its_code_and_writes_nothing() -> anyhow::Resu
     );
     let r = edge.raw("POST", "/v1/members", h, big.into_bytes()).await?;
     assert_eq!((r.status, r.code()), (413, "payload_too_large"));
+    // Refused unread: the client must not reuse the connection (it raced before: the
+    // next request on it failed with a broken pipe).
+    assert!(
+        r.closes,
+        "a 413 answered before reading the body says Connection: close"
+    );
 
     let r = edge.raw("POST", "/v1/nowhere", h, b"{}".to_vec()).await?;
     assert_eq!((r.status, r.code()), (404, "not_found"));
