@@ -15,19 +15,21 @@ pub struct RuleSetRow {
     pub loaded_at: i64,
 }
 
+fn rule_set_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RuleSetRow> {
+    Ok(RuleSetRow {
+        version: r.get(0)?,
+        body: r.get(1)?,
+        loaded_at: r.get(2)?,
+    })
+}
+
 /// The rule set in force: the one loaded last.
 pub fn current(conn: &Connection) -> Result<Option<RuleSetRow>, StoreError> {
     Ok(conn
         .query_row(
             "SELECT version, body, loaded_at FROM rule_sets ORDER BY seq DESC LIMIT 1",
             [],
-            |r| {
-                Ok(RuleSetRow {
-                    version: r.get(0)?,
-                    body: r.get(1)?,
-                    loaded_at: r.get(2)?,
-                })
-            },
+            rule_set_row,
         )
         .optional()?)
 }
@@ -38,13 +40,7 @@ pub fn get(conn: &Connection, version: &str) -> Result<Option<RuleSetRow>, Store
         .query_row(
             "SELECT version, body, loaded_at FROM rule_sets WHERE version = ?1",
             params![version],
-            |r| {
-                Ok(RuleSetRow {
-                    version: r.get(0)?,
-                    body: r.get(1)?,
-                    loaded_at: r.get(2)?,
-                })
-            },
+            rule_set_row,
         )
         .optional()?)
 }
