@@ -171,6 +171,8 @@ pub struct Core {
     pub origin_label: std::sync::Arc<str>,
     /// Where stored idempotent answers are found.
     idem: IdemIndex,
+    /// The last coupon-code clock handed out (see `coupon_code`).
+    code_clock: std::sync::atomic::AtomicU64,
     now: Box<dyn Fn() -> Millis + Send + Sync>,
 }
 
@@ -372,6 +374,7 @@ impl Edge {
             cal: StoreCalendar::new(offset),
             origin_label,
             idem,
+            code_clock: std::sync::atomic::AtomicU64::new(0),
             cfg,
             now,
         });

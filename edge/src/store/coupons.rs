@@ -86,13 +86,43 @@ pub fn by_code(conn: &Connection, code: &str) -> Result<Option<CouponRow>, Store
         .optional()?)
 }
 
+/// The coupons of member `?1`, found through their `coupon_issued` facts (whose txn is
+/// the coupon id) in the member-ledger index: an index of coupons by member, by using
+/// sale or by granting sale would cost every sale that grants a coupon a page each
+/// (migration 3).
+macro_rules! member_coupons_sql {
+    ($filter:literal) => {
+        concat!(
+            "SELECT coupon_id, code, member, label, off, min_spend, issued_at, expires_at, source, source_txn, active, used_txn, revoked
+               FROM coupons WHERE coupon_id IN (SELECT txn FROM facts WHERE ",
+            crate::store::facts::ledger_where!(),
+            " AND kind = 'coupon_issued')",
+            $filter
+        )
+    };
+}
+
+const FOR_MEMBER_SQL: &str = member_coupons_sql!(" ORDER BY issued_at DESC, coupon_id");
+const USED_BY_SQL: &str = member_coupons_sql!(" AND used_txn = ?2");
+const GRANTED_BY_SQL: &str = member_coupons_sql!(" AND source_txn = ?2");
+
+fn member_coupons(
+    conn: &Connection,
+    sql: &str,
+    member: &[u8; 16],
+    txn: Option<&[u8; 16]>,
+) -> Result<Vec<CouponRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = match txn {
+        Some(t) => stmt.query_map(params![&member[..], &t[..]], from_row)?,
+        None => stmt.query_map(params![&member[..]], from_row)?,
+    };
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
 /// A member's coupons, newest first.
 pub fn for_member(conn: &Connection, member: &[u8; 16]) -> Result<Vec<CouponRow>, StoreError> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM coupons WHERE member = ?1 ORDER BY issued_at DESC, coupon_id"
-    ))?;
-    let rows = stmt.query_map(params![&member[..]], from_row)?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    member_coupons(conn, FOR_MEMBER_SQL, member, None)
 }
 
 /// Marks a coupon used by `txn`; `false` if it was used already (the single-use guard).
@@ -113,22 +143,22 @@ pub fn activate(conn: &Connection, coupon: &[u8; 16]) -> Result<bool, StoreError
     Ok(n == 1)
 }
 
-/// Coupons a sale used (to restore on a full refund).
-pub fn used_by(conn: &Connection, txn: &[u8; 16]) -> Result<Vec<CouponRow>, StoreError> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM coupons WHERE used_txn = ?1"
-    ))?;
-    let rows = stmt.query_map(params![&txn[..]], from_row)?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+/// Coupons `member`'s sale `txn` used (to restore on a full refund).
+pub fn used_by(
+    conn: &Connection,
+    member: &[u8; 16],
+    txn: &[u8; 16],
+) -> Result<Vec<CouponRow>, StoreError> {
+    member_coupons(conn, USED_BY_SQL, member, Some(txn))
 }
 
-/// Coupons a sale granted (to revoke on a full refund if unused).
-pub fn granted_by(conn: &Connection, txn: &[u8; 16]) -> Result<Vec<CouponRow>, StoreError> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM coupons WHERE source_txn = ?1"
-    ))?;
-    let rows = stmt.query_map(params![&txn[..]], from_row)?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+/// Coupons `member`'s sale `txn` granted (to revoke on a full refund if unused).
+pub fn granted_by(
+    conn: &Connection,
+    member: &[u8; 16],
+    txn: &[u8; 16],
+) -> Result<Vec<CouponRow>, StoreError> {
+    member_coupons(conn, GRANTED_BY_SQL, member, Some(txn))
 }
 
 /// Makes a used coupon usable again.
@@ -143,4 +173,24 @@ pub fn revoke(conn: &Connection, coupon: &[u8; 16]) -> Result<(), StoreError> {
     conn.prepare_cached("UPDATE coupons SET revoked = 1 WHERE coupon_id = ?1")?
         .execute(params![&coupon[..]])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each lookup of a member's coupons must read that member's index range: a scan
+    /// of all coupons on every refund is what the old used_txn query did.
+    #[test]
+    fn member_coupon_lookups_use_the_ledger_index() {
+        for sql in [FOR_MEMBER_SQL, USED_BY_SQL, GRANTED_BY_SQL] {
+            let plan = crate::store::facts::tests::plan_of(sql);
+            assert!(
+                plan.iter()
+                    .any(|p| p.contains("USING INDEX facts_ledger_by_member")),
+                "{plan:?}"
+            );
+            assert!(!plan.iter().any(|p| p.starts_with("SCAN")), "{plan:?}");
+        }
+    }
 }

@@ -107,11 +107,24 @@ pub struct MemberFact {
     pub is_purchase: bool,
 }
 
-/// The member-ledger query. Its WHERE clause matches the partial index
-/// `facts_ledger_by_member` (migration 2), so it reads only that member's index range.
-const FOR_MEMBER_SQL: &str = "SELECT at, origin, seq, txn, earn, expires_at, spend, reverse, reverse_lot, qual_spend, qual_at, available_at, kind = 'purchase'
-         FROM facts
-         WHERE member = ?1 AND (earn <> 0 OR spend <> 0 OR reverse <> 0 OR qual_spend <> 0 OR kind = 'purchase')";
+/// The predicate of the partial index `facts_ledger_by_member` (migration 3). A query
+/// must repeat it verbatim for SQLite to use that index.
+macro_rules! ledger_where {
+    () => {
+        "member = ?1 AND (earn <> 0 OR spend <> 0 OR reverse <> 0 OR qual_spend <> 0 OR kind = 'purchase' OR kind = 'coupon_issued')"
+    };
+}
+pub(crate) use ledger_where;
+
+/// The member-ledger query: reads only that member's range of the partial index.
+/// Coupon issues share the index (so listing coupons costs no index of its own) but
+/// move no points, so they are left out here.
+const FOR_MEMBER_SQL: &str = concat!(
+    "SELECT at, origin, seq, txn, earn, expires_at, spend, reverse, reverse_lot, qual_spend, qual_at, available_at, kind = 'purchase'
+         FROM facts WHERE ",
+    ledger_where!(),
+    " AND kind <> 'coupon_issued'"
+);
 
 /// Every fact of `member` that moves points or qualifying spend, and every purchase.
 pub fn for_member(conn: &Connection, member: &[u8; 16]) -> rusqlite::Result<Vec<MemberFact>> {
@@ -157,24 +170,32 @@ pub fn origin_label(conn: &Connection, origin_id: i64) -> rusqlite::Result<Strin
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// Without the partial index every sale would scan the whole ledger.
-    #[test]
-    fn the_member_ledger_query_uses_its_partial_index() {
+    /// The plan SQLite chooses for `sql` (every parameter a 16-byte blob).
+    pub(crate) fn plan_of(sql: &str) -> Vec<String> {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let path = dir.path().join("f.sqlite");
         let mut conn = super::super::connect(&path, false).unwrap_or_else(|e| panic!("{e}"));
         super::super::migrate(&mut conn, &path).unwrap_or_else(|e| panic!("{e}"));
         let mut stmt = conn
-            .prepare(&format!("EXPLAIN QUERY PLAN {FOR_MEMBER_SQL}"))
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
             .unwrap_or_else(|e| panic!("{e}"));
-        let plan: Vec<String> = stmt
-            .query_map([&[0u8; 16][..]], |r| r.get::<_, String>(3))
+        let blob = [0u8; 16];
+        let args: Vec<&dyn rusqlite::ToSql> = (0..stmt.parameter_count())
+            .map(|_| &blob as &dyn rusqlite::ToSql)
+            .collect();
+        stmt.query_map(&args[..], |r| r.get::<_, String>(3))
             .unwrap_or_else(|e| panic!("{e}"))
             .filter_map(Result::ok)
-            .collect();
+            .collect()
+    }
+
+    /// Without the partial index every sale would scan the whole ledger.
+    #[test]
+    fn the_member_ledger_query_uses_its_partial_index() {
+        let plan = plan_of(FOR_MEMBER_SQL);
         assert!(
             plan.iter()
                 .any(|p| p.contains("USING INDEX facts_ledger_by_member")),
