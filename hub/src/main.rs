@@ -1,22 +1,186 @@
-//! `patron-hub`: the central node. Its sync server, storage and enrollment come with
-//! the sync issue; until then the binary only reports that, so that scripts and the
-//! workspace already know its name.
+//! `patron-hub`: parses the command line, sets up tracing, runs the chosen command.
 
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use patron_hub::api::{AppState, router};
+use patron_hub::service::{Hub, secret_hash};
+use patron_hub::store::sqlite::SqliteStore;
+use patron_hub::{serve, tls};
+use tokio::net::TcpListener;
+
+/// Hex SHA-256 of the HQ admin token, written by `init`.
+const ADMIN_HASH: &str = "admin.sha256";
+
+#[derive(Parser)]
+#[command(name = "patron-hub", version, about = "Patron central hub")]
+struct Cli {
+    /// Data directory (database, CA, keys).
+    #[arg(long, global = true, default_value = "hub-data")]
+    data_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Creates the hub's CA, server certificate, database and HQ admin token.
+    Init {
+        /// Names and addresses stores will reach the hub by (repeatable).
+        #[arg(long = "host", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
+        hosts: Vec<String>,
+    },
+    /// Manages stores.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+    /// Serves enrollment and sync.
+    Serve {
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:7443")]
+        listen: SocketAddr,
+        /// Plain HTTP instead of TLS: for development on one machine only.
+        #[arg(long)]
+        insecure_dev: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Registers a store and prints its one-time enrollment token.
+    Add {
+        /// Store id, e.g. S001.
+        store_id: String,
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// Rollout ring (pilot, wave1, …, all).
+        #[arg(long, default_value = "all")]
+        ring: String,
+    },
+    /// Lists every store with its last sync, lag and pending facts.
+    List {
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn hub(dir: &Path, need_ca: bool) -> anyhow::Result<Hub> {
+    let store = SqliteStore::open(dir).context("opening the hub database")?;
+    let (pem, fp) = match tls::ca(dir) {
+        Ok(ca) => ca,
+        Err(e) if need_ca => return Err(e),
+        // A development hub without a CA: stores enroll over plain HTTP only.
+        Err(_) => (String::new(), "insecure".to_string()),
+    };
+    Ok(Hub::new(Arc::new(store), pem, fp))
+}
+
+fn random_token() -> anyhow::Result<String> {
+    use base64::Engine;
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut b)
+        .map_err(|_| anyhow::anyhow!("no randomness available"))?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b))
+}
+
+fn admin_hash(dir: &Path) -> Option<[u8; 32]> {
+    let hex = std::fs::read_to_string(dir.join(ADMIN_HASH)).ok()?;
+    let hex = hex.trim();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let dir = cli.data_dir;
+    match cli.command {
+        Command::Init { hosts } => {
+            let fp = tls::init(&dir, &hosts)?;
+            SqliteStore::open(&dir).context("creating the hub database")?;
+            let token = random_token()?;
+            let hash: String = secret_hash(&token).iter().map(|b| format!("{b:02x}")).collect();
+            std::fs::write(dir.join(ADMIN_HASH), hash)?;
+            println!("hub initialised in {}", dir.display());
+            println!("CA fingerprint (SHA-256): {fp}");
+            println!("HQ admin token (shown once): {token}");
+        }
+        Command::Store {
+            command: StoreCommand::Add { store_id, name, ring },
+        } => {
+            let token = hub(&dir, false)?.add_store(&store_id, &name, &ring)?;
+            println!("store {store_id} added to ring {ring}");
+            println!("enrollment token (one use): {token}");
+        }
+        Command::Store {
+            command: StoreCommand::List { json },
+        } => {
+            let list = hub(&dir, false)?.stores()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                println!("{:<10} {:<20} {:<8} {:<8} {:>10} {:>8} {:>10}", "store", "name", "ring", "enrolled", "lag", "pending", "facts");
+                for s in list {
+                    let lag = s.lag_ms.map_or("never".to_string(), |l| format!("{:.1}s", l as f64 / 1000.0));
+                    println!("{:<10} {:<20} {:<8} {:<8} {:>10} {:>8} {:>10}", s.store_id, s.name, s.ring, s.enrolled, lag, s.pending, s.facts);
+                }
+            }
+        }
+        Command::Serve { listen, insecure_dev } => {
+            let tls_cfg = if insecure_dev {
+                tracing::warn!("serving plain HTTP (--insecure-dev): never do this beyond one machine");
+                None
+            } else {
+                Some(tls::server_config(&dir)?)
+            };
+            let state = AppState {
+                hub: Arc::new(hub(&dir, !insecure_dev)?),
+                admin_hash: admin_hash(&dir),
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(async move {
+                let listener = TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+                let addr = listener.local_addr()?;
+                let scheme = if tls_cfg.is_some() { "https" } else { "http" };
+                // Tests and scripts read this line for the address.
+                println!("patron-hub listening on {scheme}://{addr}");
+                let shutdown = async {
+                    let _ = tokio::signal::ctrl_c().await;
+                };
+                serve::serve(listener, router(state), tls_cfg, shutdown).await?;
+                Ok::<_, anyhow::Error>(())
+            })?;
+        }
+    }
+    Ok(())
+}
 
 fn main() -> ExitCode {
-    let version = env!("CARGO_PKG_VERSION");
-    match std::env::args().nth(1).as_deref() {
-        Some("--version") | Some("version") => {
-            println!("patron-hub {version}");
-            ExitCode::SUCCESS
-        }
-        _ => {
-            eprintln!(
-                "patron-hub {version}: the hub is not built yet (sync issue); \
-                 stores run on their own until it is."
-            );
-            ExitCode::from(2)
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("patron-hub: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

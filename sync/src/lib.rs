@@ -19,5 +19,5 @@ pub mod version_vector;
 
 pub use hlc::{Hlc, Observed, Stamp};
 pub use profile::{AddWinsSet, Lww, Profile};
-pub use session::{Batch, Fact, Ledger, Push, PushAck, Replica, Role, Verdict};
+pub use session::{Batch, Fact, Judgement, Ledger, Push, PushAck, Replica, Role, Verdict, judge};
 pub use version_vector::{Accept, VersionVector};

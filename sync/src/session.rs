@@ -32,8 +32,8 @@ pub struct Fact {
     pub origin: Origin,
     /// Its gap-free sequence within the origin, from 1.
     pub seq: u64,
-    /// The fact itself (opaque to sync).
-    pub body: Vec<u8>,
+    /// The fact itself (JSON text; opaque to sync).
+    pub body: String,
 }
 
 /// Consecutive facts of one origin.
@@ -113,7 +113,7 @@ pub fn checksum(facts: &[Fact]) -> u64 {
         eat(f.origin.incarnation.as_bytes());
         eat(&f.seq.to_le_bytes());
         eat(&(f.body.len() as u64).to_le_bytes());
-        eat(&f.body);
+        eat(f.body.as_bytes());
     }
     h
 }
@@ -125,6 +125,68 @@ pub fn batch(origin: Origin, facts: Vec<Fact>) -> Batch {
         origin,
         facts,
         checksum,
+    }
+}
+
+/// What a receiver should do with one batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Judgement {
+    /// Refuse it whole, applying nothing.
+    Refuse(&'static str),
+    /// Everything in it is held already: acknowledge, apply nothing.
+    AlreadyHeld,
+    /// It starts after a hole: ask for `expected` onwards.
+    Gap {
+        /// The next sequence the receiver needs.
+        expected: u64,
+    },
+    /// Apply `facts[skip..]`; the receiver then holds up to `high`.
+    Apply {
+        /// Leading facts already held (a redelivery overlap).
+        skip: usize,
+        /// Highest contiguous sequence held after applying.
+        high: u64,
+    },
+}
+
+/// Judges batch `b` received from node `from` by node `me`, which holds `origin` up to
+/// `high`. `hub`: the receiver is the hub, where a store may push only its own facts.
+/// Every receiver (the in-memory replica, the hub's database) decides with this one
+/// function, so the simulation tests exercise the rules the hub runs.
+pub fn judge(hub: bool, me: &str, from: &str, high: u64, b: &Batch) -> Judgement {
+    if b.facts.is_empty() || b.facts.len() > MAX_BATCH {
+        return Judgement::Refuse("a batch holds 1 to 1000 facts");
+    }
+    if hub && b.origin.node != from {
+        return Judgement::Refuse("a store may push only its own facts");
+    }
+    if b.origin.node == me {
+        return Judgement::Refuse("facts of this node's own origin come only from itself");
+    }
+    if b.checksum != checksum(&b.facts) {
+        return Judgement::Refuse("checksum mismatch: truncated or altered in transit");
+    }
+    let first = b.facts[0].seq;
+    let consecutive = b
+        .facts
+        .iter()
+        .enumerate()
+        .all(|(i, f)| f.origin == b.origin && f.seq == first.saturating_add(i as u64));
+    if first == 0 || !consecutive {
+        return Judgement::Refuse(
+            "facts must be of the batch's origin with consecutive sequences from 1",
+        );
+    }
+    let last = first + b.facts.len() as u64 - 1;
+    let mut vv = VersionVector::new();
+    vv.advance(&b.origin, high);
+    match vv.check(&b.origin, first, last) {
+        Accept::AlreadyHeld => Judgement::AlreadyHeld,
+        Accept::Gap { expected } => Judgement::Gap { expected },
+        Accept::Continue { skip } => Judgement::Apply {
+            skip: skip as usize,
+            high: last,
+        },
     }
 }
 
@@ -216,7 +278,7 @@ impl Replica {
     }
 
     /// Creates a local fact (stores only); returns its sequence.
-    pub fn create(&mut self, body: Vec<u8>) -> Option<u64> {
+    pub fn create(&mut self, body: String) -> Option<u64> {
         let Role::Store { origin } = &self.role else {
             return None;
         };
@@ -293,43 +355,22 @@ impl Replica {
     }
 
     fn receive_batch(&mut self, from: &str, b: &Batch) -> Verdict {
-        let refuse = |reason: &str| Verdict::Refused {
-            origin: b.origin.clone(),
-            reason: reason.to_string(),
-        };
-        if b.facts.is_empty() || b.facts.len() > MAX_BATCH {
-            return refuse("a batch holds 1 to 1000 facts");
-        }
-        if matches!(self.role, Role::Hub) && b.origin.node != from {
-            return refuse("a store may push only its own facts");
-        }
-        if b.origin.node == self.name {
-            return refuse("facts of this node's own origin come only from itself");
-        }
-        if b.checksum != checksum(&b.facts) {
-            return refuse("checksum mismatch: truncated or altered in transit");
-        }
-        let first = b.facts[0].seq;
-        let consecutive = b
-            .facts
-            .iter()
-            .enumerate()
-            .all(|(i, f)| f.origin == b.origin && f.seq == first + i as u64);
-        if first == 0 || !consecutive {
-            return refuse("facts must be of the batch's origin with consecutive sequences from 1");
-        }
-        let last = first + b.facts.len() as u64 - 1;
-        let known = self.ledger.known();
-        match known.check(&b.origin, first, last) {
-            Accept::AlreadyHeld => Verdict::AlreadyHeld {
+        let hub = matches!(self.role, Role::Hub);
+        let high = self.ledger.known().get(&b.origin);
+        match judge(hub, &self.name, from, high, b) {
+            Judgement::Refuse(reason) => Verdict::Refused {
                 origin: b.origin.clone(),
-                high: known.get(&b.origin),
+                reason: reason.to_string(),
             },
-            Accept::Gap { expected } if !self.broken_gap_check => Verdict::Gap {
+            Judgement::AlreadyHeld => Verdict::AlreadyHeld {
+                origin: b.origin.clone(),
+                high,
+            },
+            Judgement::Gap { expected } if !self.broken_gap_check => Verdict::Gap {
                 origin: b.origin.clone(),
                 expected,
             },
-            Accept::Gap { .. } => {
+            Judgement::Gap { .. } => {
                 // The mutation the tests must catch: take the batch anyway, leaving a hole.
                 self.ledger.extend(&b.origin, &b.facts);
                 Verdict::Applied {
@@ -337,11 +378,11 @@ impl Replica {
                     high: self.ledger.known().get(&b.origin),
                 }
             }
-            Accept::Continue { skip } => {
-                self.ledger.extend(&b.origin, &b.facts[skip as usize..]);
+            Judgement::Apply { skip, high } => {
+                self.ledger.extend(&b.origin, &b.facts[skip..]);
                 Verdict::Applied {
                     origin: b.origin.clone(),
-                    high: last,
+                    high,
                 }
             }
         }
@@ -398,7 +439,7 @@ mod tests {
             .map(|seq| Fact {
                 origin: o(n),
                 seq,
-                body: vec![seq as u8],
+                body: seq.to_string(),
             })
             .collect()
     }
@@ -480,7 +521,7 @@ mod tests {
     fn a_sender_rewinds_on_a_gap_and_resends_from_what_was_acknowledged() {
         let mut s = Replica::new("S001", Role::Store { origin: o("S001") });
         for i in 0..6 {
-            s.create(vec![i]);
+            s.create(i.to_string());
         }
         let first = s
             .push_for("hub", 3, false)

@@ -49,9 +49,9 @@ fn origin(i: usize) -> Origin {
     }
 }
 
-fn fingerprint(facts: &mut [(Origin, u64, Vec<u8>)]) -> (usize, u64, u64) {
+fn fingerprint(facts: &mut [(Origin, u64, String)]) -> (usize, u64, u64) {
     facts.sort();
-    let sum = facts.iter().map(|(_, _, b)| u64::from(b[0])).sum();
+    let sum = facts.iter().map(|(_, _, b)| b.parse::<u64>().unwrap_or(0)).sum();
     let hash = patron_sync::session::checksum(
         &facts
             .iter()
@@ -83,7 +83,7 @@ fn simulate(
         ));
     }
     nodes[0].broken_gap_check = broken_hub;
-    let mut created: Vec<(Origin, u64, Vec<u8>)> = Vec::new();
+    let mut created: Vec<(Origin, u64, String)> = Vec::new();
     let mut net: Vec<InFlight> = Vec::new();
     let mut cut = vec![false; stores + 1];
 
@@ -144,9 +144,9 @@ fn simulate(
             if rng.chance(300) {
                 let amount = (rng.next() % 200) as u8 + 1;
                 let seq = nodes[s]
-                    .create(vec![amount])
+                    .create(amount.to_string())
                     .ok_or("a store could not create")?;
-                created.push((origin(s), seq, vec![amount]));
+                created.push((origin(s), seq, amount.to_string()));
             }
             if rng.chance(10) {
                 nodes[s].restart();
@@ -215,7 +215,7 @@ fn simulate(
 
     let expected = fingerprint(&mut created.clone());
     for n in &nodes {
-        let mut held: Vec<(Origin, u64, Vec<u8>)> = n
+        let mut held: Vec<(Origin, u64, String)> = n
             .ledger
             .all()
             .map(|f| (f.origin.clone(), f.seq, f.body.clone()))

@@ -1,0 +1,154 @@
+//! HTTP: parse, authenticate, call the hub, map errors to the shared error codes.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use patron_protocol::error::{ApiError, ErrorBody, ErrorCode};
+use patron_protocol::hub::{EnrollRequest, PushRequest};
+use patron_sync::session::Push;
+use serde::de::DeserializeOwned;
+
+use crate::service::{Hub, HubError, secret_hash};
+
+/// Largest sync request: a few full batches of 1,000 facts.
+pub const MAX_BODY: usize = 16 * 1024 * 1024;
+
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The hub.
+    pub hub: Arc<Hub>,
+    /// SHA-256 of the HQ admin token (`None`: the admin endpoints are closed).
+    pub admin_hash: Option<[u8; 32]>,
+}
+
+/// The hub's routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/v1/enroll", post(enroll))
+        .route("/v1/sync/push", post(push))
+        .route("/v1/stores", get(stores))
+        .fallback(|| async { err(ErrorCode::NotFound, "no such endpoint") })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+fn err(code: ErrorCode, message: impl Into<String>) -> Response {
+    let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        axum::Json(ErrorBody {
+            error: ApiError {
+                code,
+                message: message.into(),
+                details: serde_json::Value::Null,
+            },
+        }),
+    )
+        .into_response()
+}
+
+impl IntoResponse for HubError {
+    fn into_response(self) -> Response {
+        let code = match &self {
+            HubError::Invalid(_) | HubError::Exists(_) => ErrorCode::InvalidRequest,
+            HubError::Unauthorized => ErrorCode::Unauthorized,
+            HubError::Forged { .. } | HubError::Enrollment(_) => ErrorCode::Forbidden,
+            HubError::Store(e) => {
+                tracing::error!(error = %e, "storage failed");
+                ErrorCode::Internal
+            }
+            HubError::Random => ErrorCode::Internal,
+        };
+        err(code, self.to_string())
+    }
+}
+
+fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
+    serde_json::from_slice(body).map_err(|e| err(ErrorCode::InvalidRequest, format!("malformed body: {e}")))
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+}
+
+/// Runs a blocking hub call off the async runtime.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, HubError> + Send + 'static,
+) -> Result<T, Response> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(IntoResponse::into_response),
+        Err(_) => Err(err(ErrorCode::Internal, "the request failed")),
+    }
+}
+
+async fn healthz(State(s): State<AppState>) -> Response {
+    let hub = s.hub.clone();
+    match blocking(move || hub.stores()).await {
+        Ok(stores) => axum::Json(serde_json::json!({
+            "status": "ok",
+            "stores": stores.len(),
+            "enrolled": stores.iter().filter(|s| s.enrolled).count(),
+        }))
+        .into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn enroll(State(s): State<AppState>, body: Bytes) -> Response {
+    let req: EnrollRequest = match parse(&body) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let hub = s.hub.clone();
+    match blocking(move || hub.enroll(&req.secret, &req.store_id)).await {
+        Ok(r) => (StatusCode::CREATED, axum::Json(r)).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn push(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(cred) = bearer(&headers).map(str::to_owned) else {
+        return HubError::Unauthorized.into_response();
+    };
+    let hub = s.hub.clone();
+    let store = match blocking(move || hub.authenticate(&cred)).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let req: PushRequest<Push> = match parse(&body) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let hub = s.hub.clone();
+    match blocking(move || hub.push(&store, &req)).await {
+        Ok(ack) => axum::Json(ack).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn stores(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    let authorized = match (s.admin_hash, bearer(&headers)) {
+        // Comparing hashes: timing reveals at most a prefix of a SHA-256, not the token.
+        (Some(h), Some(t)) => h == secret_hash(t),
+        _ => false,
+    };
+    if !authorized {
+        return err(ErrorCode::Unauthorized, "an HQ admin token is required");
+    }
+    let hub = s.hub.clone();
+    match blocking(move || hub.stores()).await {
+        Ok(list) => axum::Json(list).into_response(),
+        Err(r) => r,
+    }
+}

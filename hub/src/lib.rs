@@ -1,0 +1,13 @@
+//! Patron's hub: enrollment of stores, the sync server, and every store's facts.
+//!
+//! - [`store`]: storage behind the [`store::HubStore`] trait (SQLite now).
+//! - [`service`]: the rules (enrollment, authentication, judging pushes).
+//! - [`api`]: HTTP handlers and error mapping.
+//! - [`tls`]: the hub's CA, server certificate and rustls config.
+//! - [`serve`]: the listener, over TLS or (only with `--insecure-dev`) plain HTTP.
+
+pub mod api;
+pub mod serve;
+pub mod service;
+pub mod store;
+pub mod tls;

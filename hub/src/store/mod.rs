@@ -1,0 +1,110 @@
+//! The hub's storage, behind a trait so that a PostgreSQL backend can follow the SQLite
+//! one without touching the service or the HTTP layer.
+
+pub mod sqlite;
+
+use patron_protocol::Origin;
+use patron_protocol::hub::{SyncReport, StoreStatus};
+use patron_sync::session::{Batch, Judgement};
+
+/// Storage failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite said no.
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A store with this id exists.
+    #[error("store {0} exists already")]
+    StoreExists(String),
+    /// No such store.
+    #[error("no store {0}")]
+    NoSuchStore(String),
+    /// The enrollment token is unknown, used, or for another store.
+    #[error("enrollment refused: {0}")]
+    Enrollment(&'static str),
+    /// The database was written by a newer hub.
+    #[error("database schema {found} is newer than this hub's {supported}")]
+    TooNew {
+        /// Found.
+        found: i64,
+        /// Supported.
+        supported: i64,
+    },
+    /// I/O around the database file.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A store registered at the hub.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreRow {
+    /// Store id (`S001`).
+    pub store_id: String,
+    /// Display name.
+    pub name: String,
+    /// Rollout ring.
+    pub ring: String,
+}
+
+/// A store to register, with the hash of its one-time enrollment secret.
+#[derive(Debug, Clone)]
+pub struct NewStore<'a> {
+    /// Store id.
+    pub store_id: &'a str,
+    /// Display name.
+    pub name: &'a str,
+    /// Rollout ring.
+    pub ring: &'a str,
+    /// SHA-256 of the enrollment secret.
+    pub enroll_hash: [u8; 32],
+    /// When (unix ms).
+    pub now: i64,
+}
+
+/// One batch's outcome at ingest: the judgement and the origin's high after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ingested {
+    /// What was decided.
+    pub judgement: Judgement,
+    /// Highest contiguous sequence held for the batch's origin afterwards.
+    pub high: u64,
+}
+
+/// What the hub stores. Methods block; callers run them off the async runtime.
+pub trait HubStore: Send + Sync + 'static {
+    /// Registers a store (not yet enrolled).
+    fn add_store(&self, s: &NewStore<'_>) -> Result<(), StoreError>;
+
+    /// Redeems an enrollment secret for `store_id` once, recording the credential's hash.
+    fn enroll(
+        &self,
+        enroll_hash: &[u8; 32],
+        store_id: &str,
+        credential_hash: &[u8; 32],
+        now: i64,
+    ) -> Result<StoreRow, StoreError>;
+
+    /// The enrolled store holding this credential.
+    fn store_by_credential(&self, credential_hash: &[u8; 32]) -> Result<Option<StoreRow>, StoreError>;
+
+    /// In one transaction: for each batch, asks `decide` (given the origin's current
+    /// high) what to do, applies what it says, and records the store's sync report.
+    /// Nothing is applied unless the transaction commits.
+    fn ingest(
+        &self,
+        store_id: &str,
+        report: &SyncReport,
+        batches: &[Batch],
+        decide: &dyn Fn(u64, &Batch) -> Judgement,
+        now: i64,
+    ) -> Result<Vec<Ingested>, StoreError>;
+
+    /// Highest contiguous sequence held for `origin` (0 if none).
+    fn high(&self, origin: &Origin) -> Result<u64, StoreError>;
+
+    /// Every store with its sync figures, at `now`.
+    fn list_stores(&self, now: i64) -> Result<Vec<StoreStatus>, StoreError>;
+
+    /// Facts held, all origins.
+    fn fact_count(&self) -> Result<u64, StoreError>;
+}

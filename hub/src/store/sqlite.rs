@@ -1,0 +1,300 @@
+//! The SQLite backend: WAL with `synchronous=FULL`, foreign keys on, migrations under
+//! `PRAGMA user_version`, one connection that every write goes through.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use patron_protocol::Origin;
+use patron_protocol::hub::{StoreStatus, SyncReport};
+use patron_sync::session::{Batch, Judgement};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{HubStore, Ingested, NewStore, StoreError, StoreRow};
+
+/// Migration `i` takes the schema from version `i` to `i + 1`. Append only.
+const MIGRATIONS: &[&str] = &[r#"
+    -- Stores of the chain. A store is registered with a one-time enrollment secret
+    -- (kept as a hash) and exchanges it for a sync credential (also a hash).
+    CREATE TABLE stores (
+        store_id        TEXT PRIMARY KEY,
+        name            TEXT    NOT NULL,
+        ring            TEXT    NOT NULL,
+        enroll_hash     BLOB,              -- NULL once redeemed
+        credential_hash BLOB UNIQUE,
+        created_at      INTEGER NOT NULL,
+        enrolled_at     INTEGER,
+        last_sync_at    INTEGER,
+        report_origin   INTEGER REFERENCES origins(id),
+        report_last_seq INTEGER NOT NULL DEFAULT 0
+    ) STRICT;
+
+    -- Where facts come from; `high` is the highest contiguous sequence held.
+    CREATE TABLE origins (
+        id          INTEGER PRIMARY KEY,
+        node        TEXT    NOT NULL,
+        incarnation TEXT    NOT NULL,
+        high        INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (node, incarnation)
+    ) STRICT;
+
+    -- Every synced fact. The rowid is the ingest order: the cursor that pulls follow.
+    CREATE TABLE facts (
+        id          INTEGER PRIMARY KEY,
+        origin      INTEGER NOT NULL REFERENCES origins(id),
+        seq         INTEGER NOT NULL,
+        body        TEXT    NOT NULL,
+        received_at INTEGER NOT NULL,
+        UNIQUE (origin, seq)
+    ) STRICT;
+    "#];
+
+/// The hub database file name inside the data directory.
+pub const DB_FILE: &str = "hub.sqlite";
+
+/// The SQLite hub store.
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.path).finish()
+    }
+}
+
+fn connect(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let supported = MIGRATIONS.len() as i64;
+    if found > supported {
+        return Err(StoreError::TooNew { found, supported });
+    }
+    if found > 0 && found < supported {
+        // A copy to go back to if the new schema turns out wrong.
+        let backup = path.with_extension(format!("v{found}.bak"));
+        conn.execute("VACUUM INTO ?1", params![backup.to_string_lossy()])?;
+    }
+    for (i, m) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(m)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the hub database in `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir)?;
+        let path = data_dir.join(DB_FILE);
+        let mut conn = connect(&path)?;
+        migrate(&mut conn, &path)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+            path,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves no open transaction behind (rusqlite
+        // rolls back on drop), so the connection is still usable.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn origin_row(conn: &Connection, o: &Origin) -> Result<Option<(i64, u64)>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT id, high FROM origins WHERE node = ?1 AND incarnation = ?2")?
+        .query_row(params![o.node, o.incarnation.to_string()], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64))
+        })
+        .optional()?)
+}
+
+fn ensure_origin(conn: &Connection, o: &Origin) -> Result<(i64, u64), StoreError> {
+    if let Some(row) = origin_row(conn, o)? {
+        return Ok(row);
+    }
+    conn.prepare_cached("INSERT INTO origins (node, incarnation) VALUES (?1, ?2)")?
+        .execute(params![o.node, o.incarnation.to_string()])?;
+    Ok((conn.last_insert_rowid(), 0))
+}
+
+impl HubStore for SqliteStore {
+    fn add_store(&self, s: &NewStore<'_>) -> Result<(), StoreError> {
+        let conn = self.lock();
+        let n = conn.execute(
+            "INSERT INTO stores (store_id, name, ring, enroll_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (store_id) DO NOTHING",
+            params![s.store_id, s.name, s.ring, &s.enroll_hash[..], s.now],
+        )?;
+        if n == 0 {
+            return Err(StoreError::StoreExists(s.store_id.to_string()));
+        }
+        Ok(())
+    }
+
+    fn enroll(
+        &self,
+        enroll_hash: &[u8; 32],
+        store_id: &str,
+        credential_hash: &[u8; 32],
+        now: i64,
+    ) -> Result<StoreRow, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let row = tx
+            .query_row(
+                "SELECT store_id, name, ring FROM stores WHERE enroll_hash = ?1",
+                params![&enroll_hash[..]],
+                |r| {
+                    Ok(StoreRow {
+                        store_id: r.get(0)?,
+                        name: r.get(1)?,
+                        ring: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?
+            .ok_or(StoreError::Enrollment("unknown or already used token"))?;
+        if row.store_id != store_id {
+            return Err(StoreError::Enrollment("the token is for another store"));
+        }
+        tx.execute(
+            "UPDATE stores SET enroll_hash = NULL, credential_hash = ?2, enrolled_at = ?3 WHERE store_id = ?1",
+            params![store_id, &credential_hash[..], now],
+        )?;
+        tx.commit()?;
+        Ok(row)
+    }
+
+    fn store_by_credential(&self, credential_hash: &[u8; 32]) -> Result<Option<StoreRow>, StoreError> {
+        let conn = self.lock();
+        Ok(conn
+            .prepare_cached("SELECT store_id, name, ring FROM stores WHERE credential_hash = ?1")?
+            .query_row(params![&credential_hash[..]], |r| {
+                Ok(StoreRow {
+                    store_id: r.get(0)?,
+                    name: r.get(1)?,
+                    ring: r.get(2)?,
+                })
+            })
+            .optional()?)
+    }
+
+    fn ingest(
+        &self,
+        store_id: &str,
+        report: &SyncReport,
+        batches: &[Batch],
+        decide: &dyn Fn(u64, &Batch) -> Judgement,
+        now: i64,
+    ) -> Result<Vec<Ingested>, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let mut out = Vec::with_capacity(batches.len());
+        for b in batches {
+            let (origin_id, high) = match origin_row(&tx, &b.origin)? {
+                Some(r) => r,
+                None => (0, 0),
+            };
+            let judgement = decide(high, b);
+            let high = match judgement {
+                Judgement::Apply { skip, high: new_high } => {
+                    let origin_id = if origin_id == 0 {
+                        ensure_origin(&tx, &b.origin)?.0
+                    } else {
+                        origin_id
+                    };
+                    let mut insert = tx.prepare_cached(
+                        "INSERT INTO facts (origin, seq, body, received_at) VALUES (?1, ?2, ?3, ?4)",
+                    )?;
+                    for f in &b.facts[skip..] {
+                        insert.execute(params![origin_id, f.seq as i64, f.body, now])?;
+                    }
+                    tx.prepare_cached("UPDATE origins SET high = ?2 WHERE id = ?1")?
+                        .execute(params![origin_id, new_high as i64])?;
+                    new_high
+                }
+                _ => high,
+            };
+            out.push(Ingested { judgement, high });
+        }
+        let report_origin = match &report.origin {
+            Some(o) => Some(ensure_origin(&tx, o)?.0),
+            None => None,
+        };
+        tx.prepare_cached(
+            "UPDATE stores SET last_sync_at = ?2, report_origin = coalesce(?3, report_origin),
+                    report_last_seq = ?4 WHERE store_id = ?1",
+        )?
+        .execute(params![store_id, now, report_origin, report.last_seq as i64])?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn high(&self, origin: &Origin) -> Result<u64, StoreError> {
+        let conn = self.lock();
+        Ok(origin_row(&conn, origin)?.map_or(0, |(_, h)| h))
+    }
+
+    fn list_stores(&self, now: i64) -> Result<Vec<StoreStatus>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT s.store_id, s.name, s.ring, s.credential_hash IS NOT NULL, s.last_sync_at,
+                    max(s.report_last_seq - coalesce(o.high, 0), 0),
+                    (SELECT count(*) FROM facts f JOIN origins x ON x.id = f.origin WHERE x.node = s.store_id)
+               FROM stores s LEFT JOIN origins o ON o.id = s.report_origin
+              ORDER BY s.store_id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let last: Option<i64> = r.get(4)?;
+            Ok(StoreStatus {
+                store_id: r.get(0)?,
+                name: r.get(1)?,
+                ring: r.get(2)?,
+                enrolled: r.get(3)?,
+                last_sync_at: last,
+                lag_ms: last.map(|l| (now - l).max(0)),
+                pending: r.get::<_, i64>(5)? as u64,
+                facts: r.get::<_, i64>(6)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    fn fact_count(&self) -> Result<u64, StoreError> {
+        let conn = self.lock();
+        Ok(conn.query_row("SELECT count(*) FROM facts", [], |r| r.get::<_, i64>(0))? as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_newer_database_is_refused_and_migrating_twice_is_a_no_op() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        drop(SqliteStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}")));
+        drop(SqliteStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}")));
+        let conn = Connection::open(dir.path().join(DB_FILE)).unwrap_or_else(|e| panic!("{e}"));
+        conn.pragma_update(None, "user_version", 99)
+            .unwrap_or_else(|e| panic!("{e}"));
+        drop(conn);
+        assert!(matches!(
+            SqliteStore::open(dir.path()),
+            Err(StoreError::TooNew { found: 99, .. })
+        ));
+    }
+}

@@ -1,0 +1,141 @@
+//! Messages between an edge and the hub: enrollment, sync status, and the ledger entry
+//! as it travels inside a sync fact.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::Origin;
+
+/// `POST /v1/enroll`: a store exchanges its one-time token for a credential.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollRequest {
+    /// The secret part of the enrollment token.
+    pub secret: String,
+    /// The store id the edge is configured with (must match the token's).
+    pub store_id: String,
+}
+
+/// The hub's answer to an enrollment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollResponse {
+    /// The enrolled store.
+    pub store_id: String,
+    /// The store's sync credential (shown once; the hub keeps only its hash).
+    pub credential: String,
+    /// The rollout ring the store is in.
+    pub ring: String,
+    /// The hub CA certificate (PEM) the edge pins.
+    pub ca_pem: String,
+}
+
+/// What a store tells the hub alongside a push (for the store list and the watchdog).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncReport {
+    /// The store's own origin now (node + incarnation).
+    pub origin: Option<Origin>,
+    /// The highest sequence the store has written in that origin.
+    pub last_seq: u64,
+}
+
+/// `POST /v1/sync/push` body: the report and the push itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushRequest<P> {
+    /// The store's state.
+    pub report: SyncReport,
+    /// The facts.
+    pub push: P,
+}
+
+/// One store as the hub lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreStatus {
+    /// Store id.
+    pub store_id: String,
+    /// Display name.
+    pub name: String,
+    /// Rollout ring.
+    pub ring: String,
+    /// Whether it has enrolled.
+    pub enrolled: bool,
+    /// Last successful sync (unix ms), if any.
+    pub last_sync_at: Option<i64>,
+    /// Milliseconds since the last sync (at the time of listing).
+    pub lag_ms: Option<i64>,
+    /// Facts the store reported written but the hub does not hold yet.
+    pub pending: u64,
+    /// Facts held from this store, all incarnations.
+    pub facts: u64,
+}
+
+/// A ledger entry as it travels in a sync fact (the fact body is this, as JSON).
+/// Mirrors the edge's `facts` row; `body` holds the details (personal data only as
+/// ciphertext).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    /// `purchase`, `refund`, `redemption`, `member_registered`, …
+    pub kind: String,
+    /// When it happened (unix ms).
+    pub at: i64,
+    /// The member (UUID), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
+    /// The transaction id (UUID).
+    pub txn: String,
+    /// Points credited as a lot.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub earn: i64,
+    /// The lot's last usable instant.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub expires_at: i64,
+    /// When the lot becomes redeemable.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub available_at: i64,
+    /// Points consumed FIFO.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub spend: i64,
+    /// Points reversed from `reverse_lot`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reverse: i64,
+    /// The lot a reversal targets (UUID).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverse_lot: Option<String>,
+    /// Qualifying-spend delta (fen).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub qual_spend: i64,
+    /// When that spend counts.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub qual_at: i64,
+    /// Details (JSON text).
+    pub body: String,
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_fields_are_left_out_and_read_back_as_zero() {
+        let e = LedgerEntry {
+            kind: "purchase".into(),
+            at: 5,
+            member: None,
+            txn: "t".into(),
+            earn: 0,
+            expires_at: 0,
+            available_at: 0,
+            spend: 3,
+            reverse: 0,
+            reverse_lot: None,
+            qual_spend: 0,
+            qual_at: 0,
+            body: "{}".into(),
+        };
+        let json = serde_json::to_string(&e).unwrap_or_default();
+        assert!(!json.contains("earn") && json.contains("\"spend\":3"), "{json}");
+        let back: LedgerEntry = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, e);
+    }
+}
