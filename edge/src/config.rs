@@ -35,6 +35,42 @@ pub struct Config {
     /// A rule set (JSON) loaded at start; until the hub distributes rule sets, this and
     /// `PUT /v1/admin/rule-set` are how promotions reach a store.
     pub rules_file: Option<PathBuf>,
+    /// Sync with the hub (once enrolled: `patron-edge enroll`).
+    pub sync: SyncConfig,
+}
+
+/// How the edge syncs with the hub.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyncConfig {
+    /// Wait this long after a commit before pushing, to gather the commits around it.
+    pub push_delay_ms: u64,
+    /// With nothing to push, report to the hub this often (its view of our lag).
+    pub heartbeat_ms: u64,
+    /// First retry delay after a failure; doubles up to `retry_max_ms` (with jitter).
+    pub retry_min_ms: u64,
+    /// Longest retry delay.
+    pub retry_max_ms: u64,
+    /// One request to the hub may take this long.
+    pub timeout_ms: u64,
+    /// Alert when a fact stays unacknowledged this long while the hub is reachable.
+    pub watchdog_secs: u64,
+    /// Facts per push (at most 1000, the protocol's batch limit).
+    pub batch: usize,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self {
+            push_delay_ms: 20,
+            heartbeat_ms: 10_000,
+            retry_min_ms: 500,
+            retry_max_ms: 30_000,
+            timeout_ms: 10_000,
+            watchdog_secs: 300,
+            batch: 1000,
+        }
+    }
 }
 
 /// Points rules. Every division rounds down (see `docs/points.md`).
@@ -107,6 +143,7 @@ impl Default for Config {
             events: EventsConfig::default(),
             storage: StorageConfig::default(),
             rules_file: None,
+            sync: SyncConfig::default(),
         }
     }
 }
@@ -213,6 +250,19 @@ impl Config {
         let e = &self.events;
         if e.check_in < 0 || e.share < 0 || e.profile_completed < 0 {
             return bad("events: points must be >= 0");
+        }
+        let y = &self.sync;
+        if y.batch == 0 || y.batch > patron_sync::session::MAX_BATCH {
+            return bad("sync.batch must be 1-1000");
+        }
+        if y.retry_min_ms == 0
+            || y.retry_min_ms > y.retry_max_ms
+            || y.timeout_ms == 0
+            || y.heartbeat_ms == 0
+        {
+            return bad(
+                "sync: need 0 < retry_min_ms <= retry_max_ms, timeout_ms > 0, heartbeat_ms > 0",
+            );
         }
         if self.storage.max_batch == 0 || self.storage.read_connections == 0 {
             return bad("storage: max_batch and read_connections must be >= 1");

@@ -9,6 +9,7 @@
 //! - [`store`]: SQLite — migrations, the group-commit writer, readers, tables.
 //! - [`service`]: each POS operation's rules, run in one durable transaction.
 //! - [`api`]: the POS API v1 over axum; handlers only parse and map errors.
+//! - [`hub`]: enrollment and the background sync with the hub.
 //! - [`demo`]: demo data for the README's start command.
 
 pub mod api;
@@ -16,6 +17,7 @@ pub mod config;
 pub mod crypto;
 pub mod demo;
 pub mod domain;
+pub mod hub;
 pub mod service;
 pub mod store;
 pub mod telemetry;

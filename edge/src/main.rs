@@ -49,6 +49,19 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:7400")]
         listen: SocketAddr,
     },
+    /// Enrolls this store with a hub: exchanges the one-time token from
+    /// `patron-hub store add` for a sync credential and pins the hub's CA.
+    Enroll {
+        /// The hub's base URL, e.g. https://hub.example.com:7443.
+        #[arg(long)]
+        hub: String,
+        /// The enrollment token.
+        #[arg(long)]
+        token: String,
+        /// Allow a plain http:// hub (development on one machine only).
+        #[arg(long)]
+        insecure_dev: bool,
+    },
     /// Prints the commented example configuration.
     ExampleConfig,
     /// Registers N synthetic members (for benchmarks), then exits.
@@ -129,6 +142,25 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             cfg.listen = *listen;
             runtime()?.block_on(serve(cfg, Some(())))
         }
+        Command::Enroll {
+            hub,
+            token,
+            insecure_dev,
+        } => {
+            let cfg = load_config(&cli, false)?;
+            let link = runtime()?.block_on(patron_edge::hub::enroll::enroll(
+                &cfg.data_dir,
+                &cfg.store_id,
+                hub,
+                token,
+                *insecure_dev,
+            ))?;
+            println!(
+                "store {} enrolled with {} (ring {}); `patron-edge serve` now syncs",
+                link.store_id, link.url, link.ring
+            );
+            Ok(())
+        }
         Command::SeedMembers { count } => {
             let cfg = load_config(&cli, false)?;
             runtime()?.block_on(seed_members(cfg, *count))
@@ -183,6 +215,12 @@ async fn serve(cfg: Config, demo_mode: Option<()>) -> anyhow::Result<()> {
             .context("demo lane")?;
         let ids = demo::seed(&edge, lane).await?;
         print_demo(addr, token, &ids);
+    }
+    match patron_edge::hub::link::HubLink::load(&edge.core.cfg.data_dir)? {
+        Some(link) => {
+            patron_edge::hub::worker::spawn(edge.clone(), link)?;
+        }
+        None => tracing::info!("not enrolled with a hub: running on our own"),
     }
     // Tests and scripts read this line to learn the bound port.
     println!("patron-edge listening on http://{addr}");

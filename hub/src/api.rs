@@ -40,7 +40,8 @@ pub fn router(state: AppState) -> Router {
 }
 
 fn err(code: ErrorCode, message: impl Into<String>) -> Response {
-    let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status =
+        StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (
         status,
         axum::Json(ErrorBody {
@@ -71,7 +72,8 @@ impl IntoResponse for HubError {
 }
 
 fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
-    serde_json::from_slice(body).map_err(|e| err(ErrorCode::InvalidRequest, format!("malformed body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| err(ErrorCode::InvalidRequest, format!("malformed body: {e}")))
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {

@@ -112,14 +112,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let fp = tls::init(&dir, &hosts)?;
             SqliteStore::open(&dir).context("creating the hub database")?;
             let token = random_token()?;
-            let hash: String = secret_hash(&token).iter().map(|b| format!("{b:02x}")).collect();
+            let hash: String = secret_hash(&token)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
             std::fs::write(dir.join(ADMIN_HASH), hash)?;
             println!("hub initialised in {}", dir.display());
             println!("CA fingerprint (SHA-256): {fp}");
             println!("HQ admin token (shown once): {token}");
         }
         Command::Store {
-            command: StoreCommand::Add { store_id, name, ring },
+            command:
+                StoreCommand::Add {
+                    store_id,
+                    name,
+                    ring,
+                },
         } => {
             let token = hub(&dir, false)?.add_store(&store_id, &name, &ring)?;
             println!("store {store_id} added to ring {ring}");
@@ -132,16 +140,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
-                println!("{:<10} {:<20} {:<8} {:<8} {:>10} {:>8} {:>10}", "store", "name", "ring", "enrolled", "lag", "pending", "facts");
+                println!(
+                    "{:<10} {:<20} {:<8} {:<8} {:>10} {:>8} {:>10}",
+                    "store", "name", "ring", "enrolled", "lag", "pending", "facts"
+                );
                 for s in list {
-                    let lag = s.lag_ms.map_or("never".to_string(), |l| format!("{:.1}s", l as f64 / 1000.0));
-                    println!("{:<10} {:<20} {:<8} {:<8} {:>10} {:>8} {:>10}", s.store_id, s.name, s.ring, s.enrolled, lag, s.pending, s.facts);
+                    let lag = s.lag_ms.map_or("never".to_string(), |l| {
+                        format!("{:.1}s", l as f64 / 1000.0)
+                    });
+                    println!(
+                        "{:<10} {:<20} {:<8} {:<8} {:>10} {:>8} {:>10}",
+                        s.store_id, s.name, s.ring, s.enrolled, lag, s.pending, s.facts
+                    );
                 }
             }
         }
-        Command::Serve { listen, insecure_dev } => {
+        Command::Serve {
+            listen,
+            insecure_dev,
+        } => {
             let tls_cfg = if insecure_dev {
-                tracing::warn!("serving plain HTTP (--insecure-dev): never do this beyond one machine");
+                tracing::warn!(
+                    "serving plain HTTP (--insecure-dev): never do this beyond one machine"
+                );
                 None
             } else {
                 Some(tls::server_config(&dir)?)
@@ -150,9 +171,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 hub: Arc::new(hub(&dir, !insecure_dev)?),
                 admin_hash: admin_hash(&dir),
             };
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             rt.block_on(async move {
-                let listener = TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+                let listener = TcpListener::bind(listen)
+                    .await
+                    .with_context(|| format!("binding {listen}"))?;
                 let addr = listener.local_addr()?;
                 let scheme = if tls_cfg.is_some() { "https" } else { "http" };
                 // Tests and scripts read this line for the address.

@@ -78,10 +78,10 @@ pub fn secret_hash(secret: &str) -> [u8; 32] {
     out
 }
 
-/// Store ids: 1–32 of `A-Z a-z 0-9 - _` (they name origins and files).
+/// Store ids: 1–16 of `A-Z a-z 0-9 - _`, as the edge accepts them.
 pub fn valid_store_id(id: &str) -> bool {
     !id.is_empty()
-        && id.len() <= 32
+        && id.len() <= 16
         && id != HUB_NODE
         && id
             .bytes()
@@ -118,7 +118,7 @@ impl Hub {
     pub fn add_store(&self, store_id: &str, name: &str, ring: &str) -> Result<String, HubError> {
         if !valid_store_id(store_id) {
             return Err(HubError::Invalid(
-                "store id: 1–32 of A-Z a-z 0-9 - _ (and not `hub`)".into(),
+                "store id: 1–16 of A-Z a-z 0-9 - _ (and not `hub`)".into(),
             ));
         }
         if name.trim().is_empty() || ring.trim().is_empty() {

@@ -74,8 +74,16 @@ pub fn init(dir: &Path, hosts: &[String]) -> Result<String> {
     let issuer = Issuer::new(ca, ca_key);
     let server_cert = server.signed_by(&server_key, &issuer)?;
 
-    write_file(&dir.join(CA_KEY), issuer.key().serialize_pem().as_bytes(), true)?;
-    write_file(&dir.join(SERVER_KEY), server_key.serialize_pem().as_bytes(), true)?;
+    write_file(
+        &dir.join(CA_KEY),
+        issuer.key().serialize_pem().as_bytes(),
+        true,
+    )?;
+    write_file(
+        &dir.join(SERVER_KEY),
+        server_key.serialize_pem().as_bytes(),
+        true,
+    )?;
     write_file(
         &dir.join(SERVER_CERT),
         format!("{}{}", server_cert.pem(), ca_pem).as_bytes(),
@@ -93,9 +101,14 @@ pub fn fingerprint(der: &[u8]) -> String {
 
 /// The CA certificate's PEM and fingerprint.
 pub fn ca(dir: &Path) -> Result<(String, String)> {
-    let pem = std::fs::read_to_string(dir.join(CA_CERT))
-        .with_context(|| format!("reading {} (run `patron-hub init`)", dir.join(CA_CERT).display()))?;
-    let der = CertificateDer::from_pem_slice(pem.as_bytes()).context("parsing the CA certificate")?;
+    let pem = std::fs::read_to_string(dir.join(CA_CERT)).with_context(|| {
+        format!(
+            "reading {} (run `patron-hub init`)",
+            dir.join(CA_CERT).display()
+        )
+    })?;
+    let der =
+        CertificateDer::from_pem_slice(pem.as_bytes()).context("parsing the CA certificate")?;
     let fp = fingerprint(&der);
     Ok((pem, fp))
 }

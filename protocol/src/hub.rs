@@ -134,7 +134,10 @@ mod tests {
             body: "{}".into(),
         };
         let json = serde_json::to_string(&e).unwrap_or_default();
-        assert!(!json.contains("earn") && json.contains("\"spend\":3"), "{json}");
+        assert!(
+            !json.contains("earn") && json.contains("\"spend\":3"),
+            "{json}"
+        );
         let back: LedgerEntry = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(back, e);
     }

@@ -33,6 +33,19 @@ pub struct HubHealth {
     pub last_sync_at: Option<String>,
     /// Facts committed here that the hub has not acknowledged yet.
     pub pending_facts: u64,
+    /// Whether this store is enrolled with a hub (no hub: it runs on its own).
+    #[serde(default)]
+    pub enrolled: bool,
+    /// Age in seconds of the oldest fact the hub has not acknowledged, if any.
+    #[serde(default)]
+    pub oldest_pending_secs: Option<u64>,
+    /// The watchdog's alert: a fact unacknowledged too long while the hub is reachable,
+    /// or a refusal the edge cannot resolve by itself.
+    #[serde(default)]
+    pub alert: Option<String>,
+    /// The last error talking to the hub, if the last attempt failed.
+    #[serde(default)]
+    pub last_error: Option<String>,
 }
 
 /// Consents given at registration (PIPL): terms are required, marketing optional.

@@ -51,7 +51,10 @@ fn origin(i: usize) -> Origin {
 
 fn fingerprint(facts: &mut [(Origin, u64, String)]) -> (usize, u64, u64) {
     facts.sort();
-    let sum = facts.iter().map(|(_, _, b)| b.parse::<u64>().unwrap_or(0)).sum();
+    let sum = facts
+        .iter()
+        .map(|(_, _, b)| b.parse::<u64>().unwrap_or(0))
+        .sum();
     let hash = patron_sync::session::checksum(
         &facts
             .iter()

@@ -12,6 +12,7 @@ mod members;
 mod points;
 mod promotions;
 mod refunds;
+pub mod sync;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -343,6 +344,8 @@ pub struct Edge {
     /// Serializes rule-set loads, so the set in memory is always the one the database
     /// last recorded as in force.
     rules_load: tokio::sync::Mutex<()>,
+    /// Sync with the hub, as `/healthz` reports it.
+    pub sync_status: crate::hub::worker::StatusCell,
 }
 
 impl Edge {
@@ -384,27 +387,44 @@ impl Edge {
             lanes: RwLock::new(HashMap::new()),
             rules: RwLock::new(rules),
             rules_load: tokio::sync::Mutex::new(()),
+            sync_status: Default::default(),
         })
     }
 
     /// `GET /healthz`.
     pub async fn health(&self) -> Result<Health, EdgeError> {
-        let origin = self.store.origin.id;
-        let last = self
-            .store
-            .readers
-            .read(move |c| Ok::<_, EdgeError>(facts::last_seq(c, origin)?))
-            .await?;
+        let last = self.last_own_seq().await?;
+        let st = self
+            .sync_status
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default();
+        // Before the worker has heard from the hub, the durable position counts.
+        let acked = if st.enrolled && st.acked == 0 {
+            self.hub_acked().await?
+        } else {
+            st.acked
+        };
+        let pending = (last - acked).max(0) as u64;
+        let oldest_pending_secs = if pending > 0 {
+            self.own_fact_at(acked + 1)
+                .await?
+                .map(|at| ((self.core.now() - at).max(0) / 1000) as u64)
+        } else {
+            None
+        };
         Ok(Health {
             status: "ok".into(),
             store_id: self.core.cfg.store_id.clone(),
             version: env!("CARGO_PKG_VERSION").into(),
-            // No hub exists yet: every fact written here is pending, and the hub is
-            // reported unreachable rather than pretended.
             hub: HubHealth {
-                reachable: false,
-                last_sync_at: None,
-                pending_facts: last.max(0) as u64,
+                reachable: st.reachable,
+                last_sync_at: st.last_sync_at.map(|t| self.core.cal.rfc3339(t)),
+                pending_facts: pending,
+                enrolled: st.enrolled,
+                oldest_pending_secs,
+                alert: st.alert,
+                last_error: st.last_error,
             },
         })
     }

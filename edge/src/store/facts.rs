@@ -67,6 +67,80 @@ pub fn append(ctx: &mut WriteCtx<'_>, f: &NewFact<'_>) -> rusqlite::Result<i64> 
     Ok(seq)
 }
 
+/// One of this node's facts as sync sends it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncFact {
+    /// Sequence.
+    pub seq: i64,
+    /// Kind.
+    pub kind: String,
+    /// When.
+    pub at: i64,
+    /// Member.
+    pub member: Option<[u8; 16]>,
+    /// Transaction.
+    pub txn: [u8; 16],
+    /// Points credited.
+    pub earn: i64,
+    /// Lot expiry.
+    pub expires_at: i64,
+    /// Lot availability.
+    pub available_at: i64,
+    /// Points consumed.
+    pub spend: i64,
+    /// Points reversed.
+    pub reverse: i64,
+    /// Lot reversed.
+    pub reverse_lot: Option<[u8; 16]>,
+    /// Qualifying spend.
+    pub qual_spend: i64,
+    /// When it counts.
+    pub qual_at: i64,
+    /// Details.
+    pub body: String,
+}
+
+/// Facts of `origin` after sequence `after`, at most `limit`, in sequence order.
+pub fn for_sync(
+    conn: &Connection,
+    origin: i64,
+    after: i64,
+    limit: usize,
+) -> rusqlite::Result<Vec<SyncFact>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, kind, at, member, txn, earn, expires_at, available_at, spend, reverse, reverse_lot,
+                qual_spend, qual_at, body
+           FROM facts WHERE origin = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+    )?;
+    let rows = stmt.query_map(params![origin, after, limit as i64], |r| {
+        Ok(SyncFact {
+            seq: r.get(0)?,
+            kind: r.get(1)?,
+            at: r.get(2)?,
+            member: r.get(3)?,
+            txn: r.get(4)?,
+            earn: r.get(5)?,
+            expires_at: r.get(6)?,
+            available_at: r.get(7)?,
+            spend: r.get(8)?,
+            reverse: r.get(9)?,
+            reverse_lot: r.get(10)?,
+            qual_spend: r.get(11)?,
+            qual_at: r.get(12)?,
+            body: r.get(13)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// When fact `seq` of `origin` was written, if it exists.
+pub fn at_of(conn: &Connection, origin: i64, seq: i64) -> rusqlite::Result<Option<i64>> {
+    use rusqlite::OptionalExtension;
+    conn.prepare_cached("SELECT at FROM facts WHERE origin = ?1 AND seq = ?2")?
+        .query_row(params![origin, seq], |r| r.get(0))
+        .optional()
+}
+
 /// The highest sequence `origin` has written (0 if none).
 pub fn last_seq(conn: &Connection, origin: i64) -> rusqlite::Result<i64> {
     conn.query_row(

@@ -154,7 +154,17 @@ pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn meta_get(conn: &Connection, key: &str) -> Result<Option<String>, StoreError> {
+/// Sets a `meta` value (inside the caller's transaction).
+pub fn meta_set(conn: &Connection, key: &str, value: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute(params![key, value])?;
+    Ok(())
+}
+
+/// A `meta` value.
+pub fn meta_get(conn: &Connection, key: &str) -> Result<Option<String>, StoreError> {
     Ok(conn
         .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
             r.get(0)

@@ -82,6 +82,7 @@ where
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<Box<dyn Job>>,
+    facts_committed: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl Writer {
@@ -93,10 +94,21 @@ impl Writer {
         max_batch: usize,
     ) -> Result<Writer, StoreError> {
         let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
+        let facts_committed = std::sync::Arc::new(tokio::sync::Notify::new());
+        let notify = facts_committed.clone();
         std::thread::Builder::new()
             .name("patron-writer".into())
-            .spawn(move || writer_loop(conn, rx, origin, next_seq, max_batch.max(1)))?;
-        Ok(Writer { tx })
+            .spawn(move || writer_loop(conn, rx, origin, next_seq, max_batch.max(1), &notify))?;
+        Ok(Writer {
+            tx,
+            facts_committed,
+        })
+    }
+
+    /// Signalled after every commit that wrote facts of this node (the sync client
+    /// waits on it to push soon after a sale).
+    pub fn facts_committed(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.facts_committed.clone()
     }
 
     /// Runs `f` inside a group-committed transaction; resolves after the durable commit.
@@ -127,6 +139,7 @@ fn writer_loop(
     origin: i64,
     mut next_seq: i64,
     max_batch: usize,
+    facts_committed: &tokio::sync::Notify,
 ) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(max_batch);
     while let Ok(first) = rx.recv() {
@@ -141,6 +154,8 @@ fn writer_loop(
         let committed = run_group(&conn, &mut batch, origin, &mut next_seq);
         if committed.is_err() {
             next_seq = seq_at_start;
+        } else if next_seq > seq_at_start {
+            facts_committed.notify_one();
         }
         let msg = committed.as_ref().err().map(|e| e.to_string());
         if let Some(m) = &msg {

@@ -4,7 +4,7 @@
 pub mod sqlite;
 
 use patron_protocol::Origin;
-use patron_protocol::hub::{SyncReport, StoreStatus};
+use patron_protocol::hub::{StoreStatus, SyncReport};
 use patron_sync::session::{Batch, Judgement};
 
 /// Storage failures.
@@ -85,7 +85,10 @@ pub trait HubStore: Send + Sync + 'static {
     ) -> Result<StoreRow, StoreError>;
 
     /// The enrolled store holding this credential.
-    fn store_by_credential(&self, credential_hash: &[u8; 32]) -> Result<Option<StoreRow>, StoreError>;
+    fn store_by_credential(
+        &self,
+        credential_hash: &[u8; 32],
+    ) -> Result<Option<StoreRow>, StoreError>;
 
     /// In one transaction: for each batch, asks `decide` (given the origin's current
     /// high) what to do, applies what it says, and records the store's sync report.

@@ -59,7 +59,9 @@ pub struct SqliteStore {
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore").field("path", &self.path).finish()
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -178,7 +180,10 @@ impl HubStore for SqliteStore {
         Ok(row)
     }
 
-    fn store_by_credential(&self, credential_hash: &[u8; 32]) -> Result<Option<StoreRow>, StoreError> {
+    fn store_by_credential(
+        &self,
+        credential_hash: &[u8; 32],
+    ) -> Result<Option<StoreRow>, StoreError> {
         let conn = self.lock();
         Ok(conn
             .prepare_cached("SELECT store_id, name, ring FROM stores WHERE credential_hash = ?1")?
@@ -210,7 +215,10 @@ impl HubStore for SqliteStore {
             };
             let judgement = decide(high, b);
             let high = match judgement {
-                Judgement::Apply { skip, high: new_high } => {
+                Judgement::Apply {
+                    skip,
+                    high: new_high,
+                } => {
                     let origin_id = if origin_id == 0 {
                         ensure_origin(&tx, &b.origin)?.0
                     } else {
@@ -238,7 +246,12 @@ impl HubStore for SqliteStore {
             "UPDATE stores SET last_sync_at = ?2, report_origin = coalesce(?3, report_origin),
                     report_last_seq = ?4 WHERE store_id = ?1",
         )?
-        .execute(params![store_id, now, report_origin, report.last_seq as i64])?;
+        .execute(params![
+            store_id,
+            now,
+            report_origin,
+            report.last_seq as i64
+        ])?;
         tx.commit()?;
         Ok(out)
     }
@@ -253,7 +266,7 @@ impl HubStore for SqliteStore {
         let mut stmt = conn.prepare(
             "SELECT s.store_id, s.name, s.ring, s.credential_hash IS NOT NULL, s.last_sync_at,
                     max(s.report_last_seq - coalesce(o.high, 0), 0),
-                    (SELECT count(*) FROM facts f JOIN origins x ON x.id = f.origin WHERE x.node = s.store_id)
+                    (SELECT coalesce(sum(x.high), 0) FROM origins x WHERE x.node = s.store_id)
                FROM stores s LEFT JOIN origins o ON o.id = s.report_origin
               ORDER BY s.store_id",
         )?;

@@ -1,0 +1,96 @@
+//! HTTP calls to the hub over the pinned TLS client.
+
+use std::time::Duration;
+
+use patron_protocol::ErrorBody;
+use patron_protocol::hub::{EnrollRequest, EnrollResponse, PushRequest};
+use patron_sync::session::{Push, PushAck};
+use serde::de::DeserializeOwned;
+
+use super::SyncError;
+use super::link::HubLink;
+
+/// A client for one hub.
+#[derive(Debug, Clone)]
+pub struct HubClient {
+    http: reqwest::Client,
+    url: String,
+    credential: String,
+}
+
+/// Builds a reqwest client with this TLS config (`None`: plain HTTP, development only).
+pub fn http_client(
+    tls: Option<rustls::ClientConfig>,
+    timeout: Duration,
+) -> Result<reqwest::Client, SyncError> {
+    let mut b = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(5)))
+        .pool_idle_timeout(Duration::from_secs(60));
+    match tls {
+        Some(cfg) => b = b.tls_backend_preconfigured(cfg).https_only(true),
+        None => b = b.https_only(false),
+    }
+    b.build()
+        .map_err(|e| SyncError::Setup(format!("HTTP client: {e}")))
+}
+
+async fn answer<T: DeserializeOwned>(
+    r: Result<reqwest::Response, reqwest::Error>,
+) -> Result<T, SyncError> {
+    let r = r.map_err(|e| SyncError::Unreachable(e.to_string()))?;
+    let status = r.status();
+    let bytes = r
+        .bytes()
+        .await
+        .map_err(|e| SyncError::Unreachable(e.to_string()))?;
+    if status.is_success() {
+        return serde_json::from_slice(&bytes)
+            .map_err(|e| SyncError::Unreachable(format!("unreadable answer: {e}")));
+    }
+    let message = serde_json::from_slice::<ErrorBody>(&bytes)
+        .map(|b| b.error.message)
+        .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).chars().take(200).collect());
+    Err(SyncError::Refused {
+        status: status.as_u16(),
+        message,
+    })
+}
+
+/// Posts an enrollment.
+pub async fn enroll(
+    http: &reqwest::Client,
+    url: &str,
+    req: &EnrollRequest,
+) -> Result<EnrollResponse, SyncError> {
+    answer(http.post(format!("{url}/v1/enroll")).json(req).send().await).await
+}
+
+impl HubClient {
+    /// A client for the enrolled hub.
+    pub fn new(link: &HubLink, timeout: Duration) -> Result<Self, SyncError> {
+        let tls = if link.url.starts_with("https://") {
+            Some(super::tls::pinned_ca(&link.ca_pem)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            http: http_client(tls, timeout)?,
+            url: link.url.trim_end_matches('/').to_string(),
+            credential: link.credential.clone(),
+        })
+    }
+
+    /// Pushes facts (possibly none: a heartbeat) with this store's report.
+    pub async fn push(&self, req: &PushRequest<Push>) -> Result<PushAck, SyncError> {
+        answer(
+            self.http
+                .post(format!("{}/v1/sync/push", self.url))
+                .bearer_auth(&self.credential)
+                .json(req)
+                .send()
+                .await,
+        )
+        .await
+    }
+}

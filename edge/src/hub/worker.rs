@@ -1,0 +1,260 @@
+//! The background sync loop: push this store's facts soon after each commit, retry
+//! with capped exponential backoff and jitter, report to the hub on a heartbeat, and
+//! raise an alert when a fact stays unacknowledged too long while the hub answers.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use patron_protocol::hub::{PushRequest, SyncReport};
+use patron_sync::session::{Push, Verdict, batch};
+
+use super::SyncError;
+use super::client::HubClient;
+use super::link::HubLink;
+use crate::domain::clock::Millis;
+use crate::service::Edge;
+
+/// What `/healthz` shows of sync.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncStatus {
+    /// A hub link exists.
+    pub enrolled: bool,
+    /// The last request reached the hub and got an answer.
+    pub reachable: bool,
+    /// When the last push or heartbeat succeeded (unix ms).
+    pub last_sync_at: Option<Millis>,
+    /// Highest own sequence the hub acknowledged.
+    pub acked: i64,
+    /// The last failure, if the last attempt failed.
+    pub last_error: Option<String>,
+    /// An alert that needs a person (watchdog, refusal).
+    pub alert: Option<String>,
+}
+
+/// Shared handle to the status.
+pub type StatusCell = Arc<Mutex<SyncStatus>>;
+
+fn update(cell: &StatusCell, f: impl FnOnce(&mut SyncStatus)) {
+    let mut g = cell.lock().unwrap_or_else(|p| p.into_inner());
+    f(&mut g);
+}
+
+/// Starts the worker for an enrolled edge.
+pub fn spawn(edge: Arc<Edge>, link: HubLink) -> Result<tokio::task::JoinHandle<()>, SyncError> {
+    let cfg = edge.core.cfg.sync.clone();
+    let client = HubClient::new(&link, Duration::from_millis(cfg.timeout_ms))?;
+    update(&edge.sync_status, |s| s.enrolled = true);
+    tracing::info!(hub = %link.url, store = %link.store_id, "sync worker started");
+    Ok(tokio::spawn(async move { run(edge, client).await }))
+}
+
+/// A delay in `[d/2, d]`: spreads retries of many stores after a hub outage.
+fn jitter(d: Duration) -> Duration {
+    let r: [u8; 2] = ring::rand::generate(&ring::rand::SystemRandom::new())
+        .map(|r| r.expose())
+        .unwrap_or([0, 0]);
+    let frac = u16::from_le_bytes(r) as u64;
+    let ms = d.as_millis() as u64;
+    Duration::from_millis(ms / 2 + (ms / 2) * frac / u64::from(u16::MAX))
+}
+
+/// The outcome of one exchange with the hub.
+enum Step {
+    /// More facts wait: go again at once.
+    More,
+    /// Up to date (or nothing more can be done now): wait for a commit or the heartbeat.
+    Idle,
+    /// Failed: back off.
+    Failed,
+}
+
+async fn run(edge: Arc<Edge>, client: HubClient) {
+    let cfg = edge.core.cfg.sync.clone();
+    let committed = edge.store.writer.facts_committed();
+    let mut acked = match edge.hub_acked().await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(error = %e, "sync: reading the acknowledged position failed");
+            0
+        }
+    };
+    update(&edge.sync_status, |s| s.acked = acked);
+    let min = Duration::from_millis(cfg.retry_min_ms);
+    let max = Duration::from_millis(cfg.retry_max_ms);
+    let mut backoff = min;
+    loop {
+        let step = exchange(&edge, &client, &mut acked).await;
+        watchdog(&edge, acked).await;
+        match step {
+            Step::More => {
+                backoff = min;
+                continue;
+            }
+            Step::Idle => {
+                backoff = min;
+                tokio::select! {
+                    () = committed.notified() => {
+                        tokio::time::sleep(Duration::from_millis(cfg.push_delay_ms)).await;
+                    }
+                    () = tokio::time::sleep(Duration::from_millis(cfg.heartbeat_ms)) => {}
+                }
+            }
+            Step::Failed => {
+                tokio::time::sleep(jitter(backoff)).await;
+                backoff = (backoff * 2).min(max);
+            }
+        }
+    }
+}
+
+/// One push (or heartbeat) and what its answer teaches.
+async fn exchange(edge: &Edge, client: &HubClient, acked: &mut i64) -> Step {
+    let cfg = &edge.core.cfg.sync;
+    let origin = edge.sync_origin();
+    let read = async {
+        let last = edge.last_own_seq().await?;
+        let facts = if *acked < last {
+            edge.outbox(*acked, cfg.batch).await?
+        } else {
+            Vec::new()
+        };
+        Ok::<_, crate::service::EdgeError>((last, facts))
+    };
+    let (last, facts) = match read.await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "sync: reading facts failed");
+            return Step::Failed;
+        }
+    };
+    let sent_to = facts.last().map_or(*acked, |f| f.seq as i64);
+    let req = PushRequest {
+        report: SyncReport {
+            origin: Some(origin.clone()),
+            last_seq: last.max(0) as u64,
+        },
+        push: Push {
+            from: origin.node.clone(),
+            batches: if facts.is_empty() {
+                Vec::new()
+            } else {
+                vec![batch(origin.clone(), facts)]
+            },
+        },
+    };
+    let ack = match client.push(&req).await {
+        Ok(a) => a,
+        Err(e) => {
+            let unreachable = matches!(e, SyncError::Unreachable(_));
+            tracing::warn!(error = %e, "sync: push failed");
+            update(&edge.sync_status, |s| {
+                s.reachable = !unreachable;
+                s.last_error = Some(e.to_string());
+                if !unreachable {
+                    s.alert = Some(format!("the hub refuses this store: {e}"));
+                }
+            });
+            return Step::Failed;
+        }
+    };
+    let mut new_acked = *acked;
+    let mut refused = None;
+    for v in &ack.verdicts {
+        match v {
+            Verdict::Applied { origin: o, high } | Verdict::AlreadyHeld { origin: o, high }
+                if *o == origin =>
+            {
+                new_acked = new_acked.max(*high as i64);
+            }
+            // The hub holds everything before `expected`: resend from there, even if
+            // that is behind what it acknowledged before (a hub restored from backup).
+            Verdict::Gap {
+                origin: o,
+                expected,
+            } if *o == origin => {
+                new_acked = expected.saturating_sub(1) as i64;
+            }
+            Verdict::Refused { reason, .. } => refused = Some(reason.clone()),
+            _ => {}
+        }
+    }
+    if new_acked > last {
+        // The hub holds more of this origin than this database: it was restored from
+        // an older copy. Pushing on would hand out sequence numbers the hub already has.
+        let msg = format!(
+            "the hub holds facts up to {new_acked} of this incarnation but this database ends at {last}: it was restored from an older copy"
+        );
+        tracing::error!(%msg, "sync stopped");
+        update(&edge.sync_status, |s| s.alert = Some(msg));
+        return Step::Failed;
+    }
+    if new_acked != *acked {
+        if let Err(e) = edge.set_hub_acked(new_acked).await {
+            tracing::error!(error = %e, "sync: recording the acknowledged position failed");
+        }
+        *acked = new_acked;
+    }
+    let now = edge.core.now();
+    update(&edge.sync_status, |s| {
+        s.reachable = true;
+        s.last_sync_at = Some(now);
+        s.last_error = None;
+        s.acked = *acked;
+        if let Some(r) = &refused {
+            s.alert = Some(format!("the hub refused a batch: {r}"));
+        } else if s
+            .alert
+            .as_deref()
+            .is_some_and(|a| a.starts_with("the hub refus"))
+        {
+            s.alert = None;
+        }
+    });
+    if let Some(r) = refused {
+        tracing::error!(reason = %r, "sync: the hub refused a batch");
+        return Step::Failed;
+    }
+    if *acked < last && *acked >= sent_to.min(last) {
+        Step::More
+    } else if *acked < last {
+        // A gap answer moved us back: send again at once from there.
+        Step::More
+    } else {
+        Step::Idle
+    }
+}
+
+/// Raises (or clears) the watchdog alert: the oldest unacknowledged fact is older than
+/// `watchdog_secs` while the hub answers.
+async fn watchdog(edge: &Edge, acked: i64) {
+    let limit = edge.core.cfg.sync.watchdog_secs as i64 * 1000;
+    let oldest = match edge.own_fact_at(acked + 1).await {
+        Ok(o) => o,
+        Err(_) => return,
+    };
+    let now = edge.core.now();
+    let reachable = edge
+        .sync_status
+        .lock()
+        .map(|s| s.reachable)
+        .unwrap_or(false);
+    match oldest {
+        Some(at) if reachable && now - at > limit => {
+            let msg = format!(
+                "watchdog: fact {} unacknowledged for {} s while the hub is reachable",
+                acked + 1,
+                (now - at) / 1000
+            );
+            tracing::error!(%msg);
+            update(&edge.sync_status, |s| s.alert = Some(msg));
+        }
+        _ => update(&edge.sync_status, |s| {
+            if s.alert
+                .as_deref()
+                .is_some_and(|a| a.starts_with("watchdog"))
+            {
+                s.alert = None;
+            }
+        }),
+    }
+}
