@@ -71,9 +71,8 @@ impl IntoResponse for HubError {
     }
 }
 
-fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
-    serde_json::from_slice(body)
-        .map_err(|e| err(ErrorCode::InvalidRequest, format!("malformed body: {e}")))
+fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, HubError> {
+    serde_json::from_slice(body).map_err(|e| HubError::Invalid(format!("malformed body: {e}")))
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -110,7 +109,7 @@ async fn healthz(State(s): State<AppState>) -> Response {
 async fn enroll(State(s): State<AppState>, body: Bytes) -> Response {
     let req: EnrollRequest = match parse(&body) {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     let hub = s.hub.clone();
     match blocking(move || hub.enroll(&req.secret, &req.store_id)).await {
@@ -130,7 +129,7 @@ async fn push(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Res
     };
     let req: PushRequest<Push> = match parse(&body) {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     let hub = s.hub.clone();
     match blocking(move || hub.push(&store, &req)).await {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use patron_protocol::hub::{EnrollResponse, PushRequest, StoreStatus};
+use patron_protocol::hub::{EnrollResponse, LedgerEntry, PushRequest, StoreStatus};
 use patron_sync::session::{Judgement, Push, PushAck, Verdict, judge};
 use ring::rand::{SecureRandom, SystemRandom};
 
@@ -180,7 +180,18 @@ impl Hub {
                 claimed: o.to_string(),
             });
         }
-        let decide = |high: u64, b: &patron_sync::Batch| judge(true, HUB_NODE, sid, high, b);
+        let decide = |high: u64, b: &patron_sync::Batch| match judge(true, HUB_NODE, sid, high, b) {
+            // What the hub keeps must be readable later (analytics, refetch): a fact
+            // whose body is not a ledger entry refuses its batch whole.
+            Judgement::Apply { skip, .. }
+                if b.facts[skip..]
+                    .iter()
+                    .any(|f| serde_json::from_str::<LedgerEntry>(&f.body).is_err()) =>
+            {
+                Judgement::Refuse("a fact body is not a ledger entry")
+            }
+            j => j,
+        };
         let done = self
             .store
             .ingest(sid, &req.report, &req.push.batches, &decide, (self.now)())?;

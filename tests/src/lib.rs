@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
+pub mod hub;
+
 /// Directory holding the workspace's binaries.
 pub fn bin_dir() -> Result<PathBuf> {
     static BUILT: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
@@ -42,6 +44,10 @@ fn build_binaries() -> Result<PathBuf> {
         "patron-edge",
         "--bin",
         "patron-edge",
+        "-p",
+        "patron-hub",
+        "--bin",
+        "patron-hub",
     ]);
     if profile_release {
         cmd.arg("--release");
@@ -50,9 +56,18 @@ fn build_binaries() -> Result<PathBuf> {
         .status()
         .context("running cargo build for the binaries")?;
     if !status.success() {
-        bail!("cargo build of patron-edge failed");
+        bail!("cargo build of the binaries failed");
     }
     Ok(dir)
+}
+
+/// A plain-HTTP client for the edges (reqwest is built without a default TLS crypto
+/// provider; ring is installed once per process, as the binaries do).
+pub fn http_client() -> Result<reqwest::Client> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Ok(reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()?)
 }
 
 /// A running (or stopped) edge node with its own data directory.
@@ -67,6 +82,8 @@ pub struct TestEdge {
     /// HTTP client.
     pub http: reqwest::Client,
     extra_config: String,
+    /// The store id.
+    pub store_id: String,
 }
 
 /// A response, flattened for assertions.
@@ -97,21 +114,39 @@ impl TestEdge {
 
     /// Starts a fresh edge with extra TOML configuration.
     pub async fn spawn_with(extra_config: &str) -> Result<TestEdge> {
+        let mut edge = Self::prepare("S001", extra_config)?;
+        edge.start().await?;
+        Ok(edge)
+    }
+
+    /// A fresh edge, configured and with an admin lane, not started.
+    pub fn prepare(store_id: &str, extra_config: &str) -> Result<TestEdge> {
         let dir = tempfile::tempdir()?;
         let mut edge = TestEdge {
             dir,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             token: String::new(),
             child: None,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(20))
-                .build()?,
+            http: http_client()?,
             extra_config: extra_config.to_string(),
+            store_id: store_id.to_string(),
         };
         std::fs::write(edge.config_path(), edge.config_text())?;
         edge.token = edge.add_lane("test-admin", "admin")?;
-        edge.start().await?;
         Ok(edge)
+    }
+
+    /// Runs `patron-edge enroll` against `hub` with a token for this store.
+    pub fn enroll(&self, hub: &hub::TestHub) -> Result<()> {
+        let token = hub.add_store(&self.store_id)?;
+        let out = self
+            .command()?
+            .args(["enroll", "--hub", &hub.url(""), "--token", &token])
+            .output()?;
+        if !out.status.success() {
+            bail!("enroll failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
     }
 
     fn config_path(&self) -> PathBuf {
@@ -120,7 +155,8 @@ impl TestEdge {
 
     fn config_text(&self) -> String {
         format!(
-            "store_id = \"S001\"\ndata_dir = {:?}\nlisten = \"127.0.0.1:0\"\n{}\n",
+            "store_id = {:?}\ndata_dir = {:?}\nlisten = \"127.0.0.1:0\"\n{}\n",
+            self.store_id,
             self.data_dir().display().to_string(),
             self.extra_config
         )
@@ -331,12 +367,19 @@ impl TestEdge {
             .to_string())
     }
 
-    /// Number of facts this store has written (from `/healthz`).
+    /// Number of facts this store has written in its current incarnation (read from
+    /// its database, read-only).
     pub async fn facts_written(&self) -> Result<u64> {
-        let r = self.send(self.http.get(self.url("/healthz"))).await?;
-        r.json["hub"]["pending_facts"]
-            .as_u64()
-            .context("pending_facts")
+        let conn = rusqlite::Connection::open_with_flags(
+            self.db_path(),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )?;
+        let n: i64 = conn.query_row(
+            "SELECT count(*) FROM facts WHERE origin = (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'origin_id')",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
     }
 
     /// The database file.

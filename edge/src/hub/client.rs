@@ -18,11 +18,18 @@ pub struct HubClient {
     credential: String,
 }
 
+/// Makes ring the process's TLS crypto provider (reqwest is built without one, so
+/// that the whole workspace uses ring, as DESIGN.md names). Idempotent.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Builds a reqwest client with this TLS config (`None`: plain HTTP, development only).
 pub fn http_client(
     tls: Option<rustls::ClientConfig>,
     timeout: Duration,
 ) -> Result<reqwest::Client, SyncError> {
+    install_crypto_provider();
     let mut b = reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))

@@ -24,7 +24,8 @@ pub async fn enroll(
         .rsplit_once('.')
         .ok_or_else(|| SyncError::Setup("the token looks like <secret>.<fingerprint>".into()))?;
     let https = url.starts_with("https://");
-    if !https && !(url.starts_with("http://") && insecure_dev) {
+    let allowed = https || (insecure_dev && url.starts_with("http://"));
+    if !allowed {
         return Err(SyncError::Setup(
             "the hub URL must be https:// (plain http:// only with --insecure-dev)".into(),
         ));

@@ -209,10 +209,7 @@ impl HubStore for SqliteStore {
         let tx = conn.transaction()?;
         let mut out = Vec::with_capacity(batches.len());
         for b in batches {
-            let (origin_id, high) = match origin_row(&tx, &b.origin)? {
-                Some(r) => r,
-                None => (0, 0),
-            };
+            let (origin_id, high) = origin_row(&tx, &b.origin)?.unwrap_or_default();
             let judgement = decide(high, b);
             let high = match judgement {
                 Judgement::Apply {

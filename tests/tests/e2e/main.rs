@@ -9,3 +9,4 @@ mod members;
 mod openapi;
 mod pii;
 mod promotions;
+mod sync;

@@ -1,0 +1,246 @@
+//! Sync with a real hub: three real edges keep trading while the hub is down, and
+//! everything converges when it comes back; bad sync messages are refused whole.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use patron_protocol::Origin;
+use patron_sync::session::{Batch, Fact, Push, batch};
+use patron_tests::TestEdge;
+use patron_tests::hub::TestHub;
+use serde_json::{Value, json};
+
+/// Sync quickly, so the test's bounds are about sync and not about idle timers.
+const FAST_SYNC: &str = "[sync]\npush_delay_ms = 10\nheartbeat_ms = 200\nretry_min_ms = 100\nretry_max_ms = 400\ntimeout_ms = 2000\n";
+
+async fn enrolled_edge(hub: &TestHub, store: &str) -> Result<TestEdge> {
+    let mut e = TestEdge::prepare(store, FAST_SYNC)?;
+    e.enroll(hub)?;
+    e.start().await?;
+    Ok(e)
+}
+
+async fn commit(
+    e: &TestEdge,
+    member: &str,
+    receipt: &str,
+    price: i64,
+    redeem: i64,
+) -> Result<Value> {
+    let body = json!({"member_id": member, "receipt_id": receipt, "redeem_points": redeem,
+                      "lines": [{"sku": "A1", "qty": 1, "unit_price": price}]});
+    let r = e.post("/v1/checkout/commit", &body, Some(receipt)).await?;
+    anyhow::ensure!(r.status == 201, "commit {receipt}: {} {}", r.status, r.json);
+    Ok(r.json)
+}
+
+async fn balance(e: &TestEdge, member: &str) -> Result<i64> {
+    let r = e.get(&format!("/v1/members/{member}")).await?;
+    r.json["points"]["balance"]
+        .as_i64()
+        .with_context(|| format!("balance in {}", r.json))
+}
+
+async fn health(e: &TestEdge) -> Result<Value> {
+    Ok(e.get("/healthz").await?.json["hub"].clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_stores_trade_while_the_hub_is_down_then_converge() -> Result<()> {
+    let mut hub = TestHub::spawn().await?;
+    let mut edges = Vec::new();
+    for s in ["S001", "S002", "S003"] {
+        edges.push(enrolled_edge(&hub, s).await?);
+    }
+    // Online trading: every store registers members and sells.
+    let mut members = Vec::new();
+    for (i, e) in edges.iter().enumerate() {
+        for m in 0..3 {
+            let id = e.register(&format!("1380000{i}{m:03}"), None).await?;
+            commit(e, &id, &format!("R{i}-{m}-on"), 12_300, 0).await?;
+            members.push((i, id));
+        }
+    }
+    TestHub::wait_for(Duration::from_secs(15), || async {
+        for e in &edges {
+            if health(e).await?["pending_facts"] != 0 {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    })
+    .await
+    .context("online sync")?;
+
+    // The hub goes away; every store keeps serving: sales, redemptions, new members.
+    hub.kill();
+    for (n, (i, id)) in members.iter().enumerate() {
+        let e = &edges[*i];
+        commit(e, id, &format!("R{i}-{n}-off1"), 45_600, 0).await?;
+        commit(e, id, &format!("R{i}-{n}-off2"), 7_800, 100).await?;
+    }
+    for (i, e) in edges.iter().enumerate() {
+        let id = e.register(&format!("1390000{i}999"), None).await?;
+        commit(e, &id, &format!("R{i}-new"), 9_900, 0).await?;
+        members.push((i, id));
+    }
+    // Offline: the stores know the hub is unreachable and count what waits.
+    TestHub::wait_for(Duration::from_secs(10), || async {
+        for e in &edges {
+            let h = health(e).await?;
+            if h["reachable"] != false || h["pending_facts"].as_u64().unwrap_or(0) == 0 {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    })
+    .await
+    .context("stores notice the hub is down")?;
+
+    hub.start().await?;
+    let took = TestHub::wait_for(Duration::from_secs(20), || async {
+        for e in &edges {
+            let h = health(e).await?;
+            if h["pending_facts"] != 0 || h["reachable"] != true {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    })
+    .await
+    .context("convergence after the hub returns")?;
+    eprintln!("converged {took:?} after the hub restarted");
+
+    // The hub holds exactly every fact each store wrote, and its balances agree.
+    let stores = hub.stores().await?;
+    for e in &edges {
+        let written = e.facts_written().await?;
+        let s = stores
+            .iter()
+            .find(|s| s.store_id == e.store_id)
+            .context("store listed")?;
+        assert_eq!(s.facts, written, "{}: hub holds all facts", e.store_id);
+        assert_eq!(s.pending, 0, "{}", e.store_id);
+        assert!(s.lag_ms.is_some_and(|l| l < 10_000), "{s:?}");
+    }
+    for (i, id) in &members {
+        let at_store = balance(&edges[*i], id).await?;
+        assert!(at_store > 0);
+        assert_eq!(hub.balance(id)?, at_store, "member {id} at S00{}", i + 1);
+    }
+    Ok(())
+}
+
+fn origin(node: &str) -> Origin {
+    Origin {
+        node: node.into(),
+        incarnation: uuid::Uuid::from_u128(42),
+    }
+}
+
+fn facts(node: &str, from: u64, to: u64) -> Vec<Fact> {
+    (from..=to)
+        .map(|seq| Fact {
+            origin: origin(node),
+            seq,
+            body: json!({"kind": "event", "at": 1, "txn": uuid::Uuid::from_u128(seq as u128).to_string(), "earn": 5, "body": "{}"}).to_string(),
+        })
+        .collect()
+}
+
+fn push_body(node: &str, batches: Vec<Batch>) -> Result<Vec<u8>> {
+    Ok(serde_json::to_vec(&json!({
+        "report": {"origin": origin(node), "last_seq": 0},
+        "push": Push { from: node.into(), batches },
+    }))?)
+}
+
+async fn held(hub: &TestHub) -> Result<i64> {
+    Ok(hub.facts_by_origin()?.iter().map(|(_, _, n)| n).sum())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_sync_messages_are_refused_and_apply_nothing() -> Result<()> {
+    let hub = TestHub::spawn().await?;
+    let cred = hub.enroll_raw("S001").await?;
+    let _other = hub.enroll_raw("S002").await?;
+    let push = |body: Vec<u8>| hub.post_raw("/v1/sync/push", Some(&cred), body);
+    let verdict = |r: &patron_tests::Resp| r.json["verdicts"][0].clone();
+
+    // No credential, or a wrong one: 401.
+    let ok_body = push_body("S001", vec![batch(origin("S001"), facts("S001", 1, 3))])?;
+    let r = hub.post_raw("/v1/sync/push", None, ok_body.clone()).await?;
+    assert_eq!((r.status, r.code()), (401, "unauthorized"));
+    let r = hub
+        .post_raw("/v1/sync/push", Some("not-a-credential"), ok_body.clone())
+        .await?;
+    assert_eq!((r.status, r.code()), (401, "unauthorized"));
+    // Enrollment tokens are one use.
+    let token = hub.add_store("S003")?;
+    let secret = token.rsplit_once('.').context("token")?.0.to_string();
+    let enroll = serde_json::to_vec(&json!({"secret": secret, "store_id": "S003"}))?;
+    assert_eq!(
+        hub.post_raw("/v1/enroll", None, enroll.clone())
+            .await?
+            .status,
+        201
+    );
+    let r = hub.post_raw("/v1/enroll", None, enroll).await?;
+    assert_eq!((r.status, r.code()), (403, "forbidden"));
+
+    // Malformed JSON.
+    let r = push(b"{\"report\": {".to_vec()).await?;
+    assert_eq!((r.status, r.code()), (400, "invalid_request"), "{}", r.json);
+    // Forged origin: S001 pushing S002's facts (even beside its own) — 403, nothing.
+    let forged = push_body(
+        "S001",
+        vec![
+            batch(origin("S001"), facts("S001", 1, 3)),
+            batch(origin("S002"), facts("S002", 1, 3)),
+        ],
+    )?;
+    let r = push(forged).await?;
+    assert_eq!((r.status, r.code()), (403, "forbidden"), "{}", r.json);
+    // Truncated in transit: the checksum no longer matches.
+    let mut cut = batch(origin("S001"), facts("S001", 1, 3));
+    cut.facts.pop();
+    let r = push(push_body("S001", vec![cut])?).await?;
+    assert!(
+        verdict(&r)["Refused"]["reason"]
+            .as_str()
+            .is_some_and(|m| m.contains("checksum")),
+        "{}",
+        r.json
+    );
+    // Oversized batch.
+    let r = push(push_body(
+        "S001",
+        vec![batch(origin("S001"), facts("S001", 1, 1001))],
+    )?)
+    .await?;
+    assert!(verdict(&r)["Refused"].is_object(), "{}", r.json);
+    // A fact body that is not a ledger entry.
+    let mut junk = facts("S001", 1, 2);
+    junk[1].body = "{\"no\": \"entry\"}".into();
+    let r = push(push_body("S001", vec![batch(origin("S001"), junk)])?).await?;
+    assert!(verdict(&r)["Refused"].is_object(), "{}", r.json);
+    // A gap: facts 5.. before 1..4 are answered with the next expected sequence.
+    let r = push(push_body(
+        "S001",
+        vec![batch(origin("S001"), facts("S001", 5, 6))],
+    )?)
+    .await?;
+    assert_eq!(verdict(&r)["Gap"]["expected"], 1, "{}", r.json);
+    // A body too large for the endpoint.
+    let r = push(vec![b' '; 17 * 1024 * 1024]).await?;
+    assert_eq!(r.status, 413, "{}", r.json);
+    assert_eq!(held(&hub).await?, 0, "nothing refused was applied");
+
+    // A good push applies; replaying it changes nothing.
+    let r = push(ok_body.clone()).await?;
+    assert_eq!(verdict(&r)["Applied"]["high"], 3, "{}", r.json);
+    let r = push(ok_body).await?;
+    assert_eq!(verdict(&r)["AlreadyHeld"]["high"], 3, "{}", r.json);
+    assert_eq!(held(&hub).await?, 3);
+    Ok(())
+}
