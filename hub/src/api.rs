@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -32,7 +32,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/v1/enroll", post(enroll))
-        .route("/v1/sync/push", post(push))
+        .route(
+            "/v1/sync/push",
+            post(push).layer(DefaultBodyLimit::disable()),
+        )
         .route("/v1/stores", get(stores))
         .fallback(|| async { err(ErrorCode::NotFound, "no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -118,13 +121,53 @@ async fn enroll(State(s): State<AppState>, body: Bytes) -> Response {
     }
 }
 
-async fn push(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+/// Reads a body of at most [`MAX_BODY`] bytes. A larger one is read to its end (up to
+/// a bound) before the 413 goes out: a server that answers mid-upload and closes makes
+/// the client see a reset instead of the answer.
+async fn read_limited(body: Body) -> Result<Bytes, Response> {
+    use http_body_util::BodyExt;
+    const DRAIN_MAX: usize = 4 * MAX_BODY;
+    let mut body = body;
+    let mut buf = Vec::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return Err(err(ErrorCode::InvalidRequest, "the request body broke off"));
+        };
+        if let Ok(data) = frame.into_data() {
+            total += data.len();
+            if total <= MAX_BODY {
+                buf.extend_from_slice(&data);
+            } else if total > DRAIN_MAX {
+                break;
+            }
+        }
+    }
+    if total > MAX_BODY {
+        let mut r = err(
+            ErrorCode::PayloadTooLarge,
+            format!("a sync request holds at most {MAX_BODY} bytes"),
+        );
+        r.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+        return Err(r);
+    }
+    Ok(Bytes::from(buf))
+}
+
+async fn push(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let Some(cred) = bearer(&headers).map(str::to_owned) else {
         return HubError::Unauthorized.into_response();
     };
     let hub = s.hub.clone();
     let store = match blocking(move || hub.authenticate(&cred)).await {
         Ok(s) => s,
+        Err(r) => return r,
+    };
+    let body = match read_limited(body).await {
+        Ok(b) => b,
         Err(r) => return r,
     };
     let req: PushRequest<Push> = match parse(&body) {

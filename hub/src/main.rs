@@ -89,7 +89,10 @@ fn random_token() -> anyhow::Result<String> {
     ring::rand::SystemRandom::new()
         .fill(&mut b)
         .map_err(|_| anyhow::anyhow!("no randomness available"))?;
-    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b))
+    Ok(format!(
+        "hq_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+    ))
 }
 
 fn admin_hash(dir: &Path) -> Option<[u8; 32]> {

@@ -107,10 +107,12 @@ impl Hub {
         }
     }
 
-    fn secret(&self) -> Result<String, HubError> {
+    /// 32 random bytes, base64url, after a prefix that says what the secret is for
+    /// (and keeps it from starting with `-`, which a command line would take for a flag).
+    fn secret(&self, prefix: &str) -> Result<String, HubError> {
         let mut b = [0u8; 32];
         self.rng.fill(&mut b).map_err(|_| HubError::Random)?;
-        Ok(URL_SAFE_NO_PAD.encode(b))
+        Ok(format!("{prefix}{}", URL_SAFE_NO_PAD.encode(b)))
     }
 
     /// Registers a store and returns its one-time enrollment token:
@@ -124,7 +126,7 @@ impl Hub {
         if name.trim().is_empty() || ring.trim().is_empty() {
             return Err(HubError::Invalid("name and ring must not be empty".into()));
         }
-        let secret = self.secret()?;
+        let secret = self.secret("pe_")?;
         self.store.add_store(&NewStore {
             store_id,
             name: name.trim(),
@@ -137,7 +139,7 @@ impl Hub {
 
     /// Redeems an enrollment secret: the store gets its credential and the CA to pin.
     pub fn enroll(&self, secret: &str, store_id: &str) -> Result<EnrollResponse, HubError> {
-        let credential = self.secret()?;
+        let credential = self.secret("ps_")?;
         let row = self.store.enroll(
             &secret_hash(secret),
             store_id,

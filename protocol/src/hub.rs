@@ -104,7 +104,8 @@ pub struct LedgerEntry {
     /// When that spend counts.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub qual_at: i64,
-    /// Details (JSON text).
+    /// Details (JSON text; travels as JSON, not as an escaped string).
+    #[serde(with = "crate::raw_json")]
     pub body: String,
 }
 

@@ -15,6 +15,7 @@ pub mod hub;
 pub mod ids;
 pub mod money;
 pub mod pos;
+pub mod raw_json;
 
 pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use ids::{MemberId, Origin, TransactionId};

@@ -36,8 +36,10 @@ pub struct Fact {
     pub body: String,
 }
 
-/// Consecutive facts of one origin.
+/// Consecutive facts of one origin. On the wire the origin is written once and the
+/// sequences as the first one (see [`BatchWire`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "BatchWire", from = "BatchWire")]
 pub struct Batch {
     /// The origin of every fact in it.
     pub origin: Origin,
@@ -45,6 +47,58 @@ pub struct Batch {
     pub facts: Vec<Fact>,
     /// [`checksum`] of `facts`: a truncated or altered batch is refused whole.
     pub checksum: u64,
+}
+
+/// A batch as it travels: the origin once, the first sequence, then each fact's body
+/// as raw JSON. Per-fact origins and escaped bodies made up most of the bytes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchWire {
+    /// The origin of every fact.
+    pub origin: Origin,
+    /// The first fact's sequence; the others follow consecutively.
+    pub first: u64,
+    /// The facts' bodies (JSON), in sequence order.
+    pub bodies: Vec<RawBody>,
+    /// The checksum over the facts as reconstructed.
+    pub checksum: u64,
+}
+
+/// One fact body on the wire: JSON text sent as JSON.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RawBody(#[serde(with = "patron_protocol::raw_json")] pub String);
+
+impl From<Batch> for BatchWire {
+    fn from(b: Batch) -> Self {
+        // A batch whose facts are not consecutive cannot be written this way; it is sent
+        // from its first sequence, and the checksum (over the real sequences) makes the
+        // receiver refuse it whole.
+        BatchWire {
+            first: b.facts.first().map_or(0, |f| f.seq),
+            origin: b.origin,
+            bodies: b.facts.into_iter().map(|f| RawBody(f.body)).collect(),
+            checksum: b.checksum,
+        }
+    }
+}
+
+impl From<BatchWire> for Batch {
+    fn from(w: BatchWire) -> Self {
+        let facts = w
+            .bodies
+            .into_iter()
+            .enumerate()
+            .map(|(i, b)| Fact {
+                origin: w.origin.clone(),
+                seq: w.first.saturating_add(i as u64),
+                body: b.0,
+            })
+            .collect();
+        Batch {
+            origin: w.origin,
+            facts,
+            checksum: w.checksum,
+        }
+    }
 }
 
 /// What one node sends another.
@@ -477,6 +531,42 @@ mod tests {
             "oversized"
         );
         assert!(hub.ledger.is_empty(), "nothing was applied");
+    }
+
+    #[test]
+    fn batches_travel_compactly_and_damage_on_the_wire_is_refused() {
+        let b = batch(o("S001"), facts("S001", 7, 9));
+        let wire = serde_json::to_string(&b).unwrap_or_default();
+        assert_eq!(
+            wire.matches("S001").count(),
+            1,
+            "origin written once: {wire}"
+        );
+        let back: Batch = serde_json::from_str(&wire).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, b);
+        // A body lost in transit shifts nothing silently: the checksum refuses it.
+        let cut = wire.replacen("[7,8,9]", "[7,9]", 1);
+        assert_ne!(cut, wire);
+        let cut: Batch = serde_json::from_str(&cut).unwrap_or_else(|e| panic!("{e}"));
+        let mut hub = Replica::new("hub", Role::Hub);
+        let ack = hub.receive(&push("S001", cut));
+        assert!(
+            matches!(ack.verdicts[0], Verdict::Refused { .. }),
+            "{ack:?}"
+        );
+        // A batch with a hole cannot be written as consecutive facts unnoticed.
+        let mut holes = facts("S001", 1, 3);
+        holes.remove(1);
+        let holed: Batch = serde_json::from_str(
+            &serde_json::to_string(&batch(o("S001"), holes)).unwrap_or_default(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let ack = hub.receive(&push("S001", holed));
+        assert!(
+            matches!(ack.verdicts[0], Verdict::Refused { .. }),
+            "{ack:?}"
+        );
+        assert!(hub.ledger.is_empty());
     }
 
     #[test]

@@ -233,7 +233,13 @@ async fn bad_sync_messages_are_refused_and_apply_nothing() -> Result<()> {
     assert_eq!(verdict(&r)["Gap"]["expected"], 1, "{}", r.json);
     // A body too large for the endpoint.
     let r = push(vec![b' '; 17 * 1024 * 1024]).await?;
-    assert_eq!(r.status, 413, "{}", r.json);
+    assert_eq!(
+        (r.status, r.code()),
+        (413, "payload_too_large"),
+        "{}",
+        r.json
+    );
+    assert!(r.closes, "a 413 announces that the connection closes");
     assert_eq!(held(&hub).await?, 0, "nothing refused was applied");
 
     // A good push applies; replaying it changes nothing.
