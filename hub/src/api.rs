@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use patron_protocol::error::{ApiError, ErrorBody, ErrorCode};
-use patron_protocol::hub::{EnrollRequest, PushRequest};
+use patron_protocol::hub::{EnrollRequest, PushRequest, RefetchRequest};
 use patron_sync::session::Push;
 use serde::de::DeserializeOwned;
 
@@ -36,6 +36,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/sync/push",
             post(push).layer(DefaultBodyLimit::disable()),
         )
+        .route("/v1/sync/refetch", post(refetch))
         .route("/v1/stores", get(stores))
         .fallback(|| async { err(ErrorCode::NotFound, "no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -177,6 +178,35 @@ async fn push(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Resp
     let hub = s.hub.clone();
     match blocking(move || hub.push(&store, &req)).await {
         Ok(ack) => axum::Json(ack).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// The answer to a refetch.
+#[derive(serde::Serialize)]
+struct RefetchAnswer {
+    batch: patron_sync::Batch,
+    high: u64,
+}
+
+async fn refetch(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(cred) = bearer(&headers).map(str::to_owned) else {
+        return HubError::Unauthorized.into_response();
+    };
+    let hub = s.hub.clone();
+    let store = match blocking(move || hub.authenticate(&cred)).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let req: RefetchRequest = match parse(&body) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let hub = s.hub.clone();
+    match blocking(move || hub.refetch(&store, &req)).await {
+        // Serialized from the struct: a detour through serde_json::Value would re-encode
+        // the raw fact bodies (sorted keys) and break their checksum.
+        Ok((batch, high)) => axum::Json(RefetchAnswer { batch, high }).into_response(),
         Err(r) => r,
     }
 }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use patron_protocol::hub::{EnrollResponse, LedgerEntry, PushRequest, StoreStatus};
-use patron_sync::session::{Judgement, Push, PushAck, Verdict, judge};
+use patron_protocol::hub::{EnrollResponse, LedgerEntry, PushRequest, RefetchRequest, StoreStatus};
+use patron_sync::session::{Batch, Judgement, Push, PushAck, Verdict, batch, judge};
 use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::store::{HubStore, NewStore, StoreError, StoreRow};
@@ -228,6 +228,25 @@ impl Hub {
             from: HUB_NODE.into(),
             verdicts,
         })
+    }
+
+    /// Facts of one of `store`'s own origins after `after`, with the hub's high for it.
+    pub fn refetch(
+        &self,
+        store: &StoreRow,
+        req: &RefetchRequest,
+    ) -> Result<(Batch, u64), HubError> {
+        if req.origin.node != store.store_id {
+            tracing::warn!(store = %store.store_id, claimed = %req.origin, "refetch of a foreign origin refused");
+            return Err(HubError::Forged {
+                store: store.store_id.clone(),
+                claimed: req.origin.to_string(),
+            });
+        }
+        let max = req.max.clamp(1, patron_sync::session::MAX_BATCH);
+        let facts = self.store.read(&req.origin, req.after, max)?;
+        let high = self.store.high(&req.origin)?;
+        Ok((batch(req.origin.clone(), facts), high))
     }
 
     /// Every store with its last sync, lag and pending count.

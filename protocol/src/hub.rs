@@ -143,3 +143,15 @@ mod tests {
         assert_eq!(back, e);
     }
 }
+
+/// `POST /v1/sync/refetch`: a store asks for facts of one of its own origins back (a
+/// database restored from an older copy recovers what the hub already holds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefetchRequest {
+    /// One of the asking store's origins.
+    pub origin: Origin,
+    /// Facts after this sequence.
+    pub after: u64,
+    /// At most this many (capped at 1000).
+    pub max: usize,
+}

@@ -3,12 +3,21 @@
 use std::time::Duration;
 
 use patron_protocol::ErrorBody;
-use patron_protocol::hub::{EnrollRequest, EnrollResponse, PushRequest};
-use patron_sync::session::{Push, PushAck};
+use patron_protocol::hub::{EnrollRequest, EnrollResponse, PushRequest, RefetchRequest};
+use patron_sync::session::{Batch, Push, PushAck};
 use serde::de::DeserializeOwned;
 
 use super::SyncError;
 use super::link::HubLink;
+
+/// The hub's answer to a refetch.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct RefetchAnswer {
+    /// The facts (possibly none: nothing after that point).
+    pub batch: Batch,
+    /// The hub's high for that origin.
+    pub high: u64,
+}
 
 /// A client for one hub.
 #[derive(Debug, Clone)]
@@ -86,6 +95,19 @@ impl HubClient {
             url: link.url.trim_end_matches('/').to_string(),
             credential: link.credential.clone(),
         })
+    }
+
+    /// Facts of one of this store's own origins after `after`, back from the hub.
+    pub async fn refetch(&self, req: &RefetchRequest) -> Result<RefetchAnswer, SyncError> {
+        answer(
+            self.http
+                .post(format!("{}/v1/sync/refetch", self.url))
+                .bearer_auth(&self.credential)
+                .json(req)
+                .send()
+                .await,
+        )
+        .await
     }
 
     /// Pushes facts (possibly none: a heartbeat) with this store's report.

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use patron_protocol::hub::{PushRequest, SyncReport};
+use patron_protocol::hub::{PushRequest, RefetchRequest, SyncReport};
 use patron_sync::session::{Push, Verdict, batch};
 
 use super::SyncError;
@@ -82,6 +82,24 @@ async fn run(edge: Arc<Edge>, client: HubClient) {
     let min = Duration::from_millis(cfg.retry_min_ms);
     let max = Duration::from_millis(cfg.retry_max_ms);
     let mut backoff = min;
+    // A database restored from an older copy first takes back from the hub what its
+    // old incarnation had beyond this copy's end.
+    loop {
+        match refetch_step(&edge, &client).await {
+            Ok(true) => continue,
+            Ok(false) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "sync: refetch failed");
+                update(&edge.sync_status, |s| {
+                    s.reachable = !matches!(e, SyncError::Unreachable(_));
+                    s.last_error = Some(e.to_string());
+                });
+                tokio::time::sleep(jitter(backoff)).await;
+                backoff = (backoff * 2).min(max);
+            }
+        }
+    }
+    backoff = min;
     loop {
         let step = exchange(&edge, &client, &mut acked).await;
         watchdog(&edge, acked).await;
@@ -105,6 +123,40 @@ async fn run(edge: Arc<Edge>, client: HubClient) {
             }
         }
     }
+}
+
+/// Fetches and applies one batch of a pending refetch; `Ok(true)` while more may come.
+async fn refetch_step(edge: &Edge, client: &HubClient) -> Result<bool, SyncError> {
+    let local = |e: crate::service::EdgeError| SyncError::Setup(e.to_string());
+    let Some(r) = edge.pending_refetch().await.map_err(local)? else {
+        return Ok(false);
+    };
+    let origin = patron_protocol::Origin {
+        node: edge.store.origin.node.clone(),
+        incarnation: r.incarnation,
+    };
+    let answer = client
+        .refetch(&RefetchRequest {
+            origin,
+            after: r.after.max(0) as u64,
+            max: edge.core.cfg.sync.batch,
+        })
+        .await?;
+    let n = answer.batch.facts.len();
+    if answer.batch.checksum != patron_sync::session::checksum(&answer.batch.facts) {
+        return Err(SyncError::Unreachable(
+            "refetch answer damaged in transit".into(),
+        ));
+    }
+    edge.apply_refetched(r, answer.batch.facts)
+        .await
+        .map_err(local)?;
+    tracing::info!(
+        facts = n,
+        hub_high = answer.high,
+        "sync: refetched facts of the previous incarnation"
+    );
+    Ok(n > 0)
 }
 
 /// One push (or heartbeat) and what its answer teaches.
@@ -191,6 +243,15 @@ async fn exchange(edge: &Edge, client: &HubClient, acked: &mut i64) -> Step {
     if new_acked != *acked {
         if let Err(e) = edge.set_hub_acked(new_acked).await {
             tracing::error!(error = %e, "sync: recording the acknowledged position failed");
+        }
+        // Also beside the database: a copy of the database restored later is then
+        // recognised as older than what the hub holds (store::incarnation).
+        let state = crate::store::incarnation::SyncState {
+            incarnation: origin.incarnation,
+            acked: new_acked,
+        };
+        if let Err(e) = crate::store::incarnation::record(&edge.core.cfg.data_dir, &state) {
+            tracing::error!(error = %e, "sync: recording the sync state failed");
         }
         *acked = new_acked;
     }

@@ -7,7 +7,7 @@ use patron_sync::session::Fact;
 use uuid::Uuid;
 
 use super::{Edge, EdgeError};
-use crate::store::{self, StoreError, facts};
+use crate::store::{self, StoreError, facts, incarnation};
 
 /// `meta` key: highest own sequence the hub acknowledged (`<incarnation>:<seq>`).
 const ACKED_KEY: &str = "hub_acked";
@@ -108,6 +108,196 @@ impl Edge {
         self.store
             .writer
             .write(move |ctx| Ok::<_, EdgeError>(store::meta_set(ctx.conn, ACKED_KEY, &value)?))
+            .await
+    }
+}
+
+/// A uuid string as bytes.
+fn uuid_bytes(s: &str) -> Result<[u8; 16], EdgeError> {
+    Uuid::parse_str(s).map(|u| *u.as_bytes()).map_err(|_| {
+        EdgeError::Store(StoreError::Corrupt(format!(
+            "bad uuid in a refetched fact: {s}"
+        )))
+    })
+}
+
+fn b64(v: &serde_json::Value) -> Option<Vec<u8>> {
+    use base64::Engine;
+    v.as_str()
+        .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+}
+
+/// Rebuilds what the POS looks up (members, receipts) from a fact of this store's
+/// that came back from the hub. Balances, tiers and points need nothing: they are
+/// derived from the facts themselves.
+fn project(
+    conn: &rusqlite::Connection,
+    origin_id: i64,
+    seq: i64,
+    e: &LedgerEntry,
+) -> Result<(), EdgeError> {
+    use crate::store::{members, receipts};
+    let body: serde_json::Value =
+        serde_json::from_str(&e.body).map_err(|x| StoreError::Corrupt(x.to_string()))?;
+    let member = e.member.as_deref().map(uuid_bytes).transpose()?;
+    match (e.kind.as_str(), member) {
+        ("member_registered", Some(m)) => {
+            let phone_idx: [u8; 32] = b64(&body["phone_idx"])
+                .and_then(|v| v.try_into().ok())
+                .ok_or_else(|| StoreError::Corrupt("member_registered.phone_idx".into()))?;
+            let row = members::MemberRow {
+                member_id: m,
+                phone_idx,
+                wrapped_key: b64(&body["wrapped_key"]).unwrap_or_default(),
+                phone_enc: b64(&body["phone"]).unwrap_or_default(),
+                name_enc: b64(&body["name"]),
+                birthday_enc: b64(&body["birthday"]),
+                referral_code: body["referral_code"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                referrer_code: body["referrer_code"].as_str().map(str::to_string),
+                channel: body["channel"].as_str().map(str::to_string),
+                consent_terms: body["consents"]["terms"].as_bool().unwrap_or(true),
+                consent_marketing: body["consents"]["marketing"].as_bool().unwrap_or(false),
+                policy_version: body["consents"]["policy_version"]
+                    .as_str()
+                    .map(str::to_string),
+                tags: Vec::new(),
+                home_store: body["home_store"].as_str().unwrap_or_default().to_string(),
+                created_at: e.at,
+                updated_at: e.at,
+            };
+            if members::get(conn, &m)?.is_none()
+                && let Err(err) = members::insert(conn, &row)
+            {
+                // E.g. a referral code handed out again after the restore: the member's
+                // facts still count; the lookup row waits for a person.
+                tracing::error!(error = %err, "a refetched member could not be rebuilt");
+            }
+        }
+        ("member_updated", Some(m)) => {
+            if let Some(mut row) = members::get(conn, &m)? {
+                if !body["name"].is_null() {
+                    row.name_enc = b64(&body["name"]);
+                }
+                if !body["birthday"].is_null() {
+                    row.birthday_enc = b64(&body["birthday"]);
+                }
+                if let Some(x) = body["marketing"].as_bool() {
+                    row.consent_marketing = x;
+                }
+                let tags = |k: &str| -> Vec<String> {
+                    body[k]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|t| t.as_str().map(str::to_string))
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                };
+                let remove = tags("tags_remove");
+                row.tags.retain(|t| !remove.contains(t));
+                for t in tags("tags_add") {
+                    if !row.tags.contains(&t) {
+                        row.tags.push(t);
+                    }
+                }
+                row.updated_at = e.at;
+                members::update_profile(conn, &row)?;
+            }
+        }
+        ("purchase", _) => {
+            let receipt = receipts::ReceiptRow {
+                receipt_id: body["receipt_id"].as_str().unwrap_or_default().to_string(),
+                txn: uuid_bytes(&e.txn)?,
+                member,
+                at: e.at,
+                origin: origin_id,
+                seq,
+                subtotal: body["subtotal"].as_i64().unwrap_or(0),
+                total: body["total"].as_i64().unwrap_or(0),
+                earned: e.earn,
+                redeemed: e.spend,
+                rules_version: body["rules_version"].as_str().map(str::to_string),
+            };
+            receipts::insert(conn, &receipt)?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+impl Edge {
+    /// The old incarnation's facts still to fetch back from the hub, if any.
+    pub async fn pending_refetch(&self) -> Result<Option<incarnation::Refetch>, EdgeError> {
+        self.store
+            .readers
+            .read(|c| Ok::<_, EdgeError>(incarnation::pending_refetch(c)?))
+            .await
+    }
+
+    /// Stores facts of the old incarnation that came back from the hub, rebuilds the
+    /// members and receipts they carry, and moves the refetch on; with none left
+    /// (`facts` empty), the refetch is done.
+    pub async fn apply_refetched(
+        &self,
+        r: incarnation::Refetch,
+        facts: Vec<Fact>,
+    ) -> Result<(), EdgeError> {
+        self.store
+            .writer
+            .write(move |ctx| {
+                let mut after = r.after;
+                for f in &facts {
+                    let seq = f.seq as i64;
+                    if seq != after + 1 {
+                        // Only contiguous facts: anything else is asked for again.
+                        break;
+                    }
+                    let e: LedgerEntry = serde_json::from_str(&f.body)
+                        .map_err(|x| StoreError::Corrupt(format!("refetched fact: {x}")))?;
+                    let nf = facts::NewFact {
+                        kind: &e.kind,
+                        at: e.at,
+                        member: e.member.as_deref().map(uuid_bytes).transpose()?,
+                        txn: uuid_bytes(&e.txn)?,
+                        earn: e.earn,
+                        expires_at: e.expires_at,
+                        available_at: e.available_at,
+                        spend: e.spend,
+                        reverse: e.reverse,
+                        reverse_lot: e.reverse_lot.as_deref().map(uuid_bytes).transpose()?,
+                        qual_spend: e.qual_spend,
+                        qual_at: e.qual_at,
+                        body: e.body.clone(),
+                    };
+                    if facts::insert_at(ctx.conn, r.origin_id, seq, &nf)
+                        .map_err(StoreError::from)?
+                    {
+                        project(ctx.conn, r.origin_id, seq, &e)?;
+                    }
+                    after = seq;
+                }
+                if facts.is_empty() {
+                    ctx.conn
+                        .execute(
+                            "DELETE FROM meta WHERE key = ?1",
+                            [incarnation::REFETCH_KEY],
+                        )
+                        .map_err(StoreError::from)?;
+                } else {
+                    let next = incarnation::Refetch { after, ..r };
+                    store::meta_set(
+                        ctx.conn,
+                        incarnation::REFETCH_KEY,
+                        &serde_json::to_string(&next)
+                            .map_err(|x| StoreError::Corrupt(x.to_string()))?,
+                    )?;
+                }
+                Ok::<_, EdgeError>(())
+            })
             .await
     }
 }

@@ -141,6 +141,41 @@ pub fn at_of(conn: &Connection, origin: i64, seq: i64) -> rusqlite::Result<Optio
         .optional()
 }
 
+/// Inserts a fact of another origin (or an earlier incarnation) under its own
+/// sequence; `false` if that sequence is held already.
+pub fn insert_at(
+    conn: &Connection,
+    origin: i64,
+    seq: i64,
+    f: &NewFact<'_>,
+) -> rusqlite::Result<bool> {
+    let n = conn
+        .prepare_cached(
+            "INSERT INTO facts (origin, seq, kind, at, member, txn, earn, expires_at, spend, reverse,
+                                reverse_lot, qual_spend, qual_at, body, available_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+             ON CONFLICT (origin, seq) DO NOTHING",
+        )?
+        .execute(params![
+            origin,
+            seq,
+            f.kind,
+            f.at,
+            f.member.as_ref().map(|m| &m[..]),
+            &f.txn[..],
+            f.earn,
+            f.expires_at,
+            f.spend,
+            f.reverse,
+            f.reverse_lot.as_ref().map(|m| &m[..]),
+            f.qual_spend,
+            f.qual_at,
+            f.body,
+            f.available_at
+        ])?;
+    Ok(n == 1)
+}
+
 /// The highest sequence `origin` has written (0 if none).
 pub fn last_seq(conn: &Connection, origin: i64) -> rusqlite::Result<i64> {
     conn.query_row(

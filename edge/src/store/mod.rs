@@ -11,6 +11,7 @@
 pub mod coupons;
 pub mod facts;
 pub mod idempotency;
+pub mod incarnation;
 pub mod lanes;
 pub mod members;
 pub mod migrations;
@@ -224,6 +225,7 @@ impl Store {
         let mut conn = connect(&path, false)?;
         migrate(&mut conn, &path)?;
         let origin = ensure_origin(&conn, store_id)?;
+        let origin = incarnation::check(&conn, data_dir, origin)?;
         let last_seq = facts::last_seq(&conn, origin.id)?;
         // Checkpoints run on their own thread; a commit never pays for one.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;

@@ -5,7 +5,7 @@ pub mod sqlite;
 
 use patron_protocol::Origin;
 use patron_protocol::hub::{StoreStatus, SyncReport};
-use patron_sync::session::{Batch, Judgement};
+use patron_sync::session::{Batch, Fact, Judgement};
 
 /// Storage failures.
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +101,9 @@ pub trait HubStore: Send + Sync + 'static {
         decide: &dyn Fn(u64, &Batch) -> Judgement,
         now: i64,
     ) -> Result<Vec<Ingested>, StoreError>;
+
+    /// Facts of `origin` after `after`, at most `max`, in sequence order.
+    fn read(&self, origin: &Origin, after: u64, max: usize) -> Result<Vec<Fact>, StoreError>;
 
     /// Highest contiguous sequence held for `origin` (0 if none).
     fn high(&self, origin: &Origin) -> Result<u64, StoreError>;

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use patron_protocol::Origin;
 use patron_protocol::hub::{StoreStatus, SyncReport};
-use patron_sync::session::{Batch, Judgement};
+use patron_sync::session::{Batch, Fact, Judgement};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{HubStore, Ingested, NewStore, StoreError, StoreRow};
@@ -132,6 +132,23 @@ fn ensure_origin(conn: &Connection, o: &Origin) -> Result<(i64, u64), StoreError
     Ok((conn.last_insert_rowid(), 0))
 }
 
+/// The refusal for a fact that differs from the one the hub holds under its number.
+pub const CONFLICT: &str = "conflict: a fact differs from the one the hub holds under the same sequence (a database restored from an older copy must start a new incarnation)";
+
+/// Whether any of `facts` differs from the body stored under its sequence.
+fn differs(conn: &Connection, origin_id: i64, facts: &[Fact]) -> Result<bool, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT body FROM facts WHERE origin = ?1 AND seq = ?2")?;
+    for f in facts {
+        let held: Option<String> = stmt
+            .query_row(params![origin_id, f.seq as i64], |r| r.get(0))
+            .optional()?;
+        if held.as_deref() != Some(f.body.as_str()) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 impl HubStore for SqliteStore {
     fn add_store(&self, s: &NewStore<'_>) -> Result<(), StoreError> {
         let conn = self.lock();
@@ -210,7 +227,17 @@ impl HubStore for SqliteStore {
         let mut out = Vec::with_capacity(batches.len());
         for b in batches {
             let (origin_id, high) = origin_row(&tx, &b.origin)?.unwrap_or_default();
-            let judgement = decide(high, b);
+            let mut judgement = decide(high, b);
+            // Facts the hub holds already must be the same facts: a store restored from
+            // an older copy that wrote on would send other facts under the same numbers.
+            let overlap = match judgement {
+                Judgement::AlreadyHeld => b.facts.len(),
+                Judgement::Apply { skip, .. } => skip,
+                _ => 0,
+            };
+            if overlap > 0 && origin_id != 0 && differs(&tx, origin_id, &b.facts[..overlap])? {
+                judgement = Judgement::Refuse(CONFLICT);
+            }
             let high = match judgement {
                 Judgement::Apply {
                     skip,
@@ -251,6 +278,24 @@ impl HubStore for SqliteStore {
         ])?;
         tx.commit()?;
         Ok(out)
+    }
+
+    fn read(&self, origin: &Origin, after: u64, max: usize) -> Result<Vec<Fact>, StoreError> {
+        let conn = self.lock();
+        let Some((id, _)) = origin_row(&conn, origin)? else {
+            return Ok(Vec::new());
+        };
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, body FROM facts WHERE origin = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![id, after as i64, max as i64], |r| {
+            Ok(Fact {
+                origin: origin.clone(),
+                seq: r.get::<_, i64>(0)? as u64,
+                body: r.get(1)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
     fn high(&self, origin: &Origin) -> Result<u64, StoreError> {

@@ -247,6 +247,118 @@ async fn bad_sync_messages_are_refused_and_apply_nothing() -> Result<()> {
     assert_eq!(verdict(&r)["Applied"]["high"], 3, "{}", r.json);
     let r = push(ok_body).await?;
     assert_eq!(verdict(&r)["AlreadyHeld"]["high"], 3, "{}", r.json);
+    // Other facts under numbers the hub holds (a store restored from an old copy that
+    // wrote on): refused as a conflict, never taken as "already held".
+    let mut other = facts("S001", 2, 4);
+    for f in &mut other {
+        f.body = f.body.replace("\"earn\":5", "\"earn\":6");
+    }
+    let r = push(push_body("S001", vec![batch(origin("S001"), other)])?).await?;
+    assert!(
+        verdict(&r)["Refused"]["reason"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("conflict")),
+        "{}",
+        r.json
+    );
     assert_eq!(held(&hub).await?, 3);
+    Ok(())
+}
+
+/// Copies the database files (the edge is stopped).
+fn copy_db(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for f in ["edge.sqlite", "edge.sqlite-wal", "edge.sqlite-shm"] {
+        let _ = std::fs::remove_file(to.join(f));
+        if from.join(f).exists() {
+            std::fs::copy(from.join(f), to.join(f))?;
+        }
+    }
+    Ok(())
+}
+
+async fn synced(e: &TestEdge) -> Result<()> {
+    TestHub::wait_for(Duration::from_secs(15), || async {
+        let h = health(e).await?;
+        Ok(h["pending_facts"] == 0 && h["reachable"] == true)
+    })
+    .await
+    .map(|_| ())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_restored_from_an_old_backup_gets_a_new_incarnation_and_loses_nothing() -> Result<()>
+{
+    let hub = TestHub::spawn().await?;
+    let mut edge = enrolled_edge(&hub, "S001").await?;
+    let alice = edge.register("13700000001", Some("Alice")).await?;
+    commit(&edge, &alice, "R-1", 10_000, 0).await?;
+    synced(&edge).await?;
+
+    // Last night's backup.
+    edge.stop();
+    let backup = edge.dir.path().join("backup");
+    copy_db(&edge.data_dir(), &backup)?;
+    edge.start().await?;
+
+    // Today's trade, acknowledged by the hub — then the disk dies.
+    let bob = edge.register("13700000002", Some("Bob")).await?;
+    commit(&edge, &alice, "R-2", 20_000, 0).await?;
+    commit(&edge, &bob, "R-3", 30_000, 0).await?;
+    commit(&edge, &alice, "R-4", 5_000, 50).await?;
+    synced(&edge).await?;
+    let (alice_before, bob_before) = (balance(&edge, &alice).await?, balance(&edge, &bob).await?);
+    let written_before = edge.facts_written().await?;
+    edge.stop();
+
+    // IT restores last night's database file (keys and hub link stay on the machine).
+    copy_db(&backup, &edge.data_dir())?;
+    edge.start().await?;
+
+    // The edge serves at once under a new incarnation, and takes back from the hub
+    // what the backup lacked: today's member, sales and balances.
+    assert_eq!(
+        edge.facts_written().await?,
+        0,
+        "a new incarnation starts at sequence 1"
+    );
+    TestHub::wait_for(Duration::from_secs(15), || async {
+        let r = edge.get("/v1/members?phone=13700000002").await?;
+        Ok(r.status == 200 && balance(&edge, &alice).await? == alice_before)
+    })
+    .await
+    .context("the restored store refetches what the hub held")?;
+    assert_eq!(balance(&edge, &bob).await?, bob_before);
+    // A receipt sold before the restore can be refunded after it.
+    let r = edge
+        .post(
+            "/v1/refunds",
+            &json!({"receipt_id": "R-3", "lines": [{"sku": "A1", "qty": 1}]}),
+            Some("refund-R-3"),
+        )
+        .await?;
+    assert_eq!(r.status, 201, "{}", r.json);
+    commit(&edge, &alice, "R-5", 1_000, 0).await?;
+    synced(&edge).await?;
+
+    // The hub holds both incarnations: every fact of the old one (none reused) and the
+    // new one's; balances over its facts match the store's.
+    let origins: Vec<_> = hub
+        .facts_by_origin()?
+        .into_iter()
+        .filter(|(n, _, _)| n == "S001")
+        .collect();
+    assert_eq!(origins.len(), 2, "{origins:?}");
+    assert!(
+        origins.iter().any(|(_, _, n)| *n as u64 == written_before),
+        "{origins:?}"
+    );
+    assert_eq!(hub.balance(&alice)?, balance(&edge, &alice).await?);
+    assert_eq!(hub.balance(&bob)?, balance(&edge, &bob).await?);
+    assert!(
+        health(&edge).await?["alert"].is_null(),
+        "{}",
+        health(&edge).await?
+    );
     Ok(())
 }
