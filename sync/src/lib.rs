@@ -4,6 +4,7 @@
 //! - [`session`]: facts, batches with checksums, the receive/ack state machine.
 //! - [`hlc`]: hybrid logical clock for last-writer-wins profile fields.
 //! - [`profile`]: member profiles as LWW registers and an add-wins tag set.
+//! - [`pull`]: following a replication set by cursor, checkpoints, must-refetch.
 //!
 //! The version vector is a replica's knowledge of the ledger as
 //! `origin → highest contiguous sequence`. The edge assigns gap-free sequences per
@@ -14,6 +15,7 @@
 
 pub mod hlc;
 pub mod profile;
+pub mod pull;
 pub mod session;
 pub mod version_vector;
 
