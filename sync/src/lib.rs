@@ -2,6 +2,7 @@
 //!
 //! - [`version_vector`]: a replica's knowledge, `origin → highest contiguous sequence`.
 //! - [`session`]: facts, batches with checksums, the receive/ack state machine.
+//! - [`docs`]: HQ-authored documents (rule sets) as automerge documents, per ring.
 //! - [`hlc`]: hybrid logical clock for last-writer-wins profile fields.
 //! - [`profile`]: member profiles as LWW registers and an add-wins tag set.
 //! - [`pull`]: following a replication set by cursor, checkpoints, must-refetch.
@@ -13,6 +14,7 @@
 //! hidden behind a larger maximum. The sync session, hybrid logical clock and merge
 //! rules build on this (see `shared/DESIGN.md`).
 
+pub mod docs;
 pub mod hlc;
 pub mod profile;
 pub mod pull;
