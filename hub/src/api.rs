@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use patron_protocol::error::{ApiError, ErrorBody, ErrorCode};
-use patron_protocol::hub::{EnrollRequest, PushRequest, RefetchRequest};
+use patron_protocol::hub::{DocSync, EnrollRequest, PushRequest, RefetchRequest};
 use patron_sync::session::Push;
 use serde::de::DeserializeOwned;
 
@@ -37,6 +37,7 @@ pub fn router(state: AppState) -> Router {
             post(push).layer(DefaultBodyLimit::disable()),
         )
         .route("/v1/sync/refetch", post(refetch))
+        .route("/v1/docs/sync", post(doc_sync))
         .route("/v1/stores", get(stores))
         .fallback(|| async { err(ErrorCode::NotFound, "no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -207,6 +208,36 @@ async fn refetch(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> 
         // Serialized from the struct: a detour through serde_json::Value would re-encode
         // the raw fact bodies (sorted keys) and break their checksum.
         Ok((batch, high)) => axum::Json(RefetchAnswer { batch, high }).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn doc_sync(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD as B64;
+    let Some(cred) = bearer(&headers).map(str::to_owned) else {
+        return HubError::Unauthorized.into_response();
+    };
+    let hub = s.hub.clone();
+    let store = match blocking(move || hub.authenticate(&cred)).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let req: DocSync = match parse(&body) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let message = match req.message.as_deref().map(|m| B64.decode(m)).transpose() {
+        Ok(m) => m,
+        Err(_) => return HubError::Invalid("message: not base64".into()).into_response(),
+    };
+    let hub = s.hub.clone();
+    match blocking(move || hub.doc_sync(&store, &req.doc, message.as_deref())).await {
+        Ok(answer) => axum::Json(DocSync {
+            doc: String::new(),
+            message: answer.map(|a| B64.encode(a)),
+        })
+        .into_response(),
         Err(r) => r,
     }
 }

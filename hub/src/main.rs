@@ -39,6 +39,11 @@ enum Command {
         #[command(subcommand)]
         command: StoreCommand,
     },
+    /// Manages HQ rule sets.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
     /// Serves enrollment and sync.
     Serve {
         /// Listen address.
@@ -47,6 +52,18 @@ enum Command {
         /// Plain HTTP instead of TLS: for development on one machine only.
         #[arg(long)]
         insecure_dev: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Publishes a rule set (JSON file) to a ring; its stores price with it once synced.
+    Publish {
+        /// The rule-set file.
+        file: PathBuf,
+        /// The ring it targets (`all` for every store).
+        #[arg(long, default_value = "all")]
+        ring: String,
     },
 }
 
@@ -157,6 +174,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     );
                 }
             }
+        }
+        Command::Rules {
+            command: RulesCommand::Publish { file, ring },
+        } => {
+            let json = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let version = hub(&dir, false)?.publish_rule_set(&ring, &json)?;
+            println!("rule set {version} published to ring {ring}");
         }
         Command::Serve {
             listen,

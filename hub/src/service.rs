@@ -6,8 +6,10 @@ use std::sync::Arc;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use patron_protocol::hub::{EnrollResponse, LedgerEntry, PushRequest, RefetchRequest, StoreStatus};
+use patron_sync::docs::{HqDoc, carries_changes, decode_state, encode_state, ring_doc};
 use patron_sync::session::{Batch, Judgement, Push, PushAck, Verdict, batch, judge};
 use ring::rand::{SecureRandom, SystemRandom};
+use std::collections::HashMap;
 
 use crate::store::{HubStore, NewStore, StoreError, StoreRow};
 
@@ -62,6 +64,8 @@ pub struct Hub {
     ca_fingerprint: String,
     rng: SystemRandom,
     now: Box<dyn Fn() -> i64 + Send + Sync>,
+    /// Automerge sync states of open sessions, by (document, store).
+    doc_sessions: std::sync::Mutex<HashMap<(String, String), patron_sync::docs::State>>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -104,6 +108,7 @@ impl Hub {
             ca_fingerprint,
             rng: SystemRandom::new(),
             now: Box::new(now_millis),
+            doc_sessions: Default::default(),
         }
     }
 
@@ -247,6 +252,80 @@ impl Hub {
         let facts = self.store.read(&req.origin, req.after, max)?;
         let high = self.store.high(&req.origin)?;
         Ok((batch(req.origin.clone(), facts), high))
+    }
+
+    /// Publishes a rule set (JSON with a `version`) to `ring` and puts it in force there.
+    pub fn publish_rule_set(&self, ring: &str, json: &str) -> Result<String, HubError> {
+        let v: serde_json::Value =
+            serde_json::from_str(json).map_err(|e| HubError::Invalid(format!("rule set: {e}")))?;
+        let version = v["version"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| HubError::Invalid("a rule set needs a \"version\"".into()))?
+            .to_string();
+        if ring.trim().is_empty() {
+            return Err(HubError::Invalid("ring must not be empty".into()));
+        }
+        let id = ring_doc(ring.trim());
+        let mut doc = match self.store.load_doc(&id)? {
+            Some(b) => HqDoc::load(&b).map_err(|e| HubError::Invalid(e.to_string()))?,
+            None => HqDoc::new(),
+        };
+        doc.publish_rule_set(&version, json)
+            .map_err(|e| HubError::Invalid(e.to_string()))?;
+        self.store.save_doc(&id, &doc.save(), (self.now)())?;
+        tracing::info!(ring, %version, "rule set published");
+        Ok(version)
+    }
+
+    /// One step of a store's sync of an HQ document: applies its message (which may
+    /// carry no changes: stores hold HQ documents read-only) and returns the answer.
+    /// The sync state stays in memory for the session and is persisted after each step.
+    pub fn doc_sync(
+        &self,
+        store: &StoreRow,
+        doc_id: &str,
+        message: Option<&[u8]>,
+    ) -> Result<Option<Vec<u8>>, HubError> {
+        if doc_id != ring_doc(&store.ring) && doc_id != ring_doc("all") {
+            return Err(HubError::Forged {
+                store: store.store_id.clone(),
+                claimed: format!("document {doc_id}"),
+            });
+        }
+        if let Some(m) = message
+            && carries_changes(m).map_err(|e| HubError::Invalid(e.to_string()))?
+        {
+            tracing::warn!(store = %store.store_id, doc = doc_id, "a store tried to change an HQ document");
+            return Err(HubError::Forged {
+                store: store.store_id.clone(),
+                claimed: format!("changes to {doc_id} (stores hold HQ documents read-only)"),
+            });
+        }
+        let mut doc = match self.store.load_doc(doc_id)? {
+            Some(b) => HqDoc::load(&b).map_err(|e| HubError::Invalid(e.to_string()))?,
+            None => HqDoc::new(),
+        };
+        let key = (doc_id.to_string(), store.store_id.clone());
+        let mut sessions = self.doc_sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let state = match sessions.entry(key) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let persisted = self.store.load_doc_state(doc_id, &store.store_id)?;
+                v.insert(
+                    decode_state(persisted.as_deref())
+                        .map_err(|e| HubError::Invalid(e.to_string()))?,
+                )
+            }
+        };
+        if let Some(m) = message {
+            doc.receive(state, m)
+                .map_err(|e| HubError::Invalid(e.to_string()))?;
+        }
+        let answer = doc.generate(state);
+        self.store
+            .save_doc_state(doc_id, &store.store_id, &encode_state(state))?;
+        Ok(answer)
     }
 
     /// Every store with its last sync, lag and pending count.

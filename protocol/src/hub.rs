@@ -155,3 +155,14 @@ pub struct RefetchRequest {
     /// At most this many (capped at 1000).
     pub max: usize,
 }
+
+/// `POST /v1/docs/sync`: one step of an HQ document's sync (automerge sync messages,
+/// base64).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocSync {
+    /// The document (`ring:<ring>`).
+    pub doc: String,
+    /// The message, if the sender has one.
+    #[serde(default)]
+    pub message: Option<String>,
+}

@@ -10,7 +10,10 @@
 //! Layout: `rule_sets: { <version>: <rule-set JSON> }` (a published version never
 //! changes) and `current: <version>` (the one in force for the ring).
 
-use automerge::sync::{Message, State, SyncDoc};
+use automerge::sync::{Message, SyncDoc};
+
+/// An automerge sync state (one per document and peer).
+pub use automerge::sync::State;
 use automerge::transaction::Transactable;
 use automerge::{AutoCommit, ObjType, ROOT, ReadDoc, Value};
 

@@ -145,8 +145,13 @@ impl TestHub {
         format!("https://{}{}", self.addr, path)
     }
 
-    /// Registers a store; returns its enrollment token.
+    /// Registers a store in ring `pilot`; returns its enrollment token.
     pub fn add_store(&self, store_id: &str) -> Result<String> {
+        self.add_store_in(store_id, "pilot")
+    }
+
+    /// Registers a store in `ring`; returns its enrollment token.
+    pub fn add_store_in(&self, store_id: &str, ring: &str) -> Result<String> {
         let out = run_ok(self.command()?.args([
             "store",
             "add",
@@ -154,9 +159,18 @@ impl TestHub {
             "--name",
             &format!("Store {store_id}"),
             "--ring",
-            "pilot",
+            ring,
         ]))?;
         field(&out, "enrollment token (one use): ")
+    }
+
+    /// Publishes a rule set file to `ring` with the CLI.
+    pub fn publish_rules(&self, file: &std::path::Path, ring: &str) -> Result<()> {
+        let mut cmd = self.command()?;
+        cmd.args(["rules", "publish"])
+            .arg(file)
+            .args(["--ring", ring]);
+        run_ok(&mut cmd).map(|_| ())
     }
 
     /// `GET /v1/stores` with the admin token.

@@ -136,9 +136,14 @@ impl TestEdge {
         Ok(edge)
     }
 
-    /// Runs `patron-edge enroll` against `hub` with a token for this store.
+    /// Runs `patron-edge enroll` against `hub` with a token for this store (ring pilot).
     pub fn enroll(&self, hub: &hub::TestHub) -> Result<()> {
-        let token = hub.add_store(&self.store_id)?;
+        self.enroll_in(hub, "pilot")
+    }
+
+    /// Runs `patron-edge enroll` against `hub` with a token for this store in `ring`.
+    pub fn enroll_in(&self, hub: &hub::TestHub, ring: &str) -> Result<()> {
+        let token = hub.add_store_in(&self.store_id, ring)?;
         let out = self
             .command()?
             .args(["enroll", "--hub", &hub.url(""), "--token", &token])

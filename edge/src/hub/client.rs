@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use patron_protocol::ErrorBody;
-use patron_protocol::hub::{EnrollRequest, EnrollResponse, PushRequest, RefetchRequest};
+use patron_protocol::hub::{DocSync, EnrollRequest, EnrollResponse, PushRequest, RefetchRequest};
 use patron_sync::session::{Batch, Push, PushAck};
 use serde::de::DeserializeOwned;
 
@@ -108,6 +108,33 @@ impl HubClient {
                 .await,
         )
         .await
+    }
+
+    /// One step of an HQ document's sync: sends our message (if any), returns the hub's.
+    pub async fn doc_sync(
+        &self,
+        doc: &str,
+        message: Option<&[u8]>,
+    ) -> Result<Option<Vec<u8>>, SyncError> {
+        use base64::Engine;
+        use base64::engine::general_purpose::STANDARD as B64;
+        let answer: DocSync = answer(
+            self.http
+                .post(format!("{}/v1/docs/sync", self.url))
+                .bearer_auth(&self.credential)
+                .json(&DocSync {
+                    doc: doc.to_string(),
+                    message: message.map(|m| B64.encode(m)),
+                })
+                .send()
+                .await,
+        )
+        .await?;
+        answer
+            .message
+            .map(|m| B64.decode(m))
+            .transpose()
+            .map_err(|_| SyncError::Unreachable("the hub's document message is not base64".into()))
     }
 
     /// Pushes facts (possibly none: a heartbeat) with this store's report.

@@ -2,10 +2,12 @@
 //! with capped exponential backoff and jitter, report to the hub on a heartbeat, and
 //! raise an alert when a fact stays unacknowledged too long while the hub answers.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use patron_protocol::hub::{PushRequest, RefetchRequest, SyncReport};
+use patron_sync::docs::{State, decode_state, encode_state, ring_doc};
 use patron_sync::session::{Push, Verdict, batch};
 
 use super::SyncError;
@@ -45,7 +47,8 @@ pub fn spawn(edge: Arc<Edge>, link: HubLink) -> Result<tokio::task::JoinHandle<(
     let client = HubClient::new(&link, Duration::from_millis(cfg.timeout_ms))?;
     update(&edge.sync_status, |s| s.enrolled = true);
     tracing::info!(hub = %link.url, store = %link.store_id, "sync worker started");
-    Ok(tokio::spawn(async move { run(edge, client).await }))
+    let ring = link.ring.clone();
+    Ok(tokio::spawn(async move { run(edge, client, ring).await }))
 }
 
 /// A delay in `[d/2, d]`: spreads retries of many stores after a hub outage.
@@ -68,7 +71,7 @@ enum Step {
     Failed,
 }
 
-async fn run(edge: Arc<Edge>, client: HubClient) {
+async fn run(edge: Arc<Edge>, client: HubClient, ring: String) {
     let cfg = edge.core.cfg.sync.clone();
     let committed = edge.store.writer.facts_committed();
     let mut acked = match edge.hub_acked().await {
@@ -100,9 +103,16 @@ async fn run(edge: Arc<Edge>, client: HubClient) {
         }
     }
     backoff = min;
+    let mut doc_states = HashMap::new();
+    let mut docs_synced: Option<Instant> = None;
+    let heartbeat = Duration::from_millis(cfg.heartbeat_ms);
     loop {
         let step = exchange(&edge, &client, &mut acked).await;
         watchdog(&edge, acked).await;
+        if matches!(step, Step::Idle) && docs_synced.is_none_or(|t| t.elapsed() >= heartbeat) {
+            sync_docs(&edge, &client, &ring, &mut doc_states).await;
+            docs_synced = Some(Instant::now());
+        }
         match step {
             Step::More => {
                 backoff = min;
@@ -123,6 +133,59 @@ async fn run(edge: Arc<Edge>, client: HubClient) {
             }
         }
     }
+}
+
+/// Syncs the HQ documents of this store's ring (and of every store), then puts in
+/// force the rule set HQ published for it. Sync states stay in memory between
+/// sessions and are persisted with the document after each.
+async fn sync_docs(
+    edge: &Edge,
+    client: &HubClient,
+    ring: &str,
+    states: &mut HashMap<String, State>,
+) {
+    for id in [ring_doc(ring), ring_doc("all")] {
+        if let Err(e) = sync_doc(edge, client, &id, states).await {
+            tracing::warn!(doc = %id, error = %e, "sync: HQ document sync failed");
+            return;
+        }
+    }
+    match edge.adopt_hq_rule_set(ring).await {
+        Ok(Some(v)) => tracing::info!(version = %v, "sync: HQ rule set in force"),
+        Ok(None) => {}
+        Err(e) => {
+            let msg = format!("the rule set HQ published cannot be used: {e}");
+            tracing::error!(%msg);
+            update(&edge.sync_status, |s| s.alert = Some(msg));
+        }
+    }
+}
+
+async fn sync_doc(
+    edge: &Edge,
+    client: &HubClient,
+    id: &str,
+    states: &mut HashMap<String, State>,
+) -> Result<(), SyncError> {
+    let local = |e: crate::service::EdgeError| SyncError::Setup(e.to_string());
+    let (mut doc, persisted) = edge.hq_doc(id).await.map_err(local)?;
+    let state = states
+        .entry(id.to_string())
+        .or_insert_with(|| decode_state(persisted.as_deref()).unwrap_or_default());
+    for _ in 0..16 {
+        let mine = doc.generate(state);
+        let theirs = client.doc_sync(id, mine.as_deref()).await?;
+        if let Some(m) = &theirs {
+            doc.receive(state, m)
+                .map_err(|e| SyncError::Unreachable(format!("HQ document {id}: {e}")))?;
+        }
+        if mine.is_none() && theirs.is_none() {
+            break;
+        }
+    }
+    edge.save_hq_doc(id, doc.save(), encode_state(state))
+        .await
+        .map_err(local)
 }
 
 /// Fetches and applies one batch of a pending refetch; `Ok(true)` while more may come.

@@ -301,3 +301,66 @@ impl Edge {
             .await
     }
 }
+
+impl Edge {
+    /// A stored HQ document (a new, empty one if none) and its persisted sync state.
+    pub async fn hq_doc(
+        &self,
+        doc_id: &str,
+    ) -> Result<(patron_sync::docs::HqDoc, Option<Vec<u8>>), EdgeError> {
+        let id = doc_id.to_string();
+        let stored = self
+            .store
+            .readers
+            .read(move |c| Ok::<_, EdgeError>(store::hq_docs::load(c, &id)?))
+            .await?;
+        match stored {
+            Some((bytes, state)) => Ok((
+                patron_sync::docs::HqDoc::load(&bytes)
+                    .map_err(|e| StoreError::Corrupt(format!("HQ document {doc_id}: {e}")))?,
+                state,
+            )),
+            None => Ok((patron_sync::docs::HqDoc::new(), None)),
+        }
+    }
+
+    /// Stores an HQ document and its sync state.
+    pub async fn save_hq_doc(
+        &self,
+        doc_id: &str,
+        bytes: Vec<u8>,
+        state: Vec<u8>,
+    ) -> Result<(), EdgeError> {
+        let id = doc_id.to_string();
+        self.store
+            .writer
+            .write(move |ctx| {
+                Ok::<_, EdgeError>(store::hq_docs::save(ctx.conn, &id, &bytes, &state)?)
+            })
+            .await
+    }
+
+    /// Puts in force the rule set HQ published for this store's ring (or for every
+    /// store), if it is not the one in force already. Returns the version loaded.
+    pub async fn adopt_hq_rule_set(&self, ring: &str) -> Result<Option<String>, EdgeError> {
+        use patron_sync::docs::ring_doc;
+        let mut chosen = None;
+        for id in [ring_doc(ring), ring_doc("all")] {
+            let (doc, _) = self.hq_doc(&id).await?;
+            if let Some(c) = doc.current_rule_set() {
+                chosen = Some(c);
+                break;
+            }
+        }
+        let Some((version, json)) = chosen else {
+            return Ok(None);
+        };
+        if self.rules().is_some_and(|r| r.set.version == version) {
+            return Ok(None);
+        }
+        let set: crate::domain::promo::ruleset::RuleSet = serde_json::from_str(&json)
+            .map_err(|e| EdgeError::Invalid(format!("HQ rule set {version}: {e}")))?;
+        self.load_rules(set).await?;
+        Ok(Some(version))
+    }
+}

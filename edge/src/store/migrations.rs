@@ -188,10 +188,18 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX facts_ledger_by_member ON facts (member, at)
         WHERE member IS NOT NULL AND (earn <> 0 OR spend <> 0 OR reverse <> 0 OR qual_spend <> 0 OR kind = 'purchase' OR kind = 'coupon_issued');
     "#,
+    // 4: HQ documents received from the hub (automerge), with the sync state.
+    r#"
+    CREATE TABLE hq_docs (
+        doc_id     TEXT PRIMARY KEY,
+        bytes      BLOB NOT NULL,
+        sync_state BLOB
+    ) STRICT;
+    "#,
 ];
 
 /// The schema version this binary writes.
-pub const SCHEMA_VERSION: usize = 3;
+pub const SCHEMA_VERSION: usize = 4;
 
 #[cfg(test)]
 mod tests {

@@ -10,6 +10,7 @@
 
 pub mod coupons;
 pub mod facts;
+pub mod hq_docs;
 pub mod idempotency;
 pub mod incarnation;
 pub mod lanes;

@@ -105,6 +105,18 @@ pub trait HubStore: Send + Sync + 'static {
     /// Facts of `origin` after `after`, at most `max`, in sequence order.
     fn read(&self, origin: &Origin, after: u64, max: usize) -> Result<Vec<Fact>, StoreError>;
 
+    /// An HQ document's bytes.
+    fn load_doc(&self, doc_id: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Stores an HQ document.
+    fn save_doc(&self, doc_id: &str, bytes: &[u8], now: i64) -> Result<(), StoreError>;
+
+    /// The persisted sync state of `peer` for a document.
+    fn load_doc_state(&self, doc_id: &str, peer: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Persists the sync state of `peer` for a document.
+    fn save_doc_state(&self, doc_id: &str, peer: &str, state: &[u8]) -> Result<(), StoreError>;
+
     /// Highest contiguous sequence held for `origin` (0 if none).
     fn high(&self, origin: &Origin) -> Result<u64, StoreError>;
 

@@ -12,7 +12,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::{HubStore, Ingested, NewStore, StoreError, StoreRow};
 
 /// Migration `i` takes the schema from version `i` to `i + 1`. Append only.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     -- Stores of the chain. A store is registered with a one-time enrollment secret
     -- (kept as a hash) and exchanges it for a sync credential (also a hash).
     CREATE TABLE stores (
@@ -46,7 +47,22 @@ const MIGRATIONS: &[&str] = &[r#"
         received_at INTEGER NOT NULL,
         UNIQUE (origin, seq)
     ) STRICT;
-    "#];
+    "#,
+    r#"
+    -- HQ-authored automerge documents (one per ring) and each peer's sync state.
+    CREATE TABLE docs (
+        doc_id     TEXT PRIMARY KEY,
+        bytes      BLOB    NOT NULL,
+        updated_at INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE doc_sync_states (
+        doc_id TEXT NOT NULL,
+        peer   TEXT NOT NULL,
+        state  BLOB NOT NULL,
+        PRIMARY KEY (doc_id, peer)
+    ) STRICT, WITHOUT ROWID;
+    "#,
+];
 
 /// The hub database file name inside the data directory.
 pub const DB_FILE: &str = "hub.sqlite";
@@ -296,6 +312,42 @@ impl HubStore for SqliteStore {
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    fn load_doc(&self, doc_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let conn = self.lock();
+        Ok(conn
+            .prepare_cached("SELECT bytes FROM docs WHERE doc_id = ?1")?
+            .query_row(params![doc_id], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn save_doc(&self, doc_id: &str, bytes: &[u8], now: i64) -> Result<(), StoreError> {
+        let conn = self.lock();
+        conn.prepare_cached(
+            "INSERT INTO docs (doc_id, bytes, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (doc_id) DO UPDATE SET bytes = excluded.bytes, updated_at = excluded.updated_at",
+        )?
+        .execute(params![doc_id, bytes, now])?;
+        Ok(())
+    }
+
+    fn load_doc_state(&self, doc_id: &str, peer: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let conn = self.lock();
+        Ok(conn
+            .prepare_cached("SELECT state FROM doc_sync_states WHERE doc_id = ?1 AND peer = ?2")?
+            .query_row(params![doc_id, peer], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn save_doc_state(&self, doc_id: &str, peer: &str, state: &[u8]) -> Result<(), StoreError> {
+        let conn = self.lock();
+        conn.prepare_cached(
+            "INSERT INTO doc_sync_states (doc_id, peer, state) VALUES (?1, ?2, ?3)
+             ON CONFLICT (doc_id, peer) DO UPDATE SET state = excluded.state",
+        )?
+        .execute(params![doc_id, peer, state])?;
+        Ok(())
     }
 
     fn high(&self, origin: &Origin) -> Result<u64, StoreError> {

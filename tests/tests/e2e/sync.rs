@@ -362,3 +362,73 @@ async fn a_store_restored_from_an_old_backup_gets_a_new_incarnation_and_loses_no
     );
     Ok(())
 }
+
+async fn rule_set_version(e: &TestEdge) -> Result<Option<String>> {
+    let r = e.get("/v1/admin/rule-set").await?;
+    Ok(r.json["version"].as_str().map(str::to_string))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hq_rule_sets_reach_the_stores_of_the_rings_they_target() -> Result<()> {
+    let hub = TestHub::spawn().await?;
+    let mut pilot = TestEdge::prepare("S001", FAST_SYNC)?;
+    pilot.enroll_in(&hub, "pilot")?;
+    pilot.start().await?;
+    let mut wave = TestEdge::prepare("S002", FAST_SYNC)?;
+    wave.enroll_in(&hub, "wave1")?;
+    wave.start().await?;
+
+    // HQ publishes the guide's examples to the pilot ring only.
+    let examples =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../edge/rules/examples.json");
+    hub.publish_rules(&examples, "pilot")?;
+    TestHub::wait_for(Duration::from_secs(15), || async {
+        Ok(rule_set_version(&pilot).await?.as_deref() == Some("guide-examples-v1"))
+    })
+    .await
+    .context("the pilot store adopts the pilot rule set")?;
+    // The store prices with it: 满200减30 applies to a ¥250 basket.
+    let q = pilot
+        .post(
+            "/v1/checkout/quote",
+            &json!({"lines": [{"sku": "X", "qty": 1, "unit_price": 25_000}]}),
+            None,
+        )
+        .await?;
+    assert_eq!(q.json["rules_version"], "guide-examples-v1", "{}", q.json);
+    assert!(
+        q.json["total"].as_i64().is_some_and(|t| t < 25_000),
+        "{}",
+        q.json
+    );
+    // The wave-1 store got nothing: the set does not target it.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(rule_set_version(&wave).await?, None);
+
+    // A set for every store reaches wave 1; the pilot keeps its ring's own.
+    let all = pilot.dir.path().join("all.json");
+    std::fs::write(&all, r#"{"version":"chain-v1","rules":[]}"#)?;
+    hub.publish_rules(&all, "all")?;
+    TestHub::wait_for(Duration::from_secs(15), || async {
+        Ok(rule_set_version(&wave).await?.as_deref() == Some("chain-v1"))
+    })
+    .await
+    .context("the wave-1 store adopts the chain-wide set")?;
+    assert_eq!(
+        rule_set_version(&pilot).await?.as_deref(),
+        Some("guide-examples-v1")
+    );
+
+    // A store may not sync another ring's document.
+    let link: Value = serde_json::from_slice(&std::fs::read(pilot.data_dir().join("hub.json"))?)?;
+    let cred = link["credential"].as_str().context("credential")?;
+    let r = hub
+        .post_raw(
+            "/v1/docs/sync",
+            Some(cred),
+            serde_json::to_vec(&json!({"doc": "ring:wave1"}))?,
+        )
+        .await?;
+    assert_eq!((r.status, r.code()), (403, "forbidden"), "{}", r.json);
+    Ok(())
+}
