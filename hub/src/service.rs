@@ -6,7 +6,9 @@ use std::sync::Arc;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use patron_protocol::hub::{EnrollResponse, LedgerEntry, PushRequest, RefetchRequest, StoreStatus};
+use patron_sync::Stamp;
 use patron_sync::docs::{HqDoc, carries_changes, decode_state, encode_state, ring_doc};
+use patron_sync::profile::ProfileOp;
 use patron_sync::session::{Batch, Judgement, Push, PushAck, Verdict, batch, judge};
 use ring::rand::{SecureRandom, SystemRandom};
 use std::collections::HashMap;
@@ -74,6 +76,92 @@ impl std::fmt::Debug for Hub {
     }
 }
 
+/// Profile stamps further ahead of the hub's clock than this are clamped to it: a store
+/// whose clock runs fast must not win every later edit for as long as it is ahead.
+pub const MAX_CLOCK_AHEAD_MS: i64 = 60_000;
+
+/// The profile changes a new fact carries, stamped by its store's hybrid logical clock;
+/// a stamp too far ahead of the hub's clock is clamped (and the skew noted in `ahead`).
+fn profile_ops(
+    f: &patron_sync::Fact,
+    store: &str,
+    now: i64,
+    ahead: &std::cell::Cell<i64>,
+) -> Vec<(String, ProfileOp)> {
+    let Ok(e) = serde_json::from_str::<LedgerEntry>(&f.body) else {
+        return Vec::new();
+    };
+    let registered = e.kind == "member_registered";
+    if !registered && e.kind != "member_updated" {
+        return Vec::new();
+    }
+    let (Some(member), Ok(body)) = (e.member, serde_json::from_str::<serde_json::Value>(&e.body))
+    else {
+        return Vec::new();
+    };
+    let mut stamp: Stamp = serde_json::from_value(body["hlc"].clone()).unwrap_or(Stamp {
+        wall: e.at.max(0) as u64,
+        counter: 0,
+        node: store.to_string(),
+    });
+    // The node is the authenticated store, whatever the fact says.
+    stamp.node = store.to_string();
+    let limit = (now + MAX_CLOCK_AHEAD_MS).max(0) as u64;
+    if stamp.wall > limit {
+        ahead.set(ahead.get().max(stamp.wall as i64 - now));
+        stamp.wall = limit;
+    }
+    let bytes = |v: &serde_json::Value| -> Option<Vec<u8>> {
+        match v {
+            serde_json::Value::Null => None,
+            serde_json::Value::String(s) => Some(s.clone().into_bytes()),
+            other => Some(other.to_string().into_bytes()),
+        }
+    };
+    let mut ops = Vec::new();
+    let mut set = |field: &str, v: &serde_json::Value| {
+        ops.push(ProfileOp::Set {
+            field: field.to_string(),
+            value: bytes(v),
+            stamp: stamp.clone(),
+        });
+    };
+    if registered {
+        set("name", &body["name"]);
+        set("birthday", &body["birthday"]);
+        set("marketing", &body["consents"]["marketing"]);
+    } else {
+        for field in ["name", "birthday", "marketing"] {
+            if let Some(v) = body.get(field) {
+                set(field, v);
+            }
+        }
+        let tags = |k: &str| -> Vec<String> {
+            body[k]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|t| t.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        for tag in tags("tags_add") {
+            ops.push(ProfileOp::AddTag {
+                tag,
+                stamp: stamp.clone(),
+            });
+        }
+        for tag in tags("tags_remove") {
+            ops.push(ProfileOp::RemoveTag {
+                tag,
+                stamp: stamp.clone(),
+            });
+        }
+    }
+    ops.into_iter().map(|o| (member.clone(), o)).collect()
+}
+
 /// SHA-256 of a secret, as stored.
 pub fn secret_hash(secret: &str) -> [u8; 32] {
     let d = ring::digest::digest(&ring::digest::SHA256, secret.as_bytes());
@@ -102,12 +190,22 @@ pub fn now_millis() -> i64 {
 impl Hub {
     /// A hub over `store`, handing out `ca_pem` (with its fingerprint) at enrollment.
     pub fn new(store: Arc<dyn HubStore>, ca_pem: String, ca_fingerprint: String) -> Self {
+        Self::with_clock(store, ca_pem, ca_fingerprint, Box::new(now_millis))
+    }
+
+    /// Like [`Hub::new`] with a given clock (tests).
+    pub fn with_clock(
+        store: Arc<dyn HubStore>,
+        ca_pem: String,
+        ca_fingerprint: String,
+        now: Box<dyn Fn() -> i64 + Send + Sync>,
+    ) -> Self {
         Self {
             store,
             ca_pem,
             ca_fingerprint,
             rng: SystemRandom::new(),
-            now: Box::new(now_millis),
+            now,
             doc_sessions: Default::default(),
         }
     }
@@ -199,9 +297,16 @@ impl Hub {
             }
             j => j,
         };
-        let done = self
-            .store
-            .ingest(sid, &req.report, &req.push.batches, &decide, (self.now)())?;
+        let now = (self.now)();
+        let ahead = std::cell::Cell::new(0i64);
+        let project = |f: &patron_sync::Fact| profile_ops(f, sid, now, &ahead);
+        let done =
+            self.store
+                .ingest(sid, &req.report, &req.push.batches, &decide, &project, now)?;
+        if ahead.get() > 0 {
+            tracing::warn!(store = %sid, ahead_ms = ahead.get(), "store clock ahead of the hub: profile stamps clamped");
+            self.store.note_clock_ahead(sid, ahead.get())?;
+        }
         let verdicts = req
             .push
             .batches
@@ -328,8 +433,108 @@ impl Hub {
         Ok(answer)
     }
 
+    /// A member's profile as merged from every store's facts.
+    pub fn profile(&self, member: &str) -> Result<Option<patron_sync::Profile>, HubError> {
+        Ok(self.store.profile(member)?)
+    }
+
     /// Every store with its last sync, lag and pending count.
     pub fn stores(&self) -> Result<Vec<StoreStatus>, HubError> {
         Ok(self.store.list_stores((self.now)())?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    use patron_protocol::Origin;
+    use patron_protocol::hub::SyncReport;
+    use patron_sync::session::{Fact, batch};
+
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+
+    const T0: i64 = 1_764_000_000_000;
+
+    fn update(store: &str, seq: u64, name: &str, wall: i64) -> (Origin, Fact) {
+        let origin = Origin {
+            node: store.into(),
+            incarnation: uuid::Uuid::from_u128(7),
+        };
+        let body = serde_json::json!({"name": name, "tags_add": ["vip"], "hlc": {"wall": wall, "counter": 0, "node": store}});
+        let entry = LedgerEntry {
+            kind: "member_updated".into(),
+            at: wall,
+            member: Some("m-1".into()),
+            txn: uuid::Uuid::now_v7().to_string(),
+            earn: 0,
+            expires_at: 0,
+            available_at: 0,
+            spend: 0,
+            reverse: 0,
+            reverse_lot: None,
+            qual_spend: 0,
+            qual_at: 0,
+            body: body.to_string(),
+        };
+        let fact = Fact {
+            origin: origin.clone(),
+            seq,
+            body: serde_json::to_string(&entry).unwrap_or_default(),
+        };
+        (origin, fact)
+    }
+
+    /// A store whose clock runs an hour fast edits a name; two minutes later another
+    /// store edits it again. Unclamped, the fast store's stamp would win for an hour.
+    #[test]
+    fn a_store_clock_running_ahead_is_clamped_and_noted() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = Arc::new(SqliteStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}")));
+        let clock = Arc::new(AtomicI64::new(T0));
+        let c = clock.clone();
+        let hub = Hub::with_clock(
+            store,
+            String::new(),
+            "x".into(),
+            Box::new(move || c.load(Ordering::SeqCst)),
+        );
+        let mut rows = Vec::new();
+        for s in ["S001", "S002"] {
+            let token = hub.add_store(s, s, "all").unwrap_or_else(|e| panic!("{e}"));
+            let secret = token.rsplit_once('.').map(|x| x.0).unwrap_or_default();
+            hub.enroll(secret, s).unwrap_or_else(|e| panic!("{e}"));
+            rows.push(StoreRow {
+                store_id: s.into(),
+                name: s.into(),
+                ring: "all".into(),
+            });
+        }
+        let push = |row: &StoreRow, (origin, fact): (Origin, Fact)| {
+            let req = PushRequest {
+                report: SyncReport {
+                    origin: Some(origin.clone()),
+                    last_seq: fact.seq,
+                },
+                push: Push {
+                    from: row.store_id.clone(),
+                    batches: vec![batch(origin, vec![fact])],
+                },
+            };
+            hub.push(row, &req).unwrap_or_else(|e| panic!("{e}"))
+        };
+        push(&rows[0], update("S001", 1, "fast", T0 + 3_600_000));
+        clock.store(T0 + 120_000, Ordering::SeqCst);
+        push(&rows[1], update("S002", 1, "later", T0 + 120_000));
+        let p = hub
+            .profile("m-1")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_default();
+        assert_eq!(p.fields["name"].value.as_deref(), Some(&b"later"[..]));
+        assert_eq!(p.tags.tags(), vec!["vip".to_string()]);
+        let list = hub.stores().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(list[0].clock_ahead_ms, Some(3_600_000));
+        assert_eq!(list[1].clock_ahead_ms, None);
     }
 }

@@ -64,6 +64,9 @@ pub struct StoreStatus {
     pub pending: u64,
     /// Facts held from this store, all incarnations.
     pub facts: u64,
+    /// How far ahead of the hub this store's clock was last seen (ms), if ever.
+    #[serde(default)]
+    pub clock_ahead_ms: Option<i64>,
 }
 
 /// A ledger entry as it travels in a sync fact (the fact body is this, as JSON).

@@ -22,6 +22,6 @@ pub mod session;
 pub mod version_vector;
 
 pub use hlc::{Hlc, Observed, Stamp};
-pub use profile::{AddWinsSet, Lww, Profile};
+pub use profile::{AddWinsSet, Lww, Profile, ProfileOp};
 pub use session::{Batch, Fact, Judgement, Ledger, Push, PushAck, Replica, Role, Verdict, judge};
 pub use version_vector::{Accept, VersionVector};

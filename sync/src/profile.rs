@@ -35,6 +35,9 @@ impl<T: Clone> Lww<T> {
 pub struct AddWinsSet {
     adds: BTreeMap<String, BTreeSet<Stamp>>,
     removed: BTreeSet<Stamp>,
+    /// Removes written elsewhere: per tag, every add stamped at or before this is gone.
+    #[serde(default)]
+    removed_upto: BTreeMap<String, Stamp>,
 }
 
 impl AddWinsSet {
@@ -51,6 +54,19 @@ impl AddWinsSet {
     }
 
     /// Union of both replicas' additions and removals.
+    /// Removes the adds of `tag` stamped at or before `upto`: how a replica applies a
+    /// remove written elsewhere, where the remover's observed adds are known only by
+    /// time. An add stamped after the remove survives (add wins).
+    pub fn remove_upto(&mut self, tag: &str, upto: &Stamp) {
+        match self.removed_upto.get_mut(tag) {
+            Some(cur) if *cur >= *upto => {}
+            Some(cur) => *cur = upto.clone(),
+            None => {
+                self.removed_upto.insert(tag.to_string(), upto.clone());
+            }
+        }
+    }
+
     pub fn merge(&mut self, other: &AddWinsSet) {
         for (tag, stamps) in &other.adds {
             self.adds
@@ -59,13 +75,20 @@ impl AddWinsSet {
                 .extend(stamps.iter().cloned());
         }
         self.removed.extend(other.removed.iter().cloned());
+        for (tag, upto) in &other.removed_upto {
+            self.remove_upto(tag, upto);
+        }
     }
 
     /// The tags present: those with an addition not removed.
     pub fn tags(&self) -> Vec<String> {
         self.adds
             .iter()
-            .filter(|(_, s)| s.iter().any(|st| !self.removed.contains(st)))
+            .filter(|(t, s)| {
+                let upto = self.removed_upto.get(t.as_str());
+                s.iter()
+                    .any(|st| !self.removed.contains(st) && upto.is_none_or(|u| st > u))
+            })
             .map(|(t, _)| t.clone())
             .collect()
     }
@@ -93,6 +116,19 @@ impl Profile {
     }
 
     /// Merges another replica's profile, field by field.
+    /// Applies one change written elsewhere.
+    pub fn apply(&mut self, op: &ProfileOp) {
+        match op {
+            ProfileOp::Set {
+                field,
+                value,
+                stamp,
+            } => self.set(field, value.clone(), stamp.clone()),
+            ProfileOp::AddTag { tag, stamp } => self.tags.add(tag, stamp.clone()),
+            ProfileOp::RemoveTag { tag, stamp } => self.tags.remove_upto(tag, stamp),
+        }
+    }
+
     pub fn merge(&mut self, other: &Profile) {
         for (k, w) in &other.fields {
             match self.fields.get_mut(k) {
@@ -104,6 +140,34 @@ impl Profile {
         }
         self.tags.merge(&other.tags);
     }
+}
+
+/// One profile change as a fact carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProfileOp {
+    /// A field's new value (None: cleared).
+    Set {
+        /// The field.
+        field: String,
+        /// Its value (opaque; ciphertext at the edge).
+        value: Option<Vec<u8>>,
+        /// When, by whom.
+        stamp: Stamp,
+    },
+    /// A tag added.
+    AddTag {
+        /// The tag.
+        tag: String,
+        /// When, by whom.
+        stamp: Stamp,
+    },
+    /// A tag removed (the adds it saw: those stamped before it).
+    RemoveTag {
+        /// The tag.
+        tag: String,
+        /// When, by whom.
+        stamp: Stamp,
+    },
 }
 
 #[cfg(test)]
@@ -131,6 +195,70 @@ mod tests {
         ba.merge(&a);
         assert_eq!(ab, ba);
         assert_eq!(ab.fields["name"].value.as_deref(), Some(&b"B"[..]));
+    }
+
+    #[test]
+    fn ops_from_facts_apply_the_same_in_any_order() {
+        let ops = [
+            ProfileOp::AddTag {
+                tag: "vip".into(),
+                stamp: st(1, 0, "S001"),
+            },
+            ProfileOp::Set {
+                field: "name".into(),
+                value: Some(b"A".to_vec()),
+                stamp: st(2, 0, "S001"),
+            },
+            ProfileOp::RemoveTag {
+                tag: "vip".into(),
+                stamp: st(3, 0, "S002"),
+            },
+            ProfileOp::AddTag {
+                tag: "vip".into(),
+                stamp: st(4, 0, "S001"),
+            },
+            ProfileOp::Set {
+                field: "name".into(),
+                value: Some(b"B".to_vec()),
+                stamp: st(5, 0, "S002"),
+            },
+        ];
+        let mut fwd = Profile::default();
+        ops.iter().for_each(|o| fwd.apply(o));
+        assert_eq!(fwd.fields["name"].value.as_deref(), Some(&b"B"[..]));
+        assert_eq!(
+            fwd.tags.tags(),
+            vec!["vip".to_string()],
+            "the later add survives"
+        );
+        // Facts arrive in any order at the hub: every order gives the same profile.
+        let mut idx: Vec<usize> = (0..ops.len()).collect();
+        let mut perms = 0;
+        permute(&mut idx, 0, &mut |order| {
+            let mut p = Profile::default();
+            order.iter().for_each(|i| p.apply(&ops[*i]));
+            assert_eq!(p, fwd, "order {order:?}");
+            perms += 1;
+        });
+        assert_eq!(perms, 120);
+        // Without the later add, the remove takes the tag away.
+        let mut without = Profile::default();
+        ops.iter()
+            .filter(|o| !matches!(o, ProfileOp::AddTag { stamp, .. } if stamp.wall == 4))
+            .for_each(|o| without.apply(o));
+        assert!(without.tags.tags().is_empty());
+    }
+
+    fn permute(v: &mut Vec<usize>, k: usize, f: &mut impl FnMut(&[usize])) {
+        if k == v.len() {
+            f(v);
+            return;
+        }
+        for i in k..v.len() {
+            v.swap(k, i);
+            permute(v, k + 1, f);
+            v.swap(k, i);
+        }
     }
 
     #[test]

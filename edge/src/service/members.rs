@@ -172,6 +172,7 @@ impl Edge {
                         "channel": row.channel,
                         "consents": {"terms": true, "marketing": row.consent_marketing, "policy_version": row.policy_version},
                         "home_store": row.home_store,
+                        "hlc": core.profile_stamp(now),
                     });
                     facts::append(
                         ctx,
@@ -304,6 +305,7 @@ impl Edge {
                         changed.insert("tags_add".into(), json!(add));
                         changed.insert("tags_remove".into(), json!(remove));
                     }
+                    changed.insert("hlc".into(), json!(core.profile_stamp(now)));
                     row.updated_at = now;
                     members::update_profile(ctx.conn, &row)?;
                     let txn = *patron_protocol::TransactionId::new_v7().as_bytes();

@@ -172,6 +172,8 @@ pub struct Core {
     pub origin_label: std::sync::Arc<str>,
     /// Where stored idempotent answers are found.
     idem: IdemIndex,
+    /// Stamps profile changes (last-writer-wins per field across stores).
+    hlc: std::sync::Mutex<patron_sync::Hlc>,
     /// The last coupon-code clock handed out (see `coupon_code`).
     code_clock: std::sync::atomic::AtomicU64,
     now: Box<dyn Fn() -> Millis + Send + Sync>,
@@ -181,6 +183,12 @@ impl Core {
     /// The current time (a fixed clock in tests).
     pub fn now(&self) -> Millis {
         (self.now)()
+    }
+
+    /// A hybrid-logical-clock stamp for a profile change at `now`.
+    pub fn profile_stamp(&self, now: Millis) -> patron_sync::Stamp {
+        let mut h = self.hlc.lock().unwrap_or_else(|p| p.into_inner());
+        h.tick(now.max(0) as u64)
     }
 
     /// The last usable instant of a lot earned at `at`: end of the local day, plus the
@@ -378,6 +386,8 @@ impl Edge {
             origin_label,
             idem,
             code_clock: std::sync::atomic::AtomicU64::new(0),
+            // The edge's own clock is the one it trusts; the hub clamps what runs ahead.
+            hlc: std::sync::Mutex::new(patron_sync::Hlc::new(cfg.store_id.clone(), 0)),
             cfg,
             now,
         });

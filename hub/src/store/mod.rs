@@ -5,6 +5,7 @@ pub mod sqlite;
 
 use patron_protocol::Origin;
 use patron_protocol::hub::{StoreStatus, SyncReport};
+use patron_sync::profile::{Profile, ProfileOp};
 use patron_sync::session::{Batch, Fact, Judgement};
 
 /// Storage failures.
@@ -30,6 +31,9 @@ pub enum StoreError {
         /// Supported.
         supported: i64,
     },
+    /// A stored value does not parse.
+    #[error("corrupt: {0}")]
+    Corrupt(String),
     /// I/O around the database file.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
@@ -91,7 +95,8 @@ pub trait HubStore: Send + Sync + 'static {
     ) -> Result<Option<StoreRow>, StoreError>;
 
     /// In one transaction: for each batch, asks `decide` (given the origin's current
-    /// high) what to do, applies what it says, and records the store's sync report.
+    /// high) what to do, applies what it says (merging the profile changes `project`
+    /// finds in each new fact), and records the store's sync report.
     /// Nothing is applied unless the transaction commits.
     fn ingest(
         &self,
@@ -99,8 +104,15 @@ pub trait HubStore: Send + Sync + 'static {
         report: &SyncReport,
         batches: &[Batch],
         decide: &dyn Fn(u64, &Batch) -> Judgement,
+        project: &dyn Fn(&Fact) -> Vec<(String, ProfileOp)>,
         now: i64,
     ) -> Result<Vec<Ingested>, StoreError>;
+
+    /// A member's merged profile.
+    fn profile(&self, member: &str) -> Result<Option<Profile>, StoreError>;
+
+    /// Records that `store`'s clock was seen `ahead_ms` ahead of the hub's.
+    fn note_clock_ahead(&self, store_id: &str, ahead_ms: i64) -> Result<(), StoreError>;
 
     /// Facts of `origin` after `after`, at most `max`, in sequence order.
     fn read(&self, origin: &Origin, after: u64, max: usize) -> Result<Vec<Fact>, StoreError>;

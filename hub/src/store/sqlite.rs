@@ -6,6 +6,7 @@ use std::sync::Mutex;
 
 use patron_protocol::Origin;
 use patron_protocol::hub::{StoreStatus, SyncReport};
+use patron_sync::profile::{Profile, ProfileOp};
 use patron_sync::session::{Batch, Fact, Judgement};
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -61,6 +62,17 @@ const MIGRATIONS: &[&str] = &[
         state  BLOB NOT NULL,
         PRIMARY KEY (doc_id, peer)
     ) STRICT, WITHOUT ROWID;
+    "#,
+    r#"
+    -- Member profiles merged from every store's profile facts (a projection: it can be
+    -- rebuilt from the facts). `profile` is a patron_sync::Profile as JSON.
+    CREATE TABLE profiles (
+        member     TEXT PRIMARY KEY,
+        profile    TEXT    NOT NULL,
+        updated_at INTEGER NOT NULL
+    ) STRICT;
+    -- How far ahead a store's clock was seen (profile stamps clamped), if ever.
+    ALTER TABLE stores ADD COLUMN clock_ahead_ms INTEGER;
     "#,
 ];
 
@@ -165,6 +177,30 @@ fn differs(conn: &Connection, origin_id: i64, facts: &[Fact]) -> Result<bool, St
     Ok(false)
 }
 
+fn apply_profile_op(
+    conn: &Connection,
+    member: &str,
+    op: &ProfileOp,
+    now: i64,
+) -> Result<(), StoreError> {
+    let held: Option<String> = conn
+        .prepare_cached("SELECT profile FROM profiles WHERE member = ?1")?
+        .query_row(params![member], |r| r.get(0))
+        .optional()?;
+    let mut p: Profile = match held {
+        Some(j) => serde_json::from_str(&j).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        None => Profile::default(),
+    };
+    p.apply(op);
+    let j = serde_json::to_string(&p).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    conn.prepare_cached(
+        "INSERT INTO profiles (member, profile, updated_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (member) DO UPDATE SET profile = excluded.profile, updated_at = excluded.updated_at",
+    )?
+    .execute(params![member, j, now])?;
+    Ok(())
+}
+
 impl HubStore for SqliteStore {
     fn add_store(&self, s: &NewStore<'_>) -> Result<(), StoreError> {
         let conn = self.lock();
@@ -236,6 +272,7 @@ impl HubStore for SqliteStore {
         report: &SyncReport,
         batches: &[Batch],
         decide: &dyn Fn(u64, &Batch) -> Judgement,
+        project: &dyn Fn(&Fact) -> Vec<(String, ProfileOp)>,
         now: i64,
     ) -> Result<Vec<Ingested>, StoreError> {
         let mut conn = self.lock();
@@ -269,6 +306,9 @@ impl HubStore for SqliteStore {
                     )?;
                     for f in &b.facts[skip..] {
                         insert.execute(params![origin_id, f.seq as i64, f.body, now])?;
+                        for (member, op) in project(f) {
+                            apply_profile_op(&tx, &member, &op, now)?;
+                        }
                     }
                     tx.prepare_cached("UPDATE origins SET high = ?2 WHERE id = ?1")?
                         .execute(params![origin_id, new_high as i64])?;
@@ -312,6 +352,23 @@ impl HubStore for SqliteStore {
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    fn profile(&self, member: &str) -> Result<Option<Profile>, StoreError> {
+        let conn = self.lock();
+        let held: Option<String> = conn
+            .prepare_cached("SELECT profile FROM profiles WHERE member = ?1")?
+            .query_row(params![member], |r| r.get(0))
+            .optional()?;
+        held.map(|j| serde_json::from_str(&j).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .transpose()
+    }
+
+    fn note_clock_ahead(&self, store_id: &str, ahead_ms: i64) -> Result<(), StoreError> {
+        let conn = self.lock();
+        conn.prepare_cached("UPDATE stores SET clock_ahead_ms = ?2 WHERE store_id = ?1")?
+            .execute(params![store_id, ahead_ms])?;
+        Ok(())
     }
 
     fn load_doc(&self, doc_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -360,7 +417,8 @@ impl HubStore for SqliteStore {
         let mut stmt = conn.prepare(
             "SELECT s.store_id, s.name, s.ring, s.credential_hash IS NOT NULL, s.last_sync_at,
                     max(s.report_last_seq - coalesce(o.high, 0), 0),
-                    (SELECT coalesce(sum(x.high), 0) FROM origins x WHERE x.node = s.store_id)
+                    (SELECT coalesce(sum(x.high), 0) FROM origins x WHERE x.node = s.store_id),
+                    s.clock_ahead_ms
                FROM stores s LEFT JOIN origins o ON o.id = s.report_origin
               ORDER BY s.store_id",
         )?;
@@ -375,6 +433,7 @@ impl HubStore for SqliteStore {
                 lag_ms: last.map(|l| (now - l).max(0)),
                 pending: r.get::<_, i64>(5)? as u64,
                 facts: r.get::<_, i64>(6)? as u64,
+                clock_ahead_ms: r.get(7)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
