@@ -92,7 +92,7 @@ pub struct PointsConfig {
 }
 
 /// Tier thresholds on qualifying spend in a rolling window.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TiersConfig {
     /// The rolling window, in calendar months.
@@ -103,6 +103,20 @@ pub struct TiersConfig {
     pub gold: i64,
     /// Qualifying spend for diamond, in fen.
     pub diamond: i64,
+}
+
+impl TiersConfig {
+    /// Refuses thresholds out of order or a window out of range.
+    pub fn validate(&self) -> Result<(), String> {
+        // One rule for configured and HQ-published thresholds.
+        patron_protocol::hub::TierRules {
+            window_months: self.window_months,
+            silver: self.silver,
+            gold: self.gold,
+            diamond: self.diamond,
+        }
+        .validate()
+    }
 }
 
 /// Points for behaviour events.
@@ -240,13 +254,7 @@ impl Config {
         if p.expiry_months == 0 || p.expiry_months > 120 {
             return bad("points.expiry_months must be 1-120");
         }
-        let t = &self.tiers;
-        if !(0 < t.silver && t.silver <= t.gold && t.gold <= t.diamond) {
-            return bad("tiers: need 0 < silver <= gold <= diamond");
-        }
-        if t.window_months == 0 || t.window_months > 120 {
-            return bad("tiers.window_months must be 1-120");
-        }
+        self.tiers.validate().map_err(ConfigError::Invalid)?;
         let e = &self.events;
         if e.check_in < 0 || e.share < 0 || e.profile_completed < 0 {
             return bad("events: points must be >= 0");

@@ -232,10 +232,11 @@ async fn doc_sync(State(s): State<AppState>, headers: HeaderMap, body: Bytes) ->
         Err(_) => return HubError::Invalid("message: not base64".into()).into_response(),
     };
     let hub = s.hub.clone();
-    match blocking(move || hub.doc_sync(&store, &req.doc, message.as_deref())).await {
+    match blocking(move || hub.doc_sync(&store, &req.doc, message.as_deref(), req.fresh)).await {
         Ok(answer) => axum::Json(DocSync {
             doc: String::new(),
             message: answer.map(|a| B64.encode(a)),
+            fresh: false,
         })
         .into_response(),
         Err(r) => r,

@@ -44,6 +44,11 @@ enum Command {
         #[command(subcommand)]
         command: RulesCommand,
     },
+    /// Manages HQ tier thresholds.
+    Tiers {
+        #[command(subcommand)]
+        command: TiersCommand,
+    },
     /// Serves enrollment and sync.
     Serve {
         /// Listen address.
@@ -62,6 +67,18 @@ enum RulesCommand {
         /// The rule-set file.
         file: PathBuf,
         /// The ring it targets (`all` for every store).
+        #[arg(long, default_value = "all")]
+        ring: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TiersCommand {
+    /// Publishes tier thresholds (JSON: window_months, silver, gold, diamond in fen).
+    Publish {
+        /// The file.
+        file: PathBuf,
+        /// The ring they apply to (`all` for every store).
         #[arg(long, default_value = "all")]
         ring: String,
     },
@@ -182,6 +199,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("reading {}", file.display()))?;
             let version = hub(&dir, false)?.publish_rule_set(&ring, &json)?;
             println!("rule set {version} published to ring {ring}");
+        }
+        Command::Tiers {
+            command: TiersCommand::Publish { file, ring },
+        } => {
+            let json = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            hub(&dir, false)?.publish_tier_rules(&ring, &json)?;
+            println!("tier rules published to ring {ring}");
         }
         Command::Serve {
             listen,

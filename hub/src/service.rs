@@ -109,6 +109,9 @@ fn profile_ops(
     let limit = (now + MAX_CLOCK_AHEAD_MS).max(0) as u64;
     if stamp.wall > limit {
         ahead.set(ahead.get().max(stamp.wall as i64 - now));
+        // Clamped stamps keep their order among themselves: the milliseconds beyond the
+        // bound go into the counter (two edits from a fast clock: the later still wins).
+        stamp.counter = u32::try_from(stamp.wall - limit).unwrap_or(u32::MAX);
         stamp.wall = limit;
     }
     let bytes = |v: &serde_json::Value| -> Option<Vec<u8>> {
@@ -152,7 +155,12 @@ fn profile_ops(
                 stamp: stamp.clone(),
             });
         }
-        for tag in tags("tags_remove") {
+        // The edge removes, then adds: a tag in both lists ends present.
+        let added = tags("tags_add");
+        for tag in tags("tags_remove")
+            .into_iter()
+            .filter(|t| !added.contains(t))
+        {
             ops.push(ProfileOp::RemoveTag {
                 tag,
                 stamp: stamp.clone(),
@@ -383,6 +391,27 @@ impl Hub {
         Ok(version)
     }
 
+    /// Publishes tier thresholds to `ring`.
+    pub fn publish_tier_rules(&self, ring: &str, json: &str) -> Result<(), HubError> {
+        let t: patron_protocol::hub::TierRules = serde_json::from_str(json)
+            .map_err(|e| HubError::Invalid(format!("tier rules: {e}")))?;
+        t.validate().map_err(HubError::Invalid)?;
+        if ring.trim().is_empty() {
+            return Err(HubError::Invalid("ring must not be empty".into()));
+        }
+        let id = ring_doc(ring.trim());
+        let mut doc = match self.store.load_doc(&id)? {
+            Some(b) => HqDoc::load(&b).map_err(|e| HubError::Invalid(e.to_string()))?,
+            None => HqDoc::new(),
+        };
+        let canonical = serde_json::to_string(&t).map_err(|e| HubError::Invalid(e.to_string()))?;
+        doc.publish_tier_rules(&canonical)
+            .map_err(|e| HubError::Invalid(e.to_string()))?;
+        self.store.save_doc(&id, &doc.save(), (self.now)())?;
+        tracing::info!(ring, "tier rules published");
+        Ok(())
+    }
+
     /// One step of a store's sync of an HQ document: applies its message (which may
     /// carry no changes: stores hold HQ documents read-only) and returns the answer.
     /// The sync state stays in memory for the session and is persisted after each step.
@@ -391,6 +420,7 @@ impl Hub {
         store: &StoreRow,
         doc_id: &str,
         message: Option<&[u8]>,
+        fresh: bool,
     ) -> Result<Option<Vec<u8>>, HubError> {
         if doc_id != ring_doc(&store.ring) && doc_id != ring_doc("all") {
             return Err(HubError::Forged {
@@ -413,6 +443,9 @@ impl Hub {
         };
         let key = (doc_id.to_string(), store.store_id.clone());
         let mut sessions = self.doc_sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if fresh {
+            sessions.remove(&key);
+        }
         let state = match sessions.entry(key) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
@@ -525,6 +558,16 @@ mod tests {
             hub.push(row, &req).unwrap_or_else(|e| panic!("{e}"))
         };
         push(&rows[0], update("S001", 1, "fast", T0 + 3_600_000));
+        push(&rows[0], update("S001", 2, "faster", T0 + 3_601_000));
+        let p = hub
+            .profile("m-1")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_default();
+        assert_eq!(
+            p.fields["name"].value.as_deref(),
+            Some(&b"faster"[..]),
+            "clamped stamps keep their order"
+        );
         clock.store(T0 + 120_000, Ordering::SeqCst);
         push(&rows[1], update("S002", 1, "later", T0 + 120_000));
         let p = hub
@@ -534,7 +577,7 @@ mod tests {
         assert_eq!(p.fields["name"].value.as_deref(), Some(&b"later"[..]));
         assert_eq!(p.tags.tags(), vec!["vip".to_string()]);
         let list = hub.stores().unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(list[0].clock_ahead_ms, Some(3_600_000));
+        assert_eq!(list[0].clock_ahead_ms, Some(3_601_000));
         assert_eq!(list[1].clock_ahead_ms, None);
     }
 }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::ids::Origin;
 
 /// `POST /v1/enroll`: a store exchanges its one-time token for a credential.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnrollRequest {
     /// The secret part of the enrollment token.
     pub secret: String,
@@ -15,7 +15,7 @@ pub struct EnrollRequest {
 }
 
 /// The hub's answer to an enrollment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnrollResponse {
     /// The enrolled store.
     pub store_id: String,
@@ -25,6 +25,24 @@ pub struct EnrollResponse {
     pub ring: String,
     /// The hub CA certificate (PEM) the edge pins.
     pub ca_pem: String,
+}
+
+// Secrets stay out of Debug output (and so out of any log that formats these).
+impl std::fmt::Debug for EnrollRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrollRequest")
+            .field("store_id", &self.store_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for EnrollResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrollResponse")
+            .field("store_id", &self.store_id)
+            .field("ring", &self.ring)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a store tells the hub alongside a push (for the store list and the watchdog).
@@ -168,4 +186,35 @@ pub struct DocSync {
     /// The message, if the sender has one.
     #[serde(default)]
     pub message: Option<String>,
+    /// The first step of a session: the hub starts from the persisted sync state (what
+    /// it believed in flight from an earlier, broken-off session is forgotten).
+    #[serde(default)]
+    pub fresh: bool,
+}
+
+/// Tier thresholds as HQ publishes them (qualifying spend in fen over a rolling window).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierRules {
+    /// The rolling window, in calendar months (1–120).
+    pub window_months: u32,
+    /// Silver threshold.
+    pub silver: i64,
+    /// Gold threshold.
+    pub gold: i64,
+    /// Diamond threshold.
+    pub diamond: i64,
+}
+
+impl TierRules {
+    /// Refuses thresholds out of order or a window out of range.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(0 < self.silver && self.silver <= self.gold && self.gold <= self.diamond) {
+            return Err("tiers: need 0 < silver <= gold <= diamond".into());
+        }
+        if self.window_months == 0 || self.window_months > 120 {
+            return Err("tiers: window_months must be 1-120".into());
+        }
+        Ok(())
+    }
 }

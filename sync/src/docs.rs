@@ -8,7 +8,8 @@
 //! hold them read-only: the hub refuses a store's sync message that carries changes.
 //!
 //! Layout: `rule_sets: { <version>: <rule-set JSON> }` (a published version never
-//! changes) and `current: <version>` (the one in force for the ring).
+//! changes), `current: <version>` (the one in force for the ring) and `tier_rules`
+//! (the tier thresholds, JSON).
 
 use automerge::sync::{Message, SyncDoc};
 
@@ -112,6 +113,18 @@ impl HqDoc {
         let version = self.str_at(&ROOT, "current")?;
         let json = self.str_at(&self.rule_sets()?, &version)?;
         Some((version, json))
+    }
+
+    /// Publishes tier rules (JSON) for the ring; the latest publication is in force.
+    pub fn publish_tier_rules(&mut self, json: &str) -> Result<(), DocError> {
+        self.doc.put(ROOT, "tier_rules", json).map_err(am)?;
+        self.doc.commit();
+        Ok(())
+    }
+
+    /// The tier rules in force (JSON), if HQ published any.
+    pub fn tier_rules(&self) -> Option<String> {
+        self.str_at(&ROOT, "tier_rules")
     }
 
     /// The next message for the peer whose state is `state` (None: nothing to say).

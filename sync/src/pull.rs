@@ -74,8 +74,9 @@ pub enum PullAnswer {
     },
 }
 
-/// FNV-1a over each entry's position, kind, group and fact.
-pub fn page_checksum(entries: &[Entry]) -> u64 {
+/// FNV-1a over the checkpoint's cursor and generation and each entry's position,
+/// kind, group and fact: a damaged generation must not slip past `MustRefetch`.
+pub fn page_checksum(entries: &[Entry], cursor: u64, generation: u64) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut eat = |bytes: &[u8]| {
         for b in bytes {
@@ -83,6 +84,8 @@ pub fn page_checksum(entries: &[Entry]) -> u64 {
             h = h.wrapping_mul(0x0000_0100_0000_01b3);
         }
     };
+    eat(&cursor.to_le_bytes());
+    eat(&generation.to_le_bytes());
     for e in entries {
         eat(&e.pos.to_le_bytes());
         match &e.op {
@@ -190,11 +193,12 @@ impl SetLog {
             },
             |e| e.pos,
         );
+        let cursor = if more { to } else { to.max(self.next - 1) };
         PullAnswer::Page {
             checkpoint: Checkpoint {
-                cursor: if more { to } else { to.max(self.next - 1) },
+                cursor,
                 generation: self.generation,
-                checksum: page_checksum(&after),
+                checksum: page_checksum(&after, cursor, self.generation),
             },
             entries: after,
             more,
@@ -254,7 +258,9 @@ impl SetReplica {
                 checkpoint,
                 more,
             } => {
-                if page_checksum(entries) != checkpoint.checksum {
+                if page_checksum(entries, checkpoint.cursor, checkpoint.generation)
+                    != checkpoint.checksum
+                {
                     return Err(PullError::Damaged);
                 }
                 if entries.first().is_some_and(|e| e.pos <= self.cursor)

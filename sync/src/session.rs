@@ -225,13 +225,15 @@ pub fn judge(hub: bool, me: &str, from: &str, high: u64, b: &Batch) -> Judgement
         .facts
         .iter()
         .enumerate()
-        .all(|(i, f)| f.origin == b.origin && f.seq == first.saturating_add(i as u64));
+        .all(|(i, f)| f.origin == b.origin && Some(f.seq) == first.checked_add(i as u64));
     if first == 0 || !consecutive {
         return Judgement::Refuse(
             "facts must be of the batch's origin with consecutive sequences from 1",
         );
     }
-    let last = first + b.facts.len() as u64 - 1;
+    let Some(last) = first.checked_add(b.facts.len() as u64 - 1) else {
+        return Judgement::Refuse("sequence out of range");
+    };
     let mut vv = VersionVector::new();
     vv.advance(&b.origin, high);
     match vv.check(&b.origin, first, last) {

@@ -164,6 +164,15 @@ impl TestHub {
         field(&out, "enrollment token (one use): ")
     }
 
+    /// Publishes tier thresholds (a file) to `ring` with the CLI.
+    pub fn publish_tiers(&self, file: &std::path::Path, ring: &str) -> Result<()> {
+        let mut cmd = self.command()?;
+        cmd.args(["tiers", "publish"])
+            .arg(file)
+            .args(["--ring", ring]);
+        run_ok(&mut cmd).map(|_| ())
+    }
+
     /// Publishes a rule set file to `ring` with the CLI.
     pub fn publish_rules(&self, file: &std::path::Path, ring: &str) -> Result<()> {
         let mut cmd = self.command()?;

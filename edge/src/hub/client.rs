@@ -20,11 +20,19 @@ pub struct RefetchAnswer {
 }
 
 /// A client for one hub.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HubClient {
     http: reqwest::Client,
     url: String,
     credential: String,
+}
+
+impl std::fmt::Debug for HubClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubClient")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Makes ring the process's TLS crypto provider (reqwest is built without one, so
@@ -115,6 +123,7 @@ impl HubClient {
         &self,
         doc: &str,
         message: Option<&[u8]>,
+        fresh: bool,
     ) -> Result<Option<Vec<u8>>, SyncError> {
         use base64::Engine;
         use base64::engine::general_purpose::STANDARD as B64;
@@ -125,6 +134,7 @@ impl HubClient {
                 .json(&DocSync {
                     doc: doc.to_string(),
                     message: message.map(|m| B64.encode(m)),
+                    fresh,
                 })
                 .send()
                 .await,

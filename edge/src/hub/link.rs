@@ -71,6 +71,9 @@ impl HubLink {
         f.write_all(&json).map_err(setup)?;
         f.sync_all().map_err(setup)?;
         std::fs::rename(&tmp, path(data_dir)).map_err(setup)?;
+        std::fs::File::open(data_dir)
+            .and_then(|d| d.sync_all())
+            .map_err(setup)?;
         Ok(())
     }
 }

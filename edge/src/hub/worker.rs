@@ -2,12 +2,11 @@
 //! with capped exponential backoff and jitter, report to the hub on a heartbeat, and
 //! raise an alert when a fact stays unacknowledged too long while the hub answers.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use patron_protocol::hub::{PushRequest, RefetchRequest, SyncReport};
-use patron_sync::docs::{State, decode_state, encode_state, ring_doc};
+use patron_sync::docs::{decode_state, encode_state, ring_doc};
 use patron_sync::session::{Push, Verdict, batch};
 
 use super::SyncError;
@@ -82,41 +81,51 @@ async fn run(edge: Arc<Edge>, client: HubClient, ring: String) {
         }
     };
     update(&edge.sync_status, |s| s.acked = acked);
+    // What HQ published and this store already holds applies from the start, hub or not.
+    if let Err(e) = edge.adopt_hq_docs(&ring).await {
+        tracing::error!(error = %e, "sync: stored HQ documents cannot be used");
+    }
     let min = Duration::from_millis(cfg.retry_min_ms);
     let max = Duration::from_millis(cfg.retry_max_ms);
     let mut backoff = min;
-    // A database restored from an older copy first takes back from the hub what its
-    // old incarnation had beyond this copy's end.
-    loop {
-        match refetch_step(&edge, &client).await {
-            Ok(true) => continue,
-            Ok(false) => break,
-            Err(e) => {
-                tracing::warn!(error = %e, "sync: refetch failed");
-                update(&edge.sync_status, |s| {
-                    s.reachable = !matches!(e, SyncError::Unreachable(_));
-                    s.last_error = Some(e.to_string());
-                });
-                tokio::time::sleep(jitter(backoff)).await;
-                backoff = (backoff * 2).min(max);
-            }
-        }
-    }
-    backoff = min;
-    let mut doc_states = HashMap::new();
+    // A database restored from an older copy takes back from the hub what its old
+    // incarnation had beyond this copy's end, a batch per round, beside pushing.
+    let mut refetching = true;
     let mut docs_synced: Option<Instant> = None;
     let heartbeat = Duration::from_millis(cfg.heartbeat_ms);
     loop {
+        if refetching {
+            match refetch_step(&edge, &client).await {
+                Ok(more) => {
+                    refetching = more;
+                    update(&edge.sync_status, |s| {
+                        if s.alert.as_deref().is_some_and(|a| a.starts_with("refetch")) {
+                            s.alert = None;
+                        }
+                    });
+                }
+                Err(e) => {
+                    let msg = format!("refetch of the previous incarnation failing: {e}");
+                    tracing::warn!(%msg);
+                    update(&edge.sync_status, |s| s.alert = Some(msg));
+                    tokio::time::sleep(jitter(backoff)).await;
+                    backoff = (backoff * 2).min(max);
+                }
+            }
+        }
         let step = exchange(&edge, &client, &mut acked).await;
         watchdog(&edge, acked).await;
         if matches!(step, Step::Idle) && docs_synced.is_none_or(|t| t.elapsed() >= heartbeat) {
-            sync_docs(&edge, &client, &ring, &mut doc_states).await;
+            sync_docs(&edge, &client, &ring).await;
             docs_synced = Some(Instant::now());
         }
         match step {
             Step::More => {
                 backoff = min;
                 continue;
+            }
+            Step::Idle if refetching => {
+                backoff = min;
             }
             Step::Idle => {
                 backoff = min;
@@ -136,45 +145,37 @@ async fn run(edge: Arc<Edge>, client: HubClient, ring: String) {
 }
 
 /// Syncs the HQ documents of this store's ring (and of every store), then puts in
-/// force the rule set HQ published for it. Sync states stay in memory between
-/// sessions and are persisted with the document after each.
-async fn sync_docs(
-    edge: &Edge,
-    client: &HubClient,
-    ring: &str,
-    states: &mut HashMap<String, State>,
-) {
+/// force what HQ published for it. Sync states are persisted with the document after
+/// each session.
+async fn sync_docs(edge: &Edge, client: &HubClient, ring: &str) {
     for id in [ring_doc(ring), ring_doc("all")] {
-        if let Err(e) = sync_doc(edge, client, &id, states).await {
+        if let Err(e) = sync_doc(edge, client, &id).await {
             tracing::warn!(doc = %id, error = %e, "sync: HQ document sync failed");
             return;
         }
     }
-    match edge.adopt_hq_rule_set(ring).await {
+    match edge.adopt_hq_docs(ring).await {
         Ok(Some(v)) => tracing::info!(version = %v, "sync: HQ rule set in force"),
         Ok(None) => {}
         Err(e) => {
-            let msg = format!("the rule set HQ published cannot be used: {e}");
+            let msg = format!("what HQ published cannot be used: {e}");
             tracing::error!(%msg);
             update(&edge.sync_status, |s| s.alert = Some(msg));
         }
     }
 }
 
-async fn sync_doc(
-    edge: &Edge,
-    client: &HubClient,
-    id: &str,
-    states: &mut HashMap<String, State>,
-) -> Result<(), SyncError> {
+async fn sync_doc(edge: &Edge, client: &HubClient, id: &str) -> Result<(), SyncError> {
     let local = |e: crate::service::EdgeError| SyncError::Setup(e.to_string());
     let (mut doc, persisted) = edge.hq_doc(id).await.map_err(local)?;
-    let state = states
-        .entry(id.to_string())
-        .or_insert_with(|| decode_state(persisted.as_deref()).unwrap_or_default());
-    for _ in 0..16 {
+    // Each session starts from the persisted state on both sides (`fresh`): a session
+    // broken off mid-way (a lost answer) would otherwise leave both believing the
+    // missing change in flight, and the store would never receive it.
+    let mut st = decode_state(persisted.as_deref()).unwrap_or_default();
+    let state = &mut st;
+    for step in 0..16 {
         let mine = doc.generate(state);
-        let theirs = client.doc_sync(id, mine.as_deref()).await?;
+        let theirs = client.doc_sync(id, mine.as_deref(), step == 0).await?;
         if let Some(m) = &theirs {
             doc.receive(state, m)
                 .map_err(|e| SyncError::Unreachable(format!("HQ document {id}: {e}")))?;
@@ -230,6 +231,10 @@ async fn exchange(edge: &Edge, client: &HubClient, acked: &mut i64) -> Step {
         let last = edge.last_own_seq().await?;
         let facts = if *acked < last {
             edge.outbox(*acked, cfg.batch).await?
+        } else if last > 0 {
+            // Up to date: send the last fact again as a probe. A hub restored from an
+            // older copy answers with a gap, and this store resends what it lost.
+            edge.outbox(last - 1, 1).await?
         } else {
             Vec::new()
         };
@@ -242,7 +247,7 @@ async fn exchange(edge: &Edge, client: &HubClient, acked: &mut i64) -> Step {
             return Step::Failed;
         }
     };
-    let sent_to = facts.last().map_or(*acked, |f| f.seq as i64);
+    let sent_to = facts.last().map_or(*acked, |f| f.seq as i64).max(*acked);
     let req = PushRequest {
         report: SyncReport {
             origin: Some(origin.clone()),
@@ -273,13 +278,18 @@ async fn exchange(edge: &Edge, client: &HubClient, acked: &mut i64) -> Step {
         }
     };
     let mut new_acked = *acked;
+    let mut hub_high = 0i64;
     let mut refused = None;
     for v in &ack.verdicts {
         match v {
+            // Only what this push showed the hub counts as acknowledged: facts beyond
+            // it, even under numbers the hub holds, were never compared with the hub's
+            // (after a restore they may be other facts).
             Verdict::Applied { origin: o, high } | Verdict::AlreadyHeld { origin: o, high }
                 if *o == origin =>
             {
-                new_acked = new_acked.max(*high as i64);
+                hub_high = hub_high.max(*high as i64);
+                new_acked = new_acked.max((*high as i64).min(sent_to));
             }
             // The hub holds everything before `expected`: resend from there, even if
             // that is behind what it acknowledged before (a hub restored from backup).
@@ -293,16 +303,18 @@ async fn exchange(edge: &Edge, client: &HubClient, acked: &mut i64) -> Step {
             _ => {}
         }
     }
-    if new_acked > last {
+    if hub_high > last {
         // The hub holds more of this origin than this database: it was restored from
         // an older copy. Pushing on would hand out sequence numbers the hub already has.
         let msg = format!(
-            "the hub holds facts up to {new_acked} of this incarnation but this database ends at {last}: it was restored from an older copy"
+            "the hub holds facts up to {hub_high} of this incarnation but this database ends at {last}: it was restored from an older copy"
         );
         tracing::error!(%msg, "sync stopped");
         update(&edge.sync_status, |s| s.alert = Some(msg));
         return Step::Failed;
     }
+    let progressed = new_acked > *acked;
+    let rewound = new_acked < *acked;
     if new_acked != *acked {
         if let Err(e) = edge.set_hub_acked(new_acked).await {
             tracing::error!(error = %e, "sync: recording the acknowledged position failed");
@@ -338,13 +350,18 @@ async fn exchange(edge: &Edge, client: &HubClient, acked: &mut i64) -> Step {
         tracing::error!(reason = %r, "sync: the hub refused a batch");
         return Step::Failed;
     }
-    if *acked < last && *acked >= sent_to.min(last) {
-        Step::More
-    } else if *acked < last {
-        // A gap answer moved us back: send again at once from there.
+    if *acked >= last {
+        Step::Idle
+    } else if progressed || rewound {
         Step::More
     } else {
-        Step::Idle
+        // An answer that moves nothing: back off rather than spin.
+        tracing::warn!(
+            acked = *acked,
+            last,
+            "sync: the hub's answer made no progress"
+        );
+        Step::Failed
     }
 }
 

@@ -175,8 +175,7 @@ impl Edge {
                         }
                         member_facts.push(as_member_fact(&fact, &core.origin_label, seq));
                         let mut state = core.member_state(&member_facts, now);
-                        let (tier_before, tier_after) =
-                            (before.tier(&core.cfg), state.tier(&core.cfg));
+                        let (tier_before, tier_after) = (before.tier(), state.tier());
                         if tier_after > tier_before {
                             let gifts =
                                 core.upgrade_gifts(ctx, rules, &m, tier_before, tier_after, now)?;
@@ -215,14 +214,7 @@ impl Edge {
                         .collect();
                     Ok((
                         201,
-                        commit_response(
-                            txn,
-                            receipt_id,
-                            &priced,
-                            after.as_ref(),
-                            coupons_issued,
-                            &core.cfg,
-                        ),
+                        commit_response(txn, receipt_id, &priced, after.as_ref(), coupons_issued),
                         Seal::Store,
                     ))
                 })
@@ -259,7 +251,6 @@ fn commit_response(
     p: &Priced,
     after: Option<&MemberState>,
     coupons_issued: Vec<IssuedCoupon>,
-    cfg: &crate::config::Config,
 ) -> CommitResponse {
     CommitResponse {
         transaction_id: txn,
@@ -269,7 +260,7 @@ fn commit_response(
         points_earned: Points(p.points_to_earn),
         points_redeemed: Points(p.points_redeemed),
         balance_after: after.map(balance),
-        tier_after: after.map(|s| tier_code(s, cfg)),
+        tier_after: after.map(tier_code),
         coupons_issued,
         rules_version: p.rules_version.clone(),
         flags: p.flags.clone(),

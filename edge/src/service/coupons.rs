@@ -35,7 +35,7 @@ impl Core {
         state: &MemberState,
         now: Millis,
     ) -> Result<Vec<BenefitView>, EdgeError> {
-        let Some(perks) = rules.and_then(|c| c.perks(state.tier(&self.cfg).code())) else {
+        let Some(perks) = rules.and_then(|c| c.perks(state.tier().code())) else {
             return Ok(Vec::new());
         };
         let month = self.month(now);
@@ -168,7 +168,7 @@ impl Edge {
                     let m = *member.as_bytes();
                     require_member(ctx.conn, &m)?;
                     let (_, state) = core.load_state(ctx.conn, &m, now)?;
-                    let tier = state.tier(&core.cfg);
+                    let tier = state.tier();
                     let def = rules
                         .as_deref()
                         .and_then(|c| c.perks(tier.code()))

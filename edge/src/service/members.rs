@@ -53,7 +53,7 @@ impl Core {
             phone_masked: validate::mask_phone(&phone),
             name,
             birthday,
-            tier: tiers::view(state.qualifying_spend, &self.cfg.tiers),
+            tier: tiers::view(state.qualifying_spend, &state.tiers),
             points: PointsView {
                 balance: Points(state.points.balance()),
                 expiring,

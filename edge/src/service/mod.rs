@@ -172,6 +172,8 @@ pub struct Core {
     pub origin_label: std::sync::Arc<str>,
     /// Where stored idempotent answers are found.
     idem: IdemIndex,
+    /// Tier thresholds in force: the configuration's, until HQ publishes its own.
+    tiers: RwLock<crate::config::TiersConfig>,
     /// Stamps profile changes (last-writer-wins per field across stores).
     hlc: std::sync::Mutex<patron_sync::Hlc>,
     /// The last coupon-code clock handed out (see `coupon_code`).
@@ -183,6 +185,20 @@ impl Core {
     /// The current time (a fixed clock in tests).
     pub fn now(&self) -> Millis {
         (self.now)()
+    }
+
+    /// The tier thresholds in force.
+    pub fn tiers(&self) -> crate::config::TiersConfig {
+        self.tiers.read().map_or(self.cfg.tiers, |t| *t)
+    }
+
+    /// Puts tier thresholds HQ published in force; `false` if they were already.
+    pub fn set_tiers(&self, t: crate::config::TiersConfig) -> Result<bool, EdgeError> {
+        t.validate().map_err(EdgeError::Invalid)?;
+        let mut cur = self.tiers.write().unwrap_or_else(|p| p.into_inner());
+        let changed = *cur != t;
+        *cur = t;
+        Ok(changed)
     }
 
     /// A hybrid-logical-clock stamp for a profile change at `now`.
@@ -285,9 +301,8 @@ impl Core {
             })
             .collect();
         let points = derive(&mut movements, now);
-        let window_start = self
-            .cal
-            .add_months(now, -(self.cfg.tiers.window_months as i32));
+        let tiers = self.tiers();
+        let window_start = self.cal.add_months(now, -(tiers.window_months as i32));
         let qualifying_spend = member_facts
             .iter()
             .filter(|f| f.qual_at > window_start)
@@ -296,6 +311,7 @@ impl Core {
         MemberState {
             points,
             qualifying_spend,
+            tiers,
         }
     }
 
@@ -331,12 +347,14 @@ pub struct MemberState {
     pub points: PointsState,
     /// Qualifying spend in the tier window.
     pub qualifying_spend: i64,
+    /// The thresholds in force when it was derived.
+    pub tiers: crate::config::TiersConfig,
 }
 
 impl MemberState {
     /// The tier this state reaches.
-    pub fn tier(&self, cfg: &Config) -> Tier {
-        Tier::for_spend(self.qualifying_spend, &cfg.tiers)
+    pub fn tier(&self) -> Tier {
+        Tier::for_spend(self.qualifying_spend, &self.tiers)
     }
 }
 
@@ -386,6 +404,7 @@ impl Edge {
             origin_label,
             idem,
             code_clock: std::sync::atomic::AtomicU64::new(0),
+            tiers: RwLock::new(cfg.tiers),
             // The edge's own clock is the one it trusts; the hub clamps what runs ahead.
             hlc: std::sync::Mutex::new(patron_sync::Hlc::new(cfg.store_id.clone(), 0)),
             cfg,
@@ -446,6 +465,6 @@ fn balance(state: &MemberState) -> Points {
 }
 
 /// The tier view of a state.
-fn tier_code(state: &MemberState, cfg: &Config) -> String {
-    tiers::view(state.qualifying_spend, &cfg.tiers).code
+fn tier_code(state: &MemberState) -> String {
+    tiers::view(state.qualifying_spend, &state.tiers).code
 }

@@ -24,6 +24,11 @@ use crate::store::{StoreError, WriteCtx, rules};
 #[derive(serde::Serialize)]
 struct CouponIssuedBody<'a> {
     coupon_id: &'a str,
+    /// The sale that granted it (hex), if a sale did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source_txn: Option<String>,
+    /// Usable at once (else it waits for a claim).
+    active: bool,
     code: &'a str,
     label: &'a str,
     off: i64,
@@ -191,7 +196,7 @@ impl Core {
             _ => false,
         };
         Ok(MemberCtx {
-            tier: state.tier(&self.cfg),
+            tier: state.tier(),
             tags: row.map(|r| r.tags.clone()).unwrap_or_default(),
             registered_at: row.map_or(0, |r| r.created_at),
             has_purchased: member_facts.iter().any(|f| f.is_purchase),
@@ -246,6 +251,8 @@ impl Core {
         }
         let body = serde_json::to_string(&CouponIssuedBody {
             coupon_id: &hex(&id),
+            source_txn: source_txn.as_ref().map(|t| hex(t)),
+            active: row.active,
             code: &row.code,
             label: &row.label,
             off: row.off,

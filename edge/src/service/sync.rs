@@ -127,16 +127,18 @@ fn b64(v: &serde_json::Value) -> Option<Vec<u8>> {
         .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
 }
 
-/// Rebuilds what the POS looks up (members, receipts) from a fact of this store's
-/// that came back from the hub. Balances, tiers and points need nothing: they are
-/// derived from the facts themselves.
+/// Rebuilds what the POS looks up and what guards refunds and coupons (members,
+/// receipts, refunds, coupons and their use) from a fact of this store's that came back
+/// from the hub. Balances, tiers and points need nothing: they are derived from the
+/// facts themselves. Not rebuilt: check-in claims and rule-usage counters (a daily
+/// check-in or a per-member promotion limit from the lost span can be used again).
 fn project(
     conn: &rusqlite::Connection,
     origin_id: i64,
     seq: i64,
     e: &LedgerEntry,
 ) -> Result<(), EdgeError> {
-    use crate::store::{members, receipts};
+    use crate::store::{coupons, members, receipts};
     let body: serde_json::Value =
         serde_json::from_str(&e.body).map_err(|x| StoreError::Corrupt(x.to_string()))?;
     let member = e.member.as_deref().map(uuid_bytes).transpose()?;
@@ -222,8 +224,70 @@ fn project(
                 redeemed: e.spend,
                 rules_version: body["rules_version"].as_str().map(str::to_string),
             };
-            receipts::insert(conn, &receipt)?;
+            if !receipts::insert(conn, &receipt)? {
+                // The POS sold under this receipt number again after the restore: both
+                // sales count in the ledger; the receipt row keeps the later one.
+                tracing::error!(receipt = %receipt.receipt_id, "a refetched sale's receipt number is taken");
+            }
+            // Coupons the sale used stay used.
+            for code in body["coupons_used"].as_array().into_iter().flatten() {
+                if let Some(c) = code
+                    .as_str()
+                    .map(|c| coupons::by_code(conn, c))
+                    .transpose()?
+                    .flatten()
+                {
+                    coupons::mark_used(conn, &c.coupon_id, &receipt.txn)?;
+                }
+            }
         }
+        ("refund", _) => {
+            let per_line = body["per_line"]
+                .as_array()
+                .map(|a| a.iter().filter_map(serde_json::Value::as_i64).collect())
+                .unwrap_or_default();
+            receipts::insert_refund(
+                conn,
+                &receipts::RefundRow {
+                    refund_id: uuid_bytes(&e.txn)?,
+                    receipt_id: body["receipt_id"].as_str().unwrap_or_default().to_string(),
+                    at: e.at,
+                    per_line,
+                    gross: body["gross"].as_i64().unwrap_or(0),
+                    amount: body["amount"].as_i64().unwrap_or(0),
+                    points_reversed: e.reverse,
+                    points_returned: e.earn,
+                },
+            )?;
+        }
+        ("coupon_issued", Some(m)) => {
+            let source_txn = body["source_txn"].as_str().and_then(|h| {
+                (h.len() == 32)
+                    .then(|| u128::from_str_radix(h, 16).ok().map(|v| v.to_be_bytes()))
+                    .flatten()
+            });
+            let row = coupons::CouponRow {
+                coupon_id: uuid_bytes(&e.txn)?,
+                code: body["code"].as_str().unwrap_or_default().to_string(),
+                member: m,
+                label: body["label"].as_str().unwrap_or_default().to_string(),
+                off: body["off"].as_i64().unwrap_or(0),
+                min_spend: body["min_spend"].as_i64().unwrap_or(0),
+                issued_at: e.at,
+                expires_at: body["expires_at"].as_i64().unwrap_or(0),
+                source: body["source"].as_str().unwrap_or_default().to_string(),
+                source_txn,
+                active: body["active"].as_bool().unwrap_or(true),
+                used_txn: None,
+                revoked: false,
+            };
+            coupons::insert(conn, &row)?;
+        }
+        ("coupon_claimed", _) => {
+            coupons::activate(conn, &uuid_bytes(&e.txn)?)?;
+        }
+        ("coupon_restored", _) => coupons::restore(conn, &uuid_bytes(&e.txn)?)?,
+        ("coupon_withdrawn", _) => coupons::revoke(conn, &uuid_bytes(&e.txn)?)?,
         _ => {}
     }
     Ok(())
@@ -279,6 +343,12 @@ impl Edge {
                         project(ctx.conn, r.origin_id, seq, &e)?;
                     }
                     after = seq;
+                }
+                if !facts.is_empty() && after == r.after {
+                    return Err(EdgeError::Store(StoreError::Corrupt(format!(
+                        "the hub's facts do not continue after {}",
+                        r.after
+                    ))));
                 }
                 if facts.is_empty() {
                     ctx.conn
@@ -340,16 +410,33 @@ impl Edge {
             .await
     }
 
-    /// Puts in force the rule set HQ published for this store's ring (or for every
-    /// store), if it is not the one in force already. Returns the version loaded.
-    pub async fn adopt_hq_rule_set(&self, ring: &str) -> Result<Option<String>, EdgeError> {
+    /// Puts in force what HQ published for this store's ring (or, where the ring has
+    /// none, for every store): tier thresholds, and the rule set if it is not the one in
+    /// force already. Returns the rule-set version loaded, if one was.
+    pub async fn adopt_hq_docs(&self, ring: &str) -> Result<Option<String>, EdgeError> {
         use patron_sync::docs::ring_doc;
         let mut chosen = None;
+        let mut tiers = None;
         for id in [ring_doc(ring), ring_doc("all")] {
             let (doc, _) = self.hq_doc(&id).await?;
-            if let Some(c) = doc.current_rule_set() {
-                chosen = Some(c);
-                break;
+            if chosen.is_none() {
+                chosen = doc.current_rule_set();
+            }
+            if tiers.is_none() {
+                tiers = doc.tier_rules();
+            }
+        }
+        if let Some(json) = tiers {
+            let t: patron_protocol::hub::TierRules = serde_json::from_str(&json)
+                .map_err(|e| EdgeError::Invalid(format!("HQ tier rules: {e}")))?;
+            let cfg = crate::config::TiersConfig {
+                window_months: t.window_months,
+                silver: t.silver,
+                gold: t.gold,
+                diamond: t.diamond,
+            };
+            if self.core.set_tiers(cfg)? {
+                tracing::info!(?cfg, "HQ tier thresholds in force");
             }
         }
         let Some((version, json)) = chosen else {

@@ -52,6 +52,8 @@ pub fn record(data_dir: &Path, state: &SyncState) -> std::io::Result<()> {
     f.write_all(&serde_json::to_vec(state).map_err(std::io::Error::other)?)?;
     f.sync_all()?;
     std::fs::rename(&tmp, data_dir.join(SYNC_STATE_FILE))?;
+    // The rename itself must survive a power cut.
+    std::fs::File::open(data_dir)?.sync_all()?;
     Ok(())
 }
 

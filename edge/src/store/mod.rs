@@ -123,6 +123,10 @@ pub fn connect(path: &Path, read_only: bool) -> Result<Connection, StoreError> {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // FULL: the WAL is fsynced at every commit, so a commit survives power loss.
         conn.pragma_update(None, "synchronous", "FULL")?;
+        // Under sustained load the WAL only restarts in a lull and otherwise keeps the
+        // size it grew to (1.6 GB after 20 s of the commit benchmark); this bounds the
+        // file left behind once it restarts.
+        conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
     }
     conn.pragma_update(None, "cache_size", -32_000)?;
     conn.set_prepared_statement_cache_capacity(64);

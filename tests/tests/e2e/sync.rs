@@ -306,6 +306,14 @@ async fn a_store_restored_from_an_old_backup_gets_a_new_incarnation_and_loses_no
     commit(&edge, &alice, "R-2", 20_000, 0).await?;
     commit(&edge, &bob, "R-3", 30_000, 0).await?;
     commit(&edge, &alice, "R-4", 5_000, 50).await?;
+    let r = edge
+        .post(
+            "/v1/refunds",
+            &json!({"receipt_id": "R-2"}),
+            Some("refund-R-2"),
+        )
+        .await?;
+    assert_eq!(r.status, 201, "{}", r.json);
     synced(&edge).await?;
     let (alice_before, bob_before) = (balance(&edge, &alice).await?, balance(&edge, &bob).await?);
     let written_before = edge.facts_written().await?;
@@ -329,6 +337,15 @@ async fn a_store_restored_from_an_old_backup_gets_a_new_incarnation_and_loses_no
     .await
     .context("the restored store refetches what the hub held")?;
     assert_eq!(balance(&edge, &bob).await?, bob_before);
+    // A refund made before the restore still counts: the receipt cannot be refunded twice.
+    let r = edge
+        .post(
+            "/v1/refunds",
+            &json!({"receipt_id": "R-2"}),
+            Some("refund-R-2-again"),
+        )
+        .await?;
+    assert_ne!(r.status, 201, "refunded twice: {}", r.json);
     // A receipt sold before the restore can be refunded after it.
     let r = edge
         .post(
@@ -361,6 +378,11 @@ async fn a_store_restored_from_an_old_backup_gets_a_new_incarnation_and_loses_no
         health(&edge).await?
     );
     Ok(())
+}
+
+async fn tier_of(e: &TestEdge, m: &str) -> Result<String> {
+    let r = e.get(&format!("/v1/members/{m}")).await?;
+    Ok(r.json["tier"]["code"].as_str().unwrap_or("").to_string())
 }
 
 async fn rule_set_version(e: &TestEdge) -> Result<Option<String>> {
@@ -417,6 +439,30 @@ async fn hq_rule_sets_reach_the_stores_of_the_rings_they_target() -> Result<()> 
     assert_eq!(
         rule_set_version(&pilot).await?.as_deref(),
         Some("guide-examples-v1")
+    );
+
+    // Tier thresholds HQ publishes for the pilot ring apply there, to existing spend.
+    let m = pilot.register("13600000001", None).await?;
+    commit(&pilot, &m, "R-T1", 25_000, 0).await?;
+    assert_eq!(tier_of(&pilot, &m).await?, "normal");
+    let tiers = pilot.dir.path().join("tiers.json");
+    std::fs::write(
+        &tiers,
+        r#"{"window_months":12,"silver":10000,"gold":20000000,"diamond":30000000}"#,
+    )?;
+    hub.publish_tiers(&tiers, "pilot")?;
+    TestHub::wait_for(Duration::from_secs(15), || async {
+        Ok(tier_of(&pilot, &m).await? == "silver")
+    })
+    .await
+    .context("HQ tier thresholds reach the pilot store")?;
+    std::fs::write(
+        &tiers,
+        r#"{"window_months":12,"silver":30000,"gold":20000}"#,
+    )?;
+    assert!(
+        hub.publish_tiers(&tiers, "pilot").is_err(),
+        "incomplete or disordered thresholds are refused"
     );
 
     // A store may not sync another ring's document.
