@@ -88,6 +88,18 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .strip_prefix("Bearer ")
 }
 
+/// The store whose bearer credential the request carries.
+async fn authed_store(
+    s: &AppState,
+    headers: &HeaderMap,
+) -> Result<crate::store::StoreRow, Response> {
+    let Some(cred) = bearer(headers).map(str::to_owned) else {
+        return Err(HubError::Unauthorized.into_response());
+    };
+    let hub = s.hub.clone();
+    blocking(move || hub.authenticate(&cred)).await
+}
+
 /// Runs a blocking hub call off the async runtime.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, HubError> + Send + 'static,
@@ -160,12 +172,8 @@ async fn read_limited(body: Body) -> Result<Bytes, Response> {
 }
 
 async fn push(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    let Some(cred) = bearer(&headers).map(str::to_owned) else {
-        return HubError::Unauthorized.into_response();
-    };
-    let hub = s.hub.clone();
-    let store = match blocking(move || hub.authenticate(&cred)).await {
-        Ok(s) => s,
+    let store = match authed_store(&s, &headers).await {
+        Ok(st) => st,
         Err(r) => return r,
     };
     let body = match read_limited(body).await {
@@ -191,12 +199,8 @@ struct RefetchAnswer {
 }
 
 async fn refetch(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let Some(cred) = bearer(&headers).map(str::to_owned) else {
-        return HubError::Unauthorized.into_response();
-    };
-    let hub = s.hub.clone();
-    let store = match blocking(move || hub.authenticate(&cred)).await {
-        Ok(s) => s,
+    let store = match authed_store(&s, &headers).await {
+        Ok(st) => st,
         Err(r) => return r,
     };
     let req: RefetchRequest = match parse(&body) {
@@ -215,12 +219,8 @@ async fn refetch(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> 
 async fn doc_sync(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     use base64::Engine;
     use base64::engine::general_purpose::STANDARD as B64;
-    let Some(cred) = bearer(&headers).map(str::to_owned) else {
-        return HubError::Unauthorized.into_response();
-    };
-    let hub = s.hub.clone();
-    let store = match blocking(move || hub.authenticate(&cred)).await {
-        Ok(s) => s,
+    let store = match authed_store(&s, &headers).await {
+        Ok(st) => st,
         Err(r) => return r,
     };
     let req: DocSync = match parse(&body) {

@@ -367,6 +367,14 @@ impl Hub {
         Ok((batch(req.origin.clone(), facts), high))
     }
 
+    /// An HQ document as stored (a new, empty one if none).
+    fn doc(&self, id: &str) -> Result<HqDoc, HubError> {
+        match self.store.load_doc(id)? {
+            Some(b) => HqDoc::load(&b).map_err(|e| HubError::Invalid(e.to_string())),
+            None => Ok(HqDoc::new()),
+        }
+    }
+
     /// Publishes a rule set (JSON with a `version`) to `ring` and puts it in force there.
     pub fn publish_rule_set(&self, ring: &str, json: &str) -> Result<String, HubError> {
         let v: serde_json::Value =
@@ -380,10 +388,7 @@ impl Hub {
             return Err(HubError::Invalid("ring must not be empty".into()));
         }
         let id = ring_doc(ring.trim());
-        let mut doc = match self.store.load_doc(&id)? {
-            Some(b) => HqDoc::load(&b).map_err(|e| HubError::Invalid(e.to_string()))?,
-            None => HqDoc::new(),
-        };
+        let mut doc = self.doc(&id)?;
         doc.publish_rule_set(&version, json)
             .map_err(|e| HubError::Invalid(e.to_string()))?;
         self.store.save_doc(&id, &doc.save(), (self.now)())?;
@@ -400,10 +405,7 @@ impl Hub {
             return Err(HubError::Invalid("ring must not be empty".into()));
         }
         let id = ring_doc(ring.trim());
-        let mut doc = match self.store.load_doc(&id)? {
-            Some(b) => HqDoc::load(&b).map_err(|e| HubError::Invalid(e.to_string()))?,
-            None => HqDoc::new(),
-        };
+        let mut doc = self.doc(&id)?;
         let canonical = serde_json::to_string(&t).map_err(|e| HubError::Invalid(e.to_string()))?;
         doc.publish_tier_rules(&canonical)
             .map_err(|e| HubError::Invalid(e.to_string()))?;
@@ -437,10 +439,7 @@ impl Hub {
                 claimed: format!("changes to {doc_id} (stores hold HQ documents read-only)"),
             });
         }
-        let mut doc = match self.store.load_doc(doc_id)? {
-            Some(b) => HqDoc::load(&b).map_err(|e| HubError::Invalid(e.to_string()))?,
-            None => HqDoc::new(),
-        };
+        let mut doc = self.doc(doc_id)?;
         let key = (doc_id.to_string(), store.store_id.clone());
         let mut sessions = self.doc_sessions.lock().unwrap_or_else(|p| p.into_inner());
         if fresh {

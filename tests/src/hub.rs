@@ -1,10 +1,9 @@
 //! A real `patron-hub` in a temp dir: initialised (its own CA), serving TLS on a random
 //! port, restartable on the same port so enrolled edges find it again.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +13,7 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use serde_json::Value;
 
-use crate::{Resp, bin_dir};
+use crate::{Resp, bin_dir, spawn_listening};
 
 /// A hub process and its data directory.
 pub struct TestHub {
@@ -98,36 +97,10 @@ impl TestHub {
     /// Starts the process (on the port it had, after the first start) and waits until
     /// it listens.
     pub async fn start(&mut self) -> Result<()> {
-        let mut child = self
-            .command()?
-            .args(["serve", "--listen", &self.addr.to_string()])
-            .stdout(Stdio::piped())
-            .stderr(if std::env::var_os("TEST_LOG").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
-            .spawn()?;
-        let stdout = child.stdout.take().context("stdout")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if !sent && let Some(a) = line.strip_prefix("patron-hub listening on https://") {
-                    let _ = tx.send(a.to_string());
-                    sent = true;
-                }
-            }
-        });
-        let addr =
-            tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(60))).await?;
-        match addr {
-            Ok(a) => self.addr = a.parse()?,
-            Err(_) => {
-                let _ = child.kill();
-                bail!("patron-hub did not report its address");
-            }
-        }
+        let mut cmd = self.command()?;
+        cmd.args(["serve", "--listen", &self.addr.to_string()]);
+        let (child, addr) = spawn_listening(cmd, "patron-hub listening on https://").await?;
+        self.addr = addr.parse()?;
         self.child = Some(child);
         Ok(())
     }

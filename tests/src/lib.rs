@@ -70,6 +70,38 @@ pub fn http_client() -> Result<reqwest::Client> {
         .build()?)
 }
 
+/// Spawns `cmd` (stdout piped; stderr shown with `TEST_LOG`) and waits up to 60 s for
+/// the line starting with `prefix`; returns the child and the rest of that line.
+pub async fn spawn_listening(mut cmd: Command, prefix: &'static str) -> Result<(Child, String)> {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(if std::env::var_os("TEST_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
+        .spawn()?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        // Keep reading to the end: a full pipe would block the child.
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if !sent && let Some(rest) = line.strip_prefix(prefix) {
+                let _ = tx.send(rest.to_string());
+                sent = true;
+            }
+        }
+    });
+    match tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(60))).await? {
+        Ok(rest) => Ok((child, rest)),
+        Err(_) => {
+            let _ = child.kill();
+            bail!("{cmd:?} did not print `{prefix}`");
+        }
+    }
+}
+
 /// A running (or stopped) edge node with its own data directory.
 pub struct TestEdge {
     /// Keeps the data directory alive for the test's duration.
@@ -200,36 +232,9 @@ impl TestEdge {
 
     /// Starts (or restarts) the process on a fresh port and waits until it listens.
     pub async fn start(&mut self) -> Result<()> {
-        let mut child = self
-            .command()?
-            .arg("serve")
-            .stdout(Stdio::piped())
-            .stderr(if std::env::var_os("TEST_LOG").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
-            .spawn()?;
-        let stdout = child.stdout.take().context("stdout")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if !sent && let Some(addr) = line.strip_prefix("patron-edge listening on http://") {
-                    let _ = tx.send(addr.to_string());
-                    sent = true;
-                }
-            }
-        });
-        let addr =
-            tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(60))).await?;
-        let addr = match addr {
-            Ok(a) => a,
-            Err(_) => {
-                let _ = child.kill();
-                bail!("patron-edge did not report its address");
-            }
-        };
+        let mut cmd = self.command()?;
+        cmd.arg("serve");
+        let (child, addr) = spawn_listening(cmd, "patron-edge listening on http://").await?;
         self.addr = addr.parse()?;
         self.child = Some(child);
         Ok(())
