@@ -88,6 +88,10 @@ fn profile_ops(
     now: i64,
     ahead: &std::cell::Cell<i64>,
 ) -> Vec<(String, ProfileOp)> {
+    // Most facts are sales: skip them without parsing the entry a second time.
+    if !(f.body.contains("member_registered") || f.body.contains("member_updated")) {
+        return Vec::new();
+    }
     let Ok(e) = serde_json::from_str::<LedgerEntry>(&f.body) else {
         return Vec::new();
     };
