@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use patron_edge::domain::promo::ruleset::RuleSet;
-use patron_edge::service::{Role, add_lane};
+use patron_edge::service::{Role, add_lane, revoke_lane};
 use patron_edge::{Config, Edge, config, demo, telemetry};
 use tokio::net::TcpListener;
 
@@ -83,6 +83,11 @@ enum LaneCommand {
         #[arg(long, default_value = "pos")]
         role: String,
     },
+    /// Revokes a lane: its token stops working (within 10 s on a running edge).
+    Revoke {
+        /// Lane name.
+        name: String,
+    },
 }
 
 fn load_config(cli: &Cli, demo: bool) -> anyhow::Result<Config> {
@@ -128,6 +133,16 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 role.as_str()
             );
             println!("{token}");
+            Ok(())
+        }
+        Command::Lane {
+            command: LaneCommand::Revoke { name },
+        } => {
+            let cfg = load_config(&cli, false)?;
+            if !revoke_lane(&cfg, name)? {
+                anyhow::bail!("no active lane named {name:?}");
+            }
+            println!("lane {name} revoked");
             Ok(())
         }
         Command::Serve { listen } => {

@@ -230,6 +230,18 @@ impl TestEdge {
         Ok(token)
     }
 
+    /// Runs `patron-edge lane revoke`.
+    pub fn revoke_lane(&self, name: &str) -> Result<()> {
+        let out = self.command()?.args(["lane", "revoke", name]).output()?;
+        if !out.status.success() {
+            bail!(
+                "lane revoke failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
     /// Starts (or restarts) the process on a fresh port and waits until it listens.
     pub async fn start(&mut self) -> Result<()> {
         let mut cmd = self.command()?;

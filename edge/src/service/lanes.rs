@@ -94,12 +94,27 @@ pub fn add_lane(cfg: &Config, name: &str, role: Role) -> anyhow::Result<String> 
     Ok(token)
 }
 
+/// Revokes a lane in the configured data directory; a running edge stops accepting its
+/// token within [`LANE_CACHE_TTL`]. `false` if no active lane has that name.
+pub fn revoke_lane(cfg: &Config, name: &str) -> anyhow::Result<bool> {
+    let path = cfg.data_dir.join(store::DB_FILE);
+    let mut conn = store::connect(&path, false)?;
+    store::migrate(&mut conn, &path)?;
+    Ok(lanes::revoke(&conn, name, now_millis())?)
+}
+
+/// How long a verified token is trusted from memory before the database is asked again
+/// (so a revocation takes effect within this, without a lookup on every request).
+pub const LANE_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Edge {
-    /// The lane a bearer token belongs to, if any. Known tokens are cached in memory.
+    /// The lane a bearer token belongs to, if any. Verified tokens are cached in memory
+    /// for [`LANE_CACHE_TTL`].
     pub async fn authenticate(&self, token: &str) -> Result<Option<Lane>, EdgeError> {
         let hash = token_hash(token);
         if let Ok(cache) = self.lanes.read()
-            && let Some(l) = cache.get(&hash)
+            && let Some((l, at)) = cache.get(&hash)
+            && at.elapsed() < LANE_CACHE_TTL
         {
             return Ok(Some(l.clone()));
         }
@@ -108,7 +123,12 @@ impl Edge {
             .readers
             .read(move |c| Ok::<_, EdgeError>(lanes::by_token_hash(c, &hash)?))
             .await?;
-        let Some(row) = row else { return Ok(None) };
+        let Some(row) = row else {
+            if let Ok(mut cache) = self.lanes.write() {
+                cache.remove(&hash);
+            }
+            return Ok(None);
+        };
         let role = Role::parse(&row.role)
             .ok_or_else(|| StoreError::Corrupt(format!("lanes.role {:?}", row.role)))?;
         let lane = Lane {
@@ -117,7 +137,7 @@ impl Edge {
             role,
         };
         if let Ok(mut cache) = self.lanes.write() {
-            cache.insert(hash, lane.clone());
+            cache.insert(hash, (lane.clone(), std::time::Instant::now()));
         }
         Ok(Some(lane))
     }

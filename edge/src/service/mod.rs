@@ -33,7 +33,7 @@ use crate::store::idempotency::{self, IdemIndex};
 use crate::store::members as member_rows;
 use crate::store::{Store, StoreError, WriteCtx};
 
-pub use lanes::{Lane, Role, add_lane};
+pub use lanes::{Lane, Role, add_lane, revoke_lane};
 
 /// Why an operation was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -364,7 +364,7 @@ pub struct Edge {
     pub core: Arc<Core>,
     /// The database.
     pub store: Store,
-    lanes: RwLock<HashMap<[u8; 32], Lane>>,
+    lanes: RwLock<HashMap<[u8; 32], (Lane, std::time::Instant)>>,
     /// The rule set in force (None: no promotions, only core earning and tiers).
     rules: RwLock<Option<Arc<Compiled>>>,
     /// Serializes rule-set loads, so the set in memory is always the one the database

@@ -58,3 +58,12 @@ pub fn name_taken(conn: &Connection, name: &str) -> Result<bool, StoreError> {
         .optional()?
         .is_some())
 }
+
+/// Revokes the lane named `name`; `false` if there is no such active lane.
+pub fn revoke(conn: &Connection, name: &str, at: i64) -> Result<bool, StoreError> {
+    let n = conn.execute(
+        "UPDATE lanes SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL",
+        params![name, at],
+    )?;
+    Ok(n == 1)
+}

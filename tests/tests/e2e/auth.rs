@@ -68,3 +68,49 @@ async fn tokens_are_required_and_stored_only_hashed() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// A lost or stolen POS token can be revoked while the edge runs: it stops working
+/// within the token cache's lifetime (10 s), and other lanes keep working.
+#[tokio::test]
+async fn a_revoked_lane_is_refused_while_the_edge_runs() -> anyhow::Result<()> {
+    let edge = TestEdge::spawn().await?;
+    let lane = edge.add_lane("lane-lost", "pos")?;
+    let get = |token: String| {
+        let edge = &edge;
+        async move {
+            let auth = format!("Bearer {token}");
+            edge.raw(
+                "GET",
+                "/v1/members?phone=13800138000",
+                &[("Authorization", &auth)],
+                Vec::new(),
+            )
+            .await
+        }
+    };
+    // Known and cached: a lookup of an unknown phone is a 404, not a 401.
+    assert_eq!(get(lane.clone()).await?.status, 404);
+    edge.revoke_lane("lane-lost")?;
+    let start = std::time::Instant::now();
+    loop {
+        let r = get(lane.clone()).await?;
+        if r.status == 401 {
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(15),
+            "still accepted after 15 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        get(edge.token.clone()).await?.status,
+        404,
+        "other lanes keep working"
+    );
+    assert!(
+        edge.revoke_lane("lane-lost").is_err(),
+        "revoking twice says so"
+    );
+    Ok(())
+}
