@@ -6,7 +6,7 @@
 # Creates the patron user, /etc/patron/edge.toml (from the binary's example, with the
 # store id set) unless it exists, /var/lib/patron-edge (0700), and patron-edge.service.
 # Re-running upgrades the binary and restarts the service; configuration and data are
-# kept. Enrollment with the hub and ring rollout come with the sync issue.
+# kept. Enrolling with the hub is one command afterwards (installer/README.md).
 set -euo pipefail
 
 binary=""
