@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use patron_protocol::hub::{PushRequest, RefetchRequest, SyncReport};
-use patron_sync::docs::{decode_state, encode_state, ring_doc};
+use patron_sync::docs::{HqDoc, decode_state, encode_state, ring_doc};
 use patron_sync::session::{Push, Verdict, batch};
 
 use super::SyncError;
@@ -148,13 +148,18 @@ async fn run(edge: Arc<Edge>, client: HubClient, ring: String) {
 /// force what HQ published for it. Sync states are persisted with the document after
 /// each session.
 async fn sync_docs(edge: &Edge, client: &HubClient, ring: &str) {
+    let mut docs = Vec::with_capacity(2);
     for id in [ring_doc(ring), ring_doc("all")] {
-        if let Err(e) = sync_doc(edge, client, &id).await {
-            tracing::warn!(doc = %id, error = %e, "sync: HQ document sync failed");
-            return;
+        match sync_doc(edge, client, &id).await {
+            Ok(doc) => docs.push(doc),
+            Err(e) => {
+                tracing::warn!(doc = %id, error = %e, "sync: HQ document sync failed");
+                return;
+            }
         }
     }
-    match edge.adopt_hq_docs(ring).await {
+    // The documents just synced are in hand: no second read from the database.
+    match edge.adopt(&docs).await {
         Ok(Some(v)) => tracing::info!(version = %v, "sync: HQ rule set in force"),
         Ok(None) => {}
         Err(e) => {
@@ -165,7 +170,7 @@ async fn sync_docs(edge: &Edge, client: &HubClient, ring: &str) {
     }
 }
 
-async fn sync_doc(edge: &Edge, client: &HubClient, id: &str) -> Result<(), SyncError> {
+async fn sync_doc(edge: &Edge, client: &HubClient, id: &str) -> Result<HqDoc, SyncError> {
     let local = |e: crate::service::EdgeError| SyncError::Setup(e.to_string());
     let (mut doc, persisted) = edge.hq_doc(id).await.map_err(local)?;
     // Each session starts from the persisted state on both sides (`fresh`): a session
@@ -173,20 +178,27 @@ async fn sync_doc(edge: &Edge, client: &HubClient, id: &str) -> Result<(), SyncE
     // missing change in flight, and the store would never receive it.
     let mut st = decode_state(persisted.as_deref()).unwrap_or_default();
     let state = &mut st;
+    let mut received = false;
     for step in 0..16 {
         let mine = doc.generate(state);
         let theirs = client.doc_sync(id, mine.as_deref(), step == 0).await?;
         if let Some(m) = &theirs {
             doc.receive(state, m)
                 .map_err(|e| SyncError::Unreachable(format!("HQ document {id}: {e}")))?;
+            received = true;
         }
         if mine.is_none() && theirs.is_none() {
             break;
         }
     }
-    edge.save_hq_doc(id, doc.save(), encode_state(state))
-        .await
-        .map_err(local)
+    // An idle heartbeat changes neither: skip the durable write (an fsync every 10 s).
+    let state_bytes = encode_state(state);
+    if received || persisted.as_deref() != Some(state_bytes.as_slice()) {
+        edge.save_hq_doc(id, doc.save(), state_bytes)
+            .await
+            .map_err(local)?;
+    }
+    Ok(doc)
 }
 
 /// Fetches and applies one batch of a pending refetch; `Ok(true)` while more may come.

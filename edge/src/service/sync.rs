@@ -415,10 +415,19 @@ impl Edge {
     /// force already. Returns the rule-set version loaded, if one was.
     pub async fn adopt_hq_docs(&self, ring: &str) -> Result<Option<String>, EdgeError> {
         use patron_sync::docs::ring_doc;
+        let (own, _) = self.hq_doc(&ring_doc(ring)).await?;
+        let (all_doc, _) = self.hq_doc(&ring_doc("all")).await?;
+        self.adopt(&[own, all_doc]).await
+    }
+
+    /// Puts in force what `docs` (most specific first) hold; see [`Edge::adopt_hq_docs`].
+    pub async fn adopt(
+        &self,
+        docs: &[patron_sync::docs::HqDoc],
+    ) -> Result<Option<String>, EdgeError> {
         let mut chosen = None;
         let mut tiers = None;
-        for id in [ring_doc(ring), ring_doc("all")] {
-            let (doc, _) = self.hq_doc(&id).await?;
+        for doc in docs {
             if chosen.is_none() {
                 chosen = doc.current_rule_set();
             }
