@@ -89,7 +89,7 @@ async fn serve_baseline(mode: &str) -> Result<(), BoxError> {
             .with_state(Arc::new(std::sync::Mutex::new(conn))),
         "group" => Router::new()
             .route("/commit", route_post(group))
-            .with_state(Writer::spawn(conn, 1, 1, 512)?),
+            .with_state(Writer::spawn(conn, 1, 1, 512, 16384)?),
         other => return Err(format!("unknown baseline {other}").into()),
     };
     let listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -469,6 +469,10 @@ async fn drive_edge(
         )
     })
     .await?;
+    // The WAL must stay bounded under sustained load (the checkpointer restarts it).
+    let wal = dir.join("data").join(format!("{}-wal", store::DB_FILE));
+    let wal_mb = std::fs::metadata(&wal).map_or(0, |m| m.len()) / (1024 * 1024);
+    println!("{label}: WAL file {wal_mb} MiB after the run");
     drop(edge.proc_);
     Ok(load)
 }

@@ -143,6 +143,9 @@ pub struct StorageConfig {
     pub read_connections: usize,
     /// How often the background checkpointer folds the WAL into the database, in ms.
     pub checkpoint_interval_ms: u64,
+    /// WAL size (pages) past which the checkpointer briefly holds the writer back so the
+    /// WAL restarts from its beginning instead of growing.
+    pub wal_restart_pages: u32,
 }
 
 impl Default for Config {
@@ -202,7 +205,8 @@ impl Default for StorageConfig {
         Self {
             max_batch: 512,
             read_connections: 4,
-            checkpoint_interval_ms: 500,
+            checkpoint_interval_ms: 50,
+            wal_restart_pages: 16384,
         }
     }
 }
