@@ -37,6 +37,36 @@ pub struct Config {
     pub rules_file: Option<PathBuf>,
     /// Sync with the hub (once enrolled: `patron-edge enroll`).
     pub sync: SyncConfig,
+    /// Who may allow a redemption, and the offline limits.
+    pub redemption: RedemptionConfig,
+}
+
+/// Redemption authority (enrolled edges only: a standalone edge is its own authority).
+///
+/// Worst case while the hub is away, per member: `offline_floor_points` × the number of
+/// stores the member redeems at before any of them syncs; per store, per local day:
+/// `offline_daily_cap_points`. See docs/redemption.md.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedemptionConfig {
+    /// How long a redemption waits for the hub's authorization before falling back to
+    /// the offline limits.
+    pub authorize_timeout_ms: u64,
+    /// Points one member may redeem here without the hub, until the hub has
+    /// acknowledged those redemptions (the "offline period").
+    pub offline_floor_points: i64,
+    /// Points this store may redeem without the hub per local day, all members.
+    pub offline_daily_cap_points: i64,
+}
+
+impl Default for RedemptionConfig {
+    fn default() -> Self {
+        Self {
+            authorize_timeout_ms: 300,
+            offline_floor_points: 500,
+            offline_daily_cap_points: 20_000,
+        }
+    }
 }
 
 /// How the edge syncs with the hub.
@@ -161,6 +191,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             rules_file: None,
             sync: SyncConfig::default(),
+            redemption: RedemptionConfig::default(),
         }
     }
 }

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use patron_protocol::error::{ApiError, ErrorBody, ErrorCode};
-use patron_protocol::hub::{DocSync, EnrollRequest, PushRequest, RefetchRequest};
+use patron_protocol::hub::{AuthorizeRequest, DocSync, EnrollRequest, PushRequest, RefetchRequest};
 use patron_sync::session::Push;
 use serde::de::DeserializeOwned;
 
@@ -39,6 +39,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sync/refetch", post(refetch))
         .route("/v1/docs/sync", post(doc_sync))
         .route("/v1/stores", get(stores))
+        .route("/v1/redeem/authorize", post(authorize))
+        .route("/v1/overdraws", get(overdraws))
         .fallback(|| async { err(ErrorCode::NotFound, "no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
@@ -243,18 +245,48 @@ async fn doc_sync(State(s): State<AppState>, headers: HeaderMap, body: Bytes) ->
     }
 }
 
-async fn stores(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    let authorized = match (s.admin_hash, bearer(&headers)) {
+fn is_admin(s: &AppState, headers: &HeaderMap) -> bool {
+    match (s.admin_hash, bearer(headers)) {
         // Comparing hashes: timing reveals at most a prefix of a SHA-256, not the token.
         (Some(h), Some(t)) => h == secret_hash(t),
         _ => false,
-    };
-    if !authorized {
+    }
+}
+
+async fn stores(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    if !is_admin(&s, &headers) {
         return err(ErrorCode::Unauthorized, "an HQ admin token is required");
     }
     let hub = s.hub.clone();
     match blocking(move || hub.stores()).await {
         Ok(list) => axum::Json(list).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn overdraws(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    if !is_admin(&s, &headers) {
+        return err(ErrorCode::Unauthorized, "an HQ admin token is required");
+    }
+    let hub = s.hub.clone();
+    match blocking(move || hub.overdraw_report()).await {
+        Ok(report) => axum::Json(report).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn authorize(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let store = match authed_store(&s, &headers).await {
+        Ok(st) => st,
+        Err(r) => return r,
+    };
+    let req: AuthorizeRequest = match parse(&body) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let hub = s.hub.clone();
+    match blocking(move || hub.authorize(&store, &req)).await {
+        Ok(answer) => axum::Json(answer).into_response(),
         Err(r) => r,
     }
 }

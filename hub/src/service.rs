@@ -13,7 +13,7 @@ use patron_sync::session::{Batch, Judgement, Push, PushAck, Verdict, batch, judg
 use ring::rand::{SecureRandom, SystemRandom};
 use std::collections::HashMap;
 
-use crate::store::{HubStore, NewStore, StoreError, StoreRow};
+use crate::store::{HubStore, NewStore, Projection, StoreError, StoreRow};
 
 /// The hub's node name in sync messages.
 pub const HUB_NODE: &str = "hub";
@@ -68,6 +68,18 @@ pub struct Hub {
     now: Box<dyn Fn() -> i64 + Send + Sync>,
     /// Automerge sync states of open sessions, by (document, store).
     doc_sessions: std::sync::Mutex<HashMap<(String, String), patron_sync::docs::State>>,
+}
+
+impl Hub {
+    /// The hub's clock (unix ms).
+    pub(crate) fn now(&self) -> i64 {
+        (self.now)()
+    }
+
+    /// The storage backend.
+    pub(crate) fn store(&self) -> &dyn HubStore {
+        self.store.as_ref()
+    }
 }
 
 impl std::fmt::Debug for Hub {
@@ -311,10 +323,15 @@ impl Hub {
         };
         let now = (self.now)();
         let ahead = std::cell::Cell::new(0i64);
-        let project = |f: &patron_sync::Fact| profile_ops(f, sid, now, &ahead);
+        let project = |f: &patron_sync::Fact| Projection {
+            profile: profile_ops(f, sid, now, &ahead),
+            points: crate::redemption::points_row(&f.body),
+        };
         let done =
             self.store
                 .ingest(sid, &req.report, &req.push.batches, &decide, &project, now)?;
+        let judgements: Vec<Judgement> = done.iter().map(|i| i.judgement.clone()).collect();
+        self.note_overdraws(sid, &req.push.batches, &judgements)?;
         if ahead.get() > 0 {
             tracing::warn!(store = %sid, ahead_ms = ahead.get(), "store clock ahead of the hub: profile stamps clamped");
             self.store.note_clock_ahead(sid, ahead.get())?;

@@ -218,3 +218,68 @@ impl TierRules {
         Ok(())
     }
 }
+
+/// `POST /v1/redeem/authorize`: a store asks the hub, which sees every store's
+/// redemptions in order, whether a member may spend points now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthorizeRequest {
+    /// The member (UUID).
+    pub member: String,
+    /// The sale that will spend them (UUID); the hold is settled by its fact.
+    pub txn: String,
+    /// Points to spend (> 0).
+    pub points: i64,
+    /// What the store's facts the hub has not acknowledged yet add to the member's
+    /// balance: points earned there (less reversals and offline spends). May be
+    /// negative.
+    pub unsynced: i64,
+}
+
+/// The hub's answer to an [`AuthorizeRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthorizeResponse {
+    /// The points are held for this sale until its fact arrives (or the hold expires).
+    pub granted: bool,
+    /// What the member may spend, as the hub sees it, before this request.
+    pub available: i64,
+}
+
+/// One redemption that drove a member's balance below zero (a debt later earnings repay
+/// first), as `GET /v1/overdraws` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Overdraw {
+    /// The member (UUID).
+    pub member: String,
+    /// The store whose redemption overdrew.
+    pub store: String,
+    /// When (unix ms).
+    pub at: i64,
+    /// Points the balance could not cover.
+    pub points: i64,
+    /// Authorized offline (floor limit) rather than by the hub.
+    pub offline: bool,
+}
+
+/// A member who redeemed offline at two stores within an hour.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedemptionFlag {
+    /// The member (UUID).
+    pub member: String,
+    /// The first store and when (unix ms).
+    pub first_store: String,
+    /// When at the first store.
+    pub first_at: i64,
+    /// The second store.
+    pub second_store: String,
+    /// When at the second store.
+    pub second_at: i64,
+}
+
+/// `GET /v1/overdraws`: debts from redemptions and members flagged.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverdrawReport {
+    /// Overdrawing redemptions, oldest first.
+    pub overdraws: Vec<Overdraw>,
+    /// Members flagged for offline redemptions at two stores within an hour.
+    pub flags: Vec<RedemptionFlag>,
+}

@@ -14,6 +14,7 @@ pub mod error;
 pub mod hub;
 pub mod ids;
 pub mod money;
+pub mod points;
 pub mod pos;
 pub mod raw_json;
 

@@ -75,6 +75,13 @@ impl From<EdgeError> for ApiErr {
                 requested,
             } => ApiErr::new(ErrorCode::InsufficientPoints, msg)
                 .with_details(json!({ "available": available, "requested": requested })),
+            EdgeError::OfflineLimitExceeded {
+                requested,
+                member_left,
+                store_left,
+            } => ApiErr::new(ErrorCode::OfflineLimitExceeded, msg).with_details(json!({
+                "requested": requested, "member_left": member_left, "store_left": store_left
+            })),
             EdgeError::ReceiptExists(r) => {
                 ApiErr::new(ErrorCode::ReceiptExists, msg).with_details(json!({ "receipt_id": r }))
             }

@@ -3,7 +3,10 @@
 use std::time::Duration;
 
 use patron_protocol::ErrorBody;
-use patron_protocol::hub::{DocSync, EnrollRequest, EnrollResponse, PushRequest, RefetchRequest};
+use patron_protocol::hub::{
+    AuthorizeRequest, AuthorizeResponse, DocSync, EnrollRequest, EnrollResponse, PushRequest,
+    RefetchRequest,
+};
 use patron_sync::session::{Batch, Push, PushAck};
 use serde::de::DeserializeOwned;
 
@@ -145,6 +148,19 @@ impl HubClient {
             .map(|m| B64.decode(m))
             .transpose()
             .map_err(|_| SyncError::Unreachable("the hub's document message is not base64".into()))
+    }
+
+    /// Asks the hub to authorize a redemption.
+    pub async fn authorize(&self, req: &AuthorizeRequest) -> Result<AuthorizeResponse, SyncError> {
+        answer(
+            self.http
+                .post(format!("{}/v1/redeem/authorize", self.url))
+                .bearer_auth(&self.credential)
+                .json(req)
+                .send()
+                .await,
+        )
+        .await
     }
 
     /// Pushes facts (possibly none: a heartbeat) with this store's report.

@@ -44,6 +44,11 @@ fn update(cell: &StatusCell, f: impl FnOnce(&mut SyncStatus)) {
 pub fn spawn(edge: Arc<Edge>, link: HubLink) -> Result<tokio::task::JoinHandle<()>, SyncError> {
     let cfg = edge.core.cfg.sync.clone();
     let client = HubClient::new(&link, Duration::from_millis(cfg.timeout_ms))?;
+    let timeout = Duration::from_millis(edge.core.cfg.redemption.authorize_timeout_ms.max(1));
+    edge.set_hub_authority(crate::service::HubAuthority {
+        client: HubClient::new(&link, timeout)?,
+        timeout,
+    });
     update(&edge.sync_status, |s| s.enrolled = true);
     tracing::info!(hub = %link.url, store = %link.store_id, "sync worker started");
     let ring = link.ring.clone();

@@ -6,7 +6,9 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::promotions::{PricedMember, after_days};
-use super::{Edge, EdgeError, Idem, MemberState, Reply, Seal, balance, invalid, tier_code};
+use super::{
+    Authority, Edge, EdgeError, Idem, MemberState, Reply, Seal, balance, invalid, tier_code,
+};
 use crate::domain::pricing;
 use crate::domain::promo::engine::{self, Applied, Input, Priced};
 use crate::domain::validate;
@@ -67,6 +69,17 @@ impl Edge {
         let lines_json = serde_json::to_string(&lines)
             .and_then(RawValue::from_string)
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let txn = TransactionId::new_v7();
+        let txb = *txn.as_bytes();
+        // A redemption is authorized (by the hub, or the offline limits) before the sale
+        // queues; the points the engine finally redeems never exceed those asked.
+        // A presumed replay is not authorized again; should it not be one after all
+        // (its first attempt rolled back), the offline limits bound it.
+        let auth = match member {
+            Some(_) if redeem > 0 && self.core.is_replay(&idem) => self.unasked_authority(),
+            Some(m) if redeem > 0 => self.authorize_redemption(m, txb, redeem).await?,
+            _ => Authority::Local,
+        };
         self.store
             .writer
             .write(move |ctx| {
@@ -85,8 +98,6 @@ impl Edge {
                         points: &core.cfg.points,
                     };
                     let priced = engine::price(&input)?;
-                    let txn = TransactionId::new_v7();
-                    let txb = *txn.as_bytes();
                     let pending_days = rules.map_or(0, |c| c.set.pending_points_days);
                     let used_codes: Vec<&str> = p.coupons.iter().map(|c| c.code.as_str()).collect();
                     let body = PurchaseBody {
@@ -106,6 +117,7 @@ impl Edge {
                             })
                             .collect(),
                         coupons_used: used_codes,
+                        auth: (priced.points_redeemed > 0).then(|| auth.label()),
                     }
                     .to_json()?;
                     let fact = NewFact {
@@ -123,6 +135,16 @@ impl Edge {
                         ..Default::default()
                     };
                     let seq = facts::append(ctx, &fact)?;
+                    if let Some(m) = &member {
+                        core.record_redemption(
+                            ctx.conn,
+                            m,
+                            seq,
+                            priced.points_redeemed,
+                            auth,
+                            now,
+                        )?;
+                    }
                     let receipt = ReceiptRow {
                         receipt_id: receipt_id.clone(),
                         txn: txb,
@@ -308,6 +330,9 @@ struct PurchaseBody<'a> {
     rules_version: Option<&'a str>,
     applied: Vec<AppliedBody<'a>>,
     coupons_used: Vec<&'a str>,
+    /// Who allowed the points redeemed (absent when none were).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth: Option<&'static str>,
 }
 
 impl PurchaseBody<'_> {

@@ -11,6 +11,7 @@ mod lanes;
 mod members;
 mod points;
 mod promotions;
+mod redemption;
 mod refunds;
 pub mod sync;
 
@@ -34,6 +35,7 @@ use crate::store::members as member_rows;
 use crate::store::{Store, StoreError, WriteCtx};
 
 pub use lanes::{Lane, Role, add_lane, revoke_lane};
+pub use redemption::{Authority, HubAuthority};
 
 /// Why an operation was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +70,18 @@ pub enum EdgeError {
         available: i64,
         /// Points asked for.
         requested: i64,
+    },
+    /// The hub is unreachable and the offline limits do not cover the redemption.
+    #[error(
+        "the hub is unreachable and offline redemptions are limited: {requested} points asked, {member_left} left for this member, {store_left} for this store today"
+    )]
+    OfflineLimitExceeded {
+        /// Points asked for.
+        requested: i64,
+        /// What the member may still redeem here offline.
+        member_left: i64,
+        /// What the store may still redeem offline today.
+        store_left: i64,
     },
     /// The receipt was committed under another key.
     #[error("receipt {0} was already committed")]
@@ -218,6 +232,12 @@ impl Core {
     ///
     /// `op` says whose key seals the stored answer: answers that hold personal data
     /// (a Member) are sealed under that member's key, so erasing the member erases them.
+    /// Whether this request is probably a replay of an answered one (checked before
+    /// asking the hub to authorize a redemption the replay would not make).
+    pub(super) fn is_replay(&self, idem: &Idem) -> bool {
+        self.idem.contains(idem.lane, &idem.key)
+    }
+
     fn idempotent<T: Serialize>(
         &self,
         ctx: &mut WriteCtx<'_>,
@@ -372,6 +392,8 @@ pub struct Edge {
     rules_load: tokio::sync::Mutex<()>,
     /// Sync with the hub, as `/healthz` reports it.
     pub sync_status: crate::hub::worker::StatusCell,
+    /// The hub as redemption authority, once enrolled (None: this edge decides alone).
+    authority: RwLock<Option<Arc<redemption::HubAuthority>>>,
 }
 
 impl Edge {
@@ -417,6 +439,7 @@ impl Edge {
             rules: RwLock::new(rules),
             rules_load: tokio::sync::Mutex::new(()),
             sync_status: Default::default(),
+            authority: RwLock::new(None),
         })
     }
 

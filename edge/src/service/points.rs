@@ -24,6 +24,15 @@ impl Edge {
         let reason = validate::reason(&req.reason).map_err(invalid)?;
         let core = self.core.clone();
         let now = core.now();
+        let id = TransactionId::new_v7();
+        // A presumed replay is not authorized again; should it not be one after all
+        // (its first attempt rolled back), the offline limits bound it.
+        let auth = if core.is_replay(&idem) {
+            self.unasked_authority()
+        } else {
+            self.authorize_redemption(*member.as_bytes(), *id.as_bytes(), points)
+                .await?
+        };
         self.store
             .writer
             .write(move |ctx| {
@@ -38,17 +47,17 @@ impl Edge {
                             requested: points,
                         });
                     }
-                    let id = TransactionId::new_v7();
                     let fact = NewFact {
                         kind: "redemption",
                         at: now,
                         member: Some(idb),
                         txn: *id.as_bytes(),
                         spend: points,
-                        body: json!({ "reason": reason }).to_string(),
+                        body: json!({ "reason": reason, "auth": auth.label() }).to_string(),
                         ..Default::default()
                     };
                     let seq = facts::append(ctx, &fact)?;
+                    core.record_redemption(ctx.conn, &idb, seq, points, auth, now)?;
                     member_facts.push(as_member_fact(&fact, &core.origin_label, seq));
                     let after = core.member_state(&member_facts, now);
                     Ok((

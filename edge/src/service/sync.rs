@@ -10,7 +10,7 @@ use super::{Edge, EdgeError};
 use crate::store::{self, StoreError, facts, incarnation};
 
 /// `meta` key: highest own sequence the hub acknowledged (`<incarnation>:<seq>`).
-const ACKED_KEY: &str = "hub_acked";
+pub(super) const ACKED_KEY: &str = "hub_acked";
 
 fn uuid_str(b: &[u8; 16]) -> String {
     Uuid::from_bytes(*b).to_string()

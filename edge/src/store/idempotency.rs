@@ -83,6 +83,14 @@ impl IdemIndex {
             .map_err(|_| StoreError::Corrupt("idempotency index poisoned".into()))
     }
 
+    /// Whether an answer for `(lane, key)` is indexed (it may yet turn out to have been
+    /// rolled back: `get` is the authority).
+    pub fn contains(&self, lane: i64, key: &str) -> bool {
+        self.lock()
+            .map(|i| i.rows.contains_key(&(lane, key.to_string())))
+            .unwrap_or(false)
+    }
+
     /// The stored answer for `(lane, key)`, if any.
     pub fn get(
         &self,

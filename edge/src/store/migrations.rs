@@ -196,10 +196,24 @@ pub const MIGRATIONS: &[&str] = &[
         sync_state BLOB
     ) STRICT;
     "#,
+    // 5: redemptions and who allowed them (the offline floor limit counts from here).
+    r#"
+    -- One row per fact that spent points by redemption. auth: 'hub' (authorized by the
+    -- hub), 'offline' (under the floor limit, hub unreachable), 'local' (not enrolled).
+    CREATE TABLE redemptions (
+        seq    INTEGER PRIMARY KEY,   -- the spending fact (this node's current origin)
+        member BLOB    NOT NULL,
+        points INTEGER NOT NULL,
+        at     INTEGER NOT NULL,
+        auth   TEXT    NOT NULL
+    ) STRICT;
+    CREATE INDEX redemptions_offline_by_member ON redemptions (member, seq) WHERE auth = 'offline';
+    CREATE INDEX redemptions_offline_by_time ON redemptions (at) WHERE auth = 'offline';
+    "#,
 ];
 
 /// The schema version this binary writes.
-pub const SCHEMA_VERSION: usize = 4;
+pub const SCHEMA_VERSION: usize = 5;
 
 #[cfg(test)]
 mod tests {

@@ -4,7 +4,8 @@
 pub mod sqlite;
 
 use patron_protocol::Origin;
-use patron_protocol::hub::{StoreStatus, SyncReport};
+use patron_protocol::hub::{AuthorizeResponse, OverdrawReport, StoreStatus, SyncReport};
+use patron_protocol::points::Movement;
 use patron_sync::profile::{Profile, ProfileOp};
 use patron_sync::session::{Batch, Fact, Judgement};
 
@@ -104,9 +105,29 @@ pub trait HubStore: Send + Sync + 'static {
         report: &SyncReport,
         batches: &[Batch],
         decide: &dyn Fn(u64, &Batch) -> Judgement,
-        project: &dyn Fn(&Fact) -> Vec<(String, ProfileOp)>,
+        project: &dyn Fn(&Fact) -> Projection,
         now: i64,
     ) -> Result<Vec<Ingested>, StoreError>;
+
+    /// In one transaction (so two stores asking for one member are served in turn):
+    /// loads the member's points movements and the points held for other sales, asks
+    /// `decide`, and holds `points` for `txn` until `hold_until` if it grants.
+    /// A hold already recorded for `txn` is granted again.
+    fn authorize(
+        &self,
+        hold: &Hold<'_>,
+        decide: &dyn Fn(&mut [Movement], i64) -> AuthorizeResponse,
+    ) -> Result<AuthorizeResponse, StoreError>;
+
+    /// A member's points movements, every origin, each with whether it was an offline
+    /// spend.
+    fn movements(&self, member: &str) -> Result<Vec<(Movement, bool)>, StoreError>;
+
+    /// Records overdrawing redemptions (idempotent: keyed by fact).
+    fn record_overdraws(&self, rows: &[OverdrawRow]) -> Result<(), StoreError>;
+
+    /// Every recorded overdraw and flag.
+    fn overdraw_report(&self) -> Result<OverdrawReport, StoreError>;
 
     /// A member's merged profile.
     fn profile(&self, member: &str) -> Result<Option<Profile>, StoreError>;
@@ -137,4 +158,69 @@ pub trait HubStore: Send + Sync + 'static {
 
     /// Facts held, all origins.
     fn fact_count(&self) -> Result<u64, StoreError>;
+}
+
+/// What one new fact changes besides the log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Projection {
+    /// Profile changes, per member.
+    pub profile: Vec<(String, ProfileOp)>,
+    /// A points movement of a member.
+    pub points: Option<PointsRow>,
+}
+
+/// A member's points movement as the hub indexes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PointsRow {
+    /// The member (UUID).
+    pub member: String,
+    /// When.
+    pub at: i64,
+    /// The transaction (UUID); settles a hold for it.
+    pub txn: String,
+    /// Points credited as a lot.
+    pub earn: i64,
+    /// That lot's expiry.
+    pub expires_at: i64,
+    /// When that lot becomes redeemable.
+    pub available_at: i64,
+    /// Points consumed FIFO.
+    pub spend: i64,
+    /// Points reversed.
+    pub reverse: i64,
+    /// The lot reversed (UUID).
+    pub reverse_lot: Option<String>,
+    /// The spend was authorized offline (floor limit).
+    pub offline: bool,
+    /// An offline spend flags its member if another store saw an offline spend of
+    /// theirs within this many ms.
+    pub flag_window_ms: i64,
+}
+
+/// Points held for a sale the hub authorized.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold<'a> {
+    /// The member (UUID).
+    pub member: &'a str,
+    /// The sale (UUID).
+    pub txn: &'a str,
+    /// The store asking.
+    pub store: &'a str,
+    /// Points.
+    pub points: i64,
+    /// Now (unix ms): holds that expired by then no longer count.
+    pub now: i64,
+    /// When this hold lapses if its fact has not arrived.
+    pub until: i64,
+}
+
+/// An overdrawing redemption found after an ingest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverdrawRow {
+    /// The fact: origin label (`node/incarnation`) and sequence.
+    pub origin: String,
+    /// Its sequence.
+    pub seq: i64,
+    /// What the report shows.
+    pub overdraw: patron_protocol::hub::Overdraw,
 }

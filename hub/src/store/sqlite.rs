@@ -5,12 +5,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use patron_protocol::Origin;
-use patron_protocol::hub::{StoreStatus, SyncReport};
+use patron_protocol::hub::{
+    AuthorizeResponse, Overdraw, OverdrawReport, RedemptionFlag, StoreStatus, SyncReport,
+};
+use patron_protocol::points::Movement;
 use patron_sync::profile::{Profile, ProfileOp};
 use patron_sync::session::{Batch, Fact, Judgement};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{HubStore, Ingested, NewStore, StoreError, StoreRow};
+use super::{
+    Hold, HubStore, Ingested, NewStore, OverdrawRow, PointsRow, Projection, StoreError, StoreRow,
+};
 
 /// Migration `i` takes the schema from version `i` to `i + 1`. Append only.
 const MIGRATIONS: &[&str] = &[
@@ -73,6 +78,74 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;
     -- How far ahead a store's clock was seen (profile stamps clamped), if ever.
     ALTER TABLE stores ADD COLUMN clock_ahead_ms INTEGER;
+    "#,
+    r#"
+    -- Every member's points movements (a projection of the facts, written in the ingest
+    -- transaction): what the hub authorizes redemptions against.
+    CREATE TABLE points (
+        member       TEXT    NOT NULL,
+        origin       INTEGER NOT NULL REFERENCES origins(id),
+        seq          INTEGER NOT NULL,
+        at           INTEGER NOT NULL,
+        txn          TEXT    NOT NULL,
+        earn         INTEGER NOT NULL,
+        expires_at   INTEGER NOT NULL,
+        available_at INTEGER NOT NULL,
+        spend        INTEGER NOT NULL,
+        reverse      INTEGER NOT NULL,
+        reverse_lot  TEXT,
+        offline      INTEGER NOT NULL,
+        PRIMARY KEY (member, origin, seq)
+    ) STRICT, WITHOUT ROWID;
+
+    -- Points the hub promised to a sale it authorized, until the sale's fact arrives.
+    CREATE TABLE holds (
+        txn        TEXT PRIMARY KEY,
+        member     TEXT    NOT NULL,
+        store      TEXT    NOT NULL,
+        points     INTEGER NOT NULL,
+        until      INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX holds_by_member ON holds (member);
+
+    -- Redemptions that drove a balance below zero, and members who redeemed offline at
+    -- two stores within the flag window.
+    CREATE TABLE overdraws (
+        origin  TEXT    NOT NULL,
+        seq     INTEGER NOT NULL,
+        member  TEXT    NOT NULL,
+        store   TEXT    NOT NULL,
+        at      INTEGER NOT NULL,
+        points  INTEGER NOT NULL,
+        offline INTEGER NOT NULL,
+        PRIMARY KEY (origin, seq)
+    ) STRICT, WITHOUT ROWID;
+    CREATE TABLE redemption_flags (
+        member       TEXT    NOT NULL,
+        first_store  TEXT    NOT NULL,
+        first_at     INTEGER NOT NULL,
+        second_store TEXT    NOT NULL,
+        second_at    INTEGER NOT NULL,
+        PRIMARY KEY (member, first_store, first_at, second_store, second_at)
+    ) STRICT, WITHOUT ROWID;
+
+    -- The movements already held, as the ingest would have indexed them.
+    INSERT OR IGNORE INTO points (member, origin, seq, at, txn, earn, expires_at, available_at,
+                                  spend, reverse, reverse_lot, offline)
+    SELECT json_extract(body, '$.member'), origin, seq, json_extract(body, '$.at'),
+           json_extract(body, '$.txn'),
+           coalesce(json_extract(body, '$.earn'), 0),
+           coalesce(json_extract(body, '$.expires_at'), 0),
+           coalesce(json_extract(body, '$.available_at'), 0),
+           coalesce(json_extract(body, '$.spend'), 0),
+           coalesce(json_extract(body, '$.reverse'), 0),
+           json_extract(body, '$.reverse_lot'),
+           coalesce(json_extract(body, '$.body.auth') = 'offline', 0)
+      FROM facts
+     WHERE json_extract(body, '$.member') IS NOT NULL
+       AND (coalesce(json_extract(body, '$.earn'), 0) <> 0
+            OR coalesce(json_extract(body, '$.spend'), 0) <> 0
+            OR coalesce(json_extract(body, '$.reverse'), 0) <> 0);
     "#,
 ];
 
@@ -178,6 +251,103 @@ fn differs(conn: &Connection, origin_id: i64, facts: &[Fact]) -> Result<bool, St
     Ok(false)
 }
 
+/// Indexes a member's points movement, settles the hold of its sale, and flags an
+/// offline spend that follows another store's within the window.
+fn apply_points(
+    tx: &Connection,
+    origin_id: i64,
+    store: &str,
+    seq: i64,
+    p: &PointsRow,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO points (member, origin, seq, at, txn, earn, expires_at, available_at,
+                                       spend, reverse, reverse_lot, offline)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )?
+    .execute(params![
+        p.member,
+        origin_id,
+        seq,
+        p.at,
+        p.txn,
+        p.earn,
+        p.expires_at,
+        p.available_at,
+        p.spend,
+        p.reverse,
+        p.reverse_lot,
+        p.offline
+    ])?;
+    if p.spend > 0 {
+        tx.prepare_cached("DELETE FROM holds WHERE txn = ?1")?
+            .execute(params![p.txn])?;
+    }
+    if p.offline && p.spend > 0 && p.flag_window_ms > 0 {
+        tx.prepare_cached(
+            "INSERT OR IGNORE INTO redemption_flags (member, first_store, first_at, second_store, second_at)
+             SELECT ?1,
+                    CASE WHEN x.at <= ?3 THEN o.node ELSE ?2 END,
+                    min(x.at, ?3),
+                    CASE WHEN x.at <= ?3 THEN ?2 ELSE o.node END,
+                    max(x.at, ?3)
+               FROM points x JOIN origins o ON o.id = x.origin
+              WHERE x.member = ?1 AND x.offline = 1 AND x.spend > 0 AND o.node <> ?2
+                AND abs(x.at - ?3) <= ?4",
+        )?
+        .execute(params![p.member, store, p.at, p.flag_window_ms])?;
+    }
+    Ok(())
+}
+
+fn movement_rows(conn: &Connection, member: &str) -> Result<Vec<(Movement, bool)>, StoreError> {
+    let mut labels: std::collections::HashMap<i64, std::sync::Arc<str>> = Default::default();
+    let mut stmt = conn.prepare_cached(
+        "SELECT p.origin, o.node || '/' || o.incarnation, p.seq, p.at, p.txn, p.earn, p.expires_at,
+                p.available_at, p.spend, p.reverse, p.reverse_lot, p.offline
+           FROM points p JOIN origins o ON o.id = p.origin WHERE p.member = ?1",
+    )?;
+    let mut rows = stmt.query(params![member])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let origin: i64 = r.get(0)?;
+        let label = match labels.get(&origin) {
+            Some(l) => l.clone(),
+            None => {
+                let l: std::sync::Arc<str> = r.get::<_, String>(1)?.into();
+                labels.insert(origin, l.clone());
+                l
+            }
+        };
+        let offline: bool = r.get(11)?;
+        out.push((
+            Movement {
+                origin: label,
+                seq: r.get(2)?,
+                at: r.get(3)?,
+                txn: uuid_bytes(&r.get::<_, String>(4)?)?,
+                earn: r.get(5)?,
+                expires_at: r.get(6)?,
+                available_at: r.get(7)?,
+                spend: r.get(8)?,
+                reverse: r.get(9)?,
+                reverse_lot: r
+                    .get::<_, Option<String>>(10)?
+                    .map(|l| uuid_bytes(&l))
+                    .transpose()?,
+            },
+            offline,
+        ));
+    }
+    Ok(out)
+}
+
+fn uuid_bytes(s: &str) -> Result<[u8; 16], StoreError> {
+    uuid::Uuid::parse_str(s)
+        .map(|u| *u.as_bytes())
+        .map_err(|e| StoreError::Corrupt(format!("points row: {e}")))
+}
+
 fn apply_profile_op(
     conn: &Connection,
     member: &str,
@@ -273,7 +443,7 @@ impl HubStore for SqliteStore {
         report: &SyncReport,
         batches: &[Batch],
         decide: &dyn Fn(u64, &Batch) -> Judgement,
-        project: &dyn Fn(&Fact) -> Vec<(String, ProfileOp)>,
+        project: &dyn Fn(&Fact) -> Projection,
         now: i64,
     ) -> Result<Vec<Ingested>, StoreError> {
         let mut conn = self.lock();
@@ -307,8 +477,12 @@ impl HubStore for SqliteStore {
                     )?;
                     for f in &b.facts[skip..] {
                         insert.execute(params![origin_id, f.seq as i64, f.body, now])?;
-                        for (member, op) in project(f) {
+                        let p = project(f);
+                        for (member, op) in p.profile {
                             apply_profile_op(&tx, &member, &op, now)?;
+                        }
+                        if let Some(row) = p.points {
+                            apply_points(&tx, origin_id, &b.origin.node, f.seq as i64, &row)?;
                         }
                     }
                     tx.prepare_cached("UPDATE origins SET high = ?2 WHERE id = ?1")?
@@ -443,6 +617,99 @@ impl HubStore for SqliteStore {
     fn fact_count(&self) -> Result<u64, StoreError> {
         let conn = self.lock();
         Ok(conn.query_row("SELECT count(*) FROM facts", [], |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    fn authorize(
+        &self,
+        hold: &Hold<'_>,
+        decide: &dyn Fn(&mut [Movement], i64) -> AuthorizeResponse,
+    ) -> Result<AuthorizeResponse, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let mut movements: Vec<Movement> = movement_rows(&tx, hold.member)?
+            .into_iter()
+            .map(|(m, _)| m)
+            .collect();
+        let held: i64 = tx
+            .prepare_cached(
+                "SELECT coalesce(sum(points), 0) FROM holds
+                  WHERE member = ?1 AND until > ?2 AND txn <> ?3",
+            )?
+            .query_row(params![hold.member, hold.now, hold.txn], |r| r.get(0))?;
+        let again: bool =
+            tx.prepare_cached(
+                "SELECT count(*) FROM holds WHERE txn = ?1 AND member = ?2 AND until > ?3",
+            )?
+            .query_row(params![hold.txn, hold.member, hold.now], |r| {
+                r.get::<_, i64>(0)
+            })? > 0;
+        let answer = decide(&mut movements, held);
+        if answer.granted && !again {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO holds (txn, member, store, points, until) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![hold.txn, hold.member, hold.store, hold.points, hold.until])?;
+            // Lapsed holds of this member go as they are passed.
+            tx.prepare_cached("DELETE FROM holds WHERE member = ?1 AND until <= ?2")?
+                .execute(params![hold.member, hold.now])?;
+        }
+        tx.commit()?;
+        Ok(answer)
+    }
+
+    fn movements(&self, member: &str) -> Result<Vec<(Movement, bool)>, StoreError> {
+        movement_rows(&self.lock(), member)
+    }
+
+    fn record_overdraws(&self, rows: &[OverdrawRow]) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        for r in rows {
+            let o = &r.overdraw;
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO overdraws (origin, seq, member, store, at, points, offline)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                r.origin, r.seq, o.member, o.store, o.at, o.points, o.offline
+            ])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn overdraw_report(&self) -> Result<OverdrawReport, StoreError> {
+        let conn = self.lock();
+        let overdraws = conn
+            .prepare(
+                "SELECT member, store, at, points, offline FROM overdraws ORDER BY at, origin, seq",
+            )?
+            .query_map([], |r| {
+                Ok(Overdraw {
+                    member: r.get(0)?,
+                    store: r.get(1)?,
+                    at: r.get(2)?,
+                    points: r.get(3)?,
+                    offline: r.get(4)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let flags = conn
+            .prepare(
+                "SELECT member, first_store, first_at, second_store, second_at
+                   FROM redemption_flags ORDER BY second_at, member",
+            )?
+            .query_map([], |r| {
+                Ok(RedemptionFlag {
+                    member: r.get(0)?,
+                    first_store: r.get(1)?,
+                    first_at: r.get(2)?,
+                    second_store: r.get(3)?,
+                    second_at: r.get(4)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(OverdrawReport { overdraws, flags })
     }
 }
 

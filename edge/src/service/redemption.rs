@@ -1,0 +1,222 @@
+//! Who allows a redemption: the hub when it is reachable (it sees every store's
+//! redemptions in order, so it never lets a member overdraw), the offline floor limit
+//! when it is not, and the edge itself when it is not enrolled with a hub at all (one
+//! store, nothing to double-spend against). See docs/redemption.md.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use patron_protocol::hub::AuthorizeRequest;
+use rusqlite::{Connection, params};
+
+use super::{Core, Edge, EdgeError};
+use crate::domain::clock::Millis;
+use crate::hub::client::HubClient;
+use crate::store::{StoreError, meta_get};
+
+/// Who allowed a redemption (recorded with it, and in the fact's body as `auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Authority {
+    /// The edge is not enrolled with a hub: its own balance is the whole truth.
+    Local,
+    /// The hub authorized it and holds the points until the sale's fact arrives.
+    Hub,
+    /// The hub did not answer in time: allowed under the offline floor limit.
+    Offline,
+}
+
+impl Authority {
+    /// The label stored and synced.
+    pub fn label(self) -> &'static str {
+        match self {
+            Authority::Local => "local",
+            Authority::Hub => "hub",
+            Authority::Offline => "offline",
+        }
+    }
+}
+
+/// The hub, as the redemption authority sees it.
+pub struct HubAuthority {
+    /// Client with the authorization timeout.
+    pub client: HubClient,
+    /// How long to wait for an answer.
+    pub timeout: Duration,
+}
+
+impl Edge {
+    /// Makes the hub the redemption authority (called once enrolled and syncing).
+    pub fn set_hub_authority(&self, a: HubAuthority) {
+        if let Ok(mut slot) = self.authority.write() {
+            *slot = Some(Arc::new(a));
+        }
+    }
+
+    /// The authority for a redemption not put to the hub: the offline limits if there
+    /// is a hub, the edge alone if there is none.
+    pub(super) fn unasked_authority(&self) -> Authority {
+        if self.hub_authority().is_some() {
+            Authority::Offline
+        } else {
+            Authority::Local
+        }
+    }
+
+    fn hub_authority(&self) -> Option<Arc<HubAuthority>> {
+        self.authority.read().ok().and_then(|a| a.clone())
+    }
+
+    /// Asks the hub whether `member` may spend `points` in sale `txn`. A refusal is
+    /// `InsufficientPoints` with the hub's figure; no answer within the timeout (or a
+    /// hub known to be unreachable) means the offline floor limit decides, in the
+    /// sale's transaction.
+    pub(super) async fn authorize_redemption(
+        &self,
+        member: [u8; 16],
+        txn: [u8; 16],
+        points: i64,
+    ) -> Result<Authority, EdgeError> {
+        if points <= 0 {
+            return Ok(Authority::Local);
+        }
+        let Some(hub) = self.hub_authority() else {
+            return Ok(Authority::Local);
+        };
+        let reachable = self.sync_status.lock().map_or(false, |s| s.reachable);
+        if !reachable {
+            return Ok(Authority::Offline);
+        }
+        let core = self.core.clone();
+        let origin = self.store.origin.id;
+        let inc = self.store.origin.incarnation.to_string();
+        let unsynced = self
+            .store
+            .readers
+            .read(move |c| unsynced_points(c, &core, origin, &inc, &member))
+            .await?;
+        let req = AuthorizeRequest {
+            member: uuid::Uuid::from_bytes(member).to_string(),
+            txn: uuid::Uuid::from_bytes(txn).to_string(),
+            points,
+            unsynced,
+        };
+        match tokio::time::timeout(hub.timeout, hub.client.authorize(&req)).await {
+            Ok(Ok(a)) if a.granted => Ok(Authority::Hub),
+            Ok(Ok(a)) => Err(EdgeError::InsufficientPoints {
+                available: a.available.max(0),
+                requested: points,
+            }),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "redemption authorization failed: offline limits apply");
+                Ok(Authority::Offline)
+            }
+            Err(_) => {
+                tracing::warn!(
+                    timeout_ms = hub.timeout.as_millis() as u64,
+                    "redemption authorization timed out: offline limits apply"
+                );
+                Ok(Authority::Offline)
+            }
+        }
+    }
+}
+
+impl Core {
+    /// In the spending fact's transaction: enforces the offline limits for an offline
+    /// redemption and records who allowed it.
+    pub(super) fn record_redemption(
+        &self,
+        conn: &Connection,
+        member: &[u8; 16],
+        seq: i64,
+        points: i64,
+        auth: Authority,
+        now: Millis,
+    ) -> Result<(), EdgeError> {
+        if points <= 0 {
+            return Ok(());
+        }
+        if auth == Authority::Offline {
+            let r = &self.cfg.redemption;
+            let incarnation = self.origin_label.split_once('/').map_or("", |(_, i)| i);
+            let acked = acked_seq(conn, incarnation)?;
+            let member_used: i64 = conn
+                .prepare_cached(
+                    "SELECT coalesce(sum(points), 0) FROM redemptions
+                      WHERE member = ?1 AND seq > ?2 AND auth = 'offline'",
+                )
+                .and_then(|mut s| s.query_row(params![&member[..], acked], |r| r.get(0)))
+                .map_err(StoreError::from)?;
+            let day_start = self.start_of_day(now);
+            let store_used: i64 = conn
+                .prepare_cached(
+                    "SELECT coalesce(sum(points), 0) FROM redemptions WHERE at >= ?1 AND auth = 'offline'",
+                )
+                .and_then(|mut s| s.query_row(params![day_start], |r| r.get(0)))
+                .map_err(StoreError::from)?;
+            let member_left = (r.offline_floor_points - member_used).max(0);
+            let store_left = (r.offline_daily_cap_points - store_used).max(0);
+            if points > member_left || points > store_left {
+                return Err(EdgeError::OfflineLimitExceeded {
+                    requested: points,
+                    member_left,
+                    store_left,
+                });
+            }
+        }
+        conn.prepare_cached(
+            "INSERT INTO redemptions (seq, member, points, at, auth) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .and_then(|mut s| s.execute(params![seq, &member[..], points, now, auth.label()]))
+        .map_err(StoreError::from)?;
+        Ok(())
+    }
+
+    fn start_of_day(&self, now: Millis) -> Millis {
+        let today = self.cal.date(now);
+        today
+            .previous_day()
+            .map_or(0, |d| self.cal.end_of_day(d).saturating_add(1))
+    }
+}
+
+/// The highest own sequence the hub acknowledged in this incarnation.
+fn acked_seq(conn: &Connection, incarnation: &str) -> Result<i64, StoreError> {
+    Ok(meta_get(conn, super::sync::ACKED_KEY)?
+        .and_then(|v| {
+            let (i, s) = v.split_once(':')?;
+            (i == incarnation).then(|| s.parse().ok()).flatten()
+        })
+        .unwrap_or(0))
+}
+
+/// What this store's facts the hub has not acknowledged add to a member's balance:
+/// redeemable earnings less reversals and offline redemptions (redemptions the hub
+/// authorized are held there already).
+fn unsynced_points(
+    conn: &Connection,
+    core: &Core,
+    origin: i64,
+    incarnation: &str,
+    member: &[u8; 16],
+) -> Result<i64, EdgeError> {
+    let acked = acked_seq(conn, incarnation)?;
+    let now = core.now();
+    let gained: i64 = conn
+        .prepare_cached(concat!(
+            "SELECT coalesce(sum(CASE WHEN available_at <= ?4 THEN earn ELSE 0 END) - sum(reverse), 0)
+               FROM facts WHERE ",
+            crate::store::facts::ledger_where!(),
+            " AND origin = ?2 AND seq > ?3"
+        ))
+        .and_then(|mut s| s.query_row(params![&member[..], origin, acked, now], |r| r.get(0)))
+        .map_err(StoreError::from)?;
+    let offline: i64 = conn
+        .prepare_cached(
+            "SELECT coalesce(sum(points), 0) FROM redemptions
+              WHERE member = ?1 AND seq > ?2 AND auth = 'offline'",
+        )
+        .and_then(|mut s| s.query_row(params![&member[..], acked], |r| r.get(0)))
+        .map_err(StoreError::from)?;
+    Ok(gained - offline)
+}

@@ -1,0 +1,372 @@
+//! Redemption authority: the hub sees every store's redemptions in order, so a
+//! redemption it authorizes never overdraws. Spends it did not authorize (offline, under
+//! the stores' floor limits) can; it records those overdraws as debts, which the
+//! derivation makes later earnings repay first, and flags members who redeemed offline
+//! at two stores within an hour.
+
+use patron_protocol::hub::{AuthorizeRequest, AuthorizeResponse, Overdraw, OverdrawReport};
+use patron_protocol::points::derive_traced;
+use patron_sync::session::{Batch, Judgement};
+use serde::Deserialize;
+
+use crate::service::{Hub, HubError};
+use crate::store::{Hold, OverdrawRow, PointsRow, StoreRow};
+
+/// How long points stay held for an authorized sale whose fact has not arrived. The
+/// store pushes a sale within ~20 ms while the hub is reachable; a hold that lapses
+/// (the sale was abandoned, or the store lost the hub right after) frees the points,
+/// and a spend arriving after that can overdraw (recorded as a debt).
+pub const HOLD_MS: i64 = 10 * 60 * 1000;
+
+/// Offline redemptions of one member at two stores this close together flag the member.
+pub const FLAG_WINDOW_MS: i64 = 60 * 60 * 1000;
+
+/// The fields of a ledger entry that move points, read without copying the body.
+#[derive(Deserialize)]
+struct PointsView<'a> {
+    at: i64,
+    #[serde(borrow, default)]
+    member: Option<&'a str>,
+    #[serde(borrow)]
+    txn: &'a str,
+    #[serde(default)]
+    earn: i64,
+    #[serde(default)]
+    expires_at: i64,
+    #[serde(default)]
+    available_at: i64,
+    #[serde(default)]
+    spend: i64,
+    #[serde(default)]
+    reverse: i64,
+    #[serde(borrow, default)]
+    reverse_lot: Option<&'a str>,
+    #[serde(borrow, default)]
+    body: Option<AuthView<'a>>,
+}
+
+#[derive(Deserialize)]
+struct AuthView<'a> {
+    #[serde(borrow, default)]
+    auth: Option<&'a str>,
+}
+
+/// The points movement a ledger entry carries, if any.
+pub fn points_row(body: &str) -> Option<PointsRow> {
+    // Most facts move points, but profile and coupon facts do not: skip those unparsed.
+    if !(body.contains("\"earn\"") || body.contains("\"spend\"") || body.contains("\"reverse\"")) {
+        return None;
+    }
+    let v: PointsView<'_> = serde_json::from_str(body).ok()?;
+    let member = v.member?;
+    if v.earn == 0 && v.spend == 0 && v.reverse == 0 {
+        return None;
+    }
+    let offline = v.body.and_then(|b| b.auth) == Some("offline");
+    Some(PointsRow {
+        member: member.to_string(),
+        at: v.at,
+        txn: v.txn.to_string(),
+        earn: v.earn,
+        expires_at: v.expires_at,
+        available_at: v.available_at,
+        spend: v.spend,
+        reverse: v.reverse,
+        reverse_lot: v.reverse_lot.map(str::to_string),
+        offline,
+        flag_window_ms: FLAG_WINDOW_MS,
+    })
+}
+
+impl Hub {
+    /// `POST /v1/redeem/authorize`: grants and holds the points if the member's balance
+    /// over every store's facts, plus what the asking store has not synced yet, less the
+    /// points held for other sales, covers them.
+    pub fn authorize(
+        &self,
+        store: &StoreRow,
+        req: &AuthorizeRequest,
+    ) -> Result<AuthorizeResponse, HubError> {
+        let member = uuid::Uuid::parse_str(&req.member)
+            .map_err(|_| HubError::Invalid("member is not a UUID".into()))?
+            .to_string();
+        let txn = uuid::Uuid::parse_str(&req.txn)
+            .map_err(|_| HubError::Invalid("txn is not a UUID".into()))?
+            .to_string();
+        if req.points <= 0 {
+            return Err(HubError::Invalid("points must be positive".into()));
+        }
+        let now = self.now();
+        let hold = Hold {
+            member: &member,
+            txn: &txn,
+            store: &store.store_id,
+            points: req.points,
+            now,
+            until: now.saturating_add(HOLD_MS),
+        };
+        let answer = self.store().authorize(&hold, &|movements, held| {
+            let state = derive_traced(movements, now, |_, _| {});
+            let available = state
+                .balance()
+                .saturating_add(req.unsynced)
+                .saturating_sub(held);
+            AuthorizeResponse {
+                granted: req.points <= available,
+                available,
+            }
+        })?;
+        tracing::debug!(store = %store.store_id, granted = answer.granted, "redemption authorization");
+        Ok(answer)
+    }
+
+    /// After an ingest: records the spends among the applied facts that overdrew their
+    /// member (derived over every store's facts, so a spend is judged in canonical order
+    /// wherever it came from).
+    pub(crate) fn note_overdraws(
+        &self,
+        store_id: &str,
+        batches: &[Batch],
+        judgements: &[Judgement],
+    ) -> Result<(), HubError> {
+        let mut members: Vec<String> = Vec::new();
+        for (b, j) in batches.iter().zip(judgements) {
+            let Judgement::Apply { skip, .. } = j else {
+                continue;
+            };
+            for f in b.facts.iter().skip(*skip) {
+                if !f.body.contains("\"spend\"") {
+                    continue;
+                }
+                if let Some(p) = points_row(&f.body).filter(|p| p.spend > 0) {
+                    members.push(p.member);
+                }
+            }
+        }
+        members.sort();
+        members.dedup();
+        let now = self.now();
+        let mut rows = Vec::new();
+        for m in members {
+            let (mut movements, offline): (Vec<_>, Vec<_>) =
+                self.store().movements(&m)?.into_iter().unzip();
+            let offline: std::collections::HashSet<[u8; 16]> = movements
+                .iter()
+                .zip(offline)
+                .filter(|(_, o)| *o)
+                .map(|(mv, _)| mv.txn)
+                .collect();
+            derive_traced(&mut movements, now, |mv, points| {
+                rows.push(OverdrawRow {
+                    origin: mv.origin.to_string(),
+                    seq: mv.seq,
+                    overdraw: Overdraw {
+                        member: m.clone(),
+                        store: mv
+                            .origin
+                            .split_once('/')
+                            .map_or(mv.origin.to_string(), |(n, _)| n.to_string()),
+                        at: mv.at,
+                        points,
+                        offline: offline.contains(&mv.txn),
+                    },
+                });
+            });
+        }
+        if !rows.is_empty() {
+            tracing::warn!(store = %store_id, overdraws = rows.len(), "redemptions overdrew");
+            self.store().record_overdraws(&rows)?;
+        }
+        Ok(())
+    }
+
+    /// Every recorded overdraw and flagged member.
+    pub fn overdraw_report(&self) -> Result<OverdrawReport, HubError> {
+        Ok(self.store().overdraw_report()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    use patron_protocol::Origin;
+    use patron_protocol::hub::{LedgerEntry, PushRequest, SyncReport};
+    use patron_sync::session::{Fact, Push, batch};
+
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+
+    const T0: i64 = 1_764_000_000_000;
+    const MEMBER: &str = "0190a000-0000-7000-8000-000000000001";
+
+    struct Chain {
+        hub: Hub,
+        clock: Arc<AtomicI64>,
+        rows: Vec<StoreRow>,
+        seqs: std::cell::RefCell<Vec<u64>>,
+        _dir: tempfile::TempDir,
+    }
+
+    fn chain(stores: &[&str]) -> Chain {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = Arc::new(SqliteStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}")));
+        let clock = Arc::new(AtomicI64::new(T0));
+        let c = clock.clone();
+        let hub = Hub::with_clock(
+            store,
+            String::new(),
+            "x".into(),
+            Box::new(move || c.load(Ordering::SeqCst)),
+        );
+        let mut rows = Vec::new();
+        for s in stores {
+            let token = hub.add_store(s, s, "all").unwrap_or_else(|e| panic!("{e}"));
+            let secret = token.rsplit_once('.').map(|x| x.0).unwrap_or_default();
+            hub.enroll(secret, s).unwrap_or_else(|e| panic!("{e}"));
+            rows.push(StoreRow {
+                store_id: (*s).into(),
+                name: (*s).into(),
+                ring: "all".into(),
+            });
+        }
+        let seqs = std::cell::RefCell::new(vec![0; stores.len()]);
+        Chain {
+            hub,
+            clock,
+            rows,
+            seqs,
+            _dir: dir,
+        }
+    }
+
+    impl Chain {
+        /// Store `i` syncs one fact moving `earn`/`spend` points of the member.
+        fn sync(&self, i: usize, txn: &str, earn: i64, spend: i64, auth: &str) {
+            let row = &self.rows[i];
+            let seq = {
+                let mut s = self.seqs.borrow_mut();
+                s[i] += 1;
+                s[i]
+            };
+            let origin = Origin {
+                node: row.store_id.clone(),
+                incarnation: uuid::Uuid::from_u128(7),
+            };
+            let entry = LedgerEntry {
+                kind: if spend > 0 { "redemption" } else { "purchase" }.into(),
+                at: self.clock.load(Ordering::SeqCst),
+                member: Some(MEMBER.into()),
+                txn: txn.into(),
+                earn,
+                expires_at: if earn > 0 { T0 + 1_000_000_000 } else { 0 },
+                available_at: 0,
+                spend,
+                reverse: 0,
+                reverse_lot: None,
+                qual_spend: 0,
+                qual_at: 0,
+                body: serde_json::json!({ "auth": auth }).to_string(),
+            };
+            let fact = Fact {
+                origin: origin.clone(),
+                seq,
+                body: serde_json::to_string(&entry).unwrap_or_default(),
+            };
+            let req = PushRequest {
+                report: SyncReport {
+                    origin: Some(origin.clone()),
+                    last_seq: seq,
+                },
+                push: Push {
+                    from: row.store_id.clone(),
+                    batches: vec![batch(origin, vec![fact])],
+                },
+            };
+            self.hub.push(row, &req).unwrap_or_else(|e| panic!("{e}"));
+        }
+
+        fn ask(&self, i: usize, txn: &str, points: i64, unsynced: i64) -> AuthorizeResponse {
+            self.hub
+                .authorize(
+                    &self.rows[i],
+                    &AuthorizeRequest {
+                        member: MEMBER.into(),
+                        txn: txn.into(),
+                        points,
+                        unsynced,
+                    },
+                )
+                .unwrap_or_else(|e| panic!("{e}"))
+        }
+    }
+
+    fn txn(n: u128) -> String {
+        uuid::Uuid::from_u128(0x0190_a000_0000_7000_8000_0000_0000_0000 + n).to_string()
+    }
+
+    #[test]
+    fn held_points_are_not_granted_twice_until_the_sale_settles_or_the_hold_lapses() {
+        let c = chain(&["S001", "S002"]);
+        c.sync(0, &txn(1), 1000, 0, "");
+        // S001 is granted 700; S002 asking for 400 at the same time is refused: only 300
+        // are left once the 700 are held.
+        assert!(c.ask(0, &txn(2), 700, 0).granted);
+        let r = c.ask(1, &txn(3), 400, 0);
+        assert_eq!((r.granted, r.available), (false, 300));
+        // Asking again for the same sale is granted again, not held twice.
+        assert!(c.ask(0, &txn(2), 700, 0).granted);
+        assert!(c.ask(1, &txn(4), 300, 0).granted);
+        assert_eq!(c.ask(1, &txn(5), 1, 0).available, 0);
+        // S001's sale arrives and settles its hold: the balance carries it now.
+        c.sync(0, &txn(2), 0, 700, "hub");
+        assert_eq!(c.ask(1, &txn(5), 1, 0).available, 0);
+        // S002's sale never comes: its hold lapses and the 300 are free again.
+        c.clock.store(T0 + HOLD_MS + 1, Ordering::SeqCst);
+        assert_eq!(c.ask(1, &txn(6), 300, 0).available, 300);
+        // Points a store earned but has not synced count for that store.
+        let r = c.ask(0, &txn(7), 100, 100);
+        assert_eq!(
+            (r.granted, r.available),
+            (true, 100),
+            "300 held for txn 6 + 100 unsynced"
+        );
+        let report = c.hub.overdraw_report().unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            report.overdraws.is_empty() && report.flags.is_empty(),
+            "{report:?}"
+        );
+    }
+
+    #[test]
+    fn offline_spends_at_two_stores_overdraw_into_a_debt_and_flag_the_member() {
+        let c = chain(&["S001", "S002", "S003"]);
+        c.sync(0, &txn(1), 500, 0, "");
+        // While the hub is away, S002 and S003 each let the member redeem 400 offline.
+        c.clock.store(T0 + 60_000, Ordering::SeqCst);
+        c.sync(1, &txn(2), 0, 400, "offline");
+        c.clock.store(T0 + 120_000, Ordering::SeqCst);
+        c.sync(2, &txn(3), 0, 400, "offline");
+        let report = c.hub.overdraw_report().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(report.overdraws.len(), 1, "{report:?}");
+        let o = &report.overdraws[0];
+        assert_eq!((o.store.as_str(), o.points, o.offline), ("S003", 300, true));
+        assert_eq!(report.flags.len(), 1);
+        let f = &report.flags[0];
+        assert_eq!(
+            (f.first_store.as_str(), f.second_store.as_str()),
+            ("S002", "S003")
+        );
+        // The debt is repaid first by the next earnings, and nothing is available meanwhile.
+        assert_eq!(c.ask(0, &txn(4), 1, 0).available, -300);
+        c.sync(0, &txn(5), 350, 0, "");
+        assert_eq!(c.ask(0, &txn(6), 50, 0).available, 50);
+        // A redemption an hour and more after the others flags nobody.
+        c.clock
+            .store(T0 + 120_000 + FLAG_WINDOW_MS + 1, Ordering::SeqCst);
+        c.sync(1, &txn(7), 0, 10, "offline");
+        let report = c.hub.overdraw_report().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(report.flags.len(), 1, "{report:?}");
+    }
+}
