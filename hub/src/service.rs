@@ -330,7 +330,7 @@ impl Hub {
         let done =
             self.store
                 .ingest(sid, &req.report, &req.push.batches, &decide, &project, now)?;
-        let judgements: Vec<Judgement> = done.iter().map(|i| i.judgement.clone()).collect();
+        let judgements: Vec<Judgement> = done.iter().map(|i| i.judgement).collect();
         self.note_overdraws(sid, &req.push.batches, &judgements)?;
         if ahead.get() > 0 {
             tracing::warn!(store = %sid, ahead_ms = ahead.get(), "store clock ahead of the hub: profile stamps clamped");

@@ -82,7 +82,7 @@ impl Edge {
         let Some(hub) = self.hub_authority() else {
             return Ok(Authority::Local);
         };
-        let reachable = self.sync_status.lock().map_or(false, |s| s.reachable);
+        let reachable = self.sync_status.lock().is_ok_and(|s| s.reachable);
         if !reachable {
             return Ok(Authority::Offline);
         }

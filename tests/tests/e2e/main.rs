@@ -9,4 +9,5 @@ mod members;
 mod openapi;
 mod pii;
 mod promotions;
+mod redemption;
 mod sync;
