@@ -11,4 +11,6 @@ pub mod redemption;
 pub mod serve;
 pub mod service;
 pub mod store;
+#[cfg(test)]
+mod testing;
 pub mod tls;

@@ -6,7 +6,6 @@
 
 use patron_protocol::hub::{AuthorizeRequest, AuthorizeResponse, Overdraw, OverdrawReport};
 use patron_protocol::points::derive_traced;
-use patron_sync::session::{Batch, Judgement};
 use serde::Deserialize;
 
 use crate::service::{Hub, HubError};
@@ -120,29 +119,14 @@ impl Hub {
         Ok(answer)
     }
 
-    /// After an ingest: records the spends among the applied facts that overdrew their
-    /// member (derived over every store's facts, so a spend is judged in canonical order
-    /// wherever it came from).
+    /// After an ingest: records the spends of `members` (those who spent in the facts
+    /// just applied) that overdrew, derived over every store's facts, so a spend is
+    /// judged in canonical order wherever it came from.
     pub(crate) fn note_overdraws(
         &self,
         store_id: &str,
-        batches: &[Batch],
-        judgements: &[Judgement],
+        mut members: Vec<String>,
     ) -> Result<(), HubError> {
-        let mut members: Vec<String> = Vec::new();
-        for (b, j) in batches.iter().zip(judgements) {
-            let Judgement::Apply { skip, .. } = j else {
-                continue;
-            };
-            for f in b.facts.iter().skip(*skip) {
-                if !f.body.contains("\"spend\"") {
-                    continue;
-                }
-                if let Some(p) = points_row(&f.body).filter(|p| p.spend > 0) {
-                    members.push(p.member);
-                }
-            }
-        }
         members.sort();
         members.dedup();
         let now = self.now();
@@ -188,63 +172,32 @@ impl Hub {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicI64, Ordering};
-
     use patron_protocol::Origin;
     use patron_protocol::hub::{LedgerEntry, PushRequest, SyncReport};
     use patron_sync::session::{Fact, Push, batch};
 
     use super::*;
-    use crate::store::sqlite::SqliteStore;
+    use crate::testing::TestHub;
 
     const T0: i64 = 1_764_000_000_000;
     const MEMBER: &str = "0190a000-0000-7000-8000-000000000001";
 
     struct Chain {
-        hub: Hub,
-        clock: Arc<AtomicI64>,
-        rows: Vec<StoreRow>,
+        t: TestHub,
         seqs: std::cell::RefCell<Vec<u64>>,
-        _dir: tempfile::TempDir,
     }
 
     fn chain(stores: &[&str]) -> Chain {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let store = Arc::new(SqliteStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}")));
-        let clock = Arc::new(AtomicI64::new(T0));
-        let c = clock.clone();
-        let hub = Hub::with_clock(
-            store,
-            String::new(),
-            "x".into(),
-            Box::new(move || c.load(Ordering::SeqCst)),
-        );
-        let mut rows = Vec::new();
-        for s in stores {
-            let token = hub.add_store(s, s, "all").unwrap_or_else(|e| panic!("{e}"));
-            let secret = token.rsplit_once('.').map(|x| x.0).unwrap_or_default();
-            hub.enroll(secret, s).unwrap_or_else(|e| panic!("{e}"));
-            rows.push(StoreRow {
-                store_id: (*s).into(),
-                name: (*s).into(),
-                ring: "all".into(),
-            });
-        }
-        let seqs = std::cell::RefCell::new(vec![0; stores.len()]);
         Chain {
-            hub,
-            clock,
-            rows,
-            seqs,
-            _dir: dir,
+            t: TestHub::new(T0, stores),
+            seqs: std::cell::RefCell::new(vec![0; stores.len()]),
         }
     }
 
     impl Chain {
         /// Store `i` syncs one fact moving `earn`/`spend` points of the member.
         fn sync(&self, i: usize, txn: &str, earn: i64, spend: i64, auth: &str) {
-            let row = &self.rows[i];
+            let row = &self.t.rows[i];
             let seq = {
                 let mut s = self.seqs.borrow_mut();
                 s[i] += 1;
@@ -256,7 +209,7 @@ mod tests {
             };
             let entry = LedgerEntry {
                 kind: if spend > 0 { "redemption" } else { "purchase" }.into(),
-                at: self.clock.load(Ordering::SeqCst),
+                at: self.t.time(),
                 member: Some(MEMBER.into()),
                 txn: txn.into(),
                 earn,
@@ -284,13 +237,14 @@ mod tests {
                     batches: vec![batch(origin, vec![fact])],
                 },
             };
-            self.hub.push(row, &req).unwrap_or_else(|e| panic!("{e}"));
+            self.t.hub.push(row, &req).unwrap_or_else(|e| panic!("{e}"));
         }
 
         fn ask(&self, i: usize, txn: &str, points: i64, unsynced: i64) -> AuthorizeResponse {
-            self.hub
+            self.t
+                .hub
                 .authorize(
-                    &self.rows[i],
+                    &self.t.rows[i],
                     &AuthorizeRequest {
                         member: MEMBER.into(),
                         txn: txn.into(),
@@ -323,7 +277,7 @@ mod tests {
         c.sync(0, &txn(2), 0, 700, "hub");
         assert_eq!(c.ask(1, &txn(5), 1, 0).available, 0);
         // S002's sale never comes: its hold lapses and the 300 are free again.
-        c.clock.store(T0 + HOLD_MS + 1, Ordering::SeqCst);
+        c.t.set_time(T0 + HOLD_MS + 1);
         assert_eq!(c.ask(1, &txn(6), 300, 0).available, 300);
         // Points a store earned but has not synced count for that store.
         let r = c.ask(0, &txn(7), 100, 100);
@@ -332,7 +286,7 @@ mod tests {
             (true, 100),
             "300 held for txn 6 + 100 unsynced"
         );
-        let report = c.hub.overdraw_report().unwrap_or_else(|e| panic!("{e}"));
+        let report = c.t.hub.overdraw_report().unwrap_or_else(|e| panic!("{e}"));
         assert!(
             report.overdraws.is_empty() && report.flags.is_empty(),
             "{report:?}"
@@ -344,11 +298,11 @@ mod tests {
         let c = chain(&["S001", "S002", "S003"]);
         c.sync(0, &txn(1), 500, 0, "");
         // While the hub is away, S002 and S003 each let the member redeem 400 offline.
-        c.clock.store(T0 + 60_000, Ordering::SeqCst);
+        c.t.set_time(T0 + 60_000);
         c.sync(1, &txn(2), 0, 400, "offline");
-        c.clock.store(T0 + 120_000, Ordering::SeqCst);
+        c.t.set_time(T0 + 120_000);
         c.sync(2, &txn(3), 0, 400, "offline");
-        let report = c.hub.overdraw_report().unwrap_or_else(|e| panic!("{e}"));
+        let report = c.t.hub.overdraw_report().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(report.overdraws.len(), 1, "{report:?}");
         let o = &report.overdraws[0];
         assert_eq!((o.store.as_str(), o.points, o.offline), ("S003", 300, true));
@@ -363,10 +317,9 @@ mod tests {
         c.sync(0, &txn(5), 350, 0, "");
         assert_eq!(c.ask(0, &txn(6), 50, 0).available, 50);
         // A redemption an hour and more after the others flags nobody.
-        c.clock
-            .store(T0 + 120_000 + FLAG_WINDOW_MS + 1, Ordering::SeqCst);
+        c.t.set_time(T0 + 120_000 + FLAG_WINDOW_MS + 1);
         c.sync(1, &txn(7), 0, 10, "offline");
-        let report = c.hub.overdraw_report().unwrap_or_else(|e| panic!("{e}"));
+        let report = c.t.hub.overdraw_report().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(report.flags.len(), 1, "{report:?}");
     }
 }

@@ -323,15 +323,22 @@ impl Hub {
         };
         let now = (self.now)();
         let ahead = std::cell::Cell::new(0i64);
-        let project = |f: &patron_sync::Fact| Projection {
-            profile: profile_ops(f, sid, now, &ahead),
-            points: crate::redemption::points_row(&f.body),
+        // Members who spent in the facts applied (projected only once they are applied).
+        let spenders = std::cell::RefCell::new(Vec::new());
+        let project = |f: &patron_sync::Fact| {
+            let points = crate::redemption::points_row(&f.body);
+            if let Some(p) = points.as_ref().filter(|p| p.spend > 0) {
+                spenders.borrow_mut().push(p.member.clone());
+            }
+            Projection {
+                profile: profile_ops(f, sid, now, &ahead),
+                points,
+            }
         };
         let done =
             self.store
                 .ingest(sid, &req.report, &req.push.batches, &decide, &project, now)?;
-        let judgements: Vec<Judgement> = done.iter().map(|i| i.judgement).collect();
-        self.note_overdraws(sid, &req.push.batches, &judgements)?;
+        self.note_overdraws(sid, spenders.into_inner())?;
         if ahead.get() > 0 {
             tracing::warn!(store = %sid, ahead_ms = ahead.get(), "store clock ahead of the hub: profile stamps clamped");
             self.store.note_clock_ahead(sid, ahead.get())?;
@@ -499,14 +506,13 @@ impl Hub {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicI64, Ordering};
 
     use patron_protocol::Origin;
     use patron_protocol::hub::SyncReport;
     use patron_sync::session::{Fact, batch};
 
     use super::*;
-    use crate::store::sqlite::SqliteStore;
+    use crate::testing::TestHub;
 
     const T0: i64 = 1_764_000_000_000;
 
@@ -543,27 +549,8 @@ mod tests {
     /// store edits it again. Unclamped, the fast store's stamp would win for an hour.
     #[test]
     fn a_store_clock_running_ahead_is_clamped_and_noted() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let store = Arc::new(SqliteStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}")));
-        let clock = Arc::new(AtomicI64::new(T0));
-        let c = clock.clone();
-        let hub = Hub::with_clock(
-            store,
-            String::new(),
-            "x".into(),
-            Box::new(move || c.load(Ordering::SeqCst)),
-        );
-        let mut rows = Vec::new();
-        for s in ["S001", "S002"] {
-            let token = hub.add_store(s, s, "all").unwrap_or_else(|e| panic!("{e}"));
-            let secret = token.rsplit_once('.').map(|x| x.0).unwrap_or_default();
-            hub.enroll(secret, s).unwrap_or_else(|e| panic!("{e}"));
-            rows.push(StoreRow {
-                store_id: s.into(),
-                name: s.into(),
-                ring: "all".into(),
-            });
-        }
+        let t = TestHub::new(T0, &["S001", "S002"]);
+        let (hub, rows) = (&t.hub, &t.rows);
         let push = |row: &StoreRow, (origin, fact): (Origin, Fact)| {
             let req = PushRequest {
                 report: SyncReport {
@@ -588,7 +575,7 @@ mod tests {
             Some(&b"faster"[..]),
             "clamped stamps keep their order"
         );
-        clock.store(T0 + 120_000, Ordering::SeqCst);
+        t.set_time(T0 + 120_000);
         push(&rows[1], update("S002", 1, "later", T0 + 120_000));
         let p = hub
             .profile("m-1")

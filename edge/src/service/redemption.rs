@@ -140,13 +140,7 @@ impl Core {
             let r = &self.cfg.redemption;
             let incarnation = self.origin_label.split_once('/').map_or("", |(_, i)| i);
             let acked = acked_seq(conn, incarnation)?;
-            let member_used: i64 = conn
-                .prepare_cached(
-                    "SELECT coalesce(sum(points), 0) FROM redemptions
-                      WHERE member = ?1 AND seq > ?2 AND auth = 'offline'",
-                )
-                .and_then(|mut s| s.query_row(params![&member[..], acked], |r| r.get(0)))
-                .map_err(StoreError::from)?;
+            let member_used = offline_unacked(conn, member, acked)?;
             let day_start = self.start_of_day(now);
             let store_used: i64 = conn
                 .prepare_cached(
@@ -180,6 +174,16 @@ impl Core {
     }
 }
 
+/// Points `member` redeemed here offline that the hub has not acknowledged yet.
+fn offline_unacked(conn: &Connection, member: &[u8; 16], acked: i64) -> Result<i64, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT coalesce(sum(points), 0) FROM redemptions
+              WHERE member = ?1 AND seq > ?2 AND auth = 'offline'",
+        )?
+        .query_row(params![&member[..], acked], |r| r.get(0))?)
+}
+
 /// The highest own sequence the hub acknowledged in this incarnation.
 fn acked_seq(conn: &Connection, incarnation: &str) -> Result<i64, StoreError> {
     Ok(meta_get(conn, super::sync::ACKED_KEY)?
@@ -211,12 +215,5 @@ fn unsynced_points(
         ))
         .and_then(|mut s| s.query_row(params![&member[..], origin, acked, now], |r| r.get(0)))
         .map_err(StoreError::from)?;
-    let offline: i64 = conn
-        .prepare_cached(
-            "SELECT coalesce(sum(points), 0) FROM redemptions
-              WHERE member = ?1 AND seq > ?2 AND auth = 'offline'",
-        )
-        .and_then(|mut s| s.query_row(params![&member[..], acked], |r| r.get(0)))
-        .map_err(StoreError::from)?;
-    Ok(gained - offline)
+    Ok(gained - offline_unacked(conn, member, acked)?)
 }
