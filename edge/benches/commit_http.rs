@@ -13,11 +13,12 @@
 //! and measures `GET /v1/members?phone=` latency, against a point SELECT by primary key
 //! on the same database file and the no-op HTTP endpoint.
 //!
-//! The edge runs twice, each time fresh: with no rule set, then with `BENCH_RULES`
-//! (default 10) active rules, so promotions' cost is measured against the same run.
+//! The edge runs fresh with no rule set and with `BENCH_RULES` (default 10) active
+//! rules, alternating over `BENCH_ROUNDS` rounds (default 2) whose order swaps every
+//! round, so promotions' cost is measured against the same run and the same drift.
 //!
 //! Knobs: `BENCH_SECS` (default 10), `BENCH_CONNS` (default 64), `BENCH_MEMBERS`,
-//! `BENCH_RULES`.
+//! `BENCH_RULES`, `BENCH_ROUNDS`.
 
 mod common;
 
@@ -482,56 +483,72 @@ async fn commit_bench() -> Result<(), BoxError> {
     let conns = env_u64("BENCH_CONNS", 64);
     let members = env_u64("BENCH_MEMBERS", 20_000);
     let n_rules = env_u64("BENCH_RULES", 10) as usize;
+    let rounds = env_u64("BENCH_ROUNDS", 2).max(1);
     let dir = bench_dir();
     let run = std::process::id();
+    let plain = "patron-edge checkout/commit";
+    let ruled = format!("patron-edge checkout/commit, {n_rules} rules");
 
-    let mut loads = vec![
-        drive_edge(
-            "patron-edge checkout/commit",
-            &dir.join("edge"),
-            members,
-            None,
-            conns,
-            secs,
-        )
-        .await?,
-    ];
-    for (mode, label) in [
-        ("naive", "(a) axum + 1 insert/txn, FULL"),
-        ("group", "(b) axum + group commit, FULL"),
-        ("noop", "axum no-op (HTTP ceiling)"),
-    ] {
-        let (p, addr) = spawn_baseline(mode, &dir)?;
-        let l = drive(label, addr, conns, secs, 201, move |c, n| {
-            let receipt = format!("R{run}-{c}-{n}");
-            post(addr, "/commit", "", "", commit_body(&receipt, None, n))
-        })
-        .await?;
-        drop(p);
-        loads.push(l);
+    // The two edge configurations alternate, and swap places every round, so a drift of
+    // the machine during the run weighs on both alike; the baselines run once, between.
+    let mut edges: Vec<(Load, Load)> = Vec::new();
+    let mut baselines = Vec::new();
+    for round in 0..rounds {
+        let mut pair: [Option<Load>; 2] = [None, None];
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for which in order {
+            let (label, rules, sub) = match which {
+                0 => (plain.to_string(), None, "edge"),
+                _ => (ruled.clone(), Some(common::rules(n_rules)), "edge-rules"),
+            };
+            let load = drive_edge(&label, &dir.join(sub), members, rules, conns, secs).await?;
+            pair[which] = Some(load);
+        }
+        if let [Some(a), Some(b)] = pair {
+            edges.push((a, b));
+        }
+        if round == 0 {
+            for (mode, label) in [
+                ("naive", "(a) axum + 1 insert/txn, FULL"),
+                ("group", "(b) axum + group commit, FULL"),
+                ("noop", "axum no-op (HTTP ceiling)"),
+            ] {
+                let (p, addr) = spawn_baseline(mode, &dir)?;
+                let l = drive(label, addr, conns, secs, 201, move |c, n| {
+                    let receipt = format!("R{run}-{c}-{n}");
+                    post(addr, "/commit", "", "", commit_body(&receipt, None, n))
+                })
+                .await?;
+                drop(p);
+                baselines.push(l);
+            }
+        }
     }
-    let with_rules = drive_edge(
-        &format!("patron-edge checkout/commit, {n_rules} rules"),
-        &dir.join("edge-rules"),
-        members,
-        Some(common::rules(n_rules)),
-        conns,
-        secs,
-    )
-    .await?;
+    let (Some((first_plain, _)), [naive, group, noop]) = (edges.first(), &baselines[..]) else {
+        return Err("no runs".into());
+    };
+    let mut rows: Vec<&Load> = vec![first_plain, naive, group, noop];
+    rows.extend(edges.iter().map(|(_, r)| r));
+    rows.extend(edges.iter().skip(1).map(|(p, _)| p));
     report(
-        &format!("checkout/commit, {conns} connections, {secs}s each, {members} members"),
-        &loads
-            .iter()
-            .chain(std::iter::once(&with_rules))
-            .collect::<Vec<_>>(),
-        &[("(a)", &loads[1]), ("(b)", &loads[2])],
+        &format!(
+            "checkout/commit, {conns} connections, {secs}s each, {members} members, {rounds} round(s)"
+        ),
+        &rows,
+        &[("(a)", naive), ("(b)", group)],
     );
+    let ratios: Vec<f64> = edges.iter().map(|(p, r)| r.rate() / p.rate()).collect();
+    let (ok_plain, ok_ruled) = edges
+        .iter()
+        .fold((0.0, 0.0), |(a, b), (p, r)| (a + p.rate(), b + r.rate()));
     println!(
-        "
-{} rules / no rules: **{:.2}×** throughput",
-        n_rules,
-        with_rules.rate() / loads[0].rate()
+        "\n{n_rules} rules / no rules, per round: {}; all rounds: **{:.2}×** throughput",
+        ratios
+            .iter()
+            .map(|r| format!("{r:.2}×"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        ok_ruled / ok_plain
     );
     Ok(())
 }

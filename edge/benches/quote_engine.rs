@@ -55,6 +55,7 @@ fn quote(
         now: 1_795_579_200_000,
         store_id: "S001",
         points: cfg,
+        explain: true,
     };
     price(&input).map(|p| p.total).unwrap_or(-1)
 }

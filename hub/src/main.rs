@@ -149,10 +149,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let fp = tls::init(&dir, &hosts)?;
             SqliteStore::open(&dir).context("creating the hub database")?;
             let token = random_token()?;
-            let hash: String = secret_hash(&token)
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
+            let hash = hex::encode(secret_hash(&token));
             std::fs::write(dir.join(ADMIN_HASH), hash)?;
             println!("hub initialised in {}", dir.display());
             println!("CA fingerprint (SHA-256): {fp}");

@@ -96,7 +96,7 @@ pub fn init(dir: &Path, hosts: &[String]) -> Result<String> {
 /// SHA-256 of a certificate's DER, lower-case hex: what an enrollment token pins.
 pub fn fingerprint(der: &[u8]) -> String {
     let d = ring::digest::digest(&ring::digest::SHA256, der);
-    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(d)
 }
 
 /// The CA certificate's PEM and fingerprint.

@@ -23,7 +23,7 @@ fn provider() -> Arc<CryptoProvider> {
 /// SHA-256 of a certificate, lower-case hex.
 pub fn fingerprint(der: &[u8]) -> String {
     let d = ring::digest::digest(&ring::digest::SHA256, der);
-    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(d)
 }
 
 fn builder() -> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::WantsVerifier>, SyncError>

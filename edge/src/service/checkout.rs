@@ -14,7 +14,7 @@ use crate::domain::promo::engine::{self, Applied, Input, Priced};
 use crate::domain::validate;
 use crate::store::facts::{self, MemberFact, NewFact};
 use crate::store::receipts::{self, ReceiptRow};
-use crate::store::{StoreError, coupons, rules};
+use crate::store::{StoreError, coupons, members, rules};
 
 impl Edge {
     /// `POST /v1/checkout/quote`: prices a basket and writes nothing.
@@ -45,6 +45,7 @@ impl Edge {
                     now,
                     store_id: &core.cfg.store_id,
                     points: &core.cfg.points,
+                    explain: true,
                 };
                 Ok::<Priced, EdgeError>(engine::price(&input)?)
             })
@@ -96,6 +97,7 @@ impl Edge {
                         now,
                         store_id: &core.cfg.store_id,
                         points: &core.cfg.points,
+                        explain: false,
                     };
                     let priced = engine::price(&input)?;
                     let pending_days = rules.map_or(0, |c| c.set.pending_points_days);
@@ -213,12 +215,15 @@ impl Edge {
                             }
                         }
                         if let Some(referral) = rules.and_then(|c| c.set.referral.as_ref())
-                            && let Some(row) = &row
                             && !p.ctx.as_ref().is_some_and(|c| c.has_purchased)
+                            && let Some(row) = match row {
+                                Some(r) => Some(r),
+                                None => members::get(ctx.conn, &m)?,
+                            }
                         {
                             core.referral_reward(
                                 ctx,
-                                row,
+                                &row,
                                 referral.on_first_purchase,
                                 "first_purchase",
                                 now,

@@ -97,13 +97,17 @@ impl Core {
             None => (None, None),
             Some(m) => {
                 let (member_facts, state) = self.load_state(conn, m, now)?;
+                // The profile row is read only when a rule looks at it: a point lookup in
+                // the writer that the tier-and-basket rules most sets hold do not need.
                 let row = match rules {
-                    Some(_) => Some(members::get(conn, m)?.ok_or(EdgeError::MemberNotFound)?),
+                    Some(c) if c.needs_profile() => {
+                        Some(members::get(conn, m)?.ok_or(EdgeError::MemberNotFound)?)
+                    }
                     // A member with facts exists; only one without any needs a lookup.
-                    None if member_facts.is_empty() && !members::exists(conn, m)? => {
+                    _ if member_facts.is_empty() && !members::exists(conn, m)? => {
                         return Err(EdgeError::MemberNotFound);
                     }
-                    None => None,
+                    _ => None,
                 };
                 let ctx = self.member_ctx(rules, row.as_ref(), &member_facts, &state, now)?;
                 (
@@ -250,8 +254,8 @@ impl Core {
             row.code = self.coupon_code(now)?;
         }
         let body = serde_json::to_string(&CouponIssuedBody {
-            coupon_id: &hex(&id),
-            source_txn: source_txn.as_ref().map(|t| hex(t)),
+            coupon_id: &hex::encode(id),
+            source_txn: source_txn.as_ref().map(hex::encode),
             active: row.active,
             code: &row.code,
             label: &row.label,
@@ -419,7 +423,7 @@ impl Core {
             ctx.conn,
             &referrer.member_id,
             &format!("referral_{event}"),
-            &hex(&friend.member_id),
+            &hex::encode(friend.member_id),
         )? {
             return Ok(());
         }
@@ -427,17 +431,12 @@ impl Core {
             &referrer.member_id,
             points,
             "referral_reward",
-            json!({"friend": hex(&friend.member_id), "event": event}),
+            json!({"friend": hex::encode(friend.member_id), "event": event}),
             now,
         );
         facts::append(ctx, &f)?;
         Ok(())
     }
-}
-
-/// Lower-case hex, for ids inside fact bodies.
-pub(super) fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 impl Edge {

@@ -35,7 +35,13 @@ pub struct CouponRow {
     pub revoked: bool,
 }
 
-const COLUMNS: &str = "coupon_id, code, member, label, off, min_spend, issued_at, expires_at, source, source_txn, active, used_txn, revoked";
+/// The column list, as a macro so statements are built at compile time: a `format!`
+/// per call cost an allocation on the writer's hot path.
+macro_rules! coupon_columns {
+    () => {
+        "coupon_id, code, member, label, off, min_spend, issued_at, expires_at, source, source_txn, active, used_txn, revoked"
+    };
+}
 
 fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CouponRow> {
     Ok(CouponRow {
@@ -57,9 +63,7 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CouponRow> {
 
 /// Inserts a coupon; `Ok(false)` if its code is taken (the caller draws another).
 pub fn insert(conn: &Connection, c: &CouponRow) -> Result<bool, StoreError> {
-    let n = conn.prepare_cached(&format!(
-        "INSERT INTO coupons ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) ON CONFLICT (code) DO NOTHING"
-    ))?
+    let n = conn.prepare_cached(concat!("INSERT INTO coupons (", coupon_columns!(), ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) ON CONFLICT (code) DO NOTHING"))?
         .execute(params![
             &c.coupon_id[..],
             c.code,
@@ -81,7 +85,11 @@ pub fn insert(conn: &Connection, c: &CouponRow) -> Result<bool, StoreError> {
 /// The coupon with this code.
 pub fn by_code(conn: &Connection, code: &str) -> Result<Option<CouponRow>, StoreError> {
     Ok(conn
-        .prepare_cached(&format!("SELECT {COLUMNS} FROM coupons WHERE code = ?1"))?
+        .prepare_cached(concat!(
+            "SELECT ",
+            coupon_columns!(),
+            " FROM coupons WHERE code = ?1"
+        ))?
         .query_row(params![code], from_row)
         .optional()?)
 }
@@ -93,8 +101,9 @@ pub fn by_code(conn: &Connection, code: &str) -> Result<Option<CouponRow>, Store
 macro_rules! member_coupons_sql {
     ($filter:literal) => {
         concat!(
-            "SELECT coupon_id, code, member, label, off, min_spend, issued_at, expires_at, source, source_txn, active, used_txn, revoked
-               FROM coupons WHERE coupon_id IN (SELECT txn FROM facts WHERE ",
+            "SELECT ",
+            coupon_columns!(),
+            " FROM coupons WHERE coupon_id IN (SELECT txn FROM facts WHERE ",
             crate::store::facts::ledger_where!(),
             " AND kind = 'coupon_issued')",
             $filter

@@ -41,8 +41,14 @@ pub struct MemberRow {
     pub updated_at: i64,
 }
 
-const COLUMNS: &str = "member_id, phone_idx, wrapped_key, phone_enc, name_enc, birthday_enc, referral_code,
-    referrer_code, channel, consent_terms, consent_marketing, policy_version, tags, home_store, created_at, updated_at";
+/// The column list, as a macro so statements are built at compile time: a `format!`
+/// per call cost an allocation on the writer's hot path.
+macro_rules! member_columns {
+    () => {
+        "member_id, phone_idx, wrapped_key, phone_enc, name_enc, birthday_enc, referral_code,
+    referrer_code, channel, consent_terms, consent_marketing, policy_version, tags, home_store, created_at, updated_at"
+    };
+}
 
 fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(MemberRow, String)> {
     Ok((
@@ -77,32 +83,38 @@ fn with_tags((mut row, tags): (MemberRow, String)) -> Result<MemberRow, StoreErr
 /// Inserts a new member.
 pub fn insert(conn: &Connection, m: &MemberRow) -> Result<(), StoreError> {
     let tags = serde_json::to_string(&m.tags).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    conn.prepare_cached(&format!("INSERT INTO members ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"))?
-        .execute(params![
-            &m.member_id[..],
-            &m.phone_idx[..],
-            m.wrapped_key,
-            m.phone_enc,
-            m.name_enc,
-            m.birthday_enc,
-            m.referral_code,
-            m.referrer_code,
-            m.channel,
-            m.consent_terms,
-            m.consent_marketing,
-            m.policy_version,
-            tags,
-            m.home_store,
-            m.created_at,
-            m.updated_at
-        ])?;
+    conn.prepare_cached(concat!(
+        "INSERT INTO members (",
+        member_columns!(),
+        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+    ))?
+    .execute(params![
+        &m.member_id[..],
+        &m.phone_idx[..],
+        m.wrapped_key,
+        m.phone_enc,
+        m.name_enc,
+        m.birthday_enc,
+        m.referral_code,
+        m.referrer_code,
+        m.channel,
+        m.consent_terms,
+        m.consent_marketing,
+        m.policy_version,
+        tags,
+        m.home_store,
+        m.created_at,
+        m.updated_at
+    ])?;
     Ok(())
 }
 
 /// The member with this id.
 pub fn get(conn: &Connection, id: &[u8; 16]) -> Result<Option<MemberRow>, StoreError> {
-    conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM members WHERE member_id = ?1"
+    conn.prepare_cached(concat!(
+        "SELECT ",
+        member_columns!(),
+        " FROM members WHERE member_id = ?1"
     ))?
     .query_row(params![&id[..]], from_row)
     .optional()?
@@ -130,8 +142,10 @@ pub fn ids_by_phone(conn: &Connection, idx: &[u8; 32]) -> Result<Vec<[u8; 16]>, 
 
 /// The member whose own referral code this is.
 pub fn by_referral_code(conn: &Connection, code: &str) -> Result<Option<MemberRow>, StoreError> {
-    conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM members WHERE referral_code = ?1"
+    conn.prepare_cached(concat!(
+        "SELECT ",
+        member_columns!(),
+        " FROM members WHERE referral_code = ?1"
     ))?
     .query_row(params![code], from_row)
     .optional()?

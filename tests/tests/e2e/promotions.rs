@@ -395,10 +395,13 @@ async fn concurrent_commits_never_share_a_coupon_or_overrun_a_budget() -> anyhow
     Ok(())
 }
 
-#[tokio::test]
-async fn referrers_are_rewarded_once_per_friend() -> anyhow::Result<()> {
-    let edge = with_rules(&examples()).await?;
-    let a = edge.register("13800001006", None).await?;
+/// Registers a referrer, then a friend with the referrer's code: (referrer, friend).
+async fn referred_pair(
+    edge: &TestEdge,
+    referrer_phone: &str,
+    friend_phone: &str,
+) -> anyhow::Result<(String, String)> {
+    let a = edge.register(referrer_phone, None).await?;
     let code = edge.get(&format!("/v1/members/{a}")).await?.json["referral_code"]
         .as_str()
         .unwrap_or_default()
@@ -406,12 +409,19 @@ async fn referrers_are_rewarded_once_per_friend() -> anyhow::Result<()> {
     let r = edge
         .post(
             "/v1/members",
-            &json!({"phone": "13800001007", "referrer_code": code, "consents": {"terms": true}}),
+            &json!({"phone": friend_phone, "referrer_code": code, "consents": {"terms": true}}),
             None,
         )
         .await?;
-    assert_eq!(r.status, 201);
+    anyhow::ensure!(r.status == 201, "registering the friend: {}", r.json);
     let b = r.json["member_id"].as_str().unwrap_or_default().to_string();
+    Ok((a, b))
+}
+
+#[tokio::test]
+async fn referrers_are_rewarded_once_per_friend() -> anyhow::Result<()> {
+    let edge = with_rules(&examples()).await?;
+    let (a, b) = referred_pair(&edge, "13800001006", "13800001007").await?;
     let bal = |v: &Value| v["points"]["balance"].as_i64();
     assert_eq!(
         bal(&edge.get(&format!("/v1/members/{a}")).await?.json),
@@ -438,6 +448,32 @@ async fn referrers_are_rewarded_once_per_friend() -> anyhow::Result<()> {
         bal(&edge.get(&format!("/v1/members/{a}")).await?.json),
         Some(150),
         "only the first purchase"
+    );
+    Ok(())
+}
+
+/// A rule set whose rules never look at the profile still rewards the referrer of a
+/// first purchase (the commit then reads the friend's profile for the referral alone).
+#[tokio::test]
+async fn referral_rewards_need_no_profile_rule() -> anyhow::Result<()> {
+    let rules = json!({"version": "referral-only", "rules": [],
+                       "referral": {"on_register": 0, "on_first_purchase": 70}});
+    let edge = with_rules(&rules).await?;
+    let (a, b) = referred_pair(&edge, "13800001016", "13800001017").await?;
+    for receipt in ["R-1", "R-2"] {
+        let c = edge
+            .post(
+                "/v1/checkout/commit",
+                &commit(Some(&b), receipt, item("X", 5_000), &[]),
+                Some(receipt),
+            )
+            .await?;
+        assert_eq!(c.status, 201, "{}", c.json);
+    }
+    assert_eq!(
+        edge.get(&format!("/v1/members/{a}")).await?.json["points"]["balance"].as_i64(),
+        Some(70),
+        "the first purchase rewards the referrer once"
     );
     Ok(())
 }

@@ -94,6 +94,9 @@ pub struct Input<'a> {
     pub store_id: &'a str,
     /// Earning and redemption rates.
     pub points: &'a PointsConfig,
+    /// Whether to write the human-readable trace: quotes show it; a commit skips the
+    /// formatting (its sale can be re-priced to explain it later).
+    pub explain: bool,
 }
 
 /// Why a basket cannot be priced.
@@ -171,8 +174,19 @@ pub struct Priced {
     pub flags: Vec<String>,
     /// The rule-set version used, if any.
     pub rules_version: Option<String>,
-    /// Human-readable trace.
+    /// Human-readable trace (empty unless the input asked for it).
     pub explain: Vec<String>,
+}
+
+/// The trace being written, or nothing when the caller does not want it.
+struct Explain(Option<Vec<String>>);
+
+impl Explain {
+    fn add(&mut self, line: impl FnOnce() -> String) {
+        if let Some(v) = &mut self.0 {
+            v.push(line());
+        }
+    }
 }
 
 fn yuan(f: i64) -> String {
@@ -396,11 +410,8 @@ pub fn price(input: &Input<'_>) -> Result<Priced, PricingError> {
     });
     let subtotal = subtotal(&lines).map_err(PricingError::Invalid)?;
     let mut amounts: Vec<i64> = lines.iter().map(|l| l.qty * l.unit_price).collect();
-    let mut explain = vec![format!(
-        "subtotal {} over {} line(s)",
-        yuan(subtotal),
-        lines.len()
-    )];
+    let mut explain = Explain(input.explain.then(Vec::new));
+    explain.add(|| format!("subtotal {} over {} line(s)", yuan(subtotal), lines.len()));
     let mut discounts = Vec::new();
     let mut applied = Vec::new();
     let member = input.member;
@@ -408,7 +419,7 @@ pub fn price(input: &Input<'_>) -> Result<Priced, PricingError> {
     // Rules that may apply to this customer now, in evaluation order.
     let mut rules: Vec<(usize, &Rule)> = Vec::new();
     if let Some(c) = input.rules {
-        explain.push(format!("rule set {}", c.set.version));
+        explain.add(|| format!("rule set {}", c.set.version));
         for (i, r) in c.set.rules.iter().enumerate() {
             let refusal = match c.windows[i] {
                 Some((from, to)) if input.now < from || input.now >= to => {
@@ -419,7 +430,7 @@ pub fn price(input: &Input<'_>) -> Result<Priced, PricingError> {
             .or_else(|| limit_refusal(r, input.usage, member.is_some()));
             match refusal {
                 None => rules.push((i, r)),
-                Some(why) => explain.push(format!("{} ({}): {why}", r.label, r.id)),
+                Some(why) => explain.add(|| format!("{} ({}): {why}", r.label, r.id)),
             }
         }
         rules.sort_by(|(_, a), (_, b)| {
@@ -443,10 +454,12 @@ pub fn price(input: &Input<'_>) -> Result<Priced, PricingError> {
             && let Some(g) = r.group.as_deref()
             && let Some(holder) = groups.get(g)
         {
-            explain.push(format!(
-                "{} ({}): group {g} already taken by {holder}",
-                r.label, r.id
-            ));
+            explain.add(|| {
+                format!(
+                    "{} ({}): group {g} already taken by {holder}",
+                    r.label, r.id
+                )
+            });
             continue;
         }
         let (mut b2, mut f2) = (bundled.clone(), free_amount.clone());
@@ -465,11 +478,11 @@ pub fn price(input: &Input<'_>) -> Result<Priced, PricingError> {
             } else {
                 "conditions not met"
             };
-            explain.push(format!("{} ({}): {why}", r.label, r.id));
+            explain.add(|| format!("{} ({}): {why}", r.label, r.id));
             continue;
         }
         if !budget_allows(r, input.usage, total) {
-            explain.push(format!("{} ({}): budget exhausted", r.label, r.id));
+            explain.add(|| format!("{} ({}): budget exhausted", r.label, r.id));
             continue;
         }
         for ((a, d), f) in amounts
@@ -497,7 +510,7 @@ pub fn price(input: &Input<'_>) -> Result<Priced, PricingError> {
                 }
             }
         }
-        explain.push(format!("{} ({}): -{}", r.label, r.id, yuan(total)));
+        explain.add(|| format!("{} ({}): -{}", r.label, r.id, yuan(total)));
         discounts.push(Discount {
             source: r.source.clone().unwrap_or_else(|| "campaign".into()),
             id: r.id.clone(),
@@ -537,7 +550,7 @@ pub fn price(input: &Input<'_>) -> Result<Priced, PricingError> {
         for (a, d) in amounts.iter_mut().zip(cuts) {
             *a -= d;
         }
-        explain.push(format!("coupon {}: -{}", c.label, yuan(off)));
+        explain.add(|| format!("coupon {}: -{}", c.label, yuan(off)));
         discounts.push(Discount {
             source: "coupon".into(),
             id: c.code.clone(),
@@ -584,7 +597,7 @@ pub fn price(input: &Input<'_>) -> Result<Priced, PricingError> {
                 requested: redeem,
             });
         }
-        explain.push(format!("redeemed {redeem} points = {}", yuan(points_value)));
+        explain.add(|| format!("redeemed {redeem} points = {}", yuan(points_value)));
     }
     let total = due - points_value;
 
@@ -595,12 +608,14 @@ pub fn price(input: &Input<'_>) -> Result<Priced, PricingError> {
     let mut points_to_earn = 0;
     if member.is_some() {
         points_to_earn = rate(total);
-        explain.push(format!(
-            "earn {} point(s) per {} paid: {} earns {points_to_earn}",
-            input.points.earn_points,
-            yuan(input.points.earn_per_fen),
-            yuan(total)
-        ));
+        explain.add(|| {
+            format!(
+                "earn {} point(s) per {} paid: {} earns {points_to_earn}",
+                input.points.earn_points,
+                yuan(input.points.earn_per_fen),
+                yuan(total)
+            )
+        });
         // Each line takes the highest multiplier that targets it (within a group only the
         // first eligible multiplier competes); money paid is shared over lines in
         // proportion to their amounts after discounts. Only rules that set some line's
@@ -654,13 +669,13 @@ pub fn price(input: &Input<'_>) -> Result<Priced, PricingError> {
                 .sum();
             points_to_earn += bonus;
             for r in multipliers {
-                explain.push(format!("{} ({}): bonus points", r.label, r.id));
+                explain.add(|| format!("{} ({}): bonus points", r.label, r.id));
                 applied.push(Applied {
                     rule_id: r.id.clone(),
                     amount: 0,
                 });
             }
-            explain.push(format!("multiplier bonus: {bonus} points"));
+            explain.add(|| format!("multiplier bonus: {bonus} points"));
         }
     }
 
@@ -671,16 +686,18 @@ pub fn price(input: &Input<'_>) -> Result<Priced, PricingError> {
             continue;
         };
         if member.is_none() {
-            explain.push(format!("{} ({}): members only", r.label, r.id));
+            explain.add(|| format!("{} ({}): members only", r.label, r.id));
             continue;
         }
         if let Some(grp) = r.group.as_deref()
             && let Some(holder) = groups.get(grp)
         {
-            explain.push(format!(
-                "{} ({}): group {grp} already taken by {holder}",
-                r.label, r.id
-            ));
+            explain.add(|| {
+                format!(
+                    "{} ({}): group {grp} already taken by {holder}",
+                    r.label, r.id
+                )
+            });
             continue;
         }
         let eligible: i64 = lines
@@ -693,7 +710,7 @@ pub fn price(input: &Input<'_>) -> Result<Priced, PricingError> {
             if let Some(grp) = r.group.as_deref() {
                 groups.insert(grp, r.id.as_str());
             }
-            explain.push(format!("{} ({}): issues {}", r.label, r.id, g.coupon.label));
+            explain.add(|| format!("{} ({}): issues {}", r.label, r.id, g.coupon.label));
             grants.push(Grant {
                 rule_id: r.id.clone(),
                 template: g.coupon.clone(),
@@ -703,12 +720,14 @@ pub fn price(input: &Input<'_>) -> Result<Priced, PricingError> {
                 amount: 0,
             });
         } else {
-            explain.push(format!(
-                "{} ({}): needs {} eligible",
-                r.label,
-                r.id,
-                yuan(g.threshold)
-            ));
+            explain.add(|| {
+                format!(
+                    "{} ({}): needs {} eligible",
+                    r.label,
+                    r.id,
+                    yuan(g.threshold)
+                )
+            });
         }
     }
 
@@ -719,11 +738,7 @@ pub fn price(input: &Input<'_>) -> Result<Priced, PricingError> {
         && total >= over
     {
         flags.push("free_shipping".to_string());
-        explain.push(format!(
-            "{} tier: free shipping over {}",
-            m.tier.name(),
-            yuan(over)
-        ));
+        explain.add(|| format!("{} tier: free shipping over {}", m.tier.name(), yuan(over)));
     }
 
     Ok(Priced {
@@ -738,7 +753,7 @@ pub fn price(input: &Input<'_>) -> Result<Priced, PricingError> {
         applied,
         flags,
         rules_version: input.rules.map(|c| c.set.version.clone()),
-        explain,
+        explain: explain.0.unwrap_or_default(),
     })
 }
 
@@ -814,6 +829,7 @@ mod tests {
             now: NOW,
             store_id: "S001",
             points: &cfg,
+            explain: true,
         })
     }
 
@@ -995,6 +1011,7 @@ mod tests {
             now: 1_700_000_000_000,
             store_id: "S001",
             points: &cfg,
+            explain: true,
         })
         .unwrap_or_else(|e| panic!("{e}"));
         assert!(before.discounts.is_empty(), "before the window opens");
@@ -1146,6 +1163,7 @@ mod tests {
             now: NOW,
             store_id: "S001",
             points: &cfg,
+            explain: true,
         })
         .unwrap_or_else(|e| panic!("{e}"));
         assert!(p.discounts.is_empty(), "per-member limit of 1 reached");
@@ -1165,6 +1183,7 @@ mod tests {
             now: NOW,
             store_id: "S001",
             points: &cfg,
+            explain: true,
         })
         .unwrap_or_else(|e| panic!("{e}"));
         assert!(
@@ -1327,6 +1346,32 @@ mod tests {
         fn same_input_same_output(ls in arb_lines(), m in arb_member()) {
             let rules = examples();
             prop_assert_eq!(run(&ls, m.as_ref(), 0, Some(&rules), &[]), run(&ls, m.as_ref(), 0, Some(&rules), &[]));
+        }
+
+        /// A commit skips the trace; nothing else may differ from the quote.
+        #[test]
+        fn the_trace_changes_no_figure(ls in arb_lines(), m in arb_member()) {
+            let rules = examples();
+            let (cfg, usage) = (PointsConfig::default(), Usage::default());
+            let input = |explain| Input {
+                lines: &ls,
+                member: m.as_ref(),
+                redeem_points: 0,
+                coupons: &[],
+                rules: Some(&rules),
+                usage: &usage,
+                now: NOW,
+                store_id: "S001",
+                points: &cfg,
+                explain,
+            };
+            let (with, without) = (price(&input(true)), price(&input(false)));
+            if let (Ok(w), Ok(o)) = (&with, &without) {
+                prop_assert!(!w.explain.is_empty());
+                prop_assert!(o.explain.is_empty());
+            }
+            let strip = |p: Result<Priced, PricingError>| p.map(|p| Priced { explain: Vec::new(), ..p });
+            prop_assert_eq!(strip(with), strip(without));
         }
     }
 }

@@ -473,6 +473,18 @@ impl Compiled {
         self.set.rules.iter().any(|r| r.audience.birthday_month)
     }
 
+    /// Whether pricing looks at the member's profile (tags, registration, birthday,
+    /// channel) rather than only at what the facts derive (tier, balance, purchases).
+    pub fn needs_profile(&self) -> bool {
+        self.set.rules.iter().any(|r| {
+            let a = &r.audience;
+            !a.tags_any.is_empty()
+                || a.new_member_days.is_some()
+                || a.birthday_month
+                || !a.channels.is_empty()
+        })
+    }
+
     /// The perks of a tier, if the set defines any.
     pub fn perks(&self, tier: &str) -> Option<&TierPerks> {
         self.set.tiers.get(tier)
