@@ -5,7 +5,7 @@
 //! at two stores within an hour.
 
 use patron_protocol::hub::{AuthorizeRequest, AuthorizeResponse, Overdraw, OverdrawReport};
-use patron_protocol::points::derive_traced;
+use patron_protocol::points::{Movement, derive_traced};
 use serde::Deserialize;
 
 use crate::service::{Hub, HubError};
@@ -77,6 +77,20 @@ pub fn points_row(body: &str) -> Option<PointsRow> {
     })
 }
 
+/// Grants when the member's balance over every store's facts, plus what the asking
+/// store has not synced, less the points held for other sales, covers the points.
+fn decide(movements: &mut [Movement], held: i64, hold: &Hold) -> AuthorizeResponse {
+    let state = derive_traced(movements, hold.now, |_, _| {});
+    let available = state
+        .balance()
+        .saturating_add(hold.unsynced)
+        .saturating_sub(held);
+    AuthorizeResponse {
+        granted: hold.points <= available,
+        available,
+    }
+}
+
 impl Hub {
     /// `POST /v1/redeem/authorize`: grants and holds the points if the member's balance
     /// over every store's facts, plus what the asking store has not synced yet, less the
@@ -97,24 +111,15 @@ impl Hub {
         }
         let now = self.now();
         let hold = Hold {
-            member: &member,
-            txn: &txn,
-            store: &store.store_id,
+            member,
+            txn,
+            store: store.store_id.clone(),
             points: req.points,
+            unsynced: req.unsynced,
             now,
             until: now.saturating_add(HOLD_MS),
         };
-        let answer = self.store().authorize(&hold, &|movements, held| {
-            let state = derive_traced(movements, now, |_, _| {});
-            let available = state
-                .balance()
-                .saturating_add(req.unsynced)
-                .saturating_sub(held);
-            AuthorizeResponse {
-                granted: req.points <= available,
-                available,
-            }
-        })?;
+        let answer = self.store().authorize(hold, decide)?;
         tracing::debug!(store = %store.store_id, granted = answer.granted, "redemption authorization");
         Ok(answer)
     }
@@ -184,13 +189,13 @@ mod tests {
 
     struct Chain {
         t: TestHub,
-        seqs: std::cell::RefCell<Vec<u64>>,
+        seqs: std::sync::Mutex<Vec<u64>>,
     }
 
     fn chain(stores: &[&str]) -> Chain {
         Chain {
             t: TestHub::new(T0, stores),
-            seqs: std::cell::RefCell::new(vec![0; stores.len()]),
+            seqs: std::sync::Mutex::new(vec![0; stores.len()]),
         }
     }
 
@@ -199,7 +204,7 @@ mod tests {
         fn sync(&self, i: usize, txn: &str, earn: i64, spend: i64, auth: &str) {
             let row = &self.t.rows[i];
             let seq = {
-                let mut s = self.seqs.borrow_mut();
+                let mut s = self.seqs.lock().unwrap_or_else(|p| p.into_inner());
                 s[i] += 1;
                 s[i]
             };
@@ -291,6 +296,32 @@ mod tests {
             report.overdraws.is_empty() && report.flags.is_empty(),
             "{report:?}"
         );
+    }
+
+    /// Concurrent asks are committed in shared transactions (group commit); each must
+    /// still see the holds decided before it, so no point is granted twice.
+    #[test]
+    fn concurrent_asks_from_many_lanes_never_grant_more_than_the_balance() {
+        let c = chain(&["S001", "S002", "S003", "S004"]);
+        c.sync(0, &txn(1), 1000, 0, "");
+        let granted = std::sync::atomic::AtomicI64::new(0);
+        std::thread::scope(|s| {
+            for lane in 0..32u128 {
+                let (c, granted) = (&c, &granted);
+                s.spawn(move || {
+                    for k in 0..4u128 {
+                        if c.ask((lane % 4) as usize, &txn(100 + lane * 4 + k), 30, 0)
+                            .granted
+                        {
+                            granted.fetch_add(30, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        // 128 asks of 30 against 1,000 points: exactly 33 fit.
+        assert_eq!(granted.into_inner(), 990);
+        assert_eq!(c.ask(0, &txn(999), 10, 0).available, 10);
     }
 
     #[test]

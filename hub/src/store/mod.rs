@@ -32,6 +32,9 @@ pub enum StoreError {
         /// Supported.
         supported: i64,
     },
+    /// The transaction an authorization shared with others failed.
+    #[error("authorization batch: {0}")]
+    Batch(String),
     /// A stored value does not parse.
     #[error("corrupt: {0}")]
     Corrupt(String),
@@ -109,15 +112,12 @@ pub trait HubStore: Send + Sync + 'static {
         now: i64,
     ) -> Result<Vec<Ingested>, StoreError>;
 
-    /// In one transaction (so two stores asking for one member are served in turn):
-    /// loads the member's points movements and the points held for other sales, asks
-    /// `decide`, and holds `points` for `txn` until `hold_until` if it grants.
-    /// A hold already recorded for `txn` is granted again.
-    fn authorize(
-        &self,
-        hold: &Hold<'_>,
-        decide: &dyn Fn(&mut [Movement], i64) -> AuthorizeResponse,
-    ) -> Result<AuthorizeResponse, StoreError>;
+    /// Loads the member's points movements and the points held for other sales, asks
+    /// `decide`, and holds `points` for `txn` until `until` if it grants, durably
+    /// before answering. Authorizations are served in turn (two stores asking for one
+    /// member never both get the same points); ones that arrive together may share a
+    /// transaction and its fsync. A hold already recorded for `txn` is granted again.
+    fn authorize(&self, hold: Hold, decide: Decide) -> Result<AuthorizeResponse, StoreError>;
 
     /// A member's points movements, every origin, each with whether it was an offline
     /// spend.
@@ -197,22 +197,29 @@ pub struct PointsRow {
     pub flag_window_ms: i64,
 }
 
-/// Points held for a sale the hub authorized.
+/// Points a store asks the hub to hold for a sale.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Hold<'a> {
+pub struct Hold {
     /// The member (UUID).
-    pub member: &'a str,
+    pub member: String,
     /// The sale (UUID).
-    pub txn: &'a str,
+    pub txn: String,
     /// The store asking.
-    pub store: &'a str,
+    pub store: String,
     /// Points.
     pub points: i64,
+    /// What the asking store's unsynced facts add to the member's balance.
+    pub unsynced: i64,
     /// Now (unix ms): holds that expired by then no longer count.
     pub now: i64,
     /// When this hold lapses if its fact has not arrived.
     pub until: i64,
 }
+
+/// The rule that decides an authorization from the member's movements (every origin)
+/// and the points held for other sales; a plain function so that a batch of
+/// authorizations can be decided by whichever caller commits it.
+pub type Decide = fn(&mut [Movement], i64, &Hold) -> AuthorizeResponse;
 
 /// An overdrawing redemption found after an ingest.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 //! `PRAGMA user_version`, one connection that every write goes through.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, mpsc};
 
 use patron_protocol::Origin;
 use patron_protocol::hub::{
@@ -14,7 +14,8 @@ use patron_sync::session::{Batch, Fact, Judgement};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    Hold, HubStore, Ingested, NewStore, OverdrawRow, PointsRow, Projection, StoreError, StoreRow,
+    Decide, Hold, HubStore, Ingested, NewStore, OverdrawRow, PointsRow, Projection, StoreError,
+    StoreRow,
 };
 
 /// Migration `i` takes the schema from version `i` to `i + 1`. Append only.
@@ -158,6 +159,8 @@ pub const DB_FILE: &str = "hub.sqlite";
 pub struct SqliteStore {
     conn: Mutex<Connection>,
     path: PathBuf,
+    /// Authorizations waiting for the next holder of `conn` to commit them.
+    asks: Mutex<Vec<Ask>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -174,6 +177,16 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // The hub reads members' rows from all over its file (a member's points come from
+    // every store): with SQLite's 2 MiB default, authorizations read pages from the
+    // OS on most lookups. 256 MiB holds the hot part of a chain's points.
+    conn.pragma_update(None, "cache_size", -262_144)?;
+    // Plans stay as first prepared: without this the bundled SQLite re-prepared the
+    // member lookup on every new bound value (14% of an authorization's time).
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     Ok(conn)
 }
@@ -208,6 +221,7 @@ impl SqliteStore {
         Ok(Self {
             conn: Mutex::new(conn),
             path,
+            asks: Mutex::new(Vec::new()),
         })
     }
 
@@ -300,6 +314,54 @@ fn apply_points(
         .execute(params![p.member, store, p.at, p.flag_window_ms])?;
     }
     Ok(())
+}
+
+/// An authorization waiting for the next transaction.
+struct Ask {
+    hold: Hold,
+    decide: Decide,
+    reply: mpsc::SyncSender<Result<AuthorizeResponse, StoreError>>,
+}
+
+/// Decides `asks` in order in one transaction: each sees the holds of those before it.
+fn authorize_batch(
+    conn: &mut Connection,
+    asks: &[Ask],
+) -> Result<Vec<AuthorizeResponse>, StoreError> {
+    let tx = conn.transaction()?;
+    let mut answers = Vec::with_capacity(asks.len());
+    for Ask { hold, decide, .. } in asks {
+        let mut movements: Vec<Movement> = movement_rows(&tx, &hold.member)?
+            .into_iter()
+            .map(|(m, _)| m)
+            .collect();
+        let held: i64 = tx
+            .prepare_cached(
+                "SELECT coalesce(sum(points), 0) FROM holds
+                  WHERE member = ?1 AND until > ?2 AND txn <> ?3",
+            )?
+            .query_row(params![hold.member, hold.now, hold.txn], |r| r.get(0))?;
+        let again: bool =
+            tx.prepare_cached(
+                "SELECT count(*) FROM holds WHERE txn = ?1 AND member = ?2 AND until > ?3",
+            )?
+            .query_row(params![hold.txn, hold.member, hold.now], |r| {
+                r.get::<_, i64>(0)
+            })? > 0;
+        let answer = decide(&mut movements, held, hold);
+        if answer.granted && !again {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO holds (txn, member, store, points, until) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![hold.txn, hold.member, hold.store, hold.points, hold.until])?;
+            // Lapsed holds of this member go as they are passed.
+            tx.prepare_cached("DELETE FROM holds WHERE member = ?1 AND until <= ?2")?
+                .execute(params![hold.member, hold.now])?;
+        }
+        answers.push(answer);
+    }
+    tx.commit()?;
+    Ok(answers)
 }
 
 fn movement_rows(conn: &Connection, member: &str) -> Result<Vec<(Movement, bool)>, StoreError> {
@@ -621,42 +683,44 @@ impl HubStore for SqliteStore {
         Ok(conn.query_row("SELECT count(*) FROM facts", [], |r| r.get::<_, i64>(0))? as u64)
     }
 
-    fn authorize(
-        &self,
-        hold: &Hold<'_>,
-        decide: &dyn Fn(&mut [Movement], i64) -> AuthorizeResponse,
-    ) -> Result<AuthorizeResponse, StoreError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        let mut movements: Vec<Movement> = movement_rows(&tx, hold.member)?
-            .into_iter()
-            .map(|(m, _)| m)
-            .collect();
-        let held: i64 = tx
-            .prepare_cached(
-                "SELECT coalesce(sum(points), 0) FROM holds
-                  WHERE member = ?1 AND until > ?2 AND txn <> ?3",
-            )?
-            .query_row(params![hold.member, hold.now, hold.txn], |r| r.get(0))?;
-        let again: bool =
-            tx.prepare_cached(
-                "SELECT count(*) FROM holds WHERE txn = ?1 AND member = ?2 AND until > ?3",
-            )?
-            .query_row(params![hold.txn, hold.member, hold.now], |r| {
-                r.get::<_, i64>(0)
-            })? > 0;
-        let answer = decide(&mut movements, held);
-        if answer.granted && !again {
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO holds (txn, member, store, points, until) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![hold.txn, hold.member, hold.store, hold.points, hold.until])?;
-            // Lapsed holds of this member go as they are passed.
-            tx.prepare_cached("DELETE FROM holds WHERE member = ?1 AND until <= ?2")?
-                .execute(params![hold.member, hold.now])?;
+    fn authorize(&self, hold: Hold, decide: Decide) -> Result<AuthorizeResponse, StoreError> {
+        // Group commit by combining: the caller queues its ask, then whoever holds the
+        // connection next decides everything queued in one transaction and one fsync
+        // (one per ask made the hub's authorization p99 ~2x the target under 64 lanes).
+        // An ask queued before its caller took the lock is always answered by the time
+        // that caller has it: by itself, or by an earlier holder that drained it.
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.asks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Ask {
+                hold,
+                decide,
+                reply,
+            });
+        {
+            let mut conn = self.lock();
+            let batch = std::mem::take(&mut *self.asks.lock().unwrap_or_else(|p| p.into_inner()));
+            if !batch.is_empty() {
+                match authorize_batch(&mut conn, &batch) {
+                    Ok(answers) => {
+                        for (ask, a) in batch.iter().zip(answers) {
+                            let _ = ask.reply.send(Ok(a));
+                        }
+                    }
+                    Err(e) => {
+                        let why = e.to_string();
+                        for ask in &batch {
+                            let _ = ask.reply.send(Err(StoreError::Batch(why.clone())));
+                        }
+                    }
+                }
+            }
         }
-        tx.commit()?;
-        Ok(answer)
+        // Dropped unanswered only if the holder panicked mid-batch (nothing committed).
+        answer
+            .recv()
+            .map_err(|_| StoreError::Batch("the committing request failed".into()))?
     }
 
     fn movements(&self, member: &str) -> Result<Vec<(Movement, bool)>, StoreError> {

@@ -1,0 +1,261 @@
+//! Hub-authorized redemption latency (issue 5): `BENCH_CONNS` (default 64) POS lanes
+//! spread over `BENCH_STORES` (default 16) stores ask a real hub, over TLS on loopback,
+//! to authorize a redemption of 1 point for a random member of 5,000 who hold points
+//! synced from every store, for `BENCH_SECS` (default 10) each. Each request is what an
+//! edge sends before a sale that redeems: authenticate the store, derive the member's
+//! balance over every store's facts, subtract the points held for other sales, hold the
+//! points durably.
+//!
+//! Baselines in the same run, with the same concurrency and client:
+//!   (a) `GET /healthz` on the same hub: TLS + HTTP + one blocking storage read, the
+//!       ceiling for any hub request;
+//!   (b) a bare SQLite transaction per request (one row inserted, WAL,
+//!       `synchronous=FULL`, one connection behind a mutex, on the same disk): the
+//!       floor for a hub that makes each authorization durable on its own.
+//!
+//! The authorization runs twice: saturating (every lane asks again as soon as it is answered) and
+//! at a fixed offered rate, `BENCH_RATE` per second over all lanes (default 2,000),
+//! whose latency counts from each request's scheduled instant.
+//!
+//! `cargo bench -p patron-hub --bench authorize`
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{BoxError, anyhow_check, bench_dir, bodies, env_u64, push_all, start_hub};
+use hdrhistogram::Histogram;
+use patron_protocol::hub::{AuthorizeRequest, AuthorizeResponse};
+
+/// Members the seeded facts spread over (see `common::entry`).
+const MEMBERS: u128 = 5000;
+
+/// What a run measured.
+struct Run {
+    name: String,
+    ok: u64,
+    refused: u64,
+    secs: f64,
+    hist: Histogram<u64>,
+}
+
+impl Run {
+    fn row(&self) -> String {
+        let ms = |q: f64| self.hist.value_at_quantile(q) as f64 / 1000.0;
+        format!(
+            "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
+            self.name,
+            self.ok as f64 / self.secs,
+            ms(0.5),
+            ms(0.99),
+            ms(1.0),
+            self.refused
+        )
+    }
+}
+
+/// Runs `conns` tasks for `secs`, each calling `one(task, n)` in a loop; `Ok(true)` is a
+/// success, `Ok(false)` a refusal, and an error stops the run. With `rate` (requests
+/// per second over all tasks) each task sends on a fixed schedule and latency counts
+/// from the scheduled instant, so a slow answer also counts against the requests it
+/// delayed; without, each task sends as soon as its previous answer came (saturation).
+async fn drive<F, Fut>(
+    name: &str,
+    conns: u64,
+    secs: u64,
+    rate: Option<u64>,
+    one: F,
+) -> Result<Run, BoxError>
+where
+    F: Fn(u64, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<bool, BoxError>> + Send,
+{
+    let one = Arc::new(one);
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for c in 0..conns {
+        let (one, stop) = (one.clone(), stop.clone());
+        set.spawn(async move {
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+            let (mut ok, mut refused, mut n) = (0u64, 0u64, 0u64);
+            let every = rate.map(|r| Duration::from_secs_f64(conns as f64 / r.max(1) as f64));
+            // Tasks start spread over one interval rather than all at once.
+            let first =
+                start + every.map_or(Duration::ZERO, |e| e.mul_f64(c as f64 / conns as f64));
+            while !stop.load(Ordering::Relaxed) {
+                let t = match every {
+                    Some(e) => {
+                        let due = first + e.saturating_mul(n as u32);
+                        tokio::time::sleep_until(due.into()).await;
+                        due
+                    }
+                    None => Instant::now(),
+                };
+                if one(c, n).await? {
+                    ok += 1;
+                } else {
+                    refused += 1;
+                }
+                hist.record(t.elapsed().as_micros().max(1) as u64)?;
+                n += 1;
+            }
+            Ok::<_, BoxError>((ok, refused, hist))
+        });
+    }
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut run = Run {
+        name: name.to_string(),
+        ok: 0,
+        refused: 0,
+        secs: 0.0,
+        hist: Histogram::new_with_bounds(1, 60_000_000, 3)?,
+    };
+    while let Some(r) = set.join_next().await {
+        let (ok, refused, hist) = r??;
+        run.ok += ok;
+        run.refused += refused;
+        run.hist.add(hist)?;
+    }
+    run.secs = start.elapsed().as_secs_f64();
+    Ok(run)
+}
+
+/// Baseline (b): one durable transaction per request, serialized on one connection.
+fn bare_db() -> Result<rusqlite::Connection, BoxError> {
+    let dir = bench_dir("authorize-bare")?;
+    let conn = rusqlite::Connection::open(dir.join("bare.sqlite"))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.execute_batch(
+        "CREATE TABLE holds (txn TEXT PRIMARY KEY, member TEXT NOT NULL, points INTEGER NOT NULL) WITHOUT ROWID;",
+    )?;
+    Ok(conn)
+}
+
+fn main() -> Result<(), BoxError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let stores = env_u64("BENCH_STORES", 16) as usize;
+        let conns = env_u64("BENCH_CONNS", 64);
+        let secs = env_u64("BENCH_SECS", 10);
+        let hub = start_hub("authorize", stores).await?;
+        // Every member earns at every store (123 points a fact): far more than a run
+        // holds, so every authorization is granted and does the full work.
+        let seed: Vec<Vec<Vec<u8>>> = (0..stores)
+            .map(|s| bodies(s, 5_000))
+            .collect::<Result<_, _>>()?;
+        push_all(&hub, seed).await?;
+
+        let (http, base, creds) = (hub.http.clone(), hub.base.clone(), Arc::new(hub.creds));
+        let url = format!("{base}/v1/redeem/authorize");
+        let paced = env_u64("BENCH_RATE", 2000);
+        let ask = move |c: u64, n: u64| {
+                let (http, url, creds) = (http.clone(), url.clone(), creds.clone());
+                async move {
+                    let member = 0x0190_0000_0000_7000_8000_0000_0000_0000
+                        + u128::from((c * 7919 + n * 104_729) % 1_000_003) % MEMBERS;
+                    let req = AuthorizeRequest {
+                        member: uuid::Uuid::from_u128(member).to_string(),
+                        txn: uuid::Uuid::now_v7().to_string(),
+                        points: 1,
+                        unsynced: 0,
+                    };
+                    let r = http
+                        .post(&url)
+                        .bearer_auth(&creds[(c as usize) % creds.len()])
+                        .json(&req)
+                        .send()
+                        .await?;
+                    if !r.status().is_success() {
+                        return Err(format!("authorize: HTTP {}", r.status()).into());
+                    }
+                    Ok(r.json::<AuthorizeResponse>().await?.granted)
+                }
+        };
+        let authorize = drive(
+            "hub: POST /v1/redeem/authorize, saturating",
+            conns,
+            secs,
+            None,
+            ask.clone(),
+        )
+        .await?;
+        let at_rate = drive(
+            &format!("hub: POST /v1/redeem/authorize, {paced}/s offered"),
+            conns,
+            secs,
+            Some(paced),
+            ask,
+        )
+        .await?;
+
+        let http = hub.http.clone();
+        let url = format!("{base}/healthz");
+        let health = drive(
+            "(a) hub: GET /healthz (TLS), saturating",
+            conns,
+            secs,
+            None,
+            move |_, _| {
+                let (http, url) = (http.clone(), url.clone());
+                async move { Ok(http.get(&url).send().await?.status().is_success()) }
+            },
+        )
+        .await?;
+
+        let db = Arc::new(Mutex::new(bare_db()?));
+        let bare = drive(
+            "(b) bare SQLite: 1 durable txn per request, saturating",
+            conns,
+            secs,
+            None,
+            move |c, n| {
+                let db = db.clone();
+                async move {
+                    tokio::task::spawn_blocking(move || {
+                        let mut conn = db.lock().map_err(|_| "poisoned")?;
+                        let tx = conn.transaction()?;
+                        tx.prepare_cached(
+                            "INSERT INTO holds (txn, member, points) VALUES (?1, ?2, 1)",
+                        )?
+                        .execute(rusqlite::params![
+                            uuid::Uuid::now_v7().to_string(),
+                            format!("m{}", (c * 7919 + n) % 5000)
+                        ])?;
+                        tx.commit()?;
+                        Ok::<bool, BoxError>(true)
+                    })
+                    .await?
+                }
+            },
+        )
+        .await?;
+
+        anyhow_check(authorize.ok > 0, "authorizations were granted")?;
+        println!(
+            "\n### hub-authorized redemption, {conns} connections over {stores} stores, {secs}s each\n"
+        );
+        println!("| run | ok/s | p50 ms | p99 ms | max ms | refused |");
+        println!("|---|---:|---:|---:|---:|---:|");
+        for r in [&authorize, &at_rate, &health, &bare] {
+            println!("{}", r.row());
+        }
+        let p99 = |r: &Run| r.hist.value_at_quantile(0.99) as f64 / 1000.0;
+        println!(
+            "\nauthorize p99 at {paced}/s offered **{:.2} ms** (target ≤ 20 ms); saturating: {:.2} ms, \
+             {:.2}× (a) and {:.2}× (b)",
+            p99(&at_rate),
+            p99(&authorize),
+            p99(&authorize) / p99(&health),
+            p99(&authorize) / p99(&bare)
+        );
+        Ok::<(), BoxError>(())
+    })
+}

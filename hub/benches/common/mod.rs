@@ -1,0 +1,207 @@
+#![allow(dead_code)] // Shared by several benches; each uses a part.
+//! What the hub benchmarks share: a real hub server in process over TLS with enrolled
+//! stores, realistic ledger entries, and pushes.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use patron_hub::api::{AppState, router};
+use patron_hub::service::Hub;
+use patron_hub::store::sqlite::SqliteStore;
+use patron_hub::{serve, tls};
+use patron_protocol::Origin;
+use patron_protocol::hub::{LedgerEntry, PushRequest, SyncReport};
+use patron_sync::session::{Fact, Push, batch};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use tokio::net::TcpListener;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A numeric knob from the environment.
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A fresh directory under `target/tmp` (the same disk as the build).
+pub fn bench_dir(name: &str) -> Result<PathBuf, BoxError> {
+    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/tmp/patron-hub-bench")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}
+
+/// A realistic purchase fact body (what an edge sends for a two-line sale).
+pub fn entry(store: usize, seq: u64) -> String {
+    let member =
+        uuid::Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0000 + (seq % 5000) as u128);
+    let txn = uuid::Uuid::now_v7();
+    let e = LedgerEntry {
+        kind: "purchase".into(),
+        at: 1_764_000_000_000 + seq as i64,
+        member: Some(member.to_string()),
+        txn: txn.to_string(),
+        earn: 123,
+        expires_at: 4_102_444_800_000, // 2100: never expired when a bench runs
+        available_at: 0,
+        spend: 0,
+        reverse: 0,
+        reverse_lot: None,
+        qual_spend: 12_300,
+        qual_at: 1_764_000_000_000 + seq as i64,
+        body: format!(
+            r#"{{"receipt_id":"S{store:03}-R{seq}","lines":[{{"sku":"SKIN-001","category":"skincare","qty":1,"unit_price":9900}},{{"sku":"TEA-7","qty":1,"unit_price":2400}}],"subtotal":12300,"discounts":[],"points_value":0,"total":12300,"rules_version":null,"applied":[],"coupons_used":[]}}"#
+        ),
+    };
+    serde_json::to_string(&e).unwrap_or_default()
+}
+
+/// The origin of store `store`.
+pub fn origin(store: usize) -> Origin {
+    Origin {
+        node: format!("S{store:03}"),
+        incarnation: uuid::Uuid::from_u128(store as u128 + 1),
+    }
+}
+
+/// Serialized push bodies for one store: its facts in batches of 1,000.
+pub fn bodies(store: usize, facts: u64) -> Result<Vec<Vec<u8>>, BoxError> {
+    let o = origin(store);
+    let mut out = Vec::new();
+    let mut seq = 1;
+    while seq <= facts {
+        let last = (seq + 999).min(facts);
+        let fs: Vec<Fact> = (seq..=last)
+            .map(|s| Fact {
+                origin: o.clone(),
+                seq: s,
+                body: entry(store, s),
+            })
+            .collect();
+        let req = PushRequest {
+            report: SyncReport {
+                origin: Some(o.clone()),
+                last_seq: facts,
+            },
+            push: Push {
+                from: o.node.clone(),
+                batches: vec![batch(o.clone(), fs)],
+            },
+        };
+        out.push(serde_json::to_vec(&req)?);
+        seq = last + 1;
+    }
+    Ok(out)
+}
+
+/// A hub serving on loopback, with a client that trusts its CA.
+pub struct Running {
+    /// Base URL (`https://127.0.0.1:port`).
+    pub base: String,
+    /// The push URL.
+    pub url: String,
+    /// A client trusting the hub's CA.
+    pub http: reqwest::Client,
+    /// Store credentials, by store index.
+    pub creds: Vec<String>,
+    /// The hub's storage.
+    pub store: Arc<SqliteStore>,
+    /// The hub service.
+    pub hub: Arc<Hub>,
+}
+
+/// Starts a hub with `stores` enrolled stores.
+pub async fn start_hub(name: &str, stores: usize) -> Result<Running, BoxError> {
+    let dir = bench_dir(name)?;
+    tls::init(&dir, &["localhost".into(), "127.0.0.1".into()])?;
+    let store = Arc::new(SqliteStore::open(&dir)?);
+    let (pem, fp) = tls::ca(&dir)?;
+    let hub = Arc::new(Hub::new(store.clone(), pem.clone(), fp));
+    let mut creds = Vec::new();
+    for s in 0..stores {
+        let token = hub.add_store(&origin(s).node, "bench", "all")?;
+        let secret = token.rsplit_once('.').map(|(a, _)| a).unwrap_or_default();
+        creds.push(hub.enroll(secret, &origin(s).node)?.credential);
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let app = router(AppState {
+        hub: hub.clone(),
+        admin_hash: None,
+    });
+    let cfg = tls::server_config(&dir)?;
+    tokio::spawn(serve::serve(
+        listener,
+        app,
+        Some(cfg),
+        std::future::pending(),
+    ));
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_slice(pem.as_bytes())?)?;
+    let client_tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let http = reqwest::Client::builder()
+        .tls_backend_preconfigured(client_tls)
+        .timeout(Duration::from_secs(120))
+        .build()?;
+    Ok(Running {
+        base: format!("https://{addr}"),
+        hub,
+        url: format!("https://{addr}/v1/sync/push"),
+        http,
+        creds,
+        store,
+    })
+}
+
+/// Every store pushes its bodies in order, all stores at once; returns the elapsed time.
+pub async fn push_all(hub: &Running, per_store: Vec<Vec<Vec<u8>>>) -> Result<Duration, BoxError> {
+    let start = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for (s, bodies) in per_store.into_iter().enumerate() {
+        let http = hub.http.clone();
+        let url = hub.url.clone();
+        let cred = hub.creds[s].clone();
+        set.spawn(async move {
+            for b in bodies {
+                let r = http
+                    .post(&url)
+                    .bearer_auth(&cred)
+                    .header("content-type", "application/json")
+                    .body(b)
+                    .send()
+                    .await?;
+                let status = r.status();
+                let text = r.text().await?;
+                if !status.is_success() || !text.contains("Applied") {
+                    return Err::<(), BoxError>(format!("push: {status} {text}").into());
+                }
+            }
+            Ok(())
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r??;
+    }
+    Ok(start.elapsed())
+}
+
+/// Fails the benchmark when a check does not hold.
+pub fn anyhow_check(ok: bool, what: &str) -> Result<(), BoxError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("check failed: {what}").into())
+    }
+}
