@@ -324,6 +324,57 @@ mod tests {
         assert_eq!(c.ask(0, &txn(999), 10, 0).available, 10);
     }
 
+    /// An ask that fails (here: a member whose stored points row is damaged) is answered
+    /// with its own error; the asks committed in the same group are not.
+    #[test]
+    fn one_failing_ask_does_not_fail_the_others_in_its_group() {
+        let c = chain(&["S001", "S002"]);
+        c.sync(0, &txn(1), 10_000, 0, "");
+        const DAMAGED: &str = "0190a000-0000-7000-8000-0000000000ff";
+        let raw = rusqlite::Connection::open(c.t.db_path()).unwrap_or_else(|e| panic!("{e}"));
+        raw.execute(
+            "INSERT INTO points (member, origin, seq, at, txn, earn, expires_at, available_at, spend, reverse, offline)
+             SELECT ?1, origin, 999, at, 'not-a-uuid', 5, expires_at, 0, 0, 0, 0 FROM points LIMIT 1",
+            [DAMAGED],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let (ok, failed) = (
+            std::sync::atomic::AtomicI64::new(0),
+            std::sync::atomic::AtomicI64::new(0),
+        );
+        std::thread::scope(|s| {
+            for lane in 0..16u128 {
+                let (c, ok, failed) = (&c, &ok, &failed);
+                s.spawn(move || {
+                    for k in 0..8u128 {
+                        let member = if (lane + k) % 2 == 0 { MEMBER } else { DAMAGED };
+                        let r = c.t.hub.authorize(
+                            &c.t.rows[(lane % 2) as usize],
+                            &AuthorizeRequest {
+                                member: member.into(),
+                                txn: txn(1000 + lane * 8 + k),
+                                points: 10,
+                                unsynced: 0,
+                            },
+                        );
+                        match (member == MEMBER, r) {
+                            (true, Ok(a)) if a.granted => {
+                                ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                            }
+                            (false, Err(_)) => {
+                                failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                            }
+                            (m, r) => panic!("member ok {m}: {r:?}"),
+                        };
+                    }
+                });
+            }
+        });
+        assert_eq!((ok.into_inner(), failed.into_inner()), (64, 64));
+        // Every granted ask holds its points: 64 × 10 of 10,000.
+        assert_eq!(c.ask(0, &txn(5000), 1, 0).available, 10_000 - 640);
+    }
+
     #[test]
     fn offline_spends_at_two_stores_overdraw_into_a_debt_and_flag_the_member() {
         let c = chain(&["S001", "S002", "S003"]);

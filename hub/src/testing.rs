@@ -54,6 +54,11 @@ impl TestHub {
         self.clock.store(t, Ordering::SeqCst);
     }
 
+    /// The hub's database file (for tests that damage it on purpose).
+    pub fn db_path(&self) -> std::path::PathBuf {
+        self._dir.path().join(crate::store::sqlite::DB_FILE)
+    }
+
     /// The clock's time.
     pub fn time(&self) -> i64 {
         self.clock.load(Ordering::SeqCst)

@@ -99,16 +99,16 @@ impl Core {
                 let (member_facts, state) = self.load_state(conn, m, now)?;
                 // The profile row is read only when a rule looks at it: a point lookup in
                 // the writer that the tier-and-basket rules most sets hold do not need.
+                // A member with facts exists even without a profile row (a restore may
+                // fail to rebuild one, see service::sync): such a member prices with an
+                // empty profile, whatever the rules.
                 let row = match rules {
-                    Some(c) if c.needs_profile() => {
-                        Some(members::get(conn, m)?.ok_or(EdgeError::MemberNotFound)?)
-                    }
-                    // A member with facts exists; only one without any needs a lookup.
-                    _ if member_facts.is_empty() && !members::exists(conn, m)? => {
-                        return Err(EdgeError::MemberNotFound);
-                    }
+                    Some(c) if c.needs_profile() => members::get(conn, m)?,
                     _ => None,
                 };
+                if row.is_none() && member_facts.is_empty() && !members::exists(conn, m)? {
+                    return Err(EdgeError::MemberNotFound);
+                }
                 let ctx = self.member_ctx(rules, row.as_ref(), &member_facts, &state, now)?;
                 (
                     Some(PricedMember {

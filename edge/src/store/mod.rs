@@ -130,12 +130,6 @@ pub fn connect(path: &Path, read_only: bool) -> Result<Connection, StoreError> {
         conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
     }
     conn.pragma_update(None, "cache_size", -32_000)?;
-    // Savepoint journals in memory: each request of a group commit runs in its own
-    // savepoint, and a sale that touches more than 16 pages (one that issues a coupon)
-    // spilled its sub-journal to a temporary file, a pwrite per page (11% of the
-    // writer's time with 10 rules). Bounded by one request's pages: the journal is
-    // emptied when the request's savepoint is released.
-    conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
@@ -241,6 +235,13 @@ impl Store {
         let last_seq = facts::last_seq(&conn, origin.id)?;
         // Checkpoints run on their own thread; a commit never pays for one.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        // The writer's savepoint journals in memory: each request of a group commit runs
+        // in its own savepoint, and a sale that touches more than 16 pages (one that
+        // issues a coupon) spilled its sub-journal to a temporary file, a pwrite per page
+        // (11% of the writer's time with 10 rules). Bounded by one request's pages: the
+        // journal is emptied when the request's savepoint is released. Set after the
+        // migrations, whose index rebuilds may sort more than fits in memory.
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
         let writer = Writer::spawn(
             conn,
             origin.id,
