@@ -6,6 +6,7 @@
 //! - [`hlc`]: hybrid logical clock for last-writer-wins profile fields.
 //! - [`profile`]: member profiles as LWW registers and an add-wins tag set.
 //! - [`pull`]: following a replication set by cursor, checkpoints, must-refetch.
+//! - [`rights`]: leases on a member's points that stores spend offline (bounded counter).
 //!
 //! The version vector is a replica's knowledge of the ledger as
 //! `origin → highest contiguous sequence`. The edge assigns gap-free sequences per
@@ -18,6 +19,7 @@ pub mod docs;
 pub mod hlc;
 pub mod profile;
 pub mod pull;
+pub mod rights;
 pub mod session;
 pub mod version_vector;
 
