@@ -9,7 +9,10 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use patron_protocol::error::{ApiError, ErrorBody, ErrorCode};
-use patron_protocol::hub::{AuthorizeRequest, DocSync, EnrollRequest, PushRequest, RefetchRequest};
+use patron_protocol::hub::{
+    AuthorizeRequest, DocSync, EnrollRequest, LeaseRequest, LeaseReturn, PushRequest,
+    RefetchRequest,
+};
 use patron_sync::session::Push;
 use serde::de::DeserializeOwned;
 
@@ -40,6 +43,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/docs/sync", post(doc_sync))
         .route("/v1/stores", get(stores))
         .route("/v1/redeem/authorize", post(authorize))
+        .route("/v1/leases", post(grant_lease))
+        .route("/v1/leases/return", post(return_lease))
         .route("/v1/overdraws", get(overdraws))
         .fallback(|| async { err(ErrorCode::NotFound, "no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -287,6 +292,38 @@ async fn authorize(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -
     let hub = s.hub.clone();
     match blocking(move || hub.authorize(&store, &req)).await {
         Ok(answer) => axum::Json(answer).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn grant_lease(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let store = match authed_store(&s, &headers).await {
+        Ok(st) => st,
+        Err(r) => return r,
+    };
+    let req: LeaseRequest = match parse(&body) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let hub = s.hub.clone();
+    match blocking(move || hub.grant_lease(&store, &req)).await {
+        Ok(answer) => axum::Json(answer).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn return_lease(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let store = match authed_store(&s, &headers).await {
+        Ok(st) => st,
+        Err(r) => return r,
+    };
+    let req: LeaseReturn = match parse(&body) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let hub = s.hub.clone();
+    match blocking(move || hub.return_lease(&store, &req)).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(r) => r,
     }
 }

@@ -4,8 +4,12 @@
 //! derivation makes later earnings repay first, and flags members who redeemed offline
 //! at two stores within an hour.
 
-use patron_protocol::hub::{AuthorizeRequest, AuthorizeResponse, Overdraw, OverdrawReport};
+use patron_protocol::hub::{
+    AuthorizeRequest, AuthorizeResponse, LeaseRequest, LeaseResponse, LeaseReturn, Overdraw,
+    OverdrawReport,
+};
 use patron_protocol::points::{Movement, derive_traced};
+use patron_sync::rights::LeasePolicy;
 use serde::Deserialize;
 
 use crate::service::{Hub, HubError};
@@ -61,7 +65,8 @@ pub fn points_row(body: &str) -> Option<PointsRow> {
     if v.earn == 0 && v.spend == 0 && v.reverse == 0 {
         return None;
     }
-    let offline = v.body.and_then(|b| b.auth) == Some("offline");
+    let auth = v.body.and_then(|b| b.auth);
+    let offline = auth == Some("offline");
     Some(PointsRow {
         member: member.to_string(),
         at: v.at,
@@ -73,8 +78,23 @@ pub fn points_row(body: &str) -> Option<PointsRow> {
         reverse: v.reverse,
         reverse_lot: v.reverse_lot.map(str::to_string),
         offline,
+        lease: auth == Some("lease"),
         flag_window_ms: FLAG_WINDOW_MS,
     })
+}
+
+/// How the hub leases members' points to stores: half of what is free, for four hours
+/// at the store (the hub counts ten minutes longer), at least 100 points.
+pub const LEASE_POLICY: LeasePolicy = LeasePolicy {
+    share_permille: 500,
+    duration_ms: 4 * 3_600_000,
+    margin_ms: 10 * 60_000,
+    min_points: 100,
+};
+
+/// What a member may spend at `now`: the balance over every store's facts.
+fn spendable(movements: &mut [Movement], now: i64) -> i64 {
+    derive_traced(movements, now, |_, _| {}).balance()
 }
 
 /// Grants when the member's balance over every store's facts, plus what the asking
@@ -92,6 +112,48 @@ fn decide(movements: &mut [Movement], held: i64, hold: &Hold) -> AuthorizeRespon
 }
 
 impl Hub {
+    /// `POST /v1/leases`: a lease on part of the member's points for the asking store,
+    /// or the reason there is none.
+    pub fn grant_lease(
+        &self,
+        store: &StoreRow,
+        req: &LeaseRequest,
+    ) -> Result<LeaseResponse, HubError> {
+        let member = uuid::Uuid::parse_str(&req.member)
+            .map_err(|_| HubError::Invalid("member is not a UUID".into()))?
+            .to_string();
+        let now = self.now();
+        let answer = match self.store().grant_lease(
+            &member,
+            &store.store_id,
+            &LEASE_POLICY,
+            now,
+            spendable,
+        )? {
+            Ok(l) => LeaseResponse {
+                points: l.points,
+                duration_ms: LEASE_POLICY.duration_ms,
+                refused: None,
+            },
+            Err(why) => LeaseResponse {
+                points: 0,
+                duration_ms: 0,
+                refused: Some(why.to_string()),
+            },
+        };
+        tracing::debug!(store = %store.store_id, points = answer.points, "lease");
+        Ok(answer)
+    }
+
+    /// `POST /v1/leases/return`: the store gives its lease on the member back.
+    pub fn return_lease(&self, store: &StoreRow, req: &LeaseReturn) -> Result<(), HubError> {
+        let member = uuid::Uuid::parse_str(&req.member)
+            .map_err(|_| HubError::Invalid("member is not a UUID".into()))?
+            .to_string();
+        self.store().return_lease(&member, &store.store_id)?;
+        Ok(())
+    }
+
     /// `POST /v1/redeem/authorize`: grants and holds the points if the member's balance
     /// over every store's facts, plus what the asking store has not synced yet, less the
     /// points held for other sales, covers them.
@@ -296,6 +358,60 @@ mod tests {
             report.overdraws.is_empty() && report.flags.is_empty(),
             "{report:?}"
         );
+    }
+
+    fn lease(c: &Chain, i: usize) -> LeaseResponse {
+        c.t.hub
+            .grant_lease(
+                &c.t.rows[i],
+                &LeaseRequest {
+                    member: MEMBER.into(),
+                },
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_lease_takes_its_points_from_other_stores_until_spent_returned_or_run_out() {
+        let c = chain(&["S001", "S002"]);
+        c.sync(0, &txn(1), 1000, 0, "");
+        // S002 identifies the member while online: half of what is free.
+        assert_eq!(lease(&c, 1).points, 500);
+        assert_eq!(
+            lease(&c, 1).refused.as_deref(),
+            Some("the store holds a lease on this member already")
+        );
+        // Online at S001, the hub no longer lets those 500 go.
+        assert_eq!(c.ask(0, &txn(2), 600, 0).available, 500);
+        assert!(c.ask(0, &txn(3), 500, 0).granted);
+        // What a store could get without holding anything (asks for more than there is).
+        let probe = |i: usize, n: u128| c.ask(i, &txn(n), 1_000_000, 0).available;
+        // S002 asking online gets nothing more: the rest is its own lease.
+        assert_eq!(probe(1, 4), 0);
+        // S002 spent 300 under its lease while offline; the fact arrives.
+        c.sync(1, &txn(5), 0, 300, "lease");
+        assert_eq!(probe(0, 6), 1000 - 300 - 500 - 200);
+        // S002 gives the lease back: its 200 unspent are free again.
+        c.t.hub
+            .return_lease(
+                &c.t.rows[1],
+                &LeaseReturn {
+                    member: MEMBER.into(),
+                },
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(probe(0, 7), 200);
+        // A new lease for S002: half of the 200 free.
+        assert_eq!(lease(&c, 1).points, 100);
+        assert_eq!(probe(0, 8), 100);
+        // Unreturned, it stops counting at the hub's expiry (4 h + 10 min); S001's hold
+        // of 500 lapsed long before.
+        c.t.set_time(T0 + LEASE_POLICY.duration_ms + LEASE_POLICY.margin_ms + 1);
+        assert_eq!(probe(0, 9), 700);
+        // Too little left to lease: refused, nothing recorded.
+        c.sync(0, &txn(10), 0, 650, "hub");
+        assert_eq!(lease(&c, 1).points, 0);
+        assert_eq!(probe(0, 11), 50);
     }
 
     /// Concurrent asks are committed in shared transactions (group commit); each must

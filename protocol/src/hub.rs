@@ -235,6 +235,34 @@ pub struct AuthorizeRequest {
     pub unsynced: i64,
 }
 
+/// `POST /v1/leases`: a store that identified a member while the hub is reachable asks
+/// for a lease on part of the member's points, to redeem within offline. The store
+/// must have pushed its facts before asking.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseRequest {
+    /// The member (UUID).
+    pub member: String,
+}
+
+/// The hub's answer to a [`LeaseRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseResponse {
+    /// Points leased (0: none granted).
+    pub points: i64,
+    /// How long the store may redeem under the lease, counted from when it asked (ms).
+    pub duration_ms: i64,
+    /// Why none was granted, if none was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+}
+
+/// `POST /v1/leases/return`: the store gives a lease back (after pushing its spends).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseReturn {
+    /// The member (UUID).
+    pub member: String,
+}
+
 /// The hub's answer to an [`AuthorizeRequest`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuthorizeResponse {

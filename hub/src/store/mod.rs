@@ -7,6 +7,7 @@ use patron_protocol::Origin;
 use patron_protocol::hub::{AuthorizeResponse, OverdrawReport, StoreStatus, SyncReport};
 use patron_protocol::points::Movement;
 use patron_sync::profile::{Profile, ProfileOp};
+use patron_sync::rights::{Lease, LeasePolicy, NoLease};
 use patron_sync::session::{Batch, Fact, Judgement};
 
 /// Storage failures.
@@ -119,6 +120,21 @@ pub trait HubStore: Send + Sync + 'static {
     /// transaction and its fsync. A hold already recorded for `txn` is granted again.
     fn authorize(&self, hold: Hold, decide: Decide) -> Result<AuthorizeResponse, StoreError>;
 
+    /// In one transaction: grants `store` a lease on `member`'s points under `policy`
+    /// (of what `spendable` derives from the movements, less the points held for
+    /// authorized sales and other leases), recording it.
+    fn grant_lease(
+        &self,
+        member: &str,
+        store: &str,
+        policy: &LeasePolicy,
+        now: i64,
+        spendable: Spendable,
+    ) -> Result<Result<Lease, NoLease>, StoreError>;
+
+    /// Drops `store`'s lease on `member`; whether there was one.
+    fn return_lease(&self, member: &str, store: &str) -> Result<bool, StoreError>;
+
     /// A member's points movements, every origin, each with whether it was an offline
     /// spend.
     fn movements(&self, member: &str) -> Result<Vec<(Movement, bool)>, StoreError>;
@@ -192,6 +208,8 @@ pub struct PointsRow {
     pub reverse_lot: Option<String>,
     /// The spend was authorized offline (floor limit).
     pub offline: bool,
+    /// The spend was made under the store's lease.
+    pub lease: bool,
     /// An offline spend flags its member if another store saw an offline spend of
     /// theirs within this many ms.
     pub flag_window_ms: i64,
@@ -220,6 +238,9 @@ pub struct Hold {
 /// and the points held for other sales; a plain function so that a batch of
 /// authorizations can be decided by whichever caller commits it.
 pub type Decide = fn(&mut [Movement], i64, &Hold) -> AuthorizeResponse;
+
+/// What a member may spend at `now` from their movements (every origin).
+pub type Spendable = fn(&mut [Movement], i64) -> i64;
 
 /// An overdrawing redemption found after an ingest.
 #[derive(Debug, Clone, PartialEq, Eq)]

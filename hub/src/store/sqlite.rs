@@ -10,12 +10,13 @@ use patron_protocol::hub::{
 };
 use patron_protocol::points::Movement;
 use patron_sync::profile::{Profile, ProfileOp};
+use patron_sync::rights::{Lease, LeasePolicy, NoLease, Rights};
 use patron_sync::session::{Batch, Fact, Judgement};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    Decide, Hold, HubStore, Ingested, NewStore, OverdrawRow, PointsRow, Projection, StoreError,
-    StoreRow,
+    Decide, Hold, HubStore, Ingested, NewStore, OverdrawRow, PointsRow, Projection, Spendable,
+    StoreError, StoreRow,
 };
 
 /// Migration `i` takes the schema from version `i` to `i + 1`. Append only.
@@ -149,6 +150,18 @@ const MIGRATIONS: &[&str] = &[
        AND (coalesce(json_extract(body, '$.earn'), 0) <> 0
             OR coalesce(json_extract(body, '$.spend'), 0) <> 0
             OR coalesce(json_extract(body, '$.reverse'), 0) <> 0);
+    "#,
+    r#"
+    -- Leases: part of a member's points a store may redeem offline (patron_sync::rights).
+    -- spent: the store's spends under the lease that reached the hub.
+    CREATE TABLE leases (
+        member TEXT    NOT NULL,
+        store  TEXT    NOT NULL,
+        points INTEGER NOT NULL,
+        spent  INTEGER NOT NULL,
+        until  INTEGER NOT NULL,
+        PRIMARY KEY (member, store)
+    ) STRICT, WITHOUT ROWID;
     "#,
 ];
 
@@ -343,6 +356,10 @@ fn apply_points(
         tx.prepare_cached("DELETE FROM holds WHERE txn = ?1")?
             .execute(params![p.txn])?;
     }
+    if p.lease && p.spend > 0 {
+        tx.prepare_cached("UPDATE leases SET spent = spent + ?3 WHERE member = ?1 AND store = ?2")?
+            .execute(params![p.member, store, p.spend])?;
+    }
     if p.offline && p.spend > 0 && p.flag_window_ms > 0 {
         tx.prepare_cached(
             "INSERT OR IGNORE INTO redemption_flags (member, first_store, first_at, second_store, second_at)
@@ -401,6 +418,10 @@ fn authorize_one(conn: &Connection, ask: &Ask) -> Result<AuthorizeResponse, Stor
               WHERE member = ?1 AND until > ?2 AND txn <> ?3",
         )?
         .query_row(params![hold.member, hold.now, hold.txn], |r| r.get(0))?;
+    // Leases take their unspent points, the asking store's own too: what a store holds
+    // under its lease it spends under its lease (the edge tries that first), or it
+    // could spend the same points once online and once offline.
+    let held = held.saturating_add(rights(conn, &hold.member)?.reserved(hold.now, None));
     let again: bool = conn
         .prepare_cached("SELECT count(*) FROM holds WHERE txn = ?1 AND member = ?2 AND until > ?3")?
         .query_row(params![hold.txn, hold.member, hold.now], |r| {
@@ -418,6 +439,25 @@ fn authorize_one(conn: &Connection, ask: &Ask) -> Result<AuthorizeResponse, Stor
             .execute(params![hold.member, hold.now])?;
     }
     Ok(answer)
+}
+
+/// A member's open leases.
+fn rights(conn: &Connection, member: &str) -> Result<Rights, StoreError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT store, points, spent, until FROM leases WHERE member = ?1")?;
+    let rows = stmt.query_map(params![member], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            Lease {
+                points: r.get(1)?,
+                spent: r.get(2)?,
+                until: r.get(3)?,
+            },
+        ))
+    })?;
+    Ok(Rights {
+        leases: rows.collect::<rusqlite::Result<_>>()?,
+    })
 }
 
 fn movement_rows(conn: &Connection, member: &str) -> Result<Vec<(Movement, bool)>, StoreError> {
@@ -752,6 +792,53 @@ impl HubStore for SqliteStore {
         answer
             .recv()
             .map_err(|_| StoreError::Batch("the authorizer failed".into()))?
+    }
+
+    fn grant_lease(
+        &self,
+        member: &str,
+        store: &str,
+        policy: &LeasePolicy,
+        now: i64,
+        spendable: Spendable,
+    ) -> Result<Result<Lease, NoLease>, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let mut movements: Vec<Movement> = movement_rows(&tx, member)?
+            .into_iter()
+            .map(|(m, _)| m)
+            .collect();
+        let held: i64 = tx
+            .prepare_cached(
+                "SELECT coalesce(sum(points), 0) FROM holds WHERE member = ?1 AND until > ?2",
+            )?
+            .query_row(params![member, now], |r| r.get(0))?;
+        let mut r = rights(&tx, member)?;
+        let granted = r.grant(
+            store,
+            spendable(&mut movements, now).saturating_sub(held),
+            policy,
+            now,
+        );
+        // The grant also dropped the member's leases that ran out at the hub.
+        tx.prepare_cached("DELETE FROM leases WHERE member = ?1 AND until <= ?2")?
+            .execute(params![member, now])?;
+        if let Ok(l) = &granted {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO leases (member, store, points, spent, until) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![member, store, l.points, l.spent, l.until])?;
+        }
+        tx.commit()?;
+        Ok(granted)
+    }
+
+    fn return_lease(&self, member: &str, store: &str) -> Result<bool, StoreError> {
+        let n = self
+            .lock()
+            .prepare_cached("DELETE FROM leases WHERE member = ?1 AND store = ?2")?
+            .execute(params![member, store])?;
+        Ok(n == 1)
     }
 
     fn movements(&self, member: &str) -> Result<Vec<(Movement, bool)>, StoreError> {
