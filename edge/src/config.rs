@@ -57,6 +57,9 @@ pub struct RedemptionConfig {
     pub offline_floor_points: i64,
     /// Points this store may redeem without the hub per local day, all members.
     pub offline_daily_cap_points: i64,
+    /// Ask the hub for a lease on a member's points when the member is identified here
+    /// while the hub is reachable (redeemable offline within the lease).
+    pub leases: bool,
 }
 
 impl Default for RedemptionConfig {
@@ -65,6 +68,7 @@ impl Default for RedemptionConfig {
             authorize_timeout_ms: 300,
             offline_floor_points: 500,
             offline_daily_cap_points: 20_000,
+            leases: true,
         }
     }
 }

@@ -10,8 +10,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use patron_protocol::error::{ApiError, ErrorBody, ErrorCode};
 use patron_protocol::hub::{
-    AuthorizeRequest, DocSync, EnrollRequest, LeaseRequest, LeaseReturn, PushRequest,
-    RefetchRequest,
+    AuthorizeRequest, DocSync, EnrollRequest, LeaseRequest, LeaseReturn, LeaseReturned,
+    PushRequest, RefetchRequest,
 };
 use patron_sync::session::Push;
 use serde::de::DeserializeOwned;
@@ -323,7 +323,7 @@ async fn return_lease(State(s): State<AppState>, headers: HeaderMap, body: Bytes
     };
     let hub = s.hub.clone();
     match blocking(move || hub.return_lease(&store, &req)).await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Ok(returned) => axum::Json(LeaseReturned { returned }).into_response(),
         Err(r) => r,
     }
 }

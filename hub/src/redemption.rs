@@ -146,12 +146,11 @@ impl Hub {
     }
 
     /// `POST /v1/leases/return`: the store gives its lease on the member back.
-    pub fn return_lease(&self, store: &StoreRow, req: &LeaseReturn) -> Result<(), HubError> {
+    pub fn return_lease(&self, store: &StoreRow, req: &LeaseReturn) -> Result<bool, HubError> {
         let member = uuid::Uuid::parse_str(&req.member)
             .map_err(|_| HubError::Invalid("member is not a UUID".into()))?
             .to_string();
-        self.store().return_lease(&member, &store.store_id)?;
-        Ok(())
+        Ok(self.store().return_lease(&member, &store.store_id)?)
     }
 
     /// `POST /v1/redeem/authorize`: grants and holds the points if the member's balance

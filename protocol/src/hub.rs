@@ -263,6 +263,13 @@ pub struct LeaseReturn {
     pub member: String,
 }
 
+/// The hub's answer to a [`LeaseReturn`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseReturned {
+    /// Whether the hub held a lease of this store on the member.
+    pub returned: bool,
+}
+
 /// The hub's answer to an [`AuthorizeRequest`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuthorizeResponse {

@@ -46,6 +46,9 @@ pub struct HubHealth {
     /// The last error talking to the hub, if the last attempt failed.
     #[serde(default)]
     pub last_error: Option<String>,
+    /// Leases on members' points this store holds (spendable without the hub).
+    #[serde(default)]
+    pub leases_held: u64,
 }
 
 /// Consents given at registration (PIPL): terms are required, marketing optional.

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use patron_protocol::ErrorBody;
 use patron_protocol::hub::{
-    AuthorizeRequest, AuthorizeResponse, DocSync, EnrollRequest, EnrollResponse, PushRequest,
-    RefetchRequest,
+    AuthorizeRequest, AuthorizeResponse, DocSync, EnrollRequest, EnrollResponse, LeaseRequest,
+    LeaseResponse, LeaseReturn, LeaseReturned, PushRequest, RefetchRequest,
 };
 use patron_sync::session::{Batch, Push, PushAck};
 use serde::de::DeserializeOwned;
@@ -110,15 +110,7 @@ impl HubClient {
 
     /// Facts of one of this store's own origins after `after`, back from the hub.
     pub async fn refetch(&self, req: &RefetchRequest) -> Result<RefetchAnswer, SyncError> {
-        answer(
-            self.http
-                .post(format!("{}/v1/sync/refetch", self.url))
-                .bearer_auth(&self.credential)
-                .json(req)
-                .send()
-                .await,
-        )
-        .await
+        self.post("/v1/sync/refetch", req).await
     }
 
     /// One step of an HQ document's sync: sends our message (if any), returns the hub's.
@@ -150,11 +142,15 @@ impl HubClient {
             .map_err(|_| SyncError::Unreachable("the hub's document message is not base64".into()))
     }
 
-    /// Asks the hub to authorize a redemption.
-    pub async fn authorize(&self, req: &AuthorizeRequest) -> Result<AuthorizeResponse, SyncError> {
+    /// Posts `req` to `path` with the store's credential and reads the answer.
+    async fn post<Q: serde::Serialize, A: DeserializeOwned>(
+        &self,
+        path: &str,
+        req: &Q,
+    ) -> Result<A, SyncError> {
         answer(
             self.http
-                .post(format!("{}/v1/redeem/authorize", self.url))
+                .post(format!("{}{path}", self.url))
                 .bearer_auth(&self.credential)
                 .json(req)
                 .send()
@@ -163,16 +159,23 @@ impl HubClient {
         .await
     }
 
+    /// Asks the hub to authorize a redemption.
+    pub async fn authorize(&self, req: &AuthorizeRequest) -> Result<AuthorizeResponse, SyncError> {
+        self.post("/v1/redeem/authorize", req).await
+    }
+
+    /// Asks for a lease on a member's points.
+    pub async fn lease(&self, req: &LeaseRequest) -> Result<LeaseResponse, SyncError> {
+        self.post("/v1/leases", req).await
+    }
+
+    /// Gives a lease back.
+    pub async fn return_lease(&self, req: &LeaseReturn) -> Result<LeaseReturned, SyncError> {
+        self.post("/v1/leases/return", req).await
+    }
+
     /// Pushes facts (possibly none: a heartbeat) with this store's report.
     pub async fn push(&self, req: &PushRequest<Push>) -> Result<PushAck, SyncError> {
-        answer(
-            self.http
-                .post(format!("{}/v1/sync/push", self.url))
-                .bearer_auth(&self.credential)
-                .json(req)
-                .send()
-                .await,
-        )
-        .await
+        self.post("/v1/sync/push", req).await
     }
 }

@@ -49,6 +49,9 @@ pub fn spawn(edge: Arc<Edge>, link: HubLink) -> Result<tokio::task::JoinHandle<(
         client: HubClient::new(&link, timeout)?,
         timeout,
     });
+    if edge.core.cfg.redemption.leases {
+        crate::service::leases::spawn(edge.clone(), HubClient::new(&link, timeout)?);
+    }
     update(&edge.sync_status, |s| s.enrolled = true);
     tracing::info!(hub = %link.url, store = %link.store_id, "sync worker started");
     let ring = link.ring.clone();

@@ -81,7 +81,8 @@ impl Edge {
             Some(m) if redeem > 0 => self.authorize_redemption(m, txb, redeem).await?,
             _ => Authority::Local,
         };
-        self.store
+        let written = self
+            .store
             .writer
             .write(move |ctx| {
                 core.idempotent(ctx, Some(&idem), now, |ctx| {
@@ -246,7 +247,11 @@ impl Edge {
                     ))
                 })
             })
-            .await
+            .await;
+        if let Some(m) = member {
+            self.settle_lease(&m, auth, redeem, &written);
+        }
+        written
     }
 }
 

@@ -192,7 +192,8 @@ impl Edge {
     pub async fn member(&self, id: MemberId) -> Result<Member, EdgeError> {
         let core = self.core.clone();
         let rules = self.rules();
-        self.store
+        let view = self
+            .store
             .readers
             .read(move |conn| {
                 let now = core.now();
@@ -200,7 +201,11 @@ impl Edge {
                 let (_, state) = core.load_state(conn, id.as_bytes(), now)?;
                 core.member_view(conn, rules.as_deref(), &row, &state, now)
             })
-            .await
+            .await;
+        if view.is_ok() {
+            self.identified(*id.as_bytes());
+        }
+        view
     }
 
     /// `GET /v1/members?phone=…`.
@@ -209,7 +214,8 @@ impl Edge {
         let idx = self.core.vault.phone_index(phone.as_str());
         let core = self.core.clone();
         let rules = self.rules();
-        self.store
+        let (id, view) = self
+            .store
             .readers
             .read(move |conn| {
                 let now = core.now();
@@ -218,9 +224,14 @@ impl Edge {
                     .ok_or(EdgeError::MemberNotFound)?;
                 let row = members::get(conn, &id)?.ok_or(EdgeError::MemberNotFound)?;
                 let (_, state) = core.load_state(conn, &id, now)?;
-                core.member_view(conn, rules.as_deref(), &row, &state, now)
+                Ok::<_, EdgeError>((
+                    id,
+                    core.member_view(conn, rules.as_deref(), &row, &state, now)?,
+                ))
             })
-            .await
+            .await?;
+        self.identified(id);
+        Ok(view)
     }
 
     /// `PATCH /v1/members/{id}`: profile fields and preference tags.

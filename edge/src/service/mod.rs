@@ -8,6 +8,7 @@
 mod checkout;
 mod coupons;
 mod lanes;
+pub mod leases;
 mod members;
 mod points;
 mod promotions;
@@ -394,6 +395,10 @@ pub struct Edge {
     pub sync_status: crate::hub::worker::StatusCell,
     /// The hub as redemption authority, once enrolled (None: this edge decides alone).
     authority: RwLock<Option<Arc<redemption::HubAuthority>>>,
+    /// Leases on members' points held here.
+    pub leases: leases::Leases,
+    /// Identified members, to the task that asks the hub for leases (once enrolled).
+    lease_asks: std::sync::Mutex<Option<tokio::sync::mpsc::Sender<[u8; 16]>>>,
 }
 
 impl Edge {
@@ -440,6 +445,8 @@ impl Edge {
             rules_load: tokio::sync::Mutex::new(()),
             sync_status: Default::default(),
             authority: RwLock::new(None),
+            leases: Default::default(),
+            lease_asks: Default::default(),
         })
     }
 
@@ -473,6 +480,7 @@ impl Edge {
                 reachable: st.reachable,
                 last_sync_at: st.last_sync_at.map(|t| self.core.cal.rfc3339(t)),
                 pending_facts: pending,
+                leases_held: self.leases.count() as u64,
                 enrolled: st.enrolled,
                 oldest_pending_secs,
                 alert: st.alert,

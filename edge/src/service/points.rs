@@ -33,7 +33,8 @@ impl Edge {
             self.authorize_redemption(*member.as_bytes(), *id.as_bytes(), points)
                 .await?
         };
-        self.store
+        let written = self
+            .store
             .writer
             .write(move |ctx| {
                 core.idempotent(ctx, Some(&idem), now, |ctx| {
@@ -70,7 +71,9 @@ impl Edge {
                     ))
                 })
             })
-            .await
+            .await;
+        self.settle_lease(member.as_bytes(), auth, points, &written);
+        written
     }
 
     /// `POST /v1/members/{id}/events`: awards what the rules give, within their limits.

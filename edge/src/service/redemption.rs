@@ -23,6 +23,8 @@ pub enum Authority {
     Hub,
     /// The hub did not answer in time: allowed under the offline floor limit.
     Offline,
+    /// Spent under the lease this store holds on the member's points.
+    Lease,
 }
 
 impl Authority {
@@ -32,6 +34,7 @@ impl Authority {
             Authority::Local => "local",
             Authority::Hub => "hub",
             Authority::Offline => "offline",
+            Authority::Lease => "lease",
         }
     }
 }
@@ -82,6 +85,11 @@ impl Edge {
         let Some(hub) = self.hub_authority() else {
             return Ok(Authority::Local);
         };
+        // Points under this store's lease are spent here, hub or no hub (the hub counts
+        // them as taken): no round trip, no floor limit.
+        if self.leases.spend(&member, points) {
+            return Ok(Authority::Lease);
+        }
         let reachable = self.sync_status.lock().is_ok_and(|s| s.reachable);
         if !reachable {
             return Ok(Authority::Offline);

@@ -25,6 +25,23 @@ async fn sale(
     Ok((r.status, r.json))
 }
 
+/// Another store (credential `store`) asks the hub to authorize `points` for sale `txn`.
+async fn ask_hub(
+    hub: &TestHub,
+    store: &str,
+    member: &str,
+    txn: &str,
+    points: i64,
+) -> Result<patron_tests::Resp> {
+    let ask = json!({"member": member, "txn": txn, "points": points, "unsynced": 0});
+    hub.post_raw(
+        "/v1/redeem/authorize",
+        Some(store),
+        serde_json::to_vec(&ask)?,
+    )
+    .await
+}
+
 async fn synced(e: &TestEdge) -> Result<()> {
     TestHub::wait_for(Duration::from_secs(15), || async {
         let h = e.get("/healthz").await?.json["hub"].clone();
@@ -50,15 +67,14 @@ async fn the_hub_authorizes_online_and_floor_limits_bound_offline_redemptions() 
     // Another store (S002, enrolled by hand) is authorized 1,500 of the member's 2,000
     // points for a sale in progress: the hub holds them.
     let other = hub.enroll_raw("S002").await?;
-    let ask = json!({"member": m, "txn": "0190a000-0000-7000-8000-0000000000aa",
-                     "points": 1500, "unsynced": 0});
-    let r = hub
-        .post_raw(
-            "/v1/redeem/authorize",
-            Some(&other),
-            serde_json::to_vec(&ask)?,
-        )
-        .await?;
+    let r = ask_hub(
+        &hub,
+        &other,
+        &m,
+        "0190a000-0000-7000-8000-0000000000aa",
+        1500,
+    )
+    .await?;
     anyhow::ensure!(
         r.status == 200 && r.json["granted"] == true,
         "S002 authorization: {} {}",
@@ -113,5 +129,116 @@ async fn the_hub_authorizes_online_and_floor_limits_bound_offline_redemptions() 
     assert_eq!(st, 422, "{body}");
     assert_eq!(body["error"]["code"], "insufficient_points", "{body}");
     assert_eq!(body["error"]["details"]["available"], 0, "{body}");
+    Ok(())
+}
+
+/// A store's lease on the member's balance, held in the hub's database.
+fn hub_lease(hub: &TestHub, member: &str) -> Result<Option<(String, i64, i64)>> {
+    let conn = rusqlite::Connection::open_with_flags(
+        hub.data_dir().join("hub.sqlite"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )?;
+    let mut stmt = conn.prepare("SELECT store, points, spent FROM leases WHERE member = ?1")?;
+    let mut rows = stmt.query_map([member], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    Ok(rows.next().transpose()?)
+}
+
+async fn leases_held(e: &TestEdge) -> Result<i64> {
+    e.get("/healthz").await?.json["hub"]["leases_held"]
+        .as_i64()
+        .context("leases_held")
+}
+
+/// Rights follow the member: identified while the hub is reachable, the member's store
+/// gets a lease on half the balance, which the hub keeps from other stores and which
+/// the store spends offline beyond its floor limit; once spent and synced, it goes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_lets_the_store_redeem_offline_beyond_the_floor_limit() -> Result<()> {
+    const CONFIG: &str = "[sync]\npush_delay_ms = 10\nheartbeat_ms = 200\nretry_min_ms = 100\nretry_max_ms = 400\ntimeout_ms = 2000\n\
+                          [redemption]\noffline_floor_points = 100\noffline_daily_cap_points = 100000\n";
+    let mut hub = TestHub::spawn().await?;
+    let mut e = TestEdge::prepare("S001", CONFIG)?;
+    e.enroll(&hub)?;
+    e.start().await?;
+    let m = e.register("13800000011", None).await?;
+    let (st, _) = sale(&e, &m, "R-earn", 200_000, 0).await?;
+    anyhow::ensure!(st == 201, "earning sale: {st}");
+    synced(&e).await?;
+
+    // The cashier looks the member up: the store asks for a lease in the background.
+    assert_eq!(leases_held(&e).await?, 0);
+    let r = e.get(&format!("/v1/members/{m}")).await?;
+    anyhow::ensure!(r.status == 200, "lookup: {}", r.json);
+    TestHub::wait_for(Duration::from_secs(10), || async {
+        Ok(leases_held(&e).await? == 1)
+    })
+    .await
+    .context("a lease is granted")?;
+    assert_eq!(hub_lease(&hub, &m)?, Some(("S001".into(), 1000, 0)));
+
+    // Another store asking the hub now finds half the points taken by the lease.
+    let other = hub.enroll_raw("S002").await?;
+    let r = ask_hub(
+        &hub,
+        &other,
+        &m,
+        "0190a000-0000-7000-8000-0000000000bb",
+        1500,
+    )
+    .await?;
+    assert_eq!(
+        (r.json["granted"].clone(), r.json["available"].clone()),
+        (json!(false), json!(1000)),
+        "{}",
+        r.json
+    );
+
+    // The hub goes away. 900 is far past the floor limit (100), but within the lease.
+    hub.kill();
+    let mut earned = 0;
+    let (st, body) = sale(&e, &m, "R-lease-1", 1_000, 900).await?;
+    assert_eq!(st, 201, "within the lease: {body}");
+    earned += body["points_earned"].as_i64().context("points_earned")?;
+    // 150 fits neither what is left of the lease (100) nor the floor limit (100).
+    let (st, body) = sale(&e, &m, "R-lease-2", 1_000, 150).await?;
+    assert_eq!(st, 422, "{body}");
+    assert_eq!(body["error"]["code"], "offline_limit_exceeded", "{body}");
+    // The lease's last 100, then the floor limit's 100, then nothing.
+    let (st, body) = sale(&e, &m, "R-lease-3", 1_000, 100).await?;
+    assert_eq!(st, 201, "the rest of the lease: {body}");
+    earned += body["points_earned"].as_i64().context("points_earned")?;
+    let (st, body) = sale(&e, &m, "R-floor", 1_000, 100).await?;
+    assert_eq!(st, 201, "the floor limit: {body}");
+    earned += body["points_earned"].as_i64().context("points_earned")?;
+    let (st, body) = sale(&e, &m, "R-none", 1_000, 1).await?;
+    assert_eq!(st, 422, "{body}");
+
+    // Back online: the spends reach the hub and are credited to the lease; spent out,
+    // the lease is given back.
+    hub.start().await?;
+    synced(&e).await?;
+    TestHub::wait_for(Duration::from_secs(15), || async {
+        Ok(leases_held(&e).await? == 0)
+    })
+    .await
+    .context("the spent lease is given back")?;
+    assert_eq!(hub_lease(&hub, &m)?, None);
+    // 2,000 earned and what the small sales earned, less 1,000 under the lease and 100
+    // under the floor limit: the hub, the store and what the hub would authorize agree,
+    // and nothing was overdrawn.
+    let expected = 2000 + earned - 1100;
+    assert_eq!(hub.balance(&m)?, expected);
+    let r = ask_hub(
+        &hub,
+        &other,
+        &m,
+        "0190a000-0000-7000-8000-0000000000bc",
+        1_000_000,
+    )
+    .await?;
+    assert_eq!(r.json["available"], expected, "{}", r.json);
+    // (Looked up last: the lookup asks for a new lease.)
+    let local = e.get(&format!("/v1/members/{m}")).await?.json["points"]["balance"].as_i64();
+    assert_eq!(local, Some(expected));
     Ok(())
 }
