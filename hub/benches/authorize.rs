@@ -166,6 +166,7 @@ fn main() -> Result<(), BoxError> {
                         txn: uuid::Uuid::now_v7().to_string(),
                         points: 1,
                         unsynced: 0,
+                        lease_left: 0,
                     };
                     let r = http
                         .post(&url)

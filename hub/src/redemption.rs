@@ -98,16 +98,32 @@ fn spendable(movements: &mut [Movement], now: i64) -> i64 {
 }
 
 /// Grants when the member's balance over every store's facts, plus what the asking
-/// store has not synced, less the points held for other sales, covers the points.
-fn decide(movements: &mut [Movement], held: i64, hold: &Hold) -> AuthorizeResponse {
+/// store has not synced, less the points held for other sales and by leases, plus what
+/// the store may use of its own lease, covers the points. Free points go first; the
+/// rest comes out of the store's lease.
+fn decide(
+    movements: &mut [Movement],
+    held: i64,
+    lease_usable: i64,
+    hold: &Hold,
+) -> AuthorizeResponse {
     let state = derive_traced(movements, hold.now, |_, _| {});
-    let available = state
+    let free = state
         .balance()
         .saturating_add(hold.unsynced)
         .saturating_sub(held);
+    let available = free.saturating_add(lease_usable);
+    let granted = hold.points <= available;
     AuthorizeResponse {
-        granted: hold.points <= available,
+        granted,
         available,
+        lease_used: if granted {
+            hold.points
+                .saturating_sub(free.max(0))
+                .clamp(0, lease_usable)
+        } else {
+            0
+        },
     }
 }
 
@@ -177,6 +193,7 @@ impl Hub {
             store: store.store_id.clone(),
             points: req.points,
             unsynced: req.unsynced,
+            lease_left: req.lease_left.max(0),
             now,
             until: now.saturating_add(HOLD_MS),
         };
@@ -316,6 +333,7 @@ mod tests {
                         txn: txn.into(),
                         points,
                         unsynced,
+                        lease_left: 0,
                     },
                 )
                 .unwrap_or_else(|e| panic!("{e}"))
@@ -413,6 +431,49 @@ mod tests {
         assert_eq!(probe(0, 11), 50);
     }
 
+    /// A store asking for more than its lease covers gets the member's free points first,
+    /// then what it set aside of its own lease; the lease shrinks by what was used.
+    #[test]
+    fn a_store_asking_beyond_its_lease_uses_free_points_then_its_lease() {
+        let c = chain(&["S001", "S002"]);
+        c.sync(0, &txn(1), 2000, 0, "");
+        assert_eq!(lease(&c, 0).points, 1000);
+        let ask = |n: u128, points: i64, lease_left: i64| {
+            c.t.hub
+                .authorize(
+                    &c.t.rows[0],
+                    &AuthorizeRequest {
+                        member: MEMBER.into(),
+                        txn: txn(n),
+                        points,
+                        unsynced: 0,
+                        lease_left,
+                    },
+                )
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        // The store spent 300 of its lease offline, not yet synced: it sets aside 700.
+        let a = ask(2, 1500, 700);
+        assert_eq!(
+            (a.granted, a.available, a.lease_used),
+            (true, 1000 + 700, 500)
+        );
+        // The lease is 500 points now; S002 sees the member's free points only.
+        let probe = c.ask(1, &txn(3), 1_000_000, 0);
+        assert_eq!(probe.available, 2000 - 1500 - 500);
+        // Setting nothing aside, the store gets only what is free (nothing).
+        let a = ask(4, 1, 0);
+        assert_eq!((a.granted, a.available, a.lease_used), (false, 0, 0));
+        // The 300 spent under the lease arrive: the lease has 200 left.
+        c.sync(0, &txn(5), 0, 300, "lease");
+        let a = ask(6, 250, 200);
+        assert_eq!(
+            (a.granted, a.lease_used),
+            (false, 0),
+            "200 is all the lease has"
+        );
+    }
+
     /// Concurrent asks are committed in shared transactions (group commit); each must
     /// still see the holds decided before it, so no point is granted twice.
     #[test]
@@ -470,6 +531,7 @@ mod tests {
                                 txn: txn(1000 + lane * 8 + k),
                                 points: 10,
                                 unsynced: 0,
+                                lease_left: 0,
                             },
                         );
                         match (member == MEMBER, r) {

@@ -233,6 +233,11 @@ pub struct AuthorizeRequest {
     /// balance: points earned there (less reversals and offline spends). May be
     /// negative.
     pub unsynced: i64,
+    /// What the asking store set aside of its own lease on the member for this ask
+    /// (its lease's remainder, or 0): the hub may use up to this much of the lease for
+    /// what the member's free points do not cover.
+    #[serde(default)]
+    pub lease_left: i64,
 }
 
 /// `POST /v1/leases`: a store that identified a member while the hub is reachable asks
@@ -275,8 +280,13 @@ pub struct LeaseReturned {
 pub struct AuthorizeResponse {
     /// The points are held for this sale until its fact arrives (or the hold expires).
     pub granted: bool,
-    /// What the member may spend, as the hub sees it, before this request.
+    /// What the member may spend, as the hub sees it, before this request (with what
+    /// the store set aside of its lease).
     pub available: i64,
+    /// Points of the granted sale taken from the asking store's lease (which shrinks by
+    /// as much, at the hub and at the store).
+    #[serde(default)]
+    pub lease_used: i64,
 }
 
 /// One redemption that drove a member's balance below zero (a debt later earnings repay

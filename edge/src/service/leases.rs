@@ -22,10 +22,21 @@ use crate::hub::client::HubClient;
 /// How often leases that can no longer be spent are given back.
 const GIVE_BACK_EVERY: Duration = Duration::from_secs(5);
 
+/// A lease held here, with what is in progress on it.
+#[derive(Debug)]
+struct Local {
+    lease: HeldLease,
+    /// Sales (or hub asks) that took points from it and are not settled yet: the lease
+    /// is not given back while any is, since the hub has not seen their spends.
+    in_flight: u32,
+    /// Being given back: nothing more is spent under it.
+    returning: bool,
+}
+
 /// The leases this store holds, by member, on the process's monotonic clock.
 #[derive(Debug)]
 pub struct Leases {
-    held: Mutex<HashMap<[u8; 16], HeldLease>>,
+    held: Mutex<HashMap<[u8; 16], Local>>,
     started: Instant,
 }
 
@@ -44,22 +55,40 @@ impl Leases {
         i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 16], HeldLease>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 16], Local>> {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Spends `points` of `member`'s lease if it covers them all.
+    /// Spends `points` of `member`'s lease if it covers them all; the caller settles.
     pub fn spend(&self, member: &[u8; 16], points: i64) -> bool {
         let now = self.now();
-        self.lock()
-            .get_mut(member)
-            .is_some_and(|l| l.spend(points, now))
+        self.lock().get_mut(member).is_some_and(|l| {
+            let ok = !l.returning && l.lease.spend(points, now);
+            l.in_flight += u32::from(ok);
+            ok
+        })
     }
 
-    /// Gives back `points` spent for a sale that was then not recorded.
-    pub fn unspend(&self, member: &[u8; 16], points: i64) {
+    /// Sets aside all that is left of `member`'s lease (for an ask to the hub, which
+    /// may use part of it); the caller settles.
+    pub fn take_rest(&self, member: &[u8; 16]) -> i64 {
+        let now = self.now();
+        match self.lock().get_mut(member) {
+            Some(l) if !l.returning => {
+                let left = l.lease.left(now);
+                l.lease.spent += left;
+                l.in_flight += 1;
+                left
+            }
+            _ => 0,
+        }
+    }
+
+    /// Ends one `spend` or `take_rest`, giving `unused` points back to the lease.
+    pub fn settle(&self, member: &[u8; 16], unused: i64) {
         if let Some(l) = self.lock().get_mut(member) {
-            l.spent = (l.spent - points).max(0);
+            l.in_flight = l.in_flight.saturating_sub(1);
+            l.lease.spent = (l.lease.spent - unused.max(0)).max(0);
         }
     }
 
@@ -72,29 +101,57 @@ impl Leases {
         self.lock().contains_key(member)
     }
 
-    fn spent_out(&self) -> Vec<[u8; 16]> {
+    fn insert(&self, member: [u8; 16], lease: HeldLease) {
+        self.lock().insert(
+            member,
+            Local {
+                lease,
+                in_flight: 0,
+                returning: false,
+            },
+        );
+    }
+
+    /// Marks the leases that can no longer be spent and have nothing in progress as
+    /// being given back, and lists them.
+    fn start_returning(&self) -> Vec<[u8; 16]> {
         let now = self.now();
-        self.lock()
-            .iter()
-            .filter(|(_, l)| l.left(now) == 0)
-            .map(|(m, _)| *m)
+        let mut held = self.lock();
+        held.iter_mut()
+            .filter(|(_, l)| !l.returning && l.in_flight == 0 && l.lease.left(now) == 0)
+            .map(|(m, l)| {
+                l.returning = true;
+                *m
+            })
             .collect()
+    }
+
+    /// The hub took `member`'s lease back (or not: `returned` false keeps it).
+    fn finish_returning(&self, member: &[u8; 16], returned: bool) {
+        let mut held = self.lock();
+        if returned {
+            held.remove(member);
+        } else if let Some(l) = held.get_mut(member) {
+            l.returning = false;
+        }
     }
 }
 
 impl Edge {
     /// After a sale that spent `points` of `member`'s lease: a sale that was not
-    /// recorded gives them back to the lease. (A recorded sale that redeemed fewer than
+    /// recorded (or was a replay) gives them back to the lease. (A recorded sale that redeemed fewer than
     /// asked keeps them spent: the lease errs on the side of spending less.)
-    pub(super) fn settle_lease<T>(
+    pub(super) fn settle_lease(
         &self,
         member: &[u8; 16],
         auth: super::Authority,
         points: i64,
-        written: &Result<T, super::EdgeError>,
+        written: &Result<super::Reply, super::EdgeError>,
     ) {
-        if auth == super::Authority::Lease && written.is_err() {
-            self.leases.unspend(member, points);
+        if auth == super::Authority::Lease {
+            // A refused sale, or a replay of an earlier answer, spent nothing now.
+            let spent = written.as_ref().is_ok_and(|r| !r.replayed);
+            self.leases.settle(member, if spent { 0 } else { points });
         }
     }
 
@@ -149,7 +206,6 @@ async fn ask(edge: &Edge, client: &HubClient, member: [u8; 16]) {
     match client.lease(&req).await {
         Ok(r) if r.points > 0 => {
             edge.leases
-                .lock()
                 .insert(member, HeldLease::new(r.points, asked, r.duration_ms));
             tracing::debug!(points = r.points, "lease granted");
         }
@@ -159,16 +215,70 @@ async fn ask(edge: &Edge, client: &HubClient, member: [u8; 16]) {
 }
 
 async fn give_back(edge: &Edge, client: &HubClient) {
-    let done = edge.leases.spent_out();
-    if done.is_empty() || !caught_up(edge).await {
+    // Marked first: a sale still in progress keeps its lease, and none can start under
+    // a marked one; only then is "the hub holds every fact" checked.
+    let done = edge.leases.start_returning();
+    if done.is_empty() {
         return;
     }
+    let ready = caught_up(edge).await;
     for m in done {
-        let req = LeaseReturn {
-            member: uuid::Uuid::from_bytes(m).to_string(),
+        let returned = ready && {
+            let req = LeaseReturn {
+                member: uuid::Uuid::from_bytes(m).to_string(),
+            };
+            client.return_lease(&req).await.is_ok()
         };
-        if client.return_lease(&req).await.is_ok() {
-            edge.leases.lock().remove(&m);
-        }
+        edge.leases.finish_returning(&m, returned);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_with_a_sale_in_progress_is_not_given_back() {
+        let l = Leases::default();
+        let m = [7u8; 16];
+        l.insert(m, HeldLease::new(100, l.now(), 3_600_000));
+        assert!(l.spend(&m, 100));
+        assert!(!l.spend(&m, 1), "spent out");
+        assert!(l.start_returning().is_empty(), "the sale is not settled");
+        // The sale failed: its points come back, and the lease is usable again.
+        l.settle(&m, 100);
+        assert!(l.start_returning().is_empty(), "100 left");
+        assert!(l.spend(&m, 100));
+        l.settle(&m, 0);
+        assert_eq!(l.start_returning(), vec![m]);
+        assert!(
+            !l.spend(&m, 0) && l.take_rest(&m) == 0,
+            "nothing under a lease being given back"
+        );
+        l.finish_returning(&m, false);
+        assert_eq!(l.start_returning(), vec![m]);
+        l.finish_returning(&m, true);
+        assert_eq!(l.count(), 0);
+    }
+
+    #[test]
+    fn an_ask_to_the_hub_sets_the_rest_aside_and_gets_back_what_it_did_not_use() {
+        let l = Leases::default();
+        let m = [8u8; 16];
+        l.insert(m, HeldLease::new(1000, l.now(), 3_600_000));
+        assert!(l.spend(&m, 300));
+        assert_eq!(l.take_rest(&m), 700);
+        assert!(!l.spend(&m, 1), "set aside while the hub decides");
+        // The hub used 500 of the 700.
+        l.settle(&m, 200);
+        assert!(l.spend(&m, 200));
+        assert!(!l.spend(&m, 1));
+        assert!(
+            l.start_returning().is_empty(),
+            "the 300 sale is still in progress"
+        );
+        l.settle(&m, 0);
+        l.settle(&m, 0);
+        assert_eq!(l.start_returning(), vec![m]);
     }
 }

@@ -90,9 +90,34 @@ impl Edge {
         if self.leases.spend(&member, points) {
             return Ok(Authority::Lease);
         }
+        // Otherwise the hub decides, with what is left of the lease set aside for it
+        // (it may take the part the member's free points do not cover).
+        let lease_left = self.leases.take_rest(&member);
+        let asked = self.ask_hub(&hub, member, txn, points, lease_left).await;
+        // What the hub took of the lease goes; the rest comes back. If the hub's answer
+        // is unknown (timeout, error), all of it stays spent: the hub may have taken it.
+        let unused = match &asked {
+            Ok((_, Some(used))) => lease_left - used,
+            Ok((_, None)) => 0,
+            Err(_) => lease_left,
+        };
+        self.leases.settle(&member, unused);
+        asked.map(|(auth, _)| auth)
+    }
+
+    /// Puts a redemption to the hub: the authority, and what the hub took of the lease
+    /// (None: unknown, the hub did not answer).
+    async fn ask_hub(
+        &self,
+        hub: &HubAuthority,
+        member: [u8; 16],
+        txn: [u8; 16],
+        points: i64,
+        lease_left: i64,
+    ) -> Result<(Authority, Option<i64>), EdgeError> {
         let reachable = self.sync_status.lock().is_ok_and(|s| s.reachable);
         if !reachable {
-            return Ok(Authority::Offline);
+            return Ok((Authority::Offline, Some(0)));
         }
         let core = self.core.clone();
         let origin = self.store.origin.id;
@@ -107,23 +132,24 @@ impl Edge {
             txn: uuid::Uuid::from_bytes(txn).to_string(),
             points,
             unsynced,
+            lease_left,
         };
         match tokio::time::timeout(hub.timeout, hub.client.authorize(&req)).await {
-            Ok(Ok(a)) if a.granted => Ok(Authority::Hub),
+            Ok(Ok(a)) if a.granted => Ok((Authority::Hub, Some(a.lease_used.clamp(0, lease_left)))),
             Ok(Ok(a)) => Err(EdgeError::InsufficientPoints {
                 available: a.available.max(0),
                 requested: points,
             }),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "redemption authorization failed: offline limits apply");
-                Ok(Authority::Offline)
+                Ok((Authority::Offline, None))
             }
             Err(_) => {
                 tracing::warn!(
                     timeout_ms = hub.timeout.as_millis() as u64,
                     "redemption authorization timed out: offline limits apply"
                 );
-                Ok(Authority::Offline)
+                Ok((Authority::Offline, None))
             }
         }
     }

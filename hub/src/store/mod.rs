@@ -228,16 +228,19 @@ pub struct Hold {
     pub points: i64,
     /// What the asking store's unsynced facts add to the member's balance.
     pub unsynced: i64,
+    /// What the asking store set aside of its lease for this ask.
+    pub lease_left: i64,
     /// Now (unix ms): holds that expired by then no longer count.
     pub now: i64,
     /// When this hold lapses if its fact has not arrived.
     pub until: i64,
 }
 
-/// The rule that decides an authorization from the member's movements (every origin)
-/// and the points held for other sales; a plain function so that a batch of
-/// authorizations can be decided by whichever caller commits it.
-pub type Decide = fn(&mut [Movement], i64, &Hold) -> AuthorizeResponse;
+/// The rule that decides an authorization from the member's movements (every origin),
+/// the points held for other sales and leases (the asking store's own included), and
+/// how much of the asking store's lease it may use; a plain function so that the
+/// authorizer thread can decide asks queued by any caller.
+pub type Decide = fn(&mut [Movement], i64, i64, &Hold) -> AuthorizeResponse;
 
 /// What a member may spend at `now` from their movements (every origin).
 pub type Spendable = fn(&mut [Movement], i64) -> i64;

@@ -418,17 +418,31 @@ fn authorize_one(conn: &Connection, ask: &Ask) -> Result<AuthorizeResponse, Stor
               WHERE member = ?1 AND until > ?2 AND txn <> ?3",
         )?
         .query_row(params![hold.member, hold.now, hold.txn], |r| r.get(0))?;
-    // Leases take their unspent points, the asking store's own too: what a store holds
-    // under its lease it spends under its lease (the edge tries that first), or it
-    // could spend the same points once online and once offline.
-    let held = held.saturating_add(rights(conn, &hold.member)?.reserved(hold.now, None));
+    // Leases take their unspent points, the asking store's own too; of its own, the
+    // store may use what it set aside for this ask (its local remainder, which already
+    // counts its spends the hub has not seen), and what is used leaves the lease.
+    let rights = rights(conn, &hold.member)?;
+    let own = rights
+        .leases
+        .get(&hold.store)
+        .map_or(0, |l| l.outstanding(hold.now));
+    let held = held
+        .saturating_add(rights.reserved(hold.now, Some(&hold.store)))
+        .saturating_add(own);
+    let usable = own.min(hold.lease_left);
     let again: bool = conn
         .prepare_cached("SELECT count(*) FROM holds WHERE txn = ?1 AND member = ?2 AND until > ?3")?
         .query_row(params![hold.txn, hold.member, hold.now], |r| {
             r.get::<_, i64>(0)
         })?
         > 0;
-    let answer = decide(&mut movements, held, hold);
+    let answer = decide(&mut movements, held, usable, hold);
+    if answer.granted && !again && answer.lease_used > 0 {
+        conn.prepare_cached(
+            "UPDATE leases SET points = points - ?3 WHERE member = ?1 AND store = ?2",
+        )?
+        .execute(params![hold.member, hold.store, answer.lease_used])?;
+    }
     if answer.granted && !again {
         conn.prepare_cached(
             "INSERT OR REPLACE INTO holds (txn, member, store, points, until) VALUES (?1, ?2, ?3, ?4, ?5)",

@@ -150,8 +150,9 @@ async fn leases_held(e: &TestEdge) -> Result<i64> {
 }
 
 /// Rights follow the member: identified while the hub is reachable, the member's store
-/// gets a lease on half the balance, which the hub keeps from other stores and which
-/// the store spends offline beyond its floor limit; once spent and synced, it goes back.
+/// gets a lease on half the balance, which the hub keeps from other stores, which the
+/// store draws on online once the free points are used, and spends offline beyond its
+/// floor limit; once spent and synced, it goes back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_lets_the_store_redeem_offline_beyond_the_floor_limit() -> Result<()> {
     const CONFIG: &str = "[sync]\npush_delay_ms = 10\nheartbeat_ms = 200\nretry_min_ms = 100\nretry_max_ms = 400\ntimeout_ms = 2000\n\
@@ -193,25 +194,36 @@ async fn a_lease_lets_the_store_redeem_offline_beyond_the_floor_limit() -> Resul
         r.json
     );
 
-    // The hub goes away. 900 is far past the floor limit (100), but within the lease.
-    hub.kill();
+    // Online, the store itself redeems more than its lease: the hub grants the 1,000
+    // free points and 200 of the lease, which shrinks to 800 at the hub and here.
     let mut earned = 0;
-    let (st, body) = sale(&e, &m, "R-lease-1", 1_000, 900).await?;
-    assert_eq!(st, 201, "within the lease: {body}");
+    let (st, body) = sale(&e, &m, "R-online", 1_500, 1200).await?;
+    assert_eq!(st, 201, "free points, then the lease: {body}");
     earned += body["points_earned"].as_i64().context("points_earned")?;
-    // 150 fits neither what is left of the lease (100) nor the floor limit (100).
-    let (st, body) = sale(&e, &m, "R-lease-2", 1_000, 150).await?;
-    assert_eq!(st, 422, "{body}");
-    assert_eq!(body["error"]["code"], "offline_limit_exceeded", "{body}");
-    // The lease's last 100, then the floor limit's 100, then nothing.
-    let (st, body) = sale(&e, &m, "R-lease-3", 1_000, 100).await?;
+    synced(&e).await?;
+    assert_eq!(hub_lease(&hub, &m)?, Some(("S001".into(), 800, 0)));
+
+    // The hub goes away. 700 is far past the floor limit (100), but within the lease.
+    hub.kill();
+    let (st, body) = sale(&e, &m, "R-lease-1", 1_000, 700).await?;
+    assert_eq!(st, 201, "within the lease: {body}");
+    // (The local balance is now ~100: asking more fails on the balance itself.)
+    earned += body["points_earned"].as_i64().context("points_earned")?;
+    // The lease's last 100; past it, the floor limit decides again (10 of its 100).
+    let (st, body) = sale(&e, &m, "R-lease-2", 1_000, 100).await?;
     assert_eq!(st, 201, "the rest of the lease: {body}");
     earned += body["points_earned"].as_i64().context("points_earned")?;
-    let (st, body) = sale(&e, &m, "R-floor", 1_000, 100).await?;
-    assert_eq!(st, 201, "the floor limit: {body}");
+    let (st, body) = sale(&e, &m, "R-floor", 1_000, 10).await?;
+    assert_eq!(st, 201, "under the floor limit: {body}");
     earned += body["points_earned"].as_i64().context("points_earned")?;
-    let (st, body) = sale(&e, &m, "R-none", 1_000, 1).await?;
+    // A purchase tops the balance up: the floor limit, not the balance, now refuses.
+    let (st, body) = sale(&e, &m, "R-top-up", 100_000, 0).await?;
+    assert_eq!(st, 201, "{body}");
+    earned += body["points_earned"].as_i64().context("points_earned")?;
+    let (st, body) = sale(&e, &m, "R-over", 1_000, 91).await?;
     assert_eq!(st, 422, "{body}");
+    assert_eq!(body["error"]["code"], "offline_limit_exceeded", "{body}");
+    assert_eq!(body["error"]["details"]["member_left"], 90, "{body}");
 
     // Back online: the spends reach the hub and are credited to the lease; spent out,
     // the lease is given back.
@@ -223,10 +235,10 @@ async fn a_lease_lets_the_store_redeem_offline_beyond_the_floor_limit() -> Resul
     .await
     .context("the spent lease is given back")?;
     assert_eq!(hub_lease(&hub, &m)?, None);
-    // 2,000 earned and what the small sales earned, less 1,000 under the lease and 100
-    // under the floor limit: the hub, the store and what the hub would authorize agree,
-    // and nothing was overdrawn.
-    let expected = 2000 + earned - 1100;
+    // 2,000 earned and what the small sales earned, less 1,000 free, 1,000 under the
+    // lease and 10 under the floor limit: the hub, the store and what the hub would
+    // authorize agree, and nothing was overdrawn.
+    let expected = 2000 + earned - 2010;
     assert_eq!(hub.balance(&m)?, expected);
     let r = ask_hub(
         &hub,
