@@ -280,50 +280,52 @@ async fn overdraws(State(s): State<AppState>, headers: HeaderMap) -> Response {
     }
 }
 
-async fn authorize(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let store = match authed_store(&s, &headers).await {
+/// A store's JSON call: authenticate the store, parse the body, run `call` off the
+/// runtime, answer its result as JSON.
+async fn store_call<Q, A>(
+    s: &AppState,
+    headers: &HeaderMap,
+    body: &Bytes,
+    call: impl FnOnce(&Hub, &crate::store::StoreRow, &Q) -> Result<A, HubError> + Send + 'static,
+) -> Response
+where
+    Q: DeserializeOwned + Send + 'static,
+    A: serde::Serialize + Send + 'static,
+{
+    let store = match authed_store(s, headers).await {
         Ok(st) => st,
         Err(r) => return r,
     };
-    let req: AuthorizeRequest = match parse(&body) {
+    let req: Q = match parse(body) {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
     let hub = s.hub.clone();
-    match blocking(move || hub.authorize(&store, &req)).await {
+    match blocking(move || call(&hub, &store, &req)).await {
         Ok(answer) => axum::Json(answer).into_response(),
         Err(r) => r,
     }
+}
+
+async fn authorize(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    store_call(&s, &headers, &body, |hub, store, req: &AuthorizeRequest| {
+        hub.authorize(store, req)
+    })
+    .await
 }
 
 async fn grant_lease(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let store = match authed_store(&s, &headers).await {
-        Ok(st) => st,
-        Err(r) => return r,
-    };
-    let req: LeaseRequest = match parse(&body) {
-        Ok(r) => r,
-        Err(e) => return e.into_response(),
-    };
-    let hub = s.hub.clone();
-    match blocking(move || hub.grant_lease(&store, &req)).await {
-        Ok(answer) => axum::Json(answer).into_response(),
-        Err(r) => r,
-    }
+    store_call(&s, &headers, &body, |hub, store, req: &LeaseRequest| {
+        hub.grant_lease(store, req)
+    })
+    .await
 }
 
 async fn return_lease(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let store = match authed_store(&s, &headers).await {
-        Ok(st) => st,
-        Err(r) => return r,
-    };
-    let req: LeaseReturn = match parse(&body) {
-        Ok(r) => r,
-        Err(e) => return e.into_response(),
-    };
-    let hub = s.hub.clone();
-    match blocking(move || hub.return_lease(&store, &req)).await {
-        Ok(returned) => axum::Json(LeaseReturned { returned }).into_response(),
-        Err(r) => r,
-    }
+    store_call(&s, &headers, &body, |hub, store, req: &LeaseReturn| {
+        Ok(LeaseReturned {
+            returned: hub.return_lease(store, req)?,
+        })
+    })
+    .await
 }

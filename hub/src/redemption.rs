@@ -127,6 +127,13 @@ fn decide(
     }
 }
 
+/// A UUID from a request, in its canonical text form.
+fn uuid_text(s: &str, what: &str) -> Result<String, HubError> {
+    uuid::Uuid::parse_str(s)
+        .map(|u| u.to_string())
+        .map_err(|_| HubError::Invalid(format!("{what} is not a UUID")))
+}
+
 impl Hub {
     /// `POST /v1/leases`: a lease on part of the member's points for the asking store,
     /// or the reason there is none.
@@ -135,9 +142,7 @@ impl Hub {
         store: &StoreRow,
         req: &LeaseRequest,
     ) -> Result<LeaseResponse, HubError> {
-        let member = uuid::Uuid::parse_str(&req.member)
-            .map_err(|_| HubError::Invalid("member is not a UUID".into()))?
-            .to_string();
+        let member = uuid_text(&req.member, "member")?;
         let now = self.now();
         let answer = match self.store().grant_lease(
             &member,
@@ -163,9 +168,7 @@ impl Hub {
 
     /// `POST /v1/leases/return`: the store gives its lease on the member back.
     pub fn return_lease(&self, store: &StoreRow, req: &LeaseReturn) -> Result<bool, HubError> {
-        let member = uuid::Uuid::parse_str(&req.member)
-            .map_err(|_| HubError::Invalid("member is not a UUID".into()))?
-            .to_string();
+        let member = uuid_text(&req.member, "member")?;
         Ok(self.store().return_lease(&member, &store.store_id)?)
     }
 
@@ -177,12 +180,8 @@ impl Hub {
         store: &StoreRow,
         req: &AuthorizeRequest,
     ) -> Result<AuthorizeResponse, HubError> {
-        let member = uuid::Uuid::parse_str(&req.member)
-            .map_err(|_| HubError::Invalid("member is not a UUID".into()))?
-            .to_string();
-        let txn = uuid::Uuid::parse_str(&req.txn)
-            .map_err(|_| HubError::Invalid("txn is not a UUID".into()))?
-            .to_string();
+        let member = uuid_text(&req.member, "member")?;
+        let txn = uuid_text(&req.txn, "txn")?;
         if req.points <= 0 {
             return Err(HubError::Invalid("points must be positive".into()));
         }
