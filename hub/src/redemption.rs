@@ -174,7 +174,8 @@ impl Hub {
 
     /// `POST /v1/redeem/authorize`: grants and holds the points if the member's balance
     /// over every store's facts, plus what the asking store has not synced yet, less the
-    /// points held for other sales, covers them.
+    /// points held for other sales and by leases, plus what the store set aside of its
+    /// own lease, covers them (see `decide`).
     pub fn authorize(
         &self,
         store: &StoreRow,
