@@ -235,13 +235,12 @@ impl Store {
         let last_seq = facts::last_seq(&conn, origin.id)?;
         // Checkpoints run on their own thread; a commit never pays for one.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        // The writer's savepoint journals in memory: each request of a group commit runs
-        // in its own savepoint, and a sale that touches more than 16 pages (one that
-        // issues a coupon) spilled its sub-journal to a temporary file, a pwrite per page
-        // (11% of the writer's time with 10 rules). Bounded by one request's pages: the
-        // journal is emptied when the request's savepoint is released. Set after the
-        // migrations, whose index rebuilds may sort more than fits in memory.
-        conn.pragma_update(None, "temp_store", "MEMORY")?;
+        // The writer's savepoint journals stay in memory without `temp_store=MEMORY`:
+        // each request of a group commit runs in its own savepoint, and the build sets
+        // the sub-journal's spill threshold to 512 KiB (`.cargo/config.toml`), kept as one
+        // allocation. `temp_store=MEMORY` would instead grow it 1 KiB at a time, and the
+        // default 64 KiB threshold spilled a sale that issues a coupon to a temporary
+        // file, a pwrite per page. The journal is emptied when each savepoint is released.
         let writer = Writer::spawn(
             conn,
             origin.id,
