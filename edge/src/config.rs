@@ -91,6 +91,9 @@ pub struct SyncConfig {
     pub watchdog_secs: u64,
     /// Facts per push (at most 1000, the protocol's batch limit).
     pub batch: usize,
+    /// A lookup of a phone this store does not hold waits this long for the hub to send
+    /// the member (then answers not found, as offline).
+    pub fetch_timeout_ms: u64,
 }
 
 impl Default for SyncConfig {
@@ -103,6 +106,7 @@ impl Default for SyncConfig {
             timeout_ms: 10_000,
             watchdog_secs: 300,
             batch: 1000,
+            fetch_timeout_ms: 1_000,
         }
     }
 }
@@ -305,10 +309,11 @@ impl Config {
         if y.retry_min_ms == 0
             || y.retry_min_ms > y.retry_max_ms
             || y.timeout_ms == 0
+            || y.fetch_timeout_ms == 0
             || y.heartbeat_ms == 0
         {
             return bad(
-                "sync: need 0 < retry_min_ms <= retry_max_ms, timeout_ms > 0, heartbeat_ms > 0",
+                "sync: need 0 < retry_min_ms <= retry_max_ms, timeout_ms > 0, fetch_timeout_ms > 0, heartbeat_ms > 0",
             );
         }
         if self.storage.max_batch == 0 || self.storage.read_connections == 0 {

@@ -7,6 +7,13 @@
 //! are found without being stored; the *request* key hashes idempotent request bodies
 //! (which may hold a phone) without making them brute-forceable.
 //!
+//! Once the store is enrolled with a hub it also holds the chain's keys (`chain.key`,
+//! from the hub at enrollment): a phone-index key and a member-key wrapping key shared by
+//! every store, so a phone has one index chain-wide (the hub matches duplicates by it)
+//! and a member registered at one store can be read at another. Members this store
+//! registered before it enrolled keep their store-keyed index and wrapping; lookups try
+//! both.
+//!
 //! Every ciphertext is `nonce (12 bytes) ‖ ciphertext ‖ tag`, with associated data that
 //! binds it to its member and field, so a ciphertext cannot be moved to another row.
 
@@ -22,6 +29,11 @@ use ring::rand::{SecureRandom, SystemRandom};
 const KEY_LEN: usize = 32;
 const FILE_MAGIC: &[u8; 8] = b"PATRONK1";
 const FILE_LEN: usize = FILE_MAGIC.len() + 3 * KEY_LEN;
+const CHAIN_MAGIC: &[u8; 8] = b"PATRONC1";
+/// The chain's keys in the data directory, once enrolled.
+pub const CHAIN_KEY_FILE: &str = "chain.key";
+/// The chain's keys as the hub hands them out: phone-index key, then wrapping key.
+pub const CHAIN_KEYS_LEN: usize = 2 * KEY_LEN;
 
 /// Crypto failures. Messages never carry key or plaintext material.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +52,11 @@ pub enum CryptoError {
     /// The key file may be read by others.
     #[error("key file {0} must be mode 0600 (readable by its owner only)")]
     KeyFileMode(String),
+    /// The chain's keys on file are not the ones the hub handed out.
+    #[error(
+        "{0} holds other chain keys than the hub's: this store's members are wrapped under them"
+    )]
+    ChainKeysDiffer(String),
     /// The system random source failed.
     #[error("random source failed")]
     Random,
@@ -53,7 +70,73 @@ pub struct Vault {
     master: LessSafeKey,
     phone_index: hmac::Key,
     request: hmac::Key,
+    chain: Option<ChainKeys>,
     rng: SystemRandom,
+}
+
+/// The keys every store of the chain shares.
+struct ChainKeys {
+    phone_index: hmac::Key,
+    wrap: LessSafeKey,
+}
+
+impl ChainKeys {
+    fn from_bytes(keys: &[u8]) -> Option<ChainKeys> {
+        (keys.len() == CHAIN_KEYS_LEN).then_some(())?;
+        Some(ChainKeys {
+            phone_index: hmac::Key::new(hmac::HMAC_SHA256, &keys[..KEY_LEN]),
+            wrap: LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &keys[KEY_LEN..]).ok()?),
+        })
+    }
+}
+
+/// Saves the chain's keys the hub handed out at enrollment as `path` (mode 0600). An
+/// existing file must hold the same keys: a store's members are wrapped under them.
+pub fn save_chain_keys(path: &Path, keys: &[u8]) -> Result<(), CryptoError> {
+    let io = |source| CryptoError::KeyFileIo {
+        path: path.display().to_string(),
+        source,
+    };
+    if keys.len() != CHAIN_KEYS_LEN {
+        return Err(CryptoError::KeyFileMalformed(path.display().to_string()));
+    }
+    let mut bytes = CHAIN_MAGIC.to_vec();
+    bytes.extend_from_slice(keys);
+    if path.exists() {
+        return if read_key_file(path)? == bytes {
+            Ok(())
+        } else {
+            Err(CryptoError::ChainKeysDiffer(path.display().to_string()))
+        };
+    }
+    // Whole or not at all: a torn file would make every later enrollment refuse.
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io)?;
+    f.write_all(&bytes).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// Reads a key file that only its owner may read.
+fn read_key_file(path: &Path) -> Result<Vec<u8>, CryptoError> {
+    let io = |source| CryptoError::KeyFileIo {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut f = OpenOptions::new().read(true).open(path).map_err(io)?;
+    let mode = f.metadata().map_err(io)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(CryptoError::KeyFileMode(path.display().to_string()));
+    }
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf).map_err(io)?;
+    Ok(buf)
 }
 
 impl std::fmt::Debug for Vault {
@@ -88,20 +171,30 @@ impl Vault {
                 f.sync_all().map_err(io)?;
                 buf
             }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let mut f = OpenOptions::new().read(true).open(path).map_err(io)?;
-                let mode = f.metadata().map_err(io)?.permissions().mode();
-                if mode & 0o077 != 0 {
-                    return Err(CryptoError::KeyFileMode(path.display().to_string()));
-                }
-                let mut buf = Vec::with_capacity(FILE_LEN);
-                f.read_to_end(&mut buf).map_err(io)?;
-                buf
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_key_file(path)?,
             Err(e) => return Err(io(e)),
         };
         Self::from_bytes(&bytes, rng)
             .ok_or_else(|| CryptoError::KeyFileMalformed(path.display().to_string()))
+    }
+
+    /// Adds the chain's keys from `path` if the store has them (it is enrolled).
+    pub fn with_chain_keys_from(mut self, path: &Path) -> Result<Self, CryptoError> {
+        if !path.exists() {
+            return Ok(self);
+        }
+        let bytes = read_key_file(path)?;
+        let keys = bytes
+            .strip_prefix(CHAIN_MAGIC.as_slice())
+            .and_then(ChainKeys::from_bytes)
+            .ok_or_else(|| CryptoError::KeyFileMalformed(path.display().to_string()))?;
+        self.chain = Some(keys);
+        Ok(self)
+    }
+
+    /// Whether the store holds the chain's keys.
+    pub fn has_chain_keys(&self) -> bool {
+        self.chain.is_some()
     }
 
     fn from_bytes(bytes: &[u8], rng: SystemRandom) -> Option<Self> {
@@ -114,13 +207,32 @@ impl Vault {
             master,
             phone_index: hmac::Key::new(hmac::HMAC_SHA256, &keys[KEY_LEN..2 * KEY_LEN]),
             request: hmac::Key::new(hmac::HMAC_SHA256, &keys[2 * KEY_LEN..]),
+            chain: None,
             rng,
         })
     }
 
-    /// The blind index of a normalized phone number.
+    /// The blind index a new member's phone is stored under: the chain's once the store
+    /// holds its keys, else this store's.
     pub fn phone_index(&self, normalized_phone: &str) -> [u8; 32] {
-        tag32(hmac::sign(&self.phone_index, normalized_phone.as_bytes()))
+        let key = self
+            .chain
+            .as_ref()
+            .map_or(&self.phone_index, |c| &c.phone_index);
+        tag32(hmac::sign(key, normalized_phone.as_bytes()))
+    }
+
+    /// Every index a phone may be stored under here: the chain's, and this store's for
+    /// members registered before it enrolled.
+    pub fn phone_indexes(&self, normalized_phone: &str) -> Vec<[u8; 32]> {
+        let own = tag32(hmac::sign(&self.phone_index, normalized_phone.as_bytes()));
+        match &self.chain {
+            Some(c) => vec![
+                tag32(hmac::sign(&c.phone_index, normalized_phone.as_bytes())),
+                own,
+            ],
+            None => vec![own],
+        }
     }
 
     /// A keyed hash of an idempotent request: its route and its exact body.
@@ -142,14 +254,20 @@ impl Vault {
     /// Makes a new member data key; returns it and its wrapped (storable) form.
     pub fn new_member_key(&self, member: &[u8; 16]) -> Result<(MemberKey, Vec<u8>), CryptoError> {
         let raw: [u8; KEY_LEN] = self.random()?;
-        let wrapped = seal(&self.master, &self.rng, &aad(member, "member-key"), &raw)?;
+        let wrapping = self.chain.as_ref().map_or(&self.master, |c| &c.wrap);
+        let wrapped = seal(wrapping, &self.rng, &aad(member, "member-key"), &raw)?;
         let key = UnboundKey::new(&AES_256_GCM, &raw).map_err(|_| CryptoError::Open)?;
         Ok((MemberKey(LessSafeKey::new(key)), wrapped))
     }
 
-    /// Unwraps a stored member data key.
+    /// Unwraps a stored member data key (wrapped under the chain's key, or under this
+    /// store's for a member registered here before the store enrolled).
     pub fn member_key(&self, member: &[u8; 16], wrapped: &[u8]) -> Result<MemberKey, CryptoError> {
-        let raw = open(&self.master, &aad(member, "member-key"), wrapped)?;
+        let ad = aad(member, "member-key");
+        let raw = match &self.chain {
+            Some(c) => open(&c.wrap, &ad, wrapped).or_else(|_| open(&self.master, &ad, wrapped))?,
+            None => open(&self.master, &ad, wrapped)?,
+        };
         let key = UnboundKey::new(&AES_256_GCM, &raw).map_err(|_| CryptoError::Open)?;
         Ok(MemberKey(LessSafeKey::new(key)))
     }
@@ -264,6 +382,68 @@ mod tests {
             again.phone_index("13800138000")
         );
         assert_ne!(v.phone_index("13800138000"), v.phone_index("13800138001"));
+    }
+
+    /// Two stores with the chain's keys index a phone alike and read each other's
+    /// members; a member one of them wrapped before it enrolled stays readable there.
+    #[test]
+    fn stores_with_the_chain_keys_share_phone_indexes_and_members() {
+        let (d1, v1) = vault();
+        let (d2, v2) = vault();
+        let early = *b"member-0000000e1";
+        let (k_early, w_early) = v1.new_member_key(&early).unwrap_or_else(|e| panic!("{e}"));
+        let sealed = v1
+            .seal_field(&k_early, &early, "name", "Li")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_ne!(v1.phone_index("13800138000"), v2.phone_index("13800138000"));
+        let keys = [7u8; CHAIN_KEYS_LEN];
+        let mut chained = Vec::new();
+        for d in [&d1, &d2] {
+            let path = d.path().join("chain.key");
+            save_chain_keys(&path, &keys).unwrap_or_else(|e| panic!("{e}"));
+            save_chain_keys(&path, &keys).unwrap_or_else(|e| panic!("saving again: {e}"));
+            assert!(matches!(
+                save_chain_keys(&path, &[8u8; CHAIN_KEYS_LEN]),
+                Err(CryptoError::ChainKeysDiffer(_))
+            ));
+            let v = Vault::open_or_create(&d.path().join("edge.key"))
+                .and_then(|v| v.with_chain_keys_from(&path))
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert!(v.has_chain_keys());
+            chained.push(v);
+        }
+        let (c1, c2) = (&chained[0], &chained[1]);
+        assert_eq!(c1.phone_index("13800138000"), c2.phone_index("13800138000"));
+        assert_eq!(
+            c1.phone_indexes("13800138000"),
+            vec![c1.phone_index("13800138000"), v1.phone_index("13800138000")]
+        );
+        let m = *b"member-000000001";
+        let (k, wrapped) = c1.new_member_key(&m).unwrap_or_else(|e| panic!("{e}"));
+        let name = c1
+            .seal_field(&k, &m, "name", "Wang")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let k2 = c2
+            .member_key(&m, &wrapped)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            c2.open_field(&k2, &m, "name", &name).ok().as_deref(),
+            Some("Wang")
+        );
+        assert!(
+            v2.member_key(&m, &wrapped).is_err(),
+            "the store key alone cannot unwrap it"
+        );
+        let k_early = c1
+            .member_key(&early, &w_early)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            c1.open_field(&k_early, &early, "name", &sealed)
+                .ok()
+                .as_deref(),
+            Some("Li")
+        );
+        assert!(c2.member_key(&early, &w_early).is_err());
     }
 
     #[test]

@@ -13,6 +13,7 @@ use patron_protocol::hub::{
     AuthorizeRequest, DocSync, EnrollRequest, LeaseRequest, LeaseReturn, LeaseReturned,
     PushRequest, RefetchRequest,
 };
+use patron_sync::pull::MemberFetch;
 use patron_sync::session::Push;
 use serde::de::DeserializeOwned;
 
@@ -44,6 +45,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/stores", get(stores))
         .route("/v1/redeem/authorize", post(authorize))
         .route("/v1/leases", post(grant_lease))
+        .route("/v1/members/fetch", post(fetch_member))
         .route("/v1/leases/return", post(return_lease))
         .route("/v1/overdraws", get(overdraws))
         .fallback(|| async { err(ErrorCode::NotFound, "no such endpoint") })
@@ -317,6 +319,13 @@ async fn authorize(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -
 async fn grant_lease(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     store_call(&s, &headers, &body, |hub, store, req: &LeaseRequest| {
         hub.grant_lease(store, req)
+    })
+    .await
+}
+
+async fn fetch_member(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    store_call(&s, &headers, &body, |hub, store, req: &MemberFetch| {
+        hub.fetch_member(store, req)
     })
     .await
 }

@@ -7,6 +7,7 @@
 //! - [`serve`]: the listener, over TLS or (only with `--insecure-dev`) plain HTTP.
 
 pub mod api;
+pub mod chain_keys;
 pub mod redemption;
 pub mod serve;
 pub mod service;

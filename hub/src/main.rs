@@ -28,7 +28,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Creates the hub's CA, server certificate, database and HQ admin token.
+    /// Creates the hub's CA, server certificate, database, chain member keys and HQ
+    /// admin token.
     Init {
         /// Names and addresses stores will reach the hub by (repeatable).
         #[arg(long = "host", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
@@ -113,7 +114,8 @@ fn hub(dir: &Path, need_ca: bool) -> anyhow::Result<Hub> {
         // A development hub without a CA: stores enroll over plain HTTP only.
         Err(_) => (String::new(), "insecure".to_string()),
     };
-    Ok(Hub::new(Arc::new(store), pem, fp))
+    let keys = patron_hub::chain_keys::load_or_create(dir).context("the chain's member keys")?;
+    Ok(Hub::new(Arc::new(store), pem, fp).with_chain_keys(keys))
 }
 
 fn random_token() -> anyhow::Result<String> {
@@ -148,6 +150,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Init { hosts } => {
             let fp = tls::init(&dir, &hosts)?;
             SqliteStore::open(&dir).context("creating the hub database")?;
+            patron_hub::chain_keys::load_or_create(&dir).context("the chain's member keys")?;
             let token = random_token()?;
             let hash = hex::encode(secret_hash(&token));
             std::fs::write(dir.join(ADMIN_HASH), hash)?;

@@ -9,6 +9,7 @@ use patron_protocol::hub::{EnrollResponse, LedgerEntry, PushRequest, RefetchRequ
 use patron_sync::Stamp;
 use patron_sync::docs::{HqDoc, carries_changes, decode_state, encode_state, ring_doc};
 use patron_sync::profile::ProfileOp;
+use patron_sync::pull::{FetchedMember, MemberFetch};
 use patron_sync::session::{Batch, Judgement, Push, PushAck, Verdict, batch, judge};
 use ring::rand::{SecureRandom, SystemRandom};
 use std::collections::HashMap;
@@ -59,11 +60,16 @@ impl From<StoreError> for HubError {
     }
 }
 
+/// Facts per page of a member fetch: most members' whole history, in one round trip.
+pub const FETCH_PAGE: usize = 2_000;
+
 /// The hub.
 pub struct Hub {
     store: Arc<dyn HubStore>,
     ca_pem: String,
     ca_fingerprint: String,
+    /// The chain's member keys, handed to stores at enrollment (base64).
+    chain_keys: Option<String>,
     rng: SystemRandom,
     now: Box<dyn Fn() -> i64 + Send + Sync>,
     /// Automerge sync states of open sessions, by (document, store).
@@ -228,10 +234,17 @@ impl Hub {
             store,
             ca_pem,
             ca_fingerprint,
+            chain_keys: None,
             rng: SystemRandom::new(),
             now,
             doc_sessions: Default::default(),
         }
+    }
+
+    /// Hands `keys` (see [`crate::chain_keys`]) to every store that enrolls.
+    pub fn with_chain_keys(mut self, keys: String) -> Self {
+        self.chain_keys = Some(keys);
+        self
     }
 
     /// 32 random bytes, base64url, after a prefix that says what the secret is for
@@ -279,6 +292,7 @@ impl Hub {
             credential,
             ring: row.ring,
             ca_pem: self.ca_pem.clone(),
+            chain_keys: self.chain_keys.clone(),
         })
     }
 
@@ -393,6 +407,29 @@ impl Hub {
         let facts = self.store.read(&req.origin, req.after, max)?;
         let high = self.store.high(&req.origin)?;
         Ok((batch(req.origin.clone(), facts), high))
+    }
+
+    /// Every fact of the members registered under a phone, for a store that does not
+    /// hold them (the cashier looked the phone up there), a page at a time.
+    pub fn fetch_member(
+        &self,
+        store: &StoreRow,
+        req: &MemberFetch,
+    ) -> Result<FetchedMember, HubError> {
+        use base64::Engine;
+        let valid = base64::engine::general_purpose::STANDARD
+            .decode(&req.phone_idx)
+            .is_ok_and(|b| b.len() == 32);
+        if !valid {
+            return Err(HubError::Invalid(
+                "phone_idx must be a 32-byte blind index in base64".into(),
+            ));
+        }
+        let (facts, next) =
+            self.store
+                .member_facts_by_phone(&req.phone_idx, req.after, FETCH_PAGE)?;
+        tracing::debug!(store = %store.store_id, facts = facts.len(), "member fetched");
+        Ok(FetchedMember { facts, next })
     }
 
     /// An HQ document as stored (a new, empty one if none).
@@ -517,32 +554,17 @@ mod tests {
     const T0: i64 = 1_764_000_000_000;
 
     fn update(store: &str, seq: u64, name: &str, wall: i64) -> (Origin, Fact) {
-        let origin = Origin {
-            node: store.into(),
-            incarnation: uuid::Uuid::from_u128(7),
-        };
         let body = serde_json::json!({"name": name, "tags_add": ["vip"], "hlc": {"wall": wall, "counter": 0, "node": store}});
-        let entry = LedgerEntry {
-            kind: "member_updated".into(),
-            at: wall,
-            member: Some("m-1".into()),
-            txn: uuid::Uuid::now_v7().to_string(),
-            earn: 0,
-            expires_at: 0,
-            available_at: 0,
-            spend: 0,
-            reverse: 0,
-            reverse_lot: None,
-            qual_spend: 0,
-            qual_at: 0,
-            body: body.to_string(),
-        };
-        let fact = Fact {
-            origin: origin.clone(),
+        let fact = member_fact(
+            store,
             seq,
-            body: serde_json::to_string(&entry).unwrap_or_default(),
-        };
-        (origin, fact)
+            wall,
+            "member_updated",
+            "m-1",
+            0,
+            &body.to_string(),
+        );
+        (fact.origin.clone(), fact)
     }
 
     /// A store whose clock runs an hour fast edits a name; two minutes later another
@@ -586,5 +608,136 @@ mod tests {
         let list = hub.stores().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(list[0].clock_ahead_ms, Some(3_601_000));
         assert_eq!(list[1].clock_ahead_ms, None);
+    }
+
+    /// A store's fact about member `m` as it syncs (kind, points earned, inner body).
+    fn member_fact(
+        store: &str,
+        seq: u64,
+        at: i64,
+        kind: &str,
+        m: &str,
+        earn: i64,
+        body: &str,
+    ) -> Fact {
+        let entry = LedgerEntry {
+            kind: kind.into(),
+            at,
+            member: Some(m.into()),
+            txn: uuid::Uuid::now_v7().to_string(),
+            earn,
+            expires_at: if earn > 0 { T0 + 1_000_000_000 } else { 0 },
+            available_at: 0,
+            spend: 0,
+            reverse: 0,
+            reverse_lot: None,
+            qual_spend: 0,
+            qual_at: 0,
+            body: body.into(),
+        };
+        Fact {
+            origin: Origin {
+                node: store.into(),
+                incarnation: uuid::Uuid::from_u128(7),
+            },
+            seq,
+            body: serde_json::to_string(&entry).unwrap_or_default(),
+        }
+    }
+
+    /// The phone's index finds the member registered under it and every fact of theirs
+    /// from every store, in pages, through the indexes rather than a scan; another
+    /// member's facts never come along.
+    #[test]
+    fn a_member_is_fetched_by_phone_with_their_facts_from_every_store() {
+        use base64::Engine;
+        let t = TestHub::new(T0, &["S001", "S002"]);
+        let (hub, rows) = (&t.hub, &t.rows);
+        let push = |row: &StoreRow, facts: Vec<Fact>| {
+            let origin = facts[0].origin.clone();
+            let last_seq = facts.last().map_or(0, |f| f.seq);
+            let req = PushRequest {
+                report: SyncReport {
+                    origin: Some(origin.clone()),
+                    last_seq,
+                },
+                push: Push {
+                    from: row.store_id.clone(),
+                    batches: vec![batch(origin, facts)],
+                },
+            };
+            hub.push(row, &req).unwrap_or_else(|e| panic!("{e}"))
+        };
+        let b64 = |b: u8| base64::engine::general_purpose::STANDARD.encode([b; 32]);
+        let reg = |idx: &str| serde_json::json!({ "phone_idx": idx }).to_string();
+        push(
+            &rows[0],
+            vec![
+                member_fact("S001", 1, T0, "member_registered", "m-1", 0, &reg(&b64(1))),
+                member_fact("S001", 2, T0, "member_registered", "m-2", 0, &reg(&b64(2))),
+                member_fact("S001", 3, T0, "purchase", "m-1", 120, "{}"),
+                member_fact("S001", 4, T0, "purchase", "m-2", 999, "{}"),
+            ],
+        );
+        push(
+            &rows[1],
+            vec![member_fact("S002", 1, T0, "purchase", "m-1", 30, "{}")],
+        );
+        let fetch = |idx: String, after| {
+            hub.fetch_member(
+                &rows[1],
+                &MemberFetch {
+                    phone_idx: idx,
+                    after,
+                },
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let got = fetch(b64(1), 0);
+        let seen: Vec<(String, u64)> = got
+            .facts
+            .iter()
+            .map(|f| (f.origin.node.clone(), f.seq))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![("S001".into(), 1), ("S001".into(), 3), ("S002".into(), 1)]
+        );
+        assert_eq!(got.next, None);
+        assert!(fetch(b64(9), 0).facts.is_empty());
+        // Pages: a page of one, then the rest after where it ended.
+        let (first, next) = t
+            .hub
+            .store()
+            .member_facts_by_phone(&b64(1), 0, 1)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(first.len(), 1);
+        let after = next.unwrap_or_else(|| panic!("a second page"));
+        assert_eq!(fetch(b64(1), after).facts.len(), 2);
+        assert!(matches!(
+            hub.fetch_member(
+                &rows[1],
+                &MemberFetch {
+                    phone_idx: "not-an-index".into(),
+                    after: 0
+                }
+            ),
+            Err(HubError::Invalid(_))
+        ));
+        let conn = rusqlite::Connection::open(t.db_path()).unwrap_or_else(|e| panic!("{e}"));
+        let plan: Vec<String> = conn
+            .prepare(&format!(
+                "EXPLAIN QUERY PLAN {}",
+                crate::store::sqlite::MEMBER_FACTS_BY_PHONE
+            ))
+            .and_then(|mut s| {
+                s.query_map(rusqlite::params![b64(1), 0, 10], |r| r.get::<_, String>(3))?
+                    .collect()
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        let plan = plan.join(" / ");
+        assert!(plan.contains("registrations_by_phone"), "{plan}");
+        assert!(plan.contains("facts_by_member"), "{plan}");
+        assert!(!plan.contains("SCAN f"), "{plan}");
     }
 }

@@ -25,6 +25,11 @@ pub struct EnrollResponse {
     pub ring: String,
     /// The hub CA certificate (PEM) the edge pins.
     pub ca_pem: String,
+    /// The chain's member keys (base64 of 64 bytes: the phone blind-index key, then the
+    /// key that wraps member data keys), so every store finds a phone under the same
+    /// index and can read a member another store registered. Absent from older hubs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_keys: Option<String>,
 }
 
 // Secrets stay out of Debug output (and so out of any log that formats these).

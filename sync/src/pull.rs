@@ -18,6 +18,27 @@ use serde::{Deserialize, Serialize};
 
 use crate::session::Fact;
 
+/// A store asks the hub for a member it does not hold, by the phone's chain-wide blind
+/// index (base64), in pages after hub position `after`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberFetch {
+    /// The phone's blind index under the chain's key (base64).
+    pub phone_idx: String,
+    /// Continue after this position (0: from the start).
+    #[serde(default)]
+    pub after: u64,
+}
+
+/// Every fact of the members registered under a phone, from every origin, in the order
+/// the hub received them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchedMember {
+    /// The facts (none: no member has that phone).
+    pub facts: Vec<Fact>,
+    /// Where the next page starts, if there is one.
+    pub next: Option<u64>,
+}
+
 /// One operation of a replication set's log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {

@@ -389,6 +389,26 @@ impl TestEdge {
             .to_string())
     }
 
+    /// Waits (up to 15 s) until the hub is reachable from this edge and holds every fact
+    /// it wrote.
+    pub async fn synced(&self) -> Result<()> {
+        hub::TestHub::wait_for(Duration::from_secs(15), || async {
+            let h = self.get("/healthz").await?.json["hub"].clone();
+            Ok(h["pending_facts"] == 0 && h["reachable"] == true)
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Waits (up to 15 s) until this edge sees the hub as reachable, or as gone.
+    pub async fn hub_reachable(&self, reachable: bool) -> Result<()> {
+        hub::TestHub::wait_for(Duration::from_secs(15), || async {
+            Ok(self.get("/healthz").await?.json["hub"]["reachable"] == reachable)
+        })
+        .await
+        .map(|_| ())
+    }
+
     /// Number of facts this store has written in its current incarnation (read from
     /// its database, read-only).
     pub async fn facts_written(&self) -> Result<u64> {

@@ -7,6 +7,7 @@ use patron_protocol::hub::{
     AuthorizeRequest, AuthorizeResponse, DocSync, EnrollRequest, EnrollResponse, LeaseRequest,
     LeaseResponse, LeaseReturn, LeaseReturned, PushRequest, RefetchRequest,
 };
+use patron_sync::pull::{FetchedMember, MemberFetch};
 use patron_sync::session::{Batch, Push, PushAck};
 use serde::de::DeserializeOwned;
 
@@ -167,6 +168,11 @@ impl HubClient {
     /// Asks for a lease on a member's points.
     pub async fn lease(&self, req: &LeaseRequest) -> Result<LeaseResponse, SyncError> {
         self.post("/v1/leases", req).await
+    }
+
+    /// The facts of the member registered under a phone (chain-wide blind index).
+    pub async fn fetch_member(&self, req: &MemberFetch) -> Result<FetchedMember, SyncError> {
+        self.post("/v1/members/fetch", req).await
     }
 
     /// Gives a lease back.

@@ -67,6 +67,17 @@ pub async fn enroll(
             ));
         }
     }
+    // Before the link: an edge with a link and no chain keys would index phones apart.
+    if let Some(keys) = &resp.chain_keys {
+        use base64::Engine;
+        let keys = base64::engine::general_purpose::STANDARD
+            .decode(keys)
+            .map_err(|_| SyncError::Setup("the hub's chain keys are not base64".into()))?;
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| SyncError::Setup(format!("creating {}: {e}", data_dir.display())))?;
+        crate::crypto::save_chain_keys(&data_dir.join(crate::crypto::CHAIN_KEY_FILE), &keys)
+            .map_err(|e| SyncError::Setup(format!("chain keys: {e}")))?;
+    }
     let link = HubLink {
         url: url.to_string(),
         store_id: resp.store_id,

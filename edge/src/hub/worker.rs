@@ -45,9 +45,12 @@ pub fn spawn(edge: Arc<Edge>, link: HubLink) -> Result<tokio::task::JoinHandle<(
     let cfg = edge.core.cfg.sync.clone();
     let client = HubClient::new(&link, Duration::from_millis(cfg.timeout_ms))?;
     let timeout = Duration::from_millis(edge.core.cfg.redemption.authorize_timeout_ms.max(1));
+    let fetch_timeout = Duration::from_millis(cfg.fetch_timeout_ms.max(1));
     edge.set_hub_authority(crate::service::HubAuthority {
         client: HubClient::new(&link, timeout)?,
         timeout,
+        fetcher: HubClient::new(&link, fetch_timeout)?,
+        fetch_timeout,
     });
     if edge.core.cfg.redemption.leases {
         crate::service::leases::spawn(edge.clone(), HubClient::new(&link, timeout)?);

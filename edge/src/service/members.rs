@@ -4,6 +4,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use patron_protocol::pos::{ExpiringPoints, Member, PointsView, RegisterMember, UpdateMember};
 use patron_protocol::{MemberId, Points};
+use patron_sync::pull::MemberFetch;
 use serde_json::json;
 
 use super::{Core, Edge, EdgeError, Idem, MemberState, Reply, Seal, invalid, opt};
@@ -128,6 +129,7 @@ impl Edge {
         let idb = *id.as_bytes();
         let (key, wrapped_key) = core.vault.new_member_key(&idb)?;
         let v = &core.vault;
+        let indexes = v.phone_indexes(phone.as_str());
         let row = MemberRow {
             member_id: idb,
             phone_idx: v.phone_index(phone.as_str()),
@@ -155,8 +157,8 @@ impl Edge {
             .writer
             .write(move |ctx| {
                 core.idempotent(ctx, idem.as_ref(), now, |ctx| {
-                    if let Some(existing) = members::ids_by_phone(ctx.conn, &row.phone_idx)?.first() {
-                        return Err(EdgeError::MemberExists { member_id: MemberId::from_bytes(*existing) });
+                    if let Some(existing) = members::first_by_phone(ctx.conn, &indexes)? {
+                        return Err(EdgeError::MemberExists { member_id: MemberId::from_bytes(existing) });
                     }
                     let mut row = row;
                     row.referral_code = core.new_referral_code(ctx.conn)?;
@@ -208,10 +210,79 @@ impl Edge {
         view
     }
 
-    /// `GET /v1/members?phone=…`.
+    /// `GET /v1/members?phone=…`. A phone this store does not hold is fetched from the
+    /// hub, when it is reachable, in one round trip (see [`Edge::fetch_member`]).
     pub async fn member_by_phone(&self, raw_phone: &str) -> Result<Member, EdgeError> {
         let phone = Phone::parse(raw_phone).map_err(invalid)?;
-        let idx = self.core.vault.phone_index(phone.as_str());
+        match self.member_by_phone_here(&phone).await {
+            Err(EdgeError::MemberNotFound) if self.fetch_member(&phone).await => {
+                self.member_by_phone_here(&phone).await
+            }
+            found => found,
+        }
+    }
+
+    /// Asks the hub for the member registered under `phone` at another store and keeps
+    /// their facts here. `false` (the lookup answers not found) when the store is not
+    /// enrolled, holds no chain keys, the hub is unreachable or slow, or knows no one.
+    async fn fetch_member(&self, phone: &Phone) -> bool {
+        let Some(hub) = self.hub_authority() else {
+            return false;
+        };
+        let reachable = self.sync_status.lock().is_ok_and(|s| s.reachable);
+        if !reachable || !self.core.vault.has_chain_keys() {
+            return false;
+        }
+        let idx = B64.encode(self.core.vault.phone_index(phone.as_str()));
+        let pages = async {
+            let mut facts = Vec::new();
+            let mut after = 0;
+            loop {
+                let page = hub
+                    .fetcher
+                    .fetch_member(&MemberFetch {
+                        phone_idx: idx.clone(),
+                        after,
+                    })
+                    .await?;
+                facts.extend(page.facts);
+                match page.next {
+                    Some(next) if next > after => after = next,
+                    _ => return Ok::<_, crate::hub::SyncError>(facts),
+                }
+            }
+        };
+        let facts = match tokio::time::timeout(hub.fetch_timeout, pages).await {
+            Ok(Ok(f)) if !f.is_empty() => f,
+            Ok(Ok(_)) => return false,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "member fetch from the hub failed");
+                return false;
+            }
+            Err(_) => {
+                tracing::warn!(
+                    timeout_ms = hub.fetch_timeout.as_millis() as u64,
+                    "member fetch from the hub timed out"
+                );
+                return false;
+            }
+        };
+        let n = facts.len();
+        match self.apply_fetched(facts).await {
+            Ok(_) => {
+                tracing::info!(facts = n, "member fetched from the hub");
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "a member fetched from the hub could not be stored");
+                false
+            }
+        }
+    }
+
+    /// The member this store holds under `phone`.
+    async fn member_by_phone_here(&self, phone: &Phone) -> Result<Member, EdgeError> {
+        let indexes = self.core.vault.phone_indexes(phone.as_str());
         let core = self.core.clone();
         let rules = self.rules();
         let (id, view) = self
@@ -219,9 +290,8 @@ impl Edge {
             .readers
             .read(move |conn| {
                 let now = core.now();
-                let id = *members::ids_by_phone(conn, &idx)?
-                    .first()
-                    .ok_or(EdgeError::MemberNotFound)?;
+                let id =
+                    members::first_by_phone(conn, &indexes)?.ok_or(EdgeError::MemberNotFound)?;
                 let row = members::get(conn, &id)?.ok_or(EdgeError::MemberNotFound)?;
                 let (_, state) = core.load_state(conn, &id, now)?;
                 Ok::<_, EdgeError>((

@@ -416,7 +416,8 @@ impl Edge {
         cfg.validate()?;
         std::fs::create_dir_all(&cfg.data_dir)
             .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
-        let vault = Vault::open_or_create(&cfg.data_dir.join("edge.key"))?;
+        let vault = Vault::open_or_create(&cfg.data_dir.join("edge.key"))?
+            .with_chain_keys_from(&cfg.data_dir.join(crate::crypto::CHAIN_KEY_FILE))?;
         let store = Store::open(&cfg.data_dir, &cfg.store_id, &cfg.storage)?;
         let offset = clock::parse_offset(&cfg.utc_offset).context("utc_offset")?;
         let origin_label = format!("{}/{}", store.origin.node, store.origin.incarnation).into();

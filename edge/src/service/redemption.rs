@@ -45,6 +45,10 @@ pub struct HubAuthority {
     pub client: HubClient,
     /// How long to wait for an answer.
     pub timeout: Duration,
+    /// Client for member fetches (a longer timeout: a member's whole history).
+    pub fetcher: HubClient,
+    /// How long a lookup waits for a member fetch.
+    pub fetch_timeout: Duration,
 }
 
 impl Edge {
@@ -65,7 +69,7 @@ impl Edge {
         }
     }
 
-    fn hub_authority(&self) -> Option<Arc<HubAuthority>> {
+    pub(super) fn hub_authority(&self) -> Option<Arc<HubAuthority>> {
         self.authority.read().ok().and_then(|a| a.clone())
     }
 

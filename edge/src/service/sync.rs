@@ -127,6 +127,25 @@ fn b64(v: &serde_json::Value) -> Option<Vec<u8>> {
         .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
 }
 
+/// A synced fact as this store writes it.
+fn new_fact(e: &LedgerEntry) -> Result<facts::NewFact<'_>, EdgeError> {
+    Ok(facts::NewFact {
+        kind: &e.kind,
+        at: e.at,
+        member: e.member.as_deref().map(uuid_bytes).transpose()?,
+        txn: uuid_bytes(&e.txn)?,
+        earn: e.earn,
+        expires_at: e.expires_at,
+        available_at: e.available_at,
+        spend: e.spend,
+        reverse: e.reverse,
+        reverse_lot: e.reverse_lot.as_deref().map(uuid_bytes).transpose()?,
+        qual_spend: e.qual_spend,
+        qual_at: e.qual_at,
+        body: e.body.clone(),
+    })
+}
+
 /// Rebuilds what the POS looks up and what guards refunds and coupons (members,
 /// receipts, refunds, coupons and their use) from a fact of this store's that came back
 /// from the hub. Balances, tiers and points need nothing: they are derived from the
@@ -294,6 +313,48 @@ fn project(
 }
 
 impl Edge {
+    /// Stores the facts of a member fetched from the hub (another store registered
+    /// them): every fact counts in the member's balance and tier here, and the member's
+    /// profile row is rebuilt from the registration and profile facts. Other stores'
+    /// receipts, refunds and coupons are not rebuilt: they are redeemed and refunded
+    /// where they were issued. Returns whether any fact was new.
+    pub async fn apply_fetched(&self, fetched: Vec<Fact>) -> Result<bool, EdgeError> {
+        self.store
+            .writer
+            .write(move |ctx| {
+                let mut origins = std::collections::HashMap::new();
+                let mut any = false;
+                for f in &fetched {
+                    let key = (f.origin.node.clone(), f.origin.incarnation);
+                    let origin_id = match origins.get(&key) {
+                        Some(id) => *id,
+                        None => {
+                            let id = store::origin_id(
+                                ctx.conn,
+                                &f.origin.node,
+                                &f.origin.incarnation.to_string(),
+                            )?;
+                            origins.insert(key, id);
+                            id
+                        }
+                    };
+                    let e: LedgerEntry = serde_json::from_str(&f.body)
+                        .map_err(|x| StoreError::Corrupt(format!("fetched fact: {x}")))?;
+                    let seq = f.seq as i64;
+                    if facts::insert_at(ctx.conn, origin_id, seq, &new_fact(&e)?)
+                        .map_err(StoreError::from)?
+                    {
+                        any = true;
+                        if matches!(e.kind.as_str(), "member_registered" | "member_updated") {
+                            project(ctx.conn, origin_id, seq, &e)?;
+                        }
+                    }
+                }
+                Ok::<_, EdgeError>(any)
+            })
+            .await
+    }
+
     /// The old incarnation's facts still to fetch back from the hub, if any.
     pub async fn pending_refetch(&self) -> Result<Option<incarnation::Refetch>, EdgeError> {
         self.store
@@ -322,22 +383,7 @@ impl Edge {
                     }
                     let e: LedgerEntry = serde_json::from_str(&f.body)
                         .map_err(|x| StoreError::Corrupt(format!("refetched fact: {x}")))?;
-                    let nf = facts::NewFact {
-                        kind: &e.kind,
-                        at: e.at,
-                        member: e.member.as_deref().map(uuid_bytes).transpose()?,
-                        txn: uuid_bytes(&e.txn)?,
-                        earn: e.earn,
-                        expires_at: e.expires_at,
-                        available_at: e.available_at,
-                        spend: e.spend,
-                        reverse: e.reverse,
-                        reverse_lot: e.reverse_lot.as_deref().map(uuid_bytes).transpose()?,
-                        qual_spend: e.qual_spend,
-                        qual_at: e.qual_at,
-                        body: e.body.clone(),
-                    };
-                    if facts::insert_at(ctx.conn, r.origin_id, seq, &nf)
+                    if facts::insert_at(ctx.conn, r.origin_id, seq, &new_fact(&e)?)
                         .map_err(StoreError::from)?
                     {
                         project(ctx.conn, r.origin_id, seq, &e)?;

@@ -131,13 +131,21 @@ pub fn exists(conn: &Connection, id: &[u8; 16]) -> Result<bool, StoreError> {
         .is_some())
 }
 
-/// Members whose phone has this blind index, earliest registration first.
-pub fn ids_by_phone(conn: &Connection, idx: &[u8; 32]) -> Result<Vec<[u8; 16]>, StoreError> {
+/// The member with a phone under one of these blind indexes, trying them in order
+/// (the earliest registration under an index first).
+pub fn first_by_phone(
+    conn: &Connection,
+    indexes: &[[u8; 32]],
+) -> Result<Option<[u8; 16]>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT member_id FROM members WHERE phone_idx = ?1 ORDER BY created_at, member_id",
+        "SELECT member_id FROM members WHERE phone_idx = ?1 ORDER BY created_at, member_id LIMIT 1",
     )?;
-    let rows = stmt.query_map(params![&idx[..]], |r| r.get(0))?;
-    Ok(rows.collect::<rusqlite::Result<Vec<[u8; 16]>>>()?)
+    for idx in indexes {
+        if let Some(id) = stmt.query_row(params![&idx[..]], |r| r.get(0)).optional()? {
+            return Ok(Some(id));
+        }
+    }
+    Ok(None)
 }
 
 /// The member whose own referral code this is.

@@ -180,6 +180,18 @@ pub fn meta_get(conn: &Connection, key: &str) -> Result<Option<String>, StoreErr
 }
 
 /// Establishes (first start) or checks (later starts) which store this database is.
+/// The local id of origin (`node`, `incarnation`), recorded if new (facts fetched from
+/// the hub carry other stores' origins).
+pub fn origin_id(conn: &Connection, node: &str, incarnation: &str) -> Result<i64, StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO origins (node, incarnation) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+    )?
+    .execute(params![node, incarnation])?;
+    Ok(conn
+        .prepare_cached("SELECT id FROM origins WHERE node = ?1 AND incarnation = ?2")?
+        .query_row(params![node, incarnation], |r| r.get(0))?)
+}
+
 fn ensure_origin(conn: &Connection, store_id: &str) -> Result<OwnOrigin, StoreError> {
     match meta_get(conn, "store_id")? {
         Some(found) if found != store_id => {

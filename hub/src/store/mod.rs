@@ -154,6 +154,16 @@ pub trait HubStore: Send + Sync + 'static {
     /// Facts of `origin` after `after`, at most `max`, in sequence order.
     fn read(&self, origin: &Origin, after: u64, max: usize) -> Result<Vec<Fact>, StoreError>;
 
+    /// Up to `max` facts of the members registered under `phone_idx` (the chain-wide
+    /// blind index, base64), from every origin, after ingest position `after`; with the
+    /// position to continue from if there are more.
+    fn member_facts_by_phone(
+        &self,
+        phone_idx: &str,
+        after: u64,
+        max: usize,
+    ) -> Result<(Vec<Fact>, Option<u64>), StoreError>;
+
     /// An HQ document's bytes.
     fn load_doc(&self, doc_id: &str) -> Result<Option<Vec<u8>>, StoreError>;
 

@@ -163,7 +163,32 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (member, store)
     ) STRICT, WITHOUT ROWID;
     "#,
+    r#"
+    -- A member's facts from every store, and members by the phone's chain-wide blind
+    -- index: a store fetches a member it does not hold by phone, and the hub finds a
+    -- phone registered twice. Expressions over the stored fact, so ingest is unchanged.
+    CREATE INDEX facts_by_member ON facts (json_extract(body, '$.member'))
+        WHERE json_extract(body, '$.member') IS NOT NULL;
+    CREATE INDEX registrations_by_phone
+        ON facts (json_extract(json_extract(body, '$.body'), '$.phone_idx'))
+        WHERE json_extract(body, '$.kind') = 'member_registered';
+    "#,
 ];
+
+/// Every fact of the members registered under a phone index (`?1`), after ingest
+/// position `?2`, at most `?3`. The expressions must stay those of migration 6's
+/// indexes, which is how both lookups avoid a scan of the facts.
+pub(crate) const MEMBER_FACTS_BY_PHONE: &str = "
+    SELECT f.id, o.node, o.incarnation, f.seq, f.body
+      FROM facts f JOIN origins o ON o.id = f.origin
+     WHERE json_extract(f.body, '$.member') IN (
+             SELECT json_extract(body, '$.member') FROM facts
+              WHERE json_extract(body, '$.kind') = 'member_registered'
+                AND json_extract(json_extract(body, '$.body'), '$.phone_idx') = ?1)
+       AND json_extract(f.body, '$.member') IS NOT NULL
+       AND f.id > ?2
+     ORDER BY f.id
+     LIMIT ?3";
 
 /// The hub database file name inside the data directory.
 pub const DB_FILE: &str = "hub.sqlite";
@@ -701,6 +726,41 @@ impl HubStore for SqliteStore {
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    fn member_facts_by_phone(
+        &self,
+        phone_idx: &str,
+        after: u64,
+        max: usize,
+    ) -> Result<(Vec<Fact>, Option<u64>), StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(MEMBER_FACTS_BY_PHONE)?;
+        let mut rows = stmt
+            .query_map(params![phone_idx, after as i64, max as i64 + 1], |r| {
+                let incarnation: String = r.get(2)?;
+                Ok((
+                    r.get::<_, i64>(0)? as u64,
+                    Fact {
+                        origin: Origin {
+                            node: r.get(1)?,
+                            incarnation: incarnation.parse().map_err(|e| {
+                                rusqlite::Error::FromSqlConversionFailure(
+                                    2,
+                                    rusqlite::types::Type::Text,
+                                    Box::new(e),
+                                )
+                            })?,
+                        },
+                        seq: r.get::<_, i64>(3)? as u64,
+                        body: r.get(4)?,
+                    },
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let next = (rows.len() > max).then(|| rows[max - 1].0);
+        rows.truncate(max);
+        Ok((rows.into_iter().map(|(_, f)| f).collect(), next))
     }
 
     fn profile(&self, member: &str) -> Result<Option<Profile>, StoreError> {

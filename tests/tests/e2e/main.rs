@@ -10,4 +10,5 @@ mod openapi;
 mod pii;
 mod promotions;
 mod redemption;
+mod replication;
 mod sync;

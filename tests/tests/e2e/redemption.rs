@@ -42,15 +42,6 @@ async fn ask_hub(
     .await
 }
 
-async fn synced(e: &TestEdge) -> Result<()> {
-    TestHub::wait_for(Duration::from_secs(15), || async {
-        let h = e.get("/healthz").await?.json["hub"].clone();
-        Ok(h["pending_facts"] == 0 && h["reachable"] == true)
-    })
-    .await
-    .map(|_| ())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_hub_authorizes_online_and_floor_limits_bound_offline_redemptions() -> Result<()> {
     let mut hub = TestHub::spawn().await?;
@@ -60,7 +51,7 @@ async fn the_hub_authorizes_online_and_floor_limits_bound_offline_redemptions() 
     let m = e.register("13800000001", None).await?;
     let (st, _) = sale(&e, &m, "R-earn", 200_000, 0).await?;
     anyhow::ensure!(st == 201, "earning sale: {st}");
-    synced(&e)
+    e.synced()
         .await
         .context("the earning sale reaches the hub")?;
 
@@ -89,7 +80,7 @@ async fn the_hub_authorizes_online_and_floor_limits_bound_offline_redemptions() 
     assert_eq!(body["error"]["details"]["available"], 500, "{body}");
     let (st, body) = sale(&e, &m, "R-500", 1_000, 500).await?;
     assert_eq!(st, 201, "{body}");
-    synced(&e).await?;
+    e.synced().await?;
 
     // The hub goes away: offline, one member may redeem 300 here, the store 450 a day.
     hub.kill();
@@ -118,7 +109,7 @@ async fn the_hub_authorizes_online_and_floor_limits_bound_offline_redemptions() 
     // the small sales earned), 800 were spent and 1,500 are held, so even 1 point is
     // refused although S001 shows over 1,200.
     hub.start().await?;
-    synced(&e)
+    e.synced()
         .await
         .context("offline redemptions reach the hub")?;
     let local = e.get(&format!("/v1/members/{m}")).await?.json["points"]["balance"]
@@ -164,7 +155,7 @@ async fn a_lease_lets_the_store_redeem_offline_beyond_the_floor_limit() -> Resul
     let m = e.register("13800000011", None).await?;
     let (st, _) = sale(&e, &m, "R-earn", 200_000, 0).await?;
     anyhow::ensure!(st == 201, "earning sale: {st}");
-    synced(&e).await?;
+    e.synced().await?;
 
     // The cashier looks the member up: the store asks for a lease in the background.
     assert_eq!(leases_held(&e).await?, 0);
@@ -200,7 +191,7 @@ async fn a_lease_lets_the_store_redeem_offline_beyond_the_floor_limit() -> Resul
     let (st, body) = sale(&e, &m, "R-online", 1_500, 1200).await?;
     assert_eq!(st, 201, "free points, then the lease: {body}");
     earned += body["points_earned"].as_i64().context("points_earned")?;
-    synced(&e).await?;
+    e.synced().await?;
     assert_eq!(hub_lease(&hub, &m)?, Some(("S001".into(), 800, 0)));
 
     // The hub goes away. 700 is far past the floor limit (100), but within the lease.
@@ -228,7 +219,7 @@ async fn a_lease_lets_the_store_redeem_offline_beyond_the_floor_limit() -> Resul
     // Back online: the spends reach the hub and are credited to the lease; spent out,
     // the lease is given back.
     hub.start().await?;
-    synced(&e).await?;
+    e.synced().await?;
     TestHub::wait_for(Duration::from_secs(15), || async {
         Ok(leases_held(&e).await? == 0)
     })

@@ -277,15 +277,6 @@ fn copy_db(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-async fn synced(e: &TestEdge) -> Result<()> {
-    TestHub::wait_for(Duration::from_secs(15), || async {
-        let h = health(e).await?;
-        Ok(h["pending_facts"] == 0 && h["reachable"] == true)
-    })
-    .await
-    .map(|_| ())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_restored_from_an_old_backup_gets_a_new_incarnation_and_loses_nothing() -> Result<()>
 {
@@ -293,7 +284,7 @@ async fn a_store_restored_from_an_old_backup_gets_a_new_incarnation_and_loses_no
     let mut edge = enrolled_edge(&hub, "S001").await?;
     let alice = edge.register("13700000001", Some("Alice")).await?;
     commit(&edge, &alice, "R-1", 10_000, 0).await?;
-    synced(&edge).await?;
+    edge.synced().await?;
 
     // Last night's backup.
     edge.stop();
@@ -314,7 +305,7 @@ async fn a_store_restored_from_an_old_backup_gets_a_new_incarnation_and_loses_no
         )
         .await?;
     assert_eq!(r.status, 201, "{}", r.json);
-    synced(&edge).await?;
+    edge.synced().await?;
     let (alice_before, bob_before) = (balance(&edge, &alice).await?, balance(&edge, &bob).await?);
     let written_before = edge.facts_written().await?;
     edge.stop();
@@ -356,7 +347,7 @@ async fn a_store_restored_from_an_old_backup_gets_a_new_incarnation_and_loses_no
         .await?;
     assert_eq!(r.status, 201, "{}", r.json);
     commit(&edge, &alice, "R-5", 1_000, 0).await?;
-    synced(&edge).await?;
+    edge.synced().await?;
 
     // The hub holds both incarnations: every fact of the old one (none reused) and the
     // new one's; balances over its facts match the store's.

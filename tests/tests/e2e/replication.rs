@@ -1,0 +1,95 @@
+//! Members across stores: every enrolled store holds the chain's member keys, so a
+//! phone registered at one store is fetched at another in one round trip when the hub
+//! is reachable, and that store reads the member, their balance and their tier.
+
+use anyhow::{Context, Result};
+use patron_tests::TestEdge;
+use patron_tests::hub::TestHub;
+use serde_json::{Value, json};
+
+const CONFIG: &str = "[sync]\npush_delay_ms = 10\nheartbeat_ms = 200\nretry_min_ms = 100\nretry_max_ms = 400\ntimeout_ms = 2000\n";
+
+async fn enrolled_edge(hub: &TestHub, store: &str) -> Result<TestEdge> {
+    let mut e = TestEdge::prepare(store, CONFIG)?;
+    e.enroll(hub)?;
+    e.start().await?;
+    Ok(e)
+}
+
+async fn sale(e: &TestEdge, member: &str, receipt: &str, price: i64, redeem: i64) -> Result<Value> {
+    let body = json!({"member_id": member, "receipt_id": receipt, "redeem_points": redeem,
+                      "lines": [{"sku": "A1", "qty": 1, "unit_price": price}]});
+    let r = e.post("/v1/checkout/commit", &body, Some(receipt)).await?;
+    anyhow::ensure!(r.status == 201, "commit {receipt}: {} {}", r.status, r.json);
+    Ok(r.json)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_of_another_store_is_fetched_by_phone_in_one_round_trip() -> Result<()> {
+    let mut hub = TestHub::spawn().await?;
+    let s1 = enrolled_edge(&hub, "S001").await?;
+    let s2 = enrolled_edge(&hub, "S002").await?;
+    let m = s1.register("13900000001", Some("王芳")).await?;
+    let earned = sale(&s1, &m, "R1-earn", 250_000, 0).await?["points_earned"]
+        .as_i64()
+        .context("points_earned")?;
+    s1.synced().await?;
+    s2.hub_reachable(true).await?;
+
+    // S002 has never seen this phone: the lookup fetches the member from the hub and
+    // answers with S001's registration, decrypted here, and S001's points.
+    let r = s2.get("/v1/members?phone=13900000001").await?;
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(r.json["member_id"], m.as_str(), "{}", r.json);
+    assert_eq!(r.json["name"], "王芳", "{}", r.json);
+    assert_eq!(r.json["points"]["balance"], earned, "{}", r.json);
+    let at_home = s1.get(&format!("/v1/members/{m}")).await?.json;
+    assert_eq!(r.json["tier"], at_home["tier"], "{}", r.json);
+    // Held here now: registering the phone again is a conflict, not a second member.
+    let again = s2
+        .post(
+            "/v1/members",
+            &json!({"phone": "13900000001", "consents": {"terms": true}}),
+            None,
+        )
+        .await?;
+    assert_eq!(again.status, 409, "{}", again.json);
+    assert_eq!(
+        again.json["error"]["details"]["member_id"],
+        m.as_str(),
+        "{}",
+        again.json
+    );
+
+    // The member redeems at S002 (the hub authorizes) and earns there; both stores'
+    // sales reach the hub, which holds the one balance.
+    let sold = sale(&s2, &m, "R2-redeem", 10_000, 500).await?;
+    let earned2 = sold["points_earned"].as_i64().context("points_earned")?;
+    s2.synced().await?;
+    assert_eq!(hub.balance(&m)?, earned - 500 + earned2);
+    let here = s2.get(&format!("/v1/members/{m}")).await?.json;
+    assert_eq!(here["points"]["balance"], earned - 500 + earned2, "{here}");
+
+    // A phone no store registered is not found; one registered while S002 cannot reach
+    // the hub is not found there either (it is not held, and there is no one to ask).
+    let r = s2.get("/v1/members?phone=13900000002").await?;
+    assert_eq!(r.status, 404, "{}", r.json);
+    let m3 = s1.register("13900000003", None).await?;
+    s1.synced().await?;
+    hub.kill();
+    s2.hub_reachable(false)
+        .await
+        .context("S002 sees the hub gone")?;
+    let r = s2.get("/v1/members?phone=13900000003").await?;
+    assert_eq!(r.status, 404, "{}", r.json);
+    hub.start().await?;
+    s2.hub_reachable(true).await?;
+    let r = s2.get("/v1/members?phone=13900000003").await?;
+    assert_eq!(
+        (r.status, r.json["member_id"].as_str()),
+        (200, Some(m3.as_str())),
+        "{}",
+        r.json
+    );
+    Ok(())
+}
