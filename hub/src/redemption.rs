@@ -135,6 +135,14 @@ fn uuid_text(s: &str, what: &str) -> Result<String, HubError> {
 }
 
 impl Hub {
+    /// The member a request names (a UUID), as the hub counts them: the survivor if the
+    /// member was merged (one phone registered twice), so holds, leases and balances
+    /// cover every id of the person.
+    fn member_root(&self, raw: &str) -> Result<String, HubError> {
+        let member = uuid_text(raw, "member")?;
+        Ok(self.store().root_member(&member)?)
+    }
+
     /// `POST /v1/leases`: a lease on part of the member's points for the asking store,
     /// or the reason there is none.
     pub fn grant_lease(
@@ -142,7 +150,7 @@ impl Hub {
         store: &StoreRow,
         req: &LeaseRequest,
     ) -> Result<LeaseResponse, HubError> {
-        let member = uuid_text(&req.member, "member")?;
+        let member = self.member_root(&req.member)?;
         let now = self.now();
         let answer = match self.store().grant_lease(
             &member,
@@ -168,7 +176,7 @@ impl Hub {
 
     /// `POST /v1/leases/return`: the store gives its lease on the member back.
     pub fn return_lease(&self, store: &StoreRow, req: &LeaseReturn) -> Result<bool, HubError> {
-        let member = uuid_text(&req.member, "member")?;
+        let member = self.member_root(&req.member)?;
         Ok(self.store().return_lease(&member, &store.store_id)?)
     }
 
@@ -181,7 +189,7 @@ impl Hub {
         store: &StoreRow,
         req: &AuthorizeRequest,
     ) -> Result<AuthorizeResponse, HubError> {
-        let member = uuid_text(&req.member, "member")?;
+        let member = self.member_root(&req.member)?;
         let txn = uuid_text(&req.txn, "txn")?;
         if req.points <= 0 {
             return Err(HubError::Invalid("points must be positive".into()));
@@ -210,6 +218,9 @@ impl Hub {
         store_id: &str,
         mut members: Vec<String>,
     ) -> Result<(), HubError> {
+        for m in &mut members {
+            *m = self.store().root_member(m)?;
+        }
         members.sort();
         members.dedup();
         let now = self.now();

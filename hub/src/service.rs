@@ -60,6 +60,16 @@ impl From<StoreError> for HubError {
     }
 }
 
+/// The member and phone index a `member_registered` fact carries, if it is one.
+fn registration(body: &str) -> Option<(String, String)> {
+    let e: LedgerEntry = serde_json::from_str(body).ok()?;
+    if e.kind != "member_registered" {
+        return None;
+    }
+    let inner: serde_json::Value = serde_json::from_str(&e.body).ok()?;
+    Some((e.member?, inner["phone_idx"].as_str()?.to_string()))
+}
+
 /// Facts per page of a member fetch: most members' whole history, in one round trip.
 pub const FETCH_PAGE: usize = 2_000;
 
@@ -347,6 +357,7 @@ impl Hub {
             Projection {
                 profile: profile_ops(f, sid, now, &ahead),
                 points,
+                registered: registration(&f.body),
             }
         };
         let done =
@@ -357,6 +368,7 @@ impl Hub {
             tracing::warn!(store = %sid, ahead_ms = ahead.get(), "store clock ahead of the hub: profile stamps clamped");
             self.store.note_clock_ahead(sid, ahead.get())?;
         }
+        let merged = done.iter().flat_map(|i| i.merged.iter().cloned()).collect();
         let verdicts = req
             .push
             .batches
@@ -387,6 +399,7 @@ impl Hub {
         Ok(PushAck {
             from: HUB_NODE.into(),
             verdicts,
+            merged,
         })
     }
 
@@ -739,5 +752,103 @@ mod tests {
         assert!(plan.contains("registrations_by_phone"), "{plan}");
         assert!(plan.contains("facts_by_member"), "{plan}");
         assert!(!plan.contains("SCAN f"), "{plan}");
+    }
+
+    /// Two stores register one phone while apart: the registration the hub receives
+    /// second is merged into the first, once; the pusher is told; balances, holds and
+    /// fetches cover both ids.
+    #[test]
+    fn a_phone_registered_at_two_stores_becomes_one_member() {
+        use base64::Engine;
+        let t = TestHub::new(T0, &["S001", "S002"]);
+        let (hub, rows) = (&t.hub, &t.rows);
+        let push = |row: &StoreRow, facts: Vec<Fact>| {
+            let origin = facts[0].origin.clone();
+            let req = PushRequest {
+                report: SyncReport {
+                    origin: Some(origin.clone()),
+                    last_seq: facts.last().map_or(0, |f| f.seq),
+                },
+                push: Push {
+                    from: row.store_id.clone(),
+                    batches: vec![batch(origin, facts)],
+                },
+            };
+            hub.push(row, &req).unwrap_or_else(|e| panic!("{e}"))
+        };
+        let idx = base64::engine::general_purpose::STANDARD.encode([5u8; 32]);
+        let reg = serde_json::json!({ "phone_idx": idx }).to_string();
+        let (m1, m2) = (
+            "0190a000-0000-7000-8000-000000000001",
+            "0190a000-0000-7000-8000-000000000002",
+        );
+        let ack = push(
+            &rows[0],
+            vec![
+                member_fact("S001", 1, T0, "member_registered", m1, 0, &reg),
+                member_fact("S001", 2, T0, "purchase", m1, 300, "{}"),
+            ],
+        );
+        assert!(ack.merged.is_empty());
+        let s2 = vec![
+            member_fact("S002", 1, T0, "member_registered", m2, 0, &reg),
+            member_fact("S002", 2, T0, "purchase", m2, 200, "{}"),
+        ];
+        let ack = push(&rows[1], s2.clone());
+        assert_eq!(
+            ack.merged,
+            vec![patron_sync::session::Merged {
+                loser: m2.into(),
+                survivor: m1.into()
+            }]
+        );
+        // A resend merges nothing again.
+        assert!(push(&rows[1], s2).merged.is_empty());
+        let ask = |row: &StoreRow, member: &str, txn: u128, points: i64| {
+            hub.authorize(
+                row,
+                &patron_protocol::hub::AuthorizeRequest {
+                    member: member.into(),
+                    txn: uuid::Uuid::from_u128(txn).to_string(),
+                    points,
+                    unsynced: 0,
+                    lease_left: 0,
+                },
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+        };
+        // Asked by either id, the hub counts both ids' points, and one hold.
+        assert_eq!(ask(&rows[1], m2, 1, 10_000).available, 500);
+        assert!(ask(&rows[1], m2, 2, 400).granted);
+        assert_eq!(ask(&rows[0], m1, 3, 10_000).available, 100);
+        // The merge travels as a fact of the hub with the member's facts.
+        let fetched = hub
+            .fetch_member(
+                &rows[0],
+                &MemberFetch {
+                    phone_idx: idx,
+                    after: 0,
+                },
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        let kinds: Vec<(String, String)> = fetched
+            .facts
+            .iter()
+            .filter_map(|f| serde_json::from_str::<LedgerEntry>(&f.body).ok())
+            .map(|e| (e.kind, e.member.unwrap_or_default()))
+            .collect();
+        assert_eq!(kinds.len(), 5, "{kinds:?}");
+        let merge = fetched
+            .facts
+            .iter()
+            .find(|f| f.origin.node == "hub")
+            .unwrap_or_else(|| panic!("no merge fact in {kinds:?}"));
+        assert_eq!(merge.seq, 1);
+        let e: LedgerEntry = serde_json::from_str(&merge.body).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (e.kind.as_str(), e.member.as_deref()),
+            ("member_merged", Some(m2))
+        );
+        assert!(e.body.contains(m1), "{}", e.body);
     }
 }

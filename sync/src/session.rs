@@ -150,6 +150,19 @@ pub struct PushAck {
     pub from: String,
     /// One verdict per batch, in order.
     pub verdicts: Vec<Verdict>,
+    /// Members of the pushed facts that the receiver merged into another member (the
+    /// same phone registered twice): the pusher fetches the survivor.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged: Vec<Merged>,
+}
+
+/// A member merged into the one registered first under the same phone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Merged {
+    /// The merged-away member (UUID).
+    pub loser: String,
+    /// The member it is now part of.
+    pub survivor: String,
 }
 
 /// FNV-1a over every fact's identity and body. It detects truncation and corruption in
@@ -407,6 +420,7 @@ impl Replica {
         PushAck {
             from: self.name.clone(),
             verdicts,
+            merged: Vec::new(),
         }
     }
 
@@ -633,6 +647,7 @@ mod tests {
             "a resend starts from the acknowledged point"
         );
         s.on_ack(&PushAck {
+            merged: Vec::new(),
             from: "hub".into(),
             verdicts: vec![Verdict::Gap {
                 origin: o("S001"),

@@ -77,6 +77,8 @@ pub struct Ingested {
     pub judgement: Judgement,
     /// Highest contiguous sequence held for the batch's origin afterwards.
     pub high: u64,
+    /// Members of the batch merged into the member registered first under their phone.
+    pub merged: Vec<patron_sync::session::Merged>,
 }
 
 /// What the hub stores. Methods block; callers run them off the async runtime.
@@ -154,6 +156,9 @@ pub trait HubStore: Send + Sync + 'static {
     /// Facts of `origin` after `after`, at most `max`, in sequence order.
     fn read(&self, origin: &Origin, after: u64, max: usize) -> Result<Vec<Fact>, StoreError>;
 
+    /// The member `member` stands for: its survivor if it was merged, else itself.
+    fn root_member(&self, member: &str) -> Result<String, StoreError>;
+
     /// Up to `max` facts of the members registered under `phone_idx` (the chain-wide
     /// blind index, base64), from every origin, after ingest position `after`; with the
     /// position to continue from if there are more.
@@ -193,6 +198,8 @@ pub struct Projection {
     pub profile: Vec<(String, ProfileOp)>,
     /// A points movement of a member.
     pub points: Option<PointsRow>,
+    /// A member's registration: (member, the phone's chain-wide blind index).
+    pub registered: Option<(String, String)>,
 }
 
 /// A member's points movement as the hub indexes it.

@@ -11,7 +11,7 @@ use patron_protocol::hub::{
 use patron_protocol::points::Movement;
 use patron_sync::profile::{Profile, ProfileOp};
 use patron_sync::rights::{Lease, LeasePolicy, NoLease, Rights};
-use patron_sync::session::{Batch, Fact, Judgement};
+use patron_sync::session::{Batch, Fact, Judgement, Merged};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
@@ -173,7 +173,30 @@ const MIGRATIONS: &[&str] = &[
         ON facts (json_extract(json_extract(body, '$.body'), '$.phone_idx'))
         WHERE json_extract(body, '$.kind') = 'member_registered';
     "#,
+    r#"
+    -- Members merged into the member registered first under the same phone (DESIGN.md
+    -- §4). The survivor is always a first registration, so aliases are one level deep.
+    -- Each row is also a `member_merged` fact of the hub's own origin.
+    CREATE TABLE member_aliases (
+        loser    TEXT PRIMARY KEY,
+        survivor TEXT NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX member_aliases_by_survivor ON member_aliases (survivor);
+    "#,
 ];
+
+/// SQL for the member `id` stands for: its survivor if it was merged, else itself.
+macro_rules! root_of {
+    ($id:literal) => {
+        concat!(
+            "coalesce((SELECT survivor FROM member_aliases WHERE loser = ",
+            $id,
+            "), ",
+            $id,
+            ")"
+        )
+    };
+}
 
 /// Every fact of the members registered under a phone index (`?1`), after ingest
 /// position `?2`, at most `?3`. The expressions must stay those of migration 6's
@@ -332,6 +355,89 @@ fn ensure_origin(conn: &Connection, o: &Origin) -> Result<(i64, u64), StoreError
     Ok((conn.last_insert_rowid(), 0))
 }
 
+/// In the ingest transaction of `member`'s registration: if another member registered
+/// first under the same phone (first as the hub received them), `member` is merged into
+/// them — an alias, and a `member_merged` fact of the hub's own origin that stores
+/// receive with the member's facts. Ledger rows keep their member ids; balances are
+/// derived over the alias set. Idempotent: a member is merged at most once.
+fn merge_if_registered_twice(
+    tx: &Connection,
+    member: &str,
+    phone_idx: &str,
+    now: i64,
+) -> Result<Option<Merged>, StoreError> {
+    let first: Option<String> = tx
+        .prepare_cached(
+            "SELECT json_extract(body, '$.member') FROM facts
+              WHERE json_extract(json_extract(body, '$.body'), '$.phone_idx') = ?1
+                AND json_extract(body, '$.kind') = 'member_registered'
+              ORDER BY id LIMIT 1",
+        )?
+        .query_row(params![phone_idx], |r| r.get(0))
+        .optional()?;
+    let Some(survivor) = first.filter(|f| f != member) else {
+        return Ok(None);
+    };
+    let n = tx
+        .prepare_cached("INSERT OR IGNORE INTO member_aliases (loser, survivor) VALUES (?1, ?2)")?
+        .execute(params![member, survivor])?;
+    if n == 0 {
+        return Ok(None);
+    }
+    let (origin_id, high) = hub_origin(tx)?;
+    let entry = patron_protocol::hub::LedgerEntry {
+        kind: "member_merged".into(),
+        at: now,
+        member: Some(member.to_string()),
+        txn: uuid::Uuid::now_v7().to_string(),
+        earn: 0,
+        expires_at: 0,
+        available_at: 0,
+        spend: 0,
+        reverse: 0,
+        reverse_lot: None,
+        qual_spend: 0,
+        qual_at: 0,
+        body: serde_json::json!({ "survivor": survivor }).to_string(),
+    };
+    let body = serde_json::to_string(&entry).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let seq = high as i64 + 1;
+    tx.prepare_cached(
+        "INSERT INTO facts (origin, seq, body, received_at) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![origin_id, seq, body, now])?;
+    tx.prepare_cached("UPDATE origins SET high = ?2 WHERE id = ?1")?
+        .execute(params![origin_id, seq])?;
+    tracing::info!(loser = member, survivor = %survivor, "one phone registered twice: members merged");
+    Ok(Some(Merged {
+        loser: member.to_string(),
+        survivor,
+    }))
+}
+
+/// The hub's own origin (facts the hub writes: merges), created on first use.
+fn hub_origin(conn: &Connection) -> Result<(i64, u64), StoreError> {
+    let held = conn
+        .prepare_cached("SELECT id, high FROM origins WHERE node = ?1 ORDER BY id LIMIT 1")?
+        .query_row(params![HUB_ORIGIN_NODE], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64))
+        })
+        .optional()?;
+    match held {
+        Some(row) => Ok(row),
+        None => ensure_origin(
+            conn,
+            &Origin {
+                node: HUB_ORIGIN_NODE.into(),
+                incarnation: uuid::Uuid::now_v7(),
+            },
+        ),
+    }
+}
+
+/// The node name of facts the hub writes itself (no store may take it).
+const HUB_ORIGIN_NODE: &str = "hub";
+
 /// The refusal for a fact that differs from the one the hub holds under its number.
 pub const CONFLICT: &str = "conflict: a fact differs from the one the hub holds under the same sequence (a database restored from an older copy must start a new incarnation)";
 
@@ -382,8 +488,12 @@ fn apply_points(
             .execute(params![p.txn])?;
     }
     if p.lease && p.spend > 0 {
-        tx.prepare_cached("UPDATE leases SET spent = spent + ?3 WHERE member = ?1 AND store = ?2")?
-            .execute(params![p.member, store, p.spend])?;
+        tx.prepare_cached(concat!(
+            "UPDATE leases SET spent = spent + ?3 WHERE member = ",
+            root_of!("?1"),
+            " AND store = ?2"
+        ))?
+        .execute(params![p.member, store, p.spend])?;
     }
     if p.offline && p.spend > 0 && p.flag_window_ms > 0 {
         tx.prepare_cached(
@@ -504,7 +614,8 @@ fn movement_rows(conn: &Connection, member: &str) -> Result<Vec<(Movement, bool)
     let mut stmt = conn.prepare_cached(
         "SELECT p.origin, o.node || '/' || o.incarnation, p.seq, p.at, p.txn, p.earn, p.expires_at,
                 p.available_at, p.spend, p.reverse, p.reverse_lot, p.offline
-           FROM points p JOIN origins o ON o.id = p.origin WHERE p.member = ?1",
+           FROM points p JOIN origins o ON o.id = p.origin
+          WHERE p.member IN (SELECT ?1 UNION ALL SELECT loser FROM member_aliases WHERE survivor = ?1)",
     )?;
     let mut rows = stmt.query(params![member])?;
     let mut out = Vec::new();
@@ -649,6 +760,7 @@ impl HubStore for SqliteStore {
         let tx = conn.transaction()?;
         let mut out = Vec::with_capacity(batches.len());
         for b in batches {
+            let mut merged = Vec::new();
             let (origin_id, high) = origin_row(&tx, &b.origin)?.unwrap_or_default();
             let mut judgement = decide(high, b);
             // Facts the hub holds already must be the same facts: a store restored from
@@ -683,6 +795,11 @@ impl HubStore for SqliteStore {
                         if let Some(row) = p.points {
                             apply_points(&tx, origin_id, &b.origin.node, f.seq as i64, &row)?;
                         }
+                        if let Some((member, phone_idx)) = &p.registered
+                            && let Some(m) = merge_if_registered_twice(&tx, member, phone_idx, now)?
+                        {
+                            merged.push(m);
+                        }
                     }
                     tx.prepare_cached("UPDATE origins SET high = ?2 WHERE id = ?1")?
                         .execute(params![origin_id, new_high as i64])?;
@@ -690,7 +807,11 @@ impl HubStore for SqliteStore {
                 }
                 _ => high,
             };
-            out.push(Ingested { judgement, high });
+            out.push(Ingested {
+                judgement,
+                high,
+                merged,
+            });
         }
         let report_origin = match &report.origin {
             Some(o) => Some(ensure_origin(&tx, o)?.0),
@@ -726,6 +847,13 @@ impl HubStore for SqliteStore {
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    fn root_member(&self, member: &str) -> Result<String, StoreError> {
+        Ok(self
+            .lock()
+            .prepare_cached(concat!("SELECT ", root_of!("?1")))?
+            .query_row(params![member], |r| r.get(0))?)
     }
 
     fn member_facts_by_phone(
