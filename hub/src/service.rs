@@ -438,11 +438,11 @@ impl Hub {
                 "phone_idx must be a 32-byte blind index in base64".into(),
             ));
         }
-        let (facts, next) =
+        let (facts, upto, more) =
             self.store
                 .member_facts_by_phone(&req.phone_idx, req.after, FETCH_PAGE)?;
         tracing::debug!(store = %store.store_id, facts = facts.len(), "member fetched");
-        Ok(FetchedMember { facts, next })
+        Ok(FetchedMember { facts, upto, more })
     }
 
     /// An HQ document as stored (a new, empty one if none).
@@ -716,17 +716,18 @@ mod tests {
             seen,
             vec![("S001".into(), 1), ("S001".into(), 3), ("S002".into(), 1)]
         );
-        assert_eq!(got.next, None);
+        assert!(!got.more);
         assert!(fetch(b64(9), 0).facts.is_empty());
-        // Pages: a page of one, then the rest after where it ended.
-        let (first, next) = t
+        // Pages: a page of one, then the rest after where it ended; nothing after the end.
+        let (first, after, more) = t
             .hub
             .store()
             .member_facts_by_phone(&b64(1), 0, 1)
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(first.len(), 1);
-        let after = next.unwrap_or_else(|| panic!("a second page"));
+        assert_eq!((first.len(), more), (1, true));
         assert_eq!(fetch(b64(1), after).facts.len(), 2);
+        let end = fetch(b64(1), got.upto);
+        assert_eq!((end.facts.len(), end.upto, end.more), (0, got.upto, false));
         assert!(matches!(
             hub.fetch_member(
                 &rows[1],

@@ -33,10 +33,13 @@ pub struct MemberFetch {
 /// the hub received them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FetchedMember {
-    /// The facts (none: no member has that phone).
+    /// The facts (none: no member has that phone, or none after `after`).
     pub facts: Vec<Fact>,
-    /// Where the next page starts, if there is one.
-    pub next: Option<u64>,
+    /// The hub position of the last fact sent (`after` if none): ask after it next time
+    /// for what came since.
+    pub upto: u64,
+    /// Whether more facts follow after `upto`.
+    pub more: bool,
 }
 
 /// One operation of a replication set's log.

@@ -369,6 +369,11 @@ async fn exchange(edge: &Edge, client: &HubClient, acked: &mut i64) -> Step {
             s.alert = None;
         }
     });
+    // A member this store registered was merged into the one registered first under the
+    // same phone elsewhere: fetch the survivor, so lookups here show one member.
+    for m in &ack.merged {
+        edge.fetch_survivor_of(&m.loser).await;
+    }
     if let Some(r) = refused {
         tracing::error!(reason = %r, "sync: the hub refused a batch");
         return Step::Failed;

@@ -4,6 +4,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use patron_protocol::pos::{ExpiringPoints, Member, PointsView, RegisterMember, UpdateMember};
 use patron_protocol::{MemberId, Points};
+use std::sync::Arc;
+
 use patron_sync::pull::MemberFetch;
 use serde_json::json;
 
@@ -199,7 +201,7 @@ impl Edge {
             .readers
             .read(move |conn| {
                 let now = core.now();
-                let row = members::get(conn, id.as_bytes())?.ok_or(EdgeError::MemberNotFound)?;
+                let row = members::shown(conn, id.as_bytes())?.ok_or(EdgeError::MemberNotFound)?;
                 let (_, state) = core.load_state(conn, id.as_bytes(), now)?;
                 core.member_view(conn, rules.as_deref(), &row, &state, now)
             })
@@ -211,50 +213,67 @@ impl Edge {
     }
 
     /// `GET /v1/members?phone=…`. A phone this store does not hold is fetched from the
-    /// hub, when it is reachable, in one round trip (see [`Edge::fetch_member`]).
-    pub async fn member_by_phone(&self, raw_phone: &str) -> Result<Member, EdgeError> {
+    /// hub, when it is reachable, in one round trip; a phone it holds is answered at once
+    /// and brought up to date from the hub in the background (what other stores did
+    /// since, or a merge), for the next lookup.
+    pub async fn member_by_phone(self: &Arc<Self>, raw_phone: &str) -> Result<Member, EdgeError> {
         let phone = Phone::parse(raw_phone).map_err(invalid)?;
+        let idx = self.core.vault.phone_index(phone.as_str());
         match self.member_by_phone_here(&phone).await {
-            Err(EdgeError::MemberNotFound) if self.fetch_member(&phone).await => {
+            Err(EdgeError::MemberNotFound) if self.refresh_from_hub(idx).await => {
                 self.member_by_phone_here(&phone).await
             }
-            found => found,
+            found => {
+                if found.is_ok() && self.hub_reachable() {
+                    let edge = self.clone();
+                    tokio::spawn(async move { edge.refresh_from_hub(idx).await });
+                }
+                found
+            }
         }
     }
 
-    /// Asks the hub for the member registered under `phone` at another store and keeps
-    /// their facts here. `false` (the lookup answers not found) when the store is not
-    /// enrolled, holds no chain keys, the hub is unreachable or slow, or knows no one.
-    async fn fetch_member(&self, phone: &Phone) -> bool {
-        let Some(hub) = self.hub_authority() else {
+    fn hub_reachable(&self) -> bool {
+        self.hub_authority().is_some()
+            && self.core.vault.has_chain_keys()
+            && self.sync_status.lock().is_ok_and(|s| s.reachable)
+    }
+
+    /// Fetches from the hub what it holds for the member(s) registered under phone
+    /// index `idx` since this store last asked, and keeps it here. `true` if anything
+    /// new arrived. `false` (a lookup answers not found) when the store is not enrolled,
+    /// holds no chain keys, the hub is unreachable or slow, or has nothing new.
+    pub async fn refresh_from_hub(&self, idx: [u8; 32]) -> bool {
+        let Some(hub) = self.hub_authority().filter(|_| self.hub_reachable()) else {
             return false;
         };
-        let reachable = self.sync_status.lock().is_ok_and(|s| s.reachable);
-        if !reachable || !self.core.vault.has_chain_keys() {
-            return false;
-        }
-        let idx = B64.encode(self.core.vault.phone_index(phone.as_str()));
+        let since = self
+            .store
+            .readers
+            .read(move |c| Ok::<_, EdgeError>(members::fetched_upto(c, &idx)?))
+            .await
+            .unwrap_or(0);
+        let phone_idx = B64.encode(idx);
         let pages = async {
-            let mut facts = Vec::new();
-            let mut after = 0;
+            let (mut facts, mut after) = (Vec::new(), since);
             loop {
                 let page = hub
                     .fetcher
                     .fetch_member(&MemberFetch {
-                        phone_idx: idx.clone(),
+                        phone_idx: phone_idx.clone(),
                         after,
                     })
                     .await?;
                 facts.extend(page.facts);
-                match page.next {
-                    Some(next) if next > after => after = next,
-                    _ => return Ok::<_, crate::hub::SyncError>(facts),
+                let more = page.more && page.upto > after;
+                after = page.upto;
+                if !more {
+                    return Ok::<_, crate::hub::SyncError>((facts, after));
                 }
             }
         };
-        let facts = match tokio::time::timeout(hub.fetch_timeout, pages).await {
-            Ok(Ok(f)) if !f.is_empty() => f,
-            Ok(Ok(_)) => return false,
+        let (facts, upto) = match tokio::time::timeout(hub.fetch_timeout, pages).await {
+            Ok(Ok(got)) => got,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "member fetch from the hub failed");
                 return false;
@@ -267,16 +286,37 @@ impl Edge {
                 return false;
             }
         };
+        if facts.is_empty() {
+            return false;
+        }
         let n = facts.len();
-        match self.apply_fetched(facts).await {
-            Ok(_) => {
-                tracing::info!(facts = n, "member fetched from the hub");
-                true
+        match self.apply_fetched(idx, facts, upto).await {
+            Ok(any) => {
+                tracing::info!(facts = n, "member facts fetched from the hub");
+                any
             }
             Err(e) => {
-                tracing::error!(error = %e, "a member fetched from the hub could not be stored");
+                tracing::error!(error = %e, "member facts fetched from the hub could not be stored");
                 false
             }
+        }
+    }
+
+    /// After the hub merged `loser` (held here) into another member: fetches what the
+    /// hub holds under the loser's phone (the survivor, the merge).
+    pub async fn fetch_survivor_of(&self, loser: &str) {
+        let Ok(id) = uuid::Uuid::parse_str(loser) else {
+            return;
+        };
+        let row = self
+            .store
+            .readers
+            .read(move |c| Ok::<_, EdgeError>(members::get(c, id.as_bytes())?))
+            .await;
+        if let Ok(Some(row)) = row
+            && !self.refresh_from_hub(row.phone_idx).await
+        {
+            tracing::warn!("a merged member's survivor could not be fetched yet");
         }
     }
 
@@ -292,10 +332,10 @@ impl Edge {
                 let now = core.now();
                 let id =
                     members::first_by_phone(conn, &indexes)?.ok_or(EdgeError::MemberNotFound)?;
-                let row = members::get(conn, &id)?.ok_or(EdgeError::MemberNotFound)?;
+                let row = members::shown(conn, &id)?.ok_or(EdgeError::MemberNotFound)?;
                 let (_, state) = core.load_state(conn, &id, now)?;
                 Ok::<_, EdgeError>((
-                    id,
+                    row.member_id,
                     core.member_view(conn, rules.as_deref(), &row, &state, now)?,
                 ))
             })

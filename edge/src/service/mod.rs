@@ -342,7 +342,16 @@ impl Core {
         member: &[u8; 16],
         now: Millis,
     ) -> Result<(Vec<MemberFact>, MemberState), EdgeError> {
-        let member_facts = facts::for_member(conn, member)?;
+        // A member the hub merged counts with every id of theirs (DESIGN.md §4): their
+        // ledger rows keep the id they were written under.
+        let ids = crate::store::members::alias_set(conn, member)?;
+        let mut member_facts = Vec::new();
+        for id in &ids {
+            member_facts.extend(facts::for_member(conn, id)?);
+        }
+        if ids.len() > 1 {
+            member_facts.sort_by(|a, b| (a.at, &a.origin, a.seq).cmp(&(b.at, &b.origin, b.seq)));
+        }
         let state = self.member_state(&member_facts, now);
         Ok((member_facts, state))
     }

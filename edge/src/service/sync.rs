@@ -302,6 +302,14 @@ fn project(
             };
             coupons::insert(conn, &row)?;
         }
+        ("member_merged", Some(loser)) => {
+            let survivor = body["survivor"]
+                .as_str()
+                .map(uuid_bytes)
+                .transpose()?
+                .ok_or_else(|| StoreError::Corrupt("member_merged.survivor".into()))?;
+            members::merge(conn, &loser, &survivor)?;
+        }
         ("coupon_claimed", _) => {
             coupons::activate(conn, &uuid_bytes(&e.txn)?)?;
         }
@@ -314,14 +322,21 @@ fn project(
 
 impl Edge {
     /// Stores the facts of a member fetched from the hub (another store registered
-    /// them): every fact counts in the member's balance and tier here, and the member's
+    /// them, or they are new since the last fetch, up to hub position `upto` for phone
+    /// index `phone_idx`): every fact counts in the member's balance and tier here, and the member's
     /// profile row is rebuilt from the registration and profile facts. Other stores'
     /// receipts, refunds and coupons are not rebuilt: they are redeemed and refunded
     /// where they were issued. Returns whether any fact was new.
-    pub async fn apply_fetched(&self, fetched: Vec<Fact>) -> Result<bool, EdgeError> {
+    pub async fn apply_fetched(
+        &self,
+        phone_idx: [u8; 32],
+        fetched: Vec<Fact>,
+        upto: u64,
+    ) -> Result<bool, EdgeError> {
         self.store
             .writer
             .write(move |ctx| {
+                store::members::set_fetched_upto(ctx.conn, &phone_idx, upto)?;
                 let mut origins = std::collections::HashMap::new();
                 let mut any = false;
                 for f in &fetched {
@@ -345,7 +360,10 @@ impl Edge {
                         .map_err(StoreError::from)?
                     {
                         any = true;
-                        if matches!(e.kind.as_str(), "member_registered" | "member_updated") {
+                        if matches!(
+                            e.kind.as_str(),
+                            "member_registered" | "member_updated" | "member_merged"
+                        ) {
                             project(ctx.conn, origin_id, seq, &e)?;
                         }
                     }

@@ -148,6 +148,58 @@ pub fn first_by_phone(
     Ok(None)
 }
 
+/// The member `member` is part of (its survivor if the hub merged it), then every
+/// member merged into that one.
+pub fn alias_set(conn: &Connection, member: &[u8; 16]) -> Result<Vec<[u8; 16]>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "WITH r(id) AS (SELECT coalesce((SELECT survivor FROM member_aliases WHERE loser = ?1), ?1))
+         SELECT id FROM r UNION ALL SELECT loser FROM member_aliases, r WHERE survivor = r.id",
+    )?;
+    let rows = stmt.query_map(params![&member[..]], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<Vec<[u8; 16]>>>()?)
+}
+
+/// The profile row member `id` is shown with: its survivor's when the hub merged it and
+/// this store holds the survivor's row, else its own.
+pub fn shown(conn: &Connection, id: &[u8; 16]) -> Result<Option<MemberRow>, StoreError> {
+    if let Some(root) = alias_set(conn, id)?.first().filter(|r| *r != id)
+        && let Some(row) = get(conn, root)?
+    {
+        return Ok(Some(row));
+    }
+    get(conn, id)
+}
+
+/// Records that `loser` was merged into `survivor` (a `member_merged` fact).
+pub fn merge(conn: &Connection, loser: &[u8; 16], survivor: &[u8; 16]) -> Result<(), StoreError> {
+    conn.prepare_cached("INSERT OR IGNORE INTO member_aliases (loser, survivor) VALUES (?1, ?2)")?
+        .execute(params![&loser[..], &survivor[..]])?;
+    Ok(())
+}
+
+/// The hub position this store has fetched a phone's facts up to (0: never).
+pub fn fetched_upto(conn: &Connection, phone_idx: &[u8; 32]) -> Result<u64, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT upto FROM member_fetches WHERE phone_idx = ?1")?
+        .query_row(params![&phone_idx[..]], |r| r.get::<_, i64>(0))
+        .optional()?
+        .map_or(0, |u| u.max(0) as u64))
+}
+
+/// Records the hub position a phone's facts were fetched up to.
+pub fn set_fetched_upto(
+    conn: &Connection,
+    phone_idx: &[u8; 32],
+    upto: u64,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO member_fetches (phone_idx, upto) VALUES (?1, ?2)
+         ON CONFLICT (phone_idx) DO UPDATE SET upto = max(upto, excluded.upto)",
+    )?
+    .execute(params![&phone_idx[..], upto as i64])?;
+    Ok(())
+}
+
 /// The member whose own referral code this is.
 pub fn by_referral_code(conn: &Connection, code: &str) -> Result<Option<MemberRow>, StoreError> {
     conn.prepare_cached(concat!(
@@ -212,4 +264,39 @@ pub fn count_claims(
     Ok(conn
         .prepare_cached("SELECT count(*) FROM event_claims WHERE member = ?1 AND kind = ?2 AND period >= ?3 AND period < ?4")?
         .query_row(params![&member[..], kind, prefix, upper], |r| r.get(0))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A merged member stands for its survivor, the survivor for itself and everyone
+    /// merged into it, any other member for itself alone; a merge recorded twice counts
+    /// once, and the fetch position only moves forward.
+    #[test]
+    fn alias_sets_follow_merges_one_level_deep() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("m.sqlite");
+        let mut conn = super::super::connect(&path, false).unwrap_or_else(|e| panic!("{e}"));
+        super::super::migrate(&mut conn, &path).unwrap_or_else(|e| panic!("{e}"));
+        let (s, l1, l2, other) = ([1u8; 16], [2u8; 16], [3u8; 16], [4u8; 16]);
+        let set = |m: &[u8; 16]| alias_set(&conn, m).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(set(&s), vec![s]);
+        for l in [&l1, &l2, &l1] {
+            merge(&conn, l, &s).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let mut all = set(&s);
+        assert_eq!(all[0], s);
+        all.sort();
+        assert_eq!(all, vec![s, l1, l2]);
+        assert_eq!(set(&l2)[0], s, "a loser stands for its survivor");
+        assert_eq!(set(&l2).len(), 3);
+        assert_eq!(set(&other), vec![other]);
+        let idx = [9u8; 32];
+        assert_eq!(fetched_upto(&conn, &idx).ok(), Some(0));
+        for upto in [40, 12] {
+            set_fetched_upto(&conn, &idx, upto).unwrap_or_else(|e| panic!("{e}"));
+        }
+        assert_eq!(fetched_upto(&conn, &idx).ok(), Some(40));
+    }
 }

@@ -210,10 +210,26 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX redemptions_offline_by_member ON redemptions (member, seq) WHERE auth = 'offline';
     CREATE INDEX redemptions_offline_by_time ON redemptions (at) WHERE auth = 'offline';
     "#,
+    // 6: members merged by the hub (one phone registered at two stores), and how far
+    // this store has fetched each phone's facts from the hub.
+    r#"
+    -- From `member_merged` facts: balances and tiers are derived over a member and the
+    -- members merged into it. The survivor is never merged itself (one level deep).
+    CREATE TABLE member_aliases (
+        loser    BLOB PRIMARY KEY,
+        survivor BLOB NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX member_aliases_by_survivor ON member_aliases (survivor);
+    -- The hub's position after the last fact fetched for a phone (its blind index).
+    CREATE TABLE member_fetches (
+        phone_idx BLOB PRIMARY KEY,
+        upto      INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this binary writes.
-pub const SCHEMA_VERSION: usize = 5;
+pub const SCHEMA_VERSION: usize = 6;
 
 #[cfg(test)]
 mod tests {

@@ -161,13 +161,13 @@ pub trait HubStore: Send + Sync + 'static {
 
     /// Up to `max` facts of the members registered under `phone_idx` (the chain-wide
     /// blind index, base64), from every origin, after ingest position `after`; with the
-    /// position to continue from if there are more.
+    /// position of the last one (`after` if none) and whether more follow.
     fn member_facts_by_phone(
         &self,
         phone_idx: &str,
         after: u64,
         max: usize,
-    ) -> Result<(Vec<Fact>, Option<u64>), StoreError>;
+    ) -> Result<(Vec<Fact>, u64, bool), StoreError>;
 
     /// An HQ document's bytes.
     fn load_doc(&self, doc_id: &str) -> Result<Option<Vec<u8>>, StoreError>;

@@ -861,7 +861,7 @@ impl HubStore for SqliteStore {
         phone_idx: &str,
         after: u64,
         max: usize,
-    ) -> Result<(Vec<Fact>, Option<u64>), StoreError> {
+    ) -> Result<(Vec<Fact>, u64, bool), StoreError> {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(MEMBER_FACTS_BY_PHONE)?;
         let mut rows = stmt
@@ -886,9 +886,10 @@ impl HubStore for SqliteStore {
                 ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        let next = (rows.len() > max).then(|| rows[max - 1].0);
+        let more = rows.len() > max;
         rows.truncate(max);
-        Ok((rows.into_iter().map(|(_, f)| f).collect(), next))
+        let upto = rows.last().map_or(after, |(pos, _)| *pos);
+        Ok((rows.into_iter().map(|(_, f)| f).collect(), upto, more))
     }
 
     fn profile(&self, member: &str) -> Result<Option<Profile>, StoreError> {

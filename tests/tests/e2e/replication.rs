@@ -2,6 +2,8 @@
 //! phone registered at one store is fetched at another in one round trip when the hub
 //! is reachable, and that store reads the member, their balance and their tier.
 
+use std::time::Duration;
+
 use anyhow::{Context, Result};
 use patron_tests::TestEdge;
 use patron_tests::hub::TestHub;
@@ -10,7 +12,11 @@ use serde_json::{Value, json};
 const CONFIG: &str = "[sync]\npush_delay_ms = 10\nheartbeat_ms = 200\nretry_min_ms = 100\nretry_max_ms = 400\ntimeout_ms = 2000\n";
 
 async fn enrolled_edge(hub: &TestHub, store: &str) -> Result<TestEdge> {
-    let mut e = TestEdge::prepare(store, CONFIG)?;
+    enrolled_edge_with(hub, store, CONFIG).await
+}
+
+async fn enrolled_edge_with(hub: &TestHub, store: &str, config: &str) -> Result<TestEdge> {
+    let mut e = TestEdge::prepare(store, config)?;
     e.enroll(hub)?;
     e.start().await?;
     Ok(e)
@@ -91,5 +97,85 @@ async fn a_member_of_another_store_is_fetched_by_phone_in_one_round_trip() -> Re
         "{}",
         r.json
     );
+    Ok(())
+}
+
+/// Both stores' answer for a phone: (member id, balance).
+async fn by_phone(e: &TestEdge, phone: &str) -> Result<(String, i64)> {
+    let r = e.get(&format!("/v1/members?phone={phone}")).await?;
+    anyhow::ensure!(r.status == 200, "lookup: {} {}", r.status, r.json);
+    Ok((
+        r.json["member_id"]
+            .as_str()
+            .context("member_id")?
+            .to_string(),
+        r.json["points"]["balance"].as_i64().context("balance")?,
+    ))
+}
+
+/// The same phone registered at two stores while the hub is down ends as one member
+/// after sync: the hub merges the registration it received second into the first, and
+/// every store answers the phone, and either id, with one member and both stores'
+/// points, which the member can spend in one redemption.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_phone_registered_at_two_offline_stores_becomes_one_member() -> Result<()> {
+    const PHONE: &str = "13900000021";
+    // Without leases: a lookup's lease would rightly keep half the points from the
+    // other store, and the single redemption below is about the merge.
+    let config = format!("{CONFIG}[redemption]\nleases = false\n");
+    let mut hub = TestHub::spawn().await?;
+    let s1 = enrolled_edge_with(&hub, "S001", &config).await?;
+    let s2 = enrolled_edge_with(&hub, "S002", &config).await?;
+    s1.hub_reachable(true).await?;
+    s2.hub_reachable(true).await?;
+    hub.kill();
+    s1.hub_reachable(false).await?;
+    s2.hub_reachable(false).await?;
+    let a = s1.register(PHONE, Some("张三")).await?;
+    let e1 = sale(&s1, &a, "R1-earn", 100_000, 0).await?["points_earned"]
+        .as_i64()
+        .context("points_earned")?;
+    let b = s2.register(PHONE, None).await?;
+    let e2 = sale(&s2, &b, "R2-earn", 50_000, 0).await?["points_earned"]
+        .as_i64()
+        .context("points_earned")?;
+    assert_ne!(a, b, "two members while apart");
+
+    hub.start().await?;
+    s1.synced().await?;
+    s2.synced().await?;
+    // Lookups bring each store up to date from the hub in the background; within a few
+    // lookups both stores show the same member with both stores' points.
+    let seen = std::sync::Mutex::new(Vec::new());
+    TestHub::wait_for(Duration::from_secs(20), || async {
+        let (x, y) = (by_phone(&s1, PHONE).await?, by_phone(&s2, PHONE).await?);
+        let done = x == y && x.1 == e1 + e2;
+        *seen.lock().unwrap_or_else(|p| p.into_inner()) = vec![x, y];
+        Ok(done)
+    })
+    .await
+    .with_context(|| {
+        format!(
+            "one member at both stores: {:?}",
+            seen.lock().map(|s| s.clone())
+        )
+    })?;
+    let seen = seen.into_inner().unwrap_or_else(|p| p.into_inner());
+    let survivor = seen[0].0.clone();
+    assert!(survivor == a || survivor == b, "{survivor}");
+    for e in [&s1, &s2] {
+        for id in [&a, &b] {
+            let r = e.get(&format!("/v1/members/{id}")).await?;
+            assert_eq!(r.json["member_id"], survivor.as_str(), "{}", r.json);
+            assert_eq!(r.json["points"]["balance"], e1 + e2, "{}", r.json);
+        }
+    }
+    // One redemption spends points earned at both stores: the store and the hub count
+    // both ids.
+    let spend = e1 + e2 - 100;
+    let sold = sale(&s2, &b, "R2-spend", 5_000, spend).await?;
+    let e3 = sold["points_earned"].as_i64().context("points_earned")?;
+    s2.synced().await?;
+    assert_eq!(hub.balance(&a)? + hub.balance(&b)?, 100 + e3);
     Ok(())
 }
