@@ -82,6 +82,11 @@ impl From<EdgeError> for ApiErr {
             } => ApiErr::new(ErrorCode::OfflineLimitExceeded, msg).with_details(json!({
                 "requested": requested, "member_left": member_left, "store_left": store_left
             })),
+            EdgeError::ProvisionalMember { requested } => {
+                ApiErr::new(ErrorCode::OfflineLimitExceeded, msg).with_details(json!({
+                    "requested": requested, "member_left": 0, "provisional": true
+                }))
+            }
             EdgeError::ReceiptExists(r) => {
                 ApiErr::new(ErrorCode::ReceiptExists, msg).with_details(json!({ "receipt_id": r }))
             }

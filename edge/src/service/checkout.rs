@@ -139,14 +139,7 @@ impl Edge {
                     };
                     let seq = facts::append(ctx, &fact)?;
                     if let Some(m) = &member {
-                        core.record_redemption(
-                            ctx.conn,
-                            m,
-                            seq,
-                            priced.points_redeemed,
-                            auth,
-                            now,
-                        )?;
+                        core.record_redemption(ctx, m, seq, priced.points_redeemed, auth, now)?;
                     }
                     let receipt = ReceiptRow {
                         receipt_id: receipt_id.clone(),

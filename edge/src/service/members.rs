@@ -126,6 +126,10 @@ impl Edge {
         )?;
         let referrer_code = opt(req.referrer_code.as_deref(), validate::referral_code)?;
 
+        // Registered while the hub is away: provisional until the hub has the
+        // registration (it may merge the member with one another store registered).
+        let provisional =
+            self.hub_authority().is_some() && !self.sync_status.lock().is_ok_and(|s| s.reachable);
         // Encrypt before queueing: the writer thread only writes.
         let id = MemberId::new_v7();
         let idb = *id.as_bytes();
@@ -178,10 +182,13 @@ impl Edge {
                         "home_store": row.home_store,
                         "hlc": core.profile_stamp(now),
                     });
-                    facts::append(
+                    let seq = facts::append(
                         ctx,
                         &NewFact { kind: "member_registered", at: now, member: Some(idb), txn: idb, body: body.to_string(), ..Default::default() },
                     )?;
+                    if provisional {
+                        super::redemption::record_provisional(ctx.conn, &idb, ctx.origin, seq)?;
+                    }
                     if let Some(referral) = rules.as_deref().and_then(|c| c.set.referral.as_ref()) {
                         core.referral_reward(ctx, &row, referral.on_register, "register", now)?;
                     }

@@ -84,6 +84,15 @@ pub enum EdgeError {
         /// What the store may still redeem offline today.
         store_left: i64,
     },
+    /// The member was registered here while the hub was unreachable and the hub has not
+    /// confirmed them yet (it may merge them with a member of another store).
+    #[error(
+        "the member was registered while the hub was unreachable: redemptions wait until the hub confirms them ({requested} points asked)"
+    )]
+    ProvisionalMember {
+        /// Points asked for.
+        requested: i64,
+    },
     /// The receipt was committed under another key.
     #[error("receipt {0} was already committed")]
     ReceiptExists(String),

@@ -58,7 +58,7 @@ impl Edge {
                         ..Default::default()
                     };
                     let seq = facts::append(ctx, &fact)?;
-                    core.record_redemption(ctx.conn, &idb, seq, points, auth, now)?;
+                    core.record_redemption(ctx, &idb, seq, points, auth, now)?;
                     member_facts.push(as_member_fact(&fact, &core.origin_label, seq));
                     let after = core.member_state(&member_facts, now);
                     Ok((

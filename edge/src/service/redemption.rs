@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use patron_protocol::hub::AuthorizeRequest;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Core, Edge, EdgeError};
 use crate::domain::clock::Millis;
@@ -164,7 +164,7 @@ impl Core {
     /// redemption and records who allowed it.
     pub(super) fn record_redemption(
         &self,
-        conn: &Connection,
+        ctx: &crate::store::WriteCtx<'_>,
         member: &[u8; 16],
         seq: i64,
         points: i64,
@@ -174,10 +174,14 @@ impl Core {
         if points <= 0 {
             return Ok(());
         }
+        let (conn, origin) = (ctx.conn, ctx.origin);
         if auth == Authority::Offline {
             let r = &self.cfg.redemption;
             let incarnation = self.origin_label.split_once('/').map_or("", |(_, i)| i);
             let acked = acked_seq(conn, incarnation)?;
+            if provisional(conn, member, origin, acked)? {
+                return Err(EdgeError::ProvisionalMember { requested: points });
+            }
             let member_used = offline_unacked(conn, member, acked)?;
             let day_start = self.start_of_day(now);
             let store_used: i64 = conn
@@ -223,6 +227,36 @@ fn offline_unacked(conn: &Connection, member: &[u8; 16], acked: i64) -> Result<i
 }
 
 /// The highest own sequence the hub acknowledged in this incarnation.
+/// Whether `member` was registered here (origin `origin`) while the hub was unreachable
+/// and the hub has not acknowledged the registration (`acked`).
+fn provisional(
+    conn: &Connection,
+    member: &[u8; 16],
+    origin: i64,
+    acked: i64,
+) -> Result<bool, StoreError> {
+    let seq: Option<i64> = conn
+        .prepare_cached("SELECT seq FROM provisional_members WHERE member = ?1 AND origin = ?2")?
+        .query_row(params![&member[..], origin], |r| r.get(0))
+        .optional()?;
+    Ok(seq.is_some_and(|s| s > acked))
+}
+
+/// Records that `member`, whose registration is fact (`origin`, `seq`), was registered
+/// while the hub was unreachable.
+pub(super) fn record_provisional(
+    conn: &Connection,
+    member: &[u8; 16],
+    origin: i64,
+    seq: i64,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO provisional_members (member, origin, seq) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(params![&member[..], origin, seq])?;
+    Ok(())
+}
+
 fn acked_seq(conn: &Connection, incarnation: &str) -> Result<i64, StoreError> {
     Ok(meta_get(conn, super::sync::ACKED_KEY)?
         .and_then(|v| {

@@ -226,10 +226,21 @@ pub const MIGRATIONS: &[&str] = &[
         upto      INTEGER NOT NULL
     ) STRICT, WITHOUT ROWID;
     "#,
+    // 7: members registered while the hub was unreachable.
+    r#"
+    -- Provisional until the hub acknowledges the registration fact (origin, seq): the
+    -- hub may merge them into a member another store registered with the same phone,
+    -- so they earn but do not redeem before that.
+    CREATE TABLE provisional_members (
+        member BLOB PRIMARY KEY,
+        origin INTEGER NOT NULL,
+        seq    INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this binary writes.
-pub const SCHEMA_VERSION: usize = 6;
+pub const SCHEMA_VERSION: usize = 7;
 
 #[cfg(test)]
 mod tests {

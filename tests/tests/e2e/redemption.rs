@@ -82,8 +82,15 @@ async fn the_hub_authorizes_online_and_floor_limits_bound_offline_redemptions() 
     assert_eq!(st, 201, "{body}");
     e.synced().await?;
 
+    // A second member, registered and earning while the hub is reachable.
+    let m2 = e.register("13800000002", None).await?;
+    let (st, _) = sale(&e, &m2, "R-earn-2", 100_000, 0).await?;
+    anyhow::ensure!(st == 201, "second member's sale: {st}");
+    e.synced().await?;
+
     // The hub goes away: offline, one member may redeem 300 here, the store 450 a day.
     hub.kill();
+    e.hub_reachable(false).await?;
     let (st, body) = sale(&e, &m, "R-off-1", 1_000, 200).await?;
     assert_eq!(st, 201, "first offline redemption: {body}");
     let (st, body) = sale(&e, &m, "R-off-2", 1_000, 200).await?;
@@ -92,10 +99,17 @@ async fn the_hub_authorizes_online_and_floor_limits_bound_offline_redemptions() 
     assert_eq!(body["error"]["details"]["member_left"], 100, "{body}");
     let (st, body) = sale(&e, &m, "R-off-3", 1_000, 100).await?;
     assert_eq!(st, 201, "up to the floor limit: {body}");
-    // A second member, registered offline: the store's daily cap has 150 left.
-    let m2 = e.register("13800000002", None).await?;
-    let (st, _) = sale(&e, &m2, "R-earn-2", 100_000, 0).await?;
-    anyhow::ensure!(st == 201, "second member's sale: {st}");
+    // A member registered now is provisional: they earn, but redeem nothing until the
+    // hub has their registration (it may merge them with another store's member).
+    let m3 = e.register("13800000003", None).await?;
+    let (st, body) = sale(&e, &m3, "R-earn-3", 100_000, 0).await?;
+    assert_eq!(st, 201, "a provisional member earns: {body}");
+    let (st, body) = sale(&e, &m3, "R-prov", 1_000, 10).await?;
+    assert_eq!(st, 422, "{body}");
+    assert_eq!(body["error"]["code"], "offline_limit_exceeded", "{body}");
+    assert_eq!(body["error"]["details"]["provisional"], true, "{body}");
+    assert_eq!(body["error"]["details"]["member_left"], 0, "{body}");
+    // The second member: the store's daily cap has 150 left.
     let (st, body) = sale(&e, &m2, "R-off-4", 1_000, 200).await?;
     assert_eq!(st, 422, "{body}");
     assert_eq!(body["error"]["details"]["store_left"], 150, "{body}");
@@ -120,6 +134,9 @@ async fn the_hub_authorizes_online_and_floor_limits_bound_offline_redemptions() 
     assert_eq!(st, 422, "{body}");
     assert_eq!(body["error"]["code"], "insufficient_points", "{body}");
     assert_eq!(body["error"]["details"]["available"], 0, "{body}");
+    // The hub has the provisional member's registration now: they redeem.
+    let (st, body) = sale(&e, &m3, "R-prov-after", 1_000, 10).await?;
+    assert_eq!(st, 201, "a confirmed member redeems: {body}");
     Ok(())
 }
 
