@@ -20,38 +20,50 @@ const MAGIC: &[u8; 8] = b"PATRONC1";
 /// Two 256-bit keys.
 pub const KEYS_LEN: usize = 64;
 
-/// The chain keys as enrollment hands them out (base64), created on first use.
-pub fn load_or_create(dir: &Path) -> Result<String> {
+/// Creates the chain keys (`patron-hub init`); refuses if they exist.
+pub fn create(dir: &Path) -> Result<()> {
     let path = dir.join(CHAIN_KEY_FILE);
-    let bytes = match std::fs::OpenOptions::new()
+    if path.exists() {
+        bail!("{} exists: stores hold these keys already", path.display());
+    }
+    let mut keys = [0u8; KEYS_LEN];
+    SystemRandom::new()
+        .fill(&mut keys)
+        .map_err(|_| anyhow::anyhow!("no randomness available"))?;
+    let mut buf = MAGIC.to_vec();
+    buf.extend_from_slice(&keys);
+    // Whole or not at all: a torn file would stop the hub from starting.
+    let tmp = dir.join(format!("{CHAIN_KEY_FILE}.tmp"));
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(&path)
-    {
-        Ok(mut f) => {
-            let mut buf = MAGIC.to_vec();
-            let mut keys = [0u8; KEYS_LEN];
-            SystemRandom::new()
-                .fill(&mut keys)
-                .map_err(|_| anyhow::anyhow!("no randomness available"))?;
-            buf.extend_from_slice(&keys);
-            f.write_all(&buf)?;
-            f.sync_all()?;
-            buf
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let mut f = std::fs::File::open(&path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            if f.metadata()?.permissions().mode() & 0o077 != 0 {
-                bail!("{} must be mode 0600", path.display());
-            }
-            let mut buf = Vec::new();
-            f.read_to_end(&mut buf)?;
-            buf
-        }
-        Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
-    };
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(&buf)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+/// The chain keys as enrollment hands them out (base64). Never created here: keys that
+/// went missing must come back from a backup, as new ones would split the chain (stores
+/// hold the old ones, and every member is wrapped under them).
+pub fn load(dir: &Path) -> Result<String> {
+    let path = dir.join(CHAIN_KEY_FILE);
+    let mut f = std::fs::File::open(&path).with_context(|| {
+        format!(
+            "reading {} (created by `patron-hub init`; restore it from a backup if it is lost)",
+            path.display()
+        )
+    })?;
+    if f.metadata()?.permissions().mode() & 0o077 != 0 {
+        bail!("{} must be mode 0600", path.display());
+    }
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes)?;
     if bytes.len() != MAGIC.len() + KEYS_LEN || &bytes[..MAGIC.len()] != MAGIC {
         bail!("{} is not a Patron chain key file", path.display());
     }
@@ -65,12 +77,15 @@ mod tests {
     #[test]
     fn keys_are_created_once_and_kept() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let a = load_or_create(dir.path()).unwrap_or_else(|e| panic!("{e}"));
-        let b = load_or_create(dir.path()).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(a, b);
+        assert!(load(dir.path()).is_err(), "never created by loading");
+        create(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        assert!(create(dir.path()).is_err(), "never replaced");
+        let a = load(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(load(dir.path()).ok(), Some(a.clone()));
         assert_eq!(B64.decode(&a).map(|k| k.len()).ok(), Some(KEYS_LEN));
         let other = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        assert_ne!(load_or_create(other.path()).ok(), Some(a));
+        create(other.path()).unwrap_or_else(|e| panic!("{e}"));
+        assert_ne!(load(other.path()).ok(), Some(a));
         let mode = std::fs::metadata(dir.path().join(CHAIN_KEY_FILE))
             .map(|m| m.permissions().mode() & 0o777)
             .unwrap_or(0);

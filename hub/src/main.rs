@@ -114,8 +114,13 @@ fn hub(dir: &Path, need_ca: bool) -> anyhow::Result<Hub> {
         // A development hub without a CA: stores enroll over plain HTTP only.
         Err(_) => (String::new(), "insecure".to_string()),
     };
-    let keys = patron_hub::chain_keys::load_or_create(dir).context("the chain's member keys")?;
-    Ok(Hub::new(Arc::new(store), pem, fp).with_chain_keys(keys))
+    let hub = Hub::new(Arc::new(store), pem, fp);
+    match patron_hub::chain_keys::load(dir) {
+        Ok(keys) => Ok(hub.with_chain_keys(keys)),
+        // Commands that hand out no keys, and a development hub never initialised.
+        Err(_) if !need_ca => Ok(hub),
+        Err(e) => Err(e.context("the chain's member keys")),
+    }
 }
 
 fn random_token() -> anyhow::Result<String> {
@@ -150,7 +155,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Init { hosts } => {
             let fp = tls::init(&dir, &hosts)?;
             SqliteStore::open(&dir).context("creating the hub database")?;
-            patron_hub::chain_keys::load_or_create(&dir).context("the chain's member keys")?;
+            patron_hub::chain_keys::create(&dir).context("the chain's member keys")?;
             let token = random_token()?;
             let hash = hex::encode(secret_hash(&token));
             std::fs::write(dir.join(ADMIN_HASH), hash)?;

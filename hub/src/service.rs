@@ -343,6 +343,15 @@ impl Hub {
             {
                 Judgement::Refuse("a fact body is not a ledger entry")
             }
+            // Only the hub merges members: a store's merge would alias anyone.
+            Judgement::Apply { skip, .. }
+                if b.facts[skip..].iter().any(|f| {
+                    serde_json::from_str::<LedgerEntry>(&f.body)
+                        .is_ok_and(|e| e.kind == "member_merged")
+                }) =>
+            {
+                Judgement::Refuse("only the hub merges members")
+            }
             j => j,
         };
         let now = (self.now)();
@@ -805,6 +814,16 @@ mod tests {
         );
         // A resend merges nothing again.
         assert!(push(&rows[1], s2).merged.is_empty());
+        // Only the hub merges: a store's merge fact refuses its batch.
+        let forged = serde_json::json!({ "survivor": m2 }).to_string();
+        let ack = push(
+            &rows[0],
+            vec![member_fact("S001", 3, T0, "member_merged", m1, 0, &forged)],
+        );
+        assert!(
+            matches!(&ack.verdicts[..], [patron_sync::Verdict::Refused { .. }]),
+            "{ack:?}"
+        );
         let ask = |row: &StoreRow, member: &str, txn: u128, points: i64| {
             hub.authorize(
                 row,

@@ -95,6 +95,9 @@ fn sealed(v: &Option<Vec<u8>>) -> serde_json::Value {
         .map_or(serde_json::Value::Null, |c| json!(B64.encode(c)))
 }
 
+/// A phone held here is brought up to date from the hub at most this often.
+const REFRESH_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Edge {
     /// `POST /v1/members`.
     pub async fn register(
@@ -164,7 +167,8 @@ impl Edge {
             .write(move |ctx| {
                 core.idempotent(ctx, idem.as_ref(), now, |ctx| {
                     if let Some(existing) = members::first_by_phone(ctx.conn, &indexes)? {
-                        return Err(EdgeError::MemberExists { member_id: MemberId::from_bytes(existing) });
+                        let shown = members::alias_set(ctx.conn, &existing)?.first().copied().unwrap_or(existing);
+                        return Err(EdgeError::MemberExists { member_id: MemberId::from_bytes(shown) });
                     }
                     let mut row = row;
                     row.referral_code = core.new_referral_code(ctx.conn)?;
@@ -231,11 +235,30 @@ impl Edge {
                 self.member_by_phone_here(&phone).await
             }
             found => {
-                if found.is_ok() && self.hub_reachable() {
+                if found.is_ok() && self.hub_reachable() && self.due_for_refresh(idx) {
                     let edge = self.clone();
                     tokio::spawn(async move { edge.refresh_from_hub(idx).await });
                 }
                 found
+            }
+        }
+    }
+
+    /// Whether a background refresh of this phone is due (at most one per
+    /// `REFRESH_EVERY`), noting it as done now if so.
+    fn due_for_refresh(&self, idx: [u8; 32]) -> bool {
+        let now = std::time::Instant::now();
+        let Ok(mut seen) = self.refreshed.lock() else {
+            return false;
+        };
+        if seen.len() > 10_000 {
+            seen.retain(|_, at| now.duration_since(*at) < REFRESH_EVERY);
+        }
+        match seen.get(&idx) {
+            Some(at) if now.duration_since(*at) < REFRESH_EVERY => false,
+            _ => {
+                seen.insert(idx, now);
+                true
             }
         }
     }

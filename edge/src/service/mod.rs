@@ -417,6 +417,9 @@ pub struct Edge {
     pub leases: leases::Leases,
     /// Identified members, to the task that asks the hub for leases (once enrolled).
     lease_asks: std::sync::Mutex<Option<tokio::sync::mpsc::Sender<[u8; 16]>>>,
+    /// When each phone (blind index) was last brought up to date from the hub in the
+    /// background, so a cashier looking a member up again and again asks once.
+    refreshed: std::sync::Mutex<std::collections::HashMap<[u8; 32], std::time::Instant>>,
 }
 
 impl Edge {
@@ -466,6 +469,7 @@ impl Edge {
             authority: RwLock::new(None),
             leases: Default::default(),
             lease_asks: Default::default(),
+            refreshed: Default::default(),
         })
     }
 

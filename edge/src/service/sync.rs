@@ -9,6 +9,9 @@ use uuid::Uuid;
 use super::{Edge, EdgeError};
 use crate::store::{self, StoreError, facts, incarnation};
 
+/// The node name of facts the hub writes itself (merges); no store may take it.
+const HUB_NODE: &str = "hub";
+
 /// `meta` key: highest own sequence the hub acknowledged (`<incarnation>:<seq>`).
 pub(super) const ACKED_KEY: &str = "hub_acked";
 
@@ -154,6 +157,7 @@ fn new_fact(e: &LedgerEntry) -> Result<facts::NewFact<'_>, EdgeError> {
 fn project(
     conn: &rusqlite::Connection,
     origin_id: i64,
+    origin_node: &str,
     seq: i64,
     e: &LedgerEntry,
 ) -> Result<(), EdgeError> {
@@ -192,13 +196,24 @@ fn project(
             if members::get(conn, &m)?.is_none()
                 && let Err(err) = members::insert(conn, &row)
             {
-                // E.g. a referral code handed out again after the restore: the member's
-                // facts still count; the lookup row waits for a person.
-                tracing::error!(error = %err, "a refetched member could not be rebuilt");
+                // A referral code taken here already (codes are unique per store: handed
+                // out again after a restore, or another store's member): the member keeps
+                // their row, under a code of this store's that no one will type.
+                tracing::warn!(error = %err, "a member's referral code is taken here");
+                let row = members::MemberRow {
+                    referral_code: format!("~{}", hex::encode(m)),
+                    ..row
+                };
+                if let Err(err) = members::insert(conn, &row) {
+                    tracing::error!(error = %err, "a synced member could not be rebuilt");
+                }
             }
         }
         ("member_updated", Some(m)) => {
-            if let Some(mut row) = members::get(conn, &m)? {
+            // Fetched updates arrive in the hub's order, not the order they were made: an
+            // older one must not undo a newer edit (whole-row last-writer-wins by time;
+            // the hub keeps the per-field merge).
+            if let Some(mut row) = members::get(conn, &m)?.filter(|r| e.at >= r.updated_at) {
                 if !body["name"].is_null() {
                     row.name_enc = b64(&body["name"]);
                 }
@@ -302,7 +317,7 @@ fn project(
             };
             coupons::insert(conn, &row)?;
         }
-        ("member_merged", Some(loser)) => {
+        ("member_merged", Some(loser)) if origin_node == HUB_NODE => {
             let survivor = body["survivor"]
                 .as_str()
                 .map(uuid_bytes)
@@ -333,6 +348,7 @@ impl Edge {
         fetched: Vec<Fact>,
         upto: u64,
     ) -> Result<bool, EdgeError> {
+        let own_node = self.store.origin.node.clone();
         self.store
             .writer
             .write(move |ctx| {
@@ -340,6 +356,11 @@ impl Edge {
                 let mut origins = std::collections::HashMap::new();
                 let mut any = false;
                 for f in &fetched {
+                    // This store's own facts are here already, or come back through the
+                    // refetch of a restored database, which rebuilds their receipts too.
+                    if f.origin.node == own_node {
+                        continue;
+                    }
                     let key = (f.origin.node.clone(), f.origin.incarnation);
                     let origin_id = match origins.get(&key) {
                         Some(id) => *id,
@@ -353,18 +374,23 @@ impl Edge {
                             id
                         }
                     };
-                    let e: LedgerEntry = serde_json::from_str(&f.body)
-                        .map_err(|x| StoreError::Corrupt(format!("fetched fact: {x}")))?;
+                    // One unreadable fact must not keep the member from this store.
+                    let Ok(e) = serde_json::from_str::<LedgerEntry>(&f.body) else {
+                        tracing::warn!(origin = %f.origin, seq = f.seq, "an unreadable fetched fact was skipped");
+                        continue;
+                    };
+                    let Ok(nf) = new_fact(&e) else {
+                        tracing::warn!(origin = %f.origin, seq = f.seq, "an unreadable fetched fact was skipped");
+                        continue;
+                    };
                     let seq = f.seq as i64;
-                    if facts::insert_at(ctx.conn, origin_id, seq, &new_fact(&e)?)
-                        .map_err(StoreError::from)?
-                    {
+                    if facts::insert_at(ctx.conn, origin_id, seq, &nf).map_err(StoreError::from)? {
                         any = true;
                         if matches!(
                             e.kind.as_str(),
                             "member_registered" | "member_updated" | "member_merged"
                         ) {
-                            project(ctx.conn, origin_id, seq, &e)?;
+                            project(ctx.conn, origin_id, &f.origin.node, seq, &e)?;
                         }
                     }
                 }
@@ -389,6 +415,7 @@ impl Edge {
         r: incarnation::Refetch,
         facts: Vec<Fact>,
     ) -> Result<(), EdgeError> {
+        let own_node = self.store.origin.node.clone();
         self.store
             .writer
             .write(move |ctx| {
@@ -404,7 +431,7 @@ impl Edge {
                     if facts::insert_at(ctx.conn, r.origin_id, seq, &new_fact(&e)?)
                         .map_err(StoreError::from)?
                     {
-                        project(ctx.conn, r.origin_id, seq, &e)?;
+                        project(ctx.conn, r.origin_id, &own_node, seq, &e)?;
                     }
                     after = seq;
                 }

@@ -179,7 +179,6 @@ pub fn meta_get(conn: &Connection, key: &str) -> Result<Option<String>, StoreErr
         .optional()?)
 }
 
-/// Establishes (first start) or checks (later starts) which store this database is.
 /// The local id of origin (`node`, `incarnation`), recorded if new (facts fetched from
 /// the hub carry other stores' origins).
 pub fn origin_id(conn: &Connection, node: &str, incarnation: &str) -> Result<i64, StoreError> {
@@ -192,6 +191,7 @@ pub fn origin_id(conn: &Connection, node: &str, incarnation: &str) -> Result<i64
         .query_row(params![node, incarnation], |r| r.get(0))?)
 }
 
+/// Establishes (first start) or checks (later starts) which store this database is.
 fn ensure_origin(conn: &Connection, store_id: &str) -> Result<OwnOrigin, StoreError> {
     match meta_get(conn, "store_id")? {
         Some(found) if found != store_id => {

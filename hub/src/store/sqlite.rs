@@ -166,7 +166,8 @@ const MIGRATIONS: &[&str] = &[
     r#"
     -- A member's facts from every store, and members by the phone's chain-wide blind
     -- index: a store fetches a member it does not hold by phone, and the hub finds a
-    -- phone registered twice. Expressions over the stored fact, so ingest is unchanged.
+    -- phone registered twice. Expressions over the stored fact: the ingest code is
+    -- unchanged, but each insert evaluates them (BENCHMARKS.md: within the noise).
     CREATE INDEX facts_by_member ON facts (json_extract(body, '$.member'))
         WHERE json_extract(body, '$.member') IS NOT NULL;
     CREATE INDEX registrations_by_phone
