@@ -281,6 +281,26 @@ mod tests {
         seqs: std::sync::Mutex<Vec<u64>>,
     }
 
+    /// A ledger entry moving `earn`/`spend` points of `member`, as a store syncs it.
+    fn points_entry(member: &str, txn: &str, earn: i64, spend: i64, auth: &str, at: i64) -> String {
+        let entry = LedgerEntry {
+            kind: if spend > 0 { "redemption" } else { "purchase" }.into(),
+            at,
+            member: Some(member.into()),
+            txn: txn.into(),
+            earn,
+            expires_at: if earn > 0 { T0 + 1_000_000_000 } else { 0 },
+            available_at: 0,
+            spend,
+            reverse: 0,
+            reverse_lot: None,
+            qual_spend: 0,
+            qual_at: 0,
+            body: serde_json::json!({ "auth": auth }).to_string(),
+        };
+        serde_json::to_string(&entry).unwrap_or_default()
+    }
+
     fn chain(stores: &[&str]) -> Chain {
         Chain {
             t: TestHub::new(T0, stores),
@@ -301,25 +321,10 @@ mod tests {
                 node: row.store_id.clone(),
                 incarnation: uuid::Uuid::from_u128(7),
             };
-            let entry = LedgerEntry {
-                kind: if spend > 0 { "redemption" } else { "purchase" }.into(),
-                at: self.t.time(),
-                member: Some(MEMBER.into()),
-                txn: txn.into(),
-                earn,
-                expires_at: if earn > 0 { T0 + 1_000_000_000 } else { 0 },
-                available_at: 0,
-                spend,
-                reverse: 0,
-                reverse_lot: None,
-                qual_spend: 0,
-                qual_at: 0,
-                body: serde_json::json!({ "auth": auth }).to_string(),
-            };
             let fact = Fact {
                 origin: origin.clone(),
                 seq,
-                body: serde_json::to_string(&entry).unwrap_or_default(),
+                body: points_entry(MEMBER, txn, earn, spend, auth, self.t.time()),
             };
             let req = PushRequest {
                 report: SyncReport {
@@ -591,5 +596,282 @@ mod tests {
         c.sync(1, &txn(7), 0, 10, "offline");
         let report = c.t.hub.overdraw_report().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(report.flags.len(), 1, "{report:?}");
+    }
+
+    /// Deterministic simulation of three stores and the hub under partitions (issue 5,
+    /// test 6b). Stores earn and redeem for three members; a store cut off from the hub
+    /// redeems under the floor limit `F` per member per offline period (until the hub
+    /// acknowledges it) and a cap `C`; one that reaches the hub asks it; any store
+    /// refuses more than its own view of the balance. The hub is the real one. After
+    /// every step no member is overdrawn by more than `F` × the stores that redeemed
+    /// them offline plus the hub-authorized spends whose holds lapsed (`HOLD_MS`) before
+    /// their facts arrived, nor any store past `C`; after healing, the hub holds exactly the
+    /// facts created (no point created or destroyed), authorizes exactly the balance,
+    /// and lists every overdrawn member. With the floor limit switched off the bound
+    /// must break, so the check is known to bite.
+    fn overdraw_simulation(seed: u64, floor_limit: bool) -> Result<(), String> {
+        const F: i64 = 100;
+        const C: i64 = 450;
+        const STEPS: usize = 120;
+        const MEMBERS: usize = 3;
+        struct Rng(u64);
+        impl Rng {
+            fn next(&mut self) -> u64 {
+                self.0 ^= self.0 << 13;
+                self.0 ^= self.0 >> 7;
+                self.0 ^= self.0 << 17;
+                self.0
+            }
+            fn below(&mut self, n: u64) -> u64 {
+                self.next() % n
+            }
+        }
+        #[derive(Default)]
+        struct Store {
+            online: bool,
+            seq: u64,
+            queue: Vec<Fact>,
+            /// The member's balance as the hub had it at this store's last sync.
+            snapshot: [i64; MEMBERS],
+            /// Unsynced earns less unsynced spends (the store's own view).
+            unsynced: [i64; MEMBERS],
+            /// Unsynced earns less unsynced offline spends (what it tells the hub).
+            unsynced_for_hub: [i64; MEMBERS],
+            offline_used: [i64; MEMBERS],
+            cap_used: i64,
+        }
+        let stores = ["S001", "S002", "S003"];
+        let c = chain(&stores);
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let mut st: Vec<Store> = stores
+            .iter()
+            .map(|_| Store {
+                online: true,
+                ..Default::default()
+            })
+            .collect();
+        let member = |m: usize| {
+            uuid::Uuid::from_u128(0x0190_a000_0000_7000_8000_0000_0000_1000 + m as u128).to_string()
+        };
+        let mut created = [(0i64, 0i64); MEMBERS];
+        let mut held = [(0i64, 0i64); MEMBERS];
+        let mut offline_at: [std::collections::BTreeSet<usize>; MEMBERS] = Default::default();
+        let mut n_txn = 0u128;
+        // Hub-authorized spends not yet pushed: (store, member, points, authorized at,
+        // hold lapsed). A hold lapses after HOLD_MS; its points are then free at the hub.
+        let mut holds: Vec<(usize, usize, i64, i64, bool)> = Vec::new();
+        let mut lapsed = [0i64; MEMBERS];
+        let mut t = T0;
+        let ask = |i: usize, member: &str, txn: &str, points: i64, unsynced: i64| {
+            c.t.hub
+                .authorize(
+                    &c.t.rows[i],
+                    &AuthorizeRequest {
+                        member: member.into(),
+                        txn: txn.into(),
+                        points,
+                        unsynced,
+                        lease_left: 0,
+                    },
+                )
+                .map_err(|e| e.to_string())
+        };
+        let fact = |s: &mut Store,
+                    i: usize,
+                    m: usize,
+                    txn: &str,
+                    earn: i64,
+                    spend: i64,
+                    auth: &str,
+                    at: i64| {
+            s.seq += 1;
+            s.queue.push(Fact {
+                origin: Origin {
+                    node: stores[i].into(),
+                    incarnation: uuid::Uuid::from_u128(7),
+                },
+                seq: s.seq,
+                body: points_entry(&member(m), txn, earn, spend, auth, at),
+            });
+        };
+        let sync =
+            |s: &mut Store, i: usize, held: &mut [(i64, i64); MEMBERS]| -> Result<(), String> {
+                if !s.queue.is_empty() {
+                    let facts = std::mem::take(&mut s.queue);
+                    let origin = facts[0].origin.clone();
+                    for f in &facts {
+                        let e: LedgerEntry =
+                            serde_json::from_str(&f.body).map_err(|e| e.to_string())?;
+                        let m = (0..MEMBERS)
+                            .find(|m| e.member.as_deref() == Some(member(*m).as_str()))
+                            .ok_or("member")?;
+                        held[m].0 += e.earn;
+                        held[m].1 += e.spend;
+                    }
+                    let req = PushRequest {
+                        report: SyncReport {
+                            origin: Some(origin.clone()),
+                            last_seq: s.seq,
+                        },
+                        push: Push {
+                            from: stores[i].into(),
+                            batches: vec![batch(origin, facts)],
+                        },
+                    };
+                    let ack =
+                        c.t.hub
+                            .push(&c.t.rows[i], &req)
+                            .map_err(|e| e.to_string())?;
+                    if !matches!(&ack.verdicts[..], [patron_sync::Verdict::Applied { .. }]) {
+                        return Err(format!("push not applied: {ack:?}"));
+                    }
+                }
+                // The offline period ends; the store learns the hub's balance.
+                s.offline_used = [0; MEMBERS];
+                s.unsynced = [0; MEMBERS];
+                s.unsynced_for_hub = [0; MEMBERS];
+                s.snapshot = held.map(|(earned, spent)| earned - spent);
+                Ok(())
+            };
+        for step in 0..STEPS {
+            t += 1 + rng.below(60_000) as i64;
+            c.t.set_time(t);
+            let i = rng.below(stores.len() as u64) as usize;
+            let m = rng.below(MEMBERS as u64) as usize;
+            n_txn += 1;
+            let txn = uuid::Uuid::from_u128(0x0190_a000_0000_7000_8000_0000_0001_0000 + n_txn)
+                .to_string();
+            match rng.below(10) {
+                0 | 1 => st[i].online = !st[i].online,
+                2 | 3 => {
+                    let amount = 1 + rng.below(150) as i64;
+                    fact(&mut st[i], i, m, &txn, amount, 0, "", t);
+                    created[m].0 += amount;
+                    st[i].unsynced[m] += amount;
+                    st[i].unsynced_for_hub[m] += amount;
+                }
+                4..=7 => {
+                    // Members spend most of what the store shows them.
+                    let s = &mut st[i];
+                    let view = s.snapshot[m] + s.unsynced[m];
+                    let p = 1 + rng.below(view.clamp(1, 400) as u64) as i64;
+                    if p > s.snapshot[m] + s.unsynced[m] {
+                        continue; // the store's own view refuses it
+                    }
+                    let auth = if s.online {
+                        let r = ask(i, &member(m), &txn, p, s.unsynced_for_hub[m])?;
+                        if !r.granted {
+                            continue;
+                        }
+                        "hub"
+                    } else {
+                        let fits =
+                            (!floor_limit || s.offline_used[m] + p <= F) && s.cap_used + p <= C;
+                        if !fits {
+                            continue;
+                        }
+                        s.offline_used[m] += p;
+                        s.cap_used += p;
+                        s.unsynced_for_hub[m] -= p;
+                        offline_at[m].insert(i);
+                        "offline"
+                    };
+                    fact(s, i, m, &txn, 0, p, auth, t);
+                    if auth == "hub" {
+                        holds.push((i, m, p, t, false));
+                    }
+                    created[m].1 += p;
+                    s.unsynced[m] -= p;
+                }
+                _ if st[i].online => {
+                    sync(&mut st[i], i, &mut held)?;
+                    holds.retain(|h| h.0 != i);
+                }
+                _ => {}
+            }
+            for h in holds.iter_mut().filter(|h| !h.4 && t >= h.3 + HOLD_MS) {
+                h.4 = true;
+                lapsed[h.1] += h.2;
+            }
+            for (m, (earned, spent)) in created.iter().enumerate() {
+                let bound = F * offline_at[m].len() as i64 + lapsed[m];
+                if spent - earned > bound {
+                    return Err(format!(
+                        "seed {seed} step {step}: member {m} overdrawn by {} > F × {} stores + {} of lapsed holds",
+                        spent - earned,
+                        offline_at[m].len(),
+                        lapsed[m]
+                    ));
+                }
+            }
+            if let Some(s) = st.iter().find(|s| s.cap_used > C) {
+                return Err(format!(
+                    "seed {seed} step {step}: a store redeemed {} offline > C",
+                    s.cap_used
+                ));
+            }
+        }
+        // Heal: every store reaches the hub and pushes what it has.
+        for (i, s) in st.iter_mut().enumerate() {
+            s.online = true;
+            sync(s, i, &mut held)?;
+        }
+        let report = c.t.hub.overdraw_report().map_err(|e| e.to_string())?;
+        for (m, (earned, spent)) in created.iter().enumerate() {
+            if held[m] != created[m] {
+                return Err(format!(
+                    "seed {seed}: member {m}: hub holds {:?}, created {:?}",
+                    held[m], created[m]
+                ));
+            }
+            let hub =
+                c.t.hub
+                    .store()
+                    .movements(&member(m))
+                    .map_err(|e| e.to_string())?;
+            let (e, sp) = hub
+                .iter()
+                .fold((0, 0), |(e, sp), (mv, _)| (e + mv.earn, sp + mv.spend));
+            if (e, sp) != (*earned, *spent) {
+                return Err(format!(
+                    "seed {seed}: member {m}: hub movements {e}/{sp}, created {earned}/{spent}"
+                ));
+            }
+            n_txn += 1;
+            let probe = uuid::Uuid::from_u128(0x0190_a000_0000_7000_8000_0000_0002_0000 + n_txn)
+                .to_string();
+            let available = ask(0, &member(m), &probe, 1_000_000, 0)?.available;
+            if available != earned - spent {
+                return Err(format!(
+                    "seed {seed}: member {m}: hub authorizes {available}, balance {}",
+                    earned - spent
+                ));
+            }
+            // Listed also when a spend once ran ahead of an earning it came before in
+            // time (later earnings repaid it): every member still owing must be.
+            let listed = report.overdraws.iter().any(|o| o.member == member(m));
+            if earned < spent && !listed {
+                return Err(format!(
+                    "seed {seed}: member {m} owes {} but is not listed",
+                    spent - earned
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn partitions_never_overdraw_past_the_floor_limit_bound_nor_lose_points() {
+        const SEEDS: u64 = 120;
+        for seed in 1..=SEEDS {
+            if let Err(e) = overdraw_simulation(seed, true) {
+                panic!("{e}");
+            }
+        }
+        let caught = (1..=SEEDS).find_map(|seed| overdraw_simulation(seed, false).err());
+        assert!(
+            caught.as_deref().is_some_and(|e| e.contains("overdrawn")),
+            "without the floor limit the overdraw bound must break in some run: {caught:?}"
+        );
     }
 }
