@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use patron_edge::domain::clock;
 use patron_edge::domain::promo::ruleset::RuleSet;
 use patron_edge::service::{Role, add_lane, revoke_lane};
 use patron_edge::{Config, Edge, config, demo, telemetry};
@@ -201,7 +202,7 @@ async fn serve(cfg: Config, demo_mode: Option<()>) -> anyhow::Result<()> {
         None => None,
     };
     let rules_file = cfg.rules_file.clone();
-    let edge = Arc::new(Edge::open(cfg).context("opening the store")?);
+    let edge = Arc::new(open_edge(cfg)?);
     if let Some(path) = rules_file {
         let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
         let set: RuleSet = serde_json::from_slice(&bytes)
@@ -271,6 +272,29 @@ Patron edge demo — store S001 with {n} demo members (13800138000 has a purchas
 "#,
         n = ids.len()
     );
+}
+
+/// `PATRON_CLOCK_SKEW_MS` shifts the edge's wall clock, to test a store whose clock is
+/// wrong (the multi-process fault test runs one an hour ahead). Never set in a store.
+const CLOCK_SKEW_ENV: &str = "PATRON_CLOCK_SKEW_MS";
+
+fn open_edge(cfg: Config) -> anyhow::Result<Edge> {
+    let skew: i64 = match std::env::var(CLOCK_SKEW_ENV) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .with_context(|| format!("{CLOCK_SKEW_ENV} must be a number of milliseconds"))?,
+        Err(_) => 0,
+    };
+    if skew == 0 {
+        return Edge::open(cfg).context("opening the store");
+    }
+    tracing::warn!(
+        skew_ms = skew,
+        "{CLOCK_SKEW_ENV} is set: this edge's clock is shifted"
+    );
+    Edge::open_with_clock(cfg, Box::new(move || clock::now_millis() + skew))
+        .context("opening the store")
 }
 
 async fn seed_members(cfg: Config, count: u64) -> anyhow::Result<()> {

@@ -16,6 +16,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 pub mod hub;
+pub mod proxy;
 
 /// Directory holding the workspace's binaries.
 pub fn bin_dir() -> Result<PathBuf> {
@@ -116,6 +117,8 @@ pub struct TestEdge {
     extra_config: String,
     /// The store id.
     pub store_id: String,
+    /// Environment for the process (e.g. a skewed clock).
+    pub env: Vec<(String, String)>,
 }
 
 /// A response, flattened for assertions.
@@ -162,6 +165,7 @@ impl TestEdge {
             http: http_client()?,
             extra_config: extra_config.to_string(),
             store_id: store_id.to_string(),
+            env: Vec::new(),
         };
         std::fs::write(edge.config_path(), edge.config_text())?;
         edge.token = edge.add_lane("test-admin", "admin")?;
@@ -175,10 +179,15 @@ impl TestEdge {
 
     /// Runs `patron-edge enroll` against `hub` with a token for this store in `ring`.
     pub fn enroll_in(&self, hub: &hub::TestHub, ring: &str) -> Result<()> {
+        self.enroll_at(hub, ring, &hub.url(""))
+    }
+
+    /// Like [`TestEdge::enroll_in`], reaching the hub at `url` (e.g. through a proxy).
+    pub fn enroll_at(&self, hub: &hub::TestHub, ring: &str, url: &str) -> Result<()> {
         let token = hub.add_store_in(&self.store_id, ring)?;
         let out = self
             .command()?
-            .args(["enroll", "--hub", &hub.url(""), "--token", &token])
+            .args(["enroll", "--hub", url, "--token", &token])
             .output()?;
         if !out.status.success() {
             bail!("enroll failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -208,6 +217,7 @@ impl TestEdge {
         let mut cmd = Command::new(bin_dir()?.join("patron-edge"));
         cmd.arg("--config").arg(self.config_path());
         cmd.env_remove("RUST_LOG");
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         Ok(cmd)
     }
 
@@ -387,6 +397,38 @@ impl TestEdge {
             .as_str()
             .context("member_id")?
             .to_string())
+    }
+
+    /// Commits a one-line sale of `price` fen for `member`, redeeming `redeem` points,
+    /// with the receipt number as its idempotency key; returns (status, body).
+    pub async fn sale(
+        &self,
+        member: &str,
+        receipt: &str,
+        price: i64,
+        redeem: i64,
+    ) -> Result<(u16, Value)> {
+        let body = serde_json::json!({"member_id": member, "receipt_id": receipt,
+            "redeem_points": redeem, "lines": [{"sku": "A1", "qty": 1, "unit_price": price}]});
+        let r = self
+            .post("/v1/checkout/commit", &body, Some(receipt))
+            .await?;
+        Ok((r.status, r.json))
+    }
+
+    /// The member this edge answers for `phone`: (member id, points balance).
+    pub async fn by_phone(&self, phone: &str) -> Result<(String, i64)> {
+        let r = self.get(&format!("/v1/members?phone={phone}")).await?;
+        if r.status != 200 {
+            bail!("lookup at {}: {} {}", self.store_id, r.status, r.json);
+        }
+        Ok((
+            r.json["member_id"]
+                .as_str()
+                .context("member_id")?
+                .to_string(),
+            r.json["points"]["balance"].as_i64().context("balance")?,
+        ))
     }
 
     /// Waits (up to 15 s) until the hub is reachable from this edge and holds every fact

@@ -5,6 +5,7 @@ mod auth;
 mod bad_input;
 mod checkout;
 mod durability;
+mod faults;
 mod members;
 mod openapi;
 mod pii;

@@ -7,23 +7,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use patron_tests::TestEdge;
 use patron_tests::hub::TestHub;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const CONFIG: &str = "[sync]\npush_delay_ms = 10\nheartbeat_ms = 200\nretry_min_ms = 100\nretry_max_ms = 400\ntimeout_ms = 2000\n\
                       [redemption]\noffline_floor_points = 300\noffline_daily_cap_points = 450\n";
-
-async fn sale(
-    e: &TestEdge,
-    member: &str,
-    receipt: &str,
-    price: i64,
-    redeem: i64,
-) -> Result<(u16, Value)> {
-    let body = json!({"member_id": member, "receipt_id": receipt, "redeem_points": redeem,
-                      "lines": [{"sku": "A1", "qty": 1, "unit_price": price}]});
-    let r = e.post("/v1/checkout/commit", &body, Some(receipt)).await?;
-    Ok((r.status, r.json))
-}
 
 /// Another store (credential `store`) asks the hub to authorize `points` for sale `txn`.
 async fn ask_hub(
@@ -49,7 +36,7 @@ async fn the_hub_authorizes_online_and_floor_limits_bound_offline_redemptions() 
     e.enroll(&hub)?;
     e.start().await?;
     let m = e.register("13800000001", None).await?;
-    let (st, _) = sale(&e, &m, "R-earn", 200_000, 0).await?;
+    let (st, _) = e.sale(&m, "R-earn", 200_000, 0).await?;
     anyhow::ensure!(st == 201, "earning sale: {st}");
     e.synced()
         .await
@@ -74,49 +61,49 @@ async fn the_hub_authorizes_online_and_floor_limits_bound_offline_redemptions() 
     );
 
     // S001 still shows 2,000 locally, but the hub refuses 800: only 500 are left.
-    let (st, body) = sale(&e, &m, "R-800", 1_000, 800).await?;
+    let (st, body) = e.sale(&m, "R-800", 1_000, 800).await?;
     assert_eq!(st, 422, "{body}");
     assert_eq!(body["error"]["code"], "insufficient_points", "{body}");
     assert_eq!(body["error"]["details"]["available"], 500, "{body}");
-    let (st, body) = sale(&e, &m, "R-500", 1_000, 500).await?;
+    let (st, body) = e.sale(&m, "R-500", 1_000, 500).await?;
     assert_eq!(st, 201, "{body}");
     e.synced().await?;
 
     // A second member, registered and earning while the hub is reachable.
     let m2 = e.register("13800000002", None).await?;
-    let (st, _) = sale(&e, &m2, "R-earn-2", 100_000, 0).await?;
+    let (st, _) = e.sale(&m2, "R-earn-2", 100_000, 0).await?;
     anyhow::ensure!(st == 201, "second member's sale: {st}");
     e.synced().await?;
 
     // The hub goes away: offline, one member may redeem 300 here, the store 450 a day.
     hub.kill();
     e.hub_reachable(false).await?;
-    let (st, body) = sale(&e, &m, "R-off-1", 1_000, 200).await?;
+    let (st, body) = e.sale(&m, "R-off-1", 1_000, 200).await?;
     assert_eq!(st, 201, "first offline redemption: {body}");
-    let (st, body) = sale(&e, &m, "R-off-2", 1_000, 200).await?;
+    let (st, body) = e.sale(&m, "R-off-2", 1_000, 200).await?;
     assert_eq!(st, 422, "{body}");
     assert_eq!(body["error"]["code"], "offline_limit_exceeded", "{body}");
     assert_eq!(body["error"]["details"]["member_left"], 100, "{body}");
-    let (st, body) = sale(&e, &m, "R-off-3", 1_000, 100).await?;
+    let (st, body) = e.sale(&m, "R-off-3", 1_000, 100).await?;
     assert_eq!(st, 201, "up to the floor limit: {body}");
     // A member registered now is provisional: they earn, but redeem nothing until the
     // hub has their registration (it may merge them with another store's member).
     let m3 = e.register("13800000003", None).await?;
-    let (st, body) = sale(&e, &m3, "R-earn-3", 100_000, 0).await?;
+    let (st, body) = e.sale(&m3, "R-earn-3", 100_000, 0).await?;
     assert_eq!(st, 201, "a provisional member earns: {body}");
-    let (st, body) = sale(&e, &m3, "R-prov", 1_000, 10).await?;
+    let (st, body) = e.sale(&m3, "R-prov", 1_000, 10).await?;
     assert_eq!(st, 422, "{body}");
     assert_eq!(body["error"]["code"], "offline_limit_exceeded", "{body}");
     assert_eq!(body["error"]["details"]["provisional"], true, "{body}");
     assert_eq!(body["error"]["details"]["member_left"], 0, "{body}");
     // The second member: the store's daily cap has 150 left.
-    let (st, body) = sale(&e, &m2, "R-off-4", 1_000, 200).await?;
+    let (st, body) = e.sale(&m2, "R-off-4", 1_000, 200).await?;
     assert_eq!(st, 422, "{body}");
     assert_eq!(body["error"]["details"]["store_left"], 150, "{body}");
-    let (st, body) = sale(&e, &m2, "R-off-5", 1_000, 150).await?;
+    let (st, body) = e.sale(&m2, "R-off-5", 1_000, 150).await?;
     assert_eq!(st, 201, "up to the daily cap: {body}");
     // A refused sale wrote nothing: its receipt is still free.
-    let (st, body) = sale(&e, &m2, "R-off-4", 1_000, 0).await?;
+    let (st, body) = e.sale(&m2, "R-off-4", 1_000, 0).await?;
     assert_eq!(st, 201, "{body}");
 
     // The hub returns with S002's hold intact (durable): of 2,000 points (and the few
@@ -130,12 +117,12 @@ async fn the_hub_authorizes_online_and_floor_limits_bound_offline_redemptions() 
         .as_i64()
         .context("balance")?;
     assert!((1200..1500).contains(&local), "local balance {local}");
-    let (st, body) = sale(&e, &m, "R-after", 1_000, 1).await?;
+    let (st, body) = e.sale(&m, "R-after", 1_000, 1).await?;
     assert_eq!(st, 422, "{body}");
     assert_eq!(body["error"]["code"], "insufficient_points", "{body}");
     assert_eq!(body["error"]["details"]["available"], 0, "{body}");
     // The hub has the provisional member's registration now: they redeem.
-    let (st, body) = sale(&e, &m3, "R-prov-after", 1_000, 10).await?;
+    let (st, body) = e.sale(&m3, "R-prov-after", 1_000, 10).await?;
     assert_eq!(st, 201, "a confirmed member redeems: {body}");
     Ok(())
 }
@@ -170,7 +157,7 @@ async fn a_lease_lets_the_store_redeem_offline_beyond_the_floor_limit() -> Resul
     e.enroll(&hub)?;
     e.start().await?;
     let m = e.register("13800000011", None).await?;
-    let (st, _) = sale(&e, &m, "R-earn", 200_000, 0).await?;
+    let (st, _) = e.sale(&m, "R-earn", 200_000, 0).await?;
     anyhow::ensure!(st == 201, "earning sale: {st}");
     e.synced().await?;
 
@@ -205,7 +192,7 @@ async fn a_lease_lets_the_store_redeem_offline_beyond_the_floor_limit() -> Resul
     // Online, the store itself redeems more than its lease: the hub grants the 1,000
     // free points and 200 of the lease, which shrinks to 800 at the hub and here.
     let mut earned = 0;
-    let (st, body) = sale(&e, &m, "R-online", 1_500, 1200).await?;
+    let (st, body) = e.sale(&m, "R-online", 1_500, 1200).await?;
     assert_eq!(st, 201, "free points, then the lease: {body}");
     earned += body["points_earned"].as_i64().context("points_earned")?;
     e.synced().await?;
@@ -213,22 +200,22 @@ async fn a_lease_lets_the_store_redeem_offline_beyond_the_floor_limit() -> Resul
 
     // The hub goes away. 700 is far past the floor limit (100), but within the lease.
     hub.kill();
-    let (st, body) = sale(&e, &m, "R-lease-1", 1_000, 700).await?;
+    let (st, body) = e.sale(&m, "R-lease-1", 1_000, 700).await?;
     assert_eq!(st, 201, "within the lease: {body}");
     // (The local balance is now ~100: asking more fails on the balance itself.)
     earned += body["points_earned"].as_i64().context("points_earned")?;
     // The lease's last 100; past it, the floor limit decides again (10 of its 100).
-    let (st, body) = sale(&e, &m, "R-lease-2", 1_000, 100).await?;
+    let (st, body) = e.sale(&m, "R-lease-2", 1_000, 100).await?;
     assert_eq!(st, 201, "the rest of the lease: {body}");
     earned += body["points_earned"].as_i64().context("points_earned")?;
-    let (st, body) = sale(&e, &m, "R-floor", 1_000, 10).await?;
+    let (st, body) = e.sale(&m, "R-floor", 1_000, 10).await?;
     assert_eq!(st, 201, "under the floor limit: {body}");
     earned += body["points_earned"].as_i64().context("points_earned")?;
     // A purchase tops the balance up: the floor limit, not the balance, now refuses.
-    let (st, body) = sale(&e, &m, "R-top-up", 100_000, 0).await?;
+    let (st, body) = e.sale(&m, "R-top-up", 100_000, 0).await?;
     assert_eq!(st, 201, "{body}");
     earned += body["points_earned"].as_i64().context("points_earned")?;
-    let (st, body) = sale(&e, &m, "R-over", 1_000, 91).await?;
+    let (st, body) = e.sale(&m, "R-over", 1_000, 91).await?;
     assert_eq!(st, 422, "{body}");
     assert_eq!(body["error"]["code"], "offline_limit_exceeded", "{body}");
     assert_eq!(body["error"]["details"]["member_left"], 90, "{body}");

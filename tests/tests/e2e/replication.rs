@@ -23,11 +23,9 @@ async fn enrolled_edge_with(hub: &TestHub, store: &str, config: &str) -> Result<
 }
 
 async fn sale(e: &TestEdge, member: &str, receipt: &str, price: i64, redeem: i64) -> Result<Value> {
-    let body = json!({"member_id": member, "receipt_id": receipt, "redeem_points": redeem,
-                      "lines": [{"sku": "A1", "qty": 1, "unit_price": price}]});
-    let r = e.post("/v1/checkout/commit", &body, Some(receipt)).await?;
-    anyhow::ensure!(r.status == 201, "commit {receipt}: {} {}", r.status, r.json);
-    Ok(r.json)
+    let (status, body) = e.sale(member, receipt, price, redeem).await?;
+    anyhow::ensure!(status == 201, "commit {receipt}: {status} {body}");
+    Ok(body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -100,19 +98,6 @@ async fn a_member_of_another_store_is_fetched_by_phone_in_one_round_trip() -> Re
     Ok(())
 }
 
-/// Both stores' answer for a phone: (member id, balance).
-async fn by_phone(e: &TestEdge, phone: &str) -> Result<(String, i64)> {
-    let r = e.get(&format!("/v1/members?phone={phone}")).await?;
-    anyhow::ensure!(r.status == 200, "lookup: {} {}", r.status, r.json);
-    Ok((
-        r.json["member_id"]
-            .as_str()
-            .context("member_id")?
-            .to_string(),
-        r.json["points"]["balance"].as_i64().context("balance")?,
-    ))
-}
-
 /// The same phone registered at two stores while the hub is down ends as one member
 /// after sync: the hub merges the registration it received second into the first, and
 /// every store answers the phone, and either id, with one member and both stores'
@@ -148,7 +133,7 @@ async fn one_phone_registered_at_two_offline_stores_becomes_one_member() -> Resu
     // lookups both stores show the same member with both stores' points.
     let seen = std::sync::Mutex::new(Vec::new());
     TestHub::wait_for(Duration::from_secs(20), || async {
-        let (x, y) = (by_phone(&s1, PHONE).await?, by_phone(&s2, PHONE).await?);
+        let (x, y) = (s1.by_phone(PHONE).await?, s2.by_phone(PHONE).await?);
         let done = x == y && x.1 == e1 + e2;
         *seen.lock().unwrap_or_else(|p| p.into_inner()) = vec![x, y];
         Ok(done)
