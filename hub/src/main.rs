@@ -58,6 +58,15 @@ enum Command {
         /// Plain HTTP instead of TLS: for development on one machine only.
         #[arg(long)]
         insecure_dev: bool,
+        /// Share of a member's free points a store may lease, per mille (0: no leases).
+        #[arg(long, default_value_t = patron_hub::redemption::LEASE_POLICY.share_permille,
+              value_parser = clap::value_parser!(i64).range(0..=1000))]
+        lease_share_permille: i64,
+        /// How long a lease lasts at the store, in minutes (the hub counts it 10 minutes
+        /// longer).
+        #[arg(long, default_value_t = patron_hub::redemption::LEASE_POLICY.duration_ms / 60_000,
+              value_parser = clap::value_parser!(i64).range(1..=7 * 24 * 60))]
+        lease_minutes: i64,
     },
 }
 
@@ -216,6 +225,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve {
             listen,
             insecure_dev,
+            lease_share_permille,
+            lease_minutes,
         } => {
             let tls_cfg = if insecure_dev {
                 tracing::warn!(
@@ -226,7 +237,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(tls::server_config(&dir)?)
             };
             let state = AppState {
-                hub: Arc::new(hub(&dir, !insecure_dev)?),
+                hub: Arc::new(hub(&dir, !insecure_dev)?.with_lease_policy(
+                    patron_sync::rights::LeasePolicy {
+                        share_permille: lease_share_permille,
+                        duration_ms: lease_minutes * 60_000,
+                        ..patron_hub::redemption::LEASE_POLICY
+                    },
+                )),
                 admin_hash: admin_hash(&dir),
             };
             let rt = tokio::runtime::Builder::new_multi_thread()

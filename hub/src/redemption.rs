@@ -83,8 +83,9 @@ pub fn points_row(body: &str) -> Option<PointsRow> {
     })
 }
 
-/// How the hub leases members' points to stores: half of what is free, for four hours
-/// at the store (the hub counts ten minutes longer), at least 100 points.
+/// How the hub leases members' points to stores unless told otherwise
+/// (`patron-hub serve --lease-share-permille --lease-minutes`): half of what is free,
+/// for four hours at the store (the hub counts ten minutes longer), at least 100 points.
 pub const LEASE_POLICY: LeasePolicy = LeasePolicy {
     share_permille: 500,
     duration_ms: 4 * 3_600_000,
@@ -155,13 +156,13 @@ impl Hub {
         let answer = match self.store().grant_lease(
             &member,
             &store.store_id,
-            &LEASE_POLICY,
+            self.lease_policy(),
             now,
             spendable,
         )? {
             Ok(l) => LeaseResponse {
                 points: l.points,
-                duration_ms: LEASE_POLICY.duration_ms,
+                duration_ms: self.lease_policy().duration_ms,
                 refused: None,
             },
             Err(why) => LeaseResponse {
@@ -402,6 +403,24 @@ mod tests {
                 },
             )
             .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The hub's lease share and duration are its operator's to set.
+    #[test]
+    fn the_lease_policy_is_configurable() {
+        let mut t = TestHub::new(T0, &["S001"]);
+        t.hub = t.hub.with_lease_policy(LeasePolicy {
+            share_permille: 250,
+            duration_ms: 3_600_000,
+            ..LEASE_POLICY
+        });
+        let c = Chain {
+            t,
+            seqs: std::sync::Mutex::new(vec![0]),
+        };
+        c.sync(0, &txn(1), 1000, 0, "");
+        let l = lease(&c, 0);
+        assert_eq!((l.points, l.duration_ms), (250, 3_600_000), "{l:?}");
     }
 
     #[test]

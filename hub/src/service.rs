@@ -80,6 +80,8 @@ pub struct Hub {
     ca_fingerprint: String,
     /// The chain's member keys, handed to stores at enrollment (base64).
     chain_keys: Option<String>,
+    /// How members' points are leased to stores.
+    lease_policy: patron_sync::rights::LeasePolicy,
     rng: SystemRandom,
     now: Box<dyn Fn() -> i64 + Send + Sync>,
     /// Automerge sync states of open sessions, by (document, store).
@@ -245,6 +247,7 @@ impl Hub {
             ca_pem,
             ca_fingerprint,
             chain_keys: None,
+            lease_policy: crate::redemption::LEASE_POLICY,
             rng: SystemRandom::new(),
             now,
             doc_sessions: Default::default(),
@@ -255,6 +258,17 @@ impl Hub {
     pub fn with_chain_keys(mut self, keys: String) -> Self {
         self.chain_keys = Some(keys);
         self
+    }
+
+    /// Leases members' points under `policy` instead of [`crate::redemption::LEASE_POLICY`].
+    pub fn with_lease_policy(mut self, policy: patron_sync::rights::LeasePolicy) -> Self {
+        self.lease_policy = policy;
+        self
+    }
+
+    /// How members' points are leased to stores.
+    pub(crate) fn lease_policy(&self) -> &patron_sync::rights::LeasePolicy {
+        &self.lease_policy
     }
 
     /// 32 random bytes, base64url, after a prefix that says what the secret is for
