@@ -94,6 +94,9 @@ pub struct SyncConfig {
     /// A lookup of a phone this store does not hold waits this long for the hub to send
     /// the member (then answers not found, as offline).
     pub fetch_timeout_ms: u64,
+    /// A member registered at another store leaves this store's set after this many days
+    /// without a sale or a fetch here (and with no lease here).
+    pub keep_members_days: u32,
 }
 
 impl Default for SyncConfig {
@@ -107,6 +110,7 @@ impl Default for SyncConfig {
             watchdog_secs: 300,
             batch: 1000,
             fetch_timeout_ms: 1_000,
+            keep_members_days: 90,
         }
     }
 }
@@ -315,6 +319,9 @@ impl Config {
             return bad(
                 "sync: need 0 < retry_min_ms <= retry_max_ms, timeout_ms > 0, fetch_timeout_ms > 0, heartbeat_ms > 0",
             );
+        }
+        if y.keep_members_days == 0 {
+            return bad("sync.keep_members_days must be >= 1");
         }
         if self.storage.max_batch == 0 || self.storage.read_connections == 0 {
             return bad("storage: max_batch and read_connections must be >= 1");

@@ -291,13 +291,9 @@ mod tests {
             txn: txn.into(),
             earn,
             expires_at: if earn > 0 { T0 + 1_000_000_000 } else { 0 },
-            available_at: 0,
             spend,
-            reverse: 0,
-            reverse_lot: None,
-            qual_spend: 0,
-            qual_at: 0,
             body: serde_json::json!({ "auth": auth }).to_string(),
+            ..Default::default()
         };
         serde_json::to_string(&entry).unwrap_or_default()
     }

@@ -663,13 +663,8 @@ mod tests {
             txn: uuid::Uuid::now_v7().to_string(),
             earn,
             expires_at: if earn > 0 { T0 + 1_000_000_000 } else { 0 },
-            available_at: 0,
-            spend: 0,
-            reverse: 0,
-            reverse_lot: None,
-            qual_spend: 0,
-            qual_at: 0,
             body: body.into(),
+            ..Default::default()
         };
         Fact {
             origin: Origin {

@@ -95,7 +95,7 @@ pub struct StoreStatus {
 /// A ledger entry as it travels in a sync fact (the fact body is this, as JSON).
 /// Mirrors the edge's `facts` row; `body` holds the details (personal data only as
 /// ciphertext).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerEntry {
     /// `purchase`, `refund`, `redemption`, `member_registered`, …
     pub kind: String,

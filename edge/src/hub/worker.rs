@@ -52,6 +52,17 @@ pub fn spawn(edge: Arc<Edge>, link: HubLink) -> Result<tokio::task::JoinHandle<(
         fetcher: HubClient::new(&link, fetch_timeout)?,
         fetch_timeout,
     });
+    // Members of other stores who stopped coming leave this store (partial replication).
+    let sweeper = edge.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            every.tick().await;
+            if let Err(e) = sweeper.drop_departed_members().await {
+                tracing::error!(error = %e, "dropping departed members failed");
+            }
+        }
+    });
     if edge.core.cfg.redemption.leases {
         crate::service::leases::spawn(edge.clone(), HubClient::new(&link, timeout)?);
     }

@@ -97,7 +97,13 @@ impl Leases {
         self.lock().len()
     }
 
-    fn holds(&self, member: &[u8; 16]) -> bool {
+    /// The members this store holds leases for.
+    pub fn members(&self) -> Vec<[u8; 16]> {
+        self.lock().keys().copied().collect()
+    }
+
+    /// Whether this store holds a lease on `member`'s points.
+    pub fn holds(&self, member: &[u8; 16]) -> bool {
         self.lock().contains_key(member)
     }
 

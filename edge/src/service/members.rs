@@ -316,13 +316,17 @@ impl Edge {
                 return false;
             }
         };
-        if facts.is_empty() {
-            return false;
+        if facts.is_empty() && since == 0 {
+            return false; // no one has this phone
         }
+        // Stored even with nothing new: the fetch time keeps the member in this store's
+        // set (`drop_departed_members`).
         let n = facts.len();
         match self.apply_fetched(idx, facts, upto).await {
             Ok(any) => {
-                tracing::info!(facts = n, "member facts fetched from the hub");
+                if any {
+                    tracing::info!(facts = n, "member facts fetched from the hub");
+                }
                 any
             }
             Err(e) => {
@@ -348,6 +352,51 @@ impl Edge {
         {
             tracing::warn!("a merged member's survivor could not be fetched yet");
         }
+    }
+
+    /// Partial replication: a member registered at another store leaves this store's
+    /// set once `sync.keep_members_days` pass with no sale here and no fetch, unless the
+    /// store holds a lease on them (or they are part of a merge). Their profile row, the
+    /// facts fetched for them and the fetch position go; this store's own facts of
+    /// theirs stay (they are its ledger). A later lookup fetches them whole again.
+    /// Returns how many left.
+    pub async fn drop_departed_members(&self) -> Result<usize, EdgeError> {
+        let core = self.core.clone();
+        let now = core.now();
+        let cutoff = now - i64::from(core.cfg.sync.keep_members_days) * 86_400_000;
+        let own_node = self.store.origin.node.clone();
+        let leased: std::collections::HashSet<[u8; 16]> =
+            self.leases.members().into_iter().collect();
+        let (gone, facts) = self
+            .store
+            .writer
+            .write(move |ctx| {
+                let own = format!("{own_node}/");
+                let (mut gone, mut facts) = (0, 0);
+                for row in members::fetched_before(ctx.conn, &core.cfg.store_id, cutoff)? {
+                    if leased.contains(&row.member_id) {
+                        continue;
+                    }
+                    let served = facts::for_member(ctx.conn, &row.member_id)
+                        .map_err(crate::store::StoreError::from)?
+                        .iter()
+                        .any(|f| f.at >= cutoff && f.origin.starts_with(&own));
+                    if !served {
+                        facts += members::remove_fetched(ctx.conn, &row, &own_node)?;
+                        gone += 1;
+                    }
+                }
+                Ok::<_, EdgeError>((gone, facts))
+            })
+            .await?;
+        if gone > 0 {
+            tracing::info!(
+                members = gone,
+                facts,
+                "members of other stores left this store"
+            );
+        }
+        Ok(gone)
     }
 
     /// The member this store holds under `phone`.
@@ -481,5 +530,140 @@ impl Edge {
                 })
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    use patron_protocol::Origin;
+    use patron_protocol::hub::LedgerEntry;
+    use patron_sync::session::Fact;
+
+    use super::*;
+    use crate::config::Config;
+
+    const T0: i64 = 1_764_000_000_000;
+    const DAY: i64 = 86_400_000;
+
+    /// Another store's facts about member `m` as the hub would send them.
+    fn fetched(m: [u8; 16], idx: [u8; 32], first_seq: u64) -> Vec<Fact> {
+        let entry = |kind: &str, earn: i64, body: serde_json::Value| LedgerEntry {
+            kind: kind.into(),
+            at: T0,
+            member: Some(uuid::Uuid::from_bytes(m).to_string()),
+            txn: uuid::Uuid::now_v7().to_string(),
+            earn,
+            expires_at: if earn > 0 { T0 + 400 * DAY } else { 0 },
+            body: body.to_string(),
+            ..Default::default()
+        };
+        let reg = json!({"phone_idx": B64.encode(idx), "wrapped_key": "", "phone": "",
+                         "referral_code": format!("R{}", first_seq), "home_store": "S001"});
+        [
+            entry("member_registered", 0, reg),
+            entry("purchase", 500, json!({})),
+        ]
+        .into_iter()
+        .zip(first_seq..)
+        .map(|(e, seq)| Fact {
+            origin: Origin {
+                node: "S001".into(),
+                incarnation: uuid::Uuid::from_u128(9),
+            },
+            seq,
+            body: serde_json::to_string(&e).unwrap_or_default(),
+        })
+        .collect()
+    }
+
+    /// A member of another store leaves after the keep window with no sale and no
+    /// fetch here; one fetched again, or served here, within the window stays, and so
+    /// does every member registered here.
+    #[tokio::test]
+    async fn members_of_other_stores_leave_after_the_keep_window() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let cfg = Config {
+            store_id: "S002".into(),
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        let clock = Arc::new(AtomicI64::new(T0));
+        let c = clock.clone();
+        let edge = Arc::new(
+            Edge::open_with_clock(cfg, Box::new(move || c.load(Ordering::SeqCst)))
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+        let (gone, again, served) = ([1u8; 16], [2u8; 16], [3u8; 16]);
+        for (i, m) in [gone, again, served].into_iter().enumerate() {
+            let idx = [m[0]; 32];
+            edge.apply_fetched(idx, fetched(m, idx, 1 + 2 * i as u64), 10 + i as u64)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let here = edge
+            .register(
+                None,
+                serde_json::from_value(
+                    json!({"phone": "13800000077", "consents": {"terms": true}}),
+                )
+                .unwrap_or_else(|e| panic!("{e}")),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let here_id = serde_json::from_slice::<serde_json::Value>(&here.body)
+            .ok()
+            .and_then(|v| v["member_id"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        // Day 50: `again` is fetched again, `served` buys here.
+        clock.store(T0 + 50 * DAY, Ordering::SeqCst);
+        edge.apply_fetched([2; 32], Vec::new(), 30)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let idem = Idem {
+            lane: 1,
+            key: "k-served".into(),
+            request_hash: [0; 32],
+        };
+        let sale = json!({"member_id": uuid::Uuid::from_bytes(served).to_string(),
+                          "receipt_id": "R-served", "lines": [{"sku": "A", "qty": 1, "unit_price": 1000}]});
+        edge.commit(
+            idem,
+            serde_json::from_value(sale).unwrap_or_else(|e| panic!("{e}")),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        // Day 89: nobody leaves yet. Day 91: only `gone` does, with its fetched facts.
+        clock.store(T0 + 89 * DAY, Ordering::SeqCst);
+        assert_eq!(edge.drop_departed_members().await.ok(), Some(0));
+        clock.store(T0 + 91 * DAY, Ordering::SeqCst);
+        assert_eq!(edge.drop_departed_members().await.ok(), Some(1));
+        let state = |m: [u8; 16]| {
+            let edge = edge.clone();
+            async move {
+                edge.store
+                    .readers
+                    .read(move |c| {
+                        let row = members::get(c, &m)?.is_some();
+                        let facts = facts::for_member(c, &m)
+                            .map_err(crate::store::StoreError::from)?
+                            .len();
+                        let upto = members::fetched_upto(c, &[m[0]; 32])?;
+                        Ok::<_, EdgeError>((row, facts, upto))
+                    })
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"))
+            }
+        };
+        assert_eq!(state(gone).await, (false, 0, 0));
+        assert_eq!(state(again).await, (true, 1, 30));
+        assert!(state(served).await.0);
+        let here_uuid = uuid::Uuid::parse_str(&here_id).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            state(*here_uuid.as_bytes()).await.0,
+            "registered here: stays"
+        );
     }
 }

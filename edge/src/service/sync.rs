@@ -349,10 +349,11 @@ impl Edge {
         upto: u64,
     ) -> Result<bool, EdgeError> {
         let own_node = self.store.origin.node.clone();
+        let now = self.core.now();
         self.store
             .writer
             .write(move |ctx| {
-                store::members::set_fetched_upto(ctx.conn, &phone_idx, upto)?;
+                store::members::set_fetched_upto(ctx.conn, &phone_idx, upto, now)?;
                 let mut origins = std::collections::HashMap::new();
                 let mut any = false;
                 for f in &fetched {
@@ -386,6 +387,9 @@ impl Edge {
                     let seq = f.seq as i64;
                     if facts::insert_at(ctx.conn, origin_id, seq, &nf).map_err(StoreError::from)? {
                         any = true;
+                        if let Some(m) = &nf.member {
+                            store::members::note_fetched_fact(ctx.conn, m, origin_id, seq)?;
+                        }
                         if matches!(
                             e.kind.as_str(),
                             "member_registered" | "member_updated" | "member_merged"

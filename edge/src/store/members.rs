@@ -191,13 +191,73 @@ pub fn set_fetched_upto(
     conn: &Connection,
     phone_idx: &[u8; 32],
     upto: u64,
+    now: i64,
 ) -> Result<(), StoreError> {
     conn.prepare_cached(
-        "INSERT INTO member_fetches (phone_idx, upto) VALUES (?1, ?2)
-         ON CONFLICT (phone_idx) DO UPDATE SET upto = max(upto, excluded.upto)",
+        "INSERT INTO member_fetches (phone_idx, upto, fetched_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (phone_idx) DO UPDATE SET upto = max(upto, excluded.upto),
+                                               fetched_at = max(fetched_at, excluded.fetched_at)",
     )?
-    .execute(params![&phone_idx[..], upto as i64])?;
+    .execute(params![&phone_idx[..], upto as i64, now])?;
     Ok(())
+}
+
+/// Notes that fact (`origin`, `seq`) of `member` came from the hub.
+pub fn note_fetched_fact(
+    conn: &Connection,
+    member: &[u8; 16],
+    origin: i64,
+    seq: i64,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO fetched_facts (member, origin, seq) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(params![&member[..], origin, seq])?;
+    Ok(())
+}
+
+/// Members registered at another store (not `home_store`), in no merge, last fetched
+/// before `cutoff`: the candidates to leave this store's set.
+pub fn fetched_before(
+    conn: &Connection,
+    home_store: &str,
+    cutoff: i64,
+) -> Result<Vec<MemberRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(concat!(
+        "SELECT ",
+        member_columns!(),
+        " FROM members m
+          WHERE home_store <> ?1
+            AND coalesce((SELECT fetched_at FROM member_fetches f WHERE f.phone_idx = m.phone_idx), 0) < ?2
+            AND NOT EXISTS (SELECT 1 FROM member_aliases a
+                             WHERE a.loser = m.member_id OR a.survivor = m.member_id)"
+    ))?;
+    let rows = stmt.query_map(params![home_store, cutoff], from_row)?;
+    rows.map(|r| with_tags(r?)).collect()
+}
+
+/// Removes a member of another store from this store: the profile row, the facts
+/// fetched for them from other stores (never this store's own: they are its ledger),
+/// and the fetch position, so a later lookup fetches them whole again.
+pub fn remove_fetched(
+    conn: &Connection,
+    row: &MemberRow,
+    own_node: &str,
+) -> Result<usize, StoreError> {
+    let facts = conn
+        .prepare_cached(
+            "DELETE FROM facts WHERE (origin, seq) IN
+               (SELECT f.origin, f.seq FROM fetched_facts f JOIN origins o ON o.id = f.origin
+                 WHERE f.member = ?1 AND o.node <> ?2)",
+        )?
+        .execute(params![&row.member_id[..], own_node])?;
+    conn.prepare_cached("DELETE FROM fetched_facts WHERE member = ?1")?
+        .execute(params![&row.member_id[..]])?;
+    conn.prepare_cached("DELETE FROM members WHERE member_id = ?1")?
+        .execute(params![&row.member_id[..]])?;
+    conn.prepare_cached("DELETE FROM member_fetches WHERE phone_idx = ?1")?
+        .execute(params![&row.phone_idx[..]])?;
+    Ok(facts)
 }
 
 /// The member whose own referral code this is.
@@ -295,7 +355,7 @@ mod tests {
         let idx = [9u8; 32];
         assert_eq!(fetched_upto(&conn, &idx).ok(), Some(0));
         for upto in [40, 12] {
-            set_fetched_upto(&conn, &idx, upto).unwrap_or_else(|e| panic!("{e}"));
+            set_fetched_upto(&conn, &idx, upto, 1).unwrap_or_else(|e| panic!("{e}"));
         }
         assert_eq!(fetched_upto(&conn, &idx).ok(), Some(40));
     }

@@ -237,10 +237,22 @@ pub const MIGRATIONS: &[&str] = &[
         seq    INTEGER NOT NULL
     ) STRICT, WITHOUT ROWID;
     "#,
+    // 8: when each phone was last fetched (members of other stores leave after a while).
+    r#"
+    ALTER TABLE member_fetches ADD COLUMN fetched_at INTEGER NOT NULL DEFAULT 0;
+    -- Facts fetched from the hub, by member: what leaves with a member of another store
+    -- (no index on facts finds all of a member's facts).
+    CREATE TABLE fetched_facts (
+        member BLOB    NOT NULL,
+        origin INTEGER NOT NULL,
+        seq    INTEGER NOT NULL,
+        PRIMARY KEY (member, origin, seq)
+    ) STRICT, WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this binary writes.
-pub const SCHEMA_VERSION: usize = 7;
+pub const SCHEMA_VERSION: usize = 8;
 
 #[cfg(test)]
 mod tests {

@@ -391,15 +391,8 @@ fn merge_if_registered_twice(
         at: now,
         member: Some(member.to_string()),
         txn: uuid::Uuid::now_v7().to_string(),
-        earn: 0,
-        expires_at: 0,
-        available_at: 0,
-        spend: 0,
-        reverse: 0,
-        reverse_lot: None,
-        qual_spend: 0,
-        qual_at: 0,
         body: serde_json::json!({ "survivor": survivor }).to_string(),
+        ..Default::default()
     };
     let body = serde_json::to_string(&entry).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let seq = high as i64 + 1;
