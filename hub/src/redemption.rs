@@ -617,10 +617,13 @@ mod tests {
     /// test 6b). Stores earn and redeem for three members; a store cut off from the hub
     /// redeems under the floor limit `F` per member per offline period (until the hub
     /// acknowledges it) and a cap `C`; one that reaches the hub asks it; any store
-    /// refuses more than its own view of the balance. The hub is the real one. After
-    /// every step no member is overdrawn by more than `F` × the stores that redeemed
-    /// them offline plus the hub-authorized spends whose holds lapsed (`HOLD_MS`) before
-    /// their facts arrived, nor any store past `C`; after healing, the hub holds exactly the
+    /// refuses more than its own view of the balance: its own facts and what other stores
+    /// did as of its last fetch of the member (a lookup while the hub was reachable; a
+    /// push teaches it nothing). Reachable, a store pushes most sales at once. The hub
+    /// is the real one. After every step no member is overdrawn by more than `F` × the
+    /// (store, offline period) pairs in which they redeemed offline, plus the
+    /// hub-authorized spends whose holds lapsed (`HOLD_MS`) before their facts arrived,
+    /// nor any store past `C`; after healing, the hub holds exactly the
     /// facts created (no point created or destroyed), authorizes exactly the balance,
     /// and lists every overdrawn member. With the floor limit switched off the bound
     /// must break, so the check is known to bite.
@@ -646,13 +649,16 @@ mod tests {
             online: bool,
             seq: u64,
             queue: Vec<Fact>,
-            /// The member's balance as the hub had it at this store's last sync.
-            snapshot: [i64; MEMBERS],
-            /// Unsynced earns less unsynced spends (the store's own view).
-            unsynced: [i64; MEMBERS],
+            /// Earns less spends of this store's own facts, synced or not.
+            own: [i64; MEMBERS],
+            /// Earns less spends of other stores' facts, as the hub had them when this
+            /// store last fetched the member (a lookup while the hub was reachable).
+            foreign: [i64; MEMBERS],
             /// Unsynced earns less unsynced offline spends (what it tells the hub).
             unsynced_for_hub: [i64; MEMBERS],
             offline_used: [i64; MEMBERS],
+            /// Whether the member redeemed offline here in the current offline period.
+            in_period: [bool; MEMBERS],
             cap_used: i64,
         }
         let stores = ["S001", "S002", "S003"];
@@ -670,7 +676,10 @@ mod tests {
         };
         let mut created = [(0i64, 0i64); MEMBERS];
         let mut held = [(0i64, 0i64); MEMBERS];
-        let mut offline_at: [std::collections::BTreeSet<usize>; MEMBERS] = Default::default();
+        // Net points of each store's facts the hub holds, per member.
+        let mut held_by = [[0i64; MEMBERS]; 3];
+        // (Store, offline period) pairs in which the member redeemed offline.
+        let mut periods = [0i64; MEMBERS];
         let mut n_txn = 0u128;
         // Hub-authorized spends not yet pushed: (store, member, points, authorized at,
         // hold lapsed). A hold lapses after HOLD_MS; its points are then free at the hub.
@@ -709,45 +718,52 @@ mod tests {
                 body: points_entry(&member(m), txn, earn, spend, auth, at),
             });
         };
-        let sync =
-            |s: &mut Store, i: usize, held: &mut [(i64, i64); MEMBERS]| -> Result<(), String> {
-                if !s.queue.is_empty() {
-                    let facts = std::mem::take(&mut s.queue);
-                    let origin = facts[0].origin.clone();
-                    for f in &facts {
-                        let e: LedgerEntry =
-                            serde_json::from_str(&f.body).map_err(|e| e.to_string())?;
-                        let m = (0..MEMBERS)
-                            .find(|m| e.member.as_deref() == Some(member(*m).as_str()))
-                            .ok_or("member")?;
-                        held[m].0 += e.earn;
-                        held[m].1 += e.spend;
-                    }
-                    let req = PushRequest {
-                        report: SyncReport {
-                            origin: Some(origin.clone()),
-                            last_seq: s.seq,
-                        },
-                        push: Push {
-                            from: stores[i].into(),
-                            batches: vec![batch(origin, facts)],
-                        },
-                    };
-                    let ack =
-                        c.t.hub
-                            .push(&c.t.rows[i], &req)
-                            .map_err(|e| e.to_string())?;
-                    if !matches!(&ack.verdicts[..], [patron_sync::Verdict::Applied { .. }]) {
-                        return Err(format!("push not applied: {ack:?}"));
-                    }
+        let sync = |s: &mut Store,
+                    i: usize,
+                    held: &mut [(i64, i64); MEMBERS],
+                    held_by: &mut [[i64; MEMBERS]; 3]|
+         -> Result<(), String> {
+            if !s.queue.is_empty() {
+                let facts = std::mem::take(&mut s.queue);
+                let origin = facts[0].origin.clone();
+                for f in &facts {
+                    let e: LedgerEntry =
+                        serde_json::from_str(&f.body).map_err(|e| e.to_string())?;
+                    let m = (0..MEMBERS)
+                        .find(|m| e.member.as_deref() == Some(member(*m).as_str()))
+                        .ok_or("member")?;
+                    held[m].0 += e.earn;
+                    held[m].1 += e.spend;
+                    held_by[i][m] += e.earn - e.spend;
                 }
-                // The offline period ends; the store learns the hub's balance.
-                s.offline_used = [0; MEMBERS];
-                s.unsynced = [0; MEMBERS];
-                s.unsynced_for_hub = [0; MEMBERS];
-                s.snapshot = held.map(|(earned, spent)| earned - spent);
-                Ok(())
-            };
+                let req = PushRequest {
+                    report: SyncReport {
+                        origin: Some(origin.clone()),
+                        last_seq: s.seq,
+                    },
+                    push: Push {
+                        from: stores[i].into(),
+                        batches: vec![batch(origin, facts)],
+                    },
+                };
+                let ack =
+                    c.t.hub
+                        .push(&c.t.rows[i], &req)
+                        .map_err(|e| e.to_string())?;
+                if !matches!(&ack.verdicts[..], [patron_sync::Verdict::Applied { .. }]) {
+                    return Err(format!("push not applied: {ack:?}"));
+                }
+            }
+            // The hub acknowledged it: the offline period ends. The store learns
+            // nothing of other stores' facts from a push.
+            s.offline_used = [0; MEMBERS];
+            s.in_period = [false; MEMBERS];
+            s.unsynced_for_hub = [0; MEMBERS];
+            Ok(())
+        };
+        let refresh = |s: &mut Store, i: usize, m: usize, held_by: &[[i64; MEMBERS]; 3]| {
+            s.foreign[m] = (0..3).filter(|j| *j != i).map(|j| held_by[j][m]).sum();
+        };
         for step in 0..STEPS {
             t += 1 + rng.below(60_000) as i64;
             c.t.set_time(t);
@@ -762,15 +778,24 @@ mod tests {
                     let amount = 1 + rng.below(150) as i64;
                     fact(&mut st[i], i, m, &txn, amount, 0, "", t);
                     created[m].0 += amount;
-                    st[i].unsynced[m] += amount;
+                    st[i].own[m] += amount;
                     st[i].unsynced_for_hub[m] += amount;
+                    // Reachable, the edge pushes a sale ~20 ms after it commits.
+                    if st[i].online && rng.below(4) > 0 {
+                        sync(&mut st[i], i, &mut held, &mut held_by)?;
+                        holds.retain(|h| h.0 != i);
+                    }
                 }
                 4..=7 => {
-                    // Members spend most of what the store shows them.
                     let s = &mut st[i];
-                    let view = s.snapshot[m] + s.unsynced[m];
+                    // A lookup while the hub is reachable fetches what other stores did.
+                    if s.online && rng.below(2) == 0 {
+                        refresh(s, i, m, &held_by);
+                    }
+                    // Members spend most of what the store shows them.
+                    let view = s.own[m] + s.foreign[m];
                     let p = 1 + rng.below(view.clamp(1, 400) as u64) as i64;
-                    if p > s.snapshot[m] + s.unsynced[m] {
+                    if p > view {
                         continue; // the store's own view refuses it
                     }
                     let auth = if s.online {
@@ -788,7 +813,10 @@ mod tests {
                         s.offline_used[m] += p;
                         s.cap_used += p;
                         s.unsynced_for_hub[m] -= p;
-                        offline_at[m].insert(i);
+                        if !s.in_period[m] {
+                            s.in_period[m] = true;
+                            periods[m] += 1;
+                        }
                         "offline"
                     };
                     fact(s, i, m, &txn, 0, p, auth, t);
@@ -796,10 +824,14 @@ mod tests {
                         holds.push((i, m, p, t, false));
                     }
                     created[m].1 += p;
-                    s.unsynced[m] -= p;
+                    s.own[m] -= p;
+                    if s.online && rng.below(4) > 0 {
+                        sync(&mut st[i], i, &mut held, &mut held_by)?;
+                        holds.retain(|h| h.0 != i);
+                    }
                 }
                 _ if st[i].online => {
-                    sync(&mut st[i], i, &mut held)?;
+                    sync(&mut st[i], i, &mut held, &mut held_by)?;
                     holds.retain(|h| h.0 != i);
                 }
                 _ => {}
@@ -809,12 +841,12 @@ mod tests {
                 lapsed[h.1] += h.2;
             }
             for (m, (earned, spent)) in created.iter().enumerate() {
-                let bound = F * offline_at[m].len() as i64 + lapsed[m];
+                let bound = F * periods[m] + lapsed[m];
                 if spent - earned > bound {
                     return Err(format!(
-                        "seed {seed} step {step}: member {m} overdrawn by {} > F × {} stores + {} of lapsed holds",
+                        "seed {seed} step {step}: member {m} overdrawn by {} > F × {} offline periods + {} of lapsed holds",
                         spent - earned,
-                        offline_at[m].len(),
+                        periods[m],
                         lapsed[m]
                     ));
                 }
@@ -829,7 +861,7 @@ mod tests {
         // Heal: every store reaches the hub and pushes what it has.
         for (i, s) in st.iter_mut().enumerate() {
             s.online = true;
-            sync(s, i, &mut held)?;
+            sync(s, i, &mut held, &mut held_by)?;
         }
         let report = c.t.hub.overdraw_report().map_err(|e| e.to_string())?;
         for (m, (earned, spent)) in created.iter().enumerate() {

@@ -56,8 +56,13 @@ pub fn spawn(edge: Arc<Edge>, link: HubLink) -> Result<tokio::task::JoinHandle<(
     let sweeper = edge.clone();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(3600));
+        every.tick().await; // the first tick is now: wait a whole period first
         loop {
             every.tick().await;
+            // Only while the hub can give a removed member back.
+            if !sweeper.hub_reachable() {
+                continue;
+            }
             if let Err(e) = sweeper.drop_departed_members().await {
                 tracing::error!(error = %e, "dropping departed members failed");
             }

@@ -263,7 +263,9 @@ impl Edge {
         }
     }
 
-    fn hub_reachable(&self) -> bool {
+    /// Whether the hub can be asked now: enrolled, holding the chain keys, and the last
+    /// call to the hub answered.
+    pub(crate) fn hub_reachable(&self) -> bool {
         self.hub_authority().is_some()
             && self.core.vault.has_chain_keys()
             && self.sync_status.lock().is_ok_and(|s| s.reachable)
@@ -306,6 +308,7 @@ impl Edge {
             Ok(Ok(got)) => got,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "member fetch from the hub failed");
+                self.hub_failed();
                 return false;
             }
             Err(_) => {
@@ -313,6 +316,7 @@ impl Edge {
                     timeout_ms = hub.fetch_timeout.as_millis() as u64,
                     "member fetch from the hub timed out"
                 );
+                self.hub_failed();
                 return false;
             }
         };

@@ -69,6 +69,15 @@ impl Edge {
         }
     }
 
+    /// A call to the hub failed or timed out: until the sync worker next reaches it,
+    /// the store acts offline (registrations are provisional, redemptions go to the
+    /// offline limits without waiting on the hub).
+    pub(super) fn hub_failed(&self) {
+        if let Ok(mut s) = self.sync_status.lock() {
+            s.reachable = false;
+        }
+    }
+
     pub(super) fn hub_authority(&self) -> Option<Arc<HubAuthority>> {
         self.authority.read().ok().and_then(|a| a.clone())
     }
@@ -146,6 +155,7 @@ impl Edge {
             }),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "redemption authorization failed: offline limits apply");
+                self.hub_failed();
                 Ok((Authority::Offline, None))
             }
             Err(_) => {
@@ -153,6 +163,7 @@ impl Edge {
                     timeout_ms = hub.timeout.as_millis() as u64,
                     "redemption authorization timed out: offline limits apply"
                 );
+                self.hub_failed();
                 Ok((Authority::Offline, None))
             }
         }
@@ -175,13 +186,18 @@ impl Core {
             return Ok(());
         }
         let (conn, origin) = (ctx.conn, ctx.origin);
-        if auth == Authority::Offline {
-            let r = &self.cfg.redemption;
-            let incarnation = self.origin_label.split_once('/').map_or("", |(_, i)| i);
+        let incarnation = self.origin_label.split_once('/').map_or("", |(_, i)| i);
+        // Not before the hub has the registration, whoever allows it: the hub would
+        // judge a member it does not know by this store's unsynced points alone.
+        if auth != Authority::Local {
             let acked = acked_seq(conn, incarnation)?;
             if provisional(conn, member, origin, acked)? {
                 return Err(EdgeError::ProvisionalMember { requested: points });
             }
+        }
+        if auth == Authority::Offline {
+            let r = &self.cfg.redemption;
+            let acked = acked_seq(conn, incarnation)?;
             let member_used = offline_unacked(conn, member, acked)?;
             let day_start = self.start_of_day(now);
             let store_used: i64 = conn

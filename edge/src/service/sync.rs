@@ -385,17 +385,26 @@ impl Edge {
                         continue;
                     };
                     let seq = f.seq as i64;
-                    if facts::insert_at(ctx.conn, origin_id, seq, &nf).map_err(StoreError::from)? {
-                        any = true;
-                        if let Some(m) = &nf.member {
-                            store::members::note_fetched_fact(ctx.conn, m, origin_id, seq)?;
-                        }
-                        if matches!(
+                    let inserted =
+                        facts::insert_at(ctx.conn, origin_id, seq, &nf).map_err(StoreError::from)?;
+                    any |= inserted;
+                    if let Some(m) = &nf.member {
+                        store::members::note_fetched_fact(ctx.conn, m, origin_id, seq)?;
+                    }
+                    // A registration held already still rebuilds a missing profile row (a
+                    // member removed from this store keeps facts it fetched earlier).
+                    let rebuild = e.kind == "member_registered"
+                        && nf.member.is_some_and(|m| {
+                            store::members::get(ctx.conn, &m).is_ok_and(|r| r.is_none())
+                        });
+                    if (inserted || rebuild)
+                        && matches!(
                             e.kind.as_str(),
                             "member_registered" | "member_updated" | "member_merged"
-                        ) {
-                            project(ctx.conn, origin_id, &f.origin.node, seq, &e)?;
-                        }
+                        )
+                    {
+                        any = true;
+                        project(ctx.conn, origin_id, &f.origin.node, seq, &e)?;
                     }
                 }
                 Ok::<_, EdgeError>(any)

@@ -359,4 +359,38 @@ mod tests {
         }
         assert_eq!(fetched_upto(&conn, &idx).ok(), Some(40));
     }
+
+    /// A store upgraded to schema 8 keeps the members it fetched before: their phones
+    /// count as fetched at the upgrade, and their fetched facts are recorded, so the
+    /// sweep neither drops them at once nor leaves their facts behind.
+    #[test]
+    fn the_upgrade_to_schema_8_keeps_fetched_members() {
+        use super::super::migrations::MIGRATIONS;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("m.sqlite");
+        let mut conn = super::super::connect(&path, false).unwrap_or_else(|e| panic!("{e}"));
+        for sql in &MIGRATIONS[..7] {
+            conn.execute_batch(sql).unwrap_or_else(|e| panic!("{e}"));
+        }
+        conn.execute_batch(
+            "PRAGMA user_version = 7;
+             INSERT INTO meta (key, value) VALUES ('store_id', 'S002');
+             INSERT INTO origins (id, node, incarnation) VALUES (1, 'S002', 'a'), (2, 'S001', 'b');
+             INSERT INTO facts (origin, seq, kind, at, member, txn, body)
+                 VALUES (1, 1, 'purchase', 1, x'01', x'aa', '{}'),
+                        (2, 5, 'member_registered', 1, x'01', x'bb', '{}');
+             INSERT INTO member_fetches (phone_idx, upto) VALUES (x'09', 12);",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        super::super::migrate(&mut conn, &path).unwrap_or_else(|e| panic!("{e}"));
+        let recorded: Vec<(i64, i64)> = conn
+            .prepare("SELECT origin, seq FROM fetched_facts")
+            .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(recorded, vec![(2, 5)], "only the other store's fact");
+        let at: i64 = conn
+            .query_row("SELECT fetched_at FROM member_fetches", [], |r| r.get(0))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(at > 1_700_000_000_000, "fetched_at {at}");
+    }
 }

@@ -240,6 +240,8 @@ pub const MIGRATIONS: &[&str] = &[
     // 8: when each phone was last fetched (members of other stores leave after a while).
     r#"
     ALTER TABLE member_fetches ADD COLUMN fetched_at INTEGER NOT NULL DEFAULT 0;
+    -- Phones fetched before this version count as fetched now: a whole keep window.
+    UPDATE member_fetches SET fetched_at = CAST(unixepoch('now') AS INTEGER) * 1000;
     -- Facts fetched from the hub, by member: what leaves with a member of another store
     -- (no index on facts finds all of a member's facts).
     CREATE TABLE fetched_facts (
@@ -248,6 +250,12 @@ pub const MIGRATIONS: &[&str] = &[
         seq    INTEGER NOT NULL,
         PRIMARY KEY (member, origin, seq)
     ) STRICT, WITHOUT ROWID;
+    -- Those fetched before this version: every member fact of another store's origin.
+    INSERT INTO fetched_facts (member, origin, seq)
+        SELECT member, origin, seq FROM facts
+         WHERE member IS NOT NULL
+           AND origin IN (SELECT id FROM origins
+                           WHERE node <> (SELECT value FROM meta WHERE key = 'store_id'));
     "#,
 ];
 

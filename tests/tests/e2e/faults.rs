@@ -141,7 +141,6 @@ async fn three_edges_behind_faults_converge_with_exact_balances_one_member_and_t
 
     // Exact balances: the hub holds every sale of A, overdrawn as the stores let it.
     assert_eq!(hub.balance(&a)?, a_balance);
-    assert_eq!(s1.by_phone(PA).await?.1, sold_view(&s1, &a).await?);
 
     // The merge: both stores answer PB with one member holding both stores' points.
     let seen = std::sync::Mutex::new(Vec::new());
@@ -191,11 +190,4 @@ async fn three_edges_behind_faults_converge_with_exact_balances_one_member_and_t
         });
     assert!(flagged, "{report}");
     Ok(())
-}
-
-/// A member's balance as a store shows it by id.
-async fn sold_view(e: &TestEdge, member: &str) -> Result<i64> {
-    e.get(&format!("/v1/members/{member}")).await?.json["points"]["balance"]
-        .as_i64()
-        .context("balance")
 }
