@@ -385,6 +385,9 @@ fn merge_if_registered_twice(
     if n == 0 {
         return Ok(None);
     }
+    // Points held for the merged-away id's sales now count against the survivor.
+    tx.prepare_cached("UPDATE holds SET member = ?2 WHERE member = ?1")?
+        .execute(params![member, survivor])?;
     let (origin_id, high) = hub_origin(tx)?;
     let entry = patron_protocol::hub::LedgerEntry {
         kind: "member_merged".into(),
@@ -490,17 +493,23 @@ fn apply_points(
         .execute(params![p.member, store, p.spend])?;
     }
     if p.offline && p.spend > 0 && p.flag_window_ms > 0 {
-        tx.prepare_cached(
-            "INSERT OR IGNORE INTO redemption_flags (member, first_store, first_at, second_store, second_at)
-             SELECT ?1,
+        // Over every id of the person (a merged member redeems under either).
+        tx.prepare_cached(concat!(
+            "WITH r(id) AS (SELECT ",
+            root_of!("?1"),
+            ")
+             INSERT OR IGNORE INTO redemption_flags (member, first_store, first_at, second_store, second_at)
+             SELECT r.id,
                     CASE WHEN x.at <= ?3 THEN o.node ELSE ?2 END,
                     min(x.at, ?3),
                     CASE WHEN x.at <= ?3 THEN ?2 ELSE o.node END,
                     max(x.at, ?3)
-               FROM points x JOIN origins o ON o.id = x.origin
-              WHERE x.member = ?1 AND x.offline = 1 AND x.spend > 0 AND o.node <> ?2
-                AND abs(x.at - ?3) <= ?4",
-        )?
+               FROM r, points x JOIN origins o ON o.id = x.origin
+              WHERE x.member IN (SELECT r.id UNION ALL
+                                 SELECT loser FROM member_aliases WHERE survivor = r.id)
+                AND x.offline = 1 AND x.spend > 0 AND o.node <> ?2
+                AND abs(x.at - ?3) <= ?4"
+        ))?
         .execute(params![p.member, store, p.at, p.flag_window_ms])?;
     }
     Ok(())
