@@ -191,7 +191,7 @@ impl Edge {
                         &NewFact { kind: "member_registered", at: now, member: Some(idb), txn: idb, body: body.to_string(), ..Default::default() },
                     )?;
                     if provisional {
-                        super::redemption::record_provisional(ctx.conn, &idb, ctx.origin, seq)?;
+                        members::mark_provisional(ctx.conn, &idb, ctx.origin, seq)?;
                     }
                     if let Some(referral) = rules.as_deref().and_then(|c| c.set.referral.as_ref()) {
                         core.referral_reward(ctx, &row, referral.on_register, "register", now)?;

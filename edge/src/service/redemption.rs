@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use patron_protocol::hub::AuthorizeRequest;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 
 use super::{Core, Edge, EdgeError};
 use crate::domain::clock::Millis;
@@ -191,7 +191,8 @@ impl Core {
         // judge a member it does not know by this store's unsynced points alone.
         if auth != Authority::Local {
             let acked = acked_seq(conn, incarnation)?;
-            if provisional(conn, member, origin, acked)? {
+            let registered = crate::store::members::provisional_seq(conn, member, origin)?;
+            if registered.is_some_and(|seq| seq > acked) {
                 return Err(EdgeError::ProvisionalMember { requested: points });
             }
         }
@@ -243,36 +244,6 @@ fn offline_unacked(conn: &Connection, member: &[u8; 16], acked: i64) -> Result<i
 }
 
 /// The highest own sequence the hub acknowledged in this incarnation.
-/// Whether `member` was registered here (origin `origin`) while the hub was unreachable
-/// and the hub has not acknowledged the registration (`acked`).
-fn provisional(
-    conn: &Connection,
-    member: &[u8; 16],
-    origin: i64,
-    acked: i64,
-) -> Result<bool, StoreError> {
-    let seq: Option<i64> = conn
-        .prepare_cached("SELECT seq FROM provisional_members WHERE member = ?1 AND origin = ?2")?
-        .query_row(params![&member[..], origin], |r| r.get(0))
-        .optional()?;
-    Ok(seq.is_some_and(|s| s > acked))
-}
-
-/// Records that `member`, whose registration is fact (`origin`, `seq`), was registered
-/// while the hub was unreachable.
-pub(super) fn record_provisional(
-    conn: &Connection,
-    member: &[u8; 16],
-    origin: i64,
-    seq: i64,
-) -> Result<(), StoreError> {
-    conn.prepare_cached(
-        "INSERT INTO provisional_members (member, origin, seq) VALUES (?1, ?2, ?3)",
-    )?
-    .execute(params![&member[..], origin, seq])?;
-    Ok(())
-}
-
 fn acked_seq(conn: &Connection, incarnation: &str) -> Result<i64, StoreError> {
     Ok(meta_get(conn, super::sync::ACKED_KEY)?
         .and_then(|v| {

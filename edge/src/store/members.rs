@@ -202,6 +202,34 @@ pub fn set_fetched_upto(
     Ok(())
 }
 
+/// Records that `member`, whose registration is fact (`origin`, `seq`), was registered
+/// while the hub was unreachable.
+pub fn mark_provisional(
+    conn: &Connection,
+    member: &[u8; 16],
+    origin: i64,
+    seq: i64,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO provisional_members (member, origin, seq) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(params![&member[..], origin, seq])?;
+    Ok(())
+}
+
+/// The registration fact's sequence of a member registered under origin `origin` while
+/// the hub was unreachable (provisional until the hub acknowledges it).
+pub fn provisional_seq(
+    conn: &Connection,
+    member: &[u8; 16],
+    origin: i64,
+) -> Result<Option<i64>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT seq FROM provisional_members WHERE member = ?1 AND origin = ?2")?
+        .query_row(params![&member[..], origin], |r| r.get(0))
+        .optional()?)
+}
+
 /// Notes that fact (`origin`, `seq`) of `member` came from the hub.
 pub fn note_fetched_fact(
     conn: &Connection,
