@@ -591,9 +591,9 @@ mod tests {
 
     const T0: i64 = 1_764_000_000_000;
 
-    fn update(store: &str, seq: u64, name: &str, wall: i64) -> (Origin, Fact) {
+    fn update(store: &str, seq: u64, name: &str, wall: i64) -> Fact {
         let body = serde_json::json!({"name": name, "tags_add": ["vip"], "hlc": {"wall": wall, "counter": 0, "node": store}});
-        let fact = member_fact(
+        member_fact(
             store,
             seq,
             wall,
@@ -601,8 +601,7 @@ mod tests {
             "m-1",
             0,
             &body.to_string(),
-        );
-        (fact.origin.clone(), fact)
+        )
     }
 
     /// A store whose clock runs an hour fast edits a name; two minutes later another
@@ -611,19 +610,7 @@ mod tests {
     fn a_store_clock_running_ahead_is_clamped_and_noted() {
         let t = TestHub::new(T0, &["S001", "S002"]);
         let (hub, rows) = (&t.hub, &t.rows);
-        let push = |row: &StoreRow, (origin, fact): (Origin, Fact)| {
-            let req = PushRequest {
-                report: SyncReport {
-                    origin: Some(origin.clone()),
-                    last_seq: fact.seq,
-                },
-                push: Push {
-                    from: row.store_id.clone(),
-                    batches: vec![batch(origin, vec![fact])],
-                },
-            };
-            hub.push(row, &req).unwrap_or_else(|e| panic!("{e}"))
-        };
+        let push = |row: &StoreRow, fact: Fact| push_facts(hub, row, vec![fact]);
         push(&rows[0], update("S001", 1, "fast", T0 + 3_600_000));
         push(&rows[0], update("S001", 2, "faster", T0 + 3_601_000));
         let p = hub
@@ -646,6 +633,22 @@ mod tests {
         let list = hub.stores().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(list[0].clock_ahead_ms, Some(3_601_000));
         assert_eq!(list[1].clock_ahead_ms, None);
+    }
+
+    /// `row` pushes `facts` (one origin, consecutive) to the hub; returns its answer.
+    fn push_facts(hub: &Hub, row: &StoreRow, facts: Vec<Fact>) -> PushAck {
+        let origin = facts[0].origin.clone();
+        let req = PushRequest {
+            report: SyncReport {
+                origin: Some(origin.clone()),
+                last_seq: facts.last().map_or(0, |f| f.seq),
+            },
+            push: Push {
+                from: row.store_id.clone(),
+                batches: vec![batch(origin, facts)],
+            },
+        };
+        hub.push(row, &req).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// A store's fact about member `m` as it syncs (kind, points earned, inner body).
@@ -686,21 +689,7 @@ mod tests {
         use base64::Engine;
         let t = TestHub::new(T0, &["S001", "S002"]);
         let (hub, rows) = (&t.hub, &t.rows);
-        let push = |row: &StoreRow, facts: Vec<Fact>| {
-            let origin = facts[0].origin.clone();
-            let last_seq = facts.last().map_or(0, |f| f.seq);
-            let req = PushRequest {
-                report: SyncReport {
-                    origin: Some(origin.clone()),
-                    last_seq,
-                },
-                push: Push {
-                    from: row.store_id.clone(),
-                    batches: vec![batch(origin, facts)],
-                },
-            };
-            hub.push(row, &req).unwrap_or_else(|e| panic!("{e}"))
-        };
+        let push = |row: &StoreRow, facts: Vec<Fact>| push_facts(hub, row, facts);
         let b64 = |b: u8| base64::engine::general_purpose::STANDARD.encode([b; 32]);
         let reg = |idx: &str| serde_json::json!({ "phone_idx": idx }).to_string();
         push(
@@ -783,20 +772,7 @@ mod tests {
         use base64::Engine;
         let t = TestHub::new(T0, &["S001", "S002"]);
         let (hub, rows) = (&t.hub, &t.rows);
-        let push = |row: &StoreRow, facts: Vec<Fact>| {
-            let origin = facts[0].origin.clone();
-            let req = PushRequest {
-                report: SyncReport {
-                    origin: Some(origin.clone()),
-                    last_seq: facts.last().map_or(0, |f| f.seq),
-                },
-                push: Push {
-                    from: row.store_id.clone(),
-                    batches: vec![batch(origin, facts)],
-                },
-            };
-            hub.push(row, &req).unwrap_or_else(|e| panic!("{e}"))
-        };
+        let push = |row: &StoreRow, facts: Vec<Fact>| push_facts(hub, row, facts);
         let idx = base64::engine::general_purpose::STANDARD.encode([5u8; 32]);
         let reg = serde_json::json!({ "phone_idx": idx }).to_string();
         let (m1, m2) = (
