@@ -6,7 +6,6 @@ use std::sync::Arc;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use patron_protocol::hub::{EnrollResponse, LedgerEntry, PushRequest, RefetchRequest, StoreStatus};
-use patron_sync::Stamp;
 use patron_sync::docs::{HqDoc, carries_changes, decode_state, encode_state, ring_doc};
 use patron_sync::profile::ProfileOp;
 use patron_sync::pull::{FetchedMember, MemberFetch};
@@ -125,21 +124,15 @@ fn profile_ops(
     let Ok(e) = serde_json::from_str::<LedgerEntry>(&f.body) else {
         return Vec::new();
     };
-    let registered = e.kind == "member_registered";
-    if !registered && e.kind != "member_updated" {
+    if e.kind != "member_registered" && e.kind != "member_updated" {
         return Vec::new();
     }
     let (Some(member), Ok(body)) = (e.member, serde_json::from_str::<serde_json::Value>(&e.body))
     else {
         return Vec::new();
     };
-    let mut stamp: Stamp = serde_json::from_value(body["hlc"].clone()).unwrap_or(Stamp {
-        wall: e.at.max(0) as u64,
-        counter: 0,
-        node: store.to_string(),
-    });
     // The node is the authenticated store, whatever the fact says.
-    stamp.node = store.to_string();
+    let mut stamp = patron_sync::profile::stamp_of(&body, e.at, store);
     let limit = (now + MAX_CLOCK_AHEAD_MS).max(0) as u64;
     if stamp.wall > limit {
         ahead.set(ahead.get().max(stamp.wall as i64 - now));
@@ -148,59 +141,7 @@ fn profile_ops(
         stamp.counter = u32::try_from(stamp.wall - limit).unwrap_or(u32::MAX);
         stamp.wall = limit;
     }
-    let bytes = |v: &serde_json::Value| -> Option<Vec<u8>> {
-        match v {
-            serde_json::Value::Null => None,
-            serde_json::Value::String(s) => Some(s.clone().into_bytes()),
-            other => Some(other.to_string().into_bytes()),
-        }
-    };
-    let mut ops = Vec::new();
-    let mut set = |field: &str, v: &serde_json::Value| {
-        ops.push(ProfileOp::Set {
-            field: field.to_string(),
-            value: bytes(v),
-            stamp: stamp.clone(),
-        });
-    };
-    if registered {
-        set("name", &body["name"]);
-        set("birthday", &body["birthday"]);
-        set("marketing", &body["consents"]["marketing"]);
-    } else {
-        for field in ["name", "birthday", "marketing"] {
-            if let Some(v) = body.get(field) {
-                set(field, v);
-            }
-        }
-        let tags = |k: &str| -> Vec<String> {
-            body[k]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|t| t.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        for tag in tags("tags_add") {
-            ops.push(ProfileOp::AddTag {
-                tag,
-                stamp: stamp.clone(),
-            });
-        }
-        // The edge removes, then adds: a tag in both lists ends present.
-        let added = tags("tags_add");
-        for tag in tags("tags_remove")
-            .into_iter()
-            .filter(|t| !added.contains(t))
-        {
-            ops.push(ProfileOp::RemoveTag {
-                tag,
-                stamp: stamp.clone(),
-            });
-        }
-    }
+    let ops = patron_sync::profile::ops_of(&e.kind, &body, &stamp);
     ops.into_iter().map(|o| (member.clone(), o)).collect()
 }
 
@@ -802,8 +743,12 @@ mod tests {
             )
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(pre.granted);
+        // S002 registered later, with a name and a birthday S001 did not take.
+        let reg2 = serde_json::json!({ "phone_idx": idx, "name": "B", "birthday": "b",
+                                       "hlc": {"wall": T0 + 1, "counter": 0, "node": "S002"} })
+        .to_string();
         let s2 = vec![
-            member_fact("S002", 1, T0, "member_registered", m2, 0, &reg),
+            member_fact("S002", 1, T0, "member_registered", m2, 0, &reg2),
             member_fact("S002", 2, T0, "purchase", m2, 200, "{}"),
         ];
         let ack = push(&rows[1], s2.clone());
@@ -814,6 +759,16 @@ mod tests {
                 survivor: m1.into()
             }]
         );
+        // Either id's profile is the two registrations merged field by field.
+        for id in [m1, m2] {
+            let p = hub
+                .profile(id)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .unwrap_or_default();
+            let field = |f: &str| p.fields.get(f).and_then(|w| w.value.clone());
+            assert_eq!(field("name"), Some(b"B".to_vec()), "{id}");
+            assert_eq!(field("birthday"), Some(b"b".to_vec()), "{id}");
+        }
         // A resend merges nothing again.
         assert!(push(&rows[1], s2).merged.is_empty());
         // Only the hub merges: a store's merge fact refuses its batch.

@@ -170,6 +170,92 @@ pub enum ProfileOp {
     },
 }
 
+/// The profile fields a member fact sets, in the order a registration sets them.
+pub const FIELDS: [&str; 3] = ["name", "birthday", "marketing"];
+
+/// The stamp of a member fact's profile changes: the `hlc` its store wrote, else (older
+/// facts) its time with counter 0; always under `node`, the store it came from,
+/// whatever the fact says.
+pub fn stamp_of(body: &serde_json::Value, at: i64, node: &str) -> Stamp {
+    let mut stamp: Stamp = serde_json::from_value(body["hlc"].clone()).unwrap_or(Stamp {
+        wall: at.max(0) as u64,
+        counter: 0,
+        node: String::new(),
+    });
+    stamp.node = node.to_string();
+    stamp
+}
+
+/// The profile changes a fact of `kind` with details `body` carries, all under `stamp`:
+/// a registration sets the fields it has and the marketing consent; an update sets the fields it names and adds and
+/// removes tags. Other kinds carry none. Values are the fact's own (ciphertext as
+/// base64 text, booleans as `true`/`false`), so every replica holds the same bytes.
+pub fn ops_of(kind: &str, body: &serde_json::Value, stamp: &Stamp) -> Vec<ProfileOp> {
+    let registered = kind == "member_registered";
+    if !registered && kind != "member_updated" {
+        return Vec::new();
+    }
+    let bytes = |v: &serde_json::Value| -> Option<Vec<u8>> {
+        match v {
+            serde_json::Value::Null => None,
+            serde_json::Value::String(s) => Some(s.clone().into_bytes()),
+            other => Some(other.to_string().into_bytes()),
+        }
+    };
+    let mut ops = Vec::new();
+    let mut set = |field: &str, v: &serde_json::Value| {
+        ops.push(ProfileOp::Set {
+            field: field.to_string(),
+            value: bytes(v),
+            stamp: stamp.clone(),
+        });
+    };
+    if registered {
+        // Only what the member gave: a registration without a name must not clear the
+        // name another store took from them (the two may be merged into one member).
+        for (field, v) in [("name", &body["name"]), ("birthday", &body["birthday"])] {
+            if !v.is_null() {
+                set(field, v);
+            }
+        }
+        set("marketing", &body["consents"]["marketing"]);
+        return ops;
+    }
+    for field in FIELDS {
+        if let Some(v) = body.get(field) {
+            set(field, v);
+        }
+    }
+    let tags = |k: &str| -> Vec<String> {
+        body[k]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|t| t.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let added = tags("tags_add");
+    // The edge removes, then adds: a tag in both lists ends present.
+    for tag in tags("tags_remove")
+        .into_iter()
+        .filter(|t| !added.contains(t))
+    {
+        ops.push(ProfileOp::RemoveTag {
+            tag,
+            stamp: stamp.clone(),
+        });
+    }
+    for tag in added {
+        ops.push(ProfileOp::AddTag {
+            tag,
+            stamp: stamp.clone(),
+        });
+    }
+    ops
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,6 +345,37 @@ mod tests {
             permute(v, k + 1, f);
             v.swap(k, i);
         }
+    }
+
+    #[test]
+    fn facts_carry_their_changes_under_their_store() {
+        let reg = serde_json::json!({"name": "c1", "birthday": null, "consents": {"marketing": true},
+                                     "hlc": {"wall": 5, "counter": 2, "node": "forged"}});
+        let s = stamp_of(&reg, 1, "S001");
+        assert_eq!(
+            s,
+            st(5, 2, "S001"),
+            "the node is the store the fact came from"
+        );
+        let mut p = Profile::default();
+        ops_of("member_registered", &reg, &s)
+            .iter()
+            .for_each(|o| p.apply(o));
+        assert_eq!(p.fields.len(), 2, "a birthday not given is not written");
+        assert_eq!(p.fields["name"].value.as_deref(), Some(&b"c1"[..]));
+        assert_eq!(p.fields["marketing"].value.as_deref(), Some(&b"true"[..]));
+        // An update names only what changed; a tag both removed and added stays.
+        let upd =
+            serde_json::json!({"marketing": false, "tags_add": ["a"], "tags_remove": ["a", "b"]});
+        let s = stamp_of(&upd, 9, "S002");
+        assert_eq!(s, st(9, 0, "S002"), "no hlc: the fact's time");
+        let ops = ops_of("member_updated", &upd, &s);
+        assert_eq!(ops.len(), 3, "{ops:?}");
+        ops.iter().for_each(|o| p.apply(o));
+        assert_eq!(p.fields["name"].value.as_deref(), Some(&b"c1"[..]));
+        assert_eq!(p.fields["marketing"].value.as_deref(), Some(&b"false"[..]));
+        assert_eq!(p.tags.tags(), vec!["a".to_string()]);
+        assert!(ops_of("purchase", &upd, &s).is_empty());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use patron_sync::pull::MemberFetch;
 use serde_json::json;
 
-use super::{Core, Edge, EdgeError, Idem, MemberState, Reply, Seal, invalid, opt};
+use super::{Core, Edge, EdgeError, Idem, MemberState, Reply, Seal, invalid, opt, profiles};
 use crate::domain::clock::{Millis, days};
 use crate::domain::promo::ruleset::Compiled;
 use crate::domain::tiers;
@@ -190,6 +190,8 @@ impl Edge {
                         ctx,
                         &NewFact { kind: "member_registered", at: now, member: Some(idb), txn: idb, body: body.to_string(), ..Default::default() },
                     )?;
+                    let ops = profiles::fact_ops("member_registered", &body, now, &core.cfg.store_id);
+                    let row = profiles::apply(ctx.conn, &idb, &ops)?.unwrap_or(row);
                     if provisional {
                         members::mark_provisional(ctx.conn, &idb, ctx.origin, seq)?;
                     }
@@ -212,7 +214,9 @@ impl Edge {
             .readers
             .read(move |conn| {
                 let now = core.now();
-                let row = members::shown(conn, id.as_bytes())?.ok_or(EdgeError::MemberNotFound)?;
+                let row = core
+                    .shown_row(conn, id.as_bytes())?
+                    .ok_or(EdgeError::MemberNotFound)?;
                 let (_, state) = core.load_state(conn, id.as_bytes(), now)?;
                 core.member_view(conn, rules.as_deref(), &row, &state, now)
             })
@@ -415,7 +419,9 @@ impl Edge {
                 let now = core.now();
                 let id =
                     members::first_by_phone(conn, &indexes)?.ok_or(EdgeError::MemberNotFound)?;
-                let row = members::shown(conn, &id)?.ok_or(EdgeError::MemberNotFound)?;
+                let row = core
+                    .shown_row(conn, &id)?
+                    .ok_or(EdgeError::MemberNotFound)?;
                 let (_, state) = core.load_state(conn, &id, now)?;
                 Ok::<_, EdgeError>((
                     row.member_id,
@@ -473,47 +479,43 @@ impl Edge {
             .write(move |ctx| {
                 core.idempotent(ctx, idem.as_ref(), now, |ctx| {
                     let idb = *id.as_bytes();
-                    let mut row = members::get(ctx.conn, &idb)?.ok_or(EdgeError::MemberNotFound)?;
+                    let row = members::get(ctx.conn, &idb)?.ok_or(EdgeError::MemberNotFound)?;
                     let key = core.vault.member_key(&idb, &row.wrapped_key)?;
                     let mut changed = serde_json::Map::new();
                     if let Some(n) = &name {
-                        row.name_enc = Some(core.vault.seal_field(&key, &idb, "name", n)?);
-                        changed.insert("name".into(), sealed(&row.name_enc));
+                        let c = core.vault.seal_field(&key, &idb, "name", n)?;
+                        changed.insert("name".into(), json!(B64.encode(c)));
                     }
                     if let Some(b) = birthday {
-                        row.birthday_enc = Some(core.vault.seal_field(
+                        let c = core.vault.seal_field(
                             &key,
                             &idb,
                             "birthday",
                             &validate::format_date(b),
-                        )?);
-                        changed.insert("birthday".into(), sealed(&row.birthday_enc));
+                        )?;
+                        changed.insert("birthday".into(), json!(B64.encode(c)));
                     }
                     if let Some(m) = marketing {
-                        row.consent_marketing = m;
                         changed.insert("marketing".into(), json!(m));
-                    }
-                    row.tags.retain(|t| !remove.contains(t));
-                    for t in &add {
-                        if !row.tags.contains(t) {
-                            row.tags.push(t.clone());
-                        }
-                    }
-                    if row.tags.len() > validate::MAX_TAGS {
-                        return Err(EdgeError::Invalid(format!(
-                            "a member holds at most {} tags",
-                            validate::MAX_TAGS
-                        )));
                     }
                     if !add.is_empty() || !remove.is_empty() {
                         changed.insert("tags_add".into(), json!(add));
                         changed.insert("tags_remove".into(), json!(remove));
                     }
                     changed.insert("hlc".into(), json!(core.profile_stamp(now)));
-                    row.updated_at = now;
-                    members::update_profile(ctx.conn, &row)?;
+                    let body = serde_json::Value::Object(changed);
+                    // The change goes through the same CRDT as every store's changes do.
+                    let ops = profiles::fact_ops("member_updated", &body, now, &core.cfg.store_id);
+                    let row =
+                        profiles::apply(ctx.conn, &idb, &ops)?.ok_or(EdgeError::MemberNotFound)?;
+                    if row.tags.len() > validate::MAX_TAGS {
+                        return Err(EdgeError::Invalid(format!(
+                            "a member holds at most {} tags",
+                            validate::MAX_TAGS
+                        )));
+                    }
                     let txn = *patron_protocol::TransactionId::new_v7().as_bytes();
-                    let body = serde_json::Value::Object(changed).to_string();
+                    let body = body.to_string();
                     facts::append(
                         ctx,
                         &NewFact {
@@ -526,6 +528,7 @@ impl Edge {
                         },
                     )?;
                     let (_, state) = core.load_state(ctx.conn, &idb, now)?;
+                    let row = core.shown_row(ctx.conn, &idb)?.unwrap_or(row);
                     Ok((
                         200,
                         core.member_view(ctx.conn, rules.as_deref(), &row, &state, now)?,
@@ -539,15 +542,13 @@ impl Edge {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicI64, Ordering};
+    use std::sync::atomic::Ordering;
 
     use patron_protocol::Origin;
     use patron_protocol::hub::LedgerEntry;
     use patron_sync::session::Fact;
 
     use super::*;
-    use crate::config::Config;
 
     const T0: i64 = 1_764_000_000_000;
     const DAY: i64 = 86_400_000;
@@ -589,17 +590,7 @@ mod tests {
     #[tokio::test]
     async fn members_of_other_stores_leave_after_the_keep_window() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let cfg = Config {
-            store_id: "S002".into(),
-            data_dir: dir.path().to_path_buf(),
-            ..Config::default()
-        };
-        let clock = Arc::new(AtomicI64::new(T0));
-        let c = clock.clone();
-        let edge = Arc::new(
-            Edge::open_with_clock(cfg, Box::new(move || c.load(Ordering::SeqCst)))
-                .unwrap_or_else(|e| panic!("{e}")),
-        );
+        let (edge, clock) = Edge::for_test("S002", dir.path(), T0);
         let (gone, again, served) = ([1u8; 16], [2u8; 16], [3u8; 16]);
         for (i, m) in [gone, again, served].into_iter().enumerate() {
             let idx = [m[0]; 32];

@@ -11,6 +11,7 @@ mod lanes;
 pub mod leases;
 mod members;
 mod points;
+mod profiles;
 mod promotions;
 mod redemption;
 mod refunds;
@@ -426,6 +427,28 @@ impl Edge {
     /// Opens the store and keys in `cfg.data_dir`.
     pub fn open(cfg: Config) -> anyhow::Result<Edge> {
         Self::open_with_clock(cfg, Box::new(clock::now_millis))
+    }
+
+    /// A test edge of store `store_id` in `dir` whose clock reads the returned cell.
+    #[cfg(test)]
+    pub(crate) fn for_test(
+        store_id: &str,
+        dir: &std::path::Path,
+        start: Millis,
+    ) -> (Arc<Edge>, Arc<std::sync::atomic::AtomicI64>) {
+        let cfg = Config {
+            store_id: store_id.into(),
+            data_dir: dir.to_path_buf(),
+            ..Config::default()
+        };
+        let clock = Arc::new(std::sync::atomic::AtomicI64::new(start));
+        let c = clock.clone();
+        let edge = Edge::open_with_clock(
+            cfg,
+            Box::new(move || c.load(std::sync::atomic::Ordering::SeqCst)),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        (Arc::new(edge), clock)
     }
 
     /// Like [`Edge::open`], with a given clock (tests).

@@ -99,7 +99,9 @@ impl Edge {
             .write(move |ctx| {
                 core.idempotent(ctx, idem.as_ref(), now, |ctx| {
                     let idb = *member.as_bytes();
-                    let row = members::get(ctx.conn, &idb)?.ok_or(EdgeError::MemberNotFound)?;
+                    let row = core
+                        .shown_row(ctx.conn, &idb)?
+                        .ok_or(EdgeError::MemberNotFound)?;
                     let today = validate::format_date(core.cal.date(now));
                     let ev = &core.cfg.events;
                     let (points, refused) = match req.kind {

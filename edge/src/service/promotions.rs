@@ -103,7 +103,7 @@ impl Core {
                 // fail to rebuild one, see service::sync): such a member prices with an
                 // empty profile, whatever the rules.
                 let row = match rules {
-                    Some(c) if c.needs_profile() => members::get(conn, m)?,
+                    Some(c) if c.needs_profile() => self.shown_row(conn, m)?,
                     _ => None,
                 };
                 if row.is_none() && member_facts.is_empty() && !members::exists(conn, m)? {

@@ -199,7 +199,11 @@ impl Core {
         if auth == Authority::Offline {
             let r = &self.cfg.redemption;
             let acked = acked_seq(conn, incarnation)?;
-            let member_used = offline_unacked(conn, member, acked)?;
+            // Every id of a merged member draws on one floor limit.
+            let mut member_used = 0;
+            for id in crate::store::members::alias_set(conn, member)? {
+                member_used += offline_unacked(conn, &id, acked)?;
+            }
             let day_start = self.start_of_day(now);
             let store_used: i64 = conn
                 .prepare_cached(

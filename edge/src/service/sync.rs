@@ -208,41 +208,22 @@ fn project(
                     tracing::error!(error = %err, "a synced member could not be rebuilt");
                 }
             }
+            // The row's profile CRDT starts from the registration; projected again (a
+            // row held already), it changes nothing older than what the row holds.
+            super::profiles::apply(
+                conn,
+                &m,
+                &super::profiles::fact_ops(&e.kind, &body, e.at, origin_node),
+            )?;
         }
         ("member_updated", Some(m)) => {
-            // Fetched updates arrive in the hub's order, not the order they were made: an
-            // older one must not undo a newer edit (whole-row last-writer-wins by time;
-            // the hub keeps the per-field merge).
-            if let Some(mut row) = members::get(conn, &m)?.filter(|r| e.at >= r.updated_at) {
-                if !body["name"].is_null() {
-                    row.name_enc = b64(&body["name"]);
-                }
-                if !body["birthday"].is_null() {
-                    row.birthday_enc = b64(&body["birthday"]);
-                }
-                if let Some(x) = body["marketing"].as_bool() {
-                    row.consent_marketing = x;
-                }
-                let tags = |k: &str| -> Vec<String> {
-                    body[k]
-                        .as_array()
-                        .map(|a| {
-                            a.iter()
-                                .filter_map(|t| t.as_str().map(str::to_string))
-                                .collect()
-                        })
-                        .unwrap_or_default()
-                };
-                let remove = tags("tags_remove");
-                row.tags.retain(|t| !remove.contains(t));
-                for t in tags("tags_add") {
-                    if !row.tags.contains(&t) {
-                        row.tags.push(t);
-                    }
-                }
-                row.updated_at = e.at;
-                members::update_profile(conn, &row)?;
-            }
+            // Per-field last-writer-wins: fetched updates arrive in the hub's order, not
+            // the order they were made, and every order gives the same profile.
+            super::profiles::apply(
+                conn,
+                &m,
+                &super::profiles::fact_ops(&e.kind, &body, e.at, origin_node),
+            )?;
         }
         ("purchase", _) => {
             let receipt = receipts::ReceiptRow {

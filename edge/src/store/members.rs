@@ -159,15 +159,13 @@ pub fn alias_set(conn: &Connection, member: &[u8; 16]) -> Result<Vec<[u8; 16]>, 
     Ok(rows.collect::<rusqlite::Result<Vec<[u8; 16]>>>()?)
 }
 
-/// The profile row member `id` is shown with: its survivor's when the hub merged it and
-/// this store holds the survivor's row, else its own.
-pub fn shown(conn: &Connection, id: &[u8; 16]) -> Result<Option<MemberRow>, StoreError> {
-    if let Some(root) = alias_set(conn, id)?.first().filter(|r| *r != id)
-        && let Some(row) = get(conn, root)?
-    {
-        return Ok(Some(row));
-    }
-    get(conn, id)
+/// The member's profile CRDT as stored (JSON), `None` for a row from before it was kept.
+pub fn profile(conn: &Connection, id: &[u8; 16]) -> Result<Option<String>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT profile FROM members WHERE member_id = ?1")?
+        .query_row(params![&id[..]], |r| r.get(0))
+        .optional()?
+        .flatten())
 }
 
 /// Records that `loser` was merged into `survivor` (a `member_merged` fact).
@@ -310,14 +308,23 @@ pub fn referral_code_taken(conn: &Connection, code: &str) -> Result<bool, StoreE
         .is_some())
 }
 
-/// Writes the mutable profile fields.
-pub fn update_profile(conn: &Connection, m: &MemberRow) -> Result<(), StoreError> {
+/// Writes the profile CRDT `profile` (JSON) and the mutable fields derived from it.
+pub fn update_profile(conn: &Connection, m: &MemberRow, profile: &str) -> Result<(), StoreError> {
     let tags = serde_json::to_string(&m.tags).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     conn.prepare_cached(
-        "UPDATE members SET name_enc = ?2, birthday_enc = ?3, consent_marketing = ?4, tags = ?5, updated_at = ?6
+        "UPDATE members SET name_enc = ?2, birthday_enc = ?3, consent_marketing = ?4, tags = ?5,
+                            updated_at = ?6, profile = ?7
          WHERE member_id = ?1",
     )?
-    .execute(params![&m.member_id[..], m.name_enc, m.birthday_enc, m.consent_marketing, tags, m.updated_at])?;
+    .execute(params![
+        &m.member_id[..],
+        m.name_enc,
+        m.birthday_enc,
+        m.consent_marketing,
+        tags,
+        m.updated_at,
+        profile
+    ])?;
     Ok(())
 }
 

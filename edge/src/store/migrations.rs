@@ -257,10 +257,16 @@ pub const MIGRATIONS: &[&str] = &[
            AND origin IN (SELECT id FROM origins
                            WHERE node <> (SELECT value FROM meta WHERE key = 'store_id'));
     "#,
+    // 9: each member's profile as the per-field CRDT its facts build (patron_sync
+    // Profile as JSON); the row's personal columns are derived from it. NULL: a row from
+    // before this version, read as its columns stamped at its last change.
+    r#"
+    ALTER TABLE members ADD COLUMN profile TEXT;
+    "#,
 ];
 
 /// The schema version this binary writes.
-pub const SCHEMA_VERSION: usize = 8;
+pub const SCHEMA_VERSION: usize = 9;
 
 #[cfg(test)]
 mod tests {

@@ -147,7 +147,8 @@ pub trait HubStore: Send + Sync + 'static {
     /// Every recorded overdraw and flag.
     fn overdraw_report(&self) -> Result<OverdrawReport, StoreError>;
 
-    /// A member's merged profile.
+    /// A member's profile, merged field by field over every store's facts and every id
+    /// merged into the same member.
     fn profile(&self, member: &str) -> Result<Option<Profile>, StoreError>;
 
     /// Records that `store`'s clock was seen `ahead_ms` ahead of the hub's.

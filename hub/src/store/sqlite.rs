@@ -897,12 +897,25 @@ impl HubStore for SqliteStore {
 
     fn profile(&self, member: &str) -> Result<Option<Profile>, StoreError> {
         let conn = self.lock();
-        let held: Option<String> = conn
-            .prepare_cached("SELECT profile FROM profiles WHERE member = ?1")?
-            .query_row(params![member], |r| r.get(0))
-            .optional()?;
-        held.map(|j| serde_json::from_str(&j).map_err(|e| StoreError::Corrupt(e.to_string())))
-            .transpose()
+        // Every id of the member: their profiles merge field by field (DESIGN.md §4).
+        let mut stmt = conn.prepare_cached(concat!(
+            "WITH r(id) AS (SELECT ",
+            root_of!("?1"),
+            ")
+             SELECT profile FROM profiles
+              WHERE member IN (SELECT id FROM r UNION ALL
+                               SELECT loser FROM member_aliases, r WHERE survivor = r.id)"
+        ))?;
+        let mut merged: Option<Profile> = None;
+        for held in stmt.query_map(params![member], |r| r.get::<_, String>(0))? {
+            let p: Profile =
+                serde_json::from_str(&held?).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            match &mut merged {
+                Some(m) => m.merge(&p),
+                None => merged = Some(p),
+            }
+        }
+        Ok(merged)
     }
 
     fn note_clock_ahead(&self, store_id: &str, ahead_ms: i64) -> Result<(), StoreError> {

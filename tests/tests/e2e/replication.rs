@@ -153,6 +153,8 @@ async fn one_phone_registered_at_two_offline_stores_becomes_one_member() -> Resu
             let r = e.get(&format!("/v1/members/{id}")).await?;
             assert_eq!(r.json["member_id"], survivor.as_str(), "{}", r.json);
             assert_eq!(r.json["points"]["balance"], e1 + e2, "{}", r.json);
+            // Profiles merge field by field: S002 took no name, S001's stays.
+            assert_eq!(r.json["name"], "张三", "{}", r.json);
         }
     }
     // One redemption spends points earned at both stores: the store and the hub count
@@ -162,5 +164,15 @@ async fn one_phone_registered_at_two_offline_stores_becomes_one_member() -> Resu
     let e3 = sold["points_earned"].as_i64().context("points_earned")?;
     s2.synced().await?;
     assert_eq!(hub.balance(&a)? + hub.balance(&b)?, 100 + e3);
+    // Offline again: both ids draw on one floor limit (500 points by default).
+    sale(&s2, &b, "R2-more", 100_000, 0).await?;
+    s2.synced().await?;
+    hub.kill();
+    s2.hub_reachable(false).await?;
+    sale(&s2, &a, "R2-off-1", 5_000, 400).await?;
+    let (status, body) = s2.sale(&b, "R2-off-2", 5_000, 101).await?;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["code"], "offline_limit_exceeded", "{body}");
+    assert_eq!(body["error"]["details"]["member_left"], 100, "{body}");
     Ok(())
 }
