@@ -190,7 +190,31 @@ impl Hub {
         store: &StoreRow,
         req: &AuthorizeRequest,
     ) -> Result<AuthorizeResponse, HubError> {
-        let member = self.member_root(&req.member)?;
+        let answer = self.queue_authorization(store, req)?.wait_blocking()?;
+        tracing::debug!(store = %store.store_id, granted = answer.granted, "redemption authorization");
+        Ok(answer)
+    }
+
+    /// [`Hub::authorize`] for async callers: no thread waits while the authorizer
+    /// commits (a blocking thread per waiting ask made the tail of every request
+    /// depend on how many threads the OS had to schedule).
+    pub async fn authorize_async(
+        &self,
+        store: &StoreRow,
+        req: &AuthorizeRequest,
+    ) -> Result<AuthorizeResponse, HubError> {
+        let answer = self.queue_authorization(store, req)?.wait().await?;
+        tracing::debug!(store = %store.store_id, granted = answer.granted, "redemption authorization");
+        Ok(answer)
+    }
+
+    /// Checks an authorization and queues it for the authorizer's next transaction.
+    fn queue_authorization(
+        &self,
+        store: &StoreRow,
+        req: &AuthorizeRequest,
+    ) -> Result<crate::store::PendingAnswer, HubError> {
+        let member = uuid_text(&req.member, "member")?;
         let txn = uuid_text(&req.txn, "txn")?;
         if req.points <= 0 {
             return Err(HubError::Invalid("points must be positive".into()));
@@ -206,9 +230,7 @@ impl Hub {
             now,
             until: now.saturating_add(HOLD_MS),
         };
-        let answer = self.store().authorize(hold, decide)?;
-        tracing::debug!(store = %store.store_id, granted = answer.granted, "redemption authorization");
-        Ok(answer)
+        Ok(self.store().authorize(hold, decide)?)
     }
 
     /// After an ingest: records the spends of `members` (those who spent in the facts

@@ -129,19 +129,34 @@ pub async fn start_hub(name: &str, stores: usize) -> Result<Running, BoxError> {
         let secret = token.rsplit_once('.').map(|(a, _)| a).unwrap_or_default();
         creds.push(hub.enroll(secret, &origin(s).node)?.credential);
     }
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
     let app = router(AppState {
         hub: hub.clone(),
         admin_hash: None,
     });
     let cfg = tls::server_config(&dir)?;
-    tokio::spawn(serve::serve(
-        listener,
-        app,
-        Some(cfg),
-        std::future::pending(),
-    ));
+    // The hub serves from its own runtime, as its own process would: on the client's
+    // runtime, every stall of the load generator would count as the hub's.
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    std_listener.set_nonblocking(true)?;
+    let addr = std_listener.local_addr()?;
+    let server = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("hub-server")
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("hub-server".into())
+        .spawn(move || {
+            server.block_on(async move {
+                match TcpListener::from_std(std_listener) {
+                    Ok(listener) => {
+                        let _ =
+                            serve::serve(listener, app, Some(cfg), std::future::pending()).await;
+                    }
+                    Err(e) => eprintln!("hub listener: {e}"),
+                }
+            })
+        })?;
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut roots = rustls::RootCertStore::empty();
     roots.add(CertificateDer::from_pem_slice(pem.as_bytes())?)?;

@@ -120,7 +120,9 @@ pub trait HubStore: Send + Sync + 'static {
     /// before answering. Authorizations are served in turn (two stores asking for one
     /// member never both get the same points); ones that arrive together may share a
     /// transaction and its fsync. A hold already recorded for `txn` is granted again.
-    fn authorize(&self, hold: Hold, decide: Decide) -> Result<AuthorizeResponse, StoreError>;
+    /// Returns at once: the answer comes through [`PendingAnswer`], so an async caller
+    /// holds no thread while it waits.
+    fn authorize(&self, hold: Hold, decide: Decide) -> Result<PendingAnswer, StoreError>;
 
     /// In one transaction: grants `store` a lease on `member`'s points under `policy`
     /// (of what `spendable` derives from the movements, less the points held for
@@ -233,10 +235,33 @@ pub struct PointsRow {
     pub flag_window_ms: i64,
 }
 
+/// An authorization queued for the store's next transaction.
+#[derive(Debug)]
+pub struct PendingAnswer(
+    pub(crate) tokio::sync::oneshot::Receiver<Result<AuthorizeResponse, StoreError>>,
+);
+
+impl PendingAnswer {
+    /// Waits for the answer without holding a thread.
+    pub async fn wait(self) -> Result<AuthorizeResponse, StoreError> {
+        self.0
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Batch("the authorizer failed".into())))
+    }
+
+    /// Waits for the answer on this thread (never inside an async task).
+    pub fn wait_blocking(self) -> Result<AuthorizeResponse, StoreError> {
+        self.0
+            .blocking_recv()
+            .unwrap_or_else(|_| Err(StoreError::Batch("the authorizer failed".into())))
+    }
+}
+
 /// Points a store asks the hub to hold for a sale.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hold {
-    /// The member (UUID).
+    /// The member (UUID) as asked: the store resolves it to the member it was merged
+    /// into, in the transaction that decides.
     pub member: String,
     /// The sale (UUID).
     pub txn: String,

@@ -15,8 +15,8 @@ use patron_sync::session::{Batch, Fact, Judgement, Merged};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    Decide, Hold, HubStore, Ingested, NewStore, OverdrawRow, PointsRow, Projection, Spendable,
-    StoreError, StoreRow,
+    Decide, Hold, HubStore, Ingested, NewStore, OverdrawRow, PendingAnswer, PointsRow, Projection,
+    Spendable, StoreError, StoreRow,
 };
 
 /// Migration `i` takes the schema from version `i` to `i + 1`. Append only.
@@ -220,6 +220,9 @@ pub const DB_FILE: &str = "hub.sqlite";
 /// The SQLite hub store.
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    /// A second connection for reads that must not wait behind the authorizer's
+    /// transaction and fsync (credentials): WAL lets it read the last commit meanwhile.
+    reader: Mutex<Connection>,
     path: PathBuf,
     /// Authorizations, to the thread that commits them in groups.
     asks: mpsc::Sender<Ask>,
@@ -241,8 +244,12 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "foreign_keys", "ON")?;
     // The hub reads members' rows from all over its file (a member's points come from
     // every store): with SQLite's 2 MiB default, authorizations read pages from the
-    // OS on most lookups. 256 MiB holds the hot part of a chain's points.
-    conn.pragma_update(None, "cache_size", -262_144)?;
+    // OS on most lookups. Not much more than 32 MiB, though: a commit whose B-tree
+    // balance renumbered pages through the pending-byte page (most commits under
+    // random inserts) walks the page cache's whole hash table, which grows with the
+    // cache. At 256 MiB that walk was 14% of the authorizer thread (perf), and the
+    // authorization benchmark ran 15–20% faster at 32 MiB (BENCHMARKS.md).
+    conn.pragma_update(None, "cache_size", -32_768)?;
     // Plans stay as first prepared: without this the bundled SQLite re-prepared the
     // member lookup on every new bound value (14% of an authorization's time).
     conn.set_db_config(
@@ -280,10 +287,17 @@ impl SqliteStore {
         let path = data_dir.join(DB_FILE);
         let mut conn = connect(&path)?;
         migrate(&mut conn, &path)?;
+        let reader = connect(&path)?;
+        reader.pragma_update(None, "query_only", true)?;
         let conn = Arc::new(Mutex::new(conn));
         let (asks, queue) = mpsc::channel();
         spawn_authorizer(conn.clone(), queue)?;
-        Ok(Self { conn, path, asks })
+        Ok(Self {
+            conn,
+            reader: Mutex::new(reader),
+            path,
+            asks,
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
@@ -321,13 +335,13 @@ fn spawn_authorizer(
                 }));
                 match done {
                     Ok(Ok(answers)) => {
-                        for (ask, a) in batch.iter().zip(answers) {
+                        for (ask, a) in batch.into_iter().zip(answers) {
                             let _ = ask.reply.send(a);
                         }
                     }
                     Ok(Err(e)) => {
                         let why = e.to_string();
-                        for ask in &batch {
+                        for ask in batch {
                             let _ = ask.reply.send(Err(StoreError::Batch(why.clone())));
                         }
                     }
@@ -519,7 +533,7 @@ fn apply_points(
 struct Ask {
     hold: Hold,
     decide: Decide,
-    reply: mpsc::SyncSender<Result<AuthorizeResponse, StoreError>>,
+    reply: tokio::sync::oneshot::Sender<Result<AuthorizeResponse, StoreError>>,
 }
 
 /// Decides `asks` in order in one transaction: each sees the holds of those before it.
@@ -546,6 +560,15 @@ fn authorize_batch(
 
 fn authorize_one(conn: &Connection, ask: &Ask) -> Result<AuthorizeResponse, StoreError> {
     let Ask { hold, decide, .. } = ask;
+    // Resolved here, not by the caller: a lookup on the shared connection before
+    // queueing waited for the batch in flight, its fsync included.
+    let member: String = conn
+        .prepare_cached(concat!("SELECT ", root_of!("?1")))?
+        .query_row(params![hold.member], |r| r.get(0))?;
+    let hold = &Hold {
+        member,
+        ..hold.clone()
+    };
     let mut movements: Vec<Movement> = movement_rows(conn, &hold.member)?
         .into_iter()
         .map(|(m, _)| m)
@@ -737,7 +760,7 @@ impl HubStore for SqliteStore {
         &self,
         credential_hash: &[u8; 32],
     ) -> Result<Option<StoreRow>, StoreError> {
-        let conn = self.lock();
+        let conn = lock(&self.reader);
         Ok(conn
             .prepare_cached("SELECT store_id, name, ring FROM stores WHERE credential_hash = ?1")?
             .query_row(params![&credential_hash[..]], |r| {
@@ -998,8 +1021,8 @@ impl HubStore for SqliteStore {
         Ok(conn.query_row("SELECT count(*) FROM facts", [], |r| r.get::<_, i64>(0))? as u64)
     }
 
-    fn authorize(&self, hold: Hold, decide: Decide) -> Result<AuthorizeResponse, StoreError> {
-        let (reply, answer) = mpsc::sync_channel(1);
+    fn authorize(&self, hold: Hold, decide: Decide) -> Result<PendingAnswer, StoreError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
         self.asks
             .send(Ask {
                 hold,
@@ -1008,9 +1031,7 @@ impl HubStore for SqliteStore {
             })
             .map_err(|_| StoreError::Batch("the authorizer stopped".into()))?;
         // Dropped unanswered only if deciding its batch panicked (nothing committed).
-        answer
-            .recv()
-            .map_err(|_| StoreError::Batch("the authorizer failed".into()))?
+        Ok(PendingAnswer(answer))
     }
 
     fn grant_lease(

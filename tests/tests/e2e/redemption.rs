@@ -60,6 +60,34 @@ async fn the_hub_authorizes_online_and_floor_limits_bound_offline_redemptions() 
         r.json
     );
 
+    // The credential is checked before the body is judged, and a bad body is a 400.
+    let bad = hub
+        .post_raw(
+            "/v1/redeem/authorize",
+            Some("not-a-credential"),
+            b"{".to_vec(),
+        )
+        .await?;
+    assert_eq!(
+        (bad.status, bad.code()),
+        (401, "unauthorized"),
+        "{}",
+        bad.json
+    );
+    let bad = hub
+        .post_raw("/v1/redeem/authorize", Some(&other), b"{".to_vec())
+        .await?;
+    assert_eq!(bad.status, 400, "{}", bad.json);
+    let r = ask_hub(
+        &hub,
+        &other,
+        "not-a-uuid",
+        "0190a000-0000-7000-8000-0000000000ab",
+        1,
+    )
+    .await?;
+    assert_eq!(r.status, 400, "{}", r.json);
+
     // S001 still shows 2,000 locally, but the hub refuses 800: only 500 are left.
     let (st, body) = e.sale(&m, "R-800", 1_000, 800).await?;
     assert_eq!(st, 422, "{body}");
