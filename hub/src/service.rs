@@ -829,4 +829,80 @@ mod tests {
         );
         assert!(e.body.contains(m1), "{}", e.body);
     }
+
+    /// A hub restored from an older copy of its database must not write merges under
+    /// (origin, sequence) pairs stores already hold for merges made after the copy:
+    /// every start is a new incarnation of the hub's own origin.
+    #[test]
+    fn a_restored_hub_writes_merges_under_a_new_incarnation() {
+        use base64::Engine;
+        let t = TestHub::new(T0, &["S001", "S002", "S003"]);
+        let (hub, rows) = (&t.hub, &t.rows);
+        let idx = |b: u8| base64::engine::general_purpose::STANDARD.encode([b; 32]);
+        let reg = |phone: &str| serde_json::json!({ "phone_idx": phone }).to_string();
+        let id = |n: u128| {
+            uuid::Uuid::from_u128(0x0190_a000_0000_7000_8000_0000_0000_0000 + n).to_string()
+        };
+        let register = |hub: &Hub, row: &StoreRow, seq: u64, m: &str, phone: &str| {
+            push_facts(
+                hub,
+                row,
+                vec![member_fact(
+                    &row.store_id,
+                    seq,
+                    T0,
+                    "member_registered",
+                    m,
+                    0,
+                    &reg(phone),
+                )],
+            )
+        };
+        // The hub's merge fact for `phone`, fetched as a store would.
+        let merge_of = |hub: &Hub, phone: &str| -> Fact {
+            let got = hub
+                .fetch_member(
+                    &rows[0],
+                    &MemberFetch {
+                        phone_idx: phone.into(),
+                        after: 0,
+                    },
+                )
+                .unwrap_or_else(|e| panic!("{e}"));
+            got.facts
+                .into_iter()
+                .find(|f| f.origin.node == "hub")
+                .unwrap_or_else(|| panic!("no merge for {phone}"))
+        };
+        register(hub, &rows[0], 1, &id(1), &idx(1));
+        register(hub, &rows[1], 1, &id(2), &idx(1));
+        let first = merge_of(hub, &idx(1));
+        let backup = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let copy = backup.path().join(crate::store::sqlite::DB_FILE);
+        rusqlite::Connection::open(t.db_path())
+            .and_then(|c| c.execute("VACUUM INTO ?1", [copy.to_string_lossy()]))
+            .unwrap_or_else(|e| panic!("{e}"));
+        // After the copy: a second merge, seq 2 of that incarnation.
+        register(hub, &rows[0], 2, &id(3), &idx(2));
+        register(hub, &rows[1], 2, &id(4), &idx(2));
+        let second = merge_of(hub, &idx(2));
+        assert_eq!(
+            (second.origin.clone(), second.seq),
+            (first.origin.clone(), 2)
+        );
+
+        // The copy is restored and serves again; the next merge it writes is new to
+        // every store, whatever they hold of the lost one.
+        let store = Arc::new(
+            crate::store::sqlite::SqliteStore::open(backup.path())
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+        let restored = Hub::with_clock(store, String::new(), "x".into(), Box::new(|| T0));
+        register(&restored, &rows[0], 2, &id(5), &idx(3));
+        register(&restored, &rows[2], 1, &id(6), &idx(3));
+        let third = merge_of(&restored, &idx(3));
+        assert_ne!(third.origin, first.origin, "a new incarnation");
+        assert_eq!(third.origin.node, "hub");
+        assert_eq!(third.seq, 1);
+    }
 }

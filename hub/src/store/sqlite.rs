@@ -226,6 +226,8 @@ pub struct SqliteStore {
     path: PathBuf,
     /// Authorizations, to the thread that commits them in groups.
     asks: mpsc::Sender<Ask>,
+    /// This run's incarnation of the hub's own origin (row id in `origins`).
+    hub_origin: i64,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -287,6 +289,7 @@ impl SqliteStore {
         let path = data_dir.join(DB_FILE);
         let mut conn = connect(&path)?;
         migrate(&mut conn, &path)?;
+        let hub_origin = new_hub_origin(&conn)?;
         let reader = connect(&path)?;
         reader.pragma_update(None, "query_only", true)?;
         let conn = Arc::new(Mutex::new(conn));
@@ -297,6 +300,7 @@ impl SqliteStore {
             reader: Mutex::new(reader),
             path,
             asks,
+            hub_origin,
         })
     }
 
@@ -377,6 +381,7 @@ fn ensure_origin(conn: &Connection, o: &Origin) -> Result<(i64, u64), StoreError
 /// derived over the alias set. Idempotent: a member is merged at most once.
 fn merge_if_registered_twice(
     tx: &Connection,
+    hub_origin: i64,
     member: &str,
     phone_idx: &str,
     now: i64,
@@ -402,7 +407,10 @@ fn merge_if_registered_twice(
     // Points held for the merged-away id's sales now count against the survivor.
     tx.prepare_cached("UPDATE holds SET member = ?2 WHERE member = ?1")?
         .execute(params![member, survivor])?;
-    let (origin_id, high) = hub_origin(tx)?;
+    let origin_id = hub_origin;
+    let high: i64 = tx
+        .prepare_cached("SELECT high FROM origins WHERE id = ?1")?
+        .query_row(params![origin_id], |r| r.get(0))?;
     let entry = patron_protocol::hub::LedgerEntry {
         kind: "member_merged".into(),
         at: now,
@@ -412,7 +420,7 @@ fn merge_if_registered_twice(
         ..Default::default()
     };
     let body = serde_json::to_string(&entry).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let seq = high as i64 + 1;
+    let seq = high + 1;
     tx.prepare_cached(
         "INSERT INTO facts (origin, seq, body, received_at) VALUES (?1, ?2, ?3, ?4)",
     )?
@@ -426,24 +434,19 @@ fn merge_if_registered_twice(
     }))
 }
 
-/// The hub's own origin (facts the hub writes: merges), created on first use.
-fn hub_origin(conn: &Connection) -> Result<(i64, u64), StoreError> {
-    let held = conn
-        .prepare_cached("SELECT id, high FROM origins WHERE node = ?1 ORDER BY id LIMIT 1")?
-        .query_row(params![HUB_ORIGIN_NODE], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64))
-        })
-        .optional()?;
-    match held {
-        Some(row) => Ok(row),
-        None => ensure_origin(
-            conn,
-            &Origin {
-                node: HUB_ORIGIN_NODE.into(),
-                incarnation: uuid::Uuid::now_v7(),
-            },
-        ),
-    }
+/// A new incarnation of the hub's own origin (facts the hub writes: merges), made at
+/// every open: a hub restored from an older copy of its database would otherwise write
+/// merges under sequence numbers that stores already hold for other merges, and they
+/// would ignore them. Merges are rare, so a new origin row per start costs nothing.
+fn new_hub_origin(conn: &Connection) -> Result<i64, StoreError> {
+    let (id, _) = ensure_origin(
+        conn,
+        &Origin {
+            node: HUB_ORIGIN_NODE.into(),
+            incarnation: uuid::Uuid::now_v7(),
+        },
+    )?;
+    Ok(id)
 }
 
 /// The node name of facts the hub writes itself (no store may take it).
@@ -822,7 +825,13 @@ impl HubStore for SqliteStore {
                             apply_points(&tx, origin_id, &b.origin.node, f.seq as i64, &row)?;
                         }
                         if let Some((member, phone_idx)) = &p.registered
-                            && let Some(m) = merge_if_registered_twice(&tx, member, phone_idx, now)?
+                            && let Some(m) = merge_if_registered_twice(
+                                &tx,
+                                self.hub_origin,
+                                member,
+                                phone_idx,
+                                now,
+                            )?
                         {
                             merged.push(m);
                         }
