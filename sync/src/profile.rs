@@ -115,7 +115,14 @@ impl Profile {
         }
     }
 
-    /// Merges another replica's profile, field by field.
+    /// The latest stamp of any write this profile holds (fields and tag additions): a
+    /// new local write must be stamped after it to win over everything seen.
+    pub fn latest(&self) -> Option<&Stamp> {
+        let fields = self.fields.values().map(|w| &w.stamp);
+        let tags = self.tags.adds.values().flat_map(|s| s.iter());
+        fields.chain(tags).max()
+    }
+
     /// Applies one change written elsewhere.
     pub fn apply(&mut self, op: &ProfileOp) {
         match op {

@@ -502,7 +502,10 @@ impl Edge {
                         changed.insert("tags_add".into(), json!(add));
                         changed.insert("tags_remove".into(), json!(remove));
                     }
-                    changed.insert("hlc".into(), json!(core.profile_stamp(now)));
+                    changed.insert(
+                        "hlc".into(),
+                        json!(profiles::local_stamp(&core, ctx.conn, &idb, now)?),
+                    );
                     let body = serde_json::Value::Object(changed);
                     // The change goes through the same CRDT as every store's changes do.
                     let ops = profiles::fact_ops("member_updated", &body, now, &core.cfg.store_id);

@@ -138,7 +138,12 @@ impl Edge {
                                         .into(),
                                 ));
                             }
-                            if members::claim(ctx.conn, &idb, "profile_completed", "once")? {
+                            // Once per member, whichever of a merged member's ids asks.
+                            let root = members::alias_set(ctx.conn, &idb)?
+                                .first()
+                                .copied()
+                                .unwrap_or(idb);
+                            if members::claim(ctx.conn, &root, "profile_completed", "once")? {
                                 (ev.profile_completed, None)
                             } else {
                                 (0, Some("profile completion was already rewarded"))

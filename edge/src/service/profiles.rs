@@ -102,11 +102,37 @@ pub(crate) fn apply(
     Ok(Some(row))
 }
 
+/// The stamp for a profile change written here now: the store's clock, unless some id
+/// of the member holds a later write (another store's clock runs ahead), in which case
+/// just after it: an edit the cashier makes must win over everything the store showed.
+pub(crate) fn local_stamp(
+    core: &Core,
+    conn: &rusqlite::Connection,
+    member: &[u8; 16],
+    now: i64,
+) -> Result<Stamp, EdgeError> {
+    let mut stamp = core.profile_stamp(now);
+    for id in members::alias_set(conn, member)? {
+        let Some(row) = members::get(conn, &id)? else {
+            continue;
+        };
+        let p = state_of(&row, members::profile(conn, &id)?.as_deref())?;
+        if let Some(seen) = p.latest().filter(|s| **s >= stamp) {
+            stamp = Stamp {
+                wall: seen.wall,
+                counter: seen.counter.saturating_add(1),
+                node: stamp.node,
+            };
+        }
+    }
+    Ok(stamp)
+}
+
 impl Core {
     /// The profile member `id` is shown with. For a member the hub merged: the
     /// survivor's row (the asked id's if this store lacks it) with every field taken
-    /// from whichever id wrote it last (ties to the lower id), tags merged, and personal
-    /// fields sealed again under the shown row's key. Nothing of it is stored.
+    /// from whichever id wrote it last (equal stamps: the larger id), tags merged, and
+    /// personal fields sealed again under the shown row's key. Nothing of it is stored.
     pub fn shown_row(
         &self,
         conn: &rusqlite::Connection,
@@ -157,19 +183,24 @@ impl Core {
                 ciphertext(&held[w].1, field)
             } else {
                 let (owner, p) = &held[w];
-                match ciphertext(p, field) {
-                    None => None,
-                    Some(c) => {
+                let resealed = ciphertext(p, field)
+                    .map(|c| {
                         let owner_key = self
                             .vault
                             .member_key(&owner.member_id, &owner.wrapped_key)?;
                         let plain =
                             self.vault
                                 .open_field(&owner_key, &owner.member_id, field, &c)?;
-                        Some(
-                            self.vault
-                                .seal_field(&key, &shown.member_id, field, &plain)?,
-                        )
+                        self.vault.seal_field(&key, &shown.member_id, field, &plain)
+                    })
+                    .transpose();
+                match resealed {
+                    Ok(v) => v,
+                    // One unreadable id must not take the member away: the field stays
+                    // as the shown row holds it.
+                    Err(e) => {
+                        tracing::warn!(error = %e, field, "a merged member's field could not be opened");
+                        continue;
                     }
                 }
             };
@@ -368,5 +399,41 @@ mod tests {
         let by_phone = ok(edge.member_by_phone("13800000011").await);
         assert_eq!(by_phone.name.as_deref(), Some("Li Wei"));
         assert_eq!(by_phone.birthday.as_deref(), Some("1991-01-01"));
+
+        // S001's clock runs a minute ahead: its rename is stamped in this store's
+        // future, yet the cashier's next edit here still wins over what they saw.
+        let ahead = vec![fact(
+            "S001",
+            5,
+            "member_updated",
+            T0 + 60_000,
+            b,
+            json!({"name": seal("name", "Fast"), "hlc": stamp(T0 + 60_000)}),
+        )];
+        ok(edge.apply_fetched(idx, ahead, 6).await);
+        let shown = ok(edge.member(MemberId::from_bytes(a)).await);
+        assert_eq!(shown.name.as_deref(), Some("Fast"));
+        clock.store(T0 + 9, Ordering::SeqCst);
+        let again = ok(serde_json::from_value(json!({"name": "Li Wei"})));
+        let r = ok(edge.update_member(None, here.member_id, again).await);
+        let after: patron_protocol::pos::Member = ok(serde_json::from_slice(&r.body));
+        assert_eq!(
+            after.name.as_deref(),
+            Some("Li Wei"),
+            "the edit made here wins"
+        );
+
+        // Completing the profile is rewarded once per member, whichever id asks.
+        let done = |id: [u8; 16]| {
+            let edge = edge.clone();
+            async move {
+                let req = ok(serde_json::from_value(json!({"type": "profile_completed"})));
+                let r = ok(edge.event(None, MemberId::from_bytes(id), req).await);
+                let v: serde_json::Value = ok(serde_json::from_slice(&r.body));
+                v["points_awarded"].as_i64().unwrap_or(-1)
+            }
+        };
+        assert!(done(a).await > 0);
+        assert_eq!(done(b).await, 0, "the other id of the same member");
     }
 }

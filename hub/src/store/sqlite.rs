@@ -930,13 +930,16 @@ impl HubStore for SqliteStore {
     fn profile(&self, member: &str) -> Result<Option<Profile>, StoreError> {
         let conn = self.lock();
         // Every id of the member: their profiles merge field by field (DESIGN.md §4).
+        // Larger ids first: a merge keeps the first of two equal stamps, and the edges
+        // break such ties to the larger id.
         let mut stmt = conn.prepare_cached(concat!(
             "WITH r(id) AS (SELECT ",
             root_of!("?1"),
             ")
              SELECT profile FROM profiles
               WHERE member IN (SELECT id FROM r UNION ALL
-                               SELECT loser FROM member_aliases, r WHERE survivor = r.id)"
+                               SELECT loser FROM member_aliases, r WHERE survivor = r.id)
+              ORDER BY member DESC"
         ))?;
         let mut merged: Option<Profile> = None;
         for held in stmt.query_map(params![member], |r| r.get::<_, String>(0))? {
