@@ -436,4 +436,54 @@ mod tests {
         assert!(done(a).await > 0);
         assert_eq!(done(b).await, 0, "the other id of the same member");
     }
+
+    /// A member row rebuilt from a registration the store already held gets the
+    /// updates it already held too, not only the registration's fields.
+    #[tokio::test]
+    async fn a_rebuilt_row_takes_the_updates_held_for_it() {
+        let dir = ok(tempfile::tempdir());
+        let (edge, _clock) = Edge::for_test("S002", dir.path(), T0);
+        let b = *MemberId::new_v7().as_bytes();
+        let v = &edge.core.vault;
+        let (key, wrapped) = ok(v.new_member_key(&b));
+        let seal = |field: &str, plain: &str| B64.encode(ok(v.seal_field(&key, &b, field, plain)));
+        let idx = v.phone_index("13800000012");
+        let facts = vec![
+            fact(
+                "S001",
+                1,
+                "member_registered",
+                T0,
+                b,
+                json!({
+                    "phone_idx": B64.encode(idx), "wrapped_key": B64.encode(&wrapped),
+                    "phone": seal("phone", "13800000012"), "name": seal("name", "Old"),
+                    "referral_code": "RB", "consents": {"terms": true}, "home_store": "S001",
+                    "hlc": stamp(T0),
+                }),
+            ),
+            fact(
+                "S001",
+                2,
+                "member_updated",
+                T0 + 1,
+                b,
+                json!({"name": seal("name", "New"), "hlc": stamp(T0 + 1)}),
+            ),
+        ];
+        ok(edge.apply_fetched(idx, facts.clone(), 2).await);
+        // The row goes (the facts stay), and the same facts come again.
+        ok(edge
+            .store
+            .writer
+            .write(move |ctx| {
+                ctx.conn
+                    .execute("DELETE FROM members WHERE member_id = ?1", [&b[..]])
+                    .map_err(StoreError::from)
+            })
+            .await);
+        ok(edge.apply_fetched(idx, facts, 2).await);
+        let m = ok(edge.member(MemberId::from_bytes(b)).await);
+        assert_eq!(m.name.as_deref(), Some("New"));
+    }
 }

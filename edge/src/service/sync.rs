@@ -336,6 +336,7 @@ impl Edge {
             .write(move |ctx| {
                 store::members::set_fetched_upto(ctx.conn, &phone_idx, upto, now)?;
                 let mut origins = std::collections::HashMap::new();
+                let mut rebuilt = std::collections::HashSet::new();
                 let mut any = false;
                 for f in &fetched {
                     // This store's own facts are here already, or come back through the
@@ -373,11 +374,19 @@ impl Edge {
                         store::members::note_fetched_fact(ctx.conn, m, origin_id, seq)?;
                     }
                     // A registration held already still rebuilds a missing profile row (a
-                    // member removed from this store keeps facts it fetched earlier).
-                    let rebuild = e.kind == "member_registered"
-                        && nf.member.is_some_and(|m| {
-                            store::members::get(ctx.conn, &m).is_ok_and(|r| r.is_none())
-                        });
+                    // member removed from this store keeps facts it fetched earlier), and
+                    // the updates held for that member apply to the rebuilt row again.
+                    let rebuild = match (e.kind.as_str(), nf.member) {
+                        ("member_registered", Some(m)) => {
+                            let missing = store::members::get(ctx.conn, &m)?.is_none();
+                            if missing {
+                                rebuilt.insert(m);
+                            }
+                            missing
+                        }
+                        ("member_updated", Some(m)) => rebuilt.contains(&m),
+                        _ => false,
+                    };
                     if (inserted || rebuild)
                         && matches!(
                             e.kind.as_str(),
