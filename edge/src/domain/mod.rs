@@ -5,12 +5,14 @@
 //! - [`points`]: the points ledger as lots with FIFO consumption and expiry.
 //! - [`tiers`]: tier from qualifying spend in a rolling window.
 //! - [`pricing`]: basket lines, their validation and subtotal, redemption steps.
+//! - [`profile`]: a member row's personal columns from its profile CRDT.
 //! - [`promo`]: promotion rule sets and the pure pricing engine.
 //! - [`refund`]: proportional reversal of a receipt's money and points.
 
 pub mod clock;
 pub mod points;
 pub mod pricing;
+pub mod profile;
 pub mod promo;
 pub mod refund;
 pub mod tiers;

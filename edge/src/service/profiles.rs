@@ -8,7 +8,9 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use patron_sync::Stamp;
-use patron_sync::profile::{self, Profile, ProfileOp};
+use patron_sync::profile::{Profile, ProfileOp};
+
+use crate::domain::profile::{self, ciphertext, value};
 
 use super::{Core, EdgeError};
 use crate::store::StoreError;
@@ -18,16 +20,7 @@ fn corrupt(e: serde_json::Error) -> EdgeError {
     EdgeError::Store(StoreError::Corrupt(format!("members.profile: {e}")))
 }
 
-/// The profile changes of a member fact of `kind` with details `body`, written at `at` by
-/// store `node`.
-pub(crate) fn fact_ops(
-    kind: &str,
-    body: &serde_json::Value,
-    at: i64,
-    node: &str,
-) -> Vec<ProfileOp> {
-    profile::ops_of(kind, body, &profile::stamp_of(body, at, node))
-}
+pub(crate) use crate::domain::profile::fact_ops;
 
 /// A row's profile CRDT: as stored, or for a row from before it was kept (or one just
 /// inserted), its columns stamped at its last change under no node, so any stamped
@@ -57,24 +50,6 @@ fn state_of(row: &MemberRow, held: Option<&str>) -> Result<Profile, EdgeError> {
     Ok(p)
 }
 
-/// A field's value as the fact carried it (base64 ciphertext, or `true`/`false`).
-fn value<'p>(p: &'p Profile, field: &str) -> Option<&'p [u8]> {
-    p.fields.get(field).and_then(|w| w.value.as_deref())
-}
-
-fn ciphertext(p: &Profile, field: &str) -> Option<Vec<u8>> {
-    value(p, field).and_then(|v| B64.decode(v).ok())
-}
-
-/// The latest stamp of any field of `p`.
-fn last_wall(p: &Profile) -> i64 {
-    p.fields
-        .values()
-        .map(|w| i64::try_from(w.stamp.wall).unwrap_or(i64::MAX))
-        .max()
-        .unwrap_or(0)
-}
-
 /// Applies profile changes to member `member`'s row, if this store holds it: the CRDT
 /// takes them, the personal columns are derived again. Returns the row as it is now.
 pub(crate) fn apply(
@@ -92,13 +67,8 @@ pub(crate) fn apply(
     for op in ops {
         p.apply(op);
     }
-    row.name_enc = ciphertext(&p, "name");
-    row.birthday_enc = ciphertext(&p, "birthday");
-    row.consent_marketing = value(&p, "marketing") == Some(b"true".as_slice());
-    row.tags = p.tags.tags();
-    row.updated_at = row.updated_at.max(last_wall(&p));
     let json = serde_json::to_string(&p).map_err(corrupt)?;
-    members::update_profile(conn, &row, &json)?;
+    members::update_profile(conn, &mut row, &profile::derive(&p), &json)?;
     Ok(Some(row))
 }
 

@@ -3,6 +3,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::StoreError;
+use crate::domain::profile::{Derived, derive, fact_ops};
 
 /// A member row as stored: personal fields are ciphertexts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -308,8 +309,19 @@ pub fn referral_code_taken(conn: &Connection, code: &str) -> Result<bool, StoreE
         .is_some())
 }
 
-/// Writes the profile CRDT `profile` (JSON) and the mutable fields derived from it.
-pub fn update_profile(conn: &Connection, m: &MemberRow, profile: &str) -> Result<(), StoreError> {
+/// Writes the profile CRDT `profile` (JSON) and the fields `derived` from it into the
+/// row `m` (which takes them too).
+pub fn update_profile(
+    conn: &Connection,
+    m: &mut MemberRow,
+    derived: &Derived,
+    profile: &str,
+) -> Result<(), StoreError> {
+    m.name_enc = derived.name_enc.clone();
+    m.birthday_enc = derived.birthday_enc.clone();
+    m.consent_marketing = derived.marketing;
+    m.tags = derived.tags.clone();
+    m.updated_at = m.updated_at.max(derived.last_wall);
     let tags = serde_json::to_string(&m.tags).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     conn.prepare_cached(
         "UPDATE members SET name_enc = ?2, birthday_enc = ?3, consent_marketing = ?4, tags = ?5,
@@ -326,6 +338,59 @@ pub fn update_profile(conn: &Connection, m: &MemberRow, profile: &str) -> Result
         profile
     ])?;
     Ok(())
+}
+
+/// Builds the profile CRDT of every member row from the registration and update facts
+/// the store holds (the upgrade to schema 9): rows kept before then show what the old
+/// whole-row rule kept, which dropped an earlier edit that arrived after a later one.
+/// Streams the facts by member, so memory holds one profile at a time.
+pub fn rebuild_profiles(conn: &Connection) -> Result<usize, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT f.member, o.node, f.at, f.kind, f.body FROM facts f JOIN origins o ON o.id = f.origin
+          WHERE f.member IS NOT NULL AND f.kind IN ('member_registered', 'member_updated')
+          ORDER BY f.member",
+    )?;
+    let mut rows = stmt.query([])?;
+    let mut current: Option<([u8; 16], patron_sync::Profile)> = None;
+    let mut rebuilt = 0;
+    while let Some(r) = rows.next()? {
+        let Ok(id) = r.get::<_, [u8; 16]>(0) else {
+            continue;
+        };
+        let (node, at, kind, body): (String, i64, String, String) =
+            (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
+        // The entry's details, as the sync projection reads them.
+        let Ok(body) = serde_json::from_str::<serde_json::Value>(&body) else {
+            continue;
+        };
+        if current.as_ref().is_none_or(|(c, _)| *c != id) {
+            rebuilt += usize::from(write_rebuilt(conn, current.take())?);
+            current = Some((id, patron_sync::Profile::default()));
+        }
+        if let Some((_, p)) = current.as_mut() {
+            for op in fact_ops(&kind, &body, at, &node) {
+                p.apply(&op);
+            }
+        }
+    }
+    rebuilt += usize::from(write_rebuilt(conn, current.take())?);
+    Ok(rebuilt)
+}
+
+/// Writes a rebuilt profile into its member's row, if the store holds the row.
+fn write_rebuilt(
+    conn: &Connection,
+    done: Option<([u8; 16], patron_sync::Profile)>,
+) -> Result<bool, StoreError> {
+    let Some((id, p)) = done else {
+        return Ok(false);
+    };
+    let Some(mut row) = get(conn, &id)? else {
+        return Ok(false);
+    };
+    let json = serde_json::to_string(&p).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    update_profile(conn, &mut row, &derive(&p), &json)?;
+    Ok(true)
 }
 
 /// Number of members held here.
@@ -427,5 +492,55 @@ mod tests {
             .query_row("SELECT fetched_at FROM member_fetches", [], |r| r.get(0))
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(at > 1_700_000_000_000, "fetched_at {at}");
+    }
+
+    /// The upgrade to schema 9 builds each member's profile CRDT from the facts held,
+    /// which brings back a field the old whole-row rule dropped (an update that
+    /// arrived after a later one).
+    #[test]
+    fn the_upgrade_to_schema_9_rebuilds_profiles_from_the_facts() {
+        use super::super::migrations::MIGRATIONS;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("m.sqlite");
+        let mut conn = super::super::connect(&path, false).unwrap_or_else(|e| panic!("{e}"));
+        for sql in &MIGRATIONS[..8] {
+            conn.execute_batch(sql).unwrap_or_else(|e| panic!("{e}"));
+        }
+        // "TmV3" = "New", "QmRheQ==" = "Bday" (the facts carry base64 ciphertext).
+        let hlc = |wall: i64, node: &str| {
+            format!(r#""hlc": {{"wall": {wall}, "counter": 0, "node": "{node}"}}"#)
+        };
+        conn.execute_batch(&format!(
+            "PRAGMA user_version = 8;
+             INSERT INTO meta (key, value) VALUES ('store_id', 'S002');
+             INSERT INTO origins (id, node, incarnation) VALUES (1, 'S002', 'a'), (2, 'S001', 'b');
+             INSERT INTO facts (origin, seq, kind, at, member, txn, body) VALUES
+               (2, 1, 'member_registered', 1, x'01010101010101010101010101010101', x'b1', '{{\"name\": \"T2xk\", \"consents\": {{\"marketing\": false}}, {}}}'),
+               (1, 1, 'member_updated', 3, x'01010101010101010101010101010101', x'a1', '{{\"name\": \"TmV3\", {}}}'),
+               (2, 2, 'member_updated', 2, x'01010101010101010101010101010101', x'b2', '{{\"birthday\": \"QmRheQ==\", \"tags_add\": [\"tea\"], \"tags_remove\": [], {}}}');
+             INSERT INTO members (member_id, phone_idx, wrapped_key, phone_enc, name_enc, birthday_enc,
+                                  referral_code, consent_terms, consent_marketing, tags, home_store,
+                                  created_at, updated_at)
+               VALUES (x'01010101010101010101010101010101', zeroblob(32), x'', x'', CAST('New' AS BLOB), NULL, 'R1', 1, 0, '[]', 'S001', 1, 3);",
+            hlc(1, "S001"),
+            hlc(3, "S002"),
+            hlc(2, "S001"),
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        super::super::migrate(&mut conn, &path).unwrap_or_else(|e| panic!("{e}"));
+        let row = get(&conn, &[1; 16])
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("the member row"));
+        assert_eq!(row.name_enc.as_deref(), Some(&b"New"[..]), "the later name");
+        assert_eq!(
+            row.birthday_enc.as_deref(),
+            Some(&b"Bday"[..]),
+            "the dropped update is back"
+        );
+        assert_eq!(row.tags, vec!["tea".to_string()]);
+        assert!(
+            profile(&conn, &[1; 16]).ok().flatten().is_some(),
+            "the CRDT is kept"
+        );
     }
 }

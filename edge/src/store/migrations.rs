@@ -258,8 +258,9 @@ pub const MIGRATIONS: &[&str] = &[
                            WHERE node <> (SELECT value FROM meta WHERE key = 'store_id'));
     "#,
     // 9: each member's profile as the per-field CRDT its facts build (patron_sync
-    // Profile as JSON); the row's personal columns are derived from it. NULL: a row from
-    // before this version, read as its columns stamped at its last change.
+    // Profile as JSON); the row's personal columns are derived from it. Filled from the
+    // facts held by `members::rebuild_profiles` in the same upgrade; NULL: a row with no
+    // such facts, read as its columns stamped at its last change.
     r#"
     ALTER TABLE members ADD COLUMN profile TEXT;
     "#,

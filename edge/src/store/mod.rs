@@ -157,6 +157,12 @@ pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
     }
+    // Schema 9 keeps each member's profile CRDT: built here, in the same transaction,
+    // from the facts the store holds (SQL alone cannot fold them).
+    if found > 0 && found < 9 {
+        let n = members::rebuild_profiles(&tx)?;
+        tracing::info!(members = n, "member profiles rebuilt from their facts");
+    }
     tx.commit()?;
     Ok(())
 }
