@@ -71,6 +71,13 @@ fn err(code: ErrorCode, message: impl Into<String>) -> Response {
 
 impl IntoResponse for HubError {
     fn into_response(self) -> Response {
+        if let HubError::FetchLimit { .. } = self {
+            // Stores retry a lookup later; no POS code exists for this (the edge answers
+            // its POS as if the hub had no such member), so the status carries it.
+            let mut r = err(ErrorCode::Forbidden, self.to_string());
+            *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+            return r;
+        }
         let code = match &self {
             HubError::Invalid(_) | HubError::Exists(_) => ErrorCode::InvalidRequest,
             HubError::Unauthorized => ErrorCode::Unauthorized,
@@ -79,7 +86,7 @@ impl IntoResponse for HubError {
                 tracing::error!(error = %e, "storage failed");
                 ErrorCode::Internal
             }
-            HubError::Random => ErrorCode::Internal,
+            HubError::Random | HubError::FetchLimit { .. } => ErrorCode::Internal,
         };
         err(code, self.to_string())
     }

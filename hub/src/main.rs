@@ -67,6 +67,10 @@ enum Command {
         #[arg(long, default_value_t = patron_hub::redemption::LEASE_POLICY.duration_ms / 60_000,
               value_parser = clap::value_parser!(i64).range(1..=7 * 24 * 60))]
         lease_minutes: i64,
+        /// Member fetches (lookups of other stores' members) each store may make per
+        /// minute; 0: no limit.
+        #[arg(long, default_value_t = patron_hub::service::DEFAULT_FETCHES_PER_MINUTE)]
+        fetches_per_minute: u32,
     },
 }
 
@@ -227,6 +231,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             insecure_dev,
             lease_share_permille,
             lease_minutes,
+            fetches_per_minute,
         } => {
             let tls_cfg = if insecure_dev {
                 tracing::warn!(
@@ -237,13 +242,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(tls::server_config(&dir)?)
             };
             let state = AppState {
-                hub: Arc::new(hub(&dir, !insecure_dev)?.with_lease_policy(
-                    patron_sync::rights::LeasePolicy {
-                        share_permille: lease_share_permille,
-                        duration_ms: lease_minutes * 60_000,
-                        ..patron_hub::redemption::LEASE_POLICY
-                    },
-                )),
+                hub: Arc::new(
+                    hub(&dir, !insecure_dev)?
+                        .with_lease_policy(patron_sync::rights::LeasePolicy {
+                            share_permille: lease_share_permille,
+                            duration_ms: lease_minutes * 60_000,
+                            ..patron_hub::redemption::LEASE_POLICY
+                        })
+                        .with_fetch_limit(fetches_per_minute),
+                ),
                 admin_hash: admin_hash(&dir),
             };
             let rt = tokio::runtime::Builder::new_multi_thread()

@@ -47,6 +47,12 @@ pub enum HubError {
     /// The system could not produce random bytes.
     #[error("no randomness available")]
     Random,
+    /// The store used up its member-fetch budget.
+    #[error("member fetches are limited to {per_minute} a minute per store")]
+    FetchLimit {
+        /// The limit.
+        per_minute: u32,
+    },
 }
 
 impl From<StoreError> for HubError {
@@ -85,7 +91,17 @@ pub struct Hub {
     now: Box<dyn Fn() -> i64 + Send + Sync>,
     /// Automerge sync states of open sessions, by (document, store).
     doc_sessions: std::sync::Mutex<HashMap<(String, String), patron_sync::docs::State>>,
+    /// Member fetches a store may make per minute (0: no limit).
+    fetches_per_minute: u32,
+    /// Each store's fetch budget: (tokens left, when last counted).
+    fetch_budgets: std::sync::Mutex<HashMap<String, (f64, i64)>>,
 }
+
+/// Member fetches a store may make per minute by default. Any enrolled store can read
+/// any member by phone index, so one that fetches far more than its cashiers could look
+/// up (an enumeration) is held back; a busy store's lookups and background refreshes
+/// stay far below it. A store may use a whole minute's budget at once.
+pub const DEFAULT_FETCHES_PER_MINUTE: u32 = 600;
 
 impl Hub {
     /// The hub's clock (unix ms).
@@ -192,7 +208,38 @@ impl Hub {
             rng: SystemRandom::new(),
             now,
             doc_sessions: Default::default(),
+            fetches_per_minute: DEFAULT_FETCHES_PER_MINUTE,
+            fetch_budgets: Default::default(),
         }
+    }
+
+    /// Lets each store fetch `per_minute` members a minute (0: no limit) instead of
+    /// [`DEFAULT_FETCHES_PER_MINUTE`].
+    pub fn with_fetch_limit(mut self, per_minute: u32) -> Self {
+        self.fetches_per_minute = per_minute;
+        self
+    }
+
+    /// Takes one fetch from `store`'s budget (a token bucket holding a minute's worth,
+    /// refilled continuously); `false` if it is spent.
+    fn take_fetch(&self, store: &str) -> bool {
+        let per_minute = f64::from(self.fetches_per_minute);
+        if per_minute == 0.0 {
+            return true;
+        }
+        let now = self.now();
+        let mut budgets = self.fetch_budgets.lock().unwrap_or_else(|p| p.into_inner());
+        let (tokens, at) = budgets
+            .entry(store.to_string())
+            .or_insert((per_minute, now));
+        let elapsed = now.saturating_sub(*at).max(0) as f64;
+        *tokens = (*tokens + elapsed * per_minute / 60_000.0).min(per_minute);
+        *at = (*at).max(now);
+        if *tokens < 1.0 {
+            return false;
+        }
+        *tokens -= 1.0;
+        true
     }
 
     /// Hands `keys` (see [`crate::chain_keys`]) to every store that enrolls.
@@ -401,6 +448,12 @@ impl Hub {
             return Err(HubError::Invalid(
                 "phone_idx must be a 32-byte blind index in base64".into(),
             ));
+        }
+        if !self.take_fetch(&store.store_id) {
+            tracing::warn!(store = %store.store_id, "member fetch refused: over the store's budget");
+            return Err(HubError::FetchLimit {
+                per_minute: self.fetches_per_minute,
+            });
         }
         let (facts, upto, more) =
             self.store
@@ -904,5 +957,48 @@ mod tests {
         assert_ne!(third.origin, first.origin, "a new incarnation");
         assert_eq!(third.origin.node, "hub");
         assert_eq!(third.seq, 1);
+    }
+
+    /// Each store has its own fetch budget, a minute's worth that refills continuously;
+    /// over it, fetches are refused (HTTP 429) until it refills.
+    #[test]
+    fn member_fetches_are_limited_per_store() {
+        use axum::response::IntoResponse;
+        let mut t = TestHub::new(T0, &["S001", "S002"]);
+        t.hub = t.hub.with_fetch_limit(3);
+        let fetch = |row: &StoreRow| {
+            t.hub.fetch_member(
+                row,
+                &MemberFetch {
+                    phone_idx: base64::Engine::encode(
+                        &base64::engine::general_purpose::STANDARD,
+                        [7u8; 32],
+                    ),
+                    after: 0,
+                },
+            )
+        };
+        for _ in 0..3 {
+            assert!(fetch(&t.rows[0]).is_ok());
+        }
+        let refused = fetch(&t.rows[0]);
+        assert!(
+            matches!(refused, Err(HubError::FetchLimit { per_minute: 3 })),
+            "{refused:?}"
+        );
+        if let Err(e) = refused {
+            assert_eq!(
+                e.into_response().status(),
+                axum::http::StatusCode::TOO_MANY_REQUESTS
+            );
+        }
+        assert!(
+            fetch(&t.rows[1]).is_ok(),
+            "another store's budget is its own"
+        );
+        // 20 s later one fetch has come back (3 a minute), not two.
+        t.set_time(T0 + 20_000);
+        assert!(fetch(&t.rows[0]).is_ok());
+        assert!(fetch(&t.rows[0]).is_err());
     }
 }

@@ -28,6 +28,8 @@ pub struct TestHub {
     /// A client that trusts the hub CA only.
     pub http: reqwest::Client,
     child: Option<Child>,
+    /// Extra `serve` arguments for the next start.
+    serve_args: Vec<String>,
 }
 
 fn run_ok(cmd: &mut Command) -> Result<String> {
@@ -77,6 +79,7 @@ impl TestHub {
             ca_pem,
             http,
             child: None,
+            serve_args: Vec::new(),
         };
         hub.start().await?;
         Ok(hub)
@@ -99,10 +102,16 @@ impl TestHub {
     pub async fn start(&mut self) -> Result<()> {
         let mut cmd = self.command()?;
         cmd.args(["serve", "--listen", &self.addr.to_string()]);
+        cmd.args(&self.serve_args);
         let (child, addr) = spawn_listening(cmd, "patron-hub listening on https://").await?;
         self.addr = addr.parse()?;
         self.child = Some(child);
         Ok(())
+    }
+
+    /// Starts the hub with these extra `serve` arguments from its next start on.
+    pub fn set_serve_args(&mut self, args: &[&str]) {
+        self.serve_args = args.iter().map(|a| (*a).to_string()).collect();
     }
 
     /// SIGKILLs the hub.

@@ -312,7 +312,11 @@ impl Edge {
             Ok(Ok(got)) => got,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "member fetch from the hub failed");
-                self.hub_failed();
+                // A hub that answered is reachable, whatever it said (a refusal, the
+                // store's fetch budget spent): only a missing answer means offline.
+                if matches!(e, crate::hub::SyncError::Unreachable(_)) {
+                    self.hub_failed();
+                }
                 return false;
             }
             Err(_) => {

@@ -176,3 +176,35 @@ async fn one_phone_registered_at_two_offline_stores_becomes_one_member() -> Resu
     assert_eq!(body["error"]["details"]["member_left"], 100, "{body}");
     Ok(())
 }
+
+/// Any enrolled store can read any member by phone index, so the hub holds each store
+/// to a fetch budget: over it, lookups of more phones answer not found, and the store
+/// stays online (the hub answered; only a missing answer means offline).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_over_its_fetch_budget_is_refused_and_stays_online() -> Result<()> {
+    let mut hub = TestHub::spawn().await?;
+    hub.kill();
+    hub.set_serve_args(&["--fetches-per-minute", "1"]);
+    hub.start().await?;
+    let s1 = enrolled_edge(&hub, "S001").await?;
+    let s2 = enrolled_edge(&hub, "S002").await?;
+    s1.register("13900000031", None).await?;
+    s1.register("13900000032", None).await?;
+    s1.synced().await?;
+    s2.hub_reachable(true).await?;
+    let found = s2.by_phone("13900000031").await;
+    assert!(
+        found.is_ok(),
+        "the first fetch is within the budget: {found:?}"
+    );
+    let r = s2.get("/v1/members?phone=13900000032").await?;
+    assert_eq!(
+        (r.status, r.code()),
+        (404, "member_not_found"),
+        "{}",
+        r.json
+    );
+    let h = s2.get("/healthz").await?;
+    assert_eq!(h.json["hub"]["reachable"], true, "{}", h.json);
+    Ok(())
+}
