@@ -72,6 +72,21 @@ pub(crate) fn apply(
     Ok(Some(row))
 }
 
+/// The rows this store holds of `ids`, each with its profile CRDT.
+fn held_profiles(
+    conn: &rusqlite::Connection,
+    ids: &[[u8; 16]],
+) -> Result<Vec<(MemberRow, Profile)>, EdgeError> {
+    let mut held = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(row) = members::get(conn, id)? {
+            let p = state_of(&row, members::profile(conn, id)?.as_deref())?;
+            held.push((row, p));
+        }
+    }
+    Ok(held)
+}
+
 /// The stamp for a profile change written here now: the store's clock, unless some id
 /// of the member holds a later write (another store's clock runs ahead), in which case
 /// just after it: an edit the cashier makes must win over everything the store showed.
@@ -82,11 +97,7 @@ pub(crate) fn local_stamp(
     now: i64,
 ) -> Result<Stamp, EdgeError> {
     let mut stamp = core.profile_stamp(now);
-    for id in members::alias_set(conn, member)? {
-        let Some(row) = members::get(conn, &id)? else {
-            continue;
-        };
-        let p = state_of(&row, members::profile(conn, &id)?.as_deref())?;
+    for (_, p) in held_profiles(conn, &members::alias_set(conn, member)?)? {
         if let Some(seen) = p.latest().filter(|s| **s >= stamp) {
             stamp = Stamp {
                 wall: seen.wall,
@@ -112,13 +123,7 @@ impl Core {
         if ids.len() <= 1 {
             return Ok(members::get(conn, id)?);
         }
-        let mut held = Vec::with_capacity(ids.len());
-        for a in &ids {
-            if let Some(row) = members::get(conn, a)? {
-                let p = state_of(&row, members::profile(conn, a)?.as_deref())?;
-                held.push((row, p));
-            }
-        }
+        let held = held_profiles(conn, &ids)?;
         let base = held
             .iter()
             .position(|(r, _)| r.member_id == ids[0])
