@@ -251,8 +251,8 @@ impl Store {
         let origin = ensure_origin(&conn, store_id)?;
         let origin = incarnation::check(&conn, data_dir, origin)?;
         let last_seq = facts::last_seq(&conn, origin.id)?;
-        // Checkpoints run on their own thread; a commit never pays for one.
-        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        // Checkpoints run on their own thread; a commit never pays for one (the writer
+        // turns the automatic checkpoint off).
         // The writer's savepoint journals stay in memory without `temp_store=MEMORY`:
         // each request of a group commit runs in its own savepoint, and the build sets
         // the sub-journal's spill threshold to 512 KiB (`.cargo/config.toml`), kept as one
@@ -268,8 +268,8 @@ impl Store {
         )?;
         let readers = Readers::open(&path, cfg.read_connections)?;
         let stop = Arc::new(AtomicBool::new(false));
-        spawn_checkpointer(
-            &path,
+        patron_sqlite::wal::spawn_checkpointer(
+            connect(&path, false)?,
             Duration::from_millis(cfg.checkpoint_interval_ms.max(10)),
             stop.clone(),
         )?;
@@ -281,27 +281,6 @@ impl Store {
             stop_checkpointer: stop,
         })
     }
-}
-
-fn spawn_checkpointer(
-    path: &Path,
-    every: Duration,
-    stop: Arc<AtomicBool>,
-) -> Result<(), StoreError> {
-    let conn = connect(path, false)?;
-    std::thread::Builder::new()
-        .name("patron-checkpoint".into())
-        .spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(every);
-                // PASSIVE never blocks the writer or readers; it copies what it can, so
-                // the writer's bounding RESTART (see `Writer::spawn`) has little left.
-                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                    tracing::warn!(error = %e, "wal checkpoint failed");
-                }
-            }
-        })?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -11,12 +11,10 @@
 //! back returns its numbers, and a failed commit returns the whole group's, so the
 //! sequence of each origin stays gap-free on disk.
 
-use std::ffi::c_int;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc;
-use std::time::Duration;
 
+use patron_sqlite::wal::WalBound;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
@@ -93,11 +91,7 @@ impl Writer {
     ///
     /// Once the WAL holds `wal_restart_pages` pages, the writer runs a RESTART checkpoint
     /// between two group commits (after answering the first), so the WAL wraps to its
-    /// start instead of growing. Under sustained load the background PASSIVE checkpoints
-    /// never find a moment to let it wrap: in the commit benchmark the WAL grew 1.6 GB in
-    /// 20 s, and the kernel zeroing each freshly allocated block for the next frame was
-    /// 30% of the writer's time (perf). The PASSIVE checkpoints have already copied most
-    /// frames, so the RESTART only copies the rest.
+    /// start instead of growing (see [`WalBound`]).
     pub fn spawn(
         mut conn: Connection,
         origin: i64,
@@ -108,31 +102,11 @@ impl Writer {
         let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
         let facts_committed = std::sync::Arc::new(tokio::sync::Notify::new());
         let notify = facts_committed.clone();
-        let wal_pages = std::sync::Arc::new(AtomicI64::new(0));
-        let seen = wal_pages.clone();
-        // Must come after any `wal_autocheckpoint` pragma, which replaces the hook.
-        conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages: c_int| {
-            seen.store(i64::from(pages), Ordering::Relaxed);
-            Ok(())
-        }))?;
-        let restart_at = i64::from(wal_restart_pages.max(64));
-        let mut wal = WalBound {
-            pages: wal_pages,
-            restart_at,
-            next_try: restart_at,
-        };
+        let wal = WalBound::install(&mut conn, wal_restart_pages, super::BUSY_TIMEOUT)?;
         std::thread::Builder::new()
             .name("patron-writer".into())
             .spawn(move || {
-                writer_loop(
-                    conn,
-                    rx,
-                    origin,
-                    next_seq,
-                    max_batch.max(1),
-                    &notify,
-                    &mut wal,
-                )
+                writer_loop(conn, rx, origin, next_seq, max_batch.max(1), &notify, &wal)
             })?;
         Ok(Writer {
             tx,
@@ -175,7 +149,7 @@ fn writer_loop(
     mut next_seq: i64,
     max_batch: usize,
     facts_committed: &tokio::sync::Notify,
-    wal: &mut WalBound,
+    wal: &WalBound,
 ) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(max_batch);
     while let Ok(first) = rx.recv() {
@@ -204,44 +178,6 @@ fn writer_loop(
             });
         }
         wal.after_commit(&conn);
-    }
-}
-
-/// When the writer makes the WAL wrap.
-struct WalBound {
-    /// Pages in the WAL after the last commit (from the WAL hook).
-    pages: std::sync::Arc<AtomicI64>,
-    /// Restart once it holds this many.
-    restart_at: i64,
-    /// Size at which to try next (raised after a try a reader held up).
-    next_try: i64,
-}
-
-impl WalBound {
-    /// A restart does not wait for a lock: the background checkpointer or a reader in
-    /// the way makes it give up at once (sleeping in SQLite's busy handler, 1–25 ms at a
-    /// time, showed as the p99 of the commit benchmark) and try again a little later.
-    const WAIT: Duration = Duration::ZERO;
-
-    fn after_commit(&mut self, conn: &Connection) {
-        let pages = self.pages.load(Ordering::Relaxed);
-        if pages < self.next_try {
-            return;
-        }
-        let restarted = conn.busy_timeout(Self::WAIT).and_then(|()| {
-            conn.wal_checkpoint_v2(None::<&str>, rusqlite::wal::CheckpointMode::RESTART)
-        });
-        if let Err(e) = conn.busy_timeout(super::BUSY_TIMEOUT) {
-            tracing::warn!(error = %e, "restoring the writer's busy timeout");
-        }
-        match restarted {
-            Ok(_) => self.next_try = self.restart_at,
-            // Busy: try again once the WAL has grown by another eighth.
-            Err(e) => {
-                tracing::debug!(error = %e, pages, "wal restart gave up");
-                self.next_try = pages.saturating_add(self.restart_at / 8);
-            }
-        }
     }
 }
 

@@ -1,0 +1,10 @@
+//! SQLite upkeep shared by the edge and the hub.
+//!
+//! Both answer a caller only after a commit is durable (WAL, `synchronous=FULL`), so
+//! anything else a commit does is on that caller's clock. SQLite's automatic checkpoint
+//! runs inside the commit that crosses its threshold, copying up to a thousand pages
+//! into the database and syncing it before the commit returns: every request waiting
+//! on that commit pays for it. [`wal`] moves that work to a thread of its own and keeps
+//! the WAL bounded with short restarts between commits.
+
+pub mod wal;
