@@ -272,6 +272,26 @@ impl Vault {
         Ok(MemberKey(LessSafeKey::new(key)))
     }
 
+    /// A member data key this store wrapped under its own key (a member registered here
+    /// before the store enrolled), wrapped again under the chain's; None when it is under
+    /// the chain's already or the store holds no chain keys. Fails for a key this store
+    /// cannot open (another store's member, registered there before it enrolled).
+    pub fn rewrap_for_chain(
+        &self,
+        member: &[u8; 16],
+        wrapped: &[u8],
+    ) -> Result<Option<Vec<u8>>, CryptoError> {
+        let Some(c) = &self.chain else {
+            return Ok(None);
+        };
+        let ad = aad(member, "member-key");
+        if open(&c.wrap, &ad, wrapped).is_ok() {
+            return Ok(None);
+        }
+        let raw = open(&self.master, &ad, wrapped)?;
+        Ok(Some(seal(&c.wrap, &self.rng, &ad, &raw)?))
+    }
+
     /// Encrypts store-level data (e.g. a stored idempotent response) under the master key.
     pub fn seal_store(&self, context: &str, plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
         seal(&self.master, &self.rng, context.as_bytes(), plaintext)

@@ -234,6 +234,11 @@ async fn serve(cfg: Config, demo_mode: Option<()>) -> anyhow::Result<()> {
     }
     match patron_edge::hub::link::HubLink::load(&edge.core.cfg.data_dir)? {
         Some(link) => {
+            // Before the first push, so the hub learns these members' chain-wide phone
+            // indexes with the rest of the backlog.
+            if let Err(e) = edge.rekey_for_chain().await {
+                tracing::error!(error = %e, "re-keying members registered before enrollment");
+            }
             patron_edge::hub::worker::spawn(edge.clone(), link)?;
         }
         None => tracing::info!("not enrolled with a hub: running on our own"),

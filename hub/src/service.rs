@@ -65,10 +65,12 @@ impl From<StoreError> for HubError {
     }
 }
 
-/// The member and phone index a `member_registered` fact carries, if it is one.
+/// The member and phone index a `member_registered` fact carries, if it is one, or a
+/// `member_rekeyed` one (a member registered before its store enrolled, now under the
+/// chain's phone index): both are how a phone is found and registered twice.
 fn registration(body: &str) -> Option<(String, String)> {
     let e: LedgerEntry = serde_json::from_str(body).ok()?;
-    if e.kind != "member_registered" {
+    if e.kind != "member_registered" && e.kind != "member_rekeyed" {
         return None;
     }
     let inner: serde_json::Value = serde_json::from_str(&e.body).ok()?;
@@ -881,6 +883,83 @@ mod tests {
             ("member_merged", Some(m2))
         );
         assert!(e.body.contains(m1), "{}", e.body);
+    }
+
+    /// A member a store registered before it enrolled (under its own phone index) is
+    /// found by the chain's index once the store's `member_rekeyed` fact arrives, and
+    /// merged with a member another store registered under that phone first.
+    #[test]
+    fn a_member_rekeyed_after_enrollment_is_found_by_phone_and_merged() {
+        use base64::Engine;
+        let t = TestHub::new(T0, &["S001", "S002"]);
+        let (hub, rows) = (&t.hub, &t.rows);
+        let b64 = |b: u8| base64::engine::general_purpose::STANDARD.encode([b; 32]);
+        let (own, chain) = (b64(1), b64(9));
+        let (early, later) = (
+            "0190a000-0000-7000-8000-00000000000a",
+            "0190a000-0000-7000-8000-00000000000b",
+        );
+        let body = |idx: &str| serde_json::json!({ "phone_idx": idx }).to_string();
+        let ack = push_facts(
+            hub,
+            &rows[0],
+            vec![
+                member_fact("S001", 1, T0, "member_registered", early, 0, &body(&own)),
+                member_fact("S001", 2, T0, "purchase", early, 300, "{}"),
+            ],
+        );
+        assert!(ack.merged.is_empty());
+        let fetch = |idx: &str| {
+            hub.fetch_member(
+                &rows[1],
+                &MemberFetch {
+                    phone_idx: idx.to_string(),
+                    after: 0,
+                },
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+            .facts
+            .len()
+        };
+        assert_eq!(fetch(&chain), 0, "not under the chain's index yet");
+        push_facts(
+            hub,
+            &rows[1],
+            vec![member_fact(
+                "S002",
+                1,
+                T0,
+                "member_registered",
+                later,
+                0,
+                &body(&chain),
+            )],
+        );
+        // S001 enrolls and re-keys its member: the chain's index now finds both, and
+        // the member S002 registered under it first survives.
+        let ack = push_facts(
+            hub,
+            &rows[0],
+            vec![member_fact(
+                "S001",
+                3,
+                T0,
+                "member_rekeyed",
+                early,
+                0,
+                &body(&chain),
+            )],
+        );
+        assert_eq!(
+            ack.merged,
+            vec![patron_sync::session::Merged {
+                loser: early.into(),
+                survivor: later.into()
+            }]
+        );
+        // Both members' facts and the merge: registration, purchase, re-key, S002's
+        // registration, the hub's merge.
+        assert_eq!(fetch(&chain), 5);
     }
 
     /// A hub restored from an older copy of its database must not write merges under

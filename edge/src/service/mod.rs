@@ -15,6 +15,7 @@ mod profiles;
 mod promotions;
 mod redemption;
 mod refunds;
+mod rekey;
 pub mod sync;
 
 use std::collections::HashMap;

@@ -216,6 +216,15 @@ fn project(
                 &super::profiles::fact_ops(&e.kind, &body, e.at, origin_node),
             )?;
         }
+        ("member_rekeyed", Some(m)) => {
+            // Registered before its store enrolled: the registration's key and phone
+            // index were that store's own; these are the chain's (service::rekey).
+            let keys = b64(&body["phone_idx"])
+                .and_then(|v| <[u8; 32]>::try_from(v).ok())
+                .zip(b64(&body["wrapped_key"]))
+                .ok_or_else(|| StoreError::Corrupt("member_rekeyed".into()))?;
+            members::set_keys(conn, &m, &keys.0, &keys.1)?;
+        }
         ("member_updated", Some(m)) => {
             // Per-field last-writer-wins: fetched updates arrive in the hub's order, not
             // the order they were made, and every order gives the same profile.
@@ -384,13 +393,13 @@ impl Edge {
                             }
                             missing
                         }
-                        ("member_updated", Some(m)) => rebuilt.contains(&m),
+                        ("member_updated" | "member_rekeyed", Some(m)) => rebuilt.contains(&m),
                         _ => false,
                     };
                     if (inserted || rebuild)
                         && matches!(
                             e.kind.as_str(),
-                            "member_registered" | "member_updated" | "member_merged"
+                            "member_registered" | "member_updated" | "member_merged" | "member_rekeyed"
                         )
                     {
                         any = true;

@@ -123,6 +123,47 @@ pub fn get(conn: &Connection, id: &[u8; 16]) -> Result<Option<MemberRow>, StoreE
     .transpose()
 }
 
+/// A member's id, wrapped data key and sealed phone.
+pub type MemberKeys = ([u8; 16], Vec<u8>, Vec<u8>);
+
+/// Up to `limit` members after `after` in id order, with their keys.
+pub fn keys_after(
+    conn: &Connection,
+    after: &[u8; 16],
+    limit: usize,
+) -> Result<Vec<MemberKeys>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT member_id, wrapped_key, phone_enc FROM members WHERE member_id > ?1
+          ORDER BY member_id LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![&after[..], limit as i64], |r| {
+        Ok((r.get::<_, Vec<u8>>(0)?, r.get(1)?, r.get(2)?))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, wrapped, phone) = row?;
+        let id: [u8; 16] = id
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("members.member_id".into()))?;
+        out.push((id, wrapped, phone));
+    }
+    Ok(out)
+}
+
+/// Puts a member's phone index and wrapped data key under new keys (the chain's);
+/// false if the member is not held.
+pub fn set_keys(
+    conn: &Connection,
+    id: &[u8; 16],
+    phone_idx: &[u8; 32],
+    wrapped: &[u8],
+) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached("UPDATE members SET phone_idx = ?2, wrapped_key = ?3 WHERE member_id = ?1")?
+        .execute(params![&id[..], &phone_idx[..], wrapped])?
+        > 0)
+}
+
 /// Whether a member with this id exists.
 pub fn exists(conn: &Connection, id: &[u8; 16]) -> Result<bool, StoreError> {
     Ok(conn

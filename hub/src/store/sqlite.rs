@@ -187,6 +187,14 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT, WITHOUT ROWID;
     CREATE INDEX member_aliases_by_survivor ON member_aliases (survivor);
     "#,
+    r#"
+    -- A member registered before its store enrolled is found by phone through the
+    -- `member_rekeyed` fact that puts it under the chain's phone index.
+    DROP INDEX registrations_by_phone;
+    CREATE INDEX registrations_by_phone
+        ON facts (json_extract(json_extract(body, '$.body'), '$.phone_idx'))
+        WHERE json_extract(body, '$.kind') IN ('member_registered', 'member_rekeyed');
+    "#,
 ];
 
 /// SQL for the member `id` stands for: its survivor if it was merged, else itself.
@@ -203,14 +211,14 @@ macro_rules! root_of {
 }
 
 /// Every fact of the members registered under a phone index (`?1`), after ingest
-/// position `?2`, at most `?3`. The expressions must stay those of migration 6's
-/// indexes, which is how both lookups avoid a scan of the facts.
+/// position `?2`, at most `?3`. The expressions must stay those of the indexes of
+/// migrations 6 and 8, which is how both lookups avoid a scan of the facts.
 pub(crate) const MEMBER_FACTS_BY_PHONE: &str = "
     SELECT f.id, o.node, o.incarnation, f.seq, f.body
       FROM facts f JOIN origins o ON o.id = f.origin
      WHERE json_extract(f.body, '$.member') IN (
              SELECT json_extract(body, '$.member') FROM facts
-              WHERE json_extract(body, '$.kind') = 'member_registered'
+              WHERE json_extract(body, '$.kind') IN ('member_registered', 'member_rekeyed')
                 AND json_extract(json_extract(body, '$.body'), '$.phone_idx') = ?1)
        AND json_extract(f.body, '$.member') IS NOT NULL
        AND f.id > ?2
@@ -431,7 +439,7 @@ fn merge_if_registered_twice(
         .prepare_cached(
             "SELECT json_extract(body, '$.member') FROM facts
               WHERE json_extract(json_extract(body, '$.body'), '$.phone_idx') = ?1
-                AND json_extract(body, '$.kind') = 'member_registered'
+                AND json_extract(body, '$.kind') IN ('member_registered', 'member_rekeyed')
               ORDER BY id LIMIT 1",
         )?
         .query_row(params![phone_idx], |r| r.get(0))
