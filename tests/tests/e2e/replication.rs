@@ -177,6 +177,59 @@ async fn one_phone_registered_at_two_offline_stores_becomes_one_member() -> Resu
     Ok(())
 }
 
+/// A store that ran on its own before it enrolled: at its first start holding the
+/// chain's keys it re-keys the members it registered, so a phone it registered then and
+/// another store registered since end as one member, whose name (sealed at the first
+/// store before it enrolled) the other store reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_registered_before_the_store_enrolled_joins_the_chain() -> Result<()> {
+    const PHONE: &str = "13900000041";
+    let config = format!("{CONFIG}[redemption]\nleases = false\n");
+    let hub = TestHub::spawn().await?;
+    let mut s1 = TestEdge::prepare("S001", &config)?;
+    s1.start().await?;
+    let a = s1.register(PHONE, Some("李四")).await?;
+    let e1 = sale(&s1, &a, "R1-early", 100_000, 0).await?["points_earned"]
+        .as_i64()
+        .context("points_earned")?;
+    s1.stop();
+
+    let s2 = enrolled_edge_with(&hub, "S002", &config).await?;
+    let b = s2.register(PHONE, None).await?;
+    let e2 = sale(&s2, &b, "R2", 50_000, 0).await?["points_earned"]
+        .as_i64()
+        .context("points_earned")?;
+    s2.synced().await?;
+    assert_ne!(a, b);
+
+    s1.enroll(&hub)?;
+    s1.start().await?;
+    s1.synced().await?;
+    let seen = std::sync::Mutex::new(Vec::new());
+    TestHub::wait_for(Duration::from_secs(20), || async {
+        let (x, y) = (s1.by_phone(PHONE).await?, s2.by_phone(PHONE).await?);
+        let done = x == y && x.1 == e1 + e2;
+        *seen.lock().unwrap_or_else(|p| p.into_inner()) = vec![x, y];
+        Ok(done)
+    })
+    .await
+    .with_context(|| {
+        format!(
+            "one member at both stores: {:?}",
+            seen.lock().map(|s| s.clone())
+        )
+    })?;
+    // S002's registration reached the hub first: its member survives.
+    let seen = seen.into_inner().unwrap_or_else(|p| p.into_inner());
+    assert_eq!(seen[0].0, b);
+    for e in [&s1, &s2] {
+        let r = e.get(&format!("/v1/members/{a}")).await?;
+        assert_eq!(r.json["member_id"], b.as_str(), "{}", r.json);
+        assert_eq!(r.json["name"], "李四", "{}", r.json);
+    }
+    Ok(())
+}
+
 /// Any enrolled store can read any member by phone index, so the hub holds each store
 /// to a fetch budget: over it, lookups of more phones answer not found, and the store
 /// stays online (the hub answered; only a missing answer means offline).
