@@ -28,6 +28,33 @@ async fn sale(e: &TestEdge, member: &str, receipt: &str, price: i64, redeem: i64
     Ok(body)
 }
 
+/// Waits until both stores answer `phone` with one member holding `balance` points
+/// (lookups bring a store up to date from the hub in the background, so within a few
+/// lookups); returns that member's id.
+async fn one_member_at_both(
+    s1: &TestEdge,
+    s2: &TestEdge,
+    phone: &str,
+    balance: i64,
+) -> Result<String> {
+    let seen = std::sync::Mutex::new(Vec::new());
+    TestHub::wait_for(Duration::from_secs(20), || async {
+        let (x, y) = (s1.by_phone(phone).await?, s2.by_phone(phone).await?);
+        let done = x == y && x.1 == balance;
+        *seen.lock().unwrap_or_else(|p| p.into_inner()) = vec![x, y];
+        Ok(done)
+    })
+    .await
+    .with_context(|| {
+        format!(
+            "one member at both stores: {:?}",
+            seen.lock().map(|s| s.clone())
+        )
+    })?;
+    let seen = seen.into_inner().unwrap_or_else(|p| p.into_inner());
+    Ok(seen[0].0.clone())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_of_another_store_is_fetched_by_phone_in_one_round_trip() -> Result<()> {
     let mut hub = TestHub::spawn().await?;
@@ -129,24 +156,7 @@ async fn one_phone_registered_at_two_offline_stores_becomes_one_member() -> Resu
     hub.start().await?;
     s1.synced().await?;
     s2.synced().await?;
-    // Lookups bring each store up to date from the hub in the background; within a few
-    // lookups both stores show the same member with both stores' points.
-    let seen = std::sync::Mutex::new(Vec::new());
-    TestHub::wait_for(Duration::from_secs(20), || async {
-        let (x, y) = (s1.by_phone(PHONE).await?, s2.by_phone(PHONE).await?);
-        let done = x == y && x.1 == e1 + e2;
-        *seen.lock().unwrap_or_else(|p| p.into_inner()) = vec![x, y];
-        Ok(done)
-    })
-    .await
-    .with_context(|| {
-        format!(
-            "one member at both stores: {:?}",
-            seen.lock().map(|s| s.clone())
-        )
-    })?;
-    let seen = seen.into_inner().unwrap_or_else(|p| p.into_inner());
-    let survivor = seen[0].0.clone();
+    let survivor = one_member_at_both(&s1, &s2, PHONE, e1 + e2).await?;
     assert!(survivor == a || survivor == b, "{survivor}");
     for e in [&s1, &s2] {
         for id in [&a, &b] {
@@ -205,23 +215,8 @@ async fn a_member_registered_before_the_store_enrolled_joins_the_chain() -> Resu
     s1.enroll(&hub)?;
     s1.start().await?;
     s1.synced().await?;
-    let seen = std::sync::Mutex::new(Vec::new());
-    TestHub::wait_for(Duration::from_secs(20), || async {
-        let (x, y) = (s1.by_phone(PHONE).await?, s2.by_phone(PHONE).await?);
-        let done = x == y && x.1 == e1 + e2;
-        *seen.lock().unwrap_or_else(|p| p.into_inner()) = vec![x, y];
-        Ok(done)
-    })
-    .await
-    .with_context(|| {
-        format!(
-            "one member at both stores: {:?}",
-            seen.lock().map(|s| s.clone())
-        )
-    })?;
     // S002's registration reached the hub first: its member survives.
-    let seen = seen.into_inner().unwrap_or_else(|p| p.into_inner());
-    assert_eq!(seen[0].0, b);
+    assert_eq!(one_member_at_both(&s1, &s2, PHONE, e1 + e2).await?, b);
     for e in [&s1, &s2] {
         let r = e.get(&format!("/v1/members/{a}")).await?;
         assert_eq!(r.json["member_id"], b.as_str(), "{}", r.json);
