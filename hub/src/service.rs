@@ -77,6 +77,21 @@ fn registration(body: &str) -> Option<(String, String)> {
     Some((e.member?, inner["phone_idx"].as_str()?.to_string()))
 }
 
+/// Whether `body` is a `member_rekeyed` fact without a phone index and a wrapped key.
+fn malformed_rekey(body: &str) -> bool {
+    if !body.contains("member_rekeyed") {
+        return false;
+    }
+    let Ok(e) = serde_json::from_str::<LedgerEntry>(body) else {
+        return false;
+    };
+    if e.kind != "member_rekeyed" {
+        return false;
+    }
+    let inner: serde_json::Value = serde_json::from_str(&e.body).unwrap_or_default();
+    !(inner["phone_idx"].is_string() && inner["wrapped_key"].is_string())
+}
+
 /// Facts per page of a member fetch: most members' whole history, in one round trip.
 pub const FETCH_PAGE: usize = 2_000;
 
@@ -346,6 +361,12 @@ impl Hub {
                     .any(|f| serde_json::from_str::<LedgerEntry>(&f.body).is_err()) =>
             {
                 Judgement::Refuse("a fact body is not a ledger entry")
+            }
+            // A re-key must carry what stores apply: the chain's phone index and key.
+            Judgement::Apply { skip, .. }
+                if b.facts[skip..].iter().any(|f| malformed_rekey(&f.body)) =>
+            {
+                Judgement::Refuse("a re-key carries no phone index or key")
             }
             // Only the hub merges members: a store's merge would alias anyone.
             Judgement::Apply { skip, .. }
@@ -935,21 +956,33 @@ mod tests {
                 &body(&chain),
             )],
         );
+        let rekey = serde_json::json!({ "phone_idx": chain, "wrapped_key": "a2V5" }).to_string();
+        let rekey_by = |row: usize, seq: u64, body: &str| {
+            let store = ["S001", "S002"][row];
+            push_facts(
+                hub,
+                &rows[row],
+                vec![member_fact(
+                    store,
+                    seq,
+                    T0,
+                    "member_rekeyed",
+                    early,
+                    0,
+                    body,
+                )],
+            )
+        };
+        let refused =
+            |ack: PushAck| matches!(&ack.verdicts[..], [patron_sync::Verdict::Refused { .. }]);
+        // Only the store that registered a member re-keys it, and a re-key carries the
+        // new phone index and key.
+        assert!(refused(rekey_by(1, 2, &rekey)));
+        assert!(refused(rekey_by(0, 3, &body(&chain))));
+        assert_eq!(fetch(&chain), 1, "refused re-keys are not held");
         // S001 enrolls and re-keys its member: the chain's index now finds both, and
         // the member S002 registered under it first survives.
-        let ack = push_facts(
-            hub,
-            &rows[0],
-            vec![member_fact(
-                "S001",
-                3,
-                T0,
-                "member_rekeyed",
-                early,
-                0,
-                &body(&chain),
-            )],
-        );
+        let ack = rekey_by(0, 3, &rekey);
         assert_eq!(
             ack.merged,
             vec![patron_sync::session::Merged {

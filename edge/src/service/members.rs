@@ -98,6 +98,13 @@ fn sealed(v: &Option<Vec<u8>>) -> serde_json::Value {
 /// A phone held here is brought up to date from the hub at most this often.
 const REFRESH_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Whether a fetched fact is a `member_rekeyed` one.
+fn is_rekey(body: &str) -> bool {
+    body.contains("member_rekeyed")
+        && serde_json::from_str::<patron_protocol::hub::LedgerEntry>(body)
+            .is_ok_and(|e| e.kind == "member_rekeyed")
+}
+
 impl Edge {
     /// `POST /v1/members`.
     pub async fn register(
@@ -290,23 +297,35 @@ impl Edge {
             .await
             .unwrap_or(0);
         let phone_idx = B64.encode(idx);
-        let pages = async {
-            let (mut facts, mut after) = (Vec::new(), since);
-            loop {
-                let page = hub
-                    .fetcher
-                    .fetch_member(&MemberFetch {
-                        phone_idx: phone_idx.clone(),
-                        after,
-                    })
-                    .await?;
-                facts.extend(page.facts);
-                let more = page.more && page.upto > after;
-                after = page.upto;
-                if !more {
-                    return Ok::<_, crate::hub::SyncError>((facts, after));
+        let fetch = |from: u64| {
+            let (hub, phone_idx) = (&hub, &phone_idx);
+            async move {
+                let (mut facts, mut after) = (Vec::new(), from);
+                loop {
+                    let page = hub
+                        .fetcher
+                        .fetch_member(&MemberFetch {
+                            phone_idx: phone_idx.clone(),
+                            after,
+                        })
+                        .await?;
+                    facts.extend(page.facts);
+                    let more = page.more && page.upto > after;
+                    after = page.upto;
+                    if !more {
+                        return Ok::<_, crate::hub::SyncError>((facts, after));
+                    }
                 }
             }
+        };
+        let pages = async {
+            let got = fetch(since).await?;
+            // A member re-keyed under this phone (registered before its store enrolled)
+            // joins it with facts older than `since`: the phone is fetched whole.
+            if since > 0 && got.0.iter().any(|f| is_rekey(&f.body)) {
+                return fetch(0).await;
+            }
+            Ok(got)
         };
         let (facts, upto) = match tokio::time::timeout(hub.fetch_timeout, pages).await {
             Ok(Ok(got)) => got,

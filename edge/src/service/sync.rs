@@ -149,6 +149,32 @@ fn new_fact(e: &LedgerEntry) -> Result<facts::NewFact<'_>, EdgeError> {
     })
 }
 
+/// A phone index and a wrapped member data key.
+type Keys = ([u8; 32], Vec<u8>);
+
+/// The chain's phone index and wrapped key a `member_rekeyed` body carries.
+fn rekeyed(body: &serde_json::Value) -> Option<Keys> {
+    let idx = b64(&body["phone_idx"]).and_then(|v| <[u8; 32]>::try_from(v).ok())?;
+    Some((idx, b64(&body["wrapped_key"])?))
+}
+
+/// The latest re-key of `m` this store holds among the facts it fetched, if any.
+fn held_rekey(conn: &rusqlite::Connection, m: &[u8; 16]) -> Result<Option<Keys>, StoreError> {
+    use rusqlite::OptionalExtension;
+    let body: Option<String> = conn
+        .prepare_cached(
+            "SELECT f.body FROM fetched_facts x JOIN facts f ON f.origin = x.origin AND f.seq = x.seq
+              WHERE x.member = ?1 AND f.kind = 'member_rekeyed'
+              ORDER BY f.at DESC, f.origin DESC, f.seq DESC LIMIT 1",
+        )?
+        .query_row([&m[..]], |r| r.get(0))
+        .optional()?;
+    // Facts keep the entry's own body (see `new_fact`).
+    Ok(body
+        .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())
+        .and_then(|v| rekeyed(&v)))
+}
+
 /// Rebuilds what the POS looks up and what guards refunds and coupons (members,
 /// receipts, refunds, coupons and their use) from a fact of this store's that came back
 /// from the hub. Balances, tiers and points need nothing: they are derived from the
@@ -208,6 +234,11 @@ fn project(
                     tracing::error!(error = %err, "a synced member could not be rebuilt");
                 }
             }
+            // A re-key of this member held already (it came before the registration was
+            // rebuilt here) puts the row under the chain's keys again.
+            if let Some((idx, wrapped)) = held_rekey(conn, &m)? {
+                members::set_keys(conn, &m, &idx, &wrapped)?;
+            }
             // The row's profile CRDT starts from the registration; projected again (a
             // row held already), it changes nothing older than what the row holds.
             super::profiles::apply(
@@ -219,11 +250,17 @@ fn project(
         ("member_rekeyed", Some(m)) => {
             // Registered before its store enrolled: the registration's key and phone
             // index were that store's own; these are the chain's (service::rekey).
-            let keys = b64(&body["phone_idx"])
-                .and_then(|v| <[u8; 32]>::try_from(v).ok())
-                .zip(b64(&body["wrapped_key"]))
-                .ok_or_else(|| StoreError::Corrupt("member_rekeyed".into()))?;
-            members::set_keys(conn, &m, &keys.0, &keys.1)?;
+            match rekeyed(&body) {
+                Some((idx, wrapped)) => {
+                    members::set_keys(conn, &m, &idx, &wrapped)?;
+                }
+                // Skipped like any unreadable fetched fact: the member keeps its row.
+                None => tracing::warn!(
+                    origin = origin_node,
+                    seq,
+                    "an unreadable re-key was skipped"
+                ),
+            }
         }
         ("member_updated", Some(m)) => {
             // Per-field last-writer-wins: fetched updates arrive in the hub's order, not

@@ -189,7 +189,9 @@ const MIGRATIONS: &[&str] = &[
     "#,
     r#"
     -- A member registered before its store enrolled is found by phone through the
-    -- `member_rekeyed` fact that puts it under the chain's phone index.
+    -- `member_rekeyed` fact that puts it under the chain's phone index. A re-key counts
+    -- as a registration there: the survivor of a merge is the first registration or
+    -- re-key under a phone index, so aliases stay one level deep.
     DROP INDEX registrations_by_phone;
     CREATE INDEX registrations_by_phone
         ON facts (json_extract(json_extract(body, '$.body'), '$.phone_idx'))
@@ -505,6 +507,47 @@ const HUB_ORIGIN_NODE: &str = "hub";
 pub const CONFLICT: &str = "conflict: a fact differs from the one the hub holds under the same sequence (a database restored from an older copy must start a new incarnation)";
 
 /// Whether any of `facts` differs from the body stored under its sequence.
+/// Why a batch that re-keys another store's member is refused.
+const REKEY_OF_A_STRANGER: &str = "a store re-keys only members it registered";
+
+/// Whether `facts` (from store `node`) re-key a member that `node` did not register:
+/// a re-key counts as a registration under its phone index (a merge may follow), so
+/// only the store whose own registration it replaces may send one. The registration
+/// may be held already or come earlier in the same facts.
+fn rekeys_a_stranger(conn: &Connection, node: &str, facts: &[Fact]) -> Result<bool, StoreError> {
+    let mut registered_here = Vec::new();
+    for f in facts {
+        // Most batches hold no registration or re-key: no parse for them.
+        if !(f.body.contains("member_registered") || f.body.contains("member_rekeyed")) {
+            continue;
+        }
+        let Ok(e) = serde_json::from_str::<patron_protocol::hub::LedgerEntry>(&f.body) else {
+            continue;
+        };
+        let Some(member) = e.member else { continue };
+        match e.kind.as_str() {
+            "member_registered" => registered_here.push(member),
+            "member_rekeyed" if !registered_here.contains(&member) => {
+                let held: bool = conn
+                    .prepare_cached(
+                        "SELECT count(*) FROM facts f JOIN origins o ON o.id = f.origin
+                          WHERE json_extract(f.body, '$.member') = ?1
+                            AND json_extract(f.body, '$.member') IS NOT NULL
+                            AND json_extract(f.body, '$.kind') = 'member_registered'
+                            AND o.node = ?2",
+                    )?
+                    .query_row(params![member, node], |r| r.get::<_, i64>(0))?
+                    > 0;
+                if !held {
+                    return Ok(true);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(false)
+}
+
 fn differs(conn: &Connection, origin_id: i64, facts: &[Fact]) -> Result<bool, StoreError> {
     let mut stmt = conn.prepare_cached("SELECT body FROM facts WHERE origin = ?1 AND seq = ?2")?;
     for f in facts {
@@ -850,6 +893,11 @@ impl HubStore for SqliteStore {
             };
             if overlap > 0 && origin_id != 0 && differs(&tx, origin_id, &b.facts[..overlap])? {
                 judgement = Judgement::Refuse(CONFLICT);
+            }
+            if let Judgement::Apply { skip, .. } = judgement
+                && rekeys_a_stranger(&tx, &b.origin.node, &b.facts[skip..])?
+            {
+                judgement = Judgement::Refuse(REKEY_OF_A_STRANGER);
             }
             let high = match judgement {
                 Judgement::Apply {

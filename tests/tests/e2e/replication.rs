@@ -187,10 +187,11 @@ async fn one_phone_registered_at_two_offline_stores_becomes_one_member() -> Resu
     Ok(())
 }
 
-/// A store that ran on its own before it enrolled: at its first start holding the
-/// chain's keys it re-keys the members it registered, so a phone it registered then and
-/// another store registered since end as one member, whose name (sealed at the first
-/// store before it enrolled) the other store reads.
+/// A store that ran on its own before it enrolled, then synced with a version that did
+/// not re-key (simulated by marking the pass done): once upgraded it re-keys the
+/// members it registered, so a phone it registered then and another store registered
+/// since end as one member, although the other store had fetched that phone past every
+/// fact of the re-keyed member; the other store reads the name sealed before enrollment.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_registered_before_the_store_enrolled_joins_the_chain() -> Result<()> {
     const PHONE: &str = "13900000041";
@@ -203,6 +204,23 @@ async fn a_member_registered_before_the_store_enrolled_joins_the_chain() -> Resu
         .as_i64()
         .context("points_earned")?;
     s1.stop();
+    s1.enroll(&hub)?;
+    let db = s1.db_path();
+    let rekey_done = |done: bool| -> Result<()> {
+        let conn = rusqlite::Connection::open(&db)?;
+        if done {
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('rekeyed_for_chain', '1')",
+                [],
+            )?;
+        } else {
+            conn.execute("DELETE FROM meta WHERE key = 'rekeyed_for_chain'", [])?;
+        }
+        Ok(())
+    };
+    rekey_done(true)?;
+    s1.start().await?;
+    s1.synced().await?;
 
     let s2 = enrolled_edge_with(&hub, "S002", &config).await?;
     let b = s2.register(PHONE, None).await?;
@@ -211,11 +229,17 @@ async fn a_member_registered_before_the_store_enrolled_joins_the_chain() -> Resu
         .context("points_earned")?;
     s2.synced().await?;
     assert_ne!(a, b);
+    // S002 brings the phone up to date (in the background of a lookup): its position
+    // is then past every fact S001 synced.
+    assert_eq!(s2.by_phone(PHONE).await?, (b.clone(), e2));
+    tokio::time::sleep(Duration::from_millis(500)).await;
 
-    s1.enroll(&hub)?;
+    s1.stop();
+    rekey_done(false)?;
     s1.start().await?;
     s1.synced().await?;
-    // S002's registration reached the hub first: its member survives.
+    // S002's registration reached the hub under the chain's index first: its member
+    // survives.
     assert_eq!(one_member_at_both(&s1, &s2, PHONE, e1 + e2).await?, b);
     for e in [&s1, &s2] {
         let r = e.get(&format!("/v1/members/{a}")).await?;
