@@ -66,13 +66,19 @@ impl WalBound {
         self.pages.load(Ordering::Relaxed)
     }
 
+    /// Whether the WAL has grown past the bound, so [`WalBound::after_commit`] has work
+    /// (a writer whose connection is shared can skip taking its lock otherwise).
+    pub fn due(&self) -> bool {
+        self.pages() >= self.next_try.load(Ordering::Relaxed)
+    }
+
     /// Called by the writer between commits (holding no transaction): restarts the WAL
     /// if it has grown past the bound.
     pub fn after_commit(&self, writer: &Connection) {
-        let pages = self.pages();
-        if pages < self.next_try.load(Ordering::Relaxed) {
+        if !self.due() {
             return;
         }
+        let pages = self.pages();
         let restarted = writer.busy_timeout(Self::WAIT).and_then(|()| {
             writer.wal_checkpoint_v2(None::<&str>, rusqlite::wal::CheckpointMode::RESTART)
         });

@@ -401,7 +401,9 @@ fn spawn_authorizer(
                     Err(_) => tracing::error!("an authorization batch panicked"),
                 }
                 // After answering: a restart holds up the next group, not this one.
-                wal.after_commit(&lock(&conn));
+                if wal.due() {
+                    wal.after_commit(&lock(&conn));
+                }
             }
         })?;
     Ok(())
