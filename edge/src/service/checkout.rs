@@ -5,7 +5,7 @@ use patron_protocol::{Fen, Points, TransactionId};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::promotions::{PricedMember, after_days};
+use super::promotions::{CouponIssuedBody, PricedMember, after_days};
 use super::{
     Authority, Edge, EdgeError, Idem, MemberState, Reply, Seal, balance, invalid, tier_code,
 };
@@ -101,6 +101,25 @@ impl Edge {
                         explain: false,
                     };
                     let priced = engine::price(&input)?;
+                    // Coupons the sale grants are listed in its purchase fact (no fact of
+                    // their own: one fewer row and member-index entry per coupon).
+                    let granted = match (&member, &p.member) {
+                        (Some(m), Some(_)) => priced
+                            .grants
+                            .iter()
+                            .map(|g| {
+                                core.new_coupon(
+                                    ctx.conn,
+                                    m,
+                                    &g.template,
+                                    &g.rule_id,
+                                    Some(txb),
+                                    now,
+                                )
+                            })
+                            .collect::<Result<Vec<_>, _>>()?,
+                        _ => Vec::new(),
+                    };
                     let pending_days = rules.map_or(0, |c| c.set.pending_points_days);
                     let used_codes: Vec<&str> = p.coupons.iter().map(|c| c.code.as_str()).collect();
                     let body = PurchaseBody {
@@ -120,6 +139,7 @@ impl Edge {
                             })
                             .collect(),
                         coupons_used: used_codes,
+                        coupons_granted: granted.iter().map(CouponIssuedBody::granted).collect(),
                         auth: (priced.points_redeemed > 0).then(|| auth.label()),
                     }
                     .to_json()?;
@@ -169,7 +189,7 @@ impl Edge {
                     }
                     record_usage(ctx.conn, rules, &priced.applied, member.as_ref())?;
 
-                    let mut issued = Vec::new();
+                    let mut issued = granted;
                     let mut after = None;
                     if let (
                         Some(m),
@@ -181,16 +201,6 @@ impl Edge {
                         }),
                     ) = (member, p.member)
                     {
-                        for g in &priced.grants {
-                            issued.push(core.issue_coupon(
-                                ctx,
-                                &m,
-                                &g.template,
-                                &g.rule_id,
-                                Some(txb),
-                                now,
-                            )?);
-                        }
                         member_facts.push(as_member_fact(&fact, &core.origin_label, seq));
                         let mut state = core.member_state(&member_facts, now);
                         let (tier_before, tier_after) = (before.tier(), state.tier());
@@ -333,6 +343,9 @@ struct PurchaseBody<'a> {
     rules_version: Option<&'a str>,
     applied: Vec<AppliedBody<'a>>,
     coupons_used: Vec<&'a str>,
+    /// Coupons the sale's rules granted (absent when none were).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    coupons_granted: Vec<CouponIssuedBody<'a>>,
     /// Who allowed the points redeemed (absent when none were).
     #[serde(skip_serializing_if = "Option::is_none")]
     auth: Option<&'static str>,

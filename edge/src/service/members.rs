@@ -624,20 +624,7 @@ mod tests {
                 .await
                 .unwrap_or_else(|e| panic!("{e}"));
         }
-        let here = edge
-            .register(
-                None,
-                serde_json::from_value(
-                    json!({"phone": "13800000077", "consents": {"terms": true}}),
-                )
-                .unwrap_or_else(|e| panic!("{e}")),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let here_id = serde_json::from_slice::<serde_json::Value>(&here.body)
-            .ok()
-            .and_then(|v| v["member_id"].as_str().map(str::to_string))
-            .unwrap_or_default();
+        let here_id = edge.test_member("13800000077", None).await;
         // Day 50: `again` is fetched again, `served` buys here.
         clock.store(T0 + 50 * DAY, Ordering::SeqCst);
         edge.apply_fetched([2; 32], Vec::new(), 30)

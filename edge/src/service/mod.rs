@@ -452,6 +452,26 @@ impl Edge {
         (Arc::new(edge), clock)
     }
 
+    /// Registers a member with `phone` and `name` (tests); the member id as the API
+    /// shows it.
+    #[cfg(test)]
+    pub(crate) async fn test_member(&self, phone: &str, name: Option<&str>) -> String {
+        let reply = self
+            .register(
+                None,
+                serde_json::from_value(
+                    serde_json::json!({"phone": phone, "name": name, "consents": {"terms": true}}),
+                )
+                .unwrap_or_else(|e| panic!("{e}")),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        serde_json::from_slice::<serde_json::Value>(&reply.body)
+            .ok()
+            .and_then(|v| v["member_id"].as_str().map(str::to_string))
+            .unwrap_or_else(|| panic!("no member id"))
+    }
+
     /// Like [`Edge::open`], with a given clock (tests).
     pub fn open_with_clock(
         cfg: Config,

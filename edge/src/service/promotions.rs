@@ -19,11 +19,12 @@ use crate::store::facts::{self, MemberFact, NewFact};
 use crate::store::members::{self, MemberRow};
 use crate::store::{StoreError, WriteCtx, rules};
 
-/// The body of a `coupon_issued` fact (serialized without building a JSON tree: this
-/// runs on the writer thread for every granted coupon).
+/// A coupon as its issuing fact records it: the body of a `coupon_issued` fact, and
+/// each entry of a purchase fact's `coupons_granted` (serialized without building a
+/// JSON tree: this runs on the writer thread for every granted coupon).
 #[derive(serde::Serialize)]
-struct CouponIssuedBody<'a> {
-    coupon_id: &'a str,
+pub(super) struct CouponIssuedBody<'a> {
+    coupon_id: String,
     /// The sale that granted it (hex), if a sale did.
     #[serde(skip_serializing_if = "Option::is_none")]
     source_txn: Option<String>,
@@ -35,6 +36,32 @@ struct CouponIssuedBody<'a> {
     min_spend: i64,
     expires_at: Millis,
     source: &'a str,
+}
+
+impl<'a> CouponIssuedBody<'a> {
+    /// The record of coupon `c`.
+    pub(super) fn of(c: &'a CouponRow) -> Self {
+        CouponIssuedBody {
+            coupon_id: hex::encode(c.coupon_id),
+            source_txn: c.source_txn.as_ref().map(hex::encode),
+            active: c.active,
+            code: &c.code,
+            label: &c.label,
+            off: c.off,
+            min_spend: c.min_spend,
+            expires_at: c.expires_at,
+            source: &c.source,
+        }
+    }
+
+    /// The record of coupon `c` granted by the sale whose purchase fact lists it (the
+    /// fact's own txn is the granting sale).
+    pub(super) fn granted(c: &'a CouponRow) -> Self {
+        CouponIssuedBody {
+            source_txn: None,
+            ..Self::of(c)
+        }
+    }
 }
 
 /// Length of a coupon code: 9 ordered characters and 5 random ones.
@@ -210,10 +237,39 @@ impl Core {
         })
     }
 
-    /// Issues a coupon to `member` in the open transaction; records the fact.
+    /// Issues a coupon to `member` in the open transaction and records it as a
+    /// `coupon_issued` fact (coupons given by a cashier or HQ, and upgrade gifts).
     pub(super) fn issue_coupon(
         &self,
         ctx: &mut WriteCtx<'_>,
+        member: &[u8; 16],
+        t: &CouponTemplate,
+        source: &str,
+        source_txn: Option<[u8; 16]>,
+        now: Millis,
+    ) -> Result<CouponRow, EdgeError> {
+        let row = self.new_coupon(ctx.conn, member, t, source, source_txn, now)?;
+        let body = serde_json::to_string(&CouponIssuedBody::of(&row))
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        facts::append(
+            ctx,
+            &NewFact {
+                kind: "coupon_issued",
+                at: now,
+                member: Some(*member),
+                txn: row.coupon_id,
+                body,
+                ..Default::default()
+            },
+        )?;
+        Ok(row)
+    }
+
+    /// Inserts a new coupon row with a fresh id and code, without a fact: the caller
+    /// records it (a sale lists the coupons it grants in its own purchase fact).
+    pub(super) fn new_coupon(
+        &self,
+        conn: &rusqlite::Connection,
         member: &[u8; 16],
         t: &CouponTemplate,
         source: &str,
@@ -244,7 +300,7 @@ impl Core {
         };
         // A code collision needs the same second and the same 6 random characters.
         let mut tries = 0;
-        while !coupons::insert(ctx.conn, &row)? {
+        while !coupons::insert(conn, &row)? {
             tries += 1;
             if tries > 8 {
                 return Err(EdgeError::Store(StoreError::Corrupt(
@@ -253,29 +309,6 @@ impl Core {
             }
             row.code = self.coupon_code(now)?;
         }
-        let body = serde_json::to_string(&CouponIssuedBody {
-            coupon_id: &hex::encode(id),
-            source_txn: source_txn.as_ref().map(hex::encode),
-            active: row.active,
-            code: &row.code,
-            label: &row.label,
-            off: row.off,
-            min_spend: row.min_spend,
-            expires_at,
-            source,
-        })
-        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        facts::append(
-            ctx,
-            &NewFact {
-                kind: "coupon_issued",
-                at: now,
-                member: Some(*member),
-                txn: id,
-                body: body.to_string(),
-                ..Default::default()
-            },
-        )?;
         Ok(row)
     }
 

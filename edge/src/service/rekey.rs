@@ -115,22 +115,10 @@ mod tests {
     const PHONE: &str = "13800000055";
 
     async fn register(edge: &Edge, phone: &str, name: &str) -> [u8; 16] {
-        let reply = edge
-            .register(
-                None,
-                serde_json::from_value(
-                    json!({"phone": phone, "name": name, "consents": {"terms": true}}),
-                )
-                .unwrap_or_else(|e| panic!("{e}")),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        serde_json::from_slice::<serde_json::Value>(&reply.body)
-            .ok()
-            .and_then(|v| v["member_id"].as_str().map(str::to_string))
-            .and_then(|s| uuid::Uuid::parse_str(&s).ok())
-            .map(|u| *u.as_bytes())
-            .unwrap_or_else(|| panic!("no member id"))
+        let id = edge.test_member(phone, Some(name)).await;
+        *uuid::Uuid::parse_str(&id)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .as_bytes()
     }
 
     fn enroll(dir: &std::path::Path) {

@@ -43,6 +43,32 @@ pub fn to_wire(origin: &Origin, f: facts::SyncFact) -> Result<Fact, EdgeError> {
     })
 }
 
+/// A coupon row from its record in a `coupon_issued` fact or a purchase's
+/// `coupons_granted` list.
+fn coupon_of(
+    v: &serde_json::Value,
+    coupon_id: [u8; 16],
+    member: [u8; 16],
+    issued_at: i64,
+    source_txn: Option<[u8; 16]>,
+) -> crate::store::coupons::CouponRow {
+    crate::store::coupons::CouponRow {
+        coupon_id,
+        code: v["code"].as_str().unwrap_or_default().to_string(),
+        member,
+        label: v["label"].as_str().unwrap_or_default().to_string(),
+        off: v["off"].as_i64().unwrap_or(0),
+        min_spend: v["min_spend"].as_i64().unwrap_or(0),
+        issued_at,
+        expires_at: v["expires_at"].as_i64().unwrap_or(0),
+        source: v["source"].as_str().unwrap_or_default().to_string(),
+        source_txn,
+        active: v["active"].as_bool().unwrap_or(true),
+        used_txn: None,
+        revoked: false,
+    }
+}
+
 impl Edge {
     /// This database's origin as sync names it.
     pub fn sync_origin(&self) -> Origin {
@@ -290,6 +316,16 @@ fn project(
                 // sales count in the ledger; the receipt row keeps the later one.
                 tracing::error!(receipt = %receipt.receipt_id, "a refetched sale's receipt number is taken");
             }
+            // Coupons the sale granted, as its fact lists them.
+            if let Some(m) = member {
+                for g in body["coupons_granted"].as_array().into_iter().flatten() {
+                    let Some(id) = g["coupon_id"].as_str().map(uuid_bytes).transpose()? else {
+                        tracing::warn!(receipt = %receipt.receipt_id, "a granted coupon without an id");
+                        continue;
+                    };
+                    coupons::insert(conn, &coupon_of(g, id, m, e.at, Some(receipt.txn)))?;
+                }
+            }
             // Coupons the sale used stay used.
             for code in body["coupons_used"].as_array().into_iter().flatten() {
                 if let Some(c) = code
@@ -327,21 +363,7 @@ fn project(
                     .then(|| u128::from_str_radix(h, 16).ok().map(|v| v.to_be_bytes()))
                     .flatten()
             });
-            let row = coupons::CouponRow {
-                coupon_id: uuid_bytes(&e.txn)?,
-                code: body["code"].as_str().unwrap_or_default().to_string(),
-                member: m,
-                label: body["label"].as_str().unwrap_or_default().to_string(),
-                off: body["off"].as_i64().unwrap_or(0),
-                min_spend: body["min_spend"].as_i64().unwrap_or(0),
-                issued_at: e.at,
-                expires_at: body["expires_at"].as_i64().unwrap_or(0),
-                source: body["source"].as_str().unwrap_or_default().to_string(),
-                source_txn,
-                active: body["active"].as_bool().unwrap_or(true),
-                used_txn: None,
-                revoked: false,
-            };
+            let row = coupon_of(&body, uuid_bytes(&e.txn)?, m, e.at, source_txn);
             coupons::insert(conn, &row)?;
         }
         ("member_merged", Some(loser)) if origin_node == HUB_NODE => {
@@ -598,5 +620,121 @@ impl Edge {
             .map_err(|e| EdgeError::Invalid(format!("HQ rule set {version}: {e}")))?;
         self.load_rules(set).await?;
         Ok(Some(version))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::coupons;
+    use serde_json::{Value, json};
+
+    const T0: i64 = 1_764_000_000_000;
+
+    fn idem(key: &str) -> super::super::Idem {
+        super::super::Idem {
+            lane: 1,
+            key: key.into(),
+            request_hash: [0; 32],
+        }
+    }
+
+    fn json_of(reply: &super::super::Reply) -> Value {
+        serde_json::from_slice(&reply.body).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    async fn sell(edge: &Edge, member: &str, receipt: &str, price: i64, codes: &[&str]) -> Value {
+        let req = serde_json::from_value(json!({
+            "member_id": member, "receipt_id": receipt, "coupon_codes": codes,
+            "lines": [{"sku": "A1", "category": "food", "qty": 1, "unit_price": price}]
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let reply = edge
+            .commit(idem(receipt), req)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(reply.status, 201);
+        json_of(&reply)
+    }
+
+    /// A sale's granted coupons ride in its purchase fact (no `coupon_issued` fact of
+    /// their own), and a store restored from an old backup rebuilds them from it: same
+    /// code, value, expiry and granting sale, used if a later sale used it.
+    #[tokio::test]
+    async fn granted_coupons_live_in_the_purchase_fact_and_come_back_after_a_restore() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let (edge, _) = Edge::for_test("S001", dir.path(), T0);
+        let set = serde_json::from_value(json!({"version": "v1", "rules": [
+            {"id": "g", "label": "满300赠50", "type": "coupon_grant", "threshold": 30000,
+             "coupon": {"label": "¥50 off", "off": 5000, "valid_days": 30}}
+        ]}))
+        .unwrap_or_else(|e| panic!("{e}"));
+        edge.load_rules(set).await.unwrap_or_else(|e| panic!("{e}"));
+        let member = edge.test_member("13800000077", None).await;
+        let granting = sell(&edge, &member, "R-1", 30_000, &[]).await;
+        assert_eq!(granting["coupons_issued"].as_array().map(Vec::len), Some(1));
+        let before = held(&edge).await;
+        assert_eq!(before.len(), 1);
+        let code = before[0].code.clone();
+        sell(&edge, &member, "R-2", 10_000, &[&code]).await;
+
+        let facts = edge.outbox(0, 100).await.unwrap_or_else(|e| panic!("{e}"));
+        let entries: Vec<LedgerEntry> = facts
+            .iter()
+            .map(|f| serde_json::from_str(&f.body).unwrap_or_else(|e| panic!("{e}")))
+            .collect();
+        assert!(!entries.iter().any(|e| e.kind == "coupon_issued"));
+        let purchase: Value = entries
+            .iter()
+            .find(|e| e.kind == "purchase")
+            .and_then(|e| serde_json::from_str(&e.body).ok())
+            .unwrap_or_else(|| panic!("no purchase"));
+        assert_eq!(purchase["coupons_granted"][0]["code"], json!(code));
+
+        // The same store, restored from a backup older than both sales: the hub sends
+        // its facts back.
+        let restored_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let (restored, _) = Edge::for_test("S001", restored_dir.path(), T0 + 1);
+        let incarnation = edge.store.origin.incarnation;
+        let origin_id = restored
+            .store
+            .writer
+            .write(move |ctx| crate::store::origin_id(ctx.conn, "S001", &incarnation.to_string()))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let r = incarnation::Refetch {
+            origin_id,
+            incarnation,
+            after: 0,
+            upto: facts.len() as i64,
+        };
+        restored
+            .apply_refetched(r, facts)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let after = held(&restored).await;
+        assert_eq!(after, before_used(&before[0], &entries));
+    }
+
+    /// Every coupon `edge` holds.
+    async fn held(edge: &Edge) -> Vec<coupons::CouponRow> {
+        edge.store
+            .readers
+            .read(|c| Ok::<_, EdgeError>(coupons::all(c)?))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `c` as used by the second purchase in `entries`.
+    fn before_used(c: &coupons::CouponRow, entries: &[LedgerEntry]) -> Vec<coupons::CouponRow> {
+        let used = entries
+            .iter()
+            .filter(|e| e.kind == "purchase")
+            .nth(1)
+            .map(|e| uuid_bytes(&e.txn).unwrap_or_else(|e| panic!("{e}")));
+        vec![coupons::CouponRow {
+            used_txn: used,
+            ..c.clone()
+        }]
     }
 }

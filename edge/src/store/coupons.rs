@@ -94,10 +94,11 @@ pub fn by_code(conn: &Connection, code: &str) -> Result<Option<CouponRow>, Store
         .optional()?)
 }
 
-/// The coupons of member `?1`, found through their `coupon_issued` facts (whose txn is
-/// the coupon id) in the member-ledger index: an index of coupons by member, by using
-/// sale or by granting sale would cost every sale that grants a coupon a page each
-/// (migration 3).
+/// The coupons of member `?1`, found through the facts that issued them, in the
+/// member-ledger index: `coupon_issued` facts (txn = coupon id) and the
+/// `coupons_granted` lists of the member's purchases. An index of coupons by member,
+/// by using sale or by granting sale would cost every sale that grants a coupon a page
+/// each (migration 3).
 macro_rules! member_coupons_sql {
     ($filter:literal) => {
         concat!(
@@ -105,7 +106,9 @@ macro_rules! member_coupons_sql {
             coupon_columns!(),
             " FROM coupons WHERE coupon_id IN (SELECT txn FROM facts WHERE ",
             crate::store::facts::ledger_where!(),
-            " AND kind = 'coupon_issued')",
+            " AND kind = 'coupon_issued' UNION ALL SELECT unhex(json_extract(g.value, '$.coupon_id')) FROM facts, json_each(facts.body, '$.coupons_granted') AS g WHERE ",
+            crate::store::facts::ledger_where!(),
+            " AND kind = 'purchase')",
             $filter
         )
     };
@@ -132,6 +135,18 @@ fn member_coupons(
 /// A member's coupons, newest first.
 pub fn for_member(conn: &Connection, member: &[u8; 16]) -> Result<Vec<CouponRow>, StoreError> {
     member_coupons(conn, FOR_MEMBER_SQL, member, None)
+}
+
+/// Every coupon held, oldest first (tests compare whole tables).
+#[cfg(test)]
+pub fn all(conn: &Connection) -> Result<Vec<CouponRow>, StoreError> {
+    let mut stmt = conn.prepare(concat!(
+        "SELECT ",
+        coupon_columns!(),
+        " FROM coupons ORDER BY issued_at, coupon_id"
+    ))?;
+    let rows = stmt.query_map([], from_row)?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
 /// Marks a coupon used by `txn`; `false` if it was used already (the single-use guard).
@@ -194,12 +209,21 @@ mod tests {
     fn member_coupon_lookups_use_the_ledger_index() {
         for sql in [FOR_MEMBER_SQL, USED_BY_SQL, GRANTED_BY_SQL] {
             let plan = crate::store::facts::tests::plan_of(sql);
-            assert!(
+            // Both branches: the coupon_issued facts and the purchases' grant lists.
+            assert_eq!(
                 plan.iter()
-                    .any(|p| p.contains("USING INDEX facts_ledger_by_member")),
+                    .filter(|p| p.contains("USING INDEX facts_ledger_by_member"))
+                    .count(),
+                2,
                 "{plan:?}"
             );
-            assert!(!plan.iter().any(|p| p.starts_with("SCAN")), "{plan:?}");
+            // Only the grant list of each purchase read is scanned (json_each).
+            assert!(
+                !plan
+                    .iter()
+                    .any(|p| p.starts_with("SCAN") && !p.contains("VIRTUAL TABLE")),
+                "{plan:?}"
+            );
         }
     }
 }
