@@ -180,7 +180,7 @@ impl Edge {
                     }
                     for (c, code) in p.coupons.iter().zip(codes.iter()) {
                         // Checked and used in this transaction: two sales can never both use it.
-                        if !coupons::mark_used(ctx.conn, &c.id, &txb)? {
+                        if !coupons::mark_used(ctx.conn, &c.code, &txb)? {
                             return Err(EdgeError::CouponInvalid {
                                 code: code.clone(),
                                 reason: "was already used".into(),

@@ -131,7 +131,7 @@ impl Edge {
                         reason: "is used, withdrawn or expired".into(),
                     });
                 }
-                if coupons::activate(ctx.conn, &c.coupon_id)? {
+                if coupons::activate(ctx.conn, &c.code)? {
                     let body = json!({"code": c.code}).to_string();
                     facts::append(
                         ctx,

@@ -69,13 +69,13 @@ impl Edge {
                     // Coupons need a member: a walk-in sale used or granted none.
                     if all_back && let Some(m) = receipt.member {
                         for c in coupons::used_by(ctx.conn, &m, &receipt.txn)?.into_iter().filter(|c| !c.revoked) {
-                            coupons::restore(ctx.conn, &c.coupon_id)?;
+                            coupons::restore(ctx.conn, &c.code)?;
                             let body = json!({"code": c.code, "refund_id": refund_id}).to_string();
                             facts::append(ctx, &NewFact { kind: "coupon_restored", at: now, member: Some(c.member), txn: c.coupon_id, body, ..Default::default() })?;
                             restored.push(c.code);
                         }
                         for c in coupons::granted_by(ctx.conn, &m, &receipt.txn)?.into_iter().filter(|c| !c.revoked) {
-                            coupons::revoke(ctx.conn, &c.coupon_id)?;
+                            coupons::revoke(ctx.conn, &c.code)?;
                             let body = json!({"code": c.code, "refund_id": refund_id}).to_string();
                             facts::append(ctx, &NewFact { kind: "coupon_withdrawn", at: now, member: Some(c.member), txn: c.coupon_id, body, ..Default::default() })?;
                             withdrawn.push(c.code);

@@ -334,7 +334,7 @@ fn project(
                     .transpose()?
                     .flatten()
                 {
-                    coupons::mark_used(conn, &c.coupon_id, &receipt.txn)?;
+                    coupons::mark_used(conn, &c.code, &receipt.txn)?;
                 }
             }
         }
@@ -374,11 +374,16 @@ fn project(
                 .ok_or_else(|| StoreError::Corrupt("member_merged.survivor".into()))?;
             members::merge(conn, &loser, &survivor)?;
         }
+        // These bodies name the coupon by its code.
         ("coupon_claimed", _) => {
-            coupons::activate(conn, &uuid_bytes(&e.txn)?)?;
+            coupons::activate(conn, body["code"].as_str().unwrap_or_default())?;
         }
-        ("coupon_restored", _) => coupons::restore(conn, &uuid_bytes(&e.txn)?)?,
-        ("coupon_withdrawn", _) => coupons::revoke(conn, &uuid_bytes(&e.txn)?)?,
+        ("coupon_restored", _) => {
+            coupons::restore(conn, body["code"].as_str().unwrap_or_default())?
+        }
+        ("coupon_withdrawn", _) => {
+            coupons::revoke(conn, body["code"].as_str().unwrap_or_default())?
+        }
         _ => {}
     }
     Ok(())

@@ -95,7 +95,7 @@ pub fn by_code(conn: &Connection, code: &str) -> Result<Option<CouponRow>, Store
 }
 
 /// The coupons of member `?1`, found through the facts that issued them, in the
-/// member-ledger index: `coupon_issued` facts (txn = coupon id) and the
+/// member-ledger index: `coupon_issued` facts and the
 /// `coupons_granted` lists of the member's purchases. An index of coupons by member,
 /// by using sale or by granting sale would cost every sale that grants a coupon a page
 /// each (migration 3).
@@ -104,9 +104,9 @@ macro_rules! member_coupons_sql {
         concat!(
             "SELECT ",
             coupon_columns!(),
-            " FROM coupons WHERE coupon_id IN (SELECT txn FROM facts WHERE ",
+            " FROM coupons WHERE code IN (SELECT json_extract(body, '$.code') FROM facts WHERE ",
             crate::store::facts::ledger_where!(),
-            " AND kind = 'coupon_issued' UNION ALL SELECT unhex(json_extract(g.value, '$.coupon_id')) FROM facts, json_each(facts.body, '$.coupons_granted') AS g WHERE ",
+            " AND kind = 'coupon_issued' UNION ALL SELECT json_extract(g.value, '$.code') FROM facts, json_each(facts.body, '$.coupons_granted') AS g WHERE ",
             crate::store::facts::ledger_where!(),
             " AND kind = 'purchase')",
             $filter
@@ -149,21 +149,20 @@ pub fn all(conn: &Connection) -> Result<Vec<CouponRow>, StoreError> {
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
-/// Marks a coupon used by `txn`; `false` if it was used already (the single-use guard).
-pub fn mark_used(conn: &Connection, coupon: &[u8; 16], txn: &[u8; 16]) -> Result<bool, StoreError> {
+/// Marks coupon `code` used by `txn`; `false` if it was used already (the single-use
+/// guard).
+pub fn mark_used(conn: &Connection, code: &str, txn: &[u8; 16]) -> Result<bool, StoreError> {
     let n = conn
-        .prepare_cached(
-            "UPDATE coupons SET used_txn = ?2 WHERE coupon_id = ?1 AND used_txn IS NULL",
-        )?
-        .execute(params![&coupon[..], &txn[..]])?;
+        .prepare_cached("UPDATE coupons SET used_txn = ?2 WHERE code = ?1 AND used_txn IS NULL")?
+        .execute(params![code, &txn[..]])?;
     Ok(n == 1)
 }
 
 /// Activates a claim-first coupon; `false` if it was not found inactive.
-pub fn activate(conn: &Connection, coupon: &[u8; 16]) -> Result<bool, StoreError> {
+pub fn activate(conn: &Connection, code: &str) -> Result<bool, StoreError> {
     let n = conn
-        .prepare_cached("UPDATE coupons SET active = 1 WHERE coupon_id = ?1 AND active = 0")?
-        .execute(params![&coupon[..]])?;
+        .prepare_cached("UPDATE coupons SET active = 1 WHERE code = ?1 AND active = 0")?
+        .execute(params![code])?;
     Ok(n == 1)
 }
 
@@ -186,22 +185,63 @@ pub fn granted_by(
 }
 
 /// Makes a used coupon usable again.
-pub fn restore(conn: &Connection, coupon: &[u8; 16]) -> Result<(), StoreError> {
-    conn.prepare_cached("UPDATE coupons SET used_txn = NULL WHERE coupon_id = ?1")?
-        .execute(params![&coupon[..]])?;
+pub fn restore(conn: &Connection, code: &str) -> Result<(), StoreError> {
+    conn.prepare_cached("UPDATE coupons SET used_txn = NULL WHERE code = ?1")?
+        .execute(params![code])?;
     Ok(())
 }
 
 /// Withdraws a coupon: it can never be used, or restored to use, again.
-pub fn revoke(conn: &Connection, coupon: &[u8; 16]) -> Result<(), StoreError> {
-    conn.prepare_cached("UPDATE coupons SET revoked = 1 WHERE coupon_id = ?1")?
-        .execute(params![&coupon[..]])?;
+pub fn revoke(conn: &Connection, code: &str) -> Result<(), StoreError> {
+    conn.prepare_cached("UPDATE coupons SET revoked = 1 WHERE code = ?1")?
+        .execute(params![code])?;
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The upgrade to schema 10 keys coupons by code and keeps every column, and a
+    /// code stays unique.
+    #[test]
+    fn the_upgrade_to_schema_10_keeps_coupons_keyed_by_code() {
+        use super::super::migrations::MIGRATIONS;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("c.sqlite");
+        let mut conn = super::super::connect(&path, false).unwrap_or_else(|e| panic!("{e}"));
+        for sql in &MIGRATIONS[..9] {
+            conn.execute_batch(sql).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let held = CouponRow {
+            coupon_id: [7; 16],
+            code: "45AXB3D2KT48BW".into(),
+            member: [1; 16],
+            label: "¥50 off".into(),
+            off: 5_000,
+            min_spend: 10_000,
+            issued_at: 1,
+            expires_at: 2,
+            source: "g".into(),
+            source_txn: Some([2; 16]),
+            active: false,
+            used_txn: Some([3; 16]),
+            revoked: true,
+        };
+        conn.execute_batch("PRAGMA user_version = 9")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(insert(&conn, &held).ok(), Some(true));
+        super::super::migrate(&mut conn, &path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(all(&conn).ok(), Some(vec![held.clone()]));
+        let again = CouponRow {
+            coupon_id: [8; 16],
+            ..held.clone()
+        };
+        assert_eq!(insert(&conn, &again).ok(), Some(false), "the code is taken");
+        let plan =
+            crate::store::facts::tests::plan_of("SELECT coupon_id FROM coupons WHERE code = ?1");
+        assert!(plan.iter().any(|p| p.contains("PRIMARY KEY")), "{plan:?}");
+    }
 
     /// Each lookup of a member's coupons must read that member's index range: a scan
     /// of all coupons on every refund is what the old used_txn query did.

@@ -264,10 +264,72 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE members ADD COLUMN profile TEXT;
     "#,
+    // 10: facts become a rowid table, and coupons are keyed by their code.
+    //
+    // A WITHOUT ROWID table keeps at most ~1,000 bytes of a row on its leaf (4 KiB
+    // pages) and spills the rest to an overflow page of its own: a purchase of a
+    // real basket (or one listing the coupons it granted) cost a whole extra page per
+    // sale. A rowid table keeps rows up to ~4,000 bytes on the leaf, and appends by
+    // starting a new page with the new row instead of redistributing three. The key
+    // (origin, seq) becomes a unique index (receipts reference it).
+    //
+    // Every coupon lookup starts from a code (the POS sends it; facts and purchases
+    // record it), and codes begin with a clock, so coupons append in code order: one
+    // B-tree per issued coupon instead of a row keyed by id plus a unique index of
+    // codes. `migrate` runs this with foreign keys off and checks them before commit.
+    r#"
+    CREATE TABLE facts_v10 (
+        origin       INTEGER NOT NULL REFERENCES origins(id),
+        seq          INTEGER NOT NULL,
+        kind         TEXT    NOT NULL,
+        at           INTEGER NOT NULL,
+        member       BLOB,
+        txn          BLOB    NOT NULL,
+        earn         INTEGER NOT NULL DEFAULT 0,
+        expires_at   INTEGER NOT NULL DEFAULT 0,
+        spend        INTEGER NOT NULL DEFAULT 0,
+        reverse      INTEGER NOT NULL DEFAULT 0,
+        reverse_lot  BLOB,
+        qual_spend   INTEGER NOT NULL DEFAULT 0,
+        qual_at      INTEGER NOT NULL DEFAULT 0,
+        body         TEXT    NOT NULL,
+        available_at INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (origin, seq)
+    ) STRICT;
+    INSERT INTO facts_v10 (origin, seq, kind, at, member, txn, earn, expires_at, spend, reverse, reverse_lot, qual_spend, qual_at, body, available_at)
+        SELECT origin, seq, kind, at, member, txn, earn, expires_at, spend, reverse, reverse_lot, qual_spend, qual_at, body, available_at
+          FROM facts ORDER BY origin, seq;
+    DROP TABLE facts;
+    ALTER TABLE facts_v10 RENAME TO facts;
+    -- The WHERE clause must stay identical to the one in facts::ledger_where.
+    CREATE INDEX facts_ledger_by_member ON facts (member, at)
+        WHERE member IS NOT NULL AND (earn <> 0 OR spend <> 0 OR reverse <> 0 OR qual_spend <> 0 OR kind = 'purchase' OR kind = 'coupon_issued');
+
+    CREATE TABLE coupons_v10 (
+        code       TEXT PRIMARY KEY,
+        coupon_id  BLOB    NOT NULL,
+        member     BLOB    NOT NULL,
+        label      TEXT    NOT NULL,
+        off        INTEGER NOT NULL,
+        min_spend  INTEGER NOT NULL,
+        issued_at  INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        source     TEXT    NOT NULL,   -- rule id, 'manual', 'upgrade:<tier>'
+        source_txn BLOB,               -- the sale that granted it
+        active     INTEGER NOT NULL,   -- 0 until claimed, for claim-first coupons
+        used_txn   BLOB,               -- the sale that used it
+        revoked    INTEGER NOT NULL DEFAULT 0
+    ) STRICT, WITHOUT ROWID;
+    INSERT INTO coupons_v10 (code, coupon_id, member, label, off, min_spend, issued_at, expires_at, source, source_txn, active, used_txn, revoked)
+        SELECT code, coupon_id, member, label, off, min_spend, issued_at, expires_at, source, source_txn, active, used_txn, revoked
+          FROM coupons;
+    DROP TABLE coupons;
+    ALTER TABLE coupons_v10 RENAME TO coupons;
+    "#,
 ];
 
 /// The schema version this binary writes.
-pub const SCHEMA_VERSION: usize = 9;
+pub const SCHEMA_VERSION: usize = 10;
 
 #[cfg(test)]
 mod tests {

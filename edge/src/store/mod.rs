@@ -152,6 +152,16 @@ pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
             conn.execute("VACUUM INTO ?1", params![backup.to_string_lossy()])?;
         }
     }
+    // Off for the upgrade: rebuilding a table others reference (migration 10) would
+    // otherwise fail its implicit delete. Checked below, before the commit.
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
+    let upgraded = upgrade(conn, found);
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    upgraded
+}
+
+/// Runs the migrations after version `found` in one transaction.
+fn upgrade(conn: &mut Connection, found: usize) -> Result<(), StoreError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)?;
     for (i, sql) in migrations::MIGRATIONS.iter().enumerate().skip(found) {
         tx.execute_batch(sql)?;
@@ -162,6 +172,15 @@ pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     if found > 0 && found < 9 {
         let n = members::rebuild_profiles(&tx)?;
         tracing::info!(members = n, "member profiles rebuilt from their facts");
+    }
+    let violations: i64 =
+        tx.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+            r.get(0)
+        })?;
+    if violations > 0 {
+        return Err(StoreError::Corrupt(format!(
+            "{violations} foreign key violations after the schema upgrade"
+        )));
     }
     tx.commit()?;
     Ok(())
