@@ -14,7 +14,7 @@
 //! on the same database file and the no-op HTTP endpoint.
 //!
 //! The edge runs fresh with no rule set and with `BENCH_RULES` (default 10) active
-//! rules, alternating over `BENCH_ROUNDS` rounds (default 2) whose order swaps every
+//! rules, alternating over `BENCH_ROUNDS` rounds (default 4) whose order swaps every
 //! round, so promotions' cost is measured against the same run and the same drift.
 //!
 //! Knobs: `BENCH_SECS` (default 10), `BENCH_CONNS` (default 64), `BENCH_MEMBERS`,
@@ -483,7 +483,7 @@ async fn commit_bench() -> Result<(), BoxError> {
     let conns = env_u64("BENCH_CONNS", 64);
     let members = env_u64("BENCH_MEMBERS", 20_000);
     let n_rules = env_u64("BENCH_RULES", 10) as usize;
-    let rounds = env_u64("BENCH_ROUNDS", 2).max(1);
+    let rounds = env_u64("BENCH_ROUNDS", 4).max(1);
     let dir = bench_dir();
     let run = std::process::id();
     let plain = "patron-edge checkout/commit";
