@@ -24,10 +24,11 @@ impl Edge {
                 core.idempotent(ctx, Some(&idem), now, |ctx| {
                     let receipt = receipts::get(ctx.conn, &receipt_id)?
                         .ok_or_else(|| EdgeError::NotFound(format!("no receipt {receipt_id} was committed at this store")))?;
-                    let lines = receipts::lines(ctx.conn, &receipt)?;
+                    let sale_record = receipts::record(ctx.conn, &receipt)?;
+                    let lines = &sale_record.lines;
                     let (done, gross_before) = receipts::refunded_so_far(ctx.conn, &receipt_id, lines.len())?;
-                    let per_line = refund::allocate(&lines, &done, req.lines.as_deref()).map_err(invalid)?;
-                    let gross_now = refund::gross(&lines, &per_line);
+                    let per_line = refund::allocate(lines, &done, req.lines.as_deref()).map_err(invalid)?;
+                    let gross_now = refund::gross(lines, &per_line);
                     let all_back = lines.iter().zip(done.iter().zip(&per_line)).all(|(l, (d, n))| d + n == l.qty);
                     let sale = Sale { subtotal: receipt.subtotal, total: receipt.total, earned: receipt.earned, redeemed: receipt.redeemed };
                     let f = refund::figures(sale, gross_before, gross_now);
@@ -68,13 +69,16 @@ impl Edge {
                     let (mut restored, mut withdrawn) = (Vec::new(), Vec::new());
                     // Coupons need a member: a walk-in sale used or granted none.
                     if all_back && let Some(m) = receipt.member {
-                        for c in coupons::used_by(ctx.conn, &m, &receipt.txn)?.into_iter().filter(|c| !c.revoked) {
+                        let used = coupons::by_codes(ctx.conn, &m, &sale_record.coupons_used)?;
+                        for c in used.into_iter().filter(|c| !c.revoked && c.used_txn == Some(receipt.txn)) {
                             coupons::restore(ctx.conn, &c.code)?;
                             let body = json!({"code": c.code, "refund_id": refund_id}).to_string();
                             facts::append(ctx, &NewFact { kind: "coupon_restored", at: now, member: Some(c.member), txn: c.coupon_id, body, ..Default::default() })?;
                             restored.push(c.code);
                         }
-                        for c in coupons::granted_by(ctx.conn, &m, &receipt.txn)?.into_iter().filter(|c| !c.revoked) {
+                        let mut granted = coupons::by_codes(ctx.conn, &m, &sale_record.coupons_granted)?;
+                        granted.extend(coupons::issued_for(ctx.conn, &m, &receipt.txn)?);
+                        for c in granted.into_iter().filter(|c| !c.revoked && c.source_txn == Some(receipt.txn)) {
                             coupons::revoke(ctx.conn, &c.code)?;
                             let body = json!({"code": c.code, "refund_id": refund_id}).to_string();
                             facts::append(ctx, &NewFact { kind: "coupon_withdrawn", at: now, member: Some(c.member), txn: c.coupon_id, body, ..Default::default() })?;

@@ -69,6 +69,22 @@ fn coupon_of(
     }
 }
 
+/// Inserts a coupon a refetched fact records. Its code may already be held (the same
+/// fact projected before, or — barring a clock set back across the restore and five
+/// equal random characters — another coupon): the row held stays.
+fn rebuild_coupon(
+    conn: &rusqlite::Connection,
+    row: &crate::store::coupons::CouponRow,
+) -> Result<(), StoreError> {
+    use crate::store::coupons;
+    if !coupons::insert(conn, row)?
+        && coupons::by_code(conn, &row.code)?.is_some_and(|held| held.coupon_id != row.coupon_id)
+    {
+        tracing::warn!(code = %row.code, "a refetched coupon's code is held by another coupon");
+    }
+    Ok(())
+}
+
 impl Edge {
     /// This database's origin as sync names it.
     pub fn sync_origin(&self) -> Origin {
@@ -323,7 +339,7 @@ fn project(
                         tracing::warn!(receipt = %receipt.receipt_id, "a granted coupon without an id");
                         continue;
                     };
-                    coupons::insert(conn, &coupon_of(g, id, m, e.at, Some(receipt.txn)))?;
+                    rebuild_coupon(conn, &coupon_of(g, id, m, e.at, Some(receipt.txn)))?;
                 }
             }
             // Coupons the sale used stay used.
@@ -364,7 +380,7 @@ fn project(
                     .flatten()
             });
             let row = coupon_of(&body, uuid_bytes(&e.txn)?, m, e.at, source_txn);
-            coupons::insert(conn, &row)?;
+            rebuild_coupon(conn, &row)?;
         }
         ("member_merged", Some(loser)) if origin_node == HUB_NODE => {
             let survivor = body["survivor"]

@@ -94,47 +94,79 @@ pub fn by_code(conn: &Connection, code: &str) -> Result<Option<CouponRow>, Store
         .optional()?)
 }
 
-/// The coupons of member `?1`, found through the facts that issued them, in the
-/// member-ledger index: `coupon_issued` facts and the
-/// `coupons_granted` lists of the member's purchases. An index of coupons by member,
-/// by using sale or by granting sale would cost every sale that grants a coupon a page
-/// each (migration 3).
-macro_rules! member_coupons_sql {
-    ($filter:literal) => {
+/// Codes of member `?1`'s coupons that have a `coupon_issued` fact (cashier, HQ and
+/// upgrade coupons, and grants of sales recorded before grants moved into the
+/// purchase fact), found in the member-ledger index: an index of coupons by member
+/// would cost every sale that grants a coupon a random page (migration 3).
+macro_rules! issued_codes_sql {
+    () => {
         concat!(
-            "SELECT ",
-            coupon_columns!(),
-            " FROM coupons WHERE code IN (SELECT json_extract(body, '$.code') FROM facts WHERE ",
+            "SELECT json_extract(body, '$.code') FROM facts WHERE ",
             crate::store::facts::ledger_where!(),
-            " AND kind = 'coupon_issued' UNION ALL SELECT json_extract(g.value, '$.code') FROM facts, json_each(facts.body, '$.coupons_granted') AS g WHERE ",
-            crate::store::facts::ledger_where!(),
-            " AND kind = 'purchase')",
-            $filter
+            " AND kind = 'coupon_issued'"
         )
     };
 }
 
-const FOR_MEMBER_SQL: &str = member_coupons_sql!(" ORDER BY issued_at DESC, coupon_id");
-const USED_BY_SQL: &str = member_coupons_sql!(" AND used_txn = ?2");
-const GRANTED_BY_SQL: &str = member_coupons_sql!(" AND source_txn = ?2");
+/// Member `?1`'s coupons: those with a `coupon_issued` fact and those listed in the
+/// `coupons_granted` of the member's purchases (only purchases that mention grants
+/// are parsed). The outer `member` test keeps out a code another store used for a
+/// coupon of its own (codes are unique per store, and the index also holds facts
+/// fetched from other stores).
+const FOR_MEMBER_SQL: &str = concat!(
+    "SELECT ",
+    coupon_columns!(),
+    " FROM coupons WHERE member = ?1 AND code IN (",
+    issued_codes_sql!(),
+    " UNION ALL SELECT json_extract(g.value, '$.code') FROM facts, json_each(facts.body, '$.coupons_granted') AS g WHERE ",
+    crate::store::facts::ledger_where!(),
+    " AND kind = 'purchase' AND instr(facts.body, '\"coupons_granted\"') > 0)",
+    " ORDER BY issued_at DESC, coupon_id"
+);
 
-fn member_coupons(
-    conn: &Connection,
-    sql: &str,
-    member: &[u8; 16],
-    txn: Option<&[u8; 16]>,
-) -> Result<Vec<CouponRow>, StoreError> {
-    let mut stmt = conn.prepare_cached(sql)?;
-    let rows = match txn {
-        Some(t) => stmt.query_map(params![&member[..], &t[..]], from_row)?,
-        None => stmt.query_map(params![&member[..]], from_row)?,
-    };
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-}
+/// Member `?1`'s coupons with a `coupon_issued` fact granted by sale `?2`.
+const ISSUED_FOR_SQL: &str = concat!(
+    "SELECT ",
+    coupon_columns!(),
+    " FROM coupons WHERE member = ?1 AND code IN (",
+    issued_codes_sql!(),
+    ") AND source_txn = ?2"
+);
 
 /// A member's coupons, newest first.
 pub fn for_member(conn: &Connection, member: &[u8; 16]) -> Result<Vec<CouponRow>, StoreError> {
-    member_coupons(conn, FOR_MEMBER_SQL, member, None)
+    let mut stmt = conn.prepare_cached(FOR_MEMBER_SQL)?;
+    let rows = stmt.query_map(params![&member[..]], from_row)?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// Coupons of `member` that sale `txn` granted and recorded as `coupon_issued` facts
+/// (sales recorded before grants moved into the purchase fact; the sale's own record
+/// lists the others).
+pub fn issued_for(
+    conn: &Connection,
+    member: &[u8; 16],
+    txn: &[u8; 16],
+) -> Result<Vec<CouponRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(ISSUED_FOR_SQL)?;
+    let rows = stmt.query_map(params![&member[..], &txn[..]], from_row)?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// The coupons of `member` with these codes (codes held by no coupon of the member
+/// are skipped).
+pub fn by_codes(
+    conn: &Connection,
+    member: &[u8; 16],
+    codes: &[String],
+) -> Result<Vec<CouponRow>, StoreError> {
+    let mut out = Vec::with_capacity(codes.len());
+    for code in codes {
+        if let Some(c) = by_code(conn, code)?.filter(|c| c.member == *member) {
+            out.push(c);
+        }
+    }
+    Ok(out)
 }
 
 /// Every coupon held, oldest first (tests compare whole tables).
@@ -164,24 +196,6 @@ pub fn activate(conn: &Connection, code: &str) -> Result<bool, StoreError> {
         .prepare_cached("UPDATE coupons SET active = 1 WHERE code = ?1 AND active = 0")?
         .execute(params![code])?;
     Ok(n == 1)
-}
-
-/// Coupons `member`'s sale `txn` used (to restore on a full refund).
-pub fn used_by(
-    conn: &Connection,
-    member: &[u8; 16],
-    txn: &[u8; 16],
-) -> Result<Vec<CouponRow>, StoreError> {
-    member_coupons(conn, USED_BY_SQL, member, Some(txn))
-}
-
-/// Coupons `member`'s sale `txn` granted (to revoke on a full refund if unused).
-pub fn granted_by(
-    conn: &Connection,
-    member: &[u8; 16],
-    txn: &[u8; 16],
-) -> Result<Vec<CouponRow>, StoreError> {
-    member_coupons(conn, GRANTED_BY_SQL, member, Some(txn))
 }
 
 /// Makes a used coupon usable again.
@@ -243,18 +257,84 @@ mod tests {
         assert!(plan.iter().any(|p| p.contains("PRIMARY KEY")), "{plan:?}");
     }
 
+    /// A member's list holds the coupons their facts name and no other member's, even
+    /// when a fact fetched from another store names a code this store also issued.
+    #[test]
+    fn a_member_lists_the_coupons_their_facts_name_and_only_theirs() {
+        use crate::store::facts::{NewFact, insert_at};
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("c.sqlite");
+        let mut conn = super::super::connect(&path, false).unwrap_or_else(|e| panic!("{e}"));
+        super::super::migrate(&mut conn, &path).unwrap_or_else(|e| panic!("{e}"));
+        conn.execute_batch(
+            "INSERT INTO origins (id, node, incarnation) VALUES (1, 'S001', 'a'), (2, 'S002', 'b')",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let coupon = |code: &str, at: u8| CouponRow {
+            coupon_id: [at; 16],
+            code: code.into(),
+            member: [1; 16],
+            label: "¥5".into(),
+            off: 500,
+            min_spend: 0,
+            issued_at: i64::from(at),
+            expires_at: 9,
+            source: "r".into(),
+            source_txn: None,
+            active: true,
+            used_txn: None,
+            revoked: false,
+        };
+        let (mine, granted) = (coupon("AAA", 1), coupon("BBB", 2));
+        for c in [&mine, &granted] {
+            assert_eq!(insert(&conn, c).ok(), Some(true));
+        }
+        let facts = [
+            (1, 1, "coupon_issued", [1u8; 16], r#"{"code": "AAA"}"#),
+            (
+                1,
+                2,
+                "purchase",
+                [1; 16],
+                r#"{"coupons_granted": [{"code": "BBB"}]}"#,
+            ),
+            // Another store's coupon of another member, with the same code as one here.
+            (2, 7, "coupon_issued", [2; 16], r#"{"code": "AAA"}"#),
+        ];
+        for (origin, seq, kind, member, body) in facts {
+            let f = NewFact {
+                kind,
+                at: seq,
+                member: Some(member),
+                txn: [seq as u8; 16],
+                body: body.into(),
+                ..Default::default()
+            };
+            insert_at(&conn, origin, seq, &f).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let codes = |m: u8| -> Vec<String> {
+            for_member(&conn, &[m; 16])
+                .unwrap_or_else(|e| panic!("{e}"))
+                .into_iter()
+                .map(|c| c.code)
+                .collect()
+        };
+        assert_eq!(codes(1), vec!["BBB".to_string(), "AAA".to_string()]);
+        assert!(codes(2).is_empty(), "{:?}", codes(2));
+    }
+
     /// Each lookup of a member's coupons must read that member's index range: a scan
     /// of all coupons on every refund is what the old used_txn query did.
     #[test]
     fn member_coupon_lookups_use_the_ledger_index() {
-        for sql in [FOR_MEMBER_SQL, USED_BY_SQL, GRANTED_BY_SQL] {
+        for (sql, ranges) in [(FOR_MEMBER_SQL, 2), (ISSUED_FOR_SQL, 1)] {
             let plan = crate::store::facts::tests::plan_of(sql);
-            // Both branches: the coupon_issued facts and the purchases' grant lists.
+            // Each branch: the coupon_issued facts, and the purchases' grant lists.
             assert_eq!(
                 plan.iter()
                     .filter(|p| p.contains("USING INDEX facts_ledger_by_member"))
                     .count(),
-                2,
+                ranges,
                 "{plan:?}"
             );
             // Only the grant list of each purchase read is scanned (json_each).

@@ -81,18 +81,42 @@ pub fn get(conn: &Connection, receipt_id: &str) -> Result<Option<ReceiptRow>, St
         .optional()?)
 }
 
-/// The priced lines of a sale, from its purchase fact.
-pub fn lines(conn: &Connection, r: &ReceiptRow) -> Result<Vec<Line>, StoreError> {
+/// What a refund needs of a sale, from its purchase fact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaleRecord {
+    /// The priced lines.
+    pub lines: Vec<Line>,
+    /// Codes of the coupons the sale used.
+    pub coupons_used: Vec<String>,
+    /// Codes of the coupons its rules granted (sales recorded before grants moved into
+    /// the purchase fact list none: theirs are `coupon_issued` facts).
+    pub coupons_granted: Vec<String>,
+}
+
+/// The record of sale `r`, from its purchase fact.
+pub fn record(conn: &Connection, r: &ReceiptRow) -> Result<SaleRecord, StoreError> {
+    #[derive(serde::Deserialize)]
+    struct Granted {
+        code: String,
+    }
     #[derive(serde::Deserialize)]
     struct Body {
         lines: Vec<Line>,
+        #[serde(default)]
+        coupons_used: Vec<String>,
+        #[serde(default)]
+        coupons_granted: Vec<Granted>,
     }
     let body: String = conn
         .prepare_cached("SELECT body FROM facts WHERE origin = ?1 AND seq = ?2")?
         .query_row(params![r.origin, r.seq], |row| row.get(0))?;
     let parsed: Body = serde_json::from_str(&body)
         .map_err(|e| StoreError::Corrupt(format!("purchase fact body: {e}")))?;
-    Ok(parsed.lines)
+    Ok(SaleRecord {
+        lines: parsed.lines,
+        coupons_used: parsed.coupons_used,
+        coupons_granted: parsed.coupons_granted.into_iter().map(|g| g.code).collect(),
+    })
 }
 
 /// A refund against a receipt.
