@@ -298,7 +298,8 @@ impl Core {
             used_txn: None,
             revoked: false,
         };
-        // A code collision needs the same second and the same 6 random characters.
+        // A code collision needs the code clock to have gone back (a restore, a clock
+        // step across restarts) and the same 5 random characters.
         let mut tries = 0;
         while !coupons::insert(conn, &row)? {
             tries += 1;
