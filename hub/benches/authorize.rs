@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{BoxError, anyhow_check, bench_dir, bodies, env_u64, push_all, start_hub};
+use common::{BoxError, Mix, anyhow_check, bench_dir, bodies, env_u64, push_all, start_hub};
 use hdrhistogram::Histogram;
 use patron_protocol::hub::{AuthorizeRequest, AuthorizeResponse};
 
@@ -189,7 +189,7 @@ fn main() -> Result<(), BoxError> {
         // Every member earns at every store (123 points a fact): far more than a run
         // holds, so every authorization is granted and does the full work.
         let seed: Vec<Vec<Vec<u8>>> = (0..stores)
-            .map(|s| bodies(s, 5_000))
+            .map(|s| bodies(s, 5_000, Mix::Purchases))
             .collect::<Result<_, _>>()?;
         push_all(&hub, seed).await?;
 

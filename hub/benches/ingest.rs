@@ -1,9 +1,13 @@
 //! Hub ingest, end to end: stores push batches of 1,000 facts over TLS to a real hub
 //! server (in process, on loopback), which authenticates, parses, checks checksums and
-//! sequences, validates every ledger entry and commits each push durably. In the same
-//! run, the baseline: a bare batched insert of the same rows into a SQLite table of the
-//! same shape on the same disk (1,000 rows per transaction, time-ordered keys, WAL,
-//! `synchronous=FULL`), with no HTTP, TLS or parsing.
+//! sequences, types and validates every ledger entry once, writes its projections
+//! (points movements, profiles, registrations by phone, member merges), and commits
+//! each push durably. The facts are a store's real mix of kinds (`common::Mix::Real`:
+//! sales, walk-in sales, refunds, redemptions, registrations, profile changes,
+//! check-ins, coupons, benefit uses). In the same run, the baseline: a bare batched
+//! insert of the same rows into a SQLite table of the facts table's shape on the same
+//! disk (1,000 rows per transaction, time-ordered keys, WAL, `synchronous=FULL`, no
+//! secondary index), with no HTTP, TLS or parsing.
 //!
 //! `cargo bench -p patron-hub --bench ingest` runs both shapes:
 //!   - throughput: 8 stores, each pushing 25,000 facts (25 batches) back to back;
@@ -16,7 +20,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{BoxError, anyhow_check, bench_dir, bodies, entry, env_u64, push_all, start_hub};
+use common::{BoxError, Mix, anyhow_check, bench_dir, bodies, entry, env_u64, push_all, start_hub};
 use patron_hub::store::HubStore;
 
 /// The baseline: the same rows, batched 1,000 per transaction, into a bare table.
@@ -27,20 +31,32 @@ fn bare_insert(stores: usize, facts: u64) -> Result<Duration, BoxError> {
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.execute_batch(
         "CREATE TABLE facts (id INTEGER PRIMARY KEY, origin INTEGER NOT NULL, seq INTEGER NOT NULL,
-                             body TEXT NOT NULL, received_at INTEGER NOT NULL, UNIQUE (origin, seq));",
+                             body TEXT NOT NULL, received_at INTEGER NOT NULL, kind TEXT NOT NULL,
+                             member TEXT, at INTEGER NOT NULL, UNIQUE (origin, seq));",
     )?;
-    let rows: Vec<(i64, i64, String)> = (0..stores)
-        .flat_map(|s| (1..=facts).map(move |q| (s as i64 + 1, q as i64, entry(s, q))))
+    // The typed columns are taken out before the clock starts: the baseline parses
+    // nothing.
+    let rows: Vec<(i64, i64, String, String, Option<String>, i64)> = (0..stores)
+        .flat_map(|s| (1..=facts).map(move |q| (s, q)))
+        .map(|(s, q)| {
+            let body = entry(s, q, Mix::Real);
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let kind = v["kind"].as_str().unwrap_or_default().to_string();
+            let member = v["member"].as_str().map(str::to_string);
+            let at = v["at"].as_i64().unwrap_or_default();
+            (s as i64 + 1, q as i64, body, kind, member, at)
+        })
         .collect();
     let start = Instant::now();
     for chunk in rows.chunks(1000) {
         let tx = conn.unchecked_transaction()?;
         {
             let mut st = tx.prepare_cached(
-                "INSERT INTO facts (origin, seq, body, received_at) VALUES (?1, ?2, ?3, 0)",
+                "INSERT INTO facts (origin, seq, body, received_at, kind, member, at)
+                 VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6)",
             )?;
-            for (o, q, b) in chunk {
-                st.execute(rusqlite::params![o, q, b])?;
+            for (o, q, b, k, m, at) in chunk {
+                st.execute(rusqlite::params![o, q, b, k, m, at])?;
             }
         }
         tx.commit()?;
@@ -59,7 +75,7 @@ fn main() -> Result<(), BoxError> {
         let per = env_u64("BENCH_FACTS", 25_000);
         let total = stores as u64 * per;
         let all: Vec<Vec<Vec<u8>>> = (0..stores)
-            .map(|s| bodies(s, per))
+            .map(|s| bodies(s, per, Mix::Real))
             .collect::<Result<_, _>>()?;
         let wire: usize = all.iter().flatten().map(Vec::len).sum();
         let hub = start_hub("throughput", stores).await?;
@@ -72,7 +88,7 @@ fn main() -> Result<(), BoxError> {
         println!("| run | facts | seconds | facts/s |");
         println!("|---|---:|---:|---:|");
         println!(
-            "| hub: HTTPS push → judge → validate → SQLite | {total} | {:.2} | {:.0} |",
+            "| hub: HTTPS push → judge → type → project → SQLite | {total} | {:.2} | {:.0} |",
             took.as_secs_f64(),
             rate
         );
@@ -89,7 +105,9 @@ fn main() -> Result<(), BoxError> {
 
         // 100 stores reconnecting with 1,000 offline facts each.
         let n = 100;
-        let all: Vec<Vec<Vec<u8>>> = (0..n).map(|s| bodies(s, 1000)).collect::<Result<_, _>>()?;
+        let all: Vec<Vec<Vec<u8>>> = (0..n)
+            .map(|s| bodies(s, 1000, Mix::Real))
+            .collect::<Result<_, _>>()?;
         let hub = start_hub("reconnect", n).await?;
         let took = push_all(&hub, all).await?;
         anyhow_check(

@@ -2,12 +2,14 @@
 //!
 //! - [`store`]: storage behind the [`store::HubStore`] trait (SQLite now).
 //! - [`service`]: the rules (enrollment, authentication, judging pushes).
+//! - [`ingest`]: what a push may carry, each fact typed once, and what it projects.
 //! - [`api`]: HTTP handlers and error mapping.
 //! - [`tls`]: the hub's CA, server certificate and rustls config.
 //! - [`serve`]: the listener, over TLS or (only with `--insecure-dev`) plain HTTP.
 
 pub mod api;
 pub mod chain_keys;
+pub mod ingest;
 pub mod redemption;
 pub mod serve;
 pub mod service;

@@ -4,16 +4,15 @@
 //! derivation makes later earnings repay first, and flags members who redeemed offline
 //! at two stores within an hour.
 
+use patron_domain::points::{Movement, derive_traced};
 use patron_protocol::hub::{
     AuthorizeRequest, AuthorizeResponse, LeaseRequest, LeaseResponse, LeaseReturn, Overdraw,
     OverdrawReport,
 };
-use patron_protocol::points::{Movement, derive_traced};
 use patron_sync::rights::LeasePolicy;
-use serde::Deserialize;
 
 use crate::service::{Hub, HubError};
-use crate::store::{Hold, OverdrawRow, PointsRow, StoreRow};
+use crate::store::{Hold, OverdrawRow, StoreRow};
 
 /// How long points stay held for an authorized sale whose fact has not arrived. The
 /// store pushes a sale within ~20 ms while the hub is reachable; a hold that lapses
@@ -23,65 +22,6 @@ pub const HOLD_MS: i64 = 10 * 60 * 1000;
 
 /// Offline redemptions of one member at two stores this close together flag the member.
 pub const FLAG_WINDOW_MS: i64 = 60 * 60 * 1000;
-
-/// The fields of a ledger entry that move points, read without copying the body.
-#[derive(Deserialize)]
-struct PointsView<'a> {
-    at: i64,
-    #[serde(borrow, default)]
-    member: Option<&'a str>,
-    #[serde(borrow)]
-    txn: &'a str,
-    #[serde(default)]
-    earn: i64,
-    #[serde(default)]
-    expires_at: i64,
-    #[serde(default)]
-    available_at: i64,
-    #[serde(default)]
-    spend: i64,
-    #[serde(default)]
-    reverse: i64,
-    #[serde(borrow, default)]
-    reverse_lot: Option<&'a str>,
-    #[serde(borrow, default)]
-    body: Option<AuthView<'a>>,
-}
-
-#[derive(Deserialize)]
-struct AuthView<'a> {
-    #[serde(borrow, default)]
-    auth: Option<&'a str>,
-}
-
-/// The points movement a ledger entry carries, if any.
-pub fn points_row(body: &str) -> Option<PointsRow> {
-    // Most facts move points, but profile and coupon facts do not: skip those unparsed.
-    if !(body.contains("\"earn\"") || body.contains("\"spend\"") || body.contains("\"reverse\"")) {
-        return None;
-    }
-    let v: PointsView<'_> = serde_json::from_str(body).ok()?;
-    let member = v.member?;
-    if v.earn == 0 && v.spend == 0 && v.reverse == 0 {
-        return None;
-    }
-    let auth = v.body.and_then(|b| b.auth);
-    let offline = auth == Some("offline");
-    Some(PointsRow {
-        member: member.to_string(),
-        at: v.at,
-        txn: v.txn.to_string(),
-        earn: v.earn,
-        expires_at: v.expires_at,
-        available_at: v.available_at,
-        spend: v.spend,
-        reverse: v.reverse,
-        reverse_lot: v.reverse_lot.map(str::to_string),
-        offline,
-        lease: auth == Some("lease"),
-        flag_window_ms: FLAG_WINDOW_MS,
-    })
-}
 
 /// How the hub leases members' points to stores unless told otherwise
 /// (`patron-hub serve --lease-share-permille --lease-minutes`): half of what is free,
@@ -290,7 +230,7 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use patron_protocol::Origin;
-    use patron_protocol::hub::{LedgerEntry, PushRequest, SyncReport};
+    use patron_protocol::hub::{PushRequest, SyncReport};
     use patron_sync::session::{Fact, Push, batch};
 
     use super::*;
@@ -306,18 +246,34 @@ mod tests {
 
     /// A ledger entry moving `earn`/`spend` points of `member`, as a store syncs it.
     fn points_entry(member: &str, txn: &str, earn: i64, spend: i64, auth: &str, at: i64) -> String {
-        let entry = LedgerEntry {
-            kind: if spend > 0 { "redemption" } else { "purchase" }.into(),
-            at,
-            member: Some(member.into()),
-            txn: txn.into(),
-            earn,
-            expires_at: if earn > 0 { T0 + 1_000_000_000 } else { 0 },
-            spend,
-            body: serde_json::json!({ "auth": auth }).to_string(),
-            ..Default::default()
+        use patron_domain::{Entry, Header, Kind};
+        let uuid = |s: &str| uuid::Uuid::parse_str(s).unwrap_or_else(|e| panic!("{s}: {e}"));
+        let (kind, body) = if spend > 0 {
+            (
+                Kind::Redemption,
+                serde_json::json!({ "reason": "test", "auth": auth }),
+            )
+        } else {
+            (
+                Kind::Purchase,
+                serde_json::json!({ "receipt_id": txn, "subtotal": 0, "total": 0 }),
+            )
         };
-        serde_json::to_string(&entry).unwrap_or_default()
+        Entry::from_parts(
+            Header {
+                at,
+                member: Some(uuid(member)),
+                txn: uuid(txn),
+                earn,
+                expires_at: if earn > 0 { T0 + 1_000_000_000 } else { 0 },
+                spend,
+                ..Default::default()
+            },
+            kind,
+            body.to_string(),
+        )
+        .and_then(|e| e.to_json())
+        .unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn chain(stores: &[&str]) -> Chain {
@@ -749,10 +705,9 @@ mod tests {
                 let facts = std::mem::take(&mut s.queue);
                 let origin = facts[0].origin.clone();
                 for f in &facts {
-                    let e: LedgerEntry =
-                        serde_json::from_str(&f.body).map_err(|e| e.to_string())?;
+                    let e = patron_domain::Entry::parse(&f.body).map_err(|e| e.to_string())?;
                     let m = (0..MEMBERS)
-                        .find(|m| e.member.as_deref() == Some(member(*m).as_str()))
+                        .find(|m| e.member.map(|x| x.to_string()) == Some(member(*m)))
                         .ok_or("member")?;
                     held[m].0 += e.earn;
                     held[m].1 += e.spend;

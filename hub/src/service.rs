@@ -5,15 +5,14 @@ use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use patron_protocol::hub::{EnrollResponse, LedgerEntry, PushRequest, RefetchRequest, StoreStatus};
+use patron_protocol::hub::{EnrollResponse, PushRequest, RefetchRequest, StoreStatus};
 use patron_sync::docs::{HqDoc, carries_changes, decode_state, encode_state, ring_doc};
-use patron_sync::profile::ProfileOp;
 use patron_sync::pull::{FetchedMember, MemberFetch};
 use patron_sync::session::{Batch, Judgement, Push, PushAck, Verdict, batch, judge};
 use ring::rand::{SecureRandom, SystemRandom};
 use std::collections::HashMap;
 
-use crate::store::{HubStore, NewStore, Projection, StoreError, StoreRow};
+use crate::store::{HubStore, IncomingBatch, NewStore, StoreError, StoreRow};
 
 /// The hub's node name in sync messages.
 pub const HUB_NODE: &str = "hub";
@@ -65,33 +64,6 @@ impl From<StoreError> for HubError {
     }
 }
 
-/// The member and phone index a `member_registered` fact carries, if it is one, or a
-/// `member_rekeyed` one (a member registered before its store enrolled, now under the
-/// chain's phone index): both are how a phone is found and registered twice.
-fn registration(body: &str) -> Option<(String, String)> {
-    let e: LedgerEntry = serde_json::from_str(body).ok()?;
-    if e.kind != "member_registered" && e.kind != "member_rekeyed" {
-        return None;
-    }
-    let inner: serde_json::Value = serde_json::from_str(&e.body).ok()?;
-    Some((e.member?, inner["phone_idx"].as_str()?.to_string()))
-}
-
-/// Whether `body` is a `member_rekeyed` fact without a phone index and a wrapped key.
-fn malformed_rekey(body: &str) -> bool {
-    if !body.contains("member_rekeyed") {
-        return false;
-    }
-    let Ok(e) = serde_json::from_str::<LedgerEntry>(body) else {
-        return false;
-    };
-    if e.kind != "member_rekeyed" {
-        return false;
-    }
-    let inner: serde_json::Value = serde_json::from_str(&e.body).unwrap_or_default();
-    !(inner["phone_idx"].is_string() && inner["wrapped_key"].is_string())
-}
-
 /// Facts per page of a member fetch: most members' whole history, in one round trip.
 pub const FETCH_PAGE: usize = 2_000;
 
@@ -136,46 +108,6 @@ impl std::fmt::Debug for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hub").finish_non_exhaustive()
     }
-}
-
-/// Profile stamps further ahead of the hub's clock than this are clamped to it: a store
-/// whose clock runs fast must not win every later edit for as long as it is ahead.
-pub const MAX_CLOCK_AHEAD_MS: i64 = 60_000;
-
-/// The profile changes a new fact carries, stamped by its store's hybrid logical clock;
-/// a stamp too far ahead of the hub's clock is clamped (and the skew noted in `ahead`).
-fn profile_ops(
-    f: &patron_sync::Fact,
-    store: &str,
-    now: i64,
-    ahead: &std::cell::Cell<i64>,
-) -> Vec<(String, ProfileOp)> {
-    // Most facts are sales: skip them without parsing the entry a second time.
-    if !(f.body.contains("member_registered") || f.body.contains("member_updated")) {
-        return Vec::new();
-    }
-    let Ok(e) = serde_json::from_str::<LedgerEntry>(&f.body) else {
-        return Vec::new();
-    };
-    if e.kind != "member_registered" && e.kind != "member_updated" {
-        return Vec::new();
-    }
-    let (Some(member), Ok(body)) = (e.member, serde_json::from_str::<serde_json::Value>(&e.body))
-    else {
-        return Vec::new();
-    };
-    // The node is the authenticated store, whatever the fact says.
-    let mut stamp = patron_sync::profile::stamp_of(&body, e.at, store);
-    let limit = (now + MAX_CLOCK_AHEAD_MS).max(0) as u64;
-    if stamp.wall > limit {
-        ahead.set(ahead.get().max(stamp.wall as i64 - now));
-        // Clamped stamps keep their order among themselves: the milliseconds beyond the
-        // bound go into the counter (two edits from a fast clock: the later still wins).
-        stamp.counter = u32::try_from(stamp.wall - limit).unwrap_or(u32::MAX);
-        stamp.wall = limit;
-    }
-    let ops = patron_sync::profile::ops_of(&e.kind, &body, &stamp);
-    ops.into_iter().map(|o| (member.clone(), o)).collect()
 }
 
 /// SHA-256 of a secret, as stored.
@@ -352,55 +284,38 @@ impl Hub {
                 claimed: o.to_string(),
             });
         }
-        let decide = |high: u64, b: &patron_sync::Batch| match judge(true, HUB_NODE, sid, high, b) {
-            // What the hub keeps must be readable later (analytics, refetch): a fact
-            // whose body is not a ledger entry refuses its batch whole.
-            Judgement::Apply { skip, .. }
-                if b.facts[skip..]
-                    .iter()
-                    .any(|f| serde_json::from_str::<LedgerEntry>(&f.body).is_err()) =>
-            {
-                Judgement::Refuse("a fact body is not a ledger entry")
-            }
-            // A re-key must carry what stores apply: the chain's phone index and key.
-            Judgement::Apply { skip, .. }
-                if b.facts[skip..].iter().any(|f| malformed_rekey(&f.body)) =>
-            {
-                Judgement::Refuse("a re-key carries no phone index or key")
-            }
-            // Only the hub merges members: a store's merge would alias anyone.
-            Judgement::Apply { skip, .. }
-                if b.facts[skip..].iter().any(|f| {
-                    serde_json::from_str::<LedgerEntry>(&f.body)
-                        .is_ok_and(|e| e.kind == "member_merged")
-                }) =>
-            {
-                Judgement::Refuse("only the hub merges members")
-            }
-            j => j,
-        };
+        let decide = |high: u64, b: &patron_sync::Batch| judge(true, HUB_NODE, sid, high, b);
         let now = (self.now)();
-        let ahead = std::cell::Cell::new(0i64);
-        // Members who spent in the facts applied (projected only once they are applied).
-        let spenders = std::cell::RefCell::new(Vec::new());
-        let project = |f: &patron_sync::Fact| {
-            let points = crate::redemption::points_row(&f.body);
-            if let Some(p) = points.as_ref().filter(|p| p.spend > 0) {
-                spenders.borrow_mut().push(p.member.clone());
-            }
-            Projection {
-                profile: profile_ops(f, sid, now, &ahead),
-                points,
-                registered: registration(&f.body),
-            }
-        };
-        let done =
-            self.store
-                .ingest(sid, &req.report, &req.push.batches, &decide, &project, now)?;
-        self.note_overdraws(sid, spenders.into_inner())?;
-        if ahead.get() > 0 {
-            tracing::warn!(store = %sid, ahead_ms = ahead.get(), "store clock ahead of the hub: profile stamps clamped");
-            self.store.note_clock_ahead(sid, ahead.get())?;
+        let mut ahead = 0i64;
+        // Every fact is parsed once, here, before the push takes the writer.
+        let incoming: Vec<IncomingBatch<'_>> = req
+            .push
+            .batches
+            .iter()
+            .map(|b| IncomingBatch {
+                batch: b,
+                typed: crate::ingest::type_batch(sid, b, now, &mut ahead),
+            })
+            .collect();
+        let done = self
+            .store
+            .ingest(sid, &req.report, &incoming, &decide, now)?;
+        // Members who spent in the facts applied.
+        let spenders = incoming
+            .iter()
+            .zip(&done)
+            .filter_map(|(inc, i)| match (i.judgement, &inc.typed) {
+                (Judgement::Apply { skip, .. }, Ok(t)) => Some(&t[skip..]),
+                _ => None,
+            })
+            .flatten()
+            .filter_map(|t| t.points.as_ref().filter(|p| p.spend > 0))
+            .map(|p| p.member.clone())
+            .collect();
+        self.note_overdraws(sid, spenders)?;
+        if ahead > 0 {
+            tracing::warn!(store = %sid, ahead_ms = ahead, "store clock ahead of the hub: profile stamps clamped");
+            self.store.note_clock_ahead(sid, ahead)?;
         }
         let merged = done.iter().flat_map(|i| i.merged.iter().cloned()).collect();
         let verdicts = req
@@ -412,11 +327,9 @@ impl Hub {
                 let origin = b.origin.clone();
                 match i.judgement {
                     Judgement::Refuse(reason) => {
+                        let reason = i.reason.unwrap_or_else(|| reason.to_string());
                         tracing::warn!(store = %sid, origin = %origin, reason, "batch refused");
-                        Verdict::Refused {
-                            origin,
-                            reason: reason.to_string(),
-                        }
+                        Verdict::Refused { origin, reason }
                     }
                     Judgement::AlreadyHeld => Verdict::AlreadyHeld {
                         origin,
@@ -631,7 +544,7 @@ mod tests {
         push(&rows[0], update("S001", 1, "fast", T0 + 3_600_000));
         push(&rows[0], update("S001", 2, "faster", T0 + 3_601_000));
         let p = hub
-            .profile("m-1")
+            .profile(&mid("m-1"))
             .unwrap_or_else(|e| panic!("{e}"))
             .unwrap_or_default();
         assert_eq!(
@@ -642,7 +555,7 @@ mod tests {
         t.set_time(T0 + 120_000);
         push(&rows[1], update("S002", 1, "later", T0 + 120_000));
         let p = hub
-            .profile("m-1")
+            .profile(&mid("m-1"))
             .unwrap_or_else(|e| panic!("{e}"))
             .unwrap_or_default();
         assert_eq!(p.fields["name"].value.as_deref(), Some(&b"later"[..]));
@@ -669,6 +582,17 @@ mod tests {
     }
 
     /// A store's fact about member `m` as it syncs (kind, points earned, inner body).
+    /// A member id for a test name: a UUID as it is, `m-<n>` as a fixed v7-shaped one.
+    fn mid(name: &str) -> String {
+        if uuid::Uuid::parse_str(name).is_ok() {
+            return name.to_string();
+        }
+        let n: u128 = name.trim_start_matches("m-").parse().unwrap_or(0);
+        uuid::Uuid::from_u128(0x0190_a000_0000_7000_8000_0000_0000_0000 + 0x1000 + n).to_string()
+    }
+
+    /// A fact of `store` about member `m` (see [`mid`]); a purchase with details `{}`
+    /// gets a minimal sale's.
     fn member_fact(
         store: &str,
         seq: u64,
@@ -678,23 +602,31 @@ mod tests {
         earn: i64,
         body: &str,
     ) -> Fact {
-        let entry = LedgerEntry {
-            kind: kind.into(),
-            at,
-            member: Some(m.into()),
-            txn: uuid::Uuid::now_v7().to_string(),
-            earn,
-            expires_at: if earn > 0 { T0 + 1_000_000_000 } else { 0 },
-            body: body.into(),
-            ..Default::default()
+        let kind = patron_domain::Kind::parse(kind).unwrap_or_else(|| panic!("kind {kind}"));
+        let body = match (kind, body) {
+            (patron_domain::Kind::Purchase, "{}") => {
+                r#"{"receipt_id":"R","subtotal":100,"total":100}"#.to_string()
+            }
+            _ => body.to_string(),
         };
+        // Built as JSON, not through `Entry`: tests also send what the hub must refuse.
+        let mut entry = serde_json::json!({
+            "kind": kind.as_str(), "at": at, "member": mid(m),
+            "txn": uuid::Uuid::now_v7().to_string(),
+            "body": serde_json::from_str::<serde_json::Value>(&body).unwrap_or_else(|e| panic!("{e}")),
+        });
+        if earn > 0 {
+            entry["earn"] = earn.into();
+            entry["expires_at"] = (T0 + 1_000_000_000).into();
+        }
+        let entry = entry.to_string();
         Fact {
             origin: Origin {
                 node: store.into(),
                 incarnation: uuid::Uuid::from_u128(7),
             },
             seq,
-            body: serde_json::to_string(&entry).unwrap_or_default(),
+            body: entry,
         }
     }
 
@@ -776,7 +708,7 @@ mod tests {
             })
             .unwrap_or_else(|e| panic!("{e}"));
         let plan = plan.join(" / ");
-        assert!(plan.contains("registrations_by_phone"), "{plan}");
+        assert!(plan.contains("registrations"), "{plan}");
         assert!(plan.contains("facts_by_member"), "{plan}");
         assert!(!plan.contains("SCAN f"), "{plan}");
     }
@@ -888,8 +820,13 @@ mod tests {
         let kinds: Vec<(String, String)> = fetched
             .facts
             .iter()
-            .filter_map(|f| serde_json::from_str::<LedgerEntry>(&f.body).ok())
-            .map(|e| (e.kind, e.member.unwrap_or_default()))
+            .filter_map(|f| patron_domain::Entry::parse(&f.body).ok())
+            .map(|e| {
+                (
+                    e.kind().to_string(),
+                    e.member.map(|m| m.to_string()).unwrap_or_default(),
+                )
+            })
             .collect();
         assert_eq!(kinds.len(), 5, "{kinds:?}");
         let merge = fetched
@@ -898,12 +835,12 @@ mod tests {
             .find(|f| f.origin.node == "hub")
             .unwrap_or_else(|| panic!("no merge fact in {kinds:?}"));
         assert_eq!(merge.seq, 1);
-        let e: LedgerEntry = serde_json::from_str(&merge.body).unwrap_or_else(|e| panic!("{e}"));
+        let e = patron_domain::Entry::parse(&merge.body).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
-            (e.kind.as_str(), e.member.as_deref()),
-            ("member_merged", Some(m2))
+            (e.kind(), e.member.map(|m| m.to_string())),
+            (patron_domain::Kind::MemberMerged, Some(m2.to_string()))
         );
-        assert!(e.body.contains(m1), "{}", e.body);
+        assert!(e.body().contains(m1), "{}", e.body());
     }
 
     /// A member a store registered before it enrolled (under its own phone index) is

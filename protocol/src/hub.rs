@@ -1,5 +1,5 @@
-//! Messages between an edge and the hub: enrollment, sync status, and the ledger entry
-//! as it travels inside a sync fact.
+//! Messages between an edge and the hub: enrollment, sync status, redemption authority
+//! and HQ documents. The ledger entry a sync fact carries is `patron_domain::Entry`.
 
 use serde::{Deserialize, Serialize};
 
@@ -90,84 +90,6 @@ pub struct StoreStatus {
     /// How far ahead of the hub this store's clock was last seen (ms), if ever.
     #[serde(default)]
     pub clock_ahead_ms: Option<i64>,
-}
-
-/// A ledger entry as it travels in a sync fact (the fact body is this, as JSON).
-/// Mirrors the edge's `facts` row; `body` holds the details (personal data only as
-/// ciphertext).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LedgerEntry {
-    /// `purchase`, `refund`, `redemption`, `member_registered`, …
-    pub kind: String,
-    /// When it happened (unix ms).
-    pub at: i64,
-    /// The member (UUID), if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub member: Option<String>,
-    /// The transaction id (UUID).
-    pub txn: String,
-    /// Points credited as a lot.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub earn: i64,
-    /// The lot's last usable instant.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub expires_at: i64,
-    /// When the lot becomes redeemable.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub available_at: i64,
-    /// Points consumed FIFO.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub spend: i64,
-    /// Points reversed from `reverse_lot`.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub reverse: i64,
-    /// The lot a reversal targets (UUID).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reverse_lot: Option<String>,
-    /// Qualifying-spend delta (fen).
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub qual_spend: i64,
-    /// When that spend counts.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub qual_at: i64,
-    /// Details (JSON text; travels as JSON, not as an escaped string).
-    #[serde(with = "crate::raw_json")]
-    pub body: String,
-}
-
-fn is_zero(v: &i64) -> bool {
-    *v == 0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn zero_fields_are_left_out_and_read_back_as_zero() {
-        let e = LedgerEntry {
-            kind: "purchase".into(),
-            at: 5,
-            member: None,
-            txn: "t".into(),
-            earn: 0,
-            expires_at: 0,
-            available_at: 0,
-            spend: 3,
-            reverse: 0,
-            reverse_lot: None,
-            qual_spend: 0,
-            qual_at: 0,
-            body: "{}".into(),
-        };
-        let json = serde_json::to_string(&e).unwrap_or_default();
-        assert!(
-            !json.contains("earn") && json.contains("\"spend\":3"),
-            "{json}"
-        );
-        let back: LedgerEntry = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(back, e);
-    }
 }
 
 /// `POST /v1/sync/refetch`: a store asks for facts of one of its own origins back (a

@@ -4,7 +4,7 @@
 //! - [`ids`]: identifiers of members, transactions and fact origins.
 //! - [`error`]: the POS API error codes and their HTTP statuses, in one table.
 //! - [`pos`]: the request and response bodies of POS API v1 (`shared/POS-API.md`).
-//! - [`hub`]: enrollment, store status and the ledger entry as it travels in sync.
+//! - [`hub`]: enrollment, store status, redemption authority and HQ documents.
 //!
 //! This crate does no I/O and depends on serde only (plus utoipa behind the
 //! `openapi` feature), so that the edge, the hub and the sync core agree on one
@@ -14,7 +14,6 @@ pub mod error;
 pub mod hub;
 pub mod ids;
 pub mod money;
-pub mod points;
 pub mod pos;
 pub mod raw_json;
 

@@ -2,18 +2,7 @@
 //! always carry larger stamps even when wall clocks disagree, and stamps stay close to
 //! real time. Profile fields are last-writer-wins registers under these stamps.
 
-use serde::{Deserialize, Serialize};
-
-/// A stamp: compare by (wall, counter, node) — total and the same on every replica.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Stamp {
-    /// Milliseconds since the Unix epoch (the largest seen).
-    pub wall: u64,
-    /// Events within the same `wall`.
-    pub counter: u32,
-    /// The writing node, to break ties deterministically.
-    pub node: String,
-}
+pub use patron_domain::hlc::Stamp;
 
 /// What [`Hlc::observe`] saw in a remote stamp.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

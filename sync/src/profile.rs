@@ -8,6 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use patron_domain::Detail;
+
 use crate::hlc::Stamp;
 
 /// A last-writer-wins register: the value with the largest stamp wins; stamps are
@@ -183,8 +185,13 @@ pub const FIELDS: [&str; 3] = ["name", "birthday", "marketing"];
 /// The stamp of a member fact's profile changes: the `hlc` its store wrote, else (older
 /// facts) its time with counter 0; always under `node`, the store it came from,
 /// whatever the fact says.
-pub fn stamp_of(body: &serde_json::Value, at: i64, node: &str) -> Stamp {
-    let mut stamp: Stamp = serde_json::from_value(body["hlc"].clone()).unwrap_or(Stamp {
+pub fn stamp_of(detail: &Detail, at: i64, node: &str) -> Stamp {
+    let written = match detail {
+        Detail::MemberRegistered(r) => r.hlc.clone(),
+        Detail::MemberUpdated(c) => c.hlc.clone(),
+        _ => None,
+    };
+    let mut stamp = written.unwrap_or(Stamp {
         wall: at.max(0) as u64,
         counter: 0,
         node: String::new(),
@@ -193,72 +200,66 @@ pub fn stamp_of(body: &serde_json::Value, at: i64, node: &str) -> Stamp {
     stamp
 }
 
-/// The profile changes a fact of `kind` with details `body` carries, all under `stamp`:
-/// a registration sets the fields it has and the marketing consent; an update sets the fields it names and adds and
-/// removes tags. Other kinds carry none. Values are the fact's own (ciphertext as
-/// base64 text, booleans as `true`/`false`), so every replica holds the same bytes.
-pub fn ops_of(kind: &str, body: &serde_json::Value, stamp: &Stamp) -> Vec<ProfileOp> {
-    let registered = kind == "member_registered";
-    if !registered && kind != "member_updated" {
-        return Vec::new();
-    }
-    let bytes = |v: &serde_json::Value| -> Option<Vec<u8>> {
-        match v {
-            serde_json::Value::Null => None,
-            serde_json::Value::String(s) => Some(s.clone().into_bytes()),
-            other => Some(other.to_string().into_bytes()),
-        }
+/// A text value as the profile keeps it: its bytes (`None`: cleared or never given).
+fn text(v: Option<&String>) -> Option<Vec<u8>> {
+    v.map(|s| s.clone().into_bytes())
+}
+
+/// A yes/no value as the profile keeps it: `true` or `false` as text.
+fn flag(v: Option<bool>) -> Option<Vec<u8>> {
+    v.map(|b| b.to_string().into_bytes())
+}
+
+/// The profile changes a fact with `detail` carries, all under `stamp`: a registration
+/// sets the fields it has and the marketing consent; an update sets the fields it names
+/// and adds and removes tags. Other kinds carry none. Values are the fact's own
+/// (ciphertext as base64 text, booleans as `true`/`false`), so every replica holds the
+/// same bytes.
+pub fn ops_of(detail: &Detail, stamp: &Stamp) -> Vec<ProfileOp> {
+    let set = |field: &str, value: Option<Vec<u8>>| ProfileOp::Set {
+        field: field.to_string(),
+        value,
+        stamp: stamp.clone(),
     };
     let mut ops = Vec::new();
-    let mut set = |field: &str, v: &serde_json::Value| {
-        ops.push(ProfileOp::Set {
-            field: field.to_string(),
-            value: bytes(v),
-            stamp: stamp.clone(),
-        });
-    };
-    if registered {
-        // Only what the member gave: a registration without a name must not clear the
-        // name another store took from them (the two may be merged into one member).
-        for (field, v) in [("name", &body["name"]), ("birthday", &body["birthday"])] {
-            if !v.is_null() {
-                set(field, v);
+    match detail {
+        Detail::MemberRegistered(r) => {
+            // Only what the member gave: a registration without a name must not clear
+            // the name another store took from them (the two may be merged into one
+            // member).
+            for (field, v) in [("name", &r.name), ("birthday", &r.birthday)] {
+                if v.is_some() {
+                    ops.push(set(field, text(v.as_ref())));
+                }
+            }
+            let marketing = r.consents.as_ref().and_then(|c| c.marketing);
+            ops.push(set("marketing", flag(marketing)));
+        }
+        Detail::MemberUpdated(c) => {
+            if let Some(v) = &c.name {
+                ops.push(set("name", text(v.as_ref())));
+            }
+            if let Some(v) = &c.birthday {
+                ops.push(set("birthday", text(v.as_ref())));
+            }
+            if let Some(v) = c.marketing {
+                ops.push(set("marketing", flag(v)));
+            }
+            // The edge removes, then adds: a tag in both lists ends present.
+            for tag in c.tags_remove.iter().filter(|t| !c.tags_add.contains(t)) {
+                ops.push(ProfileOp::RemoveTag {
+                    tag: tag.clone(),
+                    stamp: stamp.clone(),
+                });
+            }
+            for tag in &c.tags_add {
+                ops.push(ProfileOp::AddTag {
+                    tag: tag.clone(),
+                    stamp: stamp.clone(),
+                });
             }
         }
-        set("marketing", &body["consents"]["marketing"]);
-        return ops;
-    }
-    for field in FIELDS {
-        if let Some(v) = body.get(field) {
-            set(field, v);
-        }
-    }
-    let tags = |k: &str| -> Vec<String> {
-        body[k]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|t| t.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let added = tags("tags_add");
-    // The edge removes, then adds: a tag in both lists ends present.
-    for tag in tags("tags_remove")
-        .into_iter()
-        .filter(|t| !added.contains(t))
-    {
-        ops.push(ProfileOp::RemoveTag {
-            tag,
-            stamp: stamp.clone(),
-        });
-    }
-    for tag in added {
-        ops.push(ProfileOp::AddTag {
-            tag,
-            stamp: stamp.clone(),
-        });
+        _ => {}
     }
     ops
 }
@@ -354,10 +355,20 @@ mod tests {
         }
     }
 
+    fn detail(kind: patron_domain::Kind, v: serde_json::Value) -> Detail {
+        Detail::parse(kind, &v.to_string()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
     #[test]
     fn facts_carry_their_changes_under_their_store() {
-        let reg = serde_json::json!({"name": "c1", "birthday": null, "consents": {"marketing": true},
-                                     "hlc": {"wall": 5, "counter": 2, "node": "forged"}});
+        use patron_domain::Kind;
+        let idx = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+        let reg = detail(
+            Kind::MemberRegistered,
+            serde_json::json!({"phone_idx": idx, "name": "c1", "birthday": null,
+                               "consents": {"marketing": true},
+                               "hlc": {"wall": 5, "counter": 2, "node": "forged"}}),
+        );
         let s = stamp_of(&reg, 1, "S001");
         assert_eq!(
             s,
@@ -365,24 +376,28 @@ mod tests {
             "the node is the store the fact came from"
         );
         let mut p = Profile::default();
-        ops_of("member_registered", &reg, &s)
-            .iter()
-            .for_each(|o| p.apply(o));
+        ops_of(&reg, &s).iter().for_each(|o| p.apply(o));
         assert_eq!(p.fields.len(), 2, "a birthday not given is not written");
         assert_eq!(p.fields["name"].value.as_deref(), Some(&b"c1"[..]));
         assert_eq!(p.fields["marketing"].value.as_deref(), Some(&b"true"[..]));
-        // An update names only what changed; a tag both removed and added stays.
-        let upd =
-            serde_json::json!({"marketing": false, "tags_add": ["a"], "tags_remove": ["a", "b"]});
+        // An update names only what changed; a tag both removed and added stays; a
+        // field sent as null is cleared.
+        let upd = detail(
+            Kind::MemberUpdated,
+            serde_json::json!({"marketing": false, "birthday": null, "tags_add": ["a"],
+                               "tags_remove": ["a", "b"]}),
+        );
         let s = stamp_of(&upd, 9, "S002");
         assert_eq!(s, st(9, 0, "S002"), "no hlc: the fact's time");
-        let ops = ops_of("member_updated", &upd, &s);
-        assert_eq!(ops.len(), 3, "{ops:?}");
+        let ops = ops_of(&upd, &s);
+        assert_eq!(ops.len(), 4, "{ops:?}");
         ops.iter().for_each(|o| p.apply(o));
         assert_eq!(p.fields["name"].value.as_deref(), Some(&b"c1"[..]));
         assert_eq!(p.fields["marketing"].value.as_deref(), Some(&b"false"[..]));
+        assert_eq!(p.fields["birthday"].value, None);
         assert_eq!(p.tags.tags(), vec!["a".to_string()]);
-        assert!(ops_of("purchase", &upd, &s).is_empty());
+        let gift = detail(Kind::UpgradeGift, serde_json::json!({"tier": "gold"}));
+        assert!(ops_of(&gift, &s).is_empty());
     }
 
     #[test]

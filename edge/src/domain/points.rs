@@ -1,4 +1,4 @@
-//! The points ledger as lots: the derivation lives in `patron_protocol::points`, shared
+//! The points ledger as lots: the derivation lives in `patron_domain::points`, shared
 //! with the hub (which authorizes redemptions over the same numbers).
 
-pub use patron_protocol::points::*;
+pub use patron_domain::points::*;

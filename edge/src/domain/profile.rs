@@ -3,6 +3,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use patron_domain::Detail;
 use patron_sync::profile::{self, Profile, ProfileOp};
 
 /// What the row shows of a profile.
@@ -20,10 +21,9 @@ pub struct Derived {
     pub last_wall: i64,
 }
 
-/// The profile changes of a member fact of `kind` with details `body`, written at `at` by
-/// store `node`.
-pub fn fact_ops(kind: &str, body: &serde_json::Value, at: i64, node: &str) -> Vec<ProfileOp> {
-    profile::ops_of(kind, body, &profile::stamp_of(body, at, node))
+/// The profile changes of a member fact with `detail`, written at `at` by store `node`.
+pub fn fact_ops(detail: &Detail, at: i64, node: &str) -> Vec<ProfileOp> {
+    profile::ops_of(detail, &profile::stamp_of(detail, at, node))
 }
 
 /// A field's value as the fact carried it (base64 ciphertext, or `true`/`false`).

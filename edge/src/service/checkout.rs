@@ -1,5 +1,6 @@
 //! Quotes and committed sales.
 
+use patron_domain::Kind;
 use patron_protocol::pos::{Basket, CommitRequest, CommitResponse, Discount, IssuedCoupon, Quote};
 use patron_protocol::{Fen, Points, TransactionId};
 use serde::Serialize;
@@ -144,18 +145,13 @@ impl Edge {
                     }
                     .to_json()?;
                     let fact = NewFact {
-                        kind: "purchase",
-                        at: now,
-                        member,
-                        txn: txb,
                         earn: priced.points_to_earn,
                         expires_at,
                         available_at: after_days(&core, now, pending_days),
                         spend: priced.points_redeemed,
                         qual_spend: if member.is_some() { priced.total } else { 0 },
                         qual_at: now,
-                        body,
-                        ..Default::default()
+                        ..NewFact::new(Kind::Purchase, now, member, txb, body)
                     };
                     let seq = facts::append(ctx, &fact)?;
                     if let Some(m) = &member {
@@ -303,11 +299,7 @@ fn commit_response(
 }
 
 /// The just-written fact as the derivation reads it, without a round trip to SQLite.
-pub(super) fn as_member_fact(
-    f: &NewFact<'_>,
-    origin: &std::sync::Arc<str>,
-    seq: i64,
-) -> MemberFact {
+pub(super) fn as_member_fact(f: &NewFact, origin: &std::sync::Arc<str>, seq: i64) -> MemberFact {
     MemberFact {
         at: f.at,
         origin: origin.clone(),
@@ -321,7 +313,7 @@ pub(super) fn as_member_fact(
         qual_spend: f.qual_spend,
         qual_at: f.qual_at,
         available_at: f.available_at,
-        is_purchase: f.kind == "purchase",
+        is_purchase: f.kind == Kind::Purchase,
     }
 }
 

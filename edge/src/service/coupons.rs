@@ -1,5 +1,6 @@
 //! Coupons issued by cashiers or HQ, claiming, and tier benefits with quotas.
 
+use patron_domain::Kind;
 use patron_protocol::pos::{BenefitUse, BenefitView, CouponView, IssueCoupon};
 use patron_protocol::{MemberId, TransactionId};
 use serde_json::json;
@@ -135,14 +136,7 @@ impl Edge {
                     let body = json!({"code": c.code}).to_string();
                     facts::append(
                         ctx,
-                        &NewFact {
-                            kind: "coupon_claimed",
-                            at: now,
-                            member: Some(c.member),
-                            txn: c.coupon_id,
-                            body,
-                            ..Default::default()
-                        },
+                        &NewFact::new(Kind::CouponClaimed, now, Some(c.member), c.coupon_id, body),
                     )?;
                 }
                 let c = coupons::by_code(ctx.conn, &code)?.ok_or(EdgeError::MemberNotFound)?;
@@ -195,14 +189,7 @@ impl Edge {
                     let body = json!({"code": code, "month": month}).to_string();
                     facts::append(
                         ctx,
-                        &NewFact {
-                            kind: "benefit_used",
-                            at: now,
-                            member: Some(m),
-                            txn,
-                            body,
-                            ..Default::default()
-                        },
+                        &NewFact::new(Kind::BenefitUsed, now, Some(m), txn, body),
                     )?;
                     Ok((
                         201,

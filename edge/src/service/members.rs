@@ -2,6 +2,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use patron_domain::{Detail, Kind};
 use patron_protocol::pos::{ExpiringPoints, Member, PointsView, RegisterMember, UpdateMember};
 use patron_protocol::{MemberId, Points};
 use std::sync::Arc;
@@ -101,8 +102,7 @@ const REFRESH_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 /// Whether a fetched fact is a `member_rekeyed` one.
 fn is_rekey(body: &str) -> bool {
     body.contains("member_rekeyed")
-        && serde_json::from_str::<patron_protocol::hub::LedgerEntry>(body)
-            .is_ok_and(|e| e.kind == "member_rekeyed")
+        && patron_domain::Entry::parse(body).is_ok_and(|e| e.kind() == Kind::MemberRekeyed)
 }
 
 impl Edge {
@@ -195,9 +195,11 @@ impl Edge {
                     });
                     let seq = facts::append(
                         ctx,
-                        &NewFact { kind: "member_registered", at: now, member: Some(idb), txn: idb, body: body.to_string(), ..Default::default() },
+                        &NewFact::new(Kind::MemberRegistered, now, Some(idb), idb, body.to_string()),
                     )?;
-                    let ops = profiles::fact_ops("member_registered", &body, now, &core.cfg.store_id);
+                    let detail = Detail::parse(Kind::MemberRegistered, &body.to_string())
+                        .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?;
+                    let ops = profiles::fact_ops(&detail, now, &core.cfg.store_id);
                     let row = profiles::apply(ctx.conn, &idb, &ops)?.unwrap_or(row);
                     if provisional {
                         members::mark_provisional(ctx.conn, &idb, ctx.origin, seq)?;
@@ -531,7 +533,9 @@ impl Edge {
                     );
                     let body = serde_json::Value::Object(changed);
                     // The change goes through the same CRDT as every store's changes do.
-                    let ops = profiles::fact_ops("member_updated", &body, now, &core.cfg.store_id);
+                    let detail = Detail::parse(Kind::MemberUpdated, &body.to_string())
+                        .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?;
+                    let ops = profiles::fact_ops(&detail, now, &core.cfg.store_id);
                     let row =
                         profiles::apply(ctx.conn, &idb, &ops)?.ok_or(EdgeError::MemberNotFound)?;
                     if row.tags.len() > validate::MAX_TAGS {
@@ -544,14 +548,7 @@ impl Edge {
                     let body = body.to_string();
                     facts::append(
                         ctx,
-                        &NewFact {
-                            kind: "member_updated",
-                            at: now,
-                            member: Some(idb),
-                            txn,
-                            body,
-                            ..Default::default()
-                        },
+                        &NewFact::new(Kind::MemberUpdated, now, Some(idb), txn, body),
                     )?;
                     let (_, state) = core.load_state(ctx.conn, &idb, now)?;
                     let row = core.shown_row(ctx.conn, &idb)?.unwrap_or(row);
@@ -571,7 +568,6 @@ mod tests {
     use std::sync::atomic::Ordering;
 
     use patron_protocol::Origin;
-    use patron_protocol::hub::LedgerEntry;
     use patron_sync::session::Fact;
 
     use super::*;
@@ -581,21 +577,24 @@ mod tests {
 
     /// Another store's facts about member `m` as the hub would send them.
     fn fetched(m: [u8; 16], idx: [u8; 32], first_seq: u64) -> Vec<Fact> {
-        let entry = |kind: &str, earn: i64, body: serde_json::Value| LedgerEntry {
-            kind: kind.into(),
-            at: T0,
-            member: Some(uuid::Uuid::from_bytes(m).to_string()),
-            txn: uuid::Uuid::now_v7().to_string(),
-            earn,
-            expires_at: if earn > 0 { T0 + 400 * DAY } else { 0 },
-            body: body.to_string(),
-            ..Default::default()
+        let entry = |kind: &str, earn: i64, body: serde_json::Value| {
+            let mut e = json!({"kind": kind, "at": T0, "member": uuid::Uuid::from_bytes(m),
+                               "txn": uuid::Uuid::now_v7(), "body": body});
+            if earn > 0 {
+                e["earn"] = json!(earn);
+                e["expires_at"] = json!(T0 + 400 * DAY);
+            }
+            e
         };
         let reg = json!({"phone_idx": B64.encode(idx), "wrapped_key": "", "phone": "",
                          "referral_code": format!("R{}", first_seq), "home_store": "S001"});
         [
             entry("member_registered", 0, reg),
-            entry("purchase", 500, json!({})),
+            entry(
+                "purchase",
+                500,
+                json!({"receipt_id": "R", "subtotal": 100, "total": 100}),
+            ),
         ]
         .into_iter()
         .zip(first_seq..)
@@ -605,7 +604,7 @@ mod tests {
                 incarnation: uuid::Uuid::from_u128(9),
             },
             seq,
-            body: serde_json::to_string(&e).unwrap_or_default(),
+            body: e.to_string(),
         })
         .collect()
     }

@@ -1,5 +1,6 @@
 //! Points outside a sale: standalone redemptions and behaviour events.
 
+use patron_domain::Kind;
 use patron_protocol::pos::{
     EventRequest, EventResponse, EventType, RedemptionRequest, RedemptionResponse,
 };
@@ -49,13 +50,14 @@ impl Edge {
                         });
                     }
                     let fact = NewFact {
-                        kind: "redemption",
-                        at: now,
-                        member: Some(idb),
-                        txn: *id.as_bytes(),
                         spend: points,
-                        body: json!({ "reason": reason, "auth": auth.label() }).to_string(),
-                        ..Default::default()
+                        ..NewFact::new(
+                            Kind::Redemption,
+                            now,
+                            Some(idb),
+                            *id.as_bytes(),
+                            json!({ "reason": reason, "auth": auth.label() }).to_string(),
+                        )
                     };
                     let seq = facts::append(ctx, &fact)?;
                     core.record_redemption(ctx, &idb, seq, points, auth, now)?;
@@ -154,15 +156,15 @@ impl Edge {
                     if points > 0 {
                         let txn = TransactionId::new_v7();
                         let fact = NewFact {
-                            kind: "event",
-                            at: now,
-                            member: Some(idb),
-                            txn: *txn.as_bytes(),
                             earn: points,
                             expires_at,
-                            body: json!({ "type": req.kind.as_str(), "ref": reference })
-                                .to_string(),
-                            ..Default::default()
+                            ..NewFact::new(
+                                Kind::Event,
+                                now,
+                                Some(idb),
+                                *txn.as_bytes(),
+                                json!({ "type": req.kind.as_str(), "ref": reference }).to_string(),
+                            )
                         };
                         let seq = facts::append(ctx, &fact)?;
                         member_facts.push(as_member_fact(&fact, &core.origin_label, seq));

@@ -192,7 +192,6 @@ impl Core {
 mod tests {
     use std::sync::atomic::Ordering;
 
-    use patron_protocol::hub::LedgerEntry;
     use patron_protocol::{MemberId, Origin};
     use patron_sync::session::Fact;
     use serde_json::json;
@@ -215,21 +214,15 @@ mod tests {
         member: [u8; 16],
         body: serde_json::Value,
     ) -> Fact {
-        let e = LedgerEntry {
-            kind: kind.into(),
-            at,
-            member: Some(uuid::Uuid::from_bytes(member).to_string()),
-            txn: uuid::Uuid::now_v7().to_string(),
-            body: body.to_string(),
-            ..Default::default()
-        };
+        let e = json!({"kind": kind, "at": at, "member": uuid::Uuid::from_bytes(member),
+                       "txn": uuid::Uuid::now_v7(), "body": body});
         Fact {
             origin: Origin {
                 node: node.into(),
                 incarnation: uuid::Uuid::from_u128(7),
             },
             seq,
-            body: ok(serde_json::to_string(&e)),
+            body: e.to_string(),
         }
     }
 

@@ -2,6 +2,7 @@
 //! the pricing context (member, usage, coupons), coupon issue, tier-upgrade gifts and
 //! referral rewards.
 
+use patron_domain::Kind;
 use std::sync::Arc;
 
 use patron_protocol::pos::{CouponView, RuleSetInfo};
@@ -97,7 +98,7 @@ pub(super) struct UpgradeGifts {
     /// Coupons issued.
     pub coupons: Vec<CouponRow>,
     /// Points facts appended, with their sequence numbers.
-    pub points: Vec<(NewFact<'static>, i64)>,
+    pub points: Vec<(NewFact, i64)>,
 }
 
 fn coupon_invalid(code: &str, reason: &str) -> EdgeError {
@@ -253,14 +254,7 @@ impl Core {
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         facts::append(
             ctx,
-            &NewFact {
-                kind: "coupon_issued",
-                at: now,
-                member: Some(*member),
-                txn: row.coupon_id,
-                body,
-                ..Default::default()
-            },
+            &NewFact::new(Kind::CouponIssued, now, Some(*member), row.coupon_id, body),
         )?;
         Ok(row)
     }
@@ -401,7 +395,7 @@ impl Core {
                 let f = self.points_gift(
                     member,
                     perks.upgrade_points,
-                    "upgrade_gift",
+                    Kind::UpgradeGift,
                     json!({"tier": tier.code()}),
                     now,
                 );
@@ -417,19 +411,15 @@ impl Core {
         &self,
         member: &[u8; 16],
         points: i64,
-        kind: &'static str,
+        kind: Kind,
         body: serde_json::Value,
         now: Millis,
-    ) -> NewFact<'static> {
+    ) -> NewFact {
+        let txn = *TransactionId::new_v7().as_bytes();
         NewFact {
-            kind,
-            at: now,
-            member: Some(*member),
-            txn: *TransactionId::new_v7().as_bytes(),
             earn: points,
             expires_at: self.lot_expiry(now),
-            body: body.to_string(),
-            ..Default::default()
+            ..NewFact::new(kind, now, Some(*member), txn, body.to_string())
         }
     }
 
@@ -467,7 +457,7 @@ impl Core {
         let f = self.points_gift(
             &referrer.member_id,
             points,
-            "referral_reward",
+            Kind::ReferralReward,
             json!({"friend": hex::encode(friend.member_id), "event": event}),
             now,
         );

@@ -1,5 +1,6 @@
 //! Refunds of committed sales, whole or by line.
 
+use patron_domain::Kind;
 use patron_protocol::pos::{RefundRequest, RefundResponse};
 use patron_protocol::{Fen, Points, TransactionId};
 use serde_json::json;
@@ -33,11 +34,8 @@ impl Edge {
                     let sale = Sale { subtotal: receipt.subtotal, total: receipt.total, earned: receipt.earned, redeemed: receipt.redeemed };
                     let f = refund::figures(sale, gross_before, gross_now);
                     let refund_id = TransactionId::new_v7();
+                    let body = json!({"receipt_id": receipt_id, "per_line": per_line, "gross": gross_now, "amount": f.amount}).to_string();
                     let fact = NewFact {
-                        kind: "refund",
-                        at: now,
-                        member: receipt.member,
-                        txn: *refund_id.as_bytes(),
                         earn: f.points_returned,
                         expires_at,
                         reverse: f.points_reversed,
@@ -45,8 +43,7 @@ impl Edge {
                         qual_spend: if receipt.member.is_some() { -f.amount } else { 0 },
                         // A refund leaves the tier window together with the sale it reverses.
                         qual_at: receipt.at,
-                        body: json!({"receipt_id": receipt_id, "per_line": per_line, "gross": gross_now, "amount": f.amount}).to_string(),
-                        ..Default::default()
+                        ..NewFact::new(Kind::Refund, now, receipt.member, *refund_id.as_bytes(), body)
                     };
                     facts::append(ctx, &fact)?;
                     receipts::insert_refund(
@@ -73,7 +70,7 @@ impl Edge {
                         for c in used.into_iter().filter(|c| !c.revoked && c.used_txn == Some(receipt.txn)) {
                             coupons::restore(ctx.conn, &c.code)?;
                             let body = json!({"code": c.code, "refund_id": refund_id}).to_string();
-                            facts::append(ctx, &NewFact { kind: "coupon_restored", at: now, member: Some(c.member), txn: c.coupon_id, body, ..Default::default() })?;
+                            facts::append(ctx, &NewFact::new(Kind::CouponRestored, now, Some(c.member), c.coupon_id, body))?;
                             restored.push(c.code);
                         }
                         let mut granted = coupons::by_codes(ctx.conn, &m, &sale_record.coupons_granted)?;
@@ -81,7 +78,7 @@ impl Edge {
                         for c in granted.into_iter().filter(|c| !c.revoked && c.source_txn == Some(receipt.txn)) {
                             coupons::revoke(ctx.conn, &c.code)?;
                             let body = json!({"code": c.code, "refund_id": refund_id}).to_string();
-                            facts::append(ctx, &NewFact { kind: "coupon_withdrawn", at: now, member: Some(c.member), txn: c.coupon_id, body, ..Default::default() })?;
+                            facts::append(ctx, &NewFact::new(Kind::CouponWithdrawn, now, Some(c.member), c.coupon_id, body))?;
                             withdrawn.push(c.code);
                         }
                     }

@@ -11,6 +11,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use patron_domain::Kind;
 use serde_json::json;
 
 use super::{Edge, EdgeError};
@@ -72,14 +73,7 @@ impl Edge {
                         });
                         facts::append(
                             ctx,
-                            &NewFact {
-                                kind: "member_rekeyed",
-                                at: now,
-                                member: Some(id),
-                                txn: *uuid::Uuid::now_v7().as_bytes(),
-                                body: body.to_string(),
-                                ..Default::default()
-                            },
+                            &NewFact::new(Kind::MemberRekeyed, now, Some(id), *uuid::Uuid::now_v7().as_bytes(), body.to_string()),
                         )
                         .map_err(StoreError::from)?;
                         n += 1;

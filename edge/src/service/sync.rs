@@ -1,8 +1,11 @@
 //! What the sync worker needs from the store: this node's facts as sync facts, and
 //! the durable record of what the hub acknowledged.
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use patron_domain::fact::CouponRecord;
+use patron_domain::{Detail, Entry, Header, Kind};
 use patron_protocol::Origin;
-use patron_protocol::hub::LedgerEntry;
 use patron_sync::session::Fact;
 use uuid::Uuid;
 
@@ -15,38 +18,38 @@ const HUB_NODE: &str = "hub";
 /// `meta` key: highest own sequence the hub acknowledged (`<incarnation>:<seq>`).
 pub(super) const ACKED_KEY: &str = "hub_acked";
 
-fn uuid_str(b: &[u8; 16]) -> String {
-    Uuid::from_bytes(*b).to_string()
-}
-
-/// The wire form of one of this node's facts.
+/// The wire form of one of this node's facts: the typed entry of its columns, checked
+/// as the hub will check it.
 pub fn to_wire(origin: &Origin, f: facts::SyncFact) -> Result<Fact, EdgeError> {
-    let entry = LedgerEntry {
-        kind: f.kind,
+    let corrupt = |e: String| EdgeError::Store(StoreError::Corrupt(format!("fact {}: {e}", f.seq)));
+    let kind = Kind::parse(&f.kind).ok_or_else(|| corrupt(format!("unknown kind {}", f.kind)))?;
+    let header = Header {
         at: f.at,
-        member: f.member.as_ref().map(uuid_str),
-        txn: uuid_str(&f.txn),
+        member: f.member.map(Uuid::from_bytes),
+        txn: Uuid::from_bytes(f.txn),
         earn: f.earn,
         expires_at: f.expires_at,
         available_at: f.available_at,
         spend: f.spend,
         reverse: f.reverse,
-        reverse_lot: f.reverse_lot.as_ref().map(uuid_str),
+        reverse_lot: f.reverse_lot.map(Uuid::from_bytes),
         qual_spend: f.qual_spend,
         qual_at: f.qual_at,
-        body: f.body,
     };
+    let body = Entry::from_parts(header, kind, f.body)
+        .and_then(|e| e.to_json())
+        .map_err(|e| corrupt(e.to_string()))?;
     Ok(Fact {
         origin: origin.clone(),
         seq: f.seq.max(0) as u64,
-        body: serde_json::to_string(&entry).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        body,
     })
 }
 
 /// A coupon row from its record in a `coupon_issued` fact or a purchase's
 /// `coupons_granted` list.
 fn coupon_of(
-    v: &serde_json::Value,
+    c: &CouponRecord,
     coupon_id: [u8; 16],
     member: [u8; 16],
     issued_at: i64,
@@ -54,16 +57,16 @@ fn coupon_of(
 ) -> crate::store::coupons::CouponRow {
     crate::store::coupons::CouponRow {
         coupon_id,
-        code: v["code"].as_str().unwrap_or_default().to_string(),
+        code: c.code.clone(),
         member,
-        label: v["label"].as_str().unwrap_or_default().to_string(),
-        off: v["off"].as_i64().unwrap_or(0),
-        min_spend: v["min_spend"].as_i64().unwrap_or(0),
+        label: c.label.clone(),
+        off: c.off,
+        min_spend: c.min_spend,
         issued_at,
-        expires_at: v["expires_at"].as_i64().unwrap_or(0),
-        source: v["source"].as_str().unwrap_or_default().to_string(),
+        expires_at: c.expires_at,
+        source: c.source.clone(),
         source_txn,
-        active: v["active"].as_bool().unwrap_or(true),
+        active: c.active,
         used_txn: None,
         revoked: false,
     }
@@ -157,48 +160,36 @@ impl Edge {
     }
 }
 
-/// A uuid string as bytes.
-fn uuid_bytes(s: &str) -> Result<[u8; 16], EdgeError> {
+/// A coupon id or sale id as a coupon record writes it (hex, or a hyphenated UUID).
+fn id_bytes(s: &str) -> Result<[u8; 16], EdgeError> {
     Uuid::parse_str(s).map(|u| *u.as_bytes()).map_err(|_| {
         EdgeError::Store(StoreError::Corrupt(format!(
-            "bad uuid in a refetched fact: {s}"
+            "bad id in a refetched fact: {s}"
         )))
     })
 }
 
-fn b64(v: &serde_json::Value) -> Option<Vec<u8>> {
-    use base64::Engine;
-    v.as_str()
-        .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
-}
-
 /// A synced fact as this store writes it.
-fn new_fact(e: &LedgerEntry) -> Result<facts::NewFact<'_>, EdgeError> {
-    Ok(facts::NewFact {
-        kind: &e.kind,
+fn new_fact(e: &Entry) -> facts::NewFact {
+    facts::NewFact {
+        kind: e.kind(),
         at: e.at,
-        member: e.member.as_deref().map(uuid_bytes).transpose()?,
-        txn: uuid_bytes(&e.txn)?,
+        member: e.member.map(|m| *m.as_bytes()),
+        txn: *e.txn.as_bytes(),
         earn: e.earn,
         expires_at: e.expires_at,
         available_at: e.available_at,
         spend: e.spend,
         reverse: e.reverse,
-        reverse_lot: e.reverse_lot.as_deref().map(uuid_bytes).transpose()?,
+        reverse_lot: e.reverse_lot.map(|l| *l.as_bytes()),
         qual_spend: e.qual_spend,
         qual_at: e.qual_at,
-        body: e.body.clone(),
-    })
+        body: e.body().to_string(),
+    }
 }
 
 /// A phone index and a wrapped member data key.
 type Keys = ([u8; 32], Vec<u8>);
-
-/// The chain's phone index and wrapped key a `member_rekeyed` body carries.
-fn rekeyed(body: &serde_json::Value) -> Option<Keys> {
-    let idx = b64(&body["phone_idx"]).and_then(|v| <[u8; 32]>::try_from(v).ok())?;
-    Some((idx, b64(&body["wrapped_key"])?))
-}
 
 /// The latest re-key of `m` this store holds among the facts it fetched, if any.
 fn held_rekey(conn: &rusqlite::Connection, m: &[u8; 16]) -> Result<Option<Keys>, StoreError> {
@@ -212,9 +203,12 @@ fn held_rekey(conn: &rusqlite::Connection, m: &[u8; 16]) -> Result<Option<Keys>,
         .query_row([&m[..]], |r| r.get(0))
         .optional()?;
     // Facts keep the entry's own body (see `new_fact`).
-    Ok(body
-        .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())
-        .and_then(|v| rekeyed(&v)))
+    Ok(
+        body.and_then(|b| match Detail::parse(Kind::MemberRekeyed, &b) {
+            Ok(Detail::MemberRekeyed(r)) => Some((r.phone_idx.0, r.wrapped_key.0)),
+            _ => None,
+        }),
+    )
 }
 
 /// Rebuilds what the POS looks up and what guards refunds and coupons (members,
@@ -227,37 +221,30 @@ fn project(
     origin_id: i64,
     origin_node: &str,
     seq: i64,
-    e: &LedgerEntry,
+    e: &Entry,
 ) -> Result<(), EdgeError> {
     use crate::store::{coupons, members, receipts};
-    let body: serde_json::Value =
-        serde_json::from_str(&e.body).map_err(|x| StoreError::Corrupt(x.to_string()))?;
-    let member = e.member.as_deref().map(uuid_bytes).transpose()?;
-    match (e.kind.as_str(), member) {
-        ("member_registered", Some(m)) => {
-            let phone_idx: [u8; 32] = b64(&body["phone_idx"])
-                .and_then(|v| v.try_into().ok())
-                .ok_or_else(|| StoreError::Corrupt("member_registered.phone_idx".into()))?;
+    let member = e.member.map(|m| *m.as_bytes());
+    match (&e.detail, member) {
+        (Detail::MemberRegistered(r), Some(m)) => {
+            let b64 = |s: &Option<String>| s.as_deref().and_then(|t| B64.decode(t).ok());
+            let consents = r.consents.clone().unwrap_or_default();
             let row = members::MemberRow {
                 member_id: m,
-                phone_idx,
-                wrapped_key: b64(&body["wrapped_key"]).unwrap_or_default(),
-                phone_enc: b64(&body["phone"]).unwrap_or_default(),
-                name_enc: b64(&body["name"]),
-                birthday_enc: b64(&body["birthday"]),
-                referral_code: body["referral_code"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-                referrer_code: body["referrer_code"].as_str().map(str::to_string),
-                channel: body["channel"].as_str().map(str::to_string),
-                consent_terms: body["consents"]["terms"].as_bool().unwrap_or(true),
-                consent_marketing: body["consents"]["marketing"].as_bool().unwrap_or(false),
-                policy_version: body["consents"]["policy_version"]
-                    .as_str()
-                    .map(str::to_string),
+                phone_idx: r.phone_idx.0,
+                wrapped_key: r.wrapped_key.clone().map(|k| k.0).unwrap_or_default(),
+                phone_enc: b64(&r.phone).unwrap_or_default(),
+                name_enc: b64(&r.name),
+                birthday_enc: b64(&r.birthday),
+                referral_code: r.referral_code.clone().unwrap_or_default(),
+                referrer_code: r.referrer_code.clone(),
+                channel: r.channel.clone(),
+                // Registrations from before consents were recorded took the terms.
+                consent_terms: consents.terms.unwrap_or(true),
+                consent_marketing: consents.marketing.unwrap_or(false),
+                policy_version: consents.policy_version,
                 tags: Vec::new(),
-                home_store: body["home_store"].as_str().unwrap_or_default().to_string(),
+                home_store: r.home_store.clone().unwrap_or_default(),
                 created_at: e.at,
                 updated_at: e.at,
             };
@@ -286,46 +273,36 @@ fn project(
             super::profiles::apply(
                 conn,
                 &m,
-                &super::profiles::fact_ops(&e.kind, &body, e.at, origin_node),
+                &super::profiles::fact_ops(&e.detail, e.at, origin_node),
             )?;
         }
-        ("member_rekeyed", Some(m)) => {
+        (Detail::MemberRekeyed(r), Some(m)) => {
             // Registered before its store enrolled: the registration's key and phone
             // index were that store's own; these are the chain's (service::rekey).
-            match rekeyed(&body) {
-                Some((idx, wrapped)) => {
-                    members::set_keys(conn, &m, &idx, &wrapped)?;
-                }
-                // Skipped like any unreadable fetched fact: the member keeps its row.
-                None => tracing::warn!(
-                    origin = origin_node,
-                    seq,
-                    "an unreadable re-key was skipped"
-                ),
-            }
+            members::set_keys(conn, &m, &r.phone_idx.0, &r.wrapped_key.0)?;
         }
-        ("member_updated", Some(m)) => {
+        (Detail::MemberUpdated(_), Some(m)) => {
             // Per-field last-writer-wins: fetched updates arrive in the hub's order, not
             // the order they were made, and every order gives the same profile.
             super::profiles::apply(
                 conn,
                 &m,
-                &super::profiles::fact_ops(&e.kind, &body, e.at, origin_node),
+                &super::profiles::fact_ops(&e.detail, e.at, origin_node),
             )?;
         }
-        ("purchase", _) => {
+        (Detail::Purchase(sale), _) => {
             let receipt = receipts::ReceiptRow {
-                receipt_id: body["receipt_id"].as_str().unwrap_or_default().to_string(),
-                txn: uuid_bytes(&e.txn)?,
+                receipt_id: sale.receipt_id.clone(),
+                txn: *e.txn.as_bytes(),
                 member,
                 at: e.at,
                 origin: origin_id,
                 seq,
-                subtotal: body["subtotal"].as_i64().unwrap_or(0),
-                total: body["total"].as_i64().unwrap_or(0),
+                subtotal: sale.subtotal,
+                total: sale.total,
                 earned: e.earn,
                 redeemed: e.spend,
-                rules_version: body["rules_version"].as_str().map(str::to_string),
+                rules_version: sale.rules_version.clone(),
             };
             if !receipts::insert(conn, &receipt)? {
                 // The POS sold under this receipt number again after the restore: both
@@ -334,72 +311,46 @@ fn project(
             }
             // Coupons the sale granted, as its fact lists them.
             if let Some(m) = member {
-                for g in body["coupons_granted"].as_array().into_iter().flatten() {
-                    let Some(id) = g["coupon_id"].as_str().map(uuid_bytes).transpose()? else {
-                        tracing::warn!(receipt = %receipt.receipt_id, "a granted coupon without an id");
-                        continue;
-                    };
+                for g in &sale.coupons_granted {
+                    let id = id_bytes(&g.coupon_id)?;
                     rebuild_coupon(conn, &coupon_of(g, id, m, e.at, Some(receipt.txn)))?;
                 }
             }
             // Coupons the sale used stay used.
-            for code in body["coupons_used"].as_array().into_iter().flatten() {
-                if let Some(c) = code
-                    .as_str()
-                    .map(|c| coupons::by_code(conn, c))
-                    .transpose()?
-                    .flatten()
-                {
+            for code in &sale.coupons_used {
+                if let Some(c) = coupons::by_code(conn, code)? {
                     coupons::mark_used(conn, &c.code, &receipt.txn)?;
                 }
             }
         }
-        ("refund", _) => {
-            let per_line = body["per_line"]
-                .as_array()
-                .map(|a| a.iter().filter_map(serde_json::Value::as_i64).collect())
-                .unwrap_or_default();
+        (Detail::Refund(r), _) => {
             receipts::insert_refund(
                 conn,
                 &receipts::RefundRow {
-                    refund_id: uuid_bytes(&e.txn)?,
-                    receipt_id: body["receipt_id"].as_str().unwrap_or_default().to_string(),
+                    refund_id: *e.txn.as_bytes(),
+                    receipt_id: r.receipt_id.clone(),
                     at: e.at,
-                    per_line,
-                    gross: body["gross"].as_i64().unwrap_or(0),
-                    amount: body["amount"].as_i64().unwrap_or(0),
+                    per_line: r.per_line.clone(),
+                    gross: r.gross,
+                    amount: r.amount,
                     points_reversed: e.reverse,
                     points_returned: e.earn,
                 },
             )?;
         }
-        ("coupon_issued", Some(m)) => {
-            let source_txn = body["source_txn"].as_str().and_then(|h| {
-                (h.len() == 32)
-                    .then(|| u128::from_str_radix(h, 16).ok().map(|v| v.to_be_bytes()))
-                    .flatten()
-            });
-            let row = coupon_of(&body, uuid_bytes(&e.txn)?, m, e.at, source_txn);
-            rebuild_coupon(conn, &row)?;
+        (Detail::CouponIssued(c), Some(m)) => {
+            let source_txn = c.source_txn.as_deref().map(id_bytes).transpose()?;
+            rebuild_coupon(conn, &coupon_of(c, *e.txn.as_bytes(), m, e.at, source_txn))?;
         }
-        ("member_merged", Some(loser)) if origin_node == HUB_NODE => {
-            let survivor = body["survivor"]
-                .as_str()
-                .map(uuid_bytes)
-                .transpose()?
-                .ok_or_else(|| StoreError::Corrupt("member_merged.survivor".into()))?;
-            members::merge(conn, &loser, &survivor)?;
+        (Detail::MemberMerged(merge), Some(loser)) if origin_node == HUB_NODE => {
+            members::merge(conn, &loser, merge.survivor.as_bytes())?;
         }
-        // These bodies name the coupon by its code.
-        ("coupon_claimed", _) => {
-            coupons::activate(conn, body["code"].as_str().unwrap_or_default())?;
+        // These name the coupon by its code.
+        (Detail::CouponClaimed(c), _) => {
+            coupons::activate(conn, &c.code)?;
         }
-        ("coupon_restored", _) => {
-            coupons::restore(conn, body["code"].as_str().unwrap_or_default())?
-        }
-        ("coupon_withdrawn", _) => {
-            coupons::revoke(conn, body["code"].as_str().unwrap_or_default())?
-        }
+        (Detail::CouponRestored(c), _) => coupons::restore(conn, &c.code)?,
+        (Detail::CouponWithdrawn(c), _) => coupons::revoke(conn, &c.code)?,
         _ => {}
     }
     Ok(())
@@ -447,14 +398,14 @@ impl Edge {
                         }
                     };
                     // One unreadable fact must not keep the member from this store.
-                    let Ok(e) = serde_json::from_str::<LedgerEntry>(&f.body) else {
-                        tracing::warn!(origin = %f.origin, seq = f.seq, "an unreadable fetched fact was skipped");
-                        continue;
+                    let e = match Entry::parse(&f.body) {
+                        Ok(e) => e,
+                        Err(error) => {
+                            tracing::warn!(origin = %f.origin, seq = f.seq, %error, "an unreadable fetched fact was skipped");
+                            continue;
+                        }
                     };
-                    let Ok(nf) = new_fact(&e) else {
-                        tracing::warn!(origin = %f.origin, seq = f.seq, "an unreadable fetched fact was skipped");
-                        continue;
-                    };
+                    let nf = new_fact(&e);
                     let seq = f.seq as i64;
                     let inserted =
                         facts::insert_at(ctx.conn, origin_id, seq, &nf).map_err(StoreError::from)?;
@@ -465,21 +416,24 @@ impl Edge {
                     // A registration held already still rebuilds a missing profile row (a
                     // member removed from this store keeps facts it fetched earlier), and
                     // the updates held for that member apply to the rebuilt row again.
-                    let rebuild = match (e.kind.as_str(), nf.member) {
-                        ("member_registered", Some(m)) => {
+                    let rebuild = match (e.kind(), nf.member) {
+                        (Kind::MemberRegistered, Some(m)) => {
                             let missing = store::members::get(ctx.conn, &m)?.is_none();
                             if missing {
                                 rebuilt.insert(m);
                             }
                             missing
                         }
-                        ("member_updated" | "member_rekeyed", Some(m)) => rebuilt.contains(&m),
+                        (Kind::MemberUpdated | Kind::MemberRekeyed, Some(m)) => rebuilt.contains(&m),
                         _ => false,
                     };
                     if (inserted || rebuild)
                         && matches!(
-                            e.kind.as_str(),
-                            "member_registered" | "member_updated" | "member_merged" | "member_rekeyed"
+                            e.kind(),
+                            Kind::MemberRegistered
+                                | Kind::MemberUpdated
+                                | Kind::MemberMerged
+                                | Kind::MemberRekeyed
                         )
                     {
                         any = true;
@@ -518,9 +472,9 @@ impl Edge {
                         // Only contiguous facts: anything else is asked for again.
                         break;
                     }
-                    let e: LedgerEntry = serde_json::from_str(&f.body)
+                    let e = Entry::parse(&f.body)
                         .map_err(|x| StoreError::Corrupt(format!("refetched fact: {x}")))?;
-                    if facts::insert_at(ctx.conn, r.origin_id, seq, &new_fact(&e)?)
+                    if facts::insert_at(ctx.conn, r.origin_id, seq, &new_fact(&e))
                         .map_err(StoreError::from)?
                     {
                         project(ctx.conn, r.origin_id, &own_node, seq, &e)?;
@@ -700,15 +654,15 @@ mod tests {
         sell(&edge, &member, "R-2", 10_000, &[&code]).await;
 
         let facts = edge.outbox(0, 100).await.unwrap_or_else(|e| panic!("{e}"));
-        let entries: Vec<LedgerEntry> = facts
+        let entries: Vec<Entry> = facts
             .iter()
-            .map(|f| serde_json::from_str(&f.body).unwrap_or_else(|e| panic!("{e}")))
+            .map(|f| Entry::parse(&f.body).unwrap_or_else(|e| panic!("{e}")))
             .collect();
-        assert!(!entries.iter().any(|e| e.kind == "coupon_issued"));
+        assert!(!entries.iter().any(|e| e.kind() == Kind::CouponIssued));
         let purchase: Value = entries
             .iter()
-            .find(|e| e.kind == "purchase")
-            .and_then(|e| serde_json::from_str(&e.body).ok())
+            .find(|e| e.kind() == Kind::Purchase)
+            .and_then(|e| serde_json::from_str(e.body()).ok())
             .unwrap_or_else(|| panic!("no purchase"));
         assert_eq!(purchase["coupons_granted"][0]["code"], json!(code));
 
@@ -747,12 +701,12 @@ mod tests {
     }
 
     /// `c` as used by the second purchase in `entries`.
-    fn before_used(c: &coupons::CouponRow, entries: &[LedgerEntry]) -> Vec<coupons::CouponRow> {
+    fn before_used(c: &coupons::CouponRow, entries: &[Entry]) -> Vec<coupons::CouponRow> {
         let used = entries
             .iter()
-            .filter(|e| e.kind == "purchase")
+            .filter(|e| e.kind() == Kind::Purchase)
             .nth(1)
-            .map(|e| uuid_bytes(&e.txn).unwrap_or_else(|e| panic!("{e}")));
+            .map(|e| *e.txn.as_bytes());
         vec![coupons::CouponRow {
             used_txn: used,
             ..c.clone()

@@ -302,14 +302,8 @@ mod tests {
             (2, 7, "coupon_issued", [2; 16], r#"{"code": "AAA"}"#),
         ];
         for (origin, seq, kind, member, body) in facts {
-            let f = NewFact {
-                kind,
-                at: seq,
-                member: Some(member),
-                txn: [seq as u8; 16],
-                body: body.into(),
-                ..Default::default()
-            };
+            let kind = patron_domain::Kind::parse(kind).unwrap_or_else(|| panic!("{kind}"));
+            let f = NewFact::new(kind, seq, Some(member), [seq as u8; 16], body.into());
             insert_at(&conn, origin, seq, &f).unwrap_or_else(|e| panic!("{e}"));
         }
         let codes = |m: u8| -> Vec<String> {

@@ -3,15 +3,16 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use patron_domain::Kind;
 use rusqlite::{Connection, params};
 
 use super::writer::WriteCtx;
 
 /// A fact about to be appended by this node.
-#[derive(Debug, Clone, Default)]
-pub struct NewFact<'a> {
-    /// `member_registered`, `member_updated`, `purchase`, `refund`, `redemption`, `event`.
-    pub kind: &'a str,
+#[derive(Debug, Clone)]
+pub struct NewFact {
+    /// What it records.
+    pub kind: Kind,
     /// When it happened (unix ms).
     pub at: i64,
     /// The member, if any.
@@ -38,8 +39,30 @@ pub struct NewFact<'a> {
     pub body: String,
 }
 
+impl NewFact {
+    /// A fact of `kind` that moves no points and adds no qualifying spend; set those
+    /// with struct update syntax (`NewFact { earn, ..NewFact::new(..) }`).
+    pub fn new(kind: Kind, at: i64, member: Option<[u8; 16]>, txn: [u8; 16], body: String) -> Self {
+        NewFact {
+            kind,
+            at,
+            member,
+            txn,
+            earn: 0,
+            expires_at: 0,
+            available_at: 0,
+            spend: 0,
+            reverse: 0,
+            reverse_lot: None,
+            qual_spend: 0,
+            qual_at: 0,
+            body,
+        }
+    }
+}
+
 /// Appends a fact with this node's next sequence; returns the sequence.
-pub fn append(ctx: &mut WriteCtx<'_>, f: &NewFact<'_>) -> rusqlite::Result<i64> {
+pub fn append(ctx: &mut WriteCtx<'_>, f: &NewFact) -> rusqlite::Result<i64> {
     let seq = ctx.next_seq();
     ctx.conn
         .prepare_cached(
@@ -50,7 +73,7 @@ pub fn append(ctx: &mut WriteCtx<'_>, f: &NewFact<'_>) -> rusqlite::Result<i64> 
         .execute(params![
             ctx.origin,
             seq,
-            f.kind,
+            f.kind.as_str(),
             f.at,
             f.member.as_ref().map(|m| &m[..]),
             &f.txn[..],
@@ -143,12 +166,7 @@ pub fn at_of(conn: &Connection, origin: i64, seq: i64) -> rusqlite::Result<Optio
 
 /// Inserts a fact of another origin (or an earlier incarnation) under its own
 /// sequence; `false` if that sequence is held already.
-pub fn insert_at(
-    conn: &Connection,
-    origin: i64,
-    seq: i64,
-    f: &NewFact<'_>,
-) -> rusqlite::Result<bool> {
+pub fn insert_at(conn: &Connection, origin: i64, seq: i64, f: &NewFact) -> rusqlite::Result<bool> {
     let n = conn
         .prepare_cached(
             "INSERT INTO facts (origin, seq, kind, at, member, txn, earn, expires_at, spend, reverse,
@@ -159,7 +177,7 @@ pub fn insert_at(
         .execute(params![
             origin,
             seq,
-            f.kind,
+            f.kind.as_str(),
             f.at,
             f.member.as_ref().map(|m| &m[..]),
             &f.txn[..],

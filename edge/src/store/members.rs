@@ -3,6 +3,8 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::StoreError;
+use patron_domain::{Detail, Kind};
+
 use crate::domain::profile::{Derived, derive, fact_ops};
 
 /// A member row as stored: personal fields are ciphertexts.
@@ -401,7 +403,7 @@ pub fn rebuild_profiles(conn: &Connection) -> Result<usize, StoreError> {
         let (node, at, kind, body): (String, i64, String, String) =
             (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
         // The entry's details, as the sync projection reads them.
-        let Ok(body) = serde_json::from_str::<serde_json::Value>(&body) else {
+        let Some(Ok(detail)) = Kind::parse(&kind).map(|k| Detail::parse(k, &body)) else {
             continue;
         };
         if current.as_ref().is_none_or(|(c, _)| *c != id) {
@@ -409,7 +411,7 @@ pub fn rebuild_profiles(conn: &Connection) -> Result<usize, StoreError> {
             current = Some((id, patron_sync::Profile::default()));
         }
         if let Some((_, p)) = current.as_mut() {
-            for op in fact_ops(&kind, &body, at, &node) {
+            for op in fact_ops(&detail, at, &node) {
                 p.apply(&op);
             }
         }

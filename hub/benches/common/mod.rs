@@ -11,7 +11,7 @@ use patron_hub::service::Hub;
 use patron_hub::store::sqlite::SqliteStore;
 use patron_hub::{serve, tls};
 use patron_protocol::Origin;
-use patron_protocol::hub::{LedgerEntry, PushRequest, SyncReport};
+use patron_protocol::hub::{PushRequest, SyncReport};
 use patron_sync::session::{Fact, Push, batch};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -37,29 +37,123 @@ pub fn bench_dir(name: &str) -> Result<PathBuf, BoxError> {
     Ok(d)
 }
 
-/// A realistic purchase fact body (what an edge sends for a two-line sale).
-pub fn entry(store: usize, seq: u64) -> String {
-    let member =
-        uuid::Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0000 + (seq % 5000) as u128);
+/// The facts' time base (2025-11-24), and a lot expiry no bench run reaches (2100).
+const AT0: i64 = 1_764_000_000_000;
+const NEVER: i64 = 4_102_444_800_000;
+
+/// Member `n` of the pool every store's facts spread over (see `authorize`).
+pub fn member(n: u64) -> uuid::Uuid {
+    uuid::Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0000 + u128::from(n))
+}
+
+/// What facts a store pushes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mix {
+    /// Member purchases only (the authorization benchmark's seed).
+    Purchases,
+    /// A store's day as the edge writes it, per 100 facts: 60 member sales and 10
+    /// walk-in sales, 3 refunds, 3 redemptions, 5 registrations (new members, each
+    /// under its own phone index), 4 profile changes, 8 check-ins, 3 coupons issued,
+    /// 2 claimed and 2 benefit uses.
+    Real,
+}
+
+/// Fact `seq` of store `store` under `mix`, as its edge would push it.
+pub fn entry(store: usize, seq: u64, mix: Mix) -> String {
+    use patron_domain::Kind;
+    let m = member(seq % 5000);
+    let at = AT0 + seq as i64;
     let txn = uuid::Uuid::now_v7();
-    let e = LedgerEntry {
-        kind: "purchase".into(),
-        at: 1_764_000_000_000 + seq as i64,
-        member: Some(member.to_string()),
-        txn: txn.to_string(),
-        earn: 123,
-        expires_at: 4_102_444_800_000, // 2100: never expired when a bench runs
-        available_at: 0,
-        spend: 0,
-        reverse: 0,
-        reverse_lot: None,
-        qual_spend: 12_300,
-        qual_at: 1_764_000_000_000 + seq as i64,
-        body: format!(
+    let sale = |member: Option<uuid::Uuid>| {
+        let body = format!(
             r#"{{"receipt_id":"S{store:03}-R{seq}","lines":[{{"sku":"SKIN-001","category":"skincare","qty":1,"unit_price":9900}},{{"sku":"TEA-7","qty":1,"unit_price":2400}}],"subtotal":12300,"discounts":[],"points_value":0,"total":12300,"rules_version":null,"applied":[],"coupons_used":[]}}"#
+        );
+        let mut e = serde_json::json!({"kind": "purchase", "at": at, "txn": txn,
+                                       "body": serde_json::from_str::<serde_json::Value>(&body).unwrap_or_default()});
+        if let Some(m) = member {
+            e["member"] = serde_json::json!(m);
+            e["earn"] = 123.into();
+            e["expires_at"] = NEVER.into();
+            e["qual_spend"] = 12_300.into();
+            e["qual_at"] = at.into();
+        }
+        e
+    };
+    let kind_of = |k: Kind, body: serde_json::Value| serde_json::json!({"kind": k.as_str(), "at": at, "member": m, "txn": txn, "body": body});
+    let e = match (mix, seq % 100) {
+        (Mix::Purchases, _) | (Mix::Real, 0..60) => sale(Some(m)),
+        (Mix::Real, 60..70) => sale(None),
+        (Mix::Real, 70..73) => {
+            let mut e = kind_of(
+                Kind::Refund,
+                serde_json::json!({"receipt_id": format!("S{store:03}-R{}", seq - 3),
+                                   "per_line": [1, 0], "gross": 9900, "amount": 9900}),
+            );
+            e["reverse"] = 99.into();
+            e["reverse_lot"] = serde_json::json!(uuid::Uuid::now_v7());
+            e["qual_spend"] = (-9900).into();
+            e["qual_at"] = at.into();
+            e
+        }
+        (Mix::Real, 73..76) => {
+            let mut e = kind_of(
+                Kind::Redemption,
+                serde_json::json!({"reason": "gift", "auth": "hub"}),
+            );
+            e["spend"] = 50.into();
+            e
+        }
+        (Mix::Real, 76..81) => {
+            // A new member, under a phone index of their own.
+            let new = uuid::Uuid::from_u128(u128::from(store as u64) << 64 | u128::from(seq));
+            let mut idx = [0u8; 32];
+            idx[..8].copy_from_slice(&(store as u64).to_be_bytes());
+            idx[8..16].copy_from_slice(&seq.to_be_bytes());
+            let b64 =
+                |b: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b);
+            let mut e = kind_of(
+                Kind::MemberRegistered,
+                serde_json::json!({"birthday": b64(&[7; 38]), "channel": "pos",
+                    "consents": {"marketing": true, "policy_version": "2026-01", "terms": true},
+                    "hlc": {"counter": 0, "node": format!("S{store:03}"), "wall": at},
+                    "home_store": format!("S{store:03}"), "name": b64(&[5; 34]),
+                    "phone": b64(&[3; 39]), "phone_idx": b64(&idx), "referral_code": "QD2XPP",
+                    "referrer_code": null, "wrapped_key": b64(&[9; 60])}),
+            );
+            e["member"] = serde_json::json!(new);
+            e["txn"] = serde_json::json!(new);
+            e
+        }
+        (Mix::Real, 81..85) => kind_of(
+            Kind::MemberUpdated,
+            serde_json::json!({"hlc": {"counter": 0, "node": format!("S{store:03}"), "wall": at},
+                               "marketing": true, "tags_add": ["skincare"], "tags_remove": []}),
+        ),
+        (Mix::Real, 85..93) => {
+            let mut e = kind_of(
+                Kind::Event,
+                serde_json::json!({"type": "check_in", "ref": null}),
+            );
+            e["earn"] = 10.into();
+            e["expires_at"] = NEVER.into();
+            e
+        }
+        (Mix::Real, 93..96) => kind_of(
+            Kind::CouponIssued,
+            serde_json::json!({"active": false, "code": format!("C{store:03}{seq:010}"),
+                               "coupon_id": txn.simple().to_string(), "expires_at": NEVER,
+                               "label": "¥10 off", "min_spend": 0, "off": 1000, "source": "cashier"}),
+        ),
+        (Mix::Real, 96..98) => kind_of(
+            Kind::CouponClaimed,
+            serde_json::json!({"code": format!("C{store:03}{:010}", seq - 3)}),
+        ),
+        (Mix::Real, _) => kind_of(
+            Kind::BenefitUsed,
+            serde_json::json!({"code": "dry_cleaning", "month": "2025-11"}),
         ),
     };
-    serde_json::to_string(&e).unwrap_or_default()
+    e.to_string()
 }
 
 /// The origin of store `store`.
@@ -71,7 +165,7 @@ pub fn origin(store: usize) -> Origin {
 }
 
 /// Serialized push bodies for one store: its facts in batches of 1,000.
-pub fn bodies(store: usize, facts: u64) -> Result<Vec<Vec<u8>>, BoxError> {
+pub fn bodies(store: usize, facts: u64, mix: Mix) -> Result<Vec<Vec<u8>>, BoxError> {
     let o = origin(store);
     let mut out = Vec::new();
     let mut seq = 1;
@@ -81,7 +175,7 @@ pub fn bodies(store: usize, facts: u64) -> Result<Vec<Vec<u8>>, BoxError> {
             .map(|s| Fact {
                 origin: o.clone(),
                 seq: s,
-                body: entry(store, s),
+                body: entry(store, s, mix),
             })
             .collect();
         let req = PushRequest {

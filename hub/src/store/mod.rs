@@ -3,9 +3,9 @@
 
 pub mod sqlite;
 
+use patron_domain::points::Movement;
 use patron_protocol::Origin;
 use patron_protocol::hub::{AuthorizeResponse, OverdrawReport, StoreStatus, SyncReport};
-use patron_protocol::points::Movement;
 use patron_sync::profile::{Profile, ProfileOp};
 use patron_sync::rights::{Lease, LeasePolicy, NoLease};
 use patron_sync::session::{Batch, Fact, Judgement};
@@ -79,6 +79,8 @@ pub struct Ingested {
     pub high: u64,
     /// Members of the batch merged into the member registered first under their phone.
     pub merged: Vec<patron_sync::session::Merged>,
+    /// Why the batch was refused, where the judgement's reason is not precise enough.
+    pub reason: Option<String>,
 }
 
 /// What the hub stores. Methods block; callers run them off the async runtime.
@@ -102,16 +104,16 @@ pub trait HubStore: Send + Sync + 'static {
     ) -> Result<Option<StoreRow>, StoreError>;
 
     /// In one transaction: for each batch, asks `decide` (given the origin's current
-    /// high) what to do, applies what it says (merging the profile changes `project`
-    /// finds in each new fact), and records the store's sync report.
+    /// high) what to do, applies what it says with the facts' typed projections
+    /// (profile changes, points movements, registrations), and records the store's
+    /// sync report. A batch whose facts could not be typed is refused whole.
     /// Nothing is applied unless the transaction commits.
     fn ingest(
         &self,
         store_id: &str,
         report: &SyncReport,
-        batches: &[Batch],
+        batches: &[IncomingBatch<'_>],
         decide: &dyn Fn(u64, &Batch) -> Judgement,
-        project: &dyn Fn(&Fact) -> Projection,
         now: i64,
     ) -> Result<Vec<Ingested>, StoreError>;
 
@@ -194,15 +196,26 @@ pub trait HubStore: Send + Sync + 'static {
     fn fact_count(&self) -> Result<u64, StoreError>;
 }
 
-/// What one new fact changes besides the log.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Projection {
+/// A pushed fact, typed once, with what it changes besides the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypedFact {
+    /// The entry.
+    pub entry: patron_domain::Entry,
     /// Profile changes, per member.
     pub profile: Vec<(String, ProfileOp)>,
     /// A points movement of a member.
     pub points: Option<PointsRow>,
-    /// A member's registration: (member, the phone's chain-wide blind index).
+    /// A registration or re-key: (member, the phone's chain-wide blind index, base64).
     pub registered: Option<(String, String)>,
+}
+
+/// One batch of a push: as it arrived, and its facts typed (or why they are not).
+#[derive(Debug)]
+pub struct IncomingBatch<'a> {
+    /// The batch.
+    pub batch: &'a Batch,
+    /// Its facts in order, typed; or why the batch is refused whole.
+    pub typed: Result<Vec<TypedFact>, String>,
 }
 
 /// A member's points movement as the hub indexes it.

@@ -1,0 +1,226 @@
+//! Ingest rules: what the hub accepts from a store's push and what each fact changes
+//! besides the log. Every fact is parsed once, here, before the push takes the writer;
+//! storage only writes what these rules produced. Pure (no storage), so the rules are
+//! unit-tested without SQL.
+
+use patron_domain::fact::Auth;
+use patron_domain::{Entry, Kind};
+use patron_sync::profile::{ProfileOp, ops_of, stamp_of};
+use patron_sync::session::Batch;
+
+use crate::redemption::FLAG_WINDOW_MS;
+use crate::store::{PointsRow, TypedFact};
+
+/// Profile stamps further ahead of the hub's clock than this are clamped to it: a store
+/// whose clock runs fast must not win every later edit for as long as it is ahead.
+pub const MAX_CLOCK_AHEAD_MS: i64 = 60_000;
+
+/// A batch of store `store`'s push, typed: each fact parsed and checked once, with its
+/// projections. `Err` says which fact refuses the batch whole, and why. `ahead` grows to
+/// the furthest a profile stamp of the batch was ahead of `now` (it was clamped).
+pub fn type_batch(
+    store: &str,
+    b: &Batch,
+    now: i64,
+    ahead: &mut i64,
+) -> Result<Vec<TypedFact>, String> {
+    b.facts
+        .iter()
+        .map(|f| {
+            let entry = Entry::parse(&f.body).map_err(|e| format!("fact {}: {e}", f.seq))?;
+            type_fact(store, entry, now, ahead).map_err(|e| format!("fact {}: {e}", f.seq))
+        })
+        .collect()
+}
+
+/// One fact of store `store`, typed, with what it changes besides the log.
+pub fn type_fact(
+    store: &str,
+    entry: Entry,
+    now: i64,
+    ahead: &mut i64,
+) -> Result<TypedFact, &'static str> {
+    // Only the hub merges members: a store's merge would alias anyone.
+    if entry.kind() == Kind::MemberMerged {
+        return Err("only the hub merges members");
+    }
+    let member = entry.member.map(|m| m.to_string());
+    let profile = match &member {
+        Some(m) => profile_ops(&entry, store, now, ahead)
+            .into_iter()
+            .map(|op| (m.clone(), op))
+            .collect(),
+        None => Vec::new(),
+    };
+    let registered = match (&member, entry.detail.phone_index()) {
+        (Some(m), Some(idx)) => Some((m.clone(), idx.to_base64())),
+        _ => None,
+    };
+    Ok(TypedFact {
+        points: points_row(&entry),
+        profile,
+        registered,
+        entry,
+    })
+}
+
+/// The profile changes a fact carries, stamped by its store's hybrid logical clock
+/// under the authenticated store's name (whatever the fact says); a stamp too far ahead
+/// of the hub's clock is clamped, and the skew noted in `ahead`.
+fn profile_ops(entry: &Entry, store: &str, now: i64, ahead: &mut i64) -> Vec<ProfileOp> {
+    if !matches!(entry.kind(), Kind::MemberRegistered | Kind::MemberUpdated) {
+        return Vec::new();
+    }
+    let mut stamp = stamp_of(&entry.detail, entry.at, store);
+    let limit = (now + MAX_CLOCK_AHEAD_MS).max(0) as u64;
+    if stamp.wall > limit {
+        *ahead = (*ahead).max(stamp.wall as i64 - now);
+        // Clamped stamps keep their order among themselves: the milliseconds beyond the
+        // bound go into the counter (two edits from a fast clock: the later still wins).
+        stamp.counter = u32::try_from(stamp.wall - limit).unwrap_or(u32::MAX);
+        stamp.wall = limit;
+    }
+    ops_of(&entry.detail, &stamp)
+}
+
+/// The points movement an entry carries, if it moves a member's points.
+pub fn points_row(e: &Entry) -> Option<PointsRow> {
+    let member = e.member?;
+    if !e.moves_points() {
+        return None;
+    }
+    let auth = e.detail.auth();
+    Some(PointsRow {
+        member: member.to_string(),
+        at: e.at,
+        txn: e.txn.to_string(),
+        earn: e.earn,
+        expires_at: e.expires_at,
+        available_at: e.available_at,
+        spend: e.spend,
+        reverse: e.reverse,
+        reverse_lot: e.reverse_lot.map(|l| l.to_string()),
+        offline: auth == Some(Auth::Offline),
+        lease: auth == Some(Auth::Lease),
+        flag_window_ms: FLAG_WINDOW_MS,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use patron_protocol::Origin;
+    use patron_sync::session::{Fact, batch};
+
+    const T0: i64 = 1_764_000_000_000;
+    const M: &str = "0190a000-0000-7000-8000-000000000001";
+    const IDX: &str = "BQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQU=";
+
+    fn fact(seq: u64, body: String) -> Fact {
+        Fact {
+            origin: Origin {
+                node: "S001".into(),
+                incarnation: uuid::Uuid::from_u128(1),
+            },
+            seq,
+            body,
+        }
+    }
+
+    fn entry(kind: &str, extra: &str, body: &str) -> String {
+        format!(
+            r#"{{"kind":"{kind}","at":{T0},"member":"{M}","txn":"0190a000-0000-7000-8000-0000000000{:02x}",{extra}"body":{body}}}"#,
+            extra.len() % 200
+        )
+    }
+
+    fn typed(bodies: Vec<String>) -> Result<Vec<TypedFact>, String> {
+        let facts = bodies
+            .into_iter()
+            .enumerate()
+            .map(|(i, b)| fact(i as u64 + 1, b))
+            .collect();
+        let b = batch(
+            Origin {
+                node: "S001".into(),
+                incarnation: uuid::Uuid::from_u128(1),
+            },
+            facts,
+        );
+        type_batch("S001", &b, T0, &mut 0)
+    }
+
+    #[test]
+    fn each_kind_projects_what_it_changes() {
+        let t = typed(vec![
+            entry(
+                "member_registered",
+                "",
+                &format!(
+                    r#"{{"phone_idx":"{IDX}","name":"bmFtZQ==","consents":{{"marketing":true}}}}"#
+                ),
+            ),
+            entry(
+                "purchase",
+                r#""earn":120,"expires_at":99999999999999,"spend":50,"#,
+                r#"{"receipt_id":"R1","subtotal":100,"total":100,"auth":"offline"}"#,
+            ),
+            entry(
+                "redemption",
+                r#""spend":30,"#,
+                r#"{"reason":"gift","auth":"lease"}"#,
+            ),
+            entry("coupon_claimed", "", r#"{"code":"C1"}"#),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(t[0].registered, Some((M.to_string(), IDX.to_string())));
+        assert_eq!(
+            t[0].profile.len(),
+            2,
+            "name and marketing: {:?}",
+            t[0].profile
+        );
+        assert_eq!(t[0].points, None);
+        let sale = t[1].points.as_ref().unwrap_or_else(|| panic!("no points"));
+        assert_eq!(
+            (sale.earn, sale.spend, sale.offline, sale.lease),
+            (120, 50, true, false)
+        );
+        let r = t[2].points.as_ref().unwrap_or_else(|| panic!("no points"));
+        assert_eq!((r.spend, r.offline, r.lease), (30, false, true));
+        assert!(t[3].points.is_none() && t[3].profile.is_empty() && t[3].registered.is_none());
+    }
+
+    #[test]
+    fn one_bad_fact_refuses_the_batch_and_names_itself() {
+        let ok = entry("coupon_claimed", "", r#"{"code":"C1"}"#);
+        let bad = entry("member_rekeyed", "", &format!(r#"{{"phone_idx":"{IDX}"}}"#));
+        let err = typed(vec![ok.clone(), bad]).err().unwrap_or_default();
+        assert!(err.starts_with("fact 2: member_rekeyed details"), "{err}");
+        let merge = entry("member_merged", "", &format!(r#"{{"survivor":"{M}"}}"#));
+        let err = typed(vec![ok, merge]).err().unwrap_or_default();
+        assert_eq!(err, "fact 2: only the hub merges members");
+    }
+
+    #[test]
+    fn a_stamp_from_a_fast_clock_is_clamped_and_its_skew_reported() {
+        let far = T0 as u64 + 3_600_000;
+        let body = format!(r#"{{"name":"eA==","hlc":{{"wall":{far},"counter":0,"node":"x"}}}}"#);
+        let e = Entry::parse(&entry("member_updated", "", &body)).unwrap_or_else(|e| panic!("{e}"));
+        let mut ahead = 0;
+        let t = type_fact("S001", e, T0, &mut ahead).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ahead, 3_600_000);
+        let ProfileOp::Set { stamp, .. } = &t.profile[0].1 else {
+            panic!("{:?}", t.profile)
+        };
+        assert_eq!(stamp.wall, (T0 + MAX_CLOCK_AHEAD_MS) as u64);
+        assert_eq!(
+            stamp.node, "S001",
+            "the authenticated store, not the fact's"
+        );
+        assert!(
+            stamp.counter > 0,
+            "later fast edits still order after earlier ones"
+        );
+    }
+}
