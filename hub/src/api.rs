@@ -201,7 +201,7 @@ async fn push(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Resp
         Err(e) => return e.into_response(),
     };
     let hub = s.hub.clone();
-    match blocking(move || hub.push(&store, &req)).await {
+    match blocking(move || hub.push(&store, req)).await {
         Ok(ack) => axum::Json(ack).into_response(),
         Err(r) => r,
     }

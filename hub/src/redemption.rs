@@ -311,7 +311,7 @@ mod tests {
                     batches: vec![batch(origin, vec![fact])],
                 },
             };
-            self.t.hub.push(row, &req).unwrap_or_else(|e| panic!("{e}"));
+            self.t.hub.push(row, req).unwrap_or_else(|e| panic!("{e}"));
         }
 
         fn ask(&self, i: usize, txn: &str, points: i64, unsynced: i64) -> AuthorizeResponse {
@@ -723,10 +723,7 @@ mod tests {
                         batches: vec![batch(origin, facts)],
                     },
                 };
-                let ack =
-                    c.t.hub
-                        .push(&c.t.rows[i], &req)
-                        .map_err(|e| e.to_string())?;
+                let ack = c.t.hub.push(&c.t.rows[i], req).map_err(|e| e.to_string())?;
                 if !matches!(&ack.verdicts[..], [patron_sync::Verdict::Applied { .. }]) {
                     return Err(format!("push not applied: {ack:?}"));
                 }

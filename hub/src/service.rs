@@ -12,7 +12,7 @@ use patron_sync::session::{Batch, Judgement, Push, PushAck, Verdict, batch, judg
 use ring::rand::{SecureRandom, SystemRandom};
 use std::collections::HashMap;
 
-use crate::store::{HubStore, IncomingBatch, NewStore, StoreError, StoreRow};
+use crate::store::{HubStore, IncomingBatch, IngestJob, NewStore, StoreError, StoreRow};
 
 /// The hub's node name in sync messages.
 pub const HUB_NODE: &str = "hub";
@@ -267,7 +267,7 @@ impl Hub {
     /// Applies a store's push. A batch of any origin but the store's own refuses the
     /// whole push (nothing applied) and is logged; otherwise every batch is judged on
     /// its own and the valid ones are applied in one transaction.
-    pub fn push(&self, store: &StoreRow, req: &PushRequest<Push>) -> Result<PushAck, HubError> {
+    pub fn push(&self, store: &StoreRow, req: PushRequest<Push>) -> Result<PushAck, HubError> {
         let sid = &store.store_id;
         if let Some(b) = req.push.batches.iter().find(|b| b.origin.node != *sid) {
             tracing::warn!(store = %sid, claimed = %b.origin, "forged origin refused");
@@ -284,33 +284,54 @@ impl Hub {
                 claimed: o.to_string(),
             });
         }
-        let decide = |high: u64, b: &patron_sync::Batch| judge(true, HUB_NODE, sid, high, b);
         let now = (self.now)();
         let mut ahead = 0i64;
-        // Every fact is parsed once, here, before the push takes the writer.
-        let incoming: Vec<IncomingBatch<'_>> = req
+        let origins: Vec<patron_protocol::Origin> =
+            req.push.batches.iter().map(|b| b.origin.clone()).collect();
+        // Every fact is parsed once, here, before the push reaches the writer. Kept
+        // aside: who spent in which fact, to judge overdraws of what gets applied.
+        let mut spends: Vec<(u64, Vec<(u64, String)>)> = Vec::new();
+        let batches: Vec<IncomingBatch> = req
             .push
             .batches
-            .iter()
-            .map(|b| IncomingBatch {
-                batch: b,
-                typed: crate::ingest::type_batch(sid, b, now, &mut ahead),
+            .into_iter()
+            .map(|batch| {
+                let typed = crate::ingest::type_batch(sid, &batch, now, &mut ahead);
+                let first = batch.facts.first().map_or(0, |f| f.seq);
+                let spent = batch
+                    .facts
+                    .iter()
+                    .zip(typed.as_deref().unwrap_or_default())
+                    .filter_map(|(f, t)| {
+                        let p = t.points.as_ref().filter(|p| p.spend > 0)?;
+                        Some((f.seq, p.member.clone()))
+                    })
+                    .collect();
+                spends.push((first, spent));
+                IncomingBatch { batch, typed }
             })
             .collect();
-        let done = self
-            .store
-            .ingest(sid, &req.report, &incoming, &decide, now)?;
+        let done = self.store.ingest(IngestJob {
+            store_id: sid.clone(),
+            report: req.report,
+            batches,
+            judge: |store, high, b| judge(true, HUB_NODE, store, high, b),
+            now,
+        })?;
         // Members who spent in the facts applied.
-        let spenders = incoming
-            .iter()
+        let spenders = spends
+            .into_iter()
             .zip(&done)
-            .filter_map(|(inc, i)| match (i.judgement, &inc.typed) {
-                (Judgement::Apply { skip, .. }, Ok(t)) => Some(&t[skip..]),
+            .filter_map(|((first, spent), i)| match i.judgement {
+                Judgement::Apply { skip, .. } => Some(
+                    spent
+                        .into_iter()
+                        .filter(move |(seq, _)| *seq >= first + skip as u64)
+                        .map(|(_, m)| m),
+                ),
                 _ => None,
             })
             .flatten()
-            .filter_map(|t| t.points.as_ref().filter(|p| p.spend > 0))
-            .map(|p| p.member.clone())
             .collect();
         self.note_overdraws(sid, spenders)?;
         if ahead > 0 {
@@ -318,29 +339,24 @@ impl Hub {
             self.store.note_clock_ahead(sid, ahead)?;
         }
         let merged = done.iter().flat_map(|i| i.merged.iter().cloned()).collect();
-        let verdicts = req
-            .push
-            .batches
-            .iter()
+        let verdicts = origins
+            .into_iter()
             .zip(done)
-            .map(|(b, i)| {
-                let origin = b.origin.clone();
-                match i.judgement {
-                    Judgement::Refuse(reason) => {
-                        let reason = i.reason.unwrap_or_else(|| reason.to_string());
-                        tracing::warn!(store = %sid, origin = %origin, reason, "batch refused");
-                        Verdict::Refused { origin, reason }
-                    }
-                    Judgement::AlreadyHeld => Verdict::AlreadyHeld {
-                        origin,
-                        high: i.high,
-                    },
-                    Judgement::Gap { expected } => Verdict::Gap { origin, expected },
-                    Judgement::Apply { .. } => Verdict::Applied {
-                        origin,
-                        high: i.high,
-                    },
+            .map(|(origin, i)| match i.judgement {
+                Judgement::Refuse(reason) => {
+                    let reason = i.reason.unwrap_or_else(|| reason.to_string());
+                    tracing::warn!(store = %sid, origin = %origin, reason, "batch refused");
+                    Verdict::Refused { origin, reason }
                 }
+                Judgement::AlreadyHeld => Verdict::AlreadyHeld {
+                    origin,
+                    high: i.high,
+                },
+                Judgement::Gap { expected } => Verdict::Gap { origin, expected },
+                Judgement::Apply { .. } => Verdict::Applied {
+                    origin,
+                    high: i.high,
+                },
             })
             .collect();
         Ok(PushAck {
@@ -578,7 +594,7 @@ mod tests {
                 batches: vec![batch(origin, facts)],
             },
         };
-        hub.push(row, &req).unwrap_or_else(|e| panic!("{e}"))
+        hub.push(row, req).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// A store's fact about member `m` as it syncs (kind, points earned, inner body).

@@ -103,19 +103,14 @@ pub trait HubStore: Send + Sync + 'static {
         credential_hash: &[u8; 32],
     ) -> Result<Option<StoreRow>, StoreError>;
 
-    /// In one transaction: for each batch, asks `decide` (given the origin's current
-    /// high) what to do, applies what it says with the facts' typed projections
+    /// Applies one store's push: for each batch, asks `judge` (given the origin's
+    /// current high) what to do, applies what it says with the facts' typed projections
     /// (profile changes, points movements, registrations), and records the store's
-    /// sync report. A batch whose facts could not be typed is refused whole.
-    /// Nothing is applied unless the transaction commits.
-    fn ingest(
-        &self,
-        store_id: &str,
-        report: &SyncReport,
-        batches: &[IncomingBatch<'_>],
-        decide: &dyn Fn(u64, &Batch) -> Judgement,
-        now: i64,
-    ) -> Result<Vec<Ingested>, StoreError>;
+    /// sync report. A batch whose facts could not be typed is refused whole. Pushes
+    /// that arrive together may share a transaction and its fsync, each in its own
+    /// savepoint: nothing of a push is applied unless all of it is, and a push that
+    /// fails does not fail the others. Blocks until the push is durable.
+    fn ingest(&self, job: IngestJob) -> Result<Vec<Ingested>, StoreError>;
 
     /// Loads the member's points movements and the points held for other sales, asks
     /// `decide`, and holds `points` for `txn` until `until` if it grants, durably
@@ -211,11 +206,30 @@ pub struct TypedFact {
 
 /// One batch of a push: as it arrived, and its facts typed (or why they are not).
 #[derive(Debug)]
-pub struct IncomingBatch<'a> {
+pub struct IncomingBatch {
     /// The batch.
-    pub batch: &'a Batch,
+    pub batch: Batch,
     /// Its facts in order, typed; or why the batch is refused whole.
     pub typed: Result<Vec<TypedFact>, String>,
+}
+
+/// The rule that judges a batch of store `store`'s push, given what the hub holds of
+/// its origin (`patron_sync::judge` as the hub runs it).
+pub type Judge = fn(store: &str, high: u64, batch: &Batch) -> Judgement;
+
+/// One store's push, ready to apply.
+#[derive(Debug)]
+pub struct IngestJob {
+    /// The authenticated store.
+    pub store_id: String,
+    /// What it reported about itself.
+    pub report: SyncReport,
+    /// Its batches, typed.
+    pub batches: Vec<IncomingBatch>,
+    /// How each batch is judged.
+    pub judge: Judge,
+    /// The hub's clock (unix ms).
+    pub now: i64,
 }
 
 /// A member's points movement as the hub indexes it.

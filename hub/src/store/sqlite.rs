@@ -11,17 +11,17 @@ use patron_domain::points::Movement;
 use patron_domain::{Detail, Entry, Header, Kind};
 use patron_protocol::Origin;
 use patron_protocol::hub::{
-    AuthorizeResponse, Overdraw, OverdrawReport, RedemptionFlag, StoreStatus, SyncReport,
+    AuthorizeResponse, Overdraw, OverdrawReport, RedemptionFlag, StoreStatus,
 };
 use patron_sqlite::wal::WalBound;
 use patron_sync::profile::{Profile, ProfileOp};
 use patron_sync::rights::{Lease, LeasePolicy, NoLease, Rights};
-use patron_sync::session::{Batch, Fact, Judgement, Merged};
+use patron_sync::session::{Fact, Judgement, Merged};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    Decide, Hold, HubStore, IncomingBatch, Ingested, NewStore, OverdrawRow, PendingAnswer,
-    PointsRow, Spendable, StoreError, StoreRow, TypedFact,
+    Decide, Hold, HubStore, IngestJob, Ingested, NewStore, OverdrawRow, PendingAnswer, PointsRow,
+    Spendable, StoreError, StoreRow, TypedFact,
 };
 
 /// Migration `i` takes the schema from version `i` to `i + 1`. Append only.
@@ -268,10 +268,8 @@ pub struct SqliteStore {
     path: PathBuf,
     /// Authorizations, to the thread that commits them in groups.
     asks: mpsc::Sender<Ask>,
-    /// This run's incarnation of the hub's own origin (row id in `origins`).
-    hub_origin: i64,
-    /// Keeps the writer's WAL bounded; checkpoints run on their own thread.
-    wal: Arc<WalBound>,
+    /// Pushes, to the thread that commits them in groups.
+    pushes: mpsc::Sender<Pushed>,
     stop_checkpointer: Arc<AtomicBool>,
 }
 
@@ -312,6 +310,12 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
     // cache. At 256 MiB that walk was 14% of the authorizer thread (perf), and the
     // authorization benchmark ran 15–20% faster at 32 MiB (BENCHMARKS.md).
     conn.pragma_update(None, "cache_size", -32_768)?;
+    // A group of pushes journals each push's savepoint; past SQLite's in-memory
+    // threshold the sub-journal spills to a temporary file, and on these machines that
+    // spill failed with SQLITE_FULL ("database or disk is full") with the disk far from
+    // full. In memory it is bounded by the group (MAX_INGEST_GROUP pushes of at most
+    // MAX_BATCH facts each).
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     // Plans stay as first prepared: without this the bundled SQLite re-prepared the
     // member lookup on every new bound value (14% of an authorization's time).
     conn.set_db_config(
@@ -370,13 +374,14 @@ impl SqliteStore {
         let conn = Arc::new(Mutex::new(conn));
         let (asks, queue) = mpsc::channel();
         spawn_authorizer(conn.clone(), queue, wal.clone())?;
+        let (pushes, pushed) = mpsc::channel();
+        spawn_ingester(conn.clone(), pushed, hub_origin, wal.clone())?;
         Ok(Self {
             conn,
             reader: Mutex::new(reader),
             path,
             asks,
-            hub_origin,
-            wal,
+            pushes,
             stop_checkpointer,
         })
     }
@@ -669,6 +674,203 @@ fn apply_points(
     Ok(())
 }
 
+/// Most pushes applied in one transaction.
+const MAX_INGEST_GROUP: usize = 16;
+
+/// A push waiting for the ingest writer, with where its answer goes.
+type Pushed = (
+    IngestJob,
+    mpsc::SyncSender<Result<Vec<Ingested>, StoreError>>,
+);
+
+/// Commits pushes in groups: it takes every push queued while it committed the previous
+/// group and applies them in one transaction and one fsync, each in a savepoint. Under
+/// concurrent pushes most of a commit's pages are member-index leaves that several
+/// pushes touch: a group writes each of them once instead of once per push. The thread
+/// ends when the store, which holds the sending side, is dropped.
+fn spawn_ingester(
+    conn: Arc<Mutex<Connection>>,
+    pushes: mpsc::Receiver<Pushed>,
+    hub_origin: i64,
+    wal: Arc<WalBound>,
+) -> Result<(), StoreError> {
+    std::thread::Builder::new()
+        .name("hub-ingest".into())
+        .spawn(move || {
+            while let Ok(first) = pushes.recv() {
+                let mut group = vec![first];
+                group.extend(pushes.try_iter().take(MAX_INGEST_GROUP - 1));
+                // A panic drops the group's replies: each pusher gets an error, and the
+                // rolled-back transaction applied nothing.
+                let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let mut conn = lock(&conn);
+                    let answers = ingest_group(&mut conn, hub_origin, &group);
+                    if answers.is_ok() {
+                        wal.after_commit(&conn);
+                    }
+                    answers
+                }));
+                match done {
+                    Ok(Ok(answers)) => {
+                        for ((_, reply), a) in group.into_iter().zip(answers) {
+                            let _ = reply.send(a);
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        let why = e.to_string();
+                        for (_, reply) in group {
+                            let _ = reply.send(Err(StoreError::Batch(why.clone())));
+                        }
+                    }
+                    Err(_) => tracing::error!("an ingest group panicked"),
+                }
+            }
+        })?;
+    Ok(())
+}
+
+/// Applies `group` in one transaction, each push in its own savepoint. `Err` only if the
+/// transaction itself cannot begin or commit.
+#[allow(clippy::type_complexity)]
+fn ingest_group(
+    conn: &mut Connection,
+    hub_origin: i64,
+    group: &[Pushed],
+) -> Result<Vec<Result<Vec<Ingested>, StoreError>>, StoreError> {
+    let mut tx = conn.transaction()?;
+    let mut answers = Vec::with_capacity(group.len());
+    for (job, _) in group {
+        let sp = tx.savepoint()?;
+        let answer = ingest_one(&sp, hub_origin, job);
+        if answer.is_ok() {
+            sp.commit()?;
+        }
+        // Dropping an uncommitted savepoint rolls back to it.
+        answers.push(answer);
+    }
+    tx.commit()?;
+    Ok(answers)
+}
+
+/// Applies one push in the open transaction `tx` (a savepoint of its group's).
+fn ingest_one(
+    tx: &Connection,
+    hub_origin: i64,
+    job: &IngestJob,
+) -> Result<Vec<Ingested>, StoreError> {
+    let IngestJob {
+        store_id,
+        report,
+        batches,
+        judge,
+        now,
+    } = job;
+    let now = *now;
+    let mut out = Vec::with_capacity(batches.len());
+    for incoming in batches {
+        let b = &incoming.batch;
+        let mut merged = Vec::new();
+        let mut reason = None;
+        let (origin_id, high) = origin_row(tx, &b.origin)?.unwrap_or_default();
+        let mut judgement = judge(store_id, high, b);
+        // Facts the hub holds already must be the same facts: a store restored from
+        // an older copy that wrote on would send other facts under the same numbers.
+        let overlap = match judgement {
+            Judgement::AlreadyHeld => b.facts.len(),
+            Judgement::Apply { skip, .. } => skip,
+            _ => 0,
+        };
+        if overlap > 0 && origin_id != 0 && differs(tx, origin_id, &b.facts[..overlap])? {
+            judgement = Judgement::Refuse(CONFLICT);
+        }
+        let typed: &[TypedFact] = match (&incoming.typed, judgement) {
+            (Ok(t), _) => t,
+            (Err(why), Judgement::Apply { .. }) => {
+                judgement = Judgement::Refuse(NOT_AN_ENTRY);
+                reason = Some(why.clone());
+                &[]
+            }
+            (Err(_), _) => &[],
+        };
+        if let Judgement::Apply { skip, .. } = judgement
+            && rekeys_a_stranger(tx, &b.origin.node, &typed[skip..])?
+        {
+            judgement = Judgement::Refuse(REKEY_OF_A_STRANGER);
+        }
+        let high = match judgement {
+            Judgement::Apply {
+                skip,
+                high: new_high,
+            } => {
+                let origin_id = if origin_id == 0 {
+                    ensure_origin(tx, &b.origin)?.0
+                } else {
+                    origin_id
+                };
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO facts (origin, seq, body, received_at, kind, member, at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?;
+                for (f, t) in b.facts[skip..].iter().zip(&typed[skip..]) {
+                    let member = t.entry.member.map(|m| m.to_string());
+                    insert.execute(params![
+                        origin_id,
+                        f.seq as i64,
+                        f.body,
+                        now,
+                        t.entry.kind().as_str(),
+                        member,
+                        t.entry.at
+                    ])?;
+                    let fact_id = tx.last_insert_rowid();
+                    for (member, op) in &t.profile {
+                        apply_profile_op(tx, member, op, now)?;
+                    }
+                    if let Some(row) = &t.points {
+                        apply_points(tx, origin_id, &b.origin.node, f.seq as i64, row)?;
+                    }
+                    if let Some((member, phone_idx)) = &t.registered {
+                        tx.prepare_cached(
+                                "INSERT INTO registrations (phone_idx, fact, member) VALUES (?1, ?2, ?3)",
+                            )?
+                            .execute(params![phone_idx, fact_id, member])?;
+                        if let Some(m) =
+                            merge_if_registered_twice(tx, hub_origin, member, phone_idx, now)?
+                        {
+                            merged.push(m);
+                        }
+                    }
+                }
+                tx.prepare_cached("UPDATE origins SET high = ?2 WHERE id = ?1")?
+                    .execute(params![origin_id, new_high as i64])?;
+                new_high
+            }
+            _ => high,
+        };
+        out.push(Ingested {
+            judgement,
+            high,
+            merged,
+            reason,
+        });
+    }
+    let report_origin = match &report.origin {
+        Some(o) => Some(ensure_origin(tx, o)?.0),
+        None => None,
+    };
+    tx.prepare_cached(
+        "UPDATE stores SET last_sync_at = ?2, report_origin = coalesce(?3, report_origin),
+                    report_last_seq = ?4 WHERE store_id = ?1",
+    )?
+    .execute(params![
+        store_id,
+        now,
+        report_origin,
+        report.last_seq as i64
+    ])?;
+    Ok(out)
+}
+
 /// An authorization waiting for the next transaction.
 struct Ask {
     hold: Hold,
@@ -913,125 +1115,14 @@ impl HubStore for SqliteStore {
             .optional()?)
     }
 
-    fn ingest(
-        &self,
-        store_id: &str,
-        report: &SyncReport,
-        batches: &[IncomingBatch<'_>],
-        decide: &dyn Fn(u64, &Batch) -> Judgement,
-        now: i64,
-    ) -> Result<Vec<Ingested>, StoreError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        let mut out = Vec::with_capacity(batches.len());
-        for incoming in batches {
-            let b = incoming.batch;
-            let mut merged = Vec::new();
-            let mut reason = None;
-            let (origin_id, high) = origin_row(&tx, &b.origin)?.unwrap_or_default();
-            let mut judgement = decide(high, b);
-            // Facts the hub holds already must be the same facts: a store restored from
-            // an older copy that wrote on would send other facts under the same numbers.
-            let overlap = match judgement {
-                Judgement::AlreadyHeld => b.facts.len(),
-                Judgement::Apply { skip, .. } => skip,
-                _ => 0,
-            };
-            if overlap > 0 && origin_id != 0 && differs(&tx, origin_id, &b.facts[..overlap])? {
-                judgement = Judgement::Refuse(CONFLICT);
-            }
-            let typed: &[TypedFact] = match (&incoming.typed, judgement) {
-                (Ok(t), _) => t,
-                (Err(why), Judgement::Apply { .. }) => {
-                    judgement = Judgement::Refuse(NOT_AN_ENTRY);
-                    reason = Some(why.clone());
-                    &[]
-                }
-                (Err(_), _) => &[],
-            };
-            if let Judgement::Apply { skip, .. } = judgement
-                && rekeys_a_stranger(&tx, &b.origin.node, &typed[skip..])?
-            {
-                judgement = Judgement::Refuse(REKEY_OF_A_STRANGER);
-            }
-            let high = match judgement {
-                Judgement::Apply {
-                    skip,
-                    high: new_high,
-                } => {
-                    let origin_id = if origin_id == 0 {
-                        ensure_origin(&tx, &b.origin)?.0
-                    } else {
-                        origin_id
-                    };
-                    let mut insert = tx.prepare_cached(
-                        "INSERT INTO facts (origin, seq, body, received_at, kind, member, at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    )?;
-                    for (f, t) in b.facts[skip..].iter().zip(&typed[skip..]) {
-                        let member = t.entry.member.map(|m| m.to_string());
-                        insert.execute(params![
-                            origin_id,
-                            f.seq as i64,
-                            f.body,
-                            now,
-                            t.entry.kind().as_str(),
-                            member,
-                            t.entry.at
-                        ])?;
-                        let fact_id = tx.last_insert_rowid();
-                        for (member, op) in &t.profile {
-                            apply_profile_op(&tx, member, op, now)?;
-                        }
-                        if let Some(row) = &t.points {
-                            apply_points(&tx, origin_id, &b.origin.node, f.seq as i64, row)?;
-                        }
-                        if let Some((member, phone_idx)) = &t.registered {
-                            tx.prepare_cached(
-                                "INSERT INTO registrations (phone_idx, fact, member) VALUES (?1, ?2, ?3)",
-                            )?
-                            .execute(params![phone_idx, fact_id, member])?;
-                            if let Some(m) = merge_if_registered_twice(
-                                &tx,
-                                self.hub_origin,
-                                member,
-                                phone_idx,
-                                now,
-                            )? {
-                                merged.push(m);
-                            }
-                        }
-                    }
-                    tx.prepare_cached("UPDATE origins SET high = ?2 WHERE id = ?1")?
-                        .execute(params![origin_id, new_high as i64])?;
-                    new_high
-                }
-                _ => high,
-            };
-            out.push(Ingested {
-                judgement,
-                high,
-                merged,
-                reason,
-            });
-        }
-        let report_origin = match &report.origin {
-            Some(o) => Some(ensure_origin(&tx, o)?.0),
-            None => None,
-        };
-        tx.prepare_cached(
-            "UPDATE stores SET last_sync_at = ?2, report_origin = coalesce(?3, report_origin),
-                    report_last_seq = ?4 WHERE store_id = ?1",
-        )?
-        .execute(params![
-            store_id,
-            now,
-            report_origin,
-            report.last_seq as i64
-        ])?;
-        tx.commit()?;
-        self.wal.after_commit(&conn);
-        Ok(out)
+    fn ingest(&self, job: IngestJob) -> Result<Vec<Ingested>, StoreError> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.pushes
+            .send((job, reply))
+            .map_err(|_| StoreError::Batch("the ingest writer stopped".into()))?;
+        answer
+            .recv()
+            .unwrap_or_else(|_| Err(StoreError::Batch("the ingest writer failed".into())))
     }
 
     fn read(&self, origin: &Origin, after: u64, max: usize) -> Result<Vec<Fact>, StoreError> {
