@@ -83,7 +83,7 @@ fn profile_ops(entry: &Entry, store: &str, now: i64, ahead: &mut i64) -> Vec<Pro
     ops_of(&entry.detail, &stamp)
 }
 
-/// The points movement an entry carries, if it moves a member's points.
+/// What the authority needs of an entry that moves a member's points, if it does.
 pub fn points_row(e: &Entry) -> Option<PointsRow> {
     let member = e.member?;
     if !e.moves_points() {
@@ -94,12 +94,7 @@ pub fn points_row(e: &Entry) -> Option<PointsRow> {
         member: member.to_string(),
         at: e.at,
         txn: e.txn.to_string(),
-        earn: e.earn,
-        expires_at: e.expires_at,
-        available_at: e.available_at,
         spend: e.spend,
-        reverse: e.reverse,
-        reverse_lot: e.reverse_lot.map(|l| l.to_string()),
         offline: auth == Some(Auth::Offline),
         lease: auth == Some(Auth::Lease),
         flag_window_ms: FLAG_WINDOW_MS,
@@ -182,10 +177,8 @@ mod tests {
         );
         assert_eq!(t[0].points, None);
         let sale = t[1].points.as_ref().unwrap_or_else(|| panic!("no points"));
-        assert_eq!(
-            (sale.earn, sale.spend, sale.offline, sale.lease),
-            (120, 50, true, false)
-        );
+        assert_eq!((sale.spend, sale.offline, sale.lease), (50, true, false));
+        assert_eq!(t[1].entry.earn, 120);
         let r = t[2].points.as_ref().unwrap_or_else(|| panic!("no points"));
         assert_eq!((r.spend, r.offline, r.lease), (30, false, true));
         assert!(t[3].points.is_none() && t[3].profile.is_empty() && t[3].registered.is_none());

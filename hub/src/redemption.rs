@@ -509,7 +509,7 @@ mod tests {
         assert_eq!(c.ask(0, &txn(999), 10, 0).available, 10);
     }
 
-    /// An ask that fails (here: a member whose stored points row is damaged) is answered
+    /// An ask that fails (here: a member with a damaged fact row: a 2-byte transaction id) is answered
     /// with its own error; the asks committed in the same group are not.
     #[test]
     fn one_failing_ask_does_not_fail_the_others_in_its_group() {
@@ -518,8 +518,11 @@ mod tests {
         const DAMAGED: &str = "0190a000-0000-7000-8000-0000000000ff";
         let raw = rusqlite::Connection::open(c.t.db_path()).unwrap_or_else(|e| panic!("{e}"));
         raw.execute(
-            "INSERT INTO points (member, origin, seq, at, txn, earn, expires_at, available_at, spend, reverse, offline)
-             SELECT ?1, origin, 999, at, 'not-a-uuid', 5, expires_at, 0, 0, 0, 0 FROM points LIMIT 1",
+            "INSERT INTO facts (origin, seq, body, received_at, kind, at, member, txn, earn,
+                                expires_at, available_at, spend, reverse, qual_spend, qual_at)
+             SELECT origin, 999, body, received_at, kind, at, unhex(replace(?1, '-', '')),
+                    x'0102', 5, expires_at, 0, 0, 0, 0, 0
+               FROM facts LIMIT 1",
             [DAMAGED],
         )
         .unwrap_or_else(|e| panic!("{e}"));

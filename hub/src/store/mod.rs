@@ -232,7 +232,8 @@ pub struct IngestJob {
     pub now: i64,
 }
 
-/// A member's points movement as the hub indexes it.
+/// What the hub's authority needs of a fact that moves a member's points (the amounts
+/// themselves are columns of the fact).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PointsRow {
     /// The member (UUID).
@@ -241,18 +242,8 @@ pub struct PointsRow {
     pub at: i64,
     /// The transaction (UUID); settles a hold for it.
     pub txn: String,
-    /// Points credited as a lot.
-    pub earn: i64,
-    /// That lot's expiry.
-    pub expires_at: i64,
-    /// When that lot becomes redeemable.
-    pub available_at: i64,
     /// Points consumed FIFO.
     pub spend: i64,
-    /// Points reversed.
-    pub reverse: i64,
-    /// The lot reversed (UUID).
-    pub reverse_lot: Option<String>,
     /// The spend was authorized offline (floor limit).
     pub offline: bool,
     /// The spend was made under the store's lease.
