@@ -1450,4 +1450,158 @@ mod tests {
             Err(StoreError::TooNew { found: 99, .. })
         ));
     }
+
+    /// A database of schema 8 (facts as JSON, points in their own table, expression
+    /// indexes) moves to typed columns with nothing lost: movements, registrations by
+    /// phone, fact order, bodies and offline flags read the same afterwards.
+    #[test]
+    fn an_untyped_database_upgrades_to_typed_columns_with_nothing_lost() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join(DB_FILE);
+        let m = "0190a000-0000-7000-8000-00000000000a";
+        let idx = "BQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQU=";
+        let facts = [
+            format!(
+                r#"{{"kind":"member_registered","at":1,"member":"{m}","txn":"{m}","body":{{"phone_idx":"{idx}"}}}}"#
+            ),
+            format!(
+                r#"{{"kind":"purchase","at":2,"member":"{m}","txn":"0190a000-0000-7000-8000-0000000000b1","earn":300,"expires_at":9000000000000,"body":{{"receipt_id":"R1","subtotal":100,"total":100}}}}"#
+            ),
+            r#"{"kind":"purchase","at":3,"txn":"0190a000-0000-7000-8000-0000000000b2","body":{"receipt_id":"R2","subtotal":5,"total":5}}"#.to_string(),
+            format!(
+                r#"{{"kind":"redemption","at":4,"member":"{m}","txn":"0190a000-0000-7000-8000-0000000000b3","spend":120,"body":{{"reason":"gift","auth":"offline"}}}}"#
+            ),
+        ];
+        {
+            let mut conn = Connection::open(&path).unwrap_or_else(|e| panic!("{e}"));
+            for sql in &MIGRATIONS[..8] {
+                conn.execute_batch(sql).unwrap_or_else(|e| panic!("{e}"));
+            }
+            conn.pragma_update(None, "user_version", 8)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let tx = conn.transaction().unwrap_or_else(|e| panic!("{e}"));
+            tx.execute(
+                "INSERT INTO origins (node, incarnation, high) VALUES ('S001', ?1, 4)",
+                [uuid::Uuid::from_u128(7).to_string()],
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            for (i, body) in facts.iter().enumerate() {
+                tx.execute(
+                    "INSERT INTO facts (origin, seq, body, received_at) VALUES (1, ?1, ?2, 0)",
+                    params![i as i64 + 1, body],
+                )
+                .unwrap_or_else(|e| panic!("{e}"));
+            }
+            // The points rows the schema-8 ingest wrote, as migration 4 derives them.
+            tx.execute_batch(
+                "INSERT INTO points (member, origin, seq, at, txn, earn, expires_at, available_at,
+                                     spend, reverse, reverse_lot, offline)
+                 SELECT json_extract(body, '$.member'), origin, seq, json_extract(body, '$.at'),
+                        json_extract(body, '$.txn'), coalesce(json_extract(body, '$.earn'), 0),
+                        coalesce(json_extract(body, '$.expires_at'), 0), 0,
+                        coalesce(json_extract(body, '$.spend'), 0), 0, NULL,
+                        coalesce(json_extract(body, '$.body.auth') = 'offline', 0)
+                   FROM facts WHERE json_extract(body, '$.member') IS NOT NULL
+                    AND json_extract(body, '$.kind') <> 'member_registered'",
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            tx.commit().unwrap_or_else(|e| panic!("{e}"));
+        }
+        let before: Vec<(Movement, bool)> = {
+            let conn = Connection::open(&path).unwrap_or_else(|e| panic!("{e}"));
+            let mut stmt = conn
+                .prepare(
+                    "SELECT at, seq, earn, expires_at, spend, offline FROM points ORDER BY seq",
+                )
+                .unwrap_or_else(|e| panic!("{e}"));
+            stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })
+            .and_then(|rows| {
+                rows.collect::<rusqlite::Result<Vec<(i64, i64, i64, i64, i64, bool)>>>()
+            })
+            .unwrap_or_else(|e| panic!("{e}"))
+            .into_iter()
+            .map(|(at, seq, earn, expires_at, spend, offline)| {
+                (
+                    Movement {
+                        at,
+                        origin: format!("S001/{}", uuid::Uuid::from_u128(7)).into(),
+                        seq,
+                        txn: [0; 16],
+                        earn,
+                        expires_at,
+                        available_at: 0,
+                        spend,
+                        reverse: 0,
+                        reverse_lot: None,
+                    },
+                    offline,
+                )
+            })
+            .collect()
+        };
+        assert_eq!(before.len(), 2);
+
+        let store = SqliteStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let mut after = store.movements(m).unwrap_or_else(|e| panic!("{e}"));
+        after.sort_by_key(|(mv, _)| mv.seq);
+        let strip = |v: Vec<(Movement, bool)>| -> Vec<(Movement, bool)> {
+            v.into_iter()
+                .map(|(mv, o)| (Movement { txn: [0; 16], ..mv }, o))
+                .collect()
+        };
+        assert_eq!(
+            strip(after.clone()),
+            before,
+            "the same movements, offline flag kept"
+        );
+        assert_eq!(
+            after[0].0.txn,
+            *uuid::Uuid::from_u128(0x0190a000_0000_7000_8000_0000000000b1).as_bytes()
+        );
+        // Registrations by phone were carried over: the member's facts come back in
+        // ingest order, the walk-in sale not among them.
+        let (got, _, more) = store
+            .member_facts_by_phone(idx, 0, 10)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let seqs: Vec<u64> = got.iter().map(|f| f.seq).collect();
+        assert_eq!((seqs, more), (vec![1, 2, 4], false));
+        assert_eq!(got[1].body, facts[1], "bodies unchanged");
+        let conn = Connection::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        let typed: (String, Option<Vec<u8>>, i64) = conn
+            .query_row(
+                "SELECT kind, member, earn FROM facts WHERE seq = 2",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            typed,
+            (
+                "purchase".to_string(),
+                Some(
+                    uuid::Uuid::parse_str(m)
+                        .map(|u| u.as_bytes().to_vec())
+                        .unwrap_or_default()
+                ),
+                300
+            )
+        );
+        let gone: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE name IN ('points', 'registrations_by_phone')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(gone, 0);
+    }
 }
