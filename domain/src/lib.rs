@@ -5,10 +5,15 @@
 //! - [`fact`]: the ledger entry as a tagged enum of kinds with a schema version,
 //!   parsed once where a fact enters a process and written back byte for byte.
 //! - [`points`]: a member's points as lots (earn, FIFO spend, reversal, expiry, debt).
+//! - [`tiers`]: tier thresholds (an HQ document) and the tier a qualifying spend reaches.
+//! - [`rules`]: the rule-set schema and its validation (the hub validates what it
+//!   publishes, the edge what it loads).
 //! - [`hlc`]: the stamp member facts carry for last-writer-wins profile fields.
 
 pub mod fact;
 pub mod hlc;
 pub mod points;
+pub mod rules;
+pub mod tiers;
 
 pub use fact::{Detail, Entry, FactError, Header, Kind};

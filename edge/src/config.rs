@@ -148,16 +148,20 @@ pub struct TiersConfig {
 }
 
 impl TiersConfig {
-    /// Refuses thresholds out of order or a window out of range.
-    pub fn validate(&self) -> Result<(), String> {
-        // One rule for configured and HQ-published thresholds.
-        patron_protocol::hub::TierRules {
+    /// The thresholds as the tier derivation takes them.
+    pub fn rules(&self) -> patron_domain::tiers::TierRules {
+        patron_domain::tiers::TierRules {
             window_months: self.window_months,
             silver: self.silver,
             gold: self.gold,
             diamond: self.diamond,
         }
-        .validate()
+    }
+
+    /// Refuses thresholds out of order or a window out of range (one rule for
+    /// configured and HQ-published thresholds).
+    pub fn validate(&self) -> Result<(), String> {
+        self.rules().validate()
     }
 }
 
@@ -223,11 +227,12 @@ impl Default for PointsConfig {
 
 impl Default for TiersConfig {
     fn default() -> Self {
+        let d = patron_domain::tiers::TierRules::default();
         Self {
-            window_months: 12,
-            silver: 100_000,
-            gold: 300_000,
-            diamond: 500_000,
+            window_months: d.window_months,
+            silver: d.silver,
+            gold: d.gold,
+            diamond: d.diamond,
         }
     }
 }

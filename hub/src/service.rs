@@ -424,15 +424,15 @@ impl Hub {
         }
     }
 
-    /// Publishes a rule set (JSON with a `version`) to `ring` and puts it in force there.
+    /// Publishes a rule set to `ring` and puts it in force there, once it passes the
+    /// validation the edges load it with.
     pub fn publish_rule_set(&self, ring: &str, json: &str) -> Result<String, HubError> {
-        let v: serde_json::Value =
-            serde_json::from_str(json).map_err(|e| HubError::Invalid(format!("rule set: {e}")))?;
-        let version = v["version"]
-            .as_str()
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| HubError::Invalid("a rule set needs a \"version\"".into()))?
-            .to_string();
+        // The schema and validation the edges load it with: a set they would refuse is
+        // never published.
+        let version = patron_domain::rules::RuleSet::parse(json.as_bytes())
+            .map_err(HubError::Invalid)?
+            .set
+            .version;
         if ring.trim().is_empty() {
             return Err(HubError::Invalid("ring must not be empty".into()));
         }
@@ -447,7 +447,7 @@ impl Hub {
 
     /// Publishes tier thresholds to `ring`.
     pub fn publish_tier_rules(&self, ring: &str, json: &str) -> Result<(), HubError> {
-        let t: patron_protocol::hub::TierRules = serde_json::from_str(json)
+        let t: patron_domain::tiers::TierRules = serde_json::from_str(json)
             .map_err(|e| HubError::Invalid(format!("tier rules: {e}")))?;
         t.validate().map_err(HubError::Invalid)?;
         if ring.trim().is_empty() {
@@ -1065,5 +1065,52 @@ mod tests {
         t.set_time(T0 + 20_000);
         assert!(fetch(&t.rows[0]).is_ok());
         assert!(fetch(&t.rows[0]).is_err());
+    }
+
+    /// HQ cannot publish a rule set or tier thresholds the edges would refuse: the hub
+    /// validates with the same schema, and nothing reaches the ring's document.
+    #[test]
+    fn rule_sets_and_tiers_the_edges_would_refuse_are_not_published() {
+        let t = TestHub::new(T0, &["S001"]);
+        let refused = |r: Result<String, HubError>| match r {
+            Err(HubError::Invalid(m)) => m,
+            other => panic!("{other:?}"),
+        };
+        let m = refused(t.hub.publish_rule_set(
+            "pilot",
+            r#"{"version":"v1","rules":[{"id":"a","label":"x","type":"teleport"}]}"#,
+        ));
+        assert!(m.contains("teleport"), "{m}");
+        let m = refused(t.hub.publish_rule_set(
+            "pilot",
+            r#"{"version":"v1","rules":[{"id":"a","label":"x","type":"order_reduction","threshold":0,"off":10,"repeat":true}]}"#,
+        ));
+        assert!(m.contains("rule \"a\""), "names the rule: {m}");
+        let tiers = t.hub.publish_tier_rules(
+            "pilot",
+            r#"{"window_months":12,"silver":5,"gold":1,"diamond":9}"#,
+        );
+        assert!(matches!(tiers, Err(HubError::Invalid(_))), "{tiers:?}");
+        let doc = ring_doc("pilot");
+        assert!(
+            t.hub
+                .store()
+                .load_doc(&doc)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .is_none()
+        );
+        // A valid set is published under its version.
+        let v = t
+            .hub
+            .publish_rule_set("pilot", r#"{"version":"v2","rules":[]}"#)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(v, "v2");
+        assert!(
+            t.hub
+                .store()
+                .load_doc(&doc)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .is_some()
+        );
     }
 }

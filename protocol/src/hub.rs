@@ -119,33 +119,6 @@ pub struct DocSync {
     pub fresh: bool,
 }
 
-/// Tier thresholds as HQ publishes them (qualifying spend in fen over a rolling window).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TierRules {
-    /// The rolling window, in calendar months (1–120).
-    pub window_months: u32,
-    /// Silver threshold.
-    pub silver: i64,
-    /// Gold threshold.
-    pub gold: i64,
-    /// Diamond threshold.
-    pub diamond: i64,
-}
-
-impl TierRules {
-    /// Refuses thresholds out of order or a window out of range.
-    pub fn validate(&self) -> Result<(), String> {
-        if !(0 < self.silver && self.silver <= self.gold && self.gold <= self.diamond) {
-            return Err("tiers: need 0 < silver <= gold <= diamond".into());
-        }
-        if self.window_months == 0 || self.window_months > 120 {
-            return Err("tiers: window_months must be 1-120".into());
-        }
-        Ok(())
-    }
-}
-
 /// `POST /v1/redeem/authorize`: a store asks the hub, which sees every store's
 /// redemptions in order, whether a member may spend points now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,7 +11,8 @@ pub const MAX_QTY: i64 = 100_000;
 /// Largest unit price: ¥10,000,000.00.
 pub const MAX_UNIT_PRICE: i64 = 1_000_000_000;
 /// Largest basket subtotal: ¥100,000,000.00. Beyond it a basket is a typo, not a sale.
-pub const MAX_SUBTOTAL: i64 = 10_000_000_000;
+/// Rule sets hold no larger amount (one figure for both).
+pub const MAX_SUBTOTAL: i64 = patron_domain::rules::MAX_MONEY;
 /// Most points one request may move.
 pub const MAX_POINTS: i64 = 1_000_000_000;
 

@@ -31,7 +31,7 @@ use crate::domain::clock::{self, Millis, StoreCalendar};
 use crate::domain::points::{Movement, PointsState, derive};
 use crate::domain::promo::engine::PricingError;
 use crate::domain::promo::ruleset::Compiled;
-use crate::domain::tiers::{self, Tier};
+use crate::domain::tiers::{self, Tier, TierRules};
 use crate::store::facts::{self, MemberFact};
 use crate::store::idempotency::{self, IdemIndex};
 use crate::store::members as member_rows;
@@ -199,7 +199,7 @@ pub struct Core {
     /// Where stored idempotent answers are found.
     idem: IdemIndex,
     /// Tier thresholds in force: the configuration's, until HQ publishes its own.
-    tiers: RwLock<crate::config::TiersConfig>,
+    tiers: RwLock<TierRules>,
     /// Stamps profile changes (last-writer-wins per field across stores).
     hlc: std::sync::Mutex<patron_sync::Hlc>,
     /// The last coupon-code clock handed out (see `coupon_code`).
@@ -214,12 +214,12 @@ impl Core {
     }
 
     /// The tier thresholds in force.
-    pub fn tiers(&self) -> crate::config::TiersConfig {
-        self.tiers.read().map_or(self.cfg.tiers, |t| *t)
+    pub fn tiers(&self) -> TierRules {
+        self.tiers.read().map_or(self.cfg.tiers.rules(), |t| *t)
     }
 
     /// Puts tier thresholds HQ published in force; `false` if they were already.
-    pub fn set_tiers(&self, t: crate::config::TiersConfig) -> Result<bool, EdgeError> {
+    pub fn set_tiers(&self, t: TierRules) -> Result<bool, EdgeError> {
         t.validate().map_err(EdgeError::Invalid)?;
         let mut cur = self.tiers.write().unwrap_or_else(|p| p.into_inner());
         let changed = *cur != t;
@@ -389,7 +389,7 @@ pub struct MemberState {
     /// Qualifying spend in the tier window.
     pub qualifying_spend: i64,
     /// The thresholds in force when it was derived.
-    pub tiers: crate::config::TiersConfig,
+    pub tiers: TierRules,
 }
 
 impl MemberState {
@@ -497,7 +497,7 @@ impl Edge {
             origin_label,
             idem,
             code_clock: std::sync::atomic::AtomicU64::new(0),
-            tiers: RwLock::new(cfg.tiers),
+            tiers: RwLock::new(cfg.tiers.rules()),
             // The edge's own clock is the one it trusts; the hub clamps what runs ahead.
             hlc: std::sync::Mutex::new(patron_sync::Hlc::new(cfg.store_id.clone(), 0)),
             cfg,

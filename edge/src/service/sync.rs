@@ -573,16 +573,10 @@ impl Edge {
             }
         }
         if let Some(json) = tiers {
-            let t: patron_protocol::hub::TierRules = serde_json::from_str(&json)
+            let t: patron_domain::tiers::TierRules = serde_json::from_str(&json)
                 .map_err(|e| EdgeError::Invalid(format!("HQ tier rules: {e}")))?;
-            let cfg = crate::config::TiersConfig {
-                window_months: t.window_months,
-                silver: t.silver,
-                gold: t.gold,
-                diamond: t.diamond,
-            };
-            if self.core.set_tiers(cfg)? {
-                tracing::info!(?cfg, "HQ tier thresholds in force");
+            if self.core.set_tiers(t)? {
+                tracing::info!(tiers = ?t, "HQ tier thresholds in force");
             }
         }
         let Some((version, json)) = chosen else {

@@ -143,7 +143,11 @@ fn facts(node: &str, from: u64, to: u64) -> Vec<Fact> {
         .map(|seq| Fact {
             origin: origin(node),
             seq,
-            body: json!({"kind": "event", "at": 1, "txn": uuid::Uuid::from_u128(seq as u128).to_string(), "earn": 5, "body": "{}"}).to_string(),
+            body: json!({"kind": "event", "at": 1, "member": uuid::Uuid::from_u128(1 << 100),
+                         "txn": uuid::Uuid::from_u128(seq as u128), "earn": 5,
+                         "expires_at": 4_102_444_800_000_i64,
+                         "body": {"type": "check_in", "ref": null}})
+            .to_string(),
         })
         .collect()
 }
@@ -223,7 +227,13 @@ async fn bad_sync_messages_are_refused_and_apply_nothing() -> Result<()> {
     let mut junk = facts("S001", 1, 2);
     junk[1].body = "{\"no\": \"entry\"}".into();
     let r = push(push_body("S001", vec![batch(origin("S001"), junk)])?).await?;
-    assert!(verdict(&r)["Refused"].is_object(), "{}", r.json);
+    assert!(
+        verdict(&r)["Refused"]["reason"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("fact 2: not a ledger entry")),
+        "the refusal names the fact: {}",
+        r.json
+    );
     // A gap: facts 5.. before 1..4 are answered with the next expected sequence.
     let r = push(push_body(
         "S001",
