@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group};
 use hdrhistogram::Histogram;
-use patron_edge::config::PointsConfig;
+use patron_domain::settings::PointsRules;
 use patron_edge::domain::pricing::{Line, validate_lines};
 use patron_edge::domain::promo::engine::{Input, MemberCtx, Usage, price};
 use patron_edge::domain::promo::ruleset::{Compiled, RuleSet};
@@ -38,13 +38,7 @@ fn member() -> MemberCtx {
     }
 }
 
-fn quote(
-    lines: &[Line],
-    rules: &Compiled,
-    m: &MemberCtx,
-    cfg: &PointsConfig,
-    usage: &Usage,
-) -> i64 {
+fn quote(lines: &[Line], rules: &Compiled, m: &MemberCtx, cfg: &PointsRules, usage: &Usage) -> i64 {
     let input = Input {
         lines,
         member: Some(m),
@@ -61,7 +55,7 @@ fn quote(
 }
 
 fn bench(c: &mut Criterion) {
-    let (cfg, usage, m) = (PointsConfig::default(), Usage::default(), member());
+    let (cfg, usage, m) = (PointsRules::default(), Usage::default(), member());
     for n in [0usize, 50] {
         let (lines, rules) = setup(n);
         c.bench_function(&format!("quote 20 lines, {n} rules"), |b| {
@@ -72,7 +66,7 @@ fn bench(c: &mut Criterion) {
 
 /// Per-call latency percentiles (criterion reports means and medians, not p99).
 fn percentiles() {
-    let (cfg, usage, m) = (PointsConfig::default(), Usage::default(), member());
+    let (cfg, usage, m) = (PointsRules::default(), Usage::default(), member());
     let mut rows = Vec::new();
     for n in [0usize, 50] {
         let (lines, rules) = setup(n);

@@ -24,9 +24,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The store's UTC offset, `+08:00`: days for check-ins and expiry end at local midnight.
     pub utc_offset: String,
-    /// Earning, redemption and expiry of points.
+    /// Earning, redemption and expiry of points, while not enrolled with a hub.
     pub points: PointsConfig,
-    /// Tier thresholds.
+    /// Tier thresholds, while not enrolled with a hub.
     pub tiers: TiersConfig,
     /// Points for behaviour events.
     pub events: EventsConfig,
@@ -115,7 +115,9 @@ impl Default for SyncConfig {
     }
 }
 
-/// Points rules. Every division rounds down (see `docs/points.md`).
+/// Points rules for a store not enrolled with a hub (an enrolled store uses what HQ
+/// publishes, or the documented defaults: `patron_domain::settings`). Every division
+/// rounds down (see `docs/points.md`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PointsConfig {
@@ -133,7 +135,8 @@ pub struct PointsConfig {
     pub redeem_value_fen: i64,
 }
 
-/// Tier thresholds on qualifying spend in a rolling window.
+/// Tier thresholds on qualifying spend in a rolling window, for a store not enrolled
+/// with a hub (an enrolled store uses what HQ publishes, or the documented defaults).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TiersConfig {
@@ -214,13 +217,28 @@ impl Default for Config {
 
 impl Default for PointsConfig {
     fn default() -> Self {
+        let d = patron_domain::settings::PointsRules::default();
         Self {
-            earn_points: 1,
-            earn_per_fen: 100,
-            expiry_months: 12,
-            expiring_notice_days: 30,
-            redeem_points: 100,
-            redeem_value_fen: 100,
+            earn_points: d.earn_points,
+            earn_per_fen: d.earn_per_fen,
+            expiry_months: d.expiry_months,
+            expiring_notice_days: d.expiring_notice_days,
+            redeem_points: d.redeem_points,
+            redeem_value_fen: d.redeem_value_fen,
+        }
+    }
+}
+
+impl PointsConfig {
+    /// The settings as pricing and expiry take them.
+    pub fn rules(&self) -> patron_domain::settings::PointsRules {
+        patron_domain::settings::PointsRules {
+            earn_points: self.earn_points,
+            earn_per_fen: self.earn_per_fen,
+            expiry_months: self.expiry_months,
+            expiring_notice_days: self.expiring_notice_days,
+            redeem_points: self.redeem_points,
+            redeem_value_fen: self.redeem_value_fen,
         }
     }
 }
@@ -295,17 +313,10 @@ impl Config {
         if crate::domain::clock::parse_offset(&self.utc_offset).is_none() {
             return bad("utc_offset must look like +08:00");
         }
-        let p = &self.points;
-        if p.earn_points < 0
-            || p.earn_per_fen <= 0
-            || p.redeem_points <= 0
-            || p.redeem_value_fen < 0
-        {
-            return bad("points: earn_per_fen and redeem_points must be > 0, the others >= 0");
-        }
-        if p.expiry_months == 0 || p.expiry_months > 120 {
-            return bad("points.expiry_months must be 1-120");
-        }
+        self.points
+            .rules()
+            .validate()
+            .map_err(ConfigError::Invalid)?;
         self.tiers.validate().map_err(ConfigError::Invalid)?;
         let e = &self.events;
         if e.check_in < 0 || e.share < 0 || e.profile_completed < 0 {

@@ -50,6 +50,11 @@ enum Command {
         #[command(subcommand)]
         command: TiersCommand,
     },
+    /// Manages HQ points settings (earn and redeem rates, expiry).
+    Points {
+        #[command(subcommand)]
+        command: PointsCommand,
+    },
     /// Serves enrollment and sync.
     Serve {
         /// Listen address.
@@ -89,6 +94,19 @@ enum RulesCommand {
 #[derive(Subcommand)]
 enum TiersCommand {
     /// Publishes tier thresholds (JSON: window_months, silver, gold, diamond in fen).
+    Publish {
+        /// The file.
+        file: PathBuf,
+        /// The ring they apply to (`all` for every store).
+        #[arg(long, default_value = "all")]
+        ring: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum PointsCommand {
+    /// Publishes points settings (JSON: earn_points, earn_per_fen, expiry_months,
+    /// expiring_notice_days, redeem_points, redeem_value_fen) to a ring.
     Publish {
         /// The file.
         file: PathBuf,
@@ -225,6 +243,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("reading {}", file.display()))?;
             hub(&dir, false)?.publish_tier_rules(&ring, &json)?;
             println!("tier rules published to ring {ring}");
+        }
+        Command::Points {
+            command: PointsCommand::Publish { file, ring },
+        } => {
+            let json = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            hub(&dir, false)?.publish_points_rules(&ring, &json)?;
+            println!("points settings published to ring {ring}");
         }
         Command::Serve {
             listen,

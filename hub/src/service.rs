@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use patron_domain::settings::PointsRules;
+use patron_domain::tiers::TierRules;
 use patron_protocol::hub::{EnrollResponse, PushRequest, RefetchRequest, StoreStatus};
 use patron_sync::docs::{HqDoc, carries_changes, decode_state, encode_state, ring_doc};
 use patron_sync::pull::{FetchedMember, MemberFetch};
@@ -447,19 +449,49 @@ impl Hub {
 
     /// Publishes tier thresholds to `ring`.
     pub fn publish_tier_rules(&self, ring: &str, json: &str) -> Result<(), HubError> {
-        let t: patron_domain::tiers::TierRules = serde_json::from_str(json)
-            .map_err(|e| HubError::Invalid(format!("tier rules: {e}")))?;
-        t.validate().map_err(HubError::Invalid)?;
+        self.publish_setting(
+            ring,
+            json,
+            "tier rules",
+            TierRules::validate,
+            HqDoc::publish_tier_rules,
+        )
+    }
+
+    /// Publishes points settings (earn and redeem rates, expiry) to `ring`: every store
+    /// of the ring shows the same numbers for the same facts.
+    pub fn publish_points_rules(&self, ring: &str, json: &str) -> Result<(), HubError> {
+        self.publish_setting(
+            ring,
+            json,
+            "points settings",
+            PointsRules::validate,
+            HqDoc::publish_points_rules,
+        )
+    }
+
+    /// Publishes a chain-wide setting to `ring`'s document: parsed strictly (every field,
+    /// no unknown one), validated as the edges validate it, stored in canonical form.
+    fn publish_setting<T: serde::de::DeserializeOwned + serde::Serialize>(
+        &self,
+        ring: &str,
+        json: &str,
+        what: &str,
+        validate: fn(&T) -> Result<(), String>,
+        put: fn(&mut HqDoc, &str) -> Result<(), patron_sync::docs::DocError>,
+    ) -> Result<(), HubError> {
+        let t: T =
+            serde_json::from_str(json).map_err(|e| HubError::Invalid(format!("{what}: {e}")))?;
+        validate(&t).map_err(HubError::Invalid)?;
         if ring.trim().is_empty() {
             return Err(HubError::Invalid("ring must not be empty".into()));
         }
         let id = ring_doc(ring.trim());
         let mut doc = self.doc(&id)?;
         let canonical = serde_json::to_string(&t).map_err(|e| HubError::Invalid(e.to_string()))?;
-        doc.publish_tier_rules(&canonical)
-            .map_err(|e| HubError::Invalid(e.to_string()))?;
+        put(&mut doc, &canonical).map_err(|e| HubError::Invalid(e.to_string()))?;
         self.store.save_doc(&id, &doc.save(), (self.now)())?;
-        tracing::info!(ring, "tier rules published");
+        tracing::info!(ring, what, "published");
         Ok(())
     }
 

@@ -21,6 +21,21 @@ pub struct Health {
     pub version: String,
     /// The link to the hub.
     pub hub: HubHealth,
+    /// Where the chain-wide settings in force came from.
+    #[serde(default)]
+    pub settings: SettingsHealth,
+}
+
+/// Where each chain-wide setting in force at the store came from: `hq` (published for
+/// its ring or the chain), `default` (enrolled, HQ published none: the documented
+/// defaults), or `config` (a store not enrolled with a hub, on its own configuration).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SettingsHealth {
+    /// Earn and redeem rates, expiry.
+    pub points: String,
+    /// Tier thresholds.
+    pub tiers: String,
 }
 
 /// The state of the store's link to the hub.

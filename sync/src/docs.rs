@@ -127,6 +127,18 @@ impl HqDoc {
         self.str_at(&ROOT, "tier_rules")
     }
 
+    /// Publishes points settings (JSON) for the ring; the latest publication is in force.
+    pub fn publish_points_rules(&mut self, json: &str) -> Result<(), DocError> {
+        self.doc.put(ROOT, "points_rules", json).map_err(am)?;
+        self.doc.commit();
+        Ok(())
+    }
+
+    /// The points settings in force (JSON), if HQ published any.
+    pub fn points_rules(&self) -> Option<String> {
+        self.str_at(&ROOT, "points_rules")
+    }
+
     /// The next message for the peer whose state is `state` (None: nothing to say).
     pub fn generate(&mut self, state: &mut State) -> Option<Vec<u8>> {
         self.doc

@@ -155,6 +155,15 @@ impl TestHub {
         run_ok(&mut cmd).map(|_| ())
     }
 
+    /// Publishes points settings (a file) to `ring` with the CLI.
+    pub fn publish_points(&self, file: &std::path::Path, ring: &str) -> Result<()> {
+        let mut cmd = self.command()?;
+        cmd.args(["points", "publish"])
+            .arg(file)
+            .args(["--ring", ring]);
+        run_ok(&mut cmd).map(|_| ())
+    }
+
     /// Publishes a rule set file to `ring` with the CLI.
     pub fn publish_rules(&self, file: &std::path::Path, ring: &str) -> Result<()> {
         let mut cmd = self.command()?;

@@ -16,7 +16,7 @@
 use patron_protocol::pos::BasketLine;
 
 use super::validate;
-use crate::config::PointsConfig;
+use patron_domain::settings::PointsRules;
 
 /// A validated basket line.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -89,7 +89,7 @@ fn gcd(a: i64, b: i64) -> i64 {
 }
 
 /// The smallest redeemable number of points and what it is worth in fen.
-pub fn redemption_step(cfg: &PointsConfig) -> (i64, i64) {
+pub fn redemption_step(cfg: &PointsRules) -> (i64, i64) {
     let g = gcd(cfg.redeem_points, cfg.redeem_value_fen).max(1);
     (cfg.redeem_points / g, cfg.redeem_value_fen / g)
 }

@@ -71,6 +71,8 @@ pub fn spawn(edge: Arc<Edge>, link: HubLink) -> Result<tokio::task::JoinHandle<(
     if edge.core.cfg.redemption.leases {
         crate::service::leases::spawn(edge.clone(), HubClient::new(&link, timeout)?);
     }
+    // An enrolled store shows the chain's numbers, not its own configuration's.
+    edge.core.follow_hq();
     update(&edge.sync_status, |s| s.enrolled = true);
     tracing::info!(hub = %link.url, store = %link.store_id, "sync worker started");
     let ring = link.ring.clone();

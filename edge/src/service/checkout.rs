@@ -45,7 +45,7 @@ impl Edge {
                     usage: &p.usage,
                     now,
                     store_id: &core.cfg.store_id,
-                    points: &core.cfg.points,
+                    points: &core.points(),
                     explain: true,
                 };
                 Ok::<Priced, EdgeError>(engine::price(&input)?)
@@ -98,7 +98,7 @@ impl Edge {
                         usage: &p.usage,
                         now,
                         store_id: &core.cfg.store_id,
-                        points: &core.cfg.points,
+                        points: &core.points(),
                         explain: false,
                     };
                     let priced = engine::price(&input)?;

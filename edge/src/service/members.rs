@@ -42,7 +42,7 @@ impl Core {
             .as_deref()
             .map(|c| self.vault.open_field(&key, id, "birthday", c))
             .transpose()?;
-        let until = now + days(self.cfg.points.expiring_notice_days);
+        let until = now + days(self.points().expiring_notice_days);
         let expiring = state
             .points
             .expiring_by(until)

@@ -21,7 +21,7 @@ pub mod sync;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use patron_protocol::pos::{Health, HubHealth};
+use patron_protocol::pos::{Health, HubHealth, SettingsHealth};
 use patron_protocol::{MemberId, Points};
 use serde::Serialize;
 
@@ -36,6 +36,7 @@ use crate::store::facts::{self, MemberFact};
 use crate::store::idempotency::{self, IdemIndex};
 use crate::store::members as member_rows;
 use crate::store::{Store, StoreError, WriteCtx};
+use patron_domain::settings::{PointsRules, Source};
 
 pub use lanes::{Lane, Role, add_lane, revoke_lane};
 pub use redemption::{Authority, HubAuthority};
@@ -198,8 +199,9 @@ pub struct Core {
     pub origin_label: std::sync::Arc<str>,
     /// Where stored idempotent answers are found.
     idem: IdemIndex,
-    /// Tier thresholds in force: the configuration's, until HQ publishes its own.
-    tiers: RwLock<TierRules>,
+    /// Chain-wide settings in force and where they came from: the configuration's for
+    /// a store on its own; HQ's (or the documented defaults) once enrolled.
+    settings: RwLock<Settings>,
     /// Stamps profile changes (last-writer-wins per field across stores).
     hlc: std::sync::Mutex<patron_sync::Hlc>,
     /// The last coupon-code clock handed out (see `coupon_code`).
@@ -213,17 +215,52 @@ impl Core {
         (self.now)()
     }
 
+    /// The chain-wide settings in force.
+    pub fn settings(&self) -> Settings {
+        *self.settings.read().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The tier thresholds in force.
     pub fn tiers(&self) -> TierRules {
-        self.tiers.read().map_or(self.cfg.tiers.rules(), |t| *t)
+        self.settings().tiers
+    }
+
+    /// The points settings in force.
+    pub fn points(&self) -> PointsRules {
+        self.settings().points
+    }
+
+    /// The store is enrolled: what its own configuration says of chain-wide settings no
+    /// longer applies; the documented defaults do until HQ's publications are adopted.
+    pub fn follow_hq(&self) {
+        let mut s = self.settings.write().unwrap_or_else(|p| p.into_inner());
+        if s.points_source == Source::Config {
+            s.points = PointsRules::default();
+            s.points_source = Source::Default;
+        }
+        if s.tiers_source == Source::Config {
+            s.tiers = TierRules::default();
+            s.tiers_source = Source::Default;
+        }
     }
 
     /// Puts tier thresholds HQ published in force; `false` if they were already.
     pub fn set_tiers(&self, t: TierRules) -> Result<bool, EdgeError> {
         t.validate().map_err(EdgeError::Invalid)?;
-        let mut cur = self.tiers.write().unwrap_or_else(|p| p.into_inner());
-        let changed = *cur != t;
-        *cur = t;
+        let mut cur = self.settings.write().unwrap_or_else(|p| p.into_inner());
+        let changed = cur.tiers != t || cur.tiers_source != Source::Hq;
+        cur.tiers = t;
+        cur.tiers_source = Source::Hq;
+        Ok(changed)
+    }
+
+    /// Puts points settings HQ published in force; `false` if they were already.
+    pub fn set_points(&self, p: PointsRules) -> Result<bool, EdgeError> {
+        p.validate().map_err(EdgeError::Invalid)?;
+        let mut cur = self.settings.write().unwrap_or_else(|p| p.into_inner());
+        let changed = cur.points != p || cur.points_source != Source::Hq;
+        cur.points = p;
+        cur.points_source = Source::Hq;
         Ok(changed)
     }
 
@@ -236,7 +273,7 @@ impl Core {
     /// The last usable instant of a lot earned at `at`: end of the local day, plus the
     /// configured months.
     pub fn lot_expiry(&self, at: Millis) -> Millis {
-        let d = clock::add_months_to_date(self.cal.date(at), self.cfg.points.expiry_months as i32);
+        let d = clock::add_months_to_date(self.cal.date(at), self.points().expiry_months as i32);
         self.cal.end_of_day(d)
     }
 
@@ -497,7 +534,12 @@ impl Edge {
             origin_label,
             idem,
             code_clock: std::sync::atomic::AtomicU64::new(0),
-            tiers: RwLock::new(cfg.tiers.rules()),
+            settings: RwLock::new(Settings {
+                points: cfg.points.rules(),
+                points_source: Source::Config,
+                tiers: cfg.tiers.rules(),
+                tiers_source: Source::Config,
+            }),
             // The edge's own clock is the one it trusts; the hub clamps what runs ahead.
             hlc: std::sync::Mutex::new(patron_sync::Hlc::new(cfg.store_id.clone(), 0)),
             cfg,
@@ -539,7 +581,17 @@ impl Edge {
         } else {
             None
         };
+        let s = self.core.settings();
+        let source = |src: Source| match src {
+            Source::Hq => "hq",
+            Source::Default => "default",
+            Source::Config => "config",
+        };
         Ok(Health {
+            settings: SettingsHealth {
+                points: source(s.points_source).into(),
+                tiers: source(s.tiers_source).into(),
+            },
             status: "ok".into(),
             store_id: self.core.cfg.store_id.clone(),
             version: env!("CARGO_PKG_VERSION").into(),
@@ -555,6 +607,19 @@ impl Edge {
             },
         })
     }
+}
+
+/// The chain-wide settings in force at this store, with their sources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// Earn and redeem rates, expiry.
+    pub points: PointsRules,
+    /// Where `points` came from.
+    pub points_source: Source,
+    /// Tier thresholds.
+    pub tiers: TierRules,
+    /// Where `tiers` came from.
+    pub tiers_source: Source,
 }
 
 /// The balance a state shows, as points.

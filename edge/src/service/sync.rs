@@ -548,8 +548,8 @@ impl Edge {
     }
 
     /// Puts in force what HQ published for this store's ring (or, where the ring has
-    /// none, for every store): tier thresholds, and the rule set if it is not the one in
-    /// force already. Returns the rule-set version loaded, if one was.
+    /// none, for every store): points settings, tier thresholds, and the rule set if it
+    /// is not the one in force already. Returns the rule-set version loaded, if one was.
     pub async fn adopt_hq_docs(&self, ring: &str) -> Result<Option<String>, EdgeError> {
         use patron_sync::docs::ring_doc;
         let (own, _) = self.hq_doc(&ring_doc(ring)).await?;
@@ -563,13 +563,23 @@ impl Edge {
         docs: &[patron_sync::docs::HqDoc],
     ) -> Result<Option<String>, EdgeError> {
         let mut chosen = None;
-        let mut tiers = None;
+        let (mut tiers, mut points) = (None, None);
         for doc in docs {
             if chosen.is_none() {
                 chosen = doc.current_rule_set();
             }
             if tiers.is_none() {
                 tiers = doc.tier_rules();
+            }
+            if points.is_none() {
+                points = doc.points_rules();
+            }
+        }
+        if let Some(json) = points {
+            let p: patron_domain::settings::PointsRules = serde_json::from_str(&json)
+                .map_err(|e| EdgeError::Invalid(format!("HQ points settings: {e}")))?;
+            if self.core.set_points(p)? {
+                tracing::info!(points = ?p, "HQ points settings in force");
             }
         }
         if let Some(json) = tiers {

@@ -481,3 +481,69 @@ async fn hq_rule_sets_reach_the_stores_of_the_rings_they_target() -> Result<()> 
     assert_eq!((r.status, r.code()), (403, "forbidden"), "{}", r.json);
     Ok(())
 }
+
+/// Points settings are the chain's, not a store's: an enrolled store ignores its own
+/// `[points]` section (the documented defaults apply, and `/healthz` says so) until HQ
+/// publishes settings for its ring; then every store of the ring earns by them. A store
+/// not enrolled with a hub runs on its own configuration and says that instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn points_settings_are_the_chains_not_the_stores() -> Result<()> {
+    let hub = TestHub::spawn().await?;
+    let mut a = TestEdge::prepare("S001", &format!("{FAST_SYNC}[points]\nearn_points = 5\n"))?;
+    a.enroll_in(&hub, "pilot")?;
+    a.start().await?;
+    let mut b = TestEdge::prepare("S002", FAST_SYNC)?;
+    b.enroll_in(&hub, "pilot")?;
+    b.start().await?;
+    async fn settings(e: &TestEdge) -> Result<Value> {
+        Ok(e.get("/healthz").await?.json["settings"].clone())
+    }
+    async fn earned(e: &TestEdge, phone: &str, receipt: &str) -> Result<i64> {
+        let m = e.register(phone, None).await?;
+        let r = commit(e, &m, receipt, 10_000, 0).await?;
+        r["points_earned"]
+            .as_i64()
+            .ok_or_else(|| anyhow::anyhow!("no points_earned in {r}"))
+    }
+    for e in [&a, &b] {
+        assert_eq!(
+            settings(e).await?,
+            json!({"points": "default", "tiers": "default"})
+        );
+    }
+    // ¥100 earns the default 100 points at both stores, not S001's configured 500.
+    assert_eq!(earned(&a, "13700000001", "R-P1").await?, 100);
+    assert_eq!(earned(&b, "13700000002", "R-P2").await?, 100);
+
+    // HQ publishes 3 points per ¥1 for the pilot ring; a file with a bad rate is refused.
+    let bad = a.dir.path().join("bad-points.json");
+    std::fs::write(
+        &bad,
+        r#"{"earn_points":3,"earn_per_fen":0,"expiry_months":12,"expiring_notice_days":30,"redeem_points":100,"redeem_value_fen":100}"#,
+    )?;
+    assert!(hub.publish_points(&bad, "pilot").is_err());
+    let file = a.dir.path().join("points.json");
+    std::fs::write(
+        &file,
+        r#"{"earn_points":3,"earn_per_fen":100,"expiry_months":12,"expiring_notice_days":30,"redeem_points":100,"redeem_value_fen":100}"#,
+    )?;
+    hub.publish_points(&file, "pilot")?;
+    for e in [&a, &b] {
+        TestHub::wait_for(Duration::from_secs(15), || async {
+            Ok(settings(e).await?["points"] == "hq")
+        })
+        .await
+        .context("the store adopts HQ's points settings")?;
+    }
+    assert_eq!(earned(&a, "13700000003", "R-P3").await?, 300);
+    assert_eq!(earned(&b, "13700000004", "R-P4").await?, 300);
+
+    // On its own, a store's configuration is the chain's.
+    let solo = TestEdge::spawn_with("[points]\nearn_points = 5\n").await?;
+    assert_eq!(
+        settings(&solo).await?,
+        json!({"points": "config", "tiers": "config"})
+    );
+    assert_eq!(earned(&solo, "13700000005", "R-P5").await?, 500);
+    Ok(())
+}

@@ -23,11 +23,11 @@ use patron_protocol::{Fen, Points};
 
 use super::alloc::split;
 use super::ruleset::{Audience, Compiled, CouponTemplate, Rule, RuleKind};
-use crate::config::PointsConfig;
 use crate::domain::clock::{Millis, days};
 use crate::domain::pricing::{Line, redemption_step, subtotal};
 use crate::domain::tiers::Tier;
 use crate::domain::validate;
+use patron_domain::settings::PointsRules;
 
 /// What the engine needs to know about the member.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,7 +93,7 @@ pub struct Input<'a> {
     /// This store.
     pub store_id: &'a str,
     /// Earning and redemption rates.
-    pub points: &'a PointsConfig,
+    pub points: &'a PointsRules,
     /// Whether to write the human-readable trace: quotes show it; a commit skips the
     /// formatting (its sale can be re-priced to explain it later).
     pub explain: bool,
@@ -817,7 +817,7 @@ mod tests {
         rules: Option<&Compiled>,
         coupons: &[CouponIn],
     ) -> Result<Priced, PricingError> {
-        let cfg = PointsConfig::default();
+        let cfg = PointsRules::default();
         let usage = Usage::default();
         price(&Input {
             lines,
@@ -999,7 +999,7 @@ mod tests {
         ];
         let p = run(&ls, Some(&m), 0, Some(&rules), &[]).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(amounts(&p), vec![("flash-skincare-80".into(), 2_000)]);
-        let cfg = PointsConfig::default();
+        let cfg = PointsRules::default();
         let usage = Usage::default();
         let before = price(&Input {
             lines: &ls,
@@ -1149,7 +1149,7 @@ mod tests {
         let rules = examples();
         let mut m = member(Tier::Normal, 0);
         m.has_purchased = false;
-        let cfg = PointsConfig::default();
+        let cfg = PointsRules::default();
         let mut usage = Usage::default();
         usage.member_uses.insert("first-order-10".into(), 1);
         let ls = [line("X", None, 1, 5_000)];
@@ -1352,7 +1352,7 @@ mod tests {
         #[test]
         fn the_trace_changes_no_figure(ls in arb_lines(), m in arb_member()) {
             let rules = examples();
-            let (cfg, usage) = (PointsConfig::default(), Usage::default());
+            let (cfg, usage) = (PointsRules::default(), Usage::default());
             let input = |explain| Input {
                 lines: &ls,
                 member: m.as_ref(),
