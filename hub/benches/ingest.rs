@@ -2,7 +2,7 @@
 //! server (in process, on loopback), which authenticates, parses, checks checksums and
 //! sequences, types and validates every ledger entry once, writes its projections
 //! (points movements, profiles, registrations by phone, member merges), and commits
-//! each push durably. The facts are a store's real mix of kinds (`common::Mix::Real`:
+//! each push durably. The facts are a store's real mix of kinds (`common::mix()`:
 //! sales, walk-in sales, refunds, redemptions, registrations, profile changes,
 //! check-ins, coupons, benefit uses). In the same run, the baseline: a bare batched
 //! insert of the same rows into a SQLite table of the facts table's shape on the same
@@ -14,7 +14,9 @@
 //!   - reconnect: 100 stores, each with 1,000 offline facts, all reconnecting at once;
 //!     the time until the hub holds all 100,000.
 //!
-//! Knobs: `BENCH_STORES`, `BENCH_FACTS` (per store) for the throughput shape.
+//! Knobs: `BENCH_STORES`, `BENCH_FACTS` (per store) for the throughput shape;
+//! `BENCH_MIX=purchases` pushes member purchases only (the mix of the benchmark before
+//! facts were typed, for comparisons with older figures).
 
 mod common;
 
@@ -39,7 +41,7 @@ fn bare_insert(stores: usize, facts: u64) -> Result<Duration, BoxError> {
     let rows: Vec<(i64, i64, String, String, Option<String>, i64)> = (0..stores)
         .flat_map(|s| (1..=facts).map(move |q| (s, q)))
         .map(|(s, q)| {
-            let body = entry(s, q, Mix::Real);
+            let body = entry(s, q, mix());
             let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
             let kind = v["kind"].as_str().unwrap_or_default().to_string();
             let member = v["member"].as_str().map(str::to_string);
@@ -64,6 +66,14 @@ fn bare_insert(stores: usize, facts: u64) -> Result<Duration, BoxError> {
     Ok(start.elapsed())
 }
 
+/// The mix of facts the stores push (`BENCH_MIX`).
+fn mix() -> Mix {
+    match std::env::var("BENCH_MIX").as_deref() {
+        Ok("purchases") => Mix::Purchases,
+        _ => Mix::Real,
+    }
+}
+
 fn main() -> Result<(), BoxError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -75,7 +85,7 @@ fn main() -> Result<(), BoxError> {
         let per = env_u64("BENCH_FACTS", 25_000);
         let total = stores as u64 * per;
         let all: Vec<Vec<Vec<u8>>> = (0..stores)
-            .map(|s| bodies(s, per, Mix::Real))
+            .map(|s| bodies(s, per, mix()))
             .collect::<Result<_, _>>()?;
         let wire: usize = all.iter().flatten().map(Vec::len).sum();
         let hub = start_hub("throughput", stores).await?;
@@ -84,7 +94,10 @@ fn main() -> Result<(), BoxError> {
         let bare = bare_insert(stores, per)?;
         let rate = total as f64 / took.as_secs_f64();
         let base = total as f64 / bare.as_secs_f64();
-        println!("\n### hub ingest, {stores} stores × {per} facts, batches of 1,000\n");
+        println!(
+            "\n### hub ingest, {stores} stores × {per} facts ({:?} mix), batches of 1,000\n",
+            mix()
+        );
         println!("| run | facts | seconds | facts/s |");
         println!("|---|---:|---:|---:|");
         println!(
@@ -106,7 +119,7 @@ fn main() -> Result<(), BoxError> {
         // 100 stores reconnecting with 1,000 offline facts each.
         let n = 100;
         let all: Vec<Vec<Vec<u8>>> = (0..n)
-            .map(|s| bodies(s, 1000, Mix::Real))
+            .map(|s| bodies(s, 1000, mix()))
             .collect::<Result<_, _>>()?;
         let hub = start_hub("reconnect", n).await?;
         let took = push_all(&hub, all).await?;

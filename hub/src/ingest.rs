@@ -46,10 +46,7 @@ pub fn type_fact(
     }
     let member = entry.member.map(|m| m.to_string());
     let profile = match &member {
-        Some(m) => profile_ops(&entry, store, now, ahead)
-            .into_iter()
-            .map(|op| (m.clone(), op))
-            .collect(),
+        Some(_) => profile_ops(&entry, store, now, ahead),
         None => Vec::new(),
     };
     let registered = match (&member, entry.detail.phone_index()) {
@@ -203,7 +200,7 @@ mod tests {
         let mut ahead = 0;
         let t = type_fact("S001", e, T0, &mut ahead).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(ahead, 3_600_000);
-        let ProfileOp::Set { stamp, .. } = &t.profile[0].1 else {
+        let ProfileOp::Set { stamp, .. } = &t.profile[0] else {
             panic!("{:?}", t.profile)
         };
         assert_eq!(stamp.wall, (T0 + MAX_CLOCK_AHEAD_MS) as u64);

@@ -196,8 +196,8 @@ pub trait HubStore: Send + Sync + 'static {
 pub struct TypedFact {
     /// The entry.
     pub entry: patron_domain::Entry,
-    /// Profile changes, per member.
-    pub profile: Vec<(String, ProfileOp)>,
+    /// Changes to the fact's member's profile.
+    pub profile: Vec<ProfileOp>,
     /// A points movement of a member.
     pub points: Option<PointsRow>,
     /// A registration or re-key: (member, the phone's chain-wide blind index, base64).

@@ -299,7 +299,8 @@ pub const DB_FILE: &str = "hub.sqlite";
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
     /// A second connection for reads that must not wait behind the authorizer's
-    /// transaction and fsync (credentials): WAL lets it read the last commit meanwhile.
+    /// transaction and fsync (credentials, and the movements that overdraws are judged
+    /// on after an ingest): WAL lets it read the last commit meanwhile.
     reader: Mutex<Connection>,
     path: PathBuf,
     /// Authorizations, to the thread that commits them in groups.
@@ -849,8 +850,8 @@ fn ingest_one(
                 };
                 for (f, t) in b.facts[skip..].iter().zip(&typed[skip..]) {
                     let fact_id = insert_fact(tx, origin_id, f.seq as i64, &f.body, now, &t.entry)?;
-                    for (member, op) in &t.profile {
-                        apply_profile_op(tx, member, op, now)?;
+                    if let (Some(member), false) = (&t.entry.member, t.profile.is_empty()) {
+                        apply_profile_ops(tx, &member.to_string(), &t.profile, now)?;
                     }
                     if let Some(row) = &t.points {
                         apply_points(tx, &b.origin.node, row)?;
@@ -1050,10 +1051,12 @@ fn movement_rows(conn: &Connection, member: &str) -> Result<Vec<(Movement, bool)
     Ok(out)
 }
 
-fn apply_profile_op(
+/// Applies a fact's profile changes to its member's merged profile: one read and one
+/// write per fact, whatever the number of fields it sets.
+fn apply_profile_ops(
     conn: &Connection,
     member: &str,
-    op: &ProfileOp,
+    ops: &[ProfileOp],
     now: i64,
 ) -> Result<(), StoreError> {
     let held: Option<String> = conn
@@ -1064,7 +1067,9 @@ fn apply_profile_op(
         Some(j) => serde_json::from_str(&j).map_err(|e| StoreError::Corrupt(e.to_string()))?,
         None => Profile::default(),
     };
-    p.apply(op);
+    for op in ops {
+        p.apply(op);
+    }
     let j = serde_json::to_string(&p).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     conn.prepare_cached(
         "INSERT INTO profiles (member, profile, updated_at) VALUES (?1, ?2, ?3)
@@ -1168,8 +1173,8 @@ impl HubStore for SqliteStore {
     }
 
     fn root_member(&self, member: &str) -> Result<String, StoreError> {
-        Ok(self
-            .lock()
+        // A read: the reader sees every committed ingest and waits for no writer.
+        Ok(lock(&self.reader)
             .prepare_cached(concat!("SELECT ", root_of!("?1")))?
             .query_row(params![member], |r| r.get(0))?)
     }
@@ -1377,7 +1382,7 @@ impl HubStore for SqliteStore {
     }
 
     fn movements(&self, member: &str) -> Result<Vec<(Movement, bool)>, StoreError> {
-        movement_rows(&self.lock(), member)
+        movement_rows(&lock(&self.reader), member)
     }
 
     fn record_overdraws(&self, rows: &[OverdrawRow]) -> Result<(), StoreError> {
