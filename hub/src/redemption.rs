@@ -23,6 +23,38 @@ pub const HOLD_MS: i64 = 10 * 60 * 1000;
 /// Offline redemptions of one member at two stores this close together flag the member.
 pub const FLAG_WINDOW_MS: i64 = 60 * 60 * 1000;
 
+/// The spends of `member` (the survivor of any merge) that overdrew, judged over the
+/// member's movements from every store in canonical order, so a spend is judged the
+/// same wherever and whenever it arrived. Each is keyed by its fact: recorded twice, it
+/// is one overdraw. The ingest runs this in the transaction that applies the spends.
+pub fn overdraws(member: &str, movements: Vec<(Movement, bool)>, now: i64) -> Vec<OverdrawRow> {
+    let (mut movements, offline): (Vec<_>, Vec<_>) = movements.into_iter().unzip();
+    let offline: std::collections::HashSet<[u8; 16]> = movements
+        .iter()
+        .zip(offline)
+        .filter(|(_, o)| *o)
+        .map(|(mv, _)| mv.txn)
+        .collect();
+    let mut rows = Vec::new();
+    derive_traced(&mut movements, now, |mv, points| {
+        rows.push(OverdrawRow {
+            origin: mv.origin.to_string(),
+            seq: mv.seq,
+            overdraw: Overdraw {
+                member: member.to_string(),
+                store: mv
+                    .origin
+                    .split_once('/')
+                    .map_or(mv.origin.to_string(), |(n, _)| n.to_string()),
+                at: mv.at,
+                points,
+                offline: offline.contains(&mv.txn),
+            },
+        });
+    });
+    rows
+}
+
 /// How the hub leases members' points to stores unless told otherwise
 /// (`patron-hub serve --lease-share-permille --lease-minutes`): half of what is free,
 /// for four hours at the store (the hub counts ten minutes longer), at least 100 points.
@@ -171,54 +203,6 @@ impl Hub {
             until: now.saturating_add(HOLD_MS),
         };
         Ok(self.store().authorize(hold, decide)?)
-    }
-
-    /// After an ingest: records the spends of `members` (those who spent in the facts
-    /// just applied) that overdrew, derived over every store's facts, so a spend is
-    /// judged in canonical order wherever it came from.
-    pub(crate) fn note_overdraws(
-        &self,
-        store_id: &str,
-        mut members: Vec<String>,
-    ) -> Result<(), HubError> {
-        for m in &mut members {
-            *m = self.store().root_member(m)?;
-        }
-        members.sort();
-        members.dedup();
-        let now = self.now();
-        let mut rows = Vec::new();
-        for m in members {
-            let (mut movements, offline): (Vec<_>, Vec<_>) =
-                self.store().movements(&m)?.into_iter().unzip();
-            let offline: std::collections::HashSet<[u8; 16]> = movements
-                .iter()
-                .zip(offline)
-                .filter(|(_, o)| *o)
-                .map(|(mv, _)| mv.txn)
-                .collect();
-            derive_traced(&mut movements, now, |mv, points| {
-                rows.push(OverdrawRow {
-                    origin: mv.origin.to_string(),
-                    seq: mv.seq,
-                    overdraw: Overdraw {
-                        member: m.clone(),
-                        store: mv
-                            .origin
-                            .split_once('/')
-                            .map_or(mv.origin.to_string(), |(n, _)| n.to_string()),
-                        at: mv.at,
-                        points,
-                        offline: offline.contains(&mv.txn),
-                    },
-                });
-            });
-        }
-        if !rows.is_empty() {
-            tracing::warn!(store = %store_id, overdraws = rows.len(), "redemptions overdrew");
-            self.store().record_overdraws(&rows)?;
-        }
-        Ok(())
     }
 
     /// Every recorded overdraw and flagged member.

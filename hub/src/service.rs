@@ -290,26 +290,13 @@ impl Hub {
         let mut ahead = 0i64;
         let origins: Vec<patron_protocol::Origin> =
             req.push.batches.iter().map(|b| b.origin.clone()).collect();
-        // Every fact is parsed once, here, before the push reaches the writer. Kept
-        // aside: who spent in which fact, to judge overdraws of what gets applied.
-        let mut spends: Vec<(u64, Vec<(u64, String)>)> = Vec::new();
+        // Every fact is parsed once, here, before the push reaches the writer.
         let batches: Vec<IncomingBatch> = req
             .push
             .batches
             .into_iter()
             .map(|batch| {
                 let typed = crate::ingest::type_batch(sid, &batch, now, &mut ahead);
-                let first = batch.facts.first().map_or(0, |f| f.seq);
-                let spent = batch
-                    .facts
-                    .iter()
-                    .zip(typed.as_deref().unwrap_or_default())
-                    .filter_map(|(f, t)| {
-                        let p = t.points.as_ref().filter(|p| p.spend > 0)?;
-                        Some((f.seq, p.member.clone()))
-                    })
-                    .collect();
-                spends.push((first, spent));
                 IncomingBatch { batch, typed }
             })
             .collect();
@@ -318,24 +305,13 @@ impl Hub {
             report: req.report,
             batches,
             judge: |store, high, b| judge(true, HUB_NODE, store, high, b),
+            overdraws: crate::redemption::overdraws,
             now,
         })?;
-        // Members who spent in the facts applied.
-        let spenders = spends
-            .into_iter()
-            .zip(&done)
-            .filter_map(|((first, spent), i)| match i.judgement {
-                Judgement::Apply { skip, .. } => Some(
-                    spent
-                        .into_iter()
-                        .filter(move |(seq, _)| *seq >= first + skip as u64)
-                        .map(|(_, m)| m),
-                ),
-                _ => None,
-            })
-            .flatten()
-            .collect();
-        self.note_overdraws(sid, spenders)?;
+        let overdrawn: usize = done.iter().map(|i| i.overdraws).sum();
+        if overdrawn > 0 {
+            tracing::warn!(store = %sid, overdraws = overdrawn, "redemptions overdrew");
+        }
         if ahead > 0 {
             tracing::warn!(store = %sid, ahead_ms = ahead, "store clock ahead of the hub: profile stamps clamped");
             self.store.note_clock_ahead(sid, ahead)?;

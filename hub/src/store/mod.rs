@@ -81,6 +81,8 @@ pub struct Ingested {
     pub merged: Vec<patron_sync::session::Merged>,
     /// Why the batch was refused, where the judgement's reason is not precise enough.
     pub reason: Option<String>,
+    /// Overdrawing spends the batch brought (recorded with it).
+    pub overdraws: usize,
 }
 
 /// What the hub stores. Methods block; callers run them off the async runtime.
@@ -139,9 +141,6 @@ pub trait HubStore: Send + Sync + 'static {
     /// A member's points movements, every origin, each with whether it was an offline
     /// spend.
     fn movements(&self, member: &str) -> Result<Vec<(Movement, bool)>, StoreError>;
-
-    /// Records overdrawing redemptions (idempotent: keyed by fact).
-    fn record_overdraws(&self, rows: &[OverdrawRow]) -> Result<(), StoreError>;
 
     /// Every recorded overdraw and flag.
     fn overdraw_report(&self) -> Result<OverdrawReport, StoreError>;
@@ -217,6 +216,11 @@ pub struct IncomingBatch {
 /// its origin (`patron_sync::judge` as the hub runs it).
 pub type Judge = fn(store: &str, high: u64, batch: &Batch) -> Judgement;
 
+/// The rule that finds the overdrawing spends of a member (the survivor of any merge)
+/// from their movements over every id (`crate::redemption::overdraws`).
+pub type OverdrawRule =
+    fn(member: &str, movements: Vec<(Movement, bool)>, now: i64) -> Vec<OverdrawRow>;
+
 /// One store's push, ready to apply.
 #[derive(Debug)]
 pub struct IngestJob {
@@ -228,6 +232,8 @@ pub struct IngestJob {
     pub batches: Vec<IncomingBatch>,
     /// How each batch is judged.
     pub judge: Judge,
+    /// Which spends of a member overdrew (recorded in the ingest's transaction).
+    pub overdraws: OverdrawRule,
     /// The hub's clock (unix ms).
     pub now: i64,
 }

@@ -20,7 +20,7 @@ use patron_sync::session::{Fact, Judgement, Merged};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    Decide, Hold, HubStore, IngestJob, Ingested, NewStore, OverdrawRow, PendingAnswer, PointsRow,
+    Decide, Hold, HubStore, IngestJob, Ingested, NewStore, OverdrawRule, PendingAnswer, PointsRow,
     Spendable, StoreError, StoreRow, TypedFact,
 };
 
@@ -804,6 +804,7 @@ fn ingest_one(
         report,
         batches,
         judge,
+        overdraws,
         now,
     } = job;
     let now = *now;
@@ -812,6 +813,9 @@ fn ingest_one(
         let b = &incoming.batch;
         let mut merged = Vec::new();
         let mut reason = None;
+        // Members who spent in the facts applied: their overdraws are judged once the
+        // batch is in, in the same transaction, so none is lost to a crash.
+        let mut spenders: Vec<&str> = Vec::new();
         let (origin_id, high) = origin_row(tx, &b.origin)?.unwrap_or_default();
         let mut judgement = judge(store_id, high, b);
         // Facts the hub holds already must be the same facts: a store restored from
@@ -855,6 +859,9 @@ fn ingest_one(
                     }
                     if let Some(row) = &t.points {
                         apply_points(tx, &b.origin.node, row)?;
+                        if row.spend > 0 {
+                            spenders.push(row.member.as_str());
+                        }
                     }
                     if let Some((member, phone_idx)) = &t.registered {
                         tx.prepare_cached(
@@ -874,11 +881,13 @@ fn ingest_one(
             }
             _ => high,
         };
+        let overdrawn = record_overdraws(tx, &spenders, *overdraws, now)?;
         out.push(Ingested {
             judgement,
             high,
             merged,
             reason,
+            overdraws: overdrawn,
         });
     }
     let report_origin = match &report.origin {
@@ -896,6 +905,40 @@ fn ingest_one(
         report.last_seq as i64
     ])?;
     Ok(out)
+}
+
+/// Records the overdrawing spends of `spenders` (ids as the facts name them) that
+/// `rule` finds over each one's movements from every store; returns how many were new.
+fn record_overdraws(
+    tx: &Connection,
+    spenders: &[&str],
+    rule: OverdrawRule,
+    now: i64,
+) -> Result<usize, StoreError> {
+    let mut roots = Vec::with_capacity(spenders.len());
+    for m in spenders {
+        let root: String = tx
+            .prepare_cached(concat!("SELECT ", root_of!("?1")))?
+            .query_row(params![m], |r| r.get(0))?;
+        roots.push(root);
+    }
+    roots.sort();
+    roots.dedup();
+    let mut new = 0;
+    for root in roots {
+        for r in rule(&root, movement_rows(tx, &root)?, now) {
+            let o = &r.overdraw;
+            new += tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO overdraws (origin, seq, member, store, at, points, offline)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?
+                .execute(params![
+                    r.origin, r.seq, o.member, o.store, o.at, o.points, o.offline
+                ])?;
+        }
+    }
+    Ok(new)
 }
 
 /// An authorization waiting for the next transaction.
@@ -1383,23 +1426,6 @@ impl HubStore for SqliteStore {
 
     fn movements(&self, member: &str) -> Result<Vec<(Movement, bool)>, StoreError> {
         movement_rows(&lock(&self.reader), member)
-    }
-
-    fn record_overdraws(&self, rows: &[OverdrawRow]) -> Result<(), StoreError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        for r in rows {
-            let o = &r.overdraw;
-            tx.prepare_cached(
-                "INSERT OR IGNORE INTO overdraws (origin, seq, member, store, at, points, offline)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?
-            .execute(params![
-                r.origin, r.seq, o.member, o.store, o.at, o.points, o.offline
-            ])?;
-        }
-        tx.commit()?;
-        Ok(())
     }
 
     fn overdraw_report(&self) -> Result<OverdrawReport, StoreError> {
