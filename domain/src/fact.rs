@@ -585,37 +585,26 @@ impl Detail {
     }
 }
 
-/// One fact of the ledger, typed.
+/// One fact of the ledger, typed: the header every kind shares (read through `Deref`:
+/// `entry.at`, `entry.earn`, …), the typed details, and the details' text as written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     /// Schema version ([`SCHEMA_VERSION`] for everything this code writes).
     pub v: u32,
-    /// When it happened (unix ms, the writing node's clock).
-    pub at: i64,
-    /// The member, if any.
-    pub member: Option<Uuid>,
-    /// The transaction; an earn's lot is keyed by it.
-    pub txn: Uuid,
-    /// Points credited as a lot (≥ 0).
-    pub earn: i64,
-    /// The lot's last usable instant.
-    pub expires_at: i64,
-    /// When the lot becomes redeemable (0: at once).
-    pub available_at: i64,
-    /// Points consumed FIFO (≥ 0).
-    pub spend: i64,
-    /// Points taken back from `reverse_lot` (≥ 0).
-    pub reverse: i64,
-    /// The lot a reversal targets.
-    pub reverse_lot: Option<Uuid>,
-    /// Qualifying-spend delta in fen (negative for a refund).
-    pub qual_spend: i64,
-    /// When that spend counts.
-    pub qual_at: i64,
+    /// When, who, which transaction, and the points and qualifying spend it moves.
+    pub head: Header,
     /// The details, typed.
     pub detail: Detail,
     /// The details exactly as written (JSON text).
     body: String,
+}
+
+impl std::ops::Deref for Entry {
+    type Target = Header;
+
+    fn deref(&self) -> &Header {
+        &self.head
+    }
 }
 
 fn one() -> u32 {
@@ -691,28 +680,28 @@ struct WireOut<'a> {
     body: &'a RawValue,
 }
 
-/// The parts of an entry every kind shares, for building a new one.
+/// The parts of an entry every kind shares.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Header {
-    /// When.
+    /// When it happened (unix ms, the writing node's clock).
     pub at: i64,
     /// The member, if any.
     pub member: Option<Uuid>,
-    /// The transaction.
+    /// The transaction; an earn's lot is keyed by it.
     pub txn: Uuid,
-    /// Points credited as a lot.
+    /// Points credited as a lot (≥ 0).
     pub earn: i64,
     /// The lot's last usable instant.
     pub expires_at: i64,
     /// When the lot becomes redeemable (0: at once).
     pub available_at: i64,
-    /// Points consumed FIFO.
+    /// Points consumed FIFO (≥ 0).
     pub spend: i64,
-    /// Points taken back from `reverse_lot`.
+    /// Points taken back from `reverse_lot` (≥ 0).
     pub reverse: i64,
     /// The lot a reversal targets.
     pub reverse_lot: Option<Uuid>,
-    /// Qualifying-spend delta in fen.
+    /// Qualifying-spend delta in fen (negative for a refund).
     pub qual_spend: i64,
     /// When that spend counts.
     pub qual_at: i64,
@@ -735,17 +724,19 @@ impl Entry {
         let detail = Detail::parse(kind, w.body.get())?;
         let e = Entry {
             v: w.v,
-            at: w.at,
-            member: w.member,
-            txn: w.txn,
-            earn: w.earn,
-            expires_at: w.expires_at,
-            available_at: w.available_at,
-            spend: w.spend,
-            reverse: w.reverse,
-            reverse_lot: w.reverse_lot,
-            qual_spend: w.qual_spend,
-            qual_at: w.qual_at,
+            head: Header {
+                at: w.at,
+                member: w.member,
+                txn: w.txn,
+                earn: w.earn,
+                expires_at: w.expires_at,
+                available_at: w.available_at,
+                spend: w.spend,
+                reverse: w.reverse,
+                reverse_lot: w.reverse_lot,
+                qual_spend: w.qual_spend,
+                qual_at: w.qual_at,
+            },
             detail,
             body: w.body.get().to_owned(),
         };
@@ -769,17 +760,7 @@ impl Entry {
     fn with_body(h: Header, detail: Detail, body: String) -> Result<Entry, FactError> {
         let e = Entry {
             v: SCHEMA_VERSION,
-            at: h.at,
-            member: h.member,
-            txn: h.txn,
-            earn: h.earn,
-            expires_at: h.expires_at,
-            available_at: h.available_at,
-            spend: h.spend,
-            reverse: h.reverse,
-            reverse_lot: h.reverse_lot,
-            qual_spend: h.qual_spend,
-            qual_at: h.qual_at,
+            head: h,
             detail,
             body,
         };
