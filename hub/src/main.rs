@@ -50,6 +50,10 @@ enum Command {
         #[command(subcommand)]
         command: TiersCommand,
     },
+    /// Rebuilds the projections kept per fact (registrations by phone, merged profiles)
+    /// from the facts. It holds the database's writer while it runs: pushes wait (and
+    /// are retried by the stores), so run it in a quiet hour or with the hub stopped.
+    Rebuild,
     /// Manages HQ points settings (earn and redeem rates, expiry).
     Points {
         #[command(subcommand)]
@@ -243,6 +247,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("reading {}", file.display()))?;
             hub(&dir, false)?.publish_tier_rules(&ring, &json)?;
             println!("tier rules published to ring {ring}");
+        }
+        Command::Rebuild => {
+            let r = hub(&dir, false)?.rebuild_projections()?;
+            println!(
+                "{} facts read: {} registrations, {} members' profiles rebuilt; {} unreadable",
+                r.facts, r.registrations, r.profiles, r.unreadable
+            );
+            if r.unreadable > 0 {
+                anyhow::bail!("{} held facts do not parse (see the log)", r.unreadable);
+            }
         }
         Command::Points {
             command: PointsCommand::Publish { file, ring },

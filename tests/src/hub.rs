@@ -155,6 +155,13 @@ impl TestHub {
         run_ok(&mut cmd).map(|_| ())
     }
 
+    /// Rebuilds the hub's per-fact projections with the CLI; its report line.
+    pub fn rebuild(&self) -> Result<String> {
+        let mut cmd = self.command()?;
+        cmd.arg("rebuild");
+        run_ok(&mut cmd)
+    }
+
     /// Publishes points settings (a file) to `ring` with the CLI.
     pub fn publish_points(&self, file: &std::path::Path, ring: &str) -> Result<()> {
         let mut cmd = self.command()?;

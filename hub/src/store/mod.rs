@@ -145,6 +145,13 @@ pub trait HubStore: Send + Sync + 'static {
     /// Every recorded overdraw and flag.
     fn overdraw_report(&self) -> Result<OverdrawReport, StoreError>;
 
+    /// Rebuilds the projections that follow from each fact alone — registrations by
+    /// phone index and merged profiles — from the facts, in ingest order, in one
+    /// transaction: `project` types a fact of store `node` as ingest did when the hub's
+    /// clock read `received_at` (`None`: the fact projects nothing, e.g. the hub's own
+    /// merges). The result must equal what ingest built incrementally (tested).
+    fn rebuild_projections(&self, project: &Reproject) -> Result<Rebuilt, StoreError>;
+
     /// A member's profile, merged field by field over every store's facts and every id
     /// merged into the same member.
     fn profile(&self, member: &str) -> Result<Option<Profile>, StoreError>;
@@ -220,6 +227,23 @@ pub type Judge = fn(store: &str, high: u64, batch: &Batch) -> Judgement;
 /// from their movements over every id (`crate::redemption::overdraws`).
 pub type OverdrawRule =
     fn(member: &str, movements: Vec<(Movement, bool)>, now: i64) -> Vec<OverdrawRow>;
+
+/// Types a held fact again for a rebuild: (origin node, body, received_at) → its
+/// projections, `Ok(None)` if it has none, `Err` if it no longer parses.
+pub type Reproject = dyn Fn(&str, &str, i64) -> Result<Option<TypedFact>, String>;
+
+/// What a rebuild of the projections did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rebuilt {
+    /// Facts read.
+    pub facts: u64,
+    /// Registrations written.
+    pub registrations: u64,
+    /// Members whose profile was written.
+    pub profiles: u64,
+    /// Facts that did not parse (none were accepted that way; a count here is damage).
+    pub unreadable: u64,
+}
 
 /// One store's push, ready to apply.
 #[derive(Debug)]

@@ -21,7 +21,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
     Decide, Hold, HubStore, IngestJob, Ingested, NewStore, OverdrawRule, PendingAnswer, PointsRow,
-    Spendable, StoreError, StoreRow, TypedFact,
+    Rebuilt, Reproject, Spendable, StoreError, StoreRow, TypedFact,
 };
 
 /// Migration `i` takes the schema from version `i` to `i + 1`. Append only.
@@ -1256,6 +1256,50 @@ impl HubStore for SqliteStore {
         rows.truncate(max);
         let upto = rows.last().map_or(after, |(pos, _)| *pos);
         Ok((rows.into_iter().map(|(_, f)| f).collect(), upto, more))
+    }
+
+    fn rebuild_projections(&self, project: &Reproject) -> Result<Rebuilt, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute_batch("DELETE FROM registrations; DELETE FROM profiles;")?;
+        let mut out = Rebuilt::default();
+        let mut profiled = std::collections::HashSet::new();
+        {
+            let mut stmt = tx.prepare(
+                "SELECT f.id, o.node, f.body, f.received_at
+                   FROM facts f JOIN origins o ON o.id = f.origin ORDER BY f.id",
+            )?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                let (id, node, body, received_at): (i64, String, String, i64) =
+                    (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+                out.facts += 1;
+                let t = match project(&node, &body, received_at) {
+                    Ok(Some(t)) => t,
+                    Ok(None) => continue,
+                    Err(why) => {
+                        tracing::error!(fact = id, %why, "a held fact does not parse");
+                        out.unreadable += 1;
+                        continue;
+                    }
+                };
+                if let (Some(member), false) = (&t.entry.member, t.profile.is_empty()) {
+                    let member = member.to_string();
+                    apply_profile_ops(&tx, &member, &t.profile, received_at)?;
+                    profiled.insert(member);
+                }
+                if let Some((member, phone_idx)) = &t.registered {
+                    tx.prepare_cached(
+                        "INSERT INTO registrations (phone_idx, fact, member) VALUES (?1, ?2, ?3)",
+                    )?
+                    .execute(params![phone_idx, id, member])?;
+                    out.registrations += 1;
+                }
+            }
+        }
+        out.profiles = profiled.len() as u64;
+        tx.commit()?;
+        Ok(out)
     }
 
     fn profile(&self, member: &str) -> Result<Option<Profile>, StoreError> {

@@ -538,6 +538,18 @@ async fn points_settings_are_the_chains_not_the_stores() -> Result<()> {
     assert_eq!(earned(&a, "13700000003", "R-P3").await?, 300);
     assert_eq!(earned(&b, "13700000004", "R-P4").await?, 300);
 
+    // The per-fact projections rebuilt from the facts: four registrations, nothing
+    // unreadable, and a member still found by phone from the other store.
+    a.synced().await?;
+    b.synced().await?;
+    let report = hub.rebuild()?;
+    assert!(
+        report.contains(": 4 registrations") && report.contains("; 0 unreadable"),
+        "{report}"
+    );
+    let r = b.get("/v1/members?phone=13700000001").await?;
+    assert_eq!(r.status, 200, "{}", r.json);
+
     // On its own, a store's configuration is the chain's.
     let solo = TestEdge::spawn_with("[points]\nearn_points = 5\n").await?;
     assert_eq!(
