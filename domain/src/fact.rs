@@ -341,7 +341,9 @@ pub struct CouponRecord {
     /// The sale that granted it (hex), if a sale did and this is its own fact.
     #[serde(default)]
     pub source_txn: Option<String>,
-    /// Usable at once (else it waits for a claim).
+    /// Usable at once (else it waits for a claim). Coupons recorded before claims
+    /// existed say nothing: they were usable at once.
+    #[serde(default = "yes")]
     pub active: bool,
     /// The code a cashier types or scans.
     pub code: String,
@@ -399,8 +401,10 @@ pub struct RefundRecord {
 pub struct RedemptionRecord {
     /// Why (the POS's reason text).
     pub reason: String,
-    /// Who allowed it.
-    pub auth: Auth,
+    /// Who allowed it (redemptions recorded before the hub authorized any say nothing:
+    /// the store alone did).
+    #[serde(default)]
+    pub auth: Option<Auth>,
 }
 
 /// A behaviour that earned points.
@@ -519,6 +523,18 @@ impl Detail {
         })
     }
 
+    /// Reads details as a fact holds them: JSON, or (facts written before details
+    /// travelled as raw JSON, still held by the hub and the stores) a JSON string that
+    /// holds the JSON. The text is kept as it came either way.
+    pub fn parse_held(kind: Kind, body: &str) -> Result<Detail, FactError> {
+        if body.starts_with('"') {
+            let inner: String =
+                serde_json::from_str(body).map_err(|e| FactError::Malformed(e.to_string()))?;
+            return Detail::parse(kind, &inner);
+        }
+        Detail::parse(kind, body)
+    }
+
     /// The kind these details belong to.
     pub fn kind(&self) -> Kind {
         match self {
@@ -569,7 +585,7 @@ impl Detail {
     pub fn auth(&self) -> Option<Auth> {
         match self {
             Detail::Purchase(s) => s.auth,
-            Detail::Redemption(r) => Some(r.auth),
+            Detail::Redemption(r) => r.auth,
             _ => None,
         }
     }
@@ -609,6 +625,10 @@ impl std::ops::Deref for Entry {
 
 fn one() -> u32 {
     1
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn is_zero(v: &i64) -> bool {
@@ -721,7 +741,7 @@ impl Entry {
         }
         let kind =
             Kind::parse(&w.kind).ok_or_else(|| FactError::UnknownKind(w.kind.to_string()))?;
-        let detail = Detail::parse(kind, w.body.get())?;
+        let detail = Detail::parse_held(kind, w.body.get())?;
         let e = Entry {
             v: w.v,
             head: Header {
@@ -833,8 +853,36 @@ mod tests {
     /// release binaries of 6457e93 driven through the POS API and sync; one per line).
     const FIXTURE: &str = include_str!("../fixtures/facts-v1.jsonl");
 
+    /// Older shapes edges and the first hub wrote, still held in upgraded databases: a
+    /// redemption before `auth` (fec9f5b), a coupon before `active` (fb3320a), details
+    /// as an escaped string (before dd8003b).
+    const LEGACY: &str = include_str!("../fixtures/facts-v1-legacy.jsonl");
+
     fn fixture() -> Vec<&'static str> {
-        FIXTURE.lines().filter(|l| !l.trim().is_empty()).collect()
+        FIXTURE
+            .lines()
+            .chain(LEGACY.lines())
+            .filter(|l| !l.trim().is_empty())
+            .collect()
+    }
+
+    #[test]
+    fn legacy_shapes_read_with_their_documented_meaning() {
+        let mut it = LEGACY
+            .lines()
+            .map(|l| Entry::parse(l).unwrap_or_else(|e| panic!("{e}: {l}")));
+        let r = it.next().unwrap_or_else(|| panic!("redemption"));
+        assert_eq!(r.detail.auth(), None, "no auth: the store alone");
+        let c = it.next().unwrap_or_else(|| panic!("coupon"));
+        assert!(
+            matches!(&c.detail, Detail::CouponIssued(c) if c.active),
+            "usable at once"
+        );
+        let g = it.next().unwrap_or_else(|| panic!("registration"));
+        assert!(
+            g.detail.phone_index().is_some(),
+            "read through the escaped string"
+        );
     }
 
     #[test]

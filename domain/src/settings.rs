@@ -55,9 +55,6 @@ impl PointsRules {
         if self.expiry_months == 0 || self.expiry_months > 120 {
             return Err("points.expiry_months must be 1-120".into());
         }
-        if self.expiring_notice_days > 366 {
-            return Err("points.expiring_notice_days must be 0-366".into());
-        }
         Ok(())
     }
 }
@@ -102,10 +99,6 @@ mod tests {
             },
             PointsRules {
                 expiry_months: 121,
-                ..ok
-            },
-            PointsRules {
-                expiring_notice_days: 400,
                 ..ok
             },
         ] {

@@ -748,7 +748,7 @@ mod tests {
             })
             .unwrap_or_else(|e| panic!("{e}"));
         let plan = plan.join(" / ");
-        assert!(plan.contains("registrations"), "{plan}");
+        assert!(plan.contains("SEARCH registrations"), "{plan}");
         assert!(plan.contains("facts_by_member"), "{plan}");
         assert!(!plan.contains("SCAN f"), "{plan}");
     }

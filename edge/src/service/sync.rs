@@ -204,7 +204,7 @@ fn held_rekey(conn: &rusqlite::Connection, m: &[u8; 16]) -> Result<Option<Keys>,
         .optional()?;
     // Facts keep the entry's own body (see `new_fact`).
     Ok(
-        body.and_then(|b| match Detail::parse(Kind::MemberRekeyed, &b) {
+        body.and_then(|b| match Detail::parse_held(Kind::MemberRekeyed, &b) {
             Ok(Detail::MemberRekeyed(r)) => Some((r.phone_idx.0, r.wrapped_key.0)),
             _ => None,
         }),
@@ -575,11 +575,16 @@ impl Edge {
                 points = doc.points_rules();
             }
         }
+        // Each setting on its own: one this edge cannot read (a newer hub's) must not
+        // keep the others from applying.
         if let Some(json) = points {
-            let p: patron_domain::settings::PointsRules = serde_json::from_str(&json)
-                .map_err(|e| EdgeError::Invalid(format!("HQ points settings: {e}")))?;
-            if self.core.set_points(p)? {
-                tracing::info!(points = ?p, "HQ points settings in force");
+            match serde_json::from_str::<patron_domain::settings::PointsRules>(&json)
+                .map_err(|e| EdgeError::Invalid(format!("HQ points settings: {e}")))
+                .and_then(|p| self.core.set_points(p).map(|changed| (p, changed)))
+            {
+                Ok((p, true)) => tracing::info!(points = ?p, "HQ points settings in force"),
+                Ok((_, false)) => {}
+                Err(e) => tracing::error!(error = %e, "HQ points settings not applied"),
             }
         }
         if let Some(json) = tiers {

@@ -403,7 +403,7 @@ pub fn rebuild_profiles(conn: &Connection) -> Result<usize, StoreError> {
         let (node, at, kind, body): (String, i64, String, String) =
             (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
         // The entry's details, as the sync projection reads them.
-        let Some(Ok(detail)) = Kind::parse(&kind).map(|k| Detail::parse(k, &body)) else {
+        let Some(Ok(detail)) = Kind::parse(&kind).map(|k| Detail::parse_held(k, &body)) else {
             continue;
         };
         if current.as_ref().is_none_or(|(c, _)| *c != id) {

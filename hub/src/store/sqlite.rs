@@ -200,6 +200,8 @@ const MIGRATIONS: &[&str] = &[
         WHERE json_extract(body, '$.kind') IN ('member_registered', 'member_rekeyed');
     "#,
     r#"
+    -- (Details are read with json_extract(json_extract(body, '$.body'), …): the first
+    -- hub builds held them as an escaped JSON string, which the nested form reads too.)
     -- Facts are typed once, at ingest (patron_domain::fact): what queries select on is
     -- a column, not an expression over the JSON evaluated on every insert (the
     -- expression indexes of migrations 6 and 8 held ingest to a fifth of a bare
@@ -240,7 +242,7 @@ const MIGRATIONS: &[&str] = &[
            unhex(replace(json_extract(body, '$.reverse_lot'), '-', '')),
            coalesce(json_extract(body, '$.qual_spend'), 0),
            coalesce(json_extract(body, '$.qual_at'), 0),
-           json_extract(body, '$.body.auth')
+           json_extract(json_extract(body, '$.body'), '$.auth')
       FROM facts ORDER BY id;
     DROP TABLE facts;
     DROP TABLE points;
@@ -258,11 +260,12 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (phone_idx, fact)
     ) STRICT, WITHOUT ROWID;
     INSERT INTO registrations (phone_idx, fact, member)
-    SELECT json_extract(body, '$.body.phone_idx'), id, json_extract(body, '$.member')
+    SELECT json_extract(json_extract(body, '$.body'), '$.phone_idx'), id,
+           json_extract(body, '$.member')
       FROM facts
      WHERE kind IN ('member_registered', 'member_rekeyed')
        AND member IS NOT NULL
-       AND json_extract(body, '$.body.phone_idx') IS NOT NULL;
+       AND json_extract(json_extract(body, '$.body'), '$.phone_idx') IS NOT NULL;
     "#,
 ];
 
@@ -881,7 +884,16 @@ fn ingest_one(
             }
             _ => high,
         };
-        let overdrawn = record_overdraws(tx, &spenders, *overdraws, now)?;
+        // A member whose movements cannot be read (a damaged row) must not keep the
+        // push from applying, or the store would resend it forever: the overdraw check
+        // of that push is lost, loudly.
+        let overdrawn = match record_overdraws(tx, &spenders, *overdraws, now) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(store = %store_id, error = %e, "overdraws of a push could not be judged");
+                0
+            }
+        };
         out.push(Ingested {
             judgement,
             high,
@@ -1678,5 +1690,88 @@ mod tests {
             )
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(gone, 0);
+    }
+
+    /// Pushes applied in one group are isolated: one that fails part-way (here: a judge
+    /// that takes held facts for new ones, so the insert of its second batch breaks the
+    /// unique key after its first batch was written) is rolled back whole and answered
+    /// with its error; the push beside it is applied.
+    #[test]
+    fn a_failing_push_does_not_fail_the_others_in_its_group() {
+        use patron_sync::session::{Batch, batch};
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = SqliteStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let origin = |node: &str, inc: u128| Origin {
+            node: node.into(),
+            incarnation: uuid::Uuid::from_u128(inc),
+        };
+        let facts = |o: Origin| -> Batch {
+            let fs = (1..=2u64)
+                .map(|seq| Fact {
+                    origin: o.clone(),
+                    seq,
+                    body: format!(
+                        r#"{{"kind":"purchase","at":{seq},"txn":"{}","body":{{"receipt_id":"R{seq}","subtotal":1,"total":1}}}}"#,
+                        uuid::Uuid::from_u128(u128::from(seq))
+                    ),
+                })
+                .collect();
+            batch(o, fs)
+        };
+        let job = |node: &str, origins: Vec<Origin>, judge: super::super::Judge| IngestJob {
+            store_id: node.into(),
+            report: patron_protocol::hub::SyncReport::default(),
+            batches: origins
+                .into_iter()
+                .map(|o| {
+                    let b = facts(o);
+                    let typed = crate::ingest::type_batch(node, &b, 0, &mut 0);
+                    super::super::IncomingBatch { batch: b, typed }
+                })
+                .collect(),
+            judge,
+            overdraws: crate::redemption::overdraws,
+            now: 0,
+        };
+        let honest: super::super::Judge =
+            |store, high, b| patron_sync::judge(true, "hub", store, high, b);
+        let lying: super::super::Judge = |_, _, b| Judgement::Apply {
+            skip: 0,
+            high: b.facts.len() as u64,
+        };
+        let held = store
+            .ingest(job("S002", vec![origin("S002", 3)], honest))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(held[0].judgement, Judgement::Apply { .. }));
+        let (tx, _rx) = mpsc::sync_channel(1);
+        let group = vec![
+            (job("S001", vec![origin("S001", 3)], honest), tx.clone()),
+            // A new incarnation's batch (written), then the held one (fails).
+            (
+                job("S002", vec![origin("S002", 4), origin("S002", 3)], lying),
+                tx,
+            ),
+        ];
+        let hub_origin: i64 = lock(&store.conn)
+            .query_row("SELECT max(id) FROM origins WHERE node = 'hub'", [], |r| {
+                r.get(0)
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        let answers = ingest_group(&mut lock(&store.conn), hub_origin, &group)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            matches!(&answers[0], Ok(i) if matches!(i[0].judgement, Judgement::Apply { .. })),
+            "{:?}",
+            answers[0]
+        );
+        assert!(answers[1].is_err(), "{:?}", answers[1]);
+        let high = |o: Origin| store.high(&o).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(high(origin("S001", 3)), 2, "the other push applied");
+        assert_eq!(
+            high(origin("S002", 4)),
+            0,
+            "the failed push's first batch rolled back"
+        );
+        assert_eq!(store.fact_count().unwrap_or_else(|e| panic!("{e}")), 4);
     }
 }
