@@ -8,7 +8,6 @@ use patron_domain::{Entry, Kind};
 use patron_sync::profile::{ProfileOp, ops_of, stamp_of};
 use patron_sync::session::Batch;
 
-use crate::redemption::FLAG_WINDOW_MS;
 use crate::store::{PointsRow, TypedFact};
 
 /// Profile stamps further ahead of the hub's clock than this are clamped to it: a store
@@ -94,7 +93,6 @@ pub fn points_row(e: &Entry) -> Option<PointsRow> {
         spend: e.spend,
         offline: auth == Some(Auth::Offline),
         lease: auth == Some(Auth::Lease),
-        flag_window_ms: FLAG_WINDOW_MS,
     })
 }
 

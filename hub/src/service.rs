@@ -306,6 +306,7 @@ impl Hub {
             batches,
             judge: |store, high, b| judge(true, HUB_NODE, store, high, b),
             overdraws: crate::redemption::overdraws,
+            flag_window_ms: crate::redemption::FLAG_WINDOW_MS,
             now,
         })?;
         let overdrawn: usize = done.iter().map(|i| i.overdraws).sum();

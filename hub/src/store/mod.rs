@@ -258,6 +258,9 @@ pub struct IngestJob {
     pub judge: Judge,
     /// Which spends of a member overdrew (recorded in the ingest's transaction).
     pub overdraws: OverdrawRule,
+    /// An offline spend flags its member if another store saw an offline spend of
+    /// theirs within this many ms.
+    pub flag_window_ms: i64,
     /// The hub's clock (unix ms).
     pub now: i64,
 }
@@ -278,9 +281,6 @@ pub struct PointsRow {
     pub offline: bool,
     /// The spend was made under the store's lease.
     pub lease: bool,
-    /// An offline spend flags its member if another store saw an offline spend of
-    /// theirs within this many ms.
-    pub flag_window_ms: i64,
 }
 
 /// An authorization queued for the store's next transaction.

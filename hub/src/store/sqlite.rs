@@ -681,7 +681,12 @@ fn insert_fact(
 /// What a member's points movement changes besides the log: it settles the hold of its
 /// sale, counts against the store's lease, and flags an offline spend that follows
 /// another store's within the window.
-fn apply_points(tx: &Connection, store: &str, p: &PointsRow) -> Result<(), StoreError> {
+fn apply_points(
+    tx: &Connection,
+    store: &str,
+    p: &PointsRow,
+    flag_window_ms: i64,
+) -> Result<(), StoreError> {
     if p.spend > 0 {
         tx.prepare_cached("DELETE FROM holds WHERE txn = ?1")?
             .execute(params![p.txn])?;
@@ -694,7 +699,7 @@ fn apply_points(tx: &Connection, store: &str, p: &PointsRow) -> Result<(), Store
         ))?
         .execute(params![p.member, store, p.spend])?;
     }
-    if p.offline && p.spend > 0 && p.flag_window_ms > 0 {
+    if p.offline && p.spend > 0 && flag_window_ms > 0 {
         // Over every id of the person (a merged member redeems under either).
         tx.prepare_cached(concat!(
             "WITH r(id) AS (SELECT ",
@@ -713,7 +718,7 @@ fn apply_points(tx: &Connection, store: &str, p: &PointsRow) -> Result<(), Store
                 AND x.auth = 'offline' AND x.spend > 0 AND o.node <> ?2
                 AND abs(x.at - ?3) <= ?4"
         ))?
-        .execute(params![p.member, store, p.at, p.flag_window_ms])?;
+        .execute(params![p.member, store, p.at, flag_window_ms])?;
     }
     Ok(())
 }
@@ -808,6 +813,7 @@ fn ingest_one(
         batches,
         judge,
         overdraws,
+        flag_window_ms,
         now,
     } = job;
     let now = *now;
@@ -861,7 +867,7 @@ fn ingest_one(
                         apply_profile_ops(tx, &member.to_string(), &t.profile, now)?;
                     }
                     if let Some(row) = &t.points {
-                        apply_points(tx, &b.origin.node, row)?;
+                        apply_points(tx, &b.origin.node, row, *flag_window_ms)?;
                         if row.spend > 0 {
                             spenders.push(row.member.as_str());
                         }
@@ -1731,6 +1737,7 @@ mod tests {
                 .collect(),
             judge,
             overdraws: crate::redemption::overdraws,
+            flag_window_ms: 0,
             now: 0,
         };
         let honest: super::super::Judge =
