@@ -5,6 +5,8 @@
 //! runs inside the commit that crosses its threshold, copying up to a thousand pages
 //! into the database and syncing it before the commit returns: every request waiting
 //! on that commit pays for it. [`wal`] moves that work to a thread of its own and keeps
-//! the WAL bounded with short restarts between commits.
+//! the WAL bounded with short restarts between commits. [`migrate`] is the one schema
+//! migration runner (newer-database guard, backup, one transaction).
 
+pub mod migrate;
 pub mod wal;

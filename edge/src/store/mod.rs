@@ -137,53 +137,21 @@ pub fn connect(path: &Path, read_only: bool) -> Result<Connection, StoreError> {
 /// Brings the schema up to date; refuses a database newer than this binary.
 /// Before upgrading an existing database it is copied with `VACUUM INTO`.
 pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
-    let found: usize =
-        conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
-    let supported = migrations::MIGRATIONS.len();
-    if found > supported {
-        return Err(StoreError::SchemaTooNew { found, supported });
-    }
-    if found == supported {
-        return Ok(());
-    }
-    if found > 0 {
-        let backup = path.with_extension(format!("v{found}.bak"));
-        if !backup.exists() {
-            conn.execute("VACUUM INTO ?1", params![backup.to_string_lossy()])?;
+    use patron_sqlite::migrate::MigrateError;
+    patron_sqlite::migrate::migrate(conn, path, migrations::MIGRATIONS, |tx, found| {
+        // Schema 9 keeps each member's profile CRDT: built here, in the same
+        // transaction, from the facts the store holds (SQL alone cannot fold them).
+        if found > 0 && found < 9 {
+            let n = members::rebuild_profiles(tx).map_err(|e| e.to_string())?;
+            tracing::info!(members = n, "member profiles rebuilt from their facts");
         }
-    }
-    // Off for the upgrade: rebuilding a table others reference (migration 10) would
-    // otherwise fail its implicit delete. Checked below, before the commit.
-    conn.pragma_update(None, "foreign_keys", "OFF")?;
-    let upgraded = upgrade(conn, found);
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    upgraded
-}
-
-/// Runs the migrations after version `found` in one transaction.
-fn upgrade(conn: &mut Connection, found: usize) -> Result<(), StoreError> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)?;
-    for (i, sql) in migrations::MIGRATIONS.iter().enumerate().skip(found) {
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-    }
-    // Schema 9 keeps each member's profile CRDT: built here, in the same transaction,
-    // from the facts the store holds (SQL alone cannot fold them).
-    if found > 0 && found < 9 {
-        let n = members::rebuild_profiles(&tx)?;
-        tracing::info!(members = n, "member profiles rebuilt from their facts");
-    }
-    let violations: i64 =
-        tx.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
-            r.get(0)
-        })?;
-    if violations > 0 {
-        return Err(StoreError::Corrupt(format!(
-            "{violations} foreign key violations after the schema upgrade"
-        )));
-    }
-    tx.commit()?;
-    Ok(())
+        Ok(())
+    })
+    .map_err(|e| match e {
+        MigrateError::TooNew { found, supported } => StoreError::SchemaTooNew { found, supported },
+        MigrateError::Sqlite(e) => StoreError::from(e),
+        other => StoreError::Corrupt(other.to_string()),
+    })
 }
 
 /// Sets a `meta` value (inside the caller's transaction).

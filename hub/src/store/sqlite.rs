@@ -367,23 +367,15 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
 }
 
 fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
-    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    let supported = MIGRATIONS.len() as i64;
-    if found > supported {
-        return Err(StoreError::TooNew { found, supported });
-    }
-    if found > 0 && found < supported {
-        // A copy to go back to if the new schema turns out wrong.
-        let backup = path.with_extension(format!("v{found}.bak"));
-        conn.execute("VACUUM INTO ?1", params![backup.to_string_lossy()])?;
-    }
-    for (i, m) in MIGRATIONS.iter().enumerate().skip(found as usize) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(m)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-        tx.commit()?;
-    }
-    Ok(())
+    use patron_sqlite::migrate::MigrateError;
+    patron_sqlite::migrate::migrate(conn, path, MIGRATIONS, |_, _| Ok(())).map_err(|e| match e {
+        MigrateError::TooNew { found, supported } => StoreError::TooNew {
+            found: found as i64,
+            supported: supported as i64,
+        },
+        MigrateError::Sqlite(e) => StoreError::Sqlite(e),
+        other => StoreError::Corrupt(other.to_string()),
+    })
 }
 
 impl SqliteStore {
