@@ -193,12 +193,13 @@ impl Edge {
                         "home_store": row.home_store,
                         "hlc": core.profile_stamp(now),
                     });
+                    let body = body.to_string();
+                    let detail = Detail::parse(Kind::MemberRegistered, &body)
+                        .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?;
                     let seq = facts::append(
                         ctx,
-                        &NewFact::new(Kind::MemberRegistered, now, Some(idb), idb, body.to_string()),
+                        &NewFact::new(Kind::MemberRegistered, now, Some(idb), idb, body),
                     )?;
-                    let detail = Detail::parse(Kind::MemberRegistered, &body.to_string())
-                        .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?;
                     let ops = profiles::fact_ops(&detail, now, &core.cfg.store_id);
                     let row = profiles::apply(ctx.conn, &idb, &ops)?.unwrap_or(row);
                     if provisional {
@@ -531,9 +532,9 @@ impl Edge {
                         "hlc".into(),
                         json!(profiles::local_stamp(&core, ctx.conn, &idb, now)?),
                     );
-                    let body = serde_json::Value::Object(changed);
+                    let body = serde_json::Value::Object(changed).to_string();
                     // The change goes through the same CRDT as every store's changes do.
-                    let detail = Detail::parse(Kind::MemberUpdated, &body.to_string())
+                    let detail = Detail::parse(Kind::MemberUpdated, &body)
                         .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?;
                     let ops = profiles::fact_ops(&detail, now, &core.cfg.store_id);
                     let row =
@@ -545,7 +546,6 @@ impl Edge {
                         )));
                     }
                     let txn = *patron_protocol::TransactionId::new_v7().as_bytes();
-                    let body = body.to_string();
                     facts::append(
                         ctx,
                         &NewFact::new(Kind::MemberUpdated, now, Some(idb), txn, body),
