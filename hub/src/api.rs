@@ -41,6 +41,7 @@ pub fn router(state: AppState) -> Router {
             post(push).layer(DefaultBodyLimit::disable()),
         )
         .route("/v1/sync/refetch", post(refetch))
+        .route("/v1/sync/stream", post(stream))
         .route("/v1/docs/sync", post(doc_sync))
         .route("/v1/stores", get(stores))
         .route("/v1/redeem/authorize", post(authorize))
@@ -78,6 +79,12 @@ impl IntoResponse for HubError {
             *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
             return r;
         }
+        if let HubError::Protocol { .. } = self {
+            // 426 Upgrade Required: the store's software is older than the hub serves.
+            let mut r = err(ErrorCode::InvalidRequest, self.to_string());
+            *r.status_mut() = StatusCode::UPGRADE_REQUIRED;
+            return r;
+        }
         let code = match &self {
             HubError::Invalid(_) | HubError::Exists(_) => ErrorCode::InvalidRequest,
             HubError::Unauthorized => ErrorCode::Unauthorized,
@@ -86,7 +93,9 @@ impl IntoResponse for HubError {
                 tracing::error!(error = %e, "storage failed");
                 ErrorCode::Internal
             }
-            HubError::Random | HubError::FetchLimit { .. } => ErrorCode::Internal,
+            HubError::Random | HubError::FetchLimit { .. } | HubError::Protocol { .. } => {
+                ErrorCode::Internal
+            }
         };
         err(code, self.to_string())
     }
@@ -145,7 +154,7 @@ async fn enroll(State(s): State<AppState>, body: Bytes) -> Response {
         Err(e) => return e.into_response(),
     };
     let hub = s.hub.clone();
-    match blocking(move || hub.enroll(&req.secret, &req.store_id)).await {
+    match blocking(move || hub.enroll(&req.secret, &req.store_id, req.protocol)).await {
         Ok(r) => (StatusCode::CREATED, axum::Json(r)).into_response(),
         Err(r) => r,
     }
@@ -201,9 +210,43 @@ async fn push(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Resp
         Err(e) => return e.into_response(),
     };
     let hub = s.hub.clone();
-    match blocking(move || hub.push(&store, req)).await {
-        Ok(ack) => axum::Json(ack).into_response(),
+    match blocking(move || hub.push_negotiated(&store, req)).await {
+        Ok(answer) => axum::Json(answer).into_response(),
         Err(r) => r,
+    }
+}
+
+/// `POST /v1/sync/stream`: the store's stream after its cursor. With nothing new and a
+/// `wait_ms`, the answer waits for a push that applies facts (long poll), so a sale at
+/// one store shows at the others holding the member within a round trip.
+async fn stream(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    use patron_sync::stream::{MAX_WAIT_MS, StreamAnswer, StreamRequest};
+    let store = match authed_store(&s, &headers).await {
+        Ok(st) => st,
+        Err(r) => return r,
+    };
+    let mut req: StreamRequest = match parse(&body) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let deadline = tokio::time::Instant::now()
+        + std::time::Duration::from_millis(req.wait_ms.min(MAX_WAIT_MS));
+    loop {
+        // Subscribed before the read: a push that lands between the read and the wait
+        // still wakes this poll.
+        let changed = s.hub.stream_changed();
+        let (hub, st, r) = (s.hub.clone(), store.clone(), req.clone());
+        let answer = match blocking(move || hub.stream(&st, &r)).await {
+            Ok(a) => a,
+            Err(r) => return r,
+        };
+        // Members are released once, not again on every wake-up.
+        req.release.clear();
+        let empty =
+            matches!(&answer, StreamAnswer::Page { facts, more: false, .. } if facts.is_empty());
+        if !empty || tokio::time::timeout_at(deadline, changed).await.is_err() {
+            return axum::Json(answer).into_response();
+        }
     }
 }
 

@@ -289,6 +289,7 @@ mod tests {
                 report: SyncReport {
                     origin: Some(origin.clone()),
                     last_seq: seq,
+                    ..Default::default()
                 },
                 push: Push {
                     from: row.store_id.clone(),
@@ -704,6 +705,7 @@ mod tests {
                     report: SyncReport {
                         origin: Some(origin.clone()),
                         last_seq: s.seq,
+                        ..Default::default()
                     },
                     push: Push {
                         from: stores[i].into(),

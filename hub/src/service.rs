@@ -7,10 +7,14 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use patron_domain::settings::PointsRules;
 use patron_domain::tiers::TierRules;
-use patron_protocol::hub::{EnrollResponse, PushRequest, RefetchRequest, StoreStatus};
+use patron_protocol::hub::{
+    EnrollResponse, MIN_PROTOCOL, Negotiated, PROTOCOL, PushAnswer, PushRequest, RefetchRequest,
+    StoreStatus,
+};
 use patron_sync::docs::{HqDoc, carries_changes, decode_state, encode_state, ring_doc};
 use patron_sync::pull::{FetchedMember, MemberFetch};
 use patron_sync::session::{Batch, Judgement, Push, PushAck, Verdict, batch, judge};
+use patron_sync::stream::{StreamAnswer, StreamRequest, Streamed};
 use ring::rand::{SecureRandom, SystemRandom};
 use std::collections::HashMap;
 
@@ -39,6 +43,18 @@ pub enum HubError {
     /// Enrollment refused.
     #[error("{0}")]
     Enrollment(&'static str),
+    /// The store speaks a sync protocol this hub no longer serves.
+    #[error(
+        "sync protocol {asked} is no longer served (this hub serves {min} to {newest}): upgrade the store"
+    )]
+    Protocol {
+        /// What the store speaks.
+        asked: u32,
+        /// The oldest served.
+        min: u32,
+        /// The newest served.
+        newest: u32,
+    },
     /// A store with this id exists.
     #[error("store {0} exists already")]
     Exists(String),
@@ -86,6 +102,9 @@ pub struct Hub {
     fetches_per_minute: u32,
     /// Each store's fetch budget: (tokens left, when last counted).
     fetch_budgets: std::sync::Mutex<HashMap<String, (f64, i64)>>,
+    /// Moves on after every push that applied facts: stream polls waiting for news
+    /// look again. In this process only (a single-process limit: docs/hub.md).
+    appended: tokio::sync::watch::Sender<u64>,
 }
 
 /// Member fetches a store may make per minute by default. Any enrolled store can read
@@ -161,6 +180,7 @@ impl Hub {
             doc_sessions: Default::default(),
             fetches_per_minute: DEFAULT_FETCHES_PER_MINUTE,
             fetch_budgets: Default::default(),
+            appended: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -241,7 +261,14 @@ impl Hub {
     }
 
     /// Redeems an enrollment secret: the store gets its credential and the CA to pin.
-    pub fn enroll(&self, secret: &str, store_id: &str) -> Result<EnrollResponse, HubError> {
+    pub fn enroll(
+        &self,
+        secret: &str,
+        store_id: &str,
+        protocol: Option<u32>,
+    ) -> Result<EnrollResponse, HubError> {
+        // Before the token is spent: a store too old to sync must not use it up.
+        let negotiated = self.negotiate(protocol)?;
         let credential = self.secret("ps_")?;
         let row = self.store.enroll(
             &secret_hash(secret),
@@ -256,6 +283,7 @@ impl Hub {
             ring: row.ring,
             ca_pem: self.ca_pem.clone(),
             chain_keys: self.chain_keys.clone(),
+            negotiated: Some(negotiated),
         })
     }
 
@@ -264,6 +292,78 @@ impl Hub {
         self.store
             .store_by_credential(&secret_hash(credential))?
             .ok_or(HubError::Unauthorized)
+    }
+
+    /// The protocol for a store that speaks `asked` (absent: 1), or why it is refused.
+    pub fn negotiate(&self, asked: Option<u32>) -> Result<Negotiated, HubError> {
+        Negotiated::for_store(asked).ok_or(HubError::Protocol {
+            asked: asked.unwrap_or(1),
+            min: MIN_PROTOCOL,
+            newest: PROTOCOL,
+        })
+    }
+
+    /// A push as the API serves it: the protocol the store's report names is agreed
+    /// first (a store too old is refused before anything is applied), and the answer
+    /// carries it, so each heartbeat renews it.
+    pub fn push_negotiated(
+        &self,
+        store: &StoreRow,
+        req: PushRequest<Push>,
+    ) -> Result<PushAnswer<PushAck>, HubError> {
+        let negotiated = self.negotiate(req.report.protocol)?;
+        Ok(PushAnswer {
+            ack: self.push(store, req)?,
+            negotiated: Some(negotiated),
+        })
+    }
+
+    /// A stream poll (patron_sync::stream): drops the members the store released,
+    /// then answers from what the stream holds for it. Never waits; see
+    /// [`Hub::stream_changed`].
+    pub fn stream(&self, store: &StoreRow, req: &StreamRequest) -> Result<StreamAnswer, HubError> {
+        const MAX_RELEASE: usize = 1_000;
+        if req.release.len() > MAX_RELEASE {
+            return Err(HubError::Invalid(format!(
+                "at most {MAX_RELEASE} members are released at once"
+            )));
+        }
+        let release = req
+            .release
+            .iter()
+            .map(|m| {
+                uuid::Uuid::parse_str(m)
+                    .map(|u| *u.as_bytes())
+                    .map_err(|_| HubError::Invalid(format!("release: {m:?} is not a member id")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if !release.is_empty() {
+            let n = self.store.release(&store.store_id, &release, req.after)?;
+            tracing::info!(store = %store.store_id, members = n, "members released from a store's stream");
+        }
+        let max = req.max.clamp(1, patron_sync::stream::MAX_PAGE);
+        let read = self.store.stream(&store.store_id, req.after, max)?;
+        let facts = read
+            .facts
+            .into_iter()
+            .map(|(pos, fact)| Streamed { pos, fact })
+            .collect();
+        Ok(patron_sync::stream::serve(
+            req.after,
+            read.horizon,
+            read.end,
+            facts,
+            read.more,
+        ))
+    }
+
+    /// Resolves when a push applies facts after this call (a stream poll with nothing
+    /// new waits on it, up to its `wait_ms`).
+    pub fn stream_changed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.appended.subscribe();
+        async move {
+            let _ = rx.changed().await;
+        }
     }
 
     /// Applies a store's push. A batch of any origin but the store's own refuses the
@@ -318,7 +418,7 @@ impl Hub {
             self.store.note_clock_ahead(sid, ahead)?;
         }
         let merged = done.iter().flat_map(|i| i.merged.iter().cloned()).collect();
-        let verdicts = origins
+        let verdicts: Vec<Verdict> = origins
             .into_iter()
             .zip(done)
             .map(|(origin, i)| match i.judgement {
@@ -338,6 +438,12 @@ impl Hub {
                 },
             })
             .collect();
+        if verdicts
+            .iter()
+            .any(|v| matches!(v, Verdict::Applied { .. }))
+        {
+            self.appended.send_modify(|n| *n = n.wrapping_add(1));
+        }
         Ok(PushAck {
             from: HUB_NODE.into(),
             verdicts,
@@ -386,9 +492,12 @@ impl Hub {
                 per_minute: self.fetches_per_minute,
             });
         }
-        let (facts, upto, more) =
-            self.store
-                .member_facts_by_phone(&req.phone_idx, req.after, FETCH_PAGE)?;
+        let (facts, upto, more) = self.store.member_facts_by_phone(
+            &store.store_id,
+            &req.phone_idx,
+            req.after,
+            FETCH_PAGE,
+        )?;
         // An audit trail of which store read which member's facts (the index is a keyed
         // hash, not the phone).
         tracing::info!(store = %store.store_id, facts = facts.len(), "member fetched");
@@ -613,6 +722,7 @@ mod tests {
             report: SyncReport {
                 origin: Some(origin.clone()),
                 last_seq: facts.last().map_or(0, |f| f.seq),
+                ..Default::default()
             },
             push: Push {
                 from: row.store_id.clone(),
@@ -721,7 +831,7 @@ mod tests {
         let (first, after, more) = t
             .hub
             .store()
-            .member_facts_by_phone(&b64(1), 0, 1)
+            .member_facts_by_phone("S002", &b64(1), 0, 1)
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((first.len(), more), (1, true));
         assert_eq!(fetch(b64(1), after).facts.len(), 2);
@@ -1240,5 +1350,363 @@ mod tests {
             "6 store facts and the hub's merge"
         );
         assert_eq!(snapshot(), before);
+    }
+
+    /// Facts of a store's stream poll: (origin node, seq) in order, and the cursor.
+    fn poll(hub: &Hub, row: &StoreRow, after: u64) -> (Vec<(String, u64)>, u64) {
+        match hub
+            .stream(
+                row,
+                &StreamRequest {
+                    after,
+                    max: 100,
+                    ..Default::default()
+                },
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+        {
+            StreamAnswer::Page { facts, upto, .. } => (
+                facts
+                    .iter()
+                    .map(|s| (s.fact.origin.node.clone(), s.fact.seq))
+                    .collect(),
+                upto,
+            ),
+            StreamAnswer::MustRefetch { resume } => panic!("must refetch (resume {resume})"),
+        }
+    }
+
+    /// A member's facts reach every store that holds them — the store that registered
+    /// them, one that served them, one that fetched them — and no other; a store never
+    /// receives its own facts or another member's.
+    #[test]
+    fn the_stream_carries_a_members_facts_to_the_stores_that_hold_them() {
+        use base64::Engine;
+        let t = TestHub::new(T0, &["S001", "S002", "S003"]);
+        let (hub, rows) = (&t.hub, &t.rows);
+        let b64 = |b: u8| base64::engine::general_purpose::STANDARD.encode([b; 32]);
+        let reg = |idx: &str| serde_json::json!({ "phone_idx": idx }).to_string();
+        push_facts(
+            hub,
+            &rows[0],
+            vec![
+                member_fact("S001", 1, T0, "member_registered", "m-1", 0, &reg(&b64(1))),
+                member_fact("S001", 2, T0, "member_registered", "m-2", 0, &reg(&b64(2))),
+            ],
+        );
+        let fetched = hub
+            .fetch_member(
+                &rows[1],
+                &MemberFetch {
+                    phone_idx: b64(1),
+                    after: 0,
+                },
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(fetched.facts.len(), 1);
+        let (_, s2) = poll(hub, &rows[1], 0);
+        push_facts(
+            hub,
+            &rows[0],
+            vec![
+                member_fact("S001", 3, T0, "purchase", "m-1", 120, "{}"),
+                member_fact("S001", 4, T0, "purchase", "m-2", 999, "{}"),
+            ],
+        );
+        let (got, s2) = poll(hub, &rows[1], s2);
+        assert_eq!(
+            got,
+            vec![("S001".to_string(), 3)],
+            "m-1 only, fetched by S002"
+        );
+        assert_eq!(poll(hub, &rows[0], 0).0, vec![], "nothing of its own");
+        // S002 serves m-1: the store that registered them hears of it.
+        push_facts(
+            hub,
+            &rows[1],
+            vec![member_fact("S002", 1, T0, "purchase", "m-1", 30, "{}")],
+        );
+        assert_eq!(poll(hub, &rows[0], 0).0, vec![("S002".to_string(), 1)]);
+        assert_eq!(poll(hub, &rows[1], s2).0, vec![]);
+        assert_eq!(poll(hub, &rows[2], 0).0, vec![], "S003 holds no one");
+        // A cursor past everything gets nothing again, and stays where the hub ends.
+        let (_, end) = poll(hub, &rows[0], 0);
+        assert_eq!(poll(hub, &rows[0], end), (vec![], end));
+    }
+
+    /// What a store acknowledged (its report's `stream_after`) is forgotten; a cursor
+    /// below that (a store database restored from an older copy) or beyond the hub's
+    /// end (a hub restored) must refetch, and resumes at the hub's end.
+    #[test]
+    fn a_cursor_the_hub_cannot_serve_must_refetch() {
+        use base64::Engine;
+        let t = TestHub::new(T0, &["S001", "S002"]);
+        let (hub, rows) = (&t.hub, &t.rows);
+        let idx = base64::engine::general_purpose::STANDARD.encode([1u8; 32]);
+        let reg = serde_json::json!({ "phone_idx": idx }).to_string();
+        push_facts(
+            hub,
+            &rows[0],
+            vec![member_fact(
+                "S001",
+                1,
+                T0,
+                "member_registered",
+                "m-1",
+                0,
+                &reg,
+            )],
+        );
+        push_facts(
+            hub,
+            &rows[1],
+            vec![
+                member_fact("S002", 1, T0, "purchase", "m-1", 10, "{}"),
+                member_fact("S002", 2, T0, "purchase", "m-1", 20, "{}"),
+            ],
+        );
+        let (got, end) = poll(hub, &rows[0], 0);
+        assert_eq!(got.len(), 2);
+        let first_pos = match hub.stream(
+            &rows[0],
+            &StreamRequest {
+                after: 0,
+                max: 1,
+                ..Default::default()
+            },
+        ) {
+            Ok(StreamAnswer::Page {
+                upto, more: true, ..
+            }) => upto,
+            other => panic!("{other:?}"),
+        };
+        // S001 reports it applied everything: the hub forgets it.
+        let ack = |after: u64| {
+            let origin = Origin {
+                node: "S001".into(),
+                incarnation: uuid::Uuid::from_u128(7),
+            };
+            hub.push(
+                &rows[0],
+                PushRequest {
+                    report: SyncReport {
+                        origin: Some(origin.clone()),
+                        last_seq: 1,
+                        stream_after: Some(after),
+                        ..Default::default()
+                    },
+                    push: Push {
+                        from: "S001".into(),
+                        batches: Vec::new(),
+                    },
+                },
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+        };
+        ack(end);
+        let refetch = |after| {
+            hub.stream(
+                &rows[0],
+                &StreamRequest {
+                    after,
+                    ..Default::default()
+                },
+            )
+        };
+        assert!(
+            matches!(refetch(first_pos), Ok(StreamAnswer::MustRefetch { resume }) if resume == end)
+        );
+        assert!(matches!(refetch(0), Ok(StreamAnswer::MustRefetch { .. })));
+        assert!(
+            matches!(refetch(end + 10), Ok(StreamAnswer::MustRefetch { resume }) if resume == end)
+        );
+        assert_eq!(poll(hub, &rows[0], end), (vec![], end));
+        // A report beyond the hub's end moves the horizon no further than the end.
+        ack(end + 1_000);
+        assert_eq!(poll(hub, &rows[0], end), (vec![], end));
+    }
+
+    /// A store releases a member it no longer holds: their facts stop coming — unless
+    /// it fetched them again after the position it released them at.
+    #[test]
+    fn a_released_member_stops_coming_unless_fetched_again() {
+        use base64::Engine;
+        let t = TestHub::new(T0, &["S001", "S002"]);
+        let (hub, rows) = (&t.hub, &t.rows);
+        let idx = base64::engine::general_purpose::STANDARD.encode([1u8; 32]);
+        let reg = serde_json::json!({ "phone_idx": idx }).to_string();
+        push_facts(
+            hub,
+            &rows[0],
+            vec![member_fact(
+                "S001",
+                1,
+                T0,
+                "member_registered",
+                "m-1",
+                0,
+                &reg,
+            )],
+        );
+        let fetch = || {
+            hub.fetch_member(
+                &rows[1],
+                &MemberFetch {
+                    phone_idx: idx.clone(),
+                    after: 0,
+                },
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+        };
+        fetch();
+        let (_, cursor) = poll(hub, &rows[1], 0);
+        let release = |after| {
+            hub.stream(
+                &rows[1],
+                &StreamRequest {
+                    after,
+                    release: vec![mid("m-1")],
+                    ..Default::default()
+                },
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+        };
+        // Released at a position before the fetch: ignored, the fetch came later.
+        release(0);
+        push_facts(
+            hub,
+            &rows[0],
+            vec![member_fact("S001", 2, T0, "purchase", "m-1", 5, "{}")],
+        );
+        let (got, cursor) = poll(hub, &rows[1], cursor);
+        assert_eq!(got, vec![("S001".to_string(), 2)]);
+        // Released after: nothing more.
+        release(cursor);
+        push_facts(
+            hub,
+            &rows[0],
+            vec![member_fact("S001", 3, T0, "purchase", "m-1", 5, "{}")],
+        );
+        assert_eq!(poll(hub, &rows[1], cursor).0, vec![]);
+        // Fetched again: they come again.
+        fetch();
+        push_facts(
+            hub,
+            &rows[0],
+            vec![member_fact("S001", 4, T0, "purchase", "m-1", 5, "{}")],
+        );
+        assert_eq!(poll(hub, &rows[1], cursor).0, vec![("S001".to_string(), 4)]);
+        let bad = hub.stream(
+            &rows[1],
+            &StreamRequest {
+                release: vec!["not-a-member".into()],
+                ..Default::default()
+            },
+        );
+        assert!(matches!(bad, Err(HubError::Invalid(_))), "{bad:?}");
+    }
+
+    /// One phone registered at two stores: the hub's merge reaches both, and each
+    /// holds both members from then on (a later fact of either reaches the other).
+    #[test]
+    fn a_merge_reaches_every_store_holding_either_member() {
+        use base64::Engine;
+        let t = TestHub::new(T0, &["S001", "S002"]);
+        let (hub, rows) = (&t.hub, &t.rows);
+        let idx = base64::engine::general_purpose::STANDARD.encode([1u8; 32]);
+        let reg = serde_json::json!({ "phone_idx": idx }).to_string();
+        push_facts(
+            hub,
+            &rows[0],
+            vec![member_fact(
+                "S001",
+                1,
+                T0,
+                "member_registered",
+                "m-1",
+                0,
+                &reg,
+            )],
+        );
+        let ack = push_facts(
+            hub,
+            &rows[1],
+            vec![member_fact(
+                "S002",
+                1,
+                T0,
+                "member_registered",
+                "m-2",
+                0,
+                &reg,
+            )],
+        );
+        assert_eq!(ack.merged.len(), 1);
+        let kinds = |row: &StoreRow| -> Vec<String> {
+            let StreamAnswer::Page { facts, .. } = hub
+                .stream(
+                    row,
+                    &StreamRequest {
+                        max: 100,
+                        ..Default::default()
+                    },
+                )
+                .unwrap_or_else(|e| panic!("{e}"))
+            else {
+                panic!("must refetch")
+            };
+            facts
+                .iter()
+                .map(|s| {
+                    patron_domain::Entry::parse(&s.fact.body)
+                        .map(|e| e.kind().as_str().to_string())
+                        .unwrap_or_default()
+                })
+                .collect()
+        };
+        assert_eq!(kinds(&rows[0]), vec!["member_merged"]);
+        assert_eq!(kinds(&rows[1]), vec!["member_merged"]);
+        push_facts(
+            hub,
+            &rows[1],
+            vec![member_fact("S002", 2, T0, "purchase", "m-2", 5, "{}")],
+        );
+        assert_eq!(kinds(&rows[0]), vec!["member_merged", "purchase"]);
+    }
+
+    /// The protocol is the lower of the two sides'; a store older than the hub serves
+    /// is refused, before enrollment spends its token.
+    #[test]
+    fn protocols_are_negotiated_and_too_old_a_store_is_refused() {
+        let t = TestHub::new(T0, &[]);
+        let hub = &t.hub;
+        let v1 = hub.negotiate(None).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(v1.protocol, 1);
+        assert!(!v1.offers(patron_protocol::hub::capability::STREAM));
+        let now = hub
+            .negotiate(Some(PROTOCOL))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(now.protocol, PROTOCOL);
+        assert!(now.offers(patron_protocol::hub::capability::STREAM));
+        let newer = hub
+            .negotiate(Some(PROTOCOL + 5))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(newer.protocol, PROTOCOL);
+        assert!(matches!(
+            hub.negotiate(Some(0)),
+            Err(HubError::Protocol { asked: 0, .. })
+        ));
+        let token = hub
+            .add_store("S009", "S009", "all")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let secret = token.rsplit_once('.').map(|x| x.0).unwrap_or_default();
+        assert!(matches!(
+            hub.enroll(secret, "S009", Some(0)),
+            Err(HubError::Protocol { .. })
+        ));
+        let ok = hub
+            .enroll(secret, "S009", Some(PROTOCOL))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ok.negotiated.map(|n| n.protocol), Some(PROTOCOL));
     }
 }

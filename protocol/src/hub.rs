@@ -5,6 +5,58 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::Origin;
 
+/// The sync protocol this build speaks. A hub serves it and the one before
+/// ([`MIN_PROTOCOL`]), so stores one release behind keep syncing during a rollout.
+/// 1: push, refetch, member fetch, leases, HQ documents. 2: adds the hub-to-store
+/// stream (`POST /v1/sync/stream`).
+pub const PROTOCOL: u32 = 2;
+
+/// The oldest protocol a hub of this build serves.
+pub const MIN_PROTOCOL: u32 = 1;
+
+/// A protocol version and what the hub offers under it, as agreed at enrollment and
+/// again on every push (the heartbeat): a hub upgraded or rolled back between two
+/// pushes is noticed at the next.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Negotiated {
+    /// The version both sides use: the lower of the two.
+    pub protocol: u32,
+    /// What the hub offers at that version ([`capability`]).
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+}
+
+/// Names of what a hub may offer.
+pub mod capability {
+    /// `POST /v1/sync/stream`: the facts of the members a store holds, by cursor.
+    pub const STREAM: &str = "stream";
+}
+
+impl Negotiated {
+    /// The hub's side: the version for a store that speaks `asked` (absent: 1, the
+    /// protocol before versions were sent); `None` if this hub no longer serves it.
+    pub fn for_store(asked: Option<u32>) -> Option<Self> {
+        let asked = asked.unwrap_or(1);
+        if asked < MIN_PROTOCOL {
+            return None;
+        }
+        let protocol = asked.min(PROTOCOL);
+        let mut capabilities = Vec::new();
+        if protocol >= 2 {
+            capabilities.push(capability::STREAM.to_string());
+        }
+        Some(Self {
+            protocol,
+            capabilities,
+        })
+    }
+
+    /// Whether the hub offers `name`.
+    pub fn offers(&self, name: &str) -> bool {
+        self.capabilities.iter().any(|c| c == name)
+    }
+}
+
 /// `POST /v1/enroll`: a store exchanges its one-time token for a credential.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnrollRequest {
@@ -12,6 +64,9 @@ pub struct EnrollRequest {
     pub secret: String,
     /// The store id the edge is configured with (must match the token's).
     pub store_id: String,
+    /// The newest sync protocol the edge speaks (absent: 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<u32>,
 }
 
 /// The hub's answer to an enrollment.
@@ -30,6 +85,9 @@ pub struct EnrollResponse {
     /// index and can read a member another store registered. Absent from older hubs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chain_keys: Option<String>,
+    /// The protocol agreed (absent from hubs before versions were sent: 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub negotiated: Option<Negotiated>,
 }
 
 // Secrets stay out of Debug output (and so out of any log that formats these).
@@ -57,6 +115,13 @@ pub struct SyncReport {
     pub origin: Option<Origin>,
     /// The highest sequence the store has written in that origin.
     pub last_seq: u64,
+    /// The newest sync protocol the store speaks (absent: 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<u32>,
+    /// The store's stream cursor: every position up to it is applied there, so the hub
+    /// may forget them (absent: the store does not follow the stream).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_after: Option<u64>,
 }
 
 /// `POST /v1/sync/push` body: the report and the push itself.
@@ -66,6 +131,18 @@ pub struct PushRequest<P> {
     pub report: SyncReport,
     /// The facts.
     pub push: P,
+}
+
+/// The hub's answer to a push: the sync acknowledgement and the protocol agreed for
+/// the store (absent from hubs before versions were sent: 1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushAnswer<A> {
+    /// The acknowledgement.
+    #[serde(flatten)]
+    pub ack: A,
+    /// The protocol agreed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub negotiated: Option<Negotiated>,
 }
 
 /// One store as the hub lists it.

@@ -5,7 +5,8 @@
 //! - [`docs`]: HQ-authored documents (rule sets) as automerge documents, per ring.
 //! - [`hlc`]: hybrid logical clock for last-writer-wins profile fields.
 //! - [`profile`]: member profiles as LWW registers and an add-wins tag set.
-//! - [`pull`]: following a replication set by cursor, checkpoints, must-refetch.
+//! - [`pull`]: fetching a member the store does not hold, by phone.
+//! - [`stream`]: the hub-to-store stream of the facts of the members a store holds.
 //! - [`rights`]: leases on a member's points that stores spend offline (bounded counter).
 //!
 //! The version vector is a replica's knowledge of the ledger as
@@ -21,6 +22,7 @@ pub mod profile;
 pub mod pull;
 pub mod rights;
 pub mod session;
+pub mod stream;
 pub mod version_vector;
 
 pub use hlc::{Hlc, Observed, Stamp};

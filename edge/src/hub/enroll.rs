@@ -47,6 +47,7 @@ pub async fn enroll(
         &EnrollRequest {
             secret: secret.to_string(),
             store_id: store_id.to_string(),
+            protocol: Some(patron_protocol::hub::PROTOCOL),
         },
     )
     .await?;

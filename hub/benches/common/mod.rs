@@ -182,6 +182,7 @@ pub fn bodies(store: usize, facts: u64, mix: Mix) -> Result<Vec<Vec<u8>>, BoxErr
             report: SyncReport {
                 origin: Some(o.clone()),
                 last_seq: facts,
+                ..Default::default()
             },
             push: Push {
                 from: o.node.clone(),
@@ -221,7 +222,7 @@ pub async fn start_hub(name: &str, stores: usize) -> Result<Running, BoxError> {
     for s in 0..stores {
         let token = hub.add_store(&origin(s).node, "bench", "all")?;
         let secret = token.rsplit_once('.').map(|(a, _)| a).unwrap_or_default();
-        creds.push(hub.enroll(secret, &origin(s).node)?.credential);
+        creds.push(hub.enroll(secret, &origin(s).node, None)?.credential);
     }
     let app = router(AppState {
         hub: hub.clone(),

@@ -167,13 +167,24 @@ pub trait HubStore: Send + Sync + 'static {
 
     /// Up to `max` facts of the members registered under `phone_idx` (the chain-wide
     /// blind index, base64), from every origin, after ingest position `after`; with the
-    /// position of the last one (`after` if none) and whether more follow.
+    /// position of the last one (`after` if none) and whether more follow. `store`
+    /// holds those members from now on: their later facts reach it by its stream.
     fn member_facts_by_phone(
         &self,
+        store: &str,
         phone_idx: &str,
         after: u64,
         max: usize,
     ) -> Result<(Vec<Fact>, u64, bool), StoreError>;
+
+    /// Up to `max` facts of the stream of `store` (patron_sync::stream) after
+    /// position `after`, with the store's horizon and the hub's last position, read
+    /// in one snapshot.
+    fn stream(&self, store: &str, after: u64, max: usize) -> Result<StreamRead, StoreError>;
+
+    /// `store` no longer holds these members (16-byte ids): it stops receiving their
+    /// facts, unless it fetched them after position `after`. Returns how many it held.
+    fn release(&self, store: &str, members: &[[u8; 16]], after: u64) -> Result<usize, StoreError>;
 
     /// An HQ document's bytes.
     fn load_doc(&self, doc_id: &str) -> Result<Option<Vec<u8>>, StoreError>;
@@ -195,6 +206,19 @@ pub trait HubStore: Send + Sync + 'static {
 
     /// Facts held, all origins.
     fn fact_count(&self) -> Result<u64, StoreError>;
+}
+
+/// What the stream holds for a store after a position.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamRead {
+    /// The facts at their positions, in order.
+    pub facts: Vec<(u64, Fact)>,
+    /// More follow the last one.
+    pub more: bool,
+    /// Positions up to here were forgotten for the store (it acknowledged them).
+    pub horizon: u64,
+    /// The hub's last position.
+    pub end: u64,
 }
 
 /// A pushed fact, typed once, with what it changes besides the log.

@@ -21,7 +21,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
     Decide, Hold, HubStore, IngestJob, Ingested, NewStore, OverdrawRule, PendingAnswer, PointsRow,
-    Rebuilt, Reproject, Spendable, StoreError, StoreRow, TypedFact,
+    Rebuilt, Reproject, Spendable, StoreError, StoreRow, StreamRead, TypedFact,
 };
 
 /// Migration `i` takes the schema from version `i` to `i + 1`. Append only.
@@ -267,6 +267,32 @@ const MIGRATIONS: &[&str] = &[
        AND member IS NOT NULL
        AND json_extract(json_extract(body, '$.body'), '$.phone_idx') IS NOT NULL;
     "#,
+    r#"
+    -- The hub-to-store stream (patron_sync::stream). `holdings`: which stores hold
+    -- which members (ids as the facts name them): a store that pushed a fact of the
+    -- member or fetched them; `touched` is the hub position when it last fetched them
+    -- (or first pushed one), so a release sent before a later fetch is ignored.
+    -- `stream`: per store, the positions of facts it must receive, filled in the
+    -- ingest transaction of each fact (a poll costs what it returns). Positions a store
+    -- acknowledged are deleted; `stream_horizon` is the highest deleted.
+    CREATE TABLE holdings (
+        member  BLOB    NOT NULL,
+        store   TEXT    NOT NULL,
+        touched INTEGER NOT NULL,
+        PRIMARY KEY (member, store)
+    ) STRICT, WITHOUT ROWID;
+    CREATE TABLE stream (
+        store TEXT    NOT NULL,
+        pos   INTEGER NOT NULL,
+        PRIMARY KEY (store, pos)
+    ) STRICT, WITHOUT ROWID;
+    ALTER TABLE stores ADD COLUMN stream_horizon INTEGER NOT NULL DEFAULT 0;
+    INSERT OR IGNORE INTO holdings (member, store, touched)
+    SELECT f.member, o.node, max(f.id)
+      FROM facts f JOIN origins o ON o.id = f.origin
+     WHERE f.member IS NOT NULL AND o.node <> 'hub'
+     GROUP BY f.member, o.node;
+    "#,
 ];
 
 /// SQL for the member `id` stands for: its survivor if it was merged, else itself.
@@ -295,6 +321,29 @@ pub(crate) const MEMBER_FACTS_BY_PHONE: &str = "
      ORDER BY f.id
      LIMIT ?3";
 
+/// A fact read with its position: (id, node, incarnation, seq, body).
+fn positioned_fact(r: &rusqlite::Row<'_>) -> rusqlite::Result<(u64, Fact)> {
+    Ok((
+        r.get::<_, i64>(0)? as u64,
+        Fact {
+            origin: Origin {
+                node: r.get(1)?,
+                incarnation: parse_incarnation(r, 2)?,
+            },
+            seq: r.get::<_, i64>(3)? as u64,
+            body: r.get(4)?,
+        },
+    ))
+}
+
+/// An origin's incarnation column as a UUID.
+fn parse_incarnation(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<uuid::Uuid> {
+    let text: String = r.get(i)?;
+    text.parse().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
 /// The hub database file name inside the data directory.
 pub const DB_FILE: &str = "hub.sqlite";
 
@@ -305,6 +354,9 @@ pub struct SqliteStore {
     /// transaction and fsync (credentials, and the movements that overdraws are judged
     /// on after an ingest): WAL lets it read the last commit meanwhile.
     reader: Mutex<Connection>,
+    /// Reads of the stores' streams, apart from the credential checks on `reader`
+    /// that every request waits for.
+    stream_reader: Mutex<Connection>,
     path: PathBuf,
     /// Authorizations, to the thread that commits them in groups.
     asks: mpsc::Sender<Ask>,
@@ -403,6 +455,8 @@ impl SqliteStore {
         )?;
         let reader = connect(&path)?;
         reader.pragma_update(None, "query_only", true)?;
+        let stream_reader = connect(&path)?;
+        stream_reader.pragma_update(None, "query_only", true)?;
         let conn = Arc::new(Mutex::new(conn));
         let (asks, queue) = mpsc::channel();
         spawn_authorizer(conn.clone(), queue, wal.clone())?;
@@ -411,6 +465,7 @@ impl SqliteStore {
         Ok(Self {
             conn,
             reader: Mutex::new(reader),
+            stream_reader: Mutex::new(stream_reader),
             path,
             asks,
             pushes,
@@ -546,7 +601,13 @@ fn merge_if_registered_twice(
         .to_json()
         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let seq = high + 1;
-    insert_fact(tx, origin_id, seq, &body, now, &entry)?;
+    let pos = insert_fact(tx, origin_id, seq, &body, now, &entry)?;
+    fan_out_merge(
+        tx,
+        uuid(member)?.as_bytes(),
+        uuid(&survivor)?.as_bytes(),
+        pos,
+    )?;
     tx.prepare_cached("UPDATE origins SET high = ?2 WHERE id = ?1")?
         .execute(params![origin_id, seq])?;
     tracing::info!(loser = member, survivor = %survivor, "one phone registered twice: members merged");
@@ -668,6 +729,52 @@ fn insert_fact(
         e.detail.auth().map(|a| a.as_str()),
     ])?;
     Ok(tx.last_insert_rowid())
+}
+
+/// The stream's share of a store's fact of `member` at position `pos`: every other
+/// store holding the member receives it, and the store that wrote it holds the member
+/// from now on (it registered or served them).
+fn fan_out(tx: &Connection, store: &str, member: &[u8], pos: i64) -> Result<(), StoreError> {
+    let holders: Vec<String> = tx
+        .prepare_cached("SELECT store FROM holdings WHERE member = ?1")?
+        .query_map(params![member], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    if !holders.iter().any(|h| h == store) {
+        tx.prepare_cached("INSERT INTO holdings (member, store, touched) VALUES (?1, ?2, ?3)")?
+            .execute(params![member, store, pos])?;
+    }
+    let mut send =
+        tx.prepare_cached("INSERT OR IGNORE INTO stream (store, pos) VALUES (?1, ?2)")?;
+    for h in holders.iter().filter(|h| *h != store) {
+        send.execute(params![h, pos])?;
+    }
+    Ok(())
+}
+
+/// The stream's share of a merge the hub wrote at `pos`: every store holding either
+/// member receives it, and holds both from now on (the loser's later facts, written
+/// under its old id by stores that have not synced yet, concern the survivor's too).
+fn fan_out_merge(
+    tx: &Connection,
+    loser: &[u8],
+    survivor: &[u8],
+    pos: i64,
+) -> Result<(), StoreError> {
+    let holders: std::collections::BTreeSet<String> = tx
+        .prepare_cached("SELECT store FROM holdings WHERE member IN (?1, ?2)")?
+        .query_map(params![loser, survivor], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut hold = tx.prepare_cached(
+        "INSERT OR IGNORE INTO holdings (member, store, touched) VALUES (?1, ?2, ?3)",
+    )?;
+    let mut send =
+        tx.prepare_cached("INSERT OR IGNORE INTO stream (store, pos) VALUES (?1, ?2)")?;
+    for h in &holders {
+        hold.execute(params![loser, h, pos])?;
+        hold.execute(params![survivor, h, pos])?;
+        send.execute(params![h, pos])?;
+    }
+    Ok(())
 }
 
 /// What a member's points movement changes besides the log: it settles the hold of its
@@ -855,6 +962,9 @@ fn ingest_one(
                 };
                 for (f, t) in b.facts[skip..].iter().zip(&typed[skip..]) {
                     let fact_id = insert_fact(tx, origin_id, f.seq as i64, &f.body, now, &t.entry)?;
+                    if let Some(member) = &t.entry.member {
+                        fan_out(tx, &b.origin.node, member.as_bytes(), fact_id)?;
+                    }
                     if let (Some(member), false) = (&t.entry.member, t.profile.is_empty()) {
                         apply_profile_ops(tx, &member.to_string(), &t.profile, now)?;
                     }
@@ -904,6 +1014,9 @@ fn ingest_one(
         Some(o) => Some(ensure_origin(tx, o)?.0),
         None => None,
     };
+    if let Some(acked) = report.stream_after {
+        forget_streamed(tx, store_id, acked)?;
+    }
     tx.prepare_cached(
         "UPDATE stores SET last_sync_at = ?2, report_origin = coalesce(?3, report_origin),
                     report_last_seq = ?4 WHERE store_id = ?1",
@@ -915,6 +1028,26 @@ fn ingest_one(
         report.last_seq as i64
     ])?;
     Ok(out)
+}
+
+/// The store applied its stream up to `acked`: those positions are forgotten and the
+/// store's horizon moves there (never past the hub's end, which a store may report
+/// beyond when the hub was restored from an older copy).
+fn forget_streamed(tx: &Connection, store: &str, acked: u64) -> Result<(), StoreError> {
+    let (horizon, end): (i64, i64) = tx
+        .prepare_cached(
+            "SELECT stream_horizon, (SELECT coalesce(max(id), 0) FROM facts)
+               FROM stores WHERE store_id = ?1",
+        )?
+        .query_row(params![store], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let acked = (acked.min(i64::MAX as u64) as i64).min(end);
+    if acked > horizon {
+        tx.prepare_cached("DELETE FROM stream WHERE store = ?1 AND pos <= ?2")?
+            .execute(params![store, acked])?;
+        tx.prepare_cached("UPDATE stores SET stream_horizon = ?2 WHERE store_id = ?1")?
+            .execute(params![store, acked])?;
+    }
+    Ok(())
 }
 
 /// Records the overdrawing spends of `spenders` (ids as the facts name them) that
@@ -1234,38 +1367,88 @@ impl HubStore for SqliteStore {
 
     fn member_facts_by_phone(
         &self,
+        store: &str,
         phone_idx: &str,
         after: u64,
         max: usize,
     ) -> Result<(Vec<Fact>, u64, bool), StoreError> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached(MEMBER_FACTS_BY_PHONE)?;
-        let mut rows = stmt
-            .query_map(params![phone_idx, after as i64, max as i64 + 1], |r| {
-                let incarnation: String = r.get(2)?;
-                Ok((
-                    r.get::<_, i64>(0)? as u64,
-                    Fact {
-                        origin: Origin {
-                            node: r.get(1)?,
-                            incarnation: incarnation.parse().map_err(|e| {
-                                rusqlite::Error::FromSqlConversionFailure(
-                                    2,
-                                    rusqlite::types::Type::Text,
-                                    Box::new(e),
-                                )
-                            })?,
-                        },
-                        seq: r.get::<_, i64>(3)? as u64,
-                        body: r.get(4)?,
-                    },
-                ))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        // The holding first, in the transaction that reads: a fact ingested after this
+        // read reaches the store by its stream, one ingested before is in this answer.
+        tx.prepare_cached(
+            "INSERT INTO holdings (member, store, touched)
+             SELECT unhex(replace(member, '-', '')), ?2, (SELECT coalesce(max(id), 0) FROM facts)
+               FROM registrations WHERE phone_idx = ?1
+             ON CONFLICT (member, store) DO UPDATE SET touched = excluded.touched",
+        )?
+        .execute(params![phone_idx, store])?;
+        let mut rows = {
+            let mut stmt = tx.prepare_cached(MEMBER_FACTS_BY_PHONE)?;
+            stmt.query_map(
+                params![phone_idx, after as i64, max as i64 + 1],
+                positioned_fact,
+            )?
+            .collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        tx.commit()?;
         let more = rows.len() > max;
         rows.truncate(max);
         let upto = rows.last().map_or(after, |(pos, _)| *pos);
         Ok((rows.into_iter().map(|(_, f)| f).collect(), upto, more))
+    }
+
+    fn stream(&self, store: &str, after: u64, max: usize) -> Result<StreamRead, StoreError> {
+        let mut conn = lock(&self.stream_reader);
+        // One snapshot: the end read with the facts, so no fact at or below it can
+        // commit later (positions are assigned by the one writer, in commit order).
+        let tx = conn.transaction()?;
+        let (horizon, end): (i64, i64) = tx
+            .prepare_cached(
+                "SELECT (SELECT stream_horizon FROM stores WHERE store_id = ?1),
+                        (SELECT coalesce(max(id), 0) FROM facts)",
+            )?
+            .query_row(params![store], |r| {
+                Ok((r.get::<_, Option<i64>>(0)?.unwrap_or(0), r.get(1)?))
+            })?;
+        let mut facts = {
+            let mut stmt = tx.prepare_cached(
+                "SELECT s.pos, o.node, o.incarnation, f.seq, f.body
+                   FROM stream s JOIN facts f ON f.id = s.pos JOIN origins o ON o.id = f.origin
+                  WHERE s.store = ?1 AND s.pos > ?2
+                  ORDER BY s.pos LIMIT ?3",
+            )?;
+            stmt.query_map(
+                params![store, after as i64, max as i64 + 1],
+                positioned_fact,
+            )?
+            .collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        tx.commit()?;
+        let more = facts.len() > max;
+        facts.truncate(max);
+        Ok(StreamRead {
+            facts,
+            more,
+            horizon: horizon.max(0) as u64,
+            end: end.max(0) as u64,
+        })
+    }
+
+    fn release(&self, store: &str, members: &[[u8; 16]], after: u64) -> Result<usize, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let mut n = 0;
+        {
+            let mut stmt = tx.prepare_cached(
+                "DELETE FROM holdings WHERE member = ?1 AND store = ?2 AND touched < ?3",
+            )?;
+            for m in members {
+                n += stmt.execute(params![&m[..], store, after as i64])?;
+            }
+        }
+        tx.commit()?;
+        Ok(n)
     }
 
     fn rebuild_projections(&self, project: &Reproject) -> Result<Rebuilt, StoreError> {
@@ -1655,7 +1838,7 @@ mod tests {
         // Registrations by phone were carried over: the member's facts come back in
         // ingest order, the walk-in sale not among them.
         let (got, _, more) = store
-            .member_facts_by_phone(idx, 0, 10)
+            .member_facts_by_phone("S001", idx, 0, 10)
             .unwrap_or_else(|e| panic!("{e}"));
         let seqs: Vec<u64> = got.iter().map(|f| f.seq).collect();
         assert_eq!((seqs, more), (vec![1, 2, 4], false));
