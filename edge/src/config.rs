@@ -97,6 +97,9 @@ pub struct SyncConfig {
     /// A member registered at another store leaves this store's set after this many days
     /// without a sale or a fetch here (and with no lease here).
     pub keep_members_days: u32,
+    /// A stream poll with nothing new is held open by the hub this long, waiting for
+    /// news (at most 25,000): the longer, the fewer idle requests.
+    pub stream_wait_ms: u64,
 }
 
 impl Default for SyncConfig {
@@ -111,6 +114,7 @@ impl Default for SyncConfig {
             batch: 1000,
             fetch_timeout_ms: 1_000,
             keep_members_days: 90,
+            stream_wait_ms: 20_000,
         }
     }
 }

@@ -64,6 +64,13 @@ pub struct HubHealth {
     /// Leases on members' points this store holds (spendable without the hub).
     #[serde(default)]
     pub leases_held: u64,
+    /// The sync protocol agreed with the hub at the last push (absent: none yet).
+    #[serde(default)]
+    pub protocol: Option<u32>,
+    /// Whether this store follows the hub's stream (the facts of its members written
+    /// elsewhere arrive as they happen, not only at a lookup).
+    #[serde(default)]
+    pub streaming: bool,
 }
 
 /// Consents given at registration (PIPL): terms are required, marketing optional.

@@ -5,10 +5,11 @@ use std::time::Duration;
 use patron_protocol::ErrorBody;
 use patron_protocol::hub::{
     AuthorizeRequest, AuthorizeResponse, DocSync, EnrollRequest, EnrollResponse, LeaseRequest,
-    LeaseResponse, LeaseReturn, LeaseReturned, PushRequest, RefetchRequest,
+    LeaseResponse, LeaseReturn, LeaseReturned, PushAnswer, PushRequest, RefetchRequest,
 };
 use patron_sync::pull::{FetchedMember, MemberFetch};
 use patron_sync::session::{Batch, Push, PushAck};
+use patron_sync::stream::{StreamAnswer, StreamRequest};
 use serde::de::DeserializeOwned;
 
 use super::SyncError;
@@ -181,7 +182,12 @@ impl HubClient {
     }
 
     /// Pushes facts (possibly none: a heartbeat) with this store's report.
-    pub async fn push(&self, req: &PushRequest<Push>) -> Result<PushAck, SyncError> {
+    pub async fn push(&self, req: &PushRequest<Push>) -> Result<PushAnswer<PushAck>, SyncError> {
         self.post("/v1/sync/push", req).await
+    }
+
+    /// Polls the hub's stream of this store's members (protocol 2).
+    pub async fn stream(&self, req: &StreamRequest) -> Result<StreamAnswer, SyncError> {
+        self.post("/v1/sync/stream", req).await
     }
 }

@@ -5,7 +5,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use patron_protocol::hub::{PushRequest, RefetchRequest, SyncReport};
+use patron_protocol::hub::capability;
+use patron_protocol::hub::{Negotiated, PROTOCOL, PushRequest, RefetchRequest, SyncReport};
 use patron_sync::docs::{HqDoc, decode_state, encode_state, ring_doc};
 use patron_sync::session::{Push, Verdict, batch};
 
@@ -30,6 +31,10 @@ pub struct SyncStatus {
     pub last_error: Option<String>,
     /// An alert that needs a person (watchdog, refusal).
     pub alert: Option<String>,
+    /// The protocol agreed with the hub at the last push.
+    pub negotiated: Option<Negotiated>,
+    /// The last stream poll was answered.
+    pub streaming: bool,
 }
 
 /// Shared handle to the status.
@@ -68,6 +73,14 @@ pub fn spawn(edge: Arc<Edge>, link: HubLink) -> Result<tokio::task::JoinHandle<(
             }
         }
     });
+    // The stream's polls wait up to `stream_wait_ms` at the hub: their own client.
+    let stream_timeout = Duration::from_millis(
+        cfg.stream_wait_ms.min(patron_sync::stream::MAX_WAIT_MS) + cfg.timeout_ms,
+    );
+    tokio::spawn(follow_stream(
+        edge.clone(),
+        HubClient::new(&link, stream_timeout)?,
+    ));
     if edge.core.cfg.redemption.leases {
         crate::service::leases::spawn(edge.clone(), HubClient::new(&link, timeout)?);
     }
@@ -281,6 +294,17 @@ async fn exchange(edge: &Edge, client: &HubClient, acked: &mut i64) -> Step {
         };
         Ok::<_, crate::service::EdgeError>((last, facts))
     };
+    let stream_after = if follows_stream(edge) {
+        match edge.stream_after().await {
+            Ok(a) => Some(a),
+            Err(e) => {
+                tracing::error!(error = %e, "sync: reading the stream position failed");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let (last, facts) = match read.await {
         Ok(r) => r,
         Err(e) => {
@@ -293,6 +317,8 @@ async fn exchange(edge: &Edge, client: &HubClient, acked: &mut i64) -> Step {
         report: SyncReport {
             origin: Some(origin.clone()),
             last_seq: last.max(0) as u64,
+            protocol: Some(PROTOCOL),
+            stream_after,
         },
         push: Push {
             from: origin.node.clone(),
@@ -304,7 +330,15 @@ async fn exchange(edge: &Edge, client: &HubClient, acked: &mut i64) -> Step {
         },
     };
     let ack = match client.push(&req).await {
-        Ok(a) => a,
+        Ok(a) => {
+            // A hub up- or downgraded since the last push is followed from this answer.
+            let negotiated = a.negotiated.unwrap_or(Negotiated {
+                protocol: 1,
+                capabilities: Vec::new(),
+            });
+            update(&edge.sync_status, |s| s.negotiated = Some(negotiated));
+            a.ack
+        }
         Err(e) => {
             let unreachable = matches!(e, SyncError::Unreachable(_));
             tracing::warn!(error = %e, "sync: push failed");
@@ -443,5 +477,129 @@ async fn watchdog(edge: &Edge, acked: i64) {
                 s.alert = None;
             }
         }),
+    }
+}
+
+/// Whether the hub offered the stream at the last push.
+fn follows_stream(edge: &Edge) -> bool {
+    edge.sync_status.lock().is_ok_and(|s| {
+        s.negotiated
+            .as_ref()
+            .is_some_and(|n| n.offers(capability::STREAM))
+    })
+}
+
+/// Follows the hub's stream while the hub offers it: long polls, each page stored with
+/// the cursor in one transaction ([`patron_sync::stream::StreamCursor`] judges each
+/// answer), members no longer held released on the next poll, merges followed by a
+/// fetch of the phone, and a must-refetch answered by fetching every held phone again.
+async fn follow_stream(edge: Arc<Edge>, client: HubClient) {
+    use patron_sync::stream::{MAX_PAGE, MAX_WAIT_MS, Step, StreamCursor, StreamRequest};
+    let cfg = edge.core.cfg.sync.clone();
+    let min = Duration::from_millis(cfg.retry_min_ms);
+    let max = Duration::from_millis(cfg.retry_max_ms);
+    let mut backoff = min;
+    let mut release: Vec<String> = Vec::new();
+    // The first poll after a failure answers at once: `/healthz` shows the stream
+    // followed again without waiting out a long poll.
+    let mut answered = false;
+    loop {
+        if !follows_stream(&edge) {
+            update(&edge.sync_status, |s| s.streaming = false);
+            answered = false;
+            tokio::time::sleep(Duration::from_millis(cfg.retry_min_ms.max(200))).await;
+            continue;
+        }
+        let mut cursor = match edge.stream_after().await {
+            Ok(after) => StreamCursor { after },
+            Err(e) => {
+                tracing::error!(error = %e, "stream: reading the position failed");
+                tokio::time::sleep(jitter(backoff)).await;
+                backoff = (backoff * 2).min(max);
+                continue;
+            }
+        };
+        let req = StreamRequest {
+            after: cursor.after,
+            max: MAX_PAGE,
+            wait_ms: if answered {
+                cfg.stream_wait_ms.min(MAX_WAIT_MS)
+            } else {
+                0
+            },
+            release: std::mem::take(&mut release),
+        };
+        let answer = match client.stream(&req).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::debug!(error = %e, "stream: poll failed");
+                update(&edge.sync_status, |s| s.streaming = false);
+                answered = false;
+                // Releases are retried: the next page of those members asks again anyway.
+                tokio::time::sleep(jitter(backoff)).await;
+                backoff = (backoff * 2).min(max);
+                continue;
+            }
+        };
+        let step = match cursor.judge(&answer) {
+            Ok(step) => step,
+            Err(e) => {
+                tracing::warn!(error = %e, "stream: answer refused");
+                tokio::time::sleep(jitter(backoff)).await;
+                backoff = (backoff * 2).min(max);
+                continue;
+            }
+        };
+        backoff = min;
+        answered = true;
+        update(&edge.sync_status, |s| s.streaming = true);
+        let more = match &step {
+            Step::Apply { facts, upto, more } => {
+                match edge.apply_streamed(facts.to_vec(), *upto).await {
+                    Ok(done) => {
+                        if done.stored > 0 {
+                            tracing::info!(
+                                facts = done.stored,
+                                "stream: facts of members held here arrived"
+                            );
+                        }
+                        release = done.release.iter().map(ToString::to_string).collect();
+                        for (loser, survivor) in done.merges {
+                            edge.fetch_merged(loser, survivor).await;
+                        }
+                        *more
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "stream: storing a page failed");
+                        tokio::time::sleep(jitter(backoff)).await;
+                        continue;
+                    }
+                }
+            }
+            Step::Refetch { resume } => {
+                tracing::warn!(
+                    resume,
+                    "stream: the hub cannot continue from this store's position; fetching every member again"
+                );
+                match edge.restart_stream(*resume).await {
+                    Ok(phones) => {
+                        let edge = edge.clone();
+                        tokio::spawn(async move { edge.refetch_phones(phones).await });
+                        true
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "stream: restarting failed");
+                        tokio::time::sleep(jitter(backoff)).await;
+                        continue;
+                    }
+                }
+            }
+        };
+        cursor.advance(&step);
+        if !more && matches!(answer, patron_sync::stream::StreamAnswer::Page { .. }) {
+            // The hub held the poll open already; a short pause keeps a hub that
+            // answers at once (an older wait policy) from being polled in a spin.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }

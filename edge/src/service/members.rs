@@ -388,6 +388,45 @@ impl Edge {
         }
     }
 
+    /// After the stream brought the merge of `loser` into `survivor`, one of whom is
+    /// held here: fetches the phone they share, so this store holds both histories.
+    pub async fn fetch_merged(&self, loser: uuid::Uuid, survivor: uuid::Uuid) {
+        let row = self
+            .store
+            .readers
+            .read(move |c| {
+                Ok::<_, EdgeError>(match members::get(c, loser.as_bytes())? {
+                    Some(r) => Some(r),
+                    None => members::get(c, survivor.as_bytes())?,
+                })
+            })
+            .await;
+        if let Ok(Some(row)) = row
+            && !self.refresh_from_hub(row.phone_idx).await
+        {
+            tracing::warn!("the other member of a merge could not be fetched yet");
+        }
+    }
+
+    /// Fetches each phone again from the hub, one at a time and well inside the
+    /// store's fetch budget (after the stream could not continue from this store's
+    /// position). A phone that fails now is fetched whole at its next lookup.
+    pub async fn refetch_phones(&self, phones: Vec<[u8; 32]>) {
+        const PACE: std::time::Duration = std::time::Duration::from_millis(150);
+        let (mut fetched, total) = (0usize, phones.len());
+        for idx in phones {
+            if self.refresh_from_hub(idx).await {
+                fetched += 1;
+            }
+            tokio::time::sleep(PACE).await;
+        }
+        tracing::info!(
+            phones = total,
+            with_news = fetched,
+            "stream: held members fetched again"
+        );
+    }
+
     /// Partial replication: a member registered at another store leaves this store's
     /// set once `sync.keep_members_days` pass with no sale here and no fetch, unless the
     /// store holds a lease on them (or they are part of a merge). Their profile row, the
@@ -672,5 +711,91 @@ mod tests {
             state(*here_uuid.as_bytes()).await.0,
             "registered here: stays"
         );
+    }
+
+    /// A stream page: facts of a member held here are stored and count in their
+    /// balance; a member not held is not stored and comes back for release; the cursor
+    /// moves with the page; a page again changes nothing; a must-refetch forgets the
+    /// fetch positions and hands back every held phone.
+    #[tokio::test]
+    async fn a_stream_page_keeps_held_members_and_releases_the_rest() {
+        use patron_sync::stream::Streamed;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let (edge, _clock) = Edge::for_test("S002", dir.path(), T0);
+        let (held, stranger) = ([1u8; 16], [2u8; 16]);
+        edge.apply_fetched([1; 32], fetched(held, [1; 32], 1)[..1].to_vec(), 5)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let page = |facts: Vec<Fact>, first_pos: u64| -> Vec<Streamed> {
+            facts
+                .into_iter()
+                .zip(first_pos..)
+                .map(|(fact, pos)| Streamed { pos, fact })
+                .collect()
+        };
+        // The held member's purchase (seq 2) and a stranger's registration and purchase.
+        let mut facts = fetched(held, [1; 32], 1)[1..].to_vec();
+        facts.extend(fetched(stranger, [2; 32], 3));
+        let done = edge
+            .apply_streamed(page(facts.clone(), 6), 20)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(done.stored, 1);
+        assert_eq!(done.release, vec![uuid::Uuid::from_bytes(stranger)]);
+        assert_eq!(edge.stream_after().await.ok(), Some(20));
+        let earned = |m: [u8; 16]| {
+            let edge = edge.clone();
+            async move {
+                edge.store
+                    .readers
+                    .read(move |c| {
+                        Ok::<_, EdgeError>(
+                            facts::for_member(c, &m)
+                                .map_err(crate::store::StoreError::from)?
+                                .iter()
+                                .map(|f| f.earn)
+                                .sum::<i64>(),
+                        )
+                    })
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"))
+            }
+        };
+        assert_eq!(earned(held).await, 500, "the streamed purchase counts");
+        let stranger_here = edge
+            .store
+            .readers
+            .read(move |c| {
+                Ok::<_, EdgeError>((
+                    members::get(c, &stranger)?.is_some(),
+                    facts::for_member(c, &stranger)
+                        .map_err(crate::store::StoreError::from)?
+                        .len(),
+                ))
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(stranger_here, (false, 0), "nothing of a member not held");
+        // The same page again (a lost answer polled again) stores nothing twice.
+        let again = edge
+            .apply_streamed(page(facts, 6), 20)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(again.stored, 0);
+        assert_eq!(earned(held).await, 500);
+        // Must refetch: positions forgotten, the held phone handed back, cursor moved.
+        let phones = edge
+            .restart_stream(99)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(phones, vec![[1u8; 32]]);
+        assert_eq!(edge.stream_after().await.ok(), Some(99));
+        let upto = edge
+            .store
+            .readers
+            .read(|c| Ok::<_, EdgeError>(members::fetched_upto(c, &[1; 32])?))
+            .await
+            .ok();
+        assert_eq!(upto, Some(0));
     }
 }

@@ -604,6 +604,8 @@ impl Edge {
                 oldest_pending_secs,
                 alert: st.alert,
                 last_error: st.last_error,
+                protocol: st.negotiated.as_ref().map(|n| n.protocol),
+                streaming: st.streaming,
             },
         })
     }

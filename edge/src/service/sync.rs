@@ -356,6 +356,105 @@ fn project(
     Ok(())
 }
 
+/// `meta` key: the position in the hub's stream up to which every fact is applied.
+const STREAM_KEY: &str = "stream_after";
+
+/// What a stream page did.
+#[derive(Debug, Default)]
+pub struct Streamed {
+    /// Facts new here.
+    pub stored: usize,
+    /// Members whose facts came although this store no longer holds them.
+    pub release: Vec<Uuid>,
+    /// Merges of a member held here: (loser, survivor).
+    pub merges: Vec<(Uuid, Uuid)>,
+}
+
+/// Facts from the hub being stored in one transaction: the origin ids looked up so
+/// far and the members whose profile row is being rebuilt.
+struct Kept<'a> {
+    own_node: &'a str,
+    origins: std::collections::HashMap<(String, Uuid), i64>,
+    rebuilt: std::collections::HashSet<[u8; 16]>,
+}
+
+impl<'a> Kept<'a> {
+    fn new(own_node: &'a str) -> Self {
+        Self {
+            own_node,
+            origins: Default::default(),
+            rebuilt: Default::default(),
+        }
+    }
+
+    /// The fact's entry, if it is to be stored: this store's own facts are here
+    /// already (or come back through the refetch of a restored database, which
+    /// rebuilds their receipts too), and one unreadable fact must not keep a member
+    /// from this store.
+    fn entry(&self, f: &Fact) -> Option<Entry> {
+        if f.origin.node == self.own_node {
+            return None;
+        }
+        match Entry::parse(&f.body) {
+            Ok(e) => Some(e),
+            Err(error) => {
+                tracing::warn!(origin = %f.origin, seq = f.seq, %error, "an unreadable fact from the hub was skipped");
+                None
+            }
+        }
+    }
+
+    /// Stores a fact from the hub: it counts in the member's balance and tier here,
+    /// and the member's profile row is rebuilt from the registration and profile facts.
+    /// Other stores' receipts, refunds and coupons are not rebuilt: they are redeemed
+    /// and refunded where they were issued. Whether anything changed.
+    fn keep(
+        &mut self,
+        conn: &rusqlite::Connection,
+        f: &Fact,
+        e: &Entry,
+    ) -> Result<bool, EdgeError> {
+        let key = (f.origin.node.clone(), f.origin.incarnation);
+        let origin_id = match self.origins.get(&key) {
+            Some(id) => *id,
+            None => {
+                let id = store::origin_id(conn, &f.origin.node, &f.origin.incarnation.to_string())?;
+                self.origins.insert(key, id);
+                id
+            }
+        };
+        let nf = new_fact(e);
+        let seq = f.seq as i64;
+        let inserted = facts::insert_at(conn, origin_id, seq, &nf).map_err(StoreError::from)?;
+        if let Some(m) = &nf.member {
+            store::members::note_fetched_fact(conn, m, origin_id, seq)?;
+        }
+        // A registration held already still rebuilds a missing profile row (a member
+        // removed from this store keeps facts it fetched earlier), and the updates held
+        // for that member apply to the rebuilt row again.
+        let rebuild = match (e.kind(), nf.member) {
+            (Kind::MemberRegistered, Some(m)) => {
+                let missing = store::members::get(conn, &m)?.is_none();
+                if missing {
+                    self.rebuilt.insert(m);
+                }
+                missing
+            }
+            (Kind::MemberUpdated | Kind::MemberRekeyed, Some(m)) => self.rebuilt.contains(&m),
+            _ => false,
+        };
+        let profile = matches!(
+            e.kind(),
+            Kind::MemberRegistered | Kind::MemberUpdated | Kind::MemberMerged | Kind::MemberRekeyed
+        );
+        if (inserted || rebuild) && profile {
+            project(conn, origin_id, &f.origin.node, seq, e)?;
+            return Ok(true);
+        }
+        Ok(inserted)
+    }
+}
+
 impl Edge {
     /// Stores the facts of a member fetched from the hub (another store registered
     /// them, or they are new since the last fetch, up to hub position `upto` for phone
@@ -375,72 +474,92 @@ impl Edge {
             .writer
             .write(move |ctx| {
                 store::members::set_fetched_upto(ctx.conn, &phone_idx, upto, now)?;
-                let mut origins = std::collections::HashMap::new();
-                let mut rebuilt = std::collections::HashSet::new();
+                let mut kept = Kept::new(&own_node);
                 let mut any = false;
                 for f in &fetched {
-                    // This store's own facts are here already, or come back through the
-                    // refetch of a restored database, which rebuilds their receipts too.
-                    if f.origin.node == own_node {
-                        continue;
-                    }
-                    let key = (f.origin.node.clone(), f.origin.incarnation);
-                    let origin_id = match origins.get(&key) {
-                        Some(id) => *id,
-                        None => {
-                            let id = store::origin_id(
-                                ctx.conn,
-                                &f.origin.node,
-                                &f.origin.incarnation.to_string(),
-                            )?;
-                            origins.insert(key, id);
-                            id
-                        }
-                    };
-                    // One unreadable fact must not keep the member from this store.
-                    let e = match Entry::parse(&f.body) {
-                        Ok(e) => e,
-                        Err(error) => {
-                            tracing::warn!(origin = %f.origin, seq = f.seq, %error, "an unreadable fetched fact was skipped");
-                            continue;
-                        }
-                    };
-                    let nf = new_fact(&e);
-                    let seq = f.seq as i64;
-                    let inserted =
-                        facts::insert_at(ctx.conn, origin_id, seq, &nf).map_err(StoreError::from)?;
-                    any |= inserted;
-                    if let Some(m) = &nf.member {
-                        store::members::note_fetched_fact(ctx.conn, m, origin_id, seq)?;
-                    }
-                    // A registration held already still rebuilds a missing profile row (a
-                    // member removed from this store keeps facts it fetched earlier), and
-                    // the updates held for that member apply to the rebuilt row again.
-                    let rebuild = match (e.kind(), nf.member) {
-                        (Kind::MemberRegistered, Some(m)) => {
-                            let missing = store::members::get(ctx.conn, &m)?.is_none();
-                            if missing {
-                                rebuilt.insert(m);
-                            }
-                            missing
-                        }
-                        (Kind::MemberUpdated | Kind::MemberRekeyed, Some(m)) => rebuilt.contains(&m),
-                        _ => false,
-                    };
-                    if (inserted || rebuild)
-                        && matches!(
-                            e.kind(),
-                            Kind::MemberRegistered
-                                | Kind::MemberUpdated
-                                | Kind::MemberMerged
-                                | Kind::MemberRekeyed
-                        )
-                    {
-                        any = true;
-                        project(ctx.conn, origin_id, &f.origin.node, seq, &e)?;
+                    if let Some(e) = kept.entry(f) {
+                        any |= kept.keep(ctx.conn, f, &e)?;
                     }
                 }
                 Ok::<_, EdgeError>(any)
+            })
+            .await
+    }
+
+    /// This store's position in the hub's stream (0: nothing applied yet).
+    pub async fn stream_after(&self) -> Result<u64, EdgeError> {
+        self.store
+            .readers
+            .read(|c| {
+                Ok::<_, EdgeError>(
+                    store::meta_get(c, STREAM_KEY)?
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0),
+                )
+            })
+            .await
+    }
+
+    /// Stores a page of the hub's stream (facts of the members this store holds,
+    /// written elsewhere) and moves the stream position to `upto`, in one transaction.
+    /// Facts of members this store no longer holds are not stored: they are returned,
+    /// for the next poll to release. Merges are returned too (the other member's
+    /// history is fetched by phone).
+    pub async fn apply_streamed(
+        &self,
+        page: Vec<patron_sync::stream::Streamed>,
+        upto: u64,
+    ) -> Result<Streamed, EdgeError> {
+        let own_node = self.store.origin.node.clone();
+        self.store
+            .writer
+            .write(move |ctx| {
+                let mut kept = Kept::new(&own_node);
+                let mut out = Streamed::default();
+                for s in &page {
+                    let Some(e) = kept.entry(&s.fact) else {
+                        continue;
+                    };
+                    let Some(m) = e.member else { continue };
+                    let survivor = match &e.detail {
+                        Detail::MemberMerged(merge) => Some(merge.survivor),
+                        _ => None,
+                    };
+                    let held = store::members::held(ctx.conn, m.as_bytes())?
+                        || survivor
+                            .map(|s| store::members::held(ctx.conn, s.as_bytes()))
+                            .transpose()?
+                            .unwrap_or(false);
+                    if !held {
+                        if !out.release.contains(&m) {
+                            out.release.push(m);
+                        }
+                        continue;
+                    }
+                    if kept.keep(ctx.conn, &s.fact, &e)? {
+                        out.stored += 1;
+                    }
+                    if let Some(survivor) = survivor {
+                        out.merges.push((m, survivor));
+                    }
+                }
+                store::meta_set(ctx.conn, STREAM_KEY, &upto.to_string())?;
+                Ok::<_, EdgeError>(out)
+            })
+            .await
+    }
+
+    /// The stream cannot continue from this store's position (its database is older
+    /// than what the hub forgot, or the hub's is older than this store's position):
+    /// every phone's fetch position is forgotten, so each held member is fetched whole
+    /// again, and the stream resumes at `resume`. Returns the phones to fetch.
+    pub async fn restart_stream(&self, resume: u64) -> Result<Vec<[u8; 32]>, EdgeError> {
+        self.store
+            .writer
+            .write(move |ctx| {
+                store::members::reset_fetch_positions(ctx.conn)?;
+                store::meta_set(ctx.conn, STREAM_KEY, &resume.to_string())?;
+                Ok::<_, EdgeError>(store::members::phone_indexes(ctx.conn)?)
             })
             .await
     }

@@ -175,6 +175,33 @@ pub fn exists(conn: &Connection, id: &[u8; 16]) -> Result<bool, StoreError> {
         .is_some())
 }
 
+/// Whether this store holds `id`: its row, or the row of a member it is merged with.
+pub fn held(conn: &Connection, id: &[u8; 16]) -> Result<bool, StoreError> {
+    if exists(conn, id)? {
+        return Ok(true);
+    }
+    for other in alias_set(conn, id)? {
+        if exists(conn, &other)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Every phone index a member held here is under.
+pub fn phone_indexes(conn: &Connection) -> Result<Vec<[u8; 32]>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT DISTINCT phone_idx FROM members")?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<Vec<[u8; 32]>>>()?)
+}
+
+/// Forgets how far each phone was fetched: the next fetch of each takes it whole.
+pub fn reset_fetch_positions(conn: &Connection) -> Result<usize, StoreError> {
+    Ok(conn
+        .prepare_cached("UPDATE member_fetches SET upto = 0")?
+        .execute([])?)
+}
+
 /// The member with a phone under one of these blind indexes, trying them in order
 /// (the earliest registration under an index first).
 pub fn first_by_phone(

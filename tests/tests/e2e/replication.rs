@@ -280,3 +280,58 @@ async fn a_store_over_its_fetch_budget_is_refused_and_stays_online() -> Result<(
     assert_eq!(h.json["hub"]["reachable"], true, "{}", h.json);
     Ok(())
 }
+
+/// The stream: once S002 holds a member (it fetched them), a sale at S001 shows in
+/// S002's balance within a round trip — through the member's page, which asks the hub
+/// nothing — and S001 sees S002's redemption the same way. Both stores say they speak
+/// protocol 2 and follow the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sale_at_one_store_shows_at_every_store_holding_the_member() -> Result<()> {
+    let hub = TestHub::spawn().await?;
+    let s1 = enrolled_edge(&hub, "S001").await?;
+    let s2 = enrolled_edge(&hub, "S002").await?;
+    let m = s1.register("13900000021", None).await?;
+    let earned = sale(&s1, &m, "R1", 100_000, 0).await?["points_earned"]
+        .as_i64()
+        .context("points_earned")?;
+    s1.synced().await?;
+    s2.hub_reachable(true).await?;
+    let r = s2.get("/v1/members?phone=13900000021").await?;
+    assert_eq!(r.json["points"]["balance"], earned, "{}", r.json);
+    for e in [&s1, &s2] {
+        TestHub::wait_for(Duration::from_secs(10), || async {
+            let h = e.get("/healthz").await?.json;
+            Ok(h["hub"]["streaming"] == true && h["hub"]["protocol"] == 2)
+        })
+        .await
+        .context("the store follows the stream")?;
+    }
+    let more = sale(&s1, &m, "R2", 50_000, 0).await?["points_earned"]
+        .as_i64()
+        .context("points_earned")?;
+    assert!(more > 0);
+    TestHub::wait_for(Duration::from_secs(10), || async {
+        Ok(balance_at(&s2, &m).await? == earned + more)
+    })
+    .await
+    .context("S001's sale reaches S002 without a lookup")?;
+    // The other way: S002 redeems, S001 (which registered the member) sees it.
+    sale(&s2, &m, "R3", 10_000, 300).await?;
+    let earned3 = balance_at(&s2, &m).await? - (earned + more - 300);
+    TestHub::wait_for(Duration::from_secs(10), || async {
+        Ok(balance_at(&s1, &m).await? == earned + more - 300 + earned3)
+    })
+    .await
+    .context("S002's redemption reaches S001")?;
+    Ok(())
+}
+
+/// The member's balance as the store's member page shows it (no lookup by phone, so
+/// nothing is fetched from the hub).
+async fn balance_at(e: &TestEdge, m: &str) -> Result<i64> {
+    let r = e.get(&format!("/v1/members/{m}")).await?;
+    anyhow::ensure!(r.status == 200, "{}", r.json);
+    r.json["points"]["balance"]
+        .as_i64()
+        .context("points.balance")
+}
