@@ -5,8 +5,6 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 /// The commented example configuration shipped with the binary.
@@ -281,29 +279,17 @@ impl Default for StorageConfig {
     }
 }
 
-/// A configuration that cannot run.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The layered sources did not parse.
-    #[error("configuration: {0}")]
-    Load(#[from] Box<figment::Error>),
-    /// A value is out of range.
-    #[error("configuration: {0}")]
-    Invalid(String),
-}
+pub use patron_web::config::ConfigError;
 
 impl Config {
     /// Loads defaults, then `file` (or `/etc/patron/edge.toml` if present), then env.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut fig = Figment::from(Serialized::defaults(Config::default()));
-        let default_file = Path::new("/etc/patron/edge.toml");
-        match file {
-            Some(f) => fig = fig.merge(Toml::file_exact(f)),
-            None if default_file.exists() => fig = fig.merge(Toml::file_exact(default_file)),
-            None => {}
-        }
-        fig = fig.merge(Env::prefixed("PATRON_EDGE__").split("__"));
-        let cfg: Config = fig.extract().map_err(Box::new)?;
+        let cfg: Config = patron_web::config::layered(
+            Config::default(),
+            file,
+            Path::new("/etc/patron/edge.toml"),
+            "PATRON_EDGE__",
+        )?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -352,6 +338,9 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    use figment::Figment;
+    use figment::providers::{Format, Serialized, Toml};
+
     use super::*;
 
     #[test]

@@ -11,8 +11,10 @@
 //! - [`api`]: the POS API v1 over axum; handlers only parse and map errors.
 //! - [`hub`]: enrollment and the background sync with the hub.
 //! - [`demo`]: demo data for the README's start command.
+//! - [`app`]: the composition root: `run(config, listener, shutdown)`.
 
 pub mod api;
+pub mod app;
 pub mod config;
 pub mod crypto;
 pub mod demo;
@@ -22,26 +24,6 @@ pub mod service;
 pub mod store;
 pub mod telemetry;
 
-use std::future::Future;
-use std::sync::Arc;
-
-use tokio::net::TcpListener;
-
+pub use app::run;
 pub use config::Config;
 pub use service::Edge;
-
-/// Serves the POS API on `listener` until `shutdown` resolves.
-///
-/// Taking a bound listener (rather than an address) lets tests bind port 0 and read
-/// the port back without a race.
-pub async fn run(
-    edge: Arc<Edge>,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let app = api::router(edge);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
-    Ok(())
-}

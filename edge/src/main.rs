@@ -201,53 +201,35 @@ async fn serve(cfg: Config, demo_mode: Option<()>) -> anyhow::Result<()> {
         )?),
         None => None,
     };
-    let rules_file = cfg.rules_file.clone();
     let edge = Arc::new(open_edge(cfg)?);
-    if let Some(path) = rules_file {
-        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        let set: RuleSet = serde_json::from_slice(&bytes)
-            .with_context(|| format!("parsing {}", path.display()))?;
-        let (info, _) = edge
-            .load_rules(set)
-            .await
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        println!("rule set {} ({} rules) in force", info.version, info.rules);
-    }
     if demo_token.is_some() {
         let set: RuleSet = serde_json::from_str(demo::RULES)?;
         edge.load_rules(set)
             .await
             .map_err(|e| anyhow::anyhow!("demo rules: {e}"))?;
     }
+    // The configured rule set (after the demo's: the configuration wins), the hub
+    // worker when enrolled.
+    let app = patron_edge::app::App::start(edge).await?;
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr()?;
     if let Some(token) = &demo_token {
-        let lane = edge
+        let lane = app
+            .edge
             .authenticate(token)
             .await?
             .map(|l| l.id)
             .context("demo lane")?;
-        let ids = demo::seed(&edge, lane).await?;
+        let ids = demo::seed(&app.edge, lane).await?;
         print_demo(addr, token, &ids);
-    }
-    match patron_edge::hub::link::HubLink::load(&edge.core.cfg.data_dir)? {
-        Some(link) => {
-            // Before the first push, so the hub learns these members' chain-wide phone
-            // indexes with the rest of the backlog.
-            if let Err(e) = edge.rekey_for_chain().await {
-                tracing::error!(error = %e, "re-keying members registered before enrollment");
-            }
-            patron_edge::hub::worker::spawn(edge.clone(), link)?;
-        }
-        None => tracing::info!("not enrolled with a hub: running on our own"),
     }
     // Tests and scripts read this line to learn the bound port.
     println!("patron-edge listening on http://{addr}");
     std::io::stdout().flush().ok();
     tracing::info!(%addr, "listening");
-    patron_edge::run(edge, listener, shutdown_signal()).await
+    app.run(listener, patron_web::shutdown_signal()).await
 }
 
 fn print_demo(addr: SocketAddr, token: &str, ids: &[patron_protocol::MemberId]) {
@@ -340,19 +322,4 @@ async fn seed_members(cfg: Config, count: u64) -> anyhow::Result<()> {
     }
     println!("seeded {done} members");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }

@@ -244,7 +244,8 @@ async fn stream(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> R
         req.release.clear();
         let empty =
             matches!(&answer, StreamAnswer::Page { facts, more: false, .. } if facts.is_empty());
-        if !empty || tokio::time::timeout_at(deadline, changed).await.is_err() {
+        if !empty || s.hub.is_closing() || tokio::time::timeout_at(deadline, changed).await.is_err()
+        {
             return axum::Json(answer).into_response();
         }
     }

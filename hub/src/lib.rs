@@ -1,5 +1,7 @@
 //! Patron's hub: enrollment of stores, the sync server, and every store's facts.
 //!
+//! - [`config`]: the hub's configuration (defaults, file, environment, flags).
+//! - [`app`]: the composition root: `run(config, listener, shutdown)`.
 //! - [`store`]: storage behind the [`store::HubStore`] trait (SQLite now).
 //! - [`service`]: the rules (enrollment, authentication, judging pushes).
 //! - [`ingest`]: what a push may carry, each fact typed once, and what it projects.
@@ -8,7 +10,9 @@
 //! - [`serve`]: the listener, over TLS or (only with `--insecure-dev`) plain HTTP.
 
 pub mod api;
+pub mod app;
 pub mod chain_keys;
+pub mod config;
 pub mod ingest;
 pub mod redemption;
 pub mod serve;

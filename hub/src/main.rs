@@ -3,25 +3,26 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use patron_hub::api::{AppState, router};
+use patron_hub::app::{ADMIN_HASH, App, open_hub};
+use patron_hub::config::HubConfig;
 use patron_hub::service::{Hub, secret_hash};
 use patron_hub::store::sqlite::SqliteStore;
-use patron_hub::{serve, tls};
+use patron_hub::tls;
 use tokio::net::TcpListener;
-
-/// Hex SHA-256 of the HQ admin token, written by `init`.
-const ADMIN_HASH: &str = "admin.sha256";
 
 #[derive(Parser)]
 #[command(name = "patron-hub", version, about = "Patron central hub")]
 struct Cli {
-    /// Data directory (database, CA, keys).
-    #[arg(long, global = true, default_value = "hub-data")]
-    data_dir: PathBuf,
+    /// Configuration file (TOML; default /etc/patron/hub.toml if present; see
+    /// `patron-hub example-config`).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Data directory (database, CA, keys); overrides the configuration's.
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -59,28 +60,28 @@ enum Command {
         #[command(subcommand)]
         command: PointsCommand,
     },
-    /// Serves enrollment and sync.
+    /// Serves enrollment and sync. Flags override the configuration.
     Serve {
         /// Listen address.
-        #[arg(long, default_value = "127.0.0.1:7443")]
-        listen: SocketAddr,
+        #[arg(long)]
+        listen: Option<SocketAddr>,
         /// Plain HTTP instead of TLS: for development on one machine only.
         #[arg(long)]
         insecure_dev: bool,
         /// Share of a member's free points a store may lease, per mille (0: no leases).
-        #[arg(long, default_value_t = patron_hub::redemption::LEASE_POLICY.share_permille,
-              value_parser = clap::value_parser!(i64).range(0..=1000))]
-        lease_share_permille: i64,
+        #[arg(long, value_parser = clap::value_parser!(i64).range(0..=1000))]
+        lease_share_permille: Option<i64>,
         /// How long a lease lasts at the store, in minutes (the hub counts it 10 minutes
         /// longer).
-        #[arg(long, default_value_t = patron_hub::redemption::LEASE_POLICY.duration_ms / 60_000,
-              value_parser = clap::value_parser!(i64).range(1..=7 * 24 * 60))]
-        lease_minutes: i64,
+        #[arg(long, value_parser = clap::value_parser!(i64).range(1..=7 * 24 * 60))]
+        lease_minutes: Option<i64>,
         /// Member fetches (lookups of other stores' members) each store may make per
         /// minute; 0: no limit.
-        #[arg(long, default_value_t = patron_hub::service::DEFAULT_FETCHES_PER_MINUTE)]
-        fetches_per_minute: u32,
+        #[arg(long)]
+        fetches_per_minute: Option<u32>,
     },
+    /// Prints the commented example configuration.
+    ExampleConfig,
 }
 
 #[derive(Subcommand)]
@@ -142,20 +143,7 @@ enum StoreCommand {
 }
 
 fn hub(dir: &Path, need_ca: bool) -> anyhow::Result<Hub> {
-    let store = SqliteStore::open(dir).context("opening the hub database")?;
-    let (pem, fp) = match tls::ca(dir) {
-        Ok(ca) => ca,
-        Err(e) if need_ca => return Err(e),
-        // A development hub without a CA: stores enroll over plain HTTP only.
-        Err(_) => (String::new(), "insecure".to_string()),
-    };
-    let hub = Hub::new(Arc::new(store), pem, fp);
-    match patron_hub::chain_keys::load(dir) {
-        Ok(keys) => Ok(hub.with_chain_keys(keys)),
-        // Commands that hand out no keys, and a development hub never initialised.
-        Err(_) if !need_ca => Ok(hub),
-        Err(e) => Err(e.context("the chain's member keys")),
-    }
+    open_hub(dir, need_ca)
 }
 
 fn random_token() -> anyhow::Result<String> {
@@ -171,22 +159,14 @@ fn random_token() -> anyhow::Result<String> {
     ))
 }
 
-fn admin_hash(dir: &Path) -> Option<[u8; 32]> {
-    let hex = std::fs::read_to_string(dir.join(ADMIN_HASH)).ok()?;
-    let hex = hex.trim();
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
-
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let dir = cli.data_dir;
+    let mut cfg = HubConfig::load(cli.config.as_deref())?;
+    if let Some(d) = cli.data_dir {
+        cfg.data_dir = d;
+    }
+    let dir = cfg.data_dir.clone();
     match cli.command {
+        Command::ExampleConfig => print!("{}", patron_hub::config::EXAMPLE_TOML),
         Command::Init { hosts } => {
             let fp = tls::init(&dir, &hosts)?;
             SqliteStore::open(&dir).context("creating the hub database")?;
@@ -273,42 +253,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             lease_minutes,
             fetches_per_minute,
         } => {
-            let tls_cfg = if insecure_dev {
-                tracing::warn!(
-                    "serving plain HTTP (--insecure-dev): never do this beyond one machine"
-                );
-                None
-            } else {
-                Some(tls::server_config(&dir)?)
-            };
-            let state = AppState {
-                hub: Arc::new(
-                    hub(&dir, !insecure_dev)?
-                        .with_lease_policy(patron_sync::rights::LeasePolicy {
-                            share_permille: lease_share_permille,
-                            duration_ms: lease_minutes * 60_000,
-                            ..patron_hub::redemption::LEASE_POLICY
-                        })
-                        .with_fetch_limit(fetches_per_minute),
-                ),
-                admin_hash: admin_hash(&dir),
-            };
+            cfg.listen = listen.unwrap_or(cfg.listen);
+            cfg.insecure_dev |= insecure_dev;
+            cfg.lease_share_permille = lease_share_permille.unwrap_or(cfg.lease_share_permille);
+            cfg.lease_minutes = lease_minutes.unwrap_or(cfg.lease_minutes);
+            cfg.fetches_per_minute = fetches_per_minute.unwrap_or(cfg.fetches_per_minute);
+            let app = App::open(&cfg)?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
             rt.block_on(async move {
-                let listener = TcpListener::bind(listen)
+                let listener = TcpListener::bind(cfg.listen)
                     .await
-                    .with_context(|| format!("binding {listen}"))?;
+                    .with_context(|| format!("binding {}", cfg.listen))?;
                 let addr = listener.local_addr()?;
-                let scheme = if tls_cfg.is_some() { "https" } else { "http" };
+                let scheme = if cfg.insecure_dev { "http" } else { "https" };
                 // Tests and scripts read this line for the address.
                 println!("patron-hub listening on {scheme}://{addr}");
-                let shutdown = async {
-                    let _ = tokio::signal::ctrl_c().await;
-                };
-                serve::serve(listener, router(state), tls_cfg, shutdown).await?;
-                Ok::<_, anyhow::Error>(())
+                app.run(listener, patron_web::shutdown_signal()).await
             })?;
         }
     }

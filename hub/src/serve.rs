@@ -13,6 +13,9 @@ use tokio_rustls::TlsAcceptor;
 /// How long a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a shutdown waits for the requests in flight.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Serves `app` on `listener` until `shutdown` resolves. With `tls`, every connection
 /// is TLS; without, plain HTTP.
 pub async fn serve(
@@ -27,6 +30,9 @@ pub async fn serve(
             .await;
     };
     let acceptor = TlsAcceptor::from(tls);
+    // Connections are watched so that a shutdown lets the requests in flight finish
+    // (HTTP/1 keep-alive connections close after their current request).
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -39,10 +45,11 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = &mut shutdown => return Ok(()),
+            () = &mut shutdown => break,
         };
         let acceptor = acceptor.clone();
         let app = app.clone();
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
@@ -53,12 +60,20 @@ pub async fn serve(
                 Err(_) => return,
             };
             let svc = TowerToHyperService::new(app);
-            if let Err(e) = Builder::new(TokioExecutor::new())
+            let conn = Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(tls), svc)
-                .await
-            {
+                .into_owned();
+            if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
     }
+    // Long polls hold a request up to 25 s; past the drain time the rest are cut.
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still in flight at shutdown were cut");
+    }
+    Ok(())
 }

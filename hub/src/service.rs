@@ -105,6 +105,8 @@ pub struct Hub {
     /// Moves on after every push that applied facts: stream polls waiting for news
     /// look again. In this process only (a single-process limit: docs/hub.md).
     appended: tokio::sync::watch::Sender<u64>,
+    /// Set once the server is shutting down: waiting stream polls answer at once.
+    closing: std::sync::atomic::AtomicBool,
 }
 
 /// Member fetches a store may make per minute by default. Any enrolled store can read
@@ -181,6 +183,7 @@ impl Hub {
             fetches_per_minute: DEFAULT_FETCHES_PER_MINUTE,
             fetch_budgets: Default::default(),
             appended: tokio::sync::watch::Sender::new(0),
+            closing: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -355,6 +358,19 @@ impl Hub {
             facts,
             read.more,
         ))
+    }
+
+    /// The server is shutting down: stream polls waiting for news answer now (with
+    /// what they have), so the requests in flight finish and the process can stop.
+    pub fn close(&self) {
+        self.closing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.appended.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Whether [`Hub::close`] was called.
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Resolves when a push applies facts after this call (a stream poll with nothing

@@ -6,7 +6,9 @@
 //! into the database and syncing it before the commit returns: every request waiting
 //! on that commit pays for it. [`wal`] moves that work to a thread of its own and keeps
 //! the WAL bounded with short restarts between commits. [`migrate`] is the one schema
-//! migration runner (newer-database guard, backup, one transaction).
+//! migration runner (newer-database guard, backup, one transaction); [`connect`] opens
+//! a connection with the durable settings both use.
 
+pub mod connect;
 pub mod migrate;
 pub mod wal;

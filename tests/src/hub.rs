@@ -122,6 +122,26 @@ impl TestHub {
         }
     }
 
+    /// Stops the hub with SIGTERM and waits up to 10 s; the exit code (`None`: it did
+    /// not exit by itself, or a signal ended it).
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        None
+    }
+
     /// `https://addr` + `path`.
     pub fn url(&self, path: &str) -> String {
         format!("https://{}{}", self.addr, path)

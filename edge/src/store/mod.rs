@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use uuid::Uuid;
 
 use crate::config::StorageConfig;
@@ -108,27 +108,16 @@ impl Drop for Store {
     }
 }
 
-/// Opens a connection with the pragmas every connection needs.
+/// Opens a connection with the settings every Patron database needs
+/// (`patron_sqlite::connect`) and the edge's cache.
 pub fn connect(path: &Path, read_only: bool) -> Result<Connection, StoreError> {
-    let flags = if read_only {
-        OpenFlags::SQLITE_OPEN_READ_ONLY
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
-            | OpenFlags::SQLITE_OPEN_URI
+    use patron_sqlite::connect::{Access, open};
+    let access = if read_only {
+        Access::ReadOnly
     } else {
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        Access::ReadWrite
     };
-    let conn = Connection::open_with_flags(path, flags)?;
-    conn.busy_timeout(BUSY_TIMEOUT)?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    if !read_only {
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        // FULL: the WAL is fsynced at every commit, so a commit survives power loss.
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        // Bounds the WAL file left behind after a restart that followed a burst.
-        conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
-    }
+    let conn = open(path, access, BUSY_TIMEOUT)?;
     conn.pragma_update(None, "cache_size", -32_000)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)

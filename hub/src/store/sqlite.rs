@@ -388,12 +388,10 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
-fn connect(path: &Path) -> Result<Connection, StoreError> {
-    let conn = Connection::open(path)?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
+/// A connection with the settings every Patron database needs (`patron_sqlite::connect`)
+/// and the hub's tuning.
+fn connect(path: &Path, access: patron_sqlite::connect::Access) -> Result<Connection, StoreError> {
+    let conn = patron_sqlite::connect::open(path, access, BUSY_TIMEOUT)?;
     // The hub reads members' rows from all over its file (a member's points come from
     // every store): with SQLite's 2 MiB default, authorizations read pages from the
     // OS on most lookups. Not much more than 32 MiB, though: a commit whose B-tree
@@ -414,7 +412,6 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
         rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
         true,
     )?;
-    conn.busy_timeout(BUSY_TIMEOUT)?;
     Ok(conn)
 }
 
@@ -435,7 +432,8 @@ impl SqliteStore {
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(data_dir)?;
         let path = data_dir.join(DB_FILE);
-        let mut conn = connect(&path)?;
+        use patron_sqlite::connect::Access;
+        let mut conn = connect(&path, Access::ReadWrite)?;
         migrate(&mut conn, &path)?;
         let hub_origin = new_hub_origin(&conn)?;
         // SQLite's automatic checkpoint ran inside the commit that crossed 1,000 pages,
@@ -449,14 +447,12 @@ impl SqliteStore {
         )?);
         let stop_checkpointer = Arc::new(AtomicBool::new(false));
         patron_sqlite::wal::spawn_checkpointer(
-            connect(&path)?,
+            connect(&path, Access::ReadWrite)?,
             CHECKPOINT_EVERY,
             stop_checkpointer.clone(),
         )?;
-        let reader = connect(&path)?;
-        reader.pragma_update(None, "query_only", true)?;
-        let stream_reader = connect(&path)?;
-        stream_reader.pragma_update(None, "query_only", true)?;
+        let reader = connect(&path, Access::ReadOnly)?;
+        let stream_reader = connect(&path, Access::ReadOnly)?;
         let conn = Arc::new(Mutex::new(conn));
         let (asks, queue) = mpsc::channel();
         spawn_authorizer(conn.clone(), queue, wal.clone())?;

@@ -559,3 +559,31 @@ async fn points_settings_are_the_chains_not_the_stores() -> Result<()> {
     assert_eq!(earned(&solo, "13700000005", "R-P5").await?, 500);
     Ok(())
 }
+
+/// The hub stops on SIGTERM (systemd's stop) by itself, with exit code 0, after the
+/// requests in flight — a waiting stream poll is answered, not waited out; what it
+/// acknowledged is there at the next start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hub_stops_cleanly_on_sigterm() -> Result<()> {
+    let mut hub = TestHub::spawn().await?;
+    let e = enrolled_edge(&hub, "S001").await?;
+    let m = e.register("13900000091", None).await?;
+    e.synced().await?;
+    // A stream poll waits at the hub (up to 20 s) while nothing happens: the shutdown
+    // must answer it rather than wait it out.
+    TestHub::wait_for(Duration::from_secs(10), || async {
+        Ok(e.get("/healthz").await?.json["hub"]["streaming"] == true)
+    })
+    .await
+    .context("the store follows the stream")?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(hub.terminate(), Some(0), "a clean exit on SIGTERM");
+    hub.start().await?;
+    assert_eq!(hub.balance(&m)?, 0);
+    let held = hub.stores().await?;
+    assert!(
+        held.iter().any(|s| s.store_id == "S001" && s.facts >= 1),
+        "{held:?}"
+    );
+    Ok(())
+}

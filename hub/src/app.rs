@@ -1,0 +1,115 @@
+//! The hub's composition root: everything `patron-hub serve` runs — storage, the hub's
+//! rules with their policies, the HQ admin token, TLS, the router with request tracing
+//! — wired from a [`HubConfig`], so an in-process test runs the real application.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::api::{AppState, router};
+use crate::config::HubConfig;
+use crate::service::Hub;
+use crate::store::sqlite::SqliteStore;
+
+/// Hex SHA-256 of the HQ admin token, written by `patron-hub init`.
+pub const ADMIN_HASH: &str = "admin.sha256";
+
+/// Opens the hub in `dir` for a command. `need_ca`: the hub hands out its CA and the
+/// chain's member keys (enrollment), so both must exist; commands that hand out
+/// neither, and a development hub never initialised, run without.
+pub fn open_hub(dir: &Path, need_ca: bool) -> anyhow::Result<Hub> {
+    let store = SqliteStore::open(dir).context("opening the hub database")?;
+    let (pem, fp) = match crate::tls::ca(dir) {
+        Ok(ca) => ca,
+        Err(e) if need_ca => return Err(e),
+        // A development hub without a CA: stores enroll over plain HTTP only.
+        Err(_) => (String::new(), "insecure".to_string()),
+    };
+    let hub = Hub::new(Arc::new(store), pem, fp);
+    match crate::chain_keys::load(dir) {
+        Ok(keys) => Ok(hub.with_chain_keys(keys)),
+        Err(_) if !need_ca => Ok(hub),
+        Err(e) => Err(e.context("the chain's member keys")),
+    }
+}
+
+/// The HQ admin token's hash in `dir`, if `init` wrote one.
+pub fn admin_hash(dir: &Path) -> Option<[u8; 32]> {
+    let hex = std::fs::read_to_string(dir.join(ADMIN_HASH)).ok()?;
+    let bytes = hex::decode(hex.trim()).ok()?;
+    bytes.try_into().ok()
+}
+
+/// The hub wired from its configuration, ready to serve.
+pub struct App {
+    /// The hub (tests reach behind the API through it).
+    pub hub: Arc<Hub>,
+    state: AppState,
+    tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl App {
+    /// Opens everything `cfg` names.
+    pub fn open(cfg: &HubConfig) -> anyhow::Result<Self> {
+        cfg.validate()?;
+        let dir = &cfg.data_dir;
+        let tls = if cfg.insecure_dev {
+            tracing::warn!("serving plain HTTP (insecure_dev): never do this beyond one machine");
+            None
+        } else {
+            Some(crate::tls::server_config(dir)?)
+        };
+        let hub = Arc::new(
+            open_hub(dir, !cfg.insecure_dev)?
+                .with_lease_policy(cfg.lease_policy())
+                .with_fetch_limit(cfg.fetches_per_minute),
+        );
+        let state = AppState {
+            hub: hub.clone(),
+            admin_hash: admin_hash(dir),
+        };
+        Ok(Self { hub, state, tls })
+    }
+
+    /// The routes, traced by matched route.
+    pub fn router(&self) -> axum::Router {
+        patron_web::traced(router(self.state.clone()))
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then finishes the requests in
+    /// flight.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let app = self.router();
+        let hub = self.hub.clone();
+        let shutdown = async move {
+            shutdown.await;
+            hub.close();
+        };
+        crate::serve::serve(listener, app, self.tls, shutdown).await?;
+        Ok(())
+    }
+}
+
+/// Opens the hub `cfg` describes and serves it on `listener` until `shutdown`.
+pub async fn run(
+    cfg: HubConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    App::open(&cfg)?.run(listener, shutdown).await
+}

@@ -1,0 +1,127 @@
+//! The hub's one configuration, layered as the edge's is: built-in defaults, then a
+//! TOML file (`--config`, else `/etc/patron/hub.toml` if present), then
+//! `PATRON_HUB__…` environment variables (`PATRON_HUB__FETCHES_PER_MINUTE=300`), then
+//! command-line flags. Tests build a [`HubConfig`] in code.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The commented example configuration.
+pub const EXAMPLE_TOML: &str = include_str!("../hub.example.toml");
+
+/// Everything `patron-hub serve` is told at start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HubConfig {
+    /// Database, CA, chain keys and the HQ admin token's hash.
+    pub data_dir: PathBuf,
+    /// The address stores and HQ reach the hub at.
+    pub listen: SocketAddr,
+    /// Plain HTTP instead of TLS: development on one machine only.
+    pub insecure_dev: bool,
+    /// Share of a member's free points a store may lease, per mille (0: no leases).
+    pub lease_share_permille: i64,
+    /// How long a lease lasts at the store, in minutes (the hub counts it 10 minutes
+    /// longer).
+    pub lease_minutes: i64,
+    /// Member fetches (lookups of other stores' members) each store may make per
+    /// minute; 0: no limit.
+    pub fetches_per_minute: u32,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("hub-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 7443)),
+            insecure_dev: false,
+            lease_share_permille: crate::redemption::LEASE_POLICY.share_permille,
+            lease_minutes: crate::redemption::LEASE_POLICY.duration_ms / 60_000,
+            fetches_per_minute: crate::service::DEFAULT_FETCHES_PER_MINUTE,
+        }
+    }
+}
+
+pub use patron_web::config::ConfigError;
+
+impl HubConfig {
+    /// Loads defaults, then `file` (or `/etc/patron/hub.toml` if present), then env.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let cfg: HubConfig = patron_web::config::layered(
+            HubConfig::default(),
+            file,
+            Path::new("/etc/patron/hub.toml"),
+            "PATRON_HUB__",
+        )?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks ranges that serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(0..=1000).contains(&self.lease_share_permille) {
+            return Err(ConfigError::Invalid(
+                "lease_share_permille must be 0..=1000".into(),
+            ));
+        }
+        if !(1..=7 * 24 * 60).contains(&self.lease_minutes) {
+            return Err(ConfigError::Invalid(
+                "lease_minutes must be 1..=10080 (a week)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// How members' points are leased under this configuration.
+    pub fn lease_policy(&self) -> patron_sync::rights::LeasePolicy {
+        patron_sync::rights::LeasePolicy {
+            share_permille: self.lease_share_permille,
+            duration_ms: self.lease_minutes * 60_000,
+            ..crate::redemption::LEASE_POLICY
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use figment::Figment;
+    use figment::providers::{Format, Toml};
+
+    use super::*;
+
+    /// The file overrides the defaults, the environment overrides the file; the
+    /// example file parses and says what the defaults are; bad values are refused.
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure type, not ours
+    fn layers_apply_in_order_and_bad_values_are_refused() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let f = dir.path().join("hub.toml");
+        std::fs::write(&f, "fetches_per_minute = 42\nlease_minutes = 30\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("PATRON_HUB__LEASE_MINUTES", "45");
+            let cfg = HubConfig::load(Some(&f)).map_err(|e| e.to_string())?;
+            assert_eq!(cfg.fetches_per_minute, 42);
+            assert_eq!(cfg.lease_minutes, 45);
+            assert_eq!(cfg.lease_policy().duration_ms, 45 * 60_000);
+            jail.set_env("PATRON_HUB__LEASE_SHARE_PERMILLE", "1001");
+            assert!(matches!(
+                HubConfig::load(Some(&f)),
+                Err(ConfigError::Invalid(_))
+            ));
+            Ok(())
+        });
+        let example: HubConfig = Figment::new()
+            .merge(Toml::string(EXAMPLE_TOML))
+            .extract()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(example, HubConfig::default());
+        std::fs::write(&f, "fetches_per_minut = 1\n").unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(
+            HubConfig::load(Some(&f)),
+            Err(ConfigError::Load(_))
+        ));
+    }
+}
