@@ -23,7 +23,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{BoxError, Mix, anyhow_check, bench_dir, bodies, entry, env_u64, push_all, start_hub};
-use patron_hub::store::HubStore;
+use patron_hub::store::FactLog;
 
 /// The baseline: the same rows, batched 1,000 per transaction, into a bare table.
 fn bare_insert(stores: usize, facts: u64) -> Result<Duration, BoxError> {

@@ -37,8 +37,8 @@ impl Default for HubConfig {
             data_dir: PathBuf::from("hub-data"),
             listen: SocketAddr::from(([127, 0, 0, 1], 7443)),
             insecure_dev: false,
-            lease_share_permille: crate::redemption::LEASE_POLICY.share_permille,
-            lease_minutes: crate::redemption::LEASE_POLICY.duration_ms / 60_000,
+            lease_share_permille: crate::authority::LEASE_POLICY.share_permille,
+            lease_minutes: crate::authority::LEASE_POLICY.duration_ms / 60_000,
             fetches_per_minute: crate::service::DEFAULT_FETCHES_PER_MINUTE,
         }
     }
@@ -79,7 +79,7 @@ impl HubConfig {
         patron_sync::rights::LeasePolicy {
             share_permille: self.lease_share_permille,
             duration_ms: self.lease_minutes * 60_000,
-            ..crate::redemption::LEASE_POLICY
+            ..crate::authority::LEASE_POLICY
         }
     }
 }

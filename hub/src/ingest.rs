@@ -8,8 +8,6 @@ use patron_domain::{Entry, Kind};
 use patron_sync::profile::{ProfileOp, ops_of, stamp_of};
 use patron_sync::session::Batch;
 
-use crate::store::{PointsRow, TypedFact};
-
 /// Profile stamps further ahead of the hub's clock than this are clamped to it: a store
 /// whose clock runs fast must not win every later edit for as long as it is ahead.
 pub const MAX_CLOCK_AHEAD_MS: i64 = 60_000;
@@ -94,6 +92,37 @@ pub fn points_row(e: &Entry) -> Option<PointsRow> {
         offline: auth == Some(Auth::Offline),
         lease: auth == Some(Auth::Lease),
     })
+}
+
+/// A pushed fact, typed once, with what it changes besides the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypedFact {
+    /// The entry.
+    pub entry: patron_domain::Entry,
+    /// Changes to the fact's member's profile.
+    pub profile: Vec<ProfileOp>,
+    /// A points movement of a member.
+    pub points: Option<PointsRow>,
+    /// A registration or re-key: (member, the phone's chain-wide blind index, base64).
+    pub registered: Option<(String, String)>,
+}
+
+/// What the hub's authority needs of a fact that moves a member's points (the amounts
+/// themselves are columns of the fact).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PointsRow {
+    /// The member (UUID).
+    pub member: String,
+    /// When.
+    pub at: i64,
+    /// The transaction (UUID); settles a hold for it.
+    pub txn: String,
+    /// Points consumed FIFO.
+    pub spend: i64,
+    /// The spend was authorized offline (floor limit).
+    pub offline: bool,
+    /// The spend was made under the store's lease.
+    pub lease: bool,
 }
 
 #[cfg(test)]

@@ -4,6 +4,8 @@
 //! - [`app`]: the composition root: `run(config, listener, shutdown)`.
 //! - [`store`]: storage behind the [`store::HubStore`] trait (SQLite now).
 //! - [`service`]: the rules (enrollment, authentication, judging pushes).
+//! - [`authority`]: the redemption authority's rules (grants, overdraws, leases), pure.
+//! - [`redemption`]: authorizations, leases and overdraw reports, served over storage.
 //! - [`ingest`]: what a push may carry, each fact typed once, and what it projects.
 //! - [`api`]: HTTP handlers and error mapping.
 //! - [`tls`]: the hub's CA, server certificate and rustls config.
@@ -11,6 +13,7 @@
 
 pub mod api;
 pub mod app;
+pub mod authority;
 pub mod chain_keys;
 pub mod config;
 pub mod ingest;

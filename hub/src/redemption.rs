@@ -1,104 +1,15 @@
-//! Redemption authority: the hub sees every store's redemptions in order, so a
-//! redemption it authorizes never overdraws. Spends it did not authorize (offline, under
-//! the stores' floor limits) can; it records those overdraws as debts, which the
-//! derivation makes later earnings repay first, and flags members who redeemed offline
-//! at two stores within an hour.
+//! Redemption authority, as the hub serves it: authorizations, leases and the overdraw
+//! report over storage. The rules themselves (what is granted, what overdrew, the lease
+//! policy) are [`crate::authority`]'s, pure and tested without SQL.
 
-use patron_domain::points::{Movement, derive_traced};
 use patron_protocol::hub::{
-    AuthorizeRequest, AuthorizeResponse, LeaseRequest, LeaseResponse, LeaseReturn, Overdraw,
-    OverdrawReport,
+    AuthorizeRequest, AuthorizeResponse, LeaseRequest, LeaseResponse, LeaseReturn, OverdrawReport,
 };
-use patron_sync::rights::LeasePolicy;
 
+pub use crate::authority::{FLAG_WINDOW_MS, LEASE_POLICY, overdraws};
+use crate::authority::{HOLD_MS, decide, spendable};
 use crate::service::{Hub, HubError};
-use crate::store::{Hold, OverdrawRow, StoreRow};
-
-/// How long points stay held for an authorized sale whose fact has not arrived. The
-/// store pushes a sale within ~20 ms while the hub is reachable; a hold that lapses
-/// (the sale was abandoned, or the store lost the hub right after) frees the points,
-/// and a spend arriving after that can overdraw (recorded as a debt).
-pub const HOLD_MS: i64 = 10 * 60 * 1000;
-
-/// Offline redemptions of one member at two stores this close together flag the member.
-pub const FLAG_WINDOW_MS: i64 = 60 * 60 * 1000;
-
-/// The spends of `member` (the survivor of any merge) that overdrew, judged over the
-/// member's movements from every store in canonical order, so a spend is judged the
-/// same wherever and whenever it arrived. Each is keyed by its fact: recorded twice, it
-/// is one overdraw. The ingest runs this in the transaction that applies the spends.
-pub fn overdraws(member: &str, movements: Vec<(Movement, bool)>, now: i64) -> Vec<OverdrawRow> {
-    let (mut movements, offline): (Vec<_>, Vec<_>) = movements.into_iter().unzip();
-    let offline: std::collections::HashSet<[u8; 16]> = movements
-        .iter()
-        .zip(offline)
-        .filter(|(_, o)| *o)
-        .map(|(mv, _)| mv.txn)
-        .collect();
-    let mut rows = Vec::new();
-    derive_traced(&mut movements, now, |mv, points| {
-        rows.push(OverdrawRow {
-            origin: mv.origin.to_string(),
-            seq: mv.seq,
-            overdraw: Overdraw {
-                member: member.to_string(),
-                store: mv
-                    .origin
-                    .split_once('/')
-                    .map_or(mv.origin.to_string(), |(n, _)| n.to_string()),
-                at: mv.at,
-                points,
-                offline: offline.contains(&mv.txn),
-            },
-        });
-    });
-    rows
-}
-
-/// How the hub leases members' points to stores unless told otherwise
-/// (`patron-hub serve --lease-share-permille --lease-minutes`): half of what is free,
-/// for four hours at the store (the hub counts ten minutes longer), at least 100 points.
-pub const LEASE_POLICY: LeasePolicy = LeasePolicy {
-    share_permille: 500,
-    duration_ms: 4 * 3_600_000,
-    margin_ms: 10 * 60_000,
-    min_points: 100,
-};
-
-/// What a member may spend at `now`: the balance over every store's facts.
-fn spendable(movements: &mut [Movement], now: i64) -> i64 {
-    derive_traced(movements, now, |_, _| {}).balance()
-}
-
-/// Grants when the member's balance over every store's facts, plus what the asking
-/// store has not synced, less the points held for other sales and by leases, plus what
-/// the store may use of its own lease, covers the points. Free points go first; the
-/// rest comes out of the store's lease.
-fn decide(
-    movements: &mut [Movement],
-    held: i64,
-    lease_usable: i64,
-    hold: &Hold,
-) -> AuthorizeResponse {
-    let state = derive_traced(movements, hold.now, |_, _| {});
-    let free = state
-        .balance()
-        .saturating_add(hold.unsynced)
-        .saturating_sub(held);
-    let available = free.saturating_add(lease_usable);
-    let granted = hold.points <= available;
-    AuthorizeResponse {
-        granted,
-        available,
-        lease_used: if granted {
-            hold.points
-                .saturating_sub(free.max(0))
-                .clamp(0, lease_usable)
-        } else {
-            0
-        },
-    }
-}
+use crate::store::{Hold, StoreRow};
 
 /// A UUID from a request, in its canonical text form.
 fn uuid_text(s: &str, what: &str) -> Result<String, HubError> {
@@ -368,7 +279,7 @@ mod tests {
     #[test]
     fn the_lease_policy_is_configurable() {
         let mut t = TestHub::new(T0, &["S001"]);
-        t.hub = t.hub.with_lease_policy(LeasePolicy {
+        t.hub = t.hub.with_lease_policy(patron_sync::rights::LeasePolicy {
             share_permille: 250,
             duration_ms: 3_600_000,
             ..LEASE_POLICY

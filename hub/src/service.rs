@@ -176,7 +176,7 @@ impl Hub {
             ca_pem,
             ca_fingerprint,
             chain_keys: None,
-            lease_policy: crate::redemption::LEASE_POLICY,
+            lease_policy: crate::authority::LEASE_POLICY,
             rng: SystemRandom::new(),
             now,
             doc_sessions: Default::default(),
@@ -222,7 +222,7 @@ impl Hub {
         self
     }
 
-    /// Leases members' points under `policy` instead of [`crate::redemption::LEASE_POLICY`].
+    /// Leases members' points under `policy` instead of [`crate::authority::LEASE_POLICY`].
     pub fn with_lease_policy(mut self, policy: patron_sync::rights::LeasePolicy) -> Self {
         self.lease_policy = policy;
         self
@@ -421,8 +421,8 @@ impl Hub {
             report: req.report,
             batches,
             judge: |store, high, b| judge(true, HUB_NODE, store, high, b),
-            overdraws: crate::redemption::overdraws,
-            flag_window_ms: crate::redemption::FLAG_WINDOW_MS,
+            overdraws: crate::authority::overdraws,
+            flag_window_ms: crate::authority::FLAG_WINDOW_MS,
             now,
         })?;
         let overdrawn: usize = done.iter().map(|i| i.overdraws).sum();

@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 
 use super::SyncError;
 use super::link::HubLink;
+use crate::service::hub_port::{HubCall, HubCallError, HubPort};
 
 /// The hub's answer to a refetch.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -189,5 +190,32 @@ impl HubClient {
     /// Polls the hub's stream of this store's members (protocol 2).
     pub async fn stream(&self, req: &StreamRequest) -> Result<StreamAnswer, SyncError> {
         self.post("/v1/sync/stream", req).await
+    }
+}
+
+impl From<SyncError> for HubCallError {
+    fn from(e: SyncError) -> Self {
+        match e {
+            SyncError::Refused { status, message } => HubCallError::Refused { status, message },
+            SyncError::Unreachable(m) | SyncError::Setup(m) => HubCallError::Unreachable(m),
+        }
+    }
+}
+
+impl HubPort for HubClient {
+    fn authorize<'a>(&'a self, req: &'a AuthorizeRequest) -> HubCall<'a, AuthorizeResponse> {
+        Box::pin(async move { Ok(HubClient::authorize(self, req).await?) })
+    }
+
+    fn lease<'a>(&'a self, req: &'a LeaseRequest) -> HubCall<'a, LeaseResponse> {
+        Box::pin(async move { Ok(HubClient::lease(self, req).await?) })
+    }
+
+    fn return_lease<'a>(&'a self, req: &'a LeaseReturn) -> HubCall<'a, LeaseReturned> {
+        Box::pin(async move { Ok(HubClient::return_lease(self, req).await?) })
+    }
+
+    fn fetch_member<'a>(&'a self, req: &'a MemberFetch) -> HubCall<'a, FetchedMember> {
+        Box::pin(async move { Ok(HubClient::fetch_member(self, req).await?) })
     }
 }

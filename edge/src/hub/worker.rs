@@ -2,7 +2,7 @@
 //! with capped exponential backoff and jitter, report to the hub on a heartbeat, and
 //! raise an alert when a fact stays unacknowledged too long while the hub answers.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use patron_protocol::hub::capability;
@@ -13,32 +13,9 @@ use patron_sync::session::{Push, Verdict, batch};
 use super::SyncError;
 use super::client::HubClient;
 use super::link::HubLink;
-use crate::domain::clock::Millis;
 use crate::service::Edge;
 
-/// What `/healthz` shows of sync.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SyncStatus {
-    /// A hub link exists.
-    pub enrolled: bool,
-    /// The last request reached the hub and got an answer.
-    pub reachable: bool,
-    /// When the last push or heartbeat succeeded (unix ms).
-    pub last_sync_at: Option<Millis>,
-    /// Highest own sequence the hub acknowledged.
-    pub acked: i64,
-    /// The last failure, if the last attempt failed.
-    pub last_error: Option<String>,
-    /// An alert that needs a person (watchdog, refusal).
-    pub alert: Option<String>,
-    /// The protocol agreed with the hub at the last push.
-    pub negotiated: Option<Negotiated>,
-    /// The last stream poll was answered.
-    pub streaming: bool,
-}
-
-/// Shared handle to the status.
-pub type StatusCell = Arc<Mutex<SyncStatus>>;
+pub use crate::service::hub_port::{StatusCell, SyncStatus};
 
 fn update(cell: &StatusCell, f: impl FnOnce(&mut SyncStatus)) {
     let mut g = cell.lock().unwrap_or_else(|p| p.into_inner());
@@ -52,9 +29,9 @@ pub fn spawn(edge: Arc<Edge>, link: HubLink) -> Result<tokio::task::JoinHandle<(
     let timeout = Duration::from_millis(edge.core.cfg.redemption.authorize_timeout_ms.max(1));
     let fetch_timeout = Duration::from_millis(cfg.fetch_timeout_ms.max(1));
     edge.set_hub_authority(crate::service::HubAuthority {
-        client: HubClient::new(&link, timeout)?,
+        client: Arc::new(HubClient::new(&link, timeout)?),
         timeout,
-        fetcher: HubClient::new(&link, fetch_timeout)?,
+        fetcher: Arc::new(HubClient::new(&link, fetch_timeout)?),
         fetch_timeout,
     });
     // Members of other stores who stopped coming leave this store (partial replication).
@@ -82,7 +59,7 @@ pub fn spawn(edge: Arc<Edge>, link: HubLink) -> Result<tokio::task::JoinHandle<(
         HubClient::new(&link, stream_timeout)?,
     ));
     if edge.core.cfg.redemption.leases {
-        crate::service::leases::spawn(edge.clone(), HubClient::new(&link, timeout)?);
+        crate::service::leases::spawn(edge.clone(), Arc::new(HubClient::new(&link, timeout)?));
     }
     // An enrolled store shows the chain's numbers, not its own configuration's.
     edge.core.follow_hq();
@@ -500,6 +477,9 @@ async fn follow_stream(edge: Arc<Edge>, client: HubClient) {
     let max = Duration::from_millis(cfg.retry_max_ms);
     let mut backoff = min;
     let mut release: Vec<String> = Vec::new();
+    // Merges whose other member could not be fetched yet (the hub went away between
+    // the page and the fetch): asked again after each poll until done.
+    let mut merges: Vec<(uuid::Uuid, uuid::Uuid)> = Vec::new();
     // The first poll after a failure answers at once: `/healthz` shows the stream
     // followed again without waiting out a long poll.
     let mut answered = false;
@@ -552,7 +532,12 @@ async fn follow_stream(edge: Arc<Edge>, client: HubClient) {
         };
         backoff = min;
         answered = true;
-        update(&edge.sync_status, |s| s.streaming = true);
+        // An answered poll is an answered hub, whatever the push loop last saw: what
+        // depends on reaching the hub (the fetch after a merge) may go ahead.
+        update(&edge.sync_status, |s| {
+            s.streaming = true;
+            s.reachable = true;
+        });
         let more = match &step {
             Step::Apply { facts, upto, more } => {
                 match edge.apply_streamed(facts.to_vec(), *upto).await {
@@ -564,9 +549,7 @@ async fn follow_stream(edge: Arc<Edge>, client: HubClient) {
                             );
                         }
                         release = done.release.iter().map(ToString::to_string).collect();
-                        for (loser, survivor) in done.merges {
-                            edge.fetch_merged(loser, survivor).await;
-                        }
+                        merges.extend(done.merges);
                         *more
                     }
                     Err(e) => {
@@ -596,6 +579,16 @@ async fn follow_stream(edge: Arc<Edge>, client: HubClient) {
             }
         };
         cursor.advance(&step);
+        let mut pending = Vec::new();
+        for (loser, survivor) in std::mem::take(&mut merges) {
+            if !edge.fetch_merged(loser, survivor).await {
+                tracing::warn!(
+                    "the other member of a merge could not be fetched yet; asking again"
+                );
+                pending.push((loser, survivor));
+            }
+        }
+        merges = pending;
         if !more && matches!(answer, patron_sync::stream::StreamAnswer::Page { .. }) {
             // The hub held the poll open already; a short pause keeps a hub that
             // answers at once (an older wait policy) from being polled in a spin.

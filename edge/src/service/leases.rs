@@ -17,7 +17,7 @@ use patron_sync::rights::HeldLease;
 use tokio::sync::mpsc;
 
 use super::Edge;
-use crate::hub::client::HubClient;
+use super::hub_port::HubPort;
 
 /// How often leases that can no longer be spent are given back.
 const GIVE_BACK_EVERY: Duration = Duration::from_secs(5);
@@ -172,7 +172,7 @@ impl Edge {
 
 /// Starts the task that asks for and gives back leases (an enrolled edge with leases
 /// on).
-pub fn spawn(edge: Arc<Edge>, client: HubClient) {
+pub fn spawn(edge: Arc<Edge>, client: Arc<dyn HubPort>) {
     let (tx, rx) = mpsc::channel(256);
     if let Ok(mut slot) = edge.lease_asks.lock() {
         *slot = Some(tx);
@@ -180,15 +180,15 @@ pub fn spawn(edge: Arc<Edge>, client: HubClient) {
     tokio::spawn(run(edge, client, rx));
 }
 
-async fn run(edge: Arc<Edge>, client: HubClient, mut asks: mpsc::Receiver<[u8; 16]>) {
+async fn run(edge: Arc<Edge>, client: Arc<dyn HubPort>, mut asks: mpsc::Receiver<[u8; 16]>) {
     let mut tick = tokio::time::interval(GIVE_BACK_EVERY);
     loop {
         tokio::select! {
             m = asks.recv() => match m {
-                Some(m) => ask(&edge, &client, m).await,
+                Some(m) => ask(&edge, client.as_ref(), m).await,
                 None => return,
             },
-            _ = tick.tick() => give_back(&edge, &client).await,
+            _ = tick.tick() => give_back(&edge, client.as_ref()).await,
         }
     }
 }
@@ -201,7 +201,7 @@ async fn caught_up(edge: &Edge) -> bool {
     reachable && edge.health().await.is_ok_and(|h| h.hub.pending_facts == 0)
 }
 
-async fn ask(edge: &Edge, client: &HubClient, member: [u8; 16]) {
+async fn ask(edge: &Edge, client: &dyn HubPort, member: [u8; 16]) {
     if edge.leases.holds(&member) || !caught_up(edge).await {
         return;
     }
@@ -220,7 +220,7 @@ async fn ask(edge: &Edge, client: &HubClient, member: [u8; 16]) {
     }
 }
 
-async fn give_back(edge: &Edge, client: &HubClient) {
+async fn give_back(edge: &Edge, client: &dyn HubPort) {
     // Marked first: a sale still in progress keeps its lease, and none can start under
     // a marked one; only then is "the hub holds every fact" checked.
     let done = edge.leases.start_returning();

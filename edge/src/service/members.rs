@@ -316,7 +316,7 @@ impl Edge {
                     let more = page.more && page.upto > after;
                     after = page.upto;
                     if !more {
-                        return Ok::<_, crate::hub::SyncError>((facts, after));
+                        return Ok::<_, super::hub_port::HubCallError>((facts, after));
                     }
                 }
             }
@@ -336,7 +336,7 @@ impl Edge {
                 tracing::warn!(error = %e, "member fetch from the hub failed");
                 // A hub that answered is reachable, whatever it said (a refusal, the
                 // store's fetch budget spent): only a missing answer means offline.
-                if matches!(e, crate::hub::SyncError::Unreachable(_)) {
+                if matches!(e, super::hub_port::HubCallError::Unreachable(_)) {
                     self.hub_failed();
                 }
                 return false;
@@ -389,8 +389,10 @@ impl Edge {
     }
 
     /// After the stream brought the merge of `loser` into `survivor`, one of whom is
-    /// held here: fetches the phone they share, so this store holds both histories.
-    pub async fn fetch_merged(&self, loser: uuid::Uuid, survivor: uuid::Uuid) {
+    /// held here: fetches the phone they share, so this store holds both histories
+    /// (the other member's facts from before the merge are not in this store's
+    /// stream). `false` if that could not be done now: the caller asks again later.
+    pub async fn fetch_merged(&self, loser: uuid::Uuid, survivor: uuid::Uuid) -> bool {
         let row = self
             .store
             .readers
@@ -401,10 +403,12 @@ impl Edge {
                 })
             })
             .await;
-        if let Ok(Some(row)) = row
-            && !self.refresh_from_hub(row.phone_idx).await
-        {
-            tracing::warn!("the other member of a merge could not be fetched yet");
+        match row {
+            // Fetched, or nothing new since this store's last fetch of the phone.
+            Ok(Some(row)) => self.refresh_from_hub(row.phone_idx).await || self.hub_reachable(),
+            // Neither is held any more: nothing to fetch.
+            Ok(None) => true,
+            Err(_) => false,
         }
     }
 

@@ -7,6 +7,7 @@
 
 mod checkout;
 mod coupons;
+pub mod hub_port;
 mod lanes;
 pub mod leases;
 mod members;
@@ -449,7 +450,7 @@ pub struct Edge {
     /// last recorded as in force.
     rules_load: tokio::sync::Mutex<()>,
     /// Sync with the hub, as `/healthz` reports it.
-    pub sync_status: crate::hub::worker::StatusCell,
+    pub sync_status: hub_port::StatusCell,
     /// The hub as redemption authority, once enrolled (None: this edge decides alone).
     authority: RwLock<Option<Arc<redemption::HubAuthority>>>,
     /// Leases on members' points held here.

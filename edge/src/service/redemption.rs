@@ -9,9 +9,9 @@ use std::time::Duration;
 use patron_protocol::hub::AuthorizeRequest;
 use rusqlite::{Connection, params};
 
+use super::hub_port::HubPort;
 use super::{Core, Edge, EdgeError};
 use crate::domain::clock::Millis;
-use crate::hub::client::HubClient;
 use crate::store::{StoreError, meta_get};
 
 /// Who allowed a redemption (recorded with it, and in the fact's body as `auth`).
@@ -41,12 +41,12 @@ impl Authority {
 
 /// The hub, as the redemption authority sees it.
 pub struct HubAuthority {
-    /// Client with the authorization timeout.
-    pub client: HubClient,
+    /// The hub, called with the authorization timeout.
+    pub client: Arc<dyn HubPort>,
     /// How long to wait for an answer.
     pub timeout: Duration,
     /// Client for member fetches (a longer timeout: a member's whole history).
-    pub fetcher: HubClient,
+    pub fetcher: Arc<dyn HubPort>,
     /// How long a lookup waits for a member fetch.
     pub fetch_timeout: Duration,
 }
@@ -279,4 +279,118 @@ fn unsynced_points(
         .and_then(|mut s| s.query_row(params![&member[..], origin, acked, now], |r| r.get(0)))
         .map_err(StoreError::from)?;
     Ok(gained - offline_unacked(conn, member, acked)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use patron_protocol::hub::{
+        AuthorizeResponse, LeaseRequest, LeaseResponse, LeaseReturn, LeaseReturned,
+    };
+    use patron_sync::pull::{FetchedMember, MemberFetch};
+
+    use super::*;
+    use crate::service::hub_port::{HubCall, HubCallError};
+
+    /// A hub that answers authorizations as told and records what it was asked.
+    #[derive(Default)]
+    struct FakeHub {
+        answer: Mutex<Option<Result<AuthorizeResponse, HubCallError>>>,
+        asked: Mutex<Vec<AuthorizeRequest>>,
+    }
+
+    impl FakeHub {
+        fn answers(&self, a: Result<AuthorizeResponse, HubCallError>) {
+            if let Ok(mut slot) = self.answer.lock() {
+                *slot = Some(a);
+            }
+        }
+    }
+
+    fn nothing<T: Send + 'static>() -> HubCall<'static, T> {
+        Box::pin(async { Err(HubCallError::Unreachable("fake".into())) })
+    }
+
+    impl HubPort for FakeHub {
+        fn authorize<'a>(&'a self, req: &'a AuthorizeRequest) -> HubCall<'a, AuthorizeResponse> {
+            if let Ok(mut asked) = self.asked.lock() {
+                asked.push(req.clone());
+            }
+            let answer = self.answer.lock().ok().and_then(|a| a.clone());
+            Box::pin(async move {
+                answer.unwrap_or_else(|| Err(HubCallError::Unreachable("no answer".into())))
+            })
+        }
+        fn lease<'a>(&'a self, _: &'a LeaseRequest) -> HubCall<'a, LeaseResponse> {
+            nothing()
+        }
+        fn return_lease<'a>(&'a self, _: &'a LeaseReturn) -> HubCall<'a, LeaseReturned> {
+            nothing()
+        }
+        fn fetch_member<'a>(&'a self, _: &'a MemberFetch) -> HubCall<'a, FetchedMember> {
+            nothing()
+        }
+    }
+
+    /// Through the port, with a fake hub: the hub's grant makes the hub the authority,
+    /// its refusal is the member's insufficient points with the hub's figure, and its
+    /// silence falls back to the offline limits and marks the hub unreachable.
+    #[tokio::test]
+    async fn the_hubs_answer_decides_a_redemption_and_its_silence_falls_back_offline() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let (edge, _clock) = Edge::for_test("S001", dir.path(), 1_764_000_000_000);
+        let member = edge.test_member("13800000123", None).await;
+        let member = *uuid::Uuid::parse_str(&member)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .as_bytes();
+        let hub = Arc::new(FakeHub::default());
+        edge.set_hub_authority(HubAuthority {
+            client: hub.clone(),
+            timeout: Duration::from_millis(500),
+            fetcher: hub.clone(),
+            fetch_timeout: Duration::from_millis(500),
+        });
+        let reachable = |r: bool| {
+            if let Ok(mut s) = edge.sync_status.lock() {
+                s.reachable = r;
+            }
+        };
+        reachable(true);
+        hub.answers(Ok(AuthorizeResponse {
+            granted: true,
+            available: 1_000,
+            lease_used: 0,
+        }));
+        let auth = edge.authorize_redemption(member, [1; 16], 300).await;
+        assert_eq!(auth.ok(), Some(Authority::Hub));
+        let asked = hub.asked.lock().map(|a| a.clone()).unwrap_or_default();
+        assert_eq!(asked.len(), 1);
+        assert_eq!(asked[0].points, 300);
+        assert_eq!(asked[0].member, uuid::Uuid::from_bytes(member).to_string());
+        hub.answers(Ok(AuthorizeResponse {
+            granted: false,
+            available: 120,
+            lease_used: 0,
+        }));
+        let refused = edge.authorize_redemption(member, [2; 16], 300).await;
+        assert!(
+            matches!(
+                refused,
+                Err(EdgeError::InsufficientPoints {
+                    available: 120,
+                    requested: 300
+                })
+            ),
+            "{refused:?}"
+        );
+        hub.answers(Err(HubCallError::Unreachable("down".into())));
+        let offline = edge.authorize_redemption(member, [3; 16], 300).await;
+        assert_eq!(offline.ok(), Some(Authority::Offline));
+        assert_eq!(
+            edge.sync_status.lock().map(|s| s.reachable).ok(),
+            Some(false),
+            "a failed call marks the hub unreachable"
+        );
+    }
 }

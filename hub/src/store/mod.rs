@@ -1,21 +1,27 @@
 //! The hub's storage, behind a trait so that a PostgreSQL backend can follow the SQLite
 //! one without touching the service or the HTTP layer.
 
+#[cfg(test)]
+pub(crate) mod contract;
 pub mod sqlite;
+
+pub use crate::authority::{Hold, OverdrawRow};
+pub use crate::ingest::{PointsRow, TypedFact};
 
 use patron_domain::points::Movement;
 use patron_protocol::Origin;
 use patron_protocol::hub::{AuthorizeResponse, OverdrawReport, StoreStatus, SyncReport};
-use patron_sync::profile::{Profile, ProfileOp};
+use patron_sync::profile::Profile;
 use patron_sync::rights::{Lease, LeasePolicy, NoLease};
 use patron_sync::session::{Batch, Fact, Judgement};
 
-/// Storage failures.
+/// Storage failures, the same for every backend: a backend's own errors become
+/// [`StoreError::Backend`] inside that backend (`sqlite` converts `rusqlite::Error`).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// SQLite said no.
+    /// The database failed (the backend's error, for the log).
     #[error("database: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Backend(Box<dyn std::error::Error + Send + Sync>),
     /// A store with this id exists.
     #[error("store {0} exists already")]
     StoreExists(String),
@@ -85,8 +91,8 @@ pub struct Ingested {
     pub overdraws: usize,
 }
 
-/// What the hub stores. Methods block; callers run them off the async runtime.
-pub trait HubStore: Send + Sync + 'static {
+/// Stores of the chain: registration, enrollment, credentials, sync figures. Methods block; callers run them off the async runtime.
+pub trait Stores: Send + Sync + 'static {
     /// Registers a store (not yet enrolled).
     fn add_store(&self, s: &NewStore<'_>) -> Result<(), StoreError>;
 
@@ -105,6 +111,15 @@ pub trait HubStore: Send + Sync + 'static {
         credential_hash: &[u8; 32],
     ) -> Result<Option<StoreRow>, StoreError>;
 
+    /// Records that `store`'s clock was seen `ahead_ms` ahead of the hub's.
+    fn note_clock_ahead(&self, store_id: &str, ahead_ms: i64) -> Result<(), StoreError>;
+
+    /// Every store with its sync figures, at `now`.
+    fn list_stores(&self, now: i64) -> Result<Vec<StoreStatus>, StoreError>;
+}
+
+/// The log of every store's facts and the projections kept with it. Methods block; callers run them off the async runtime.
+pub trait FactLog: Send + Sync + 'static {
     /// Applies one store's push: for each batch, asks `judge` (given the origin's
     /// current high) what to do, applies what it says with the facts' typed projections
     /// (profile changes, points movements, registrations), and records the store's
@@ -114,6 +129,25 @@ pub trait HubStore: Send + Sync + 'static {
     /// fails does not fail the others. Blocks until the push is durable.
     fn ingest(&self, job: IngestJob) -> Result<Vec<Ingested>, StoreError>;
 
+    /// Rebuilds the projections that follow from each fact alone — registrations by
+    /// phone index and merged profiles — from the facts, in ingest order, in one
+    /// transaction: `project` types a fact of store `node` as ingest did when the hub's
+    /// clock read `received_at` (`None`: the fact projects nothing, e.g. the hub's own
+    /// merges). The result must equal what ingest built incrementally (tested).
+    fn rebuild_projections(&self, project: &Reproject) -> Result<Rebuilt, StoreError>;
+
+    /// Facts of `origin` after `after`, at most `max`, in sequence order.
+    fn read(&self, origin: &Origin, after: u64, max: usize) -> Result<Vec<Fact>, StoreError>;
+
+    /// Highest contiguous sequence held for `origin` (0 if none).
+    fn high(&self, origin: &Origin) -> Result<u64, StoreError>;
+
+    /// Facts held, all origins.
+    fn fact_count(&self) -> Result<u64, StoreError>;
+}
+
+/// What the redemption authority keeps: holds, leases, movements, overdraws. Methods block; callers run them off the async runtime.
+pub trait AuthorityStore: Send + Sync + 'static {
     /// Loads the member's points movements and the points held for other sales, asks
     /// `decide`, and holds `points` for `txn` until `until` if it grants, durably
     /// before answering. Authorizations are served in turn (two stores asking for one
@@ -144,23 +178,13 @@ pub trait HubStore: Send + Sync + 'static {
 
     /// Every recorded overdraw and flag.
     fn overdraw_report(&self) -> Result<OverdrawReport, StoreError>;
+}
 
-    /// Rebuilds the projections that follow from each fact alone — registrations by
-    /// phone index and merged profiles — from the facts, in ingest order, in one
-    /// transaction: `project` types a fact of store `node` as ingest did when the hub's
-    /// clock read `received_at` (`None`: the fact projects nothing, e.g. the hub's own
-    /// merges). The result must equal what ingest built incrementally (tested).
-    fn rebuild_projections(&self, project: &Reproject) -> Result<Rebuilt, StoreError>;
-
+/// Members across stores: merges, fetches by phone, merged profiles. Methods block; callers run them off the async runtime.
+pub trait Members: Send + Sync + 'static {
     /// A member's profile, merged field by field over every store's facts and every id
     /// merged into the same member.
     fn profile(&self, member: &str) -> Result<Option<Profile>, StoreError>;
-
-    /// Records that `store`'s clock was seen `ahead_ms` ahead of the hub's.
-    fn note_clock_ahead(&self, store_id: &str, ahead_ms: i64) -> Result<(), StoreError>;
-
-    /// Facts of `origin` after `after`, at most `max`, in sequence order.
-    fn read(&self, origin: &Origin, after: u64, max: usize) -> Result<Vec<Fact>, StoreError>;
 
     /// The member `member` stands for: its survivor if it was merged, else itself.
     fn root_member(&self, member: &str) -> Result<String, StoreError>;
@@ -176,7 +200,10 @@ pub trait HubStore: Send + Sync + 'static {
         after: u64,
         max: usize,
     ) -> Result<(Vec<Fact>, u64, bool), StoreError>;
+}
 
+/// Each store's stream of the facts of the members it holds. Methods block; callers run them off the async runtime.
+pub trait Streams: Send + Sync + 'static {
     /// Up to `max` facts of the stream of `store` (patron_sync::stream) after
     /// position `after`, with the store's horizon and the hub's last position, read
     /// in one snapshot.
@@ -185,7 +212,10 @@ pub trait HubStore: Send + Sync + 'static {
     /// `store` no longer holds these members (16-byte ids): it stops receiving their
     /// facts, unless it fetched them after position `after`. Returns how many it held.
     fn release(&self, store: &str, members: &[[u8; 16]], after: u64) -> Result<usize, StoreError>;
+}
 
+/// HQ documents and each store's sync state of them. Methods block; callers run them off the async runtime.
+pub trait Documents: Send + Sync + 'static {
     /// An HQ document's bytes.
     fn load_doc(&self, doc_id: &str) -> Result<Option<Vec<u8>>, StoreError>;
 
@@ -197,16 +227,13 @@ pub trait HubStore: Send + Sync + 'static {
 
     /// Persists the sync state of `peer` for a document.
     fn save_doc_state(&self, doc_id: &str, peer: &str, state: &[u8]) -> Result<(), StoreError>;
-
-    /// Highest contiguous sequence held for `origin` (0 if none).
-    fn high(&self, origin: &Origin) -> Result<u64, StoreError>;
-
-    /// Every store with its sync figures, at `now`.
-    fn list_stores(&self, now: i64) -> Result<Vec<StoreStatus>, StoreError>;
-
-    /// Facts held, all origins.
-    fn fact_count(&self) -> Result<u64, StoreError>;
 }
+
+/// Everything the hub stores: each capability above. A backend implements them all and
+/// must pass the storage contract suite (`store::contract`).
+pub trait HubStore: Stores + FactLog + AuthorityStore + Members + Streams + Documents {}
+
+impl<T: Stores + FactLog + AuthorityStore + Members + Streams + Documents> HubStore for T {}
 
 /// What the stream holds for a store after a position.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -219,19 +246,6 @@ pub struct StreamRead {
     pub horizon: u64,
     /// The hub's last position.
     pub end: u64,
-}
-
-/// A pushed fact, typed once, with what it changes besides the log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TypedFact {
-    /// The entry.
-    pub entry: patron_domain::Entry,
-    /// Changes to the fact's member's profile.
-    pub profile: Vec<ProfileOp>,
-    /// A points movement of a member.
-    pub points: Option<PointsRow>,
-    /// A registration or re-key: (member, the phone's chain-wide blind index, base64).
-    pub registered: Option<(String, String)>,
 }
 
 /// One batch of a push: as it arrived, and its facts typed (or why they are not).
@@ -248,7 +262,7 @@ pub struct IncomingBatch {
 pub type Judge = fn(store: &str, high: u64, batch: &Batch) -> Judgement;
 
 /// The rule that finds the overdrawing spends of a member (the survivor of any merge)
-/// from their movements over every id (`crate::redemption::overdraws`).
+/// from their movements over every id (`crate::authority::overdraws`).
 pub type OverdrawRule =
     fn(member: &str, movements: Vec<(Movement, bool)>, now: i64) -> Vec<OverdrawRow>;
 
@@ -289,24 +303,6 @@ pub struct IngestJob {
     pub now: i64,
 }
 
-/// What the hub's authority needs of a fact that moves a member's points (the amounts
-/// themselves are columns of the fact).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PointsRow {
-    /// The member (UUID).
-    pub member: String,
-    /// When.
-    pub at: i64,
-    /// The transaction (UUID); settles a hold for it.
-    pub txn: String,
-    /// Points consumed FIFO.
-    pub spend: i64,
-    /// The spend was authorized offline (floor limit).
-    pub offline: bool,
-    /// The spend was made under the store's lease.
-    pub lease: bool,
-}
-
 /// An authorization queued for the store's next transaction.
 #[derive(Debug)]
 pub struct PendingAnswer(
@@ -329,28 +325,6 @@ impl PendingAnswer {
     }
 }
 
-/// Points a store asks the hub to hold for a sale.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Hold {
-    /// The member (UUID) as asked: the store resolves it to the member it was merged
-    /// into, in the transaction that decides.
-    pub member: String,
-    /// The sale (UUID).
-    pub txn: String,
-    /// The store asking.
-    pub store: String,
-    /// Points.
-    pub points: i64,
-    /// What the asking store's unsynced facts add to the member's balance.
-    pub unsynced: i64,
-    /// What the asking store set aside of its lease for this ask.
-    pub lease_left: i64,
-    /// Now (unix ms): holds that expired by then no longer count.
-    pub now: i64,
-    /// When this hold lapses if its fact has not arrived.
-    pub until: i64,
-}
-
 /// The rule that decides an authorization from the member's movements (every origin),
 /// the points held for other sales and leases (the asking store's own included), and
 /// how much of the asking store's lease it may use; a plain function so that the
@@ -359,14 +333,3 @@ pub type Decide = fn(&mut [Movement], i64, i64, &Hold) -> AuthorizeResponse;
 
 /// What a member may spend at `now` from their movements (every origin).
 pub type Spendable = fn(&mut [Movement], i64) -> i64;
-
-/// An overdrawing redemption found after an ingest.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OverdrawRow {
-    /// The fact: origin label (`node/incarnation`) and sequence.
-    pub origin: String,
-    /// Its sequence.
-    pub seq: i64,
-    /// What the report shows.
-    pub overdraw: patron_protocol::hub::Overdraw,
-}

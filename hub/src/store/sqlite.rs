@@ -20,8 +20,9 @@ use patron_sync::session::{Fact, Judgement, Merged};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    Decide, Hold, HubStore, IngestJob, Ingested, NewStore, OverdrawRule, PendingAnswer, PointsRow,
-    Rebuilt, Reproject, Spendable, StoreError, StoreRow, StreamRead, TypedFact,
+    AuthorityStore, Decide, Documents, FactLog, Hold, IngestJob, Ingested, Members, NewStore,
+    OverdrawRule, PendingAnswer, PointsRow, Rebuilt, Reproject, Spendable, StoreError, StoreRow,
+    Stores, StreamRead, Streams, TypedFact,
 };
 
 /// Migration `i` takes the schema from version `i` to `i + 1`. Append only.
@@ -344,6 +345,12 @@ fn parse_incarnation(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<uuid::
     })
 }
 
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Backend(Box::new(e))
+    }
+}
+
 /// The hub database file name inside the data directory.
 pub const DB_FILE: &str = "hub.sqlite";
 
@@ -422,7 +429,7 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
             found: found as i64,
             supported: supported as i64,
         },
-        MigrateError::Sqlite(e) => StoreError::Sqlite(e),
+        MigrateError::Sqlite(e) => StoreError::from(e),
         other => StoreError::Corrupt(other.to_string()),
     })
 }
@@ -1261,7 +1268,7 @@ fn apply_profile_ops(
     Ok(())
 }
 
-impl HubStore for SqliteStore {
+impl Stores for SqliteStore {
     fn add_store(&self, s: &NewStore<'_>) -> Result<(), StoreError> {
         let conn = self.lock();
         let n = conn.execute(
@@ -1326,6 +1333,42 @@ impl HubStore for SqliteStore {
             .optional()?)
     }
 
+    fn note_clock_ahead(&self, store_id: &str, ahead_ms: i64) -> Result<(), StoreError> {
+        let conn = self.lock();
+        conn.prepare_cached("UPDATE stores SET clock_ahead_ms = ?2 WHERE store_id = ?1")?
+            .execute(params![store_id, ahead_ms])?;
+        Ok(())
+    }
+
+    fn list_stores(&self, now: i64) -> Result<Vec<StoreStatus>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT s.store_id, s.name, s.ring, s.credential_hash IS NOT NULL, s.last_sync_at,
+                    max(s.report_last_seq - coalesce(o.high, 0), 0),
+                    (SELECT coalesce(sum(x.high), 0) FROM origins x WHERE x.node = s.store_id),
+                    s.clock_ahead_ms
+               FROM stores s LEFT JOIN origins o ON o.id = s.report_origin
+              ORDER BY s.store_id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let last: Option<i64> = r.get(4)?;
+            Ok(StoreStatus {
+                store_id: r.get(0)?,
+                name: r.get(1)?,
+                ring: r.get(2)?,
+                enrolled: r.get(3)?,
+                last_sync_at: last,
+                lag_ms: last.map(|l| (now - l).max(0)),
+                pending: r.get::<_, i64>(5)? as u64,
+                facts: r.get::<_, i64>(6)? as u64,
+                clock_ahead_ms: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+}
+
+impl FactLog for SqliteStore {
     fn ingest(&self, job: IngestJob) -> Result<Vec<Ingested>, StoreError> {
         let (reply, answer) = mpsc::sync_channel(1);
         self.pushes
@@ -1352,99 +1395,6 @@ impl HubStore for SqliteStore {
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-    }
-
-    fn root_member(&self, member: &str) -> Result<String, StoreError> {
-        // A read: the reader sees every committed ingest and waits for no writer.
-        Ok(lock(&self.reader)
-            .prepare_cached(concat!("SELECT ", root_of!("?1")))?
-            .query_row(params![member], |r| r.get(0))?)
-    }
-
-    fn member_facts_by_phone(
-        &self,
-        store: &str,
-        phone_idx: &str,
-        after: u64,
-        max: usize,
-    ) -> Result<(Vec<Fact>, u64, bool), StoreError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        // The holding first, in the transaction that reads: a fact ingested after this
-        // read reaches the store by its stream, one ingested before is in this answer.
-        tx.prepare_cached(
-            "INSERT INTO holdings (member, store, touched)
-             SELECT unhex(replace(member, '-', '')), ?2, (SELECT coalesce(max(id), 0) FROM facts)
-               FROM registrations WHERE phone_idx = ?1
-             ON CONFLICT (member, store) DO UPDATE SET touched = excluded.touched",
-        )?
-        .execute(params![phone_idx, store])?;
-        let mut rows = {
-            let mut stmt = tx.prepare_cached(MEMBER_FACTS_BY_PHONE)?;
-            stmt.query_map(
-                params![phone_idx, after as i64, max as i64 + 1],
-                positioned_fact,
-            )?
-            .collect::<rusqlite::Result<Vec<_>>>()?
-        };
-        tx.commit()?;
-        let more = rows.len() > max;
-        rows.truncate(max);
-        let upto = rows.last().map_or(after, |(pos, _)| *pos);
-        Ok((rows.into_iter().map(|(_, f)| f).collect(), upto, more))
-    }
-
-    fn stream(&self, store: &str, after: u64, max: usize) -> Result<StreamRead, StoreError> {
-        let mut conn = lock(&self.stream_reader);
-        // One snapshot: the end read with the facts, so no fact at or below it can
-        // commit later (positions are assigned by the one writer, in commit order).
-        let tx = conn.transaction()?;
-        let (horizon, end): (i64, i64) = tx
-            .prepare_cached(
-                "SELECT (SELECT stream_horizon FROM stores WHERE store_id = ?1),
-                        (SELECT coalesce(max(id), 0) FROM facts)",
-            )?
-            .query_row(params![store], |r| {
-                Ok((r.get::<_, Option<i64>>(0)?.unwrap_or(0), r.get(1)?))
-            })?;
-        let mut facts = {
-            let mut stmt = tx.prepare_cached(
-                "SELECT s.pos, o.node, o.incarnation, f.seq, f.body
-                   FROM stream s JOIN facts f ON f.id = s.pos JOIN origins o ON o.id = f.origin
-                  WHERE s.store = ?1 AND s.pos > ?2
-                  ORDER BY s.pos LIMIT ?3",
-            )?;
-            stmt.query_map(
-                params![store, after as i64, max as i64 + 1],
-                positioned_fact,
-            )?
-            .collect::<rusqlite::Result<Vec<_>>>()?
-        };
-        tx.commit()?;
-        let more = facts.len() > max;
-        facts.truncate(max);
-        Ok(StreamRead {
-            facts,
-            more,
-            horizon: horizon.max(0) as u64,
-            end: end.max(0) as u64,
-        })
-    }
-
-    fn release(&self, store: &str, members: &[[u8; 16]], after: u64) -> Result<usize, StoreError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        let mut n = 0;
-        {
-            let mut stmt = tx.prepare_cached(
-                "DELETE FROM holdings WHERE member = ?1 AND store = ?2 AND touched < ?3",
-            )?;
-            for m in members {
-                n += stmt.execute(params![&m[..], store, after as i64])?;
-            }
-        }
-        tx.commit()?;
-        Ok(n)
     }
 
     fn rebuild_projections(&self, project: &Reproject) -> Result<Rebuilt, StoreError> {
@@ -1491,112 +1441,18 @@ impl HubStore for SqliteStore {
         Ok(out)
     }
 
-    fn profile(&self, member: &str) -> Result<Option<Profile>, StoreError> {
-        let conn = self.lock();
-        // Every id of the member: their profiles merge field by field (DESIGN.md §4).
-        // Larger ids first: a merge keeps the first of two equal stamps, and the edges
-        // break such ties to the larger id.
-        let mut stmt = conn.prepare_cached(concat!(
-            "WITH r(id) AS (SELECT ",
-            root_of!("?1"),
-            ")
-             SELECT profile FROM profiles
-              WHERE member IN (SELECT id FROM r UNION ALL
-                               SELECT loser FROM member_aliases, r WHERE survivor = r.id)
-              ORDER BY member DESC"
-        ))?;
-        let mut merged: Option<Profile> = None;
-        for held in stmt.query_map(params![member], |r| r.get::<_, String>(0))? {
-            let p: Profile =
-                serde_json::from_str(&held?).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            match &mut merged {
-                Some(m) => m.merge(&p),
-                None => merged = Some(p),
-            }
-        }
-        Ok(merged)
-    }
-
-    fn note_clock_ahead(&self, store_id: &str, ahead_ms: i64) -> Result<(), StoreError> {
-        let conn = self.lock();
-        conn.prepare_cached("UPDATE stores SET clock_ahead_ms = ?2 WHERE store_id = ?1")?
-            .execute(params![store_id, ahead_ms])?;
-        Ok(())
-    }
-
-    fn load_doc(&self, doc_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let conn = self.lock();
-        Ok(conn
-            .prepare_cached("SELECT bytes FROM docs WHERE doc_id = ?1")?
-            .query_row(params![doc_id], |r| r.get(0))
-            .optional()?)
-    }
-
-    fn save_doc(&self, doc_id: &str, bytes: &[u8], now: i64) -> Result<(), StoreError> {
-        let conn = self.lock();
-        conn.prepare_cached(
-            "INSERT INTO docs (doc_id, bytes, updated_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT (doc_id) DO UPDATE SET bytes = excluded.bytes, updated_at = excluded.updated_at",
-        )?
-        .execute(params![doc_id, bytes, now])?;
-        Ok(())
-    }
-
-    fn load_doc_state(&self, doc_id: &str, peer: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let conn = self.lock();
-        Ok(conn
-            .prepare_cached("SELECT state FROM doc_sync_states WHERE doc_id = ?1 AND peer = ?2")?
-            .query_row(params![doc_id, peer], |r| r.get(0))
-            .optional()?)
-    }
-
-    fn save_doc_state(&self, doc_id: &str, peer: &str, state: &[u8]) -> Result<(), StoreError> {
-        let conn = self.lock();
-        conn.prepare_cached(
-            "INSERT INTO doc_sync_states (doc_id, peer, state) VALUES (?1, ?2, ?3)
-             ON CONFLICT (doc_id, peer) DO UPDATE SET state = excluded.state",
-        )?
-        .execute(params![doc_id, peer, state])?;
-        Ok(())
-    }
-
     fn high(&self, origin: &Origin) -> Result<u64, StoreError> {
         let conn = self.lock();
         Ok(origin_row(&conn, origin)?.map_or(0, |(_, h)| h))
-    }
-
-    fn list_stores(&self, now: i64) -> Result<Vec<StoreStatus>, StoreError> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare(
-            "SELECT s.store_id, s.name, s.ring, s.credential_hash IS NOT NULL, s.last_sync_at,
-                    max(s.report_last_seq - coalesce(o.high, 0), 0),
-                    (SELECT coalesce(sum(x.high), 0) FROM origins x WHERE x.node = s.store_id),
-                    s.clock_ahead_ms
-               FROM stores s LEFT JOIN origins o ON o.id = s.report_origin
-              ORDER BY s.store_id",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            let last: Option<i64> = r.get(4)?;
-            Ok(StoreStatus {
-                store_id: r.get(0)?,
-                name: r.get(1)?,
-                ring: r.get(2)?,
-                enrolled: r.get(3)?,
-                last_sync_at: last,
-                lag_ms: last.map(|l| (now - l).max(0)),
-                pending: r.get::<_, i64>(5)? as u64,
-                facts: r.get::<_, i64>(6)? as u64,
-                clock_ahead_ms: r.get(7)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
     fn fact_count(&self) -> Result<u64, StoreError> {
         let conn = self.lock();
         Ok(conn.query_row("SELECT count(*) FROM facts", [], |r| r.get::<_, i64>(0))? as u64)
     }
+}
 
+impl AuthorityStore for SqliteStore {
     fn authorize(&self, hold: Hold, decide: Decide) -> Result<PendingAnswer, StoreError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.asks
@@ -1696,8 +1552,183 @@ impl HubStore for SqliteStore {
     }
 }
 
+impl Members for SqliteStore {
+    fn root_member(&self, member: &str) -> Result<String, StoreError> {
+        // A read: the reader sees every committed ingest and waits for no writer.
+        Ok(lock(&self.reader)
+            .prepare_cached(concat!("SELECT ", root_of!("?1")))?
+            .query_row(params![member], |r| r.get(0))?)
+    }
+
+    fn member_facts_by_phone(
+        &self,
+        store: &str,
+        phone_idx: &str,
+        after: u64,
+        max: usize,
+    ) -> Result<(Vec<Fact>, u64, bool), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        // The holding first, in the transaction that reads: a fact ingested after this
+        // read reaches the store by its stream, one ingested before is in this answer.
+        tx.prepare_cached(
+            "INSERT INTO holdings (member, store, touched)
+             SELECT unhex(replace(member, '-', '')), ?2, (SELECT coalesce(max(id), 0) FROM facts)
+               FROM registrations WHERE phone_idx = ?1
+             ON CONFLICT (member, store) DO UPDATE SET touched = excluded.touched",
+        )?
+        .execute(params![phone_idx, store])?;
+        let mut rows = {
+            let mut stmt = tx.prepare_cached(MEMBER_FACTS_BY_PHONE)?;
+            stmt.query_map(
+                params![phone_idx, after as i64, max as i64 + 1],
+                positioned_fact,
+            )?
+            .collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        tx.commit()?;
+        let more = rows.len() > max;
+        rows.truncate(max);
+        let upto = rows.last().map_or(after, |(pos, _)| *pos);
+        Ok((rows.into_iter().map(|(_, f)| f).collect(), upto, more))
+    }
+
+    fn profile(&self, member: &str) -> Result<Option<Profile>, StoreError> {
+        let conn = self.lock();
+        // Every id of the member: their profiles merge field by field (DESIGN.md §4).
+        // Larger ids first: a merge keeps the first of two equal stamps, and the edges
+        // break such ties to the larger id.
+        let mut stmt = conn.prepare_cached(concat!(
+            "WITH r(id) AS (SELECT ",
+            root_of!("?1"),
+            ")
+             SELECT profile FROM profiles
+              WHERE member IN (SELECT id FROM r UNION ALL
+                               SELECT loser FROM member_aliases, r WHERE survivor = r.id)
+              ORDER BY member DESC"
+        ))?;
+        let mut merged: Option<Profile> = None;
+        for held in stmt.query_map(params![member], |r| r.get::<_, String>(0))? {
+            let p: Profile =
+                serde_json::from_str(&held?).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            match &mut merged {
+                Some(m) => m.merge(&p),
+                None => merged = Some(p),
+            }
+        }
+        Ok(merged)
+    }
+}
+
+impl Streams for SqliteStore {
+    fn stream(&self, store: &str, after: u64, max: usize) -> Result<StreamRead, StoreError> {
+        let mut conn = lock(&self.stream_reader);
+        // One snapshot: the end read with the facts, so no fact at or below it can
+        // commit later (positions are assigned by the one writer, in commit order).
+        let tx = conn.transaction()?;
+        let (horizon, end): (i64, i64) = tx
+            .prepare_cached(
+                "SELECT (SELECT stream_horizon FROM stores WHERE store_id = ?1),
+                        (SELECT coalesce(max(id), 0) FROM facts)",
+            )?
+            .query_row(params![store], |r| {
+                Ok((r.get::<_, Option<i64>>(0)?.unwrap_or(0), r.get(1)?))
+            })?;
+        let mut facts = {
+            let mut stmt = tx.prepare_cached(
+                "SELECT s.pos, o.node, o.incarnation, f.seq, f.body
+                   FROM stream s JOIN facts f ON f.id = s.pos JOIN origins o ON o.id = f.origin
+                  WHERE s.store = ?1 AND s.pos > ?2
+                  ORDER BY s.pos LIMIT ?3",
+            )?;
+            stmt.query_map(
+                params![store, after as i64, max as i64 + 1],
+                positioned_fact,
+            )?
+            .collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        tx.commit()?;
+        let more = facts.len() > max;
+        facts.truncate(max);
+        Ok(StreamRead {
+            facts,
+            more,
+            horizon: horizon.max(0) as u64,
+            end: end.max(0) as u64,
+        })
+    }
+
+    fn release(&self, store: &str, members: &[[u8; 16]], after: u64) -> Result<usize, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let mut n = 0;
+        {
+            let mut stmt = tx.prepare_cached(
+                "DELETE FROM holdings WHERE member = ?1 AND store = ?2 AND touched < ?3",
+            )?;
+            for m in members {
+                n += stmt.execute(params![&m[..], store, after as i64])?;
+            }
+        }
+        tx.commit()?;
+        Ok(n)
+    }
+}
+
+impl Documents for SqliteStore {
+    fn load_doc(&self, doc_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let conn = self.lock();
+        Ok(conn
+            .prepare_cached("SELECT bytes FROM docs WHERE doc_id = ?1")?
+            .query_row(params![doc_id], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn save_doc(&self, doc_id: &str, bytes: &[u8], now: i64) -> Result<(), StoreError> {
+        let conn = self.lock();
+        conn.prepare_cached(
+            "INSERT INTO docs (doc_id, bytes, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (doc_id) DO UPDATE SET bytes = excluded.bytes, updated_at = excluded.updated_at",
+        )?
+        .execute(params![doc_id, bytes, now])?;
+        Ok(())
+    }
+
+    fn load_doc_state(&self, doc_id: &str, peer: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let conn = self.lock();
+        Ok(conn
+            .prepare_cached("SELECT state FROM doc_sync_states WHERE doc_id = ?1 AND peer = ?2")?
+            .query_row(params![doc_id, peer], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn save_doc_state(&self, doc_id: &str, peer: &str, state: &[u8]) -> Result<(), StoreError> {
+        let conn = self.lock();
+        conn.prepare_cached(
+            "INSERT INTO doc_sync_states (doc_id, peer, state) VALUES (?1, ?2, ?3)
+             ON CONFLICT (doc_id, peer) DO UPDATE SET state = excluded.state",
+        )?
+        .execute(params![doc_id, peer, state])?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    /// The storage contract every backend must pass (`store::contract`).
+    #[test]
+    fn the_sqlite_backend_keeps_the_storage_contract() {
+        let dirs = std::sync::Mutex::new(Vec::new());
+        crate::store::contract::run_all(|| {
+            let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+            let store = SqliteStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+            if let Ok(mut d) = dirs.lock() {
+                d.push(dir);
+            }
+            store
+        });
+    }
     use super::*;
 
     #[test]
@@ -1907,7 +1938,7 @@ mod tests {
                 })
                 .collect(),
             judge,
-            overdraws: crate::redemption::overdraws,
+            overdraws: crate::authority::overdraws,
             flag_window_ms: 0,
             now: 0,
         };

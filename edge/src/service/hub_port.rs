@@ -1,0 +1,69 @@
+//! The hub as the service layer sees it: a port this layer owns. `crate::hub` (the
+//! enrolled link over HTTPS) implements it and reports into [`SyncStatus`]; the
+//! service layer never imports `crate::hub`, and unit tests can hand it a fake hub.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use patron_protocol::hub::{
+    AuthorizeRequest, AuthorizeResponse, LeaseRequest, LeaseResponse, LeaseReturn, LeaseReturned,
+};
+use patron_sync::pull::{FetchedMember, MemberFetch};
+
+use crate::domain::clock::Millis;
+
+/// A call to the hub in flight.
+pub type HubCall<'a, T> = Pin<Box<dyn Future<Output = Result<T, HubCallError>> + Send + 'a>>;
+
+/// Why a call to the hub gave no answer to act on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HubCallError {
+    /// No answer: the hub is offline, slow, or the answer was unreadable.
+    #[error("hub unreachable: {0}")]
+    Unreachable(String),
+    /// The hub answered with an error.
+    #[error("hub refused ({status}): {message}")]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// The hub's message.
+        message: String,
+    },
+}
+
+/// What the service layer asks of the hub.
+pub trait HubPort: Send + Sync {
+    /// Asks the hub to authorize (and hold) a redemption.
+    fn authorize<'a>(&'a self, req: &'a AuthorizeRequest) -> HubCall<'a, AuthorizeResponse>;
+    /// Asks for a lease on a member's points.
+    fn lease<'a>(&'a self, req: &'a LeaseRequest) -> HubCall<'a, LeaseResponse>;
+    /// Gives a lease back.
+    fn return_lease<'a>(&'a self, req: &'a LeaseReturn) -> HubCall<'a, LeaseReturned>;
+    /// The facts of the members registered under a phone (chain-wide blind index).
+    fn fetch_member<'a>(&'a self, req: &'a MemberFetch) -> HubCall<'a, FetchedMember>;
+}
+
+/// What `/healthz` shows of sync: the hub link reports into it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncStatus {
+    /// A hub link exists.
+    pub enrolled: bool,
+    /// The last request reached the hub and got an answer.
+    pub reachable: bool,
+    /// When the last push or heartbeat succeeded (unix ms).
+    pub last_sync_at: Option<Millis>,
+    /// Highest own sequence the hub acknowledged.
+    pub acked: i64,
+    /// The last failure, if the last attempt failed.
+    pub last_error: Option<String>,
+    /// An alert that needs a person (watchdog, refusal).
+    pub alert: Option<String>,
+    /// The protocol agreed with the hub at the last push.
+    pub negotiated: Option<patron_protocol::hub::Negotiated>,
+    /// The last stream poll was answered.
+    pub streaming: bool,
+}
+
+/// Shared handle to the status.
+pub type StatusCell = Arc<Mutex<SyncStatus>>;
