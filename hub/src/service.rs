@@ -1473,6 +1473,15 @@ mod tests {
                 &reg,
             )],
         );
+        // S002 serves the member it fetched.
+        hub.fetch_member(
+            &rows[1],
+            &MemberFetch {
+                phone_idx: idx.clone(),
+                after: 0,
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         push_facts(
             hub,
             &rows[1],

@@ -270,9 +270,11 @@ const MIGRATIONS: &[&str] = &[
     "#,
     r#"
     -- The hub-to-store stream (patron_sync::stream). `holdings`: which stores hold
-    -- which members (ids as the facts name them): a store that pushed a fact of the
-    -- member or fetched them; `touched` is the hub position when it last fetched them
-    -- (or first pushed one), so a release sent before a later fetch is ignored.
+    -- which members (ids as the facts name them), once a member is held beyond the
+    -- stores that wrote their facts: a store that fetched them, the stores that wrote
+    -- their facts, and any that serves them later; `touched` is the hub position when
+    -- a store last fetched them (or joined), so a release sent before a later fetch
+    -- is ignored.
     -- `stream`: per store, the positions of facts it must receive, filled in the
     -- ingest transaction of each fact (a poll costs what it returns). Positions a store
     -- acknowledged are deleted; `stream_horizon` is the highest deleted.
@@ -287,12 +289,9 @@ const MIGRATIONS: &[&str] = &[
         pos   INTEGER NOT NULL,
         PRIMARY KEY (store, pos)
     ) STRICT, WITHOUT ROWID;
+    -- A member only the stores that wrote their facts know has no rows here: the
+    -- first fetch by another store makes those stores holders (patron-hub ingest).
     ALTER TABLE stores ADD COLUMN stream_horizon INTEGER NOT NULL DEFAULT 0;
-    INSERT OR IGNORE INTO holdings (member, store, touched)
-    SELECT f.member, o.node, max(f.id)
-      FROM facts f JOIN origins o ON o.id = f.origin
-     WHERE f.member IS NOT NULL AND o.node <> 'hub'
-     GROUP BY f.member, o.node;
     "#,
 ];
 
@@ -735,13 +734,21 @@ fn insert_fact(
 }
 
 /// The stream's share of a store's fact of `member` at position `pos`: every other
-/// store holding the member receives it, and the store that wrote it holds the member
-/// from now on (it registered or served them).
+/// store holding the member receives it. Holdings are kept only for members held
+/// beyond the stores that wrote their facts (someone fetched them): a member only
+/// their own stores know costs one index probe here and no write. Once a member has
+/// holders, a store writing their facts joins them (it served the member). A store
+/// can write facts only of members it holds a row for, and it gets the row of
+/// another store's member only by a fetch or a merge, both of which record holdings:
+/// no fact of a member held elsewhere passes here unseen.
 fn fan_out(tx: &Connection, store: &str, member: &[u8], pos: i64) -> Result<(), StoreError> {
     let holders: Vec<String> = tx
         .prepare_cached("SELECT store FROM holdings WHERE member = ?1")?
         .query_map(params![member], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
+    if holders.is_empty() {
+        return Ok(());
+    }
     if !holders.iter().any(|h| h == store) {
         tx.prepare_cached("INSERT INTO holdings (member, store, touched) VALUES (?1, ?2, ?3)")?
             .execute(params![member, store, pos])?;
@@ -754,15 +761,30 @@ fn fan_out(tx: &Connection, store: &str, member: &[u8], pos: i64) -> Result<(), 
     Ok(())
 }
 
+/// Makes every store that wrote a fact of `member` a holder of them (`touched`: the
+/// position now), when the member first becomes held beyond those stores.
+fn hold_writers(tx: &Connection, member: &[u8], touched: i64) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO holdings (member, store, touched)
+         SELECT DISTINCT ?1, o.node, ?2 FROM facts f JOIN origins o ON o.id = f.origin
+          WHERE f.member = ?1 AND o.node <> 'hub'",
+    )?
+    .execute(params![member, touched])?;
+    Ok(())
+}
+
 /// The stream's share of a merge the hub wrote at `pos`: every store holding either
-/// member receives it, and holds both from now on (the loser's later facts, written
-/// under its old id by stores that have not synced yet, concern the survivor's too).
+/// member (or that wrote a fact of either) receives it, and holds both from now on (the
+/// loser's later facts, written under its old id by stores that have not synced yet,
+/// concern the survivor's too).
 fn fan_out_merge(
     tx: &Connection,
     loser: &[u8],
     survivor: &[u8],
     pos: i64,
 ) -> Result<(), StoreError> {
+    hold_writers(tx, loser, pos)?;
+    hold_writers(tx, survivor, pos)?;
     let holders: std::collections::BTreeSet<String> = tx
         .prepare_cached("SELECT store FROM holdings WHERE member IN (?1, ?2)")?
         .query_map(params![loser, survivor], |r| r.get(0))?
@@ -1569,15 +1591,28 @@ impl Members for SqliteStore {
     ) -> Result<(Vec<Fact>, u64, bool), StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        // The holding first, in the transaction that reads: a fact ingested after this
+        // The holdings first, in the transaction that reads: a fact ingested after this
         // read reaches the store by its stream, one ingested before is in this answer.
-        tx.prepare_cached(
-            "INSERT INTO holdings (member, store, touched)
-             SELECT unhex(replace(member, '-', '')), ?2, (SELECT coalesce(max(id), 0) FROM facts)
-               FROM registrations WHERE phone_idx = ?1
-             ON CONFLICT (member, store) DO UPDATE SET touched = excluded.touched",
-        )?
-        .execute(params![phone_idx, store])?;
+        // The stores that wrote the members' facts become holders too (they hold them
+        // without a row until someone else does: `fan_out`).
+        let end: i64 = tx
+            .prepare_cached("SELECT coalesce(max(id), 0) FROM facts")?
+            .query_row([], |r| r.get(0))?;
+        let members: Vec<Vec<u8>> = tx
+            .prepare_cached(
+                "SELECT DISTINCT unhex(replace(member, '-', '')) FROM registrations
+                  WHERE phone_idx = ?1",
+            )?
+            .query_map(params![phone_idx], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for m in &members {
+            hold_writers(&tx, m, end)?;
+            tx.prepare_cached(
+                "INSERT INTO holdings (member, store, touched) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (member, store) DO UPDATE SET touched = excluded.touched",
+            )?
+            .execute(params![m, store, end])?;
+        }
         let mut rows = {
             let mut stmt = tx.prepare_cached(MEMBER_FACTS_BY_PHONE)?;
             stmt.query_map(
