@@ -51,8 +51,8 @@ enum Command {
         #[command(subcommand)]
         command: TiersCommand,
     },
-    /// Rebuilds the projections kept per fact (registrations by phone, merged profiles)
-    /// from the facts. It holds the database's writer while it runs: pushes wait (and
+    /// Rebuilds the projections kept per fact (registrations by phone, merged profiles,
+    /// member aliases) from the facts. It holds the database's writer while it runs: pushes wait (and
     /// are retried by the stores), so run it in a quiet hour or with the hub stopped.
     Rebuild,
     /// Manages HQ points settings (earn and redeem rates, expiry).
@@ -231,8 +231,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rebuild => {
             let r = hub(&dir, false)?.rebuild_projections()?;
             println!(
-                "{} facts read: {} registrations, {} members' profiles rebuilt; {} unreadable",
-                r.facts, r.registrations, r.profiles, r.unreadable
+                "{} facts read: {} registrations, {} members' profiles, {} aliases rebuilt; {} unreadable",
+                r.facts, r.registrations, r.profiles, r.aliases, r.unreadable
             );
             if r.unreadable > 0 {
                 anyhow::bail!("{} held facts do not parse (see the log)", r.unreadable);

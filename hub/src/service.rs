@@ -653,14 +653,24 @@ impl Hub {
         Ok(self.store.profile(member)?)
     }
 
-    /// Rebuilds the per-fact projections (registrations by phone, merged profiles)
-    /// from the facts with the ingest's own rules, as ingest applied them.
+    /// Rebuilds the per-fact projections (registrations by phone, merged profiles,
+    /// member aliases) from the facts with the ingest's own rules, as ingest applied
+    /// them.
     pub fn rebuild_projections(&self) -> Result<crate::store::Rebuilt, HubError> {
         let project = |node: &str, body: &str, received_at: i64| {
             let entry = patron_domain::Entry::parse(body).map_err(|e| e.to_string())?;
             if node == HUB_NODE {
-                // The hub's own facts (merges) project nothing here: aliases are theirs.
-                return Ok(None);
+                // The hub's own facts: a merge is an alias, nothing else.
+                return Ok(
+                    matches!(entry.detail, patron_domain::Detail::MemberMerged(_)).then(|| {
+                        crate::ingest::TypedFact {
+                            entry,
+                            profile: Vec::new(),
+                            points: None,
+                            registered: None,
+                        }
+                    }),
+                );
             }
             crate::ingest::type_fact(node, entry, received_at, &mut 0)
                 .map(Some)
@@ -1342,6 +1352,7 @@ mod tests {
             for sql in [
                 "SELECT phone_idx || ' ' || fact || ' ' || member FROM registrations ORDER BY 1",
                 "SELECT member || ' ' || updated_at || ' ' || profile FROM profiles ORDER BY 1",
+                "SELECT loser || ' ' || survivor FROM member_aliases ORDER BY 1",
             ] {
                 let mut stmt = conn.prepare(sql).unwrap_or_else(|e| panic!("{e}"));
                 let rows = stmt
@@ -1355,14 +1366,20 @@ mod tests {
         let before = snapshot();
         assert_eq!(
             before.len(),
-            4 + 3,
-            "4 registrations (3 + a re-key), 3 profiles: {before:#?}"
+            4 + 3 + 1,
+            "4 registrations (3 + a re-key), 3 profiles, 1 alias: {before:#?}"
         );
         t.set_time(T0 + 999_999_999);
         let r = hub.rebuild_projections().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
-            (r.facts, r.registrations, r.profiles, r.unreadable),
-            (7, 4, 3, 0),
+            (
+                r.facts,
+                r.registrations,
+                r.profiles,
+                r.aliases,
+                r.unreadable
+            ),
+            (7, 4, 3, 1, 0),
             "6 store facts and the hub's merge"
         );
         assert_eq!(snapshot(), before);

@@ -279,6 +279,8 @@ pub struct Rebuilt {
     pub registrations: u64,
     /// Members whose profile was written.
     pub profiles: u64,
+    /// Member aliases (merges) written.
+    pub aliases: u64,
     /// Facts that did not parse (none were accepted that way; a count here is damage).
     pub unreadable: u64,
 }

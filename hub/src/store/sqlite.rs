@@ -356,13 +356,10 @@ pub const DB_FILE: &str = "hub.sqlite";
 /// The SQLite hub store.
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
-    /// A second connection for reads that must not wait behind the authorizer's
-    /// transaction and fsync (credentials, and the movements that overdraws are judged
-    /// on after an ingest): WAL lets it read the last commit meanwhile.
-    reader: Mutex<Connection>,
-    /// Reads of the stores' streams, apart from the credential checks on `reader`
-    /// that every request waits for.
-    stream_reader: Mutex<Connection>,
+    /// Read-only connections: every read (credentials, movements for overdraws,
+    /// lookups, streams, reports, documents) goes here, never behind the writer's
+    /// transaction and fsync; WAL lets each read the last commit meanwhile.
+    readers: Readers,
     path: PathBuf,
     /// Authorizations, to the thread that commits them in groups.
     asks: mpsc::Sender<Ask>,
@@ -457,8 +454,7 @@ impl SqliteStore {
             CHECKPOINT_EVERY,
             stop_checkpointer.clone(),
         )?;
-        let reader = connect(&path, Access::ReadOnly)?;
-        let stream_reader = connect(&path, Access::ReadOnly)?;
+        let readers = Readers::open(&path, READERS)?;
         let conn = Arc::new(Mutex::new(conn));
         let (asks, queue) = mpsc::channel();
         spawn_authorizer(conn.clone(), queue, wal.clone())?;
@@ -466,8 +462,7 @@ impl SqliteStore {
         spawn_ingester(conn.clone(), pushed, hub_origin, wal.clone())?;
         Ok(Self {
             conn,
-            reader: Mutex::new(reader),
-            stream_reader: Mutex::new(stream_reader),
+            readers,
             path,
             asks,
             pushes,
@@ -477,6 +472,39 @@ impl SqliteStore {
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
         lock(&self.conn)
+    }
+}
+
+/// Read-only connections in the hub.
+const READERS: usize = 4;
+
+/// A few read-only connections, each behind its own lock: a read takes a free one, or
+/// waits for the next in turn.
+struct Readers {
+    conns: Vec<Mutex<Connection>>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl Readers {
+    fn open(path: &Path, n: usize) -> Result<Self, StoreError> {
+        let conns = (0..n.max(1))
+            .map(|_| connect(path, patron_sqlite::connect::Access::ReadOnly).map(Mutex::new))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            conns,
+            next: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+
+    /// A free connection if there is one, else the next in turn once it is free.
+    fn get(&self) -> MutexGuard<'_, Connection> {
+        for c in &self.conns {
+            if let Ok(g) = c.try_lock() {
+                return g;
+            }
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len();
+        lock(&self.conns[i])
     }
 }
 
@@ -1342,7 +1370,7 @@ impl Stores for SqliteStore {
         &self,
         credential_hash: &[u8; 32],
     ) -> Result<Option<StoreRow>, StoreError> {
-        let conn = lock(&self.reader);
+        let conn = self.readers.get();
         Ok(conn
             .prepare_cached("SELECT store_id, name, ring FROM stores WHERE credential_hash = ?1")?
             .query_row(params![&credential_hash[..]], |r| {
@@ -1363,7 +1391,7 @@ impl Stores for SqliteStore {
     }
 
     fn list_stores(&self, now: i64) -> Result<Vec<StoreStatus>, StoreError> {
-        let conn = self.lock();
+        let conn = self.readers.get();
         let mut stmt = conn.prepare(
             "SELECT s.store_id, s.name, s.ring, s.credential_hash IS NOT NULL, s.last_sync_at,
                     max(s.report_last_seq - coalesce(o.high, 0), 0),
@@ -1402,7 +1430,7 @@ impl FactLog for SqliteStore {
     }
 
     fn read(&self, origin: &Origin, after: u64, max: usize) -> Result<Vec<Fact>, StoreError> {
-        let conn = self.lock();
+        let conn = self.readers.get();
         let Some((id, _)) = origin_row(&conn, origin)? else {
             return Ok(Vec::new());
         };
@@ -1422,7 +1450,9 @@ impl FactLog for SqliteStore {
     fn rebuild_projections(&self, project: &Reproject) -> Result<Rebuilt, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        tx.execute_batch("DELETE FROM registrations; DELETE FROM profiles;")?;
+        tx.execute_batch(
+            "DELETE FROM registrations; DELETE FROM profiles; DELETE FROM member_aliases;",
+        )?;
         let mut out = Rebuilt::default();
         let mut profiled = std::collections::HashSet::new();
         {
@@ -1456,6 +1486,16 @@ impl FactLog for SqliteStore {
                     .execute(params![phone_idx, id, member])?;
                     out.registrations += 1;
                 }
+                if let (Detail::MemberMerged(merge), Some(loser)) =
+                    (&t.entry.detail, t.entry.member)
+                {
+                    out.aliases += tx
+                        .prepare_cached(
+                            "INSERT OR IGNORE INTO member_aliases (loser, survivor) VALUES (?1, ?2)",
+                        )?
+                        .execute(params![loser.to_string(), merge.survivor.to_string()])?
+                        as u64;
+                }
             }
         }
         out.profiles = profiled.len() as u64;
@@ -1464,12 +1504,12 @@ impl FactLog for SqliteStore {
     }
 
     fn high(&self, origin: &Origin) -> Result<u64, StoreError> {
-        let conn = self.lock();
+        let conn = self.readers.get();
         Ok(origin_row(&conn, origin)?.map_or(0, |(_, h)| h))
     }
 
     fn fact_count(&self) -> Result<u64, StoreError> {
-        let conn = self.lock();
+        let conn = self.readers.get();
         Ok(conn.query_row("SELECT count(*) FROM facts", [], |r| r.get::<_, i64>(0))? as u64)
     }
 }
@@ -1536,11 +1576,11 @@ impl AuthorityStore for SqliteStore {
     }
 
     fn movements(&self, member: &str) -> Result<Vec<(Movement, bool)>, StoreError> {
-        movement_rows(&lock(&self.reader), member)
+        movement_rows(&self.readers.get(), member)
     }
 
     fn overdraw_report(&self) -> Result<OverdrawReport, StoreError> {
-        let conn = self.lock();
+        let conn = self.readers.get();
         let overdraws = conn
             .prepare(
                 "SELECT member, store, at, points, offline FROM overdraws ORDER BY at, origin, seq",
@@ -1577,7 +1617,9 @@ impl AuthorityStore for SqliteStore {
 impl Members for SqliteStore {
     fn root_member(&self, member: &str) -> Result<String, StoreError> {
         // A read: the reader sees every committed ingest and waits for no writer.
-        Ok(lock(&self.reader)
+        Ok(self
+            .readers
+            .get()
             .prepare_cached(concat!("SELECT ", root_of!("?1")))?
             .query_row(params![member], |r| r.get(0))?)
     }
@@ -1629,7 +1671,7 @@ impl Members for SqliteStore {
     }
 
     fn profile(&self, member: &str) -> Result<Option<Profile>, StoreError> {
-        let conn = self.lock();
+        let conn = self.readers.get();
         // Every id of the member: their profiles merge field by field (DESIGN.md §4).
         // Larger ids first: a merge keeps the first of two equal stamps, and the edges
         // break such ties to the larger id.
@@ -1657,7 +1699,7 @@ impl Members for SqliteStore {
 
 impl Streams for SqliteStore {
     fn stream(&self, store: &str, after: u64, max: usize) -> Result<StreamRead, StoreError> {
-        let mut conn = lock(&self.stream_reader);
+        let mut conn = self.readers.get();
         // One snapshot: the end read with the facts, so no fact at or below it can
         // commit later (positions are assigned by the one writer, in commit order).
         let tx = conn.transaction()?;
@@ -1712,7 +1754,7 @@ impl Streams for SqliteStore {
 
 impl Documents for SqliteStore {
     fn load_doc(&self, doc_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let conn = self.lock();
+        let conn = self.readers.get();
         Ok(conn
             .prepare_cached("SELECT bytes FROM docs WHERE doc_id = ?1")?
             .query_row(params![doc_id], |r| r.get(0))
@@ -1730,7 +1772,7 @@ impl Documents for SqliteStore {
     }
 
     fn load_doc_state(&self, doc_id: &str, peer: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let conn = self.lock();
+        let conn = self.readers.get();
         Ok(conn
             .prepare_cached("SELECT state FROM doc_sync_states WHERE doc_id = ?1 AND peer = ?2")?
             .query_row(params![doc_id, peer], |r| r.get(0))
@@ -1750,6 +1792,45 @@ impl Documents for SqliteStore {
 
 #[cfg(test)]
 mod tests {
+
+    /// Reads, reports and lookups never wait for the writer: with the writer's
+    /// connection held (as during a long ingest group), each read still answers.
+    #[test]
+    fn reads_do_not_wait_for_the_writer() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = Arc::new(SqliteStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}")));
+        store
+            .save_doc("ring:all", b"doc", 1)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let writer = store.lock();
+        let (tx, rx) = mpsc::channel();
+        let reads = store.clone();
+        std::thread::spawn(move || {
+            let o = Origin {
+                node: "S001".into(),
+                incarnation: uuid::Uuid::from_u128(1),
+            };
+            let r = (|| -> Result<(), StoreError> {
+                reads.list_stores(0)?;
+                reads.read(&o, 0, 10)?;
+                reads.high(&o)?;
+                reads.fact_count()?;
+                reads.overdraw_report()?;
+                reads.profile("m")?;
+                reads.load_doc("ring:all")?;
+                reads.load_doc_state("ring:all", "S001")?;
+                reads.movements("m")?;
+                reads.root_member("m")?;
+                reads.store_by_credential(&[0; 32])?;
+                reads.stream("S001", 0, 10)?;
+                Ok(())
+            })();
+            let _ = tx.send(r.map_err(|e| e.to_string()));
+        });
+        let answered = rx.recv_timeout(Duration::from_secs(10));
+        drop(writer);
+        assert_eq!(answered, Ok(Ok(())), "a read waited for the writer");
+    }
 
     /// The storage contract every backend must pass (`store::contract`).
     #[test]
