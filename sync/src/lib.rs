@@ -6,6 +6,8 @@
 //! - [`hlc`]: hybrid logical clock for last-writer-wins profile fields.
 //! - [`profile`]: member profiles as LWW registers and an add-wins tag set.
 //! - [`pull`]: fetching a member the store does not hold, by phone.
+//! - [`sender`]: the pushing side as a state machine (what to send, what an answer teaches).
+//! - [`receiver`]: the hub's check that repeated facts are the ones it holds.
 //! - [`stream`]: the hub-to-store stream of the facts of the members a store holds.
 //! - [`rights`]: leases on a member's points that stores spend offline (bounded counter).
 //!
@@ -20,12 +22,14 @@ pub mod docs;
 pub mod hlc;
 pub mod profile;
 pub mod pull;
+pub mod receiver;
 pub mod rights;
+pub mod sender;
 pub mod session;
 pub mod stream;
 pub mod version_vector;
 
 pub use hlc::{Hlc, Observed, Stamp};
 pub use profile::{AddWinsSet, Lww, Profile, ProfileOp};
-pub use session::{Batch, Fact, Judgement, Ledger, Push, PushAck, Replica, Role, Verdict, judge};
+pub use session::{Batch, Fact, Judgement, Push, PushAck, Verdict, judge};
 pub use version_vector::{Accept, VersionVector};

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use patron_protocol::hub::capability;
 use patron_protocol::hub::{Negotiated, PROTOCOL, PushRequest, RefetchRequest, SyncReport};
 use patron_sync::docs::{HqDoc, decode_state, encode_state, ring_doc};
-use patron_sync::session::{Push, Verdict, batch};
+use patron_sync::session::{Push, batch};
 
 use super::SyncError;
 use super::client::HubClient;
@@ -254,23 +254,13 @@ async fn refetch_step(edge: &Edge, client: &HubClient) -> Result<bool, SyncError
     Ok(n > 0)
 }
 
-/// One push (or heartbeat) and what its answer teaches.
+/// One push (or heartbeat) and what its answer teaches
+/// ([`patron_sync::sender::Sender`] decides both).
 async fn exchange(edge: &Edge, client: &HubClient, acked: &mut i64) -> Step {
+    use patron_sync::sender::{Next, Outcome, Sender};
     let cfg = &edge.core.cfg.sync;
     let origin = edge.sync_origin();
-    let read = async {
-        let last = edge.last_own_seq().await?;
-        let facts = if *acked < last {
-            edge.outbox(*acked, cfg.batch).await?
-        } else if last > 0 {
-            // Up to date: send the last fact again as a probe. A hub restored from an
-            // older copy answers with a gap, and this store resends what it lost.
-            edge.outbox(last - 1, 1).await?
-        } else {
-            Vec::new()
-        };
-        Ok::<_, crate::service::EdgeError>((last, facts))
-    };
+    let mut sender = Sender::new(origin.clone(), (*acked).max(0) as u64);
     let stream_after = if follows_stream(edge) {
         match edge.stream_after().await {
             Ok(a) => Some(a),
@@ -282,6 +272,15 @@ async fn exchange(edge: &Edge, client: &HubClient, acked: &mut i64) -> Step {
     } else {
         None
     };
+    let read = async {
+        let last = edge.last_own_seq().await?.max(0) as u64;
+        let facts = match sender.next(last, cfg.batch) {
+            Next::Facts { after, max } => edge.outbox(after as i64, max).await?,
+            Next::Probe { seq } => edge.outbox(seq as i64 - 1, 1).await?,
+            Next::Nothing => Vec::new(),
+        };
+        Ok::<_, crate::service::EdgeError>((last, facts))
+    };
     let (last, facts) = match read.await {
         Ok(r) => r,
         Err(e) => {
@@ -289,11 +288,11 @@ async fn exchange(edge: &Edge, client: &HubClient, acked: &mut i64) -> Step {
             return Step::Failed;
         }
     };
-    let sent_to = facts.last().map_or(*acked, |f| f.seq as i64).max(*acked);
+    let sent_to = facts.last().map_or(sender.acked, |f| f.seq);
     let req = PushRequest {
         report: SyncReport {
             origin: Some(origin.clone()),
-            last_seq: last.max(0) as u64,
+            last_seq: last,
             protocol: Some(PROTOCOL),
             stream_after,
         },
@@ -329,35 +328,9 @@ async fn exchange(edge: &Edge, client: &HubClient, acked: &mut i64) -> Step {
             return Step::Failed;
         }
     };
-    let mut new_acked = *acked;
-    let mut hub_high = 0i64;
-    let mut refused = None;
-    for v in &ack.verdicts {
-        match v {
-            // Only what this push showed the hub counts as acknowledged: facts beyond
-            // it, even under numbers the hub holds, were never compared with the hub's
-            // (after a restore they may be other facts).
-            Verdict::Applied { origin: o, high } | Verdict::AlreadyHeld { origin: o, high }
-                if *o == origin =>
-            {
-                hub_high = hub_high.max(*high as i64);
-                new_acked = new_acked.max((*high as i64).min(sent_to));
-            }
-            // The hub holds everything before `expected`: resend from there, even if
-            // that is behind what it acknowledged before (a hub restored from backup).
-            Verdict::Gap {
-                origin: o,
-                expected,
-            } if *o == origin => {
-                new_acked = expected.saturating_sub(1) as i64;
-            }
-            Verdict::Refused { reason, .. } => refused = Some(reason.clone()),
-            _ => {}
-        }
-    }
-    if hub_high > last {
-        // The hub holds more of this origin than this database: it was restored from
-        // an older copy. Pushing on would hand out sequence numbers the hub already has.
+    let outcome = sender.on_ack(&ack.verdicts, sent_to, last);
+    if let Outcome::HubAhead { hub_high } = outcome {
+        // Pushing on would hand out sequence numbers the hub already has.
         let msg = format!(
             "the hub holds facts up to {hub_high} of this incarnation but this database ends at {last}: it was restored from an older copy"
         );
@@ -365,8 +338,7 @@ async fn exchange(edge: &Edge, client: &HubClient, acked: &mut i64) -> Step {
         update(&edge.sync_status, |s| s.alert = Some(msg));
         return Step::Failed;
     }
-    let progressed = new_acked > *acked;
-    let rewound = new_acked < *acked;
+    let new_acked = sender.acked as i64;
     if new_acked != *acked {
         if let Err(e) = edge.set_hub_acked(new_acked).await {
             tracing::error!(error = %e, "sync: recording the acknowledged position failed");
@@ -382,6 +354,10 @@ async fn exchange(edge: &Edge, client: &HubClient, acked: &mut i64) -> Step {
         }
         *acked = new_acked;
     }
+    let refused = match &outcome {
+        Outcome::Refused(r) => Some(r.clone()),
+        _ => None,
+    };
     let now = edge.core.now();
     update(&edge.sync_status, |s| {
         s.reachable = true;
@@ -403,22 +379,21 @@ async fn exchange(edge: &Edge, client: &HubClient, acked: &mut i64) -> Step {
     for m in &ack.merged {
         edge.fetch_survivor_of(&m.loser).await;
     }
-    if let Some(r) = refused {
-        tracing::error!(reason = %r, "sync: the hub refused a batch");
-        return Step::Failed;
-    }
-    if *acked >= last {
-        Step::Idle
-    } else if progressed || rewound {
-        Step::More
-    } else {
-        // An answer that moves nothing: back off rather than spin.
-        tracing::warn!(
-            acked = *acked,
-            last,
-            "sync: the hub's answer made no progress"
-        );
-        Step::Failed
+    match outcome {
+        Outcome::Refused(r) => {
+            tracing::error!(reason = %r, "sync: the hub refused a batch");
+            Step::Failed
+        }
+        Outcome::UpToDate => Step::Idle,
+        Outcome::More => Step::More,
+        Outcome::NoProgress | Outcome::HubAhead { .. } => {
+            tracing::warn!(
+                acked = *acked,
+                last,
+                "sync: the hub's answer made no progress"
+            );
+            Step::Failed
+        }
     }
 }
 

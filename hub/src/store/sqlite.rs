@@ -669,10 +669,6 @@ const HUB_ORIGIN_NODE: &str = "hub";
 /// says which fact and why).
 pub const NOT_AN_ENTRY: &str = "a fact is not a valid ledger entry";
 
-/// The refusal for a fact that differs from the one the hub holds under its number.
-pub const CONFLICT: &str = "conflict: a fact differs from the one the hub holds under the same sequence (a database restored from an older copy must start a new incarnation)";
-
-/// Whether any of `facts` differs from the body stored under its sequence.
 /// Why a batch that re-keys another store's member is refused.
 const REKEY_OF_A_STRANGER: &str = "a store re-keys only members it registered";
 
@@ -711,6 +707,7 @@ fn rekeys_a_stranger(
     Ok(false)
 }
 
+/// Whether any of `facts` differs from the body stored under its sequence.
 fn differs(conn: &Connection, origin_id: i64, facts: &[Fact]) -> Result<bool, StoreError> {
     let mut stmt = conn.prepare_cached("SELECT body FROM facts WHERE origin = ?1 AND seq = ?2")?;
     for f in facts {
@@ -978,17 +975,11 @@ fn ingest_one(
         // batch is in, in the same transaction, so none is lost to a crash.
         let mut spenders: Vec<&str> = Vec::new();
         let (origin_id, high) = origin_row(tx, &b.origin)?.unwrap_or_default();
-        let mut judgement = judge(store_id, high, b);
-        // Facts the hub holds already must be the same facts: a store restored from
-        // an older copy that wrote on would send other facts under the same numbers.
-        let overlap = match judgement {
-            Judgement::AlreadyHeld => b.facts.len(),
-            Judgement::Apply { skip, .. } => skip,
-            _ => 0,
-        };
-        if overlap > 0 && origin_id != 0 && differs(tx, origin_id, &b.facts[..overlap])? {
-            judgement = Judgement::Refuse(CONFLICT);
-        }
+        // Facts the hub holds already must be the same facts (patron_sync::receiver).
+        let mut judgement =
+            patron_sync::receiver::settle(judge(store_id, high, b), b, |repeated| {
+                differs(tx, origin_id, repeated)
+            })?;
         let typed: &[TypedFact] = match (&incoming.typed, judgement) {
             (Ok(t), _) => t,
             (Err(why), Judgement::Apply { .. }) => {
