@@ -285,14 +285,99 @@ mod tests {
         ]
     }
 
-    /// The store: cursor and what it stored, through [`StreamCursor`] only.
-    fn apply(cursor: &mut StreamCursor, held: &mut BTreeSet<u64>, hub: &Model, a: &StreamAnswer) {
+    /// The store: cursor and what it stored, through [`StreamCursor`] only. The
+    /// `skip_refetch` mutant moves on after a must-refetch without fetching anything.
+    fn apply(
+        cursor: &mut StreamCursor,
+        held: &mut BTreeSet<u64>,
+        hub: &Model,
+        a: &StreamAnswer,
+        skip_refetch: bool,
+    ) {
         let Ok(step) = cursor.judge(a) else { return };
         match &step {
             Step::Apply { facts, .. } => held.extend(facts.iter().map(|s| s.fact.seq)),
+            Step::Refetch { .. } if skip_refetch => {}
             Step::Refetch { .. } => held.extend(hub.whole()),
         }
         cursor.advance(&step);
+    }
+
+    /// Runs the ops, then polls to the end; (what the store holds, what it should).
+    fn run(
+        ops: &[Op],
+        skip_refetch: bool,
+    ) -> Result<(BTreeSet<u64>, BTreeSet<u64>), TestCaseError> {
+        let mut hub = Model {
+            held: [0u8, 1].into_iter().collect(),
+            ..Default::default()
+        };
+        let mut cursor = StreamCursor::default();
+        let mut held: BTreeSet<u64> = BTreeSet::new();
+        let mut backup = (cursor, held.clone());
+        let mut pos = 0u64;
+        for op in ops {
+            match op {
+                Op::Ingest(m) => {
+                    pos += 1 + u64::from(*m % 2); // positions of other stores' facts skip
+                    hub.log.insert(pos, (*m, fact(pos)));
+                }
+                Op::Poll(n) => {
+                    let a = hub.poll(cursor.after, *n);
+                    apply(&mut cursor, &mut held, &hub, &a, skip_refetch);
+                    if cursor.after % 3 == 0 {
+                        backup = (cursor, held.clone());
+                    }
+                }
+                Op::Damage => {
+                    if let StreamAnswer::Page {
+                        mut facts,
+                        upto,
+                        more,
+                        checksum,
+                    } = hub.poll(cursor.after, 3)
+                        && !facts.is_empty()
+                    {
+                        facts.pop();
+                        let damaged = StreamAnswer::Page {
+                            facts,
+                            upto,
+                            more,
+                            checksum,
+                        };
+                        prop_assert_eq!(cursor.judge(&damaged), Err(StreamError::Damaged));
+                    }
+                }
+                Op::Reorder => {
+                    if let StreamAnswer::Page {
+                        mut facts,
+                        upto,
+                        more,
+                        ..
+                    } = hub.poll(cursor.after, 3)
+                        && facts.len() > 1
+                    {
+                        facts.swap(0, 1);
+                        let reordered = page(facts, upto, more);
+                        prop_assert_eq!(cursor.judge(&reordered), Err(StreamError::OutOfOrder));
+                    }
+                }
+                Op::Restore => (cursor, held) = backup.clone(),
+                Op::Compact => hub.horizon = hub.horizon.max(cursor.after),
+            }
+        }
+        for _ in 0..1_000 {
+            let a = hub.poll(cursor.after, 2);
+            let more = matches!(
+                a,
+                StreamAnswer::Page { more: true, .. } | StreamAnswer::MustRefetch { .. }
+            );
+            apply(&mut cursor, &mut held, &hub, &a, skip_refetch);
+            if !more {
+                break;
+            }
+        }
+        Ok((held, hub.whole()))
     }
 
     proptest! {
@@ -301,86 +386,35 @@ mod tests {
         /// end holds every fact of its members, and only those.
         #[test]
         fn a_store_ends_with_every_fact_of_its_members(ops in proptest::collection::vec(op(), 0..60)) {
-            let mut hub = Model { held: [0u8, 1].into_iter().collect(), ..Default::default() };
-            let mut cursor = StreamCursor::default();
-            let mut held: BTreeSet<u64> = BTreeSet::new();
-            let mut backup = (cursor, held.clone());
-            let mut pos = 0u64;
-            for op in &ops {
-                match op {
-                    Op::Ingest(m) => {
-                        pos += 1 + u64::from(*m % 2); // positions of other stores' facts skip
-                        hub.log.insert(pos, (*m, fact(pos)));
-                    }
-                    Op::Poll(n) => {
-                        let a = hub.poll(cursor.after, *n);
-                        apply(&mut cursor, &mut held, &hub, &a);
-                        if cursor.after % 3 == 0 {
-                            backup = (cursor, held.clone());
-                        }
-                    }
-                    Op::Damage => {
-                        if let StreamAnswer::Page { mut facts, upto, more, checksum } = hub.poll(cursor.after, 3)
-                            && !facts.is_empty()
-                        {
-                            facts.pop();
-                            let before = cursor;
-                            let damaged = StreamAnswer::Page { facts, upto, more, checksum };
-                            prop_assert_eq!(cursor.judge(&damaged), Err(StreamError::Damaged));
-                            prop_assert_eq!(cursor, before);
-                        }
-                    }
-                    Op::Reorder => {
-                        if let StreamAnswer::Page { mut facts, upto, more, .. } = hub.poll(cursor.after, 3)
-                            && facts.len() > 1
-                        {
-                            facts.swap(0, 1);
-                            let reordered = page(facts, upto, more);
-                            prop_assert_eq!(cursor.judge(&reordered), Err(StreamError::OutOfOrder));
-                        }
-                    }
-                    Op::Restore => (cursor, held) = backup.clone(),
-                    Op::Compact => hub.horizon = hub.horizon.max(cursor.after),
-                }
-            }
-            for _ in 0..1_000 {
-                let a = hub.poll(cursor.after, 2);
-                let more = matches!(a, StreamAnswer::Page { more: true, .. } | StreamAnswer::MustRefetch { .. });
-                apply(&mut cursor, &mut held, &hub, &a);
-                if !more { break; }
-            }
-            prop_assert_eq!(held, hub.whole());
+            let (held, whole) = run(&ops, false)?;
+            prop_assert_eq!(held, whole);
         }
     }
 
-    /// A store that ignored must-refetch after a restore would miss what the hub
-    /// forgot: the property above must see such a store.
+    /// A store that moves on after a must-refetch without fetching (the mutant) ends
+    /// short after a restore below the horizon; the same ops with the real store end
+    /// whole. The scenario is found by the same runner the property uses.
     #[test]
-    fn ignoring_must_refetch_loses_facts() {
-        let mut hub = Model {
-            held: [0u8].into_iter().collect(),
-            ..Default::default()
+    fn a_store_skipping_the_refetch_is_caught() {
+        // Two facts applied (cursor 2; the last copy of the store is from cursor 0),
+        // acknowledged and forgotten by the hub, then the store comes back from the copy.
+        let ops = [
+            Op::Ingest(0),
+            Op::Ingest(0),
+            Op::Poll(5),
+            Op::Compact,
+            Op::Restore,
+        ];
+        let ok = |r: Result<(BTreeSet<u64>, BTreeSet<u64>), TestCaseError>| {
+            r.unwrap_or_else(|e| panic!("{e}"))
         };
-        for p in 1..=4 {
-            hub.log.insert(p, (0, fact(p)));
-        }
-        // The store applied up to 4, the hub forgot up to 4; the store's database comes
-        // back at cursor 2 with facts 1 and 2.
-        hub.horizon = 4;
-        let mut cursor = StreamCursor { after: 2 };
-        let mut held: BTreeSet<u64> = [1, 2].into_iter().collect();
-        let a = hub.poll(cursor.after, 10);
-        assert_eq!(a, StreamAnswer::MustRefetch { resume: 4 });
-        // Ignoring it (treating it as an empty page) keeps 3 and 4 missing for good.
-        let mut ignoring = held.clone();
-        let mut c2 = cursor;
-        c2.after = 4;
-        let a2 = hub.poll(c2.after, 10);
-        apply(&mut c2, &mut ignoring, &hub, &a2);
-        assert_ne!(ignoring, hub.whole());
-        apply(&mut cursor, &mut held, &hub, &a);
-        assert_eq!(held, hub.whole());
-        assert_eq!(cursor.after, 4);
+        let (held, whole) = ok(run(&ops, false));
+        assert_eq!(held, whole);
+        let (held, whole) = ok(run(&ops, true));
+        assert_ne!(
+            held, whole,
+            "the mutant lost nothing: the scenario tests nothing"
+        );
     }
 
     #[test]

@@ -505,7 +505,6 @@ async fn follow_stream(edge: Arc<Edge>, client: HubClient) {
                 continue;
             }
         };
-        backoff = min;
         answered = true;
         // An answered poll is an answered hub, whatever the push loop last saw: what
         // depends on reaching the hub (the fetch after a merge) may go ahead.
@@ -516,7 +515,13 @@ async fn follow_stream(edge: Arc<Edge>, client: HubClient) {
         let more = match &step {
             Step::Apply { facts, upto, more } => {
                 match edge.apply_streamed(facts.to_vec(), *upto).await {
+                    Ok(done) if done.held_back => {
+                        // A member fetch is being stored: the same page again shortly.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
                     Ok(done) => {
+                        backoff = min;
                         if done.stored > 0 {
                             tracing::info!(
                                 facts = done.stored,
@@ -530,6 +535,7 @@ async fn follow_stream(edge: Arc<Edge>, client: HubClient) {
                     Err(e) => {
                         tracing::error!(error = %e, "stream: storing a page failed");
                         tokio::time::sleep(jitter(backoff)).await;
+                        backoff = (backoff * 2).min(max);
                         continue;
                     }
                 }
@@ -541,6 +547,7 @@ async fn follow_stream(edge: Arc<Edge>, client: HubClient) {
                 );
                 match edge.restart_stream(*resume).await {
                     Ok(phones) => {
+                        backoff = min;
                         let edge = edge.clone();
                         tokio::spawn(async move { edge.refetch_phones(phones).await });
                         true
@@ -548,6 +555,7 @@ async fn follow_stream(edge: Arc<Edge>, client: HubClient) {
                     Err(e) => {
                         tracing::error!(error = %e, "stream: restarting failed");
                         tokio::time::sleep(jitter(backoff)).await;
+                        backoff = (backoff * 2).min(max);
                         continue;
                     }
                 }

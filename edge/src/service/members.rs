@@ -277,6 +277,11 @@ impl Edge {
         }
     }
 
+    /// Whether a member fetch from the hub is under way.
+    pub(crate) fn fetching(&self) -> bool {
+        self.fetches.load(std::sync::atomic::Ordering::SeqCst) > 0
+    }
+
     /// Whether the hub can be asked now: enrolled, holding the chain keys, and the last
     /// call to the hub answered.
     pub(crate) fn hub_reachable(&self) -> bool {
@@ -290,9 +295,24 @@ impl Edge {
     /// new arrived. `false` (a lookup answers not found) when the store is not enrolled,
     /// holds no chain keys, the hub is unreachable or slow, or has nothing new.
     pub async fn refresh_from_hub(&self, idx: [u8; 32]) -> bool {
+        self.fetch_from_hub(idx).await == Fetched::News
+    }
+
+    /// [`Edge::refresh_from_hub`], saying whether the hub answered.
+    pub(crate) async fn fetch_from_hub(&self, idx: [u8; 32]) -> Fetched {
+        /// Counts the fetch as under way until it is stored (or failed).
+        struct UnderWay<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for UnderWay<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
         let Some(hub) = self.hub_authority().filter(|_| self.hub_reachable()) else {
-            return false;
+            return Fetched::Failed;
         };
+        self.fetches
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let _under_way = UnderWay(&self.fetches);
         let since = self
             .store
             .readers
@@ -339,7 +359,7 @@ impl Edge {
                 if matches!(e, super::hub_port::HubCallError::Unreachable(_)) {
                     self.hub_failed();
                 }
-                return false;
+                return Fetched::Failed;
             }
             Err(_) => {
                 tracing::warn!(
@@ -347,25 +367,24 @@ impl Edge {
                     "member fetch from the hub timed out"
                 );
                 self.hub_failed();
-                return false;
+                return Fetched::Failed;
             }
         };
         if facts.is_empty() && since == 0 {
-            return false; // no one has this phone
+            return Fetched::Nothing; // no one has this phone
         }
         // Stored even with nothing new: the fetch time keeps the member in this store's
         // set (`drop_departed_members`).
         let n = facts.len();
         match self.apply_fetched(idx, facts, upto).await {
-            Ok(any) => {
-                if any {
-                    tracing::info!(facts = n, "member facts fetched from the hub");
-                }
-                any
+            Ok(true) => {
+                tracing::info!(facts = n, "member facts fetched from the hub");
+                Fetched::News
             }
+            Ok(false) => Fetched::Nothing,
             Err(e) => {
                 tracing::error!(error = %e, "member facts fetched from the hub could not be stored");
-                false
+                Fetched::Failed
             }
         }
     }
@@ -606,6 +625,17 @@ impl Edge {
     }
 }
 
+/// What a fetch from the hub came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fetched {
+    /// New facts were stored.
+    News,
+    /// The hub answered with nothing new.
+    Nothing,
+    /// No usable answer (unreachable, slow, refused, or not stored).
+    Failed,
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::Ordering;
@@ -740,6 +770,19 @@ mod tests {
         // The held member's purchase (seq 2) and a stranger's registration and purchase.
         let mut facts = fetched(held, [1; 32], 1)[1..].to_vec();
         facts.extend(fetched(stranger, [2; 32], 3));
+        // While a member fetch is under way (it may be the stranger's), the page is held
+        // back whole: nothing stored, nothing released, the cursor stays.
+        edge.fetches
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let back = edge
+            .apply_streamed(page(facts.clone(), 6), 20)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(back.held_back);
+        assert_eq!((back.stored, back.release.len()), (0, 0));
+        assert_eq!(edge.stream_after().await.ok(), Some(0));
+        edge.fetches
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         let done = edge
             .apply_streamed(page(facts.clone(), 6), 20)
             .await

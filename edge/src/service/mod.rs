@@ -460,6 +460,9 @@ pub struct Edge {
     /// When each phone (blind index) was last brought up to date from the hub in the
     /// background, so a cashier looking a member up again and again asks once.
     refreshed: std::sync::Mutex<std::collections::HashMap<[u8; 32], std::time::Instant>>,
+    /// Member fetches from the hub under way: a stream page must not release a member
+    /// whose fetch has not been stored yet (`apply_streamed`).
+    fetches: std::sync::atomic::AtomicUsize,
 }
 
 impl Edge {
@@ -557,6 +560,7 @@ impl Edge {
             leases: Default::default(),
             lease_asks: Default::default(),
             refreshed: Default::default(),
+            fetches: Default::default(),
         })
     }
 

@@ -368,6 +368,9 @@ pub struct Streamed {
     pub release: Vec<Uuid>,
     /// Merges of a member held here: (loser, survivor).
     pub merges: Vec<(Uuid, Uuid)>,
+    /// Nothing was applied: the page carries a member not held here while a member
+    /// fetch is under way (it may be that member's): poll again once it is stored.
+    pub held_back: bool,
 }
 
 /// Facts from the hub being stored in one transaction: the origin ids looked up so
@@ -511,11 +514,27 @@ impl Edge {
         upto: u64,
     ) -> Result<Streamed, EdgeError> {
         let own_node = self.store.origin.node.clone();
+        let fetching = self.fetching();
         self.store
             .writer
             .write(move |ctx| {
                 let mut kept = Kept::new(&own_node);
                 let mut out = Streamed::default();
+                // A fetch under way may be of a member this page carries but the store
+                // does not hold yet: releasing them now would undo the fetch's holding
+                // at the hub (the release would be later than the fetch).
+                if fetching {
+                    for s in &page {
+                        let m = Entry::parse(&s.fact.body).ok().and_then(|e| e.member);
+                        if let Some(m) = m
+                            && s.fact.origin.node != own_node
+                            && !store::members::held(ctx.conn, m.as_bytes())?
+                        {
+                            out.held_back = true;
+                            return Ok(out);
+                        }
+                    }
+                }
                 for s in &page {
                     let Some(e) = kept.entry(&s.fact) else {
                         continue;

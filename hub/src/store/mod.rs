@@ -206,7 +206,9 @@ pub trait Members: Send + Sync + 'static {
 pub trait Streams: Send + Sync + 'static {
     /// Up to `max` facts of the stream of `store` (patron_sync::stream) after
     /// position `after`, with the store's horizon and the hub's last position, read
-    /// in one snapshot.
+    /// in one snapshot. Required of every backend: no fact at or below `end` may
+    /// become visible after this read (positions are assigned in commit order), or a
+    /// store that moved its cursor to `end` would skip it.
     fn stream(&self, store: &str, after: u64, max: usize) -> Result<StreamRead, StoreError>;
 
     /// `store` no longer holds these members (16-byte ids): it stops receiving their
