@@ -351,12 +351,14 @@ impl Hub {
             .into_iter()
             .map(|(pos, fact)| Streamed { pos, fact })
             .collect();
+        let hub = patron_sync::stream::HubSide {
+            horizon: read.horizon,
+            end: read.end,
+            end_mark: read.end_mark,
+            mark_at_cursor: read.mark_at_cursor,
+        };
         Ok(patron_sync::stream::serve(
-            req.after,
-            read.horizon,
-            read.end,
-            facts,
-            read.more,
+            req.after, req.mark, &hub, facts, read.more,
         ))
     }
 
@@ -1385,27 +1387,36 @@ mod tests {
         assert_eq!(snapshot(), before);
     }
 
+    /// A stream cursor: (position, mark of the fact there).
+    type Cur = (u64, u64);
+
+    /// The start of a stream.
+    const START: Cur = (0, 0);
+
     /// Facts of a store's stream poll: (origin node, seq) in order, and the cursor.
-    fn poll(hub: &Hub, row: &StoreRow, after: u64) -> (Vec<(String, u64)>, u64) {
+    fn poll(hub: &Hub, row: &StoreRow, (after, mark): Cur) -> (Vec<(String, u64)>, Cur) {
         match hub
             .stream(
                 row,
                 &StreamRequest {
                     after,
+                    mark,
                     max: 100,
                     ..Default::default()
                 },
             )
             .unwrap_or_else(|e| panic!("{e}"))
         {
-            StreamAnswer::Page { facts, upto, .. } => (
+            StreamAnswer::Page {
+                facts, upto, mark, ..
+            } => (
                 facts
                     .iter()
                     .map(|s| (s.fact.origin.node.clone(), s.fact.seq))
                     .collect(),
-                upto,
+                (upto, mark),
             ),
-            StreamAnswer::MustRefetch { resume } => panic!("must refetch (resume {resume})"),
+            StreamAnswer::MustRefetch { resume, .. } => panic!("must refetch (resume {resume})"),
         }
     }
 
@@ -1437,7 +1448,7 @@ mod tests {
             )
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(fetched.facts.len(), 1);
-        let (_, s2) = poll(hub, &rows[1], 0);
+        let (_, s2) = poll(hub, &rows[1], START);
         push_facts(
             hub,
             &rows[0],
@@ -1452,18 +1463,18 @@ mod tests {
             vec![("S001".to_string(), 3)],
             "m-1 only, fetched by S002"
         );
-        assert_eq!(poll(hub, &rows[0], 0).0, vec![], "nothing of its own");
+        assert_eq!(poll(hub, &rows[0], START).0, vec![], "nothing of its own");
         // S002 serves m-1: the store that registered them hears of it.
         push_facts(
             hub,
             &rows[1],
             vec![member_fact("S002", 1, T0, "purchase", "m-1", 30, "{}")],
         );
-        assert_eq!(poll(hub, &rows[0], 0).0, vec![("S002".to_string(), 1)]);
+        assert_eq!(poll(hub, &rows[0], START).0, vec![("S002".to_string(), 1)]);
         assert_eq!(poll(hub, &rows[1], s2).0, vec![]);
-        assert_eq!(poll(hub, &rows[2], 0).0, vec![], "S003 holds no one");
+        assert_eq!(poll(hub, &rows[2], START).0, vec![], "S003 holds no one");
         // A cursor past everything gets nothing again, and stays where the hub ends.
-        let (_, end) = poll(hub, &rows[0], 0);
+        let (_, end) = poll(hub, &rows[0], START);
         assert_eq!(poll(hub, &rows[0], end), (vec![], end));
     }
 
@@ -1507,9 +1518,9 @@ mod tests {
                 member_fact("S002", 2, T0, "purchase", "m-1", 20, "{}"),
             ],
         );
-        let (got, end) = poll(hub, &rows[0], 0);
+        let (got, end) = poll(hub, &rows[0], START);
         assert_eq!(got.len(), 2);
-        let first_pos = match hub.stream(
+        let first: Cur = match hub.stream(
             &rows[0],
             &StreamRequest {
                 after: 0,
@@ -1518,12 +1529,15 @@ mod tests {
             },
         ) {
             Ok(StreamAnswer::Page {
-                upto, more: true, ..
-            }) => upto,
+                upto,
+                mark,
+                more: true,
+                ..
+            }) => (upto, mark),
             other => panic!("{other:?}"),
         };
         // S001 reports it applied everything: the hub forgets it.
-        let ack = |after: u64| {
+        let ack = |(after, mark): Cur| {
             let origin = Origin {
                 node: "S001".into(),
                 incarnation: uuid::Uuid::from_u128(7),
@@ -1535,6 +1549,7 @@ mod tests {
                         origin: Some(origin.clone()),
                         last_seq: 1,
                         stream_after: Some(after),
+                        stream_mark: Some(mark),
                         ..Default::default()
                     },
                     push: Push {
@@ -1546,25 +1561,32 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"))
         };
         ack(end);
-        let refetch = |after| {
+        let refetch = |(after, mark): Cur| {
             hub.stream(
                 &rows[0],
                 &StreamRequest {
                     after,
+                    mark,
                     ..Default::default()
                 },
             )
         };
+        let resumes_at_end = |r: Result<StreamAnswer, HubError>| matches!(r, Ok(StreamAnswer::MustRefetch { resume, mark }) if (resume, mark) == end);
+        assert!(resumes_at_end(refetch(first)), "below the horizon");
         assert!(
-            matches!(refetch(first_pos), Ok(StreamAnswer::MustRefetch { resume }) if resume == end)
+            resumes_at_end(refetch(START)),
+            "from the start, below the horizon"
         );
-        assert!(matches!(refetch(0), Ok(StreamAnswer::MustRefetch { .. })));
-        assert!(
-            matches!(refetch(end + 10), Ok(StreamAnswer::MustRefetch { resume }) if resume == end)
-        );
+        assert!(resumes_at_end(refetch((end.0 + 10, 1))), "beyond the end");
         assert_eq!(poll(hub, &rows[0], end), (vec![], end));
-        // A report beyond the hub's end moves the horizon no further than the end.
-        ack(end + 1_000);
+        // The right position with another fact's mark: the hub's database is not the
+        // one the cursor was read from (restored from an older copy).
+        assert!(
+            resumes_at_end(refetch((end.0, end.1 ^ 1))),
+            "another fact there"
+        );
+        // A report whose mark is not the fact at its position forgets nothing.
+        ack((end.0 + 1_000, end.1));
         assert_eq!(poll(hub, &rows[0], end), (vec![], end));
     }
 
@@ -1601,12 +1623,13 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"))
         };
         fetch();
-        let (_, cursor) = poll(hub, &rows[1], 0);
-        let release = |after| {
+        let (_, cursor) = poll(hub, &rows[1], START);
+        let release = |(after, mark): Cur| {
             hub.stream(
                 &rows[1],
                 &StreamRequest {
                     after,
+                    mark,
                     release: vec![mid("m-1")],
                     ..Default::default()
                 },
@@ -1614,7 +1637,7 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"))
         };
         // Released at a position before the fetch: ignored, the fetch came later.
-        release(0);
+        release(START);
         push_facts(
             hub,
             &rows[0],

@@ -122,6 +122,10 @@ pub struct SyncReport {
     /// may forget them (absent: the store does not follow the stream).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream_after: Option<u64>,
+    /// The mark of the fact at `stream_after` (patron_sync::stream::mark): the hub
+    /// forgets nothing for a cursor whose fact it does not hold there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_mark: Option<u64>,
 }
 
 /// `POST /v1/sync/push` body: the report and the push itself.

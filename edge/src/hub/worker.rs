@@ -261,9 +261,9 @@ async fn exchange(edge: &Edge, client: &HubClient, acked: &mut i64) -> Step {
     let cfg = &edge.core.cfg.sync;
     let origin = edge.sync_origin();
     let mut sender = Sender::new(origin.clone(), (*acked).max(0) as u64);
-    let stream_after = if follows_stream(edge) {
-        match edge.stream_after().await {
-            Ok(a) => Some(a),
+    let stream = if follows_stream(edge) {
+        match edge.stream_cursor().await {
+            Ok(c) => Some(c),
             Err(e) => {
                 tracing::error!(error = %e, "sync: reading the stream position failed");
                 None
@@ -294,7 +294,8 @@ async fn exchange(edge: &Edge, client: &HubClient, acked: &mut i64) -> Step {
             origin: Some(origin.clone()),
             last_seq: last,
             protocol: Some(PROTOCOL),
-            stream_after,
+            stream_after: stream.as_ref().map(|c| c.after),
+            stream_mark: stream.as_ref().map(|c| c.mark),
         },
         push: Push {
             from: origin.node.clone(),
@@ -446,7 +447,7 @@ fn follows_stream(edge: &Edge) -> bool {
 /// answer), members no longer held released on the next poll, merges followed by a
 /// fetch of the phone, and a must-refetch answered by fetching every held phone again.
 async fn follow_stream(edge: Arc<Edge>, client: HubClient) {
-    use patron_sync::stream::{MAX_PAGE, MAX_WAIT_MS, Step, StreamCursor, StreamRequest};
+    use patron_sync::stream::{MAX_PAGE, MAX_WAIT_MS, Step, StreamRequest};
     let cfg = edge.core.cfg.sync.clone();
     let min = Duration::from_millis(cfg.retry_min_ms);
     let max = Duration::from_millis(cfg.retry_max_ms);
@@ -465,8 +466,8 @@ async fn follow_stream(edge: Arc<Edge>, client: HubClient) {
             tokio::time::sleep(Duration::from_millis(cfg.retry_min_ms.max(200))).await;
             continue;
         }
-        let mut cursor = match edge.stream_after().await {
-            Ok(after) => StreamCursor { after },
+        let mut cursor = match edge.stream_cursor().await {
+            Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "stream: reading the position failed");
                 tokio::time::sleep(jitter(backoff)).await;
@@ -476,6 +477,7 @@ async fn follow_stream(edge: Arc<Edge>, client: HubClient) {
         };
         let req = StreamRequest {
             after: cursor.after,
+            mark: cursor.mark,
             max: MAX_PAGE,
             wait_ms: if answered {
                 cfg.stream_wait_ms.min(MAX_WAIT_MS)
@@ -513,8 +515,13 @@ async fn follow_stream(edge: Arc<Edge>, client: HubClient) {
             s.reachable = true;
         });
         let more = match &step {
-            Step::Apply { facts, upto, more } => {
-                match edge.apply_streamed(facts.to_vec(), *upto).await {
+            Step::Apply {
+                facts,
+                upto,
+                more,
+                mark,
+            } => {
+                match edge.apply_streamed(facts.to_vec(), *upto, *mark).await {
                     Ok(done) if done.held_back => {
                         // A member fetch is being stored: the same page again shortly.
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -540,12 +547,12 @@ async fn follow_stream(edge: Arc<Edge>, client: HubClient) {
                     }
                 }
             }
-            Step::Refetch { resume } => {
+            Step::Refetch { resume, mark } => {
                 tracing::warn!(
                     resume,
                     "stream: the hub cannot continue from this store's position; fetching every member again"
                 );
-                match edge.restart_stream(*resume).await {
+                match edge.restart_stream(*resume, *mark).await {
                     Ok(phones) => {
                         backoff = min;
                         let edge = edge.clone();

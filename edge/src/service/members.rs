@@ -775,21 +775,27 @@ mod tests {
         edge.fetches
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let back = edge
-            .apply_streamed(page(facts.clone(), 6), 20)
+            .apply_streamed(page(facts.clone(), 6), 20, 77)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(back.held_back);
         assert_eq!((back.stored, back.release.len()), (0, 0));
-        assert_eq!(edge.stream_after().await.ok(), Some(0));
+        assert_eq!(
+            edge.stream_cursor().await.map(|c| (c.after, c.mark)).ok(),
+            Some((0, 0))
+        );
         edge.fetches
             .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         let done = edge
-            .apply_streamed(page(facts.clone(), 6), 20)
+            .apply_streamed(page(facts.clone(), 6), 20, 77)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(done.stored, 1);
         assert_eq!(done.release, vec![uuid::Uuid::from_bytes(stranger)]);
-        assert_eq!(edge.stream_after().await.ok(), Some(20));
+        assert_eq!(
+            edge.stream_cursor().await.map(|c| (c.after, c.mark)).ok(),
+            Some((20, 77))
+        );
         let earned = |m: [u8; 16]| {
             let edge = edge.clone();
             async move {
@@ -825,18 +831,21 @@ mod tests {
         assert_eq!(stranger_here, (false, 0), "nothing of a member not held");
         // The same page again (a lost answer polled again) stores nothing twice.
         let again = edge
-            .apply_streamed(page(facts, 6), 20)
+            .apply_streamed(page(facts, 6), 20, 77)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(again.stored, 0);
         assert_eq!(earned(held).await, 500);
         // Must refetch: positions forgotten, the held phone handed back, cursor moved.
         let phones = edge
-            .restart_stream(99)
+            .restart_stream(99, 5)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(phones, vec![[1u8; 32]]);
-        assert_eq!(edge.stream_after().await.ok(), Some(99));
+        assert_eq!(
+            edge.stream_cursor().await.map(|c| (c.after, c.mark)).ok(),
+            Some((99, 5))
+        );
         let upto = edge
             .store
             .readers

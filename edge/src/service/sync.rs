@@ -356,7 +356,8 @@ fn project(
     Ok(())
 }
 
-/// `meta` key: the position in the hub's stream up to which every fact is applied.
+/// `meta` key: the position in the hub's stream up to which every fact is applied, and
+/// the mark of the hub's fact there (`<after>:<mark>`).
 const STREAM_KEY: &str = "stream_after";
 
 /// What a stream page did.
@@ -489,16 +490,18 @@ impl Edge {
             .await
     }
 
-    /// This store's position in the hub's stream (0: nothing applied yet).
-    pub async fn stream_after(&self) -> Result<u64, EdgeError> {
+    /// This store's place in the hub's stream: the position every fact up to which is
+    /// applied, and the mark of the hub's fact there (`0:0`: nothing yet).
+    pub async fn stream_cursor(&self) -> Result<patron_sync::stream::StreamCursor, EdgeError> {
         self.store
             .readers
             .read(|c| {
-                Ok::<_, EdgeError>(
-                    store::meta_get(c, STREAM_KEY)?
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(0),
-                )
+                let v = store::meta_get(c, STREAM_KEY)?.unwrap_or_default();
+                let (after, mark) = v.split_once(':').unwrap_or((v.as_str(), "0"));
+                Ok::<_, EdgeError>(patron_sync::stream::StreamCursor {
+                    after: after.parse().unwrap_or(0),
+                    mark: mark.parse().unwrap_or(0),
+                })
             })
             .await
     }
@@ -512,6 +515,7 @@ impl Edge {
         &self,
         page: Vec<patron_sync::stream::Streamed>,
         upto: u64,
+        mark: u64,
     ) -> Result<Streamed, EdgeError> {
         let own_node = self.store.origin.node.clone();
         let fetching = self.fetching();
@@ -562,7 +566,7 @@ impl Edge {
                         out.merges.push((m, survivor));
                     }
                 }
-                store::meta_set(ctx.conn, STREAM_KEY, &upto.to_string())?;
+                store::meta_set(ctx.conn, STREAM_KEY, &format!("{upto}:{mark}"))?;
                 Ok::<_, EdgeError>(out)
             })
             .await
@@ -572,12 +576,12 @@ impl Edge {
     /// than what the hub forgot, or the hub's is older than this store's position):
     /// every phone's fetch position is forgotten, so each held member is fetched whole
     /// again, and the stream resumes at `resume`. Returns the phones to fetch.
-    pub async fn restart_stream(&self, resume: u64) -> Result<Vec<[u8; 32]>, EdgeError> {
+    pub async fn restart_stream(&self, resume: u64, mark: u64) -> Result<Vec<[u8; 32]>, EdgeError> {
         self.store
             .writer
             .write(move |ctx| {
                 store::members::reset_fetch_positions(ctx.conn)?;
-                store::meta_set(ctx.conn, STREAM_KEY, &resume.to_string())?;
+                store::meta_set(ctx.conn, STREAM_KEY, &format!("{resume}:{mark}"))?;
                 Ok::<_, EdgeError>(store::members::phone_indexes(ctx.conn)?)
             })
             .await

@@ -248,6 +248,10 @@ pub struct StreamRead {
     pub horizon: u64,
     /// The hub's last position.
     pub end: u64,
+    /// The mark of the fact at `end` (0: none).
+    pub end_mark: u64,
+    /// The mark of the fact at the position asked after (0: none there).
+    pub mark_at_cursor: u64,
 }
 
 /// One batch of a push: as it arrived, and its facts typed (or why they are not).

@@ -321,6 +321,27 @@ pub(crate) const MEMBER_FACTS_BY_PHONE: &str = "
      ORDER BY f.id
      LIMIT ?3";
 
+/// The mark (`patron_sync::stream::mark`) of the fact at position `pos`; 0 if none.
+fn mark_at(conn: &Connection, pos: i64) -> Result<u64, StoreError> {
+    let f = conn
+        .prepare_cached(
+            "SELECT o.node, o.incarnation, f.seq FROM facts f JOIN origins o ON o.id = f.origin
+              WHERE f.id = ?1",
+        )?
+        .query_row(params![pos], |r| {
+            Ok(Fact {
+                origin: Origin {
+                    node: r.get(0)?,
+                    incarnation: parse_incarnation(r, 1)?,
+                },
+                seq: r.get::<_, i64>(2)? as u64,
+                body: String::new(),
+            })
+        })
+        .optional()?;
+    Ok(f.as_ref().map_or(0, patron_sync::stream::mark))
+}
+
 /// A fact read with its position: (id, node, incarnation, seq, body).
 fn positioned_fact(r: &rusqlite::Row<'_>) -> rusqlite::Result<(u64, Fact)> {
     Ok((
@@ -1059,7 +1080,7 @@ fn ingest_one(
         None => None,
     };
     if let Some(acked) = report.stream_after {
-        forget_streamed(tx, store_id, acked)?;
+        forget_streamed(tx, store_id, acked, report.stream_mark.unwrap_or(0))?;
     }
     tx.prepare_cached(
         "UPDATE stores SET last_sync_at = ?2, report_origin = coalesce(?3, report_origin),
@@ -1074,18 +1095,17 @@ fn ingest_one(
     Ok(out)
 }
 
-/// The store applied its stream up to `acked`: those positions are forgotten and the
-/// store's horizon moves there (never past the hub's end, which a store may report
-/// beyond when the hub was restored from an older copy).
-fn forget_streamed(tx: &Connection, store: &str, acked: u64) -> Result<(), StoreError> {
-    let (horizon, end): (i64, i64) = tx
-        .prepare_cached(
-            "SELECT stream_horizon, (SELECT coalesce(max(id), 0) FROM facts)
-               FROM stores WHERE store_id = ?1",
-        )?
-        .query_row(params![store], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    let acked = (acked.min(i64::MAX as u64) as i64).min(end);
-    if acked > horizon {
+/// The store applied its stream up to `acked` (the fact there has `mark`): those
+/// positions are forgotten and the store's horizon moves there.
+fn forget_streamed(tx: &Connection, store: &str, acked: u64, mark: u64) -> Result<(), StoreError> {
+    let horizon: i64 = tx
+        .prepare_cached("SELECT stream_horizon FROM stores WHERE store_id = ?1")?
+        .query_row(params![store], |r| r.get(0))?;
+    let acked = acked.min(i64::MAX as u64) as i64;
+    // The store's cursor must name the fact the hub holds there: after a restore of the
+    // hub's database the position may hold another fact (or none), and nothing is
+    // forgotten on the strength of it.
+    if acked > horizon && mark != 0 && mark_at(tx, acked)? == mark {
         tx.prepare_cached("DELETE FROM stream WHERE store = ?1 AND pos <= ?2")?
             .execute(params![store, acked])?;
         tx.prepare_cached("UPDATE stores SET stream_horizon = ?2 WHERE store_id = ?1")?
@@ -1702,6 +1722,8 @@ impl Streams for SqliteStore {
             .query_row(params![store], |r| {
                 Ok((r.get::<_, Option<i64>>(0)?.unwrap_or(0), r.get(1)?))
             })?;
+        let end_mark = mark_at(&tx, end)?;
+        let mark_at_cursor = mark_at(&tx, after as i64)?;
         let mut facts = {
             let mut stmt = tx.prepare_cached(
                 "SELECT s.pos, o.node, o.incarnation, f.seq, f.body
@@ -1723,6 +1745,8 @@ impl Streams for SqliteStore {
             more,
             horizon: horizon.max(0) as u64,
             end: end.max(0) as u64,
+            end_mark,
+            mark_at_cursor,
         })
     }
 
