@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use patron_protocol::ErrorBody;
 use patron_protocol::hub::{
     AuthorizeRequest, AuthorizeResponse, DocSync, EnrollRequest, EnrollResponse, LeaseRequest,
     LeaseResponse, LeaseReturn, LeaseReturned, PushAnswer, PushRequest, RefetchRequest,
@@ -78,9 +77,12 @@ async fn answer<T: DeserializeOwned>(
         return serde_json::from_slice(&bytes)
             .map_err(|e| SyncError::Unreachable(format!("unreadable answer: {e}")));
     }
-    let message = serde_json::from_slice::<ErrorBody>(&bytes)
-        .map(|b| b.error.message)
-        .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).chars().take(200).collect());
+    // The hub's own error table (its codes are not the POS API's): only the message
+    // and the status matter here.
+    let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(&bytes).chars().take(200).collect());
     Err(SyncError::Refused {
         status: status.as_u16(),
         message,

@@ -5,10 +5,9 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use patron_protocol::error::{ApiError, ErrorBody, ErrorCode};
 use patron_protocol::hub::{
     AuthorizeRequest, DocSync, EnrollRequest, LeaseRequest, LeaseReturn, LeaseReturned,
     PushRequest, RefetchRequest,
@@ -17,7 +16,12 @@ use patron_sync::pull::MemberFetch;
 use patron_sync::session::Push;
 use serde::de::DeserializeOwned;
 
-use crate::service::{Hub, HubError, secret_hash};
+pub mod error;
+pub mod extract;
+
+use self::error::{HubCode, err};
+use self::extract::{AuthedStore, HqAdmin};
+use crate::service::{Hub, HubError};
 
 /// Largest sync request: a few full batches of 1,000 facts.
 pub const MAX_BODY: usize = 16 * 1024 * 1024;
@@ -49,80 +53,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/members/fetch", post(fetch_member))
         .route("/v1/leases/return", post(return_lease))
         .route("/v1/overdraws", get(overdraws))
-        .fallback(|| async { err(ErrorCode::NotFound, "no such endpoint") })
+        .fallback(|| async { err(HubCode::NotFound, "no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
 
-fn err(code: ErrorCode, message: impl Into<String>) -> Response {
-    let status =
-        StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (
-        status,
-        axum::Json(ErrorBody {
-            error: ApiError {
-                code,
-                message: message.into(),
-                details: serde_json::Value::Null,
-            },
-        }),
-    )
-        .into_response()
-}
-
-impl IntoResponse for HubError {
-    fn into_response(self) -> Response {
-        if let HubError::FetchLimit { .. } = self {
-            // Stores retry a lookup later; no POS code exists for this (the edge answers
-            // its POS as if the hub had no such member), so the status carries it.
-            let mut r = err(ErrorCode::Forbidden, self.to_string());
-            *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-            return r;
-        }
-        if let HubError::Protocol { .. } = self {
-            // 426 Upgrade Required: the store's software is older than the hub serves.
-            let mut r = err(ErrorCode::InvalidRequest, self.to_string());
-            *r.status_mut() = StatusCode::UPGRADE_REQUIRED;
-            return r;
-        }
-        let code = match &self {
-            HubError::Invalid(_) | HubError::Exists(_) => ErrorCode::InvalidRequest,
-            HubError::Unauthorized => ErrorCode::Unauthorized,
-            HubError::Forged { .. } | HubError::Enrollment(_) => ErrorCode::Forbidden,
-            HubError::Store(e) => {
-                tracing::error!(error = %e, "storage failed");
-                ErrorCode::Internal
-            }
-            HubError::Random | HubError::FetchLimit { .. } | HubError::Protocol { .. } => {
-                ErrorCode::Internal
-            }
-        };
-        err(code, self.to_string())
-    }
-}
-
 fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, HubError> {
     serde_json::from_slice(body).map_err(|e| HubError::Invalid(format!("malformed body: {e}")))
-}
-
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-}
-
-/// The store whose bearer credential the request carries.
-async fn authed_store(
-    s: &AppState,
-    headers: &HeaderMap,
-) -> Result<crate::store::StoreRow, Response> {
-    let Some(cred) = bearer(headers).map(str::to_owned) else {
-        return Err(HubError::Unauthorized.into_response());
-    };
-    let hub = s.hub.clone();
-    blocking(move || hub.authenticate(&cred)).await
 }
 
 /// Runs a blocking hub call off the async runtime.
@@ -131,7 +68,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, Response> {
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r.map_err(IntoResponse::into_response),
-        Err(_) => Err(err(ErrorCode::Internal, "the request failed")),
+        Err(_) => Err(err(HubCode::Internal, error::INTERNAL)),
     }
 }
 
@@ -171,7 +108,7 @@ async fn read_limited(body: Body) -> Result<Bytes, Response> {
     let mut total = 0usize;
     while let Some(frame) = body.frame().await {
         let Ok(frame) = frame else {
-            return Err(err(ErrorCode::InvalidRequest, "the request body broke off"));
+            return Err(err(HubCode::InvalidRequest, "the request body broke off"));
         };
         if let Ok(data) = frame.into_data() {
             total += data.len();
@@ -184,7 +121,7 @@ async fn read_limited(body: Body) -> Result<Bytes, Response> {
     }
     if total > MAX_BODY {
         let mut r = err(
-            ErrorCode::PayloadTooLarge,
+            HubCode::PayloadTooLarge,
             format!("a sync request holds at most {MAX_BODY} bytes"),
         );
         r.headers_mut().insert(
@@ -196,11 +133,7 @@ async fn read_limited(body: Body) -> Result<Bytes, Response> {
     Ok(Bytes::from(buf))
 }
 
-async fn push(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    let store = match authed_store(&s, &headers).await {
-        Ok(st) => st,
-        Err(r) => return r,
-    };
+async fn push(State(s): State<AppState>, AuthedStore(store): AuthedStore, body: Body) -> Response {
     let body = match read_limited(body).await {
         Ok(b) => b,
         Err(r) => return r,
@@ -219,12 +152,12 @@ async fn push(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Resp
 /// `POST /v1/sync/stream`: the store's stream after its cursor. With nothing new and a
 /// `wait_ms`, the answer waits for a push that applies facts (long poll), so a sale at
 /// one store shows at the others holding the member within a round trip.
-async fn stream(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn stream(
+    State(s): State<AppState>,
+    AuthedStore(store): AuthedStore,
+    body: Bytes,
+) -> Response {
     use patron_sync::stream::{MAX_WAIT_MS, StreamAnswer, StreamRequest};
-    let store = match authed_store(&s, &headers).await {
-        Ok(st) => st,
-        Err(r) => return r,
-    };
     let mut req: StreamRequest = match parse(&body) {
         Ok(r) => r,
         Err(e) => return e.into_response(),
@@ -258,11 +191,11 @@ struct RefetchAnswer {
     high: u64,
 }
 
-async fn refetch(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let store = match authed_store(&s, &headers).await {
-        Ok(st) => st,
-        Err(r) => return r,
-    };
+async fn refetch(
+    State(s): State<AppState>,
+    AuthedStore(store): AuthedStore,
+    body: Bytes,
+) -> Response {
     let req: RefetchRequest = match parse(&body) {
         Ok(r) => r,
         Err(e) => return e.into_response(),
@@ -276,13 +209,13 @@ async fn refetch(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> 
     }
 }
 
-async fn doc_sync(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn doc_sync(
+    State(s): State<AppState>,
+    AuthedStore(store): AuthedStore,
+    body: Bytes,
+) -> Response {
     use base64::Engine;
     use base64::engine::general_purpose::STANDARD as B64;
-    let store = match authed_store(&s, &headers).await {
-        Ok(st) => st,
-        Err(r) => return r,
-    };
     let req: DocSync = match parse(&body) {
         Ok(r) => r,
         Err(e) => return e.into_response(),
@@ -303,18 +236,7 @@ async fn doc_sync(State(s): State<AppState>, headers: HeaderMap, body: Bytes) ->
     }
 }
 
-fn is_admin(s: &AppState, headers: &HeaderMap) -> bool {
-    match (s.admin_hash, bearer(headers)) {
-        // Comparing hashes: timing reveals at most a prefix of a SHA-256, not the token.
-        (Some(h), Some(t)) => h == secret_hash(t),
-        _ => false,
-    }
-}
-
-async fn stores(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    if !is_admin(&s, &headers) {
-        return err(ErrorCode::Unauthorized, "an HQ admin token is required");
-    }
+async fn stores(State(s): State<AppState>, _: HqAdmin) -> Response {
     let hub = s.hub.clone();
     match blocking(move || hub.stores()).await {
         Ok(list) => axum::Json(list).into_response(),
@@ -322,10 +244,7 @@ async fn stores(State(s): State<AppState>, headers: HeaderMap) -> Response {
     }
 }
 
-async fn overdraws(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    if !is_admin(&s, &headers) {
-        return err(ErrorCode::Unauthorized, "an HQ admin token is required");
-    }
+async fn overdraws(State(s): State<AppState>, _: HqAdmin) -> Response {
     let hub = s.hub.clone();
     match blocking(move || hub.overdraw_report()).await {
         Ok(report) => axum::Json(report).into_response(),
@@ -333,11 +252,11 @@ async fn overdraws(State(s): State<AppState>, headers: HeaderMap) -> Response {
     }
 }
 
-/// A store's JSON call: authenticate the store, parse the body, run `call` off the
-/// runtime, answer its result as JSON.
+/// A store's JSON call: parse the body, run `call` off the runtime, answer its result
+/// as JSON.
 async fn store_call<Q, A>(
     s: &AppState,
-    headers: &HeaderMap,
+    store: crate::store::StoreRow,
     body: &Bytes,
     call: impl FnOnce(&Hub, &crate::store::StoreRow, &Q) -> Result<A, HubError> + Send + 'static,
 ) -> Response
@@ -345,30 +264,25 @@ where
     Q: DeserializeOwned + Send + 'static,
     A: serde::Serialize + Send + 'static,
 {
-    let Some(cred) = bearer(headers).map(str::to_owned) else {
-        return HubError::Unauthorized.into_response();
+    let req: Q = match parse(body) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
     };
-    let req: Result<Q, HubError> = parse(body);
     let hub = s.hub.clone();
-    // One hop off the runtime for both: each hop is a thread wake-up on the hot path
-    // of every authorization. The credential is checked before the body is judged.
-    match blocking(move || call(&hub, &hub.authenticate(&cred)?, &req?)).await {
+    match blocking(move || call(&hub, &store, &req)).await {
         Ok(answer) => axum::Json(answer).into_response(),
         Err(r) => r,
     }
 }
 
 /// The hot path of every redeeming sale: no blocking thread at all. The credential is a
-/// point read on the store's reader connection (microseconds, never behind a commit),
-/// and the authorization waits for the authorizer's group commit as a future.
-async fn authorize(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let Some(cred) = bearer(&headers) else {
-        return HubError::Unauthorized.into_response();
-    };
-    let store = match s.hub.authenticate(cred) {
-        Ok(st) => st,
-        Err(e) => return e.into_response(),
-    };
+/// point read on a reader connection (microseconds, never behind a commit), and the
+/// authorization waits for the authorizer's group commit as a future.
+async fn authorize(
+    State(s): State<AppState>,
+    AuthedStore(store): AuthedStore,
+    body: Bytes,
+) -> Response {
     let req: AuthorizeRequest = match parse(&body) {
         Ok(r) => r,
         Err(e) => return e.into_response(),
@@ -379,22 +293,34 @@ async fn authorize(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -
     }
 }
 
-async fn grant_lease(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    store_call(&s, &headers, &body, |hub, store, req: &LeaseRequest| {
+async fn grant_lease(
+    State(s): State<AppState>,
+    AuthedStore(store): AuthedStore,
+    body: Bytes,
+) -> Response {
+    store_call(&s, store, &body, |hub, store, req: &LeaseRequest| {
         hub.grant_lease(store, req)
     })
     .await
 }
 
-async fn fetch_member(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    store_call(&s, &headers, &body, |hub, store, req: &MemberFetch| {
+async fn fetch_member(
+    State(s): State<AppState>,
+    AuthedStore(store): AuthedStore,
+    body: Bytes,
+) -> Response {
+    store_call(&s, store, &body, |hub, store, req: &MemberFetch| {
         hub.fetch_member(store, req)
     })
     .await
 }
 
-async fn return_lease(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    store_call(&s, &headers, &body, |hub, store, req: &LeaseReturn| {
+async fn return_lease(
+    State(s): State<AppState>,
+    AuthedStore(store): AuthedStore,
+    body: Bytes,
+) -> Response {
+    store_call(&s, store, &body, |hub, store, req: &LeaseReturn| {
         Ok(LeaseReturned {
             returned: hub.return_lease(store, req)?,
         })
