@@ -459,6 +459,9 @@ async fn follow_stream(edge: Arc<Edge>, client: HubClient) {
     // The first poll after a failure answers at once: `/healthz` shows the stream
     // followed again without waiting out a long poll.
     let mut answered = false;
+    // A refetch a restart interrupted goes on.
+    let resumed = edge.clone();
+    tokio::spawn(async move { resumed.refetch_phones().await });
     loop {
         if !follows_stream(&edge) {
             update(&edge.sync_status, |s| s.streaming = false);
@@ -553,10 +556,10 @@ async fn follow_stream(edge: Arc<Edge>, client: HubClient) {
                     "stream: the hub cannot continue from this store's position; fetching every member again"
                 );
                 match edge.restart_stream(*resume, *mark).await {
-                    Ok(phones) => {
+                    Ok(()) => {
                         backoff = min;
                         let edge = edge.clone();
-                        tokio::spawn(async move { edge.refetch_phones(phones).await });
+                        tokio::spawn(async move { edge.refetch_phones().await });
                         true
                     }
                     Err(e) => {

@@ -431,23 +431,48 @@ impl Edge {
         }
     }
 
-    /// Fetches each phone again from the hub, one at a time and well inside the
-    /// store's fetch budget (after the stream could not continue from this store's
-    /// position). A phone that fails now is fetched whole at its next lookup.
-    pub async fn refetch_phones(&self, phones: Vec<[u8; 32]>) {
+    /// Runs a pending refetch of every held phone (after the stream could not
+    /// continue from this store's position) to its end: one phone at a time, well
+    /// inside the store's fetch budget; a phone that fails is asked again with backoff
+    /// (never skipped); progress is recorded after each phone, so a restart resumes
+    /// where it stopped. One run at a time.
+    pub async fn refetch_phones(&self) {
         const PACE: std::time::Duration = std::time::Duration::from_millis(150);
-        let (mut fetched, total) = (0usize, phones.len());
-        for idx in phones {
-            if self.refresh_from_hub(idx).await {
-                fetched += 1;
+        const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+        if self
+            .refetching
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
+        let (mut phones, mut wait) = (0usize, PACE);
+        loop {
+            let next = match self.next_refetch_phone().await {
+                Ok(Some(p)) => p,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, "stream: reading the pending refetch failed");
+                    break;
+                }
+            };
+            if self.fetch_from_hub(next).await == Fetched::Failed {
+                wait = (wait * 2).min(MAX_WAIT);
+                tokio::time::sleep(wait).await;
+                continue;
             }
+            if let Err(e) = self.refetched_phone(next).await {
+                tracing::error!(error = %e, "stream: recording the refetch failed");
+                break;
+            }
+            phones += 1;
+            wait = PACE;
             tokio::time::sleep(PACE).await;
         }
-        tracing::info!(
-            phones = total,
-            with_news = fetched,
-            "stream: held members fetched again"
-        );
+        self.refetching
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        if phones > 0 {
+            tracing::info!(phones, "stream: held members fetched again");
+        }
     }
 
     /// Partial replication: a member registered at another store leaves this store's
@@ -836,12 +861,27 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(again.stored, 0);
         assert_eq!(earned(held).await, 500);
-        // Must refetch: positions forgotten, the held phone handed back, cursor moved.
-        let phones = edge
-            .restart_stream(99, 5)
+        // Must refetch: positions forgotten, cursor moved, a refetch of every held
+        // phone recorded as due, phone by phone, until done.
+        assert_eq!(edge.next_refetch_phone().await.ok(), Some(None), "none due");
+        edge.restart_stream(99, 5)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(phones, vec![[1u8; 32]]);
+        edge.apply_fetched([3; 32], fetched([3; 16], [3; 32], 20)[..1].to_vec(), 1)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(edge.next_refetch_phone().await.ok(), Some(Some([1u8; 32])));
+        // Not recorded as done: asked again (a failed fetch is never skipped).
+        assert_eq!(edge.next_refetch_phone().await.ok(), Some(Some([1u8; 32])));
+        edge.refetched_phone([1; 32])
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(edge.next_refetch_phone().await.ok(), Some(Some([3u8; 32])));
+        edge.refetched_phone([3; 32])
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(edge.next_refetch_phone().await.ok(), Some(None), "complete");
+        assert_eq!(edge.next_refetch_phone().await.ok(), Some(None));
         assert_eq!(
             edge.stream_cursor().await.map(|c| (c.after, c.mark)).ok(),
             Some((99, 5))

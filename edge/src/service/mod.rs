@@ -463,6 +463,8 @@ pub struct Edge {
     /// Member fetches from the hub under way: a stream page must not release a member
     /// whose fetch has not been stored yet (`apply_streamed`).
     fetches: std::sync::atomic::AtomicUsize,
+    /// A refetch of every held phone is running (`refetch_phones`).
+    refetching: std::sync::atomic::AtomicBool,
 }
 
 impl Edge {
@@ -561,6 +563,7 @@ impl Edge {
             lease_asks: Default::default(),
             refreshed: Default::default(),
             fetches: Default::default(),
+            refetching: Default::default(),
         })
     }
 

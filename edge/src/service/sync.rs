@@ -356,6 +356,10 @@ fn project(
     Ok(())
 }
 
+/// `meta` key of a pending refetch of every held phone: the last phone index done
+/// (hex; empty: none yet). Absent: no refetch due.
+const REFETCH_PHONES_KEY: &str = "stream_refetch_done";
+
 /// `meta` key: the position in the hub's stream up to which every fact is applied, and
 /// the mark of the hub's fact there (`<after>:<mark>`).
 const STREAM_KEY: &str = "stream_after";
@@ -574,15 +578,49 @@ impl Edge {
 
     /// The stream cannot continue from this store's position (its database is older
     /// than what the hub forgot, or the hub's is older than this store's position):
-    /// every phone's fetch position is forgotten, so each held member is fetched whole
-    /// again, and the stream resumes at `resume`. Returns the phones to fetch.
-    pub async fn restart_stream(&self, resume: u64, mark: u64) -> Result<Vec<[u8; 32]>, EdgeError> {
+    /// every phone's fetch position is forgotten, the stream resumes at `resume`, and a
+    /// refetch of every held phone is recorded as due, in the same transaction: it
+    /// survives a restart ([`Edge::next_refetch_phone`]).
+    pub async fn restart_stream(&self, resume: u64, mark: u64) -> Result<(), EdgeError> {
         self.store
             .writer
             .write(move |ctx| {
                 store::members::reset_fetch_positions(ctx.conn)?;
                 store::meta_set(ctx.conn, STREAM_KEY, &format!("{resume}:{mark}"))?;
-                Ok::<_, EdgeError>(store::members::phone_indexes(ctx.conn)?)
+                store::meta_set(ctx.conn, REFETCH_PHONES_KEY, "")?;
+                Ok::<_, EdgeError>(())
+            })
+            .await
+    }
+
+    /// The next phone a pending refetch must fetch again (`None`: no refetch due, or
+    /// it is complete, which is then recorded).
+    pub async fn next_refetch_phone(&self) -> Result<Option<[u8; 32]>, EdgeError> {
+        self.store
+            .writer
+            .write(move |ctx| {
+                let Some(done) = store::meta_get(ctx.conn, REFETCH_PHONES_KEY)? else {
+                    return Ok(None);
+                };
+                let after = hex::decode(&done)
+                    .ok()
+                    .and_then(|b| <[u8; 32]>::try_from(b).ok());
+                let next = store::members::phone_index_after(ctx.conn, after.as_ref())?;
+                if next.is_none() {
+                    store::meta_delete(ctx.conn, REFETCH_PHONES_KEY)?;
+                }
+                Ok::<_, EdgeError>(next)
+            })
+            .await
+    }
+
+    /// Records that the pending refetch has fetched every phone up to `phone`.
+    pub async fn refetched_phone(&self, phone: [u8; 32]) -> Result<(), EdgeError> {
+        let done = hex::encode(phone);
+        self.store
+            .writer
+            .write(move |ctx| {
+                Ok::<_, EdgeError>(store::meta_set(ctx.conn, REFETCH_PHONES_KEY, &done)?)
             })
             .await
     }

@@ -188,11 +188,19 @@ pub fn held(conn: &Connection, id: &[u8; 16]) -> Result<bool, StoreError> {
     Ok(false)
 }
 
-/// Every phone index a member held here is under.
-pub fn phone_indexes(conn: &Connection) -> Result<Vec<[u8; 32]>, StoreError> {
-    let mut stmt = conn.prepare_cached("SELECT DISTINCT phone_idx FROM members")?;
-    let rows = stmt.query_map([], |r| r.get(0))?;
-    Ok(rows.collect::<rusqlite::Result<Vec<[u8; 32]>>>()?)
+/// The first phone index a member held here is under, after `after` in index order
+/// (`None`: from the first).
+pub fn phone_index_after(
+    conn: &Connection,
+    after: Option<&[u8; 32]>,
+) -> Result<Option<[u8; 32]>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT phone_idx FROM members WHERE ?1 IS NULL OR phone_idx > ?1
+              ORDER BY phone_idx LIMIT 1",
+        )?
+        .query_row(params![after.map(|a| &a[..])], |r| r.get(0))
+        .optional()?)
 }
 
 /// Forgets how far each phone was fetched: the next fetch of each takes it whole.

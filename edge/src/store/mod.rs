@@ -152,6 +152,13 @@ pub fn meta_set(conn: &Connection, key: &str, value: &str) -> Result<(), StoreEr
     Ok(())
 }
 
+/// Removes a `meta` value (inside the caller's transaction).
+pub fn meta_delete(conn: &Connection, key: &str) -> Result<(), StoreError> {
+    conn.prepare_cached("DELETE FROM meta WHERE key = ?1")?
+        .execute(params![key])?;
+    Ok(())
+}
+
 /// A `meta` value.
 pub fn meta_get(conn: &Connection, key: &str) -> Result<Option<String>, StoreError> {
     Ok(conn
