@@ -102,9 +102,10 @@ pub struct Hub {
     fetches_per_minute: u32,
     /// Each store's fetch budget: (tokens left, when last counted).
     fetch_budgets: std::sync::Mutex<HashMap<String, (f64, i64)>>,
-    /// Moves on after every push that applied facts: stream polls waiting for news
-    /// look again. In this process only (a single-process limit: docs/hub.md).
-    appended: tokio::sync::watch::Sender<u64>,
+    /// Per store, moves on when a push gave its stream facts: that store's waiting
+    /// polls look again, no other's. In this process only (a single-process limit:
+    /// docs/hub.md).
+    streamed: std::sync::Mutex<HashMap<String, tokio::sync::watch::Sender<u64>>>,
     /// Set once the server is shutting down: waiting stream polls answer at once.
     closing: std::sync::atomic::AtomicBool,
 }
@@ -182,7 +183,7 @@ impl Hub {
             doc_sessions: Default::default(),
             fetches_per_minute: DEFAULT_FETCHES_PER_MINUTE,
             fetch_budgets: Default::default(),
-            appended: tokio::sync::watch::Sender::new(0),
+            streamed: Default::default(),
             closing: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -367,7 +368,20 @@ impl Hub {
     pub fn close(&self) {
         self.closing
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        self.appended.send_modify(|n| *n = n.wrapping_add(1));
+        if let Ok(all) = self.streamed.lock() {
+            for tx in all.values() {
+                tx.send_modify(|n| *n = n.wrapping_add(1));
+            }
+        }
+    }
+
+    /// Wakes the polls of `store` waiting for news.
+    fn wake_stream(&self, store: &str) {
+        if let Ok(all) = self.streamed.lock()
+            && let Some(tx) = all.get(store)
+        {
+            tx.send_modify(|n| *n = n.wrapping_add(1));
+        }
     }
 
     /// Whether [`Hub::close`] was called.
@@ -375,12 +389,25 @@ impl Hub {
         self.closing.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// Resolves when a push applies facts after this call (a stream poll with nothing
-    /// new waits on it, up to its `wait_ms`).
-    pub fn stream_changed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let mut rx = self.appended.subscribe();
+    /// Resolves when a push gives `store`'s stream facts after this call, or the hub
+    /// closes (a stream poll with nothing new waits on it, up to its `wait_ms`).
+    pub fn stream_changed(
+        &self,
+        store: &str,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let rx = self.streamed.lock().ok().map(|mut all| {
+            all.entry(store.to_string())
+                .or_insert_with(|| tokio::sync::watch::Sender::new(0))
+                .subscribe()
+        });
         async move {
-            let _ = rx.changed().await;
+            match rx {
+                Some(mut rx) => {
+                    let _ = rx.changed().await;
+                }
+                // A poisoned map: answer at the poll's deadline, as without news.
+                None => std::future::pending().await,
+            }
         }
     }
 
@@ -436,6 +463,10 @@ impl Hub {
             self.store.note_clock_ahead(sid, ahead)?;
         }
         let merged = done.iter().flat_map(|i| i.merged.iter().cloned()).collect();
+        let streamed_to: std::collections::BTreeSet<String> = done
+            .iter()
+            .flat_map(|i| i.streamed_to.iter().cloned())
+            .collect();
         let verdicts: Vec<Verdict> = origins
             .into_iter()
             .zip(done)
@@ -456,11 +487,8 @@ impl Hub {
                 },
             })
             .collect();
-        if verdicts
-            .iter()
-            .any(|v| matches!(v, Verdict::Applied { .. }))
-        {
-            self.appended.send_modify(|n| *n = n.wrapping_add(1));
+        for store in streamed_to {
+            self.wake_stream(&store);
         }
         Ok(PushAck {
             from: HUB_NODE.into(),
@@ -1669,6 +1697,63 @@ mod tests {
             },
         );
         assert!(matches!(bad, Err(HubError::Invalid(_))), "{bad:?}");
+    }
+
+    /// A push wakes the waiting polls of the stores its facts were streamed to, and no
+    /// other's; closing the hub wakes them all.
+    #[test]
+    fn a_push_wakes_only_the_polls_it_gave_news() {
+        use base64::Engine;
+        let t = TestHub::new(T0, &["S001", "S002", "S003"]);
+        let (hub, rows) = (&t.hub, &t.rows);
+        let idx = base64::engine::general_purpose::STANDARD.encode([1u8; 32]);
+        let reg = serde_json::json!({ "phone_idx": idx }).to_string();
+        push_facts(
+            hub,
+            &rows[0],
+            vec![member_fact(
+                "S001",
+                1,
+                T0,
+                "member_registered",
+                "m-1",
+                0,
+                &reg,
+            )],
+        );
+        hub.fetch_member(
+            &rows[1],
+            &MemberFetch {
+                phone_idx: idx.clone(),
+                after: 0,
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let woke = |f: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>| {
+            rt.block_on(async {
+                tokio::time::timeout(std::time::Duration::from_millis(50), f)
+                    .await
+                    .is_ok()
+            })
+        };
+        let (s2, s3) = (
+            Box::pin(hub.stream_changed("S002")),
+            Box::pin(hub.stream_changed("S003")),
+        );
+        push_facts(
+            hub,
+            &rows[0],
+            vec![member_fact("S001", 2, T0, "purchase", "m-1", 5, "{}")],
+        );
+        assert!(woke(s2), "S002 holds the member: woken");
+        assert!(!woke(s3), "S003 holds no one: left waiting");
+        let s3 = Box::pin(hub.stream_changed("S003"));
+        hub.close();
+        assert!(woke(s3), "closing wakes every poll");
     }
 
     /// One phone registered at two stores: the hub's merge reaches both, and each

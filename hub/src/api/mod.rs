@@ -167,7 +167,7 @@ async fn stream(
     loop {
         // Subscribed before the read: a push that lands between the read and the wait
         // still wakes this poll.
-        let changed = s.hub.stream_changed();
+        let changed = s.hub.stream_changed(&store.store_id);
         let (hub, st, r) = (s.hub.clone(), store.clone(), req.clone());
         let answer = match blocking(move || hub.stream(&st, &r)).await {
             Ok(a) => a,

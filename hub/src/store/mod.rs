@@ -89,6 +89,8 @@ pub struct Ingested {
     pub reason: Option<String>,
     /// Overdrawing spends the batch brought (recorded with it).
     pub overdraws: usize,
+    /// Stores whose stream received facts of the batch (their waiting polls wake).
+    pub streamed_to: Vec<String>,
 }
 
 /// Stores of the chain: registration, enrollment, credentials, sync figures. Methods block; callers run them off the async runtime.

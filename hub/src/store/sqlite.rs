@@ -1,6 +1,7 @@
 //! The SQLite backend: WAL with `synchronous=FULL`, foreign keys on, migrations under
 //! `PRAGMA user_version`, one connection that every write goes through.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
@@ -610,6 +611,7 @@ fn merge_if_registered_twice(
     member: &str,
     phone_idx: &str,
     now: i64,
+    streamed: &mut BTreeSet<String>,
 ) -> Result<Option<Merged>, StoreError> {
     let first: Option<String> = tx
         .prepare_cached(
@@ -658,6 +660,7 @@ fn merge_if_registered_twice(
         uuid(member)?.as_bytes(),
         uuid(&survivor)?.as_bytes(),
         pos,
+        streamed,
     )?;
     tx.prepare_cached("UPDATE origins SET high = ?2 WHERE id = ?1")?
         .execute(params![origin_id, seq])?;
@@ -787,7 +790,13 @@ fn insert_fact(
 /// can write facts only of members it holds a row for, and it gets the row of
 /// another store's member only by a fetch or a merge, both of which record holdings:
 /// no fact of a member held elsewhere passes here unseen.
-fn fan_out(tx: &Connection, store: &str, member: &[u8], pos: i64) -> Result<(), StoreError> {
+fn fan_out(
+    tx: &Connection,
+    store: &str,
+    member: &[u8],
+    pos: i64,
+    streamed: &mut BTreeSet<String>,
+) -> Result<(), StoreError> {
     let holders: Vec<String> = tx
         .prepare_cached("SELECT store FROM holdings WHERE member = ?1")?
         .query_map(params![member], |r| r.get(0))?
@@ -803,6 +812,7 @@ fn fan_out(tx: &Connection, store: &str, member: &[u8], pos: i64) -> Result<(), 
         tx.prepare_cached("INSERT OR IGNORE INTO stream (store, pos) VALUES (?1, ?2)")?;
     for h in holders.iter().filter(|h| *h != store) {
         send.execute(params![h, pos])?;
+        streamed.insert(h.clone());
     }
     Ok(())
 }
@@ -828,10 +838,11 @@ fn fan_out_merge(
     loser: &[u8],
     survivor: &[u8],
     pos: i64,
+    streamed: &mut BTreeSet<String>,
 ) -> Result<(), StoreError> {
     hold_writers(tx, loser, pos)?;
     hold_writers(tx, survivor, pos)?;
-    let holders: std::collections::BTreeSet<String> = tx
+    let holders: BTreeSet<String> = tx
         .prepare_cached("SELECT store FROM holdings WHERE member IN (?1, ?2)")?
         .query_map(params![loser, survivor], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
@@ -844,6 +855,7 @@ fn fan_out_merge(
         hold.execute(params![loser, h, pos])?;
         hold.execute(params![survivor, h, pos])?;
         send.execute(params![h, pos])?;
+        streamed.insert(h.clone());
     }
     Ok(())
 }
@@ -992,6 +1004,7 @@ fn ingest_one(
         let b = &incoming.batch;
         let mut merged = Vec::new();
         let mut reason = None;
+        let mut streamed = BTreeSet::new();
         // Members who spent in the facts applied: their overdraws are judged once the
         // batch is in, in the same transaction, so none is lost to a crash.
         let mut spenders: Vec<&str> = Vec::new();
@@ -1028,7 +1041,13 @@ fn ingest_one(
                 for (f, t) in b.facts[skip..].iter().zip(&typed[skip..]) {
                     let fact_id = insert_fact(tx, origin_id, f.seq as i64, &f.body, now, &t.entry)?;
                     if let Some(member) = &t.entry.member {
-                        fan_out(tx, &b.origin.node, member.as_bytes(), fact_id)?;
+                        fan_out(
+                            tx,
+                            &b.origin.node,
+                            member.as_bytes(),
+                            fact_id,
+                            &mut streamed,
+                        )?;
                     }
                     if let (Some(member), false) = (&t.entry.member, t.profile.is_empty()) {
                         apply_profile_ops(tx, &member.to_string(), &t.profile, now)?;
@@ -1044,9 +1063,14 @@ fn ingest_one(
                                 "INSERT INTO registrations (phone_idx, fact, member) VALUES (?1, ?2, ?3)",
                             )?
                             .execute(params![phone_idx, fact_id, member])?;
-                        if let Some(m) =
-                            merge_if_registered_twice(tx, hub_origin, member, phone_idx, now)?
-                        {
+                        if let Some(m) = merge_if_registered_twice(
+                            tx,
+                            hub_origin,
+                            member,
+                            phone_idx,
+                            now,
+                            &mut streamed,
+                        )? {
                             merged.push(m);
                         }
                     }
@@ -1073,6 +1097,7 @@ fn ingest_one(
             merged,
             reason,
             overdraws: overdrawn,
+            streamed_to: streamed.into_iter().collect(),
         });
     }
     let report_origin = match &report.origin {
