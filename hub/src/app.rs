@@ -49,6 +49,7 @@ pub struct App {
     pub hub: Arc<Hub>,
     state: AppState,
     tls: Option<Arc<rustls::ServerConfig>>,
+    stream_retention_ms: i64,
 }
 
 impl std::fmt::Debug for App {
@@ -79,7 +80,12 @@ impl App {
             hub: hub.clone(),
             admin_hash: admin_hash(dir),
         };
-        Ok(Self { hub, state, tls })
+        Ok(Self {
+            hub,
+            state,
+            tls,
+            stream_retention_ms: i64::from(cfg.stream_retention_days) * 86_400_000,
+        })
     }
 
     /// The routes, traced by matched route.
@@ -95,12 +101,30 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let app = self.router();
+        // Upkeep: what stores leave unacknowledged past the retention is forgotten.
+        let upkeep = {
+            let (hub, retention) = (self.hub.clone(), self.stream_retention_ms);
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+                loop {
+                    every.tick().await;
+                    let hub = hub.clone();
+                    match tokio::task::spawn_blocking(move || hub.expire_streams(retention)).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => tracing::error!(error = %e, "expiring streams failed"),
+                        Err(e) => tracing::error!(error = %e, "expiring streams panicked"),
+                    }
+                }
+            })
+        };
         let hub = self.hub.clone();
         let shutdown = async move {
             shutdown.await;
             hub.close();
         };
-        crate::serve::serve(listener, app, self.tls, shutdown).await?;
+        let served = crate::serve::serve(listener, app, self.tls, shutdown).await;
+        upkeep.abort();
+        served?;
         Ok(())
     }
 }

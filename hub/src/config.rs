@@ -29,6 +29,9 @@ pub struct HubConfig {
     /// Member fetches (lookups of other stores' members) each store may make per
     /// minute; 0: no limit.
     pub fetches_per_minute: u32,
+    /// A store's stream keeps what it has not acknowledged this many days; a store
+    /// away longer refetches its members when it comes back.
+    pub stream_retention_days: u32,
 }
 
 impl Default for HubConfig {
@@ -40,6 +43,7 @@ impl Default for HubConfig {
             lease_share_permille: crate::authority::LEASE_POLICY.share_permille,
             lease_minutes: crate::authority::LEASE_POLICY.duration_ms / 60_000,
             fetches_per_minute: crate::service::DEFAULT_FETCHES_PER_MINUTE,
+            stream_retention_days: 30,
         }
     }
 }
@@ -64,6 +68,11 @@ impl HubConfig {
         if !(0..=1000).contains(&self.lease_share_permille) {
             return Err(ConfigError::Invalid(
                 "lease_share_permille must be 0..=1000".into(),
+            ));
+        }
+        if self.stream_retention_days == 0 {
+            return Err(ConfigError::Invalid(
+                "stream_retention_days must be >= 1".into(),
             ));
         }
         if !(1..=7 * 24 * 60).contains(&self.lease_minutes) {

@@ -375,6 +375,20 @@ impl Hub {
         }
     }
 
+    /// Forgets what stores have not acknowledged of their streams for longer than
+    /// `retention_ms` (a store offline that long, or one that does not follow the
+    /// stream): its stream stays bounded, and such a store refetches when it polls
+    /// again. Returns how many positions were forgotten.
+    pub fn expire_streams(&self, retention_ms: i64) -> Result<u64, HubError> {
+        let n = self
+            .store
+            .expire_streams(self.now().saturating_sub(retention_ms))?;
+        if n > 0 {
+            tracing::info!(positions = n, "unacknowledged stream positions expired");
+        }
+        Ok(n)
+    }
+
     /// Wakes the polls of `store` waiting for news.
     fn wake_stream(&self, store: &str) {
         if let Ok(all) = self.streamed.lock()
@@ -1697,6 +1711,62 @@ mod tests {
             },
         );
         assert!(matches!(bad, Err(HubError::Invalid(_))), "{bad:?}");
+    }
+
+    /// What a store leaves unacknowledged past the retention is forgotten, and that
+    /// store must refetch; a store whose stream held nothing that old keeps its place.
+    #[test]
+    fn unacknowledged_stream_positions_expire_and_their_store_refetches() {
+        use base64::Engine;
+        let t = TestHub::new(T0, &["S001", "S002", "S003"]);
+        let (hub, rows) = (&t.hub, &t.rows);
+        let idx = base64::engine::general_purpose::STANDARD.encode([1u8; 32]);
+        let reg = serde_json::json!({ "phone_idx": idx }).to_string();
+        push_facts(
+            hub,
+            &rows[0],
+            vec![member_fact(
+                "S001",
+                1,
+                T0,
+                "member_registered",
+                "m-1",
+                0,
+                &reg,
+            )],
+        );
+        hub.fetch_member(
+            &rows[1],
+            &MemberFetch {
+                phone_idx: idx.clone(),
+                after: 0,
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let (_, s3) = poll(hub, &rows[2], START);
+        push_facts(
+            hub,
+            &rows[0],
+            vec![member_fact("S001", 2, T0, "purchase", "m-1", 5, "{}")],
+        );
+        const DAY: i64 = 86_400_000;
+        t.set_time(T0 + 29 * DAY);
+        assert_eq!(hub.expire_streams(30 * DAY).ok(), Some(0), "not old enough");
+        let (got, _) = poll(hub, &rows[1], START);
+        assert_eq!(got.len(), 1);
+        t.set_time(T0 + 31 * DAY);
+        assert_eq!(hub.expire_streams(30 * DAY).ok(), Some(1));
+        let after_expiry = hub.stream(
+            &rows[1],
+            &StreamRequest {
+                ..Default::default()
+            },
+        );
+        assert!(
+            matches!(after_expiry, Ok(StreamAnswer::MustRefetch { .. })),
+            "{after_expiry:?}"
+        );
+        assert_eq!(poll(hub, &rows[2], s3).0, vec![], "S003 keeps its place");
     }
 
     /// A push wakes the waiting polls of the stores its facts were streamed to, and no

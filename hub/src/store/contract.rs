@@ -236,6 +236,21 @@ fn a_stores_stream_carries_its_members_and_stops_at_release(s: &dyn HubStore) {
         .stream("S002", read.end, 100)
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(after.facts.is_empty(), "released: {after:?}");
+    // Unacknowledged positions older than the cutoff are forgotten, and the horizon
+    // moves past them; nothing younger is.
+    s.member_facts_by_phone("S002", &idx, 0, 100)
+        .unwrap_or_else(|e| panic!("{e}"));
+    push(s, "S001", vec![fact("S001", 5, 1, None, 40, 0)]);
+    assert_eq!(
+        s.expire_streams(T0).ok(),
+        Some(0),
+        "received at T0: not before T0"
+    );
+    // Never acknowledged by S002: facts 2 and 3 (before its release) and fact 5.
+    assert_eq!(s.expire_streams(T0 + 1).ok(), Some(3));
+    let expired = s.stream("S002", 0, 100).unwrap_or_else(|e| panic!("{e}"));
+    assert!(expired.facts.is_empty());
+    assert_eq!(expired.horizon, expired.end);
 }
 
 /// What is saved is what is loaded, per document and per peer.

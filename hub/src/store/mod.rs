@@ -216,6 +216,12 @@ pub trait Streams: Send + Sync + 'static {
     /// `store` no longer holds these members (16-byte ids): it stops receiving their
     /// facts, unless it fetched them after position `after`. Returns how many it held.
     fn release(&self, store: &str, members: &[[u8; 16]], after: u64) -> Result<usize, StoreError>;
+
+    /// Forgets, for every store, the stream positions of facts received before
+    /// `before` (unix ms) that it has not acknowledged; a store that loses any has its
+    /// horizon moved past them (it must refetch when it polls again). Returns how many
+    /// positions were forgotten.
+    fn expire_streams(&self, before: i64) -> Result<u64, StoreError>;
 }
 
 /// HQ documents and each store's sync state of them. Methods block; callers run them off the async runtime.

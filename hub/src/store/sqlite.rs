@@ -1775,6 +1775,32 @@ impl Streams for SqliteStore {
         })
     }
 
+    fn expire_streams(&self, before: i64) -> Result<u64, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        // The last position received before the cutoff (facts are received in
+        // position order).
+        let cutoff: i64 = tx
+            .prepare_cached("SELECT coalesce(max(id), 0) FROM facts WHERE received_at < ?1")?
+            .query_row(params![before], |r| r.get(0))?;
+        let stores: Vec<(String, i64)> = tx
+            .prepare_cached("SELECT store, max(pos) FROM stream WHERE pos <= ?1 GROUP BY store")?
+            .query_map(params![cutoff], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut n = 0u64;
+        for (store, last) in &stores {
+            n += tx
+                .prepare_cached("DELETE FROM stream WHERE store = ?1 AND pos <= ?2")?
+                .execute(params![store, last])? as u64;
+            tx.prepare_cached(
+                "UPDATE stores SET stream_horizon = max(stream_horizon, ?2) WHERE store_id = ?1",
+            )?
+            .execute(params![store, last])?;
+        }
+        tx.commit()?;
+        Ok(n)
+    }
+
     fn release(&self, store: &str, members: &[[u8; 16]], after: u64) -> Result<usize, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
