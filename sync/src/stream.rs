@@ -157,7 +157,8 @@ pub fn serve(
     facts: Vec<Streamed>,
     more: bool,
 ) -> StreamAnswer {
-    let moved = after > 0 && mark != hub.mark_at_cursor;
+    // Mark 0: a cursor stored before marks existed; its position is taken on trust.
+    let moved = after > 0 && mark != 0 && mark != hub.mark_at_cursor;
     if moved || after < hub.horizon || after > hub.end {
         return StreamAnswer::MustRefetch {
             resume: hub.end,

@@ -519,6 +519,16 @@ fn simulate(
             }
         }
     }
+    // converges: every store's sender ends with all it wrote acknowledged.
+    for s in &st {
+        let last = s.log().len() as u64;
+        if s.sender.acked != last {
+            return Err(format!(
+                "converges: {} acknowledged {} of {last} after healing",
+                s.node, s.sender.acked
+            ));
+        }
+    }
     Ok(created)
 }
 

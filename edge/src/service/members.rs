@@ -424,7 +424,8 @@ impl Edge {
             .await;
         match row {
             // Fetched, or nothing new since this store's last fetch of the phone.
-            Ok(Some(row)) => self.refresh_from_hub(row.phone_idx).await || self.hub_reachable(),
+            // A refusal (the fetch budget) or no answer is asked again.
+            Ok(Some(row)) => self.fetch_from_hub(row.phone_idx).await != Fetched::Failed,
             // Neither is held any more: nothing to fetch.
             Ok(None) => true,
             Err(_) => false,
@@ -439,13 +440,24 @@ impl Edge {
     pub async fn refetch_phones(&self) {
         const PACE: std::time::Duration = std::time::Duration::from_millis(150);
         const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+        // A phone that keeps failing is left to its next lookup (its fetch position
+        // was reset, so that lookup fetches it whole) rather than block the others.
+        const TRIES: u32 = 10;
+        /// Clears the running flag however the run ends (a panic included).
+        struct Running<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for Running<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
         if self
             .refetching
             .swap(true, std::sync::atomic::Ordering::SeqCst)
         {
             return;
         }
-        let (mut phones, mut wait) = (0usize, PACE);
+        let running = Running(&self.refetching);
+        let (mut phones, mut wait, mut tries) = (0usize, PACE, 0u32);
         loop {
             let next = match self.next_refetch_phone().await {
                 Ok(Some(p)) => p,
@@ -456,10 +468,18 @@ impl Edge {
                 }
             };
             if self.fetch_from_hub(next).await == Fetched::Failed {
-                wait = (wait * 2).min(MAX_WAIT);
-                tokio::time::sleep(wait).await;
-                continue;
+                tries += 1;
+                if tries < TRIES {
+                    wait = (wait * 2).min(MAX_WAIT);
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                tracing::warn!(
+                    tries,
+                    "stream: a phone could not be fetched again; left to its next lookup"
+                );
             }
+            tries = 0;
             if let Err(e) = self.refetched_phone(next).await {
                 tracing::error!(error = %e, "stream: recording the refetch failed");
                 break;
@@ -468,8 +488,7 @@ impl Edge {
             wait = PACE;
             tokio::time::sleep(PACE).await;
         }
-        self.refetching
-            .store(false, std::sync::atomic::Ordering::SeqCst);
+        drop(running);
         if phones > 0 {
             tracing::info!(phones, "stream: held members fetched again");
         }
