@@ -1429,6 +1429,36 @@ mod tests {
         assert_eq!(snapshot(), before);
     }
 
+    /// S001 registers member m-1 under phone index `[1; 32]` and S002 fetches them (so
+    /// S002 holds them); the phone index (base64).
+    fn registered_at_s001_fetched_by_s002(hub: &Hub, rows: &[StoreRow]) -> String {
+        use base64::Engine;
+        let idx = base64::engine::general_purpose::STANDARD.encode([1u8; 32]);
+        let reg = serde_json::json!({ "phone_idx": idx }).to_string();
+        push_facts(
+            hub,
+            &rows[0],
+            vec![member_fact(
+                "S001",
+                1,
+                T0,
+                "member_registered",
+                "m-1",
+                0,
+                &reg,
+            )],
+        );
+        hub.fetch_member(
+            &rows[1],
+            &MemberFetch {
+                phone_idx: idx.clone(),
+                after: 0,
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        idx
+    }
+
     /// A stream cursor: (position, mark of the fact there).
     type Cur = (u64, u64);
 
@@ -1717,32 +1747,9 @@ mod tests {
     /// store must refetch; a store whose stream held nothing that old keeps its place.
     #[test]
     fn unacknowledged_stream_positions_expire_and_their_store_refetches() {
-        use base64::Engine;
         let t = TestHub::new(T0, &["S001", "S002", "S003"]);
         let (hub, rows) = (&t.hub, &t.rows);
-        let idx = base64::engine::general_purpose::STANDARD.encode([1u8; 32]);
-        let reg = serde_json::json!({ "phone_idx": idx }).to_string();
-        push_facts(
-            hub,
-            &rows[0],
-            vec![member_fact(
-                "S001",
-                1,
-                T0,
-                "member_registered",
-                "m-1",
-                0,
-                &reg,
-            )],
-        );
-        hub.fetch_member(
-            &rows[1],
-            &MemberFetch {
-                phone_idx: idx.clone(),
-                after: 0,
-            },
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        registered_at_s001_fetched_by_s002(hub, rows);
         let (_, s3) = poll(hub, &rows[2], START);
         push_facts(
             hub,
@@ -1773,32 +1780,9 @@ mod tests {
     /// other's; closing the hub wakes them all.
     #[test]
     fn a_push_wakes_only_the_polls_it_gave_news() {
-        use base64::Engine;
         let t = TestHub::new(T0, &["S001", "S002", "S003"]);
         let (hub, rows) = (&t.hub, &t.rows);
-        let idx = base64::engine::general_purpose::STANDARD.encode([1u8; 32]);
-        let reg = serde_json::json!({ "phone_idx": idx }).to_string();
-        push_facts(
-            hub,
-            &rows[0],
-            vec![member_fact(
-                "S001",
-                1,
-                T0,
-                "member_registered",
-                "m-1",
-                0,
-                &reg,
-            )],
-        );
-        hub.fetch_member(
-            &rows[1],
-            &MemberFetch {
-                phone_idx: idx.clone(),
-                after: 0,
-            },
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        registered_at_s001_fetched_by_s002(hub, rows);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
