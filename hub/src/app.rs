@@ -117,6 +117,12 @@ impl App {
                 }
             })
         };
+        // Projections behind the ingest cursor follow pushes in their own thread.
+        let runner = crate::projections::Runner::spawn(
+            self.hub.behind(),
+            self.hub.projection_waker(),
+            std::time::Duration::from_secs(5),
+        )?;
         let hub = self.hub.clone();
         let shutdown = async move {
             shutdown.await;
@@ -124,6 +130,7 @@ impl App {
         };
         let served = crate::serve::serve(listener, app, self.tls, shutdown).await;
         upkeep.abort();
+        let _ = tokio::task::spawn_blocking(move || runner.stop()).await;
         served?;
         Ok(())
     }

@@ -7,16 +7,20 @@
 //! - [`authority`]: the redemption authority's rules (grants, overdraws, leases), pure.
 //! - [`redemption`]: authorizations, leases and overdraw reports, served over storage.
 //! - [`ingest`]: what a push may carry, each fact typed once, and what it projects.
+//! - [`projections`]: projections behind the ingest cursor, and their runner.
+//! - [`activity`]: members' activity, the first of them (pure rules).
 //! - [`api`]: HTTP handlers and error mapping.
 //! - [`tls`]: the hub's CA, server certificate and rustls config.
 //! - [`serve`]: the listener, over TLS or (only with `--insecure-dev`) plain HTTP.
 
+pub mod activity;
 pub mod api;
 pub mod app;
 pub mod authority;
 pub mod chain_keys;
 pub mod config;
 pub mod ingest;
+pub mod projections;
 pub mod redemption;
 pub mod serve;
 pub mod service;

@@ -52,7 +52,8 @@ enum Command {
         command: TiersCommand,
     },
     /// Rebuilds the projections kept per fact (registrations by phone, merged profiles,
-    /// member aliases) from the facts. It holds the database's writer while it runs: pushes wait (and
+    /// member aliases), then those behind the ingest cursor (members' activity), from
+    /// the facts. It holds the database's writer while it runs: pushes wait (and
     /// are retried by the stores), so run it in a quiet hour or with the hub stopped.
     Rebuild,
     /// Manages HQ points settings (earn and redeem rates, expiry).
@@ -234,8 +235,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 "{} facts read: {} registrations, {} members' profiles, {} aliases rebuilt; {} unreadable",
                 r.facts, r.registrations, r.profiles, r.aliases, r.unreadable
             );
-            if r.unreadable > 0 {
-                anyhow::bail!("{} held facts do not parse (see the log)", r.unreadable);
+            let mut unreadable = r.unreadable;
+            for (name, step) in hub(&dir, false)?.rebuild_behind()? {
+                println!(
+                    "{name}: {} facts folded up to position {}; {} unreadable",
+                    step.folded, step.position, step.unreadable
+                );
+                unreadable += step.unreadable;
+            }
+            if unreadable > 0 {
+                anyhow::bail!("{unreadable} held facts do not parse (see the log)");
             }
         }
         Command::Points {

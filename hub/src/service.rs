@@ -108,6 +108,8 @@ pub struct Hub {
     streamed: std::sync::Mutex<HashMap<String, tokio::sync::watch::Sender<u64>>>,
     /// Set once the server is shutting down: waiting stream polls answer at once.
     closing: std::sync::atomic::AtomicBool,
+    /// Wakes the projections behind the cursor when a push applied facts.
+    projected: crate::projections::Waker,
 }
 
 /// Member fetches a store may make per minute by default. Any enrolled store can read
@@ -185,6 +187,7 @@ impl Hub {
             fetch_budgets: Default::default(),
             streamed: Default::default(),
             closing: std::sync::atomic::AtomicBool::new(false),
+            projected: Default::default(),
         }
     }
 
@@ -504,6 +507,12 @@ impl Hub {
         for store in streamed_to {
             self.wake_stream(&store);
         }
+        if verdicts
+            .iter()
+            .any(|v| matches!(v, Verdict::Applied { .. }))
+        {
+            self.projected.wake();
+        }
         Ok(PushAck {
             from: HUB_NODE.into(),
             verdicts,
@@ -721,6 +730,60 @@ impl Hub {
                 .map_err(str::to_string)
         };
         Ok(self.store.rebuild_projections(&project)?)
+    }
+
+    /// The projections behind the ingest cursor, over this hub's storage.
+    pub fn behind(&self) -> Vec<Arc<dyn crate::projections::Behind>> {
+        crate::projections::all(self.store.clone())
+    }
+
+    /// What wakes the projections' runner (see [`crate::projections::Runner`]).
+    pub fn projection_waker(&self) -> crate::projections::Waker {
+        self.projected.clone()
+    }
+
+    /// Catches every projection behind the cursor up now (the runner does this in
+    /// the background; commands and tests call it to read a settled state).
+    pub fn catch_up_projections(&self) -> Result<u64, HubError> {
+        let mut folded = 0;
+        for p in self.behind() {
+            folded += crate::projections::catch_up(p.as_ref(), crate::projections::STEP)?.folded;
+        }
+        Ok(folded)
+    }
+
+    /// Empties every projection behind the cursor and folds the whole log again.
+    pub fn rebuild_behind(&self) -> Result<Vec<(&'static str, crate::store::Step)>, HubError> {
+        self.behind()
+            .iter()
+            .map(|p| {
+                Ok((
+                    p.name(),
+                    crate::projections::rebuild(self.store(), p.as_ref())?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Where each projection behind the cursor stands.
+    pub fn projections(&self) -> Result<Vec<crate::store::ProjectionPosition>, HubError> {
+        Ok(self.store.projection_positions()?)
+    }
+
+    /// A member's activity over every id merged into them, as far as the activity
+    /// projection has folded (`None`: no fact of theirs folded yet).
+    pub fn activity(&self, member: &str) -> Result<Option<crate::activity::Activity>, HubError> {
+        if uuid::Uuid::parse_str(member).is_err() {
+            return Err(HubError::Invalid(format!("{member:?} is not a member id")));
+        }
+        let rows = self.store.activity_rows(member)?;
+        Ok((!rows.is_empty()).then(|| {
+            rows.iter()
+                .fold(crate::activity::Activity::default(), |mut a, r| {
+                    a.combine(r);
+                    a
+                })
+        }))
     }
 
     /// Every store with its last sync, lag and pending count.
@@ -1427,6 +1490,149 @@ mod tests {
             "6 store facts and the hub's merge"
         );
         assert_eq!(snapshot(), before);
+    }
+
+    /// Members' activity is folded behind the ingest cursor in steps of any size, and
+    /// a rebuild from the log gives the same rows; a merged person's activity adds up
+    /// every id's. The fixture of every kind of fact the edge writes goes through it.
+    #[test]
+    fn activity_behind_the_cursor_equals_a_rebuild_and_adds_up_merged_ids() {
+        use base64::Engine;
+        let t = TestHub::new(T0, &["S001", "S002"]);
+        let (hub, rows) = (&t.hub, &t.rows);
+        // Every kind a store writes, but merges (the hub's own) and the re-key (of a
+        // member registered before the store enrolled, which has no registration here).
+        let fixture: Vec<&str> = include_str!("../../domain/fixtures/facts-v1.jsonl")
+            .lines()
+            .filter(|l| {
+                !l.trim().is_empty()
+                    && !l.contains(r#""kind":"member_merged""#)
+                    && !l.contains(r#""kind":"member_rekeyed""#)
+            })
+            .collect();
+        let origin = |node: &str| Origin {
+            node: node.into(),
+            incarnation: uuid::Uuid::from_u128(7),
+        };
+        // The fixture as S001's first facts, pushed in three parts, with steps of 1,
+        // 2 and 3 facts between the pushes (rows read back and added to).
+        let facts: Vec<Fact> = fixture
+            .iter()
+            .enumerate()
+            .map(|(i, body)| Fact {
+                origin: origin("S001"),
+                seq: i as u64 + 1,
+                body: (*body).to_string(),
+            })
+            .collect();
+        let n = facts.len() as u64;
+        let step = |max: usize| {
+            crate::projections::ActivityProjection(t.hub.store.clone()).step_at_most(max)
+        };
+        let applied = |ack: PushAck| {
+            assert!(
+                ack.verdicts
+                    .iter()
+                    .all(|v| matches!(v, Verdict::Applied { .. })),
+                "{ack:?}"
+            );
+        };
+        for (part, max) in facts.chunks(facts.len() / 3 + 1).zip([1usize, 2, 3]) {
+            applied(push_facts(hub, &rows[0], part.to_vec()));
+            for _ in 0..4 {
+                step(max);
+            }
+        }
+        // One phone registered at both stores: S002's m-3 is merged into S001's m-1.
+        let idx = base64::engine::general_purpose::STANDARD.encode([1u8; 32]);
+        let reg = serde_json::json!({ "phone_idx": idx }).to_string();
+        let sale = |store: &str, seq, at, m: &str, total: i64| {
+            let body = format!(r#"{{"receipt_id":"R{seq}","subtotal":{total},"total":{total}}}"#);
+            member_fact(store, seq, at, "purchase", m, 1, &body)
+        };
+        let refund = r#"{"receipt_id":"R1","per_line":[1],"gross":300,"amount":300}"#;
+        let mut s1: Vec<Fact> = vec![
+            member_fact("S001", 1, T0, "member_registered", "m-1", 0, &reg),
+            sale("S001", 2, T0 + 10, "m-1", 1_000),
+            sale("S001", 3, T0 + 20, "m-1", 500),
+        ];
+        for f in &mut s1 {
+            f.origin = origin("S001");
+            f.seq += n;
+        }
+        applied(push_facts(hub, &rows[0], s1));
+        step(2);
+        let s2 = vec![
+            member_fact("S002", 1, T0 + 5, "member_registered", "m-3", 0, &reg),
+            sale("S002", 2, T0 + 30, "m-3", 2_000),
+            member_fact("S002", 3, T0 + 40, "refund", "m-3", 0, refund),
+        ];
+        applied(push_facts(hub, &rows[1], s2));
+        let caught = hub.catch_up_projections().unwrap_or_else(|e| panic!("{e}"));
+        assert!(caught > 0, "the last facts were folded by the catch-up");
+        let positions = hub.projections().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(positions.len(), 1);
+        assert_eq!(positions[0].position, positions[0].end, "{positions:?}");
+        let incremental = hub.store().all_activity().unwrap_or_else(|e| panic!("{e}"));
+        // Every member fact of the fixture and of the two stores is counted once.
+        let member_facts = fixture
+            .iter()
+            .filter(|l| {
+                patron_domain::Entry::parse(l)
+                    .ok()
+                    .and_then(|e| e.member)
+                    .is_some()
+            })
+            .count() as i64
+            + 6;
+        assert_eq!(
+            incremental.iter().map(|(_, a)| a.facts).sum::<i64>(),
+            member_facts
+        );
+        let rebuilt = hub.rebuild_behind().unwrap_or_else(|e| panic!("{e}"));
+        // The step hands the hub's merge to the fold too, which passes over it.
+        assert_eq!(rebuilt[0].1.folded as i64, member_facts + 1);
+        assert_eq!(
+            hub.store().all_activity().unwrap_or_else(|e| panic!("{e}")),
+            incremental,
+            "a rebuild gives what the steps gave"
+        );
+        // The person behind m-1 and m-3: three purchases, one refund, the extremes of
+        // both ids.
+        let person = hub
+            .activity(&mid("m-1"))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_default();
+        assert_eq!(
+            (
+                person.purchases,
+                person.spend,
+                person.refunds,
+                person.refunded
+            ),
+            (3, 3_500, 1, 300)
+        );
+        assert_eq!(
+            (
+                person.first_purchase_at,
+                person.last_purchase_at,
+                person.last_seen_at
+            ),
+            (Some(T0 + 10), Some(T0 + 30), T0 + 40)
+        );
+        assert_eq!(
+            hub.activity(&mid("m-3")).unwrap_or_else(|e| panic!("{e}")),
+            Some(person),
+            "the merged id reads the same person"
+        );
+        assert!(matches!(
+            hub.activity("not-a-member"),
+            Err(HubError::Invalid(_))
+        ));
+        assert_eq!(
+            hub.activity(&mid("m-99")).unwrap_or_else(|e| panic!("{e}")),
+            None
+        );
     }
 
     /// S001 registers member m-1 under phone index `[1; 32]` and S002 fetches them (so

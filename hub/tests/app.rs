@@ -4,31 +4,74 @@
 use patron_hub::app::App;
 use patron_hub::config::HubConfig;
 
+/// The real hub, serving in process on a random port.
+struct Running {
+    base: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// S001's one-time enrollment token.
+    token: String,
+}
+
+impl Running {
+    /// Opens the hub in `dir` (plain HTTP), registers S001 and serves.
+    async fn start(dir: &std::path::Path) -> Running {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let cfg = HubConfig {
+            data_dir: dir.to_path_buf(),
+            insecure_dev: true,
+            ..HubConfig::default()
+        };
+        let app = App::open(&cfg).unwrap_or_else(|e| panic!("{e:#}"));
+        let token = app
+            .hub
+            .add_store("S001", "Store 1", "pilot")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let base = format!(
+            "http://{}",
+            listener.local_addr().unwrap_or_else(|e| panic!("{e}"))
+        );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(app.run(listener, async {
+            let _ = stopped.await;
+        }));
+        Running {
+            base,
+            stop,
+            server,
+            token,
+        }
+    }
+
+    /// S001 enrolls through the API; the answer.
+    async fn enroll(&self, http: &reqwest::Client) -> serde_json::Value {
+        let secret = self.token.rsplit_once('.').map_or("", |t| t.0);
+        http.post(format!("{}/v1/enroll", self.base))
+            .json(&serde_json::json!({"secret": secret, "store_id": "S001", "protocol": 2}))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .json()
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Shuts the hub down; it must stop cleanly.
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(10), self.server).await;
+        assert!(matches!(ended, Ok(Ok(Ok(())))), "{ended:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_real_hub_serves_in_process_and_stops_on_shutdown() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let cfg = HubConfig {
-        data_dir: dir.path().to_path_buf(),
-        insecure_dev: true,
-        ..HubConfig::default()
-    };
-    let app = App::open(&cfg).unwrap_or_else(|e| panic!("{e:#}"));
-    let token = app
-        .hub
-        .add_store("S001", "Store 1", "pilot")
-        .unwrap_or_else(|e| panic!("{e}"));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let base = format!(
-        "http://{}",
-        listener.local_addr().unwrap_or_else(|e| panic!("{e}"))
-    );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run(listener, async {
-        let _ = stopped.await;
-    }));
+    let hub = Running::start(dir.path()).await;
+    let base = hub.base.clone();
     let http = reqwest::Client::new();
     let get = |path: &str| {
         let (http, url) = (http.clone(), format!("{base}{path}"));
@@ -51,16 +94,7 @@ async fn the_real_hub_serves_in_process_and_stops_on_shutdown() {
         (404, Some("not_found"))
     );
     // Enrollment through the API, then the stream with the credential it gave.
-    let secret = token.rsplit_once('.').map_or("", |t| t.0);
-    let enrolled: serde_json::Value = http
-        .post(format!("{base}/v1/enroll"))
-        .json(&serde_json::json!({"secret": secret, "store_id": "S001", "protocol": 2}))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .json()
-        .await
-        .unwrap_or_default();
+    let enrolled = hub.enroll(&http).await;
     assert_eq!(enrolled["negotiated"]["protocol"], 2, "{enrolled}");
     let credential = enrolled["credential"]
         .as_str()
@@ -92,7 +126,121 @@ async fn the_real_hub_serves_in_process_and_stops_on_shutdown() {
         (200, Some("page")),
         "{body}"
     );
-    let _ = stop.send(());
-    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), server).await;
-    assert!(matches!(ended, Ok(Ok(Ok(())))), "{ended:?}");
+    hub.stop().await;
+}
+
+/// A push's facts reach the activity projection in the background: the runner is
+/// woken by the push (well before its 5 s idle tick), and HQ reads the member's
+/// activity and the projection's position; stores and strangers read neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pushed_sale_shows_in_the_members_activity_without_a_rebuild() {
+    use patron_protocol::hub::{PushRequest, SyncReport};
+    use patron_sync::session::{Fact, Push, batch};
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let admin = "hq-admin-token";
+    let hash = ring::digest::digest(&ring::digest::SHA256, admin.as_bytes());
+    std::fs::write(
+        dir.path().join(patron_hub::app::ADMIN_HASH),
+        hex::encode(hash.as_ref()),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let hub = Running::start(dir.path()).await;
+    let base = hub.base.clone();
+    let http = reqwest::Client::new();
+    let enrolled = hub.enroll(&http).await;
+    let credential = enrolled["credential"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let member = uuid::Uuid::from_u128(0x0190_a000_0000_7000_8000_0000_0000_1001);
+    let origin = patron_protocol::Origin {
+        node: "S001".into(),
+        incarnation: uuid::Uuid::from_u128(1),
+    };
+    let sale = |seq: u64, total: i64| Fact {
+        origin: origin.clone(),
+        seq,
+        body: serde_json::json!({"kind": "purchase", "at": 1_764_000_000_000i64 + seq as i64,
+            "member": member, "txn": uuid::Uuid::from_u128(u128::from(seq) << 64),
+            "body": {"receipt_id": format!("R{seq}"), "subtotal": total, "total": total}})
+        .to_string(),
+    };
+    let req = PushRequest {
+        report: SyncReport {
+            origin: Some(origin.clone()),
+            last_seq: 2,
+            protocol: Some(2),
+            ..Default::default()
+        },
+        push: Push {
+            from: "S001".into(),
+            batches: vec![batch(origin.clone(), vec![sale(1, 1_200), sale(2, 800)])],
+        },
+    };
+    let pushed = http
+        .post(format!("{base}/v1/sync/push"))
+        .bearer_auth(&credential)
+        .json(&req)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(pushed.status().as_u16(), 200);
+    let pushed_at = std::time::Instant::now();
+    let get = |path: String, bearer: Option<String>| {
+        let (http, url) = (http.clone(), format!("{base}{path}"));
+        async move {
+            let mut req = http.get(url);
+            if let Some(b) = bearer {
+                req = req.bearer_auth(b);
+            }
+            let r = req.send().await.unwrap_or_else(|e| panic!("{e}"));
+            let status = r.status().as_u16();
+            (
+                status,
+                r.json::<serde_json::Value>().await.unwrap_or_default(),
+            )
+        }
+    };
+    let path = format!("/v1/members/{member}/activity");
+    let activity = loop {
+        let (status, body) = get(path.clone(), Some(admin.into())).await;
+        if status == 200 {
+            break body;
+        }
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (404, Some("not_found")),
+            "{body}"
+        );
+        assert!(
+            pushed_at.elapsed() < std::time::Duration::from_secs(4),
+            "the push did not wake the projections (their idle tick is 5 s)"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        (activity["purchases"].as_i64(), activity["spend"].as_i64()),
+        (Some(2), Some(2_000)),
+        "{activity}"
+    );
+    let (status, positions) = get("/v1/projections".into(), Some(admin.into())).await;
+    assert_eq!(status, 200);
+    assert_eq!(positions[0]["name"], "activity", "{positions}");
+    assert_eq!(positions[0]["position"], positions[0]["end"], "{positions}");
+    // A store's credential is not HQ's, and a path that names no member is refused.
+    let (status, _) = get(path.clone(), Some(credential.clone())).await;
+    assert_eq!(status, 401);
+    let (status, _) = get(path.clone(), None).await;
+    assert_eq!(status, 401);
+    let (status, body) = get(
+        "/v1/members/not-a-member/activity".into(),
+        Some(admin.into()),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_request")),
+        "{body}"
+    );
+    hub.stop().await;
 }

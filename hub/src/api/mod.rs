@@ -53,6 +53,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/members/fetch", post(fetch_member))
         .route("/v1/leases/return", post(return_lease))
         .route("/v1/overdraws", get(overdraws))
+        .route("/v1/projections", get(projections))
+        .route("/v1/members/{member}/activity", get(activity))
         .fallback(|| async { err(HubCode::NotFound, "no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
@@ -248,6 +250,33 @@ async fn overdraws(State(s): State<AppState>, _: HqAdmin) -> Response {
     let hub = s.hub.clone();
     match blocking(move || hub.overdraw_report()).await {
         Ok(report) => axum::Json(report).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// Where each projection behind the ingest cursor stands (HQ).
+async fn projections(State(s): State<AppState>, _: HqAdmin) -> Response {
+    let hub = s.hub.clone();
+    match blocking(move || hub.projections()).await {
+        Ok(p) => axum::Json(p).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// A member's activity over every id merged into them (HQ): 404 when none of their
+/// facts has been folded in.
+async fn activity(
+    State(s): State<AppState>,
+    _: HqAdmin,
+    member: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
+) -> Response {
+    let Ok(axum::extract::Path(member)) = member else {
+        return HubError::Invalid("the path names no member".into()).into_response();
+    };
+    let hub = s.hub.clone();
+    match blocking(move || hub.activity(&member)).await {
+        Ok(Some(a)) => axum::Json(a).into_response(),
+        Ok(None) => err(HubCode::NotFound, "no activity of this member yet"),
         Err(r) => r,
     }
 }

@@ -18,6 +18,7 @@ pub fn run_all<S: HubStore>(open: impl Fn() -> S) {
     a_phone_registered_twice_is_one_member(&open());
     a_stores_stream_carries_its_members_and_stops_at_release(&open());
     documents_and_their_sync_states_round_trip(&open());
+    a_projection_step_folds_what_follows_its_position_once(&open());
 }
 
 fn store(s: &dyn HubStore, id: &str) {
@@ -268,4 +269,50 @@ fn documents_and_their_sync_states_round_trip(s: &dyn HubStore) {
         Some(Some(b"s1".to_vec()))
     );
     assert_eq!(s.load_doc_state("ring:all", "S002").ok(), Some(None));
+}
+
+/// A projection behind the cursor folds each member fact once, in steps of any size,
+/// stops at the end it read, and starts over after a reset.
+fn a_projection_step_folds_what_follows_its_position_once(s: &dyn HubStore) {
+    store(s, "S001");
+    let fold = crate::activity::fold;
+    let empty = s.step_activity(10, fold).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((empty.folded, empty.position, empty.end), (0, 0, 0));
+    push(
+        s,
+        "S001",
+        vec![
+            fact("S001", 1, 1, None, 5, 0),
+            fact("S001", 2, 2, None, 0, 0),
+        ],
+    );
+    let first = s.step_activity(1, fold).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((first.folded, first.position < first.end), (1, true));
+    let second = s.step_activity(10, fold).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((second.folded, second.position), (1, second.end));
+    let again = s.step_activity(10, fold).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(again.folded, 0, "nothing is folded twice");
+    let rows = s.all_activity().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        rows.iter()
+            .map(|(m, a)| (*m, a.purchases, a.points_earned))
+            .collect::<Vec<_>>(),
+        vec![(member(1), 1, 5), (member(2), 1, 0)]
+    );
+    s.reset_projection(crate::activity::ACTIVITY)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        s.all_activity()
+            .unwrap_or_else(|e| panic!("{e}"))
+            .is_empty()
+    );
+    let positions = s.projection_positions().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(positions[0].position, 0);
+    let refolded = s.step_activity(10, fold).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(refolded.folded, 2);
+    assert_eq!(s.all_activity().unwrap_or_else(|e| panic!("{e}")), rows);
+    assert!(matches!(
+        s.reset_projection("nothing"),
+        Err(StoreError::NoSuchProjection(_))
+    ));
 }

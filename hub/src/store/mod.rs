@@ -5,6 +5,7 @@
 pub(crate) mod contract;
 pub mod sqlite;
 
+pub use crate::activity::Activity;
 pub use crate::authority::{Hold, OverdrawRow};
 pub use crate::ingest::{PointsRow, TypedFact};
 
@@ -45,6 +46,9 @@ pub enum StoreError {
     /// A stored value does not parse.
     #[error("corrupt: {0}")]
     Corrupt(String),
+    /// No projection of this name.
+    #[error("no projection {0}")]
+    NoSuchProjection(String),
     /// I/O around the database file.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
@@ -239,11 +243,66 @@ pub trait Documents: Send + Sync + 'static {
     fn save_doc_state(&self, doc_id: &str, peer: &str, state: &[u8]) -> Result<(), StoreError>;
 }
 
+/// Projections behind the ingest cursor (`crate::projections`): each keeps its own
+/// position in the facts' ingest order and its rows, written together. Methods block;
+/// callers run them off the async runtime.
+pub trait Projections: Send + Sync + 'static {
+    /// Folds the member facts after the activity projection's position, at most
+    /// `max`, into their members' rows with `fold`, and writes the rows and the new
+    /// position in one transaction. The facts and the rows are read in one snapshot
+    /// off the writer; a step that read before a [`Projections::reset_projection`]
+    /// writes nothing. A fact that no longer parses is skipped, counted and logged.
+    fn step_activity(&self, max: usize, fold: crate::activity::Fold) -> Result<Step, StoreError>;
+
+    /// Empties projection `name` and puts it back at the start of the log.
+    fn reset_projection(&self, name: &str) -> Result<(), StoreError>;
+
+    /// The activity rows of every id of the person `member` (a member id) stands for:
+    /// its survivor and every id merged into it.
+    fn activity_rows(&self, member: &str) -> Result<Vec<Activity>, StoreError>;
+
+    /// Every member id's activity row, by id (exports, and the rebuild test).
+    fn all_activity(&self) -> Result<Vec<(uuid::Uuid, Activity)>, StoreError>;
+
+    /// Where each projection stands against the end of the log.
+    fn projection_positions(&self) -> Result<Vec<ProjectionPosition>, StoreError>;
+}
+
+/// What one step of a projection did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Step {
+    /// Member facts handed to the fold (which may pass over some, e.g. merges).
+    pub folded: u64,
+    /// Facts skipped because they no longer parse (damage).
+    pub unreadable: u64,
+    /// The projection's position afterwards.
+    pub position: u64,
+    /// The log's last position when the step read it.
+    pub end: u64,
+}
+
+/// Where a projection stands.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ProjectionPosition {
+    /// Its name.
+    pub name: String,
+    /// The last ingest position folded in.
+    pub position: u64,
+    /// The log's last position.
+    pub end: u64,
+}
+
 /// Everything the hub stores: each capability above. A backend implements them all and
 /// must pass the storage contract suite (`store::contract`).
-pub trait HubStore: Stores + FactLog + AuthorityStore + Members + Streams + Documents {}
+pub trait HubStore:
+    Stores + FactLog + AuthorityStore + Members + Streams + Documents + Projections
+{
+}
 
-impl<T: Stores + FactLog + AuthorityStore + Members + Streams + Documents> HubStore for T {}
+impl<T: Stores + FactLog + AuthorityStore + Members + Streams + Documents + Projections> HubStore
+    for T
+{
+}
 
 /// What the stream holds for a store after a position.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -20,10 +20,12 @@ use patron_sync::rights::{Lease, LeasePolicy, NoLease, Rights};
 use patron_sync::session::{Fact, Judgement, Merged};
 use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::activity::{ACTIVITY, Activity, Fold as ActivityFold};
+
 use super::{
     AuthorityStore, Decide, Documents, FactLog, Hold, IngestJob, Ingested, Members, NewStore,
-    OverdrawRule, PendingAnswer, PointsRow, Rebuilt, Reproject, Spendable, StoreError, StoreRow,
-    Stores, StreamRead, Streams, TypedFact,
+    OverdrawRule, PendingAnswer, PointsRow, ProjectionPosition, Projections, Rebuilt, Reproject,
+    Spendable, Step, StoreError, StoreRow, Stores, StreamRead, Streams, TypedFact,
 };
 
 /// Migration `i` takes the schema from version `i` to `i + 1`. Append only.
@@ -293,6 +295,33 @@ const MIGRATIONS: &[&str] = &[
     -- A member only the stores that wrote their facts know has no rows here: the
     -- first fetch by another store makes those stores holders (patron-hub ingest).
     ALTER TABLE stores ADD COLUMN stream_horizon INTEGER NOT NULL DEFAULT 0;
+    "#,
+    r#"
+    -- Projections behind the ingest cursor (crate::projections): each keeps the last
+    -- ingest position it folded in; a reset moves its generation on, so a step that
+    -- read before the reset never writes after it.
+    CREATE TABLE projections (
+        name       TEXT    PRIMARY KEY,
+        position   INTEGER NOT NULL,
+        generation INTEGER NOT NULL
+    ) STRICT;
+    INSERT INTO projections (name, position, generation) VALUES ('activity', 0, 0);
+    -- Each member id's activity (crate::activity), as the facts name the member (a
+    -- merged person has a row per id; reads add them up).
+    CREATE TABLE activity (
+        member            BLOB    PRIMARY KEY,
+        facts             INTEGER NOT NULL,
+        purchases         INTEGER NOT NULL,
+        spend             INTEGER NOT NULL,
+        refunds           INTEGER NOT NULL,
+        refunded          INTEGER NOT NULL,
+        first_purchase_at INTEGER,
+        last_purchase_at  INTEGER,
+        points_earned     INTEGER NOT NULL,
+        points_spent      INTEGER NOT NULL,
+        points_reversed   INTEGER NOT NULL,
+        last_seen_at      INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
     "#,
 ];
 
@@ -1730,6 +1759,215 @@ impl Members for SqliteStore {
             }
         }
         Ok(merged)
+    }
+}
+
+/// The activity row's columns, in the order [`activity_row`] reads them.
+const ACTIVITY_COLUMNS: &str = "facts, purchases, spend, refunds, refunded, first_purchase_at,
+     last_purchase_at, points_earned, points_spent, points_reversed, last_seen_at";
+
+/// An activity row from columns `at..at + 11` ([`ACTIVITY_COLUMNS`]).
+fn activity_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Activity> {
+    Ok(Activity {
+        facts: r.get(at)?,
+        purchases: r.get(at + 1)?,
+        spend: r.get(at + 2)?,
+        refunds: r.get(at + 3)?,
+        refunded: r.get(at + 4)?,
+        first_purchase_at: r.get(at + 5)?,
+        last_purchase_at: r.get(at + 6)?,
+        points_earned: r.get(at + 7)?,
+        points_spent: r.get(at + 8)?,
+        points_reversed: r.get(at + 9)?,
+        last_seen_at: r.get(at + 10)?,
+    })
+}
+
+/// A 16-byte member id column.
+fn member_id(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<uuid::Uuid> {
+    let b: Vec<u8> = r.get(i)?;
+    uuid::Uuid::from_slice(&b).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Blob, Box::new(e))
+    })
+}
+
+impl Projections for SqliteStore {
+    fn step_activity(&self, max: usize, fold: ActivityFold) -> Result<Step, StoreError> {
+        let max = max.max(1);
+        // Read off the writer, in one snapshot: the position, the facts after it and
+        // the current rows of their members (only this projection writes them).
+        let (position, generation, end, facts, mut rows) = {
+            let conn = self.readers.get();
+            let tx = conn.unchecked_transaction()?;
+            let (position, generation): (i64, i64) = tx
+                .prepare_cached("SELECT position, generation FROM projections WHERE name = ?1")?
+                .query_row(params![ACTIVITY], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let end: i64 = tx
+                .prepare_cached("SELECT coalesce(max(id), 0) FROM facts")?
+                .query_row([], |r| r.get(0))?;
+            let facts: Vec<(i64, String)> = tx
+                .prepare_cached(
+                    "SELECT id, body FROM facts
+                      WHERE id > ?1 AND id <= ?2 AND member IS NOT NULL ORDER BY id LIMIT ?3",
+                )?
+                .query_map(params![position, end, max as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut rows = std::collections::HashMap::<uuid::Uuid, Activity>::new();
+            let mut read = tx.prepare_cached(&format!(
+                "SELECT {ACTIVITY_COLUMNS} FROM activity WHERE member = ?1"
+            ))?;
+            for (_, body) in &facts {
+                // The member column is the body's member (ingest typed it from there).
+                let Ok(entry) = Entry::parse(body) else {
+                    continue;
+                };
+                if let Some(m) = entry.member
+                    && !rows.contains_key(&m)
+                {
+                    let held = read
+                        .query_row(params![&m.as_bytes()[..]], |r| activity_row(r, 0))
+                        .optional()?;
+                    rows.insert(m, held.unwrap_or_default());
+                }
+            }
+            drop(read);
+            tx.commit()?;
+            (position, generation, end, facts, rows)
+        };
+        let upto = if facts.len() == max {
+            facts.last().map_or(end, |(id, _)| *id)
+        } else {
+            end
+        };
+        let mut step = Step {
+            folded: 0,
+            unreadable: 0,
+            position: upto as u64,
+            end: end as u64,
+        };
+        for (id, body) in &facts {
+            match Entry::parse(body) {
+                Ok(entry) => {
+                    if let Some(row) = entry.member.and_then(|m| rows.get_mut(&m)) {
+                        fold(row, &entry);
+                        step.folded += 1;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(fact = id, error = %e, "a held fact does not parse: activity skips it");
+                    step.unreadable += 1;
+                }
+            }
+        }
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let moved = tx
+            .prepare_cached(
+                "UPDATE projections SET position = ?2
+                  WHERE name = ?1 AND position = ?3 AND generation = ?4",
+            )?
+            .execute(params![ACTIVITY, upto, position, generation])?;
+        if moved == 0 {
+            // Reset (or stepped by another process) since the read: nothing of it
+            // counts any more.
+            return Ok(Step {
+                position: position as u64,
+                end: end as u64,
+                ..Step::default()
+            });
+        }
+        {
+            let mut write = tx.prepare_cached(&format!(
+                "INSERT OR REPLACE INTO activity (member, {ACTIVITY_COLUMNS})
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+            ))?;
+            for (m, a) in &rows {
+                write.execute(params![
+                    &m.as_bytes()[..],
+                    a.facts,
+                    a.purchases,
+                    a.spend,
+                    a.refunds,
+                    a.refunded,
+                    a.first_purchase_at,
+                    a.last_purchase_at,
+                    a.points_earned,
+                    a.points_spent,
+                    a.points_reversed,
+                    a.last_seen_at,
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(step)
+    }
+
+    fn reset_projection(&self, name: &str) -> Result<(), StoreError> {
+        let table = match name {
+            ACTIVITY => "activity",
+            other => return Err(StoreError::NoSuchProjection(other.to_string())),
+        };
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute(&format!("DELETE FROM {table}"), [])?;
+        tx.prepare_cached(
+            "UPDATE projections SET position = 0, generation = generation + 1 WHERE name = ?1",
+        )?
+        .execute(params![name])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn activity_rows(&self, member: &str) -> Result<Vec<Activity>, StoreError> {
+        let conn = self.readers.get();
+        let mut stmt = conn.prepare_cached(&format!(
+            concat!(
+                "WITH r(id) AS (SELECT ",
+                root_of!("?1"),
+                ")
+                 SELECT {} FROM activity
+                  WHERE member IN (SELECT unhex(replace(id, '-', '')) FROM r UNION ALL
+                                   SELECT unhex(replace(loser, '-', ''))
+                                     FROM member_aliases, r WHERE survivor = r.id)"
+            ),
+            ACTIVITY_COLUMNS
+        ))?;
+        let rows = stmt
+            .query_map(params![member], |r| activity_row(r, 0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    fn all_activity(&self) -> Result<Vec<(uuid::Uuid, Activity)>, StoreError> {
+        let conn = self.readers.get();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT member, {ACTIVITY_COLUMNS} FROM activity ORDER BY member"
+        ))?;
+        let rows = stmt
+            .query_map([], |r| Ok((member_id(r, 0)?, activity_row(r, 1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    fn projection_positions(&self) -> Result<Vec<ProjectionPosition>, StoreError> {
+        let conn = self.readers.get();
+        let tx = conn.unchecked_transaction()?;
+        let end: i64 = tx
+            .prepare_cached("SELECT coalesce(max(id), 0) FROM facts")?
+            .query_row([], |r| r.get(0))?;
+        let out = tx
+            .prepare_cached("SELECT name, position FROM projections ORDER BY name")?
+            .query_map([], |r| {
+                Ok(ProjectionPosition {
+                    name: r.get(0)?,
+                    position: r.get::<_, i64>(1)? as u64,
+                    end: end as u64,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(out)
     }
 }
 

@@ -547,6 +547,14 @@ async fn points_settings_are_the_chains_not_the_stores() -> Result<()> {
         report.contains(": 4 registrations") && report.contains("; 0 unreadable"),
         "{report}"
     );
+    // And members' activity, folded again from the whole log while the hub serves.
+    let folded: u64 = report
+        .lines()
+        .find_map(|l| l.strip_prefix("activity: "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_default();
+    assert!(folded >= 4 && report.contains("; 0 unreadable"), "{report}");
     let r = b.get("/v1/members?phone=13700000001").await?;
     assert_eq!(r.status, 200, "{}", r.json);
 
