@@ -1,5 +1,5 @@
 //! Members' activity: what each member bought and how they used their points, folded
-//! from their facts behind the ingest cursor (a projection, see [`crate::projections`]).
+//! from their facts behind the ingest cursor (a projection: `projections.rs`).
 //! The first of the per-member aggregates that analytics and segments read instead of
 //! scanning facts (DESIGN.md, hard part 11). Pure: no storage here.
 

@@ -42,7 +42,7 @@ impl Default for HubConfig {
             insecure_dev: false,
             lease_share_permille: crate::authority::LEASE_POLICY.share_permille,
             lease_minutes: crate::authority::LEASE_POLICY.duration_ms / 60_000,
-            fetches_per_minute: crate::service::DEFAULT_FETCHES_PER_MINUTE,
+            fetches_per_minute: crate::directory::DEFAULT_FETCHES_PER_MINUTE,
             stream_retention_days: 30,
         }
     }

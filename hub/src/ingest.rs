@@ -8,6 +8,9 @@ use patron_domain::{Entry, Kind};
 use patron_sync::profile::{ProfileOp, ops_of, stamp_of};
 use patron_sync::session::Batch;
 
+/// The hub's node name in sync messages.
+pub const HUB_NODE: &str = "hub";
+
 /// Profile stamps further ahead of the hub's clock than this are clamped to it: a store
 /// whose clock runs fast must not win every later edit for as long as it is ahead.
 pub const MAX_CLOCK_AHEAD_MS: i64 = 60_000;

@@ -3,7 +3,13 @@
 //! - [`config`]: the hub's configuration (defaults, file, environment, flags).
 //! - [`app`]: the composition root: `run(config, listener, shutdown)`.
 //! - [`store`]: storage behind the [`store::HubStore`] trait (SQLite now).
-//! - [`service`]: the rules (enrollment, authentication, judging pushes).
+//! - [`service`]: the hub composed of its components, and the sync server (pushes,
+//!   streams, refetches, projections).
+//! - [`enrollment`]: stores joining, their credentials, protocol negotiation.
+//! - [`directory`]: members across stores (fetch by phone, profiles, activity).
+//! - [`documents`]: HQ documents (rule sets, settings) and the stores' sync of them.
+//! - [`error`]: what can go wrong, for every component.
+//! - [`clock`]: the shared clock.
 //! - [`authority`]: the redemption authority's rules (grants, overdraws, leases), pure.
 //! - [`redemption`]: authorizations, leases and overdraw reports, served over storage.
 //! - [`ingest`]: what a push may carry, each fact typed once, and what it projects.
@@ -18,7 +24,12 @@ pub mod api;
 pub mod app;
 pub mod authority;
 pub mod chain_keys;
+pub mod clock;
 pub mod config;
+pub mod directory;
+pub mod documents;
+pub mod enrollment;
+pub mod error;
 pub mod ingest;
 pub mod projections;
 pub mod redemption;

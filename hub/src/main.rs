@@ -8,7 +8,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use patron_hub::app::{ADMIN_HASH, App, open_hub};
 use patron_hub::config::HubConfig;
-use patron_hub::service::{Hub, secret_hash};
+use patron_hub::enrollment::secret_hash;
+use patron_hub::service::Hub;
 use patron_hub::store::sqlite::SqliteStore;
 use patron_hub::tls;
 use tokio::net::TcpListener;
@@ -187,14 +188,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     ring,
                 },
         } => {
-            let token = hub(&dir, false)?.add_store(&store_id, &name, &ring)?;
+            let token = hub(&dir, false)?
+                .enrollment
+                .add_store(&store_id, &name, &ring)?;
             println!("store {store_id} added to ring {ring}");
             println!("enrollment token (one use): {token}");
         }
         Command::Store {
             command: StoreCommand::List { json },
         } => {
-            let list = hub(&dir, false)?.stores()?;
+            let list = hub(&dir, false)?.enrollment.stores()?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
@@ -218,7 +221,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let json = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
-            let version = hub(&dir, false)?.publish_rule_set(&ring, &json)?;
+            let version = hub(&dir, false)?.documents.publish_rule_set(&ring, &json)?;
             println!("rule set {version} published to ring {ring}");
         }
         Command::Tiers {
@@ -226,7 +229,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let json = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
-            hub(&dir, false)?.publish_tier_rules(&ring, &json)?;
+            hub(&dir, false)?
+                .documents
+                .publish_tier_rules(&ring, &json)?;
             println!("tier rules published to ring {ring}");
         }
         Command::Rebuild => {
@@ -252,7 +257,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let json = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
-            hub(&dir, false)?.publish_points_rules(&ring, &json)?;
+            hub(&dir, false)?
+                .documents
+                .publish_points_rules(&ring, &json)?;
             println!("points settings published to ring {ring}");
         }
         Command::Serve {

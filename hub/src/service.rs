@@ -1,107 +1,35 @@
-//! The hub's rules: registering and enrolling stores, authenticating them, and judging
-//! what they push (with the sync core's one `judge`).
+//! The hub: its components wired together (enrollment, the directory, HQ documents,
+//! redemption in `redemption.rs`) and the sync server itself — judging what stores
+//! push (with the sync core's one `judge`), the stores' streams and refetches, and
+//! the projections behind the ingest cursor.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use patron_domain::settings::PointsRules;
-use patron_domain::tiers::TierRules;
-use patron_protocol::hub::{
-    EnrollResponse, MIN_PROTOCOL, Negotiated, PROTOCOL, PushAnswer, PushRequest, RefetchRequest,
-    StoreStatus,
-};
-use patron_sync::docs::{HqDoc, carries_changes, decode_state, encode_state, ring_doc};
-use patron_sync::pull::{FetchedMember, MemberFetch};
+use patron_protocol::hub::{PushAnswer, PushRequest, RefetchRequest};
 use patron_sync::session::{Batch, Judgement, Push, PushAck, Verdict, batch, judge};
 use patron_sync::stream::{StreamAnswer, StreamRequest, Streamed};
-use ring::rand::{SecureRandom, SystemRandom};
-use std::collections::HashMap;
 
-use crate::store::{HubStore, IncomingBatch, IngestJob, NewStore, StoreError, StoreRow};
-
-/// The hub's node name in sync messages.
-pub const HUB_NODE: &str = "hub";
-
-/// What can go wrong in a hub operation.
-#[derive(Debug, thiserror::Error)]
-pub enum HubError {
-    /// The request is malformed.
-    #[error("{0}")]
-    Invalid(String),
-    /// No or a bad credential.
-    #[error("unknown or missing store credential")]
-    Unauthorized,
-    /// A store pushed facts of another origin.
-    #[error("store {store} may not push facts of origin {claimed}")]
-    Forged {
-        /// The authenticated store.
-        store: String,
-        /// The origin its facts claimed.
-        claimed: String,
-    },
-    /// Enrollment refused.
-    #[error("{0}")]
-    Enrollment(&'static str),
-    /// The store speaks a sync protocol this hub no longer serves.
-    #[error(
-        "sync protocol {asked} is no longer served (this hub serves {min} to {newest}): upgrade the store"
-    )]
-    Protocol {
-        /// What the store speaks.
-        asked: u32,
-        /// The oldest served.
-        min: u32,
-        /// The newest served.
-        newest: u32,
-    },
-    /// A store with this id exists.
-    #[error("store {0} exists already")]
-    Exists(String),
-    /// Storage failed.
-    #[error("storage: {0}")]
-    Store(StoreError),
-    /// The system could not produce random bytes.
-    #[error("no randomness available")]
-    Random,
-    /// The store used up its member-fetch budget.
-    #[error("member fetches are limited to {per_minute} a minute per store")]
-    FetchLimit {
-        /// The limit.
-        per_minute: u32,
-    },
-}
-
-impl From<StoreError> for HubError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Enrollment(m) => HubError::Enrollment(m),
-            StoreError::StoreExists(s) => HubError::Exists(s),
-            other => HubError::Store(other),
-        }
-    }
-}
-
-/// Facts per page of a member fetch: most members' whole history, in one round trip.
-pub const FETCH_PAGE: usize = 2_000;
+use crate::clock::Clock;
+use crate::directory::Directory;
+use crate::documents::HqDocuments;
+use crate::enrollment::Enrollment;
+pub use crate::error::HubError;
+use crate::ingest::HUB_NODE;
+use crate::store::{HubStore, IncomingBatch, IngestJob, StoreRow};
 
 /// The hub.
 pub struct Hub {
+    /// Stores joining and proving who they are.
+    pub enrollment: Enrollment,
+    /// Members across the chain: fetches, profiles, activity.
+    pub directory: Directory,
+    /// HQ's rule sets and settings, and the stores' sync of them.
+    pub documents: HqDocuments,
     store: Arc<dyn HubStore>,
-    ca_pem: String,
-    ca_fingerprint: String,
-    /// The chain's member keys, handed to stores at enrollment (base64).
-    chain_keys: Option<String>,
     /// How members' points are leased to stores.
     lease_policy: patron_sync::rights::LeasePolicy,
-    rng: SystemRandom,
-    now: Box<dyn Fn() -> i64 + Send + Sync>,
-    /// Automerge sync states of open sessions, by (document, store).
-    doc_sessions: std::sync::Mutex<HashMap<(String, String), patron_sync::docs::State>>,
-    /// Member fetches a store may make per minute (0: no limit).
-    fetches_per_minute: u32,
-    /// Each store's fetch budget: (tokens left, when last counted).
-    fetch_budgets: std::sync::Mutex<HashMap<String, (f64, i64)>>,
+    now: Clock,
     /// Per store, moves on when a push gave its stream facts: that store's waiting
     /// polls look again, no other's. In this process only (a single-process limit:
     /// docs/hub.md).
@@ -111,12 +39,6 @@ pub struct Hub {
     /// Wakes the projections behind the cursor when a push applied facts.
     projected: crate::projections::Waker,
 }
-
-/// Member fetches a store may make per minute by default. Any enrolled store can read
-/// any member by phone index, so one that fetches far more than its cashiers could look
-/// up (an enumeration) is held back; a busy store's lookups and background refreshes
-/// stay far below it. A store may use a whole minute's budget at once.
-pub const DEFAULT_FETCHES_PER_MINUTE: u32 = 600;
 
 impl Hub {
     /// The hub's clock (unix ms).
@@ -136,35 +58,15 @@ impl std::fmt::Debug for Hub {
     }
 }
 
-/// SHA-256 of a secret, as stored.
-pub fn secret_hash(secret: &str) -> [u8; 32] {
-    let d = ring::digest::digest(&ring::digest::SHA256, secret.as_bytes());
-    let mut out = [0u8; 32];
-    out.copy_from_slice(d.as_ref());
-    out
-}
-
-/// Store ids: 1–16 of `A-Z a-z 0-9 - _`, as the edge accepts them.
-pub fn valid_store_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 16
-        && id != HUB_NODE
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
-/// The current time in unix milliseconds.
-pub fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 impl Hub {
     /// A hub over `store`, handing out `ca_pem` (with its fingerprint) at enrollment.
     pub fn new(store: Arc<dyn HubStore>, ca_pem: String, ca_fingerprint: String) -> Self {
-        Self::with_clock(store, ca_pem, ca_fingerprint, Box::new(now_millis))
+        Self::with_clock(
+            store,
+            ca_pem,
+            ca_fingerprint,
+            Box::new(crate::clock::now_millis),
+        )
     }
 
     /// Like [`Hub::new`] with a given clock (tests).
@@ -174,17 +76,14 @@ impl Hub {
         ca_fingerprint: String,
         now: Box<dyn Fn() -> i64 + Send + Sync>,
     ) -> Self {
+        let now: Clock = Arc::from(now);
         Self {
+            enrollment: Enrollment::new(store.clone(), ca_pem, ca_fingerprint, now.clone()),
+            directory: Directory::new(store.clone(), now.clone()),
+            documents: HqDocuments::new(store.clone(), now.clone()),
             store,
-            ca_pem,
-            ca_fingerprint,
-            chain_keys: None,
             lease_policy: crate::authority::LEASE_POLICY,
-            rng: SystemRandom::new(),
             now,
-            doc_sessions: Default::default(),
-            fetches_per_minute: DEFAULT_FETCHES_PER_MINUTE,
-            fetch_budgets: Default::default(),
             streamed: Default::default(),
             closing: std::sync::atomic::AtomicBool::new(false),
             projected: Default::default(),
@@ -192,37 +91,15 @@ impl Hub {
     }
 
     /// Lets each store fetch `per_minute` members a minute (0: no limit) instead of
-    /// [`DEFAULT_FETCHES_PER_MINUTE`].
+    /// [`crate::directory::DEFAULT_FETCHES_PER_MINUTE`].
     pub fn with_fetch_limit(mut self, per_minute: u32) -> Self {
-        self.fetches_per_minute = per_minute;
+        self.directory.set_fetch_limit(per_minute);
         self
-    }
-
-    /// Takes one fetch from `store`'s budget (a token bucket holding a minute's worth,
-    /// refilled continuously); `false` if it is spent.
-    fn take_fetch(&self, store: &str) -> bool {
-        let per_minute = f64::from(self.fetches_per_minute);
-        if per_minute == 0.0 {
-            return true;
-        }
-        let now = self.now();
-        let mut budgets = self.fetch_budgets.lock().unwrap_or_else(|p| p.into_inner());
-        let (tokens, at) = budgets
-            .entry(store.to_string())
-            .or_insert((per_minute, now));
-        let elapsed = now.saturating_sub(*at).max(0) as f64;
-        *tokens = (*tokens + elapsed * per_minute / 60_000.0).min(per_minute);
-        *at = (*at).max(now);
-        if *tokens < 1.0 {
-            return false;
-        }
-        *tokens -= 1.0;
-        true
     }
 
     /// Hands `keys` (see [`crate::chain_keys`]) to every store that enrolls.
     pub fn with_chain_keys(mut self, keys: String) -> Self {
-        self.chain_keys = Some(keys);
+        self.enrollment.set_chain_keys(keys);
         self
     }
 
@@ -237,79 +114,6 @@ impl Hub {
         &self.lease_policy
     }
 
-    /// 32 random bytes, base64url, after a prefix that says what the secret is for
-    /// (and keeps it from starting with `-`, which a command line would take for a flag).
-    fn secret(&self, prefix: &str) -> Result<String, HubError> {
-        let mut b = [0u8; 32];
-        self.rng.fill(&mut b).map_err(|_| HubError::Random)?;
-        Ok(format!("{prefix}{}", URL_SAFE_NO_PAD.encode(b)))
-    }
-
-    /// Registers a store and returns its one-time enrollment token:
-    /// `<secret>.<sha-256 of the hub CA>` (the edge pins the CA by that fingerprint).
-    pub fn add_store(&self, store_id: &str, name: &str, ring: &str) -> Result<String, HubError> {
-        if !valid_store_id(store_id) {
-            return Err(HubError::Invalid(
-                "store id: 1–16 of A-Z a-z 0-9 - _ (and not `hub`)".into(),
-            ));
-        }
-        if name.trim().is_empty() || ring.trim().is_empty() {
-            return Err(HubError::Invalid("name and ring must not be empty".into()));
-        }
-        let secret = self.secret("pe_")?;
-        self.store.add_store(&NewStore {
-            store_id,
-            name: name.trim(),
-            ring: ring.trim(),
-            enroll_hash: secret_hash(&secret),
-            now: (self.now)(),
-        })?;
-        Ok(format!("{secret}.{}", self.ca_fingerprint))
-    }
-
-    /// Redeems an enrollment secret: the store gets its credential and the CA to pin.
-    pub fn enroll(
-        &self,
-        secret: &str,
-        store_id: &str,
-        protocol: Option<u32>,
-    ) -> Result<EnrollResponse, HubError> {
-        // Before the token is spent: a store too old to sync must not use it up.
-        let negotiated = self.negotiate(protocol)?;
-        let credential = self.secret("ps_")?;
-        let row = self.store.enroll(
-            &secret_hash(secret),
-            store_id,
-            &secret_hash(&credential),
-            (self.now)(),
-        )?;
-        tracing::info!(store = %row.store_id, ring = %row.ring, "store enrolled");
-        Ok(EnrollResponse {
-            store_id: row.store_id,
-            credential,
-            ring: row.ring,
-            ca_pem: self.ca_pem.clone(),
-            chain_keys: self.chain_keys.clone(),
-            negotiated: Some(negotiated),
-        })
-    }
-
-    /// The store holding this credential.
-    pub fn authenticate(&self, credential: &str) -> Result<StoreRow, HubError> {
-        self.store
-            .store_by_credential(&secret_hash(credential))?
-            .ok_or(HubError::Unauthorized)
-    }
-
-    /// The protocol for a store that speaks `asked` (absent: 1), or why it is refused.
-    pub fn negotiate(&self, asked: Option<u32>) -> Result<Negotiated, HubError> {
-        Negotiated::for_store(asked).ok_or(HubError::Protocol {
-            asked: asked.unwrap_or(1),
-            min: MIN_PROTOCOL,
-            newest: PROTOCOL,
-        })
-    }
-
     /// A push as the API serves it: the protocol the store's report names is agreed
     /// first (a store too old is refused before anything is applied), and the answer
     /// carries it, so each heartbeat renews it.
@@ -318,7 +122,7 @@ impl Hub {
         store: &StoreRow,
         req: PushRequest<Push>,
     ) -> Result<PushAnswer<PushAck>, HubError> {
-        let negotiated = self.negotiate(req.report.protocol)?;
+        let negotiated = crate::enrollment::negotiate(req.report.protocol)?;
         Ok(PushAnswer {
             ack: self.push(store, req)?,
             negotiated: Some(negotiated),
@@ -539,173 +343,6 @@ impl Hub {
         Ok((batch(req.origin.clone(), facts), high))
     }
 
-    /// Every fact of the members registered under a phone, for a store that does not
-    /// hold them (the cashier looked the phone up there), a page at a time.
-    pub fn fetch_member(
-        &self,
-        store: &StoreRow,
-        req: &MemberFetch,
-    ) -> Result<FetchedMember, HubError> {
-        use base64::Engine;
-        let valid = base64::engine::general_purpose::STANDARD
-            .decode(&req.phone_idx)
-            .is_ok_and(|b| b.len() == 32);
-        if !valid {
-            return Err(HubError::Invalid(
-                "phone_idx must be a 32-byte blind index in base64".into(),
-            ));
-        }
-        if !self.take_fetch(&store.store_id) {
-            tracing::warn!(store = %store.store_id, "member fetch refused: over the store's budget");
-            return Err(HubError::FetchLimit {
-                per_minute: self.fetches_per_minute,
-            });
-        }
-        let (facts, upto, more) = self.store.member_facts_by_phone(
-            &store.store_id,
-            &req.phone_idx,
-            req.after,
-            FETCH_PAGE,
-        )?;
-        // An audit trail of which store read which member's facts (the index is a keyed
-        // hash, not the phone).
-        tracing::info!(store = %store.store_id, facts = facts.len(), "member fetched");
-        Ok(FetchedMember { facts, upto, more })
-    }
-
-    /// An HQ document as stored (a new, empty one if none).
-    fn doc(&self, id: &str) -> Result<HqDoc, HubError> {
-        match self.store.load_doc(id)? {
-            Some(b) => HqDoc::load(&b).map_err(|e| HubError::Invalid(e.to_string())),
-            None => Ok(HqDoc::new()),
-        }
-    }
-
-    /// Publishes a rule set to `ring` and puts it in force there, once it passes the
-    /// validation the edges load it with.
-    pub fn publish_rule_set(&self, ring: &str, json: &str) -> Result<String, HubError> {
-        // The schema and validation the edges load it with: a set they would refuse is
-        // never published.
-        let version = patron_domain::rules::RuleSet::parse(json.as_bytes())
-            .map_err(HubError::Invalid)?
-            .set
-            .version;
-        if ring.trim().is_empty() {
-            return Err(HubError::Invalid("ring must not be empty".into()));
-        }
-        let id = ring_doc(ring.trim());
-        let mut doc = self.doc(&id)?;
-        doc.publish_rule_set(&version, json)
-            .map_err(|e| HubError::Invalid(e.to_string()))?;
-        self.store.save_doc(&id, &doc.save(), (self.now)())?;
-        tracing::info!(ring, %version, "rule set published");
-        Ok(version)
-    }
-
-    /// Publishes tier thresholds to `ring`.
-    pub fn publish_tier_rules(&self, ring: &str, json: &str) -> Result<(), HubError> {
-        self.publish_setting(
-            ring,
-            json,
-            "tier rules",
-            TierRules::validate,
-            HqDoc::publish_tier_rules,
-        )
-    }
-
-    /// Publishes points settings (earn and redeem rates, expiry) to `ring`: every store
-    /// of the ring shows the same numbers for the same facts.
-    pub fn publish_points_rules(&self, ring: &str, json: &str) -> Result<(), HubError> {
-        self.publish_setting(
-            ring,
-            json,
-            "points settings",
-            PointsRules::validate,
-            HqDoc::publish_points_rules,
-        )
-    }
-
-    /// Publishes a chain-wide setting to `ring`'s document: parsed strictly (every field,
-    /// no unknown one), validated as the edges validate it, stored in canonical form.
-    fn publish_setting<T: serde::de::DeserializeOwned + serde::Serialize>(
-        &self,
-        ring: &str,
-        json: &str,
-        what: &str,
-        validate: fn(&T) -> Result<(), String>,
-        put: fn(&mut HqDoc, &str) -> Result<(), patron_sync::docs::DocError>,
-    ) -> Result<(), HubError> {
-        let t: T =
-            serde_json::from_str(json).map_err(|e| HubError::Invalid(format!("{what}: {e}")))?;
-        validate(&t).map_err(HubError::Invalid)?;
-        if ring.trim().is_empty() {
-            return Err(HubError::Invalid("ring must not be empty".into()));
-        }
-        let id = ring_doc(ring.trim());
-        let mut doc = self.doc(&id)?;
-        let canonical = serde_json::to_string(&t).map_err(|e| HubError::Invalid(e.to_string()))?;
-        put(&mut doc, &canonical).map_err(|e| HubError::Invalid(e.to_string()))?;
-        self.store.save_doc(&id, &doc.save(), (self.now)())?;
-        tracing::info!(ring, what, "published");
-        Ok(())
-    }
-
-    /// One step of a store's sync of an HQ document: applies its message (which may
-    /// carry no changes: stores hold HQ documents read-only) and returns the answer.
-    /// The sync state stays in memory for the session and is persisted after each step.
-    pub fn doc_sync(
-        &self,
-        store: &StoreRow,
-        doc_id: &str,
-        message: Option<&[u8]>,
-        fresh: bool,
-    ) -> Result<Option<Vec<u8>>, HubError> {
-        if doc_id != ring_doc(&store.ring) && doc_id != ring_doc("all") {
-            return Err(HubError::Forged {
-                store: store.store_id.clone(),
-                claimed: format!("document {doc_id}"),
-            });
-        }
-        if let Some(m) = message
-            && carries_changes(m).map_err(|e| HubError::Invalid(e.to_string()))?
-        {
-            tracing::warn!(store = %store.store_id, doc = doc_id, "a store tried to change an HQ document");
-            return Err(HubError::Forged {
-                store: store.store_id.clone(),
-                claimed: format!("changes to {doc_id} (stores hold HQ documents read-only)"),
-            });
-        }
-        let mut doc = self.doc(doc_id)?;
-        let key = (doc_id.to_string(), store.store_id.clone());
-        let mut sessions = self.doc_sessions.lock().unwrap_or_else(|p| p.into_inner());
-        if fresh {
-            sessions.remove(&key);
-        }
-        let state = match sessions.entry(key) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                let persisted = self.store.load_doc_state(doc_id, &store.store_id)?;
-                v.insert(
-                    decode_state(persisted.as_deref())
-                        .map_err(|e| HubError::Invalid(e.to_string()))?,
-                )
-            }
-        };
-        if let Some(m) = message {
-            doc.receive(state, m)
-                .map_err(|e| HubError::Invalid(e.to_string()))?;
-        }
-        let answer = doc.generate(state);
-        self.store
-            .save_doc_state(doc_id, &store.store_id, &encode_state(state))?;
-        Ok(answer)
-    }
-
-    /// A member's profile as merged from every store's facts.
-    pub fn profile(&self, member: &str) -> Result<Option<patron_sync::Profile>, HubError> {
-        Ok(self.store.profile(member)?)
-    }
-
     /// Rebuilds the per-fact projections (registrations by phone, merged profiles,
     /// member aliases) from the facts with the ingest's own rules, as ingest applied
     /// them.
@@ -769,37 +406,18 @@ impl Hub {
     pub fn projections(&self) -> Result<Vec<crate::store::ProjectionPosition>, HubError> {
         Ok(self.store.projection_positions()?)
     }
-
-    /// A member's activity over every id merged into them, as far as the activity
-    /// projection has folded (`None`: no fact of theirs folded yet).
-    pub fn activity(&self, member: &str) -> Result<Option<crate::activity::Activity>, HubError> {
-        if uuid::Uuid::parse_str(member).is_err() {
-            return Err(HubError::Invalid(format!("{member:?} is not a member id")));
-        }
-        let rows = self.store.activity_rows(member)?;
-        Ok((!rows.is_empty()).then(|| {
-            rows.iter()
-                .fold(crate::activity::Activity::default(), |mut a, r| {
-                    a.combine(r);
-                    a
-                })
-        }))
-    }
-
-    /// Every store with its last sync, lag and pending count.
-    pub fn stores(&self) -> Result<Vec<StoreStatus>, HubError> {
-        Ok(self.store.list_stores((self.now)())?)
-    }
 }
 
 #[cfg(test)]
 mod tests {
 
     use patron_protocol::Origin;
-    use patron_protocol::hub::SyncReport;
+    use patron_protocol::hub::{PROTOCOL, SyncReport};
+    use patron_sync::pull::MemberFetch;
     use patron_sync::session::{Fact, batch};
 
     use super::*;
+    use crate::enrollment::negotiate;
     use crate::testing::TestHub;
 
     const T0: i64 = 1_764_000_000_000;
@@ -827,6 +445,7 @@ mod tests {
         push(&rows[0], update("S001", 1, "fast", T0 + 3_600_000));
         push(&rows[0], update("S001", 2, "faster", T0 + 3_601_000));
         let p = hub
+            .directory
             .profile(&mid("m-1"))
             .unwrap_or_else(|e| panic!("{e}"))
             .unwrap_or_default();
@@ -838,12 +457,13 @@ mod tests {
         t.set_time(T0 + 120_000);
         push(&rows[1], update("S002", 1, "later", T0 + 120_000));
         let p = hub
+            .directory
             .profile(&mid("m-1"))
             .unwrap_or_else(|e| panic!("{e}"))
             .unwrap_or_default();
         assert_eq!(p.fields["name"].value.as_deref(), Some(&b"later"[..]));
         assert_eq!(p.tags.tags(), vec!["vip".to_string()]);
-        let list = hub.stores().unwrap_or_else(|e| panic!("{e}"));
+        let list = hub.enrollment.stores().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(list[0].clock_ahead_ms, Some(3_601_000));
         assert_eq!(list[1].clock_ahead_ms, None);
     }
@@ -939,14 +559,15 @@ mod tests {
             vec![member_fact("S002", 1, T0, "purchase", "m-1", 30, "{}")],
         );
         let fetch = |idx: String, after| {
-            hub.fetch_member(
-                &rows[1],
-                &MemberFetch {
-                    phone_idx: idx,
-                    after,
-                },
-            )
-            .unwrap_or_else(|e| panic!("{e}"))
+            hub.directory
+                .fetch_member(
+                    &rows[1],
+                    &MemberFetch {
+                        phone_idx: idx,
+                        after,
+                    },
+                )
+                .unwrap_or_else(|e| panic!("{e}"))
         };
         let got = fetch(b64(1), 0);
         let seen: Vec<(String, u64)> = got
@@ -971,7 +592,7 @@ mod tests {
         let end = fetch(b64(1), got.upto);
         assert_eq!((end.facts.len(), end.upto, end.more), (0, got.upto, false));
         assert!(matches!(
-            hub.fetch_member(
+            hub.directory.fetch_member(
                 &rows[1],
                 &MemberFetch {
                     phone_idx: "not-an-index".into(),
@@ -1054,6 +675,7 @@ mod tests {
         // Either id's profile is the two registrations merged field by field.
         for id in [m1, m2] {
             let p = hub
+                .directory
                 .profile(id)
                 .unwrap_or_else(|e| panic!("{e}"))
                 .unwrap_or_default();
@@ -1093,6 +715,7 @@ mod tests {
         assert_eq!(ask(&rows[0], m1, 3, 10_000).available, 100);
         // The merge travels as a fact of the hub with the member's facts.
         let fetched = hub
+            .directory
             .fetch_member(
                 &rows[0],
                 &MemberFetch {
@@ -1152,16 +775,17 @@ mod tests {
         );
         assert!(ack.merged.is_empty());
         let fetch = |idx: &str| {
-            hub.fetch_member(
-                &rows[1],
-                &MemberFetch {
-                    phone_idx: idx.to_string(),
-                    after: 0,
-                },
-            )
-            .unwrap_or_else(|e| panic!("{e}"))
-            .facts
-            .len()
+            hub.directory
+                .fetch_member(
+                    &rows[1],
+                    &MemberFetch {
+                        phone_idx: idx.to_string(),
+                        after: 0,
+                    },
+                )
+                .unwrap_or_else(|e| panic!("{e}"))
+                .facts
+                .len()
         };
         assert_eq!(fetch(&chain), 0, "not under the chain's index yet");
         push_facts(
@@ -1247,6 +871,7 @@ mod tests {
         // The hub's merge fact for `phone`, fetched as a store would.
         let merge_of = |hub: &Hub, phone: &str| -> Fact {
             let got = hub
+                .directory
                 .fetch_member(
                     &rows[0],
                     &MemberFetch {
@@ -1300,7 +925,7 @@ mod tests {
         let mut t = TestHub::new(T0, &["S001", "S002"]);
         t.hub = t.hub.with_fetch_limit(3);
         let fetch = |row: &StoreRow| {
-            t.hub.fetch_member(
+            t.hub.directory.fetch_member(
                 row,
                 &MemberFetch {
                     phone_idx: base64::Engine::encode(
@@ -1344,22 +969,22 @@ mod tests {
             Err(HubError::Invalid(m)) => m,
             other => panic!("{other:?}"),
         };
-        let m = refused(t.hub.publish_rule_set(
+        let m = refused(t.hub.documents.publish_rule_set(
             "pilot",
             r#"{"version":"v1","rules":[{"id":"a","label":"x","type":"teleport"}]}"#,
         ));
         assert!(m.contains("teleport"), "{m}");
-        let m = refused(t.hub.publish_rule_set(
+        let m = refused(t.hub.documents.publish_rule_set(
             "pilot",
             r#"{"version":"v1","rules":[{"id":"a","label":"x","type":"order_reduction","threshold":0,"off":10,"repeat":true}]}"#,
         ));
         assert!(m.contains("rule \"a\""), "names the rule: {m}");
-        let tiers = t.hub.publish_tier_rules(
+        let tiers = t.hub.documents.publish_tier_rules(
             "pilot",
             r#"{"window_months":12,"silver":5,"gold":1,"diamond":9}"#,
         );
         assert!(matches!(tiers, Err(HubError::Invalid(_))), "{tiers:?}");
-        let doc = ring_doc("pilot");
+        let doc = patron_sync::docs::ring_doc("pilot");
         assert!(
             t.hub
                 .store()
@@ -1370,6 +995,7 @@ mod tests {
         // A valid set is published under its version.
         let v = t
             .hub
+            .documents
             .publish_rule_set("pilot", r#"{"version":"v2","rules":[]}"#)
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(v, "v2");
@@ -1600,6 +1226,7 @@ mod tests {
         // The person behind m-1 and m-3: three purchases, one refund, the extremes of
         // both ids.
         let person = hub
+            .directory
             .activity(&mid("m-1"))
             .unwrap_or_else(|e| panic!("{e}"))
             .unwrap_or_default();
@@ -1621,16 +1248,20 @@ mod tests {
             (Some(T0 + 10), Some(T0 + 30), T0 + 40)
         );
         assert_eq!(
-            hub.activity(&mid("m-3")).unwrap_or_else(|e| panic!("{e}")),
+            hub.directory
+                .activity(&mid("m-3"))
+                .unwrap_or_else(|e| panic!("{e}")),
             Some(person),
             "the merged id reads the same person"
         );
         assert!(matches!(
-            hub.activity("not-a-member"),
+            hub.directory.activity("not-a-member"),
             Err(HubError::Invalid(_))
         ));
         assert_eq!(
-            hub.activity(&mid("m-99")).unwrap_or_else(|e| panic!("{e}")),
+            hub.directory
+                .activity(&mid("m-99"))
+                .unwrap_or_else(|e| panic!("{e}")),
             None
         );
     }
@@ -1654,14 +1285,15 @@ mod tests {
                 &reg,
             )],
         );
-        hub.fetch_member(
-            &rows[1],
-            &MemberFetch {
-                phone_idx: idx.clone(),
-                after: 0,
-            },
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        hub.directory
+            .fetch_member(
+                &rows[1],
+                &MemberFetch {
+                    phone_idx: idx.clone(),
+                    after: 0,
+                },
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
         idx
     }
 
@@ -1717,6 +1349,7 @@ mod tests {
             ],
         );
         let fetched = hub
+            .directory
             .fetch_member(
                 &rows[1],
                 &MemberFetch {
@@ -1780,14 +1413,15 @@ mod tests {
             )],
         );
         // S002 serves the member it fetched.
-        hub.fetch_member(
-            &rows[1],
-            &MemberFetch {
-                phone_idx: idx.clone(),
-                after: 0,
-            },
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        hub.directory
+            .fetch_member(
+                &rows[1],
+                &MemberFetch {
+                    phone_idx: idx.clone(),
+                    after: 0,
+                },
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
         push_facts(
             hub,
             &rows[1],
@@ -1891,14 +1525,15 @@ mod tests {
             )],
         );
         let fetch = || {
-            hub.fetch_member(
-                &rows[1],
-                &MemberFetch {
-                    phone_idx: idx.clone(),
-                    after: 0,
-                },
-            )
-            .unwrap_or_else(|e| panic!("{e}"))
+            hub.directory
+                .fetch_member(
+                    &rows[1],
+                    &MemberFetch {
+                        phone_idx: idx.clone(),
+                        after: 0,
+                    },
+                )
+                .unwrap_or_else(|e| panic!("{e}"))
         };
         fetch();
         let (_, cursor) = poll(hub, &rows[1], START);
@@ -2090,31 +1725,29 @@ mod tests {
     fn protocols_are_negotiated_and_too_old_a_store_is_refused() {
         let t = TestHub::new(T0, &[]);
         let hub = &t.hub;
-        let v1 = hub.negotiate(None).unwrap_or_else(|e| panic!("{e}"));
+        let v1 = negotiate(None).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(v1.protocol, 1);
         assert!(!v1.offers(patron_protocol::hub::capability::STREAM));
-        let now = hub
-            .negotiate(Some(PROTOCOL))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let now = negotiate(Some(PROTOCOL)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(now.protocol, PROTOCOL);
         assert!(now.offers(patron_protocol::hub::capability::STREAM));
-        let newer = hub
-            .negotiate(Some(PROTOCOL + 5))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let newer = negotiate(Some(PROTOCOL + 5)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(newer.protocol, PROTOCOL);
         assert!(matches!(
-            hub.negotiate(Some(0)),
+            negotiate(Some(0)),
             Err(HubError::Protocol { asked: 0, .. })
         ));
         let token = hub
+            .enrollment
             .add_store("S009", "S009", "all")
             .unwrap_or_else(|e| panic!("{e}"));
         let secret = token.rsplit_once('.').map(|x| x.0).unwrap_or_default();
         assert!(matches!(
-            hub.enroll(secret, "S009", Some(0)),
+            hub.enrollment.enroll(secret, "S009", Some(0)),
             Err(HubError::Protocol { .. })
         ));
         let ok = hub
+            .enrollment
             .enroll(secret, "S009", Some(PROTOCOL))
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(ok.negotiated.map(|n| n.protocol), Some(PROTOCOL));

@@ -32,9 +32,13 @@ impl TestHub {
         );
         let mut rows = Vec::new();
         for s in stores {
-            let token = hub.add_store(s, s, "all").unwrap_or_else(|e| panic!("{e}"));
+            let token = hub
+                .enrollment
+                .add_store(s, s, "all")
+                .unwrap_or_else(|e| panic!("{e}"));
             let secret = token.rsplit_once('.').map(|x| x.0).unwrap_or_default();
-            hub.enroll(secret, s, None)
+            hub.enrollment
+                .enroll(secret, s, None)
                 .unwrap_or_else(|e| panic!("{e}"));
             rows.push(StoreRow {
                 store_id: (*s).into(),

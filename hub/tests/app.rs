@@ -25,6 +25,7 @@ impl Running {
         let app = App::open(&cfg).unwrap_or_else(|e| panic!("{e:#}"));
         let token = app
             .hub
+            .enrollment
             .add_store("S001", "Store 1", "pilot")
             .unwrap_or_else(|e| panic!("{e}"));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -8,7 +8,8 @@ use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::error::{HubCode, err};
-use crate::service::{HubError, secret_hash};
+use crate::enrollment::secret_hash;
+use crate::error::HubError;
 use crate::store::StoreRow;
 
 /// The bearer token of a request.
@@ -34,6 +35,7 @@ impl FromRequestParts<AppState> for AuthedStore {
             return Err(HubError::Unauthorized.into_response());
         };
         s.hub
+            .enrollment
             .authenticate(cred)
             .map(AuthedStore)
             .map_err(IntoResponse::into_response)

@@ -76,7 +76,7 @@ async fn blocking<T: Send + 'static>(
 
 async fn healthz(State(s): State<AppState>) -> Response {
     let hub = s.hub.clone();
-    match blocking(move || hub.stores()).await {
+    match blocking(move || hub.enrollment.stores()).await {
         Ok(stores) => axum::Json(serde_json::json!({
             "status": "ok",
             "stores": stores.len(),
@@ -93,7 +93,12 @@ async fn enroll(State(s): State<AppState>, body: Bytes) -> Response {
         Err(e) => return e.into_response(),
     };
     let hub = s.hub.clone();
-    match blocking(move || hub.enroll(&req.secret, &req.store_id, req.protocol)).await {
+    match blocking(move || {
+        hub.enrollment
+            .enroll(&req.secret, &req.store_id, req.protocol)
+    })
+    .await
+    {
         Ok(r) => (StatusCode::CREATED, axum::Json(r)).into_response(),
         Err(r) => r,
     }
@@ -227,7 +232,12 @@ async fn doc_sync(
         Err(_) => return HubError::Invalid("message: not base64".into()).into_response(),
     };
     let hub = s.hub.clone();
-    match blocking(move || hub.doc_sync(&store, &req.doc, message.as_deref(), req.fresh)).await {
+    match blocking(move || {
+        hub.documents
+            .doc_sync(&store, &req.doc, message.as_deref(), req.fresh)
+    })
+    .await
+    {
         Ok(answer) => axum::Json(DocSync {
             doc: String::new(),
             message: answer.map(|a| B64.encode(a)),
@@ -240,7 +250,7 @@ async fn doc_sync(
 
 async fn stores(State(s): State<AppState>, _: HqAdmin) -> Response {
     let hub = s.hub.clone();
-    match blocking(move || hub.stores()).await {
+    match blocking(move || hub.enrollment.stores()).await {
         Ok(list) => axum::Json(list).into_response(),
         Err(r) => r,
     }
@@ -274,7 +284,7 @@ async fn activity(
         return HubError::Invalid("the path names no member".into()).into_response();
     };
     let hub = s.hub.clone();
-    match blocking(move || hub.activity(&member)).await {
+    match blocking(move || hub.directory.activity(&member)).await {
         Ok(Some(a)) => axum::Json(a).into_response(),
         Ok(None) => err(HubCode::NotFound, "no activity of this member yet"),
         Err(r) => r,
@@ -339,7 +349,7 @@ async fn fetch_member(
     body: Bytes,
 ) -> Response {
     store_call(&s, store, &body, |hub, store, req: &MemberFetch| {
-        hub.fetch_member(store, req)
+        hub.directory.fetch_member(store, req)
     })
     .await
 }

@@ -243,7 +243,7 @@ pub trait Documents: Send + Sync + 'static {
     fn save_doc_state(&self, doc_id: &str, peer: &str, state: &[u8]) -> Result<(), StoreError>;
 }
 
-/// Projections behind the ingest cursor (`crate::projections`): each keeps its own
+/// Projections behind the ingest cursor (`projections.rs`): each keeps its own
 /// position in the facts' ingest order and its rows, written together. Methods block;
 /// callers run them off the async runtime.
 pub trait Projections: Send + Sync + 'static {

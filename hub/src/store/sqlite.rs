@@ -297,7 +297,7 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE stores ADD COLUMN stream_horizon INTEGER NOT NULL DEFAULT 0;
     "#,
     r#"
-    -- Projections behind the ingest cursor (crate::projections): each keeps the last
+    -- Projections behind the ingest cursor (projections.rs): each keeps the last
     -- ingest position it folded in; a reset moves its generation on, so a step that
     -- read before the reset never writes after it.
     CREATE TABLE projections (

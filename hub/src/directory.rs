@@ -1,0 +1,130 @@
+//! The directory: members across the chain — fetched by phone for a store that does
+//! not hold them (within a per-store budget), their merged profiles and their
+//! activity.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use patron_sync::pull::{FetchedMember, MemberFetch};
+
+use crate::clock::Clock;
+use crate::error::HubError;
+use crate::store::{HubStore, StoreRow};
+
+/// Facts per page of a member fetch: most members' whole history, in one round trip.
+pub const FETCH_PAGE: usize = 2_000;
+
+/// Member fetches a store may make per minute by default. Any enrolled store can read
+/// any member by phone index, so one that fetches far more than its cashiers could look
+/// up (an enumeration) is held back; a busy store's lookups and background refreshes
+/// stay far below it. A store may use a whole minute's budget at once.
+pub const DEFAULT_FETCHES_PER_MINUTE: u32 = 600;
+
+/// Members across stores.
+pub struct Directory {
+    store: Arc<dyn HubStore>,
+    now: Clock,
+    /// Member fetches a store may make per minute (0: no limit).
+    fetches_per_minute: u32,
+    /// Each store's fetch budget: (tokens left, when last counted). In this process
+    /// only (a single-process limit: docs/hub.md).
+    fetch_budgets: std::sync::Mutex<HashMap<String, (f64, i64)>>,
+}
+
+impl Directory {
+    /// The directory over `store`, with the default fetch budget.
+    pub fn new(store: Arc<dyn HubStore>, now: Clock) -> Self {
+        Self {
+            store,
+            now,
+            fetches_per_minute: DEFAULT_FETCHES_PER_MINUTE,
+            fetch_budgets: Default::default(),
+        }
+    }
+
+    /// Lets each store fetch `per_minute` members a minute (0: no limit).
+    pub fn set_fetch_limit(&mut self, per_minute: u32) {
+        self.fetches_per_minute = per_minute;
+    }
+
+    fn now(&self) -> i64 {
+        (self.now)()
+    }
+
+    /// Takes one fetch from `store`'s budget (a token bucket holding a minute's worth,
+    /// refilled continuously); `false` if it is spent.
+    fn take_fetch(&self, store: &str) -> bool {
+        let per_minute = f64::from(self.fetches_per_minute);
+        if per_minute == 0.0 {
+            return true;
+        }
+        let now = self.now();
+        let mut budgets = self.fetch_budgets.lock().unwrap_or_else(|p| p.into_inner());
+        let (tokens, at) = budgets
+            .entry(store.to_string())
+            .or_insert((per_minute, now));
+        let elapsed = now.saturating_sub(*at).max(0) as f64;
+        *tokens = (*tokens + elapsed * per_minute / 60_000.0).min(per_minute);
+        *at = (*at).max(now);
+        if *tokens < 1.0 {
+            return false;
+        }
+        *tokens -= 1.0;
+        true
+    }
+
+    /// Every fact of the members registered under a phone, for a store that does not
+    /// hold them (the cashier looked the phone up there), a page at a time.
+    pub fn fetch_member(
+        &self,
+        store: &StoreRow,
+        req: &MemberFetch,
+    ) -> Result<FetchedMember, HubError> {
+        use base64::Engine;
+        let valid = base64::engine::general_purpose::STANDARD
+            .decode(&req.phone_idx)
+            .is_ok_and(|b| b.len() == 32);
+        if !valid {
+            return Err(HubError::Invalid(
+                "phone_idx must be a 32-byte blind index in base64".into(),
+            ));
+        }
+        if !self.take_fetch(&store.store_id) {
+            tracing::warn!(store = %store.store_id, "member fetch refused: over the store's budget");
+            return Err(HubError::FetchLimit {
+                per_minute: self.fetches_per_minute,
+            });
+        }
+        let (facts, upto, more) = self.store.member_facts_by_phone(
+            &store.store_id,
+            &req.phone_idx,
+            req.after,
+            FETCH_PAGE,
+        )?;
+        // An audit trail of which store read which member's facts (the index is a keyed
+        // hash, not the phone).
+        tracing::info!(store = %store.store_id, facts = facts.len(), "member fetched");
+        Ok(FetchedMember { facts, upto, more })
+    }
+
+    /// A member's profile as merged from every store's facts.
+    pub fn profile(&self, member: &str) -> Result<Option<patron_sync::Profile>, HubError> {
+        Ok(self.store.profile(member)?)
+    }
+
+    /// A member's activity over every id merged into them, as far as the activity
+    /// projection has folded (`None`: no fact of theirs folded yet).
+    pub fn activity(&self, member: &str) -> Result<Option<crate::activity::Activity>, HubError> {
+        if uuid::Uuid::parse_str(member).is_err() {
+            return Err(HubError::Invalid(format!("{member:?} is not a member id")));
+        }
+        let rows = self.store.activity_rows(member)?;
+        Ok((!rows.is_empty()).then(|| {
+            rows.iter()
+                .fold(crate::activity::Activity::default(), |mut a, r| {
+                    a.combine(r);
+                    a
+                })
+        }))
+    }
+}
