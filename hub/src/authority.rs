@@ -128,6 +128,51 @@ pub struct OverdrawRow {
     pub overdraw: patron_protocol::hub::Overdraw,
 }
 
+/// An offline spend of a member seen at a store (when, the writing store's clock).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfflineSpend {
+    /// The store.
+    pub store: String,
+    /// When.
+    pub at: i64,
+}
+
+/// A member flagged for offline spends at two stores within the flag window, the
+/// earlier first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlagRow {
+    /// The earlier spend.
+    pub first: OfflineSpend,
+    /// The later one.
+    pub second: OfflineSpend,
+}
+
+/// The flag rule: an offline spend at `spend.store` flags its member with every
+/// offline spend of theirs at another store within `window_ms` of it (either side),
+/// ordered earlier first. Spends at the same store never flag (the store's own floor
+/// limit bounds those).
+pub fn offline_flags(
+    spend: &OfflineSpend,
+    others: &[OfflineSpend],
+    window_ms: i64,
+) -> Vec<FlagRow> {
+    if window_ms <= 0 {
+        return Vec::new();
+    }
+    others
+        .iter()
+        .filter(|o| o.store != spend.store && (o.at - spend.at).abs() <= window_ms)
+        .map(|o| {
+            let (first, second) = if o.at <= spend.at {
+                (o.clone(), spend.clone())
+            } else {
+                (spend.clone(), o.clone())
+            };
+            FlagRow { first, second }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,5 +249,33 @@ mod tests {
             T0,
         );
         assert!(none.is_empty());
+    }
+    #[test]
+    fn offline_spends_at_two_stores_within_the_window_flag_earlier_first() {
+        let at = |store: &str, at: i64| OfflineSpend {
+            store: store.into(),
+            at,
+        };
+        let now = at("S002", 10_000);
+        let others = [
+            at("S001", 9_000),  // earlier, inside
+            at("S003", 10_500), // later, inside
+            at("S002", 9_999),  // same store: never
+            at("S004", 100),    // outside
+            at("S005", 11_000), // exactly at the edge: inside
+        ];
+        let flags = offline_flags(&now, &others, 1_000);
+        let pairs: Vec<_> = flags
+            .iter()
+            .map(|f| (f.first.store.as_str(), f.second.store.as_str()))
+            .collect();
+        assert_eq!(
+            pairs,
+            vec![("S001", "S002"), ("S002", "S003"), ("S002", "S005")]
+        );
+        assert!(
+            offline_flags(&now, &others, 0).is_empty(),
+            "no window, no flags"
+        );
     }
 }

@@ -128,6 +128,76 @@ pub struct PointsRow {
     pub lease: bool,
 }
 
+/// The merge policy (DESIGN.md §4): a member registered under a phone index that
+/// already names another member is merged into the first one registered there (in
+/// ingest order); the survivor, or `None` if `registered` is that first one.
+pub fn survivor<'a>(registered: &str, first_under_phone: Option<&'a str>) -> Option<&'a str> {
+    first_under_phone.filter(|first| *first != registered)
+}
+
+/// The hub's own fact recording that `loser` was merged into `survivor` at `now`.
+pub fn merge_fact(
+    loser: uuid::Uuid,
+    survivor: uuid::Uuid,
+    now: i64,
+) -> Result<Entry, patron_domain::fact::FactError> {
+    Entry::new(
+        patron_domain::Header {
+            at: now,
+            member: Some(loser),
+            txn: uuid::Uuid::now_v7(),
+            ..Default::default()
+        },
+        patron_domain::Detail::MemberMerged(patron_domain::fact::Merge { survivor }),
+    )
+}
+
+/// Whether a store's facts re-key a member the store did not register: a re-key puts a
+/// member under the chain's phone index, so a store may re-key only its own
+/// registrations — one in the same facts, or one it pushed before
+/// (`registered_before(member)`, looked up in the log).
+pub fn rekeys_a_stranger<E>(
+    facts: &[TypedFact],
+    mut registered_before: impl FnMut(uuid::Uuid) -> Result<bool, E>,
+) -> Result<bool, E> {
+    let mut registered_here = Vec::new();
+    for t in facts {
+        let Some(member) = t.entry.member else {
+            continue;
+        };
+        match t.entry.kind() {
+            Kind::MemberRegistered => registered_here.push(member),
+            Kind::MemberRekeyed
+                if !registered_here.contains(&member) && !registered_before(member)? =>
+            {
+                return Ok(true);
+            }
+            _ => {}
+        }
+    }
+    Ok(false)
+}
+
+/// The stream's fan-out rule for a fact of a member written by store `writer`, given
+/// the stores holding that member: every other holder receives it, and the writer
+/// joins the holders if it was not one (it served the member). A member no one holds
+/// beyond the stores writing their facts has no holders: nothing is streamed.
+pub fn fan_out<'a>(writer: &str, holders: &'a [String]) -> FanOut<'a> {
+    FanOut {
+        writer_joins: !holders.is_empty() && !holders.iter().any(|h| h == writer),
+        send_to: holders.iter().filter(|h| *h != writer).collect(),
+    }
+}
+
+/// What [`fan_out`] decided.
+#[derive(Debug, PartialEq, Eq)]
+pub struct FanOut<'a> {
+    /// The writing store becomes a holder.
+    pub writer_joins: bool,
+    /// The stores whose streams receive the fact.
+    pub send_to: Vec<&'a String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,6 +311,71 @@ mod tests {
         assert!(
             stamp.counter > 0,
             "later fast edits still order after earlier ones"
+        );
+    }
+    #[test]
+    fn the_first_registration_under_a_phone_survives() {
+        assert_eq!(survivor("b", Some("a")), Some("a"));
+        assert_eq!(survivor("a", Some("a")), None, "the first is not merged");
+        assert_eq!(survivor("a", None), None);
+    }
+
+    #[test]
+    fn a_merge_fact_names_the_loser_and_the_survivor() {
+        let (loser, keeper) = (uuid::Uuid::from_u128(2), uuid::Uuid::from_u128(1));
+        let e = merge_fact(loser, keeper, 42).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (e.member, e.at, e.kind()),
+            (Some(loser), 42, Kind::MemberMerged)
+        );
+        assert!(matches!(e.detail, patron_domain::Detail::MemberMerged(m) if m.survivor == keeper));
+    }
+
+    fn one(kind: &str, member: u128) -> TypedFact {
+        let m = uuid::Uuid::from_u128(member);
+        let body = match kind {
+            "member_registered" => {
+                r#"{"phone_idx":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}"#
+            }
+            _ => {
+                r#"{"phone_idx":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=","wrapped_key":"a2V5"}"#
+            }
+        };
+        let json =
+            format!(r#"{{"kind":"{kind}","at":1,"member":"{m}","txn":"{m}","body":{body}}}"#);
+        let entry = Entry::parse(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
+        type_fact("S001", entry, 1, &mut 0).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_store_re_keys_only_members_it_registered() {
+        let never = |_| Ok::<_, ()>(false);
+        let reg_then_rekey = [one("member_registered", 1), one("member_rekeyed", 1)];
+        assert_eq!(rekeys_a_stranger(&reg_then_rekey, never), Ok(false));
+        let stranger = [one("member_rekeyed", 2)];
+        assert_eq!(rekeys_a_stranger(&stranger, never), Ok(true));
+        // Registered in an earlier push: the log says so.
+        let before = |m: uuid::Uuid| Ok::<_, ()>(m == uuid::Uuid::from_u128(2));
+        assert_eq!(rekeys_a_stranger(&stranger, before), Ok(false));
+        // Another member's registration in the same facts does not cover it.
+        let other = [one("member_registered", 3), one("member_rekeyed", 2)];
+        assert_eq!(rekeys_a_stranger(&other, never), Ok(true));
+    }
+
+    #[test]
+    fn a_fact_streams_to_every_other_holder_and_its_writer_joins_them() {
+        let holders = vec!["S001".to_string(), "S002".to_string()];
+        let f = fan_out("S003", &holders);
+        assert!(f.writer_joins);
+        assert_eq!(f.send_to, vec!["S001", "S002"]);
+        let f = fan_out("S001", &holders);
+        assert!(!f.writer_joins, "a holder writing does not join again");
+        assert_eq!(f.send_to, vec!["S002"], "nobody receives their own fact");
+        let f = fan_out("S001", &[]);
+        assert_eq!(
+            (f.writer_joins, f.send_to.len()),
+            (false, 0),
+            "held by no one: nothing"
         );
     }
 }

@@ -7,9 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::Duration;
 
-use patron_domain::fact::Merge;
 use patron_domain::points::Movement;
-use patron_domain::{Detail, Entry, Header, Kind};
+use patron_domain::{Detail, Entry};
 use patron_protocol::Origin;
 use patron_protocol::hub::{
     AuthorizeResponse, Overdraw, OverdrawReport, RedemptionFlag, StoreStatus,
@@ -21,6 +20,7 @@ use patron_sync::session::{Fact, Judgement, Merged};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::activity::{ACTIVITY, Activity, Fold as ActivityFold};
+use crate::authority::OfflineSpend;
 
 use super::{
     AuthorityStore, Decide, Documents, FactLog, Hold, IngestJob, Ingested, Members, NewStore,
@@ -648,7 +648,8 @@ fn merge_if_registered_twice(
         )?
         .query_row(params![phone_idx], |r| r.get(0))
         .optional()?;
-    let Some(survivor) = first.filter(|f| f != member) else {
+    let Some(survivor) = crate::ingest::survivor(member, first.as_deref()).map(str::to_string)
+    else {
         return Ok(None);
     };
     let n = tx
@@ -667,18 +668,8 @@ fn merge_if_registered_twice(
     let uuid = |s: &str| {
         uuid::Uuid::parse_str(s).map_err(|e| StoreError::Corrupt(format!("member id {s}: {e}")))
     };
-    let entry = Entry::new(
-        Header {
-            at: now,
-            member: Some(uuid(member)?),
-            txn: uuid::Uuid::now_v7(),
-            ..Default::default()
-        },
-        Detail::MemberMerged(Merge {
-            survivor: uuid(&survivor)?,
-        }),
-    )
-    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let entry = crate::ingest::merge_fact(uuid(member)?, uuid(&survivor)?, now)
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let body = entry
         .to_json()
         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -734,30 +725,15 @@ fn rekeys_a_stranger(
     node: &str,
     facts: &[TypedFact],
 ) -> Result<bool, StoreError> {
-    let mut registered_here = Vec::new();
-    for t in facts {
-        let (Some(member), kind) = (t.entry.member, t.entry.kind()) else {
-            continue;
-        };
-        match kind {
-            Kind::MemberRegistered => registered_here.push(member),
-            Kind::MemberRekeyed if !registered_here.contains(&member) => {
-                let held: bool =
-                    conn.prepare_cached(
-                        "SELECT count(*) FROM facts f JOIN origins o ON o.id = f.origin
-                          WHERE f.member = ?1 AND f.kind = 'member_registered' AND o.node = ?2",
-                    )?
-                    .query_row(params![&member.as_bytes()[..], node], |r| {
-                        r.get::<_, i64>(0)
-                    })? > 0;
-                if !held {
-                    return Ok(true);
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(false)
+    crate::ingest::rekeys_a_stranger(facts, |member| {
+        let registered: i64 = conn
+            .prepare_cached(
+                "SELECT count(*) FROM facts f JOIN origins o ON o.id = f.origin
+                  WHERE f.member = ?1 AND f.kind = 'member_registered' AND o.node = ?2",
+            )?
+            .query_row(params![&member.as_bytes()[..], node], |r| r.get(0))?;
+        Ok(registered > 0)
+    })
 }
 
 /// Whether any of `facts` differs from the body stored under its sequence.
@@ -833,13 +809,14 @@ fn fan_out(
     if holders.is_empty() {
         return Ok(());
     }
-    if !holders.iter().any(|h| h == store) {
+    let decided = crate::ingest::fan_out(store, &holders);
+    if decided.writer_joins {
         tx.prepare_cached("INSERT INTO holdings (member, store, touched) VALUES (?1, ?2, ?3)")?
             .execute(params![member, store, pos])?;
     }
     let mut send =
         tx.prepare_cached("INSERT OR IGNORE INTO stream (store, pos) VALUES (?1, ?2)")?;
-    for h in holders.iter().filter(|h| *h != store) {
+    for h in decided.send_to {
         send.execute(params![h, pos])?;
         streamed.insert(h.clone());
     }
@@ -911,25 +888,43 @@ fn apply_points(
         .execute(params![p.member, store, p.spend])?;
     }
     if p.offline && p.spend > 0 && flag_window_ms > 0 {
-        // Over every id of the person (a merged member redeems under either).
-        tx.prepare_cached(concat!(
-            "WITH r(id) AS (SELECT ",
-            root_of!("?1"),
-            ")
-             INSERT OR IGNORE INTO redemption_flags (member, first_store, first_at, second_store, second_at)
-             SELECT r.id,
-                    CASE WHEN x.at <= ?3 THEN o.node ELSE ?2 END,
-                    min(x.at, ?3),
-                    CASE WHEN x.at <= ?3 THEN ?2 ELSE o.node END,
-                    max(x.at, ?3)
-               FROM r, facts x JOIN origins o ON o.id = x.origin
-              WHERE x.member IN (SELECT unhex(replace(r.id, '-', '')) UNION ALL
-                                 SELECT unhex(replace(loser, '-', ''))
-                                   FROM member_aliases WHERE survivor = r.id)
-                AND x.auth = 'offline' AND x.spend > 0 AND o.node <> ?2
-                AND abs(x.at - ?3) <= ?4"
-        ))?
-        .execute(params![p.member, store, p.at, flag_window_ms])?;
+        // The person's offline spends at other stores (over every id: a merged member
+        // redeems under either); the flag rule decides which pairs flag them.
+        let root: String = tx
+            .prepare_cached(concat!("SELECT ", root_of!("?1")))?
+            .query_row(params![p.member], |r| r.get(0))?;
+        let others: Vec<OfflineSpend> = tx
+            .prepare_cached(
+                "SELECT o.node, x.at FROM facts x JOIN origins o ON o.id = x.origin
+                  WHERE x.member IN (SELECT unhex(replace(?1, '-', '')) UNION ALL
+                                     SELECT unhex(replace(loser, '-', ''))
+                                       FROM member_aliases WHERE survivor = ?1)
+                    AND x.auth = 'offline' AND x.spend > 0 AND o.node <> ?2",
+            )?
+            .query_map(params![root, store], |r| {
+                Ok(OfflineSpend {
+                    store: r.get(0)?,
+                    at: r.get(1)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let spend = OfflineSpend {
+            store: store.to_string(),
+            at: p.at,
+        };
+        let mut flag = tx.prepare_cached(
+            "INSERT OR IGNORE INTO redemption_flags (member, first_store, first_at, second_store, second_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for f in crate::authority::offline_flags(&spend, &others, flag_window_ms) {
+            flag.execute(params![
+                root,
+                f.first.store,
+                f.first.at,
+                f.second.store,
+                f.second.at
+            ])?;
+        }
     }
     Ok(())
 }
