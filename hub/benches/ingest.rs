@@ -14,6 +14,10 @@
 //!   - reconnect: 100 stores, each with 1,000 offline facts, all reconnecting at once;
 //!     the time until the hub holds all 100,000.
 //!
+//! The projections behind the ingest cursor run as `serve` runs them (a thread woken by
+//! pushes, sharing the writer and the CPU); the throughput shape also reports how long
+//! after the last acknowledged push they had folded everything.
+//!
 //! Knobs: `BENCH_STORES`, `BENCH_FACTS` (per store) for the throughput shape;
 //! `BENCH_MIX=purchases` pushes member purchases only (the mix of the benchmark before
 //! facts were typed, for comparisons with older figures).
@@ -22,7 +26,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{BoxError, Mix, anyhow_check, bench_dir, bodies, entry, env_u64, push_all, start_hub};
+use common::{
+    BoxError, Mix, anyhow_check, bench_dir, bodies, entry, env_u64, projections_caught_up,
+    push_all, start_hub,
+};
 use patron_hub::store::FactLog;
 
 /// The baseline: the same rows, batched 1,000 per transaction, into a bare table.
@@ -90,6 +97,7 @@ fn main() -> Result<(), BoxError> {
         let wire: usize = all.iter().flatten().map(Vec::len).sum();
         let hub = start_hub("throughput", stores).await?;
         let took = push_all(&hub, all).await?;
+        let behind = projections_caught_up(&hub).await?;
         anyhow_check(hub.store.fact_count()? == total, "hub holds every fact")?;
         let bare = bare_insert(stores, per)?;
         let rate = total as f64 / took.as_secs_f64();
@@ -114,6 +122,10 @@ fn main() -> Result<(), BoxError> {
             "\nhub / baseline: **{:.2}×**; bytes on the wire per fact (request bodies): **{:.0}**",
             rate / base,
             wire as f64 / total as f64
+        );
+        println!(
+            "projections behind the cursor (members' activity) caught up **{:.2} s** after the last push was acknowledged",
+            behind.as_secs_f64()
         );
 
         // 100 stores reconnecting with 1,000 offline facts each.

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use patron_protocol::hub::{PushAnswer, PushRequest, RefetchRequest};
-use patron_sync::session::{Batch, Judgement, Push, PushAck, Verdict, batch, judge};
+use patron_sync::session::{Batch, Judgement, Push, PushAck, Verdict, batch};
 use patron_sync::stream::{StreamAnswer, StreamRequest, Streamed};
 
 use crate::clock::Clock;
@@ -256,21 +256,27 @@ impl Hub {
         let mut ahead = 0i64;
         let origins: Vec<patron_protocol::Origin> =
             req.push.batches.iter().map(|b| b.origin.clone()).collect();
-        // Every fact is parsed once, here, before the push reaches the writer.
+        // Every fact is parsed once, and every batch's checksum and shape checked, here,
+        // before the push reaches the writer.
         let batches: Vec<IncomingBatch> = req
             .push
             .batches
             .into_iter()
             .map(|batch| {
+                let checked = patron_sync::session::check(true, HUB_NODE, sid, &batch);
                 let typed = crate::ingest::type_batch(sid, &batch, now, &mut ahead);
-                IncomingBatch { batch, typed }
+                IncomingBatch {
+                    batch,
+                    checked,
+                    typed,
+                }
             })
             .collect();
         let done = self.store.ingest(IngestJob {
             store_id: sid.clone(),
             report: req.report,
             batches,
-            judge: |store, high, b| judge(true, HUB_NODE, store, high, b),
+            judge: patron_sync::session::place,
             overdraws: crate::authority::overdraws,
             flag_window_ms: crate::authority::FLAG_WINDOW_MS,
             now,

@@ -213,20 +213,31 @@ pub enum Judgement {
 
 /// Judges batch `b` received from node `from` by node `me`, which holds `origin` up to
 /// `high`. `hub`: the receiver is the hub, where a store may push only its own facts.
-/// The hub's ingest decides with this one function, and so does the simulation
-/// (`tests/simulation.rs`): it exercises the rule the hub runs.
+/// The hub's ingest decides with these functions ([`check`] before its writer,
+/// [`place`] inside it), and so does the simulation (`tests/simulation.rs`): it
+/// exercises the rule the hub runs.
 pub fn judge(hub: bool, me: &str, from: &str, high: u64, b: &Batch) -> Judgement {
+    match check(hub, me, from, b) {
+        Err(why) => Judgement::Refuse(why),
+        Ok(()) => place(high, b),
+    }
+}
+
+/// What a receiver can judge of a batch without what it holds: its size, its
+/// origin, its checksum and the shape of its sequences. The hub runs it while parsing
+/// a push, off its writer; `Err` says why the batch is refused.
+pub fn check(hub: bool, me: &str, from: &str, b: &Batch) -> Result<(), &'static str> {
     if b.facts.is_empty() || b.facts.len() > MAX_BATCH {
-        return Judgement::Refuse("a batch holds 1 to 1000 facts");
+        return Err("a batch holds 1 to 1000 facts");
     }
     if hub && b.origin.node != from {
-        return Judgement::Refuse("a store may push only its own facts");
+        return Err("a store may push only its own facts");
     }
     if b.origin.node == me {
-        return Judgement::Refuse("facts of this node's own origin come only from itself");
+        return Err("facts of this node's own origin come only from itself");
     }
     if b.checksum != checksum(&b.facts) {
-        return Judgement::Refuse("checksum mismatch: truncated or altered in transit");
+        return Err("checksum mismatch: truncated or altered in transit");
     }
     let first = b.facts[0].seq;
     let consecutive = b
@@ -235,10 +246,17 @@ pub fn judge(hub: bool, me: &str, from: &str, high: u64, b: &Batch) -> Judgement
         .enumerate()
         .all(|(i, f)| f.origin == b.origin && Some(f.seq) == first.checked_add(i as u64));
     if first == 0 || !consecutive {
-        return Judgement::Refuse(
-            "facts must be of the batch's origin with consecutive sequences from 1",
-        );
+        return Err("facts must be of the batch's origin with consecutive sequences from 1");
     }
+    Ok(())
+}
+
+/// Where a batch that passed [`check`] falls against the receiver's `high` for its
+/// origin: already held, after a gap, or to apply (past what is held).
+pub fn place(high: u64, b: &Batch) -> Judgement {
+    let Some(first) = b.facts.first().map(|f| f.seq) else {
+        return Judgement::Refuse("a batch holds 1 to 1000 facts");
+    };
     let Some(last) = first.checked_add(b.facts.len() as u64 - 1) else {
         return Judgement::Refuse("sequence out of range");
     };

@@ -209,6 +209,8 @@ pub struct Running {
     pub store: Arc<SqliteStore>,
     /// The hub service.
     pub hub: Arc<Hub>,
+    /// The projections behind the ingest cursor, following pushes as in `serve`.
+    pub runner: patron_hub::projections::Runner,
 }
 
 /// Starts a hub with `stores` enrolled stores.
@@ -269,7 +271,15 @@ pub async fn start_hub(name: &str, stores: usize) -> Result<Running, BoxError> {
         .tls_backend_preconfigured(client_tls)
         .timeout(Duration::from_secs(120))
         .build()?;
+    // As `patron-hub serve` runs it: the projections behind the cursor compete with
+    // ingest for the writer and the CPU.
+    let runner = patron_hub::projections::Runner::spawn(
+        hub.behind(),
+        hub.projection_waker(),
+        Duration::from_secs(5),
+    )?;
     Ok(Running {
+        runner,
         base: format!("https://{addr}"),
         hub,
         url: format!("https://{addr}/v1/sync/push"),
@@ -309,6 +319,22 @@ pub async fn push_all(hub: &Running, per_store: Vec<Vec<Vec<u8>>>) -> Result<Dur
         r??;
     }
     Ok(start.elapsed())
+}
+
+/// Waits until every projection behind the cursor has folded the whole log; how long
+/// that took.
+pub async fn projections_caught_up(hub: &Running) -> Result<Duration, BoxError> {
+    let start = Instant::now();
+    loop {
+        let all = hub.hub.projections()?;
+        if all.iter().all(|p| p.position >= p.end) {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > Duration::from_secs(300) {
+            return Err(format!("projections did not catch up: {all:?}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// Fails the benchmark when a check does not hold.

@@ -87,8 +87,12 @@ fn push(s: &dyn HubStore, node: &str, facts: Vec<Fact>) -> Vec<super::Ingested> 
             last_seq: b.facts.last().map_or(0, |f| f.seq),
             ..Default::default()
         },
-        batches: vec![IncomingBatch { batch: b, typed }],
-        judge: |store, high, b| patron_sync::judge(true, "hub", store, high, b),
+        batches: vec![IncomingBatch {
+            checked: patron_sync::session::check(true, "hub", node, &b),
+            batch: b,
+            typed,
+        }],
+        judge: patron_sync::session::place,
         overdraws: crate::authority::overdraws,
         flag_window_ms: crate::authority::FLAG_WINDOW_MS,
         now: T0,

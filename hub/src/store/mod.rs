@@ -326,13 +326,16 @@ pub struct StreamRead {
 pub struct IncomingBatch {
     /// The batch.
     pub batch: Batch,
+    /// What could be judged without the log (`patron_sync::session::check`: size,
+    /// origin, checksum, sequence shape), done before the push reaches the writer.
+    pub checked: Result<(), &'static str>,
     /// Its facts in order, typed; or why the batch is refused whole.
     pub typed: Result<Vec<TypedFact>, String>,
 }
 
-/// The rule that judges a batch of store `store`'s push, given what the hub holds of
-/// its origin (`patron_sync::judge` as the hub runs it).
-pub type Judge = fn(store: &str, high: u64, batch: &Batch) -> Judgement;
+/// The rule that places a checked batch against what the hub holds of its origin
+/// (`patron_sync::session::place`: already held, a gap, or what to apply).
+pub type Judge = fn(high: u64, batch: &Batch) -> Judgement;
 
 /// The rule that finds the overdrawing spends of a member (the survivor of any merge)
 /// from their movements over every id (`crate::authority::overdraws`).

@@ -1034,10 +1034,12 @@ fn ingest_one(
         let mut spenders: Vec<&str> = Vec::new();
         let (origin_id, high) = origin_row(tx, &b.origin)?.unwrap_or_default();
         // Facts the hub holds already must be the same facts (patron_sync::receiver).
+        let placed = match incoming.checked {
+            Err(why) => Judgement::Refuse(why),
+            Ok(()) => judge(high, b),
+        };
         let mut judgement =
-            patron_sync::receiver::settle(judge(store_id, high, b), b, |repeated| {
-                differs(tx, origin_id, repeated)
-            })?;
+            patron_sync::receiver::settle(placed, b, |repeated| differs(tx, origin_id, repeated))?;
         let typed: &[TypedFact] = match (&incoming.typed, judgement) {
             (Ok(t), _) => t,
             (Err(why), Judgement::Apply { .. }) => {
@@ -2349,7 +2351,12 @@ mod tests {
                 .map(|o| {
                     let b = facts(o);
                     let typed = crate::ingest::type_batch(node, &b, 0, &mut 0);
-                    super::super::IncomingBatch { batch: b, typed }
+                    let checked = patron_sync::session::check(true, "hub", node, &b);
+                    super::super::IncomingBatch {
+                        batch: b,
+                        checked,
+                        typed,
+                    }
                 })
                 .collect(),
             judge,
@@ -2357,9 +2364,8 @@ mod tests {
             flag_window_ms: 0,
             now: 0,
         };
-        let honest: super::super::Judge =
-            |store, high, b| patron_sync::judge(true, "hub", store, high, b);
-        let lying: super::super::Judge = |_, _, b| Judgement::Apply {
+        let honest: super::super::Judge = patron_sync::session::place;
+        let lying: super::super::Judge = |_, b| Judgement::Apply {
             skip: 0,
             high: b.facts.len() as u64,
         };
