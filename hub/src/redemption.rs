@@ -36,23 +36,41 @@ impl Hub {
     ) -> Result<LeaseResponse, HubError> {
         let member = self.member_root(&req.member)?;
         let now = self.now();
-        let answer = match self.store().grant_lease(
-            &member,
-            &store.store_id,
-            self.lease_policy(),
-            now,
-            spendable,
-        )? {
-            Ok(l) => LeaseResponse {
+        let policy = self.lease_policy();
+        // In one transaction: what the member may spend now, less the points held for
+        // authorized sales and every other store's lease, is leased under the policy;
+        // leases that ran out are dropped on the way.
+        let mut granted = None;
+        self.store().authority_tx(&mut |tx| {
+            let mut movements: Vec<_> =
+                tx.movements(&member)?.into_iter().map(|(m, _)| m).collect();
+            let free = spendable(&mut movements, now).saturating_sub(tx.held(&member, now)?);
+            let grant = tx
+                .rights(&member)?
+                .grant(&store.store_id, free, policy, now);
+            tx.drop_expired_leases(&member, now)?;
+            if let Ok(lease) = &grant {
+                tx.put_lease(&member, &store.store_id, lease)?;
+            }
+            granted = Some(grant);
+            Ok(())
+        })?;
+        let answer = match granted {
+            Some(Ok(l)) => LeaseResponse {
                 points: l.points,
-                duration_ms: self.lease_policy().duration_ms,
+                duration_ms: policy.duration_ms,
                 refused: None,
             },
-            Err(why) => LeaseResponse {
+            Some(Err(why)) => LeaseResponse {
                 points: 0,
                 duration_ms: 0,
                 refused: Some(why.to_string()),
             },
+            None => {
+                return Err(HubError::Store(crate::store::StoreError::Batch(
+                    "the lease transaction did not run".into(),
+                )));
+            }
         };
         tracing::debug!(store = %store.store_id, points = answer.points, "lease");
         Ok(answer)

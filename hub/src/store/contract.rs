@@ -19,6 +19,7 @@ pub fn run_all<S: HubStore>(open: impl Fn() -> S) {
     a_stores_stream_carries_its_members_and_stops_at_release(&open());
     documents_and_their_sync_states_round_trip(&open());
     a_projection_step_folds_what_follows_its_position_once(&open());
+    an_authority_transaction_keeps_all_of_its_writes_or_none(&open());
 }
 
 fn store(s: &dyn HubStore, id: &str) {
@@ -319,4 +320,44 @@ fn a_projection_step_folds_what_follows_its_position_once(s: &dyn HubStore) {
         s.reset_projection("nothing"),
         Err(StoreError::NoSuchProjection(_))
     ));
+}
+
+/// An authority transaction commits what it wrote when its work succeeds, keeps none
+/// of it when the work fails, and its reads see its own writes.
+fn an_authority_transaction_keeps_all_of_its_writes_or_none(s: &dyn HubStore) {
+    let m = member(1).to_string();
+    let lease = |points| patron_sync::rights::Lease {
+        points,
+        spent: 0,
+        until: T0 + 1_000,
+    };
+    let failed = s.authority_tx(&mut |tx| {
+        tx.put_lease(&m, "S001", &lease(50))?;
+        assert_eq!(
+            tx.rights(&m)?.leases.len(),
+            1,
+            "the transaction reads its own write"
+        );
+        Err(StoreError::Batch("the rule refused".into()))
+    });
+    assert!(matches!(failed, Err(StoreError::Batch(_))), "{failed:?}");
+    let leases = |s: &dyn HubStore| {
+        let mut n = None;
+        s.authority_tx(&mut |tx| {
+            n = Some(tx.rights(&m)?.leases.len());
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        n
+    };
+    assert_eq!(leases(s), Some(0), "a failed transaction keeps nothing");
+    s.authority_tx(&mut |tx| {
+        tx.put_lease(&m, "S001", &lease(50))?;
+        tx.put_lease(&m, "S002", &lease(20))
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(leases(s), Some(2));
+    s.authority_tx(&mut |tx| tx.drop_expired_leases(&m, T0 + 1_000))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(leases(s), Some(0), "leases that ran out are dropped");
 }

@@ -13,7 +13,7 @@ use patron_domain::points::Movement;
 use patron_protocol::Origin;
 use patron_protocol::hub::{AuthorizeResponse, OverdrawReport, StoreStatus, SyncReport};
 use patron_sync::profile::Profile;
-use patron_sync::rights::{Lease, LeasePolicy, NoLease};
+use patron_sync::rights::{Lease, Rights};
 use patron_sync::session::{Batch, Fact, Judgement};
 
 /// Storage failures, the same for every backend: a backend's own errors become
@@ -163,17 +163,14 @@ pub trait AuthorityStore: Send + Sync + 'static {
     /// holds no thread while it waits.
     fn authorize(&self, hold: Hold, decide: Decide) -> Result<PendingAnswer, StoreError>;
 
-    /// In one transaction: grants `store` a lease on `member`'s points under `policy`
-    /// (of what `spendable` derives from the movements, less the points held for
-    /// authorized sales and other leases), recording it.
-    fn grant_lease(
+    /// Runs `work` in one write transaction over what the authority keeps, serialized
+    /// with every other write: committed if `work` returns `Ok`, rolled back (nothing
+    /// of it kept) if it returns `Err`, which is passed on. The rules of what to write
+    /// stay with the caller (`crate::redemption`); the backend only reads and writes.
+    fn authority_tx(
         &self,
-        member: &str,
-        store: &str,
-        policy: &LeasePolicy,
-        now: i64,
-        spendable: Spendable,
-    ) -> Result<Result<Lease, NoLease>, StoreError>;
+        work: &mut dyn FnMut(&dyn AuthorityTx) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
 
     /// Drops `store`'s lease on `member`; whether there was one.
     fn return_lease(&self, member: &str, store: &str) -> Result<bool, StoreError>;
@@ -184,6 +181,26 @@ pub trait AuthorityStore: Send + Sync + 'static {
 
     /// Every recorded overdraw and flag.
     fn overdraw_report(&self) -> Result<OverdrawReport, StoreError>;
+}
+
+/// What the redemption authority reads and writes inside one
+/// [`AuthorityStore::authority_tx`]: every read sees the transaction's own writes.
+pub trait AuthorityTx {
+    /// A member's points movements over every id merged into them (every origin),
+    /// each with whether it was an offline spend.
+    fn movements(&self, member: &str) -> Result<Vec<(Movement, bool)>, StoreError>;
+
+    /// Points held for the member's authorized sales still open at `now`.
+    fn held(&self, member: &str, now: i64) -> Result<i64, StoreError>;
+
+    /// The member's leases, every store.
+    fn rights(&self, member: &str) -> Result<Rights, StoreError>;
+
+    /// Forgets the member's leases that ran out by `now`.
+    fn drop_expired_leases(&self, member: &str, now: i64) -> Result<(), StoreError>;
+
+    /// Records `lease` as `store`'s lease on the member (replacing any it had).
+    fn put_lease(&self, member: &str, store: &str, lease: &Lease) -> Result<(), StoreError>;
 }
 
 /// Members across stores: merges, fetches by phone, merged profiles. Methods block; callers run them off the async runtime.
@@ -408,6 +425,3 @@ impl PendingAnswer {
 /// how much of the asking store's lease it may use; a plain function so that the
 /// authorizer thread can decide asks queued by any caller.
 pub type Decide = fn(&mut [Movement], i64, i64, &Hold) -> AuthorizeResponse;
-
-/// What a member may spend at `now` from their movements (every origin).
-pub type Spendable = fn(&mut [Movement], i64) -> i64;

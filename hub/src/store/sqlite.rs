@@ -15,7 +15,7 @@ use patron_protocol::hub::{
 };
 use patron_sqlite::wal::WalBound;
 use patron_sync::profile::{Profile, ProfileOp};
-use patron_sync::rights::{Lease, LeasePolicy, NoLease, Rights};
+use patron_sync::rights::{Lease, Rights};
 use patron_sync::session::{Fact, Judgement, Merged};
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -23,9 +23,9 @@ use crate::activity::{ACTIVITY, Activity, Fold as ActivityFold};
 use crate::authority::OfflineSpend;
 
 use super::{
-    AuthorityStore, Decide, Documents, FactLog, Hold, IngestJob, Ingested, Members, NewStore,
-    OverdrawRule, PendingAnswer, PointsRow, ProjectionPosition, Projections, Rebuilt, Reproject,
-    Spendable, Step, StoreError, StoreRow, Stores, StreamRead, Streams, TypedFact,
+    AuthorityStore, AuthorityTx, Decide, Documents, FactLog, Hold, IngestJob, Ingested, Members,
+    NewStore, OverdrawRule, PendingAnswer, PointsRow, ProjectionPosition, Projections, Rebuilt,
+    Reproject, Step, StoreError, StoreRow, Stores, StreamRead, Streams, TypedFact,
 };
 
 /// Migration `i` takes the schema from version `i` to `i + 1`. Append only.
@@ -1576,6 +1576,51 @@ impl FactLog for SqliteStore {
     }
 }
 
+/// The writer's open transaction, as the authority sees it.
+struct WriteTx<'a>(&'a Connection);
+
+impl AuthorityTx for WriteTx<'_> {
+    fn movements(&self, member: &str) -> Result<Vec<(Movement, bool)>, StoreError> {
+        movement_rows(self.0, member)
+    }
+
+    fn held(&self, member: &str, now: i64) -> Result<i64, StoreError> {
+        Ok(self
+            .0
+            .prepare_cached(
+                "SELECT coalesce(sum(points), 0) FROM holds WHERE member = ?1 AND until > ?2",
+            )?
+            .query_row(params![member, now], |r| r.get(0))?)
+    }
+
+    fn rights(&self, member: &str) -> Result<Rights, StoreError> {
+        rights(self.0, member)
+    }
+
+    fn drop_expired_leases(&self, member: &str, now: i64) -> Result<(), StoreError> {
+        self.0
+            .prepare_cached("DELETE FROM leases WHERE member = ?1 AND until <= ?2")?
+            .execute(params![member, now])?;
+        Ok(())
+    }
+
+    fn put_lease(&self, member: &str, store: &str, lease: &Lease) -> Result<(), StoreError> {
+        self.0
+            .prepare_cached(
+                "INSERT OR REPLACE INTO leases (member, store, points, spent, until)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                member,
+                store,
+                lease.points,
+                lease.spent,
+                lease.until
+            ])?;
+        Ok(())
+    }
+}
+
 impl AuthorityStore for SqliteStore {
     fn authorize(&self, hold: Hold, decide: Decide) -> Result<PendingAnswer, StoreError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
@@ -1590,43 +1635,16 @@ impl AuthorityStore for SqliteStore {
         Ok(PendingAnswer(answer))
     }
 
-    fn grant_lease(
+    fn authority_tx(
         &self,
-        member: &str,
-        store: &str,
-        policy: &LeasePolicy,
-        now: i64,
-        spendable: Spendable,
-    ) -> Result<Result<Lease, NoLease>, StoreError> {
+        work: &mut dyn FnMut(&dyn AuthorityTx) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let mut movements: Vec<Movement> = movement_rows(&tx, member)?
-            .into_iter()
-            .map(|(m, _)| m)
-            .collect();
-        let held: i64 = tx
-            .prepare_cached(
-                "SELECT coalesce(sum(points), 0) FROM holds WHERE member = ?1 AND until > ?2",
-            )?
-            .query_row(params![member, now], |r| r.get(0))?;
-        let mut r = rights(&tx, member)?;
-        let granted = r.grant(
-            store,
-            spendable(&mut movements, now).saturating_sub(held),
-            policy,
-            now,
-        );
-        // The grant also dropped the member's leases that ran out at the hub.
-        tx.prepare_cached("DELETE FROM leases WHERE member = ?1 AND until <= ?2")?
-            .execute(params![member, now])?;
-        if let Ok(l) = &granted {
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO leases (member, store, points, spent, until) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![member, store, l.points, l.spent, l.until])?;
-        }
+        // Dropped without a commit on `Err`: rolled back.
+        work(&WriteTx(&tx))?;
         tx.commit()?;
-        Ok(granted)
+        Ok(())
     }
 
     fn return_lease(&self, member: &str, store: &str) -> Result<bool, StoreError> {
