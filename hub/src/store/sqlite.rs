@@ -1777,6 +1777,34 @@ impl Members for SqliteStore {
     }
 }
 
+/// The last position received before `before` (0: none), by binary search over the
+/// positions: facts are received in position order (`received_at` is the hub's clock
+/// when the one writer inserted them). Should the hub's clock step back, the answer
+/// falls somewhere inside the step, which moves a stream's expiry by that step at most.
+fn last_received_before(conn: &Connection, before: i64) -> Result<i64, StoreError> {
+    let end: i64 = conn
+        .prepare_cached("SELECT coalesce(max(id), 0) FROM facts")?
+        .query_row([], |r| r.get(0))?;
+    let mut first_at = conn
+        .prepare_cached("SELECT id, received_at FROM facts WHERE id >= ?1 ORDER BY id LIMIT 1")?;
+    // Invariant: `lo` was received before the cutoff (or is 0); nothing at or after
+    // `hi` was.
+    let (mut lo, mut hi) = (0i64, end + 1);
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        match first_at
+            .query_row(params![mid], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+            })
+            .optional()?
+        {
+            Some((id, at)) if at < before && id < hi => lo = id,
+            _ => hi = mid,
+        }
+    }
+    Ok(lo)
+}
+
 /// The activity row's columns, in the order [`activity_row`] reads them.
 const ACTIVITY_COLUMNS: &str = "facts, purchases, spend, refunds, refunded, first_purchase_at,
      last_purchase_at, points_earned, points_spent, points_reversed, last_seen_at";
@@ -2029,13 +2057,11 @@ impl Streams for SqliteStore {
     }
 
     fn expire_streams(&self, before: i64) -> Result<u64, StoreError> {
+        // Found on a reader, by a few point reads: scanning `received_at` (no index)
+        // held the writer for the whole log once an hour.
+        let cutoff = last_received_before(&self.readers.get(), before)?;
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        // The last position received before the cutoff (facts are received in
-        // position order).
-        let cutoff: i64 = tx
-            .prepare_cached("SELECT coalesce(max(id), 0) FROM facts WHERE received_at < ?1")?
-            .query_row(params![before], |r| r.get(0))?;
         let stores: Vec<(String, i64)> = tx
             .prepare_cached("SELECT store, max(pos) FROM stream WHERE pos <= ?1 GROUP BY store")?
             .query_map(params![cutoff], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -2165,6 +2191,43 @@ mod tests {
         });
     }
     use super::*;
+
+    #[test]
+    fn the_last_position_received_before_a_cutoff_is_found_as_a_scan_finds_it() {
+        let conn = Connection::open_in_memory().unwrap_or_else(|e| panic!("{e}"));
+        conn.execute_batch(
+            "CREATE TABLE facts (id INTEGER PRIMARY KEY, received_at INTEGER NOT NULL)",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let scan = |before: i64| -> i64 {
+            conn.query_row(
+                "SELECT coalesce(max(id), 0) FROM facts WHERE received_at < ?1",
+                params![before],
+                |r| r.get(0),
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let check = |label: &str| {
+            for before in -5..1_300 {
+                assert_eq!(
+                    last_received_before(&conn, before).unwrap_or_else(|e| panic!("{e}")),
+                    scan(before),
+                    "{label}, before {before}"
+                );
+            }
+        };
+        check("empty log");
+        // Positions 1..=100 received every 10 ms, several facts per instant, with holes
+        // (positions freed by rolled-back pushes).
+        for id in (1..=100i64).filter(|i| i % 7 != 3) {
+            conn.execute(
+                "INSERT INTO facts (id, received_at) VALUES (?1, ?2)",
+                params![id, (id / 3) * 10],
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        }
+        check("a log with holes");
+    }
 
     #[test]
     fn a_newer_database_is_refused_and_migrating_twice_is_a_no_op() {
