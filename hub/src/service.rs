@@ -1291,16 +1291,22 @@ mod tests {
                 &reg,
             )],
         );
+        fetch_all(hub, &rows[1], &idx);
+        idx
+    }
+
+    /// `row` fetches the members under phone index `idx` from the start (it holds them
+    /// from now on).
+    fn fetch_all(hub: &Hub, row: &StoreRow, idx: &str) -> patron_sync::pull::FetchedMember {
         hub.directory
             .fetch_member(
-                &rows[1],
+                row,
                 &MemberFetch {
-                    phone_idx: idx.clone(),
+                    phone_idx: idx.to_string(),
                     after: 0,
                 },
             )
-            .unwrap_or_else(|e| panic!("{e}"));
-        idx
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// A stream cursor: (position, mark of the fact there).
@@ -1419,15 +1425,7 @@ mod tests {
             )],
         );
         // S002 serves the member it fetched.
-        hub.directory
-            .fetch_member(
-                &rows[1],
-                &MemberFetch {
-                    phone_idx: idx.clone(),
-                    after: 0,
-                },
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
+        fetch_all(hub, &rows[1], &idx);
         push_facts(
             hub,
             &rows[1],
@@ -1530,17 +1528,7 @@ mod tests {
                 &reg,
             )],
         );
-        let fetch = || {
-            hub.directory
-                .fetch_member(
-                    &rows[1],
-                    &MemberFetch {
-                        phone_idx: idx.clone(),
-                        after: 0,
-                    },
-                )
-                .unwrap_or_else(|e| panic!("{e}"))
-        };
+        let fetch = || fetch_all(hub, &rows[1], &idx);
         fetch();
         let (_, cursor) = poll(hub, &rows[1], START);
         let release = |(after, mark): Cur| {

@@ -1848,7 +1848,7 @@ impl Projections for SqliteStore {
             let end: i64 = tx
                 .prepare_cached("SELECT coalesce(max(id), 0) FROM facts")?
                 .query_row([], |r| r.get(0))?;
-            let facts: Vec<(i64, String)> = tx
+            let bodies: Vec<(i64, String)> = tx
                 .prepare_cached(
                     "SELECT id, body FROM facts
                       WHERE id > ?1 AND id <= ?2 AND member IS NOT NULL ORDER BY id LIMIT ?3",
@@ -1857,22 +1857,21 @@ impl Projections for SqliteStore {
                     Ok((r.get(0)?, r.get(1)?))
                 })?
                 .collect::<rusqlite::Result<_>>()?;
+            // Each fact parsed once: its member names the row to load, then it is folded.
+            let facts: Vec<(i64, Result<Entry, patron_domain::fact::FactError>)> = bodies
+                .into_iter()
+                .map(|(id, body)| (id, Entry::parse(&body)))
+                .collect();
             let mut rows = std::collections::HashMap::<uuid::Uuid, Activity>::new();
             let mut read = tx.prepare_cached(&format!(
                 "SELECT {ACTIVITY_COLUMNS} FROM activity WHERE member = ?1"
             ))?;
-            for (_, body) in &facts {
-                // The member column is the body's member (ingest typed it from there).
-                let Ok(entry) = Entry::parse(body) else {
-                    continue;
-                };
-                if let Some(m) = entry.member
-                    && !rows.contains_key(&m)
-                {
+            for m in facts.iter().filter_map(|(_, e)| e.as_ref().ok()?.member) {
+                if let std::collections::hash_map::Entry::Vacant(slot) = rows.entry(m) {
                     let held = read
                         .query_row(params![&m.as_bytes()[..]], |r| activity_row(r, 0))
                         .optional()?;
-                    rows.insert(m, held.unwrap_or_default());
+                    slot.insert(held.unwrap_or_default());
                 }
             }
             drop(read);
@@ -1890,11 +1889,11 @@ impl Projections for SqliteStore {
             position: upto as u64,
             end: end as u64,
         };
-        for (id, body) in &facts {
-            match Entry::parse(body) {
+        for (id, parsed) in &facts {
+            match parsed {
                 Ok(entry) => {
                     if let Some(row) = entry.member.and_then(|m| rows.get_mut(&m)) {
-                        fold(row, &entry);
+                        fold(row, entry);
                         step.folded += 1;
                     }
                 }
