@@ -124,7 +124,7 @@ fn main() -> Result<(), BoxError> {
             wire as f64 / total as f64
         );
         println!(
-            "projections behind the cursor (members' activity) caught up **{:.2} s** after the last push was acknowledged",
+            "projections behind the cursor (members' activity, overdraws) caught up **{:.2} s** after the last push was acknowledged",
             behind.as_secs_f64()
         );
 

@@ -3,7 +3,8 @@
 //! (offline, under the stores' floor limits) can; those overdraws are recorded as
 //! debts, which the derivation makes later earnings repay first, and members who
 //! redeemed offline at two stores within an hour are flagged. Storage runs these in the
-//! transactions that decide (the store module); the redemption module serves them.
+//! transactions that decide (the store module) and the overdraw judgement behind the
+//! ingest cursor (`projections`); the redemption module serves them.
 
 use patron_domain::points::{Movement, derive_traced};
 use patron_protocol::hub::{AuthorizeResponse, Overdraw};
@@ -15,13 +16,16 @@ use patron_sync::rights::LeasePolicy;
 /// and a spend arriving after that can overdraw (recorded as a debt).
 pub const HOLD_MS: i64 = 10 * 60 * 1000;
 
+/// The projection behind the ingest cursor that judges spends for overdraws.
+pub const OVERDRAWS: &str = "overdraws";
+
 /// Offline redemptions of one member at two stores this close together flag the member.
 pub const FLAG_WINDOW_MS: i64 = 60 * 60 * 1000;
 
 /// The spends of `member` (the survivor of any merge) that overdrew, judged over the
 /// member's movements from every store in canonical order, so a spend is judged the
 /// same wherever and whenever it arrived. Each is keyed by its fact: recorded twice, it
-/// is one overdraw. The ingest runs this in the transaction that applies the spends.
+/// is one overdraw. The overdraws projection runs this behind the ingest cursor.
 pub fn overdraws(member: &str, movements: Vec<(Movement, bool)>, now: i64) -> Vec<OverdrawRow> {
     let (mut movements, offline): (Vec<_>, Vec<_>) = movements.into_iter().unzip();
     let offline: std::collections::HashSet<[u8; 16]> = movements

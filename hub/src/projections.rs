@@ -2,17 +2,17 @@
 //! SQLite backend) is a global cursor; a projection here keeps its own position in it
 //! and folds what follows, in steps, off the push path: a push is acknowledged once its
 //! facts and the projections kept inside the ingest transaction (registrations, merges,
-//! profiles, holds, leases, overdraws, the stream) are durable, and these follow within
-//! a step. Each step writes its rows and its position in one transaction, so a crash
+//! profiles, holds, leases, the stream) are durable, and these follow within a step. Each step writes its rows and its position in one transaction, so a crash
 //! loses nothing and folds nothing twice; each can be emptied and folded again from
 //! the whole log (`patron-hub rebuild`), which must give what the steps gave (tested).
 //! Analytics, segments, campaign results and notifications are the projections that
-//! come next; [`crate::activity`] is the first.
+//! come next; [`crate::activity`] and the overdraw judgement are the first.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use crate::clock::Clock;
 use crate::store::{HubStore, Step, StoreError};
 
 /// Facts a step folds at most: big enough that a member's row is written once for
@@ -49,9 +49,38 @@ impl Behind for ActivityProjection {
     }
 }
 
+/// Overdrawing spends ([`crate::authority::overdraws`]), judged behind the cursor: a
+/// push does not wait for its spenders' histories to be read, and the report catches
+/// this up before it answers.
+pub struct OverdrawsProjection {
+    /// The hub's storage.
+    pub store: Arc<dyn HubStore>,
+    /// The hub's clock.
+    pub now: Clock,
+}
+
+impl Behind for OverdrawsProjection {
+    fn name(&self) -> &'static str {
+        crate::authority::OVERDRAWS
+    }
+
+    fn step(&self, max: usize) -> Result<Step, StoreError> {
+        let (step, recorded) =
+            self.store
+                .step_overdraws(max, crate::authority::overdraws, (self.now)())?;
+        if recorded > 0 {
+            tracing::warn!(overdraws = recorded, "redemptions overdrew");
+        }
+        Ok(step)
+    }
+}
+
 /// Every projection behind the cursor, over `store`.
-pub fn all(store: Arc<dyn HubStore>) -> Vec<Arc<dyn Behind>> {
-    vec![Arc::new(ActivityProjection(store))]
+pub fn all(store: Arc<dyn HubStore>, now: Clock) -> Vec<Arc<dyn Behind>> {
+    vec![
+        Arc::new(ActivityProjection(store.clone())),
+        Arc::new(OverdrawsProjection { store, now }),
+    ]
 }
 
 /// Steps `p` until it reaches the end of the log as its last step saw it; the sum of

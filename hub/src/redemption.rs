@@ -134,8 +134,11 @@ impl Hub {
         Ok(self.store().authorize(hold, decide)?)
     }
 
-    /// Every recorded overdraw and flagged member.
+    /// Every recorded overdraw and flagged member. Overdraws are judged behind the
+    /// ingest cursor; the report first judges every spend the hub holds, so it is
+    /// never behind a push that was acknowledged.
     pub fn overdraw_report(&self) -> Result<OverdrawReport, HubError> {
+        crate::projections::catch_up(&self.overdraws_projection(), crate::projections::STEP)?;
         Ok(self.store().overdraw_report()?)
     }
 }
@@ -506,6 +509,31 @@ mod tests {
         c.sync(1, &txn(7), 0, 10, "offline");
         let report = c.t.hub.overdraw_report().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(report.flags.len(), 1, "{report:?}");
+    }
+
+    #[test]
+    fn overdraws_are_judged_behind_the_push_and_a_rebuild_finds_the_same() {
+        let c = chain(&["S001", "S002", "S003"]);
+        c.sync(0, &txn(1), 500, 0, "");
+        c.t.set_time(T0 + 60_000);
+        c.sync(1, &txn(2), 0, 400, "offline");
+        c.sync(2, &txn(3), 0, 400, "offline");
+        // The pushes were acknowledged without reading the spender's history: storage
+        // holds no overdraw until the projection steps.
+        let stored = c.t.hub.store().overdraw_report();
+        let stored = stored.unwrap_or_else(|e| panic!("{e}"));
+        assert!(stored.overdraws.is_empty(), "{stored:?}");
+        let positions = c.t.hub.projections().unwrap_or_else(|e| panic!("{e}"));
+        let judge = positions.iter().find(|p| p.name == "overdraws");
+        assert!(judge.is_some_and(|p| p.position < p.end), "{positions:?}");
+        // The report catches the judgement up first.
+        let report = c.t.hub.overdraw_report().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(report.overdraws.len(), 1, "{report:?}");
+        assert_eq!(report.overdraws[0].points, 300);
+        // Judged again from the whole log: the same overdraw, once.
+        c.t.hub.rebuild_behind().unwrap_or_else(|e| panic!("{e}"));
+        let again = c.t.hub.store().overdraw_report();
+        assert_eq!(again.unwrap_or_else(|e| panic!("{e}")), report);
     }
 
     /// Deterministic simulation of three stores and the hub under partitions (issue 5,

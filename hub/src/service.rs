@@ -277,14 +277,9 @@ impl Hub {
             report: req.report,
             batches,
             judge: patron_sync::session::place,
-            overdraws: crate::authority::overdraws,
             flag_window_ms: crate::authority::FLAG_WINDOW_MS,
             now,
         })?;
-        let overdrawn: usize = done.iter().map(|i| i.overdraws).sum();
-        if overdrawn > 0 {
-            tracing::warn!(store = %sid, overdraws = overdrawn, "redemptions overdrew");
-        }
         if ahead > 0 {
             tracing::warn!(store = %sid, ahead_ms = ahead, "store clock ahead of the hub: profile stamps clamped");
             self.store.note_clock_ahead(sid, ahead)?;
@@ -377,7 +372,15 @@ impl Hub {
 
     /// The projections behind the ingest cursor, over this hub's storage.
     pub fn behind(&self) -> Vec<Arc<dyn crate::projections::Behind>> {
-        crate::projections::all(self.store.clone())
+        crate::projections::all(self.store.clone(), self.now.clone())
+    }
+
+    /// The overdraws projection, which the report catches up before it answers.
+    pub(crate) fn overdraws_projection(&self) -> crate::projections::OverdrawsProjection {
+        crate::projections::OverdrawsProjection {
+            store: self.store.clone(),
+            now: self.now.clone(),
+        }
     }
 
     /// What wakes the projections' runner (see [`crate::projections::Runner`]).
@@ -1203,8 +1206,12 @@ mod tests {
         let caught = hub.catch_up_projections().unwrap_or_else(|e| panic!("{e}"));
         assert!(caught > 0, "the last facts were folded by the catch-up");
         let positions = hub.projections().unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(positions.len(), 1);
-        assert_eq!(positions[0].position, positions[0].end, "{positions:?}");
+        let names: Vec<&str> = positions.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["activity", "overdraws"]);
+        assert!(
+            positions.iter().all(|p| p.position == p.end),
+            "{positions:?}"
+        );
         let incremental = hub.store().all_activity().unwrap_or_else(|e| panic!("{e}"));
         // Every member fact of the fixture and of the two stores is counted once.
         let member_facts = fixture

@@ -94,7 +94,6 @@ fn push(s: &dyn HubStore, node: &str, facts: Vec<Fact>) -> Vec<super::Ingested> 
             typed,
         }],
         judge: patron_sync::session::place,
-        overdraws: crate::authority::overdraws,
         flag_window_ms: crate::authority::FLAG_WINDOW_MS,
         now: T0,
     })

@@ -91,8 +91,6 @@ pub struct Ingested {
     pub merged: Vec<patron_sync::session::Merged>,
     /// Why the batch was refused, where the judgement's reason is not precise enough.
     pub reason: Option<String>,
-    /// Overdrawing spends the batch brought (recorded with it).
-    pub overdraws: usize,
     /// Stores whose stream received facts of the batch (their waiting polls wake).
     pub streamed_to: Vec<String>,
 }
@@ -271,6 +269,18 @@ pub trait Projections: Send + Sync + 'static {
     /// writes nothing. A fact that no longer parses is skipped, counted and logged.
     fn step_activity(&self, max: usize, fold: crate::activity::Fold) -> Result<Step, StoreError>;
 
+    /// Judges the spends after the overdraws projection's position, at most `max`
+    /// facts: each spender's movements over every id are read in one snapshot off the
+    /// writer and `rule` finds the overdrawing spends, which are recorded (once per
+    /// fact) with the new position in one transaction. `folded` counts the spends
+    /// judged; the return's `recorded` how many overdraws were new.
+    fn step_overdraws(
+        &self,
+        max: usize,
+        rule: OverdrawRule,
+        now: i64,
+    ) -> Result<(Step, usize), StoreError>;
+
     /// Empties projection `name` and puts it back at the start of the log.
     fn reset_projection(&self, name: &str) -> Result<(), StoreError>;
 
@@ -389,8 +399,6 @@ pub struct IngestJob {
     pub batches: Vec<IncomingBatch>,
     /// How each batch is judged.
     pub judge: Judge,
-    /// Which spends of a member overdrew (recorded in the ingest's transaction).
-    pub overdraws: OverdrawRule,
     /// An offline spend flags its member if another store saw an offline spend of
     /// theirs within this many ms.
     pub flag_window_ms: i64,

@@ -20,12 +20,12 @@ use patron_sync::session::{Fact, Judgement, Merged};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::activity::{ACTIVITY, Activity, Fold as ActivityFold};
-use crate::authority::OfflineSpend;
+use crate::authority::{OVERDRAWS, OfflineSpend};
 
 use super::{
     AuthorityStore, AuthorityTx, Decide, Documents, FactLog, Hold, IngestJob, Ingested, Members,
-    NewStore, OverdrawRule, PendingAnswer, PointsRow, ProjectionPosition, Projections, Rebuilt,
-    Reproject, Step, StoreError, StoreRow, Stores, StreamRead, Streams, TypedFact,
+    NewStore, OverdrawRow, OverdrawRule, PendingAnswer, PointsRow, ProjectionPosition, Projections,
+    Rebuilt, Reproject, Step, StoreError, StoreRow, Stores, StreamRead, Streams, TypedFact,
 };
 
 /// Migration `i` takes the schema from version `i` to `i + 1`. Append only.
@@ -322,6 +322,12 @@ const MIGRATIONS: &[&str] = &[
         points_reversed   INTEGER NOT NULL,
         last_seen_at      INTEGER NOT NULL
     ) STRICT, WITHOUT ROWID;
+    "#,
+    r#"
+    -- Overdraws are judged behind the ingest cursor (projections.rs), off the push
+    -- path; the spends already held were judged at their ingest.
+    INSERT INTO projections (name, position, generation)
+    SELECT 'overdraws', coalesce(max(id), 0), 0 FROM facts;
     "#,
 ];
 
@@ -1018,7 +1024,6 @@ fn ingest_one(
         report,
         batches,
         judge,
-        overdraws,
         flag_window_ms,
         now,
     } = job;
@@ -1029,9 +1034,6 @@ fn ingest_one(
         let mut merged = Vec::new();
         let mut reason = None;
         let mut streamed = BTreeSet::new();
-        // Members who spent in the facts applied: their overdraws are judged once the
-        // batch is in, in the same transaction, so none is lost to a crash.
-        let mut spenders: Vec<&str> = Vec::new();
         let (origin_id, high) = origin_row(tx, &b.origin)?.unwrap_or_default();
         // Facts the hub holds already must be the same facts (patron_sync::receiver).
         let placed = match incoming.checked {
@@ -1080,9 +1082,6 @@ fn ingest_one(
                     }
                     if let Some(row) = &t.points {
                         apply_points(tx, &b.origin.node, row, *flag_window_ms)?;
-                        if row.spend > 0 {
-                            spenders.push(row.member.as_str());
-                        }
                     }
                     if let Some((member, phone_idx)) = &t.registered {
                         tx.prepare_cached(
@@ -1107,22 +1106,11 @@ fn ingest_one(
             }
             _ => high,
         };
-        // A member whose movements cannot be read (a damaged row) must not keep the
-        // push from applying, or the store would resend it forever: the overdraw check
-        // of that push is lost, loudly.
-        let overdrawn = match record_overdraws(tx, &spenders, *overdraws, now) {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::error!(store = %store_id, error = %e, "overdraws of a push could not be judged");
-                0
-            }
-        };
         out.push(Ingested {
             judgement,
             high,
             merged,
             reason,
-            overdraws: overdrawn,
             streamed_to: streamed.into_iter().collect(),
         });
     }
@@ -1165,38 +1153,36 @@ fn forget_streamed(tx: &Connection, store: &str, acked: u64, mark: u64) -> Resul
     Ok(())
 }
 
-/// Records the overdrawing spends of `spenders` (ids as the facts name them) that
-/// `rule` finds over each one's movements from every store; returns how many were new.
-fn record_overdraws(
-    tx: &Connection,
-    spenders: &[&str],
+/// The overdrawing spends that `rule` finds over the movements, from every store, of
+/// each person in `spenders` (ids as the facts name them), read on `conn`; and how many
+/// people's movements could not be read (a damaged row: logged, and passed over so
+/// that the projection does not stop behind it).
+fn judge_overdraws(
+    conn: &Connection,
+    spenders: &[String],
     rule: OverdrawRule,
     now: i64,
-) -> Result<usize, StoreError> {
+) -> Result<(Vec<OverdrawRow>, u64), StoreError> {
     let mut roots = Vec::with_capacity(spenders.len());
     for m in spenders {
-        let root: String = tx
+        let root: String = conn
             .prepare_cached(concat!("SELECT ", root_of!("?1")))?
             .query_row(params![m], |r| r.get(0))?;
         roots.push(root);
     }
     roots.sort();
     roots.dedup();
-    let mut new = 0;
+    let (mut rows, mut unreadable) = (Vec::new(), 0);
     for root in roots {
-        for r in rule(&root, movement_rows(tx, &root)?, now) {
-            let o = &r.overdraw;
-            new += tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO overdraws (origin, seq, member, store, at, points, offline)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )?
-                .execute(params![
-                    r.origin, r.seq, o.member, o.store, o.at, o.points, o.offline
-                ])?;
+        match movement_rows(conn, &root) {
+            Ok(movements) => rows.extend(rule(&root, movements, now)),
+            Err(e) => {
+                tracing::error!(error = %e, "a spender's movements could not be read: their overdraws are not judged");
+                unreadable += 1;
+            }
         }
     }
-    Ok(new)
+    Ok((rows, unreadable))
 }
 
 /// An authorization waiting for the next transaction.
@@ -1834,6 +1820,35 @@ fn member_id(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<uuid::Uuid> {
     })
 }
 
+/// Projection `name`'s position and generation, and the log's end, in `conn`'s snapshot.
+fn projection_at(conn: &Connection, name: &str) -> Result<(i64, i64, i64), StoreError> {
+    let (position, generation): (i64, i64) = conn
+        .prepare_cached("SELECT position, generation FROM projections WHERE name = ?1")?
+        .query_row(params![name], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let end: i64 = conn
+        .prepare_cached("SELECT coalesce(max(id), 0) FROM facts")?
+        .query_row([], |r| r.get(0))?;
+    Ok((position, generation, end))
+}
+
+/// Moves projection `name` from `read` (its position and generation when the step
+/// read) to `upto`; false if it was reset or stepped since, and nothing of the step
+/// may be written.
+fn move_projection(
+    tx: &Connection,
+    name: &str,
+    read: (i64, i64),
+    upto: i64,
+) -> Result<bool, StoreError> {
+    let moved = tx
+        .prepare_cached(
+            "UPDATE projections SET position = ?2
+              WHERE name = ?1 AND position = ?3 AND generation = ?4",
+        )?
+        .execute(params![name, upto, read.0, read.1])?;
+    Ok(moved == 1)
+}
+
 impl Projections for SqliteStore {
     fn step_activity(&self, max: usize, fold: ActivityFold) -> Result<Step, StoreError> {
         let max = max.max(1);
@@ -1842,12 +1857,7 @@ impl Projections for SqliteStore {
         let (position, generation, end, facts, mut rows) = {
             let conn = self.readers.get();
             let tx = conn.unchecked_transaction()?;
-            let (position, generation): (i64, i64) = tx
-                .prepare_cached("SELECT position, generation FROM projections WHERE name = ?1")?
-                .query_row(params![ACTIVITY], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            let end: i64 = tx
-                .prepare_cached("SELECT coalesce(max(id), 0) FROM facts")?
-                .query_row([], |r| r.get(0))?;
+            let (position, generation, end) = projection_at(&tx, ACTIVITY)?;
             let bodies: Vec<(i64, String)> = tx
                 .prepare_cached(
                     "SELECT id, body FROM facts
@@ -1905,13 +1915,7 @@ impl Projections for SqliteStore {
         }
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let moved = tx
-            .prepare_cached(
-                "UPDATE projections SET position = ?2
-                  WHERE name = ?1 AND position = ?3 AND generation = ?4",
-            )?
-            .execute(params![ACTIVITY, upto, position, generation])?;
-        if moved == 0 {
+        if !move_projection(&tx, ACTIVITY, (position, generation), upto)? {
             // Reset (or stepped by another process) since the read: nothing of it
             // counts any more.
             return Ok(Step {
@@ -1946,9 +1950,75 @@ impl Projections for SqliteStore {
         Ok(step)
     }
 
+    fn step_overdraws(
+        &self,
+        max: usize,
+        rule: OverdrawRule,
+        now: i64,
+    ) -> Result<(Step, usize), StoreError> {
+        // Judged off the writer, in one snapshot; only the rows and the position are
+        // written.
+        let (position, generation, end, upto, judged, (rows, unreadable)) = {
+            let conn = self.readers.get();
+            let tx = conn.unchecked_transaction()?;
+            let (position, generation, end) = projection_at(&tx, OVERDRAWS)?;
+            let upto = end.min(position.saturating_add(max.max(1) as i64));
+            let spenders: Vec<String> = tx
+                .prepare_cached(
+                    "SELECT member FROM facts
+                      WHERE id > ?1 AND id <= ?2 AND spend > 0 AND member IS NOT NULL",
+                )?
+                .query_map(
+                    params![position, upto],
+                    |r| Ok(member_id(r, 0)?.to_string()),
+                )?
+                .collect::<rusqlite::Result<_>>()?;
+            let judged = judge_overdraws(&tx, &spenders, rule, now)?;
+            tx.commit()?;
+            (position, generation, end, upto, spenders.len(), judged)
+        };
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        if !move_projection(&tx, OVERDRAWS, (position, generation), upto)? {
+            // Reset (or stepped by another process) since the read.
+            return Ok((
+                Step {
+                    position: position as u64,
+                    end: end as u64,
+                    ..Step::default()
+                },
+                0,
+            ));
+        }
+        let mut recorded = 0;
+        {
+            let mut write = tx.prepare_cached(
+                "INSERT OR IGNORE INTO overdraws (origin, seq, member, store, at, points, offline)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for r in &rows {
+                let o = &r.overdraw;
+                recorded += write.execute(params![
+                    r.origin, r.seq, o.member, o.store, o.at, o.points, o.offline
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok((
+            Step {
+                folded: judged as u64,
+                unreadable,
+                position: upto as u64,
+                end: end as u64,
+            },
+            recorded,
+        ))
+    }
+
     fn reset_projection(&self, name: &str) -> Result<(), StoreError> {
         let table = match name {
             ACTIVITY => "activity",
+            OVERDRAWS => "overdraws",
             other => return Err(StoreError::NoSuchProjection(other.to_string())),
         };
         let mut conn = self.lock();
@@ -2440,7 +2510,6 @@ mod tests {
                 })
                 .collect(),
             judge,
-            overdraws: crate::authority::overdraws,
             flag_window_ms: 0,
             now: 0,
         };
