@@ -5,6 +5,8 @@
 //! - [`fact`]: the ledger entry as a tagged enum of kinds with a schema version,
 //!   parsed once where a fact enters a process and written back byte for byte.
 //! - [`points`]: a member's points as lots (earn, FIFO spend, reversal, expiry, debt).
+//! - [`ledger`]: a member's points and qualifying spend kept as a snapshot, read in
+//!   constant time, with the derivation from the facts as its reference.
 //! - [`settings`]: chain-wide points settings (earn and redeem rates, expiry), an HQ
 //!   document, and where a store's settings in force came from.
 //! - [`tiers`]: tier thresholds (an HQ document) and the tier a qualifying spend reaches.
@@ -14,6 +16,7 @@
 
 pub mod fact;
 pub mod hlc;
+pub mod ledger;
 pub mod points;
 pub mod rules;
 pub mod settings;

@@ -110,6 +110,31 @@ impl PointsState {
         out
     }
 
+    /// Applies `m`, the next movement in canonical order (lots expired by its time go
+    /// first); returns the points of its spend that the balance could not cover (now
+    /// a debt).
+    pub fn apply(&mut self, m: &Movement) -> i64 {
+        self.expire(m.at);
+        if m.reverse > 0 {
+            self.reverse(m.reverse_lot, m.reverse, m.at);
+        }
+        let mut uncovered = 0;
+        if m.spend > 0 {
+            uncovered = self.consume(m.spend, m.at);
+            self.debt += uncovered;
+        }
+        if m.earn > 0 {
+            self.credit(m.txn, m.earn, m.expires_at, m.available_at);
+        }
+        uncovered
+    }
+
+    /// The state as read at `now`: lots expired by then are gone.
+    pub fn expire_at(&mut self, now: Millis) {
+        self.expire(now);
+        self.now = now;
+    }
+
     fn expire(&mut self, now: Millis) {
         for l in self.lots.iter().filter(|l| l.expires_at < now) {
             self.expired += l.remaining;
@@ -197,23 +222,12 @@ pub fn derive_traced(
     movements.sort_by(canonical_order);
     let mut s = PointsState::default();
     for m in movements.iter() {
-        s.expire(m.at);
-        if m.reverse > 0 {
-            s.reverse(m.reverse_lot, m.reverse, m.at);
-        }
-        if m.spend > 0 {
-            let uncovered = s.consume(m.spend, m.at);
-            if uncovered > 0 {
-                overdrew(m, uncovered);
-            }
-            s.debt += uncovered;
-        }
-        if m.earn > 0 {
-            s.credit(m.txn, m.earn, m.expires_at, m.available_at);
+        let uncovered = s.apply(m);
+        if uncovered > 0 {
+            overdrew(m, uncovered);
         }
     }
-    s.expire(now);
-    s.now = now;
+    s.expire_at(now);
     s
 }
 

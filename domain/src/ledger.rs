@@ -1,0 +1,462 @@
+//! A member's ledger kept as a snapshot, so that reading a member costs the same at
+//! ten facts as at ten thousand.
+//!
+//! [`crate::points::derive`] stays the reference: the snapshot holds the points state
+//! after every movement folded in canonical order, *before* the expiry that a read at
+//! `now` applies, so [`Snapshot::points_at`] gives what `derive` gives over the same
+//! movements at any `now` (property-tested below). A movement that sorts before the
+//! last one folded (a fact of another store that arrives late, a fact of a merged-away
+//! id) cannot be folded in: [`Snapshot::fold`] says so and the owner derives the
+//! snapshot again from the facts ([`Snapshot::derive`]), which is rare and bounded by
+//! the member's history, never the common path.
+//!
+//! Qualifying spend for tiers is a sum over a sliding window, so order does not matter;
+//! entries older than any window still to be asked about are dropped
+//! ([`Snapshot::forget_spend_before`]), and a question about a window that reaches past
+//! them answers `None` (derive again).
+
+use std::cmp::Ordering;
+use std::sync::Arc;
+
+use crate::points::{LotKey, Millis, Movement, PointsState, canonical_order};
+
+/// A member's ledger, folded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The points state after every movement folded, before expiry at the read time.
+    pub points: PointsState,
+    /// The canonical key (time, origin, sequence) of the last movement folded.
+    pub last: Option<(Millis, Arc<str>, i64)>,
+    /// Qualifying spend entries (when it counts, amount), oldest first; equal instants
+    /// are added up.
+    pub spend: Vec<(Millis, i64)>,
+    /// Entries counting at or before this instant were dropped (`None`: none were).
+    pub spend_from: Option<Millis>,
+    /// Whether the member has made a purchase.
+    pub purchased: bool,
+    /// Ledger facts folded (movements, spend entries, purchases).
+    pub facts: u64,
+}
+
+/// What a fact brings to the ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerFact {
+    /// Its points movement, if it moves points.
+    pub movement: Option<Movement>,
+    /// Its qualifying spend (when it counts, amount), if any.
+    pub spend: Option<(Millis, i64)>,
+    /// Whether it is a purchase.
+    pub purchase: bool,
+}
+
+/// A movement that sorts before the last one folded: derive the snapshot again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Late;
+
+impl Snapshot {
+    /// The reference: every fact folded in canonical order.
+    pub fn derive(facts: impl IntoIterator<Item = LedgerFact>) -> Snapshot {
+        let mut facts: Vec<LedgerFact> = facts.into_iter().collect();
+        facts.sort_by(|a, b| match (&a.movement, &b.movement) {
+            (Some(x), Some(y)) => canonical_order(x, y),
+            // Only movements need an order; the rest go first, in any order.
+            (None, Some(_)) => Ordering::Less,
+            (Some(_), None) => Ordering::Greater,
+            (None, None) => Ordering::Equal,
+        });
+        let mut s = Snapshot::default();
+        for f in &facts {
+            // Sorted: no movement is late.
+            let _ = s.fold(f);
+        }
+        s
+    }
+
+    /// Folds one fact in. `Err(Late)` (and nothing changed) when its movement sorts
+    /// at or before the last movement folded.
+    pub fn fold(&mut self, f: &LedgerFact) -> Result<(), Late> {
+        if let Some(m) = &f.movement {
+            let key = (m.at, &m.origin, m.seq);
+            if let Some((at, origin, seq)) = &self.last
+                && key <= (*at, origin, *seq)
+            {
+                return Err(Late);
+            }
+            self.points.apply(m);
+            self.last = Some((m.at, m.origin.clone(), m.seq));
+        }
+        if let Some((at, amount)) = f.spend
+            && amount != 0
+        {
+            if self.spend_from.is_none_or(|from| at > from) {
+                let i = self.spend.partition_point(|(t, _)| *t < at);
+                match self.spend.get_mut(i) {
+                    Some((t, n)) if *t == at => *n += amount,
+                    _ => self.spend.insert(i, (at, amount)),
+                }
+            }
+            // An entry at or before `spend_from` belongs to no window still asked about.
+        }
+        self.purchased |= f.purchase;
+        self.facts += 1;
+        Ok(())
+    }
+
+    /// The points state at `now`: the lots expired by then are gone.
+    pub fn points_at(&self, now: Millis) -> PointsState {
+        let mut p = self.points.clone();
+        p.expire_at(now);
+        p
+    }
+
+    /// Qualifying spend counting after `start`; `None` if entries that old were dropped.
+    pub fn spend_after(&self, start: Millis) -> Option<i64> {
+        if self.spend_from.is_some_and(|from| start < from) {
+            return None;
+        }
+        let i = self.spend.partition_point(|(t, _)| *t <= start);
+        Some(self.spend[i..].iter().map(|(_, n)| n).sum())
+    }
+
+    /// Drops the spend entries counting at or before `before` (no window to be asked
+    /// about starts earlier).
+    pub fn forget_spend_before(&mut self, before: Millis) {
+        if self.spend_from.is_some_and(|from| before <= from) {
+            return;
+        }
+        let i = self.spend.partition_point(|(t, _)| *t <= before);
+        self.spend.drain(..i);
+        self.spend_from = Some(before);
+    }
+
+    /// The snapshot as bytes (storage keeps it as a blob).
+    pub fn encode(&self) -> Vec<u8> {
+        let p = &self.points;
+        let mut out = Vec::with_capacity(64 + 40 * p.lots.len() + 16 * self.spend.len());
+        out.push(VERSION);
+        put(&mut out, p.debt);
+        put(&mut out, p.expired);
+        put(&mut out, p.now);
+        put(&mut out, p.lots.len() as i64);
+        for l in &p.lots {
+            out.extend_from_slice(&l.key);
+            put(&mut out, l.remaining);
+            put(&mut out, l.expires_at);
+            put(&mut out, l.available_at);
+        }
+        put(&mut out, p.expired_lots.len() as i64);
+        for (k, n) in &p.expired_lots {
+            out.extend_from_slice(k);
+            put(&mut out, *n);
+        }
+        match &self.last {
+            None => out.push(0),
+            Some((at, origin, seq)) => {
+                out.push(1);
+                put(&mut out, *at);
+                put(&mut out, *seq);
+                put(&mut out, origin.len() as i64);
+                out.extend_from_slice(origin.as_bytes());
+            }
+        }
+        match self.spend_from {
+            None => out.push(0),
+            Some(t) => {
+                out.push(1);
+                put(&mut out, t);
+            }
+        }
+        put(&mut out, self.spend.len() as i64);
+        for (t, n) in &self.spend {
+            put(&mut out, *t);
+            put(&mut out, *n);
+        }
+        out.push(u8::from(self.purchased));
+        put(&mut out, self.facts as i64);
+        out
+    }
+
+    /// Reads [`Snapshot::encode`]'s bytes; `None` if they are not a snapshot of this
+    /// version (the owner derives it again).
+    pub fn decode(bytes: &[u8]) -> Option<Snapshot> {
+        let mut r = Reader(bytes);
+        if r.byte()? != VERSION {
+            return None;
+        }
+        let mut p = PointsState {
+            debt: r.int()?,
+            expired: r.int()?,
+            now: r.int()?,
+            ..PointsState::default()
+        };
+        for _ in 0..r.count()? {
+            p.lots.push(crate::points::Lot {
+                key: r.key()?,
+                remaining: r.int()?,
+                expires_at: r.int()?,
+                available_at: r.int()?,
+            });
+        }
+        for _ in 0..r.count()? {
+            p.expired_lots.push((r.key()?, r.int()?));
+        }
+        let last = match r.byte()? {
+            0 => None,
+            1 => {
+                let (at, seq, len) = (r.int()?, r.int()?, r.count()?);
+                let origin = std::str::from_utf8(r.take(len)?).ok()?;
+                Some((at, Arc::from(origin), seq))
+            }
+            _ => return None,
+        };
+        let spend_from = match r.byte()? {
+            0 => None,
+            1 => Some(r.int()?),
+            _ => return None,
+        };
+        let mut spend = Vec::new();
+        for _ in 0..r.count()? {
+            spend.push((r.int()?, r.int()?));
+        }
+        let purchased = match r.byte()? {
+            0 => false,
+            1 => true,
+            _ => return None,
+        };
+        let facts = u64::try_from(r.int()?).ok()?;
+        r.0.is_empty().then_some(Snapshot {
+            points: p,
+            last,
+            spend,
+            spend_from,
+            purchased,
+            facts,
+        })
+    }
+}
+
+/// The encoding's version: a snapshot of another version is derived again.
+const VERSION: u8 = 1;
+
+fn put(out: &mut Vec<u8>, n: i64) {
+    out.extend_from_slice(&n.to_le_bytes());
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Some(a)
+    }
+    fn byte(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+    fn int(&mut self) -> Option<i64> {
+        Some(i64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn count(&mut self) -> Option<usize> {
+        // A count can never exceed the bytes left: a damaged length is refused before
+        // it allocates.
+        let n = usize::try_from(self.int()?).ok()?;
+        (n <= self.0.len()).then_some(n)
+    }
+    fn key(&mut self) -> Option<LotKey> {
+        self.take(16)?.try_into().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::points::derive;
+    use proptest::prelude::*;
+
+    fn fact(at: i64, origin: &str, seq: i64, earn: i64, spend: i64) -> LedgerFact {
+        LedgerFact {
+            movement: Some(Movement {
+                at,
+                origin: origin.into(),
+                seq,
+                txn: [seq as u8; 16],
+                earn,
+                expires_at: at + 1_000,
+                available_at: 0,
+                spend,
+                reverse: 0,
+                reverse_lot: None,
+            }),
+            spend: Some((at, earn * 10)),
+            purchase: earn > 0,
+        }
+    }
+
+    #[test]
+    fn a_late_movement_is_refused_and_changes_nothing() {
+        let mut s = Snapshot::default();
+        assert_eq!(s.fold(&fact(10, "S001/a", 1, 100, 0)), Ok(()));
+        let before = s.clone();
+        assert_eq!(s.fold(&fact(5, "S002/b", 1, 50, 0)), Err(Late));
+        assert_eq!(s, before);
+        // The same instant orders by origin, then sequence.
+        assert_eq!(s.fold(&fact(10, "S000/z", 9, 1, 0)), Err(Late));
+        assert_eq!(s.fold(&fact(10, "S001/a", 2, 1, 0)), Ok(()));
+    }
+
+    #[test]
+    fn spend_before_the_forgotten_instant_cannot_be_answered() {
+        let mut s = Snapshot::default();
+        for (i, at) in [100, 200, 300].into_iter().enumerate() {
+            let _ = s.fold(&fact(at, "S001/a", i as i64 + 1, 1, 0));
+        }
+        assert_eq!(s.spend_after(150), Some(20));
+        s.forget_spend_before(200);
+        assert_eq!(s.spend, vec![(300, 10)]);
+        assert_eq!(s.spend_after(200), Some(10));
+        assert_eq!(s.spend_after(199), None, "the entry at 200 is gone");
+    }
+
+    #[test]
+    fn damaged_bytes_decode_to_none_never_a_panic() {
+        let mut s = Snapshot::default();
+        let _ = s.fold(&fact(10, "S001/a", 1, 100, 0));
+        let bytes = s.encode();
+        assert_eq!(Snapshot::decode(&bytes), Some(s));
+        for cut in 0..bytes.len() {
+            assert_eq!(Snapshot::decode(&bytes[..cut]), None, "cut at {cut}");
+        }
+        let mut long = bytes.clone();
+        long.push(0);
+        assert_eq!(Snapshot::decode(&long), None);
+        let mut other = bytes;
+        other[0] = VERSION + 1;
+        assert_eq!(Snapshot::decode(&other), None);
+    }
+
+    /// One random fact: a time, an origin of three, and an earn, a spend, a
+    /// reversal of an earlier earn's lot, or a refund's negative spend entry.
+    fn arb_fact() -> impl Strategy<Value = (i64, usize, u8, i64, i64, u8)> {
+        (
+            0i64..5_000,
+            0usize..3,
+            0u8..4,
+            1i64..200,
+            100i64..3_000,
+            0u8..40,
+        )
+    }
+
+    fn build(raw: &[(i64, usize, u8, i64, i64, u8)]) -> Vec<LedgerFact> {
+        let origins = ["S001/a", "S002/b", "HUB/c"];
+        let mut seqs = [0i64; 3];
+        raw.iter()
+            .enumerate()
+            .map(|(i, &(at, o, kind, n, life, target))| {
+                seqs[o] += 1;
+                let mut m = Movement {
+                    at,
+                    origin: origins[o].into(),
+                    seq: seqs[o],
+                    txn: [(i % 251) as u8; 16],
+                    earn: 0,
+                    expires_at: at + life,
+                    available_at: if n % 3 == 0 { at + life / 4 } else { 0 },
+                    spend: 0,
+                    reverse: 0,
+                    reverse_lot: None,
+                };
+                match kind {
+                    0 => m.earn = n,
+                    1 => m.spend = n,
+                    2 => {
+                        m.reverse = n / 2 + 1;
+                        m.reverse_lot = Some([target % (i as u8).max(1); 16]);
+                    }
+                    _ => {
+                        return LedgerFact {
+                            movement: None,
+                            spend: Some((at, -n)),
+                            purchase: false,
+                        };
+                    }
+                }
+                LedgerFact {
+                    spend: (kind == 0).then_some((at, n * 100)),
+                    purchase: kind == 0,
+                    movement: Some(m),
+                }
+            })
+            .collect()
+    }
+
+    /// What a replica that receives `facts` in this order keeps: each folded in, and
+    /// the whole derived again when one comes late.
+    fn kept(facts: &[LedgerFact]) -> Vec<Snapshot> {
+        let mut s = Snapshot::default();
+        let mut out = Vec::new();
+        for (i, f) in facts.iter().enumerate() {
+            if s.fold(f).is_err() {
+                s = Snapshot::derive(facts[..=i].iter().cloned());
+            }
+            out.push(s.clone());
+        }
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn the_snapshot_equals_the_derivation_after_every_fact_in_any_arrival_order(
+            raw in prop::collection::vec(arb_fact(), 1..60),
+            order in prop::collection::vec(any::<prop::sample::Index>(), 60),
+            reads in prop::collection::vec(0i64..8_000, 4),
+        ) {
+            let facts = build(&raw);
+            // Arrival order: a random permutation (late facts of other stores).
+            let mut arrived = facts.clone();
+            for (i, ix) in order.iter().enumerate().take(arrived.len()) {
+                let j = ix.index(arrived.len() - i) + i;
+                arrived.swap(i, j);
+            }
+            for (i, snap) in kept(&arrived).iter().enumerate() {
+                let seen = &arrived[..=i];
+                let mut movements: Vec<Movement> =
+                    seen.iter().filter_map(|f| f.movement.clone()).collect();
+                for &now in &reads {
+                    prop_assert_eq!(snap.points_at(now), derive(&mut movements, now));
+                    let spend: i64 = seen
+                        .iter()
+                        .filter_map(|f| f.spend)
+                        .filter(|(t, _)| *t > now - 3_000)
+                        .map(|(_, n)| n)
+                        .sum();
+                    prop_assert_eq!(snap.spend_after(now - 3_000), Some(spend));
+                }
+                prop_assert_eq!(snap.purchased, seen.iter().any(|f| f.purchase));
+                prop_assert_eq!(snap.facts, seen.len() as u64);
+                prop_assert_eq!(Snapshot::decode(&snap.encode()), Some(snap.clone()));
+            }
+        }
+
+        #[test]
+        fn forgetting_old_spend_keeps_every_later_window_exact(
+            raw in prop::collection::vec(arb_fact(), 1..60),
+            cut in 0i64..5_000,
+            start in 0i64..6_000,
+        ) {
+            let facts = build(&raw);
+            let full = Snapshot::derive(facts.clone());
+            let mut pruned = full.clone();
+            pruned.forget_spend_before(cut);
+            let answer = pruned.spend_after(start);
+            if start >= cut {
+                prop_assert_eq!(answer, full.spend_after(start));
+            } else {
+                prop_assert_eq!(answer, None);
+            }
+        }
+    }
+}
