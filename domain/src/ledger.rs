@@ -85,17 +85,16 @@ impl Snapshot {
             self.points.apply(m);
             self.last = Some((m.at, m.origin.clone(), m.seq));
         }
+        // An entry at or before `spend_from` belongs to no window still asked about.
         if let Some((at, amount)) = f.spend
             && amount != 0
+            && self.spend_from.is_none_or(|from| at > from)
         {
-            if self.spend_from.is_none_or(|from| at > from) {
-                let i = self.spend.partition_point(|(t, _)| *t < at);
-                match self.spend.get_mut(i) {
-                    Some((t, n)) if *t == at => *n += amount,
-                    _ => self.spend.insert(i, (at, amount)),
-                }
+            let i = self.spend.partition_point(|(t, _)| *t < at);
+            match self.spend.get_mut(i) {
+                Some((t, n)) if *t == at => *n += amount,
+                _ => self.spend.insert(i, (at, amount)),
             }
-            // An entry at or before `spend_from` belongs to no window still asked about.
         }
         self.purchased |= f.purchase;
         self.facts += 1;

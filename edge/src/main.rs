@@ -65,6 +65,10 @@ enum Command {
     },
     /// Prints the commented example configuration.
     ExampleConfig,
+    /// Derives every member's ledger snapshot (balance, lots, tier spend) from the
+    /// facts again, then exits. Run it with the edge stopped, e.g. after restoring a
+    /// database by hand; the edge also derives any snapshot it finds missing.
+    RebuildLedgers,
     /// Registers N synthetic members (for benchmarks), then exits.
     #[command(hide = true)]
     SeedMembers {
@@ -175,6 +179,15 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 "store {} enrolled with {} (ring {}); `patron-edge serve` now syncs",
                 link.store_id, link.url, link.ring
             );
+            Ok(())
+        }
+        Command::RebuildLedgers => {
+            let cfg = load_config(&cli, false)?;
+            let people = runtime()?.block_on(async move {
+                let edge = Edge::open(cfg)?;
+                anyhow::Ok(edge.rebuild_ledgers().await?)
+            })?;
+            println!("{people} members' ledger snapshots derived from the facts");
             Ok(())
         }
         Command::SeedMembers { count } => {

@@ -13,7 +13,7 @@ use super::{
 use crate::domain::pricing;
 use crate::domain::promo::engine::{self, Applied, Input, Priced};
 use crate::domain::validate;
-use crate::store::facts::{self, MemberFact, NewFact};
+use crate::store::facts::{self, NewFact};
 use crate::store::receipts::{self, ReceiptRow};
 use crate::store::{StoreError, coupons, members, rules};
 
@@ -190,15 +190,12 @@ impl Edge {
                     if let (
                         Some(m),
                         Some(PricedMember {
-                            row,
-                            facts: mut member_facts,
-                            state: before,
-                            ..
+                            row, state: before, ..
                         }),
                     ) = (member, p.member)
                     {
-                        member_facts.push(as_member_fact(&fact, &core.origin_label, seq));
-                        let mut state = core.member_state(&member_facts, now);
+                        // The sale is in the member's ledger snapshot: read it back.
+                        let (_, mut state) = core.load_state(ctx.conn, &m, now)?;
                         let (tier_before, tier_after) = (before.tier(), state.tier());
                         if tier_after > tier_before {
                             let gifts =
@@ -206,12 +203,7 @@ impl Edge {
                             issued.extend(gifts.coupons);
                             let gifts = gifts.points;
                             if !gifts.is_empty() {
-                                member_facts.extend(
-                                    gifts
-                                        .iter()
-                                        .map(|(f, s)| as_member_fact(f, &core.origin_label, *s)),
-                                );
-                                state = core.member_state(&member_facts, now);
+                                state = core.load_state(ctx.conn, &m, now)?.1;
                             }
                         }
                         if let Some(referral) = rules.and_then(|c| c.set.referral.as_ref())
@@ -295,25 +287,6 @@ fn commit_response(
         coupons_issued,
         rules_version: p.rules_version.clone(),
         flags: p.flags.clone(),
-    }
-}
-
-/// The just-written fact as the derivation reads it, without a round trip to SQLite.
-pub(super) fn as_member_fact(f: &NewFact, origin: &std::sync::Arc<str>, seq: i64) -> MemberFact {
-    MemberFact {
-        at: f.at,
-        origin: origin.clone(),
-        seq,
-        txn: f.txn,
-        earn: f.earn,
-        expires_at: f.expires_at,
-        spend: f.spend,
-        reverse: f.reverse,
-        reverse_lot: f.reverse_lot,
-        qual_spend: f.qual_spend,
-        qual_at: f.qual_at,
-        available_at: f.available_at,
-        is_purchase: f.kind == Kind::Purchase,
     }
 }
 

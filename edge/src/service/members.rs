@@ -208,7 +208,7 @@ impl Edge {
                     if let Some(referral) = rules.as_deref().and_then(|c| c.set.referral.as_ref()) {
                         core.referral_reward(ctx, &row, referral.on_register, "register", now)?;
                     }
-                    let empty = core.member_state(&[], now);
+                    let empty = core.empty_state(now);
                     Ok((201, core.member_view(ctx.conn, rules.as_deref(), &row, &empty, now)?, Seal::Member(idb)))
                 })
             })

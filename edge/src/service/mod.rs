@@ -29,14 +29,15 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::crypto::{CryptoError, Vault};
 use crate::domain::clock::{self, Millis, StoreCalendar};
-use crate::domain::points::{Movement, PointsState, derive};
+use crate::domain::points::PointsState;
 use crate::domain::promo::engine::PricingError;
 use crate::domain::promo::ruleset::Compiled;
 use crate::domain::tiers::{self, Tier, TierRules};
-use crate::store::facts::{self, MemberFact};
 use crate::store::idempotency::{self, IdemIndex};
+use crate::store::ledgers;
 use crate::store::members as member_rows;
 use crate::store::{Store, StoreError, WriteCtx};
+use patron_domain::ledger::Snapshot;
 use patron_domain::settings::{PointsRules, Source};
 
 pub use lanes::{Lane, Role, add_lane, revoke_lane};
@@ -352,57 +353,48 @@ impl Core {
         })
     }
 
-    /// Derives a member's points and qualifying spend at `now` from their facts.
-    fn member_state(&self, member_facts: &[MemberFact], now: Millis) -> MemberState {
-        let mut movements: Vec<Movement> = member_facts
-            .iter()
-            .filter(|f| f.earn != 0 || f.spend != 0 || f.reverse != 0)
-            .map(|f| Movement {
-                at: f.at,
-                origin: f.origin.clone(),
-                seq: f.seq,
-                txn: f.txn,
-                earn: f.earn,
-                expires_at: f.expires_at,
-                available_at: f.available_at,
-                spend: f.spend,
-                reverse: f.reverse,
-                reverse_lot: f.reverse_lot,
-            })
-            .collect();
-        let points = derive(&mut movements, now);
+    /// A member's points and qualifying spend at `now`, read from their ledger
+    /// snapshot (a window longer than the snapshot keeps is summed from the facts).
+    fn state_of(
+        &self,
+        conn: &rusqlite::Connection,
+        member: &[u8; 16],
+        ledger: &Snapshot,
+        now: Millis,
+    ) -> Result<MemberState, EdgeError> {
         let tiers = self.tiers();
         let window_start = self.cal.add_months(now, -(tiers.window_months as i32));
-        let qualifying_spend = member_facts
-            .iter()
-            .filter(|f| f.qual_at > window_start)
-            .map(|f| f.qual_spend)
-            .sum();
-        MemberState {
-            points,
+        let qualifying_spend = match ledger.spend_after(window_start) {
+            Some(n) => n,
+            None => ledgers::spend_after_from_facts(conn, member, window_start)?,
+        };
+        Ok(MemberState {
+            points: ledger.points_at(now),
             qualifying_spend,
             tiers,
+        })
+    }
+
+    /// The state of a member with no ledger yet (just registered).
+    fn empty_state(&self, now: Millis) -> MemberState {
+        MemberState {
+            points: Snapshot::default().points_at(now),
+            qualifying_spend: 0,
+            tiers: self.tiers(),
         }
     }
 
+    /// A member's ledger snapshot (over every id merged into them, DESIGN.md §4) and
+    /// their state at `now`: one row, whatever the length of their history.
     fn load_state(
         &self,
         conn: &rusqlite::Connection,
         member: &[u8; 16],
         now: Millis,
-    ) -> Result<(Vec<MemberFact>, MemberState), EdgeError> {
-        // A member the hub merged counts with every id of theirs (DESIGN.md §4): their
-        // ledger rows keep the id they were written under.
-        let ids = crate::store::members::alias_set(conn, member)?;
-        let mut member_facts = Vec::new();
-        for id in &ids {
-            member_facts.extend(facts::for_member(conn, id)?);
-        }
-        if ids.len() > 1 {
-            member_facts.sort_by(|a, b| (a.at, &a.origin, a.seq).cmp(&(b.at, &b.origin, b.seq)));
-        }
-        let state = self.member_state(&member_facts, now);
-        Ok((member_facts, state))
+    ) -> Result<(Snapshot, MemberState), EdgeError> {
+        let ledger = ledgers::current(conn, member)?;
+        let state = self.state_of(conn, member, &ledger, now)?;
+        Ok((ledger, state))
     }
 }
 
@@ -468,6 +460,15 @@ pub struct Edge {
 }
 
 impl Edge {
+    /// Derives every member's ledger snapshot from the facts again, in one write;
+    /// how many people's were written (`patron-edge rebuild-ledgers`).
+    pub async fn rebuild_ledgers(&self) -> Result<u64, EdgeError> {
+        self.store
+            .writer
+            .write(|ctx| Ok::<_, EdgeError>(ledgers::rebuild_all(ctx.conn)?))
+            .await
+    }
+
     /// Opens the store and keys in `cfg.data_dir`.
     pub fn open(cfg: Config) -> anyhow::Result<Edge> {
         Self::open_with_clock(cfg, Box::new(clock::now_millis))

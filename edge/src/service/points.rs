@@ -7,7 +7,6 @@ use patron_protocol::pos::{
 use patron_protocol::{MemberId, Points, TransactionId};
 use serde_json::json;
 
-use super::checkout::as_member_fact;
 use super::{Edge, EdgeError, Idem, Reply, Seal, balance, invalid, require_member};
 use crate::domain::validate;
 use crate::store::facts::{self, NewFact};
@@ -41,7 +40,7 @@ impl Edge {
                 core.idempotent(ctx, Some(&idem), now, |ctx| {
                     let idb = *member.as_bytes();
                     require_member(ctx.conn, &idb)?;
-                    let (mut member_facts, state) = core.load_state(ctx.conn, &idb, now)?;
+                    let (_, state) = core.load_state(ctx.conn, &idb, now)?;
                     let available = state.points.balance();
                     if points > available {
                         return Err(EdgeError::InsufficientPoints {
@@ -61,8 +60,8 @@ impl Edge {
                     };
                     let seq = facts::append(ctx, &fact)?;
                     core.record_redemption(ctx, &idb, seq, points, auth, now)?;
-                    member_facts.push(as_member_fact(&fact, &core.origin_label, seq));
-                    let after = core.member_state(&member_facts, now);
+                    // The fact is in the member's ledger snapshot: read it back.
+                    let (_, after) = core.load_state(ctx.conn, &idb, now)?;
                     Ok((
                         201,
                         RedemptionResponse {
@@ -152,7 +151,6 @@ impl Edge {
                             }
                         }
                     };
-                    let (mut member_facts, _) = core.load_state(ctx.conn, &idb, now)?;
                     if points > 0 {
                         let txn = TransactionId::new_v7();
                         let fact = NewFact {
@@ -166,10 +164,9 @@ impl Edge {
                                 json!({ "type": req.kind.as_str(), "ref": reference }).to_string(),
                             )
                         };
-                        let seq = facts::append(ctx, &fact)?;
-                        member_facts.push(as_member_fact(&fact, &core.origin_label, seq));
+                        facts::append(ctx, &fact)?;
                     }
-                    let after = core.member_state(&member_facts, now);
+                    let (_, after) = core.load_state(ctx.conn, &idb, now)?;
                     let status = if refused.is_some() { 200 } else { 201 };
                     Ok((
                         status,

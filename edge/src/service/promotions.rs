@@ -16,9 +16,10 @@ use crate::domain::promo::ruleset::{Compiled, CouponTemplate, RuleSet};
 use crate::domain::tiers::Tier;
 use crate::domain::validate;
 use crate::store::coupons::{self, CouponRow};
-use crate::store::facts::{self, MemberFact, NewFact};
+use crate::store::facts::{self, NewFact};
 use crate::store::members::{self, MemberRow};
 use crate::store::{StoreError, WriteCtx, rules};
+use patron_domain::ledger::Snapshot;
 
 /// A coupon as its issuing fact records it: the body of a `coupon_issued` fact, and
 /// each entry of a purchase fact's `coupons_granted` (serialized without building a
@@ -84,8 +85,6 @@ pub(super) struct PricingCtx {
 pub(super) struct PricedMember {
     /// The profile row; read only under a rule set (audiences, referrals need it).
     pub row: Option<MemberRow>,
-    /// The member's ledger facts.
-    pub facts: Vec<MemberFact>,
     /// Derived state before the sale.
     pub state: MemberState,
     /// Member id.
@@ -124,7 +123,7 @@ impl Core {
         let (member, ctx) = match member {
             None => (None, None),
             Some(m) => {
-                let (member_facts, state) = self.load_state(conn, m, now)?;
+                let (ledger, state) = self.load_state(conn, m, now)?;
                 // The profile row is read only when a rule looks at it: a point lookup in
                 // the writer that the tier-and-basket rules most sets hold do not need.
                 // A member with facts exists even without a profile row (a restore may
@@ -134,19 +133,11 @@ impl Core {
                     Some(c) if c.needs_profile() => self.shown_row(conn, m)?,
                     _ => None,
                 };
-                if row.is_none() && member_facts.is_empty() && !members::exists(conn, m)? {
+                if row.is_none() && ledger.facts == 0 && !members::exists(conn, m)? {
                     return Err(EdgeError::MemberNotFound);
                 }
-                let ctx = self.member_ctx(rules, row.as_ref(), &member_facts, &state, now)?;
-                (
-                    Some(PricedMember {
-                        row,
-                        facts: member_facts,
-                        state,
-                        id: *m,
-                    }),
-                    Some(ctx),
-                )
+                let ctx = self.member_ctx(rules, row.as_ref(), &ledger, &state, now)?;
+                (Some(PricedMember { row, state, id: *m }), Some(ctx))
             }
         };
         let mut usage = Usage::default();
@@ -209,7 +200,7 @@ impl Core {
         &self,
         rules: Option<&Compiled>,
         row: Option<&MemberRow>,
-        member_facts: &[MemberFact],
+        ledger: &Snapshot,
         state: &MemberState,
         now: Millis,
     ) -> Result<MemberCtx, EdgeError> {
@@ -231,7 +222,7 @@ impl Core {
             tier: state.tier(),
             tags: row.map(|r| r.tags.clone()).unwrap_or_default(),
             registered_at: row.map_or(0, |r| r.created_at),
-            has_purchased: member_facts.iter().any(|f| f.is_purchase),
+            has_purchased: ledger.purchased,
             birthday_month,
             channel: row.and_then(|r| r.channel.clone()),
             balance: state.points.balance(),

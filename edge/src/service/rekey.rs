@@ -16,7 +16,7 @@ use serde_json::json;
 
 use super::{Edge, EdgeError};
 use crate::store::facts::{self, NewFact};
-use crate::store::{StoreError, members, meta_get, meta_set};
+use crate::store::{members, meta_get, meta_set};
 
 /// Set once every member held was looked at under the chain's keys.
 const DONE_KEY: &str = "rekeyed_for_chain";
@@ -74,8 +74,7 @@ impl Edge {
                         facts::append(
                             ctx,
                             &NewFact::new(Kind::MemberRekeyed, now, Some(id), *uuid::Uuid::now_v7().as_bytes(), body.to_string()),
-                        )
-                        .map_err(StoreError::from)?;
+                        )?;
                         n += 1;
                     }
                     if last.is_none() {

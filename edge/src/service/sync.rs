@@ -433,7 +433,7 @@ impl<'a> Kept<'a> {
         };
         let nf = new_fact(e);
         let seq = f.seq as i64;
-        let inserted = facts::insert_at(conn, origin_id, seq, &nf).map_err(StoreError::from)?;
+        let inserted = facts::insert_at(conn, origin_id, seq, &nf)?;
         if let Some(m) = &nf.member {
             store::members::note_fetched_fact(conn, m, origin_id, seq)?;
         }
@@ -654,9 +654,7 @@ impl Edge {
                     }
                     let e = Entry::parse(&f.body)
                         .map_err(|x| StoreError::Corrupt(format!("refetched fact: {x}")))?;
-                    if facts::insert_at(ctx.conn, r.origin_id, seq, &new_fact(&e))
-                        .map_err(StoreError::from)?
-                    {
+                    if facts::insert_at(ctx.conn, r.origin_id, seq, &new_fact(&e))? {
                         project(ctx.conn, r.origin_id, &own_node, seq, &e)?;
                     }
                     after = seq;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use patron_domain::Kind;
 use rusqlite::{Connection, params};
 
+use super::StoreError;
 use super::writer::WriteCtx;
 
 /// A fact about to be appended by this node.
@@ -62,7 +63,7 @@ impl NewFact {
 }
 
 /// Appends a fact with this node's next sequence; returns the sequence.
-pub fn append(ctx: &mut WriteCtx<'_>, f: &NewFact) -> rusqlite::Result<i64> {
+pub fn append(ctx: &mut WriteCtx<'_>, f: &NewFact) -> Result<i64, StoreError> {
     let seq = ctx.next_seq();
     ctx.conn
         .prepare_cached(
@@ -87,7 +88,20 @@ pub fn append(ctx: &mut WriteCtx<'_>, f: &NewFact) -> rusqlite::Result<i64> {
             f.body,
             f.available_at
         ])?;
+    keep_ledger(ctx.conn, ctx.origin, seq, f)?;
     Ok(seq)
+}
+
+/// Folds a fact just written into its member's ledger snapshot, in the same
+/// transaction (`store::ledgers`).
+fn keep_ledger(conn: &Connection, origin: i64, seq: i64, f: &NewFact) -> Result<(), StoreError> {
+    let Some(member) = &f.member else {
+        return Ok(());
+    };
+    if let Some(lf) = super::ledgers::ledger_fact(f, &origin_label(conn, origin)?, seq) {
+        super::ledgers::fold(conn, member, &lf)?;
+    }
+    Ok(())
 }
 
 /// One of this node's facts as sync sends it.
@@ -166,7 +180,12 @@ pub fn at_of(conn: &Connection, origin: i64, seq: i64) -> rusqlite::Result<Optio
 
 /// Inserts a fact of another origin (or an earlier incarnation) under its own
 /// sequence; `false` if that sequence is held already.
-pub fn insert_at(conn: &Connection, origin: i64, seq: i64, f: &NewFact) -> rusqlite::Result<bool> {
+pub fn insert_at(
+    conn: &Connection,
+    origin: i64,
+    seq: i64,
+    f: &NewFact,
+) -> Result<bool, StoreError> {
     let n = conn
         .prepare_cached(
             "INSERT INTO facts (origin, seq, kind, at, member, txn, earn, expires_at, spend, reverse,
@@ -191,6 +210,9 @@ pub fn insert_at(conn: &Connection, origin: i64, seq: i64, f: &NewFact) -> rusql
             f.body,
             f.available_at
         ])?;
+    if n == 1 {
+        keep_ledger(conn, origin, seq, f)?;
+    }
     Ok(n == 1)
 }
 

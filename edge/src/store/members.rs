@@ -249,8 +249,14 @@ pub fn profile(conn: &Connection, id: &[u8; 16]) -> Result<Option<String>, Store
 
 /// Records that `loser` was merged into `survivor` (a `member_merged` fact).
 pub fn merge(conn: &Connection, loser: &[u8; 16], survivor: &[u8; 16]) -> Result<(), StoreError> {
-    conn.prepare_cached("INSERT OR IGNORE INTO member_aliases (loser, survivor) VALUES (?1, ?2)")?
+    let new = conn
+        .prepare_cached("INSERT OR IGNORE INTO member_aliases (loser, survivor) VALUES (?1, ?2)")?
         .execute(params![&loser[..], &survivor[..]])?;
+    if new > 0 {
+        // The loser's ledger now counts under the survivor's: one snapshot of both.
+        super::ledgers::forget(conn, loser)?;
+        super::ledgers::refresh(conn, survivor)?;
+    }
     Ok(())
 }
 
@@ -360,6 +366,8 @@ pub fn remove_fetched(
         .execute(params![&row.member_id[..]])?;
     conn.prepare_cached("DELETE FROM members WHERE member_id = ?1")?
         .execute(params![&row.member_id[..]])?;
+    // Only members in no merge leave (`fetched_before`): the snapshot is theirs alone.
+    super::ledgers::forget(conn, &row.member_id)?;
     conn.prepare_cached("DELETE FROM member_fetches WHERE phone_idx = ?1")?
         .execute(params![&row.phone_idx[..]])?;
     Ok(facts)

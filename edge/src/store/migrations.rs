@@ -326,10 +326,20 @@ pub const MIGRATIONS: &[&str] = &[
     DROP TABLE coupons;
     ALTER TABLE coupons_v10 RENAME TO coupons;
     "#,
+    r#"
+    -- Each person's ledger as a snapshot (patron_domain::ledger), keyed by the id their
+    -- merges survive in, written in the transaction of every fact that moves their
+    -- points or spend (store::ledgers). The facts stay the reference: a missing or
+    -- unreadable snapshot is derived from them again.
+    CREATE TABLE member_ledgers (
+        member   BLOB PRIMARY KEY,
+        snapshot BLOB NOT NULL
+    ) STRICT;
+    "#,
 ];
 
 /// The schema version this binary writes.
-pub const SCHEMA_VERSION: usize = 10;
+pub const SCHEMA_VERSION: usize = 11;
 
 #[cfg(test)]
 mod tests {

@@ -14,6 +14,7 @@ pub mod hq_docs;
 pub mod idempotency;
 pub mod incarnation;
 pub mod lanes;
+pub mod ledgers;
 pub mod members;
 pub mod migrations;
 pub mod readers;

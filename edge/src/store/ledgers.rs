@@ -1,0 +1,394 @@
+//! Each person's ledger snapshot (`member_ledgers`), kept in the transaction of every
+//! fact that moves their points or qualifying spend, so that a sale, a redemption or
+//! a lookup reads one row instead of the member's whole history. The fold is
+//! `patron_domain::ledger`'s; the facts stay the reference: a snapshot that is missing,
+//! unreadable, or meets a fact that sorts before its last one is derived from them
+//! again.
+
+use patron_domain::ledger::{LedgerFact, Snapshot};
+use patron_domain::points::{Millis, Movement};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::StoreError;
+use super::facts::{self, MemberFact, NewFact};
+use super::members;
+
+/// Qualifying-spend entries older than this before a person's latest fact are
+/// dropped from the snapshot (about 24 months: tier windows are 12 months by default).
+/// A longer window is still answered exactly, from the facts, at a history's cost.
+pub const SPEND_KEPT_MS: Millis = 24 * 31 * 86_400_000;
+
+/// What `f`, written under `origin` (its `node/incarnation`) at `seq`, brings to its
+/// member's ledger; `None` if nothing.
+pub fn ledger_fact(f: &NewFact, origin: &str, seq: i64) -> Option<LedgerFact> {
+    let purchase = f.kind == patron_domain::Kind::Purchase;
+    let moves = f.earn != 0 || f.spend != 0 || f.reverse != 0;
+    if !moves && f.qual_spend == 0 && !purchase {
+        return None;
+    }
+    Some(from_member_fact(MemberFact {
+        at: f.at,
+        origin: origin.into(),
+        seq,
+        txn: f.txn,
+        earn: f.earn,
+        expires_at: f.expires_at,
+        spend: f.spend,
+        reverse: f.reverse,
+        reverse_lot: f.reverse_lot,
+        qual_spend: f.qual_spend,
+        qual_at: f.qual_at,
+        available_at: f.available_at,
+        is_purchase: purchase,
+    }))
+}
+
+/// The same for a fact read back from the ledger.
+fn from_member_fact(f: MemberFact) -> LedgerFact {
+    let moves = f.earn != 0 || f.spend != 0 || f.reverse != 0;
+    LedgerFact {
+        movement: moves.then_some(Movement {
+            at: f.at,
+            origin: f.origin,
+            seq: f.seq,
+            txn: f.txn,
+            earn: f.earn,
+            expires_at: f.expires_at,
+            available_at: f.available_at,
+            spend: f.spend,
+            reverse: f.reverse,
+            reverse_lot: f.reverse_lot,
+        }),
+        spend: (f.qual_spend != 0).then_some((f.qual_at, f.qual_spend)),
+        purchase: f.is_purchase,
+    }
+}
+
+/// The id `member`'s merges survive in (itself if it was never merged).
+fn root(conn: &Connection, member: &[u8; 16]) -> Result<[u8; 16], StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT survivor FROM member_aliases WHERE loser = ?1")?
+        .query_row(params![&member[..]], |r| r.get(0))
+        .optional()?
+        .unwrap_or(*member))
+}
+
+/// The stored snapshot of the person `member` stands for, if one is kept and readable.
+pub fn get(conn: &Connection, member: &[u8; 16]) -> Result<Option<Snapshot>, StoreError> {
+    let root = root(conn, member)?;
+    let bytes: Option<Vec<u8>> = conn
+        .prepare_cached("SELECT snapshot FROM member_ledgers WHERE member = ?1")?
+        .query_row(params![&root[..]], |r| r.get(0))
+        .optional()?;
+    Ok(bytes.and_then(|b| {
+        let s = Snapshot::decode(&b);
+        if s.is_none() {
+            tracing::warn!("a member's ledger snapshot does not decode: derived from the facts");
+        }
+        s
+    }))
+}
+
+/// The person's ledger derived from their facts under every id (the reference).
+pub fn derive(conn: &Connection, member: &[u8; 16]) -> Result<Snapshot, StoreError> {
+    let mut all = Vec::new();
+    for id in members::alias_set(conn, member)? {
+        all.extend(
+            facts::for_member(conn, &id)?
+                .into_iter()
+                .map(from_member_fact),
+        );
+    }
+    let latest = all.iter().filter_map(latest_at).max();
+    let mut s = Snapshot::derive(all);
+    if let Some(t) = latest {
+        s.forget_spend_before(t.saturating_sub(SPEND_KEPT_MS));
+    }
+    Ok(s)
+}
+
+/// The stored snapshot, or one derived from the facts when none is kept (a reader
+/// cannot store it; the next fact of the person does).
+pub fn current(conn: &Connection, member: &[u8; 16]) -> Result<Snapshot, StoreError> {
+    match get(conn, member)? {
+        Some(s) => Ok(s),
+        None => derive(conn, member),
+    }
+}
+
+/// Qualifying spend counting after `start`, from the facts (for a window longer than
+/// the snapshot keeps).
+pub fn spend_after_from_facts(
+    conn: &Connection,
+    member: &[u8; 16],
+    start: Millis,
+) -> Result<i64, StoreError> {
+    let mut sum = 0;
+    for id in members::alias_set(conn, member)? {
+        sum += facts::for_member(conn, &id)?
+            .iter()
+            .filter(|f| f.qual_at > start)
+            .map(|f| f.qual_spend)
+            .sum::<i64>();
+    }
+    Ok(sum)
+}
+
+fn put(conn: &Connection, member: &[u8; 16], s: &Snapshot) -> Result<(), StoreError> {
+    let root = root(conn, member)?;
+    conn.prepare_cached(
+        "INSERT INTO member_ledgers (member, snapshot) VALUES (?1, ?2)
+         ON CONFLICT (member) DO UPDATE SET snapshot = excluded.snapshot",
+    )?
+    .execute(params![&root[..], s.encode()])?;
+    Ok(())
+}
+
+fn latest_at(f: &LedgerFact) -> Option<Millis> {
+    let m = f.movement.as_ref().map(|m| m.at);
+    let s = f.spend.map(|(t, _)| t);
+    m.max(s)
+}
+
+/// Folds `f`, a fact of `member` just written in this transaction, into the person's
+/// snapshot; derives the snapshot from the facts (the new one included) when none is
+/// kept or `f` sorts before its last movement.
+pub fn fold(conn: &Connection, member: &[u8; 16], f: &LedgerFact) -> Result<(), StoreError> {
+    let folded = get(conn, member)?.and_then(|mut s| s.fold(f).is_ok().then_some(s));
+    let s = match folded {
+        Some(mut s) => {
+            if let Some(t) = latest_at(f) {
+                s.forget_spend_before(t.saturating_sub(SPEND_KEPT_MS));
+            }
+            s
+        }
+        None => derive(conn, member)?,
+    };
+    put(conn, member, &s)
+}
+
+/// Derives the snapshot of the person `member` stands for again and keeps it (after a
+/// merge or after facts were removed).
+pub fn refresh(conn: &Connection, member: &[u8; 16]) -> Result<(), StoreError> {
+    let s = derive(conn, member)?;
+    put(conn, member, &s)
+}
+
+/// Forgets the snapshot kept under `member` itself (an id that now counts under
+/// another, or a person removed from this store).
+pub fn forget(conn: &Connection, member: &[u8; 16]) -> Result<(), StoreError> {
+    conn.prepare_cached("DELETE FROM member_ledgers WHERE member = ?1")?
+        .execute(params![&member[..]])?;
+    Ok(())
+}
+
+/// Derives every person's snapshot from the facts again; how many were written.
+pub fn rebuild_all(conn: &Connection) -> Result<u64, StoreError> {
+    conn.execute("DELETE FROM member_ledgers", [])?;
+    // People, not ids: an id merged into another counts under the survivor.
+    let ids: Vec<[u8; 16]> = conn
+        .prepare(
+            "SELECT DISTINCT coalesce((SELECT survivor FROM member_aliases WHERE loser = f.member),
+                                      f.member)
+               FROM facts f WHERE f.member IS NOT NULL",
+        )?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for id in &ids {
+        refresh(conn, id)?;
+    }
+    Ok(ids.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use patron_domain::Kind;
+    use proptest::prelude::*;
+
+    const A: [u8; 16] = [0xA; 16];
+    const B: [u8; 16] = [0xB; 16];
+
+    struct Db {
+        _dir: tempfile::TempDir,
+        conn: Connection,
+        origins: Vec<i64>,
+        seqs: Vec<i64>,
+    }
+
+    fn db() -> Db {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("l.sqlite");
+        let mut conn = super::super::connect(&path, false).unwrap_or_else(|e| panic!("{e}"));
+        super::super::migrate(&mut conn, &path).unwrap_or_else(|e| panic!("{e}"));
+        let origins = ["S001", "S002", "S003"]
+            .iter()
+            .map(|n| super::super::origin_id(&conn, n, "inc").unwrap_or_else(|e| panic!("{e}")))
+            .collect();
+        Db {
+            _dir: dir,
+            conn,
+            origins,
+            seqs: vec![0; 3],
+        }
+    }
+
+    /// One step a store's ledger can take.
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// A fact of `member` (A or B) from origin `o`, at `at`: an earn, a spend, a
+        /// reversal of an earlier lot, a refund's negative spend, a walk-in purchase.
+        Fact {
+            o: usize,
+            b: bool,
+            at: i64,
+            kind: u8,
+            n: i64,
+        },
+        /// B is merged into A (a `member_merged` fact from the hub).
+        Merge,
+        /// The snapshot row is lost or damaged (a restore of an older file, a bad
+        /// sector): the next read or fact derives it again.
+        Damage { b: bool },
+    }
+
+    fn arb_step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            8 => (0usize..3, any::<bool>(), 0i64..10_000, 0u8..5, 1i64..300)
+                .prop_map(|(o, b, at, kind, n)| Step::Fact { o, b, at, kind, n }),
+            1 => Just(Step::Merge),
+            1 => any::<bool>().prop_map(|b| Step::Damage { b }),
+        ]
+    }
+
+    fn apply(d: &mut Db, step: &Step, i: usize) {
+        let c = &d.conn;
+        match *step {
+            Step::Fact { o, b, at, kind, n } => {
+                let member = if b { B } else { A };
+                let txn = [i as u8; 16];
+                let mut f = NewFact::new(Kind::Event, at, Some(member), txn, "{}".into());
+                match kind {
+                    0 => {
+                        f.earn = n;
+                        f.expires_at = at + 3_000 + n * 10;
+                        f.available_at = if n % 4 == 0 { at + 500 } else { 0 };
+                        f.qual_spend = n * 100;
+                        f.qual_at = at;
+                        f.kind = Kind::Purchase;
+                    }
+                    1 => {
+                        f.spend = n;
+                        f.kind = Kind::Redemption;
+                    }
+                    2 => {
+                        f.reverse = n / 2 + 1;
+                        f.reverse_lot = Some([(i / 2) as u8; 16]);
+                        f.qual_spend = -n;
+                        f.qual_at = at;
+                        f.kind = Kind::Refund;
+                    }
+                    3 => {
+                        f.qual_spend = -n;
+                        f.qual_at = at;
+                        f.kind = Kind::Refund;
+                    }
+                    _ => f.kind = Kind::Purchase,
+                }
+                d.seqs[o] += 1;
+                let put = facts::insert_at(c, d.origins[o], d.seqs[o], &f);
+                assert!(put.unwrap_or_else(|e| panic!("{e}")), "a new fact");
+            }
+            Step::Merge => members::merge(c, &B, &A).unwrap_or_else(|e| panic!("{e}")),
+            Step::Damage { b } => {
+                let root = root(c, if b { &B } else { &A }).unwrap_or_else(|e| panic!("{e}"));
+                c.execute(
+                    "UPDATE member_ledgers SET snapshot = x'00ff' WHERE member = ?1",
+                    params![&root[..]],
+                )
+                .unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        /// Facts arrive in any order from three origins (late facts of other stores,
+        /// late facts of the id merged away), merges happen, snapshots are damaged:
+        /// after every step, what the store keeps and reads equals the derivation
+        /// from the facts, for both ids.
+        #[test]
+        fn the_kept_snapshot_equals_the_derivation_from_the_facts_after_every_step(
+            steps in prop::collection::vec(arb_step(), 1..40),
+        ) {
+            let mut d = db();
+            for (i, s) in steps.iter().enumerate() {
+                apply(&mut d, s, i);
+                for id in [A, B] {
+                    let reference = derive(&d.conn, &id).unwrap_or_else(|e| panic!("{e}"));
+                    let read = current(&d.conn, &id).unwrap_or_else(|e| panic!("{e}"));
+                    prop_assert_eq!(&read, &reference, "step {} {:?}", i, s);
+                    for now in [0, 5_000, 20_000] {
+                        let mut movements: Vec<Movement> = members::alias_set(&d.conn, &id)
+                            .unwrap_or_else(|e| panic!("{e}"))
+                            .iter()
+                            .flat_map(|m| facts::for_member(&d.conn, m).unwrap_or_else(|e| panic!("{e}")))
+                            .filter(|f| f.earn != 0 || f.spend != 0 || f.reverse != 0)
+                            .map(|f| from_member_fact(f).movement.unwrap_or_else(|| unreachable!()))
+                            .collect();
+                        prop_assert_eq!(
+                            read.points_at(now),
+                            patron_domain::points::derive(&mut movements, now)
+                        );
+                    }
+                }
+                // A fact of a person leaves a readable snapshot kept (not derived on
+                // every read): the one the fact touched.
+                if let Step::Fact { b, .. } = s {
+                    let id = if *b { B } else { A };
+                    let kept = get(&d.conn, &id).unwrap_or_else(|e| panic!("{e}"));
+                    prop_assert!(kept.is_some(), "no snapshot kept after a fact");
+                }
+            }
+            // A rebuild from the facts reads as what was kept, and keeps a snapshot of
+            // everyone with facts.
+            let kept: Vec<Snapshot> = [A, B]
+                .iter()
+                .map(|id| current(&d.conn, id).unwrap_or_else(|e| panic!("{e}")))
+                .collect();
+            rebuild_all(&d.conn).unwrap_or_else(|e| panic!("{e}"));
+            for (id, before) in [A, B].iter().zip(kept) {
+                let after = get(&d.conn, id).unwrap_or_else(|e| panic!("{e}"));
+                if before.facts > 0 {
+                    prop_assert_eq!(Some(before), after);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_sale_reads_one_row_not_the_history() {
+        let mut d = db();
+        for i in 0..50 {
+            apply(
+                &mut d,
+                &Step::Fact {
+                    o: 0,
+                    b: false,
+                    at: 1_000 + i,
+                    kind: 0,
+                    n: 10,
+                },
+                i as usize,
+            );
+        }
+        // With the facts gone, the kept snapshot still answers: reads do not derive.
+        d.conn
+            .execute("DELETE FROM facts", [])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let s = current(&d.conn, &A).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.points_at(2_000).balance(), 500);
+        assert_eq!(s.facts, 50);
+    }
+}
