@@ -13,6 +13,13 @@
 //! and measures `GET /v1/members?phone=` latency, against a point SELECT by primary key
 //! on the same database file and the no-op HTTP endpoint.
 //!
+//! `cargo bench -p patron-edge --bench commit_http -- history` gives members a history
+//! first (sales over HTTP, as the POS would write them): 2,000 members with 10 facts,
+//! 40 with 2,000 (`BENCH_LONG_FACTS`) and one with 10,000 (`BENCH_DEEP_FACTS`); then
+//! `checkout/commit` for the short and the long histories alternate over two rounds
+//! (same run, same drift), and a lookup by phone of the 10,000-fact member runs against
+//! a lookup of a 10-fact member.
+//!
 //! The edge runs fresh with no rule set and with `BENCH_RULES` (default 10) active
 //! rules, alternating over `BENCH_ROUNDS` rounds (default 4) whose order swaps every
 //! round, so promotions' cost is measured against the same run and the same drift.
@@ -69,6 +76,8 @@ fn main() -> Result<(), BoxError> {
         .build()?;
     if args.iter().any(|a| a == "lookup") {
         rt.block_on(lookup_bench())
+    } else if args.iter().any(|a| a == "history") {
+        rt.block_on(history_bench())
     } else {
         rt.block_on(commit_bench())
     }
@@ -641,6 +650,169 @@ async fn lookup_bench() -> Result<(), BoxError> {
     rows.push(&noop);
     report(
         &format!("member lookup by phone, {members} members, {secs}s per run"),
+        &rows,
+        &[],
+    );
+    Ok(())
+}
+
+/// Writes `per` sales for each of `members` over `conns` connections; how long it took.
+async fn write_history(
+    addr: SocketAddr,
+    token: &str,
+    conns: u64,
+    members: &[String],
+    per: u64,
+    tag: &str,
+) -> Result<Duration, BoxError> {
+    let total = members.len() as u64 * per;
+    let next = Arc::new(AtomicU64::new(0));
+    let members = Arc::new(members.to_vec());
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..conns.min(total.max(1)) {
+        let (next, members, token, tag) = (
+            next.clone(),
+            members.clone(),
+            token.to_string(),
+            tag.to_string(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let stream = TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return Ok::<_, BoxError>(());
+                }
+                let member = members[(i % members.len() as u64) as usize].as_str();
+                let receipt = format!("H-{tag}-{i}");
+                let req = post(
+                    addr,
+                    "/v1/checkout/commit",
+                    &token,
+                    &receipt,
+                    commit_body(&receipt, Some(member), i),
+                );
+                sender.ready().await?;
+                let resp = sender.send_request(req).await?;
+                let status = resp.status().as_u16();
+                resp.into_body().collect().await?;
+                if status != 201 {
+                    return Err(format!("writing history: HTTP {status}").into());
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(start.elapsed())
+}
+
+/// Members with long histories against members with short ones, in the same run.
+async fn history_bench() -> Result<(), BoxError> {
+    let secs = env_u64("BENCH_SECS", 10);
+    let conns = env_u64("BENCH_CONNS", 64);
+    let long_facts = env_u64("BENCH_LONG_FACTS", 2_000);
+    let deep_facts = env_u64("BENCH_DEEP_FACTS", 10_000);
+    let (short_n, long_n, short_facts) = (2_000u64, 40u64, 10u64);
+    let dir = bench_dir().join("history");
+    let config = prepare_edge(&dir, short_n + long_n + 1)?;
+    let edge = start_edge(&config)?;
+    let (addr, token) = (edge.addr, edge.token.clone());
+    let ids = fetch_member_ids(addr, &token, (0..short_n + long_n + 1).map(phone)).await?;
+    let (short, rest) = ids.split_at(short_n as usize);
+    let (long, deep) = rest.split_at(long_n as usize);
+    for (members, per, tag) in [
+        (short, short_facts, "short"),
+        (long, long_facts, "long"),
+        (deep, deep_facts, "deep"),
+    ] {
+        let took = write_history(addr, &token, conns, members, per, tag).await?;
+        eprintln!(
+            "{tag}: {} members x {per} sales written in {:.1}s",
+            members.len(),
+            took.as_secs_f64()
+        );
+    }
+    let run = std::process::id();
+    let mut loads: Vec<(Load, Load)> = Vec::new();
+    for round in 0..2 {
+        let mut pair = Vec::new();
+        for (label, members) in [
+            (format!("commit, members with {short_facts}+ facts"), short),
+            (format!("commit, members with {long_facts}+ facts"), long),
+        ] {
+            let members = Arc::new(members.to_vec());
+            let token = token.clone();
+            let tag = format!("{round}-{}", label.len());
+            let l = drive(&label, addr, conns, secs, 201, move |c, n| {
+                let receipt = format!("R{run}-{tag}-{c}-{n}");
+                let m = &members[((c * 7919 + n * 104_729) % members.len() as u64) as usize];
+                post(
+                    addr,
+                    "/v1/checkout/commit",
+                    &token,
+                    &receipt,
+                    commit_body(&receipt, Some(m), n),
+                )
+            })
+            .await?;
+            pair.push(l);
+        }
+        let mut it = pair.into_iter();
+        if let (Some(a), Some(b)) = (it.next(), it.next()) {
+            loads.push((a, b));
+        }
+    }
+    let mut lookups = Vec::new();
+    for (label, i) in [
+        (
+            format!("lookup by phone, a member with {short_facts}+ facts"),
+            0,
+        ),
+        (
+            format!("lookup by phone, the member with {deep_facts}+ facts"),
+            short_n + long_n,
+        ),
+    ] {
+        let token = token.clone();
+        let l = drive(&label, addr, 1, secs, 200, move |_, _| {
+            Request::get(format!("http://{addr}/v1/members?phone={}", phone(i)))
+                .header("host", addr.to_string())
+                .header("authorization", format!("Bearer {token}"))
+                .body(Full::new(Bytes::new()))
+                .unwrap_or_else(|_| Request::new(Full::new(Bytes::new())))
+        })
+        .await?;
+        lookups.push(l);
+    }
+    drop(edge.proc_);
+    let rows: Vec<&Load> = loads.iter().flat_map(|(a, b)| [a, b]).collect();
+    report(
+        &format!("checkout/commit by history length, {conns} connections, {secs}s each, 2 rounds"),
+        &rows,
+        &[],
+    );
+    let ratios: Vec<String> = loads
+        .iter()
+        .map(|(a, b)| format!("{:.2}×", b.rate() / a.rate()))
+        .collect();
+    let (sa, sb) = loads
+        .iter()
+        .fold((0.0, 0.0), |(x, y), (a, b)| (x + a.rate(), y + b.rate()));
+    println!(
+        "\n{long_facts}-fact members / {short_facts}-fact members, per round: {}; all rounds: **{:.2}×** throughput",
+        ratios.join(", "),
+        sb / sa
+    );
+    let rows: Vec<&Load> = lookups.iter().collect();
+    report(
+        "member lookup by phone, by history length, 1 connection",
         &rows,
         &[],
     );
