@@ -260,8 +260,14 @@ impl Snapshot {
         }
         out.push(u8::from(self.purchased));
         put(&mut out, self.facts as i64);
-        for w in &self.sealed.0 {
-            out.extend_from_slice(&w.to_le_bytes());
+        // Most members never have a lot sealed: their filter is one byte.
+        if self.sealed == Sealed::default() {
+            out.push(0);
+        } else {
+            out.push(1);
+            for w in &self.sealed.0 {
+                out.extend_from_slice(&w.to_le_bytes());
+            }
         }
         out
     }
@@ -315,8 +321,14 @@ impl Snapshot {
         };
         let facts = u64::try_from(r.int()?).ok()?;
         let mut sealed = Sealed::default();
-        for w in sealed.0.iter_mut() {
-            *w = r.int()? as u64;
+        match r.byte()? {
+            0 => {}
+            1 => {
+                for w in sealed.0.iter_mut() {
+                    *w = r.int()? as u64;
+                }
+            }
+            _ => return None,
         }
         r.0.is_empty().then_some(Snapshot {
             sealed,
@@ -331,7 +343,7 @@ impl Snapshot {
 }
 
 /// The encoding's version: a snapshot of another version is derived again.
-const VERSION: u8 = 2;
+const VERSION: u8 = 3;
 
 fn put(out: &mut Vec<u8>, n: i64) {
     out.extend_from_slice(&n.to_le_bytes());

@@ -14,11 +14,15 @@
 //! on the same database file and the no-op HTTP endpoint.
 //!
 //! `cargo bench -p patron-edge --bench commit_http -- history` gives members a history
-//! first (sales over HTTP, as the POS would write them): 2,000 members with 10 facts,
-//! 40 with 2,000 (`BENCH_LONG_FACTS`) and one with 10,000 (`BENCH_DEEP_FACTS`); then
-//! `checkout/commit` for the short and the long histories alternate over two rounds
-//! (same run, same drift), and a lookup by phone of the 10,000-fact member runs against
-//! a lookup of a 10-fact member.
+//! first: 2,000 members with 10 facts (sales over HTTP), 40 with 2,000
+//! (`BENCH_LONG_FACTS`) and one with 10,000 (`BENCH_DEEP_FACTS`), those spread over the
+//! last `BENCH_SPREAD_DAYS` (default 730) days as a loyal member's would be: sales
+//! earning lots that expire a year later, a redemption in ten, written into the stopped
+//! edge's database and their ledger snapshots derived by `patron-edge rebuild-ledgers`
+//! (timed). Then `checkout/commit` for the short and the long histories alternate over
+//! two rounds (same run, same drift), and a lookup by phone of the 10,000-fact member
+//! runs against a lookup of a 10-fact member. `BENCH_SPREAD_DAYS=0` writes the long
+//! histories over HTTP instead (all on one day).
 //!
 //! The edge runs fresh with no rule set and with `BENCH_RULES` (default 10) active
 //! rules, alternating over `BENCH_ROUNDS` rounds (default 4) whose order swaps every
@@ -227,7 +231,13 @@ fn prepare_edge(dir: &Path, members: u64) -> Result<PathBuf, BoxError> {
 }
 
 fn start_edge(config: &Path) -> Result<EdgeProc, BoxError> {
-    let name = format!("bench-{}", std::process::id());
+    // A name of its own each start: the history bench starts one edge twice.
+    static STARTS: AtomicU64 = AtomicU64::new(0);
+    let name = format!(
+        "bench-{}-{}",
+        std::process::id(),
+        STARTS.fetch_add(1, Ordering::Relaxed)
+    );
     let out = edge_cmd(config)
         .args(["lane", "add", &name, "--role", "admin"])
         .output()?;
@@ -727,11 +737,12 @@ async fn history_bench() -> Result<(), BoxError> {
     let ids = fetch_member_ids(addr, &token, (0..short_n + long_n + 1).map(phone)).await?;
     let (short, rest) = ids.split_at(short_n as usize);
     let (long, deep) = rest.split_at(long_n as usize);
-    for (members, per, tag) in [
-        (short, short_facts, "short"),
-        (long, long_facts, "long"),
-        (deep, deep_facts, "deep"),
-    ] {
+    let spread_days = env_u64("BENCH_SPREAD_DAYS", 730);
+    let mut histories = vec![(short, short_facts, "short")];
+    if spread_days == 0 {
+        histories.extend([(long, long_facts, "long"), (deep, deep_facts, "deep")]);
+    }
+    for (members, per, tag) in histories {
         let took = write_history(addr, &token, conns, members, per, tag).await?;
         eprintln!(
             "{tag}: {} members x {per} sales written in {:.1}s",
@@ -739,6 +750,27 @@ async fn history_bench() -> Result<(), BoxError> {
             took.as_secs_f64()
         );
     }
+    let edge = if spread_days == 0 {
+        edge
+    } else {
+        drop(edge.proc_);
+        let db = dir.join("data").join(store::DB_FILE);
+        write_spread_history(&db, long, long_facts, deep, deep_facts, spread_days)?;
+        let t = Instant::now();
+        let out = edge_cmd(&config).arg("rebuild-ledgers").output()?;
+        if !out.status.success() {
+            return Err(
+                format!("rebuild-ledgers: {}", String::from_utf8_lossy(&out.stderr)).into(),
+            );
+        }
+        eprintln!(
+            "rebuild-ledgers: {} in {:.1}s",
+            String::from_utf8_lossy(&out.stdout).trim(),
+            t.elapsed().as_secs_f64()
+        );
+        start_edge(&config)?
+    };
+    let (addr, token) = (edge.addr, edge.token.clone());
     let run = std::process::id();
     let mut loads: Vec<(Load, Load)> = Vec::new();
     for round in 0..2 {
@@ -816,5 +848,73 @@ async fn history_bench() -> Result<(), BoxError> {
         &rows,
         &[],
     );
+    Ok(())
+}
+
+/// Writes `per` facts for each of `long` and `deep_per` for `deep` straight into the
+/// stopped edge's database, spread evenly over the last `days` days: sales earning 10
+/// points (a lot expiring at the end of its day a year later, spend counted on its
+/// day), every tenth a redemption of 50. As the edge would write them under its own
+/// origin, in sequence.
+fn write_spread_history(
+    db: &Path,
+    long: &[String],
+    per: u64,
+    deep: &[String],
+    deep_per: u64,
+    days: u64,
+) -> Result<(), BoxError> {
+    const DAY: i64 = 86_400_000;
+    const OFFSET: i64 = 8 * 3_600_000;
+    let conn = store::connect(db, false)?;
+    let (origin, mut seq): (i64, i64) = conn.query_row(
+        "SELECT o.id, coalesce(max(f.seq), 0) FROM origins o LEFT JOIN facts f ON f.origin = o.id
+          WHERE o.node = 'B001' GROUP BY o.id ORDER BY o.id DESC LIMIT 1",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64;
+    let span = days as i64 * DAY;
+    let tx = conn.unchecked_transaction()?;
+    {
+        let mut insert = tx.prepare(
+            "INSERT INTO facts (origin, seq, kind, at, member, txn, earn, expires_at, spend, reverse,
+                                reverse_lot, qual_spend, qual_at, body, available_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, NULL, ?10, ?11, '{}', 0)",
+        )?;
+        let mut txn = 0u128;
+        for (members, n) in [(long, per), (deep, deep_per)] {
+            for m in members {
+                let member = *uuid::Uuid::parse_str(m)?.as_bytes();
+                for i in 0..n as i64 {
+                    let at = now - span + span * i / n as i64;
+                    let day_start = (at + OFFSET).div_euclid(DAY) * DAY - OFFSET;
+                    seq += 1;
+                    txn += 1;
+                    let redeem = i % 10 == 9;
+                    insert.execute(rusqlite::params![
+                        origin,
+                        seq,
+                        if redeem { "redemption" } else { "purchase" },
+                        at,
+                        &member[..],
+                        &txn.to_be_bytes()[..],
+                        if redeem { 0 } else { 10 },
+                        if redeem {
+                            0
+                        } else {
+                            day_start + DAY - 1 + 365 * DAY
+                        },
+                        if redeem { 50 } else { 0 },
+                        if redeem { 0 } else { 1_000 },
+                        if redeem { 0 } else { day_start },
+                    ])?;
+                }
+            }
+        }
+    }
+    tx.commit()?;
     Ok(())
 }

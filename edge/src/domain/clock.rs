@@ -52,6 +52,11 @@ impl StoreCalendar {
         millis(odt)
     }
 
+    /// The first millisecond of the local day of `at` (00:00:00.000).
+    pub fn start_of_day(&self, at: Millis) -> Millis {
+        millis(self.date(at).midnight().assume_offset(self.offset))
+    }
+
     /// The same instant `months` calendar months later (or earlier, if negative); a day
     /// that does not exist in the target month becomes that month's last day.
     pub fn add_months(&self, at: Millis, months: i32) -> Millis {

@@ -150,7 +150,8 @@ impl Edge {
                         available_at: after_days(&core, now, pending_days),
                         spend: priced.points_redeemed,
                         qual_spend: if member.is_some() { priced.total } else { 0 },
-                        qual_at: now,
+                        // Spend counts for tiers by the day (docs/points.md).
+                        qual_at: core.cal.start_of_day(now),
                         ..NewFact::new(Kind::Purchase, now, member, txb, body)
                     };
                     let seq = facts::append(ctx, &fact)?;

@@ -726,6 +726,48 @@ mod tests {
         .collect()
     }
 
+    /// Tier spend counts whole local days: a sale at 23:59 on 2025-12-07 (+08:00)
+    /// still counts at 00:01 on 2026-12-06 and at 23:59 on 2026-12-07's eve, and stops
+    /// counting at 00:00 on 2026-12-07, whatever the hour of the sale.
+    #[tokio::test]
+    async fn tier_spend_counts_by_whole_local_days() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        // 2025-12-07 23:59:00 +08:00.
+        let sale_at = 1_765_123_140_000;
+        let (edge, clock) = Edge::for_test("S001", dir.path(), sale_at);
+        let id = edge.test_member("13800000088", None).await;
+        let sale = json!({"member_id": id, "receipt_id": "R-day",
+                          "lines": [{"sku": "A", "qty": 1, "unit_price": 12_300}]});
+        let idem = Idem {
+            lane: 1,
+            key: "k-day".into(),
+            request_hash: [0; 32],
+        };
+        edge.commit(
+            idem,
+            serde_json::from_value(sale).unwrap_or_else(|e| panic!("{e}")),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        let member_id: MemberId = id.parse().unwrap_or_else(|e| panic!("{e:?}"));
+        let spend_at = |t: i64| {
+            clock.store(t, Ordering::SeqCst);
+            let edge = edge.clone();
+            async move {
+                let m = edge
+                    .member(member_id)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                m.tier.qualifying_spend.0
+            }
+        };
+        // 2026-12-06 00:01 +08:00, and 2026-12-06 23:59:59.999.
+        assert_eq!(spend_at(1_796_486_460_000).await, 12_300);
+        assert_eq!(spend_at(1_796_572_799_999).await, 12_300);
+        // 2026-12-07 00:00 +08:00: the sale's day is twelve months back.
+        assert_eq!(spend_at(1_796_572_800_000).await, 0);
+    }
+
     /// A member of another store leaves after the keep window with no sale and no
     /// fetch here; one fetched again, or served here, within the window stays, and so
     /// does every member registered here.

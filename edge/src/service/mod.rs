@@ -363,7 +363,7 @@ impl Core {
         now: Millis,
     ) -> Result<MemberState, EdgeError> {
         let tiers = self.tiers();
-        let window_start = self.cal.add_months(now, -(tiers.window_months as i32));
+        let window_start = self.tier_window_start(now, &tiers);
         let qualifying_spend = match ledger.spend_after(window_start) {
             Some(n) => n,
             None => ledgers::spend_after_from_facts(conn, member, window_start)?,
@@ -373,6 +373,14 @@ impl Core {
             qualifying_spend,
             tiers,
         })
+    }
+
+    /// Spend counting after this instant is in the tier window at `now`: whole local
+    /// days, from the day after the same date `window_months` ago through today
+    /// (docs/points.md). Counting by day lets a member's ledger keep one entry per day.
+    fn tier_window_start(&self, now: Millis, tiers: &TierRules) -> Millis {
+        let back = self.cal.add_months(now, -(tiers.window_months as i32));
+        self.cal.end_of_day(self.cal.date(back))
     }
 
     /// The state of a member with no ledger yet (just registered).
@@ -460,13 +468,28 @@ pub struct Edge {
 }
 
 impl Edge {
-    /// Derives every member's ledger snapshot from the facts again, in one write;
-    /// how many people's were written (`patron-edge rebuild-ledgers`).
+    /// Derives every member's ledger snapshot from the facts again; how many people's
+    /// were written (`patron-edge rebuild-ledgers`).
     pub async fn rebuild_ledgers(&self) -> Result<u64, EdgeError> {
-        self.store
-            .writer
-            .write(|ctx| Ok::<_, EdgeError>(ledgers::rebuild_all(ctx.conn)?))
-            .await
+        let people = self
+            .store
+            .readers
+            .read(|conn| Ok::<_, EdgeError>(ledgers::people(conn)?))
+            .await?;
+        // A transaction per few people: the writer is never held for the whole ledger.
+        for chunk in people.chunks(64) {
+            let chunk = chunk.to_vec();
+            self.store
+                .writer
+                .write(move |ctx| {
+                    for id in &chunk {
+                        ledgers::refresh(ctx.conn, id)?;
+                    }
+                    Ok::<_, EdgeError>(())
+                })
+                .await?;
+        }
+        Ok(people.len() as u64)
     }
 
     /// Opens the store and keys in `cfg.data_dir`.

@@ -41,8 +41,9 @@ impl Edge {
                         reverse: f.points_reversed,
                         reverse_lot: Some(receipt.txn),
                         qual_spend: if receipt.member.is_some() { -f.amount } else { 0 },
-                        // A refund leaves the tier window together with the sale it reverses.
-                        qual_at: receipt.at,
+                        // Counted on the sale's day: a refund leaves the tier window
+                        // together with the sale it reverses.
+                        qual_at: core.cal.start_of_day(receipt.at),
                         ..NewFact::new(Kind::Refund, now, receipt.member, *refund_id.as_bytes(), body)
                     };
                     facts::append(ctx, &fact)?;

@@ -96,8 +96,7 @@ pub fn by_code(conn: &Connection, code: &str) -> Result<Option<CouponRow>, Store
 
 /// Codes of member `?1`'s coupons that have a `coupon_issued` fact (cashier, HQ and
 /// upgrade coupons, and grants of sales recorded before grants moved into the
-/// purchase fact), found in the member-ledger index: an index of coupons by member
-/// would cost every sale that grants a coupon a random page (migration 3).
+/// purchase fact), found in the member-ledger index (migration 3).
 macro_rules! issued_codes_sql {
     () => {
         concat!(
@@ -108,20 +107,12 @@ macro_rules! issued_codes_sql {
     };
 }
 
-/// Member `?1`'s coupons: those with a `coupon_issued` fact and those listed in the
-/// `coupons_granted` of the member's purchases (only purchases that mention grants
-/// are parsed). The outer `member` test keeps out a code another store used for a
-/// coupon of its own (codes are unique per store, and the index also holds facts
-/// fetched from other stores).
+/// Member `?1`'s coupons, newest first, by the member's own index (migration 12):
+/// the coupons table holds this store's coupons only, each under its member.
 const FOR_MEMBER_SQL: &str = concat!(
     "SELECT ",
     coupon_columns!(),
-    " FROM coupons WHERE member = ?1 AND code IN (",
-    issued_codes_sql!(),
-    " UNION ALL SELECT json_extract(g.value, '$.code') FROM facts, json_each(facts.body, '$.coupons_granted') AS g WHERE ",
-    crate::store::facts::ledger_where!(),
-    " AND kind = 'purchase' AND instr(facts.body, '\"coupons_granted\"') > 0)",
-    " ORDER BY issued_at DESC, coupon_id"
+    " FROM coupons WHERE member = ?1 ORDER BY issued_at DESC, coupon_id"
 );
 
 /// Member `?1`'s coupons with a `coupon_issued` fact granted by sale `?2`.
@@ -257,8 +248,8 @@ mod tests {
         assert!(plan.iter().any(|p| p.contains("PRIMARY KEY")), "{plan:?}");
     }
 
-    /// A member's list holds the coupons their facts name and no other member's, even
-    /// when a fact fetched from another store names a code this store also issued.
+    /// A member's list holds their coupons and no other member's, even when a fact
+    /// fetched from another store names a code this store also issued.
     #[test]
     fn a_member_lists_the_coupons_their_facts_name_and_only_theirs() {
         use crate::store::facts::{NewFact, insert_at};
@@ -317,27 +308,35 @@ mod tests {
         assert!(codes(2).is_empty(), "{:?}", codes(2));
     }
 
-    /// Each lookup of a member's coupons must read that member's index range: a scan
-    /// of all coupons on every refund is what the old used_txn query did.
+    /// A member's coupons are read by their own index, never through their history.
     #[test]
-    fn member_coupon_lookups_use_the_ledger_index() {
-        for (sql, ranges) in [(FOR_MEMBER_SQL, 2), (ISSUED_FOR_SQL, 1)] {
-            let plan = crate::store::facts::tests::plan_of(sql);
-            // Each branch: the coupon_issued facts, and the purchases' grant lists.
-            assert_eq!(
-                plan.iter()
-                    .filter(|p| p.contains("USING INDEX facts_ledger_by_member"))
-                    .count(),
-                ranges,
-                "{plan:?}"
-            );
-            // Only the grant list of each purchase read is scanned (json_each).
-            assert!(
-                !plan
-                    .iter()
-                    .any(|p| p.starts_with("SCAN") && !p.contains("VIRTUAL TABLE")),
-                "{plan:?}"
-            );
-        }
+    fn a_members_coupons_are_read_by_their_own_index() {
+        let plan = crate::store::facts::tests::plan_of(FOR_MEMBER_SQL);
+        assert!(
+            plan.iter()
+                .any(|p| p.contains("USING INDEX coupons_by_member")),
+            "{plan:?}"
+        );
+        assert!(!plan.iter().any(|p| p.contains("facts")), "{plan:?}");
+    }
+
+    /// Each lookup of a sale's granted coupons must read that member's index range: a
+    /// scan of all coupons on every refund is what the old used_txn query did.
+    #[test]
+    fn a_sales_granted_coupons_are_found_in_the_ledger_index() {
+        let plan = crate::store::facts::tests::plan_of(ISSUED_FOR_SQL);
+        assert_eq!(
+            plan.iter()
+                .filter(|p| p.contains("USING INDEX facts_ledger_by_member"))
+                .count(),
+            1,
+            "{plan:?}"
+        );
+        assert!(
+            !plan
+                .iter()
+                .any(|p| p.starts_with("SCAN") && !p.contains("VIRTUAL TABLE")),
+            "{plan:?}"
+        );
     }
 }

@@ -188,18 +188,23 @@ pub fn forget(conn: &Connection, member: &[u8; 16]) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Derives every person's snapshot from the facts again; how many were written.
-pub fn rebuild_all(conn: &Connection) -> Result<u64, StoreError> {
-    conn.execute("DELETE FROM member_ledgers", [])?;
-    // People, not ids: an id merged into another counts under the survivor.
-    let ids: Vec<[u8; 16]> = conn
+/// Every person with facts, by the id their merges survive in.
+pub fn people(conn: &Connection) -> Result<Vec<[u8; 16]>, StoreError> {
+    Ok(conn
         .prepare(
             "SELECT DISTINCT coalesce((SELECT survivor FROM member_aliases WHERE loser = f.member),
                                       f.member)
                FROM facts f WHERE f.member IS NOT NULL",
         )?
         .query_map([], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<rusqlite::Result<_>>()?)
+}
+
+/// Derives every person's snapshot from the facts again, in one transaction; how many
+/// were written (tests; the edge rebuilds in chunks, `Edge::rebuild_ledgers`).
+pub fn rebuild_all(conn: &Connection) -> Result<u64, StoreError> {
+    conn.execute("DELETE FROM member_ledgers", [])?;
+    let ids = people(conn)?;
     for id in &ids {
         refresh(conn, id)?;
     }

@@ -336,10 +336,17 @@ pub const MIGRATIONS: &[&str] = &[
         snapshot BLOB NOT NULL
     ) STRICT;
     "#,
+    // 12: a member's coupons by their own index again.
+    r#"
+    -- Listing a member's coupons through the ledger index (migration 3) read every
+    -- purchase of theirs: 16 ms for a member with 10,000 facts on every lookup. The
+    -- index costs a page only to the sales and issues that create a coupon.
+    CREATE INDEX coupons_by_member ON coupons (member);
+    "#,
 ];
 
 /// The schema version this binary writes.
-pub const SCHEMA_VERSION: usize = 11;
+pub const SCHEMA_VERSION: usize = 12;
 
 #[cfg(test)]
 mod tests {
