@@ -79,6 +79,13 @@ pub fn insert(conn: &Connection, c: &CouponRow) -> Result<bool, StoreError> {
             c.used_txn.as_ref().map(|t| &t[..]),
             c.revoked
         ])?;
+    if n == 1 {
+        let now = c.issued_at;
+        super::ledgers::add_coupon(conn, &c.member, &c.code, |code| {
+            Ok(by_code(conn, code)?
+                .is_some_and(|o| o.used_txn.is_none() && !o.revoked && now <= o.expires_at))
+        })?;
+    }
     Ok(n == 1)
 }
 
@@ -107,14 +114,6 @@ macro_rules! issued_codes_sql {
     };
 }
 
-/// Member `?1`'s coupons, newest first, by the member's own index (migration 12):
-/// the coupons table holds this store's coupons only, each under its member.
-const FOR_MEMBER_SQL: &str = concat!(
-    "SELECT ",
-    coupon_columns!(),
-    " FROM coupons WHERE member = ?1 ORDER BY issued_at DESC, coupon_id"
-);
-
 /// Member `?1`'s coupons with a `coupon_issued` fact granted by sale `?2`.
 const ISSUED_FOR_SQL: &str = concat!(
     "SELECT ",
@@ -124,11 +123,18 @@ const ISSUED_FOR_SQL: &str = concat!(
     ") AND source_txn = ?2"
 );
 
-/// A member's coupons, newest first.
+/// The coupons of the person `member` stands for that may still be open, newest
+/// first: the codes kept beside their ledger snapshot (`store::ledgers`), each read
+/// by its code. A member with ten years of sales costs what their open coupons cost.
 pub fn for_member(conn: &Connection, member: &[u8; 16]) -> Result<Vec<CouponRow>, StoreError> {
-    let mut stmt = conn.prepare_cached(FOR_MEMBER_SQL)?;
-    let rows = stmt.query_map(params![&member[..]], from_row)?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    let mut out = Vec::new();
+    for code in super::ledgers::coupon_codes(conn, member)? {
+        if let Some(c) = by_code(conn, &code)? {
+            out.push(c);
+        }
+    }
+    out.sort_by(|a, b| (b.issued_at, a.coupon_id).cmp(&(a.issued_at, b.coupon_id)));
+    Ok(out)
 }
 
 /// Coupons of `member` that sale `txn` granted and recorded as `coupon_issued` facts
@@ -235,7 +241,30 @@ mod tests {
         };
         conn.execute_batch("PRAGMA user_version = 9")
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(insert(&conn, &held).ok(), Some(true));
+        // As the schema-9 edge wrote it (`insert` of today also keeps the member's list).
+        let n = conn.execute(
+            concat!(
+                "INSERT INTO coupons (",
+                coupon_columns!(),
+                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+            ),
+            params![
+                &held.coupon_id[..],
+                held.code,
+                &held.member[..],
+                held.label,
+                held.off,
+                held.min_spend,
+                held.issued_at,
+                held.expires_at,
+                held.source,
+                held.source_txn.as_ref().map(|t| &t[..]),
+                held.active,
+                held.used_txn.as_ref().map(|t| &t[..]),
+                held.revoked
+            ],
+        );
+        assert_eq!(n.ok(), Some(1));
         super::super::migrate(&mut conn, &path).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(all(&conn).ok(), Some(vec![held.clone()]));
         let again = CouponRow {
@@ -246,6 +275,44 @@ mod tests {
         let plan =
             crate::store::facts::tests::plan_of("SELECT coupon_id FROM coupons WHERE code = ?1");
         assert!(plan.iter().any(|p| p.contains("PRIMARY KEY")), "{plan:?}");
+    }
+
+    /// The upgrade to schema 13 lists each member's open coupons beside their ledger,
+    /// under the id their merges survive in.
+    #[test]
+    fn the_upgrade_to_schema_13_keeps_each_members_open_coupons() {
+        use super::super::migrations::MIGRATIONS;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("c.sqlite");
+        let mut conn = super::super::connect(&path, false).unwrap_or_else(|e| panic!("{e}"));
+        for sql in &MIGRATIONS[..12] {
+            conn.execute_batch(sql).unwrap_or_else(|e| panic!("{e}"));
+        }
+        conn.execute_batch(
+            "PRAGMA user_version = 12;
+             INSERT INTO member_aliases (loser, survivor) VALUES (zeroblob(16), x'01010101010101010101010101010101');
+             INSERT INTO coupons (coupon_id, code, member, label, off, min_spend, issued_at, expires_at,
+                                  source, active, used_txn, revoked)
+             VALUES (x'01', 'OPEN1', x'01010101010101010101010101010101', 'a', 1, 0, 1, 9, 'r', 1, NULL, 0),
+                    (x'02', 'USED1', x'01010101010101010101010101010101', 'a', 1, 0, 1, 9, 'r', 1, x'09', 0),
+                    (x'03', 'OPEN0', zeroblob(16), 'a', 1, 0, 2, 9, 'r', 1, NULL, 0),
+                    (x'04', 'GONE2', x'02020202020202020202020202020202', 'a', 1, 0, 1, 9, 'r', 1, NULL, 1);",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        super::super::migrate(&mut conn, &path).unwrap_or_else(|e| panic!("{e}"));
+        let codes = |m: [u8; 16]| crate::store::ledgers::coupon_codes(&conn, &m).ok();
+        assert_eq!(
+            codes([1; 16]),
+            Some(vec!["OPEN0".to_string(), "OPEN1".to_string()])
+        );
+        assert_eq!(
+            codes([0; 16]),
+            codes([1; 16]),
+            "the merged id reads the survivor's"
+        );
+        assert_eq!(codes([2; 16]), Some(Vec::new()));
+        // No snapshot was kept: the ledger is derived from the facts when read.
+        assert_eq!(crate::store::ledgers::get(&conn, &[1; 16]).ok(), Some(None));
     }
 
     /// A member's list holds their coupons and no other member's, even when a fact
@@ -308,16 +375,50 @@ mod tests {
         assert!(codes(2).is_empty(), "{:?}", codes(2));
     }
 
-    /// A member's coupons are read by their own index, never through their history.
+    /// The codes kept beside a member's ledger are the coupons they can still use
+    /// (those used, withdrawn or expired go when the next is added), and a merge
+    /// brings the merged id's coupons to the survivor.
     #[test]
-    fn a_members_coupons_are_read_by_their_own_index() {
-        let plan = crate::store::facts::tests::plan_of(FOR_MEMBER_SQL);
-        assert!(
-            plan.iter()
-                .any(|p| p.contains("USING INDEX coupons_by_member")),
-            "{plan:?}"
+    fn a_members_coupon_list_keeps_the_open_ones_and_follows_a_merge() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("c.sqlite");
+        let mut conn = super::super::connect(&path, false).unwrap_or_else(|e| panic!("{e}"));
+        super::super::migrate(&mut conn, &path).unwrap_or_else(|e| panic!("{e}"));
+        let coupon = |n: u8, member: u8, expires_at: i64| CouponRow {
+            coupon_id: [n; 16],
+            code: format!("C{n}"),
+            member: [member; 16],
+            label: "¥5".into(),
+            off: 500,
+            min_spend: 0,
+            issued_at: i64::from(n) * 10,
+            expires_at,
+            source: "r".into(),
+            source_txn: None,
+            active: true,
+            used_txn: None,
+            revoked: false,
+        };
+        let add = |c: CouponRow| assert_eq!(insert(&conn, &c).ok(), Some(true));
+        add(coupon(1, 1, 1_000));
+        add(coupon(2, 1, 15)); // expired by the time coupon 3 is issued (30)
+        add(coupon(3, 1, 1_000));
+        assert_eq!(mark_used(&conn, "C1", &[9; 16]).ok(), Some(true));
+        add(coupon(4, 1, 1_000));
+        let kept = crate::store::ledgers::coupon_codes(&conn, &[1; 16]);
+        assert_eq!(kept.ok(), Some(vec!["C3".to_string(), "C4".to_string()]));
+        add(coupon(5, 2, 1_000));
+        crate::store::members::merge(&conn, &[2; 16], &[1; 16]).unwrap_or_else(|e| panic!("{e}"));
+        let listed: Vec<String> = for_member(&conn, &[2; 16])
+            .unwrap_or_else(|e| panic!("{e}"))
+            .into_iter()
+            .map(|c| c.code)
+            .collect();
+        assert_eq!(
+            listed,
+            ["C5", "C4", "C3"],
+            "either id lists the person's coupons"
         );
-        assert!(!plan.iter().any(|p| p.contains("facts")), "{plan:?}");
     }
 
     /// Each lookup of a sale's granted coupons must read that member's index range: a

@@ -84,7 +84,8 @@ pub fn get(conn: &Connection, member: &[u8; 16]) -> Result<Option<Snapshot>, Sto
         .prepare_cached("SELECT snapshot FROM member_ledgers WHERE member = ?1")?
         .query_row(params![&root[..]], |r| r.get(0))
         .optional()?;
-    Ok(bytes.and_then(|b| {
+    // An empty snapshot is one not kept (forgotten, or a row holding only coupons).
+    Ok(bytes.filter(|b| !b.is_empty()).and_then(|b| {
         let s = Snapshot::decode(&b);
         if s.is_none() {
             tracing::warn!("a member's ledger snapshot does not decode: derived from the facts");
@@ -180,12 +181,74 @@ pub fn refresh(conn: &Connection, member: &[u8; 16]) -> Result<(), StoreError> {
     put(conn, member, &s)
 }
 
-/// Forgets the snapshot kept under `member` itself (an id that now counts under
-/// another, or a person removed from this store).
+/// Forgets the snapshot kept under `member` itself (a person removed from this
+/// store): it is derived from the facts when next read. Their coupon codes stay.
 pub fn forget(conn: &Connection, member: &[u8; 16]) -> Result<(), StoreError> {
-    conn.prepare_cached("DELETE FROM member_ledgers WHERE member = ?1")?
+    conn.prepare_cached("UPDATE member_ledgers SET snapshot = x'' WHERE member = ?1")?
         .execute(params![&member[..]])?;
     Ok(())
+}
+
+/// `loser` now counts under `survivor`: the loser's coupon codes join the survivor's,
+/// the loser's row goes, and the survivor's snapshot is derived over both ids.
+pub fn absorb(conn: &Connection, loser: &[u8; 16], survivor: &[u8; 16]) -> Result<(), StoreError> {
+    let mut codes = codes_at(conn, survivor)?;
+    for c in codes_at(conn, loser)? {
+        if !codes.contains(&c) {
+            codes.push(c);
+        }
+    }
+    conn.prepare_cached("DELETE FROM member_ledgers WHERE member = ?1")?
+        .execute(params![&loser[..]])?;
+    put_codes(conn, survivor, &codes)?;
+    refresh(conn, survivor)
+}
+
+/// The coupon codes kept in the row of `root` itself.
+fn codes_at(conn: &Connection, root: &[u8; 16]) -> Result<Vec<String>, StoreError> {
+    let json: Option<String> = conn
+        .prepare_cached("SELECT coupons FROM member_ledgers WHERE member = ?1")?
+        .query_row(params![&root[..]], |r| r.get(0))
+        .optional()?;
+    match json {
+        None => Ok(Vec::new()),
+        Some(j) => serde_json::from_str(&j).map_err(|e| StoreError::Corrupt(e.to_string())),
+    }
+}
+
+fn put_codes(conn: &Connection, root: &[u8; 16], codes: &[String]) -> Result<(), StoreError> {
+    let json = serde_json::to_string(codes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    conn.prepare_cached(
+        "INSERT INTO member_ledgers (member, snapshot, coupons) VALUES (?1, x'', ?2)
+         ON CONFLICT (member) DO UPDATE SET coupons = excluded.coupons",
+    )?
+    .execute(params![&root[..], json])?;
+    Ok(())
+}
+
+/// The codes of the coupons of the person `member` stands for (any of their ids) that
+/// were open when the last was added; the caller reads each coupon and checks it.
+pub fn coupon_codes(conn: &Connection, member: &[u8; 16]) -> Result<Vec<String>, StoreError> {
+    codes_at(conn, &root(conn, member)?)
+}
+
+/// Adds coupon `code` to the person's list, dropping the codes `open` says are no
+/// longer open: the list stays as long as the coupons a member can still use.
+pub fn add_coupon(
+    conn: &Connection,
+    member: &[u8; 16],
+    code: &str,
+    open: impl Fn(&str) -> Result<bool, StoreError>,
+) -> Result<(), StoreError> {
+    let root = root(conn, member)?;
+    let mut codes = Vec::new();
+    for c in codes_at(conn, &root)? {
+        if c != code && open(&c)? {
+            codes.push(c);
+        }
+    }
+    codes.push(code.to_string());
+    put_codes(conn, &root, &codes)
 }
 
 /// Every person with facts, by the id their merges survive in.
@@ -203,7 +266,7 @@ pub fn people(conn: &Connection) -> Result<Vec<[u8; 16]>, StoreError> {
 /// Derives every person's snapshot from the facts again, in one transaction; how many
 /// were written (tests; the edge rebuilds in chunks, `Edge::rebuild_ledgers`).
 pub fn rebuild_all(conn: &Connection) -> Result<u64, StoreError> {
-    conn.execute("DELETE FROM member_ledgers", [])?;
+    conn.execute("UPDATE member_ledgers SET snapshot = x''", [])?;
     let ids = people(conn)?;
     for id in &ids {
         refresh(conn, id)?;

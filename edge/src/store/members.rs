@@ -253,9 +253,8 @@ pub fn merge(conn: &Connection, loser: &[u8; 16], survivor: &[u8; 16]) -> Result
         .prepare_cached("INSERT OR IGNORE INTO member_aliases (loser, survivor) VALUES (?1, ?2)")?
         .execute(params![&loser[..], &survivor[..]])?;
     if new > 0 {
-        // The loser's ledger now counts under the survivor's: one snapshot of both.
-        super::ledgers::forget(conn, loser)?;
-        super::ledgers::refresh(conn, survivor)?;
+        // The loser's ledger and coupons now count under the survivor's.
+        super::ledgers::absorb(conn, loser, survivor)?;
     }
     Ok(())
 }
