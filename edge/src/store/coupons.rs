@@ -80,13 +80,19 @@ pub fn insert(conn: &Connection, c: &CouponRow) -> Result<bool, StoreError> {
             c.revoked
         ])?;
     if n == 1 {
-        let now = c.issued_at;
-        super::ledgers::add_coupon(conn, &c.member, &c.code, |code| {
-            Ok(by_code(conn, code)?
-                .is_some_and(|o| o.used_txn.is_none() && !o.revoked && now <= o.expires_at))
-        })?;
+        list_for_member(conn, c)?;
     }
     Ok(n == 1)
+}
+
+/// Lists `c` beside its member's ledger (`store::ledgers`), dropping the codes of
+/// their coupons that were no longer open when `c` was issued.
+fn list_for_member(conn: &Connection, c: &CouponRow) -> Result<(), StoreError> {
+    let now = c.issued_at;
+    super::ledgers::add_coupon(conn, &c.member, &c.code, |code| {
+        Ok(by_code(conn, code)?
+            .is_some_and(|o| o.used_txn.is_none() && !o.revoked && now <= o.expires_at))
+    })
 }
 
 /// The coupon with this code.
@@ -195,10 +201,14 @@ pub fn activate(conn: &Connection, code: &str) -> Result<bool, StoreError> {
     Ok(n == 1)
 }
 
-/// Makes a used coupon usable again.
+/// Makes a used coupon usable again, and lists it for its member again (a used code
+/// leaves the member's list when the next coupon is added).
 pub fn restore(conn: &Connection, code: &str) -> Result<(), StoreError> {
     conn.prepare_cached("UPDATE coupons SET used_txn = NULL WHERE code = ?1")?
         .execute(params![code])?;
+    if let Some(c) = by_code(conn, code)? {
+        list_for_member(conn, &c)?;
+    }
     Ok(())
 }
 
@@ -407,6 +417,11 @@ mod tests {
         add(coupon(4, 1, 1_000));
         let kept = crate::store::ledgers::coupon_codes(&conn, &[1; 16]);
         assert_eq!(kept.ok(), Some(vec!["C3".to_string(), "C4".to_string()]));
+        // A refund gives the used coupon back: listed again.
+        restore(&conn, "C1").unwrap_or_else(|e| panic!("{e}"));
+        let kept = crate::store::ledgers::coupon_codes(&conn, &[1; 16]);
+        let kept = kept.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(kept, ["C3", "C4", "C1"]);
         add(coupon(5, 2, 1_000));
         crate::store::members::merge(&conn, &[2; 16], &[1; 16]).unwrap_or_else(|e| panic!("{e}"));
         let listed: Vec<String> = for_member(&conn, &[2; 16])
@@ -416,7 +431,7 @@ mod tests {
             .collect();
         assert_eq!(
             listed,
-            ["C5", "C4", "C3"],
+            ["C5", "C4", "C3", "C1"],
             "either id lists the person's coupons"
         );
     }

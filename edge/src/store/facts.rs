@@ -65,22 +65,6 @@ impl NewFact {
 /// Appends a fact with this node's next sequence; returns the sequence.
 pub fn append(ctx: &mut WriteCtx<'_>, f: &NewFact) -> Result<i64, StoreError> {
     let seq = ctx.next_seq();
-    // Requests take their time before they queue for the writer, so two sales of one
-    // member can reach it in the other order. This node's facts are stamped in commit
-    // order (a fact a few ms older than the last takes the last's time): the ledger
-    // snapshot then folds them in order instead of deriving the member again. A clock
-    // set back by more than the queue's skew is not hidden.
-    let stamped;
-    let f = match at_of(ctx.conn, ctx.origin, seq - 1)? {
-        Some(prev) if prev > f.at && prev - f.at <= MAX_QUEUE_SKEW_MS => {
-            stamped = NewFact {
-                at: prev,
-                ..f.clone()
-            };
-            &stamped
-        }
-        _ => f,
-    };
     ctx.conn
         .prepare_cached(
             "INSERT INTO facts (origin, seq, kind, at, member, txn, earn, expires_at, spend, reverse,
@@ -119,10 +103,6 @@ fn keep_ledger(conn: &Connection, origin: i64, seq: i64, f: &NewFact) -> Result<
     }
     Ok(())
 }
-
-/// The furthest a request's time may fall behind the last fact written before it is
-/// stamped with that fact's time instead ([`append`]).
-pub const MAX_QUEUE_SKEW_MS: i64 = 2_000;
 
 /// One of this node's facts as sync sends it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -359,41 +339,6 @@ pub(crate) mod tests {
             .unwrap_or_else(|e| panic!("{e}"))
             .filter_map(Result::ok)
             .collect()
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn facts_are_stamped_in_commit_order_unless_the_clock_went_back_further() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let cfg = crate::config::StorageConfig::default();
-        let store =
-            super::super::Store::open(dir.path(), "S001", &cfg).unwrap_or_else(|e| panic!("{e}"));
-        let member = Some([7u8; 16]);
-        let mut stored = Vec::new();
-        // Times as requests took them before queueing: the second queued behind a
-        // later one; the third after the clock was set back 5 s.
-        for (i, at) in [10_000i64, 9_990, 4_990].into_iter().enumerate() {
-            let f = NewFact {
-                earn: 10,
-                expires_at: 1_000_000,
-                ..NewFact::new(Kind::Event, at, member, [i as u8 + 1; 16], "{}".into())
-            };
-            let seq = store
-                .writer
-                .write(move |ctx| append(ctx, &f))
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-            stored.push(seq);
-        }
-        let r = super::super::connect(&store.path, true).unwrap_or_else(|e| panic!("{e}"));
-        let ats: Vec<Option<i64>> = stored
-            .iter()
-            .map(|s| at_of(&r, store.origin.id, *s).unwrap_or_else(|e| panic!("{e}")))
-            .collect();
-        assert_eq!(ats, [Some(10_000), Some(10_000), Some(4_990)]);
-        // The snapshot folded the first two in order and derived after the third:
-        // either way it reads what the facts say.
-        let kept = super::super::ledgers::get(&r, &[7; 16]).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(kept.map(|s| s.points_at(20_000).balance()), Some(30));
     }
 
     /// Without the partial index every sale would scan the whole ledger.

@@ -1963,18 +1963,33 @@ impl Projections for SqliteStore {
             let tx = conn.unchecked_transaction()?;
             let (position, generation, end) = projection_at(&tx, OVERDRAWS)?;
             let upto = end.min(position.saturating_add(max.max(1) as i64));
-            let spenders: Vec<String> = tx
+            let ids: Vec<(i64, Vec<u8>)> = tx
                 .prepare_cached(
-                    "SELECT member FROM facts
+                    "SELECT id, member FROM facts
                       WHERE id > ?1 AND id <= ?2 AND spend > 0 AND member IS NOT NULL",
                 )?
-                .query_map(
-                    params![position, upto],
-                    |r| Ok(member_id(r, 0)?.to_string()),
-                )?
+                .query_map(params![position, upto], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<rusqlite::Result<_>>()?;
-            let judged = judge_overdraws(&tx, &spenders, rule, now)?;
+            // A damaged member id is passed over (and counted), not allowed to stop
+            // the projection behind it.
+            let mut damaged = 0;
+            let spenders: Vec<String> = ids
+                .into_iter()
+                .filter_map(|(id, m)| match uuid::Uuid::from_slice(&m) {
+                    Ok(u) => Some(u.to_string()),
+                    Err(_) => {
+                        tracing::error!(
+                            fact = id,
+                            "a spend's member id is damaged: its overdraw is not judged"
+                        );
+                        damaged += 1;
+                        None
+                    }
+                })
+                .collect();
+            let (rows, unreadable) = judge_overdraws(&tx, &spenders, rule, now)?;
             tx.commit()?;
+            let judged = (rows, unreadable + damaged);
             (position, generation, end, upto, spenders.len(), judged)
         };
         let mut conn = self.lock();
