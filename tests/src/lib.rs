@@ -221,6 +221,19 @@ impl TestEdge {
         Ok(cmd)
     }
 
+    /// Runs `patron-edge ARGS` (a command that exits) and returns what it printed, or
+    /// an error with its standard error if it failed.
+    pub fn run(&self, args: &[&str]) -> Result<String> {
+        let out = self.command()?.args(args).output()?;
+        if !out.status.success() {
+            bail!(
+                "patron-edge {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8(out.stdout)?)
+    }
+
     /// Runs `patron-edge lane add` and returns the printed token.
     pub fn add_lane(&self, name: &str, role: &str) -> Result<String> {
         let out = self
