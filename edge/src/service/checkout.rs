@@ -65,8 +65,6 @@ impl Edge {
         let codes = req.basket.coupon_codes;
         let core = self.core.clone();
         let rules = self.rules();
-        let now = core.now();
-        let expires_at = core.lot_expiry(now);
         // Serialized before queueing: the writer thread is the bottleneck.
         let lines_json = serde_json::to_string(&lines)
             .and_then(RawValue::from_string)
@@ -86,6 +84,12 @@ impl Edge {
             .store
             .writer
             .write(move |ctx| {
+                // The time is read here, in commit order: one member's concurrent
+                // writes then reach their ledger snapshot in time order and fold in
+                // constant time (read before queueing, they could arrive out of order
+                // and each send the member to a derivation from the facts).
+                let now = core.now();
+                let expires_at = core.lot_expiry(now);
                 core.idempotent(ctx, Some(&idem), now, |ctx| {
                     let rules = rules.as_deref();
                     let p = core.pricing_ctx(ctx.conn, rules, member.as_ref(), &codes, now)?;

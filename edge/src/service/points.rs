@@ -23,7 +23,6 @@ impl Edge {
         let points = validate::points_amount(req.points, "points").map_err(invalid)?;
         let reason = validate::reason(&req.reason).map_err(invalid)?;
         let core = self.core.clone();
-        let now = core.now();
         let id = TransactionId::new_v7();
         // A presumed replay is not authorized again; should it not be one after all
         // (its first attempt rolled back), the offline limits bound it.
@@ -37,6 +36,8 @@ impl Edge {
             .store
             .writer
             .write(move |ctx| {
+                // Read in commit order (see `Edge::commit`).
+                let now = core.now();
                 core.idempotent(ctx, Some(&idem), now, |ctx| {
                     let idb = *member.as_bytes();
                     require_member(ctx.conn, &idb)?;
@@ -93,11 +94,12 @@ impl Edge {
             .transpose()
             .map_err(invalid)?;
         let core = self.core.clone();
-        let now = core.now();
-        let expires_at = core.lot_expiry(now);
         self.store
             .writer
             .write(move |ctx| {
+                // Read in commit order (see `Edge::commit`).
+                let now = core.now();
+                let expires_at = core.lot_expiry(now);
                 core.idempotent(ctx, idem.as_ref(), now, |ctx| {
                     let idb = *member.as_bytes();
                     let row = core
