@@ -402,6 +402,15 @@ async fn fetch_member_ids(
     Ok(ids)
 }
 
+/// `GET /v1/members?phone=` for `phone`.
+fn lookup(addr: SocketAddr, token: &str, phone: &str) -> Request<Full<Bytes>> {
+    Request::get(format!("http://{addr}/v1/members?phone={phone}"))
+        .header("host", addr.to_string())
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap_or_else(|_| Request::new(Full::new(Bytes::new())))
+}
+
 fn phone(i: u64) -> String {
     format!("1{:010}", 3_000_000_000 + i)
 }
@@ -597,14 +606,7 @@ async fn lookup_bench() -> Result<(), BoxError> {
             conns,
             secs,
             200,
-            move |c, n| {
-                let p = phone((c * 7919 + n * 104_729) % members);
-                Request::get(format!("http://{addr}/v1/members?phone={p}"))
-                    .header("host", addr.to_string())
-                    .header("authorization", format!("Bearer {token}"))
-                    .body(Full::new(Bytes::new()))
-                    .unwrap_or_else(|_| Request::new(Full::new(Bytes::new())))
-            },
+            move |c, n| lookup(addr, &token, &phone((c * 7919 + n * 104_729) % members)),
         )
         .await?;
         loads.push(l);
@@ -814,11 +816,7 @@ async fn history_bench() -> Result<(), BoxError> {
     ] {
         let token = token.clone();
         let l = drive(&label, addr, 1, secs, 200, move |_, _| {
-            Request::get(format!("http://{addr}/v1/members?phone={}", phone(i)))
-                .header("host", addr.to_string())
-                .header("authorization", format!("Bearer {token}"))
-                .body(Full::new(Bytes::new()))
-                .unwrap_or_else(|_| Request::new(Full::new(Bytes::new())))
+            lookup(addr, &token, &phone(i))
         })
         .await?;
         lookups.push(l);

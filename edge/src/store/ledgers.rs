@@ -79,7 +79,11 @@ fn root(conn: &Connection, member: &[u8; 16]) -> Result<[u8; 16], StoreError> {
 
 /// The stored snapshot of the person `member` stands for, if one is kept and readable.
 pub fn get(conn: &Connection, member: &[u8; 16]) -> Result<Option<Snapshot>, StoreError> {
-    let root = root(conn, member)?;
+    get_at(conn, &root(conn, member)?)
+}
+
+/// The snapshot kept in the row of `root` itself.
+fn get_at(conn: &Connection, root: &[u8; 16]) -> Result<Option<Snapshot>, StoreError> {
     let bytes: Option<Vec<u8>> = conn
         .prepare_cached("SELECT snapshot FROM member_ledgers WHERE member = ?1")?
         .query_row(params![&root[..]], |r| r.get(0))
@@ -94,16 +98,21 @@ pub fn get(conn: &Connection, member: &[u8; 16]) -> Result<Option<Snapshot>, Sto
     }))
 }
 
-/// The person's ledger derived from their facts under every id (the reference).
-pub fn derive(conn: &Connection, member: &[u8; 16]) -> Result<Snapshot, StoreError> {
+/// The ledger facts of the person `member` stands for, under every id.
+fn person_facts(conn: &Connection, member: &[u8; 16]) -> Result<Vec<MemberFact>, StoreError> {
     let mut all = Vec::new();
     for id in members::alias_set(conn, member)? {
-        all.extend(
-            facts::for_member(conn, &id)?
-                .into_iter()
-                .map(from_member_fact),
-        );
+        all.extend(facts::for_member(conn, &id)?);
     }
+    Ok(all)
+}
+
+/// The person's ledger derived from their facts under every id (the reference).
+pub fn derive(conn: &Connection, member: &[u8; 16]) -> Result<Snapshot, StoreError> {
+    let all: Vec<LedgerFact> = person_facts(conn, member)?
+        .into_iter()
+        .map(from_member_fact)
+        .collect();
     let latest = all.iter().filter_map(latest_at).max();
     let mut s = Snapshot::derive(all);
     if let Some(t) = latest {
@@ -129,19 +138,15 @@ pub fn spend_after_from_facts(
     member: &[u8; 16],
     start: Millis,
 ) -> Result<i64, StoreError> {
-    let mut sum = 0;
-    for id in members::alias_set(conn, member)? {
-        sum += facts::for_member(conn, &id)?
-            .iter()
-            .filter(|f| f.qual_at > start)
-            .map(|f| f.qual_spend)
-            .sum::<i64>();
-    }
-    Ok(sum)
+    Ok(person_facts(conn, member)?
+        .iter()
+        .filter(|f| f.qual_at > start)
+        .map(|f| f.qual_spend)
+        .sum())
 }
 
-fn put(conn: &Connection, member: &[u8; 16], s: &Snapshot) -> Result<(), StoreError> {
-    let root = root(conn, member)?;
+/// Keeps `s` in the row of `root` itself.
+fn put_at(conn: &Connection, root: &[u8; 16], s: &Snapshot) -> Result<(), StoreError> {
     conn.prepare_cached(
         "INSERT INTO member_ledgers (member, snapshot) VALUES (?1, ?2)
          ON CONFLICT (member) DO UPDATE SET snapshot = excluded.snapshot",
@@ -160,7 +165,8 @@ fn latest_at(f: &LedgerFact) -> Option<Millis> {
 /// snapshot; derives the snapshot from the facts (the new one included) when none is
 /// kept or `f` sorts before its last movement.
 pub fn fold(conn: &Connection, member: &[u8; 16], f: &LedgerFact) -> Result<(), StoreError> {
-    let folded = get(conn, member)?.and_then(|mut s| s.fold(f).is_ok().then_some(s));
+    let root = root(conn, member)?;
+    let folded = get_at(conn, &root)?.and_then(|mut s| s.fold(f).is_ok().then_some(s));
     let s = match folded {
         Some(mut s) => {
             if let Some(t) = latest_at(f) {
@@ -171,14 +177,14 @@ pub fn fold(conn: &Connection, member: &[u8; 16], f: &LedgerFact) -> Result<(), 
         }
         None => derive(conn, member)?,
     };
-    put(conn, member, &s)
+    put_at(conn, &root, &s)
 }
 
 /// Derives the snapshot of the person `member` stands for again and keeps it (after a
 /// merge or after facts were removed).
 pub fn refresh(conn: &Connection, member: &[u8; 16]) -> Result<(), StoreError> {
     let s = derive(conn, member)?;
-    put(conn, member, &s)
+    put_at(conn, &root(conn, member)?, &s)
 }
 
 /// Forgets the snapshot kept under `member` itself (a person removed from this
@@ -264,8 +270,9 @@ pub fn people(conn: &Connection) -> Result<Vec<[u8; 16]>, StoreError> {
 }
 
 /// Derives every person's snapshot from the facts again, in one transaction; how many
-/// were written (tests; the edge rebuilds in chunks, `Edge::rebuild_ledgers`).
-pub fn rebuild_all(conn: &Connection) -> Result<u64, StoreError> {
+/// were written (the edge itself rebuilds in chunks, `Edge::rebuild_ledgers`).
+#[cfg(test)]
+fn rebuild_all(conn: &Connection) -> Result<u64, StoreError> {
     conn.execute("UPDATE member_ledgers SET snapshot = x''", [])?;
     let ids = people(conn)?;
     for id in &ids {
