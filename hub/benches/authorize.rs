@@ -207,6 +207,7 @@ fn main() -> Result<(), BoxError> {
                         points: 1,
                         unsynced: 0,
                         lease_left: 0,
+                        budget_ms: 0,
                     };
                     let r = http
                         .post(&url)

@@ -96,6 +96,7 @@ pub(crate) fn decide(
         } else {
             0
         },
+        reserved: Vec::new(),
     }
 }
 

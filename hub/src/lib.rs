@@ -12,6 +12,7 @@
 //! - [`clock`]: the shared clock.
 //! - [`authority`]: the redemption authority's rules (grants, overdraws, leases), pure.
 //! - [`redemption`]: authorizations, leases and overdraw reports, served over storage.
+//! - [`recall`]: which stores are online, and leases asked back from them.
 //! - [`ingest`]: what a push may carry, each fact typed once, and what it projects.
 //! - [`projections`]: projections behind the ingest cursor, and their runner.
 //! - [`activity`]: members' activity, the first of them (pure rules).
@@ -32,6 +33,7 @@ pub mod enrollment;
 pub mod error;
 pub mod ingest;
 pub mod projections;
+pub mod recall;
 pub mod redemption;
 pub mod serve;
 pub mod service;

@@ -4,10 +4,13 @@
 
 use patron_protocol::hub::{
     AuthorizeRequest, AuthorizeResponse, LeaseRequest, LeaseResponse, LeaseReturn, OverdrawReport,
+    Reserved,
 };
+use patron_sync::stream::StreamAnswer;
 
 pub use crate::authority::{FLAG_WINDOW_MS, LEASE_POLICY, overdraws};
 use crate::authority::{HOLD_MS, decide, spendable};
+pub use crate::recall::RECALL_WAIT;
 use crate::service::{Hub, HubError};
 use crate::store::{Hold, StoreRow};
 
@@ -76,10 +79,33 @@ impl Hub {
         Ok(answer)
     }
 
-    /// `POST /v1/leases/return`: the store gives its lease on the member back.
+    /// `POST /v1/leases/return`: the store gives its lease on the member back. With
+    /// `spent` (a recall: the store stopped spending under it and gave it back before
+    /// pushing every such spend), the lease keeps counting what was spent and has not
+    /// arrived (`patron_sync::rights::Lease::given_back`); without, it is dropped.
     pub fn return_lease(&self, store: &StoreRow, req: &LeaseReturn) -> Result<bool, HubError> {
         let member = self.member_root(&req.member)?;
-        Ok(self.store().return_lease(&member, &store.store_id)?)
+        if req.spent.is_some_and(|s| s < 0) {
+            return Err(HubError::Invalid("spent must not be negative".into()));
+        }
+        let had = match req.spent {
+            None => self.store().return_lease(&member, &store.store_id)?,
+            Some(spent) => {
+                let mut had = false;
+                self.store().authority_tx(&mut |tx| {
+                    let mut rights = tx.rights(&member)?;
+                    had = rights.leases.contains_key(&store.store_id);
+                    rights.take_back(&store.store_id, spent);
+                    match rights.leases.get(&store.store_id) {
+                        Some(kept) => tx.put_lease(&member, &store.store_id, kept),
+                        None => tx.drop_lease(&member, &store.store_id),
+                    }
+                })?;
+                had
+            }
+        };
+        self.recalls.lease_returned();
+        Ok(had)
     }
 
     /// `POST /v1/redeem/authorize`: grants and holds the points if the member's balance
@@ -99,14 +125,86 @@ impl Hub {
     /// [`Hub::authorize`] for async callers: no thread waits while the authorizer
     /// commits (a blocking thread per waiting ask made the tail of every request
     /// depend on how many threads the OS had to schedule).
+    ///
+    /// A refusal that only leases of online stores stand in the way of recalls those
+    /// leases (see [`crate::recall`]) and decides again as they come back, for up to
+    /// half the time the store waits ([`RECALL_WAIT`] if it did not say): while every store is online, the member's chain balance is what
+    /// counts, whichever store happens to hold a lease.
     pub async fn authorize_async(
         &self,
         store: &StoreRow,
         req: &AuthorizeRequest,
     ) -> Result<AuthorizeResponse, HubError> {
-        let answer = self.queue_authorization(store, req)?.wait().await?;
+        let first = self.queue_authorization(store, req)?.wait().await?;
+        let answer = match self.recallable(store, req, &first) {
+            Some(from) => self.recall_and_decide(store, req, &from).await?,
+            None => first,
+        };
         tracing::debug!(store = %store.store_id, granted = answer.granted, "redemption authorization");
         Ok(answer)
+    }
+
+    /// The online stores to recall leases from so that a refused ask would be granted,
+    /// if recalling them would cover it.
+    fn recallable(
+        &self,
+        store: &StoreRow,
+        req: &AuthorizeRequest,
+        answer: &AuthorizeResponse,
+    ) -> Option<Vec<String>> {
+        if answer.granted {
+            return None;
+        }
+        let short = req.points.saturating_sub(answer.available);
+        let online: Vec<&Reserved> = answer
+            .reserved
+            .iter()
+            .filter(|r| r.store != store.store_id && self.recalls.online(&r.store))
+            .collect();
+        let covers = online
+            .iter()
+            .map(|r| r.points)
+            .fold(0i64, i64::saturating_add)
+            >= short;
+        covers.then(|| online.into_iter().map(|r| r.store.clone()).collect())
+    }
+
+    /// Asks `from` for their leases on the member back, and decides again each time a
+    /// lease comes back, until the ask is granted, nothing online stands in its way, or
+    /// the wait is over ([`crate::recall::recall_wait`]; the last decision is the
+    /// answer).
+    async fn recall_and_decide(
+        &self,
+        store: &StoreRow,
+        req: &AuthorizeRequest,
+        from: &[String],
+    ) -> Result<AuthorizeResponse, HubError> {
+        let root = self.member_root(&req.member)?;
+        let ids = self.store().person_ids(&root)?;
+        let mut returned = self.recalls.watch_returns();
+        returned.borrow_and_update();
+        for s in from {
+            self.recalls.ask(s, &ids);
+            self.wake_stream(s);
+        }
+        tracing::debug!(stores = from.len(), "leases recalled for an authorization");
+        let deadline = tokio::time::Instant::now() + crate::recall::recall_wait(req.budget_ms);
+        loop {
+            let waited = tokio::time::timeout_at(deadline, returned.changed()).await;
+            let answer = self.queue_authorization(store, req)?.wait().await?;
+            if waited.is_err() || answer.granted || self.recallable(store, req, &answer).is_none() {
+                return Ok(answer);
+            }
+            returned.borrow_and_update();
+        }
+    }
+
+    /// The stream's answer to `store`, with the leases asked back from it.
+    pub(crate) fn with_recalls(&self, store: &str, mut answer: StreamAnswer) -> StreamAnswer {
+        if let StreamAnswer::Page { recall, .. } = &mut answer {
+            *recall = self.recalls.take(store);
+        }
+        answer
     }
 
     /// Checks an authorization and queues it for the authorizer's next transaction.
@@ -242,6 +340,7 @@ mod tests {
                         points,
                         unsynced,
                         lease_left: 0,
+                        budget_ms: 0,
                     },
                 )
                 .unwrap_or_else(|e| panic!("{e}"))
@@ -296,6 +395,95 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
+    async fn ask_async(
+        c: &Chain,
+        i: usize,
+        txn: &str,
+        points: i64,
+        lease_left: i64,
+    ) -> AuthorizeResponse {
+        c.t.hub
+            .authorize_async(
+                &c.t.rows[i],
+                &AuthorizeRequest {
+                    member: MEMBER.into(),
+                    txn: txn.into(),
+                    points,
+                    unsynced: 0,
+                    lease_left,
+                    budget_ms: 2_000,
+                },
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Store `i` as its stream would see a recall: it gives its lease back, having
+    /// spent `spent` under it (not synced yet), as soon as the hub asks.
+    async fn answer_recall(c: &Chain, i: usize, spent: i64) {
+        let store = &c.t.rows[i];
+        while c.t.hub.recalls.take(&store.store_id).is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        let req = LeaseReturn {
+            member: MEMBER.into(),
+            spent: Some(spent),
+        };
+        assert!(
+            c.t.hub
+                .return_lease(store, &req)
+                .unwrap_or_else(|e| panic!("{e}"))
+        );
+    }
+
+    /// Issue 16, part 3: a lease held by an online store is recalled for another
+    /// store's redemption that the chain balance covers; the recalled lease keeps
+    /// counting the spends made under it that have not arrived, and nothing of it can
+    /// be used any more by an ask the store sent before the recall.
+    #[tokio::test]
+    async fn a_lease_of_an_online_store_is_recalled_and_keeps_only_its_spends_in_transit() {
+        let c = chain(&["S001", "S002"]);
+        c.sync(0, &txn(1), 1000, 0, "");
+        assert_eq!(lease(&c, 0).points, 500);
+        assert_eq!(lease(&c, 1).points, 250);
+        // S001 offline (no stream poll): S002's 800 are refused at once, and the answer
+        // names what S001 holds.
+        let r = ask_async(&c, 1, &txn(2), 800, 250).await;
+        assert!(!r.granted, "{r:?}");
+        assert_eq!(r.available, 500, "250 free and S002's own 250");
+        assert_eq!(
+            r.reserved,
+            vec![Reserved {
+                store: "S001".into(),
+                points: 500
+            }]
+        );
+        // S001 online: its lease is recalled; it had spent 100 under it, not synced.
+        let _poll = c.t.hub.recalls.poll_open("S001");
+        let t3 = txn(3);
+        let (r, ()) = tokio::join!(ask_async(&c, 1, &t3, 800, 250), answer_recall(&c, 0, 100));
+        assert!(r.granted, "{r:?}");
+        assert_eq!(r.lease_used, 150, "650 free, then 150 of S002's lease");
+        // S001's ask sent before the recall, with 400 of its lease set aside: the
+        // lease is gone, and its 100 unsynced spends stay taken. 1,000 - 800 held -
+        // 100 on their way - 100 left of S002's lease: nothing.
+        let r = ask_async(&c, 0, &txn(4), 100, 400).await;
+        assert!(!r.granted, "{r:?}");
+        assert_eq!(r.available, 0, "{r:?}");
+        // The spends arrive: credited, the given-back lease is used up, and a new one
+        // may be granted once there are points.
+        c.sync(0, &txn(5), 0, 100, "lease");
+        c.sync(1, &txn(3), 0, 800, "hub");
+        c.sync(0, &txn(6), 400, 0, "");
+        assert_eq!(
+            lease(&c, 0).points,
+            200,
+            "half of the 500 balance less S002's 100"
+        );
+        let report = c.t.hub.overdraw_report().unwrap_or_else(|e| panic!("{e}"));
+        assert!(report.overdraws.is_empty(), "{report:?}");
+    }
+
     /// The hub's lease share and duration are its operator's to set.
     #[test]
     fn the_lease_policy_is_configurable() {
@@ -340,6 +528,7 @@ mod tests {
                 &c.t.rows[1],
                 &LeaseReturn {
                     member: MEMBER.into(),
+                    spent: None,
                 },
             )
             .unwrap_or_else(|e| panic!("{e}"));
@@ -374,6 +563,7 @@ mod tests {
                         points,
                         unsynced: 0,
                         lease_left,
+                        budget_ms: 0,
                     },
                 )
                 .unwrap_or_else(|e| panic!("{e}"))
@@ -461,6 +651,7 @@ mod tests {
                                 points: 10,
                                 unsynced: 0,
                                 lease_left: 0,
+                                budget_ms: 0,
                             },
                         );
                         match (member == MEMBER, r) {
@@ -619,6 +810,7 @@ mod tests {
                         points,
                         unsynced,
                         lease_left: 0,
+                        budget_ms: 0,
                     },
                 )
                 .map_err(|e| e.to_string())

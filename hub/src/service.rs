@@ -38,6 +38,8 @@ pub struct Hub {
     closing: std::sync::atomic::AtomicBool,
     /// Wakes the projections behind the cursor when a push applied facts.
     projected: crate::projections::Waker,
+    /// Stores online, and leases asked back from them.
+    pub(crate) recalls: crate::recall::Recalls,
 }
 
 impl Hub {
@@ -87,6 +89,7 @@ impl Hub {
             streamed: Default::default(),
             closing: std::sync::atomic::AtomicBool::new(false),
             projected: Default::default(),
+            recalls: Default::default(),
         }
     }
 
@@ -197,7 +200,7 @@ impl Hub {
     }
 
     /// Wakes the polls of `store` waiting for news.
-    fn wake_stream(&self, store: &str) {
+    pub(crate) fn wake_stream(&self, store: &str) {
         if let Ok(all) = self.streamed.lock()
             && let Some(tx) = all.get(store)
         {
@@ -661,6 +664,7 @@ mod tests {
                     points: 100,
                     unsynced: 200,
                     lease_left: 0,
+                    budget_ms: 0,
                 },
             )
             .unwrap_or_else(|e| panic!("{e}"));
@@ -713,6 +717,7 @@ mod tests {
                     points,
                     unsynced: 0,
                     lease_left: 0,
+                    budget_ms: 0,
                 },
             )
             .unwrap_or_else(|e| panic!("{e}"))

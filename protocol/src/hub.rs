@@ -219,6 +219,14 @@ pub struct AuthorizeRequest {
     /// what the member's free points do not cover.
     #[serde(default)]
     pub lease_left: i64,
+    /// How long the store waits for the answer (ms; 0: not said). The hub spends at
+    /// most half of it waiting for leases it recalls from other stores.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub budget_ms: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// `POST /v1/leases`: a store that identified a member while the hub is reachable asks
@@ -247,6 +255,11 @@ pub struct LeaseResponse {
 pub struct LeaseReturn {
     /// The member (UUID).
     pub member: String,
+    /// Points the store spent under the lease in all, when it gives the lease back
+    /// before the hub holds every such spend (a recall): the hub keeps counting those
+    /// not yet arrived. Absent: the store pushed them all first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spent: Option<i64>,
 }
 
 /// The hub's answer to a [`LeaseReturn`].
@@ -268,6 +281,19 @@ pub struct AuthorizeResponse {
     /// as much, at the hub and at the store).
     #[serde(default)]
     pub lease_used: i64,
+    /// On a refusal: other stores' leases that still hold part of the member's points
+    /// for their offline use, which the hub could not recall in time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reserved: Vec<Reserved>,
+}
+
+/// Points of a member leased to a store (for its offline use).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reserved {
+    /// The store holding them.
+    pub store: String,
+    /// How many.
+    pub points: i64,
 }
 
 /// One redemption that drove a member's balance below zero (a debt later earnings repay

@@ -45,6 +45,9 @@ pub struct Lease {
     pub spent: i64,
     /// The hub's instant after which it no longer counts the lease (hub clock, ms).
     pub until: i64,
+    /// Given back on a recall: it counts only spends made under it that have not
+    /// arrived, and nothing of it may be used any more.
+    pub returned: bool,
 }
 
 impl Lease {
@@ -100,7 +103,9 @@ impl Rights {
         now: i64,
     ) -> Result<Lease, NoLease> {
         self.leases.retain(|_, l| now < l.until);
-        if self.leases.contains_key(store) {
+        // A lease whose every point is spent and credited holds nothing any more: the
+        // store may have a new one.
+        if self.leases.get(store).is_some_and(|l| !l.used_up()) {
             return Err(NoLease::Held);
         }
         let free = spendable.saturating_sub(self.reserved(now, None)).max(0);
@@ -114,6 +119,7 @@ impl Rights {
         }
         let lease = Lease {
             points,
+            returned: false,
             spent: 0,
             until: now
                 .saturating_add(policy.duration_ms)
@@ -133,6 +139,54 @@ impl Rights {
     /// `store` gave its lease back, after pushing the spends made under it.
     pub fn give_back(&mut self, store: &str) -> Option<Lease> {
         self.leases.remove(store)
+    }
+
+    /// `store` stopped spending under its lease (the hub recalled it) after spending
+    /// `spent_at_store` under it: see [`Lease::given_back`].
+    pub fn take_back(&mut self, store: &str, spent_at_store: i64) {
+        match self.leases.get(store).map(|l| l.given_back(spent_at_store)) {
+            Some(Some(kept)) => {
+                self.leases.insert(store.to_string(), kept);
+            }
+            Some(None) => {
+                self.leases.remove(store);
+            }
+            None => {}
+        }
+    }
+
+    /// Other stores' open leases that still take points at `now` (store, points), in
+    /// store order: what a refusal tells the asking store is reserved elsewhere (a
+    /// lease given back, whose points are spends on their way, is not).
+    pub fn reserved_by(&self, now: i64, except: &str) -> Vec<(String, i64)> {
+        self.leases
+            .iter()
+            .filter(|(s, l)| s.as_str() != except && !l.returned)
+            .map(|(s, l)| (s.clone(), l.outstanding(now)))
+            .filter(|(_, p)| *p > 0)
+            .collect()
+    }
+}
+
+impl Lease {
+    /// The lease once its store stopped spending under it, having spent
+    /// `spent_at_store` under it in all (some of those spends may not have reached the
+    /// hub yet): it keeps counting only what was spent and not yet credited, and is
+    /// gone (`None`) once nothing is. A recall gives a lease back before the store's
+    /// last facts arrive, so the hub must not free what they will take.
+    pub fn given_back(&self, spent_at_store: i64) -> Option<Lease> {
+        let points = self.points.min(spent_at_store.max(0));
+        (points > self.spent).then(|| Lease {
+            points,
+            returned: true,
+            ..self.clone()
+        })
+    }
+
+    /// Whether the lease can no longer take anything: every point of it is spent and
+    /// the spends reached the hub (a given-back lease ends so).
+    pub fn used_up(&self) -> bool {
+        self.spent >= self.points
     }
 }
 
@@ -239,6 +293,9 @@ mod tests {
         GiveBack(usize),
         /// The member moves: `from` gives its lease back, `to` asks for one.
         Transfer(usize, usize),
+        /// The hub recalls the store's lease: the store stops spending under it and
+        /// gives it back at once, saying what it spent, before pushing those spends.
+        Recall(usize),
         /// Time passes (both clocks run at the same rate; the store's started earlier).
         Tick(i64),
     }
@@ -252,6 +309,7 @@ mod tests {
             (0..3usize).prop_map(Op::Sync),
             (0..3usize).prop_map(Op::GiveBack),
             (0..3usize, 0..3usize).prop_map(|(a, b)| Op::Transfer(a, b)),
+            (0..3usize).prop_map(Op::Recall),
             // Minutes, or hours: leases (4 h + 10 min at the hub) run out in some runs.
             prop_oneof![1..600_000i64, 1..20_000_000i64].prop_map(Op::Tick),
         ]
@@ -363,8 +421,9 @@ mod tests {
                         let at_hub = hub_now;
                         let spendable = hub_balance(&m);
                         let got = rights.grant(&sid(s), spendable, &POLICY, at_hub);
-                        // Model: one open lease per store; half of what is free, rounded down.
-                        let open = m.lease[s].is_some_and(|l| at_hub < l.hub_end);
+                        // Model: one open lease per store (a lease spent out and
+                        // synced is not open); half of what is free, rounded down.
+                        let open = m.lease[s].is_some_and(|l| at_hub < l.hub_end && l.synced < l.points);
                         let free = (spendable - m.outstanding(at_hub, None)).max(0);
                         let want = free * 500 / 1000;
                         match got {
@@ -407,6 +466,15 @@ mod tests {
                             rights.give_back(&sid(s));
                             held[s] = None;
                             m.lease[s] = None;
+                        }
+                    }
+                    Op::Recall(s) => {
+                        if let Some(h) = held[s].take() {
+                            rights.take_back(&sid(s), h.spent);
+                            // Model: the lease now takes only what was spent under it.
+                            if let Some(l) = &mut m.lease[s] {
+                                l.points = l.points.min(l.spent);
+                            }
                         }
                     }
                     Op::Transfer(..) => unreachable!("expanded above"),

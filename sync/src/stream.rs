@@ -73,6 +73,11 @@ pub enum StreamAnswer {
         checksum: u64,
         /// The mark of the fact at `upto`.
         mark: u64,
+        /// Members (UUIDs) whose leases the hub asks this store to give back now:
+        /// another store needs the points while this one is online. Not covered by the
+        /// checksum: a lost recall only means the other store is refused.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        recall: Vec<String>,
     },
     /// The cursor cannot be served: refetch the members held, continue from `resume`.
     MustRefetch {
@@ -128,6 +133,7 @@ pub fn page(facts: Vec<Streamed>, upto: u64, more: bool, mark: u64) -> StreamAns
         more,
         checksum,
         mark,
+        recall: Vec::new(),
     }
 }
 
@@ -235,6 +241,7 @@ impl StreamCursor {
                 more,
                 checksum,
                 mark,
+                ..
             } => {
                 if page_checksum(facts, *upto, *mark) != *checksum {
                     return Err(StreamError::Damaged);
@@ -439,6 +446,7 @@ mod tests {
                         more,
                         checksum,
                         mark,
+                        ..
                     } = hub.poll(&cursor, 3, m.ignore_mark)
                         && !facts.is_empty()
                     {
@@ -449,6 +457,7 @@ mod tests {
                             more,
                             checksum,
                             mark,
+                            recall: Vec::new(),
                         };
                         prop_assert_eq!(cursor.judge(&damaged), Err(StreamError::Damaged));
                     }
@@ -622,6 +631,7 @@ mod tests {
             more,
             checksum,
             mark: 2,
+            recall: Vec::new(),
         };
         assert_eq!(c.judge(&swapped), Err(StreamError::Damaged));
     }

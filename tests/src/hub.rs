@@ -287,6 +287,19 @@ impl TestHub {
         )?)
     }
 
+    /// `GET /v1/overdraws` with the HQ admin token.
+    pub async fn overdraws(&self) -> Result<serde_json::Value> {
+        Ok(self
+            .http
+            .get(self.url("/v1/overdraws"))
+            .bearer_auth(&self.admin_token)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
+    }
+
     /// Waits until `check` holds or `within` passes.
     pub async fn wait_for<F, Fut>(within: Duration, mut check: F) -> Result<Duration>
     where

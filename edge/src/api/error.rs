@@ -75,6 +75,14 @@ impl From<EdgeError> for ApiErr {
                 requested,
             } => ApiErr::new(ErrorCode::InsufficientPoints, msg)
                 .with_details(json!({ "available": available, "requested": requested })),
+            EdgeError::ReservedElsewhere {
+                available,
+                requested,
+                reserved_at,
+                ..
+            } => ApiErr::new(ErrorCode::InsufficientPoints, msg).with_details(json!({
+                "available": available, "requested": requested, "reserved_at": reserved_at
+            })),
             EdgeError::OfflineLimitExceeded {
                 requested,
                 member_left,

@@ -31,6 +31,16 @@ struct Local {
     in_flight: u32,
     /// Being given back: nothing more is spent under it.
     returning: bool,
+    /// What redemptions spent under it (`auth: lease`, written or in progress), as
+    /// opposed to what the hub took of it for the asks it decided.
+    by_lease: i64,
+    /// The hub asked for it back (another store needs the points): given back at
+    /// once with `by_lease` (sales in progress under it included), whether the hub
+    /// holds those spends yet or not. An ask in progress that set part of it aside
+    /// cannot use it any more at the hub.
+    recalled: bool,
+    /// A give-back request is under way.
+    sending: bool,
 }
 
 /// The leases this store holds, by member, on the process's monotonic clock.
@@ -38,6 +48,8 @@ struct Local {
 pub struct Leases {
     held: Mutex<HashMap<[u8; 16], Local>>,
     started: Instant,
+    /// A recalled lease is ready to be given back.
+    recalled: tokio::sync::Notify,
 }
 
 impl Default for Leases {
@@ -45,9 +57,13 @@ impl Default for Leases {
         Leases {
             held: Mutex::new(HashMap::new()),
             started: Instant::now(),
+            recalled: tokio::sync::Notify::new(),
         }
     }
 }
+
+/// A lease to give back: its member, and for a recalled one what was spent under it.
+type GiveBack = ([u8; 16], Option<i64>);
 
 impl Leases {
     /// Milliseconds on the monotonic clock.
@@ -64,7 +80,10 @@ impl Leases {
         let now = self.now();
         self.lock().get_mut(member).is_some_and(|l| {
             let ok = !l.returning && l.lease.spend(points, now);
-            l.in_flight += u32::from(ok);
+            if ok {
+                l.in_flight += 1;
+                l.by_lease += points;
+            }
             ok
         })
     }
@@ -84,12 +103,44 @@ impl Leases {
         }
     }
 
-    /// Ends one `spend` or `take_rest`, giving `unused` points back to the lease.
+    /// Ends one `take_rest`, giving `unused` points back to the lease.
     pub fn settle(&self, member: &[u8; 16], unused: i64) {
+        self.settle_with(member, unused, false);
+    }
+
+    /// Ends one `spend`, giving `unused` points back to the lease (the sale was not
+    /// written).
+    pub fn settle_spend(&self, member: &[u8; 16], unused: i64) {
+        self.settle_with(member, unused, true);
+    }
+
+    fn settle_with(&self, member: &[u8; 16], unused: i64, spend: bool) {
         if let Some(l) = self.lock().get_mut(member) {
+            let unused = unused.max(0);
             l.in_flight = l.in_flight.saturating_sub(1);
-            l.lease.spent = (l.lease.spent - unused.max(0)).max(0);
+            l.lease.spent = (l.lease.spent - unused).max(0);
+            if spend {
+                l.by_lease = (l.by_lease - unused).max(0);
+            }
         }
+    }
+
+    /// The hub asks for the leases on these member ids back: nothing more is spent
+    /// under them, and each is given back at once. Whether this store held any.
+    pub fn recall(&self, ids: &[[u8; 16]]) -> bool {
+        let mut any = false;
+        let mut held = self.lock();
+        for id in ids {
+            if let Some(l) = held.get_mut(id) {
+                l.returning = true;
+                l.recalled = true;
+                any = true;
+            }
+        }
+        if any {
+            self.recalled.notify_one();
+        }
+        any
     }
 
     /// Leases held (for `/healthz`).
@@ -114,31 +165,44 @@ impl Leases {
                 lease,
                 in_flight: 0,
                 returning: false,
+                by_lease: 0,
+                recalled: false,
+                sending: false,
             },
         );
     }
 
-    /// Marks the leases that can no longer be spent and have nothing in progress as
-    /// being given back, and lists them.
-    fn start_returning(&self) -> Vec<[u8; 16]> {
+    /// Marks the leases to give back now and lists them: those recalled, and those
+    /// that can no longer be spent and have nothing in progress.
+    fn start_returning(&self) -> Vec<GiveBack> {
         let now = self.now();
         let mut held = self.lock();
         held.iter_mut()
-            .filter(|(_, l)| !l.returning && l.in_flight == 0 && l.lease.left(now) == 0)
-            .map(|(m, l)| {
+            .filter(|(_, l)| !l.sending)
+            .filter_map(|(m, l)| {
+                let spent = if l.recalled {
+                    Some(l.by_lease)
+                } else if !l.returning && l.in_flight == 0 && l.lease.left(now) == 0 {
+                    None
+                } else {
+                    return None;
+                };
                 l.returning = true;
-                *m
+                l.sending = true;
+                Some((*m, spent))
             })
             .collect()
     }
 
-    /// The hub took `member`'s lease back (or not: `returned` false keeps it).
+    /// The hub took `member`'s lease back (or not: `returned` false keeps it; a
+    /// recalled one stays unspendable and is offered again).
     fn finish_returning(&self, member: &[u8; 16], returned: bool) {
         let mut held = self.lock();
         if returned {
             held.remove(member);
         } else if let Some(l) = held.get_mut(member) {
-            l.returning = false;
+            l.sending = false;
+            l.returning = l.recalled;
         }
     }
 }
@@ -157,7 +221,21 @@ impl Edge {
         if auth == super::Authority::Lease {
             // A refused sale, or a replay of an earlier answer, spent nothing now.
             let spent = written.as_ref().is_ok_and(|r| !r.replayed);
-            self.leases.settle(member, if spent { 0 } else { points });
+            self.leases
+                .settle_spend(member, if spent { 0 } else { points });
+        }
+    }
+
+    /// The hub asks for the leases on these members (UUIDs, every id of each person)
+    /// back: see [`Leases::recall`].
+    pub fn recall_leases(&self, ids: &[String]) {
+        let ids: Vec<[u8; 16]> = ids
+            .iter()
+            .filter_map(|s| uuid::Uuid::parse_str(s).ok())
+            .map(|u| *u.as_bytes())
+            .collect();
+        if self.leases.recall(&ids) {
+            tracing::debug!("the hub recalled a lease");
         }
     }
 
@@ -189,6 +267,7 @@ async fn run(edge: Arc<Edge>, client: Arc<dyn HubPort>, mut asks: mpsc::Receiver
                 None => return,
             },
             _ = tick.tick() => give_back(&edge, client.as_ref()).await,
+            () = edge.leases.recalled.notified() => give_back(&edge, client.as_ref()).await,
         }
     }
 }
@@ -222,19 +301,29 @@ async fn ask(edge: &Edge, client: &dyn HubPort, member: [u8; 16]) {
 
 async fn give_back(edge: &Edge, client: &dyn HubPort) {
     // Marked first: a sale still in progress keeps its lease, and none can start under
-    // a marked one; only then is "the hub holds every fact" checked.
+    // a marked one; only then is "the hub holds every fact" checked. A recalled lease
+    // does not wait for that: it says what was spent under it, and the hub keeps
+    // counting what has not arrived.
     let done = edge.leases.start_returning();
     if done.is_empty() {
         return;
     }
-    let ready = caught_up(edge).await;
-    for m in done {
-        let returned = ready && {
+    let ready = if done.iter().any(|(_, spent)| spent.is_none()) {
+        caught_up(edge).await
+    } else {
+        true
+    };
+    for (m, spent) in done {
+        let returned = (ready || spent.is_some()) && {
             let req = LeaseReturn {
                 member: uuid::Uuid::from_bytes(m).to_string(),
+                spent,
             };
             client.return_lease(&req).await.is_ok()
         };
+        if spent.is_some() {
+            tracing::debug!(returned, "recalled lease given back");
+        }
         edge.leases.finish_returning(&m, returned);
     }
 }
@@ -256,15 +345,55 @@ mod tests {
         assert!(l.start_returning().is_empty(), "100 left");
         assert!(l.spend(&m, 100));
         l.settle(&m, 0);
-        assert_eq!(l.start_returning(), vec![m]);
+        assert_eq!(l.start_returning(), vec![(m, None)]);
         assert!(
             !l.spend(&m, 0) && l.take_rest(&m) == 0,
             "nothing under a lease being given back"
         );
         l.finish_returning(&m, false);
-        assert_eq!(l.start_returning(), vec![m]);
+        assert_eq!(l.start_returning(), vec![(m, None)]);
         l.finish_returning(&m, true);
         assert_eq!(l.count(), 0);
+    }
+
+    #[test]
+    fn a_recalled_lease_stops_spending_and_goes_back_with_what_was_spent_under_it() {
+        let l = Leases::default();
+        let (m, other) = ([9u8; 16], [10u8; 16]);
+        l.insert(m, HeldLease::new(1000, l.now(), 3_600_000));
+        assert!(l.spend(&m, 300));
+        // An ask to the hub took 200 of the rest; it is not spent "under the lease".
+        assert_eq!(l.take_rest(&m), 700);
+        l.settle(&m, 500);
+        assert!(!l.recall(&[other]), "no lease on that member here");
+        assert!(l.recall(&[other, m]));
+        assert!(
+            !l.spend(&m, 1) && l.take_rest(&m) == 0,
+            "recalled: nothing more"
+        );
+        // Given back at once: the 300 sale still in progress counts as spent.
+        assert_eq!(l.start_returning(), vec![(m, Some(300))]);
+        assert!(l.start_returning().is_empty(), "one give-back at a time");
+        // The hub did not answer: still not spendable, offered again.
+        l.finish_returning(&m, false);
+        assert!(!l.spend(&m, 1));
+        assert_eq!(l.start_returning(), vec![(m, Some(300))]);
+        l.finish_returning(&m, true);
+        assert_eq!(l.count(), 0);
+        l.settle_spend(&m, 0);
+    }
+
+    #[test]
+    fn a_sale_not_written_under_a_lease_is_not_counted_as_spent_under_it() {
+        let l = Leases::default();
+        let m = [11u8; 16];
+        l.insert(m, HeldLease::new(1000, l.now(), 3_600_000));
+        assert!(l.spend(&m, 400));
+        assert!(l.spend(&m, 100));
+        l.settle_spend(&m, 400);
+        l.settle_spend(&m, 0);
+        l.recall(&[m]);
+        assert_eq!(l.start_returning(), vec![(m, Some(100))]);
     }
 
     #[test]
@@ -285,6 +414,6 @@ mod tests {
         );
         l.settle(&m, 0);
         l.settle(&m, 0);
-        assert_eq!(l.start_returning(), vec![m]);
+        assert_eq!(l.start_returning(), vec![(m, None)]);
     }
 }

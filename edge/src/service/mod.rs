@@ -77,6 +77,22 @@ pub enum EdgeError {
         /// Points asked for.
         requested: i64,
     },
+    /// Not enough free points: part of the member's points are leased to other stores
+    /// for their offline use, and the hub could not recall them (those stores are
+    /// offline, or did not answer in time).
+    #[error(
+        "the member has {available} points free here; {reserved} more are reserved for offline use at other stores"
+    )]
+    ReservedElsewhere {
+        /// What the member may spend here.
+        available: i64,
+        /// Points asked for.
+        requested: i64,
+        /// Points reserved at other stores, in all.
+        reserved: i64,
+        /// Which stores hold how many.
+        reserved_at: Vec<patron_protocol::hub::Reserved>,
+    },
     /// The hub is unreachable and the offline limits do not cover the redemption.
     #[error(
         "the hub is unreachable and offline redemptions are limited: {requested} points asked, {member_left} left for this member, {store_left} for this store today"

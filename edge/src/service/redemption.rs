@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use patron_protocol::hub::AuthorizeRequest;
+use patron_protocol::hub::{AuthorizeRequest, AuthorizeResponse};
 use rusqlite::{Connection, params};
 
 use super::hub_port::HubPort;
@@ -146,13 +146,11 @@ impl Edge {
             points,
             unsynced,
             lease_left,
+            budget_ms: u64::try_from(hub.timeout.as_millis()).unwrap_or(u64::MAX),
         };
         match tokio::time::timeout(hub.timeout, hub.client.authorize(&req)).await {
             Ok(Ok(a)) if a.granted => Ok((Authority::Hub, Some(a.lease_used.clamp(0, lease_left)))),
-            Ok(Ok(a)) => Err(EdgeError::InsufficientPoints {
-                available: a.available.max(0),
-                requested: points,
-            }),
+            Ok(Ok(a)) => Err(refusal(a, points)),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "redemption authorization failed: offline limits apply");
                 self.hub_failed();
@@ -281,6 +279,33 @@ fn unsynced_points(
     Ok(gained - offline_unacked(conn, member, acked)?)
 }
 
+/// The error for a redemption the hub refused. Points leased to other stores for
+/// their offline use (which the hub could not recall: those stores are offline, or did
+/// not answer in time) are named only when the member's points would cover the
+/// redemption without them; otherwise the member simply has too few, counted over the
+/// whole chain, so the answer does not depend on which store happens to hold a lease.
+fn refusal(a: AuthorizeResponse, requested: i64) -> EdgeError {
+    let reserved = a
+        .reserved
+        .iter()
+        .map(|r| r.points)
+        .fold(0i64, i64::saturating_add);
+    let available = a.available.max(0);
+    if available.saturating_add(reserved) >= requested && reserved > 0 {
+        EdgeError::ReservedElsewhere {
+            available,
+            requested,
+            reserved,
+            reserved_at: a.reserved,
+        }
+    } else {
+        EdgeError::InsufficientPoints {
+            available: available.saturating_add(reserved),
+            requested,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
@@ -361,6 +386,7 @@ mod tests {
             granted: true,
             available: 1_000,
             lease_used: 0,
+            reserved: Vec::new(),
         }));
         let auth = edge.authorize_redemption(member, [1; 16], 300).await;
         assert_eq!(auth.ok(), Some(Authority::Hub));
@@ -372,6 +398,7 @@ mod tests {
             granted: false,
             available: 120,
             lease_used: 0,
+            reserved: Vec::new(),
         }));
         let refused = edge.authorize_redemption(member, [2; 16], 300).await;
         assert!(

@@ -171,6 +171,8 @@ async fn stream(
     };
     let deadline = tokio::time::Instant::now()
         + std::time::Duration::from_millis(req.wait_ms.min(MAX_WAIT_MS));
+    // The store is online while it polls: leases may be recalled from it.
+    let _open = s.hub.recalls.poll_open(&store.store_id);
     loop {
         // Subscribed before the read: a push that lands between the read and the wait
         // still wakes this poll.
@@ -182,8 +184,9 @@ async fn stream(
         };
         // Members are released once, not again on every wake-up.
         req.release.clear();
-        let empty =
-            matches!(&answer, StreamAnswer::Page { facts, more: false, .. } if facts.is_empty());
+        let answer = s.hub.with_recalls(&store.store_id, answer);
+        let empty = matches!(&answer,
+            StreamAnswer::Page { facts, more: false, recall, .. } if facts.is_empty() && recall.is_empty());
         if !empty || s.hub.is_closing() || tokio::time::timeout_at(deadline, changed).await.is_err()
         {
             return axum::Json(answer).into_response();

@@ -329,6 +329,7 @@ fn an_authority_transaction_keeps_all_of_its_writes_or_none(s: &dyn HubStore) {
         points,
         spent: 0,
         until: T0 + 1_000,
+        returned: false,
     };
     let failed = s.authority_tx(&mut |tx| {
         tx.put_lease(&m, "S001", &lease(50))?;

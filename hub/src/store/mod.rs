@@ -173,6 +173,10 @@ pub trait AuthorityStore: Send + Sync + 'static {
     /// Drops `store`'s lease on `member`; whether there was one.
     fn return_lease(&self, member: &str, store: &str) -> Result<bool, StoreError>;
 
+    /// Every member id of the person whose surviving id is `root` (`root` first, then
+    /// the ids merged into it).
+    fn person_ids(&self, root: &str) -> Result<Vec<String>, StoreError>;
+
     /// A member's points movements, every origin, each with whether it was an offline
     /// spend.
     fn movements(&self, member: &str) -> Result<Vec<(Movement, bool)>, StoreError>;
@@ -199,6 +203,9 @@ pub trait AuthorityTx {
 
     /// Records `lease` as `store`'s lease on the member (replacing any it had).
     fn put_lease(&self, member: &str, store: &str, lease: &Lease) -> Result<(), StoreError>;
+
+    /// Forgets `store`'s lease on the member.
+    fn drop_lease(&self, member: &str, store: &str) -> Result<(), StoreError>;
 }
 
 /// Members across stores: merges, fetches by phone, merged profiles. Methods block; callers run them off the async runtime.

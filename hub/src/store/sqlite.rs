@@ -11,7 +11,7 @@ use patron_domain::points::Movement;
 use patron_domain::{Detail, Entry};
 use patron_protocol::Origin;
 use patron_protocol::hub::{
-    AuthorizeResponse, Overdraw, OverdrawReport, RedemptionFlag, StoreStatus,
+    AuthorizeResponse, Overdraw, OverdrawReport, RedemptionFlag, Reserved, StoreStatus,
 };
 use patron_sqlite::wal::WalBound;
 use patron_sync::profile::{Profile, ProfileOp};
@@ -328,6 +328,11 @@ const MIGRATIONS: &[&str] = &[
     -- path; the spends already held were judged at their ingest.
     INSERT INTO projections (name, position, generation)
     SELECT 'overdraws', coalesce(max(id), 0), 0 FROM facts;
+    "#,
+    r#"
+    -- A lease its store gave back on a recall, before every spend under it reached
+    -- the hub: it counts only those spends, and nothing of it may be used any more.
+    ALTER TABLE leases ADD COLUMN returned INTEGER NOT NULL DEFAULT 0;
     "#,
 ];
 
@@ -1239,21 +1244,31 @@ fn authorize_one(conn: &Connection, ask: &Ask) -> Result<AuthorizeResponse, Stor
     // store may use what it set aside for this ask (its local remainder, which already
     // counts its spends the hub has not seen), and what is used leaves the lease.
     let rights = rights(conn, &hold.member)?;
-    let own = rights
-        .leases
-        .get(&hold.store)
-        .map_or(0, |l| l.outstanding(hold.now));
+    let own = rights.leases.get(&hold.store);
+    let own_outstanding = own.map_or(0, |l| l.outstanding(hold.now));
     let held = held
         .saturating_add(rights.reserved(hold.now, Some(&hold.store)))
-        .saturating_add(own);
-    let usable = own.min(hold.lease_left);
+        .saturating_add(own_outstanding);
+    // A lease given back on a recall counts spends still on their way: none of it is
+    // usable, whatever an ask sent before the recall set aside.
+    let usable = match own {
+        Some(l) if !l.returned => own_outstanding.min(hold.lease_left),
+        _ => 0,
+    };
     let again: bool = conn
         .prepare_cached("SELECT count(*) FROM holds WHERE txn = ?1 AND member = ?2 AND until > ?3")?
         .query_row(params![hold.txn, hold.member, hold.now], |r| {
             r.get::<_, i64>(0)
         })?
         > 0;
-    let answer = decide(&mut movements, held, usable, hold);
+    let mut answer = decide(&mut movements, held, usable, hold);
+    if !answer.granted {
+        answer.reserved = rights
+            .reserved_by(hold.now, &hold.store)
+            .into_iter()
+            .map(|(store, points)| Reserved { store, points })
+            .collect();
+    }
     if answer.granted && !again && answer.lease_used > 0 {
         conn.prepare_cached(
             "UPDATE leases SET points = points - ?3 WHERE member = ?1 AND store = ?2",
@@ -1274,8 +1289,9 @@ fn authorize_one(conn: &Connection, ask: &Ask) -> Result<AuthorizeResponse, Stor
 
 /// A member's open leases.
 fn rights(conn: &Connection, member: &str) -> Result<Rights, StoreError> {
-    let mut stmt =
-        conn.prepare_cached("SELECT store, points, spent, until FROM leases WHERE member = ?1")?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT store, points, spent, until, returned FROM leases WHERE member = ?1",
+    )?;
     let rows = stmt.query_map(params![member], |r| {
         Ok((
             r.get::<_, String>(0)?,
@@ -1283,6 +1299,7 @@ fn rights(conn: &Connection, member: &str) -> Result<Rights, StoreError> {
                 points: r.get(1)?,
                 spent: r.get(2)?,
                 until: r.get(3)?,
+                returned: r.get::<_, i64>(4)? != 0,
             },
         ))
     })?;
@@ -1593,16 +1610,24 @@ impl AuthorityTx for WriteTx<'_> {
     fn put_lease(&self, member: &str, store: &str, lease: &Lease) -> Result<(), StoreError> {
         self.0
             .prepare_cached(
-                "INSERT OR REPLACE INTO leases (member, store, points, spent, until)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT OR REPLACE INTO leases (member, store, points, spent, until, returned)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
             .execute(params![
                 member,
                 store,
                 lease.points,
                 lease.spent,
-                lease.until
+                lease.until,
+                i64::from(lease.returned)
             ])?;
+        Ok(())
+    }
+
+    fn drop_lease(&self, member: &str, store: &str) -> Result<(), StoreError> {
+        self.0
+            .prepare_cached("DELETE FROM leases WHERE member = ?1 AND store = ?2")?
+            .execute(params![member, store])?;
         Ok(())
     }
 }
@@ -1639,6 +1664,18 @@ impl AuthorityStore for SqliteStore {
             .prepare_cached("DELETE FROM leases WHERE member = ?1 AND store = ?2")?
             .execute(params![member, store])?;
         Ok(n == 1)
+    }
+
+    fn person_ids(&self, root: &str) -> Result<Vec<String>, StoreError> {
+        let conn = self.readers.get();
+        let mut stmt = conn.prepare_cached(
+            "SELECT loser FROM member_aliases WHERE survivor = ?1 ORDER BY loser",
+        )?;
+        let mut ids = vec![root.to_string()];
+        for id in stmt.query_map(params![root], |r| r.get::<_, String>(0))? {
+            ids.push(id?);
+        }
+        Ok(ids)
     }
 
     fn movements(&self, member: &str) -> Result<Vec<(Movement, bool)>, StoreError> {

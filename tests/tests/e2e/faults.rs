@@ -11,7 +11,6 @@ use anyhow::{Context, Result};
 use patron_tests::TestEdge;
 use patron_tests::hub::TestHub;
 use patron_tests::proxy::{Fault, FaultProxy};
-use serde_json::Value;
 
 const CONFIG: &str = "[sync]\npush_delay_ms = 10\nheartbeat_ms = 200\nretry_min_ms = 100\nretry_max_ms = 400\ntimeout_ms = 2000\n\
                       [redemption]\noffline_floor_points = 300\noffline_daily_cap_points = 100000\nleases = false\n";
@@ -157,14 +156,7 @@ async fn three_edges_behind_faults_converge_with_exact_balances_one_member_and_t
 
     // The overdraw report: A's overdraw as a debt, and A flagged for redeeming offline
     // at S001 and S002 within the hour.
-    let report: Value = hub
-        .http
-        .get(hub.url("/v1/overdraws"))
-        .bearer_auth(&hub.admin_token)
-        .send()
-        .await?
-        .json()
-        .await?;
+    let report = hub.overdraws().await?;
     let owed: i64 = report["overdraws"]
         .as_array()
         .context("overdraws")?

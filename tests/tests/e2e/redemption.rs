@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use patron_tests::TestEdge;
 use patron_tests::hub::TestHub;
-use serde_json::json;
+use serde_json::{Value, json};
 
 const CONFIG: &str = "[sync]\npush_delay_ms = 10\nheartbeat_ms = 200\nretry_min_ms = 100\nretry_max_ms = 400\ntimeout_ms = 2000\n\
                       [redemption]\noffline_floor_points = 300\noffline_daily_cap_points = 450\n";
@@ -276,4 +276,190 @@ async fn a_lease_lets_the_store_redeem_offline_beyond_the_floor_limit() -> Resul
     let local = e.get(&format!("/v1/members/{m}")).await?.json["points"]["balance"].as_i64();
     assert_eq!(local, Some(expected));
     Ok(())
+}
+
+/// Stores with generous timeouts, no offline redemptions (a timed-out ask is refused,
+/// never granted under the floor limit), and the stream followed.
+const TWO_STORES: &str = "[sync]\npush_delay_ms = 10\nheartbeat_ms = 200\nretry_min_ms = 100\nretry_max_ms = 400\ntimeout_ms = 3000\n\
+                          [redemption]\nauthorize_timeout_ms = 3000\noffline_floor_points = 0\noffline_daily_cap_points = 0\n";
+
+/// A redemption outside a sale: (status, body).
+async fn redeem(e: &TestEdge, member: &str, points: i64, key: &str) -> Result<(u16, Value)> {
+    let r = e
+        .post(
+            &format!("/v1/members/{member}/redemptions"),
+            &json!({"points": points, "reason": "gift:TEST"}),
+            Some(key),
+        )
+        .await?;
+    Ok((r.status, r.json))
+}
+
+/// Two stores, both following the stream and both holding a lease on one member with
+/// 1,000 points. `in_turn`: S002 identifies the member only once S001 holds its lease
+/// (500, then 250); otherwise at once, and the leases are granted in whichever order.
+async fn two_stores_with_leases(
+    phone: &str,
+    in_turn: bool,
+) -> Result<(TestHub, TestEdge, TestEdge, String)> {
+    let hub = TestHub::spawn().await?;
+    let mut s1 = TestEdge::prepare("S001", TWO_STORES)?;
+    s1.enroll(&hub)?;
+    s1.start().await?;
+    let mut s2 = TestEdge::prepare("S002", TWO_STORES)?;
+    s2.enroll(&hub)?;
+    s2.start().await?;
+    let m = s1.register(phone, None).await?;
+    let (st, body) = s1.sale(&m, "R-earn", 100_000, 0).await?;
+    anyhow::ensure!(
+        st == 201 && body["points_earned"] == 1000,
+        "earning sale: {st} {body}"
+    );
+    s1.synced().await?;
+    // Both identify the member (S002 fetches them from the hub): each asks for a lease.
+    let r = s1.get(&format!("/v1/members/{m}")).await?;
+    anyhow::ensure!(r.status == 200, "lookup at S001: {}", r.json);
+    if in_turn {
+        leased_and_streaming(&s1).await?;
+    }
+    let (at2, balance) = s2.by_phone(phone).await?;
+    anyhow::ensure!(
+        at2 == m && balance == 1000,
+        "S002 sees {at2} with {balance}"
+    );
+    leased_and_streaming(&s1).await?;
+    leased_and_streaming(&s2).await?;
+    Ok((hub, s1, s2, m))
+}
+
+/// Issue 16, part 3: while both stores are online, what the member may redeem is the
+/// chain balance, whichever store holds which lease. Leases of 500 and 250 leave 250
+/// free at the hub, so 800 at S002 can only be granted by recalling S001's lease; S001
+/// gives it back at once (and holds none after), the rest follows exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn online_redemptions_follow_the_chain_balance_whichever_store_holds_a_lease() -> Result<()> {
+    let (_hub, s1, s2, m) = two_stores_with_leases("13800000061", false).await?;
+    let (st, body) = redeem(&s2, &m, 800, "k1").await?;
+    assert_eq!(st, 201, "800 of 1,000 at S002: {body}");
+    assert_eq!(body["balance_after"], 200, "{body}");
+    assert_eq!(
+        leases_held(&s1).await?,
+        0,
+        "S001's lease was recalled and given back"
+    );
+    let (st, body) = redeem(&s1, &m, 200, "k2").await?;
+    assert_eq!(st, 201, "the last 200 at S001: {body}");
+    let (st, body) = redeem(&s2, &m, 1, "k3").await?;
+    assert_eq!(st, 422, "nothing left: {body}");
+    assert_eq!(body["error"]["code"], "insufficient_points", "{body}");
+    assert_eq!(body["error"]["details"]["available"], 0, "{body}");
+    assert!(
+        body["error"]["details"].get("reserved_at").is_none(),
+        "{body}"
+    );
+    Ok(())
+}
+
+/// Issue 16, part 3: twenty redemptions of 300 at once, ten at each store, for a member
+/// with 1,000 points and leases at both stores: exactly three are granted (before
+/// recalls, only one was), the others are refused as insufficient, and the hub finds
+/// nothing overdrawn once both stores have pushed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_redemptions_at_two_stores_get_exactly_what_the_balance_allows() -> Result<()> {
+    let (hub, s1, s2, m) = two_stores_with_leases("13800000062", false).await?;
+    let mut asks = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let e = if i % 2 == 0 { &s1 } else { &s2 };
+        let req = e
+            .http
+            .post(e.url(&format!("/v1/members/{m}/redemptions")))
+            .bearer_auth(&e.token)
+            .header("Idempotency-Key", format!("c{i}"))
+            .json(&json!({"points": 300, "reason": "gift:TEST"}));
+        asks.spawn(async move {
+            let r = req.send().await?;
+            let st = r.status().as_u16();
+            Ok::<_, anyhow::Error>((st, r.json::<Value>().await?))
+        });
+    }
+    let mut granted = 0;
+    while let Some(a) = asks.join_next().await {
+        let (st, body) = a??;
+        match st {
+            201 => granted += 1,
+            422 => assert_eq!(body["error"]["code"], "insufficient_points", "{body}"),
+            _ => anyhow::bail!("unexpected answer {st}: {body}"),
+        }
+    }
+    assert_eq!(granted, 3, "1,000 points cover three redemptions of 300");
+    s1.synced().await?;
+    s2.synced().await?;
+    assert_eq!(hub.balance(&m)?, 100);
+    let report = hub.overdraws().await?;
+    assert_eq!(report["overdraws"], json!([]), "{report}");
+    Ok(())
+}
+
+/// Issue 16, part 3: points leased to a store that is offline stay reserved for it (it
+/// may be spending them right now), and the refusal says where and how many.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn points_leased_to_an_offline_store_are_named_in_the_refusal() -> Result<()> {
+    let (hub, mut s1, s2, m) = two_stores_with_leases("13800000063", true).await?;
+    assert_eq!(
+        hub_leases(&hub, &m)?,
+        vec![("S001".into(), 500), ("S002".into(), 250)]
+    );
+    // S001's machine dies: it no longer polls the hub, so the hub cannot recall.
+    s1.kill();
+    let mut n = 0;
+    let refusal = TestHub::wait_for(Duration::from_secs(15), || {
+        n += 1;
+        let key = format!("o{n}");
+        let s2 = &s2;
+        let m = &m;
+        async move {
+            let (st, body) = redeem(s2, m, 800, &key).await?;
+            anyhow::ensure!(st == 422, "not refused: {st} {body}");
+            Ok(body["error"]["details"].get("reserved_at").is_some())
+        }
+    })
+    .await;
+    refusal.context("S001 counts as offline within a few seconds")?;
+    let (st, body) = redeem(&s2, &m, 800, "o-final").await?;
+    assert_eq!(st, 422, "{body}");
+    assert_eq!(body["error"]["code"], "insufficient_points", "{body}");
+    let d = &body["error"]["details"];
+    assert_eq!(d["available"], 500, "250 free and S002's own 250: {body}");
+    assert_eq!(
+        d["reserved_at"],
+        json!([{"store": "S001", "points": 500}]),
+        "{body}"
+    );
+    // What is not reserved elsewhere is still granted.
+    let (st, body) = redeem(&s2, &m, 500, "o-ok").await?;
+    assert_eq!(st, 201, "{body}");
+    Ok(())
+}
+
+/// Waits until the store holds a lease and follows the stream.
+async fn leased_and_streaming(e: &TestEdge) -> Result<()> {
+    TestHub::wait_for(Duration::from_secs(10), || async {
+        let h = e.get("/healthz").await?.json;
+        Ok(h["hub"]["leases_held"] == 1 && h["hub"]["streaming"] == true)
+    })
+    .await
+    .map(|_| ())
+    .with_context(|| format!("{} holds a lease and follows the stream", e.store_id))
+}
+
+/// Every store's lease on the member at the hub: (store, points not yet spent).
+fn hub_leases(hub: &TestHub, member: &str) -> Result<Vec<(String, i64)>> {
+    let conn = rusqlite::Connection::open_with_flags(
+        hub.data_dir().join("hub.sqlite"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )?;
+    let mut stmt =
+        conn.prepare("SELECT store, points - spent FROM leases WHERE member = ?1 ORDER BY store")?;
+    let rows = stmt.query_map([member], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }

@@ -1,0 +1,182 @@
+//! Recalling leases from online stores (issue 16, part 3). A store holding a lease on
+//! a member's points keeps them for its own use while it is offline; while it is
+//! online, another store's redemption that only those points would cover must not be
+//! refused. The hub then asks the store back through its stream (the store is online
+//! exactly when it holds a stream poll open), the store stops spending under the lease
+//! and gives it back saying what it spent (`LeaseReturn::spent`), and the waiting
+//! authorization decides again. What this module holds is in this process only, as the
+//! stream's wake-ups are (a single-process limit: docs/hub.md).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long an authorization waits for recalled leases to come back when the store
+/// did not say how long it waits for the answer. The edge gives up on the hub after
+/// `redemption.authorize_timeout_ms` (300 ms by default) and says so
+/// (`AuthorizeRequest::budget_ms`); the hub waits at most half of that.
+pub const RECALL_WAIT: Duration = Duration::from_millis(150);
+
+/// The longest wait for recalled leases, whatever the store's budget.
+const RECALL_WAIT_MAX: Duration = Duration::from_secs(2);
+
+/// How long to wait for recalled leases, for an ask whose store waits `budget_ms` for
+/// the answer (0: not said).
+pub fn recall_wait(budget_ms: u64) -> Duration {
+    if budget_ms == 0 {
+        RECALL_WAIT
+    } else {
+        Duration::from_millis(budget_ms / 2).min(RECALL_WAIT_MAX)
+    }
+}
+
+/// A store whose last stream poll ended less than this long ago still counts as online
+/// (it is between two polls).
+const BETWEEN_POLLS: Duration = Duration::from_secs(2);
+
+/// Which stores are online, what is to be recalled from them, and a signal for every
+/// lease given back.
+#[derive(Debug)]
+pub struct Recalls {
+    /// Per store: stream polls open now, and when the last one ended.
+    polls: Mutex<HashMap<String, (u32, Instant)>>,
+    /// Per store: member ids whose leases it is asked to give back.
+    pending: Mutex<HashMap<String, BTreeSet<String>>>,
+    /// Moves on whenever a store gives a lease back.
+    returned: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Recalls {
+    fn default() -> Self {
+        Recalls {
+            polls: Mutex::default(),
+            pending: Mutex::default(),
+            returned: tokio::sync::watch::Sender::new(0),
+        }
+    }
+}
+
+/// An open stream poll; the store stays online while it lives (and a little after).
+#[derive(Debug)]
+pub struct OpenPoll<'a> {
+    recalls: &'a Recalls,
+    store: String,
+}
+
+impl Drop for OpenPoll<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut polls) = self.recalls.polls.lock()
+            && let Some((open, last)) = polls.get_mut(&self.store)
+        {
+            *open = open.saturating_sub(1);
+            *last = Instant::now();
+        }
+    }
+}
+
+impl Recalls {
+    /// A stream poll of `store` opened; it counts until the guard is dropped.
+    pub fn poll_open(&self, store: &str) -> OpenPoll<'_> {
+        if let Ok(mut polls) = self.polls.lock() {
+            polls
+                .entry(store.to_string())
+                .and_modify(|(open, _)| *open += 1)
+                .or_insert((1, Instant::now()));
+        }
+        OpenPoll {
+            recalls: self,
+            store: store.to_string(),
+        }
+    }
+
+    /// Whether `store` holds a stream poll open, or held one a moment ago.
+    pub fn online(&self, store: &str) -> bool {
+        self.polls.lock().is_ok_and(|polls| {
+            polls
+                .get(store)
+                .is_some_and(|(open, last)| *open > 0 || last.elapsed() < BETWEEN_POLLS)
+        })
+    }
+
+    /// Asks `store` to give back its lease on the person with these `ids`.
+    pub fn ask(&self, store: &str, ids: &[String]) {
+        if let Ok(mut pending) = self.pending.lock() {
+            pending
+                .entry(store.to_string())
+                .or_default()
+                .extend(ids.iter().cloned());
+        }
+    }
+
+    /// Takes what `store` is asked to give back (for its stream's next answer).
+    pub fn take(&self, store: &str) -> Vec<String> {
+        self.pending
+            .lock()
+            .ok()
+            .and_then(|mut p| p.remove(store))
+            .map(|s| s.into_iter().collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether anything waits to be sent to `store`.
+    pub fn any_for(&self, store: &str) -> bool {
+        self.pending
+            .lock()
+            .is_ok_and(|p| p.get(store).is_some_and(|s| !s.is_empty()))
+    }
+
+    /// A store gave a lease back: waiting authorizations look again.
+    pub fn lease_returned(&self) {
+        self.returned.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Watches leases given back (subscribe before recalling, so none is missed).
+    pub fn watch_returns(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.returned.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_is_online_while_it_polls_and_a_moment_after() {
+        let r = Recalls::default();
+        assert!(!r.online("S001"), "never polled");
+        let a = r.poll_open("S001");
+        let b = r.poll_open("S001");
+        drop(a);
+        assert!(r.online("S001"), "one poll still open");
+        drop(b);
+        assert!(r.online("S001"), "between two polls");
+        if let Ok(mut polls) = r.polls.lock()
+            && let Some((_, last)) = polls.get_mut("S001")
+        {
+            *last = Instant::now() - BETWEEN_POLLS - Duration::from_millis(1);
+        }
+        assert!(!r.online("S001"), "no poll for longer than the grace");
+        assert!(!r.online("S002"));
+    }
+
+    #[test]
+    fn the_wait_is_half_the_store_budget_within_bounds() {
+        assert_eq!(recall_wait(0), RECALL_WAIT);
+        assert_eq!(recall_wait(300), Duration::from_millis(150));
+        assert_eq!(recall_wait(1), Duration::ZERO);
+        assert_eq!(recall_wait(60_000), RECALL_WAIT_MAX);
+    }
+
+    #[test]
+    fn recalls_are_taken_once_per_store() {
+        let r = Recalls::default();
+        r.ask("S001", &["m1".into(), "m2".into()]);
+        r.ask("S001", &["m1".into()]);
+        r.ask("S002", &["m3".into()]);
+        assert!(r.any_for("S001"));
+        assert_eq!(r.take("S001"), vec!["m1".to_string(), "m2".to_string()]);
+        assert!(!r.any_for("S001"));
+        assert!(r.take("S001").is_empty());
+        assert_eq!(r.take("S002"), vec!["m3".to_string()]);
+    }
+}
