@@ -162,6 +162,33 @@ pub struct Member {
     pub created_at: String,
     /// The store where the member registered.
     pub home_store: String,
+    /// How current this store's view of the member's activity at other stores is.
+    #[serde(default)]
+    pub freshness: Freshness,
+}
+
+/// How current a store's view of what happens at the other stores is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Freshness {
+    /// Other stores' sales and redemptions reach this store as they happen (within
+    /// seconds): the hub is reachable and its stream followed. Always true for a store
+    /// without a hub.
+    pub live: bool,
+    /// When the hub last told this store what the other stores did (RFC 3339): what
+    /// the member did elsewhere after it may be missing from the balance shown. Absent
+    /// if never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_of: Option<String>,
+}
+
+impl Default for Freshness {
+    fn default() -> Self {
+        Freshness {
+            live: true,
+            as_of: None,
+        }
+    }
 }
 
 /// A member's tier.

@@ -538,6 +538,8 @@ async fn follow_stream(edge: Arc<Edge>, client: HubClient) {
                     }
                     Ok(done) => {
                         backoff = min;
+                        let now = edge.core.now();
+                        update(&edge.sync_status, |s| s.streamed_at = Some(now));
                         if done.stored > 0 {
                             tracing::info!(
                                 facts = done.stored,

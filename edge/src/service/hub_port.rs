@@ -63,6 +63,9 @@ pub struct SyncStatus {
     pub negotiated: Option<patron_protocol::hub::Negotiated>,
     /// The last stream poll was answered.
     pub streaming: bool,
+    /// When the last stream answer was stored (unix ms, this store's clock): the other
+    /// stores' facts are here up to then.
+    pub streamed_at: Option<Millis>,
 }
 
 /// Shared handle to the status.

@@ -3,7 +3,9 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use patron_domain::{Detail, Kind};
-use patron_protocol::pos::{ExpiringPoints, Member, PointsView, RegisterMember, UpdateMember};
+use patron_protocol::pos::{
+    ExpiringPoints, Freshness, Member, PointsView, RegisterMember, UpdateMember,
+};
 use patron_protocol::{MemberId, Points};
 use std::sync::Arc;
 
@@ -28,6 +30,7 @@ impl Core {
         row: &MemberRow,
         state: &MemberState,
         now: Millis,
+        freshness: Freshness,
     ) -> Result<Member, EdgeError> {
         let id = &row.member_id;
         let key = self.vault.member_key(id, &row.wrapped_key)?;
@@ -70,6 +73,7 @@ impl Core {
             marketing_consent: row.consent_marketing,
             created_at: self.cal.rfc3339(row.created_at),
             home_store: row.home_store.clone(),
+            freshness,
         })
     }
 
@@ -106,6 +110,22 @@ fn is_rekey(body: &str) -> bool {
 }
 
 impl Edge {
+    /// How current this store's view of the other stores is, for the member card:
+    /// live while the hub is reachable and its stream followed; otherwise as of the
+    /// last stream answer stored.
+    pub fn freshness(&self) -> Freshness {
+        let Ok(s) = self.sync_status.lock() else {
+            return Freshness::default();
+        };
+        if !s.enrolled {
+            return Freshness::default();
+        }
+        Freshness {
+            live: s.reachable && s.streaming,
+            as_of: s.streamed_at.map(|t| self.core.cal.rfc3339(t)),
+        }
+    }
+
     /// `POST /v1/members`.
     pub async fn register(
         &self,
@@ -113,6 +133,7 @@ impl Edge {
         req: RegisterMember,
     ) -> Result<Reply, EdgeError> {
         let core = self.core.clone();
+        let fresh = self.freshness();
         let rules = self.rules();
         let now = core.now();
         let today = core.cal.date(now);
@@ -209,7 +230,7 @@ impl Edge {
                         core.referral_reward(ctx, &row, referral.on_register, "register", now)?;
                     }
                     let empty = core.empty_state(now);
-                    Ok((201, core.member_view(ctx.conn, rules.as_deref(), &row, &empty, now)?, Seal::Member(idb)))
+                    Ok((201, core.member_view(ctx.conn, rules.as_deref(), &row, &empty, now, fresh.clone())?, Seal::Member(idb)))
                 })
             })
             .await
@@ -218,6 +239,7 @@ impl Edge {
     /// `GET /v1/members/{id}`.
     pub async fn member(&self, id: MemberId) -> Result<Member, EdgeError> {
         let core = self.core.clone();
+        let fresh = self.freshness();
         let rules = self.rules();
         let view = self
             .store
@@ -228,7 +250,7 @@ impl Edge {
                     .shown_row(conn, id.as_bytes())?
                     .ok_or(EdgeError::MemberNotFound)?;
                 let (_, state) = core.load_state(conn, id.as_bytes(), now)?;
-                core.member_view(conn, rules.as_deref(), &row, &state, now)
+                core.member_view(conn, rules.as_deref(), &row, &state, now, fresh.clone())
             })
             .await;
         if view.is_ok() {
@@ -543,6 +565,7 @@ impl Edge {
     async fn member_by_phone_here(&self, phone: &Phone) -> Result<Member, EdgeError> {
         let indexes = self.core.vault.phone_indexes(phone.as_str());
         let core = self.core.clone();
+        let fresh = self.freshness();
         let rules = self.rules();
         let (id, view) = self
             .store
@@ -557,7 +580,7 @@ impl Edge {
                 let (_, state) = core.load_state(conn, &id, now)?;
                 Ok::<_, EdgeError>((
                     row.member_id,
-                    core.member_view(conn, rules.as_deref(), &row, &state, now)?,
+                    core.member_view(conn, rules.as_deref(), &row, &state, now, fresh.clone())?,
                 ))
             })
             .await?;
@@ -573,6 +596,7 @@ impl Edge {
         req: UpdateMember,
     ) -> Result<Reply, EdgeError> {
         let core = self.core.clone();
+        let fresh = self.freshness();
         let rules = self.rules();
         let now = core.now();
         let today = core.cal.date(now);
@@ -660,7 +684,14 @@ impl Edge {
                     let row = core.shown_row(ctx.conn, &idb)?.unwrap_or(row);
                     Ok((
                         200,
-                        core.member_view(ctx.conn, rules.as_deref(), &row, &state, now)?,
+                        core.member_view(
+                            ctx.conn,
+                            rules.as_deref(),
+                            &row,
+                            &state,
+                            now,
+                            fresh.clone(),
+                        )?,
                         Seal::Member(idb),
                     ))
                 })
