@@ -1,7 +1,10 @@
 //! Hub-authorized redemption latency (issue 5): `BENCH_CONNS` (default 64) POS lanes
 //! spread over `BENCH_STORES` (default 16) stores ask a real hub, over TLS on loopback,
-//! to authorize a redemption of 1 point for a random member of 5,000 who hold points
-//! synced from every store, for `BENCH_SECS` (default 10) each. Each request is what an
+//! to authorize a redemption of 1 point for a random member of `BENCH_MEMBERS` (default
+//! 5,000) who hold points synced from every store, for `BENCH_SECS` (default 10) each.
+//! The stores push `BENCH_FACTS` (default 5,000) purchases each, spread over those
+//! members: one fact per store and member by default; 2,000 facts a member with
+//! `BENCH_MEMBERS=400 BENCH_FACTS=50000` (issue 16). Each request is what an
 //! edge sends before a sale that redeems: authenticate the store, derive the member's
 //! balance over every store's facts, subtract the points held for other sales, hold the
 //! points durably.
@@ -31,9 +34,6 @@ use std::time::{Duration, Instant};
 use common::{BoxError, Mix, anyhow_check, bench_dir, bodies, env_u64, push_all, start_hub};
 use hdrhistogram::Histogram;
 use patron_protocol::hub::{AuthorizeRequest, AuthorizeResponse};
-
-/// Members the seeded facts spread over (see `common::entry`).
-const MEMBERS: u128 = 5000;
 
 /// What a run measured.
 struct Run {
@@ -185,22 +185,27 @@ fn main() -> Result<(), BoxError> {
         let stores = env_u64("BENCH_STORES", 16) as usize;
         let conns = env_u64("BENCH_CONNS", 64);
         let secs = env_u64("BENCH_SECS", 10);
+        // `BENCH_MEMBERS` (default 5,000) members share `BENCH_FACTS` (default 5,000)
+        // purchases per store: one fact per store each by default; 400 members and
+        // 50,000 facts give each member 2,000 facts (issue 16).
+        let members = env_u64("BENCH_MEMBERS", 5000).max(1);
+        let per_store = env_u64("BENCH_FACTS", 5000).max(1);
         let hub = start_hub("authorize", stores).await?;
         // Every member earns at every store (123 points a fact): far more than a run
         // holds, so every authorization is granted and does the full work.
         let seed: Vec<Vec<Vec<u8>>> = (0..stores)
-            .map(|s| bodies(s, 5_000, Mix::Purchases))
+            .map(|s| bodies(s, per_store, Mix::Purchases { members }))
             .collect::<Result<_, _>>()?;
         push_all(&hub, seed).await?;
+        let history = per_store * stores as u64 / members;
 
         let (http, base, creds) = (hub.http.clone(), hub.base.clone(), Arc::new(hub.creds));
         let url = format!("{base}/v1/redeem/authorize");
         let paced = env_u64("BENCH_RATE", 2000);
-        let ask = move |c: u64, n: u64| {
+        let ask_for = move |c: u64, m: u64| {
                 let (http, url, creds) = (http.clone(), url.clone(), creds.clone());
                 async move {
-                    let member = 0x0190_0000_0000_7000_8000_0000_0000_0000
-                        + u128::from((c * 7919 + n * 104_729) % 1_000_003) % MEMBERS;
+                    let member = 0x0190_0000_0000_7000_8000_0000_0000_0000 + u128::from(m);
                     let req = AuthorizeRequest {
                         member: uuid::Uuid::from_u128(member).to_string(),
                         txn: uuid::Uuid::now_v7().to_string(),
@@ -218,9 +223,25 @@ fn main() -> Result<(), BoxError> {
                     if !r.status().is_success() {
                         return Err(format!("authorize: HTTP {}", r.status()).into());
                     }
-                    Ok(r.json::<AuthorizeResponse>().await?.granted)
+                    Ok::<bool, BoxError>(r.json::<AuthorizeResponse>().await?.granted)
                 }
         };
+        // Warm-up: the first ask for a member derives their ledger snapshot from every
+        // fact of theirs (the hub keeps it from then on); timed apart, `conns` at once.
+        let warm = Instant::now();
+        let mut next = 0u64;
+        while next < members {
+            let mut wave = tokio::task::JoinSet::new();
+            for c in 0..conns.min(members - next) {
+                wave.spawn(ask_for(c, next + c));
+            }
+            next += conns.min(members - next);
+            while let Some(r) = wave.join_next().await {
+                r??;
+            }
+        }
+        let warm = warm.elapsed();
+        let ask = move |c: u64, n: u64| ask_for(c, (c * 7919 + n * 104_729) % 1_000_003 % members);
         let authorize = drive(
             "hub: POST /v1/redeem/authorize, saturating",
             conns,
@@ -311,7 +332,12 @@ fn main() -> Result<(), BoxError> {
 
         anyhow_check(authorize.ok > 0, "authorizations were granted")?;
         println!(
-            "\n### hub-authorized redemption, {conns} connections over {stores} stores, {secs}s each\n"
+            "\n### hub-authorized redemption, {conns} connections over {stores} stores, {members} members with {history} facts each, {secs}s each\n"
+        );
+        println!(
+            "First ask of each member (derives the snapshot), {conns} at once: {members} in {:.2} s, {:.0}/s\n",
+            warm.as_secs_f64(),
+            members as f64 / warm.as_secs_f64()
         );
         println!("| run | ok/s | p50 ms | p99 ms | max ms | refused |");
         println!("|---|---:|---:|---:|---:|---:|");

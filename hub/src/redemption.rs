@@ -9,7 +9,7 @@ use patron_protocol::hub::{
 use patron_sync::stream::StreamAnswer;
 
 pub use crate::authority::{FLAG_WINDOW_MS, LEASE_POLICY, overdraws};
-use crate::authority::{HOLD_MS, decide, spendable};
+use crate::authority::{HOLD_MS, decide};
 pub use crate::recall::RECALL_WAIT;
 use crate::service::{Hub, HubError};
 use crate::store::{Hold, StoreRow};
@@ -45,9 +45,9 @@ impl Hub {
         // leases that ran out are dropped on the way.
         let mut granted = None;
         self.store().authority_tx(&mut |tx| {
-            let mut movements: Vec<_> =
-                tx.movements(&member)?.into_iter().map(|(m, _)| m).collect();
-            let free = spendable(&mut movements, now).saturating_sub(tx.held(&member, now)?);
+            let free = tx
+                .balance(&member, now)?
+                .saturating_sub(tx.held(&member, now)?);
             let grant = tx
                 .rights(&member)?
                 .grant(&store.store_id, free, policy, now);
@@ -300,6 +300,14 @@ mod tests {
     impl Chain {
         /// Store `i` syncs one fact moving `earn`/`spend` points of the member.
         fn sync(&self, i: usize, txn: &str, earn: i64, spend: i64, auth: &str) {
+            self.sync_body(
+                i,
+                points_entry(MEMBER, txn, earn, spend, auth, self.t.time()),
+            );
+        }
+
+        /// Store `i` syncs one fact with this body.
+        fn sync_body(&self, i: usize, body: String) {
             let row = &self.t.rows[i];
             let seq = {
                 let mut s = self.seqs.lock().unwrap_or_else(|p| p.into_inner());
@@ -313,7 +321,7 @@ mod tests {
             let fact = Fact {
                 origin: origin.clone(),
                 seq,
-                body: points_entry(MEMBER, txn, earn, spend, auth, self.t.time()),
+                body,
             };
             let req = PushRequest {
                 report: SyncReport {
@@ -482,6 +490,88 @@ mod tests {
         );
         let report = c.t.hub.overdraw_report().unwrap_or_else(|e| panic!("{e}"));
         assert!(report.overdraws.is_empty(), "{report:?}");
+    }
+
+    /// One step of the ledger property test.
+    #[derive(Debug, Clone)]
+    enum LedgerOp {
+        /// Store, time offset (a negative one makes the fact late), points, lot
+        /// lifetime (ms).
+        Earn(usize, i64, i64, i64),
+        /// Store, time offset, points.
+        Spend(usize, i64, i64),
+        /// Store, time offset, which earlier earn, points taken back.
+        Reverse(usize, i64, usize, i64),
+        /// The hub's clock moves on (lots expire).
+        Pass(i64),
+    }
+
+    fn ledger_op() -> impl proptest::strategy::Strategy<Value = LedgerOp> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => (0..3usize, -20_000..1_000i64, 1..500i64, prop_oneof![Just(1_000_000_000i64), 10_000..200_000i64])
+                .prop_map(|(s, d, p, l)| LedgerOp::Earn(s, d, p, l)),
+            3 => (0..3usize, -20_000..1_000i64, 1..400i64).prop_map(|(s, d, p)| LedgerOp::Spend(s, d, p)),
+            1 => (0..3usize, -20_000..1_000i64, 0..64usize, 1..300i64)
+                .prop_map(|(s, d, w, p)| LedgerOp::Reverse(s, d, w, p)),
+            1 => (1..100_000i64).prop_map(LedgerOp::Pass),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(40))]
+
+        /// Issue 16, part 1 at the hub: the balance the authorizer reads from the
+        /// member's ledger snapshot (folded forward, or derived again after a late fact)
+        /// is what the derivation over every movement gives, after every fact, with
+        /// facts of three stores arriving out of time order, lots expiring and
+        /// reversals of earlier lots (sealed ones among them).
+        #[test]
+        fn the_ledger_snapshot_gives_what_the_derivation_gives(ops in proptest::collection::vec(ledger_op(), 1..120)) {
+            use patron_domain::{Entry, Header, Kind};
+            let c = chain(&["S001", "S002", "S003"]);
+            let member = uuid::Uuid::parse_str(MEMBER).unwrap_or_else(|e| panic!("{e}"));
+            let mut earns: Vec<uuid::Uuid> = Vec::new();
+            for (n, op) in ops.into_iter().enumerate() {
+                let now = c.t.time();
+                let t = uuid::Uuid::parse_str(&txn(n as u128 + 1)).unwrap_or_else(|e| panic!("{e}"));
+                let fact = |i: usize, header: Header, kind: Kind, body: serde_json::Value| {
+                    let e = Entry::from_parts(header, kind, body.to_string())
+                        .and_then(|e| e.to_json())
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    c.sync_body(i, e);
+                };
+                match op {
+                    LedgerOp::Earn(i, d, p, life) => {
+                        earns.push(t);
+                        fact(i, Header { at: now + d, member: Some(member), txn: t, earn: p,
+                                         expires_at: now + d + life, ..Default::default() },
+                             Kind::Purchase, serde_json::json!({"receipt_id": t.to_string(), "subtotal": 0, "total": 0}));
+                    }
+                    LedgerOp::Spend(i, d, p) => fact(i, Header { at: now + d, member: Some(member), txn: t, spend: p,
+                                                                  ..Default::default() },
+                                                      Kind::Redemption, serde_json::json!({"reason": "test", "auth": "hub"})),
+                    LedgerOp::Reverse(i, d, w, p) => {
+                        if let Some(lot) = earns.get(w % earns.len().max(1)).copied() {
+                            fact(i, Header { at: now + d, member: Some(member), txn: t, reverse: p,
+                                             reverse_lot: Some(lot), ..Default::default() },
+                                 Kind::Refund, serde_json::json!({"receipt_id": lot.to_string(), "per_line": [1], "gross": 0, "amount": 0}));
+                        }
+                    }
+                    LedgerOp::Pass(dt) => c.t.set_time(now + dt),
+                }
+                let now = c.t.time();
+                let mut movements: Vec<_> = c.t.hub.store().movements(MEMBER)
+                    .unwrap_or_else(|e| panic!("{e}")).into_iter().map(|(m, _)| m).collect();
+                let want = crate::authority::spendable(&mut movements, now);
+                let mut got = None;
+                c.t.hub.store().authority_tx(&mut |tx| {
+                    got = Some(tx.balance(MEMBER, now)?);
+                    Ok(())
+                }).unwrap_or_else(|e| panic!("{e}"));
+                proptest::prop_assert_eq!(got, Some(want), "after step {}", n);
+            }
+        }
     }
 
     /// The hub's lease share and duration are its operator's to set.

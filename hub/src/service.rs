@@ -805,15 +805,10 @@ mod tests {
         push_facts(
             hub,
             &rows[1],
-            vec![member_fact(
-                "S002",
-                1,
-                T0,
-                "member_registered",
-                later,
-                0,
-                &body(&chain),
-            )],
+            vec![
+                member_fact("S002", 1, T0, "member_registered", later, 0, &body(&chain)),
+                member_fact("S002", 2, T0, "purchase", later, 50, "{}"),
+            ],
         );
         let rekey = serde_json::json!({ "phone_idx": chain, "wrapped_key": "a2V5" }).to_string();
         let rekey_by = |row: usize, seq: u64, body: &str| {
@@ -832,13 +827,31 @@ mod tests {
                 )],
             )
         };
+        let available = |member: &str, txn: u128| {
+            hub.authorize(
+                &rows[1],
+                &patron_protocol::hub::AuthorizeRequest {
+                    member: member.into(),
+                    txn: uuid::Uuid::from_u128(txn).to_string(),
+                    points: 10_000,
+                    unsynced: 0,
+                    lease_left: 0,
+                    budget_ms: 0,
+                },
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+            .available
+        };
+        // Asked before the merge: S002's member has their 50 (and the hub keeps their
+        // ledger snapshot, past the position of S001's member's purchase).
+        assert_eq!(available(later, 1), 50);
         let refused =
             |ack: PushAck| matches!(&ack.verdicts[..], [patron_sync::Verdict::Refused { .. }]);
         // Only the store that registered a member re-keys it, and a re-key carries the
         // new phone index and key.
-        assert!(refused(rekey_by(1, 2, &rekey)));
+        assert!(refused(rekey_by(1, 3, &rekey)));
         assert!(refused(rekey_by(0, 3, &body(&chain))));
-        assert_eq!(fetch(&chain), 1, "refused re-keys are not held");
+        assert_eq!(fetch(&chain), 2, "refused re-keys are not held");
         // S001 enrolls and re-keys its member: the chain's index now finds both, and
         // the member S002 registered under it first survives.
         let ack = rekey_by(0, 3, &rekey);
@@ -850,8 +863,11 @@ mod tests {
             }]
         );
         // Both members' facts and the merge: registration, purchase, re-key, S002's
-        // registration, the hub's merge.
-        assert_eq!(fetch(&chain), 5);
+        // registration and purchase, the hub's merge.
+        assert_eq!(fetch(&chain), 6);
+        // The survivor's points now include the purchase made under the other id,
+        // although it was ingested before the survivor's snapshot was kept.
+        assert_eq!(available(later, 2), 350);
     }
 
     /// A hub restored from an older copy of its database must not write merges under

@@ -49,8 +49,12 @@ pub fn member(n: u64) -> uuid::Uuid {
 /// What facts a store pushes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mix {
-    /// Member purchases only (the authorization benchmark's seed).
-    Purchases,
+    /// Member purchases only, spread over the first `members` members of the pool
+    /// (the authorization benchmark's seed).
+    Purchases {
+        /// How many members the purchases spread over.
+        members: u64,
+    },
     /// A store's day as the edge writes it, per 100 facts: 60 member sales and 10
     /// walk-in sales, 3 refunds, 3 redemptions, 5 registrations (new members, each
     /// under its own phone index), 4 profile changes, 8 check-ins, 3 coupons issued,
@@ -61,7 +65,10 @@ pub enum Mix {
 /// Fact `seq` of store `store` under `mix`, as its edge would push it.
 pub fn entry(store: usize, seq: u64, mix: Mix) -> String {
     use patron_domain::Kind;
-    let m = member(seq % 5000);
+    let m = match mix {
+        Mix::Purchases { members } => member(seq % members.max(1)),
+        Mix::Real => member(seq % 5000),
+    };
     let at = AT0 + seq as i64;
     let txn = uuid::Uuid::now_v7();
     let sale = |member: Option<uuid::Uuid>| {
@@ -81,7 +88,7 @@ pub fn entry(store: usize, seq: u64, mix: Mix) -> String {
     };
     let kind_of = |k: Kind, body: serde_json::Value| serde_json::json!({"kind": k.as_str(), "at": at, "member": m, "txn": txn, "body": body});
     let e = match (mix, seq % 100) {
-        (Mix::Purchases, _) | (Mix::Real, 0..60) => sale(Some(m)),
+        (Mix::Purchases { .. }, _) | (Mix::Real, 0..60) => sale(Some(m)),
         (Mix::Real, 60..70) => sale(None),
         (Mix::Real, 70..73) => {
             let mut e = kind_of(

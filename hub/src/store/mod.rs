@@ -192,6 +192,10 @@ pub trait AuthorityTx {
     /// each with whether it was an offline spend.
     fn movements(&self, member: &str) -> Result<Vec<(Movement, bool)>, StoreError>;
 
+    /// The member's balance at `now` over every id merged into them (every origin):
+    /// what [`crate::authority::spendable`] gives over [`AuthorityTx::movements`].
+    fn balance(&self, member: &str, now: i64) -> Result<i64, StoreError>;
+
     /// Points held for the member's authorized sales still open at `now`.
     fn held(&self, member: &str, now: i64) -> Result<i64, StoreError>;
 
@@ -435,8 +439,8 @@ impl PendingAnswer {
     }
 }
 
-/// The rule that decides an authorization from the member's movements (every origin),
-/// the points held for other sales and leases (the asking store's own included), and
-/// how much of the asking store's lease it may use; a plain function so that the
-/// authorizer thread can decide asks queued by any caller.
-pub type Decide = fn(&mut [Movement], i64, i64, &Hold) -> AuthorizeResponse;
+/// The rule that decides an authorization from the member's balance over every
+/// store's facts, the points held for other sales and leases (the asking store's own
+/// included), and how much of the asking store's lease it may use; a plain function
+/// so that the authorizer thread can decide asks queued by any caller.
+pub type Decide = fn(i64, i64, i64, &Hold) -> AuthorizeResponse;
