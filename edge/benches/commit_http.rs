@@ -9,9 +9,11 @@
 //!   plus a no-op axum endpoint as the HTTP ceiling. All durable baselines use WAL with
 //!   `synchronous=FULL` in a directory on the same disk as the edge's.
 //!
-//! `cargo bench -p patron-edge --bench commit_http -- lookup` seeds 1,000,000 members
-//! and measures `GET /v1/members?phone=` latency, against a point SELECT by primary key
-//! on the same database file and the no-op HTTP endpoint.
+//! `cargo bench -p patron-edge --bench commit_http -- lookup` seeds 1,000,000 members,
+//! gives the first 10,000 of them 200 facts each over two years
+//! (`BENCH_HISTORY_MEMBERS`, `BENCH_HISTORY_FACTS`), and measures `GET
+//! /v1/members?phone=` latency over all members and over those with history, against a
+//! point SELECT by primary key on the same database file and the no-op HTTP endpoint.
 //!
 //! `cargo bench -p patron-edge --bench commit_http -- history` gives members a history
 //! first: 2,000 members with 10 facts (sales over HTTP), 40 with 2,000
@@ -586,30 +588,67 @@ async fn lookup_bench() -> Result<(), BoxError> {
     let members = env_u64("BENCH_MEMBERS", 1_000_000);
     let dir = bench_dir().join("lookup");
     let db = dir.join("data").join(store::DB_FILE);
-    let config = if db.exists() && std::env::var_os("BENCH_RESEED").is_none() {
+    // Issue 16: the first `BENCH_HISTORY_MEMBERS` (default 10,000) members get
+    // `BENCH_HISTORY_FACTS` (default 200) facts each, spread over two years (as the
+    // history benchmark writes them), and are looked up on their own as well.
+    let (with_history, history_facts) = (
+        env_u64("BENCH_HISTORY_MEMBERS", 10_000).min(members),
+        env_u64("BENCH_HISTORY_FACTS", 200),
+    );
+    let marker = dir.join(format!("history-{with_history}x{history_facts}"));
+    let config = if db.exists() && marker.exists() && std::env::var_os("BENCH_RESEED").is_none() {
         eprintln!(
             "reusing {} (set BENCH_RESEED=1 to seed again)",
             db.display()
         );
         dir.join("edge.toml")
     } else {
-        prepare_edge(&dir, members)?
+        let config = prepare_edge(&dir, members)?;
+        if with_history > 0 {
+            let edge = start_edge(&config)?;
+            let ids =
+                fetch_member_ids(edge.addr, &edge.token, (0..with_history).map(phone)).await?;
+            drop(edge.proc_);
+            let t = Instant::now();
+            write_spread_history(&db, &ids, history_facts, &[], 0, 730)?;
+            let out = edge_cmd(&config).arg("rebuild-ledgers").output()?;
+            if !out.status.success() {
+                return Err(
+                    format!("rebuild-ledgers: {}", String::from_utf8_lossy(&out.stderr)).into(),
+                );
+            }
+            eprintln!(
+                "history: {with_history} members x {history_facts} facts written and their ledgers rebuilt in {:.1}s",
+                t.elapsed().as_secs_f64()
+            );
+        }
+        std::fs::write(&marker, b"")?;
+        config
     };
     let edge = start_edge(&config)?;
     let (addr, token) = (edge.addr, edge.token.clone());
     let mut loads = Vec::new();
-    for conns in [1u64, 16] {
-        let token = token.clone();
-        let l = drive(
-            &format!("GET /v1/members?phone= ({conns} conn)"),
-            addr,
-            conns,
-            secs,
-            200,
-            move |c, n| lookup(addr, &token, &phone((c * 7919 + n * 104_729) % members)),
-        )
-        .await?;
-        loads.push(l);
+    let mut runs = vec![(String::new(), members)];
+    if with_history > 0 {
+        runs.push((
+            format!(", members with {history_facts} facts"),
+            with_history,
+        ));
+    }
+    for (what, pool) in runs {
+        for conns in [1u64, 16] {
+            let token = token.clone();
+            let l = drive(
+                &format!("GET /v1/members?phone= ({conns} conn){what}"),
+                addr,
+                conns,
+                secs,
+                200,
+                move |c, n| lookup(addr, &token, &phone((c * 7919 + n * 104_729) % pool)),
+            )
+            .await?;
+            loads.push(l);
+        }
     }
     drop(edge.proc_);
 

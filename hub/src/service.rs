@@ -349,7 +349,8 @@ impl Hub {
 
     /// Rebuilds the per-fact projections (registrations by phone, merged profiles,
     /// member aliases) from the facts with the ingest's own rules, as ingest applied
-    /// them.
+    /// them; members' ledger snapshots are dropped, each derived again from the facts
+    /// at its member's next authorization or lease.
     pub fn rebuild_projections(&self) -> Result<crate::store::Rebuilt, HubError> {
         let project = |node: &str, body: &str, received_at: i64| {
             let entry = patron_domain::Entry::parse(body).map_err(|e| e.to_string())?;

@@ -1601,8 +1601,11 @@ impl FactLog for SqliteStore {
     fn rebuild_projections(&self, project: &Reproject) -> Result<Rebuilt, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
+        // Ledger snapshots are kept under surviving ids: dropped with the aliases, each
+        // is derived again from the facts at its member's next ask.
         tx.execute_batch(
-            "DELETE FROM registrations; DELETE FROM profiles; DELETE FROM member_aliases;",
+            "DELETE FROM registrations; DELETE FROM profiles; DELETE FROM member_aliases;
+             DELETE FROM member_ledgers;",
         )?;
         let mut out = Rebuilt::default();
         let mut profiled = std::collections::HashSet::new();

@@ -200,19 +200,30 @@ async fn a_lease_lets_the_store_redeem_offline_beyond_the_floor_limit() -> Resul
     .context("a lease is granted")?;
     assert_eq!(hub_lease(&hub, &m)?, Some(("S001".into(), 1000, 0)));
 
-    // Another store asking the hub now finds half the points taken by the lease.
+    // Another store asking the hub now finds half the points taken by the lease, and
+    // is told where they are. (An ask the lease would cover is granted by recalling
+    // it while S001 is online: `online_redemptions_follow_the_chain_balance_…`; this
+    // one, beyond the whole balance, recalls nothing.)
     let other = hub.enroll_raw("S002").await?;
     let r = ask_hub(
         &hub,
         &other,
         &m,
         "0190a000-0000-7000-8000-0000000000bb",
-        1500,
+        2500,
     )
     .await?;
     assert_eq!(
-        (r.json["granted"].clone(), r.json["available"].clone()),
-        (json!(false), json!(1000)),
+        (
+            r.json["granted"].clone(),
+            r.json["available"].clone(),
+            r.json["reserved"].clone()
+        ),
+        (
+            json!(false),
+            json!(1000),
+            json!([{"store": "S001", "points": 1000}])
+        ),
         "{}",
         r.json
     );
