@@ -44,7 +44,13 @@ pub struct Recalls {
     pending: Mutex<HashMap<String, BTreeSet<String>>>,
     /// Moves on whenever a store gives a lease back.
     returned: tokio::sync::watch::Sender<u64>,
+    /// (store, member as asked) whose recall went unanswered, and when.
+    unanswered: Mutex<HashMap<(String, String), Instant>>,
 }
+
+/// How long a store whose recall went unanswered is not waited for again for that
+/// member (its lease is named in refusals meanwhile).
+const UNANSWERED_FOR: Duration = Duration::from_secs(60);
 
 impl Default for Recalls {
     fn default() -> Self {
@@ -52,6 +58,7 @@ impl Default for Recalls {
             polls: Mutex::default(),
             pending: Mutex::default(),
             returned: tokio::sync::watch::Sender::new(0),
+            unanswered: Mutex::default(),
         }
     }
 }
@@ -123,6 +130,22 @@ impl Recalls {
         self.pending
             .lock()
             .is_ok_and(|p| p.get(store).is_some_and(|s| !s.is_empty()))
+    }
+
+    /// `store` did not give its lease on `member` back within an ask's wait.
+    pub fn went_unanswered(&self, store: &str, member: &str) {
+        if let Ok(mut u) = self.unanswered.lock() {
+            u.retain(|_, at| at.elapsed() < UNANSWERED_FOR);
+            u.insert((store.to_string(), member.to_string()), Instant::now());
+        }
+    }
+
+    /// Whether a recall of `store`'s lease on `member` went unanswered lately.
+    pub fn unanswered(&self, store: &str, member: &str) -> bool {
+        self.unanswered.lock().is_ok_and(|u| {
+            u.get(&(store.to_string(), member.to_string()))
+                .is_some_and(|at| at.elapsed() < UNANSWERED_FOR)
+        })
     }
 
     /// A store gave a lease back: waiting authorizations look again.

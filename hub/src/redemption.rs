@@ -59,15 +59,19 @@ impl Hub {
             Ok(())
         })?;
         let answer = match granted {
+            // The hub's end of the lease names it: one store and member never hold
+            // two leases ending at the same millisecond.
             Some(Ok(l)) => LeaseResponse {
                 points: l.points,
                 duration_ms: policy.duration_ms,
                 refused: None,
+                lease: l.until,
             },
             Some(Err(why)) => LeaseResponse {
                 points: 0,
                 duration_ms: 0,
                 refused: Some(why.to_string()),
+                lease: 0,
             },
             None => {
                 return Err(HubError::Store(crate::store::StoreError::Batch(
@@ -88,13 +92,23 @@ impl Hub {
         if req.spent.is_some_and(|s| s < 0) {
             return Err(HubError::Invalid("spent must not be negative".into()));
         }
+        // A return names the lease it gives back: a late or repeated one, or one sent
+        // under another id of the person, never touches a later lease of the store.
         let had = match req.spent {
-            None => self.store().return_lease(&member, &store.store_id)?,
+            None => self
+                .store()
+                .return_lease(&member, &store.store_id, req.lease)?,
             Some(spent) => {
                 let mut had = false;
                 self.store().authority_tx(&mut |tx| {
                     let mut rights = tx.rights(&member)?;
-                    had = rights.leases.contains_key(&store.store_id);
+                    had = rights
+                        .leases
+                        .get(&store.store_id)
+                        .is_some_and(|l| req.lease.is_none_or(|id| id == l.until));
+                    if !had {
+                        return Ok(());
+                    }
                     rights.take_back(&store.store_id, spent);
                     match rights.leases.get(&store.store_id) {
                         Some(kept) => tx.put_lease(&member, &store.store_id, kept),
@@ -135,9 +149,12 @@ impl Hub {
         store: &StoreRow,
         req: &AuthorizeRequest,
     ) -> Result<AuthorizeResponse, HubError> {
+        // The wait for recalls counts from the ask's arrival: the store's budget
+        // covers all of it.
+        let deadline = tokio::time::Instant::now() + crate::recall::recall_wait(req.budget_ms);
         let first = self.queue_authorization(store, req)?.wait().await?;
         let answer = match self.recallable(store, req, &first) {
-            Some(from) => self.recall_and_decide(store, req, &from).await?,
+            Some(from) => self.recall_and_decide(store, req, &from, deadline).await?,
             None => first,
         };
         tracing::debug!(store = %store.store_id, granted = answer.granted, "redemption authorization");
@@ -159,7 +176,11 @@ impl Hub {
         let online: Vec<&Reserved> = answer
             .reserved
             .iter()
-            .filter(|r| r.store != store.store_id && self.recalls.online(&r.store))
+            .filter(|r| {
+                r.store != store.store_id
+                    && self.recalls.online(&r.store)
+                    && !self.recalls.unanswered(&r.store, &req.member)
+            })
             .collect();
         let covers = online
             .iter()
@@ -178,6 +199,7 @@ impl Hub {
         store: &StoreRow,
         req: &AuthorizeRequest,
         from: &[String],
+        deadline: tokio::time::Instant,
     ) -> Result<AuthorizeResponse, HubError> {
         let root = self.member_root(&req.member)?;
         let ids = self.store().person_ids(&root)?;
@@ -188,11 +210,21 @@ impl Hub {
             self.wake_stream(s);
         }
         tracing::debug!(stores = from.len(), "leases recalled for an authorization");
-        let deadline = tokio::time::Instant::now() + crate::recall::recall_wait(req.budget_ms);
         loop {
             let waited = tokio::time::timeout_at(deadline, returned.changed()).await;
             let answer = self.queue_authorization(store, req)?.wait().await?;
-            if waited.is_err() || answer.granted || self.recallable(store, req, &answer).is_none() {
+            if waited.is_err() {
+                // A store that did not give its lease back in time (it no longer knows
+                // the lease after a restart, or lost its network mid-poll) is not
+                // waited for again for this member for a while.
+                for r in &answer.reserved {
+                    if from.contains(&r.store) {
+                        self.recalls.went_unanswered(&r.store, &req.member);
+                    }
+                }
+                return Ok(answer);
+            }
+            if answer.granted || self.recallable(store, req, &answer).is_none() {
                 return Ok(answer);
             }
             returned.borrow_and_update();
@@ -436,6 +468,7 @@ mod tests {
         let req = LeaseReturn {
             member: MEMBER.into(),
             spent: Some(spent),
+            lease: None,
         };
         assert!(
             c.t.hub
@@ -574,6 +607,39 @@ mod tests {
         }
     }
 
+    /// A return names its lease: a late or repeated return of an earlier lease does
+    /// not give back the store's later one.
+    #[test]
+    fn a_return_gives_back_only_the_lease_it_names() {
+        let c = chain(&["S001"]);
+        c.sync(0, &txn(1), 1000, 0, "");
+        let give_back = |lease: i64| {
+            c.t.hub
+                .return_lease(
+                    &c.t.rows[0],
+                    &LeaseReturn {
+                        member: MEMBER.into(),
+                        spent: None,
+                        lease: Some(lease),
+                    },
+                )
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let first = lease(&c, 0);
+        assert_eq!(first.points, 500);
+        assert!(give_back(first.lease));
+        c.t.set_time(T0 + 1);
+        let second = lease(&c, 0);
+        assert_ne!(second.lease, first.lease);
+        assert!(!give_back(first.lease), "the first lease is gone already");
+        let r = c.ask(0, &txn(2), 1000, 0);
+        assert_eq!(
+            r.available, 500,
+            "the second lease still holds its 500: {r:?}"
+        );
+        assert!(give_back(second.lease));
+    }
+
     /// The hub's lease share and duration are its operator's to set.
     #[test]
     fn the_lease_policy_is_configurable() {
@@ -619,6 +685,7 @@ mod tests {
                 &LeaseReturn {
                     member: MEMBER.into(),
                     spent: None,
+                    lease: None,
                 },
             )
             .unwrap_or_else(|e| panic!("{e}"));

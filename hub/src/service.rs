@@ -846,6 +846,16 @@ mod tests {
         // Asked before the merge: S002's member has their 50 (and the hub keeps their
         // ledger snapshot, past the position of S001's member's purchase).
         assert_eq!(available(later, 1), 50);
+        // S001 holds a lease on its member: half of 300.
+        let leased = hub
+            .grant_lease(
+                &rows[0],
+                &patron_protocol::hub::LeaseRequest {
+                    member: early.into(),
+                },
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(leased.points, 150);
         let refused =
             |ack: PushAck| matches!(&ack.verdicts[..], [patron_sync::Verdict::Refused { .. }]);
         // Only the store that registered a member re-keys it, and a re-key carries the
@@ -867,8 +877,9 @@ mod tests {
         // registration and purchase, the hub's merge.
         assert_eq!(fetch(&chain), 6);
         // The survivor's points now include the purchase made under the other id,
-        // although it was ingested before the survivor's snapshot was kept.
-        assert_eq!(available(later, 2), 350);
+        // although it was ingested before the survivor's snapshot was kept; and S001's
+        // lease on the merged-away id still holds its 150 for S001.
+        assert_eq!(available(later, 2), 200);
     }
 
     /// A hub restored from an older copy of its database must not write merges under

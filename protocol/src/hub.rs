@@ -248,6 +248,10 @@ pub struct LeaseResponse {
     /// Why none was granted, if none was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused: Option<String>,
+    /// Which lease this is (0: none granted, or a hub that does not say): a return
+    /// naming it gives back this lease only, never a later one of the same store.
+    #[serde(default)]
+    pub lease: i64,
 }
 
 /// `POST /v1/leases/return`: the store gives a lease back (after pushing its spends).
@@ -260,6 +264,10 @@ pub struct LeaseReturn {
     /// not yet arrived. Absent: the store pushed them all first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spent: Option<i64>,
+    /// The lease given back ([`LeaseResponse::lease`]); absent: whatever lease the
+    /// store holds on the member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<i64>,
 }
 
 /// The hub's answer to a [`LeaseReturn`].

@@ -26,9 +26,18 @@ const GIVE_BACK_EVERY: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 struct Local {
     lease: HeldLease,
-    /// Sales (or hub asks) that took points from it and are not settled yet: the lease
-    /// is not given back while any is, since the hub has not seen their spends.
-    in_flight: u32,
+    /// The hub's name for it (`LeaseResponse::lease`; 0 if the hub gave none).
+    hub_id: i64,
+    /// Sales spending under it (`auth: lease`) not settled yet: it is not given back
+    /// while any is, so that what it says was spent under it is exact.
+    spending: u32,
+    /// Asks to the hub with part of it set aside, not answered yet. A spent-out lease
+    /// waits for them (the hub may leave it points); a recalled one does not (the hub
+    /// no longer lets them use it), but stays here until they settle, so that their
+    /// settling never lands on a later lease.
+    asking: u32,
+    /// Given back to the hub while asks were in progress: dropped once they settle.
+    gone: bool,
     /// Being given back: nothing more is spent under it.
     returning: bool,
     /// What redemptions spent under it (`auth: lease`, written or in progress), as
@@ -62,8 +71,9 @@ impl Default for Leases {
     }
 }
 
-/// A lease to give back: its member, and for a recalled one what was spent under it.
-type GiveBack = ([u8; 16], Option<i64>);
+/// A lease to give back: its member, the hub's name for it, and for a recalled one
+/// what was spent under it.
+type GiveBack = ([u8; 16], i64, Option<i64>);
 
 impl Leases {
     /// Milliseconds on the monotonic clock.
@@ -81,7 +91,7 @@ impl Leases {
         self.lock().get_mut(member).is_some_and(|l| {
             let ok = !l.returning && l.lease.spend(points, now);
             if ok {
-                l.in_flight += 1;
+                l.spending += 1;
                 l.by_lease += points;
             }
             ok
@@ -96,7 +106,7 @@ impl Leases {
             Some(l) if !l.returning => {
                 let left = l.lease.left(now);
                 l.lease.spent += left;
-                l.in_flight += 1;
+                l.asking += 1;
                 left
             }
             _ => 0,
@@ -115,13 +125,23 @@ impl Leases {
     }
 
     fn settle_with(&self, member: &[u8; 16], unused: i64, spend: bool) {
-        if let Some(l) = self.lock().get_mut(member) {
-            let unused = unused.max(0);
-            l.in_flight = l.in_flight.saturating_sub(1);
-            l.lease.spent = (l.lease.spent - unused).max(0);
-            if spend {
-                l.by_lease = (l.by_lease - unused).max(0);
+        let mut held = self.lock();
+        let Some(l) = held.get_mut(member) else {
+            return;
+        };
+        let unused = unused.max(0);
+        l.lease.spent = (l.lease.spent - unused).max(0);
+        if spend {
+            l.spending = l.spending.saturating_sub(1);
+            l.by_lease = (l.by_lease - unused).max(0);
+            if l.recalled && l.spending == 0 {
+                self.recalled.notify_one();
             }
+        } else {
+            l.asking = l.asking.saturating_sub(1);
+        }
+        if l.gone && l.spending == 0 && l.asking == 0 {
+            held.remove(member);
         }
     }
 
@@ -158,12 +178,15 @@ impl Leases {
         self.lock().contains_key(member)
     }
 
-    fn insert(&self, member: [u8; 16], lease: HeldLease) {
+    fn insert(&self, member: [u8; 16], lease: HeldLease, hub_id: i64) {
         self.lock().insert(
             member,
             Local {
                 lease,
-                in_flight: 0,
+                hub_id,
+                spending: 0,
+                asking: 0,
+                gone: false,
                 returning: false,
                 by_lease: 0,
                 recalled: false,
@@ -172,37 +195,51 @@ impl Leases {
         );
     }
 
-    /// Marks the leases to give back now and lists them: those recalled, and those
-    /// that can no longer be spent and have nothing in progress.
+    /// Marks the leases to give back now and lists them, recalled ones first: those
+    /// recalled, once no sale under them is in progress, and those that can no longer
+    /// be spent and have nothing in progress.
     fn start_returning(&self) -> Vec<GiveBack> {
         let now = self.now();
         let mut held = self.lock();
-        held.iter_mut()
-            .filter(|(_, l)| !l.sending)
+        let mut out: Vec<GiveBack> = held
+            .iter_mut()
+            .filter(|(_, l)| !l.sending && !l.gone)
             .filter_map(|(m, l)| {
-                let spent = if l.recalled {
+                let spent = if l.recalled && l.spending == 0 {
                     Some(l.by_lease)
-                } else if !l.returning && l.in_flight == 0 && l.lease.left(now) == 0 {
+                } else if !l.recalled
+                    && !l.returning
+                    && l.spending == 0
+                    && l.asking == 0
+                    && l.lease.left(now) == 0
+                {
                     None
                 } else {
                     return None;
                 };
                 l.returning = true;
                 l.sending = true;
-                Some((*m, spent))
+                Some((*m, l.hub_id, spent))
             })
-            .collect()
+            .collect();
+        out.sort_by_key(|(_, _, spent)| spent.is_none());
+        out
     }
 
     /// The hub took `member`'s lease back (or not: `returned` false keeps it; a
     /// recalled one stays unspendable and is offered again).
     fn finish_returning(&self, member: &[u8; 16], returned: bool) {
         let mut held = self.lock();
-        if returned {
-            held.remove(member);
-        } else if let Some(l) = held.get_mut(member) {
+        let Some(l) = held.get_mut(member) else {
+            return;
+        };
+        if !returned {
             l.sending = false;
             l.returning = l.recalled;
+        } else if l.spending == 0 && l.asking == 0 {
+            held.remove(member);
+        } else {
+            l.gone = true;
         }
     }
 }
@@ -290,8 +327,11 @@ async fn ask(edge: &Edge, client: &dyn HubPort, member: [u8; 16]) {
     };
     match client.lease(&req).await {
         Ok(r) if r.points > 0 => {
-            edge.leases
-                .insert(member, HeldLease::new(r.points, asked, r.duration_ms));
+            edge.leases.insert(
+                member,
+                HeldLease::new(r.points, asked, r.duration_ms),
+                r.lease,
+            );
             tracing::debug!(points = r.points, "lease granted");
         }
         Ok(_) => {}
@@ -308,16 +348,23 @@ async fn give_back(edge: &Edge, client: &dyn HubPort) {
     if done.is_empty() {
         return;
     }
-    let ready = if done.iter().any(|(_, spent)| spent.is_none()) {
-        caught_up(edge).await
-    } else {
-        true
-    };
-    for (m, spent) in done {
-        let returned = (ready || spent.is_some()) && {
+    // Recalled ones first (another store is waiting), without waiting for the check.
+    let mut ready = None;
+    for (m, hub_id, spent) in done {
+        let may = match spent {
+            Some(_) => true,
+            None => {
+                if ready.is_none() {
+                    ready = Some(caught_up(edge).await);
+                }
+                ready == Some(true)
+            }
+        };
+        let returned = may && {
             let req = LeaseReturn {
                 member: uuid::Uuid::from_bytes(m).to_string(),
                 spent,
+                lease: (hub_id != 0).then_some(hub_id),
             };
             client.return_lease(&req).await.is_ok()
         };
@@ -336,22 +383,22 @@ mod tests {
     fn a_lease_with_a_sale_in_progress_is_not_given_back() {
         let l = Leases::default();
         let m = [7u8; 16];
-        l.insert(m, HeldLease::new(100, l.now(), 3_600_000));
+        l.insert(m, HeldLease::new(100, l.now(), 3_600_000), 7);
         assert!(l.spend(&m, 100));
         assert!(!l.spend(&m, 1), "spent out");
         assert!(l.start_returning().is_empty(), "the sale is not settled");
         // The sale failed: its points come back, and the lease is usable again.
-        l.settle(&m, 100);
+        l.settle_spend(&m, 100);
         assert!(l.start_returning().is_empty(), "100 left");
         assert!(l.spend(&m, 100));
-        l.settle(&m, 0);
-        assert_eq!(l.start_returning(), vec![(m, None)]);
+        l.settle_spend(&m, 0);
+        assert_eq!(l.start_returning(), vec![(m, 7, None)]);
         assert!(
             !l.spend(&m, 0) && l.take_rest(&m) == 0,
             "nothing under a lease being given back"
         );
         l.finish_returning(&m, false);
-        assert_eq!(l.start_returning(), vec![(m, None)]);
+        assert_eq!(l.start_returning(), vec![(m, 7, None)]);
         l.finish_returning(&m, true);
         assert_eq!(l.count(), 0);
     }
@@ -360,7 +407,7 @@ mod tests {
     fn a_recalled_lease_stops_spending_and_goes_back_with_what_was_spent_under_it() {
         let l = Leases::default();
         let (m, other) = ([9u8; 16], [10u8; 16]);
-        l.insert(m, HeldLease::new(1000, l.now(), 3_600_000));
+        l.insert(m, HeldLease::new(1000, l.now(), 3_600_000), 7);
         assert!(l.spend(&m, 300));
         // An ask to the hub took 200 of the rest; it is not spent "under the lease".
         assert_eq!(l.take_rest(&m), 700);
@@ -371,36 +418,57 @@ mod tests {
             !l.spend(&m, 1) && l.take_rest(&m) == 0,
             "recalled: nothing more"
         );
-        // Given back at once: the 300 sale still in progress counts as spent.
-        assert_eq!(l.start_returning(), vec![(m, Some(300))]);
+        assert!(
+            l.start_returning().is_empty(),
+            "the 300 sale is in progress: what it spends is not known yet"
+        );
+        l.settle_spend(&m, 0);
+        assert_eq!(l.start_returning(), vec![(m, 7, Some(300))]);
         assert!(l.start_returning().is_empty(), "one give-back at a time");
         // The hub did not answer: still not spendable, offered again.
         l.finish_returning(&m, false);
         assert!(!l.spend(&m, 1));
-        assert_eq!(l.start_returning(), vec![(m, Some(300))]);
+        assert_eq!(l.start_returning(), vec![(m, 7, Some(300))]);
         l.finish_returning(&m, true);
         assert_eq!(l.count(), 0);
-        l.settle_spend(&m, 0);
+    }
+
+    #[test]
+    fn a_recalled_lease_goes_back_during_an_ask_and_stays_until_the_ask_settles() {
+        let l = Leases::default();
+        let m = [12u8; 16];
+        l.insert(m, HeldLease::new(1000, l.now(), 3_600_000), 7);
+        assert_eq!(l.take_rest(&m), 1000, "an ask to the hub in progress");
+        l.recall(&[m]);
+        // Not waiting for the ask (the hub may be waiting for this very lease).
+        assert_eq!(l.start_returning(), vec![(m, 7, Some(0))]);
+        l.finish_returning(&m, true);
+        assert!(
+            l.holds(&m),
+            "kept until the ask settles: no new lease meanwhile"
+        );
+        l.settle(&m, 1000);
+        assert!(!l.holds(&m), "the ask settled: gone");
     }
 
     #[test]
     fn a_sale_not_written_under_a_lease_is_not_counted_as_spent_under_it() {
         let l = Leases::default();
         let m = [11u8; 16];
-        l.insert(m, HeldLease::new(1000, l.now(), 3_600_000));
+        l.insert(m, HeldLease::new(1000, l.now(), 3_600_000), 7);
         assert!(l.spend(&m, 400));
         assert!(l.spend(&m, 100));
         l.settle_spend(&m, 400);
         l.settle_spend(&m, 0);
         l.recall(&[m]);
-        assert_eq!(l.start_returning(), vec![(m, Some(100))]);
+        assert_eq!(l.start_returning(), vec![(m, 7, Some(100))]);
     }
 
     #[test]
     fn an_ask_to_the_hub_sets_the_rest_aside_and_gets_back_what_it_did_not_use() {
         let l = Leases::default();
         let m = [8u8; 16];
-        l.insert(m, HeldLease::new(1000, l.now(), 3_600_000));
+        l.insert(m, HeldLease::new(1000, l.now(), 3_600_000), 7);
         assert!(l.spend(&m, 300));
         assert_eq!(l.take_rest(&m), 700);
         assert!(!l.spend(&m, 1), "set aside while the hub decides");
@@ -412,8 +480,12 @@ mod tests {
             l.start_returning().is_empty(),
             "the 300 sale is still in progress"
         );
-        l.settle(&m, 0);
-        l.settle(&m, 0);
-        assert_eq!(l.start_returning(), vec![(m, None)]);
+        l.settle_spend(&m, 0);
+        assert!(
+            l.start_returning().is_empty(),
+            "the 200 sale is still in progress"
+        );
+        l.settle_spend(&m, 0);
+        assert_eq!(l.start_returning(), vec![(m, 7, None)]);
     }
 }

@@ -170,8 +170,14 @@ pub trait AuthorityStore: Send + Sync + 'static {
         work: &mut dyn FnMut(&dyn AuthorityTx) -> Result<(), StoreError>,
     ) -> Result<(), StoreError>;
 
-    /// Drops `store`'s lease on `member`; whether there was one.
-    fn return_lease(&self, member: &str, store: &str) -> Result<bool, StoreError>;
+    /// Drops `store`'s lease on `member` (only the one ending at `lease`, if given);
+    /// whether there was one.
+    fn return_lease(
+        &self,
+        member: &str,
+        store: &str,
+        lease: Option<i64>,
+    ) -> Result<bool, StoreError>;
 
     /// Every member id of the person whose surviving id is `root` (`root` first, then
     /// the ids merged into it).

@@ -682,6 +682,25 @@ fn merge_if_registered_twice(
     // The survivor's ledger now takes in the loser's movements: derived again.
     tx.prepare_cached("DELETE FROM member_ledgers WHERE member IN (?1, ?2)")?
         .execute(params![member, survivor])?;
+    // Leases on the merged-away id now count against the survivor (spends under them
+    // are credited to the survivor). A store holding one under each id keeps one row
+    // adding both up, ending at the later end: it may reserve more than the store can
+    // spend until then, never less.
+    tx.prepare_cached(
+        "UPDATE leases SET
+            points   = points + (SELECT l.points FROM leases l WHERE l.member = ?1 AND l.store = leases.store),
+            spent    = spent  + (SELECT l.spent  FROM leases l WHERE l.member = ?1 AND l.store = leases.store),
+            until    = max(until, (SELECT l.until FROM leases l WHERE l.member = ?1 AND l.store = leases.store)),
+            returned = max(returned, (SELECT l.returned FROM leases l WHERE l.member = ?1 AND l.store = leases.store))
+          WHERE member = ?2 AND store IN (SELECT store FROM leases WHERE member = ?1)",
+    )?
+    .execute(params![member, survivor])?;
+    tx.prepare_cached(
+        "DELETE FROM leases WHERE member = ?1 AND store IN (SELECT store FROM leases WHERE member = ?2)",
+    )?
+    .execute(params![member, survivor])?;
+    tx.prepare_cached("UPDATE leases SET member = ?2 WHERE member = ?1")?
+        .execute(params![member, survivor])?;
     // Points held for the merged-away id's sales now count against the survivor.
     tx.prepare_cached("UPDATE holds SET member = ?2 WHERE member = ?1")?
         .execute(params![member, survivor])?;
@@ -1751,11 +1770,18 @@ impl AuthorityStore for SqliteStore {
         Ok(())
     }
 
-    fn return_lease(&self, member: &str, store: &str) -> Result<bool, StoreError> {
+    fn return_lease(
+        &self,
+        member: &str,
+        store: &str,
+        lease: Option<i64>,
+    ) -> Result<bool, StoreError> {
         let n = self
             .lock()
-            .prepare_cached("DELETE FROM leases WHERE member = ?1 AND store = ?2")?
-            .execute(params![member, store])?;
+            .prepare_cached(
+                "DELETE FROM leases WHERE member = ?1 AND store = ?2 AND (?3 IS NULL OR until = ?3)",
+            )?
+            .execute(params![member, store, lease])?;
         Ok(n == 1)
     }
 
