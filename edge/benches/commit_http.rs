@@ -611,12 +611,7 @@ async fn lookup_bench() -> Result<(), BoxError> {
             drop(edge.proc_);
             let t = Instant::now();
             write_spread_history(&db, &ids, history_facts, &[], 0, 730)?;
-            let out = edge_cmd(&config).arg("rebuild-ledgers").output()?;
-            if !out.status.success() {
-                return Err(
-                    format!("rebuild-ledgers: {}", String::from_utf8_lossy(&out.stderr)).into(),
-                );
-            }
+            rebuild_ledgers(&config)?;
             eprintln!(
                 "history: {with_history} members x {history_facts} facts written and their ledgers rebuilt in {:.1}s",
                 t.elapsed().as_secs_f64()
@@ -705,6 +700,15 @@ async fn lookup_bench() -> Result<(), BoxError> {
         &[],
     );
     Ok(())
+}
+
+/// Runs `patron-edge rebuild-ledgers` on the stopped edge; what it printed.
+fn rebuild_ledgers(config: &Path) -> Result<String, BoxError> {
+    let out = edge_cmd(config).arg("rebuild-ledgers").output()?;
+    if !out.status.success() {
+        return Err(format!("rebuild-ledgers: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// Writes `per` sales for each of `members` over `conns` connections; how long it took.
@@ -798,15 +802,9 @@ async fn history_bench() -> Result<(), BoxError> {
         let db = dir.join("data").join(store::DB_FILE);
         write_spread_history(&db, long, long_facts, deep, deep_facts, spread_days)?;
         let t = Instant::now();
-        let out = edge_cmd(&config).arg("rebuild-ledgers").output()?;
-        if !out.status.success() {
-            return Err(
-                format!("rebuild-ledgers: {}", String::from_utf8_lossy(&out.stderr)).into(),
-            );
-        }
+        let said = rebuild_ledgers(&config)?;
         eprintln!(
-            "rebuild-ledgers: {} in {:.1}s",
-            String::from_utf8_lossy(&out.stdout).trim(),
+            "rebuild-ledgers: {said} in {:.1}s",
             t.elapsed().as_secs_f64()
         );
         start_edge(&config)?

@@ -125,13 +125,6 @@ impl Recalls {
             .unwrap_or_default()
     }
 
-    /// Whether anything waits to be sent to `store`.
-    pub fn any_for(&self, store: &str) -> bool {
-        self.pending
-            .lock()
-            .is_ok_and(|p| p.get(store).is_some_and(|s| !s.is_empty()))
-    }
-
     /// `store` did not give its lease on `member` back within an ask's wait.
     pub fn went_unanswered(&self, store: &str, member: &str) {
         if let Ok(mut u) = self.unanswered.lock() {
@@ -196,9 +189,7 @@ mod tests {
         r.ask("S001", &["m1".into(), "m2".into()]);
         r.ask("S001", &["m1".into()]);
         r.ask("S002", &["m3".into()]);
-        assert!(r.any_for("S001"));
         assert_eq!(r.take("S001"), vec!["m1".to_string(), "m2".to_string()]);
-        assert!(!r.any_for("S001"));
         assert!(r.take("S001").is_empty());
         assert_eq!(r.take("S002"), vec!["m3".to_string()]);
     }

@@ -1385,18 +1385,17 @@ fn ledger_balance(conn: &Connection, root: &str, now: i64) -> Result<i64, StoreE
         }
         None => None,
     };
-    let (snap, upto, write) = match folded {
+    let (mut snap, upto, write) = match folded {
         Some(f) => f,
         None => {
             let all = movements_after(conn, root, 0)?;
             let upto = all.iter().map(|t| t.0).max().unwrap_or(0);
-            let mut snap = Snapshot::derive(all.into_iter().map(|(_, m, _)| movement(m)));
-            snap.seal(LEDGER_KEEP_LOTS);
+            let snap = Snapshot::derive(all.into_iter().map(|(_, m, _)| movement(m)));
             (snap, upto, true)
         }
     };
     if write {
-        let mut snap = snap.clone();
+        // Sealing keeps the balance at every instant; it only bounds the lots kept.
         snap.seal(LEDGER_KEEP_LOTS);
         conn.prepare_cached(
             "INSERT OR REPLACE INTO member_ledgers (member, position, snapshot) VALUES (?1, ?2, ?3)",
