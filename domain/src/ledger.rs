@@ -220,21 +220,18 @@ impl Snapshot {
     /// varints, times as differences from the one before, a sealed lot without its key,
     /// so a member buying daily for two years costs a few KB, not tens.
     pub fn encode(&self) -> Vec<u8> {
+        self.encode_with(&self.points.lots, &self.spend)
+    }
+
+    /// [`Snapshot::encode`] with these lots and spend entries in place of its own.
+    fn encode_with(&self, lots: &[crate::points::Lot], spend: &[(Millis, i64)]) -> Vec<u8> {
         let p = &self.points;
-        let mut out = Vec::with_capacity(32 + 12 * p.lots.len() + 8 * self.spend.len());
+        let mut out = Vec::with_capacity(32 + 12 * lots.len() + 8 * spend.len());
         out.push(VERSION);
         put(&mut out, p.debt);
         put(&mut out, p.expired);
         put(&mut out, p.now);
-        put(&mut out, p.lots.len() as i64);
-        let mut prev = 0;
-        for l in &p.lots {
-            put_key(&mut out, &l.key);
-            put(&mut out, l.remaining);
-            put(&mut out, l.expires_at.wrapping_sub(prev));
-            prev = l.expires_at;
-            put(&mut out, l.available_at);
-        }
+        put_lots(&mut out, lots);
         put(&mut out, p.expired_lots.len() as i64);
         for (k, n) in &p.expired_lots {
             put_key(&mut out, k);
@@ -257,13 +254,7 @@ impl Snapshot {
                 put(&mut out, t);
             }
         }
-        put(&mut out, self.spend.len() as i64);
-        let mut prev = 0;
-        for (t, n) in &self.spend {
-            put(&mut out, t.wrapping_sub(prev));
-            prev = *t;
-            put(&mut out, *n);
-        }
+        put_spend(&mut out, spend);
         out.push(u8::from(self.purchased));
         put(&mut out, self.facts as i64);
         // Most members never have a lot sealed: their filter is one byte.
@@ -291,19 +282,7 @@ impl Snapshot {
             now: r.int()?,
             ..PointsState::default()
         };
-        let mut prev: i64 = 0;
-        for _ in 0..r.count()? {
-            let key = r.key()?;
-            let remaining = r.int()?;
-            let expires_at = prev.wrapping_add(r.int()?);
-            prev = expires_at;
-            p.lots.push(crate::points::Lot {
-                key,
-                remaining,
-                expires_at,
-                available_at: r.int()?,
-            });
-        }
+        p.lots = r.lots()?;
         for _ in 0..r.count()? {
             p.expired_lots.push((r.key()?, r.int()?));
         }
@@ -321,13 +300,7 @@ impl Snapshot {
             1 => Some(r.int()?),
             _ => return None,
         };
-        let mut spend = Vec::new();
-        let mut prev: i64 = 0;
-        for _ in 0..r.count()? {
-            let t = prev.wrapping_add(r.int()?);
-            prev = t;
-            spend.push((t, r.int()?));
-        }
+        let spend = r.spend()?;
         let purchased = match r.byte()? {
             0 => false,
             1 => true,
@@ -353,6 +326,95 @@ impl Snapshot {
             purchased,
             facts,
         })
+    }
+}
+
+impl Snapshot {
+    /// The snapshot as two blobs, for storage that rewrites only what changed: `hot`,
+    /// which nearly every fact changes (the header, the lots expiring in the last one
+    /// to two [`SPLIT_GRID_MS`] periods before the latest expiry, the spend entries of
+    /// the last one to two periods), and `cold`, everything older, which changes about
+    /// once a period, on a redemption (lots are consumed soonest expiry first) and when
+    /// a lot expires. A loyal member's snapshot is mostly cold: a sale rewrites a page,
+    /// not the three a whole 8 KB snapshot spans. [`Snapshot::decode_split`] reads the
+    /// pair back; the cut is at an index, so the pair always reads back exactly.
+    pub fn encode_split(&self) -> (Vec<u8>, Vec<u8>) {
+        let lots = &self.points.lots;
+        let lot_cut = lots.last().map_or(0, |l| {
+            lots.partition_point(|x| x.expires_at < grid_floor(l.expires_at))
+        });
+        let spend_cut = self.spend.last().map_or(0, |(t, _)| {
+            self.spend.partition_point(|(x, _)| *x < grid_floor(*t))
+        });
+        let hot = self.encode_with(&lots[lot_cut..], &self.spend[spend_cut..]);
+        if lot_cut == 0 && spend_cut == 0 {
+            return (hot, Vec::new());
+        }
+        let mut cold = Vec::with_capacity(12 * lot_cut + 8 * spend_cut + 4);
+        cold.push(COLD_VERSION);
+        put_lots(&mut cold, &lots[..lot_cut]);
+        put_spend(&mut cold, &self.spend[..spend_cut]);
+        (hot, cold)
+    }
+
+    /// Reads [`Snapshot::encode_split`]'s pair (an empty `cold`: nothing was cold, as
+    /// for a snapshot stored whole by [`Snapshot::encode`]); `None` if either part is
+    /// not of this version.
+    pub fn decode_split(hot: &[u8], cold: &[u8]) -> Option<Snapshot> {
+        let mut s = Snapshot::decode(hot)?;
+        if cold.is_empty() {
+            return Some(s);
+        }
+        let mut r = Reader(cold);
+        if r.byte()? != COLD_VERSION {
+            return None;
+        }
+        let mut lots = r.lots()?;
+        let mut spend = r.spend()?;
+        if !r.0.is_empty() {
+            return None;
+        }
+        lots.append(&mut s.points.lots);
+        s.points.lots = lots;
+        spend.append(&mut s.spend);
+        s.spend = spend;
+        Some(s)
+    }
+}
+
+/// The period the hot part of a split snapshot is cut on (32 days): its cut moves
+/// once a period, so the cold part is rewritten about that often.
+pub const SPLIT_GRID_MS: Millis = 32 * 86_400_000;
+
+/// The start of the grid period before the one holding `t`.
+fn grid_floor(t: Millis) -> Millis {
+    t.div_euclid(SPLIT_GRID_MS)
+        .saturating_sub(1)
+        .saturating_mul(SPLIT_GRID_MS)
+}
+
+/// The cold part's version.
+const COLD_VERSION: u8 = 1;
+
+fn put_lots(out: &mut Vec<u8>, lots: &[crate::points::Lot]) {
+    put(out, lots.len() as i64);
+    let mut prev = 0;
+    for l in lots {
+        put_key(out, &l.key);
+        put(out, l.remaining);
+        put(out, l.expires_at.wrapping_sub(prev));
+        prev = l.expires_at;
+        put(out, l.available_at);
+    }
+}
+
+fn put_spend(out: &mut Vec<u8>, spend: &[(Millis, i64)]) {
+    put(out, spend.len() as i64);
+    let mut prev = 0;
+    for (t, n) in spend {
+        put(out, t.wrapping_sub(prev));
+        prev = *t;
+        put(out, *n);
     }
 }
 
@@ -410,6 +472,33 @@ impl<'a> Reader<'a> {
         // it allocates.
         let n = usize::try_from(self.int()?).ok()?;
         (n <= self.0.len()).then_some(n)
+    }
+    fn lots(&mut self) -> Option<Vec<crate::points::Lot>> {
+        let mut lots = Vec::new();
+        let mut prev: i64 = 0;
+        for _ in 0..self.count()? {
+            let key = self.key()?;
+            let remaining = self.int()?;
+            let expires_at = prev.wrapping_add(self.int()?);
+            prev = expires_at;
+            lots.push(crate::points::Lot {
+                key,
+                remaining,
+                expires_at,
+                available_at: self.int()?,
+            });
+        }
+        Some(lots)
+    }
+    fn spend(&mut self) -> Option<Vec<(Millis, i64)>> {
+        let mut spend = Vec::new();
+        let mut prev: i64 = 0;
+        for _ in 0..self.count()? {
+            let t = prev.wrapping_add(self.int()?);
+            prev = t;
+            spend.push((t, self.int()?));
+        }
+        Some(spend)
     }
     fn key(&mut self) -> Option<LotKey> {
         match self.byte()? {
@@ -501,6 +590,54 @@ mod tests {
         };
         assert_eq!(s.clone().fold(&reverse(3)), Err(Late), "lot 3 was sealed");
         assert_eq!(s.clone().fold(&reverse(10)), Ok(()), "lot 10 was kept");
+    }
+
+    #[test]
+    fn a_daily_buyer_s_sale_rewrites_the_small_hot_part_only() {
+        const DAY: i64 = 86_400_000;
+        let mut s = Snapshot::default();
+        let sale = |day: i64, seq: i64| LedgerFact {
+            movement: Some(Movement {
+                at: day * DAY + 3_600_000,
+                origin: "S001/a".into(),
+                seq,
+                txn: [(seq % 251) as u8; 16],
+                earn: 25,
+                expires_at: (day + 366) * DAY - 1,
+                available_at: 0,
+                spend: 0,
+                reverse: 0,
+                reverse_lot: None,
+            }),
+            spend: Some((day * DAY + 3_600_000, 2_500)),
+            purchase: true,
+        };
+        for day in 0..730 {
+            assert_eq!(s.fold(&sale(day, day + 1)), Ok(()));
+            s.seal(32);
+        }
+        let (hot, cold) = s.encode_split();
+        let whole = s.encode().len();
+        // Under a page, and a fifth of the whole: two years of daily lots and spend are
+        // cold.
+        assert!(
+            hot.len() < 2_500 && hot.len() * 5 < whole,
+            "hot {} of {whole} bytes",
+            hot.len()
+        );
+        assert!(hot.len() + cold.len() <= whole + 8);
+        // A second sale the same day leaves the cold part as it was (a day's first
+        // sale rewrites it when a lot expired overnight).
+        let mut again = sale(729, 731);
+        if let Some(m) = again.movement.as_mut() {
+            m.at += 3_600_000;
+        }
+        assert_eq!(s.fold(&again), Ok(()));
+        s.seal(32);
+        let (hot2, cold2) = s.encode_split();
+        assert!(cold2 == cold, "cold part changed by a sale");
+        assert_ne!(hot2, hot);
+        assert_eq!(Snapshot::decode_split(&hot2, &cold2), Some(s));
     }
 
     #[test]
@@ -679,6 +816,39 @@ mod tests {
                 prop_assert_eq!(snap.purchased, seen.iter().any(|f| f.purchase));
                 prop_assert_eq!(snap.facts, seen.len() as u64);
                 prop_assert_eq!(Snapshot::decode(&snap.encode()), Some(snap.clone()));
+            }
+        }
+
+        #[test]
+        fn a_split_snapshot_reads_back_exactly(
+            raw in prop::collection::vec(arb_fact(), 1..60),
+            scale in prop::sample::select(vec![1i64, 86_400_000 / 50, 86_400_000]),
+            keep in 0usize..3,
+        ) {
+            // The same histories stretched from seconds to years, so that the cut falls
+            // anywhere, inside runs of equal expiries included.
+            let facts: Vec<LedgerFact> = build(&raw)
+                .into_iter()
+                .map(|mut f| {
+                    if let Some(m) = f.movement.as_mut() {
+                        m.at *= scale;
+                        m.expires_at *= scale;
+                        m.available_at *= scale;
+                    }
+                    if let Some((t, _)) = f.spend.as_mut() {
+                        *t *= scale;
+                    }
+                    f
+                })
+                .collect();
+            for snap in kept(&facts, keep) {
+                let (hot, cold) = snap.encode_split();
+                prop_assert_eq!(Snapshot::decode_split(&hot, &cold), Some(snap.clone()));
+                // A snapshot stored whole reads back as a split with nothing cold.
+                prop_assert_eq!(Snapshot::decode_split(&snap.encode(), &[]), Some(snap.clone()));
+                if !cold.is_empty() {
+                    prop_assert!(Snapshot::decode_split(&hot, &cold[..cold.len() - 1]).is_none());
+                }
             }
         }
 

@@ -84,18 +84,33 @@ pub fn get(conn: &Connection, member: &[u8; 16]) -> Result<Option<Snapshot>, Sto
 
 /// The snapshot kept in the row of `root` itself.
 fn get_at(conn: &Connection, root: &[u8; 16]) -> Result<Option<Snapshot>, StoreError> {
-    let bytes: Option<Vec<u8>> = conn
+    Ok(get_parts(conn, root)?.map(|(s, _)| s))
+}
+
+/// The snapshot kept for `root`, with its cold part as stored (so that a write can
+/// tell whether the cold part changed).
+fn get_parts(
+    conn: &Connection,
+    root: &[u8; 16],
+) -> Result<Option<(Snapshot, Vec<u8>)>, StoreError> {
+    let hot: Option<Vec<u8>> = conn
         .prepare_cached("SELECT snapshot FROM member_ledgers WHERE member = ?1")?
         .query_row(params![&root[..]], |r| r.get(0))
         .optional()?;
     // An empty snapshot is one not kept (forgotten, or a row holding only coupons).
-    Ok(bytes.filter(|b| !b.is_empty()).and_then(|b| {
-        let s = Snapshot::decode(&b);
-        if s.is_none() {
-            tracing::warn!("a member's ledger snapshot does not decode: derived from the facts");
-        }
-        s
-    }))
+    let Some(hot) = hot.filter(|b| !b.is_empty()) else {
+        return Ok(None);
+    };
+    let cold: Vec<u8> = conn
+        .prepare_cached("SELECT cold FROM member_ledgers_cold WHERE member = ?1")?
+        .query_row(params![&root[..]], |r| r.get(0))
+        .optional()?
+        .unwrap_or_default();
+    let s = Snapshot::decode_split(&hot, &cold);
+    if s.is_none() {
+        tracing::warn!("a member's ledger snapshot does not decode: derived from the facts");
+    }
+    Ok(s.map(|s| (s, cold)))
 }
 
 /// The ledger facts of the person `member` stands for, under every id.
@@ -116,7 +131,7 @@ pub fn derive(conn: &Connection, member: &[u8; 16]) -> Result<Snapshot, StoreErr
     let latest = all.iter().filter_map(latest_at).max();
     let mut s = Snapshot::derive(all);
     if let Some(t) = latest {
-        s.forget_spend_before(t.saturating_sub(SPEND_KEPT_MS));
+        s.forget_spend_before(forget_before(t));
     }
     s.seal(KEEP_LOTS);
     Ok(s)
@@ -145,13 +160,39 @@ pub fn spend_after_from_facts(
         .sum())
 }
 
-/// Keeps `s` in the row of `root` itself.
-fn put_at(conn: &Connection, root: &[u8; 16], s: &Snapshot) -> Result<(), StoreError> {
+/// Keeps `s` in the row of `root` itself: its hot part always, its cold part only when
+/// it differs from `stored_cold` (what the row held, if known), so that a sale of a
+/// loyal member rewrites one small row, not the pages of two years of lots and spend.
+fn put_at(
+    conn: &Connection,
+    root: &[u8; 16],
+    s: &Snapshot,
+    stored_cold: Option<&[u8]>,
+) -> Result<(), StoreError> {
+    let (hot, cold) = s.encode_split();
     conn.prepare_cached(
         "INSERT INTO member_ledgers (member, snapshot) VALUES (?1, ?2)
          ON CONFLICT (member) DO UPDATE SET snapshot = excluded.snapshot",
     )?
-    .execute(params![&root[..], s.encode()])?;
+    .execute(params![&root[..], hot])?;
+    if stored_cold != Some(cold.as_slice()) {
+        put_cold(conn, root, &cold)?;
+    }
+    Ok(())
+}
+
+/// Keeps (or, empty, drops) the cold part of `root`'s snapshot.
+fn put_cold(conn: &Connection, root: &[u8; 16], cold: &[u8]) -> Result<(), StoreError> {
+    if cold.is_empty() {
+        conn.prepare_cached("DELETE FROM member_ledgers_cold WHERE member = ?1")?
+            .execute(params![&root[..]])?;
+    } else {
+        conn.prepare_cached(
+            "INSERT INTO member_ledgers_cold (member, cold) VALUES (?1, ?2)
+             ON CONFLICT (member) DO UPDATE SET cold = excluded.cold",
+        )?
+        .execute(params![&root[..], cold])?;
+    }
     Ok(())
 }
 
@@ -166,25 +207,40 @@ fn latest_at(f: &LedgerFact) -> Option<Millis> {
 /// kept or `f` sorts before its last movement.
 pub fn fold(conn: &Connection, member: &[u8; 16], f: &LedgerFact) -> Result<(), StoreError> {
     let root = root(conn, member)?;
-    let folded = get_at(conn, &root)?.and_then(|mut s| s.fold(f).is_ok().then_some(s));
+    let stored = get_parts(conn, &root)?;
+    let (stored, cold) = match stored {
+        Some((s, cold)) => (Some(s), Some(cold)),
+        None => (None, None),
+    };
+    let folded = stored.and_then(|mut s| s.fold(f).is_ok().then_some(s));
     let s = match folded {
         Some(mut s) => {
             if let Some(t) = latest_at(f) {
-                s.forget_spend_before(t.saturating_sub(SPEND_KEPT_MS));
+                s.forget_spend_before(forget_before(t));
             }
             s.seal(KEEP_LOTS);
             s
         }
         None => derive(conn, member)?,
     };
-    put_at(conn, &root, &s)
+    put_at(conn, &root, &s, cold.as_deref())
+}
+
+/// Where spend entries are forgotten for a person whose latest fact is at `t`: about
+/// [`SPEND_KEPT_MS`] before, moved back to the split grid so that the cut (and with it
+/// the cold part of the snapshot) changes once a grid period, not every day.
+fn forget_before(t: Millis) -> Millis {
+    let grid = patron_domain::ledger::SPLIT_GRID_MS;
+    t.saturating_sub(SPEND_KEPT_MS)
+        .div_euclid(grid)
+        .saturating_mul(grid)
 }
 
 /// Derives the snapshot of the person `member` stands for again and keeps it (after a
 /// merge or after facts were removed).
 pub fn refresh(conn: &Connection, member: &[u8; 16]) -> Result<(), StoreError> {
     let s = derive(conn, member)?;
-    put_at(conn, &root(conn, member)?, &s)
+    put_at(conn, &root(conn, member)?, &s, None)
 }
 
 /// Forgets the snapshot kept under `member` itself (a person removed from this
@@ -192,7 +248,7 @@ pub fn refresh(conn: &Connection, member: &[u8; 16]) -> Result<(), StoreError> {
 pub fn forget(conn: &Connection, member: &[u8; 16]) -> Result<(), StoreError> {
     conn.prepare_cached("UPDATE member_ledgers SET snapshot = x'' WHERE member = ?1")?
         .execute(params![&member[..]])?;
-    Ok(())
+    put_cold(conn, member, &[])
 }
 
 /// `loser` now counts under `survivor`: the loser's coupon codes join the survivor's,
@@ -206,6 +262,7 @@ pub fn absorb(conn: &Connection, loser: &[u8; 16], survivor: &[u8; 16]) -> Resul
     }
     conn.prepare_cached("DELETE FROM member_ledgers WHERE member = ?1")?
         .execute(params![&loser[..]])?;
+    put_cold(conn, loser, &[])?;
     put_codes(conn, survivor, &codes)?;
     refresh(conn, survivor)
 }
@@ -274,6 +331,7 @@ pub fn people(conn: &Connection) -> Result<Vec<[u8; 16]>, StoreError> {
 #[cfg(test)]
 fn rebuild_all(conn: &Connection) -> Result<u64, StoreError> {
     conn.execute("UPDATE member_ledgers SET snapshot = x''", [])?;
+    conn.execute("DELETE FROM member_ledgers_cold", [])?;
     let ids = people(conn)?;
     for id in &ids {
         refresh(conn, id)?;
@@ -301,6 +359,7 @@ mod tests {
     #[allow(clippy::type_complexity)]
     fn observed(
         s: &Snapshot,
+        scale: i64,
     ) -> (
         Vec<(i64, i64, i64, i64, Vec<(i64, i64)>)>,
         Option<i64>,
@@ -310,7 +369,7 @@ mod tests {
         let points = [0, 5_000, 20_000]
             .iter()
             .map(|&now| {
-                let p = s.points_at(now);
+                let p = s.points_at(now * scale);
                 (
                     p.balance(),
                     p.pending(),
@@ -354,9 +413,9 @@ mod tests {
         },
         /// B is merged into A (a `member_merged` fact from the hub).
         Merge,
-        /// The snapshot row is lost or damaged (a restore of an older file, a bad
-        /// sector): the next read or fact derives it again.
-        Damage { b: bool },
+        /// The snapshot row (or its cold part) is lost or damaged (a restore of an
+        /// older file, a bad sector): the next read or fact derives it again.
+        Damage { b: bool, cold: bool },
     }
 
     fn arb_step() -> impl Strategy<Value = Step> {
@@ -364,22 +423,25 @@ mod tests {
             8 => (0usize..3, any::<bool>(), 0i64..10_000, 0u8..5, 1i64..300)
                 .prop_map(|(o, b, at, kind, n)| Step::Fact { o, b, at, kind, n }),
             1 => Just(Step::Merge),
-            1 => any::<bool>().prop_map(|b| Step::Damage { b }),
+            1 => (any::<bool>(), any::<bool>()).prop_map(|(b, cold)| Step::Damage { b, cold }),
         ]
     }
 
-    fn apply(d: &mut Db, step: &Step, i: usize) {
+    /// Applies `step` with its times multiplied by `scale` (1: milliseconds; a day's
+    /// worth: the same history over decades, so snapshots have cold parts).
+    fn apply(d: &mut Db, step: &Step, i: usize, scale: i64) {
         let c = &d.conn;
         match *step {
             Step::Fact { o, b, at, kind, n } => {
+                let at = at * scale;
                 let member = if b { B } else { A };
                 let txn = [i as u8; 16];
                 let mut f = NewFact::new(Kind::Event, at, Some(member), txn, "{}".into());
                 match kind {
                     0 => {
                         f.earn = n;
-                        f.expires_at = at + 3_000 + n * 10;
-                        f.available_at = if n % 4 == 0 { at + 500 } else { 0 };
+                        f.expires_at = at + (3_000 + n * 10) * scale;
+                        f.available_at = if n % 4 == 0 { at + 500 * scale } else { 0 };
                         f.qual_spend = n * 100;
                         f.qual_at = at;
                         f.kind = Kind::Purchase;
@@ -407,13 +469,15 @@ mod tests {
                 assert!(put.unwrap_or_else(|e| panic!("{e}")), "a new fact");
             }
             Step::Merge => members::merge(c, &B, &A).unwrap_or_else(|e| panic!("{e}")),
-            Step::Damage { b } => {
+            Step::Damage { b, cold } => {
                 let root = root(c, if b { &B } else { &A }).unwrap_or_else(|e| panic!("{e}"));
-                c.execute(
-                    "UPDATE member_ledgers SET snapshot = x'00ff' WHERE member = ?1",
-                    params![&root[..]],
-                )
-                .unwrap_or_else(|e| panic!("{e}"));
+                let sql = if cold {
+                    "UPDATE member_ledgers_cold SET cold = x'01ff' WHERE member = ?1"
+                } else {
+                    "UPDATE member_ledgers SET snapshot = x'00ff' WHERE member = ?1"
+                };
+                c.execute(sql, params![&root[..]])
+                    .unwrap_or_else(|e| panic!("{e}"));
             }
         }
     }
@@ -428,15 +492,16 @@ mod tests {
         #[test]
         fn the_kept_snapshot_equals_the_derivation_from_the_facts_after_every_step(
             steps in prop::collection::vec(arb_step(), 1..40),
+            scale in prop::sample::select(vec![1i64, 86_400_000 / 40]),
         ) {
             let mut d = db();
             for (i, s) in steps.iter().enumerate() {
-                apply(&mut d, s, i);
+                apply(&mut d, s, i, scale);
                 for id in [A, B] {
                     let reference = derive(&d.conn, &id).unwrap_or_else(|e| panic!("{e}"));
                     let read = current(&d.conn, &id).unwrap_or_else(|e| panic!("{e}"));
-                    prop_assert_eq!(observed(&read), observed(&reference), "step {} {:?}", i, s);
-                    for now in [0, 5_000, 20_000] {
+                    prop_assert_eq!(observed(&read, scale), observed(&reference, scale), "step {} {:?}", i, s);
+                    for now in [0, 5_000 * scale, 20_000 * scale] {
                         let mut movements: Vec<Movement> = members::alias_set(&d.conn, &id)
                             .unwrap_or_else(|e| panic!("{e}"))
                             .iter()
@@ -468,7 +533,10 @@ mod tests {
             for (id, before) in [A, B].iter().zip(kept) {
                 let after = get(&d.conn, id).unwrap_or_else(|e| panic!("{e}"));
                 if before.facts > 0 {
-                    prop_assert_eq!(Some(observed(&before)), after.as_ref().map(observed));
+                    prop_assert_eq!(
+                        Some(observed(&before, scale)),
+                        after.as_ref().map(|a| observed(a, scale))
+                    );
                 }
             }
         }
@@ -488,6 +556,7 @@ mod tests {
                     n: 10,
                 },
                 i as usize,
+                1,
             );
         }
         // With the facts gone, the kept snapshot still answers: reads do not derive.
@@ -497,5 +566,83 @@ mod tests {
         let s = current(&d.conn, &A).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(s.points_at(2_000).balance(), 500);
         assert_eq!(s.facts, 50);
+    }
+
+    /// A loyal member's sale rewrites the small hot row of their snapshot only: the
+    /// cold part (years of lots and spend) is written when it changes, not per sale.
+    #[test]
+    fn a_loyal_member_s_sale_rewrites_one_ledger_row() {
+        const DAY: i64 = 86_400_000;
+        let mut d = db();
+        let sale = |d: &mut Db, at: i64, i: usize| {
+            let mut f = NewFact::new(
+                Kind::Purchase,
+                at,
+                Some(A),
+                [(i % 251) as u8; 16],
+                "{}".into(),
+            );
+            f.earn = 10;
+            // Noon a year on: the sales below, early in the day, expire no lot.
+            f.expires_at = at + 365 * DAY + DAY / 2;
+            f.qual_spend = 1_000;
+            f.qual_at = at;
+            d.seqs[0] += 1;
+            facts::insert_at(&d.conn, d.origins[0], d.seqs[0], &f).unwrap_or_else(|e| panic!("{e}"))
+        };
+        for day in 0..600 {
+            assert!(sale(&mut d, day * DAY + 1_000, day as usize));
+        }
+        let cold_rows = |c: &Connection| -> i64 {
+            c.query_row("SELECT count(*) FROM member_ledgers_cold", [], |r| r.get(0))
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        assert_eq!(
+            cold_rows(&d.conn),
+            1,
+            "two years of history has a cold part"
+        );
+        d.conn
+            .execute_batch(
+                "CREATE TEMP TABLE cold_writes (n INTEGER);
+                 CREATE TEMP TRIGGER cold_ins AFTER INSERT ON main.member_ledgers_cold
+                 BEGIN INSERT INTO cold_writes VALUES (1); END;
+                 CREATE TEMP TRIGGER cold_upd AFTER UPDATE ON main.member_ledgers_cold
+                 BEGIN INSERT INTO cold_writes VALUES (1); END;",
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        let cold_writes = |c: &Connection| -> i64 {
+            c.query_row("SELECT count(*) FROM cold_writes", [], |r| r.get(0))
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        assert!(sale(&mut d, 599 * DAY + 2_000, 600));
+        assert_eq!(
+            cold_writes(&d.conn),
+            0,
+            "a same-day sale left the cold part alone"
+        );
+        // A redemption takes from the lots expiring first, which are cold: rewritten.
+        let mut spend = NewFact::new(
+            Kind::Redemption,
+            599 * DAY + 3_000,
+            Some(A),
+            [7; 16],
+            "{}".into(),
+        );
+        spend.spend = 15;
+        d.seqs[0] += 1;
+        facts::insert_at(&d.conn, d.origins[0], d.seqs[0], &spend)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            cold_writes(&d.conn),
+            1,
+            "the redemption rewrote the cold part"
+        );
+        let s = current(&d.conn, &A).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.facts, 602);
+        assert_eq!(
+            observed(&s, DAY),
+            observed(&derive(&d.conn, &A).unwrap_or_else(|e| panic!("{e}")), DAY)
+        );
     }
 }
