@@ -74,6 +74,8 @@ impl App {
         let hub = Arc::new(
             open_hub(dir, !cfg.insecure_dev)?
                 .with_lease_policy(cfg.lease_policy())
+                .with_fact_limits(cfg.fact_limits())
+                .with_max_unsynced(cfg.max_unsynced_points)
                 .with_fetch_limit(cfg.fetches_per_minute),
         );
         let state = AppState {

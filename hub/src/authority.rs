@@ -64,6 +64,11 @@ pub const LEASE_POLICY: LeasePolicy = LeasePolicy {
     min_points: 100,
 };
 
+/// Points a store's claim of unsynced earns may add to a member's balance when it asks
+/// to redeem, by default: a store pushes within a second while online, so a real claim
+/// is one or two sales; a larger one is not taken on trust.
+pub const MAX_UNSYNCED_POINTS: i64 = 5_000;
+
 /// What a member may spend at `now`: the balance over every store's facts, derived
 /// from all of them (the reference the ledger snapshots are tested against).
 #[cfg(test)]

@@ -32,6 +32,15 @@ pub struct HubConfig {
     /// A store's stream keeps what it has not acknowledged this many days; a store
     /// away longer refetches its members when it comes back.
     pub stream_retention_days: u32,
+    /// Points one store fact may earn, spend or reverse; a fact beyond it is
+    /// quarantined for review.
+    pub max_points_per_fact: i64,
+    /// Amount (fen) one store fact's qualifying spend may be; beyond: quarantined.
+    pub max_amount_fen_per_fact: i64,
+    /// Points a store's unsynced earns may add to a member's balance when it asks to
+    /// redeem (it pushes within a second while online; its claim is not taken beyond
+    /// this).
+    pub max_unsynced_points: i64,
 }
 
 impl Default for HubConfig {
@@ -43,6 +52,9 @@ impl Default for HubConfig {
             lease_share_permille: crate::authority::LEASE_POLICY.share_permille,
             lease_minutes: crate::authority::LEASE_POLICY.duration_ms / 60_000,
             fetches_per_minute: crate::directory::DEFAULT_FETCHES_PER_MINUTE,
+            max_points_per_fact: crate::ingest::FactLimits::default().max_points,
+            max_amount_fen_per_fact: crate::ingest::FactLimits::default().max_amount_fen,
+            max_unsynced_points: crate::authority::MAX_UNSYNCED_POINTS,
             stream_retention_days: 30,
         }
     }
@@ -75,12 +87,30 @@ impl HubConfig {
                 "stream_retention_days must be >= 1".into(),
             ));
         }
+        if self.max_points_per_fact < 1 || self.max_amount_fen_per_fact < 1 {
+            return Err(ConfigError::Invalid(
+                "max_points_per_fact and max_amount_fen_per_fact must be >= 1".into(),
+            ));
+        }
+        if self.max_unsynced_points < 0 {
+            return Err(ConfigError::Invalid(
+                "max_unsynced_points must be >= 0".into(),
+            ));
+        }
         if !(1..=7 * 24 * 60).contains(&self.lease_minutes) {
             return Err(ConfigError::Invalid(
                 "lease_minutes must be 1..=10080 (a week)".into(),
             ));
         }
         Ok(())
+    }
+
+    /// What one store fact may carry under this configuration.
+    pub fn fact_limits(&self) -> crate::ingest::FactLimits {
+        crate::ingest::FactLimits {
+            max_points: self.max_points_per_fact,
+            max_amount_fen: self.max_amount_fen_per_fact,
+        }
     }
 
     /// How members' points are leased under this configuration.

@@ -42,6 +42,20 @@ pub fn valid_store_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// How long an enrollment token works unless HQ says otherwise.
+pub const TOKEN_VALID_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// `valid_ms` if it is a sane token lifetime (a minute to 30 days).
+fn token_validity(valid_ms: i64) -> Result<i64, HubError> {
+    if (60_000..=30 * 24 * 60 * 60 * 1000).contains(&valid_ms) {
+        Ok(valid_ms)
+    } else {
+        Err(HubError::Invalid(
+            "an enrollment token is valid for a minute to 30 days".into(),
+        ))
+    }
+}
+
 /// The protocol for a store that speaks `asked` (absent: 1), or why it is refused.
 pub fn negotiate(asked: Option<u32>) -> Result<Negotiated, HubError> {
     Negotiated::for_store(asked).ok_or(HubError::Protocol {
@@ -83,8 +97,15 @@ impl Enrollment {
     }
 
     /// Registers a store and returns its one-time enrollment token:
-    /// `<secret>.<sha-256 of the hub CA>` (the edge pins the CA by that fingerprint).
-    pub fn add_store(&self, store_id: &str, name: &str, ring: &str) -> Result<String, HubError> {
+    /// `<secret>.<sha-256 of the hub CA>` (the edge pins the CA by that fingerprint),
+    /// valid for `valid_ms`.
+    pub fn add_store(
+        &self,
+        store_id: &str,
+        name: &str,
+        ring: &str,
+        valid_ms: i64,
+    ) -> Result<String, HubError> {
         if !valid_store_id(store_id) {
             return Err(HubError::Invalid(
                 "store id: 1–16 of A-Z a-z 0-9 - _ (and not `hub`)".into(),
@@ -93,15 +114,54 @@ impl Enrollment {
         if name.trim().is_empty() || ring.trim().is_empty() {
             return Err(HubError::Invalid("name and ring must not be empty".into()));
         }
+        let valid_ms = token_validity(valid_ms)?;
         let secret = self.secret("pe_")?;
+        let now = (self.now)();
         self.store.add_store(&NewStore {
             store_id,
             name: name.trim(),
             ring: ring.trim(),
             enroll_hash: secret_hash(&secret),
-            now: (self.now)(),
+            enroll_expires_at: now.saturating_add(valid_ms),
+            now,
         })?;
         Ok(format!("{secret}.{}", self.ca_fingerprint))
+    }
+
+    /// A new one-time enrollment token for a registered store, valid for `valid_ms`
+    /// (the one outstanding, if any, stops working). With `rotate`, the store's
+    /// current credential stops working at once: it syncs again once enrolled with
+    /// the new token (its data stays; `patron-edge enroll` only replaces the link).
+    pub fn issue_token(
+        &self,
+        store_id: &str,
+        valid_ms: i64,
+        rotate: bool,
+    ) -> Result<String, HubError> {
+        let valid_ms = token_validity(valid_ms)?;
+        let secret = self.secret("pe_")?;
+        let expires = (self.now)().saturating_add(valid_ms);
+        self.store
+            .issue_enrollment(store_id, &secret_hash(&secret), expires, rotate)?;
+        if rotate {
+            tracing::warn!(store = %store_id, "store credential rotated: the old one is refused");
+        }
+        Ok(format!("{secret}.{}", self.ca_fingerprint))
+    }
+
+    /// Cancels a store's outstanding enrollment token; whether it had one.
+    pub fn cancel_token(&self, store_id: &str) -> Result<bool, HubError> {
+        Ok(self.store.cancel_enrollment(store_id)?)
+    }
+
+    /// Revokes a store: from now on its credential is refused, what it pushes is kept
+    /// in quarantine for review, and it cannot enroll again. Whether it was not yet.
+    pub fn revoke(&self, store_id: &str) -> Result<bool, HubError> {
+        let done = self.store.revoke_store(store_id, (self.now)())?;
+        if done {
+            tracing::warn!(store = %store_id, "store revoked");
+        }
+        Ok(done)
     }
 
     /// Redeems an enrollment secret: the store gets its credential and the CA to pin.
@@ -131,8 +191,18 @@ impl Enrollment {
         })
     }
 
-    /// The store holding this credential.
+    /// The store holding this credential; a revoked store is refused.
     pub fn authenticate(&self, credential: &str) -> Result<StoreRow, HubError> {
+        let row = self.authenticate_revoked_too(credential)?;
+        if row.revoked {
+            return Err(HubError::Revoked(row.store_id));
+        }
+        Ok(row)
+    }
+
+    /// The store holding this credential, revoked or not (a revoked store's push is
+    /// kept in quarantine before it is refused).
+    pub fn authenticate_revoked_too(&self, credential: &str) -> Result<StoreRow, HubError> {
         self.store
             .store_by_credential(&secret_hash(credential))?
             .ok_or(HubError::Unauthorized)

@@ -12,6 +12,10 @@ pub enum HubError {
     /// No or a bad credential.
     #[error("unknown or missing store credential")]
     Unauthorized,
+    /// The store was revoked by HQ: it is refused everything (its pushes are kept in
+    /// quarantine for review).
+    #[error("store {0} was revoked by HQ")]
+    Revoked(String),
     /// A store pushed facts of another origin.
     #[error("store {store} may not push facts of origin {claimed}")]
     Forged {
@@ -57,6 +61,7 @@ impl From<StoreError> for HubError {
         match e {
             StoreError::Enrollment(m) => HubError::Enrollment(m),
             StoreError::StoreExists(s) => HubError::Exists(s),
+            StoreError::Conflict(m) => HubError::Invalid(m.into()),
             other => HubError::Store(other),
         }
     }

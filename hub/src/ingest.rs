@@ -178,6 +178,67 @@ pub fn rekeys_a_stranger<E>(
     Ok(false)
 }
 
+/// Bounds on what one fact of a store may carry: far above any real sale (the edge's
+/// own per-sale caps are lower and configurable), low enough that a store cannot mint
+/// or drain a chain's worth of points in one fact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FactLimits {
+    /// Points one fact may earn, spend or reverse.
+    pub max_points: i64,
+    /// Amount (fen) one fact's qualifying spend may be, either sign.
+    pub max_amount_fen: i64,
+}
+
+impl Default for FactLimits {
+    fn default() -> Self {
+        FactLimits {
+            max_points: 100_000,
+            max_amount_fen: 100_000_000,
+        }
+    }
+}
+
+/// Why the hub keeps a store's fact out of every member's state (quarantine), or
+/// `None` to apply it. The hub trusts a store with its own members only: those it
+/// registered (`home`: the store whose fact first named the member, `None` for a
+/// member the hub has not seen, whom this fact makes the store's) and those it
+/// legitimately served (`holds`: the hub let it fetch them, streamed them to it, or
+/// merged them with one of its own; asked only when the member is not the store's).
+/// A quarantined fact is kept, in order, for review: the store's sync goes on.
+pub fn quarantine_reason<E>(
+    store: &str,
+    t: &TypedFact,
+    limits: &FactLimits,
+    home: Option<&str>,
+    holds: impl FnOnce() -> Result<bool, E>,
+) -> Result<Option<&'static str>, E> {
+    let e = &t.entry;
+    let points = [e.earn, e.spend, e.reverse];
+    if points.iter().any(|p| *p < 0 || *p > limits.max_points) {
+        return Ok(Some("points beyond the per-fact limit"));
+    }
+    if e.qual_spend
+        .checked_abs()
+        .is_none_or(|a| a > limits.max_amount_fen)
+    {
+        return Ok(Some("amount beyond the per-fact limit"));
+    }
+    if e.member.is_none() {
+        return Ok(None);
+    }
+    match home {
+        None => Ok(None),
+        Some(h) if h == store => Ok(None),
+        // Another store's member: a registration under their id is never legitimate;
+        // any other fact is, once the hub let this store hold them.
+        Some(_) if e.kind() == Kind::MemberRegistered => {
+            Ok(Some("registers a member of another store"))
+        }
+        Some(_) if holds()? => Ok(None),
+        Some(_) => Ok(Some("a member this store neither registered nor served")),
+    }
+}
+
 /// The stream's fan-out rule for a fact of a member written by store `writer`, given
 /// the stores holding that member: every other holder receives it, and the writer
 /// joins the holders if it was not one (it served the member). A member no one holds

@@ -42,6 +42,11 @@ enum Command {
         #[command(subcommand)]
         command: StoreCommand,
     },
+    /// Reviews the store facts the hub kept in quarantine instead of applying them.
+    Quarantine {
+        #[command(subcommand)]
+        command: QuarantineCommand,
+    },
     /// Manages HQ rule sets.
     Rules {
         #[command(subcommand)]
@@ -135,6 +140,9 @@ enum StoreCommand {
         /// Rollout ring (pilot, wave1, …, all).
         #[arg(long, default_value = "all")]
         ring: String,
+        /// Hours the enrollment token works.
+        #[arg(long, default_value_t = 24)]
+        valid_hours: i64,
     },
     /// Lists every store with its last sync, lag and pending facts.
     List {
@@ -142,6 +150,54 @@ enum StoreCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Prints a new one-time enrollment token for a store (the outstanding one stops
+    /// working), e.g. for a replaced store PC.
+    Token {
+        /// Store id.
+        store_id: String,
+        /// Hours the token works.
+        #[arg(long, default_value_t = 24)]
+        valid_hours: i64,
+    },
+    /// Cancels a store's outstanding enrollment token.
+    CancelToken {
+        /// Store id.
+        store_id: String,
+    },
+    /// Revokes a store (a stolen PC, a closed store): its credential is refused at
+    /// once, what it still pushes is kept in quarantine for review, and it cannot
+    /// enroll again.
+    Revoke {
+        /// Store id.
+        store_id: String,
+    },
+    /// Stops the store's credential at once and prints a one-time enrollment token;
+    /// the store syncs again after `patron-edge enroll` with it (its data stays).
+    RotateCredential {
+        /// Store id.
+        store_id: String,
+        /// Hours the token works.
+        #[arg(long, default_value_t = 24)]
+        valid_hours: i64,
+    },
+}
+
+#[derive(Subcommand)]
+enum QuarantineCommand {
+    /// Lists the facts kept in quarantine (not applied), oldest first.
+    List {
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// At most this many.
+        #[arg(long, default_value_t = 1000)]
+        max: usize,
+    },
+}
+
+/// `h` hours in ms (a token lifetime out of range is refused where it is checked).
+fn hours_ms(h: i64) -> i64 {
+    h.saturating_mul(3_600_000)
 }
 
 fn hub(dir: &Path, need_ca: bool) -> anyhow::Result<Hub> {
@@ -186,13 +242,84 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     store_id,
                     name,
                     ring,
+                    valid_hours,
                 },
         } => {
-            let token = hub(&dir, false)?
-                .enrollment
-                .add_store(&store_id, &name, &ring)?;
+            let token = hub(&dir, false)?.enrollment.add_store(
+                &store_id,
+                &name,
+                &ring,
+                hours_ms(valid_hours),
+            )?;
             println!("store {store_id} added to ring {ring}");
-            println!("enrollment token (one use): {token}");
+            println!("enrollment token (one use, {valid_hours} h): {token}");
+        }
+        Command::Store {
+            command:
+                StoreCommand::Token {
+                    store_id,
+                    valid_hours,
+                },
+        } => {
+            let token = hub(&dir, false)?.enrollment.issue_token(
+                &store_id,
+                hours_ms(valid_hours),
+                false,
+            )?;
+            println!("enrollment token for {store_id} (one use, {valid_hours} h): {token}");
+        }
+        Command::Store {
+            command: StoreCommand::CancelToken { store_id },
+        } => {
+            if hub(&dir, false)?.enrollment.cancel_token(&store_id)? {
+                println!("the enrollment token of {store_id} no longer works");
+            } else {
+                println!("{store_id} had no enrollment token outstanding");
+            }
+        }
+        Command::Store {
+            command: StoreCommand::Revoke { store_id },
+        } => {
+            if hub(&dir, false)?.enrollment.revoke(&store_id)? {
+                println!(
+                    "store {store_id} revoked: refused from now on; its pushes are quarantined"
+                );
+            } else {
+                anyhow::bail!("no such store, or it was revoked already: {store_id}");
+            }
+        }
+        Command::Store {
+            command:
+                StoreCommand::RotateCredential {
+                    store_id,
+                    valid_hours,
+                },
+        } => {
+            let token =
+                hub(&dir, false)?
+                    .enrollment
+                    .issue_token(&store_id, hours_ms(valid_hours), true)?;
+            println!("the credential of {store_id} no longer works");
+            println!("enroll the store again with (one use, {valid_hours} h): {token}");
+        }
+        Command::Quarantine {
+            command: QuarantineCommand::List { json, max },
+        } => {
+            let list = hub(&dir, false)?.quarantined(max)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                println!(
+                    "{:>10} {:<10} {:>8} {:<18} reason",
+                    "position", "store", "seq", "kind"
+                );
+                for q in list {
+                    println!(
+                        "{:>10} {:<10} {:>8} {:<18} {}",
+                        q.position, q.store_id, q.seq, q.kind, q.reason
+                    );
+                }
+            }
         }
         Command::Store {
             command: StoreCommand::List { json },
@@ -202,16 +329,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
                 println!(
-                    "{:<10} {:<20} {:<8} {:<8} {:>10} {:>8} {:>10}",
-                    "store", "name", "ring", "enrolled", "lag", "pending", "facts"
+                    "{:<10} {:<20} {:<8} {:<8} {:>10} {:>8} {:>10} {:>11}",
+                    "store", "name", "ring", "enrolled", "lag", "pending", "facts", "quarantined"
                 );
                 for s in list {
                     let lag = s.lag_ms.map_or("never".to_string(), |l| {
                         format!("{:.1}s", l as f64 / 1000.0)
                     });
+                    let enrolled = match (s.revoked_at, s.enrolled) {
+                        (Some(_), _) => "revoked".to_string(),
+                        (None, e) => e.to_string(),
+                    };
                     println!(
-                        "{:<10} {:<20} {:<8} {:<8} {:>10} {:>8} {:>10}",
-                        s.store_id, s.name, s.ring, s.enrolled, lag, s.pending, s.facts
+                        "{:<10} {:<20} {:<8} {:<8} {:>10} {:>8} {:>10} {:>11}",
+                        s.store_id,
+                        s.name,
+                        s.ring,
+                        enrolled,
+                        lag,
+                        s.pending,
+                        s.facts,
+                        s.quarantined
                     );
                 }
             }

@@ -256,7 +256,9 @@ impl Hub {
             txn,
             store: store.store_id.clone(),
             points: req.points,
-            unsynced: req.unsynced,
+            // The hub cannot see what the store has not pushed: its claim counts up to
+            // a bound (a negative claim only lowers what it may take).
+            unsynced: req.unsynced.min(self.max_unsynced),
             lease_left: req.lease_left.max(0),
             now,
             until: now.saturating_add(HOLD_MS),
@@ -322,9 +324,12 @@ mod tests {
         .unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// Stores sharing [`MEMBER`]: registered at the first, fetched by the others.
     fn chain(stores: &[&str]) -> Chain {
+        let t = TestHub::new(T0, stores);
+        t.share_member(MEMBER);
         Chain {
-            t: TestHub::new(T0, stores),
+            t,
             seqs: std::sync::Mutex::new(vec![0; stores.len()]),
         }
     }
@@ -945,6 +950,9 @@ mod tests {
         let member = |m: usize| {
             uuid::Uuid::from_u128(0x0190_a000_0000_7000_8000_0000_0000_1000 + m as u128).to_string()
         };
+        for m in 0..MEMBERS {
+            c.t.share_member(&member(m));
+        }
         let mut created = [(0i64, 0i64); MEMBERS];
         let mut held = [(0i64, 0i64); MEMBERS];
         // Net points of each store's facts the hub holds, per member.

@@ -16,6 +16,9 @@ use crate::documents::HqDocuments;
 use crate::enrollment::Enrollment;
 pub use crate::error::HubError;
 use crate::ingest::HUB_NODE;
+
+/// Why a revoked store's pushed facts are quarantined.
+const REVOKED: &str = "pushed after the store was revoked";
 use crate::store::{HubStore, IncomingBatch, IngestJob, StoreRow};
 
 /// The hub.
@@ -29,6 +32,10 @@ pub struct Hub {
     store: Arc<dyn HubStore>,
     /// How members' points are leased to stores.
     lease_policy: patron_sync::rights::LeasePolicy,
+    /// What one fact of a store may carry.
+    fact_limits: crate::ingest::FactLimits,
+    /// What a store's claim of unsynced earns may add to a redemption it asks for.
+    pub(crate) max_unsynced: i64,
     now: Clock,
     /// Per store, moves on when a push gave its stream facts: that store's waiting
     /// polls look again, no other's. In this process only (a single-process limit:
@@ -85,6 +92,8 @@ impl Hub {
             documents: HqDocuments::new(store.clone(), now.clone()),
             store,
             lease_policy: crate::authority::LEASE_POLICY,
+            fact_limits: crate::ingest::FactLimits::default(),
+            max_unsynced: crate::authority::MAX_UNSYNCED_POINTS,
             now,
             streamed: Default::default(),
             closing: std::sync::atomic::AtomicBool::new(false),
@@ -103,6 +112,18 @@ impl Hub {
     /// Hands `keys` (see [`crate::chain_keys`]) to every store that enrolls.
     pub fn with_chain_keys(mut self, keys: String) -> Self {
         self.enrollment.set_chain_keys(keys);
+        self
+    }
+
+    /// Bounds each store fact by `limits` instead of [`crate::ingest::FactLimits::default`].
+    pub fn with_fact_limits(mut self, limits: crate::ingest::FactLimits) -> Self {
+        self.fact_limits = limits;
+        self
+    }
+
+    /// Takes a store's claim of unsynced earns up to `points` only.
+    pub fn with_max_unsynced(mut self, points: i64) -> Self {
+        self.max_unsynced = points.max(0);
         self
     }
 
@@ -235,6 +256,14 @@ impl Hub {
         }
     }
 
+    /// Up to `max` facts kept in quarantine for review, oldest first.
+    pub fn quarantined(
+        &self,
+        max: usize,
+    ) -> Result<Vec<patron_protocol::hub::QuarantinedFact>, HubError> {
+        Ok(self.store.quarantined(max)?)
+    }
+
     /// Applies a store's push. A batch of any origin but the store's own refuses the
     /// whole push (nothing applied) and is logged; otherwise every batch is judged on
     /// its own and the valid ones are applied in one transaction.
@@ -281,8 +310,19 @@ impl Hub {
             batches,
             judge: patron_sync::session::place,
             flag_window_ms: crate::authority::FLAG_WINDOW_MS,
+            limits: self.fact_limits,
+            quarantine_all: store.revoked.then_some(REVOKED),
             now,
         })?;
+        for (origin, i) in origins.iter().zip(&done) {
+            for (seq, why) in &i.quarantined {
+                tracing::warn!(store = %sid, %origin, seq, why, "fact quarantined for review");
+            }
+        }
+        if store.revoked {
+            // Kept for review, never applied: the store is told it is cut off.
+            return Err(HubError::Revoked(sid.clone()));
+        }
         if ahead > 0 {
             tracing::warn!(store = %sid, ahead_ms = ahead, "store clock ahead of the hub: profile stamps clamped");
             self.store.note_clock_ahead(sid, ahead)?;
@@ -448,11 +488,119 @@ mod tests {
         )
     }
 
+    /// Issue 17: a store is trusted with its own members and those it served. Facts
+    /// about another store's member it never fetched, a registration under another
+    /// store's member id, and facts beyond the per-fact limits are kept in quarantine
+    /// (listed for review, counted per store) and change nothing: not the member's
+    /// balance, not what a fetch returns; the store's sync goes on past them.
+    #[test]
+    fn facts_a_store_may_not_write_are_quarantined_and_change_nothing() {
+        use base64::Engine;
+        let t = TestHub::new(T0, &["S001", "S002"]);
+        let (hub, rows) = (&t.hub, &t.rows);
+        let push = |row: &StoreRow, facts: Vec<Fact>| push_facts(hub, row, facts);
+        let idx = base64::engine::general_purpose::STANDARD.encode([3u8; 32]);
+        let reg = serde_json::json!({ "phone_idx": idx }).to_string();
+        push(
+            &rows[0],
+            vec![
+                member_fact("S001", 1, T0, "member_registered", "m-1", 0, &reg),
+                member_fact("S001", 2, T0, "purchase", "m-1", 500, "{}"),
+            ],
+        );
+        let balance = |m: &str| {
+            let mut b = 0;
+            hub.store()
+                .authority_tx(&mut |tx| {
+                    b = tx.balance(&mid(m), T0 + 10)?;
+                    Ok(())
+                })
+                .unwrap_or_else(|e| panic!("{e}"));
+            b
+        };
+        assert_eq!(balance("m-1"), 500);
+        // S002 never looked m-1 up: it spends their points, registers a member under
+        // their id, and mints 10^8 points for a member of its own.
+        let redeem = r#"{"reason":"gift","auth":"offline"}"#;
+        let mut spend = member_fact("S002", 1, T0 + 1, "redemption", "m-1", 0, redeem);
+        let mut e: serde_json::Value =
+            serde_json::from_str(&spend.body).unwrap_or_else(|e| panic!("{e}"));
+        e["spend"] = 400.into();
+        spend.body = e.to_string();
+        let ack = push(
+            &rows[1],
+            vec![
+                spend,
+                member_fact("S002", 2, T0 + 1, "member_registered", "m-1", 0, &reg),
+                member_fact("S002", 3, T0 + 1, "purchase", "m-9", 100_000_000, "{}"),
+                member_fact("S002", 4, T0 + 1, "purchase", "m-9", 10, "{}"),
+            ],
+        );
+        assert!(
+            matches!(ack.verdicts[..], [Verdict::Applied { high: 4, .. }]),
+            "the store's sync goes on: {:?}",
+            ack.verdicts
+        );
+        assert_eq!(balance("m-1"), 500, "the foreign redemption took nothing");
+        assert_eq!(balance("m-9"), 10, "the minted points count nowhere");
+        let q = hub.quarantined(10).unwrap_or_else(|e| panic!("{e}"));
+        let seen: Vec<(&str, u64, &str)> = q
+            .iter()
+            .map(|f| (f.store_id.as_str(), f.seq, f.reason.as_str()))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                (
+                    "S002",
+                    1,
+                    "a member this store neither registered nor served"
+                ),
+                ("S002", 2, "registers a member of another store"),
+                ("S002", 3, "points beyond the per-fact limit"),
+            ]
+        );
+        let list = hub.enrollment.stores().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((list[0].quarantined, list[1].quarantined), (0, 3));
+        // A fetch of the phone shows S001's facts only.
+        let fetch = |row: &StoreRow| {
+            hub.directory
+                .fetch_member(
+                    row,
+                    &MemberFetch {
+                        phone_idx: idx.clone(),
+                        after: 0,
+                    },
+                )
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let got = fetch(&rows[1]);
+        let seen: Vec<(String, u64)> = got
+            .facts
+            .iter()
+            .map(|f| (f.origin.node.clone(), f.seq))
+            .collect();
+        assert_eq!(seen, vec![("S001".into(), 1), ("S001".into(), 2)]);
+        // Having served m-1 (that fetch), S002 may spend their points.
+        let mut spend = member_fact("S002", 5, T0 + 2, "redemption", "m-1", 0, redeem);
+        let mut e: serde_json::Value =
+            serde_json::from_str(&spend.body).unwrap_or_else(|e| panic!("{e}"));
+        e["spend"] = 400.into();
+        spend.body = e.to_string();
+        push(&rows[1], vec![spend]);
+        assert_eq!(balance("m-1"), 100);
+        assert_eq!(
+            hub.quarantined(10).unwrap_or_else(|e| panic!("{e}")).len(),
+            3
+        );
+    }
+
     /// A store whose clock runs an hour fast edits a name; two minutes later another
     /// store edits it again. Unclamped, the fast store's stamp would win for an hour.
     #[test]
     fn a_store_clock_running_ahead_is_clamped_and_noted() {
         let t = TestHub::new(T0, &["S001", "S002"]);
+        t.share_member(&mid("m-1"));
         let (hub, rows) = (&t.hub, &t.rows);
         let push = |row: &StoreRow, fact: Fact| push_facts(hub, row, vec![fact]);
         push(&rows[0], update("S001", 1, "fast", T0 + 3_600_000));
@@ -567,6 +715,16 @@ mod tests {
                 member_fact("S001", 4, T0, "purchase", "m-2", 999, "{}"),
             ],
         );
+        // S002 looked the member up (a fetch), served them, and pushes the sale.
+        hub.directory
+            .fetch_member(
+                &rows[1],
+                &MemberFetch {
+                    phone_idx: b64(1),
+                    after: 0,
+                },
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
         push(
             &rows[1],
             vec![member_fact("S002", 1, T0, "purchase", "m-1", 30, "{}")],
@@ -1773,7 +1931,7 @@ mod tests {
         ));
         let token = hub
             .enrollment
-            .add_store("S009", "S009", "all")
+            .add_store("S009", "S009", "all", crate::enrollment::TOKEN_VALID_MS)
             .unwrap_or_else(|e| panic!("{e}"));
         let secret = token.rsplit_once('.').map(|x| x.0).unwrap_or_default();
         assert!(matches!(

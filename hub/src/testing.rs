@@ -34,7 +34,7 @@ impl TestHub {
         for s in stores {
             let token = hub
                 .enrollment
-                .add_store(s, s, "all")
+                .add_store(s, s, "all", crate::enrollment::TOKEN_VALID_MS)
                 .unwrap_or_else(|e| panic!("{e}"));
             let secret = token.rsplit_once('.').map(|x| x.0).unwrap_or_default();
             hub.enrollment
@@ -44,6 +44,7 @@ impl TestHub {
                 store_id: (*s).into(),
                 name: (*s).into(),
                 ring: "all".into(),
+                revoked: false,
             });
         }
         TestHub {
@@ -67,5 +68,59 @@ impl TestHub {
     /// The clock's time.
     pub fn time(&self) -> i64 {
         self.clock.load(Ordering::SeqCst)
+    }
+
+    /// Registers `member` (a UUID) at the first store, under a phone index of its own
+    /// and an incarnation no test uses (so the tests' sequences are untouched), and has
+    /// every other store fetch them by that phone: each store may then write the
+    /// member's facts, as the hub allows a store that served a member.
+    pub fn share_member(&self, member: &str) {
+        use base64::Engine;
+        use patron_protocol::Origin;
+        use patron_protocol::hub::{PushRequest, SyncReport};
+        use patron_sync::session::{Fact, Push, batch};
+        let digest = ring::digest::digest(&ring::digest::SHA256, member.as_bytes());
+        let idx = base64::engine::general_purpose::STANDARD.encode(digest.as_ref());
+        let origin = Origin {
+            node: self.rows[0].store_id.clone(),
+            incarnation: uuid::Uuid::from_u128(0x5a5a_0000 + u128::from(digest.as_ref()[0])),
+        };
+        let body = serde_json::json!({
+            "kind": "member_registered", "at": self.time(), "member": member,
+            "txn": uuid::Uuid::now_v7().to_string(), "body": { "phone_idx": idx },
+        })
+        .to_string();
+        let high = self
+            .hub
+            .store()
+            .high(&origin)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let fact = Fact {
+            origin: origin.clone(),
+            seq: high + 1,
+            body,
+        };
+        let req = PushRequest {
+            report: SyncReport::default(),
+            push: Push {
+                from: self.rows[0].store_id.clone(),
+                batches: vec![batch(origin, vec![fact])],
+            },
+        };
+        self.hub
+            .push(&self.rows[0], req)
+            .unwrap_or_else(|e| panic!("{e}"));
+        for row in &self.rows[1..] {
+            self.hub
+                .directory
+                .fetch_member(
+                    row,
+                    &patron_sync::pull::MemberFetch {
+                        phone_idx: idx.clone(),
+                        after: 0,
+                    },
+                )
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
     }
 }

@@ -26,7 +26,12 @@ impl Running {
         let token = app
             .hub
             .enrollment
-            .add_store("S001", "Store 1", "pilot")
+            .add_store(
+                "S001",
+                "Store 1",
+                "pilot",
+                patron_hub::enrollment::TOKEN_VALID_MS,
+            )
             .unwrap_or_else(|e| panic!("{e}"));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

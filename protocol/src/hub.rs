@@ -171,6 +171,32 @@ pub struct StoreStatus {
     /// How far ahead of the hub this store's clock was last seen (ms), if ever.
     #[serde(default)]
     pub clock_ahead_ms: Option<i64>,
+    /// When HQ revoked the store (unix ms), if it did.
+    #[serde(default)]
+    pub revoked_at: Option<i64>,
+    /// Facts of this store kept in quarantine for review (not applied).
+    #[serde(default)]
+    pub quarantined: u64,
+}
+
+/// A store's fact the hub kept in quarantine instead of applying it (`GET
+/// /v1/quarantine`, `patron-hub quarantine list`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuarantinedFact {
+    /// Its position in the hub's log.
+    pub position: u64,
+    /// The store that pushed it.
+    pub store_id: String,
+    /// Its origin's incarnation.
+    pub incarnation: String,
+    /// Its sequence in that origin.
+    pub seq: u64,
+    /// Its kind.
+    pub kind: String,
+    /// Why it was quarantined.
+    pub reason: String,
+    /// When the hub received it (unix ms).
+    pub received_at: i64,
 }
 
 /// `POST /v1/sync/refetch`: a store asks for facts of one of its own origins back (a

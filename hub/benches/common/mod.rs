@@ -229,7 +229,12 @@ pub async fn start_hub(name: &str, stores: usize) -> Result<Running, BoxError> {
     let hub = Arc::new(Hub::new(store.clone(), pem.clone(), fp));
     let mut creds = Vec::new();
     for s in 0..stores {
-        let token = hub.enrollment.add_store(&origin(s).node, "bench", "all")?;
+        let token = hub.enrollment.add_store(
+            &origin(s).node,
+            "bench",
+            "all",
+            patron_hub::enrollment::TOKEN_VALID_MS,
+        )?;
         let secret = token.rsplit_once('.').map(|(a, _)| a).unwrap_or_default();
         creds.push(
             hub.enrollment

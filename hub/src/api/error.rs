@@ -41,6 +41,8 @@ hub_codes! {
     Unauthorized => ("unauthorized", 401),
     /// A valid store that may not do this (a forged origin, a refused enrollment).
     Forbidden => ("forbidden", 403),
+    /// The store was revoked by HQ: nothing it sends is applied.
+    StoreRevoked => ("store_revoked", 403),
     /// No such endpoint.
     NotFound => ("not_found", 404),
     /// The thing to create exists already.
@@ -88,6 +90,7 @@ impl IntoResponse for HubError {
             HubError::Invalid(_) => HubCode::InvalidRequest,
             HubError::Exists(_) => HubCode::Exists,
             HubError::Unauthorized => HubCode::Unauthorized,
+            HubError::Revoked(_) => HubCode::StoreRevoked,
             HubError::Forged { .. } | HubError::Enrollment(_) => HubCode::Forbidden,
             HubError::Protocol { .. } => HubCode::ProtocolUnsupported,
             HubError::FetchLimit { .. } => HubCode::FetchLimit,

@@ -42,6 +42,26 @@ impl FromRequestParts<AppState> for AuthedStore {
     }
 }
 
+/// The store whose credential a push carries, revoked or not: a revoked store's push
+/// is kept in quarantine, then refused.
+#[derive(Debug, Clone)]
+pub struct PushingStore(pub StoreRow);
+
+impl FromRequestParts<AppState> for PushingStore {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, Response> {
+        let Some(cred) = bearer(&parts.headers) else {
+            return Err(HubError::Unauthorized.into_response());
+        };
+        s.hub
+            .enrollment
+            .authenticate_revoked_too(cred)
+            .map(PushingStore)
+            .map_err(IntoResponse::into_response)
+    }
+}
+
 /// HQ, by the admin token whose hash `patron-hub init` wrote.
 #[derive(Debug, Clone, Copy)]
 pub struct HqAdmin;

@@ -20,7 +20,7 @@ pub mod error;
 pub mod extract;
 
 use self::error::{HubCode, err};
-use self::extract::{AuthedStore, HqAdmin};
+use self::extract::{AuthedStore, HqAdmin, PushingStore};
 use crate::service::{Hub, HubError};
 
 /// Largest sync request: a few full batches of 1,000 facts.
@@ -140,7 +140,11 @@ async fn read_limited(body: Body) -> Result<Bytes, Response> {
     Ok(Bytes::from(buf))
 }
 
-async fn push(State(s): State<AppState>, AuthedStore(store): AuthedStore, body: Body) -> Response {
+async fn push(
+    State(s): State<AppState>,
+    PushingStore(store): PushingStore,
+    body: Body,
+) -> Response {
     let body = match read_limited(body).await {
         Ok(b) => b,
         Err(r) => return r,

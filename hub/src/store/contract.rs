@@ -28,6 +28,7 @@ fn store(s: &dyn HubStore, id: &str) {
         name: id,
         ring: "all",
         enroll_hash: [id.as_bytes()[id.len() - 1]; 32],
+        enroll_expires_at: T0 + 60_000,
         now: T0,
     })
     .unwrap_or_else(|e| panic!("{e}"));
@@ -95,6 +96,8 @@ fn push(s: &dyn HubStore, node: &str, facts: Vec<Fact>) -> Vec<super::Ingested> 
         }],
         judge: patron_sync::session::place,
         flag_window_ms: crate::authority::FLAG_WINDOW_MS,
+        limits: crate::ingest::FactLimits::default(),
+        quarantine_all: None,
         now: T0,
     })
     .unwrap_or_else(|e| panic!("{e}"))
@@ -110,6 +113,7 @@ fn stores_enroll_once_and_authenticate_by_credential(s: &dyn HubStore) {
         name: "x",
         ring: "all",
         enroll_hash: [9; 32],
+        enroll_expires_at: T0 + 60_000,
         now: T0,
     });
     assert!(matches!(dup, Err(StoreError::StoreExists(_))), "{dup:?}");

@@ -32,6 +32,9 @@ pub enum StoreError {
     /// The enrollment token is unknown, used, or for another store.
     #[error("enrollment refused: {0}")]
     Enrollment(&'static str),
+    /// The request names something that belongs to another store.
+    #[error("{0}")]
+    Conflict(&'static str),
     /// The database was written by a newer hub.
     #[error("database schema {found} is newer than this hub's {supported}")]
     TooNew {
@@ -63,6 +66,8 @@ pub struct StoreRow {
     pub name: String,
     /// Rollout ring.
     pub ring: String,
+    /// HQ revoked the store: it is refused, and what it pushes is quarantined.
+    pub revoked: bool,
 }
 
 /// A store to register, with the hash of its one-time enrollment secret.
@@ -76,6 +81,8 @@ pub struct NewStore<'a> {
     pub ring: &'a str,
     /// SHA-256 of the enrollment secret.
     pub enroll_hash: [u8; 32],
+    /// When the secret stops working (unix ms).
+    pub enroll_expires_at: i64,
     /// When (unix ms).
     pub now: i64,
 }
@@ -93,12 +100,32 @@ pub struct Ingested {
     pub reason: Option<String>,
     /// Stores whose stream received facts of the batch (their waiting polls wake).
     pub streamed_to: Vec<String>,
+    /// Facts of the batch kept in quarantine (sequence, why), not applied.
+    pub quarantined: Vec<(u64, &'static str)>,
 }
 
 /// Stores of the chain: registration, enrollment, credentials, sync figures. Methods block; callers run them off the async runtime.
 pub trait Stores: Send + Sync + 'static {
     /// Registers a store (not yet enrolled).
     fn add_store(&self, s: &NewStore<'_>) -> Result<(), StoreError>;
+
+    /// Gives a registered, unrevoked store a new one-time enrollment secret (its hash),
+    /// valid until `expires_at`, replacing any outstanding one; with
+    /// `revoke_credential`, its current credential stops working at once (a rotation).
+    fn issue_enrollment(
+        &self,
+        store_id: &str,
+        enroll_hash: &[u8; 32],
+        expires_at: i64,
+        revoke_credential: bool,
+    ) -> Result<(), StoreError>;
+
+    /// Cancels a store's outstanding enrollment secret; whether there was one.
+    fn cancel_enrollment(&self, store_id: &str) -> Result<bool, StoreError>;
+
+    /// Revokes a store at `now`: its credential is refused from now on (its pushes are
+    /// kept in quarantine), and it cannot enroll again. Whether it was not revoked yet.
+    fn revoke_store(&self, store_id: &str, now: i64) -> Result<bool, StoreError>;
 
     /// Redeems an enrollment secret for `store_id` once, recording the credential's hash.
     fn enroll(
@@ -132,6 +159,12 @@ pub trait FactLog: Send + Sync + 'static {
     /// savepoint: nothing of a push is applied unless all of it is, and a push that
     /// fails does not fail the others. Blocks until the push is durable.
     fn ingest(&self, job: IngestJob) -> Result<Vec<Ingested>, StoreError>;
+
+    /// Up to `max` facts kept in quarantine, oldest first.
+    fn quarantined(
+        &self,
+        max: usize,
+    ) -> Result<Vec<patron_protocol::hub::QuarantinedFact>, StoreError>;
 
     /// Rebuilds the projections that follow from each fact alone — registrations by
     /// phone index and merged profiles — from the facts, in ingest order, in one
@@ -419,6 +452,10 @@ pub struct IngestJob {
     /// An offline spend flags its member if another store saw an offline spend of
     /// theirs within this many ms.
     pub flag_window_ms: i64,
+    /// What one fact may carry.
+    pub limits: crate::ingest::FactLimits,
+    /// Every fact applied is quarantined, for this reason (a revoked store's push).
+    pub quarantine_all: Option<&'static str>,
     /// The hub's clock (unix ms).
     pub now: i64,
 }

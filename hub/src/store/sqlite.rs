@@ -11,7 +11,8 @@ use patron_domain::points::Movement;
 use patron_domain::{Detail, Entry};
 use patron_protocol::Origin;
 use patron_protocol::hub::{
-    AuthorizeResponse, Overdraw, OverdrawReport, RedemptionFlag, Reserved, StoreStatus,
+    AuthorizeResponse, Overdraw, OverdrawReport, QuarantinedFact, RedemptionFlag, Reserved,
+    StoreStatus,
 };
 use patron_sqlite::wal::WalBound;
 use patron_sync::profile::{Profile, ProfileOp};
@@ -343,6 +344,25 @@ const MIGRATIONS: &[&str] = &[
         position INTEGER NOT NULL,
         snapshot BLOB    NOT NULL
     ) STRICT, WITHOUT ROWID;
+    "#,
+    r#"
+    -- What the hub trusts a store with (crate::ingest::quarantine_reason). Each
+    -- member's home: the store whose fact first named them (their registration).
+    -- A fact a store had no right to write is kept in the log, in order, with why
+    -- (`quarantine`) and without its member, so no member's state, stream or fetch
+    -- sees it; HQ reviews it (`patron-hub quarantine`).
+    CREATE TABLE member_homes (
+        member BLOB PRIMARY KEY,
+        store  TEXT NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    INSERT OR IGNORE INTO member_homes (member, store)
+    SELECT f.member, o.node FROM facts f JOIN origins o ON o.id = f.origin
+     WHERE f.member IS NOT NULL AND o.node <> 'hub' ORDER BY f.id;
+    ALTER TABLE facts ADD COLUMN quarantine TEXT;
+    CREATE INDEX facts_quarantined ON facts (id) WHERE quarantine IS NOT NULL;
+    -- Enrollment tokens expire; a revoked store is refused and its pushes quarantined.
+    ALTER TABLE stores ADD COLUMN enroll_expires_at INTEGER;
+    ALTER TABLE stores ADD COLUMN revoked_at INTEGER;
     "#,
 ];
 
@@ -717,7 +737,7 @@ fn merge_if_registered_twice(
         .to_json()
         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let seq = high + 1;
-    let pos = insert_fact(tx, origin_id, seq, &body, now, &entry)?;
+    let pos = insert_fact(tx, origin_id, seq, &body, now, &entry, None)?;
     fan_out_merge(
         tx,
         uuid(member)?.as_bytes(),
@@ -801,12 +821,21 @@ fn insert_fact(
     body: &str,
     now: i64,
     e: &Entry,
+    quarantine: Option<&str>,
 ) -> Result<i64, StoreError> {
+    // A quarantined fact is kept without its member: nothing keyed by member (ledgers,
+    // fetches, projections) can see it.
+    let member = e
+        .member
+        .as_ref()
+        .filter(|_| quarantine.is_none())
+        .map(|m| &m.as_bytes()[..]);
     tx.prepare_cached(
         "INSERT INTO facts (origin, seq, body, received_at, kind, at, member, txn, earn,
                             expires_at, available_at, spend, reverse, reverse_lot, qual_spend,
-                            qual_at, auth)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                            qual_at, auth, quarantine)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+                 ?18)",
     )?
     .execute(params![
         origin_id,
@@ -815,7 +844,7 @@ fn insert_fact(
         now,
         e.kind().as_str(),
         e.at,
-        e.member.as_ref().map(|m| &m.as_bytes()[..]),
+        member,
         &e.txn.as_bytes()[..],
         e.earn,
         e.expires_at,
@@ -826,8 +855,41 @@ fn insert_fact(
         e.qual_spend,
         e.qual_at,
         e.detail.auth().map(|a| a.as_str()),
+        quarantine,
     ])?;
     Ok(tx.last_insert_rowid())
+}
+
+/// A store's row from `store_id, name, ring, revoked` (the first four columns).
+fn store_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoreRow> {
+    Ok(StoreRow {
+        store_id: r.get(0)?,
+        name: r.get(1)?,
+        ring: r.get(2)?,
+        revoked: r.get(3)?,
+    })
+}
+
+/// The store whose fact first named `member` (its home), if the hub has seen them.
+fn member_home(tx: &Connection, member: &[u8]) -> Result<Option<String>, StoreError> {
+    Ok(tx
+        .prepare_cached("SELECT store FROM member_homes WHERE member = ?1")?
+        .query_row(params![member], |r| r.get(0))
+        .optional()?)
+}
+
+/// Whether the hub let `store` hold `member` (a fetch, the stream, a merge).
+fn holds_member(
+    tx: &Connection,
+    member: &Option<uuid::Uuid>,
+    store: &str,
+) -> Result<bool, StoreError> {
+    let Some(m) = member else { return Ok(false) };
+    Ok(tx
+        .prepare_cached("SELECT 1 FROM holdings WHERE member = ?1 AND store = ?2")?
+        .query_row(params![&m.as_bytes()[..], store], |_| Ok(()))
+        .optional()?
+        .is_some())
 }
 
 /// The stream's share of a store's fact of `member` at position `pos`: every other
@@ -919,8 +981,9 @@ fn apply_points(
     flag_window_ms: i64,
 ) -> Result<(), StoreError> {
     if p.spend > 0 {
-        tx.prepare_cached("DELETE FROM holds WHERE txn = ?1")?
-            .execute(params![p.txn])?;
+        // Only the store's own hold: a txn id another store names settles nothing.
+        tx.prepare_cached("DELETE FROM holds WHERE txn = ?1 AND store = ?2")?
+            .execute(params![p.txn, store])?;
     }
     if p.lease && p.spend > 0 {
         tx.prepare_cached(concat!(
@@ -1062,6 +1125,8 @@ fn ingest_one(
         batches,
         judge,
         flag_window_ms,
+        limits,
+        quarantine_all,
         now,
     } = job;
     let now = *now;
@@ -1071,6 +1136,7 @@ fn ingest_one(
         let mut merged = Vec::new();
         let mut reason = None;
         let mut streamed = BTreeSet::new();
+        let mut quarantined = Vec::new();
         let (origin_id, high) = origin_row(tx, &b.origin)?.unwrap_or_default();
         // Facts the hub holds already must be the same facts (patron_sync::receiver).
         let placed = match incoming.checked {
@@ -1104,8 +1170,34 @@ fn ingest_one(
                     origin_id
                 };
                 for (f, t) in b.facts[skip..].iter().zip(&typed[skip..]) {
-                    let fact_id = insert_fact(tx, origin_id, f.seq as i64, &f.body, now, &t.entry)?;
+                    let why = match (*quarantine_all, &t.entry.member) {
+                        (Some(why), _) => Some(why),
+                        (None, member) => {
+                            let home = match member {
+                                Some(m) => member_home(tx, m.as_bytes())?,
+                                None => None,
+                            };
+                            let held = || holds_member(tx, member, &b.origin.node);
+                            crate::ingest::quarantine_reason(
+                                &b.origin.node,
+                                t,
+                                limits,
+                                home.as_deref(),
+                                held,
+                            )?
+                        }
+                    };
+                    let fact_id =
+                        insert_fact(tx, origin_id, f.seq as i64, &f.body, now, &t.entry, why)?;
+                    if let Some(why) = why {
+                        quarantined.push((f.seq, why));
+                        continue;
+                    }
                     if let Some(member) = &t.entry.member {
+                        tx.prepare_cached(
+                            "INSERT OR IGNORE INTO member_homes (member, store) VALUES (?1, ?2)",
+                        )?
+                        .execute(params![&member.as_bytes()[..], &b.origin.node])?;
                         fan_out(
                             tx,
                             &b.origin.node,
@@ -1149,6 +1241,7 @@ fn ingest_one(
             merged,
             reason,
             streamed_to: streamed.into_iter().collect(),
+            quarantined,
         });
     }
     let report_origin = match &report.origin {
@@ -1284,12 +1377,23 @@ fn authorize_one(conn: &Connection, ask: &Ask) -> Result<AuthorizeResponse, Stor
         Some(l) if !l.returned => own_outstanding.min(hold.lease_left),
         _ => 0,
     };
-    let again: bool = conn
-        .prepare_cached("SELECT count(*) FROM holds WHERE txn = ?1 AND member = ?2 AND until > ?3")?
-        .query_row(params![hold.txn, hold.member, hold.now], |r| {
-            r.get::<_, i64>(0)
-        })?
-        > 0;
+    // The txn's hold as recorded: ours again (a retried ask), or another store's,
+    // which an ask naming the same txn must neither take over nor release.
+    let recorded: Option<(String, String, i64)> = conn
+        .prepare_cached("SELECT store, member, until FROM holds WHERE txn = ?1")?
+        .query_row(params![hold.txn], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    if recorded
+        .as_ref()
+        .is_some_and(|(store, _, until)| *store != hold.store && *until > hold.now)
+    {
+        return Err(StoreError::Conflict(
+            "the transaction id is held for another store's sale",
+        ));
+    }
+    let again = recorded.is_some_and(|(store, member, until)| {
+        store == hold.store && member == hold.member && until > hold.now
+    });
     let mut answer = decide(balance, held, usable, hold);
     if !answer.granted {
         answer.reserved = rights
@@ -1491,14 +1595,72 @@ impl Stores for SqliteStore {
     fn add_store(&self, s: &NewStore<'_>) -> Result<(), StoreError> {
         let conn = self.lock();
         let n = conn.execute(
-            "INSERT INTO stores (store_id, name, ring, enroll_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
+            "INSERT INTO stores (store_id, name, ring, enroll_hash, enroll_expires_at, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT (store_id) DO NOTHING",
-            params![s.store_id, s.name, s.ring, &s.enroll_hash[..], s.now],
+            params![
+                s.store_id,
+                s.name,
+                s.ring,
+                &s.enroll_hash[..],
+                s.enroll_expires_at,
+                s.now
+            ],
         )?;
         if n == 0 {
             return Err(StoreError::StoreExists(s.store_id.to_string()));
         }
         Ok(())
+    }
+
+    fn issue_enrollment(
+        &self,
+        store_id: &str,
+        enroll_hash: &[u8; 32],
+        expires_at: i64,
+        revoke_credential: bool,
+    ) -> Result<(), StoreError> {
+        let conn = self.lock();
+        let n = conn
+            .prepare_cached(
+                "UPDATE stores SET enroll_hash = ?2, enroll_expires_at = ?3,
+                        credential_hash = CASE WHEN ?4 THEN NULL ELSE credential_hash END
+                  WHERE store_id = ?1 AND revoked_at IS NULL",
+            )?
+            .execute(params![
+                store_id,
+                &enroll_hash[..],
+                expires_at,
+                revoke_credential
+            ])?;
+        match n {
+            0 => Err(StoreError::Enrollment("no such store, or it was revoked")),
+            _ => Ok(()),
+        }
+    }
+
+    fn cancel_enrollment(&self, store_id: &str) -> Result<bool, StoreError> {
+        let conn = self.lock();
+        Ok(conn
+            .prepare_cached(
+                "UPDATE stores SET enroll_hash = NULL, enroll_expires_at = NULL
+                  WHERE store_id = ?1 AND enroll_hash IS NOT NULL",
+            )?
+            .execute(params![store_id])?
+            > 0)
+    }
+
+    fn revoke_store(&self, store_id: &str, now: i64) -> Result<bool, StoreError> {
+        let conn = self.lock();
+        // The credential is kept, so that the store's pushes are still recognised
+        // (and quarantined); the enrollment token goes.
+        Ok(conn
+            .prepare_cached(
+                "UPDATE stores SET revoked_at = ?2, enroll_hash = NULL, enroll_expires_at = NULL
+                  WHERE store_id = ?1 AND revoked_at IS NULL",
+            )?
+            .execute(params![store_id, now])?
+            > 0)
     }
 
     fn enroll(
@@ -1510,25 +1672,27 @@ impl Stores for SqliteStore {
     ) -> Result<StoreRow, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let row = tx
+        let (row, expires_at) = tx
             .query_row(
-                "SELECT store_id, name, ring FROM stores WHERE enroll_hash = ?1",
+                "SELECT store_id, name, ring, revoked_at IS NOT NULL, enroll_expires_at
+                   FROM stores WHERE enroll_hash = ?1",
                 params![&enroll_hash[..]],
-                |r| {
-                    Ok(StoreRow {
-                        store_id: r.get(0)?,
-                        name: r.get(1)?,
-                        ring: r.get(2)?,
-                    })
-                },
+                |r| Ok((store_row(r)?, r.get::<_, Option<i64>>(4)?)),
             )
             .optional()?
             .ok_or(StoreError::Enrollment("unknown or already used token"))?;
         if row.store_id != store_id {
             return Err(StoreError::Enrollment("the token is for another store"));
         }
+        if expires_at.is_some_and(|t| t <= now) {
+            return Err(StoreError::Enrollment(
+                "the token expired: ask HQ for a new one",
+            ));
+        }
         tx.execute(
-            "UPDATE stores SET enroll_hash = NULL, credential_hash = ?2, enrolled_at = ?3 WHERE store_id = ?1",
+            "UPDATE stores SET enroll_hash = NULL, enroll_expires_at = NULL, credential_hash = ?2,
+                    enrolled_at = ?3
+              WHERE store_id = ?1",
             params![store_id, &credential_hash[..], now],
         )?;
         tx.commit()?;
@@ -1541,14 +1705,11 @@ impl Stores for SqliteStore {
     ) -> Result<Option<StoreRow>, StoreError> {
         let conn = self.readers.get();
         Ok(conn
-            .prepare_cached("SELECT store_id, name, ring FROM stores WHERE credential_hash = ?1")?
-            .query_row(params![&credential_hash[..]], |r| {
-                Ok(StoreRow {
-                    store_id: r.get(0)?,
-                    name: r.get(1)?,
-                    ring: r.get(2)?,
-                })
-            })
+            .prepare_cached(
+                "SELECT store_id, name, ring, revoked_at IS NOT NULL
+                   FROM stores WHERE credential_hash = ?1",
+            )?
+            .query_row(params![&credential_hash[..]], store_row)
             .optional()?)
     }
 
@@ -1565,7 +1726,9 @@ impl Stores for SqliteStore {
             "SELECT s.store_id, s.name, s.ring, s.credential_hash IS NOT NULL, s.last_sync_at,
                     max(s.report_last_seq - coalesce(o.high, 0), 0),
                     (SELECT coalesce(sum(x.high), 0) FROM origins x WHERE x.node = s.store_id),
-                    s.clock_ahead_ms
+                    s.clock_ahead_ms, s.revoked_at,
+                    (SELECT count(*) FROM facts f JOIN origins x ON x.id = f.origin
+                      WHERE f.quarantine IS NOT NULL AND x.node = s.store_id)
                FROM stores s LEFT JOIN origins o ON o.id = s.report_origin
               ORDER BY s.store_id",
         )?;
@@ -1581,6 +1744,8 @@ impl Stores for SqliteStore {
                 pending: r.get::<_, i64>(5)? as u64,
                 facts: r.get::<_, i64>(6)? as u64,
                 clock_ahead_ms: r.get(7)?,
+                revoked_at: r.get(8)?,
+                quarantined: r.get::<_, i64>(9)? as u64,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
@@ -1630,7 +1795,8 @@ impl FactLog for SqliteStore {
         {
             let mut stmt = tx.prepare(
                 "SELECT f.id, o.node, f.body, f.received_at
-                   FROM facts f JOIN origins o ON o.id = f.origin ORDER BY f.id",
+                   FROM facts f JOIN origins o ON o.id = f.origin
+                  WHERE f.quarantine IS NULL ORDER BY f.id",
             )?;
             let mut rows = stmt.query([])?;
             while let Some(r) = rows.next()? {
@@ -1683,6 +1849,27 @@ impl FactLog for SqliteStore {
     fn fact_count(&self) -> Result<u64, StoreError> {
         let conn = self.readers.get();
         Ok(conn.query_row("SELECT count(*) FROM facts", [], |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    fn quarantined(&self, max: usize) -> Result<Vec<QuarantinedFact>, StoreError> {
+        let conn = self.readers.get();
+        let mut stmt = conn.prepare_cached(
+            "SELECT f.id, o.node, o.incarnation, f.seq, f.kind, f.quarantine, f.received_at
+               FROM facts f JOIN origins o ON o.id = f.origin
+              WHERE f.quarantine IS NOT NULL ORDER BY f.id LIMIT ?1",
+        )?;
+        let rows = stmt.query_map(params![max as i64], |r| {
+            Ok(QuarantinedFact {
+                position: r.get::<_, i64>(0)? as u64,
+                store_id: r.get(1)?,
+                incarnation: r.get(2)?,
+                seq: r.get::<_, i64>(3)? as u64,
+                kind: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
+                reason: r.get(5)?,
+                received_at: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 }
 
@@ -2681,6 +2868,8 @@ mod tests {
                 .collect(),
             judge,
             flag_window_ms: 0,
+            limits: crate::ingest::FactLimits::default(),
+            quarantine_all: None,
             now: 0,
         };
         let honest: super::super::Judge = patron_sync::session::place;
