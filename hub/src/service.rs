@@ -465,7 +465,7 @@ impl Hub {
 mod tests {
 
     use patron_protocol::Origin;
-    use patron_protocol::hub::{PROTOCOL, SyncReport};
+    use patron_protocol::hub::{EnrollResponse, PROTOCOL, SyncReport};
     use patron_sync::pull::MemberFetch;
     use patron_sync::session::{Fact, batch};
 
@@ -486,6 +486,176 @@ mod tests {
             0,
             &body.to_string(),
         )
+    }
+
+    /// Issue 17: an enrollment token works once, until it expires or is cancelled or
+    /// replaced; a rotation stops the old credential at once and the store enrolls
+    /// again with the new token; a revoked store is refused everything, cannot enroll
+    /// again, and what it still pushes is kept in quarantine, not applied.
+    #[test]
+    fn tokens_expire_credentials_rotate_and_a_revoked_store_is_cut_off() {
+        use crate::enrollment::TOKEN_VALID_MS;
+        let t = TestHub::new(T0, &["S001"]);
+        let e = &t.hub.enrollment;
+        let secret = |token: &str| {
+            token
+                .rsplit_once('.')
+                .map(|x| x.0.to_string())
+                .unwrap_or_default()
+        };
+        let refused = |r: Result<EnrollResponse, HubError>| match r {
+            Err(HubError::Enrollment(m)) => m,
+            other => panic!("{other:?}"),
+        };
+        // Expired: a minute's token a minute and a millisecond later.
+        let token = e
+            .add_store("S002", "Two", "all", 60_000)
+            .unwrap_or_else(|e| panic!("{e}"));
+        t.set_time(T0 + 60_001);
+        assert_eq!(
+            refused(e.enroll(&secret(&token), "S002", None)),
+            "the token expired: ask HQ for a new one"
+        );
+        // A new token replaces it; cancelled, it no longer works either.
+        let old = e
+            .issue_token("S002", TOKEN_VALID_MS, false)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let new = e
+            .issue_token("S002", TOKEN_VALID_MS, false)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            refused(e.enroll(&secret(&old), "S002", None)),
+            "unknown or already used token"
+        );
+        assert!(e.cancel_token("S002").unwrap_or_else(|e| panic!("{e}")));
+        assert_eq!(
+            refused(e.enroll(&secret(&new), "S002", None)),
+            "unknown or already used token"
+        );
+        assert!(matches!(
+            e.issue_token("S002", 1_000, false),
+            Err(HubError::Invalid(_))
+        ));
+        // Used once; not twice.
+        let token = e
+            .issue_token("S002", TOKEN_VALID_MS, false)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let first = e
+            .enroll(&secret(&token), "S002", None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            refused(e.enroll(&secret(&token), "S002", None)),
+            "unknown or already used token"
+        );
+        assert_eq!(
+            e.authenticate(&first.credential)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .store_id,
+            "S002"
+        );
+        // Rotation: the old credential stops at once; the new token brings a new one.
+        let token = e
+            .issue_token("S002", TOKEN_VALID_MS, true)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(
+            e.authenticate(&first.credential),
+            Err(HubError::Unauthorized)
+        ));
+        let second = e
+            .enroll(&secret(&token), "S002", None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let row = e
+            .authenticate(&second.credential)
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Revoked: refused, cannot come back, its push is kept but not applied.
+        assert!(e.revoke("S002").unwrap_or_else(|e| panic!("{e}")));
+        assert!(!e.revoke("S002").unwrap_or_else(|e| panic!("{e}")));
+        assert!(matches!(
+            e.authenticate(&second.credential),
+            Err(HubError::Revoked(s)) if s == "S002"
+        ));
+        assert!(matches!(
+            e.issue_token("S002", TOKEN_VALID_MS, true),
+            Err(HubError::Enrollment(_))
+        ));
+        let revoked = e
+            .authenticate_revoked_too(&second.credential)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(revoked.revoked && !row.revoked);
+        let origin = Origin {
+            node: "S002".into(),
+            incarnation: uuid::Uuid::from_u128(7),
+        };
+        let req = PushRequest {
+            report: SyncReport::default(),
+            push: Push {
+                from: "S002".into(),
+                batches: vec![batch(
+                    origin,
+                    vec![member_fact("S002", 1, T0, "purchase", "m-5", 50, "{}")],
+                )],
+            },
+        };
+        assert!(matches!(
+            t.hub.push(&revoked, req),
+            Err(HubError::Revoked(_))
+        ));
+        let q = t.hub.quarantined(10).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(q.len(), 1);
+        assert_eq!(q[0].reason, REVOKED);
+        let list = e.stores().unwrap_or_else(|e| panic!("{e}"));
+        let s2 = list.iter().find(|s| s.store_id == "S002");
+        assert!(s2.is_some_and(|s| s.revoked_at.is_some() && s.quarantined == 1));
+    }
+
+    /// Issue 17: a store cannot release or take over another store's hold by naming
+    /// its transaction, and its claim of unsynced earns counts only up to the bound.
+    #[test]
+    fn holds_are_the_asking_store_s_own_and_unsynced_claims_are_bounded() {
+        use patron_protocol::hub::AuthorizeRequest;
+        let t = TestHub::new(T0, &["S001", "S002"]);
+        let m = mid("m-1");
+        t.share_member(&m);
+        push_facts(
+            &t.hub,
+            &t.rows[0],
+            vec![member_fact("S001", 1, T0, "purchase", &m, 1_000, "{}")],
+        );
+        let ask = |i: usize, txn: &str, points: i64, unsynced: i64| {
+            let req = AuthorizeRequest {
+                member: m.clone(),
+                txn: txn.into(),
+                points,
+                unsynced,
+                lease_left: 0,
+                budget_ms: 0,
+            };
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap_or_else(|e| panic!("{e}"))
+                .block_on(t.hub.authorize_async(&t.rows[i], &req))
+        };
+        let txn = uuid::Uuid::now_v7().to_string();
+        let held = ask(0, &txn, 800, 0).unwrap_or_else(|e| panic!("{e}"));
+        assert!(held.granted);
+        // S002 names S001's transaction: refused, and S001's hold stays.
+        assert!(matches!(ask(1, &txn, 100, 0), Err(HubError::Invalid(_))));
+        // S002 pushes a spend under S001's txn id: it settles nothing of S001's hold.
+        let redeem = r#"{"reason":"gift","auth":"offline"}"#;
+        let mut spend = member_fact("S002", 1, T0 + 1, "redemption", &m, 0, redeem);
+        let mut e: serde_json::Value =
+            serde_json::from_str(&spend.body).unwrap_or_else(|e| panic!("{e}"));
+        e["spend"] = 10.into();
+        e["txn"] = txn.clone().into();
+        spend.body = e.to_string();
+        push_facts(&t.hub, &t.rows[1], vec![spend]);
+        let other = uuid::Uuid::now_v7().to_string();
+        let left = ask(0, &other, 1_000_000, 0).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(left.available, 1_000 - 10 - 800, "S001's 800 still held");
+        // A claim of a billion unsynced points counts as the bound, no more.
+        let claim = ask(0, &other, 1_000_000, 1_000_000_000).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(claim.available, 190 + crate::authority::MAX_UNSYNCED_POINTS);
     }
 
     /// Issue 17: a store is trusted with its own members and those it served. Facts

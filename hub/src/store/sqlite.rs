@@ -1170,13 +1170,14 @@ fn ingest_one(
                     origin_id
                 };
                 for (f, t) in b.facts[skip..].iter().zip(&typed[skip..]) {
-                    let why = match (*quarantine_all, &t.entry.member) {
-                        (Some(why), _) => Some(why),
-                        (None, member) => {
-                            let home = match member {
-                                Some(m) => member_home(tx, m.as_bytes())?,
-                                None => None,
-                            };
+                    let home = match (*quarantine_all, &t.entry.member) {
+                        (None, Some(m)) => member_home(tx, m.as_bytes())?,
+                        _ => None,
+                    };
+                    let why = match *quarantine_all {
+                        Some(why) => Some(why),
+                        None => {
+                            let member = &t.entry.member;
                             let held = || holds_member(tx, member, &b.origin.node);
                             crate::ingest::quarantine_reason(
                                 &b.origin.node,
@@ -1194,10 +1195,13 @@ fn ingest_one(
                         continue;
                     }
                     if let Some(member) = &t.entry.member {
-                        tx.prepare_cached(
-                            "INSERT OR IGNORE INTO member_homes (member, store) VALUES (?1, ?2)",
-                        )?
-                        .execute(params![&member.as_bytes()[..], &b.origin.node])?;
+                        if home.is_none() {
+                            // The member's first fact: its store is their home.
+                            tx.prepare_cached(
+                                "INSERT OR IGNORE INTO member_homes (member, store) VALUES (?1, ?2)",
+                            )?
+                            .execute(params![&member.as_bytes()[..], &b.origin.node])?;
+                        }
                         fan_out(
                             tx,
                             &b.origin.node,
