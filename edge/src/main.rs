@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -56,9 +56,11 @@ enum Command {
         /// The hub's base URL, e.g. https://hub.example.com:7443.
         #[arg(long)]
         hub: String,
-        /// The enrollment token.
+        /// A file holding the enrollment token, or `-` to read it from standard input
+        /// (a token on the command line would show in the process list and the shell's
+        /// history).
         #[arg(long)]
-        token: String,
+        token_file: PathBuf,
         /// Allow a plain http:// hub (development on one machine only).
         #[arg(long)]
         insecure_dev: bool,
@@ -164,10 +166,12 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Enroll {
             hub,
-            token,
+            token_file,
             insecure_dev,
         } => {
             let cfg = load_config(&cli, false)?;
+            let token = read_token(token_file)?;
+            let token = &token;
             let link = runtime()?.block_on(patron_edge::hub::enroll::enroll(
                 &cfg.data_dir,
                 &cfg.store_id,
@@ -243,6 +247,24 @@ async fn serve(cfg: Config, demo_mode: Option<()>) -> anyhow::Result<()> {
     std::io::stdout().flush().ok();
     tracing::info!(%addr, "listening");
     app.run(listener, patron_web::shutdown_signal()).await
+}
+
+/// The enrollment token from `path` (`-`: standard input), trimmed.
+fn read_token(path: &Path) -> anyhow::Result<String> {
+    let raw = if path == Path::new("-") {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::Read::take(std::io::stdin(), 4096), &mut s)
+            .context("reading the token from standard input")?;
+        s
+    } else {
+        std::fs::read_to_string(path)
+            .with_context(|| format!("reading the token from {}", path.display()))?
+    };
+    let token = raw.trim().to_string();
+    if token.is_empty() {
+        anyhow::bail!("no enrollment token in {}", path.display());
+    }
+    Ok(token)
 }
 
 fn print_demo(addr: SocketAddr, token: &str, ids: &[patron_protocol::MemberId]) {

@@ -252,7 +252,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 hours_ms(valid_hours),
             )?;
             println!("store {store_id} added to ring {ring}");
-            println!("enrollment token (one use, {valid_hours} h): {token}");
+            println!("enrollment token (one use): {token}");
+            println!(
+                "it works for {valid_hours} h; `patron-hub store token {store_id}` issues another"
+            );
         }
         Command::Store {
             command:
@@ -266,7 +269,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 hours_ms(valid_hours),
                 false,
             )?;
-            println!("enrollment token for {store_id} (one use, {valid_hours} h): {token}");
+            println!("enrollment token (one use): {token}");
+            println!(
+                "it works for {valid_hours} h; any earlier token of {store_id} no longer does"
+            );
         }
         Command::Store {
             command: StoreCommand::CancelToken { store_id },
@@ -299,8 +305,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 hub(&dir, false)?
                     .enrollment
                     .issue_token(&store_id, hours_ms(valid_hours), true)?;
-            println!("the credential of {store_id} no longer works");
-            println!("enroll the store again with (one use, {valid_hours} h): {token}");
+            println!("the credential of {store_id} no longer works; enroll the store again with");
+            println!("enrollment token (one use): {token}");
+            println!("it works for {valid_hours} h");
         }
         Command::Quarantine {
             command: QuarantineCommand::List { json, max },

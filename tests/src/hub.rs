@@ -147,6 +147,17 @@ impl TestHub {
         format!("https://{}{}", self.addr, path)
     }
 
+    /// Runs `patron-hub ARGS` against this hub's data directory (as HQ would);
+    /// its standard output, or why it failed.
+    pub fn hq(&self, args: &[&str]) -> Result<String> {
+        run_ok(self.command()?.args(args))
+    }
+
+    /// The enrollment token in `patron-hub` output.
+    pub fn token_in(out: &str) -> Result<String> {
+        field(out, "enrollment token (one use): ")
+    }
+
     /// Registers a store in ring `pilot`; returns its enrollment token.
     pub fn add_store(&self, store_id: &str) -> Result<String> {
         self.add_store_in(store_id, "pilot")
@@ -270,8 +281,9 @@ impl TestHub {
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
-    /// Points balance of `member` over the facts the hub holds (earn − spend −
-    /// reverse; the tests' members have no expired lots).
+    /// Points balance of `member` over the facts the hub holds and applied (earn −
+    /// spend − reverse; quarantined facts count for no one; the tests' members have no
+    /// expired lots).
     pub fn balance(&self, member: &str) -> Result<i64> {
         let conn = rusqlite::Connection::open_with_flags(
             self.data_dir().join("hub.sqlite"),
@@ -281,7 +293,7 @@ impl TestHub {
             "SELECT coalesce(sum(coalesce(json_extract(body, '$.earn'), 0)
                               - coalesce(json_extract(body, '$.spend'), 0)
                               - coalesce(json_extract(body, '$.reverse'), 0)), 0)
-               FROM facts WHERE json_extract(body, '$.member') = ?1",
+               FROM facts WHERE json_extract(body, '$.member') = ?1 AND quarantine IS NULL",
             [member],
             |r| r.get(0),
         )?)

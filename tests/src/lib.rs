@@ -185,10 +185,26 @@ impl TestEdge {
     /// Like [`TestEdge::enroll_in`], reaching the hub at `url` (e.g. through a proxy).
     pub fn enroll_at(&self, hub: &hub::TestHub, ring: &str, url: &str) -> Result<()> {
         let token = hub.add_store_in(&self.store_id, ring)?;
-        let out = self
+        self.enroll_with(url, &token)
+    }
+
+    /// Runs `patron-edge enroll` against the hub at `url` with `token`, given on
+    /// standard input as an installer would pipe it.
+    pub fn enroll_with(&self, url: &str, token: &str) -> Result<()> {
+        use std::io::Write as _;
+        let mut child = self
             .command()?
-            .args(["enroll", "--hub", url, "--token", &token])
-            .output()?;
+            .args(["enroll", "--hub", url, "--token-file", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        child
+            .stdin
+            .take()
+            .context("enroll's stdin")?
+            .write_all(format!("{token}\n").as_bytes())?;
+        let out = child.wait_with_output()?;
         if !out.status.success() {
             bail!("enroll failed: {}", String::from_utf8_lossy(&out.stderr));
         }

@@ -1,4 +1,4 @@
-//! `patron-edge enroll --hub URL --token T`.
+//! `patron-edge enroll --hub URL --token-file FILE`.
 
 use std::path::Path;
 use std::time::Duration;

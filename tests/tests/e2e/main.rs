@@ -12,4 +12,5 @@ mod pii;
 mod promotions;
 mod redemption;
 mod replication;
+mod security;
 mod sync;
