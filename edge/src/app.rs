@@ -73,9 +73,8 @@ impl App {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        let limits = self.edge.core.cfg.http.limits();
+        patron_web::serve::serve(listener, self.router(), None, limits, shutdown).await?;
         Ok(())
     }
 }

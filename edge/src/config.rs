@@ -37,6 +37,8 @@ pub struct Config {
     pub sync: SyncConfig,
     /// Who may allow a redemption, and the offline limits.
     pub redemption: RedemptionConfig,
+    /// Connection limits and request deadlines of the POS API.
+    pub http: patron_web::serve::HttpConfig,
 }
 
 /// Redemption authority (enrolled edges only: a standalone edge is its own authority).
@@ -213,6 +215,7 @@ impl Default for Config {
             rules_file: None,
             sync: SyncConfig::default(),
             redemption: RedemptionConfig::default(),
+            http: patron_web::serve::HttpConfig::default(),
         }
     }
 }
@@ -297,6 +300,7 @@ impl Config {
     /// Checks ranges that serde cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: &str| Err(ConfigError::Invalid(m.into()));
+        self.http.check().map_err(ConfigError::Invalid)?;
         if !crate::domain::validate::is_store_id(&self.store_id) {
             return bad("store_id must be 1-16 characters of A-Z, a-z, 0-9, - or _");
         }

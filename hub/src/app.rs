@@ -49,6 +49,8 @@ pub struct App {
     pub hub: Arc<Hub>,
     state: AppState,
     tls: Option<Arc<rustls::ServerConfig>>,
+    /// Connection limits and request deadlines.
+    limits: patron_web::serve::Limits,
     stream_retention_ms: i64,
 }
 
@@ -86,6 +88,7 @@ impl App {
             hub,
             state,
             tls,
+            limits: cfg.http.limits(),
             stream_retention_ms: i64::from(cfg.stream_retention_days) * 86_400_000,
         })
     }
@@ -130,7 +133,7 @@ impl App {
             shutdown.await;
             hub.close();
         };
-        let served = crate::serve::serve(listener, app, self.tls, shutdown).await;
+        let served = patron_web::serve::serve(listener, app, self.tls, self.limits, shutdown).await;
         upkeep.abort();
         let _ = tokio::task::spawn_blocking(move || runner.stop()).await;
         served?;

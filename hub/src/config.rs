@@ -41,6 +41,8 @@ pub struct HubConfig {
     /// redeem (it pushes within a second while online; its claim is not taken beyond
     /// this).
     pub max_unsynced_points: i64,
+    /// Connection limits and request deadlines.
+    pub http: patron_web::serve::HttpConfig,
 }
 
 impl Default for HubConfig {
@@ -55,6 +57,7 @@ impl Default for HubConfig {
             max_points_per_fact: crate::ingest::FactLimits::default().max_points,
             max_amount_fen_per_fact: crate::ingest::FactLimits::default().max_amount_fen,
             max_unsynced_points: crate::authority::MAX_UNSYNCED_POINTS,
+            http: patron_web::serve::HttpConfig::default(),
             stream_retention_days: 30,
         }
     }
@@ -92,6 +95,7 @@ impl HubConfig {
                 "max_points_per_fact and max_amount_fen_per_fact must be >= 1".into(),
             ));
         }
+        self.http.check().map_err(ConfigError::Invalid)?;
         if self.max_unsynced_points < 0 {
             return Err(ConfigError::Invalid(
                 "max_unsynced_points must be >= 0".into(),

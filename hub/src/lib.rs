@@ -18,7 +18,6 @@
 //! - [`activity`]: members' activity, the first of them (pure rules).
 //! - [`api`]: HTTP handlers and error mapping.
 //! - [`tls`]: the hub's CA, server certificate and rustls config.
-//! - [`serve`]: the listener, over TLS or (only with `--insecure-dev`) plain HTTP.
 
 pub mod activity;
 pub mod api;
@@ -35,7 +34,6 @@ pub mod ingest;
 pub mod projections;
 pub mod recall;
 pub mod redemption;
-pub mod serve;
 pub mod service;
 pub mod store;
 #[cfg(test)]

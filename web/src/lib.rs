@@ -1,9 +1,10 @@
 //! What Patron's two servers (the edge's POS API, the hub) share, so both binaries
-//! behave alike: configuration layering ([`config`]), request tracing and the
-//! shutdown signal. The web foundation of the cashier UI and the HQ console will grow
+//! behave alike: configuration layering ([`config`]), accepting connections under
+//! limits ([`serve`]), request tracing and the shutdown signal. The web foundation of the cashier UI and the HQ console will grow
 //! here.
 
 pub mod config;
+pub mod serve;
 
 use std::time::Duration;
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use patron_hub::api::{AppState, router};
 use patron_hub::service::Hub;
 use patron_hub::store::sqlite::SqliteStore;
-use patron_hub::{serve, tls};
+use patron_hub::tls;
 use patron_protocol::Origin;
 use patron_protocol::hub::{PushRequest, SyncReport};
 use patron_sync::session::{Fact, Push, batch};
@@ -263,8 +263,14 @@ pub async fn start_hub(name: &str, stores: usize) -> Result<Running, BoxError> {
             server.block_on(async move {
                 match TcpListener::from_std(std_listener) {
                     Ok(listener) => {
-                        let _ =
-                            serve::serve(listener, app, Some(cfg), std::future::pending()).await;
+                        let _ = patron_web::serve::serve(
+                            listener,
+                            app,
+                            Some(cfg),
+                            patron_web::serve::Limits::default(),
+                            std::future::pending(),
+                        )
+                        .await;
                     }
                     Err(e) => eprintln!("hub listener: {e}"),
                 }

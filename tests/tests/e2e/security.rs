@@ -109,3 +109,106 @@ async fn a_rotated_store_comes_back_and_a_revoked_one_is_cut_off() -> Result<()>
     assert_eq!(hub.balance(&m1)?, first);
     Ok(())
 }
+
+/// A connection to `to` from the loopback address 127.0.0.2 (the attacker's), so that
+/// its per-address cap is not the test client's (127.0.0.1).
+async fn attacker_conn(to: std::net::SocketAddr) -> Result<tokio::net::TcpStream> {
+    let s = tokio::net::TcpSocket::new_v4()?;
+    s.bind("127.0.0.2:0".parse()?)?;
+    Ok(s.connect(to).await?)
+}
+
+/// How long the edge took to answer `/healthz` (200 or an error).
+async fn served_quickly(e: &TestEdge) -> Result<Duration> {
+    let t = std::time::Instant::now();
+    let r = e.get("/healthz").await?;
+    anyhow::ensure!(r.status == 200, "healthz: {}", r.status);
+    Ok(t.elapsed())
+}
+
+/// Whether the server closed `c` within `within` (a read returns end of stream or an
+/// error, having sent no answer).
+async fn closed_within(c: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 512];
+    matches!(
+        tokio::time::timeout(within, c.read(&mut buf)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+/// Issue 17, part 6: one address on the store LAN opens connections and sends headers
+/// a byte at a time (slowloris), then floods connections. The edge cuts the slow
+/// connections at the header deadline, closes an address's connections beyond its cap
+/// as they come, and answers the POS lanes (another address) all along.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slowloris_and_a_flood_leave_the_pos_lanes_served() -> Result<()> {
+    use tokio::io::AsyncWriteExt;
+    const CAP: usize = 16;
+    let config = format!("[http]\nmax_connections_per_client = {CAP}\nheader_timeout_ms = 1000\n");
+    let mut edge = TestEdge::prepare("S001", &config)?;
+    edge.start().await?;
+    // Slowloris: CAP connections, each sending its headers a byte at a time.
+    let mut slow = Vec::new();
+    for _ in 0..CAP {
+        let mut c = attacker_conn(edge.addr).await?;
+        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: edge\r\nX-Slow: ")
+            .await?;
+        slow.push(c);
+    }
+    let started = std::time::Instant::now();
+    let mut worst = Duration::ZERO;
+    while started.elapsed() < Duration::from_millis(1_500) {
+        for c in &mut slow {
+            let _ = c.write_all(b"a").await;
+        }
+        worst = worst.max(served_quickly(&edge).await?);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        worst < Duration::from_millis(500),
+        "a lane waited {worst:?}"
+    );
+    for (i, c) in slow.iter_mut().enumerate() {
+        assert!(
+            closed_within(c, Duration::from_secs(2)).await,
+            "slow connection {i} still open past the header deadline"
+        );
+    }
+    // A flood: connections beyond the address's cap are closed as they come, before
+    // any request; the lanes are answered meanwhile.
+    let mut flood = Vec::new();
+    for _ in 0..(CAP * 8) {
+        flood.push(attacker_conn(edge.addr).await?);
+    }
+    let mut closed_at_once = 0;
+    for c in flood.iter_mut().skip(CAP) {
+        if closed_within(c, Duration::from_millis(200)).await {
+            closed_at_once += 1;
+        }
+    }
+    assert!(
+        closed_at_once >= CAP * 6,
+        "{closed_at_once} of {} over-cap connections closed at once",
+        CAP * 7
+    );
+    assert!(served_quickly(&edge).await? < Duration::from_millis(500));
+    // Authentication comes before the body: a request without a token announcing a
+    // 10 MB body it never sends is answered 401 at once, not read.
+    drop(flood);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut c = attacker_conn(edge.addr).await?;
+    c.write_all(
+        b"POST /v1/checkout/commit HTTP/1.1\r\nHost: edge\r\nContent-Type: application/json\r\nContent-Length: 10000000\r\n\r\n{",
+    )
+    .await?;
+    let mut head = [0u8; 12];
+    tokio::time::timeout(Duration::from_secs(1), async {
+        use tokio::io::AsyncReadExt;
+        c.read_exact(&mut head).await
+    })
+    .await
+    .context("no answer within 1 s")??;
+    assert_eq!(&head, b"HTTP/1.1 401", "{}", String::from_utf8_lossy(&head));
+    Ok(())
+}
