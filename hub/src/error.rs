@@ -12,6 +12,9 @@ pub enum HubError {
     /// No or a bad credential.
     #[error("unknown or missing store credential")]
     Unauthorized,
+    /// The store asked about a member it neither registered nor served.
+    #[error("{}", crate::ingest::NOT_SERVED)]
+    NotServed,
     /// The store was revoked by HQ: it is refused everything (its pushes are kept in
     /// quarantine for review).
     #[error("store {0} was revoked by HQ")]

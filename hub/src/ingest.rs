@@ -235,8 +235,18 @@ pub fn quarantine_reason<E>(
             Ok(Some("registers a member of another store"))
         }
         Some(_) if holds()? => Ok(None),
-        Some(_) => Ok(Some("a member this store neither registered nor served")),
+        Some(_) => Ok(Some(NOT_SERVED)),
     }
+}
+
+/// Why a store may not act for a member (a fact, an authorization, a lease).
+pub const NOT_SERVED: &str = "a member this store neither registered nor served";
+
+/// Whether `store` may act for a member whose home is `home` (`None`: unknown to the
+/// hub, a member the store registered and has not pushed yet) and whom the hub let it
+/// hold or not (`holds`): the rule facts are judged by, for the asks that need no fact.
+pub fn may_serve(store: &str, home: Option<&str>, holds: bool) -> bool {
+    home.is_none_or(|h| h == store) || holds
 }
 
 /// The stream's fan-out rule for a fact of a member written by store `writer`, given

@@ -30,6 +30,19 @@ impl Hub {
         Ok(self.store().root_member(&member)?)
     }
 
+    /// Refuses an ask of `store` about `member` (a UUID) that the store neither
+    /// registered nor served: it may not hold, lease or probe another store's member.
+    fn check_serves(&self, store: &StoreRow, member: &str) -> Result<(), HubError> {
+        let id = uuid::Uuid::parse_str(member)
+            .map_err(|_| HubError::Invalid("member: not a UUID".into()))?;
+        let (home, holds) = self.store().standing(&store.store_id, id.as_bytes())?;
+        if crate::ingest::may_serve(&store.store_id, home.as_deref(), holds) {
+            Ok(())
+        } else {
+            Err(HubError::NotServed)
+        }
+    }
+
     /// `POST /v1/leases`: a lease on part of the member's points for the asking store,
     /// or the reason there is none.
     pub fn grant_lease(
@@ -37,6 +50,7 @@ impl Hub {
         store: &StoreRow,
         req: &LeaseRequest,
     ) -> Result<LeaseResponse, HubError> {
+        self.check_serves(store, &req.member)?;
         let member = self.member_root(&req.member)?;
         let now = self.now();
         let policy = self.lease_policy();
@@ -250,6 +264,7 @@ impl Hub {
         if req.points <= 0 {
             return Err(HubError::Invalid("points must be positive".into()));
         }
+        self.check_serves(store, &member)?;
         let now = self.now();
         let hold = Hold {
             member,

@@ -658,6 +658,56 @@ mod tests {
         assert_eq!(claim.available, 190 + crate::authority::MAX_UNSYNCED_POINTS);
     }
 
+    /// Issue 17: a store may not hold, lease or probe the points of a member it
+    /// neither registered nor served; once it has served them it may; revoked, its
+    /// lease stops reserving the member's points at once.
+    #[test]
+    fn asks_about_members_a_store_never_served_are_refused_and_revocation_frees_leases() {
+        use patron_protocol::hub::{AuthorizeRequest, LeaseRequest};
+        let t = TestHub::new(T0, &["S001", "S002"]);
+        let m = mid("m-3");
+        push_facts(
+            &t.hub,
+            &t.rows[0],
+            vec![member_fact("S001", 1, T0, "purchase", &m, 1_000, "{}")],
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let ask = |i: usize, points: i64| {
+            let req = AuthorizeRequest {
+                member: m.clone(),
+                txn: uuid::Uuid::now_v7().to_string(),
+                points,
+                unsynced: 0,
+                lease_left: 0,
+                budget_ms: 0,
+            };
+            rt.block_on(t.hub.authorize_async(&t.rows[i], &req))
+        };
+        let lease = |i: usize| {
+            t.hub
+                .grant_lease(&t.rows[i], &LeaseRequest { member: m.clone() })
+        };
+        assert!(matches!(ask(1, 100), Err(HubError::NotServed)));
+        assert!(matches!(lease(1), Err(HubError::NotServed)));
+        // S002 looks the member up (a fetch): now it may.
+        t.share_member(&m);
+        let granted = lease(1).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(granted.points, 500);
+        let probe = |i: usize| ask(i, 1_000_000).map(|a| a.available);
+        assert_eq!(probe(0).unwrap_or_else(|e| panic!("{e}")), 500);
+        // Revoked, S002's lease reserves nothing: S001 sees the whole balance again.
+        assert!(
+            t.hub
+                .enrollment
+                .revoke("S002")
+                .unwrap_or_else(|e| panic!("{e}"))
+        );
+        assert_eq!(probe(0).unwrap_or_else(|e| panic!("{e}")), 1_000);
+    }
+
     /// Issue 17: a store is trusted with its own members and those it served. Facts
     /// about another store's member it never fetched, a registration under another
     /// store's member id, and facts beyond the per-fact limits are kept in quarantine

@@ -90,8 +90,16 @@ impl HttpConfig {
         if self.max_connections == 0 || self.max_connections_per_client == 0 {
             return Err("http.max_connections and max_connections_per_client must be >= 1".into());
         }
-        if self.header_timeout_ms < 100 || self.body_timeout_ms < 100 {
-            return Err("http.header_timeout_ms and body_timeout_ms must be >= 100".into());
+        if self.max_connections > 1_000_000 || self.max_connections_per_client > 1_000_000 {
+            return Err(
+                "http.max_connections and max_connections_per_client must be <= 1000000".into(),
+            );
+        }
+        let hour = 3_600_000;
+        if !(100..=hour).contains(&self.header_timeout_ms)
+            || !(100..=hour).contains(&self.body_timeout_ms)
+        {
+            return Err("http.header_timeout_ms and body_timeout_ms must be 100..=3600000".into());
         }
         Ok(())
     }

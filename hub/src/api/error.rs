@@ -91,7 +91,9 @@ impl IntoResponse for HubError {
             HubError::Exists(_) => HubCode::Exists,
             HubError::Unauthorized => HubCode::Unauthorized,
             HubError::Revoked(_) => HubCode::StoreRevoked,
-            HubError::Forged { .. } | HubError::Enrollment(_) => HubCode::Forbidden,
+            HubError::Forged { .. } | HubError::Enrollment(_) | HubError::NotServed => {
+                HubCode::Forbidden
+            }
             HubError::Protocol { .. } => HubCode::ProtocolUnsupported,
             HubError::FetchLimit { .. } => HubCode::FetchLimit,
             HubError::Store(_) | HubError::Random => {

@@ -260,6 +260,14 @@ pub trait Members: Send + Sync + 'static {
     /// The member `member` stands for: its survivor if it was merged, else itself.
     fn root_member(&self, member: &str) -> Result<String, StoreError>;
 
+    /// What the hub knows of `member` (16-byte id) for `store`'s rights: the member's
+    /// home store, if the hub has seen them, and whether it let `store` hold them.
+    fn standing(
+        &self,
+        store: &str,
+        member: &[u8; 16],
+    ) -> Result<(Option<String>, bool), StoreError>;
+
     /// Up to `max` facts of the members registered under `phone_idx` (the chain-wide
     /// blind index, base64), from every origin, after ingest position `after`; with the
     /// position of the last one (`after` if none) and whether more follow. `store`

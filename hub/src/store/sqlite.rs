@@ -364,6 +364,11 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE stores ADD COLUMN enroll_expires_at INTEGER;
     ALTER TABLE stores ADD COLUMN revoked_at INTEGER;
     "#,
+    r#"
+    -- Tokens issued before tokens expired get the default day from now.
+    UPDATE stores SET enroll_expires_at = CAST(strftime('%s', 'now') AS INTEGER) * 1000 + 86400000
+     WHERE enroll_hash IS NOT NULL AND enroll_expires_at IS NULL;
+    "#,
 ];
 
 /// SQL for the member `id` stands for: its survivor if it was merged, else itself.
@@ -1655,16 +1660,31 @@ impl Stores for SqliteStore {
     }
 
     fn revoke_store(&self, store_id: &str, now: i64) -> Result<bool, StoreError> {
-        let conn = self.lock();
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
         // The credential is kept, so that the store's pushes are still recognised
         // (and quarantined); the enrollment token goes.
-        Ok(conn
+        let revoked = tx
             .prepare_cached(
                 "UPDATE stores SET revoked_at = ?2, enroll_hash = NULL, enroll_expires_at = NULL
                   WHERE store_id = ?1 AND revoked_at IS NULL",
             )?
             .execute(params![store_id, now])?
-            > 0)
+            > 0;
+        if revoked {
+            // What it held goes with it: its leases and holds stop reserving members'
+            // points, it holds no member any more, and its stream is dropped.
+            for sql in [
+                "DELETE FROM leases WHERE store = ?1",
+                "DELETE FROM holds WHERE store = ?1",
+                "DELETE FROM holdings WHERE store = ?1",
+                "DELETE FROM stream WHERE store = ?1",
+            ] {
+                tx.prepare_cached(sql)?.execute(params![store_id])?;
+            }
+        }
+        tx.commit()?;
+        Ok(revoked)
     }
 
     fn enroll(
@@ -1687,6 +1707,9 @@ impl Stores for SqliteStore {
             .ok_or(StoreError::Enrollment("unknown or already used token"))?;
         if row.store_id != store_id {
             return Err(StoreError::Enrollment("the token is for another store"));
+        }
+        if row.revoked {
+            return Err(StoreError::Enrollment("the store was revoked"));
         }
         if expires_at.is_some_and(|t| t <= now) {
             return Err(StoreError::Enrollment(
@@ -2034,6 +2057,17 @@ impl Members for SqliteStore {
             .get()
             .prepare_cached(concat!("SELECT ", root_of!("?1")))?
             .query_row(params![member], |r| r.get(0))?)
+    }
+
+    fn standing(
+        &self,
+        store: &str,
+        member: &[u8; 16],
+    ) -> Result<(Option<String>, bool), StoreError> {
+        let conn = self.readers.get();
+        let home = member_home(&conn, member)?;
+        let held = holds_member(&conn, &Some(uuid::Uuid::from_bytes(*member)), store)?;
+        Ok((home, held))
     }
 
     fn member_facts_by_phone(

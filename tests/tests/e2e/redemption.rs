@@ -43,8 +43,24 @@ async fn the_hub_authorizes_online_and_floor_limits_bound_offline_redemptions() 
         .context("the earning sale reaches the hub")?;
 
     // Another store (S002, enrolled by hand) is authorized 1,500 of the member's 2,000
-    // points for a sale in progress: the hub holds them.
+    // points for a sale in progress, once it has looked the member up (before, the
+    // hub refuses to hold a member's points for a store that never served them).
     let other = hub.enroll_raw("S002").await?;
+    let r = ask_hub(
+        &hub,
+        &other,
+        &m,
+        "0190a000-0000-7000-8000-0000000000a9",
+        1500,
+    )
+    .await?;
+    assert_eq!(
+        (r.status, r.json["error"]["code"].as_str()),
+        (403, Some("forbidden")),
+        "{}",
+        r.json
+    );
+    hub.look_up_as(&other, &m).await?;
     let r = ask_hub(
         &hub,
         &other,
@@ -205,6 +221,7 @@ async fn a_lease_lets_the_store_redeem_offline_beyond_the_floor_limit() -> Resul
     // it while S001 is online: `online_redemptions_follow_the_chain_balance_…`; this
     // one, beyond the whole balance, recalls nothing.)
     let other = hub.enroll_raw("S002").await?;
+    hub.look_up_as(&other, &m).await?;
     let r = ask_hub(
         &hub,
         &other,
