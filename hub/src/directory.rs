@@ -73,6 +73,29 @@ impl Directory {
         true
     }
 
+    /// Whole lookups left in `store`'s budget now (`u32::MAX` without a limit).
+    pub(crate) fn fetches_left(&self, store: &str) -> u32 {
+        let per_minute = f64::from(self.fetches_per_minute);
+        if per_minute == 0.0 {
+            return u32::MAX;
+        }
+        let now = self.now();
+        let budgets = self.fetch_budgets.lock().unwrap_or_else(|p| p.into_inner());
+        let tokens = budgets.get(store).map_or(per_minute, |(tokens, at)| {
+            let elapsed = now.saturating_sub(*at).max(0) as f64;
+            (tokens + elapsed * per_minute / 60_000.0).min(per_minute)
+        });
+        tokens.max(0.0) as u32
+    }
+
+    /// Charges `n` lookups to `store`'s budget (registrations that claimed another
+    /// store's member: they give the store what a lookup would).
+    pub(crate) fn charge_fetches(&self, store: &str, n: u32) {
+        for _ in 0..n {
+            let _ = self.take_fetch(store);
+        }
+    }
+
     /// Every fact of the members registered under a phone, for a store that does not
     /// hold them (the cashier looked the phone up there), a page at a time.
     pub fn fetch_member(

@@ -239,6 +239,25 @@ pub fn quarantine_reason<E>(
     }
 }
 
+/// Why a registration is quarantined: it would merge into another store's member the
+/// store never served, and the store's lookup budget is spent.
+pub const CLAIM_BEYOND_BUDGET: &str =
+    "registers the phone of another store's member beyond the store's lookup budget";
+
+/// Whether a store's registration under a phone whose first member is `first` (home
+/// `first_home`, held by the store or not) claims another store's member: the hub
+/// would merge it into that member and let the store serve them, as a lookup of the
+/// phone would. Such registrations are counted against the store's lookup budget.
+pub fn claims_another_store_s_member(
+    store: &str,
+    registered: &str,
+    first: &str,
+    first_home: Option<&str>,
+    holds: bool,
+) -> bool {
+    registered != first && first_home.is_some_and(|h| h != store) && !holds
+}
+
 /// Why a store may not act for a member (a fact, an authorization, a lease).
 pub const NOT_SERVED: &str = "a member this store neither registered nor served";
 

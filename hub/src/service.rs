@@ -312,8 +312,14 @@ impl Hub {
             flag_window_ms: crate::authority::FLAG_WINDOW_MS,
             limits: self.fact_limits,
             quarantine_all: store.revoked.then_some(REVOKED),
+            claim_budget: self.directory.fetches_left(sid),
             now,
         })?;
+        let claims: u32 = done.iter().map(|i| i.claims).sum();
+        if claims > 0 {
+            tracing::warn!(store = %sid, claims, "registrations merged into other stores' members");
+            self.directory.charge_fetches(sid, claims);
+        }
         for (origin, i) in origins.iter().zip(&done) {
             for (seq, why) in &i.quarantined {
                 tracing::warn!(store = %sid, %origin, seq, why, "fact quarantined for review");
@@ -706,6 +712,66 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{e}"))
         );
         assert_eq!(probe(0).unwrap_or_else(|e| panic!("{e}")), 1_000);
+    }
+
+    /// Issue 17 (review): registering a new member under the phone of another store's
+    /// member makes the hub merge them and let the registering store serve the
+    /// member, as a lookup would; such registrations count against the store's lookup
+    /// budget, and beyond it they are quarantined and merge nothing.
+    #[test]
+    fn registrations_that_claim_other_stores_members_spend_the_lookup_budget() {
+        use base64::Engine;
+        let mut t = TestHub::new(T0, &["S001", "S002"]);
+        t.hub = t.hub.with_fetch_limit(2);
+        let idx = |b: u8| base64::engine::general_purpose::STANDARD.encode([b; 32]);
+        let reg = |b: u8| serde_json::json!({ "phone_idx": idx(b) }).to_string();
+        push_facts(
+            &t.hub,
+            &t.rows[0],
+            (1..=3)
+                .map(|i| {
+                    member_fact(
+                        "S001",
+                        i,
+                        T0,
+                        "member_registered",
+                        &format!("m-{i}"),
+                        0,
+                        &reg(i as u8),
+                    )
+                })
+                .collect(),
+        );
+        // S002 registers new ids under those three phones (and one of its own).
+        let ack = push_facts(
+            &t.hub,
+            &t.rows[1],
+            vec![
+                member_fact("S002", 1, T0, "member_registered", "m-11", 0, &reg(1)),
+                member_fact("S002", 2, T0, "member_registered", "m-12", 0, &reg(2)),
+                member_fact("S002", 3, T0, "member_registered", "m-13", 0, &reg(3)),
+                member_fact("S002", 4, T0, "member_registered", "m-14", 0, &reg(9)),
+            ],
+        );
+        assert_eq!(ack.merged.len(), 2, "{:?}", ack.merged);
+        let q = t.hub.quarantined(10).unwrap_or_else(|e| panic!("{e}"));
+        let seen: Vec<(&str, u64, &str)> = q
+            .iter()
+            .map(|f| (f.store_id.as_str(), f.seq, f.reason.as_str()))
+            .collect();
+        assert_eq!(seen, vec![("S002", 3, crate::ingest::CLAIM_BEYOND_BUDGET)]);
+        // The budget is spent for lookups too.
+        let fetch = t.hub.directory.fetch_member(
+            &t.rows[1],
+            &MemberFetch {
+                phone_idx: idx(3),
+                after: 0,
+            },
+        );
+        assert!(
+            matches!(fetch, Err(HubError::FetchLimit { .. })),
+            "{fetch:?}"
+        );
     }
 
     /// Issue 17: a store is trusted with its own members and those it served. Facts

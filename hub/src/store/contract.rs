@@ -98,6 +98,7 @@ fn push(s: &dyn HubStore, node: &str, facts: Vec<Fact>) -> Vec<super::Ingested> 
         flag_window_ms: crate::authority::FLAG_WINDOW_MS,
         limits: crate::ingest::FactLimits::default(),
         quarantine_all: None,
+        claim_budget: u32::MAX,
         now: T0,
     })
     .unwrap_or_else(|e| panic!("{e}"))

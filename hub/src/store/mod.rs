@@ -102,6 +102,9 @@ pub struct Ingested {
     pub streamed_to: Vec<String>,
     /// Facts of the batch kept in quarantine (sequence, why), not applied.
     pub quarantined: Vec<(u64, &'static str)>,
+    /// Registrations of the batch that claimed another store's member (charged to the
+    /// store's lookup budget).
+    pub claims: u32,
 }
 
 /// Stores of the chain: registration, enrollment, credentials, sync figures. Methods block; callers run them off the async runtime.
@@ -464,6 +467,9 @@ pub struct IngestJob {
     pub limits: crate::ingest::FactLimits,
     /// Every fact applied is quarantined, for this reason (a revoked store's push).
     pub quarantine_all: Option<&'static str>,
+    /// Registrations of the push that may claim another store's member
+    /// ([`crate::ingest::claims_another_store_s_member`]); beyond, quarantined.
+    pub claim_budget: u32,
     /// The hub's clock (unix ms).
     pub now: i64,
 }

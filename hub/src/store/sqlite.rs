@@ -883,6 +883,37 @@ fn member_home(tx: &Connection, member: &[u8]) -> Result<Option<String>, StoreEr
         .optional()?)
 }
 
+/// Whether `store`'s registration of `member` under `phone_idx` claims another
+/// store's member (crate::ingest::claims_another_store_s_member).
+fn claims_another(
+    tx: &Connection,
+    store: &str,
+    member: &str,
+    phone_idx: &str,
+) -> Result<bool, StoreError> {
+    let first: Option<String> = tx
+        .prepare_cached(
+            "SELECT member FROM registrations WHERE phone_idx = ?1 ORDER BY fact LIMIT 1",
+        )?
+        .query_row(params![phone_idx], |r| r.get(0))
+        .optional()?;
+    let Some(first) = first else {
+        return Ok(false);
+    };
+    let Ok(id) = uuid::Uuid::parse_str(&first) else {
+        return Ok(false);
+    };
+    let home = member_home(tx, id.as_bytes())?;
+    let holds = holds_member(tx, &Some(id), store)?;
+    Ok(crate::ingest::claims_another_store_s_member(
+        store,
+        member,
+        &first,
+        home.as_deref(),
+        holds,
+    ))
+}
+
 /// Whether the hub let `store` hold `member` (a fetch, the stream, a merge).
 fn holds_member(
     tx: &Connection,
@@ -1132,9 +1163,11 @@ fn ingest_one(
         flag_window_ms,
         limits,
         quarantine_all,
+        claim_budget,
         now,
     } = job;
     let now = *now;
+    let mut claims_left = *claim_budget;
     let mut out = Vec::with_capacity(batches.len());
     for incoming in batches {
         let b = &incoming.batch;
@@ -1142,6 +1175,7 @@ fn ingest_one(
         let mut reason = None;
         let mut streamed = BTreeSet::new();
         let mut quarantined = Vec::new();
+        let mut claims = 0u32;
         let (origin_id, high) = origin_row(tx, &b.origin)?.unwrap_or_default();
         // Facts the hub holds already must be the same facts (patron_sync::receiver).
         let placed = match incoming.checked {
@@ -1192,6 +1226,20 @@ fn ingest_one(
                                 held,
                             )?
                         }
+                    };
+                    let why = match (why, &t.registered) {
+                        (None, Some((member, phone_idx)))
+                            if claims_another(tx, &b.origin.node, member, phone_idx)? =>
+                        {
+                            if claims_left == 0 {
+                                Some(crate::ingest::CLAIM_BEYOND_BUDGET)
+                            } else {
+                                claims_left -= 1;
+                                claims += 1;
+                                None
+                            }
+                        }
+                        (why, _) => why,
                     };
                     let fact_id =
                         insert_fact(tx, origin_id, f.seq as i64, &f.body, now, &t.entry, why)?;
@@ -1251,6 +1299,7 @@ fn ingest_one(
             reason,
             streamed_to: streamed.into_iter().collect(),
             quarantined,
+            claims,
         });
     }
     let report_origin = match &report.origin {
@@ -2908,6 +2957,7 @@ mod tests {
             flag_window_ms: 0,
             limits: crate::ingest::FactLimits::default(),
             quarantine_all: None,
+            claim_budget: u32::MAX,
             now: 0,
         };
         let honest: super::super::Judge = patron_sync::session::place;
