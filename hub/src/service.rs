@@ -648,13 +648,7 @@ mod tests {
         // S002 names S001's transaction: refused, and S001's hold stays.
         assert!(matches!(ask(1, &txn, 100, 0), Err(HubError::Invalid(_))));
         // S002 pushes a spend under S001's txn id: it settles nothing of S001's hold.
-        let redeem = r#"{"reason":"gift","auth":"offline"}"#;
-        let mut spend = member_fact("S002", 1, T0 + 1, "redemption", &m, 0, redeem);
-        let mut e: serde_json::Value =
-            serde_json::from_str(&spend.body).unwrap_or_else(|e| panic!("{e}"));
-        e["spend"] = 10.into();
-        e["txn"] = txn.clone().into();
-        spend.body = e.to_string();
+        let spend = redemption("S002", 1, T0 + 1, &m, 10, Some(&txn));
         push_facts(&t.hub, &t.rows[1], vec![spend]);
         let other = uuid::Uuid::now_v7().to_string();
         let left = ask(0, &other, 1_000_000, 0).unwrap_or_else(|e| panic!("{e}"));
@@ -807,12 +801,7 @@ mod tests {
         assert_eq!(balance("m-1"), 500);
         // S002 never looked m-1 up: it spends their points, registers a member under
         // their id, and mints 10^8 points for a member of its own.
-        let redeem = r#"{"reason":"gift","auth":"offline"}"#;
-        let mut spend = member_fact("S002", 1, T0 + 1, "redemption", "m-1", 0, redeem);
-        let mut e: serde_json::Value =
-            serde_json::from_str(&spend.body).unwrap_or_else(|e| panic!("{e}"));
-        e["spend"] = 400.into();
-        spend.body = e.to_string();
+        let spend = redemption("S002", 1, T0 + 1, "m-1", 400, None);
         let ack = push(
             &rows[1],
             vec![
@@ -868,12 +857,10 @@ mod tests {
             .collect();
         assert_eq!(seen, vec![("S001".into(), 1), ("S001".into(), 2)]);
         // Having served m-1 (that fetch), S002 may spend their points.
-        let mut spend = member_fact("S002", 5, T0 + 2, "redemption", "m-1", 0, redeem);
-        let mut e: serde_json::Value =
-            serde_json::from_str(&spend.body).unwrap_or_else(|e| panic!("{e}"));
-        e["spend"] = 400.into();
-        spend.body = e.to_string();
-        push(&rows[1], vec![spend]);
+        push(
+            &rows[1],
+            vec![redemption("S002", 5, T0 + 2, "m-1", 400, None)],
+        );
         assert_eq!(balance("m-1"), 100);
         assert_eq!(
             hub.quarantined(10).unwrap_or_else(|e| panic!("{e}")).len(),
@@ -979,6 +966,21 @@ mod tests {
             seq,
             body: entry,
         }
+    }
+
+    /// An offline redemption of `points` by `store` of member `m` (see [`mid`]), under
+    /// transaction `txn` if given.
+    fn redemption(store: &str, seq: u64, at: i64, m: &str, points: i64, txn: Option<&str>) -> Fact {
+        let body = r#"{"reason":"gift","auth":"offline"}"#;
+        let mut f = member_fact(store, seq, at, "redemption", m, 0, body);
+        let mut e: serde_json::Value =
+            serde_json::from_str(&f.body).unwrap_or_else(|e| panic!("{e}"));
+        e["spend"] = points.into();
+        if let Some(txn) = txn {
+            e["txn"] = txn.into();
+        }
+        f.body = e.to_string();
+        f
     }
 
     /// The phone's index finds the member registered under it and every fact of theirs

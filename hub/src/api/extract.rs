@@ -21,6 +21,14 @@ pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
         .strip_prefix("Bearer ")
 }
 
+/// The store behind the request's bearer credential, as `authenticate` finds it.
+fn store_of(
+    parts: &Parts,
+    authenticate: impl FnOnce(&str) -> Result<StoreRow, HubError>,
+) -> Result<StoreRow, HubError> {
+    authenticate(bearer(&parts.headers).ok_or(HubError::Unauthorized)?)
+}
+
 /// The enrolled store whose credential the request carries.
 #[derive(Debug, Clone)]
 pub struct AuthedStore(pub StoreRow);
@@ -31,12 +39,7 @@ impl FromRequestParts<AppState> for AuthedStore {
     /// A point read on a reader connection (microseconds, never behind a commit): no
     /// blocking thread, which matters on the authorization hot path.
     async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, Response> {
-        let Some(cred) = bearer(&parts.headers) else {
-            return Err(HubError::Unauthorized.into_response());
-        };
-        s.hub
-            .enrollment
-            .authenticate(cred)
+        store_of(parts, |c| s.hub.enrollment.authenticate(c))
             .map(AuthedStore)
             .map_err(IntoResponse::into_response)
     }
@@ -51,12 +54,7 @@ impl FromRequestParts<AppState> for PushingStore {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, Response> {
-        let Some(cred) = bearer(&parts.headers) else {
-            return Err(HubError::Unauthorized.into_response());
-        };
-        s.hub
-            .enrollment
-            .authenticate_revoked_too(cred)
+        store_of(parts, |c| s.hub.enrollment.authenticate_revoked_too(c))
             .map(PushingStore)
             .map_err(IntoResponse::into_response)
     }
