@@ -4,13 +4,16 @@
 //! application.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
 
+use crate::config::Transport;
 use crate::domain::promo::ruleset::RuleSet;
 use crate::hub::link::HubLink;
+use crate::lan_tls::LanIdentity;
 use crate::{Config, Edge};
 
 /// The edge with its background tasks started, ready to serve.
@@ -66,6 +69,28 @@ impl App {
         patron_web::traced(crate::api::router(self.edge.clone()))
     }
 
+    /// How the POS API would be served on `addr`: HTTPS with this edge's LAN identity
+    /// (made on first use), or plain HTTP where the configuration allows it; an error
+    /// for plain HTTP on the LAN that the configuration does not allow.
+    pub fn transport(&self, addr: SocketAddr) -> anyhow::Result<(Transport, Option<TlsServer>)> {
+        let cfg = &self.edge.core.cfg;
+        let transport = cfg
+            .tls
+            .transport(&addr)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        if transport != Transport::Https {
+            tracing::warn!(
+                transport = transport.as_str(),
+                "serving the POS API over plain HTTP"
+            );
+            return Ok((transport, None));
+        }
+        let identity =
+            LanIdentity::load_or_create(&cfg.data_dir, &cfg.store_id, &cfg.tls.names(&addr))
+                .context("the LAN certificate")?;
+        Ok((transport, Some(identity.server_config()?)))
+    }
+
     /// Serves on `listener` until `shutdown` resolves, then finishes the requests in
     /// flight. Taking a bound listener lets tests bind port 0 and read it back.
     pub async fn run(
@@ -73,11 +98,25 @@ impl App {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let (_, tls) = self.transport(listener.local_addr()?)?;
+        self.serve(listener, tls, shutdown).await
+    }
+
+    /// Serves on `listener` as [`App::transport`] decided.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        tls: Option<TlsServer>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let limits = self.edge.core.cfg.http.limits();
-        patron_web::serve::serve(listener, self.router(), None, limits, shutdown).await?;
+        patron_web::serve::serve(listener, self.router(), tls, limits, shutdown).await?;
         Ok(())
     }
 }
+
+/// A rustls server configuration.
+pub type TlsServer = Arc<rustls::ServerConfig>;
 
 /// Opens the edge `cfg` describes and serves it on `listener` until `shutdown`.
 pub async fn run(

@@ -39,6 +39,80 @@ pub struct Config {
     pub redemption: RedemptionConfig,
     /// Connection limits and request deadlines of the POS API.
     pub http: patron_web::serve::HttpConfig,
+    /// HTTPS on the POS API.
+    pub tls: TlsConfig,
+}
+
+/// HTTPS on the store LAN (see `patron-edge tls show`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Serve the POS API over HTTPS. `false` serves plain HTTP, which the edge accepts
+    /// only on a loopback `listen` address unless `plain_http_on_lan` says otherwise.
+    pub enabled: bool,
+    /// Allow plain HTTP on a LAN address (lane tokens and member data then cross the
+    /// store network in the clear; `GET /healthz` reports it).
+    pub plain_http_on_lan: bool,
+    /// Names and addresses the POS reaches this edge at, put in its certificate
+    /// besides localhost, the listen address and the host name.
+    pub hosts: Vec<String>,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            plain_http_on_lan: false,
+            hosts: Vec::new(),
+        }
+    }
+}
+
+impl TlsConfig {
+    /// The names the edge's certificate is for.
+    pub fn names(&self, listen: &SocketAddr) -> Vec<String> {
+        crate::lan_tls::default_names(&self.hosts, listen.ip())
+    }
+
+    /// How the POS API is served on `listen`, or why this configuration may not serve.
+    pub fn transport(&self, listen: &SocketAddr) -> Result<Transport, String> {
+        if self.enabled {
+            return Ok(Transport::Https);
+        }
+        if listen.ip().is_loopback() {
+            Ok(Transport::HttpLoopback)
+        } else if self.plain_http_on_lan {
+            Ok(Transport::HttpLan)
+        } else {
+            Err(format!(
+                "tls.enabled = false would serve plain HTTP on {listen}, sending lane tokens \
+                 and member data across the store network in the clear: keep HTTPS (the \
+                 default), listen on a loopback address, or set tls.plain_http_on_lan = true"
+            ))
+        }
+    }
+}
+
+/// How the POS API is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// HTTPS (the default).
+    Https,
+    /// Plain HTTP on a loopback address: nothing crosses the network.
+    HttpLoopback,
+    /// Plain HTTP on the LAN, by explicit configuration.
+    HttpLan,
+}
+
+impl Transport {
+    /// The name `/healthz` reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Https => "https",
+            Transport::HttpLoopback => "http-loopback",
+            Transport::HttpLan => "http-lan",
+        }
+    }
 }
 
 /// Redemption authority (enrolled edges only: a standalone edge is its own authority).
@@ -216,6 +290,7 @@ impl Default for Config {
             sync: SyncConfig::default(),
             redemption: RedemptionConfig::default(),
             http: patron_web::serve::HttpConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -301,6 +376,19 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: &str| Err(ConfigError::Invalid(m.into()));
         self.http.check().map_err(ConfigError::Invalid)?;
+        if let Some(h) = self
+            .tls
+            .hosts
+            .iter()
+            .find(|h| !crate::lan_tls::valid_name(h))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "tls.hosts: {h:?} is not an IP address or a DNS name without wildcards"
+            )));
+        }
+        if self.tls.hosts.len() > 16 {
+            return bad("tls.hosts: at most 16 names");
+        }
         if !crate::domain::validate::is_store_id(&self.store_id) {
             return bad("store_id must be 1-16 characters of A-Z, a-z, 0-9, - or _");
         }

@@ -20,6 +20,7 @@ pub mod crypto;
 pub mod demo;
 pub mod domain;
 pub mod hub;
+pub mod lan_tls;
 pub mod service;
 pub mod store;
 pub mod telemetry;

@@ -65,6 +65,11 @@ enum Command {
         #[arg(long)]
         insecure_dev: bool,
     },
+    /// The POS API's HTTPS certificate.
+    Tls {
+        #[command(subcommand)]
+        command: TlsCommand,
+    },
     /// Prints the commented example configuration.
     ExampleConfig,
     /// Derives every member's ledger snapshot (balance, lots, tier spend) from the
@@ -78,6 +83,13 @@ enum Command {
         #[arg(long)]
         count: u64,
     },
+}
+
+#[derive(Subcommand)]
+enum TlsCommand {
+    /// Prints the fingerprints a POS pins, the CA file it imports, the names and the
+    /// validity of the certificate the POS API serves (made now if it does not exist).
+    Show,
 }
 
 #[derive(Subcommand)]
@@ -172,17 +184,50 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             let cfg = load_config(&cli, false)?;
             let token = read_token(token_file)?;
             let token = &token;
-            let link = runtime()?.block_on(patron_edge::hub::enroll::enroll(
+            let done = runtime()?.block_on(patron_edge::hub::enroll::enroll(
                 &cfg.data_dir,
                 &cfg.store_id,
                 hub,
                 token,
                 *insecure_dev,
+                &cfg.tls.names(&cfg.listen),
             ))?;
+            let link = &done.link;
             println!(
                 "store {} enrolled with {} (ring {}); `patron-edge serve` now syncs",
                 link.store_id, link.url, link.ring
             );
+            match &done.lan_ca {
+                Ok(ca) => println!(
+                    "the POS API's certificate is now issued by the hub's store-LAN CA {ca} \
+                     (a running edge serves it after a restart; `patron-edge tls show`)"
+                ),
+                Err(why) => eprintln!(
+                    "warning: {why}; the POS API keeps its own certificate (`patron-edge tls show`)"
+                ),
+            }
+            Ok(())
+        }
+        Command::Tls {
+            command: TlsCommand::Show,
+        } => {
+            let cfg = load_config(&cli, false)?;
+            let id = patron_edge::lan_tls::LanIdentity::load_or_create(
+                &cfg.data_dir,
+                &cfg.store_id,
+                &cfg.tls.names(&cfg.listen),
+            )?;
+            let d = id.describe()?;
+            println!("certificate sha256  {}", d.certificate_sha256);
+            println!("public key sha256   {}", d.public_key_sha256);
+            println!("CA sha256           {}", d.ca_sha256);
+            println!("CA                  {}", d.ca_name);
+            println!("CA file             {}", d.ca_file.display());
+            println!("names               {}", d.names.join(", "));
+            println!("valid               {} to {}", d.not_before, d.not_after);
+            if !cfg.tls.enabled {
+                println!("note: tls.enabled = false: the POS API serves plain HTTP");
+            }
             Ok(())
         }
         Command::RebuildLedgers => {
@@ -232,6 +277,9 @@ async fn serve(cfg: Config, demo_mode: Option<()>) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr()?;
+    // Before anything is printed: an edge that may not serve says so and exits.
+    let (transport, tls) = app.transport(addr)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     if let Some(token) = &demo_token {
         let lane = app
             .edge
@@ -240,13 +288,14 @@ async fn serve(cfg: Config, demo_mode: Option<()>) -> anyhow::Result<()> {
             .map(|l| l.id)
             .context("demo lane")?;
         let ids = demo::seed(&app.edge, lane).await?;
-        print_demo(addr, token, &ids);
+        print_demo(addr, scheme, &app.edge.core.cfg.data_dir, token, &ids);
     }
     // Tests and scripts read this line to learn the bound port.
-    println!("patron-edge listening on http://{addr}");
+    println!("patron-edge listening on {scheme}://{addr}");
     std::io::stdout().flush().ok();
-    tracing::info!(%addr, "listening");
-    app.run(listener, patron_web::shutdown_signal()).await
+    tracing::info!(%addr, transport = transport.as_str(), "listening");
+    app.serve(listener, tls, patron_web::shutdown_signal())
+        .await
 }
 
 /// The enrollment token from `path` (`-`: standard input), trimmed.
@@ -267,8 +316,18 @@ fn read_token(path: &Path) -> anyhow::Result<String> {
     Ok(token)
 }
 
-fn print_demo(addr: SocketAddr, token: &str, ids: &[patron_protocol::MemberId]) {
-    let base = format!("http://{addr}");
+fn print_demo(
+    addr: SocketAddr,
+    scheme: &str,
+    data_dir: &Path,
+    token: &str,
+    ids: &[patron_protocol::MemberId],
+) {
+    let base = format!("{scheme}://{addr}");
+    // curl reads the CA to trust from CURL_CA_BUNDLE: the edge's own, as a POS would.
+    let ca = data_dir.join(patron_edge::lan_tls::TLS_DIR).join("ca.pem");
+    let ca = std::fs::canonicalize(&ca).unwrap_or(ca);
+    let ca = ca.display();
     let first = ids.first().map(|m| m.to_string()).unwrap_or_default();
     let receipt = format!("R-DEMO-{}", std::process::id());
     println!(
@@ -277,9 +336,11 @@ Patron edge demo — store S001 with {n} demo members (13800138000 has a purchas
 
   export PATRON={base}
   export TOKEN={token}
+  export CURL_CA_BUNDLE={ca}
 
   curl -s $PATRON/healthz
-  curl -s -H "Authorization: Bearer $TOKEN" "$PATRON/v1/members?phone=13800138000"
+  curl -s -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+       -d '{{"phone":"13800138000","purpose":"service"}}' $PATRON/v1/members/lookup
   curl -s -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
        -d '{{"member_id":"{first}","lines":[{{"sku":"A1","category":"skincare","qty":2,"unit_price":9900}}],"redeem_points":500}}' \
        $PATRON/v1/checkout/quote

@@ -24,26 +24,40 @@ async fn the_real_edge_serves_in_process_and_stops_on_shutdown() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let base = format!(
-        "http://{}",
+        "https://{}",
         listener.local_addr().unwrap_or_else(|e| panic!("{e}"))
     );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run(listener, async {
+    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let (transport, tls) = app.transport(addr).unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(transport, patron_edge::config::Transport::Https);
+    let server = tokio::spawn(app.serve(listener, tls, async {
         let _ = stopped.await;
     }));
-    let health: serde_json::Value = reqwest::get(format!("{base}/healthz"))
+    // HTTPS by default, under the CA the edge made for itself (what a POS imports).
+    let ca = std::fs::read(dir.path().join("data/tls/ca.pem")).unwrap_or_else(|e| panic!("{e}"));
+    let client = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&ca).unwrap_or_else(|e| panic!("{e}"))])
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let health: serde_json::Value = client
+        .get(format!("{base}/healthz"))
+        .send()
         .await
         .unwrap_or_else(|e| panic!("{e}"))
         .json()
         .await
         .unwrap_or_default();
     assert_eq!(health["store_id"], "S042", "{health}");
+    assert_eq!(health["transport"], "https", "{health}");
     assert_eq!(health["hub"]["enrolled"], false, "{health}");
-    let r = reqwest::get(format!("{base}/v1/admin/rule-set"))
+    let r = client
+        .get(format!("{base}/v1/admin/rule-set"))
+        .send()
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(r.status().as_u16(), 401, "the POS API wants a lane token");
-    let set: serde_json::Value = reqwest::Client::new()
+    let set: serde_json::Value = client
         .get(format!("{base}/v1/admin/rule-set"))
         .bearer_auth(&token)
         .send()

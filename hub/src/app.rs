@@ -73,8 +73,10 @@ impl App {
         } else {
             Some(crate::tls::server_config(dir)?)
         };
+        let lan_ca = Arc::new(crate::tls::LanCa::load_or_create(dir).context("the store-LAN CA")?);
         let hub = Arc::new(
             open_hub(dir, !cfg.insecure_dev)?
+                .with_lan_ca(lan_ca)
                 .with_lease_policy(cfg.lease_policy())
                 .with_fact_limits(cfg.fact_limits())
                 .with_max_unsynced(cfg.max_unsynced_points)

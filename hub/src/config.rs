@@ -19,7 +19,8 @@ pub struct HubConfig {
     pub data_dir: PathBuf,
     /// The address stores and HQ reach the hub at.
     pub listen: SocketAddr,
-    /// Plain HTTP instead of TLS: development on one machine only.
+    /// Plain HTTP instead of TLS: development on one machine only (a loopback
+    /// `listen` address; refused on any other).
     pub insecure_dev: bool,
     /// Share of a member's free points a store may lease, per mille (0: no leases).
     pub lease_share_permille: i64,
@@ -80,6 +81,12 @@ impl HubConfig {
 
     /// Checks ranges that serde cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.insecure_dev && !self.listen.ip().is_loopback() {
+            return Err(ConfigError::Invalid(format!(
+                "insecure_dev serves plain HTTP and is allowed on a loopback address only, not {}",
+                self.listen
+            )));
+        }
         if !(0..=1000).contains(&self.lease_share_permille) {
             return Err(ConfigError::Invalid(
                 "lease_share_permille must be 0..=1000".into(),
@@ -166,5 +173,29 @@ mod tests {
             HubConfig::load(Some(&f)),
             Err(ConfigError::Load(_))
         ));
+    }
+
+    #[test]
+    fn plain_http_is_for_loopback_only() {
+        let dev = |listen: &str| HubConfig {
+            insecure_dev: true,
+            listen: listen.parse().unwrap_or_else(|e| panic!("{e}")),
+            ..HubConfig::default()
+        };
+        assert!(dev("127.0.0.1:7443").validate().is_ok());
+        assert!(dev("[::1]:7443").validate().is_ok());
+        assert!(matches!(
+            dev("0.0.0.0:7443").validate(),
+            Err(ConfigError::Invalid(m)) if m.contains("loopback")
+        ));
+        assert!(matches!(
+            dev("192.168.1.2:7443").validate(),
+            Err(ConfigError::Invalid(_))
+        ));
+        let tls = HubConfig {
+            listen: "0.0.0.0:7443".parse().unwrap_or_else(|e| panic!("{e}")),
+            ..HubConfig::default()
+        };
+        assert!(tls.validate().is_ok(), "TLS may listen anywhere");
     }
 }

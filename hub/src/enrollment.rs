@@ -20,6 +20,8 @@ pub struct Enrollment {
     ca_fingerprint: String,
     /// The chain's member keys, handed to stores at enrollment (base64).
     chain_keys: Option<String>,
+    /// Certifies the stores' POS API keys at enrollment.
+    lan_ca: Option<Arc<crate::tls::LanCa>>,
     rng: SystemRandom,
     now: Clock,
 }
@@ -78,6 +80,7 @@ impl Enrollment {
             ca_pem,
             ca_fingerprint,
             chain_keys: None,
+            lan_ca: None,
             rng: SystemRandom::new(),
             now,
         }
@@ -86,6 +89,11 @@ impl Enrollment {
     /// Hands `keys` (see [`crate::chain_keys`]) to every store that enrolls.
     pub fn set_chain_keys(&mut self, keys: String) {
         self.chain_keys = Some(keys);
+    }
+
+    /// Certifies with `ca` the POS API key of every store that enrolls and asks.
+    pub fn set_lan_ca(&mut self, ca: Arc<crate::tls::LanCa>) {
+        self.lan_ca = Some(ca);
     }
 
     /// 32 random bytes, base64url, after a prefix that says what the secret is for
@@ -170,9 +178,18 @@ impl Enrollment {
         secret: &str,
         store_id: &str,
         protocol: Option<u32>,
+        lan_csr: Option<&str>,
     ) -> Result<EnrollResponse, HubError> {
-        // Before the token is spent: a store too old to sync must not use it up.
+        // Before the token is spent: a store too old to sync, or whose certificate
+        // request is refused, must not use it up.
         let negotiated = negotiate(protocol)?;
+        let lan_certificate = match (&self.lan_ca, lan_csr) {
+            (Some(ca), Some(csr)) if valid_store_id(store_id) => Some(
+                ca.issue(store_id, csr)
+                    .map_err(|e| HubError::Invalid(e.to_string()))?,
+            ),
+            _ => None,
+        };
         let credential = self.secret("ps_")?;
         let row = self.store.enroll(
             &secret_hash(secret),
@@ -188,6 +205,7 @@ impl Enrollment {
             ca_pem: self.ca_pem.clone(),
             chain_keys: self.chain_keys.clone(),
             negotiated: Some(negotiated),
+            lan_certificate,
         })
     }
 

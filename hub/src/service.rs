@@ -115,6 +115,12 @@ impl Hub {
         self
     }
 
+    /// Certifies enrolling stores' POS API keys with `ca`.
+    pub fn with_lan_ca(mut self, ca: Arc<crate::tls::LanCa>) -> Self {
+        self.enrollment.set_lan_ca(ca);
+        self
+    }
+
     /// Bounds each store fact by `limits` instead of [`crate::ingest::FactLimits::default`].
     pub fn with_fact_limits(mut self, limits: crate::ingest::FactLimits) -> Self {
         self.fact_limits = limits;
@@ -519,7 +525,7 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         t.set_time(T0 + 60_001);
         assert_eq!(
-            refused(e.enroll(&secret(&token), "S002", None)),
+            refused(e.enroll(&secret(&token), "S002", None, None)),
             "the token expired: ask HQ for a new one"
         );
         // A new token replaces it; cancelled, it no longer works either.
@@ -530,12 +536,12 @@ mod tests {
             .issue_token("S002", TOKEN_VALID_MS, false)
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
-            refused(e.enroll(&secret(&old), "S002", None)),
+            refused(e.enroll(&secret(&old), "S002", None, None)),
             "unknown or already used token"
         );
         assert!(e.cancel_token("S002").unwrap_or_else(|e| panic!("{e}")));
         assert_eq!(
-            refused(e.enroll(&secret(&new), "S002", None)),
+            refused(e.enroll(&secret(&new), "S002", None, None)),
             "unknown or already used token"
         );
         assert!(matches!(
@@ -547,10 +553,10 @@ mod tests {
             .issue_token("S002", TOKEN_VALID_MS, false)
             .unwrap_or_else(|e| panic!("{e}"));
         let first = e
-            .enroll(&secret(&token), "S002", None)
+            .enroll(&secret(&token), "S002", None, None)
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
-            refused(e.enroll(&secret(&token), "S002", None)),
+            refused(e.enroll(&secret(&token), "S002", None, None)),
             "unknown or already used token"
         );
         assert_eq!(
@@ -568,7 +574,7 @@ mod tests {
             Err(HubError::Unauthorized)
         ));
         let second = e
-            .enroll(&secret(&token), "S002", None)
+            .enroll(&secret(&token), "S002", None, None)
             .unwrap_or_else(|e| panic!("{e}"));
         let row = e
             .authenticate(&second.credential)
@@ -2223,12 +2229,12 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         let secret = token.rsplit_once('.').map(|x| x.0).unwrap_or_default();
         assert!(matches!(
-            hub.enrollment.enroll(secret, "S009", Some(0)),
+            hub.enrollment.enroll(secret, "S009", Some(0), None),
             Err(HubError::Protocol { .. })
         ));
         let ok = hub
             .enrollment
-            .enroll(secret, "S009", Some(PROTOCOL))
+            .enroll(secret, "S009", Some(PROTOCOL), None)
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(ok.negotiated.map(|n| n.protocol), Some(PROTOCOL));
     }

@@ -38,7 +38,7 @@ impl TestHub {
                 .unwrap_or_else(|e| panic!("{e}"));
             let secret = token.rsplit_once('.').map(|x| x.0).unwrap_or_default();
             hub.enrollment
-                .enroll(secret, s, None)
+                .enroll(secret, s, None, None)
                 .unwrap_or_else(|e| panic!("{e}"));
             rows.push(StoreRow {
                 store_id: (*s).into(),

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
+    KeyUsagePurpose, SanType,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -24,6 +24,15 @@ pub const CA_KEY: &str = "ca.key";
 pub const SERVER_CERT: &str = "server.pem";
 /// Server private key (PEM, 0600).
 pub const SERVER_KEY: &str = "server.key";
+
+/// The store-LAN CA certificate (PEM), which certifies the stores' POS APIs.
+pub const LAN_CA_CERT: &str = "lan-ca.pem";
+/// The store-LAN CA key (PEM, 0600).
+pub const LAN_CA_KEY: &str = "lan-ca.key";
+/// How long a store's LAN certificate is valid; a store renews it by enrolling again.
+const LAN_CERT_DAYS: i64 = 5 * 365;
+/// Most names one LAN certificate may carry.
+pub const MAX_LAN_NAMES: usize = 16;
 
 /// Writes `bytes` to `path`, readable by the owner only when `secret`.
 fn write_file(path: &Path, bytes: &[u8], secret: bool) -> Result<()> {
@@ -130,6 +139,122 @@ pub fn server_config(dir: &Path) -> Result<Arc<rustls::ServerConfig>> {
     Ok(Arc::new(cfg))
 }
 
+/// The CA that certifies the stores' POS APIs on their LANs.
+///
+/// It is not the sync CA, and nothing chains one to the other: stores pin the sync CA
+/// for the hub, so a certificate a store obtained for its LAN — for whatever names it
+/// asked — must never be one the sync CA vouches for, or a rogue store could stand in
+/// for the hub towards the others.
+pub struct LanCa {
+    issuer: Issuer<'static, KeyPair>,
+    pem: String,
+}
+
+impl std::fmt::Debug for LanCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LanCa(<key>)")
+    }
+}
+
+/// Why a signing request is refused.
+#[derive(Debug, thiserror::Error)]
+#[error("lan_csr: {0}")]
+pub struct CsrRefused(String);
+
+impl LanCa {
+    /// The store-LAN CA in `dir`, made on first use.
+    pub fn load_or_create(dir: &Path) -> Result<Self> {
+        let (cert, key) = (dir.join(LAN_CA_CERT), dir.join(LAN_CA_KEY));
+        if !cert.exists() {
+            let mut ca = CertificateParams::new(Vec::<String>::new())?;
+            ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+            ca.distinguished_name
+                .push(DnType::CommonName, "Patron store LAN CA");
+            ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+            ca.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+            ca.not_before = rcgen::date_time_ymd(2025, 1, 1);
+            ca.not_after = rcgen::date_time_ymd(2050, 1, 1);
+            let k = KeyPair::generate()?;
+            let c = ca.self_signed(&k)?;
+            let _ = std::fs::remove_file(&key);
+            write_file(&key, k.serialize_pem().as_bytes(), true)?;
+            // The certificate last: its presence says the pair is whole.
+            let tmp = dir.join(format!("{LAN_CA_CERT}.tmp"));
+            let _ = std::fs::remove_file(&tmp);
+            write_file(&tmp, c.pem().as_bytes(), false)?;
+            std::fs::rename(&tmp, &cert)?;
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        let pem = std::fs::read_to_string(&cert)
+            .with_context(|| format!("reading {}", cert.display()))?;
+        let key_pem =
+            std::fs::read_to_string(&key).with_context(|| format!("reading {}", key.display()))?;
+        let issuer = Issuer::from_ca_cert_pem(&pem, KeyPair::from_pem(&key_pem)?)
+            .context("the store-LAN CA")?;
+        Ok(Self { issuer, pem })
+    }
+
+    /// The CA certificate (PEM).
+    pub fn pem(&self) -> &str {
+        &self.pem
+    }
+
+    /// A certificate for `store_id`'s POS API from its signing request (PEM), as the
+    /// chain the store serves: the certificate, then this CA. Only the request's key
+    /// and names are taken: the hub sets the subject, the usage (a TLS server, never a
+    /// CA) and the validity.
+    pub fn issue(&self, store_id: &str, csr_pem: &str) -> Result<String, CsrRefused> {
+        if csr_pem.len() > 16 * 1024 {
+            return Err(CsrRefused("longer than 16 KiB".into()));
+        }
+        let req = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| CsrRefused(format!("not a signed PKCS#10 request: {e}")))?;
+        let mut names = Vec::new();
+        for san in &req.params.subject_alt_names {
+            match san {
+                SanType::DnsName(d) if valid_dns_name(d.as_str()) => names.push(san.clone()),
+                SanType::IpAddress(_) => names.push(san.clone()),
+                other => {
+                    return Err(CsrRefused(format!(
+                        "a name the hub does not certify: {other:?}"
+                    )));
+                }
+            }
+        }
+        if names.is_empty() || names.len() > MAX_LAN_NAMES {
+            return Err(CsrRefused(format!(
+                "1 to {MAX_LAN_NAMES} names (DNS names without wildcards, or addresses)"
+            )));
+        }
+        let mut p = CertificateParams::default();
+        p.subject_alt_names = names;
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name
+            .push(DnType::CommonName, format!("Patron edge {store_id}"));
+        p.is_ca = IsCa::ExplicitNoCa;
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let now = time::OffsetDateTime::now_utc();
+        p.not_before = now - time::Duration::days(1);
+        p.not_after = now + time::Duration::days(LAN_CERT_DAYS);
+        let cert = p
+            .signed_by(&req.public_key, &self.issuer)
+            .map_err(|e| CsrRefused(format!("could not be signed: {e}")))?;
+        Ok(format!("{}{}", cert.pem(), self.pem))
+    }
+}
+
+/// A DNS name a LAN certificate may carry: letters, digits, `-` and `.`, no wildcard.
+fn valid_dns_name(d: &str) -> bool {
+    !d.is_empty()
+        && d.len() <= 253
+        && !d.starts_with('.')
+        && !d.ends_with('.')
+        && !d.contains("..")
+        && d.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,5 +277,121 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o077, 0, "the CA key is private");
         }
+    }
+
+    #[test]
+    fn the_lan_ca_certifies_a_store_s_key_for_its_names_and_nothing_more() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        init(dir.path(), &["hub.example".into()]).unwrap_or_else(|e| panic!("{e}"));
+        let lan = LanCa::load_or_create(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let again = LanCa::load_or_create(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(lan.pem(), again.pem(), "made once, then kept");
+
+        let key = KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+        let csr = |names: Vec<String>, ca: bool| {
+            let mut p = CertificateParams::new(names).unwrap_or_else(|e| panic!("{e}"));
+            p.distinguished_name
+                .push(DnType::CommonName, "the hub itself");
+            if ca {
+                p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            }
+            p.serialize_request(&key)
+                .and_then(|r| r.pem())
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        // A store asking for a CA certificate in the hub's name gets a server
+        // certificate in its own name.
+        let chain = lan
+            .issue(
+                "S001",
+                &csr(vec!["hub.example".into(), "10.0.0.7".into()], true),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain.as_bytes())
+            .collect::<Result<_, _>>()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(certs.len(), 2);
+        let (_, issued) =
+            x509_parser::parse_x509_certificate(&certs[0]).unwrap_or_else(|e| panic!("{e}"));
+        let is_ca = issued
+            .basic_constraints()
+            .ok()
+            .flatten()
+            .is_some_and(|b| b.value.ca);
+        assert!(!is_ca, "never a CA");
+        let cn = issued
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|c| c.as_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        assert_eq!(cn, "Patron edge S001");
+        let sans = issued
+            .subject_alternative_name()
+            .ok()
+            .flatten()
+            .map_or(0, |s| s.value.general_names.len());
+        assert_eq!(sans, 2);
+
+        // It verifies under the LAN CA and never under the sync CA the stores pin.
+        let verify = |root_pem: &str| {
+            let mut roots = rustls::RootCertStore::empty();
+            let root = CertificateDer::from_pem_slice(root_pem.as_bytes())
+                .unwrap_or_else(|e| panic!("{e}"));
+            roots.add(root).unwrap_or_else(|e| panic!("{e}"));
+            let v = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots),
+                Arc::new(rustls::crypto::ring::default_provider()),
+            )
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+            use rustls::client::danger::ServerCertVerifier;
+            v.verify_server_cert(
+                &certs[0],
+                &certs[1..],
+                &rustls::pki_types::ServerName::try_from("hub.example")
+                    .unwrap_or_else(|e| panic!("{e}")),
+                &[],
+                rustls::pki_types::UnixTime::now(),
+            )
+            .is_ok()
+        };
+        assert!(verify(lan.pem()));
+        let (sync_ca, _) = ca(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            !verify(&sync_ca),
+            "a store's LAN certificate must not pass for the hub"
+        );
+
+        for (names, why) in [
+            (vec!["*.example.com".to_string()], "wildcard"),
+            (Vec::new(), "no names"),
+            ((0..17).map(|i| format!("n{i}.local")).collect(), "too many"),
+        ] {
+            assert!(lan.issue("S001", &csr(names, false)).is_err(), "{why}");
+        }
+        assert!(
+            lan.issue(
+                "S001",
+                "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"
+            )
+            .is_err()
+        );
+        // A request whose signature does not match its key proves nothing.
+        let good = csr(vec!["localhost".into()], false);
+        let mut der =
+            rustls::pki_types::CertificateSigningRequestDer::from_pem_slice(good.as_bytes())
+                .map(|d| d.as_ref().to_vec())
+                .unwrap_or_else(|e| panic!("{e}"));
+        let last = der.len() - 1;
+        der[last] ^= 1;
+        use base64::Engine;
+        let tampered = format!(
+            "-----BEGIN CERTIFICATE REQUEST-----\n{}\n-----END CERTIFICATE REQUEST-----\n",
+            base64::engine::general_purpose::STANDARD.encode(&der)
+        );
+        assert!(lan.issue("S001", &good).is_ok());
+        assert!(lan.issue("S001", &tampered).is_err());
     }
 }

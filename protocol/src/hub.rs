@@ -67,6 +67,10 @@ pub struct EnrollRequest {
     /// The newest sync protocol the edge speaks (absent: 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<u32>,
+    /// A PKCS#10 signing request (PEM) for the key of the edge's POS API, which the
+    /// hub's store-LAN CA certifies. Absent from older edges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lan_csr: Option<String>,
 }
 
 /// The hub's answer to an enrollment.
@@ -88,6 +92,10 @@ pub struct EnrollResponse {
     /// The protocol agreed (absent from hubs before versions were sent: 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub negotiated: Option<Negotiated>,
+    /// The POS API's certificate the store-LAN CA issued for `lan_csr` (PEM: the
+    /// certificate, then the CA). Absent when none was asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lan_certificate: Option<String>,
 }
 
 // Secrets stay out of Debug output (and so out of any log that formats these).

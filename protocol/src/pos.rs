@@ -24,6 +24,11 @@ pub struct Health {
     /// Where the chain-wide settings in force came from.
     #[serde(default)]
     pub settings: SettingsHealth,
+    /// How the POS API is served: `https` (the default), `http-loopback` (plain HTTP
+    /// on a loopback address) or `http-lan` (plain HTTP on the LAN, by explicit
+    /// configuration: tokens and member data cross the network in the clear).
+    #[serde(default)]
+    pub transport: String,
 }
 
 /// Where each chain-wide setting in force at the store came from: `hq` (published for

@@ -53,6 +53,24 @@ fn build_binaries() -> Result<PathBuf> {
     if profile_release {
         cmd.arg("--release");
     }
+    // `cargo test` gives this process the test crate's package variables; ring's
+    // build script watches several of them, so passing them on would make this build
+    // rebuild ring and everything above it (and the next outer build rebuild it back).
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if k.starts_with("CARGO_PKG_")
+            || k == "CARGO_MANIFEST_DIR"
+            || k == "CARGO_MANIFEST_LINKS"
+            || k == "OUT_DIR"
+            || k == "CARGO_CRATE_NAME"
+            || k == "CARGO_PRIMARY_PACKAGE"
+            || k == "CARGO_MANIFEST_PATH"
+            || k == "CARGO_BIN_NAME"
+            || k == "CARGO_TARGET_TMPDIR"
+        {
+            cmd.env_remove(k.as_ref());
+        }
+    }
     let status = cmd
         .status()
         .context("running cargo build for the binaries")?;
@@ -119,6 +137,11 @@ pub struct TestEdge {
     pub store_id: String,
     /// Environment for the process (e.g. a skewed clock).
     pub env: Vec<(String, String)>,
+    /// Whether the running edge serves HTTPS (read from the line it prints).
+    pub https: bool,
+    /// Whether the harness configures plain HTTP on loopback, as the tests of the POS
+    /// API itself do (not for `prepare_https`, nor when the test configures `[tls]`).
+    plain_on_loopback: bool,
 }
 
 /// A response, flattened for assertions.
@@ -166,9 +189,19 @@ impl TestEdge {
             extra_config: extra_config.to_string(),
             store_id: store_id.to_string(),
             env: Vec::new(),
+            https: false,
+            plain_on_loopback: !extra_config.contains("[tls]"),
         };
         std::fs::write(edge.config_path(), edge.config_text())?;
         edge.token = edge.add_lane("test-admin", "admin")?;
+        Ok(edge)
+    }
+
+    /// A fresh edge as a store runs it: HTTPS on the POS API (its default).
+    pub fn prepare_https(store_id: &str, extra_config: &str) -> Result<TestEdge> {
+        let mut edge = Self::prepare(store_id, extra_config)?;
+        edge.plain_on_loopback = false;
+        std::fs::write(edge.config_path(), edge.config_text())?;
         Ok(edge)
     }
 
@@ -216,8 +249,15 @@ impl TestEdge {
     }
 
     fn config_text(&self) -> String {
+        // Plain HTTP is allowed on loopback: the tests of the POS API itself use it,
+        // and `prepare_https` edges test HTTPS, the default.
+        let tls = if self.plain_on_loopback {
+            "\n[tls]\nenabled = false\n"
+        } else {
+            ""
+        };
         format!(
-            "store_id = {:?}\ndata_dir = {:?}\nlisten = \"127.0.0.1:0\"\n{}\n",
+            "store_id = {:?}\ndata_dir = {:?}\nlisten = \"127.0.0.1:0\"\n{}\n{tls}",
             self.store_id,
             self.data_dir().display().to_string(),
             self.extra_config
@@ -229,7 +269,8 @@ impl TestEdge {
         self.dir.path().join("data")
     }
 
-    fn command(&self) -> Result<Command> {
+    /// `patron-edge --config <this edge's>`, to run as the test likes.
+    pub fn command(&self) -> Result<Command> {
         let mut cmd = Command::new(bin_dir()?.join("patron-edge"));
         cmd.arg("--config").arg(self.config_path());
         cmd.env_remove("RUST_LOG");
@@ -283,11 +324,28 @@ impl TestEdge {
 
     /// Starts (or restarts) the process on a fresh port and waits until it listens.
     pub async fn start(&mut self) -> Result<()> {
+        self.start_with(&[]).await
+    }
+
+    /// Like [`TestEdge::start`], with extra arguments to `serve` (e.g. `--listen`).
+    pub async fn start_with(&mut self, args: &[&str]) -> Result<()> {
         let mut cmd = self.command()?;
-        cmd.arg("serve");
-        let (child, addr) = spawn_listening(cmd, "patron-edge listening on http://").await?;
+        cmd.arg("serve").args(args);
+        let (child, url) = spawn_listening(cmd, "patron-edge listening on ").await?;
+        let (scheme, addr) = url
+            .split_once("://")
+            .context("no scheme in the listen line")?;
+        self.https = scheme == "https";
         self.addr = addr.parse()?;
         self.child = Some(child);
+        if self.https {
+            // As a POS does: trust the CA the edge's certificate names, nothing else.
+            let ca = std::fs::read(self.data_dir().join("tls/ca.pem"))?;
+            self.http = reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .tls_certs_only([reqwest::Certificate::from_pem(&ca)?])
+                .build()?;
+        }
         Ok(())
     }
 
@@ -319,9 +377,10 @@ impl TestEdge {
         }
     }
 
-    /// `http://addr` + `path`.
+    /// `http://addr` (or `https://`) + `path`.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}{}", self.addr, path)
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<Resp> {

@@ -9,27 +9,62 @@ use super::SyncError;
 use super::client::{enroll as post_enroll, http_client};
 use super::link::HubLink;
 use super::tls;
+use crate::lan_tls::LanIdentity;
+
+/// What enrollment did.
+#[derive(Debug)]
+pub struct Enrolled {
+    /// The saved link to the hub.
+    pub link: HubLink,
+    /// The fingerprint of the CA that now signs the POS API's certificate, when the hub
+    /// issued one; why not otherwise (the edge keeps serving its own).
+    pub lan_ca: Result<String, String>,
+}
+
+/// Whether `url` names this machine: `--insecure-dev` may only talk plain HTTP there.
+fn is_loopback_url(url: &str) -> bool {
+    let Ok(u) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    let Some(host) = u.host_str() else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
 
 /// Exchanges `token` (`<secret>.<CA sha-256>`) at `url` for a credential and saves the
-/// link in `data_dir`. Plain `http://` hubs need `insecure_dev`.
+/// link in `data_dir`; asks the hub to certify the POS API's key for `lan_names`.
+/// Plain `http://` hubs need `insecure_dev`, and only on this machine.
 pub async fn enroll(
     data_dir: &Path,
     store_id: &str,
     url: &str,
     token: &str,
     insecure_dev: bool,
-) -> Result<HubLink, SyncError> {
+    lan_names: &[String],
+) -> Result<Enrolled, SyncError> {
     let url = url.trim_end_matches('/');
     let (secret, fp) = token
         .rsplit_once('.')
         .ok_or_else(|| SyncError::Setup("the token looks like <secret>.<fingerprint>".into()))?;
     let https = url.starts_with("https://");
-    let allowed = https || (insecure_dev && url.starts_with("http://"));
+    let allowed = https || (insecure_dev && url.starts_with("http://") && is_loopback_url(url));
     if !allowed {
         return Err(SyncError::Setup(
-            "the hub URL must be https:// (plain http:// only with --insecure-dev)".into(),
+            "the hub URL must be https:// (plain http:// only with --insecure-dev, and only to a hub on this machine)".into(),
         ));
     }
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| SyncError::Setup(format!("creating {}: {e}", data_dir.display())))?;
+    let mut lan = LanIdentity::load_or_create(data_dir, store_id, lan_names)
+        .map_err(|e| SyncError::Setup(format!("the LAN key: {e}")))?;
+    let lan_csr = lan
+        .signing_request(store_id, lan_names)
+        .map_err(|e| SyncError::Setup(format!("the LAN certificate request: {e}")))?;
     let tls_cfg = if https {
         if fp.len() != 64 || !fp.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(SyncError::Setup(
@@ -48,6 +83,7 @@ pub async fn enroll(
             secret: secret.to_string(),
             store_id: store_id.to_string(),
             protocol: Some(patron_protocol::hub::PROTOCOL),
+            lan_csr: Some(lan_csr),
         },
     )
     .await?;
@@ -74,8 +110,6 @@ pub async fn enroll(
         let keys = base64::engine::general_purpose::STANDARD
             .decode(keys)
             .map_err(|_| SyncError::Setup("the hub's chain keys are not base64".into()))?;
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| SyncError::Setup(format!("creating {}: {e}", data_dir.display())))?;
         crate::crypto::save_chain_keys(&data_dir.join(crate::crypto::CHAIN_KEY_FILE), &keys)
             .map_err(|e| SyncError::Setup(format!("chain keys: {e}")))?;
     }
@@ -87,5 +121,44 @@ pub async fn enroll(
         ca_pem: resp.ca_pem,
     };
     link.save(data_dir)?;
-    Ok(link)
+    // After the link: the token is spent, so a certificate the edge cannot use costs
+    // the store nothing but HTTPS under its own CA until it enrolls again.
+    let lan_ca = match &resp.lan_certificate {
+        Some(chain) => lan
+            .install_issued(chain)
+            .and_then(|()| lan.describe())
+            .map(|d| d.ca_sha256)
+            .map_err(|e| e.to_string()),
+        None => Err("the hub issued no LAN certificate".into()),
+    };
+    Ok(Enrolled { link, lan_ca })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn plain_http_enrollment_is_refused_beyond_this_machine() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let token = format!("pe_secret.{}", "a".repeat(64));
+        for url in [
+            "http://10.0.0.1:7443",
+            "http://hub.example.com:7443",
+            "http://127.0.0.1.example.com",
+        ] {
+            let r = enroll(dir.path(), "S001", url, &token, true, &[]).await;
+            assert!(
+                matches!(&r, Err(SyncError::Setup(m)) if m.contains("only to a hub on this machine")),
+                "{url}: {r:?}"
+            );
+        }
+        assert!(is_loopback_url("http://127.0.0.1:7443"));
+        assert!(is_loopback_url("http://[::1]:7443"));
+        assert!(is_loopback_url("http://localhost:7443"));
+        // Without --insecure-dev even loopback needs https.
+        let r = enroll(dir.path(), "S001", "http://127.0.0.1:1", &token, false, &[]).await;
+        assert!(matches!(&r, Err(SyncError::Setup(_))), "{r:?}");
+        assert!(!dir.path().join("hub.json").exists() && !dir.path().join("tls").exists());
+    }
 }

@@ -641,6 +641,13 @@ impl Edge {
                 tiers: source(s.tiers_source).into(),
             },
             status: "ok".into(),
+            transport: self
+                .core
+                .cfg
+                .tls
+                .transport(&self.core.cfg.listen)
+                .map_or("refused", |t| t.as_str())
+                .into(),
             store_id: self.core.cfg.store_id.clone(),
             version: env!("CARGO_PKG_VERSION").into(),
             hub: HubHealth {

@@ -238,7 +238,7 @@ pub async fn start_hub(name: &str, stores: usize) -> Result<Running, BoxError> {
         let secret = token.rsplit_once('.').map(|(a, _)| a).unwrap_or_default();
         creds.push(
             hub.enrollment
-                .enroll(secret, &origin(s).node, None)?
+                .enroll(secret, &origin(s).node, None, None)?
                 .credential,
         );
     }

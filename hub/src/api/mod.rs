@@ -94,8 +94,12 @@ async fn enroll(State(s): State<AppState>, body: Bytes) -> Response {
     };
     let hub = s.hub.clone();
     match blocking(move || {
-        hub.enrollment
-            .enroll(&req.secret, &req.store_id, req.protocol)
+        hub.enrollment.enroll(
+            &req.secret,
+            &req.store_id,
+            req.protocol,
+            req.lan_csr.as_deref(),
+        )
     })
     .await
     {

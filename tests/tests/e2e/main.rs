@@ -6,6 +6,7 @@ mod bad_input;
 mod checkout;
 mod durability;
 mod faults;
+mod lan_tls;
 mod members;
 mod openapi;
 mod pii;

@@ -1,0 +1,141 @@
+//! Issue 17, part 3, against real processes: the POS API serves HTTPS by default, under
+//! its own CA until the store enrolls and under the hub's store-LAN CA after; a POS
+//! pins what `patron-edge tls show` prints; plain HTTP only on loopback or by saying
+//! so, which `/healthz` reports.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use patron_tests::TestEdge;
+use patron_tests::hub::TestHub;
+use rustls::pki_types::pem::PemObject;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The value of `label` in `patron-edge tls show`'s output.
+fn shown(out: &str, label: &str) -> Result<String> {
+    out.lines()
+        .find_map(|l| l.strip_prefix(label))
+        .map(|v| v.trim().to_string())
+        .with_context(|| format!("no `{label}` in {out}"))
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes))
+}
+
+/// A client that trusts only the CA in `pem` and keeps the server's certificate.
+fn trusting(pem: &[u8]) -> Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .tls_certs_only([reqwest::Certificate::from_pem(pem)?])
+        .tls_info(true)
+        .build()?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enrolled_edge_serves_https_under_the_hub_s_lan_ca_that_a_pos_pins() -> Result<()> {
+    let hub = TestHub::spawn().await?;
+    let mut edge = TestEdge::prepare_https("S001", "")?;
+
+    // Before enrolling: a certificate from a CA of the edge's own.
+    let before = edge.run(&["tls", "show"])?;
+    assert!(shown(&before, "CA  ")?.contains("local CA"), "{before}");
+    let key_pin = shown(&before, "public key sha256")?;
+
+    edge.enroll(&hub)?;
+    let after = edge.run(&["tls", "show"])?;
+    let lan_ca = std::fs::read(hub.data_dir().join("lan-ca.pem"))?;
+    let lan_ca_der = rustls::pki_types::CertificateDer::from_pem_slice(&lan_ca)?;
+    assert_eq!(shown(&after, "CA  ")?, "Patron store LAN CA", "{after}");
+    assert_eq!(shown(&after, "CA sha256")?, sha256(&lan_ca_der), "{after}");
+    assert_eq!(
+        shown(&after, "public key sha256")?,
+        key_pin,
+        "the key is kept"
+    );
+    assert_ne!(
+        shown(&after, "certificate sha256")?,
+        shown(&before, "certificate sha256")?
+    );
+
+    edge.start().await?;
+    assert!(edge.https, "HTTPS is the default");
+    // A POS that trusts the chain's store-LAN CA (one file for every store) is served,
+    // and the certificate it sees is the one `tls show` printed.
+    let pos = trusting(&lan_ca)?;
+    let r = pos.get(edge.url("/healthz")).send().await?;
+    let served = r
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|i| i.peer_certificate())
+        .map(sha256)
+        .context("no peer certificate")?;
+    assert_eq!(served, shown(&after, "certificate sha256")?);
+    let health: serde_json::Value = r.json().await?;
+    assert_eq!(health["transport"], "https", "{health}");
+
+    // The hub's sync CA does not vouch for a store's LAN certificate (or a rogue store
+    // could pass for the hub), and the edge's old local CA no longer does either.
+    let sync_ca = std::fs::read(hub.data_dir().join("ca.pem"))?;
+    assert!(
+        trusting(&sync_ca)?
+            .get(edge.url("/healthz"))
+            .send()
+            .await
+            .is_err()
+    );
+
+    // Nothing is answered in plain text on the HTTPS port.
+    let mut tcp = tokio::net::TcpStream::connect(edge.addr).await?;
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: edge\r\n\r\n")
+        .await?;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut buf)).await;
+    assert!(
+        !buf.starts_with(b"HTTP/"),
+        "a plain-text answer: {:?}",
+        String::from_utf8_lossy(&buf)
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_serves_on_loopback_and_on_the_lan_only_when_configured() -> Result<()> {
+    // Plain HTTP on loopback (the harness's usual setting) is allowed and reported.
+    let mut local = TestEdge::spawn().await?;
+    assert!(!local.https);
+    let h = local.get("/healthz").await?;
+    assert_eq!(h.json["transport"], "http-loopback", "{:?}", h.json);
+    local.stop();
+
+    // The same configuration on a LAN address refuses to start, and says why.
+    let mut child = local
+        .command()?
+        .args(["serve", "--listen", "0.0.0.0:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            anyhow::bail!("an edge serving plain HTTP on the LAN kept running");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().context("stderr")?, &mut err)?;
+    assert!(!status.success());
+    assert!(err.contains("plain_http_on_lan"), "{err}");
+
+    // Said in as many words, it serves, and /healthz tells whoever looks.
+    let mut lan = TestEdge::prepare("S001", "[tls]\nenabled = false\nplain_http_on_lan = true\n")?;
+    lan.start_with(&["--listen", "0.0.0.0:0"]).await?;
+    assert!(!lan.https);
+    let h = lan.get("/healthz").await?;
+    assert_eq!(h.json["transport"], "http-lan", "{:?}", h.json);
+    Ok(())
+}
