@@ -41,6 +41,26 @@ pub struct Config {
     pub http: patron_web::serve::HttpConfig,
     /// HTTPS on the POS API.
     pub tls: TlsConfig,
+    /// Lookups of members.
+    pub privacy: PrivacyConfig,
+}
+
+/// Lookups of members (every one is recorded; see `patron-edge audit lookups`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrivacyConfig {
+    /// Lookups by phone each lane may make per minute, a budget that refills
+    /// continuously (0: unlimited). A sale needs one; a lane harvesting members by
+    /// trying phones is held to this.
+    pub phone_lookups_per_lane_per_minute: u32,
+}
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        Self {
+            phone_lookups_per_lane_per_minute: 30,
+        }
+    }
 }
 
 /// HTTPS on the store LAN (see `patron-edge tls show`).
@@ -291,6 +311,7 @@ impl Default for Config {
             redemption: RedemptionConfig::default(),
             http: patron_web::serve::HttpConfig::default(),
             tls: TlsConfig::default(),
+            privacy: PrivacyConfig::default(),
         }
     }
 }
@@ -380,14 +401,14 @@ impl Config {
             .tls
             .hosts
             .iter()
-            .find(|h| !crate::lan_tls::valid_name(h))
+            .find(|h| !patron_protocol::hub::valid_lan_name(h))
         {
             return Err(ConfigError::Invalid(format!(
                 "tls.hosts: {h:?} is not an IP address or a DNS name without wildcards"
             )));
         }
-        if self.tls.hosts.len() > 16 {
-            return bad("tls.hosts: at most 16 names");
+        if self.tls.hosts.len() > patron_protocol::hub::MAX_LAN_NAMES - 4 {
+            return bad("tls.hosts: at most 12 names (the certificate holds 16 with the defaults)");
         }
         if !crate::domain::validate::is_store_id(&self.store_id) {
             return bad("store_id must be 1-16 characters of A-Z, a-z, 0-9, - or _");

@@ -108,7 +108,7 @@ pub fn default_names(hosts: &[String], listen: IpAddr) -> Vec<String> {
     let mut names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
     if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
         let h = h.trim();
-        if valid_name(h) {
+        if patron_protocol::hub::valid_lan_name(h) {
             names.push(h.to_string());
         }
     }
@@ -119,20 +119,6 @@ pub fn default_names(hosts: &[String], listen: IpAddr) -> Vec<String> {
     let mut seen = std::collections::HashSet::new();
     names.retain(|n| seen.insert(n.clone()));
     names
-}
-
-/// Whether `name` may go in a certificate: an IP address, or a DNS name without
-/// wildcards (letters, digits, `-` and `.`, at most 253 characters).
-pub fn valid_name(name: &str) -> bool {
-    name.parse::<IpAddr>().is_ok()
-        || (!name.is_empty()
-            && name.len() <= 253
-            && !name.starts_with('.')
-            && !name.ends_with('.')
-            && !name.contains("..")
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'))
 }
 
 fn write_new(path: &Path, bytes: &[u8], secret: bool) -> Result<(), LanTlsError> {
@@ -513,12 +499,13 @@ mod tests {
 
     #[test]
     fn names_are_checked_and_plain_http_stays_on_loopback() {
-        assert!(valid_name("edge-s001.local"));
-        assert!(valid_name("192.168.1.10"));
-        assert!(valid_name("fe80::1"));
-        assert!(!valid_name("*.example.com"));
-        assert!(!valid_name("a..b"));
-        assert!(!valid_name(""));
+        use patron_protocol::hub::valid_lan_name;
+        assert!(valid_lan_name("edge-s001.local"));
+        assert!(valid_lan_name("192.168.1.10"));
+        assert!(valid_lan_name("fe80::1"));
+        assert!(!valid_lan_name("*.example.com"));
+        assert!(!valid_lan_name("a..b"));
+        assert!(!valid_lan_name(""));
         let lan: IpAddr = "0.0.0.0".parse().unwrap_or_else(|e| panic!("{e}"));
         let lo: IpAddr = "127.0.0.1".parse().unwrap_or_else(|e| panic!("{e}"));
         assert!(plain_http_allowed(lo, false));

@@ -65,6 +65,11 @@ enum Command {
         #[arg(long)]
         insecure_dev: bool,
     },
+    /// The privacy audit: who looked up which member.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// The POS API's HTTPS certificate.
     Tls {
         #[command(subcommand)]
@@ -82,6 +87,20 @@ enum Command {
         /// How many.
         #[arg(long)]
         count: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Lists recorded lookups, newest first: time, lane, member (or `-` when nobody
+    /// was found), how (phone or id), why (sale or service) and what was shown.
+    Lookups {
+        /// Only lookups of this member.
+        #[arg(long)]
+        member: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
     },
 }
 
@@ -205,6 +224,37 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 Err(why) => eprintln!(
                     "warning: {why}; the POS API keeps its own certificate (`patron-edge tls show`)"
                 ),
+            }
+            Ok(())
+        }
+        Command::Audit {
+            command: AuditCommand::Lookups { member, limit },
+        } => {
+            let cfg = load_config(&cli, false)?;
+            let member = member
+                .as_deref()
+                .map(str::parse::<patron_protocol::MemberId>)
+                .transpose()
+                .map_err(|_| anyhow::anyhow!("--member must be a member id (UUID)"))?;
+            let rows = patron_edge::service::recent_lookups(&cfg, member, *limit)?;
+            for r in rows {
+                let at =
+                    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(r.at) * 1_000_000)
+                        .ok()
+                        .and_then(|t| {
+                            t.format(&time::format_description::well_known::Rfc3339)
+                                .ok()
+                        })
+                        .unwrap_or_else(|| r.at.to_string());
+                let member = r
+                    .member
+                    .as_deref()
+                    .and_then(|b| uuid::Uuid::from_slice(b).ok())
+                    .map_or_else(|| "-".to_string(), |u| u.to_string());
+                println!(
+                    "{at}\t{}\t{member}\t{}\t{}\t{}",
+                    r.lane, r.via, r.purpose, r.shown
+                );
             }
             Ok(())
         }

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use patron_protocol::hub::{MAX_LAN_NAMES, valid_lan_name};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType,
@@ -31,8 +32,6 @@ pub const LAN_CA_CERT: &str = "lan-ca.pem";
 pub const LAN_CA_KEY: &str = "lan-ca.key";
 /// How long a store's LAN certificate is valid; a store renews it by enrolling again.
 const LAN_CERT_DAYS: i64 = 5 * 365;
-/// Most names one LAN certificate may carry.
-pub const MAX_LAN_NAMES: usize = 16;
 
 /// Writes `bytes` to `path`, readable by the owner only when `secret`.
 fn write_file(path: &Path, bytes: &[u8], secret: bool) -> Result<()> {
@@ -212,7 +211,7 @@ impl LanCa {
         let mut names = Vec::new();
         for san in &req.params.subject_alt_names {
             match san {
-                SanType::DnsName(d) if valid_dns_name(d.as_str()) => names.push(san.clone()),
+                SanType::DnsName(d) if valid_lan_name(d.as_str()) => names.push(san.clone()),
                 SanType::IpAddress(_) => names.push(san.clone()),
                 other => {
                     return Err(CsrRefused(format!(
@@ -242,17 +241,6 @@ impl LanCa {
             .map_err(|e| CsrRefused(format!("could not be signed: {e}")))?;
         Ok(format!("{}{}", cert.pem(), self.pem))
     }
-}
-
-/// A DNS name a LAN certificate may carry: letters, digits, `-` and `.`, no wildcard.
-fn valid_dns_name(d: &str) -> bool {
-    !d.is_empty()
-        && d.len() <= 253
-        && !d.starts_with('.')
-        && !d.ends_with('.')
-        && !d.contains("..")
-        && d.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
 #[cfg(test)]

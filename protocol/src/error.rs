@@ -57,6 +57,9 @@ error_codes! {
     IdempotencyKeyReused => ("idempotency_key_reused", 422),
     /// The body exceeds 64 KiB.
     PayloadTooLarge => ("payload_too_large", 413),
+    /// Too many requests of this kind from this lane; `Retry-After` says when to try
+    /// again.
+    RateLimited => ("rate_limited", 429),
     /// Something failed inside the edge; the client sees no detail.
     Internal => ("internal", 500),
 }
@@ -101,6 +104,7 @@ mod tests {
         assert_eq!(ErrorCode::MemberExists.http_status(), 409);
         assert_eq!(ErrorCode::PayloadTooLarge.http_status(), 413);
         assert_eq!(ErrorCode::IdempotencyKeyReused.http_status(), 422);
-        assert_eq!(ErrorCode::ALL.len(), 13);
+        assert_eq!(ErrorCode::RateLimited.http_status(), 429);
+        assert_eq!(ErrorCode::ALL.len(), 14);
     }
 }

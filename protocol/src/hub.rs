@@ -73,6 +73,23 @@ pub struct EnrollRequest {
     pub lan_csr: Option<String>,
 }
 
+/// Most names a store's LAN certificate carries.
+pub const MAX_LAN_NAMES: usize = 16;
+
+/// Whether the hub certifies `name` for a store's POS API: an IP address, or a DNS
+/// name without wildcards (letters, digits, `-` and `.`, at most 253 characters).
+pub fn valid_lan_name(name: &str) -> bool {
+    name.parse::<std::net::IpAddr>().is_ok()
+        || (!name.is_empty()
+            && name.len() <= 253
+            && !name.starts_with('.')
+            && !name.ends_with('.')
+            && !name.contains("..")
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'))
+}
+
 /// The hub's answer to an enrollment.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnrollResponse {

@@ -172,6 +172,36 @@ pub struct Member {
     pub freshness: Freshness,
 }
 
+/// Why a lane looks a member up; recorded with every lookup for the privacy audit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum LookupPurpose {
+    /// Identifying the member at a sale: the answer is masked (no birthday, the name
+    /// shortened to its first character).
+    #[default]
+    Sale,
+    /// Member service at the desk (a cashier or manager correcting a profile): the
+    /// full profile, for the roles that need it.
+    Service,
+}
+
+/// `POST /v1/members/lookup`: one of `phone` or `member_id`, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct LookupMember {
+    /// The member's mobile number (normalized as at registration).
+    #[serde(default)]
+    pub phone: Option<String>,
+    /// The member's id.
+    #[serde(default)]
+    pub member_id: Option<MemberId>,
+    /// Why (default `sale`).
+    #[serde(default)]
+    pub purpose: LookupPurpose,
+}
+
 /// How current a store's view of what happens at the other stores is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -256,8 +256,15 @@ impl TestEdge {
         } else {
             ""
         };
+        // Tests poll lookups by phone every 50 ms while they wait for sync; the budget
+        // per lane has a test of its own.
+        let privacy = if self.extra_config.contains("[privacy]") {
+            ""
+        } else {
+            "\n[privacy]\nphone_lookups_per_lane_per_minute = 0\n"
+        };
         format!(
-            "store_id = {:?}\ndata_dir = {:?}\nlisten = \"127.0.0.1:0\"\n{}\n{tls}",
+            "store_id = {:?}\ndata_dir = {:?}\nlisten = \"127.0.0.1:0\"\n{}\n{tls}{privacy}",
             self.store_id,
             self.data_dir().display().to_string(),
             self.extra_config
@@ -506,7 +513,13 @@ impl TestEdge {
 
     /// The member this edge answers for `phone`: (member id, points balance).
     pub async fn by_phone(&self, phone: &str) -> Result<(String, i64)> {
-        let r = self.get(&format!("/v1/members?phone={phone}")).await?;
+        let r = self
+            .post(
+                "/v1/members/lookup",
+                &serde_json::json!({"phone": phone}),
+                None,
+            )
+            .await?;
         if r.status != 200 {
             bail!("lookup at {}: {} {}", self.store_id, r.status, r.json);
         }

@@ -21,6 +21,8 @@ pub struct ApiErr {
     /// The request body was not read: the connection cannot be reused, and the client
     /// must be told so, or its next request on it fails with a broken pipe.
     close: bool,
+    /// `Retry-After`, in seconds.
+    retry_after: Option<u64>,
 }
 
 impl ApiErr {
@@ -32,6 +34,7 @@ impl ApiErr {
             message: message.into(),
             details: Value::Null,
             close: false,
+            retry_after: None,
         }
     }
 
@@ -99,6 +102,12 @@ impl From<EdgeError> for ApiErr {
                 ApiErr::new(ErrorCode::ReceiptExists, msg).with_details(json!({ "receipt_id": r }))
             }
             EdgeError::IdempotencyKeyReused => ApiErr::new(ErrorCode::IdempotencyKeyReused, msg),
+            EdgeError::RateLimited { retry_after_secs } => {
+                let mut e = ApiErr::new(ErrorCode::RateLimited, msg)
+                    .with_details(json!({ "retry_after_secs": retry_after_secs }));
+                e.retry_after = Some(retry_after_secs);
+                e
+            }
             EdgeError::CouponInvalid { code, reason } => ApiErr::new(ErrorCode::CouponInvalid, msg)
                 .with_details(json!({ "code": code, "reason": reason })),
             EdgeError::Store(_) | EdgeError::Crypto(_) => {
@@ -126,6 +135,12 @@ impl IntoResponse for ApiErr {
             },
         };
         let mut resp = (status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(secs),
+            );
+        }
         if self.close {
             resp.headers_mut().insert(
                 axum::http::header::CONNECTION,

@@ -31,6 +31,7 @@ pub struct AppState {
 }
 
 /// The full router of the edge.
+#[allow(deprecated)] // GET /v1/members?phone= stays for older POS software
 pub fn router(edge: Arc<Edge>) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
@@ -39,6 +40,7 @@ pub fn router(edge: Arc<Edge>) -> Router {
             "/v1/members",
             post(members::register).get(members::by_phone),
         )
+        .route("/v1/members/lookup", post(members::lookup))
         .route(
             "/v1/members/{member_id}",
             get(members::by_id).merge(patch(members::update)),

@@ -12,7 +12,7 @@ use super::{checkout, health, members, points, promotions};
     info(title = "Patron POS API", version = "1", description = "The contract between a store's POS and its edge node."),
     paths(
         health::healthz,
-        members::register, members::by_phone, members::by_id, members::update,
+        members::register, members::by_phone, members::lookup, members::by_id, members::update,
         checkout::quote, checkout::commit,
         points::refund, points::redeem, points::event,
         promotions::put_rule_set, promotions::get_rule_set, promotions::give_coupon,

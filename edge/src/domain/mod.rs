@@ -6,12 +6,14 @@
 //! - [`tiers`]: tier from qualifying spend in a rolling window.
 //! - [`pricing`]: basket lines, their validation and subtotal, redemption steps.
 //! - [`profile`]: a member row's personal columns from its profile CRDT.
+//! - [`privacy`]: what a lookup may show, masking, and the per-lane lookup budget.
 //! - [`promo`]: promotion rule sets and the pure pricing engine.
 //! - [`refund`]: proportional reversal of a receipt's money and points.
 
 pub mod clock;
 pub mod points;
 pub mod pricing;
+pub mod privacy;
 pub mod profile;
 pub mod promo;
 pub mod refund;

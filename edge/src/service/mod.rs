@@ -10,6 +10,7 @@ mod coupons;
 pub mod hub_port;
 mod lanes;
 pub mod leases;
+mod lookups;
 mod members;
 mod points;
 mod profiles;
@@ -41,6 +42,7 @@ use patron_domain::ledger::Snapshot;
 use patron_domain::settings::{PointsRules, Source};
 
 pub use lanes::{Lane, Role, add_lane, revoke_lane};
+pub use lookups::{LookupBy, recent_lookups};
 pub use redemption::{Authority, HubAuthority};
 
 /// Why an operation was refused or failed.
@@ -128,6 +130,12 @@ pub enum EdgeError {
     /// Same idempotency key, different request.
     #[error("this Idempotency-Key was used with a different request")]
     IdempotencyKeyReused,
+    /// The lane has used its lookups for now.
+    #[error("this lane looked up too many members by phone; try again in {retry_after_secs} s")]
+    RateLimited {
+        /// When the lane may look up again.
+        retry_after_secs: u64,
+    },
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -481,6 +489,8 @@ pub struct Edge {
     fetches: std::sync::atomic::AtomicUsize,
     /// A refetch of every held phone is running (`refetch_phones`).
     refetching: std::sync::atomic::AtomicBool,
+    /// Lookups by phone each lane may still make.
+    lookup_budget: crate::domain::privacy::LookupBudget,
 }
 
 impl Edge {
@@ -591,6 +601,9 @@ impl Edge {
             cfg,
             now,
         });
+        let lookup_budget = crate::domain::privacy::LookupBudget::new(
+            core.cfg.privacy.phone_lookups_per_lane_per_minute,
+        );
         Ok(Edge {
             core,
             store,
@@ -604,6 +617,7 @@ impl Edge {
             refreshed: Default::default(),
             fetches: Default::default(),
             refetching: Default::default(),
+            lookup_budget,
         })
     }
 

@@ -373,10 +373,27 @@ pub const MIGRATIONS: &[&str] = &[
         cold   BLOB NOT NULL
     ) STRICT;
     "#,
+    // 15: every lookup of a member, for the privacy audit.
+    r#"
+    -- Who read which member, when, how and why, and whether the answer was masked.
+    -- No personal data: the member is its pseudonymous id, a lookup by phone keeps
+    -- no phone, and a lookup that found nobody keeps a NULL member (probing shows).
+    CREATE TABLE member_lookups (
+        id      INTEGER PRIMARY KEY,
+        at      INTEGER NOT NULL,
+        lane    INTEGER NOT NULL REFERENCES lanes (id),
+        member  BLOB,
+        via     TEXT    NOT NULL CHECK (via IN ('phone', 'id')),
+        purpose TEXT    NOT NULL CHECK (purpose IN ('sale', 'service')),
+        shown   TEXT    NOT NULL CHECK (shown IN ('masked', 'full'))
+    ) STRICT;
+    CREATE INDEX member_lookups_by_member ON member_lookups (member, at);
+    CREATE INDEX member_lookups_by_lane ON member_lookups (lane, at);
+    "#,
 ];
 
 /// The schema version this binary writes.
-pub const SCHEMA_VERSION: usize = 14;
+pub const SCHEMA_VERSION: usize = 15;
 
 #[cfg(test)]
 mod tests {

@@ -15,6 +15,7 @@ pub mod idempotency;
 pub mod incarnation;
 pub mod lanes;
 pub mod ledgers;
+pub mod lookups;
 pub mod members;
 pub mod migrations;
 pub mod readers;

@@ -11,6 +11,7 @@ async fn openapi_lists_every_pos_endpoint() -> anyhow::Result<()> {
         ("/healthz", "get"),
         ("/v1/members", "post"),
         ("/v1/members", "get"),
+        ("/v1/members/lookup", "post"),
         ("/v1/members/{member_id}", "get"),
         ("/v1/checkout/quote", "post"),
         ("/v1/checkout/commit", "post"),
@@ -33,6 +34,14 @@ async fn openapi_lists_every_pos_endpoint() -> anyhow::Result<()> {
         assert!(schemas[s].is_object(), "schema {s} missing");
     }
     let codes = schemas["ErrorCode"]["enum"].as_array().map(Vec::len);
-    assert_eq!(codes, Some(13), "all error codes are documented");
+    assert_eq!(
+        codes,
+        Some(patron_protocol::ErrorCode::ALL.len()),
+        "all error codes are documented"
+    );
+    assert_eq!(
+        paths["/v1/members"]["get"]["deprecated"], true,
+        "the GET by phone is marked deprecated"
+    );
     Ok(())
 }
