@@ -43,6 +43,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// Lookups of members.
     pub privacy: PrivacyConfig,
+    /// What one sale, and one lane in a store day, may earn, redeem, refund and give.
+    pub limits: crate::domain::limits::Limits,
 }
 
 /// Lookups of members (every one is recorded; see `patron-edge audit lookups`).
@@ -312,6 +314,7 @@ impl Default for Config {
             http: patron_web::serve::HttpConfig::default(),
             tls: TlsConfig::default(),
             privacy: PrivacyConfig::default(),
+            limits: crate::domain::limits::Limits::default(),
         }
     }
 }
@@ -397,6 +400,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: &str| Err(ConfigError::Invalid(m.into()));
         self.http.check().map_err(ConfigError::Invalid)?;
+        self.limits.validate().map_err(ConfigError::Invalid)?;
         if let Some(h) = self
             .tls
             .hosts

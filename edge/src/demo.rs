@@ -75,6 +75,10 @@ pub async fn seed(edge: &Edge, lane: i64) -> anyhow::Result<Vec<MemberId>> {
                     key: "demo-seed-0001".into(),
                     request_hash: hash,
                 },
+                crate::service::Actor {
+                    lane,
+                    role: crate::service::Role::Admin,
+                },
                 req,
             )
             .await

@@ -57,6 +57,9 @@ error_codes! {
     IdempotencyKeyReused => ("idempotency_key_reused", 422),
     /// The body exceeds 64 KiB.
     PayloadTooLarge => ("payload_too_large", 413),
+    /// The operation would pass an abuse limit of the lane or the sale (`details` name
+    /// it); the store's manager is not limited.
+    LimitExceeded => ("limit_exceeded", 422),
     /// Too many requests of this kind from this lane; `Retry-After` says when to try
     /// again.
     RateLimited => ("rate_limited", 429),
@@ -105,6 +108,6 @@ mod tests {
         assert_eq!(ErrorCode::PayloadTooLarge.http_status(), 413);
         assert_eq!(ErrorCode::IdempotencyKeyReused.http_status(), 422);
         assert_eq!(ErrorCode::RateLimited.http_status(), 429);
-        assert_eq!(ErrorCode::ALL.len(), 14);
+        assert_eq!(ErrorCode::ALL.len(), 15);
     }
 }

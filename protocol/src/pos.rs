@@ -29,6 +29,10 @@ pub struct Health {
     /// configuration: tokens and member data cross the network in the clear).
     #[serde(default)]
     pub transport: String,
+    /// Operations the abuse limits refused today, all lanes (each also logged as an
+    /// alert): a number that is not 0 wants a look.
+    #[serde(default)]
+    pub limits_refused_today: i64,
 }
 
 /// Where each chain-wide setting in force at the store came from: `hq` (published for

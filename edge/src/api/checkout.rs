@@ -39,5 +39,5 @@ pub async fn commit(
         key: key.required()?,
         request_hash: body.hash,
     };
-    Ok(reply(s.edge.commit(idem, body.value).await?))
+    Ok(reply(s.edge.commit(idem, lane.actor(), body.value).await?))
 }

@@ -102,6 +102,9 @@ impl From<EdgeError> for ApiErr {
                 ApiErr::new(ErrorCode::ReceiptExists, msg).with_details(json!({ "receipt_id": r }))
             }
             EdgeError::IdempotencyKeyReused => ApiErr::new(ErrorCode::IdempotencyKeyReused, msg),
+            EdgeError::LimitExceeded(e) => ApiErr::new(ErrorCode::LimitExceeded, msg).with_details(
+                json!({ "limit": e.limit, "allowed": e.allowed, "used": e.used, "asked": e.asked }),
+            ),
             EdgeError::RateLimited { retry_after_secs } => {
                 let mut e = ApiErr::new(ErrorCode::RateLimited, msg)
                     .with_details(json!({ "retry_after_secs": retry_after_secs }));

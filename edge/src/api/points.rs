@@ -27,7 +27,7 @@ pub async fn refund(
         key: key.required()?,
         request_hash: body.hash,
     };
-    Ok(reply(s.edge.refund(idem, body.value).await?))
+    Ok(reply(s.edge.refund(idem, lane.actor(), body.value).await?))
 }
 
 /// Spends points outside a sale.
@@ -47,7 +47,9 @@ pub async fn redeem(
         key: key.required()?,
         request_hash: body.hash,
     };
-    Ok(reply(s.edge.redeem(idem, id, body.value).await?))
+    Ok(reply(
+        s.edge.redeem(idem, lane.actor(), id, body.value).await?,
+    ))
 }
 
 /// Awards points for behaviour.
@@ -67,5 +69,7 @@ pub async fn event(
         key,
         request_hash: body.hash,
     });
-    Ok(reply(s.edge.event(idem, id, body.value).await?))
+    Ok(reply(
+        s.edge.event(idem, lane.actor(), id, body.value).await?,
+    ))
 }

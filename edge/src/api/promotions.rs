@@ -69,7 +69,11 @@ pub async fn give_coupon(
         key,
         request_hash: body.hash,
     });
-    Ok(reply(s.edge.give_coupon(idem, id, body.value).await?))
+    Ok(reply(
+        s.edge
+            .give_coupon(idem, auth.0.actor(), id, body.value)
+            .await?,
+    ))
 }
 
 /// Activates a coupon that must be claimed before use.

@@ -2,6 +2,7 @@
 //!
 //! - [`validate`]: parsing of outside input (phones, names, dates, ids) into checked values.
 //! - [`clock`]: store-local days, month arithmetic, RFC 3339 rendering.
+//! - [`limits`]: what one sale and one lane in a day may earn, redeem, refund and give.
 //! - [`points`]: the points ledger as lots with FIFO consumption and expiry.
 //! - [`tiers`]: tier from qualifying spend in a rolling window.
 //! - [`pricing`]: basket lines, their validation and subtotal, redemption steps.
@@ -11,6 +12,7 @@
 //! - [`refund`]: proportional reversal of a receipt's money and points.
 
 pub mod clock;
+pub mod limits;
 pub mod points;
 pub mod pricing;
 pub mod privacy;

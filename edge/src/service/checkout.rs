@@ -8,8 +8,9 @@ use serde_json::value::RawValue;
 
 use super::promotions::{CouponIssuedBody, PricedMember, after_days};
 use super::{
-    Authority, Edge, EdgeError, Idem, MemberState, Reply, Seal, balance, invalid, tier_code,
+    Actor, Authority, Edge, EdgeError, Idem, MemberState, Reply, Seal, balance, invalid, tier_code,
 };
+use crate::domain::limits::DayTotals;
 use crate::domain::pricing;
 use crate::domain::promo::engine::{self, Applied, Input, Priced};
 use crate::domain::validate;
@@ -57,7 +58,12 @@ impl Edge {
     /// `POST /v1/checkout/commit`: prices the basket again and records the sale, with
     /// its coupons, rule usage, grants, upgrade gifts and referral reward, in one
     /// transaction.
-    pub async fn commit(&self, idem: Idem, req: CommitRequest) -> Result<Reply, EdgeError> {
+    pub async fn commit(
+        &self,
+        idem: Idem,
+        actor: Actor,
+        req: CommitRequest,
+    ) -> Result<Reply, EdgeError> {
         let receipt_id = validate::receipt_id(&req.receipt_id).map_err(invalid)?;
         let lines = pricing::validate_lines(&req.basket.lines).map_err(invalid)?;
         let member = req.basket.member_id.map(|m| *m.as_bytes());
@@ -106,6 +112,15 @@ impl Edge {
                         explain: false,
                     };
                     let priced = engine::price(&input)?;
+                    let (earned, redeemed) = (priced.points_to_earn, priced.points_redeemed);
+                    let counted = DayTotals {
+                        earned,
+                        redeemed,
+                        ..DayTotals::default()
+                    };
+                    core.within_limits(ctx.conn, actor, now, counted, |l, day| {
+                        l.sale(day, earned, redeemed)
+                    })?;
                     // Coupons the sale grants are listed in its purchase fact (no fact of
                     // their own: one fewer row and member-index entry per coupon).
                     let granted = match (&member, &p.member) {
@@ -203,8 +218,15 @@ impl Edge {
                         let (_, mut state) = core.load_state(ctx.conn, &m, now)?;
                         let (tier_before, tier_after) = (before.tier(), state.tier());
                         if tier_after > tier_before {
-                            let gifts =
-                                core.upgrade_gifts(ctx, rules, &m, tier_before, tier_after, now)?;
+                            let gifts = core.upgrade_gifts(
+                                ctx,
+                                rules,
+                                &m,
+                                tier_before,
+                                tier_after,
+                                txb,
+                                now,
+                            )?;
                             issued.extend(gifts.coupons);
                             let gifts = gifts.points;
                             if !gifts.is_empty() {
@@ -247,7 +269,7 @@ impl Edge {
         if let Some(m) = member {
             self.settle_lease(&m, auth, redeem, &written);
         }
-        written
+        self.note_refusal(actor, written).await
     }
 }
 

@@ -5,8 +5,11 @@ use patron_protocol::pos::{BenefitUse, BenefitView, CouponView, IssueCoupon};
 use patron_protocol::{MemberId, TransactionId};
 use serde_json::json;
 
-use super::{Core, Edge, EdgeError, Idem, MemberState, Reply, Seal, invalid, require_member};
+use super::{
+    Actor, Core, Edge, EdgeError, Idem, MemberState, Reply, Seal, invalid, require_member,
+};
 use crate::domain::clock::Millis;
+use crate::domain::limits::DayTotals;
 use crate::domain::promo::ruleset::{Compiled, CouponTemplate};
 use crate::store::coupons;
 use crate::store::facts::{self, NewFact};
@@ -76,6 +79,7 @@ impl Edge {
     pub async fn give_coupon(
         &self,
         idem: Option<Idem>,
+        actor: Actor,
         member: MemberId,
         req: IssueCoupon,
     ) -> Result<Reply, EdgeError> {
@@ -96,17 +100,26 @@ impl Edge {
         }
         let core = self.core.clone();
         let now = core.now();
-        self.store
+        let written = self
+            .store
             .writer
             .write(move |ctx| {
                 core.idempotent(ctx, idem.as_ref(), now, |ctx| {
                     let m = *member.as_bytes();
                     require_member(ctx.conn, &m)?;
+                    let one = DayTotals {
+                        coupons: 1,
+                        ..DayTotals::default()
+                    };
+                    core.within_limits(ctx.conn, actor, now, one, |l, day| {
+                        l.coupon(day, t.off, i64::from(t.valid_days))
+                    })?;
                     let c = core.issue_coupon(ctx, &m, &t, "manual", None, now)?;
                     Ok((201, core.coupon_view(&c), Seal::Store))
                 })
             })
-            .await
+            .await;
+        self.note_refusal(actor, written).await
     }
 
     /// `POST /v1/members/{id}/coupons/{code}/claim`: activates a claim-first coupon.

@@ -776,6 +776,7 @@ mod tests {
         };
         edge.commit(
             idem,
+            crate::service::Actor::manager(),
             serde_json::from_value(sale).unwrap_or_else(|e| panic!("{e}")),
         )
         .await
@@ -828,6 +829,7 @@ mod tests {
                           "receipt_id": "R-served", "lines": [{"sku": "A", "qty": 1, "unit_price": 1000}]});
         edge.commit(
             idem,
+            crate::service::Actor::manager(),
             serde_json::from_value(sale).unwrap_or_else(|e| panic!("{e}")),
         )
         .await

@@ -10,6 +10,7 @@ mod coupons;
 pub mod hub_port;
 mod lanes;
 pub mod leases;
+mod limits;
 mod lookups;
 mod members;
 mod points;
@@ -42,6 +43,7 @@ use patron_domain::ledger::Snapshot;
 use patron_domain::settings::{PointsRules, Source};
 
 pub use lanes::{Lane, Role, add_lane, revoke_lane};
+pub use limits::Actor;
 pub use lookups::{LookupBy, recent_lookups};
 pub use redemption::{Authority, HubAuthority};
 
@@ -130,6 +132,10 @@ pub enum EdgeError {
     /// Same idempotency key, different request.
     #[error("this Idempotency-Key was used with a different request")]
     IdempotencyKeyReused,
+    /// An abuse limit (`[limits]`) would be passed; the store's manager (an `admin`
+    /// lane) is not limited.
+    #[error("this would pass the limit {} ({} allowed, {} used, {} asked); the store's manager can do it", .0.limit, .0.allowed, .0.used, .0.asked)]
+    LimitExceeded(crate::domain::limits::Exceeded),
     /// The lane has used its lookups for now.
     #[error("this lane looked up too many members by phone; try again in {retry_after_secs} s")]
     RateLimited {
@@ -655,6 +661,7 @@ impl Edge {
                 tiers: source(s.tiers_source).into(),
             },
             status: "ok".into(),
+            limits_refused_today: self.refused_today().await?,
             transport: self
                 .core
                 .cfg

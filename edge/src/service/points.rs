@@ -7,7 +7,8 @@ use patron_protocol::pos::{
 use patron_protocol::{MemberId, Points, TransactionId};
 use serde_json::json;
 
-use super::{Edge, EdgeError, Idem, Reply, Seal, balance, invalid, require_member};
+use super::{Actor, Edge, EdgeError, Idem, Reply, Seal, balance, invalid, require_member};
+use crate::domain::limits::DayTotals;
 use crate::domain::validate;
 use crate::store::facts::{self, NewFact};
 use crate::store::members;
@@ -17,6 +18,7 @@ impl Edge {
     pub async fn redeem(
         &self,
         idem: Idem,
+        actor: Actor,
         member: MemberId,
         req: RedemptionRequest,
     ) -> Result<Reply, EdgeError> {
@@ -49,6 +51,13 @@ impl Edge {
                             requested: points,
                         });
                     }
+                    let spent = DayTotals {
+                        redeemed: points,
+                        ..DayTotals::default()
+                    };
+                    core.within_limits(ctx.conn, actor, now, spent, |l, day| {
+                        l.redemption(day, points)
+                    })?;
                     let fact = NewFact {
                         spend: points,
                         ..NewFact::new(
@@ -75,7 +84,7 @@ impl Edge {
             })
             .await;
         self.settle_lease(member.as_bytes(), auth, points, &written);
-        written
+        self.note_refusal(actor, written).await
     }
 
     /// `POST /v1/members/{id}/events`: awards what the rules give, within their limits.
@@ -84,6 +93,7 @@ impl Edge {
     pub async fn event(
         &self,
         idem: Option<Idem>,
+        actor: Actor,
         member: MemberId,
         req: EventRequest,
     ) -> Result<Reply, EdgeError> {
@@ -94,7 +104,8 @@ impl Edge {
             .transpose()
             .map_err(invalid)?;
         let core = self.core.clone();
-        self.store
+        let written = self
+            .store
             .writer
             .write(move |ctx| {
                 // Read in commit order (see `Edge::commit`).
@@ -154,6 +165,13 @@ impl Edge {
                         }
                     };
                     if points > 0 {
+                        let earned = DayTotals {
+                            earned: points,
+                            ..DayTotals::default()
+                        };
+                        core.within_limits(ctx.conn, actor, now, earned, |l, day| {
+                            l.event(day, points)
+                        })?;
                         let txn = TransactionId::new_v7();
                         let fact = NewFact {
                             earn: points,
@@ -181,6 +199,7 @@ impl Edge {
                     ))
                 })
             })
-            .await
+            .await;
+        self.note_refusal(actor, written).await
     }
 }

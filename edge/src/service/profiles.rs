@@ -396,7 +396,14 @@ mod tests {
             let edge = edge.clone();
             async move {
                 let req = ok(serde_json::from_value(json!({"type": "profile_completed"})));
-                let r = ok(edge.event(None, MemberId::from_bytes(id), req).await);
+                let r = ok(edge
+                    .event(
+                        None,
+                        crate::service::Actor::manager(),
+                        MemberId::from_bytes(id),
+                        req,
+                    )
+                    .await);
                 let v: serde_json::Value = ok(serde_json::from_slice(&r.body));
                 v["points_awarded"].as_i64().unwrap_or(-1)
             }

@@ -344,8 +344,10 @@ impl Core {
         }
     }
 
-    /// Gifts for every tier newly reached (`before` < tier ≤ `after`), once per tier.
-    /// Returns the coupons issued and the points given.
+    /// Gifts for every tier newly reached (`before` < tier ≤ `after`) by the sale
+    /// `sale`, once per tier. Returns the coupons issued and the points given. The
+    /// coupons name the sale, so refunding it whole withdraws them.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn upgrade_gifts(
         &self,
         ctx: &mut WriteCtx<'_>,
@@ -353,6 +355,7 @@ impl Core {
         member: &[u8; 16],
         before: Tier,
         after: Tier,
+        sale: [u8; 16],
         now: Millis,
     ) -> Result<UpgradeGifts, EdgeError> {
         let mut out = UpgradeGifts::default();
@@ -378,7 +381,7 @@ impl Core {
                     member,
                     t,
                     &format!("upgrade:{}", tier.code()),
-                    None,
+                    Some(sale),
                     now,
                 )?);
             }

@@ -5,7 +5,8 @@ use patron_protocol::pos::{RefundRequest, RefundResponse};
 use patron_protocol::{Fen, Points, TransactionId};
 use serde_json::json;
 
-use super::{Edge, EdgeError, Idem, Reply, Seal, balance, invalid};
+use super::{Actor, Edge, EdgeError, Idem, Reply, Seal, balance, invalid};
+use crate::domain::limits::DayTotals;
 use crate::domain::refund::{self, Sale};
 use crate::domain::validate;
 use crate::store::coupons;
@@ -14,12 +15,18 @@ use crate::store::receipts::{self, RefundRow};
 
 impl Edge {
     /// `POST /v1/refunds`: reverses the refunded part's points, exactly once.
-    pub async fn refund(&self, idem: Idem, req: RefundRequest) -> Result<Reply, EdgeError> {
+    pub async fn refund(
+        &self,
+        idem: Idem,
+        actor: Actor,
+        req: RefundRequest,
+    ) -> Result<Reply, EdgeError> {
         let receipt_id = validate::receipt_id(&req.receipt_id).map_err(invalid)?;
         let core = self.core.clone();
         let now = core.now();
         let expires_at = core.lot_expiry(now);
-        self.store
+        let written = self
+            .store
             .writer
             .write(move |ctx| {
                 core.idempotent(ctx, Some(&idem), now, |ctx| {
@@ -33,6 +40,8 @@ impl Edge {
                     let all_back = lines.iter().zip(done.iter().zip(&per_line)).all(|(l, (d, n))| d + n == l.qty);
                     let sale = Sale { subtotal: receipt.subtotal, total: receipt.total, earned: receipt.earned, redeemed: receipt.redeemed };
                     let f = refund::figures(sale, gross_before, gross_now);
+                    let back = DayTotals { refund_fen: f.amount, ..DayTotals::default() };
+                    core.within_limits(ctx.conn, actor, now, back, |l, day| l.refund(day, f.amount))?;
                     let refund_id = TransactionId::new_v7();
                     let body = json!({"receipt_id": receipt_id, "per_line": per_line, "gross": gross_now, "amount": f.amount}).to_string();
                     let fact = NewFact {
@@ -103,6 +112,7 @@ impl Edge {
                     ))
                 })
             })
-            .await
+            .await;
+        self.note_refusal(actor, written).await
     }
 }

@@ -812,7 +812,7 @@ mod tests {
         }))
         .unwrap_or_else(|e| panic!("{e}"));
         let reply = edge
-            .commit(idem(receipt), req)
+            .commit(idem(receipt), crate::service::Actor::manager(), req)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(reply.status, 201);

@@ -390,10 +390,26 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX member_lookups_by_member ON member_lookups (member, at);
     CREATE INDEX member_lookups_by_lane ON member_lookups (lane, at);
     "#,
+    // 16: what each lane did each store day, against the abuse limits.
+    r#"
+    -- Written in the transaction of each sale, redemption, refund, event and coupon, so
+    -- a limit holds across restarts and concurrent lanes. `day` is the store-local
+    -- Julian day number; `refused` counts operations a limit turned away.
+    CREATE TABLE lane_days (
+        lane       INTEGER NOT NULL,
+        day        INTEGER NOT NULL,
+        earned     INTEGER NOT NULL DEFAULT 0,
+        redeemed   INTEGER NOT NULL DEFAULT 0,
+        refund_fen INTEGER NOT NULL DEFAULT 0,
+        coupons    INTEGER NOT NULL DEFAULT 0,
+        refused    INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (lane, day)
+    ) STRICT, WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this binary writes.
-pub const SCHEMA_VERSION: usize = 15;
+pub const SCHEMA_VERSION: usize = 16;
 
 #[cfg(test)]
 mod tests {

@@ -13,6 +13,7 @@ pub mod facts;
 pub mod hq_docs;
 pub mod idempotency;
 pub mod incarnation;
+pub mod lane_days;
 pub mod lanes;
 pub mod ledgers;
 pub mod lookups;

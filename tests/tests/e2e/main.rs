@@ -7,6 +7,7 @@ mod checkout;
 mod durability;
 mod faults;
 mod lan_tls;
+mod limits;
 mod lookups;
 mod members;
 mod openapi;

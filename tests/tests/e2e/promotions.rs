@@ -478,6 +478,45 @@ async fn referral_rewards_need_no_profile_rule() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Issue 17: buying into a tier for its welcome coupon and returning the goods does not
+/// keep the coupon.
+#[tokio::test]
+async fn refunding_the_sale_that_upgraded_withdraws_its_upgrade_coupon() -> anyhow::Result<()> {
+    let edge = with_rules(&examples()).await?;
+    let m = edge.register("13800001018", None).await?;
+    let c = edge
+        .post(
+            "/v1/checkout/commit",
+            &commit(Some(&m), "R-up", item("X", 120_000), &[]),
+            Some("up-1"),
+        )
+        .await?;
+    assert_eq!(c.json["tier_after"], "silver", "{}", c.json);
+    let welcome = |member: &serde_json::Value| {
+        member["coupons"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["label"] == "¥20 silver welcome")
+    };
+    assert!(welcome(&edge.get(&format!("/v1/members/{m}")).await?.json));
+    let r = edge
+        .post(
+            "/v1/refunds",
+            &json!({"receipt_id": "R-up"}),
+            Some("up-back"),
+        )
+        .await?;
+    assert_eq!(r.status, 201, "{}", r.json);
+    let withdrawn = r.json["coupons_withdrawn"].as_array().map_or(0, Vec::len);
+    assert!(withdrawn >= 1, "{}", r.json);
+    assert!(
+        !welcome(&edge.get(&format!("/v1/members/{m}")).await?.json),
+        "the upgrade coupon went with the sale"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn upgrades_bring_gifts_and_diamond_benefits_have_quotas() -> anyhow::Result<()> {
     let edge = with_rules(&examples()).await?;

@@ -1,0 +1,109 @@
+//! The abuse limits applied in the transaction of each operation they bound, and the
+//! alert when one refuses.
+
+use rusqlite::Connection;
+
+use super::{Core, Edge, EdgeError, Lane, Role};
+use crate::domain::clock::Millis;
+use crate::domain::limits::{DayTotals, Exceeded, Limits};
+use crate::store::lane_days;
+
+/// Who does an operation, as the limits see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Actor {
+    /// The lane's row id.
+    pub lane: i64,
+    /// Its role: an `admin` lane (the store's manager) is counted but not limited.
+    pub role: Role,
+}
+
+impl Actor {
+    /// The store's manager on lane 1 (tests): counted, not limited.
+    #[cfg(test)]
+    pub(crate) fn manager() -> Actor {
+        Actor {
+            lane: 1,
+            role: Role::Admin,
+        }
+    }
+}
+
+impl Lane {
+    /// The lane as the limits see it.
+    pub fn actor(&self) -> Actor {
+        Actor {
+            lane: self.id,
+            role: self.role,
+        }
+    }
+}
+
+impl Core {
+    /// The store-local day of `at`, as `lane_days` keys it.
+    fn store_day(&self, at: Millis) -> i64 {
+        i64::from(self.cal.date(at).to_julian_day())
+    }
+
+    /// Checks `check` against what `actor` did today, then counts `add`; in the
+    /// operation's transaction, so the limit holds under concurrent lanes and restarts.
+    pub(super) fn within_limits(
+        &self,
+        conn: &Connection,
+        actor: Actor,
+        at: Millis,
+        add: DayTotals,
+        check: impl FnOnce(&Limits, DayTotals) -> Result<(), Exceeded>,
+    ) -> Result<(), EdgeError> {
+        let day = self.store_day(at);
+        let before = lane_days::get(conn, actor.lane, day)?;
+        if actor.role != Role::Admin {
+            check(&self.cfg.limits, before).map_err(EdgeError::LimitExceeded)?;
+        }
+        Ok(lane_days::add(conn, actor.lane, day, add)?)
+    }
+}
+
+impl Edge {
+    /// Passes `r` on; when a limit refused it, counts the refusal for the lane (what
+    /// `/healthz` reports) and raises the alert in the log.
+    pub(super) async fn note_refusal<T>(
+        &self,
+        actor: Actor,
+        r: Result<T, EdgeError>,
+    ) -> Result<T, EdgeError> {
+        if let Err(EdgeError::LimitExceeded(e)) = &r {
+            tracing::warn!(
+                lane = actor.lane,
+                limit = e.limit,
+                allowed = e.allowed,
+                used = e.used,
+                asked = e.asked,
+                "alert: an abuse limit refused an operation"
+            );
+            let core = self.core.clone();
+            let counted = self
+                .store
+                .writer
+                .write(move |ctx| {
+                    let day = core.store_day(core.now());
+                    lane_days::refused(ctx.conn, actor.lane, day).map_err(EdgeError::from)
+                })
+                .await;
+            if let Err(err) = counted {
+                tracing::error!(error = %err, "counting a refused operation");
+            }
+        }
+        r
+    }
+
+    /// Operations the limits refused today, all lanes.
+    pub(super) async fn refused_today(&self) -> Result<i64, EdgeError> {
+        let core = self.core.clone();
+        self.store
+            .readers
+            .read(move |conn| {
+                Ok::<_, EdgeError>(lane_days::refused_on(conn, core.store_day(core.now()))?)
+            })
+            .await
+    }
+}

@@ -1,0 +1,61 @@
+//! What each lane did each store day (`lane_days`), against the abuse limits.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::StoreError;
+use crate::domain::limits::DayTotals;
+
+/// The lane's totals on `day` (zero if it did nothing).
+pub fn get(conn: &Connection, lane: i64, day: i64) -> Result<DayTotals, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT earned, redeemed, refund_fen, coupons FROM lane_days WHERE lane = ?1 AND day = ?2",
+        )?
+        .query_row(params![lane, day], |r| {
+            Ok(DayTotals {
+                earned: r.get(0)?,
+                redeemed: r.get(1)?,
+                refund_fen: r.get(2)?,
+                coupons: r.get(3)?,
+            })
+        })
+        .optional()?
+        .unwrap_or_default())
+}
+
+/// Adds `d` to the lane's totals on `day`.
+pub fn add(conn: &Connection, lane: i64, day: i64, d: DayTotals) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO lane_days (lane, day, earned, redeemed, refund_fen, coupons)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (lane, day) DO UPDATE SET
+             earned = earned + excluded.earned, redeemed = redeemed + excluded.redeemed,
+             refund_fen = refund_fen + excluded.refund_fen, coupons = coupons + excluded.coupons",
+    )?
+    .execute(params![
+        lane,
+        day,
+        d.earned,
+        d.redeemed,
+        d.refund_fen,
+        d.coupons
+    ])?;
+    Ok(())
+}
+
+/// Counts an operation a limit turned away.
+pub fn refused(conn: &Connection, lane: i64, day: i64) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO lane_days (lane, day, refused) VALUES (?1, ?2, 1)
+         ON CONFLICT (lane, day) DO UPDATE SET refused = refused + 1",
+    )?
+    .execute(params![lane, day])?;
+    Ok(())
+}
+
+/// Operations the limits turned away on `day`, all lanes.
+pub fn refused_on(conn: &Connection, day: i64) -> Result<i64, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT coalesce(sum(refused), 0) FROM lane_days WHERE day = ?1")?
+        .query_row(params![day], |r| r.get(0))?)
+}

@@ -1,0 +1,148 @@
+//! Issue 17, part 4, against the real binary: a stolen POS token or a rogue cashier is
+//! held to the abuse limits — per sale, per lane and store day, across a restart — and
+//! the store's manager is not; what a limit refuses writes nothing and is counted in
+//! `/healthz`.
+
+use anyhow::{Context, Result};
+use patron_tests::TestEdge;
+use serde_json::{Value, json};
+
+const LIMITS: &str = "[limits]\nmax_points_per_sale = 500\nlane_daily_points_earned = 800\n\
+lane_daily_points_redeemed = 10000\nlane_daily_refund_fen = 30000\nlane_daily_coupons = 1\n\
+coupon_max_off_fen = 1000\ncoupon_max_valid_days = 30\nstandalone_redemption_points = 100\n";
+
+fn sale(member: &str, receipt: &str, price: i64) -> Value {
+    json!({"member_id": member, "receipt_id": receipt,
+           "lines": [{"sku": "A1", "qty": 1, "unit_price": price}]})
+}
+
+async fn balance(edge: &TestEdge, member: &str) -> Result<i64> {
+    let r = edge.get(&format!("/v1/members/{member}")).await?;
+    r.json["points"]["balance"].as_i64().context("balance")
+}
+
+fn refused(r: &patron_tests::Resp, limit: &str) -> bool {
+    r.status == 422 && r.code() == "limit_exceeded" && r.json["error"]["details"]["limit"] == limit
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lanes_are_held_to_the_limits_across_a_restart_and_the_manager_is_not() -> Result<()> {
+    let mut edge = TestEdge::spawn_with(LIMITS).await?;
+    let m = edge.register("13800000211", Some("Abuse Test")).await?;
+    let pos_token = edge.add_lane("lane-1", "pos")?;
+    let desk_token = edge.add_lane("desk-1", "cashier")?;
+
+    // A made-up basket earning more than one sale may: refused, nothing written.
+    let pos = edge.as_token(&pos_token);
+    let r = pos
+        .post(
+            "/v1/checkout/commit",
+            &sale(&m, "R-big", 60_000),
+            Some("R-big"),
+        )
+        .await?;
+    assert!(
+        refused(&r, "max_points_per_sale"),
+        "{} {}",
+        r.status,
+        r.json
+    );
+    assert_eq!(r.json["error"]["details"]["asked"], 600);
+    assert_eq!(balance(&edge, &m).await?, 0, "nothing was written");
+
+    // The lane's day: 400 + 400 earned, then nothing more.
+    for (i, price) in [40_000, 40_000].into_iter().enumerate() {
+        let receipt = format!("R-ok-{i}");
+        let r = pos
+            .post(
+                "/v1/checkout/commit",
+                &sale(&m, &receipt, price),
+                Some(&receipt),
+            )
+            .await?;
+        assert_eq!(r.status, 201, "{}", r.json);
+    }
+    let r = pos
+        .post(
+            "/v1/checkout/commit",
+            &sale(&m, "R-over", 100),
+            Some("R-over"),
+        )
+        .await?;
+    assert!(refused(&r, "lane_daily_points_earned"), "{}", r.json);
+    assert_eq!(r.json["error"]["details"]["used"], 800);
+    // A retry of a sale that went through is its stored answer, not a second count.
+    let r = pos
+        .post(
+            "/v1/checkout/commit",
+            &sale(&m, "R-ok-0", 40_000),
+            Some("R-ok-0"),
+        )
+        .await?;
+    assert_eq!((r.status, r.replayed), (201, true));
+    // Another lane has its own day; the manager has none.
+    let desk = edge.as_token(&desk_token);
+    let r = desk
+        .post(
+            "/v1/checkout/commit",
+            &sale(&m, "R-desk", 100),
+            Some("R-desk"),
+        )
+        .await?;
+    assert_eq!(r.status, 201, "{}", r.json);
+    let r = edge
+        .post(
+            "/v1/checkout/commit",
+            &sale(&m, "R-mgr", 60_000),
+            Some("R-mgr"),
+        )
+        .await?;
+    assert_eq!(r.status, 201, "the manager is not limited: {}", r.json);
+
+    // Points for a gift outside a sale, above the threshold: the manager's.
+    let gift = json!({"points": 150, "reason": "gift:SAMPLE"});
+    let path = format!("/v1/members/{m}/redemptions");
+    let r = pos.post(&path, &gift, Some("gift-1")).await?;
+    assert!(refused(&r, "standalone_redemption_points"), "{}", r.json);
+    let r = edge.post(&path, &gift, Some("gift-1")).await?;
+    assert_eq!(r.status, 201, "{}", r.json);
+
+    // A cashier's coupons: capped in value, validity and number.
+    let coupon = |off: i64, days: i64| json!({"label": "sorry", "off": off, "valid_days": days});
+    let cpath = format!("/v1/members/{m}/coupons");
+    let r = desk.post(&cpath, &coupon(100_000_000, 3650), None).await?;
+    assert!(refused(&r, "coupon_max_off_fen"), "{}", r.json);
+    let r = desk.post(&cpath, &coupon(1_000, 365), None).await?;
+    assert!(refused(&r, "coupon_max_valid_days"), "{}", r.json);
+    let r = desk.post(&cpath, &coupon(1_000, 30), None).await?;
+    assert_eq!(r.status, 201, "{}", r.json);
+    let r = desk.post(&cpath, &coupon(500, 7), None).await?;
+    assert!(refused(&r, "lane_daily_coupons"), "{}", r.json);
+
+    // Refunds: at most ¥300 a day per lane.
+    let r = pos
+        .post(
+            "/v1/refunds",
+            &json!({"receipt_id": "R-ok-0"}),
+            Some("ref-1"),
+        )
+        .await?;
+    assert!(refused(&r, "lane_daily_refund_fen"), "{}", r.json);
+
+    // Counted in the database, not in memory: a restart changes nothing.
+    edge.stop();
+    edge.start().await?;
+    let pos = edge.as_token(&pos_token);
+    let r = pos
+        .post(
+            "/v1/checkout/commit",
+            &sale(&m, "R-after", 100),
+            Some("R-after"),
+        )
+        .await?;
+    assert!(refused(&r, "lane_daily_points_earned"), "{}", r.json);
+    let h = edge.get("/healthz").await?;
+    assert_eq!(h.json["limits_refused_today"], 8, "{}", h.json);
+    assert_eq!(balance(&edge, &m).await?, 400 + 400 + 1 + 600 - 150);
+    Ok(())
+}
