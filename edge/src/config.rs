@@ -469,6 +469,53 @@ mod tests {
     }
 
     #[test]
+    fn plain_http_is_served_on_loopback_or_on_the_lan_only_when_said() {
+        let addr = |a: &str| a.parse::<SocketAddr>().unwrap_or_else(|e| panic!("{e}"));
+        let tls = TlsConfig::default();
+        assert_eq!(tls.transport(&addr("0.0.0.0:7400")), Ok(Transport::Https));
+        let plain = TlsConfig {
+            enabled: false,
+            ..TlsConfig::default()
+        };
+        assert_eq!(
+            plain.transport(&addr("127.0.0.1:7400")),
+            Ok(Transport::HttpLoopback)
+        );
+        assert_eq!(
+            plain.transport(&addr("[::1]:7400")),
+            Ok(Transport::HttpLoopback)
+        );
+        for lan in ["0.0.0.0:7400", "192.168.1.10:7400", "[::]:7400"] {
+            assert!(
+                plain
+                    .transport(&addr(lan))
+                    .is_err_and(|e| e.contains("plain_http_on_lan")),
+                "{lan}"
+            );
+        }
+        let said = TlsConfig {
+            enabled: false,
+            plain_http_on_lan: true,
+            ..TlsConfig::default()
+        };
+        assert_eq!(
+            said.transport(&addr("0.0.0.0:7400")),
+            Ok(Transport::HttpLan)
+        );
+        let c = Config {
+            tls: TlsConfig {
+                hosts: vec!["*.evil.example".into()],
+                ..TlsConfig::default()
+            },
+            ..Config::default()
+        };
+        assert!(
+            c.validate().is_err(),
+            "a wildcard is not a name for the certificate"
+        );
+    }
+
+    #[test]
     fn out_of_range_values_are_refused() {
         let mut c = Config::default();
         c.tiers.gold = 1;

@@ -123,7 +123,10 @@ pub fn default_names(hosts: &[String], listen: IpAddr) -> Vec<String> {
 
 fn write_new(path: &Path, bytes: &[u8], secret: bool) -> Result<(), LanTlsError> {
     // Whole or not at all: a torn key or certificate would stop the edge from serving.
-    let tmp = path.with_extension("tmp");
+    // Each file its own temporary name (`lan.key.tmp`, `lan.pem.tmp`).
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
     let _ = std::fs::remove_file(&tmp);
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
@@ -173,6 +176,19 @@ impl LanIdentity {
             let key = KeyPair::generate()?;
             write_new(&key_path, key.serialize_pem().as_bytes(), true)?;
         }
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&key_path)
+                .map_err(io(&key_path))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                return Err(LanTlsError::Malformed(format!(
+                    "{} must be mode 0600 (readable by its owner only)",
+                    key_path.display()
+                )));
+            }
+        }
         let key_pem = std::fs::read_to_string(&key_path).map_err(io(&key_path))?;
         let key = KeyPair::from_pem(&key_pem)
             .map_err(|_| LanTlsError::Malformed(format!("{} is not a key", key_path.display())))?;
@@ -196,6 +212,13 @@ impl LanIdentity {
                 chain_path.display(),
                 key_path.display()
             )));
+        }
+        // `lan.pem` is the truth; `ca.pem`, the POS's copy of its CA, follows it (a crash
+        // between the two writes of an install leaves the old one behind).
+        let ca_pem = pem("CERTIFICATE", &id.chain[1]);
+        let ca_path = id.dir.join(CA_FILE);
+        if std::fs::read_to_string(&ca_path).ok().as_deref() != Some(ca_pem.as_str()) {
+            write_new(&ca_path, ca_pem.as_bytes(), false)?;
         }
         Ok(id)
     }
@@ -257,13 +280,13 @@ impl LanIdentity {
         // The whole chain must verify the way a POS trusting the CA would check it.
         candidate.verifies_under_its_ca()?;
         write_new(
-            &self.dir.join(CA_FILE),
-            pem("CERTIFICATE", ca).as_bytes(),
+            &self.dir.join(CHAIN_FILE),
+            format!("{}{}", pem("CERTIFICATE", leaf), pem("CERTIFICATE", ca)).as_bytes(),
             false,
         )?;
         write_new(
-            &self.dir.join(CHAIN_FILE),
-            format!("{}{}", pem("CERTIFICATE", leaf), pem("CERTIFICATE", ca)).as_bytes(),
+            &self.dir.join(CA_FILE),
+            pem("CERTIFICATE", ca).as_bytes(),
             false,
         )?;
         *self = candidate;
@@ -380,12 +403,6 @@ fn pem(tag: &str, der: &[u8]) -> String {
     out
 }
 
-/// Whether a plain-HTTP POS API on `listen` is allowed: on a loopback address always,
-/// on the LAN only when the configuration says so in as many words.
-pub fn plain_http_allowed(listen: IpAddr, plain_http_on_lan: bool) -> bool {
-    listen.is_loopback() || plain_http_on_lan
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -498,7 +515,7 @@ mod tests {
     }
 
     #[test]
-    fn names_are_checked_and_plain_http_stays_on_loopback() {
+    fn names_are_checked_and_the_defaults_name_this_machine() {
         use patron_protocol::hub::valid_lan_name;
         assert!(valid_lan_name("edge-s001.local"));
         assert!(valid_lan_name("192.168.1.10"));
@@ -507,12 +524,25 @@ mod tests {
         assert!(!valid_lan_name("a..b"));
         assert!(!valid_lan_name(""));
         let lan: IpAddr = "0.0.0.0".parse().unwrap_or_else(|e| panic!("{e}"));
-        let lo: IpAddr = "127.0.0.1".parse().unwrap_or_else(|e| panic!("{e}"));
-        assert!(plain_http_allowed(lo, false));
-        assert!(!plain_http_allowed(lan, false));
-        assert!(plain_http_allowed(lan, true));
         let n = default_names(&["10.0.0.7".into()], lan);
         assert!(n.contains(&"10.0.0.7".to_string()) && n.contains(&"localhost".to_string()));
-        assert!(!n.contains(&"0.0.0.0".to_string()));
+        assert!(!n.contains(&"0.0.0.0".to_string()), "not a name to certify");
+        let one: IpAddr = "192.168.1.10".parse().unwrap_or_else(|e| panic!("{e}"));
+        assert!(default_names(&[], one).contains(&"192.168.1.10".to_string()));
+    }
+
+    #[test]
+    fn a_world_readable_key_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        LanIdentity::load_or_create(dir.path(), "S001", &names()).unwrap_or_else(|e| panic!("{e}"));
+        let key = dir.path().join(TLS_DIR).join(KEY_FILE);
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let r = LanIdentity::load_or_create(dir.path(), "S001", &names());
+        assert!(
+            matches!(r, Err(LanTlsError::Malformed(ref m)) if m.contains("0600")),
+            "{r:?}"
+        );
     }
 }

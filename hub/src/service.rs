@@ -500,6 +500,42 @@ mod tests {
         )
     }
 
+    /// A store's request for its LAN certificate is checked before its token is spent:
+    /// a refused one leaves the token to use, and the certificate names the store.
+    #[test]
+    fn a_refused_certificate_request_leaves_the_token_to_use() {
+        let mut t = TestHub::new(T0, &["S001"]);
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let lan = crate::tls::LanCa::load_or_create(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        t.hub = t.hub.with_lan_ca(Arc::new(lan));
+        let e = &t.hub.enrollment;
+        let token = e
+            .add_store("S002", "Two", "all", crate::enrollment::TOKEN_VALID_MS)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let secret = token.rsplit_once('.').map(|x| x.0).unwrap_or_default();
+        let bad = e.enroll(secret, "S002", None, Some("not a request"));
+        assert!(
+            matches!(&bad, Err(HubError::Invalid(m)) if m.contains("lan_csr")),
+            "{bad:?}"
+        );
+        let key = rcgen::KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+        let csr = rcgen::CertificateParams::new(vec!["anything.example".to_string()])
+            .and_then(|p| p.serialize_request(&key))
+            .and_then(|r| r.pem())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let ok = e
+            .enroll(secret, "S002", None, Some(&csr))
+            .unwrap_or_else(|e| panic!("the token was spent by the refused request: {e}"));
+        let chain = ok.lan_certificate.unwrap_or_default();
+        use rustls::pki_types::pem::PemObject;
+        let leaf = rustls::pki_types::CertificateDer::pem_slice_iter(chain.as_bytes())
+            .next()
+            .and_then(Result::ok)
+            .unwrap_or_else(|| panic!("no certificate in {chain}"));
+        let names = crate::tls::san_names(&leaf);
+        assert_eq!(names, ["DNSName(s002.edge.patron.internal)"]);
+    }
+
     /// Issue 17: an enrollment token works once, until it expires or is cancelled or
     /// replaced; a rotation stops the old credential at once and the store enrolls
     /// again with the new token; a revoked store is refused everything, cannot enroll

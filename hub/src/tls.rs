@@ -9,7 +9,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use patron_protocol::hub::{MAX_LAN_NAMES, valid_lan_name};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType,
@@ -30,6 +29,21 @@ pub const SERVER_KEY: &str = "server.key";
 pub const LAN_CA_CERT: &str = "lan-ca.pem";
 /// The store-LAN CA key (PEM, 0600).
 pub const LAN_CA_KEY: &str = "lan-ca.key";
+/// The domain under which every store's POS API is named.
+pub const LAN_DOMAIN: &str = "edge.patron.internal";
+
+/// The name the store-LAN CA certifies for `store_id`'s POS API:
+/// `s001.edge.patron.internal` (lower case; `_`, not allowed in host names, as `-`).
+pub fn lan_name(store_id: &str) -> String {
+    let label: String = store_id
+        .chars()
+        .map(|c| match c {
+            '_' => '-',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect();
+    format!("{label}.{LAN_DOMAIN}")
+}
 /// How long a store's LAN certificate is valid; a store renews it by enrolling again.
 const LAN_CERT_DAYS: i64 = 5 * 365;
 
@@ -171,6 +185,15 @@ impl LanCa {
                 .push(DnType::CommonName, "Patron store LAN CA");
             ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
             ca.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+            // A POS that trusts this CA trusts it for the stores' names only: not for
+            // any other domain, and not for any address (which stores' LANs share).
+            ca.name_constraints = Some(rcgen::NameConstraints {
+                permitted_subtrees: vec![rcgen::GeneralSubtree::DnsName(LAN_DOMAIN.into())],
+                excluded_subtrees: vec![
+                    rcgen::GeneralSubtree::IpAddress(rcgen::CidrSubnet::from_v4_prefix([0; 4], 0)),
+                    rcgen::GeneralSubtree::IpAddress(rcgen::CidrSubnet::from_v6_prefix([0; 16], 0)),
+                ],
+            });
             ca.not_before = rcgen::date_time_ymd(2025, 1, 1);
             ca.not_after = rcgen::date_time_ymd(2050, 1, 1);
             let k = KeyPair::generate()?;
@@ -199,32 +222,22 @@ impl LanCa {
     }
 
     /// A certificate for `store_id`'s POS API from its signing request (PEM), as the
-    /// chain the store serves: the certificate, then this CA. Only the request's key
-    /// and names are taken: the hub sets the subject, the usage (a TLS server, never a
-    /// CA) and the validity.
+    /// chain the store serves: the certificate, then this CA. Only the request's key is
+    /// taken (its signature proves the store holds it): the hub names the certificate
+    /// [`lan_name`] of the store, and sets the usage (a TLS server, never a CA) and the
+    /// validity. A store cannot obtain a name of another store's, nor an address, which
+    /// the stores' LANs share.
     pub fn issue(&self, store_id: &str, csr_pem: &str) -> Result<String, CsrRefused> {
         if csr_pem.len() > 16 * 1024 {
             return Err(CsrRefused("longer than 16 KiB".into()));
         }
         let req = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
             .map_err(|e| CsrRefused(format!("not a signed PKCS#10 request: {e}")))?;
-        let mut names = Vec::new();
-        for san in &req.params.subject_alt_names {
-            match san {
-                SanType::DnsName(d) if valid_lan_name(d.as_str()) => names.push(san.clone()),
-                SanType::IpAddress(_) => names.push(san.clone()),
-                other => {
-                    return Err(CsrRefused(format!(
-                        "a name the hub does not certify: {other:?}"
-                    )));
-                }
-            }
-        }
-        if names.is_empty() || names.len() > MAX_LAN_NAMES {
-            return Err(CsrRefused(format!(
-                "1 to {MAX_LAN_NAMES} names (DNS names without wildcards, or addresses)"
-            )));
-        }
+        let name = lan_name(store_id);
+        let names =
+            vec![SanType::DnsName(name.clone().try_into().map_err(|_| {
+                CsrRefused(format!("{name} is not a DNS name"))
+            })?)];
         let mut p = CertificateParams::default();
         p.subject_alt_names = names;
         p.distinguished_name = rcgen::DistinguishedName::new();
@@ -241,6 +254,23 @@ impl LanCa {
             .map_err(|e| CsrRefused(format!("could not be signed: {e}")))?;
         Ok(format!("{}{}", cert.pem(), self.pem))
     }
+}
+
+/// The subject alternative names of a certificate, as x509-parser prints them (tests).
+#[cfg(test)]
+pub(crate) fn san_names(der: &[u8]) -> Vec<String> {
+    x509_parser::parse_x509_certificate(der)
+        .ok()
+        .and_then(|(_, c)| {
+            c.subject_alternative_name().ok().flatten().map(|s| {
+                s.value
+                    .general_names
+                    .iter()
+                    .map(|n| format!("{n}"))
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -268,12 +298,13 @@ mod tests {
     }
 
     #[test]
-    fn the_lan_ca_certifies_a_store_s_key_for_its_names_and_nothing_more() {
+    fn the_lan_ca_certifies_a_store_s_key_under_the_store_s_name_and_nothing_else() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         init(dir.path(), &["hub.example".into()]).unwrap_or_else(|e| panic!("{e}"));
         let lan = LanCa::load_or_create(dir.path()).unwrap_or_else(|e| panic!("{e}"));
         let again = LanCa::load_or_create(dir.path()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(lan.pem(), again.pem(), "made once, then kept");
+        assert_eq!(lan_name("S_01"), "s-01.edge.patron.internal");
 
         let key = KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
         let csr = |names: Vec<String>, ca: bool| {
@@ -287,17 +318,23 @@ mod tests {
                 .and_then(|r| r.pem())
                 .unwrap_or_else(|e| panic!("{e}"))
         };
-        // A store asking for a CA certificate in the hub's name gets a server
-        // certificate in its own name.
+        let parse = |pem: &str| -> Vec<CertificateDer<'static>> {
+            CertificateDer::pem_slice_iter(pem.as_bytes())
+                .collect::<Result<_, _>>()
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        // A store asking for a CA certificate for the hub's name, an address and
+        // another store's name gets a server certificate for its own name only.
         let chain = lan
             .issue(
                 "S001",
-                &csr(vec!["hub.example".into(), "10.0.0.7".into()], true),
+                &csr(
+                    vec!["hub.example".into(), "10.0.0.7".into(), lan_name("S002")],
+                    true,
+                ),
             )
             .unwrap_or_else(|e| panic!("{e}"));
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain.as_bytes())
-            .collect::<Result<_, _>>()
-            .unwrap_or_else(|e| panic!("{e}"));
+        let certs = parse(&chain);
         assert_eq!(certs.len(), 2);
         let (_, issued) =
             x509_parser::parse_x509_certificate(&certs[0]).unwrap_or_else(|e| panic!("{e}"));
@@ -315,15 +352,12 @@ mod tests {
             .unwrap_or_default()
             .to_string();
         assert_eq!(cn, "Patron edge S001");
-        let sans = issued
-            .subject_alternative_name()
-            .ok()
-            .flatten()
-            .map_or(0, |s| s.value.general_names.len());
-        assert_eq!(sans, 2);
+        assert_eq!(
+            san_names(&certs[0]),
+            [format!("DNSName({})", lan_name("S001"))]
+        );
 
-        // It verifies under the LAN CA and never under the sync CA the stores pin.
-        let verify = |root_pem: &str| {
+        let verify = |root_pem: &str, certs: &[CertificateDer<'static>], name: &str| {
             let mut roots = rustls::RootCertStore::empty();
             let root = CertificateDer::from_pem_slice(root_pem.as_bytes())
                 .unwrap_or_else(|e| panic!("{e}"));
@@ -338,27 +372,35 @@ mod tests {
             v.verify_server_cert(
                 &certs[0],
                 &certs[1..],
-                &rustls::pki_types::ServerName::try_from("hub.example")
+                &rustls::pki_types::ServerName::try_from(name.to_string())
                     .unwrap_or_else(|e| panic!("{e}")),
                 &[],
                 rustls::pki_types::UnixTime::now(),
             )
             .is_ok()
         };
-        assert!(verify(lan.pem()));
+        assert!(verify(lan.pem(), &certs, &lan_name("S001")));
+        for other in ["hub.example", "10.0.0.7", &lan_name("S002")] {
+            assert!(!verify(lan.pem(), &certs, other), "{other}");
+        }
         let (sync_ca, _) = ca(dir.path()).unwrap_or_else(|e| panic!("{e}"));
         assert!(
-            !verify(&sync_ca),
-            "a store's LAN certificate must not pass for the hub"
+            !verify(&sync_ca, &certs, &lan_name("S001")),
+            "a store's LAN certificate is nothing to the sync CA"
         );
+        // Should the hub ever sign another name (a bug, or a stolen CA key used by
+        // mistake), a POS trusting the CA still refuses it: the CA is constrained.
+        let mut forged =
+            CertificateParams::new(vec!["bank.example".to_string(), "192.168.1.10".into()])
+                .unwrap_or_else(|e| panic!("{e}"));
+        forged.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let forged = forged
+            .signed_by(&key, &lan.issuer)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let forged = [forged.der().clone(), certs[1].clone()];
+        assert!(!verify(lan.pem(), &forged, "bank.example"));
+        assert!(!verify(lan.pem(), &forged, "192.168.1.10"));
 
-        for (names, why) in [
-            (vec!["*.example.com".to_string()], "wildcard"),
-            (Vec::new(), "no names"),
-            ((0..17).map(|i| format!("n{i}.local")).collect(), "too many"),
-        ] {
-            assert!(lan.issue("S001", &csr(names, false)).is_err(), "{why}");
-        }
         assert!(
             lan.issue(
                 "S001",
@@ -366,7 +408,8 @@ mod tests {
             )
             .is_err()
         );
-        // A request whose signature does not match its key proves nothing.
+        // A request whose signature does not verify proves no key: refused, where the
+        // same request intact is certified.
         let good = csr(vec!["localhost".into()], false);
         let mut der =
             rustls::pki_types::CertificateSigningRequestDer::from_pem_slice(good.as_bytes())
@@ -380,6 +423,10 @@ mod tests {
             base64::engine::general_purpose::STANDARD.encode(&der)
         );
         assert!(lan.issue("S001", &good).is_ok());
-        assert!(lan.issue("S001", &tampered).is_err());
+        let refused = lan.issue("S001", &tampered).err().map(|e| e.to_string());
+        assert!(
+            refused.as_deref().is_some_and(|m| m.contains("signature")),
+            "{refused:?}"
+        );
     }
 }

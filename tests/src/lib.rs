@@ -139,6 +139,8 @@ pub struct TestEdge {
     pub env: Vec<(String, String)>,
     /// Whether the running edge serves HTTPS (read from the line it prints).
     pub https: bool,
+    /// The store's name its certificate is for, once enrolled and serving HTTPS.
+    pub host: Option<String>,
     /// Whether the harness configures plain HTTP on loopback, as the tests of the POS
     /// API itself do (not for `prepare_https`, nor when the test configures `[tls]`).
     plain_on_loopback: bool,
@@ -190,6 +192,7 @@ impl TestEdge {
             store_id: store_id.to_string(),
             env: Vec::new(),
             https: false,
+            host: None,
             plain_on_loopback: !extra_config.contains("[tls]"),
         };
         std::fs::write(edge.config_path(), edge.config_text())?;
@@ -345,13 +348,29 @@ impl TestEdge {
         self.https = scheme == "https";
         self.addr = addr.parse()?;
         self.child = Some(child);
+        self.host = None;
         if self.https {
-            // As a POS does: trust the CA the edge's certificate names, nothing else.
+            // As a POS does: trust the CA the edge's certificate names, nothing else, and
+            // reach an enrolled edge by the store's name the hub certified.
             let ca = std::fs::read(self.data_dir().join("tls/ca.pem"))?;
-            self.http = reqwest::Client::builder()
+            let shown = self.run(&["tls", "show"])?;
+            let name = shown
+                .lines()
+                .find_map(|l| l.strip_prefix("names"))
+                .and_then(|n| {
+                    n.split(',')
+                        .map(str::trim)
+                        .find(|n| n.ends_with(".edge.patron.internal"))
+                })
+                .map(str::to_string);
+            let mut b = reqwest::Client::builder()
                 .timeout(Duration::from_secs(20))
-                .tls_certs_only([reqwest::Certificate::from_pem(&ca)?])
-                .build()?;
+                .tls_certs_only([reqwest::Certificate::from_pem(&ca)?]);
+            if let Some(n) = &name {
+                b = b.resolve(n, self.addr);
+            }
+            self.http = b.build()?;
+            self.host = name;
         }
         Ok(())
     }
@@ -384,10 +403,14 @@ impl TestEdge {
         }
     }
 
-    /// `http://addr` (or `https://`) + `path`.
+    /// `http://addr` (or `https://`, by the store's certified name once enrolled) +
+    /// `path`.
     pub fn url(&self, path: &str) -> String {
-        let scheme = if self.https { "https" } else { "http" };
-        format!("{scheme}://{}{}", self.addr, path)
+        match (&self.host, self.https) {
+            (Some(host), true) => format!("https://{host}:{}{path}", self.addr.port()),
+            (_, true) => format!("https://{}{path}", self.addr),
+            _ => format!("http://{}{path}", self.addr),
+        }
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<Resp> {

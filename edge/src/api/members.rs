@@ -28,10 +28,7 @@ pub async fn register(
         key,
         request_hash: body.hash,
     });
-    Ok(reply(
-        s.edge
-            .shown_to(&lane, s.edge.register(idem, body.value).await?),
-    ))
+    Ok(reply(s.edge.register_for(&lane, idem, body.value).await?))
 }
 
 #[derive(Deserialize)]
@@ -128,8 +125,5 @@ pub async fn update(
         key,
         request_hash: body.hash,
     });
-    Ok(reply(s.edge.shown_to(
-        &lane,
-        s.edge.update_member(idem, id, body.value).await?,
-    )))
+    Ok(reply(s.edge.update_for(&lane, idem, id, body.value).await?))
 }

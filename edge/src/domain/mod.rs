@@ -7,7 +7,7 @@
 //! - [`tiers`]: tier from qualifying spend in a rolling window.
 //! - [`pricing`]: basket lines, their validation and subtotal, redemption steps.
 //! - [`profile`]: a member row's personal columns from its profile CRDT.
-//! - [`privacy`]: what a lookup may show, masking, and the per-lane lookup budget.
+//! - [`privacy`]: what a lookup may show, and masking.
 //! - [`promo`]: promotion rule sets and the pure pricing engine.
 //! - [`refund`]: proportional reversal of a receipt's money and points.
 

@@ -1,8 +1,5 @@
 //! What a lookup may show: the rule that decides between a masked and a full member,
-//! the masking itself, and the per-lane lookup budget.
-
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+//! and the masking itself.
 
 use patron_protocol::pos::{LookupPurpose, Member};
 
@@ -73,47 +70,6 @@ pub fn disclose(mut member: Member, d: Disclosure) -> Member {
     member
 }
 
-/// Lookups each lane may make: a bucket of `per_minute` that refills continuously.
-/// In memory: a restart refills every bucket, which gives a lane no more than one
-/// extra minute's worth.
-#[derive(Debug)]
-pub struct LookupBudget {
-    per_minute: u32,
-    buckets: std::sync::Mutex<HashMap<i64, (f64, Instant)>>,
-}
-
-impl LookupBudget {
-    /// `per_minute` lookups a lane (0: unlimited).
-    pub fn new(per_minute: u32) -> Self {
-        Self {
-            per_minute,
-            buckets: Default::default(),
-        }
-    }
-
-    /// Takes one lookup from `lane`'s bucket at `now`; when it is empty, how long until
-    /// it holds one again.
-    pub fn take(&self, lane: i64, now: Instant) -> Result<(), Duration> {
-        if self.per_minute == 0 {
-            return Ok(());
-        }
-        let cap = f64::from(self.per_minute);
-        let per_sec = cap / 60.0;
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        let (tokens, at) = buckets.entry(lane).or_insert((cap, now));
-        let refilled =
-            (*tokens + now.saturating_duration_since(*at).as_secs_f64() * per_sec).min(cap);
-        *at = now;
-        if refilled >= 1.0 {
-            *tokens = refilled - 1.0;
-            Ok(())
-        } else {
-            *tokens = refilled;
-            Err(Duration::from_secs_f64((1.0 - refilled) / per_sec))
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,32 +91,5 @@ mod tests {
         assert_eq!(mask_name("Li"), "L*");
         assert_eq!(mask_name("王"), "王");
         assert_eq!(mask_name(""), "");
-    }
-
-    #[test]
-    fn a_lane_s_budget_empties_refills_and_is_its_own() {
-        let b = LookupBudget::new(60);
-        let t0 = Instant::now();
-        for i in 0..60 {
-            assert!(b.take(1, t0).is_ok(), "lookup {i} of the first minute");
-        }
-        let wait = b.take(1, t0).err();
-        assert!(
-            matches!(wait, Some(w) if w > Duration::from_millis(900) && w <= Duration::from_secs(1)),
-            "{wait:?}"
-        );
-        assert!(b.take(2, t0).is_ok(), "another lane has its own budget");
-        // One a second comes back, and no more than the bucket holds.
-        assert!(b.take(1, t0 + Duration::from_millis(1_100)).is_ok());
-        assert!(b.take(1, t0 + Duration::from_millis(1_100)).is_err());
-        let later = t0 + Duration::from_secs(3_600);
-        for _ in 0..60 {
-            assert!(b.take(1, later).is_ok());
-        }
-        assert!(
-            b.take(1, later).is_err(),
-            "an hour's rest fills one minute's bucket"
-        );
-        assert!(LookupBudget::new(0).take(1, t0).is_ok(), "0: unlimited");
     }
 }

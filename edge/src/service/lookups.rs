@@ -1,13 +1,19 @@
 //! Looking a member up: within the lane's budget, recorded before it is answered, and
-//! shown as much as the lane's role and purpose need.
+//! shown as much as the lane's role and purpose need. Registration and profile changes
+//! answer with a member too, so they go through the same budget, record and masking:
+//! otherwise a lane could find members by registering their phones (the answer names
+//! the existing member) or read a profile by changing a tag.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use patron_protocol::MemberId;
-use patron_protocol::pos::{LookupPurpose, Member};
+use patron_protocol::pos::{LookupPurpose, Member, RegisterMember, UpdateMember};
 
-use super::{Edge, EdgeError, Lane, Reply, Role};
+use super::{Edge, EdgeError, Idem, Lane, Reply, Role};
 use crate::domain::privacy::{self, Asker, Disclosure};
+use crate::store::StoreError;
 use crate::store::lookups::{self, LookupRow};
 
 /// How a member is looked up.
@@ -27,11 +33,95 @@ fn asker(role: Role) -> Asker {
     }
 }
 
+/// Lookups by phone each lane may make: a bucket of `per_minute` that refills
+/// continuously. In memory: a restart refills every bucket, which gives a lane no more
+/// than one extra minute's worth.
+#[derive(Debug)]
+pub struct LookupBudget {
+    per_minute: u32,
+    buckets: std::sync::Mutex<HashMap<i64, (f64, Instant)>>,
+}
+
+impl LookupBudget {
+    /// `per_minute` lookups a lane (0: unlimited).
+    pub fn new(per_minute: u32) -> Self {
+        Self {
+            per_minute,
+            buckets: Default::default(),
+        }
+    }
+
+    /// Takes one lookup from `lane`'s bucket at `now`; when it is empty, how long until
+    /// it holds one again.
+    pub fn take(&self, lane: i64, now: Instant) -> Result<(), Duration> {
+        if self.per_minute == 0 {
+            return Ok(());
+        }
+        let cap = f64::from(self.per_minute);
+        let per_sec = cap / 60.0;
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let (tokens, at) = buckets.entry(lane).or_insert((cap, now));
+        let refilled =
+            (*tokens + now.saturating_duration_since(*at).as_secs_f64() * per_sec).min(cap);
+        *at = now;
+        if refilled >= 1.0 {
+            *tokens = refilled - 1.0;
+            Ok(())
+        } else {
+            *tokens = refilled;
+            Err(Duration::from_secs_f64((1.0 - refilled) / per_sec))
+        }
+    }
+}
+
 impl Edge {
+    /// Spends one of `lane`'s lookups by phone (a registration is one too: its answer
+    /// says whether the phone is a member's).
+    fn spend_phone_lookup(&self, lane: &Lane) -> Result<(), EdgeError> {
+        self.lookup_budget
+            .take(lane.id, Instant::now())
+            .map_err(|wait| {
+                tracing::warn!(lane = %lane.name, "phone lookups over the lane's budget");
+                EdgeError::RateLimited {
+                    // Rounded up: a client that waits this long finds a lookup ready.
+                    retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+                }
+            })
+    }
+
+    /// Records durably that `lane` read `member` (None: found nobody).
+    async fn record_lookup(
+        &self,
+        lane: &Lane,
+        member: Option<[u8; 16]>,
+        via: &'static str,
+        purpose: LookupPurpose,
+        shown: Disclosure,
+    ) -> Result<(), EdgeError> {
+        let (at, lane_id) = (self.core.now(), lane.id);
+        let purpose = privacy::purpose_str(purpose);
+        self.store
+            .writer
+            .write(move |ctx| {
+                lookups::record(
+                    ctx.conn,
+                    at,
+                    lane_id,
+                    member.as_ref(),
+                    via,
+                    purpose,
+                    shown.as_str(),
+                )
+                .map_err(EdgeError::from)
+            })
+            .await
+    }
+
     /// Looks a member up for `lane`. A lookup by phone spends the lane's budget (a
-    /// lookup by id cannot be used to find members: ids are random). The lookup is
-    /// recorded durably before the answer goes out — no record, no answer — and the
-    /// answer is masked unless the lane's role needs more for `purpose`.
+    /// lookup by id cannot be used to find members: ids are random, and no answer
+    /// hands them out without spending the budget). The lookup is recorded durably
+    /// before the answer goes out — no record, no answer — and the answer is masked
+    /// unless the lane's role needs more for `purpose`.
     pub async fn look_up(
         self: &Arc<Self>,
         lane: &Lane,
@@ -40,12 +130,7 @@ impl Edge {
     ) -> Result<Member, EdgeError> {
         let (found, via) = match by {
             LookupBy::Phone(phone) => {
-                if let Err(wait) = self.lookup_budget.take(lane.id, std::time::Instant::now()) {
-                    tracing::warn!(lane = %lane.name, "phone lookups over the lane's budget");
-                    return Err(EdgeError::RateLimited {
-                        retry_after_secs: wait.as_secs().max(1),
-                    });
-                }
+                self.spend_phone_lookup(lane)?;
                 (self.member_by_phone(&phone).await, "phone")
             }
             LookupBy::Id(id) => (self.member(id).await, "id"),
@@ -57,41 +142,71 @@ impl Edge {
             Err(_) => return found,
         };
         let shown = privacy::disclosure(asker(lane.role), purpose);
-        let (at, lane_id) = (self.core.now(), lane.id);
-        let purpose_str = privacy::purpose_str(purpose);
-        self.store
-            .writer
-            .write(move |ctx| {
-                lookups::record(
-                    ctx.conn,
-                    at,
-                    lane_id,
-                    member.as_ref(),
-                    via,
-                    purpose_str,
-                    shown.as_str(),
-                )
-                .map_err(EdgeError::from)
-            })
+        self.record_lookup(lane, member, via, purpose, shown)
             .await?;
         found.map(|m| privacy::disclose(m, shown))
     }
 
-    /// What `lane` is shown of a member it has just written (registration, profile
-    /// change): what a lookup for a sale shows, or a lane could read any member's full
-    /// profile by changing a tag.
-    pub fn shown_to(&self, lane: &Lane, reply: Reply) -> Reply {
-        let d = privacy::disclosure(asker(lane.role), LookupPurpose::Sale);
-        if d == Disclosure::Full || !(200..300).contains(&reply.status) {
-            return reply;
+    /// Registers a member for `lane`: a lookup by phone as far as the budget and the
+    /// record go, answered as a sale's lookup is.
+    pub async fn register_for(
+        &self,
+        lane: &Lane,
+        idem: Option<Idem>,
+        req: RegisterMember,
+    ) -> Result<Reply, EdgeError> {
+        self.spend_phone_lookup(lane)?;
+        let shown = privacy::disclosure(asker(lane.role), LookupPurpose::Sale);
+        match self.register(idem, req).await {
+            Err(EdgeError::MemberExists { member_id }) => {
+                let found = Some(*member_id.as_bytes());
+                self.record_lookup(lane, found, "register", LookupPurpose::Sale, shown)
+                    .await?;
+                Err(EdgeError::MemberExists { member_id })
+            }
+            Ok(reply) => self.answer_written(lane, "register", shown, reply).await,
+            Err(e) => Err(e),
         }
-        match serde_json::from_slice::<Member>(&reply.body) {
-            Ok(m) => Reply {
-                body: serde_json::to_vec(&privacy::disclose(m, d)).unwrap_or_default(),
-                ..reply
-            },
-            Err(_) => reply,
+    }
+
+    /// Changes a member's profile for `lane`, answered as a sale's lookup is.
+    pub async fn update_for(
+        &self,
+        lane: &Lane,
+        idem: Option<Idem>,
+        id: MemberId,
+        req: UpdateMember,
+    ) -> Result<Reply, EdgeError> {
+        let reply = self.update_member(idem, id, req).await?;
+        let shown = privacy::disclosure(asker(lane.role), LookupPurpose::Sale);
+        self.answer_written(lane, "update", shown, reply).await
+    }
+
+    /// Records and masks a written member's answer. A body that is not a member is
+    /// refused, not passed on: masking fails closed.
+    async fn answer_written(
+        &self,
+        lane: &Lane,
+        via: &'static str,
+        shown: Disclosure,
+        reply: Reply,
+    ) -> Result<Reply, EdgeError> {
+        if !(200..300).contains(&reply.status) {
+            return Ok(reply);
         }
+        let m: Member = serde_json::from_slice(&reply.body)
+            .map_err(|e| StoreError::Corrupt(format!("a member answer: {e}")))?;
+        self.record_lookup(
+            lane,
+            Some(*m.member_id.as_bytes()),
+            via,
+            LookupPurpose::Sale,
+            shown,
+        )
+        .await?;
+        let body = serde_json::to_vec(&privacy::disclose(m, shown))
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(Reply { body, ..reply })
     }
 }
 
@@ -115,6 +230,33 @@ pub fn recent_lookups(
 mod tests {
     use super::*;
     use crate::service::add_lane;
+
+    #[test]
+    fn a_lane_s_budget_empties_refills_and_is_its_own() {
+        let b = LookupBudget::new(60);
+        let t0 = Instant::now();
+        for i in 0..60 {
+            assert!(b.take(1, t0).is_ok(), "lookup {i} of the first minute");
+        }
+        let wait = b.take(1, t0).err();
+        assert!(
+            matches!(wait, Some(w) if w > Duration::from_millis(900) && w <= Duration::from_secs(1)),
+            "{wait:?}"
+        );
+        assert!(b.take(2, t0).is_ok(), "another lane has its own budget");
+        // One a second comes back, and no more than the bucket holds.
+        assert!(b.take(1, t0 + Duration::from_millis(1_100)).is_ok());
+        assert!(b.take(1, t0 + Duration::from_millis(1_100)).is_err());
+        let later = t0 + Duration::from_secs(3_600);
+        for _ in 0..60 {
+            assert!(b.take(1, later).is_ok());
+        }
+        assert!(
+            b.take(1, later).is_err(),
+            "an hour's rest fills one minute's bucket"
+        );
+        assert!(LookupBudget::new(0).take(1, t0).is_ok(), "0: unlimited");
+    }
 
     const T0: i64 = 1_764_000_000_000;
     const PHONE: &str = "13800000077";
@@ -247,22 +389,61 @@ mod tests {
             .count();
         assert_eq!(by_harvester, 31, "30 phones and one id");
 
-        // Changing a tag does not give a lane the profile a lookup would not.
-        let reply = edge
-            .update_member(
-                None,
-                id,
-                serde_json::from_value(serde_json::json!({"tags_add": ["tea"]}))
-                    .unwrap_or_else(|e| panic!("{e}")),
-            )
+        // Changing a tag does not give a lane the profile a lookup would not, and is
+        // recorded as a read.
+        let tag = |t: &str| -> UpdateMember {
+            serde_json::from_value(serde_json::json!({"tags_add": [t]}))
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let as_lane: Member = edge
+            .update_for(&pos, None, id, tag("tea"))
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let as_lane: Member = serde_json::from_slice(&edge.shown_to(&pos, reply.clone()).body)
-            .unwrap_or_else(|e| panic!("{e}"));
+            .ok()
+            .and_then(|r| serde_json::from_slice(&r.body).ok())
+            .unwrap_or_else(|| panic!("update as a lane"));
         assert_eq!(shown(&as_lane), masked);
         assert_eq!(as_lane.tags, ["tea"]);
-        let as_admin: Member = serde_json::from_slice(&edge.shown_to(&admin, reply).body)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let as_admin: Member = edge
+            .update_for(&admin, None, id, tag("rice"))
+            .await
+            .ok()
+            .and_then(|r| serde_json::from_slice(&r.body).ok())
+            .unwrap_or_else(|| panic!("update as the manager"));
         assert_eq!(shown(&as_admin), full);
+        let last = recent_lookups(&edge.core.cfg, Some(id), 2).unwrap_or_else(|e| panic!("{e:#}"));
+        let last: Vec<(&str, &str, &str)> = last
+            .iter()
+            .map(|r| (r.lane.as_str(), r.via.as_str(), r.shown.as_str()))
+            .collect();
+        assert_eq!(
+            last,
+            [
+                ("manager", "update", "full"),
+                ("lane-1", "update", "masked")
+            ]
+        );
+
+        // Registering a phone that is a member's names the member: it spends the budget
+        // and is recorded like a lookup.
+        let again: RegisterMember = serde_json::from_value(
+            serde_json::json!({"phone": PHONE, "consents": {"terms": true}}),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(
+            edge.register_for(&pos, None, again.clone()).await,
+            Err(EdgeError::MemberExists { .. })
+        ));
+        let newest = recent_lookups(&edge.core.cfg, None, 1).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(
+            newest.first().map(|r| (r.lane.as_str(), r.via.as_str())),
+            Some(("lane-1", "register"))
+        );
+        assert!(
+            matches!(
+                edge.register_for(&harvester, None, again).await,
+                Err(EdgeError::RateLimited { .. })
+            ),
+            "a harvesting lane cannot register its way past its budget"
+        );
     }
 }

@@ -496,7 +496,7 @@ pub struct Edge {
     /// A refetch of every held phone is running (`refetch_phones`).
     refetching: std::sync::atomic::AtomicBool,
     /// Lookups by phone each lane may still make.
-    lookup_budget: crate::domain::privacy::LookupBudget,
+    lookup_budget: lookups::LookupBudget,
 }
 
 impl Edge {
@@ -607,9 +607,8 @@ impl Edge {
             cfg,
             now,
         });
-        let lookup_budget = crate::domain::privacy::LookupBudget::new(
-            core.cfg.privacy.phone_lookups_per_lane_per_minute,
-        );
+        let lookup_budget =
+            lookups::LookupBudget::new(core.cfg.privacy.phone_lookups_per_lane_per_minute);
         Ok(Edge {
             core,
             store,

@@ -13,7 +13,8 @@ pub struct LookupRow {
     pub lane: String,
     /// The member found (16 bytes), or None if the lookup found nobody.
     pub member: Option<Vec<u8>>,
-    /// `phone` or `id`.
+    /// `phone`, `id`, `register` (a registration, or one refused as the phone's
+    /// member exists) or `update` (a profile change answered with the member).
     pub via: String,
     /// `sale` or `service`.
     pub purpose: String,

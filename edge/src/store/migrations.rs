@@ -383,7 +383,7 @@ pub const MIGRATIONS: &[&str] = &[
         at      INTEGER NOT NULL,
         lane    INTEGER NOT NULL REFERENCES lanes (id),
         member  BLOB,
-        via     TEXT    NOT NULL CHECK (via IN ('phone', 'id')),
+        via     TEXT    NOT NULL CHECK (via IN ('phone', 'id', 'register', 'update')),
         purpose TEXT    NOT NULL CHECK (purpose IN ('sale', 'service')),
         shown   TEXT    NOT NULL CHECK (shown IN ('masked', 'full'))
     ) STRICT;

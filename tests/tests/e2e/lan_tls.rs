@@ -42,6 +42,7 @@ async fn an_enrolled_edge_serves_https_under_the_hub_s_lan_ca_that_a_pos_pins() 
     assert!(shown(&before, "CA  ")?.contains("local CA"), "{before}");
     let key_pin = shown(&before, "public key sha256")?;
 
+    let local_ca = std::fs::read(edge.data_dir().join("tls/ca.pem"))?;
     edge.enroll(&hub)?;
     let after = edge.run(&["tls", "show"])?;
     let lan_ca = std::fs::read(hub.data_dir().join("lan-ca.pem"))?;
@@ -57,13 +58,26 @@ async fn an_enrolled_edge_serves_https_under_the_hub_s_lan_ca_that_a_pos_pins() 
         shown(&after, "certificate sha256")?,
         shown(&before, "certificate sha256")?
     );
+    // The hub names the certificate itself: the store's name, and nothing it asked for.
+    assert_eq!(
+        shown(&after, "names")?,
+        "s001.edge.patron.internal",
+        "{after}"
+    );
 
     edge.start().await?;
     assert!(edge.https, "HTTPS is the default");
-    // A POS that trusts the chain's store-LAN CA (one file for every store) is served,
-    // and the certificate it sees is the one `tls show` printed.
-    let pos = trusting(&lan_ca)?;
-    let r = pos.get(edge.url("/healthz")).send().await?;
+    let port = edge.addr.port();
+    let by_name = format!("https://s001.edge.patron.internal:{port}/healthz");
+    // A POS that trusts the chain's store-LAN CA (one file for every store) and reaches
+    // the edge by the store's name is served, with the certificate `tls show` printed.
+    let pos = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .tls_certs_only([reqwest::Certificate::from_pem(&lan_ca)?])
+        .tls_info(true)
+        .resolve("s001.edge.patron.internal", edge.addr)
+        .build()?;
+    let r = pos.get(&by_name).send().await?;
     let served = r
         .extensions()
         .get::<reqwest::tls::TlsInfo>()
@@ -74,28 +88,34 @@ async fn an_enrolled_edge_serves_https_under_the_hub_s_lan_ca_that_a_pos_pins() 
     let health: serde_json::Value = r.json().await?;
     assert_eq!(health["transport"], "https", "{health}");
 
-    // The hub's sync CA does not vouch for a store's LAN certificate (or a rogue store
-    // could pass for the hub), and the edge's old local CA no longer does either.
+    // Not by an address (stores' LANs share them), not under the hub's sync CA (or a
+    // rogue store could pass for the hub), not under the edge's old CA.
+    let by_ip = format!("https://{}/healthz", edge.addr);
+    assert!(trusting(&lan_ca)?.get(&by_ip).send().await.is_err());
     let sync_ca = std::fs::read(hub.data_dir().join("ca.pem"))?;
-    assert!(
-        trusting(&sync_ca)?
-            .get(edge.url("/healthz"))
-            .send()
-            .await
-            .is_err()
-    );
+    for (what, ca) in [("the sync CA", &sync_ca), ("the old local CA", &local_ca)] {
+        let c = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .tls_certs_only([reqwest::Certificate::from_pem(ca)?])
+            .resolve("s001.edge.patron.internal", edge.addr)
+            .build()?;
+        assert!(c.get(&by_name).send().await.is_err(), "{what} vouched");
+    }
 
-    // Nothing is answered in plain text on the HTTPS port.
+    // Nothing is answered in plain text on the HTTPS port: the connection is closed.
     let mut tcp = tokio::net::TcpStream::connect(edge.addr).await?;
     tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: edge\r\n\r\n")
         .await?;
     let mut buf = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut buf)).await;
+    let closed = tokio::time::timeout(Duration::from_secs(15), tcp.read_to_end(&mut buf)).await;
+    assert!(closed.is_ok(), "the edge kept a plain-text connection open");
     assert!(
         !buf.starts_with(b"HTTP/"),
         "a plain-text answer: {:?}",
         String::from_utf8_lossy(&buf)
     );
+    // The harness, too, reaches the edge by name as a POS would.
+    assert_eq!(edge.get("/healthz").await?.status, 200);
     Ok(())
 }
 

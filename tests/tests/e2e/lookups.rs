@@ -119,8 +119,8 @@ async fn a_lane_sees_a_masked_member_within_its_budget_and_every_lookup_is_audit
     // Another lane is not held back by this one.
     assert_eq!(edge.by_phone(PHONE).await?.0, id);
 
-    // 4: the audit, readable beside the running edge, holds every lookup that read
-    // something, newest first, and neither the phone nor the name.
+    // 4: the audit, readable beside the running edge, holds every read of a member
+    // (the registration's answer too), newest first.
     let audit = edge.run(&["audit", "lookups"])?;
     let rows: Vec<Vec<&str>> = audit
         .lines()
@@ -133,10 +133,30 @@ async fn a_lane_sees_a_masked_member_within_its_budget_and_every_lookup_is_audit
         vec!["test-admin", &id, "id", "service", "full"],
         vec!["lane-1", &id, "id", "service", "masked"],
         vec!["lane-1", &id, "phone", "sale", "masked"],
+        vec!["test-admin", &id, "register", "sale", "full"],
     ];
     assert_eq!(rows, want, "{audit}");
-    assert!(!audit.contains(PHONE) && !audit.contains("李"), "{audit}");
     let one = edge.run(&["audit", "lookups", "--member", &id, "--limit", "2"])?;
     assert_eq!(one.lines().count(), 2, "{one}");
+
+    // 5: a lane changing a tag is answered as a lookup for a sale, and it is recorded.
+    let r = edge
+        .http
+        .patch(edge.url(&format!("/v1/members/{id}")))
+        .bearer_auth(&token)
+        .json(&json!({"tags_add": ["tea"]}))
+        .send()
+        .await?;
+    assert_eq!(r.status().as_u16(), 200);
+    let body: Value = r.json().await?;
+    assert_eq!(
+        (&body["name"], &body["birthday"]),
+        (&json!("李**"), &Value::Null)
+    );
+    let newest = edge.run(&["audit", "lookups", "--limit", "1"])?;
+    assert!(
+        newest.contains("\tlane-1\t") && newest.contains("\tupdate\tsale\tmasked"),
+        "{newest}"
+    );
     Ok(())
 }
