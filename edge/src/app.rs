@@ -85,9 +85,13 @@ impl App {
             );
             return Ok((transport, None));
         }
-        let identity =
-            LanIdentity::load_or_create(&cfg.data_dir, &cfg.store_id, &cfg.tls.names(&addr))
-                .context("the LAN certificate")?;
+        let identity = LanIdentity::load_or_create(
+            &cfg.data_dir,
+            &crate::keys::prepare(&cfg.data_dir, &cfg.key_dir())?.join(crate::keys::LAN_KEY_FILE),
+            &cfg.store_id,
+            &cfg.tls.names(&addr),
+        )
+        .context("the LAN certificate")?;
         Ok((transport, Some(identity.server_config()?)))
     }
 

@@ -16,8 +16,11 @@ pub const EXAMPLE_TOML: &str = include_str!("../edge.example.toml");
 pub struct Config {
     /// This store's id; written into the database at first start and checked after.
     pub store_id: String,
-    /// Where the SQLite file and the key file live.
+    /// Where the SQLite file lives.
     pub data_dir: PathBuf,
+    /// Where the keys live (`crate::keys`): outside `data_dir`, so that a copy of the
+    /// data directory reveals no personal data. Unset: `<data_dir>.keys`.
+    pub key_dir: Option<PathBuf>,
     /// The address the POS API listens on (the store LAN).
     pub listen: SocketAddr,
     /// The store's UTC offset, `+08:00`: days for check-ins and expiry end at local midnight.
@@ -302,6 +305,7 @@ impl Default for Config {
         Self {
             store_id: "S001".into(),
             data_dir: PathBuf::from("/var/lib/patron-edge"),
+            key_dir: None,
             listen: SocketAddr::from(([0, 0, 0, 0], 7400)),
             utc_offset: "+08:00".into(),
             points: PointsConfig::default(),
@@ -396,9 +400,28 @@ impl Config {
         Ok(cfg)
     }
 
+    /// The key directory: `key_dir`, or `<data_dir>.keys` beside the data directory.
+    pub fn key_dir(&self) -> PathBuf {
+        self.key_dir.clone().unwrap_or_else(|| {
+            let mut name = self
+                .data_dir
+                .file_name()
+                .map(|n| n.to_os_string())
+                .unwrap_or_else(|| "patron-edge".into());
+            name.push(".keys");
+            self.data_dir.with_file_name(name)
+        })
+    }
+
     /// Checks ranges that serde cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: &str| Err(ConfigError::Invalid(m.into()));
+        let keys = self.key_dir();
+        if keys.starts_with(&self.data_dir) || self.data_dir.starts_with(&keys) {
+            return bad(
+                "key_dir must be outside data_dir (and not contain it): a copy of the data directory must reveal nothing without the keys",
+            );
+        }
         self.http.check().map_err(ConfigError::Invalid)?;
         self.limits.validate().map_err(ConfigError::Invalid)?;
         if let Some(h) = self

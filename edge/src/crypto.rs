@@ -25,6 +25,7 @@ use std::path::Path;
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
+use zeroize::Zeroizing;
 
 const KEY_LEN: usize = 32;
 const FILE_MAGIC: &[u8; 8] = b"PATRONK1";
@@ -100,10 +101,10 @@ pub fn save_chain_keys(path: &Path, keys: &[u8]) -> Result<(), CryptoError> {
     if keys.len() != CHAIN_KEYS_LEN {
         return Err(CryptoError::KeyFileMalformed(path.display().to_string()));
     }
-    let mut bytes = CHAIN_MAGIC.to_vec();
+    let mut bytes = Zeroizing::new(CHAIN_MAGIC.to_vec());
     bytes.extend_from_slice(keys);
     if path.exists() {
-        return if read_key_file(path)? == bytes {
+        return if *Zeroizing::new(read_key_file(path)?) == *bytes {
             Ok(())
         } else {
             Err(CryptoError::ChainKeysDiffer(path.display().to_string()))
@@ -156,24 +157,28 @@ impl Vault {
             source,
         };
         let rng = SystemRandom::new();
-        let bytes = match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-        {
-            Ok(mut f) => {
-                let mut buf = vec![0u8; FILE_LEN];
-                buf[..FILE_MAGIC.len()].copy_from_slice(FILE_MAGIC);
-                rng.fill(&mut buf[FILE_MAGIC.len()..])
-                    .map_err(|_| CryptoError::Random)?;
-                f.write_all(&buf).map_err(io)?;
-                f.sync_all().map_err(io)?;
-                buf
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_key_file(path)?,
-            Err(e) => return Err(io(e)),
-        };
+        // Key material is wiped from memory once the keys are built (ring's own key
+        // schedules are not: they live as long as the vault).
+        let bytes = Zeroizing::new(
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+            {
+                Ok(mut f) => {
+                    let mut buf = vec![0u8; FILE_LEN];
+                    buf[..FILE_MAGIC.len()].copy_from_slice(FILE_MAGIC);
+                    rng.fill(&mut buf[FILE_MAGIC.len()..])
+                        .map_err(|_| CryptoError::Random)?;
+                    f.write_all(&buf).map_err(io)?;
+                    f.sync_all().map_err(io)?;
+                    buf
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_key_file(path)?,
+                Err(e) => return Err(io(e)),
+            },
+        );
         Self::from_bytes(&bytes, rng)
             .ok_or_else(|| CryptoError::KeyFileMalformed(path.display().to_string()))
     }
@@ -183,7 +188,7 @@ impl Vault {
         if !path.exists() {
             return Ok(self);
         }
-        let bytes = read_key_file(path)?;
+        let bytes = Zeroizing::new(read_key_file(path)?);
         let keys = bytes
             .strip_prefix(CHAIN_MAGIC.as_slice())
             .and_then(ChainKeys::from_bytes)
@@ -235,6 +240,14 @@ impl Vault {
         }
     }
 
+    /// A value that tells this key file from any other without revealing a key: the
+    /// database keeps it, so an edge started with the wrong key directory (or fresh
+    /// keys after the real ones were lost) refuses to run instead of writing new members
+    /// under keys the old ones were not written under.
+    pub fn key_check(&self) -> String {
+        hex::encode(self.request_hash("patron:key-check:v1", &[]))
+    }
+
     /// A keyed hash of an idempotent request: its route and its exact body.
     pub fn request_hash(&self, route: &str, body: &[u8]) -> [u8; 32] {
         let mut ctx = hmac::Context::with_key(&self.request);
@@ -253,10 +266,10 @@ impl Vault {
 
     /// Makes a new member data key; returns it and its wrapped (storable) form.
     pub fn new_member_key(&self, member: &[u8; 16]) -> Result<(MemberKey, Vec<u8>), CryptoError> {
-        let raw: [u8; KEY_LEN] = self.random()?;
+        let raw = Zeroizing::new(self.random::<KEY_LEN>()?);
         let wrapping = self.chain.as_ref().map_or(&self.master, |c| &c.wrap);
-        let wrapped = seal(wrapping, &self.rng, &aad(member, "member-key"), &raw)?;
-        let key = UnboundKey::new(&AES_256_GCM, &raw).map_err(|_| CryptoError::Open)?;
+        let wrapped = seal(wrapping, &self.rng, &aad(member, "member-key"), &*raw)?;
+        let key = UnboundKey::new(&AES_256_GCM, &*raw).map_err(|_| CryptoError::Open)?;
         Ok((MemberKey(LessSafeKey::new(key)), wrapped))
     }
 
@@ -264,10 +277,10 @@ impl Vault {
     /// store's for a member registered here before the store enrolled).
     pub fn member_key(&self, member: &[u8; 16], wrapped: &[u8]) -> Result<MemberKey, CryptoError> {
         let ad = aad(member, "member-key");
-        let raw = match &self.chain {
+        let raw = Zeroizing::new(match &self.chain {
             Some(c) => open(&c.wrap, &ad, wrapped).or_else(|_| open(&self.master, &ad, wrapped))?,
             None => open(&self.master, &ad, wrapped)?,
-        };
+        });
         let key = UnboundKey::new(&AES_256_GCM, &raw).map_err(|_| CryptoError::Open)?;
         Ok(MemberKey(LessSafeKey::new(key)))
     }
@@ -288,7 +301,7 @@ impl Vault {
         if open(&c.wrap, &ad, wrapped).is_ok() {
             return Ok(None);
         }
-        let raw = open(&self.master, &ad, wrapped)?;
+        let raw = Zeroizing::new(open(&self.master, &ad, wrapped)?);
         Ok(Some(seal(&c.wrap, &self.rng, &ad, &raw)?))
     }
 

@@ -24,7 +24,6 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// The directory under the data directory that holds the LAN key and certificates.
 pub const TLS_DIR: &str = "tls";
-const KEY_FILE: &str = "lan.key";
 const CHAIN_FILE: &str = "lan.pem";
 const CA_FILE: &str = "ca.pem";
 /// A certificate the edge issues itself is valid this long.
@@ -162,16 +161,19 @@ fn validity(p: &mut CertificateParams, days: i64) {
 }
 
 impl LanIdentity {
-    /// The identity in `data_dir`, made on first use: a key, and a certificate for
-    /// `names` from a one-off local CA. An existing identity is kept as it is.
+    /// The identity whose key is `key_file` (in the key directory, `crate::keys`) and
+    /// whose certificates are in `data_dir`, made on first use: a key, and a
+    /// certificate for `names` from a one-off local CA. An existing identity is kept as
+    /// it is.
     pub fn load_or_create(
         data_dir: &Path,
+        key_file: &Path,
         store_id: &str,
         names: &[String],
     ) -> Result<Self, LanTlsError> {
         let dir = data_dir.join(TLS_DIR);
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        let key_path = dir.join(KEY_FILE);
+        let key_path = key_file.to_path_buf();
         if !key_path.exists() {
             let key = KeyPair::generate()?;
             write_new(&key_path, key.serialize_pem().as_bytes(), true)?;
@@ -411,12 +413,23 @@ mod tests {
         vec!["localhost".into(), "127.0.0.1".into()]
     }
 
+    fn data(dir: &tempfile::TempDir) -> std::path::PathBuf {
+        dir.path().join("data")
+    }
+
+    /// The LAN key in a key directory beside the data directory.
+    fn key(dir: &tempfile::TempDir) -> std::path::PathBuf {
+        let keys = dir.path().join("keys");
+        std::fs::create_dir_all(&keys).unwrap_or_else(|e| panic!("{e}"));
+        keys.join("lan.key")
+    }
+
     #[test]
     fn the_identity_is_made_once_and_kept() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let a = LanIdentity::load_or_create(dir.path(), "S001", &names())
+        let a = LanIdentity::load_or_create(&data(&dir), &key(&dir), "S001", &names())
             .unwrap_or_else(|e| panic!("{e}"));
-        let b = LanIdentity::load_or_create(dir.path(), "S001", &names())
+        let b = LanIdentity::load_or_create(&data(&dir), &key(&dir), "S001", &names())
             .unwrap_or_else(|e| panic!("{e}"));
         let (da, db) = (
             a.describe().unwrap_or_else(|e| panic!("{e}")),
@@ -427,13 +440,14 @@ mod tests {
         assert!(da.ca_name.contains("local CA"), "{}", da.ca_name);
         assert_ne!(da.certificate_sha256, da.ca_sha256);
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join(TLS_DIR).join(KEY_FILE))
+        let mode = std::fs::metadata(key(&dir))
             .map(|m| m.permissions().mode() & 0o777)
             .unwrap_or(0);
         assert_eq!(mode, 0o600, "the key is its owner's only");
         a.server_config().unwrap_or_else(|e| panic!("{e}"));
-        // The local CA's key is not kept anywhere: only the LAN key is secret.
-        let files: Vec<String> = std::fs::read_dir(dir.path().join(TLS_DIR))
+        // The local CA's key is not kept anywhere, and the LAN key is not in the data
+        // directory: only certificates are.
+        let files: Vec<String> = std::fs::read_dir(data(&dir).join(TLS_DIR))
             .map(|d| {
                 d.filter_map(|e| e.ok())
                     .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -442,13 +456,13 @@ mod tests {
             .unwrap_or_default();
         let mut files = files;
         files.sort();
-        assert_eq!(files, ["ca.pem", "lan.key", "lan.pem"]);
+        assert_eq!(files, ["ca.pem", "lan.pem"]);
     }
 
     #[test]
     fn an_issued_chain_is_installed_only_for_this_key_and_from_a_ca_that_signed_it() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let mut id = LanIdentity::load_or_create(dir.path(), "S001", &names())
+        let mut id = LanIdentity::load_or_create(&data(&dir), &key(&dir), "S001", &names())
             .unwrap_or_else(|e| panic!("{e}"));
         let public_key = id.describe().map(|d| d.public_key_sha256).ok();
         // A CA standing in for the hub's store-LAN CA signs the edge's request.
@@ -509,7 +523,7 @@ mod tests {
             "the key is kept"
         );
         // And it is what a restart serves.
-        let again = LanIdentity::load_or_create(dir.path(), "S001", &names())
+        let again = LanIdentity::load_or_create(&data(&dir), &key(&dir), "S001", &names())
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(again.describe().ok(), Some(d));
     }
@@ -535,11 +549,12 @@ mod tests {
     fn a_world_readable_key_is_refused() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        LanIdentity::load_or_create(dir.path(), "S001", &names()).unwrap_or_else(|e| panic!("{e}"));
-        let key = dir.path().join(TLS_DIR).join(KEY_FILE);
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644))
+        LanIdentity::load_or_create(&data(&dir), &key(&dir), "S001", &names())
             .unwrap_or_else(|e| panic!("{e}"));
-        let r = LanIdentity::load_or_create(dir.path(), "S001", &names());
+        let file = key(&dir);
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let r = LanIdentity::load_or_create(&data(&dir), &file, "S001", &names());
         assert!(
             matches!(r, Err(LanTlsError::Malformed(ref m)) if m.contains("0600")),
             "{r:?}"

@@ -5,6 +5,8 @@
 //!
 //! - [`config`]: the one configuration, layered from defaults, file and environment.
 //! - [`crypto`]: the key file, encryption of personal data, blind and request hashes.
+//! - [`keys`]: the key directory, outside the data directory.
+//! - [`lan_tls`]: the POS API's HTTPS key and certificates.
 //! - [`domain`]: pure rules — validation, points lots, tiers, pricing, refunds.
 //! - [`store`]: SQLite — migrations, the group-commit writer, readers, tables.
 //! - [`service`]: each POS operation's rules, run in one durable transaction.
@@ -20,6 +22,7 @@ pub mod crypto;
 pub mod demo;
 pub mod domain;
 pub mod hub;
+pub mod keys;
 pub mod lan_tls;
 pub mod service;
 pub mod store;

@@ -24,6 +24,10 @@ struct Cli {
     /// Data directory (overrides the configuration).
     #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
+    /// Key directory, outside the data directory (overrides the configuration;
+    /// default `<data_dir>.keys`).
+    #[arg(long, global = true)]
+    key_dir: Option<PathBuf>,
     /// Store id (overrides the configuration).
     #[arg(long, global = true)]
     store_id: Option<String>,
@@ -44,7 +48,8 @@ enum Command {
         #[command(subcommand)]
         command: LaneCommand,
     },
-    /// Starts an edge with demo data in ./demo-data and prints working curl examples.
+    /// Starts an edge with demo data in ./demo-data (keys in ./demo-data.keys) and
+    /// prints working curl examples.
     Demo {
         /// Listen address.
         #[arg(long, default_value = "127.0.0.1:7400")]
@@ -136,6 +141,9 @@ fn load_config(cli: &Cli, demo: bool) -> anyhow::Result<Config> {
     if let Some(d) = &cli.data_dir {
         cfg.data_dir = d.clone();
     }
+    if let Some(k) = &cli.key_dir {
+        cfg.key_dir = Some(k.clone());
+    }
     if let Some(s) = &cli.store_id {
         cfg.store_id = s.clone();
     }
@@ -203,8 +211,10 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             let cfg = load_config(&cli, false)?;
             let token = read_token(token_file)?;
             let token = &token;
+            let keys = patron_edge::keys::prepare(&cfg.data_dir, &cfg.key_dir())?;
             let done = runtime()?.block_on(patron_edge::hub::enroll::enroll(
                 &cfg.data_dir,
+                &keys,
                 &cfg.store_id,
                 hub,
                 token,
@@ -262,8 +272,10 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             command: TlsCommand::Show,
         } => {
             let cfg = load_config(&cli, false)?;
+            let keys = patron_edge::keys::prepare(&cfg.data_dir, &cfg.key_dir())?;
             let id = patron_edge::lan_tls::LanIdentity::load_or_create(
                 &cfg.data_dir,
+                &keys.join(patron_edge::keys::LAN_KEY_FILE),
                 &cfg.store_id,
                 &cfg.tls.names(&cfg.listen),
             )?;

@@ -279,6 +279,11 @@ impl TestEdge {
         self.dir.path().join("data")
     }
 
+    /// The edge's key directory (the default: beside the data directory).
+    pub fn key_dir(&self) -> PathBuf {
+        self.dir.path().join("data.keys")
+    }
+
     /// `patron-edge --config <this edge's>`, to run as the test likes.
     pub fn command(&self) -> Result<Command> {
         let mut cmd = Command::new(bin_dir()?.join("patron-edge"));
@@ -286,6 +291,35 @@ impl TestEdge {
         cmd.env_remove("RUST_LOG");
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         Ok(cmd)
+    }
+
+    /// Runs `patron-edge ARGS` expecting it to refuse and exit within 30 s (a server
+    /// that must not start); its standard error, or an error if it kept running or
+    /// succeeded.
+    pub async fn refused(&self, args: &[&str]) -> Result<String> {
+        let mut child = self
+            .command()?
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(s) = child.try_wait()? {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("patron-edge {args:?} kept running");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().context("stderr")?, &mut err)?;
+        if status.success() {
+            bail!("patron-edge {args:?} succeeded");
+        }
+        Ok(err)
     }
 
     /// Runs `patron-edge ARGS` (a command that exits) and returns what it printed, or

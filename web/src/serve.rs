@@ -6,10 +6,14 @@
 //!
 //! Why each limit: a slowloris client opens many connections and sends headers a
 //! byte at a time, holding a task and a file descriptor each; the header deadline cuts
-//! them, and the per-client cap keeps one address from taking the connections the
-//! POS lanes (or the stores) need. Authentication runs in extractors, before a
-//! handler reads the body, so an unauthenticated client cannot make the server read a
-//! large body; an authenticated one that sends it slowly meets the body deadline.
+//! them, and the per-client cap keeps one address (one /64 for IPv6, where a client
+//! picks its own address within its network) from taking the connections the POS
+//! lanes (or the stores) need. Authentication runs in extractors, before a handler
+//! reads the body, so an unauthenticated client cannot make the server read a large
+//! body; an authenticated one that sends it slowly meets the body deadline. A client
+//! that stops reading its answers holds its connection no longer than the maximum
+//! connection age and a grace after it: every connection is closed gracefully at that
+//! age (after its request in flight) and cut if that does not end it.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -41,7 +45,14 @@ pub struct Limits {
     pub handshake_timeout: Duration,
     /// How long a shutdown waits for the requests in flight.
     pub drain_timeout: Duration,
+    /// How old a connection may grow before it is closed (gracefully: after its
+    /// request in flight, which then has [`CLOSE_GRACE`] to finish).
+    pub max_connection_age: Duration,
 }
+
+/// How long a connection being closed (for its age, or at shutdown) may take to finish
+/// its request in flight before it is cut: longer than the hub's 25 s long poll.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(30);
 
 impl Default for Limits {
     fn default() -> Self {
@@ -52,6 +63,7 @@ impl Default for Limits {
             body_timeout: Duration::from_secs(60),
             handshake_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(30),
+            max_connection_age: Duration::from_secs(120),
         }
     }
 }
@@ -70,6 +82,9 @@ pub struct HttpConfig {
     pub header_timeout_ms: u64,
     /// Milliseconds a request's body may take to arrive.
     pub body_timeout_ms: u64,
+    /// Milliseconds a connection may stay open before it is closed after its request
+    /// in flight (a POS or store simply opens another).
+    pub max_connection_age_ms: u64,
 }
 
 impl Default for HttpConfig {
@@ -80,6 +95,7 @@ impl Default for HttpConfig {
             max_connections_per_client: d.max_per_client,
             header_timeout_ms: d.header_timeout.as_millis() as u64,
             body_timeout_ms: d.body_timeout.as_millis() as u64,
+            max_connection_age_ms: d.max_connection_age.as_millis() as u64,
         }
     }
 }
@@ -101,6 +117,9 @@ impl HttpConfig {
         {
             return Err("http.header_timeout_ms and body_timeout_ms must be 100..=3600000".into());
         }
+        if !(100..=24 * hour).contains(&self.max_connection_age_ms) {
+            return Err("http.max_connection_age_ms must be 100..=86400000".into());
+        }
         Ok(())
     }
 
@@ -111,8 +130,24 @@ impl HttpConfig {
             max_per_client: self.max_connections_per_client,
             header_timeout: Duration::from_millis(self.header_timeout_ms),
             body_timeout: Duration::from_millis(self.body_timeout_ms),
+            max_connection_age: Duration::from_millis(self.max_connection_age_ms),
             ..Limits::default()
         }
+    }
+}
+
+/// The client a connection is counted against: its IPv4 address, or the /64 network
+/// of its IPv6 address (an IPv4-mapped one counts as the IPv4 address).
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
     }
 }
 
@@ -166,9 +201,8 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
     let http = Arc::new(http);
-    // Connections are watched so that a shutdown lets the requests in flight finish
-    // (HTTP/1 keep-alive connections close after their current request).
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // A shutdown tells every connection to close after its request in flight.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         // A slot first: past the cap, connections wait in the backlog and cost nothing.
@@ -191,30 +225,42 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let Some(client) = per_client.take(peer.ip(), limits.max_per_client) else {
+        let Some(client) = per_client.take(client_key(peer.ip()), limits.max_per_client) else {
             // Closed at once, before TLS or HTTP: one address may not take the rest.
             tracing::debug!("a client over its connection cap was refused");
             continue;
         };
         let (acceptor, app, http) = (acceptor.clone(), app.clone(), http.clone());
-        let watcher = graceful.watcher();
+        let (stop, max_age) = (stop_rx.clone(), limits.max_connection_age);
         let handshake = limits.handshake_timeout;
         tokio::spawn(async move {
             let _held = (slot, client);
+            let io: Box<dyn Io> = match acceptor {
+                None => Box::new(tcp),
+                Some(acceptor) => match handshake_within(handshake, &acceptor, tcp, peer).await {
+                    Some(tls) => Box::new(tls),
+                    None => return,
+                },
+            };
             let svc = TowerToHyperService::new(app);
-            let served = match acceptor {
+            let conn = http.serve_connection(TokioIo::new(io), svc);
+            tokio::pin!(conn);
+            // Served until it ends, reaches its age, or the server stops; then closed
+            // after its request in flight, and cut if that takes longer than the grace
+            // (a client that does not read its answer holds nothing longer).
+            let mut stop = stop;
+            let ended = tokio::select! {
+                r = conn.as_mut() => Some(r),
+                () = tokio::time::sleep(max_age) => None,
+                _ = stop.wait_for(|s| *s) => None,
+            };
+            let served = match ended {
+                Some(r) => r,
                 None => {
-                    watcher
-                        .watch(http.serve_connection(TokioIo::new(tcp), svc).into_owned())
+                    conn.as_mut().graceful_shutdown();
+                    tokio::time::timeout(CLOSE_GRACE, conn)
                         .await
-                }
-                Some(acceptor) => {
-                    let Some(tls) = handshake_within(handshake, &acceptor, tcp, peer).await else {
-                        return;
-                    };
-                    watcher
-                        .watch(http.serve_connection(TokioIo::new(tls), svc).into_owned())
-                        .await
+                        .unwrap_or(Ok(()))
                 }
             };
             if let Err(e) = served {
@@ -222,8 +268,10 @@ pub async fn serve(
             }
         });
     }
-    // Long polls hold a request up to 25 s; past the drain time the rest are cut.
-    if tokio::time::timeout(limits.drain_timeout, graceful.shutdown())
+    // Every connection holds a slot: when all are back, every request has finished.
+    let _ = stop_tx.send(true);
+    let all = u32::try_from(limits.max_connections.max(1)).unwrap_or(u32::MAX);
+    if tokio::time::timeout(limits.drain_timeout, slots.acquire_many(all))
         .await
         .is_err()
     {
@@ -231,6 +279,10 @@ pub async fn serve(
     }
     Ok(())
 }
+
+/// A connection's byte stream: TCP, or TLS over it.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
 /// The TLS stream, if the handshake finishes within `limit`.
 async fn handshake_within(
@@ -246,5 +298,67 @@ async fn handshake_within(
             None
         }
         Err(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn an_ipv6_client_is_counted_by_its_network() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(client_key(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(client_key(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+        // Every address a client may pick within its /64 is one client.
+        assert_eq!(client_key(ip("2001:db8:1:2::1")), ip("2001:db8:1:2::"));
+        assert_eq!(
+            client_key(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")),
+            ip("2001:db8:1:2::")
+        );
+        assert_ne!(client_key(ip("2001:db8:1:3::1")), ip("2001:db8:1:2::"));
+    }
+
+    /// A kept-alive connection is closed at its age, but only after the request in
+    /// flight is answered whole.
+    #[tokio::test]
+    async fn connections_close_at_their_age_after_their_request_in_flight() {
+        let app = Router::new().route(
+            "/slow",
+            axum::routing::get(|| async {
+                tokio::time::sleep(Duration::from_millis(800)).await;
+                "done"
+            }),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let limits = Limits {
+            header_timeout: Duration::from_secs(30),
+            max_connection_age: Duration::from_millis(300),
+            ..Limits::default()
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, app, None, limits, async {
+            let _ = stopped.await;
+        }));
+        let mut c = tokio::net::TcpStream::connect(addr)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        c.write_all(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        // The answer comes whole although the age passed during the request, then the
+        // connection is closed: read to its end, within well under the header timeout.
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "the connection outlived its age");
+        let text = String::from_utf8_lossy(&buf);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(text.ends_with("done"), "{text}");
+        let _ = stop.send(());
+        let _ = server.await;
     }
 }

@@ -37,10 +37,12 @@ fn is_loopback_url(url: &str) -> bool {
 }
 
 /// Exchanges `token` (`<secret>.<CA sha-256>`) at `url` for a credential and saves the
-/// link in `data_dir`; asks the hub to certify the POS API's key for `lan_names`.
+/// link in `data_dir` and the chain's keys in `key_dir`; asks the hub to certify the POS
+/// API's key for `lan_names`.
 /// Plain `http://` hubs need `insecure_dev`, and only on this machine.
 pub async fn enroll(
     data_dir: &Path,
+    key_dir: &Path,
     store_id: &str,
     url: &str,
     token: &str,
@@ -60,8 +62,13 @@ pub async fn enroll(
     }
     std::fs::create_dir_all(data_dir)
         .map_err(|e| SyncError::Setup(format!("creating {}: {e}", data_dir.display())))?;
-    let mut lan = LanIdentity::load_or_create(data_dir, store_id, lan_names)
-        .map_err(|e| SyncError::Setup(format!("the LAN key: {e}")))?;
+    let mut lan = LanIdentity::load_or_create(
+        data_dir,
+        &key_dir.join(crate::keys::LAN_KEY_FILE),
+        store_id,
+        lan_names,
+    )
+    .map_err(|e| SyncError::Setup(format!("the LAN key: {e}")))?;
     let lan_csr = lan
         .signing_request(store_id, lan_names)
         .map_err(|e| SyncError::Setup(format!("the LAN certificate request: {e}")))?;
@@ -110,7 +117,7 @@ pub async fn enroll(
         let keys = base64::engine::general_purpose::STANDARD
             .decode(keys)
             .map_err(|_| SyncError::Setup("the hub's chain keys are not base64".into()))?;
-        crate::crypto::save_chain_keys(&data_dir.join(crate::crypto::CHAIN_KEY_FILE), &keys)
+        crate::crypto::save_chain_keys(&key_dir.join(crate::crypto::CHAIN_KEY_FILE), &keys)
             .map_err(|e| SyncError::Setup(format!("chain keys: {e}")))?;
     }
     let link = HubLink {
@@ -147,7 +154,7 @@ mod tests {
             "http://hub.example.com:7443",
             "http://127.0.0.1.example.com",
         ] {
-            let r = enroll(dir.path(), "S001", url, &token, true, &[]).await;
+            let r = enroll(dir.path(), dir.path(), "S001", url, &token, true, &[]).await;
             assert!(
                 matches!(&r, Err(SyncError::Setup(m)) if m.contains("only to a hub on this machine")),
                 "{url}: {r:?}"
@@ -157,7 +164,16 @@ mod tests {
         assert!(is_loopback_url("http://[::1]:7443"));
         assert!(is_loopback_url("http://localhost:7443"));
         // Without --insecure-dev even loopback needs https.
-        let r = enroll(dir.path(), "S001", "http://127.0.0.1:1", &token, false, &[]).await;
+        let r = enroll(
+            dir.path(),
+            dir.path(),
+            "S001",
+            "http://127.0.0.1:1",
+            &token,
+            false,
+            &[],
+        )
+        .await;
         assert!(matches!(&r, Err(SyncError::Setup(_))), "{r:?}");
         assert!(!dir.path().join("hub.json").exists() && !dir.path().join("tls").exists());
     }

@@ -538,7 +538,9 @@ impl Edge {
     ) -> (Arc<Edge>, Arc<std::sync::atomic::AtomicI64>) {
         let cfg = Config {
             store_id: store_id.into(),
-            data_dir: dir.to_path_buf(),
+            // Data and keys side by side inside the test's own directory.
+            data_dir: dir.join("data"),
+            key_dir: Some(dir.join("keys")),
             ..Config::default()
         };
         let clock = Arc::new(std::sync::atomic::AtomicI64::new(start));
@@ -580,13 +582,31 @@ impl Edge {
         cfg.validate()?;
         std::fs::create_dir_all(&cfg.data_dir)
             .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
-        let vault = Vault::open_or_create(&cfg.data_dir.join("edge.key"))?
-            .with_chain_keys_from(&cfg.data_dir.join(crate::crypto::CHAIN_KEY_FILE))?;
+        let key_dir = crate::keys::prepare(&cfg.data_dir, &cfg.key_dir())?;
         let store = Store::open(&cfg.data_dir, &cfg.store_id, &cfg.storage)?;
         let offset = clock::parse_offset(&cfg.utc_offset).context("utc_offset")?;
         let origin_label = format!("{}/{}", store.origin.node, store.origin.incarnation).into();
         // Built before the writer takes its first job, from the durable log.
         let conn = crate::store::connect(&store.path, false)?;
+        let check = crate::store::meta_get(&conn, "key_check")?;
+        let key_file = key_dir.join(crate::keys::EDGE_KEY_FILE);
+        if check.is_some() && !key_file.exists() {
+            anyhow::bail!(
+                "{} is missing: this database's members are encrypted under it; restore it (and chain.key) from the key backup into {}",
+                key_file.display(),
+                key_dir.display()
+            );
+        }
+        let vault = Vault::open_or_create(&key_file)?
+            .with_chain_keys_from(&key_dir.join(crate::crypto::CHAIN_KEY_FILE))?;
+        match check {
+            Some(c) if c != vault.key_check() => anyhow::bail!(
+                "the keys in {} are not the ones this database was written under: restore this store's keys",
+                key_dir.display()
+            ),
+            Some(_) => {}
+            None => crate::store::meta_set(&conn, "key_check", &vault.key_check())?,
+        }
         let idem = IdemIndex::load(&conn, now())?;
         let rules = promotions::load_current(&conn)?;
         drop(conn);
@@ -707,4 +727,63 @@ fn balance(state: &MemberState) -> Points {
 /// The tier view of a state.
 fn tier_code(state: &MemberState) -> String {
     tiers::view(state.qualifying_spend, &state.tiers).code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: i64 = 1_764_000_000_000;
+
+    /// Keys lost, or the wrong key directory: the edge refuses to run rather than make
+    /// fresh keys and write new members under them beside the old ones it cannot read.
+    #[tokio::test]
+    async fn an_edge_refuses_keys_its_database_was_not_written_under() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let (edge, _) = Edge::for_test("S001", dir.path(), T0);
+        edge.test_member("13800000321", Some("Kept")).await;
+        let cfg = edge.core.cfg.clone();
+        drop(edge);
+        let open = |cfg: &Config| Edge::open_with_clock(cfg.clone(), Box::new(|| T0));
+
+        // The key file gone: refused, and no new key file made.
+        let keys = cfg.key_dir();
+        let kept = keys.join("kept.key");
+        std::fs::rename(keys.join(crate::keys::EDGE_KEY_FILE), &kept)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let e = open(&cfg)
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
+        assert!(e.contains("edge.key is missing"), "{e}");
+        assert!(!keys.join(crate::keys::EDGE_KEY_FILE).exists());
+
+        // Another store's keys: refused.
+        let other = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let stranger = Vault::open_or_create(&other.path().join("edge.key"));
+        assert!(stranger.is_ok());
+        std::fs::copy(
+            other.path().join("edge.key"),
+            keys.join(crate::keys::EDGE_KEY_FILE),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let e = open(&cfg)
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
+        assert!(
+            e.contains("not the ones this database was written under"),
+            "{e}"
+        );
+
+        // Its own keys back: it runs, and reads its member.
+        std::fs::rename(&kept, keys.join(crate::keys::EDGE_KEY_FILE))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let edge = Arc::new(open(&cfg).unwrap_or_else(|e| panic!("{e:#}")));
+        let m = edge
+            .member_by_phone("13800000321")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(m.name.as_deref(), Some("Kept"));
+    }
 }

@@ -114,8 +114,11 @@ mod tests {
             .as_bytes()
     }
 
+    /// Gives the edge `Edge::for_test` opens in `dir` the chain's keys.
     fn enroll(dir: &std::path::Path) {
-        save_chain_keys(&dir.join(CHAIN_KEY_FILE), &[7u8; CHAIN_KEYS_LEN])
+        let keys = crate::keys::prepare(&dir.join("data"), &dir.join("keys"))
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        save_chain_keys(&keys.join(CHAIN_KEY_FILE), &[7u8; CHAIN_KEYS_LEN])
             .unwrap_or_else(|e| panic!("{e}"));
     }
 

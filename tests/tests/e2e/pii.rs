@@ -49,8 +49,26 @@ async fn the_database_files_hold_no_phone_and_no_name() -> anyhow::Result<()> {
     let r = edge.get(&format!("/v1/members?phone={phone}")).await?;
     assert_eq!((r.status, r.json["name"].as_str()), (200, Some("欧阳娜")));
     assert_eq!(r.json["phone_masked"], "139****5678");
-    let key = std::fs::metadata(edge.data_dir().join("edge.key"))?;
+    // The keys live outside the data directory (its sibling `data.keys` here).
     use std::os::unix::fs::PermissionsExt;
+    assert!(!edge.data_dir().join("edge.key").exists());
+    let key = std::fs::metadata(edge.key_dir().join("edge.key"))?;
     assert_eq!(key.permissions().mode() & 0o777, 0o600);
+    let dir = std::fs::metadata(edge.key_dir())?;
+    assert_eq!(dir.permissions().mode() & 0o777, 0o700);
+
+    // A copy of the data directory alone: no plaintext in it (above), and an edge given
+    // it without the keys refuses to run instead of making new keys over old members.
+    edge.kill();
+    let copy = TestEdge::prepare("S001", "")?;
+    for f in ["edge.sqlite", "edge.sqlite-wal"] {
+        let from = edge.data_dir().join(f);
+        if from.exists() {
+            std::fs::copy(&from, copy.data_dir().join(f))?;
+        }
+    }
+    let _ = std::fs::remove_file(copy.data_dir().join("edge.sqlite-shm"));
+    let err = copy.refused(&["serve"]).await?;
+    assert!(err.contains("edge.key is missing"), "{err}");
     Ok(())
 }
