@@ -4,7 +4,9 @@
 #   sudo installer/install-edge.sh --binary target/release/patron-edge --store-id S001
 #
 # Creates the patron user, /etc/patron/edge.toml (from the binary's example, with the
-# store id set) unless it exists, /var/lib/patron-edge (0700), and patron-edge.service.
+# store id set) unless it exists, /var/lib/patron-edge (0700), the key directory beside
+# it /var/lib/patron-edge.keys (0700: keys never sit in the data directory, so a copy
+# of it reveals no personal data), and patron-edge.service.
 # Re-running upgrades the binary and restarts the service; configuration and data are
 # kept. Enrolling with the hub is one command afterwards (installer/README.md).
 set -euo pipefail
@@ -26,6 +28,7 @@ esac
 
 id patron >/dev/null 2>&1 || useradd --system --home-dir /var/lib/patron-edge --shell /usr/sbin/nologin patron
 install -d -m 0700 -o patron -g patron /var/lib/patron-edge
+install -d -m 0700 -o patron -g patron /var/lib/patron-edge.keys
 install -d -m 0755 /etc/patron
 install -m 0755 "$binary" /usr/local/bin/patron-edge.new
 mv /usr/local/bin/patron-edge.new /usr/local/bin/patron-edge
@@ -45,11 +48,12 @@ User=patron
 ExecStart=/usr/local/bin/patron-edge serve
 Restart=always
 RestartSec=1
-# The edge answers only after fsync; give it time to finish in-flight commits.
-TimeoutStopSec=20
+# The edge answers only after fsync; give it time to finish in-flight requests (it
+# drains for up to 30 s).
+TimeoutStopSec=45
 NoNewPrivileges=true
 ProtectSystem=strict
-ReadWritePaths=/var/lib/patron-edge
+ReadWritePaths=/var/lib/patron-edge /var/lib/patron-edge.keys
 
 [Install]
 WantedBy=multi-user.target

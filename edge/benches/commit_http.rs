@@ -207,9 +207,9 @@ fn edge_cmd(config: &Path) -> Command {
     c
 }
 
-fn prepare_edge(dir: &Path, members: u64) -> Result<PathBuf, BoxError> {
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir)?;
+/// Writes the benchmark edge's configuration in `dir` (also over a reused database's:
+/// the configuration follows the code).
+fn write_config(dir: &Path) -> Result<PathBuf, BoxError> {
     let config = dir.join("edge.toml");
     std::fs::write(
         &config,
@@ -217,10 +217,18 @@ fn prepare_edge(dir: &Path, members: u64) -> Result<PathBuf, BoxError> {
             // Plain HTTP on loopback: the figures are the edge's own work, as before
             // the POS API served HTTPS (TLS costs the POS a handshake per connection
             // and a few microseconds a request on a kept-alive one).
-            "store_id = \"B001\"\ndata_dir = {:?}\nlisten = \"127.0.0.1:0\"\n[tls]\nenabled = false\n",
+            // One lane looks up members by phone as fast as it can: no lookup budget.
+            "store_id = \"B001\"\ndata_dir = {:?}\nlisten = \"127.0.0.1:0\"\n[tls]\nenabled = false\n[privacy]\nphone_lookups_per_lane_per_minute = 0\n",
             dir.join("data").display().to_string()
         ),
     )?;
+    Ok(config)
+}
+
+fn prepare_edge(dir: &Path, members: u64) -> Result<PathBuf, BoxError> {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir)?;
+    let config = write_config(dir)?;
     let t = Instant::now();
     let out = edge_cmd(&config)
         .args(["seed-members", "--count", &members.to_string()])
@@ -604,7 +612,7 @@ async fn lookup_bench() -> Result<(), BoxError> {
             "reusing {} (set BENCH_RESEED=1 to seed again)",
             db.display()
         );
-        dir.join("edge.toml")
+        write_config(&dir)?
     } else {
         let config = prepare_edge(&dir, members)?;
         if with_history > 0 {

@@ -315,7 +315,11 @@ impl Default for Config {
             rules_file: None,
             sync: SyncConfig::default(),
             redemption: RedemptionConfig::default(),
-            http: patron_web::serve::HttpConfig::default(),
+            // On the store LAN every lane may share one IPv6 /64: count each address.
+            http: patron_web::serve::HttpConfig {
+                ipv6_client_prefix_len: 128,
+                ..patron_web::serve::HttpConfig::default()
+            },
             tls: TlsConfig::default(),
             privacy: PrivacyConfig::default(),
             limits: crate::domain::limits::Limits::default(),

@@ -248,6 +248,16 @@ impl Vault {
         hex::encode(self.request_hash("patron:key-check:v1", &[]))
     }
 
+    /// Like [`Vault::key_check`], for the chain's keys once the store holds them.
+    pub fn chain_key_check(&self) -> Option<String> {
+        self.chain.as_ref().map(|c| {
+            hex::encode(tag32(hmac::sign(
+                &c.phone_index,
+                b"patron:chain-key-check:v1",
+            )))
+        })
+    }
+
     /// A keyed hash of an idempotent request: its route and its exact body.
     pub fn request_hash(&self, route: &str, body: &[u8]) -> [u8; 32] {
         let mut ctx = hmac::Context::with_key(&self.request);

@@ -33,7 +33,11 @@ pub async fn seed(edge: &Edge, lane: i64) -> anyhow::Result<Vec<MemberId>> {
                 policy_version: Some("2026-01".into()),
             },
         };
-        let id = match edge.register(None, req).await {
+        let manager = crate::service::Actor {
+            lane,
+            role: crate::service::Role::Admin,
+        };
+        let id = match edge.register(None, manager, req).await {
             Ok(reply) => {
                 serde_json::from_slice::<patron_protocol::pos::Member>(&reply.body)?.member_id
             }

@@ -36,9 +36,16 @@ fn legacy(data_dir: &Path) -> [(PathBuf, &'static str); 3] {
     ]
 }
 
-/// Makes the key directory (0700; one readable by others is refused) and moves into it
-/// any key an older edge left in the data directory. Returns the key directory.
-pub fn prepare(data_dir: &Path, key_dir: &Path) -> anyhow::Result<PathBuf> {
+/// The file naming the store whose keys a key directory holds.
+const STORE_FILE: &str = "store";
+
+/// Makes the key directory (0700; one readable by others is refused) for `store_id`,
+/// and moves into it any key an older edge left in the data directory. The directory
+/// must lie outside the data directory (checked on the real paths, links resolved) and
+/// belong to this store (two edges never share keys). Returns the key directory.
+pub fn prepare(data_dir: &Path, key_dir: &Path, store_id: &str) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
     if !key_dir.exists() {
         std::fs::create_dir_all(key_dir)
             .with_context(|| format!("creating the key directory {}", key_dir.display()))?;
@@ -50,6 +57,27 @@ pub fn prepare(data_dir: &Path, key_dir: &Path) -> anyhow::Result<PathBuf> {
             "the key directory {} must be mode 0700 (its owner's only)",
             key_dir.display()
         );
+    }
+    let (real_data, real_keys) = (data_dir.canonicalize()?, key_dir.canonicalize()?);
+    if real_keys.starts_with(&real_data) || real_data.starts_with(&real_keys) {
+        bail!(
+            "the key directory {} is inside the data directory {} (or holds it): a copy of the data directory must reveal nothing without the keys",
+            real_keys.display(),
+            real_data.display()
+        );
+    }
+    let marker = key_dir.join(STORE_FILE);
+    match std::fs::read_to_string(&marker) {
+        Ok(owner) if owner.trim() == store_id => {}
+        Ok(owner) => bail!(
+            "the key directory {} holds store {}'s keys, not {store_id}'s",
+            key_dir.display(),
+            owner.trim()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::write(&marker, format!("{store_id}\n"))?;
+        }
+        Err(e) => return Err(e.into()),
     }
     for (old, name) in legacy(data_dir) {
         if old.exists() {
@@ -111,7 +139,7 @@ mod tests {
         ] {
             std::fs::write(&path, body).unwrap_or_else(|e| panic!("{e}"));
         }
-        prepare(&data, &keys).unwrap_or_else(|e| panic!("{e:#}"));
+        prepare(&data, &keys, "S001").unwrap_or_else(|e| panic!("{e:#}"));
         for (name, body) in [
             ("edge.key", "edge"),
             ("chain.key", "chain"),
@@ -132,20 +160,36 @@ mod tests {
             .unwrap_or(0);
         assert_eq!(dir_mode, 0o700);
         // Again: nothing to move, nothing changes.
-        prepare(&data, &keys).unwrap_or_else(|e| panic!("{e:#}"));
+        prepare(&data, &keys, "S001").unwrap_or_else(|e| panic!("{e:#}"));
         // A different key in both places: refused, neither touched.
         std::fs::write(data.join("edge.key"), "other").unwrap_or_else(|e| panic!("{e}"));
-        assert!(prepare(&data, &keys).is_err());
-        assert_eq!(
-            std::fs::read_to_string(keys.join("edge.key"))
-                .ok()
-                .as_deref(),
-            Some("edge")
+        assert!(prepare(&data, &keys, "S001").is_err());
+        let read = |p: PathBuf| std::fs::read_to_string(p).ok();
+        assert_eq!(read(keys.join("edge.key")).as_deref(), Some("edge"));
+        assert_eq!(read(data.join("edge.key")).as_deref(), Some("other"));
+        // The same key in both places (a move cut short after its copy): the old goes.
+        std::fs::write(data.join("edge.key"), "edge").unwrap_or_else(|e| panic!("{e}"));
+        prepare(&data, &keys, "S001").unwrap_or_else(|e| panic!("{e:#}"));
+        assert!(!data.join("edge.key").exists());
+        // Another store's edge given this key directory is refused.
+        let e = prepare(&data, &keys, "S002").err().map(|e| e.to_string());
+        assert!(e.as_deref().is_some_and(|m| m.contains("S001")), "{e:?}");
+        // A key directory reached through a link into the data directory is refused.
+        let inside = data.join("keys-inside");
+        std::fs::create_dir_all(&inside).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::set_permissions(&inside, std::fs::Permissions::from_mode(0o700))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let link = root.path().join("innocent-keys");
+        std::os::unix::fs::symlink(&inside, &link).unwrap_or_else(|e| panic!("{e}"));
+        let e = prepare(&data, &link, "S001").err().map(|e| e.to_string());
+        assert!(
+            e.as_deref()
+                .is_some_and(|m| m.contains("inside the data directory")),
+            "{e:?}"
         );
         // A key directory others may read is refused.
-        std::fs::remove_file(data.join("edge.key")).unwrap_or_else(|e| panic!("{e}"));
         std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o755))
             .unwrap_or_else(|e| panic!("{e}"));
-        assert!(prepare(&data, &keys).is_err());
+        assert!(prepare(&data, &keys, "S001").is_err());
     }
 }

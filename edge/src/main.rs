@@ -211,7 +211,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             let cfg = load_config(&cli, false)?;
             let token = read_token(token_file)?;
             let token = &token;
-            let keys = patron_edge::keys::prepare(&cfg.data_dir, &cfg.key_dir())?;
+            let keys = patron_edge::keys::prepare(&cfg.data_dir, &cfg.key_dir(), &cfg.store_id)?;
             let done = runtime()?.block_on(patron_edge::hub::enroll::enroll(
                 &cfg.data_dir,
                 &keys,
@@ -272,7 +272,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             command: TlsCommand::Show,
         } => {
             let cfg = load_config(&cli, false)?;
-            let keys = patron_edge::keys::prepare(&cfg.data_dir, &cfg.key_dir())?;
+            let keys = patron_edge::keys::prepare(&cfg.data_dir, &cfg.key_dir(), &cfg.store_id)?;
             let id = patron_edge::lan_tls::LanIdentity::load_or_create(
                 &cfg.data_dir,
                 &keys.join(patron_edge::keys::LAN_KEY_FILE),
@@ -462,7 +462,12 @@ async fn seed_members(cfg: Config, count: u64) -> anyhow::Result<()> {
                     policy_version: None,
                 },
             };
-            match edge.register(None, req).await {
+            // Seeding is the operator's, as the store's manager (no lane: id 0).
+            let seeder = patron_edge::service::Actor {
+                lane: 0,
+                role: Role::Admin,
+            };
+            match edge.register(None, seeder, req).await {
                 Ok(_) | Err(patron_edge::service::EdgeError::MemberExists { .. }) => Ok(()),
                 Err(e) => Err(e),
             }

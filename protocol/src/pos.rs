@@ -33,6 +33,10 @@ pub struct Health {
     /// alert): a number that is not 0 wants a look.
     #[serde(default)]
     pub limits_refused_today: i64,
+    /// Operations the store's manager did today beyond an abuse limit (each also
+    /// logged).
+    #[serde(default)]
+    pub limits_overridden_today: i64,
 }
 
 /// Where each chain-wide setting in force at the store came from: `hq` (published for

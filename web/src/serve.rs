@@ -46,12 +46,25 @@ pub struct Limits {
     /// How long a shutdown waits for the requests in flight.
     pub drain_timeout: Duration,
     /// How old a connection may grow before it is closed (gracefully: after its
-    /// request in flight, which then has [`CLOSE_GRACE`] to finish).
+    /// request in flight, which then has [`Limits::close_grace`] to finish).
     pub max_connection_age: Duration,
+    /// IPv6 clients are counted by this prefix of their address: 64 on the internet,
+    /// where a client picks any address in its /64; 128 on a store LAN, where every
+    /// lane may share one /64.
+    pub ipv6_client_prefix: u8,
 }
 
-/// How long a connection being closed (for its age, or at shutdown) may take to finish
-/// its request in flight before it is cut: longer than the hub's 25 s long poll.
+impl Limits {
+    /// How long a connection being closed may take to finish its request in flight
+    /// before it is cut: the body deadline and [`CLOSE_GRACE`] more.
+    pub fn close_grace(&self) -> Duration {
+        self.body_timeout + CLOSE_GRACE
+    }
+}
+
+/// Beyond the body deadline, how long a connection being closed (for its age, or at
+/// shutdown) may take to finish its request in flight before it is cut: longer than
+/// the hub's 25 s long poll.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(30);
 
 impl Default for Limits {
@@ -64,6 +77,7 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(30),
             max_connection_age: Duration::from_secs(120),
+            ipv6_client_prefix: 64,
         }
     }
 }
@@ -85,6 +99,9 @@ pub struct HttpConfig {
     /// Milliseconds a connection may stay open before it is closed after its request
     /// in flight (a POS or store simply opens another).
     pub max_connection_age_ms: u64,
+    /// IPv6 clients are counted by this prefix length (64: by network; 128: by
+    /// address, on a LAN where the lanes share one network).
+    pub ipv6_client_prefix_len: u8,
 }
 
 impl Default for HttpConfig {
@@ -96,6 +113,7 @@ impl Default for HttpConfig {
             header_timeout_ms: d.header_timeout.as_millis() as u64,
             body_timeout_ms: d.body_timeout.as_millis() as u64,
             max_connection_age_ms: d.max_connection_age.as_millis() as u64,
+            ipv6_client_prefix_len: d.ipv6_client_prefix,
         }
     }
 }
@@ -120,6 +138,9 @@ impl HttpConfig {
         if !(100..=24 * hour).contains(&self.max_connection_age_ms) {
             return Err("http.max_connection_age_ms must be 100..=86400000".into());
         }
+        if !(32..=128).contains(&self.ipv6_client_prefix_len) {
+            return Err("http.ipv6_client_prefix_len must be 32..=128".into());
+        }
         Ok(())
     }
 
@@ -131,21 +152,29 @@ impl HttpConfig {
             header_timeout: Duration::from_millis(self.header_timeout_ms),
             body_timeout: Duration::from_millis(self.body_timeout_ms),
             max_connection_age: Duration::from_millis(self.max_connection_age_ms),
+            ipv6_client_prefix: self.ipv6_client_prefix_len,
             ..Limits::default()
         }
     }
 }
 
-/// The client a connection is counted against: its IPv4 address, or the /64 network
-/// of its IPv6 address (an IPv4-mapped one counts as the IPv4 address).
-pub fn client_key(ip: IpAddr) -> IpAddr {
+/// The client a connection is counted against: its IPv4 address, or the first
+/// `v6_prefix` bits of its IPv6 address (an IPv4-mapped one counts as the IPv4
+/// address).
+pub fn client_key(ip: IpAddr, v6_prefix: u8) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),
             None => {
-                let s = v6.segments();
-                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+                let bits = u128::from(v6);
+                let keep = u32::from(v6_prefix.min(128));
+                let mask = if keep == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - keep)
+                };
+                IpAddr::V6(std::net::Ipv6Addr::from(bits & mask))
             }
         },
     }
@@ -225,13 +254,20 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let Some(client) = per_client.take(client_key(peer.ip()), limits.max_per_client) else {
+        let Some(client) = per_client.take(
+            client_key(peer.ip(), limits.ipv6_client_prefix),
+            limits.max_per_client,
+        ) else {
             // Closed at once, before TLS or HTTP: one address may not take the rest.
             tracing::debug!("a client over its connection cap was refused");
             continue;
         };
         let (acceptor, app, http) = (acceptor.clone(), app.clone(), http.clone());
-        let (stop, max_age) = (stop_rx.clone(), limits.max_connection_age);
+        let (stop, max_age, grace) = (
+            stop_rx.clone(),
+            limits.max_connection_age,
+            limits.close_grace(),
+        );
         let handshake = limits.handshake_timeout;
         tokio::spawn(async move {
             let _held = (slot, client);
@@ -258,9 +294,13 @@ pub async fn serve(
                 Some(r) => r,
                 None => {
                     conn.as_mut().graceful_shutdown();
-                    tokio::time::timeout(CLOSE_GRACE, conn)
-                        .await
-                        .unwrap_or(Ok(()))
+                    match tokio::time::timeout(grace, conn).await {
+                        Ok(r) => r,
+                        Err(_) => {
+                            tracing::info!(%peer, "a connection closing was cut after its grace");
+                            Ok(())
+                        }
+                    }
                 }
             };
             if let Err(e) = served {
@@ -307,17 +347,27 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[test]
-    fn an_ipv6_client_is_counted_by_its_network() {
+    fn an_ipv6_client_is_counted_by_its_network_or_its_address() {
         let ip = |s: &str| s.parse::<IpAddr>().unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(client_key(ip("192.0.2.7")), ip("192.0.2.7"));
-        assert_eq!(client_key(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
-        // Every address a client may pick within its /64 is one client.
-        assert_eq!(client_key(ip("2001:db8:1:2::1")), ip("2001:db8:1:2::"));
+        assert_eq!(client_key(ip("192.0.2.7"), 64), ip("192.0.2.7"));
+        assert_eq!(client_key(ip("::ffff:192.0.2.7"), 64), ip("192.0.2.7"));
+        // On the internet every address a client may pick within its /64 is one client.
+        assert_eq!(client_key(ip("2001:db8:1:2::1"), 64), ip("2001:db8:1:2::"));
         assert_eq!(
-            client_key(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")),
+            client_key(ip("2001:db8:1:2:ffff:ffff:ffff:ffff"), 64),
             ip("2001:db8:1:2::")
         );
-        assert_ne!(client_key(ip("2001:db8:1:3::1")), ip("2001:db8:1:2::"));
+        assert_ne!(client_key(ip("2001:db8:1:3::1"), 64), ip("2001:db8:1:2::"));
+        // On a store LAN (the edge's default) each lane is its own client.
+        assert_eq!(
+            client_key(ip("2001:db8:1:2::1"), 128),
+            ip("2001:db8:1:2::1")
+        );
+        assert_ne!(
+            client_key(ip("fe80::1"), 128),
+            client_key(ip("fe80::2"), 128)
+        );
+        assert_eq!(client_key(ip("2001:db8:1:2::1"), 48), ip("2001:db8:1::"));
     }
 
     /// A kept-alive connection is closed at its age, but only after the request in

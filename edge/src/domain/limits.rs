@@ -25,6 +25,9 @@ pub struct Limits {
     pub coupon_max_valid_days: i64,
     /// A redemption outside a sale above this many points needs the manager.
     pub standalone_redemption_points: i64,
+    /// Members one lane may register in a store day (each may carry a referral reward
+    /// to the member who invited them).
+    pub lane_daily_registrations: i64,
 }
 
 impl Default for Limits {
@@ -38,6 +41,7 @@ impl Default for Limits {
             coupon_max_off_fen: 10_000,
             coupon_max_valid_days: 90,
             standalone_redemption_points: 5_000,
+            lane_daily_registrations: 500,
         }
     }
 }
@@ -54,6 +58,7 @@ impl Limits {
             self.coupon_max_off_fen,
             self.coupon_max_valid_days,
             self.standalone_redemption_points,
+            self.lane_daily_registrations,
         ];
         if all.iter().any(|v| *v < 1) {
             return Err("limits: every limit must be at least 1".into());
@@ -73,18 +78,8 @@ pub struct DayTotals {
     pub refund_fen: i64,
     /// Coupons given.
     pub coupons: i64,
-}
-
-impl DayTotals {
-    /// `self` plus `d`.
-    pub fn plus(self, d: DayTotals) -> DayTotals {
-        DayTotals {
-            earned: self.earned + d.earned,
-            redeemed: self.redeemed + d.redeemed,
-            refund_fen: self.refund_fen + d.refund_fen,
-            coupons: self.coupons + d.coupons,
-        }
-    }
+    /// Members registered.
+    pub registrations: i64,
 }
 
 /// A limit an operation would pass.
@@ -157,6 +152,22 @@ impl Limits {
         )
     }
 
+    /// A registration whose referral reward gives `earned` points.
+    pub fn registration(&self, day: DayTotals, earned: i64) -> Result<(), Exceeded> {
+        within(
+            "lane_daily_registrations",
+            self.lane_daily_registrations,
+            day.registrations,
+            1,
+        )?;
+        within(
+            "lane_daily_points_earned",
+            self.lane_daily_points_earned,
+            day.earned,
+            earned,
+        )
+    }
+
     /// A refund of `amount_fen`.
     pub fn refund(&self, day: DayTotals, amount_fen: i64) -> Result<(), Exceeded> {
         within(
@@ -199,6 +210,7 @@ mod tests {
             coupon_max_off_fen: 500,
             coupon_max_valid_days: 30,
             standalone_redemption_points: 200,
+            lane_daily_registrations: 3,
         }
     }
 
@@ -216,6 +228,7 @@ mod tests {
             redeemed: 250,
             refund_fen: 900,
             coupons: 2,
+            registrations: 3,
         };
         assert_eq!(name(l().sale(busy, 50, 0)), None);
         assert_eq!(
@@ -245,6 +258,19 @@ mod tests {
             Some("coupon_max_valid_days")
         );
         assert_eq!(name(l().coupon(busy, 1, 1)), Some("lane_daily_coupons"));
+        assert_eq!(name(l().registration(day, 250)), None);
+        assert_eq!(
+            name(l().registration(busy, 0)),
+            Some("lane_daily_registrations")
+        );
+        let quiet = DayTotals {
+            registrations: 2,
+            ..busy
+        };
+        assert_eq!(
+            name(l().registration(quiet, 51)),
+            Some("lane_daily_points_earned")
+        );
         let e = l().sale(busy, 60, 0).err();
         assert_eq!(
             e,

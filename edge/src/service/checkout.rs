@@ -207,6 +207,9 @@ impl Edge {
 
                     let mut issued = granted;
                     let mut after = None;
+                    // Points the sale gives beyond its own (tier-upgrade gifts, the
+                    // referrer's first-purchase reward) count against the lane's day too.
+                    let mut gift_points = 0;
                     if let (
                         Some(m),
                         Some(PricedMember {
@@ -232,6 +235,7 @@ impl Edge {
                             if !gifts.is_empty() {
                                 state = core.load_state(ctx.conn, &m, now)?.1;
                             }
+                            gift_points += gifts.iter().map(|(f, _)| f.earn).sum::<i64>();
                         }
                         if let Some(referral) = rules.and_then(|c| c.set.referral.as_ref())
                             && !p.ctx.as_ref().is_some_and(|c| c.has_purchased)
@@ -240,7 +244,7 @@ impl Edge {
                                 None => members::get(ctx.conn, &m)?,
                             }
                         {
-                            core.referral_reward(
+                            gift_points += core.referral_reward(
                                 ctx,
                                 &row,
                                 referral.on_first_purchase,
@@ -249,6 +253,15 @@ impl Edge {
                             )?;
                         }
                         after = Some(state);
+                    }
+                    if gift_points > 0 {
+                        let counted = DayTotals {
+                            earned: gift_points,
+                            ..DayTotals::default()
+                        };
+                        core.within_limits(ctx.conn, actor, now, counted, |l, day| {
+                            l.event(day, gift_points)
+                        })?;
                     }
                     let coupons_issued = issued
                         .iter()

@@ -46,6 +46,9 @@ impl Core {
 
     /// Checks `check` against what `actor` did today, then counts `add`; in the
     /// operation's transaction, so the limit holds under concurrent lanes and restarts.
+    /// "Today" never goes back for a lane: a clock set back does not reopen a day. The
+    /// store's manager is not refused, but what it does beyond a limit is counted and
+    /// logged.
     pub(super) fn within_limits(
         &self,
         conn: &Connection,
@@ -54,10 +57,23 @@ impl Core {
         add: DayTotals,
         check: impl FnOnce(&Limits, DayTotals) -> Result<(), Exceeded>,
     ) -> Result<(), EdgeError> {
-        let day = self.store_day(at);
+        let day = self
+            .store_day(at)
+            .max(lane_days::last_day(conn, actor.lane)?.unwrap_or(i64::MIN));
         let before = lane_days::get(conn, actor.lane, day)?;
-        if actor.role != Role::Admin {
-            check(&self.cfg.limits, before).map_err(EdgeError::LimitExceeded)?;
+        if let Err(e) = check(&self.cfg.limits, before) {
+            if actor.role != Role::Admin {
+                return Err(EdgeError::LimitExceeded(e));
+            }
+            tracing::warn!(
+                lane = actor.lane,
+                limit = e.limit,
+                allowed = e.allowed,
+                used = e.used,
+                asked = e.asked,
+                "alert: the store's manager went beyond an abuse limit"
+            );
+            lane_days::overridden(conn, actor.lane, day)?;
         }
         Ok(lane_days::add(conn, actor.lane, day, add)?)
     }
@@ -96,14 +112,20 @@ impl Edge {
         r
     }
 
-    /// Operations the limits refused today, all lanes.
-    pub(super) async fn refused_today(&self) -> Result<i64, EdgeError> {
+    /// Operations the limits refused today, and those the manager did beyond one, all
+    /// lanes; (-1, -1) if they cannot be read (health must answer regardless).
+    pub(super) async fn limit_alerts_today(&self) -> (i64, i64) {
         let core = self.core.clone();
-        self.store
+        let read = self
+            .store
             .readers
             .read(move |conn| {
-                Ok::<_, EdgeError>(lane_days::refused_on(conn, core.store_day(core.now()))?)
+                Ok::<_, EdgeError>(lane_days::alerts_on(conn, core.store_day(core.now()))?)
             })
-            .await
+            .await;
+        read.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "reading today's limit alerts");
+            (-1, -1)
+        })
     }
 }

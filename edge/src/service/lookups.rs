@@ -157,7 +157,8 @@ impl Edge {
     ) -> Result<Reply, EdgeError> {
         self.spend_phone_lookup(lane)?;
         let shown = privacy::disclosure(asker(lane.role), LookupPurpose::Sale);
-        match self.register(idem, req).await {
+        let registered = self.register(idem, lane.actor(), req).await;
+        match self.note_refusal(lane.actor(), registered).await {
             Err(EdgeError::MemberExists { member_id }) => {
                 let found = Some(*member_id.as_bytes());
                 self.record_lookup(lane, found, "register", LookupPurpose::Sale, shown)
@@ -285,6 +286,7 @@ mod tests {
         let reply = edge
             .register(
                 None,
+                crate::service::Actor::manager(),
                 serde_json::from_value(serde_json::json!({"phone": PHONE, "name": "张三丰",
                     "birthday": "1990-05-01", "consents": {"terms": true}}))
                 .unwrap_or_else(|e| panic!("{e}")),

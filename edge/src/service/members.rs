@@ -12,8 +12,9 @@ use std::sync::Arc;
 use patron_sync::pull::MemberFetch;
 use serde_json::json;
 
-use super::{Core, Edge, EdgeError, Idem, MemberState, Reply, Seal, invalid, opt, profiles};
+use super::{Actor, Core, Edge, EdgeError, Idem, MemberState, Reply, Seal, invalid, opt, profiles};
 use crate::domain::clock::{Millis, days};
+use crate::domain::limits::DayTotals;
 use crate::domain::promo::ruleset::Compiled;
 use crate::domain::tiers;
 use crate::domain::validate::{self, Phone};
@@ -130,6 +131,7 @@ impl Edge {
     pub async fn register(
         &self,
         idem: Option<Idem>,
+        actor: Actor,
         req: RegisterMember,
     ) -> Result<Reply, EdgeError> {
         let core = self.core.clone();
@@ -226,9 +228,14 @@ impl Edge {
                     if provisional {
                         members::mark_provisional(ctx.conn, &idb, ctx.origin, seq)?;
                     }
+                    let mut referred = 0;
                     if let Some(referral) = rules.as_deref().and_then(|c| c.set.referral.as_ref()) {
-                        core.referral_reward(ctx, &row, referral.on_register, "register", now)?;
+                        referred = core.referral_reward(ctx, &row, referral.on_register, "register", now)?;
                     }
+                    // A lane registering made-up friends for someone's referral code is
+                    // bounded like any other way of earning.
+                    let counted = DayTotals { registrations: 1, earned: referred, ..DayTotals::default() };
+                    core.within_limits(ctx.conn, actor, now, counted, |l, day| l.registration(day, referred))?;
                     let empty = core.empty_state(now);
                     Ok((201, core.member_view(ctx.conn, rules.as_deref(), &row, &empty, now, fresh.clone())?, Seal::Member(idb)))
                 })

@@ -560,6 +560,7 @@ impl Edge {
         let reply = self
             .register(
                 None,
+                Actor::manager(),
                 serde_json::from_value(
                     serde_json::json!({"phone": phone, "name": name, "consents": {"terms": true}}),
                 )
@@ -582,7 +583,7 @@ impl Edge {
         cfg.validate()?;
         std::fs::create_dir_all(&cfg.data_dir)
             .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
-        let key_dir = crate::keys::prepare(&cfg.data_dir, &cfg.key_dir())?;
+        let key_dir = crate::keys::prepare(&cfg.data_dir, &cfg.key_dir(), &cfg.store_id)?;
         let store = Store::open(&cfg.data_dir, &cfg.store_id, &cfg.storage)?;
         let offset = clock::parse_offset(&cfg.utc_offset).context("utc_offset")?;
         let origin_label = format!("{}/{}", store.origin.node, store.origin.incarnation).into();
@@ -606,6 +607,21 @@ impl Edge {
             ),
             Some(_) => {}
             None => crate::store::meta_set(&conn, "key_check", &vault.key_check())?,
+        }
+        // The chain's keys likewise, once the store has them: members registered since
+        // are wrapped under them, so losing them must stop the edge too.
+        let chain = crate::store::meta_get(&conn, "chain_key_check")?;
+        match (vault.chain_key_check(), chain) {
+            (Some(v), Some(c)) if v != c => anyhow::bail!(
+                "chain.key in {} is not the chain key this database was written under",
+                key_dir.display()
+            ),
+            (Some(v), None) => crate::store::meta_set(&conn, "chain_key_check", &v)?,
+            (None, Some(_)) => anyhow::bail!(
+                "{} is missing: this store is enrolled and its members are wrapped under the chain's keys; restore it from the key backup",
+                key_dir.join(crate::crypto::CHAIN_KEY_FILE).display()
+            ),
+            _ => {}
         }
         let idem = IdemIndex::load(&conn, now())?;
         let rules = promotions::load_current(&conn)?;
@@ -674,13 +690,15 @@ impl Edge {
             Source::Default => "default",
             Source::Config => "config",
         };
+        let (limits_refused_today, limits_overridden_today) = self.limit_alerts_today().await;
         Ok(Health {
             settings: SettingsHealth {
                 points: source(s.points_source).into(),
                 tiers: source(s.tiers_source).into(),
             },
             status: "ok".into(),
-            limits_refused_today: self.refused_today().await?,
+            limits_refused_today,
+            limits_overridden_today,
             transport: self
                 .core
                 .cfg
@@ -785,5 +803,25 @@ mod tests {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(m.name.as_deref(), Some("Kept"));
+        drop(edge);
+
+        // Enrolled: the chain's keys are checked too, and their loss stops the edge.
+        let chain = keys.join(crate::crypto::CHAIN_KEY_FILE);
+        crate::crypto::save_chain_keys(&chain, &[7u8; crate::crypto::CHAIN_KEYS_LEN])
+            .unwrap_or_else(|e| panic!("{e}"));
+        drop(open(&cfg).unwrap_or_else(|e| panic!("{e:#}")));
+        std::fs::remove_file(&chain).unwrap_or_else(|e| panic!("{e}"));
+        let e = open(&cfg)
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
+        assert!(e.contains("chain.key is missing"), "{e}");
+        crate::crypto::save_chain_keys(&chain, &[8u8; crate::crypto::CHAIN_KEYS_LEN])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let e = open(&cfg)
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
+        assert!(e.contains("not the chain key"), "{e}");
     }
 }

@@ -241,6 +241,7 @@ mod tests {
         let reg = ok(edge
             .register(
                 None,
+                crate::service::Actor::manager(),
                 ok(serde_json::from_value(json!({
                     "phone": "13800000011", "name": "Li", "consents": {"terms": true}
                 }))),

@@ -417,7 +417,8 @@ impl Core {
         }
     }
 
-    /// Rewards the referrer of `friend` once for `event` (`register` or `first_purchase`).
+    /// Rewards the referrer of `friend` once for `event` (`register` or `first_purchase`);
+    /// the points given (0 if none).
     /// Nothing for an unknown code (the referrer may be at another store: the hub settles
     /// it) or a self-referral (same phone).
     pub(super) fn referral_reward(
@@ -427,18 +428,18 @@ impl Core {
         points: i64,
         event: &str,
         now: Millis,
-    ) -> Result<(), EdgeError> {
+    ) -> Result<i64, EdgeError> {
         let Some(code) = &friend.referrer_code else {
-            return Ok(());
+            return Ok(0);
         };
         if points <= 0 {
-            return Ok(());
+            return Ok(0);
         }
         let Some(referrer) = members::by_referral_code(ctx.conn, code)? else {
-            return Ok(());
+            return Ok(0);
         };
         if referrer.phone_idx == friend.phone_idx || referrer.member_id == friend.member_id {
-            return Ok(());
+            return Ok(0);
         }
         if !members::claim(
             ctx.conn,
@@ -446,7 +447,7 @@ impl Core {
             &format!("referral_{event}"),
             &hex::encode(friend.member_id),
         )? {
-            return Ok(());
+            return Ok(0);
         }
         let f = self.points_gift(
             &referrer.member_id,
@@ -456,7 +457,7 @@ impl Core {
             now,
         );
         facts::append(ctx, &f)?;
-        Ok(())
+        Ok(points)
     }
 }
 

@@ -115,8 +115,8 @@ mod tests {
     }
 
     /// Gives the edge `Edge::for_test` opens in `dir` the chain's keys.
-    fn enroll(dir: &std::path::Path) {
-        let keys = crate::keys::prepare(&dir.join("data"), &dir.join("keys"))
+    fn enroll(dir: &std::path::Path, store: &str) {
+        let keys = crate::keys::prepare(&dir.join("data"), &dir.join("keys"), store)
             .unwrap_or_else(|e| panic!("{e:#}"));
         save_chain_keys(&keys.join(CHAIN_KEY_FILE), &[7u8; CHAIN_KEYS_LEN])
             .unwrap_or_else(|e| panic!("{e}"));
@@ -151,7 +151,7 @@ mod tests {
         );
         drop(edge);
 
-        enroll(dir_a.path());
+        enroll(dir_a.path(), "S001");
         let (edge, _) = Edge::for_test("S001", dir_a.path(), T0 + 1);
         let after = register(&edge, "13800000056", "Late").await;
         assert_eq!(edge.rekey_for_chain().await.ok(), Some(1));
@@ -175,7 +175,7 @@ mod tests {
         assert_ne!(before, after);
 
         // Another store of the chain, given this member's facts as the hub sends them.
-        enroll(dir_b.path());
+        enroll(dir_b.path(), "S002");
         let (other, _) = Edge::for_test("S002", dir_b.path(), T0 + 2);
         let theirs: Vec<_> = facts
             .into_iter()
@@ -188,7 +188,7 @@ mod tests {
         // A third store gets the re-key before the registration (pages of another
         // order): the row it rebuilds takes the re-key it holds.
         let dir_c = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        enroll(dir_c.path());
+        enroll(dir_c.path(), "S003");
         let (third, _) = Edge::for_test("S003", dir_c.path(), T0 + 2);
         let (rekeys, rest): (Vec<_>, Vec<_>) = theirs
             .into_iter()

@@ -394,7 +394,9 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     -- Written in the transaction of each sale, redemption, refund, event and coupon, so
     -- a limit holds across restarts and concurrent lanes. `day` is the store-local
-    -- Julian day number; `refused` counts operations a limit turned away.
+    -- Julian day number, never earlier than the lane's last (a clock set back does not
+    -- reopen a day); `refused` counts operations a limit turned away, `overridden` those
+    -- the store's manager did beyond one.
     CREATE TABLE lane_days (
         lane       INTEGER NOT NULL,
         day        INTEGER NOT NULL,
@@ -402,7 +404,9 @@ pub const MIGRATIONS: &[&str] = &[
         redeemed   INTEGER NOT NULL DEFAULT 0,
         refund_fen INTEGER NOT NULL DEFAULT 0,
         coupons    INTEGER NOT NULL DEFAULT 0,
+        registrations INTEGER NOT NULL DEFAULT 0,
         refused    INTEGER NOT NULL DEFAULT 0,
+        overridden INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (lane, day)
     ) STRICT, WITHOUT ROWID;
     "#,

@@ -8,8 +8,21 @@ use patron_tests::TestEdge;
 use serde_json::{Value, json};
 
 const LIMITS: &str = "[limits]\nmax_points_per_sale = 500\nlane_daily_points_earned = 800\n\
-lane_daily_points_redeemed = 10000\nlane_daily_refund_fen = 30000\nlane_daily_coupons = 1\n\
-coupon_max_off_fen = 1000\ncoupon_max_valid_days = 30\nstandalone_redemption_points = 100\n";
+lane_daily_points_redeemed = 10000\nlane_daily_refund_fen = 50000\nlane_daily_coupons = 1\n\
+coupon_max_off_fen = 1000\ncoupon_max_valid_days = 30\nstandalone_redemption_points = 100\n\
+lane_daily_registrations = 2\n";
+
+/// The skew that puts the edge's clock at local noon today (+08:00), so that the
+/// store day cannot turn in the middle of the test, whatever the time it runs.
+fn noon_skew_ms() -> Result<i64> {
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis(),
+    )?;
+    let (day, local) = (86_400_000, now + 8 * 3_600_000);
+    Ok(local - local.rem_euclid(day) + day / 2 - local)
+}
 
 fn sale(member: &str, receipt: &str, price: i64) -> Value {
     json!({"member_id": member, "receipt_id": receipt,
@@ -27,7 +40,10 @@ fn refused(r: &patron_tests::Resp, limit: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lanes_are_held_to_the_limits_across_a_restart_and_the_manager_is_not() -> Result<()> {
-    let mut edge = TestEdge::spawn_with(LIMITS).await?;
+    let mut edge = TestEdge::prepare("S001", LIMITS)?;
+    edge.env
+        .push(("PATRON_CLOCK_SKEW_MS".into(), noon_skew_ms()?.to_string()));
+    edge.start().await?;
     let m = edge.register("13800000211", Some("Abuse Test")).await?;
     let pos_token = edge.add_lane("lane-1", "pos")?;
     let desk_token = edge.add_lane("desk-1", "cashier")?;
@@ -119,15 +135,26 @@ async fn lanes_are_held_to_the_limits_across_a_restart_and_the_manager_is_not() 
     let r = desk.post(&cpath, &coupon(500, 7), None).await?;
     assert!(refused(&r, "lane_daily_coupons"), "{}", r.json);
 
-    // Refunds: at most ¥300 a day per lane.
+    // Refunds: at most ¥500 a day per lane; ¥400 goes through and is counted.
+    let refund = |receipt: &str| json!({ "receipt_id": receipt });
     let r = pos
-        .post(
-            "/v1/refunds",
-            &json!({"receipt_id": "R-ok-0"}),
-            Some("ref-1"),
-        )
+        .post("/v1/refunds", &refund("R-ok-0"), Some("ref-1"))
+        .await?;
+    assert_eq!(r.status, 201, "{}", r.json);
+    let r = pos
+        .post("/v1/refunds", &refund("R-ok-1"), Some("ref-2"))
         .await?;
     assert!(refused(&r, "lane_daily_refund_fen"), "{}", r.json);
+    assert_eq!(r.json["error"]["details"]["used"], 40_000);
+
+    // Registrations (each may carry a referral reward): two a day for this lane.
+    let join = |phone: &str| json!({"phone": phone, "consents": {"terms": true}});
+    for phone in ["13800000212", "13800000213"] {
+        let r = pos.post("/v1/members", &join(phone), None).await?;
+        assert_eq!(r.status, 201, "{}", r.json);
+    }
+    let r = pos.post("/v1/members", &join("13800000214"), None).await?;
+    assert!(refused(&r, "lane_daily_registrations"), "{}", r.json);
 
     // Counted in the database, not in memory: a restart changes nothing.
     edge.stop();
@@ -141,8 +168,12 @@ async fn lanes_are_held_to_the_limits_across_a_restart_and_the_manager_is_not() 
         )
         .await?;
     assert!(refused(&r, "lane_daily_points_earned"), "{}", r.json);
+    // Counted once: the replayed sale above added nothing.
+    assert_eq!(r.json["error"]["details"]["used"], 800, "{}", r.json);
     let h = edge.get("/healthz").await?;
-    assert_eq!(h.json["limits_refused_today"], 8, "{}", h.json);
-    assert_eq!(balance(&edge, &m).await?, 400 + 400 + 1 + 600 - 150);
+    assert_eq!(h.json["limits_refused_today"], 9, "{}", h.json);
+    // The manager's 600-point sale and 150-point gift went beyond limits: counted.
+    assert_eq!(h.json["limits_overridden_today"], 2, "{}", h.json);
+    assert_eq!(balance(&edge, &m).await?, 400 + 400 + 1 + 600 - 150 - 400);
     Ok(())
 }
