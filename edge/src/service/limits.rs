@@ -38,6 +38,18 @@ impl Lane {
     }
 }
 
+/// The alert in the log, with the limit's figures (no member, no personal data).
+fn alert(actor: Actor, e: &Exceeded, what: &str) {
+    tracing::warn!(
+        lane = actor.lane,
+        limit = e.limit,
+        allowed = e.allowed,
+        used = e.used,
+        asked = e.asked,
+        "alert: {what}"
+    );
+}
+
 impl Core {
     /// The store-local day of `at`, as `lane_days` keys it.
     fn store_day(&self, at: Millis) -> i64 {
@@ -65,14 +77,7 @@ impl Core {
             if actor.role != Role::Admin {
                 return Err(EdgeError::LimitExceeded(e));
             }
-            tracing::warn!(
-                lane = actor.lane,
-                limit = e.limit,
-                allowed = e.allowed,
-                used = e.used,
-                asked = e.asked,
-                "alert: the store's manager went beyond an abuse limit"
-            );
+            alert(actor, &e, "the store's manager went beyond an abuse limit");
             lane_days::overridden(conn, actor.lane, day)?;
         }
         Ok(lane_days::add(conn, actor.lane, day, add)?)
@@ -88,14 +93,7 @@ impl Edge {
         r: Result<T, EdgeError>,
     ) -> Result<T, EdgeError> {
         if let Err(EdgeError::LimitExceeded(e)) = &r {
-            tracing::warn!(
-                lane = actor.lane,
-                limit = e.limit,
-                allowed = e.allowed,
-                used = e.used,
-                asked = e.asked,
-                "alert: an abuse limit refused an operation"
-            );
+            alert(actor, e, "an abuse limit refused an operation");
             let core = self.core.clone();
             let counted = self
                 .store
