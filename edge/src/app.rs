@@ -87,8 +87,8 @@ impl App {
         }
         let identity = LanIdentity::load_or_create(
             &cfg.data_dir,
-            &crate::keys::prepare(&cfg.data_dir, &cfg.key_dir(), &cfg.store_id)?
-                .join(crate::keys::LAN_KEY_FILE),
+            // `Edge::open` prepared the key directory.
+            &cfg.key_dir().join(crate::keys::LAN_KEY_FILE),
             &cfg.store_id,
             &cfg.tls.names(&addr),
         )

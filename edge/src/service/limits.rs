@@ -6,7 +6,7 @@ use rusqlite::Connection;
 use super::{Core, Edge, EdgeError, Lane, Role};
 use crate::domain::clock::Millis;
 use crate::domain::limits::{DayTotals, Exceeded, Limits};
-use crate::store::lane_days;
+use crate::store::lane_days::{self, Alert};
 
 /// Who does an operation, as the limits see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,7 +78,7 @@ impl Core {
                 return Err(EdgeError::LimitExceeded(e));
             }
             alert(actor, &e, "the store's manager went beyond an abuse limit");
-            lane_days::overridden(conn, actor.lane, day)?;
+            lane_days::count(conn, actor.lane, day, Alert::Overridden)?;
         }
         Ok(lane_days::add(conn, actor.lane, day, add)?)
     }
@@ -100,7 +100,8 @@ impl Edge {
                 .writer
                 .write(move |ctx| {
                     let day = core.store_day(core.now());
-                    lane_days::refused(ctx.conn, actor.lane, day).map_err(EdgeError::from)
+                    lane_days::count(ctx.conn, actor.lane, day, Alert::Refused)
+                        .map_err(EdgeError::from)
                 })
                 .await;
             if let Err(err) = counted {

@@ -47,23 +47,28 @@ pub fn add(conn: &Connection, lane: i64, day: i64, d: DayTotals) -> Result<(), S
     Ok(())
 }
 
-/// Counts an operation a limit turned away.
-pub fn refused(conn: &Connection, lane: i64, day: i64) -> Result<(), StoreError> {
-    conn.prepare_cached(
-        "INSERT INTO lane_days (lane, day, refused) VALUES (?1, ?2, 1)
-         ON CONFLICT (lane, day) DO UPDATE SET refused = refused + 1",
-    )?
-    .execute(params![lane, day])?;
-    Ok(())
+/// What a lane's day counts besides its totals.
+#[derive(Debug, Clone, Copy)]
+pub enum Alert {
+    /// An operation a limit turned away.
+    Refused,
+    /// An operation the store's manager did beyond a limit.
+    Overridden,
 }
 
-/// Counts an operation the store's manager did beyond a limit.
-pub fn overridden(conn: &Connection, lane: i64, day: i64) -> Result<(), StoreError> {
-    conn.prepare_cached(
-        "INSERT INTO lane_days (lane, day, overridden) VALUES (?1, ?2, 1)
-         ON CONFLICT (lane, day) DO UPDATE SET overridden = overridden + 1",
-    )?
-    .execute(params![lane, day])?;
+/// Counts one `alert` for the lane's day.
+pub fn count(conn: &Connection, lane: i64, day: i64, alert: Alert) -> Result<(), StoreError> {
+    let sql = match alert {
+        Alert::Refused => {
+            "INSERT INTO lane_days (lane, day, refused) VALUES (?1, ?2, 1)
+             ON CONFLICT (lane, day) DO UPDATE SET refused = refused + 1"
+        }
+        Alert::Overridden => {
+            "INSERT INTO lane_days (lane, day, overridden) VALUES (?1, ?2, 1)
+             ON CONFLICT (lane, day) DO UPDATE SET overridden = overridden + 1"
+        }
+    };
+    conn.prepare_cached(sql)?.execute(params![lane, day])?;
     Ok(())
 }
 
