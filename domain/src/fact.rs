@@ -324,6 +324,10 @@ pub struct Rekey {
     pub phone_idx: PhoneIndex,
     /// The member's data key wrapped under the chain's key.
     pub wrapped_key: Base64Bytes,
+    /// The sealed phone (as the registration holds it), from which the hub computes
+    /// the chain-wide index: absent from re-keys made when stores held the chain's key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
 }
 
 /// A member merged into another (the fact's member is the one merged away).

@@ -7,12 +7,14 @@
 //! are found without being stored; the *request* key hashes idempotent request bodies
 //! (which may hold a phone) without making them brute-forceable.
 //!
-//! Once the store is enrolled with a hub it also holds the chain's keys (`chain.key`,
-//! from the hub at enrollment): a phone-index key and a member-key wrapping key shared by
-//! every store, so a phone has one index chain-wide (the hub matches duplicates by it)
-//! and a member registered at one store can be read at another. Members this store
-//! registered before it enrolled keep their store-keyed index and wrapping; lookups try
-//! both.
+//! Once the store is enrolled with a hub it also holds the keys the hub handed it: a
+//! phone-index key and a member-key wrapping key. The hub derives them for this store
+//! alone (`store.key`) and can open what they wrap, so it matches one phone registered
+//! at two stores and translates a member another store registered into this store's
+//! keys when it sends them (docs/keys.md). Stores enrolled before keys were per store
+//! hold the chain's keys instead (`chain.key`, the same at every such store). Members
+//! this store registered before it enrolled keep their own index and wrapping until
+//! they are re-keyed (`service::rekey`); lookups try both.
 //!
 //! Every ciphertext is `nonce (12 bytes) ‖ ciphertext ‖ tag`, with associated data that
 //! binds it to its member and field, so a ciphertext cannot be moved to another row.
@@ -31,9 +33,13 @@ const KEY_LEN: usize = 32;
 const FILE_MAGIC: &[u8; 8] = b"PATRONK1";
 const FILE_LEN: usize = FILE_MAGIC.len() + 3 * KEY_LEN;
 const CHAIN_MAGIC: &[u8; 8] = b"PATRONC1";
-/// The chain's keys in the data directory, once enrolled.
+const STORE_MAGIC: &[u8; 8] = b"PATRONS1";
+/// The chain's keys in the key directory, at a store enrolled before keys were per
+/// store.
 pub const CHAIN_KEY_FILE: &str = "chain.key";
-/// The chain's keys as the hub hands them out: phone-index key, then wrapping key.
+/// This store's own keys from the hub, in the key directory, once enrolled.
+pub const STORE_KEY_FILE: &str = "store.key";
+/// The keys as the hub hands them out: phone-index key, then wrapping key.
 pub const CHAIN_KEYS_LEN: usize = 2 * KEY_LEN;
 
 /// Crypto failures. Messages never carry key or plaintext material.
@@ -53,9 +59,9 @@ pub enum CryptoError {
     /// The key file may be read by others.
     #[error("key file {0} must be mode 0600 (readable by its owner only)")]
     KeyFileMode(String),
-    /// The chain's keys on file are not the ones the hub handed out.
+    /// The hub's keys on file are not the ones the hub handed out.
     #[error(
-        "{0} holds other chain keys than the hub's: this store's members are wrapped under them"
+        "{0} holds other keys than the hub handed out: this store's members are wrapped under them"
     )]
     ChainKeysDiffer(String),
     /// The system random source failed.
@@ -75,7 +81,7 @@ pub struct Vault {
     rng: SystemRandom,
 }
 
-/// The keys every store of the chain shares.
+/// The keys the hub handed this store: its own, or the chain's (see the module).
 struct ChainKeys {
     phone_index: hmac::Key,
     wrap: LessSafeKey,
@@ -94,6 +100,16 @@ impl ChainKeys {
 /// Saves the chain's keys the hub handed out at enrollment as `path` (mode 0600). An
 /// existing file must hold the same keys: a store's members are wrapped under them.
 pub fn save_chain_keys(path: &Path, keys: &[u8]) -> Result<(), CryptoError> {
+    save_hub_keys(path, CHAIN_MAGIC, keys)
+}
+
+/// Saves this store's own keys the hub handed out at enrollment as `path` (mode
+/// 0600), under the same rule as [`save_chain_keys`].
+pub fn save_store_keys(path: &Path, keys: &[u8]) -> Result<(), CryptoError> {
+    save_hub_keys(path, STORE_MAGIC, keys)
+}
+
+fn save_hub_keys(path: &Path, magic: &[u8; 8], keys: &[u8]) -> Result<(), CryptoError> {
     let io = |source| CryptoError::KeyFileIo {
         path: path.display().to_string(),
         source,
@@ -101,7 +117,7 @@ pub fn save_chain_keys(path: &Path, keys: &[u8]) -> Result<(), CryptoError> {
     if keys.len() != CHAIN_KEYS_LEN {
         return Err(CryptoError::KeyFileMalformed(path.display().to_string()));
     }
-    let mut bytes = Zeroizing::new(CHAIN_MAGIC.to_vec());
+    let mut bytes = Zeroizing::new(magic.to_vec());
     bytes.extend_from_slice(keys);
     if path.exists() {
         return if *Zeroizing::new(read_key_file(path)?) == *bytes {
@@ -183,7 +199,8 @@ impl Vault {
             .ok_or_else(|| CryptoError::KeyFileMalformed(path.display().to_string()))
     }
 
-    /// Adds the chain's keys from `path` if the store has them (it is enrolled).
+    /// Adds the keys the hub handed out from `path` (this store's own or the chain's)
+    /// if the store has them (it is enrolled).
     pub fn with_chain_keys_from(mut self, path: &Path) -> Result<Self, CryptoError> {
         if !path.exists() {
             return Ok(self);
@@ -191,13 +208,14 @@ impl Vault {
         let bytes = Zeroizing::new(read_key_file(path)?);
         let keys = bytes
             .strip_prefix(CHAIN_MAGIC.as_slice())
+            .or_else(|| bytes.strip_prefix(STORE_MAGIC.as_slice()))
             .and_then(ChainKeys::from_bytes)
             .ok_or_else(|| CryptoError::KeyFileMalformed(path.display().to_string()))?;
         self.chain = Some(keys);
         Ok(self)
     }
 
-    /// Whether the store holds the chain's keys.
+    /// Whether the store holds keys from the hub.
     pub fn has_chain_keys(&self) -> bool {
         self.chain.is_some()
     }

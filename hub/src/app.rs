@@ -29,10 +29,12 @@ pub fn open_hub(dir: &Path, need_ca: bool) -> anyhow::Result<Hub> {
         Err(_) => (String::new(), "insecure".to_string()),
     };
     let hub = Hub::new(Arc::new(store), pem, fp);
-    match crate::chain_keys::load(dir) {
-        Ok(keys) => Ok(hub.with_chain_keys(keys)),
-        Err(_) if !need_ca => Ok(hub),
-        Err(e) => Err(e.context("the chain's member keys")),
+    // The stores' root key is made beside the chain's the first time a hub with the
+    // chain's keys opens: before it, every store held the chain's keys (Scheme::Chain).
+    match crate::keyring::Keyring::load(dir, true) {
+        Ok(ring) => Ok(hub.with_keyring(Arc::new(ring))),
+        Err(_) if !need_ca && !dir.join(crate::chain_keys::CHAIN_KEY_FILE).exists() => Ok(hub),
+        Err(e) => Err(e.context("the member keys")),
     }
 }
 

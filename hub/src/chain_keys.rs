@@ -1,9 +1,8 @@
 //! The chain's member keys: one blind-index key for phones and one key that wraps each
-//! member's data key, the same at every store. Stores receive them at enrollment, over
-//! the pinned TLS channel, so a phone registered at two stores has one index the hub can
-//! match (duplicate members) and a store can read a member another store registered
-//! (members fetched on demand). The hub itself never decrypts a member: it only hands
-//! the keys to enrolled stores.
+//! member's data key. The hub indexes every phone under the first (so a phone
+//! registered at two stores is one member) and keeps members' data keys under the
+//! second ([`crate::keyring`]). Stores enrolled before keys were per store were handed
+//! them too and keep them; every other store gets keys of its own.
 
 use std::io::{Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -48,9 +47,9 @@ pub fn create(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The chain keys as enrollment hands them out (base64). Never created here: keys that
-/// went missing must come back from a backup, as new ones would split the chain (stores
-/// hold the old ones, and every member is wrapped under them).
+/// The chain keys (base64). Never created here: keys that went missing must come back
+/// from a backup, as new ones would split the chain (every member's key is wrapped
+/// under them, and older stores hold them).
 pub fn load(dir: &Path) -> Result<String> {
     let path = dir.join(CHAIN_KEY_FILE);
     let mut f = std::fs::File::open(&path).with_context(|| {

@@ -5,10 +5,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use patron_sync::pull::{FetchedMember, MemberFetch};
+use patron_sync::pull::{FetchedMember, MemberFetch, MemberKeys};
 
 use crate::clock::Clock;
 use crate::error::HubError;
+use crate::keyring::{Keyring, Scheme};
 use crate::store::{HubStore, StoreRow};
 
 /// Facts per page of a member fetch: most members' whole history, in one round trip.
@@ -20,6 +21,13 @@ pub const FETCH_PAGE: usize = 2_000;
 /// stay far below it. A store may use a whole minute's budget at once.
 pub const DEFAULT_FETCHES_PER_MINUTE: u32 = 600;
 
+/// Whether `phone` is a mainland mobile number as stores normalize it (11 digits,
+/// `1[3-9]…`): the form the chain's index is computed over.
+fn normalized_phone(phone: &str) -> bool {
+    let b = phone.as_bytes();
+    b.len() == 11 && b.iter().all(u8::is_ascii_digit) && b[0] == b'1' && b[1] >= b'3'
+}
+
 /// Members across stores.
 pub struct Directory {
     store: Arc<dyn HubStore>,
@@ -29,6 +37,9 @@ pub struct Directory {
     /// Each store's fetch budget: (tokens left, when last counted). In this process
     /// only (a single-process limit: docs/hub.md).
     fetch_budgets: std::sync::Mutex<HashMap<String, (f64, i64)>>,
+    /// The member keys: phones asked for are indexed under the chain's key, and the
+    /// members found are keyed for the asking store.
+    keyring: Option<Arc<Keyring>>,
 }
 
 impl Directory {
@@ -39,7 +50,13 @@ impl Directory {
             now,
             fetches_per_minute: DEFAULT_FETCHES_PER_MINUTE,
             fetch_budgets: Default::default(),
+            keyring: None,
         }
+    }
+
+    /// Indexes and translates members' keys with `ring`.
+    pub fn set_keyring(&mut self, ring: Arc<Keyring>) {
+        self.keyring = Some(ring);
     }
 
     /// Lets each store fetch `per_minute` members a minute (0: no limit).
@@ -104,8 +121,30 @@ impl Directory {
         req: &MemberFetch,
     ) -> Result<FetchedMember, HubError> {
         use base64::Engine;
+        if store.revoked {
+            return Err(HubError::Revoked(store.store_id.clone()));
+        }
+        // The chain-wide index: the hub's own of the phone, if it holds the keys and
+        // was given the phone; else the index the store sent, which only a store holding
+        // the chain's key can have computed (stores enrolled before keys were per store).
+        let phone_idx = match (&self.keyring, &req.phone) {
+            (Some(ring), Some(phone)) => {
+                if !normalized_phone(phone) {
+                    return Err(HubError::Invalid(
+                        "phone: 11 digits of a mainland mobile number, normalized".into(),
+                    ));
+                }
+                ring.chain_index(phone)
+            }
+            (Some(_), None) if store.member_keys != Some(Scheme::Chain) => {
+                return Err(HubError::Invalid(
+                    "a store holding keys of its own fetches a member by phone".into(),
+                ));
+            }
+            _ => req.phone_idx.clone(),
+        };
         let valid = base64::engine::general_purpose::STANDARD
-            .decode(&req.phone_idx)
+            .decode(&phone_idx)
             .is_ok_and(|b| b.len() == 32);
         if !valid {
             return Err(HubError::Invalid(
@@ -118,16 +157,60 @@ impl Directory {
                 per_minute: self.fetches_per_minute,
             });
         }
-        let (facts, upto, more) = self.store.member_facts_by_phone(
-            &store.store_id,
-            &req.phone_idx,
-            req.after,
-            FETCH_PAGE,
-        )?;
+        let (facts, upto, more) =
+            self.store
+                .member_facts_by_phone(&store.store_id, &phone_idx, req.after, FETCH_PAGE)?;
+        let keys = self.keys_for(store, facts.iter())?;
         // An audit trail of which store read which member's facts (the index is a keyed
         // hash, not the phone).
-        tracing::info!(store = %store.store_id, facts = facts.len(), "member fetched");
-        Ok(FetchedMember { facts, upto, more })
+        tracing::info!(store = %store.store_id, facts = facts.len(), keys = keys.len(), "member fetched");
+        Ok(FetchedMember {
+            facts,
+            upto,
+            more,
+            keys,
+        })
+    }
+
+    /// The keys, under `store`'s own, of the members whose registration or re-key is
+    /// among `facts`: what lets the store read a member another store registered. None
+    /// for a hub without keys, or members whose keys the hub never learnt (registered
+    /// before their store enrolled and not re-keyed yet).
+    pub(crate) fn keys_for<'a>(
+        &self,
+        store: &StoreRow,
+        facts: impl Iterator<Item = &'a patron_sync::session::Fact>,
+    ) -> Result<Vec<MemberKeys>, HubError> {
+        let Some(ring) = self.keyring.as_ref().filter(|_| !store.revoked) else {
+            return Ok(Vec::new());
+        };
+        let scheme = store.member_keys.unwrap_or(Scheme::Store);
+        let mut members: Vec<uuid::Uuid> = facts
+            .filter_map(|f| patron_domain::Entry::parse(&f.body).ok())
+            .filter(|e| {
+                matches!(
+                    e.kind(),
+                    patron_domain::Kind::MemberRegistered | patron_domain::Kind::MemberRekeyed
+                )
+            })
+            .filter_map(|e| e.member)
+            .collect();
+        members.sort_unstable();
+        members.dedup();
+        if members.is_empty() {
+            return Ok(Vec::new());
+        }
+        let held = self.store.held_keys(&members)?;
+        Ok(held
+            .iter()
+            .filter_map(|k| {
+                let got = ring.deliver(&store.store_id, scheme, k);
+                if got.is_none() {
+                    tracing::error!(member = %k.member, "a held member key does not open");
+                }
+                got
+            })
+            .collect())
     }
 
     /// A member's profile as merged from every store's facts.

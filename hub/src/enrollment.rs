@@ -11,6 +11,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use crate::clock::Clock;
 use crate::error::HubError;
 use crate::ingest::HUB_NODE;
+use crate::keyring::Scheme;
 use crate::store::{HubStore, NewStore, StoreRow};
 
 /// Stores joining the chain and proving who they are.
@@ -18,8 +19,8 @@ pub struct Enrollment {
     store: Arc<dyn HubStore>,
     ca_pem: String,
     ca_fingerprint: String,
-    /// The chain's member keys, handed to stores at enrollment (base64).
-    chain_keys: Option<String>,
+    /// The member keys, from which each enrolling store gets its own.
+    keyring: Option<Arc<crate::keyring::Keyring>>,
     /// Certifies the stores' POS API keys at enrollment.
     lan_ca: Option<Arc<crate::tls::LanCa>>,
     rng: SystemRandom,
@@ -79,16 +80,16 @@ impl Enrollment {
             store,
             ca_pem,
             ca_fingerprint,
-            chain_keys: None,
+            keyring: None,
             lan_ca: None,
             rng: SystemRandom::new(),
             now,
         }
     }
 
-    /// Hands `keys` (see [`crate::chain_keys`]) to every store that enrolls.
-    pub fn set_chain_keys(&mut self, keys: String) {
-        self.chain_keys = Some(keys);
+    /// Hands every store that enrolls its member keys from `ring`.
+    pub fn set_keyring(&mut self, ring: Arc<crate::keyring::Keyring>) {
+        self.keyring = Some(ring);
     }
 
     /// Certifies with `ca` the POS API key of every store that enrolls and asks.
@@ -195,15 +196,26 @@ impl Enrollment {
             &secret_hash(secret),
             store_id,
             &secret_hash(&credential),
+            self.keyring.as_ref().map(|_| Scheme::Store),
             (self.now)(),
         )?;
         tracing::info!(store = %row.store_id, ring = %row.ring, "store enrolled");
+        // A store enrolled when every store got the chain's keys keeps them (its members
+        // are wrapped under them); any other gets keys of its own.
+        let handout = |scheme| {
+            self.keyring
+                .as_ref()
+                .filter(|_| row.member_keys == Some(scheme))
+                .map(|k| k.handout(&row.store_id, scheme))
+        };
+        let (chain_keys, store_keys) = (handout(Scheme::Chain), handout(Scheme::Store));
         Ok(EnrollResponse {
             store_id: row.store_id,
             credential,
             ring: row.ring,
             ca_pem: self.ca_pem.clone(),
-            chain_keys: self.chain_keys.clone(),
+            chain_keys,
+            store_keys,
             negotiated: Some(negotiated),
             lan_certificate,
         })

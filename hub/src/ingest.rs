@@ -8,6 +8,8 @@ use patron_domain::{Entry, Kind};
 use patron_sync::profile::{ProfileOp, ops_of, stamp_of};
 use patron_sync::session::Batch;
 
+use crate::keyring::{HeldKey, Keyring, Opened, Scheme};
+
 /// The hub's node name in sync messages.
 pub const HUB_NODE: &str = "hub";
 
@@ -20,6 +22,7 @@ pub const MAX_CLOCK_AHEAD_MS: i64 = 60_000;
 /// the furthest a profile stamp of the batch was ahead of `now` (it was clamped).
 pub fn type_batch(
     store: &str,
+    keys: Option<Keys<'_>>,
     b: &Batch,
     now: i64,
     ahead: &mut i64,
@@ -28,14 +31,25 @@ pub fn type_batch(
         .iter()
         .map(|f| {
             let entry = Entry::parse(&f.body).map_err(|e| format!("fact {}: {e}", f.seq))?;
-            type_fact(store, entry, now, ahead).map_err(|e| format!("fact {}: {e}", f.seq))
+            type_fact(store, keys, entry, now, ahead).map_err(|e| format!("fact {}: {e}", f.seq))
         })
         .collect()
+}
+
+/// The hub's keys and the keys the pushing store was handed: how the hub reads the
+/// phone a registration seals.
+#[derive(Debug, Clone, Copy)]
+pub struct Keys<'a> {
+    /// The hub's keys.
+    pub ring: &'a Keyring,
+    /// What the store holds.
+    pub scheme: Scheme,
 }
 
 /// One fact of store `store`, typed, with what it changes besides the log.
 pub fn type_fact(
     store: &str,
+    keys: Option<Keys<'_>>,
     entry: Entry,
     now: i64,
     ahead: &mut i64,
@@ -49,16 +63,55 @@ pub fn type_fact(
         Some(_) => profile_ops(&entry, store, now, ahead),
         None => Vec::new(),
     };
-    let registered = match (&member, entry.detail.phone_index()) {
-        (Some(m), Some(idx)) => Some((m.clone(), idx.to_base64())),
-        _ => None,
+    let (registered, key) = match (&member, entry.detail.phone_index()) {
+        (Some(m), Some(idx)) => match keys.and_then(|k| open_keys(store, k, &entry)) {
+            // The index the hub computes from the phone itself, whatever the fact says.
+            Some(o) => (Some((m.clone(), o.chain_index)), Some(o.held)),
+            // Not opened: a member registered before its store enrolled (under keys of
+            // its own; re-keyed later with the phone), a re-key from before re-keys
+            // carried the phone, or a forgery. A store holding keys of its own gets its
+            // index kept under its name, so it matches no other store's phone whatever
+            // it claims (it may have seen the chain's index of a member registered by a
+            // store that holds the chain's key). From such a store, and at a hub without
+            // keys (development), the index is taken as sent.
+            None => {
+                let idx = idx.to_base64();
+                let idx = match keys {
+                    Some(Keys {
+                        scheme: Scheme::Store,
+                        ..
+                    }) => format!("{store}/{idx}"),
+                    _ => idx,
+                };
+                (Some((m.clone(), idx)), None)
+            }
+        },
+        _ => (None, None),
     };
     Ok(TypedFact {
         points: points_row(&entry),
         profile,
         registered,
+        key,
         entry,
     })
+}
+
+/// The member's key and phone index from a registration or re-key the hub can open.
+fn open_keys(store: &str, keys: Keys<'_>, entry: &Entry) -> Option<Opened> {
+    use base64::Engine;
+    let (wrapped, phone) = match &entry.detail {
+        patron_domain::Detail::MemberRegistered(r) => {
+            (&r.wrapped_key.as_ref()?.0, r.phone.as_ref()?)
+        }
+        patron_domain::Detail::MemberRekeyed(r) => (&r.wrapped_key.0, r.phone.as_ref()?),
+        _ => return None,
+    };
+    let phone = base64::engine::general_purpose::STANDARD
+        .decode(phone)
+        .ok()?;
+    keys.ring
+        .open(store, keys.scheme, entry.member?, wrapped, &phone)
 }
 
 /// The profile changes a fact carries, stamped by its store's hybrid logical clock
@@ -108,6 +161,8 @@ pub struct TypedFact {
     pub points: Option<PointsRow>,
     /// A registration or re-key: (member, the phone's chain-wide blind index, base64).
     pub registered: Option<(String, String)>,
+    /// The member's data key, when the hub could open the registration or re-key.
+    pub key: Option<HeldKey>,
 }
 
 /// What the hub's authority needs of a fact that moves a member's points (the amounts
@@ -329,7 +384,7 @@ mod tests {
             },
             facts,
         );
-        type_batch("S001", &b, T0, &mut 0)
+        type_batch("S001", None, &b, T0, &mut 0)
     }
 
     #[test]
@@ -388,7 +443,7 @@ mod tests {
         let body = format!(r#"{{"name":"eA==","hlc":{{"wall":{far},"counter":0,"node":"x"}}}}"#);
         let e = Entry::parse(&entry("member_updated", "", &body)).unwrap_or_else(|e| panic!("{e}"));
         let mut ahead = 0;
-        let t = type_fact("S001", e, T0, &mut ahead).unwrap_or_else(|e| panic!("{e}"));
+        let t = type_fact("S001", None, e, T0, &mut ahead).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(ahead, 3_600_000);
         let ProfileOp::Set { stamp, .. } = &t.profile[0] else {
             panic!("{:?}", t.profile)
@@ -434,7 +489,7 @@ mod tests {
         let json =
             format!(r#"{{"kind":"{kind}","at":1,"member":"{m}","txn":"{m}","body":{body}}}"#);
         let entry = Entry::parse(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
-        type_fact("S001", entry, 1, &mut 0).unwrap_or_else(|e| panic!("{e}"))
+        type_fact("S001", None, entry, 1, &mut 0).unwrap_or_else(|e| panic!("{e}"))
     }
 
     #[test]

@@ -18,6 +18,8 @@
 //! - [`activity`]: members' activity, the first of them (pure rules).
 //! - [`api`]: HTTP handlers and error mapping.
 //! - [`tls`]: the hub's CA, server certificate and rustls config.
+//! - [`keyring`]: the chain's and the stores' member keys, and the translation between
+//!   stores.
 
 pub mod activity;
 pub mod api;
@@ -31,6 +33,7 @@ pub mod documents;
 pub mod enrollment;
 pub mod error;
 pub mod ingest;
+pub mod keyring;
 pub mod projections;
 pub mod recall;
 pub mod redemption;

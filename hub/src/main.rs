@@ -229,6 +229,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let fp = tls::init(&dir, &hosts)?;
             SqliteStore::open(&dir).context("creating the hub database")?;
             patron_hub::chain_keys::create(&dir).context("the chain's member keys")?;
+            // The root the stores' own keys are derived from: back it up with chain.key.
+            patron_hub::keyring::Keyring::load(&dir, true).context("the stores' root key")?;
             let token = random_token()?;
             let hash = hex::encode(secret_hash(&token));
             std::fs::write(dir.join(ADMIN_HASH), hash)?;
@@ -336,8 +338,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
                 println!(
-                    "{:<10} {:<20} {:<8} {:<8} {:>10} {:>8} {:>10} {:>11}",
-                    "store", "name", "ring", "enrolled", "lag", "pending", "facts", "quarantined"
+                    "{:<10} {:<20} {:<8} {:<8} {:>10} {:>8} {:>10} {:>11} {:<6}",
+                    "store",
+                    "name",
+                    "ring",
+                    "enrolled",
+                    "lag",
+                    "pending",
+                    "facts",
+                    "quarantined",
+                    "keys"
                 );
                 for s in list {
                     let lag = s.lag_ms.map_or("never".to_string(), |l| {
@@ -347,8 +357,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         (Some(_), _) => "revoked".to_string(),
                         (None, e) => e.to_string(),
                     };
+                    // `chain`: a store still holding every store's key (docs/keys.md).
                     println!(
-                        "{:<10} {:<20} {:<8} {:<8} {:>10} {:>8} {:>10} {:>11}",
+                        "{:<10} {:<20} {:<8} {:<8} {:>10} {:>8} {:>10} {:>11} {:<6}",
                         s.store_id,
                         s.name,
                         s.ring,
@@ -356,7 +367,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         lag,
                         s.pending,
                         s.facts,
-                        s.quarantined
+                        s.quarantined,
+                        s.member_keys.as_deref().unwrap_or("-")
                     );
                 }
             }

@@ -47,6 +47,8 @@ pub struct Hub {
     projected: crate::projections::Waker,
     /// Stores online, and leases asked back from them.
     pub(crate) recalls: crate::recall::Recalls,
+    /// The member keys, if the hub holds them (not in development without `init`).
+    keyring: Option<Arc<crate::keyring::Keyring>>,
 }
 
 impl Hub {
@@ -99,6 +101,7 @@ impl Hub {
             closing: std::sync::atomic::AtomicBool::new(false),
             projected: Default::default(),
             recalls: Default::default(),
+            keyring: None,
         }
     }
 
@@ -109,9 +112,13 @@ impl Hub {
         self
     }
 
-    /// Hands `keys` (see [`crate::chain_keys`]) to every store that enrolls.
-    pub fn with_chain_keys(mut self, keys: String) -> Self {
-        self.enrollment.set_chain_keys(keys);
+    /// Holds the chain's and the stores' member keys (see [`crate::keyring`]): hands
+    /// each enrolling store keys of its own, indexes registrations by the phone they
+    /// seal, and translates members' keys for the stores that receive them.
+    pub fn with_keyring(mut self, ring: Arc<crate::keyring::Keyring>) -> Self {
+        self.enrollment.set_keyring(ring.clone());
+        self.directory.set_keyring(ring.clone());
+        self.keyring = Some(ring);
         self
     }
 
@@ -195,9 +202,13 @@ impl Hub {
             end_mark: read.end_mark,
             mark_at_cursor: read.mark_at_cursor,
         };
-        Ok(patron_sync::stream::serve(
-            req.after, req.mark, &hub, facts, read.more,
-        ))
+        let mut answer = patron_sync::stream::serve(req.after, req.mark, &hub, facts, read.more);
+        if let patron_sync::stream::StreamAnswer::Page { facts, keys, .. } = &mut answer {
+            *keys = self
+                .directory
+                .keys_for(store, facts.iter().map(|s| &s.fact))?;
+        }
+        Ok(answer)
     }
 
     /// The server is shutting down: stream polls waiting for news answer now (with
@@ -292,6 +303,10 @@ impl Hub {
         }
         let now = (self.now)();
         let mut ahead = 0i64;
+        let keys = self.keyring.as_deref().map(|ring| crate::ingest::Keys {
+            ring,
+            scheme: store.member_keys.unwrap_or(crate::keyring::Scheme::Store),
+        });
         let origins: Vec<patron_protocol::Origin> =
             req.push.batches.iter().map(|b| b.origin.clone()).collect();
         // Every fact is parsed once, and every batch's checksum and shape checked, here,
@@ -302,7 +317,7 @@ impl Hub {
             .into_iter()
             .map(|batch| {
                 let checked = patron_sync::session::check(true, HUB_NODE, sid, &batch);
-                let typed = crate::ingest::type_batch(sid, &batch, now, &mut ahead);
+                let typed = crate::ingest::type_batch(sid, keys, &batch, now, &mut ahead);
                 IncomingBatch {
                     batch,
                     checked,
@@ -404,7 +419,21 @@ impl Hub {
     /// them; members' ledger snapshots are dropped, each derived again from the facts
     /// at its member's next authorization or lease.
     pub fn rebuild_projections(&self) -> Result<crate::store::Rebuilt, HubError> {
-        let project = |node: &str, body: &str, received_at: i64| {
+        let ring = self.keyring.clone();
+        // Which keys each store holds decides how an index the hub cannot check is kept
+        // (crate::ingest::type_fact), as at ingest.
+        let schemes: HashMap<String, crate::keyring::Scheme> = self
+            .enrollment
+            .stores()?
+            .into_iter()
+            .filter_map(|s| {
+                Some((
+                    s.store_id,
+                    crate::keyring::Scheme::parse(s.member_keys.as_deref()?)?,
+                ))
+            })
+            .collect();
+        let project = move |node: &str, body: &str, received_at: i64| {
             let entry = patron_domain::Entry::parse(body).map_err(|e| e.to_string())?;
             if node == HUB_NODE {
                 // The hub's own facts: a merge is an alias, nothing else.
@@ -415,11 +444,19 @@ impl Hub {
                             profile: Vec::new(),
                             points: None,
                             registered: None,
+                            key: None,
                         }
                     }),
                 );
             }
-            crate::ingest::type_fact(node, entry, received_at, &mut 0)
+            let keys = ring.as_deref().map(|ring| crate::ingest::Keys {
+                ring,
+                scheme: schemes
+                    .get(node)
+                    .copied()
+                    .unwrap_or(crate::keyring::Scheme::Store),
+            });
+            crate::ingest::type_fact(node, keys, entry, received_at, &mut 0)
                 .map(Some)
                 .map_err(str::to_string)
         };
@@ -801,6 +838,7 @@ mod tests {
             &t.rows[1],
             &MemberFetch {
                 phone_idx: idx(3),
+                phone: None,
                 after: 0,
             },
         );
@@ -886,6 +924,7 @@ mod tests {
                     row,
                     &MemberFetch {
                         phone_idx: idx.clone(),
+                        phone: None,
                         after: 0,
                     },
                 )
@@ -1051,6 +1090,7 @@ mod tests {
                 &rows[1],
                 &MemberFetch {
                     phone_idx: b64(1),
+                    phone: None,
                     after: 0,
                 },
             )
@@ -1065,6 +1105,7 @@ mod tests {
                     &rows[1],
                     &MemberFetch {
                         phone_idx: idx,
+                        phone: None,
                         after,
                     },
                 )
@@ -1097,6 +1138,7 @@ mod tests {
                 &rows[1],
                 &MemberFetch {
                     phone_idx: "not-an-index".into(),
+                    phone: None,
                     after: 0
                 }
             ),
@@ -1117,6 +1159,177 @@ mod tests {
         assert!(plan.contains("SEARCH registrations"), "{plan}");
         assert!(plan.contains("facts_by_member"), "{plan}");
         assert!(!plan.contains("SCAN f"), "{plan}");
+    }
+
+    /// A registration as a store holding `keys` (a handout) writes it, for `phone`.
+    fn keyed_registration(keys: &str, m: &str, phone: &str) -> (String, Vec<u8>, Vec<u8>) {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let m = uuid::Uuid::parse_str(&mid(m)).unwrap_or_else(|e| panic!("{e}"));
+        let (idx, wrapped, sealed) = crate::keyring::store_side::register(keys, m, phone);
+        let body = serde_json::json!({
+            "phone_idx": b64.encode(idx), "wrapped_key": b64.encode(&wrapped),
+            "phone": b64.encode(&sealed),
+        })
+        .to_string();
+        (body, wrapped, sealed)
+    }
+
+    fn fetch_by_phone(
+        hub: &Hub,
+        row: &StoreRow,
+        phone: &str,
+    ) -> Result<patron_sync::pull::FetchedMember, HubError> {
+        hub.directory.fetch_member(
+            row,
+            &MemberFetch {
+                phone_idx: String::new(),
+                phone: Some(phone.into()),
+                after: 0,
+            },
+        )
+    }
+
+    /// Each store holds keys of its own: a member registered at S001 reaches S002
+    /// with keys the hub translated for S002, and S003, which never served them, holds
+    /// nothing that opens them. A store holding keys of its own asks by phone.
+    #[test]
+    fn a_member_reaches_another_store_under_that_store_s_keys_only() {
+        use crate::keyring::store_side::{index, read_phone};
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let t = TestHub::with_keys(T0, &["S001", "S002", "S003"]);
+        let (hub, rows) = (&t.hub, &t.rows);
+        let keys: Vec<String> = t
+            .keys
+            .iter()
+            .map(|k| {
+                k.clone()
+                    .unwrap_or_else(|| panic!("every store is handed keys"))
+            })
+            .collect();
+        assert!(keys[0] != keys[1] && keys[1] != keys[2] && keys[0] != keys[2]);
+        let m = uuid::Uuid::parse_str(&mid("m-1")).unwrap_or_else(|e| panic!("{e}"));
+        let (reg, wrapped, sealed) = keyed_registration(&keys[0], "m-1", "13800000001");
+        push_facts(
+            hub,
+            &rows[0],
+            vec![member_fact(
+                "S001",
+                1,
+                T0,
+                "member_registered",
+                "m-1",
+                0,
+                &reg,
+            )],
+        );
+        let by_index = hub.directory.fetch_member(
+            &rows[1],
+            &MemberFetch {
+                phone_idx: index(&keys[1], "13800000001"),
+                phone: None,
+                after: 0,
+            },
+        );
+        assert!(
+            matches!(by_index, Err(HubError::Invalid(_))),
+            "{by_index:?}"
+        );
+        let bad = fetch_by_phone(hub, &rows[1], "138000000");
+        assert!(matches!(bad, Err(HubError::Invalid(_))), "{bad:?}");
+        let got = fetch_by_phone(hub, &rows[1], "13800000001").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(got.facts.len(), 1);
+        assert_eq!(got.keys.len(), 1, "{:?}", got.keys);
+        let k = &got.keys[0];
+        assert_eq!(k.member, m.to_string());
+        assert_eq!(k.phone_idx, index(&keys[1], "13800000001"));
+        let for_s2 = b64.decode(&k.wrapped_key).unwrap_or_default();
+        assert_eq!(
+            read_phone(&keys[1], m, &for_s2, &sealed).as_deref(),
+            Some("13800000001")
+        );
+        // What S003 could take from its own PC opens neither copy of the key.
+        assert_eq!(read_phone(&keys[2], m, &wrapped, &sealed), None);
+        assert_eq!(read_phone(&keys[2], m, &for_s2, &sealed), None);
+        // S002 follows the member by its stream: its later registration-bearing pages
+        // carry keys under S002's keys too.
+        let none = fetch_by_phone(hub, &rows[1], "13900000009").unwrap_or_else(|e| panic!("{e}"));
+        assert!(none.facts.is_empty() && none.keys.is_empty());
+        // Revoked, S002 is translated nothing more (the API refuses its credential
+        // before this; the directory refuses too).
+        let revoked = StoreRow {
+            revoked: true,
+            ..rows[1].clone()
+        };
+        let after = fetch_by_phone(hub, &revoked, "13800000001");
+        assert!(matches!(after, Err(HubError::Revoked(_))), "{after:?}");
+    }
+
+    /// The hub indexes a registration by the phone it seals, not by the index the store
+    /// wrote: a store cannot attach its member to another's phone by claiming its index,
+    /// and one phone registered at two stores is one member whatever each indexed.
+    #[test]
+    fn the_hub_matches_phones_by_the_sealed_phone_not_the_claimed_index() {
+        use base64::Engine;
+        let t = TestHub::with_keys(T0, &["S001", "S002", "S003"]);
+        let (hub, rows) = (&t.hub, &t.rows);
+        let key = |i: usize| t.keys[i].clone().unwrap_or_default();
+        let (reg, ..) = keyed_registration(&key(0), "m-1", "13800000001");
+        push_facts(
+            hub,
+            &rows[0],
+            vec![member_fact(
+                "S001",
+                1,
+                T0,
+                "member_registered",
+                "m-1",
+                0,
+                &reg,
+            )],
+        );
+        // S003 claims the victim's chain index for another phone, then for a key it
+        // cannot have wrapped: neither is matched to the victim.
+        let chain = t.chain_index("13800000001");
+        let (other, ..) = keyed_registration(&key(2), "m-3", "13900000003");
+        let mut forged: serde_json::Value = serde_json::from_str(&other).unwrap_or_default();
+        forged["phone_idx"] = chain.clone().into();
+        let ack = push_facts(hub, &rows[2], vec![
+            member_fact("S003", 1, T0, "member_registered", "m-3", 0, &forged.to_string()),
+            member_fact("S003", 2, T0, "member_registered", "m-4", 0,
+                &serde_json::json!({"phone_idx": chain, "wrapped_key": "a2V5", "phone": "a2V5"}).to_string()),
+        ]);
+        assert!(ack.merged.is_empty(), "{:?}", ack.merged);
+        let victim = fetch_by_phone(hub, &rows[1], "13800000001").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(victim.facts.len(), 1, "only the victim's own registration");
+        let theirs = fetch_by_phone(hub, &rows[1], "13900000003").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            theirs.facts.len(),
+            1,
+            "S003's member is under the phone it sealed"
+        );
+        // S002 registers the victim's phone under its own index: one member.
+        let (reg2, ..) = keyed_registration(&key(1), "m-2", "13800000001");
+        let mut reg2: serde_json::Value = serde_json::from_str(&reg2).unwrap_or_default();
+        reg2["phone_idx"] = base64::engine::general_purpose::STANDARD
+            .encode([9u8; 32])
+            .into();
+        let ack = push_facts(
+            hub,
+            &rows[1],
+            vec![member_fact(
+                "S002",
+                1,
+                T0,
+                "member_registered",
+                "m-2",
+                0,
+                &reg2.to_string(),
+            )],
+        );
+        assert_eq!(ack.merged.len(), 1, "{:?}", ack.merged);
+        assert_eq!(ack.merged[0].survivor, mid("m-1"));
     }
 
     /// Two stores register one phone while apart: the registration the hub receives
@@ -1223,6 +1436,7 @@ mod tests {
                 &rows[0],
                 &MemberFetch {
                     phone_idx: idx,
+                    phone: None,
                     after: 0,
                 },
             )
@@ -1283,6 +1497,7 @@ mod tests {
                     &rows[1],
                     &MemberFetch {
                         phone_idx: idx.to_string(),
+                        phone: None,
                         after: 0,
                     },
                 )
@@ -1406,6 +1621,7 @@ mod tests {
                     &rows[0],
                     &MemberFetch {
                         phone_idx: phone.into(),
+                        phone: None,
                         after: 0,
                     },
                 )
@@ -1462,6 +1678,7 @@ mod tests {
                         &base64::engine::general_purpose::STANDARD,
                         [7u8; 32],
                     ),
+                    phone: None,
                     after: 0,
                 },
             )
@@ -1831,6 +2048,7 @@ mod tests {
                 row,
                 &MemberFetch {
                     phone_idx: idx.to_string(),
+                    phone: None,
                     after: 0,
                 },
             )
@@ -1894,6 +2112,7 @@ mod tests {
                 &rows[1],
                 &MemberFetch {
                     phone_idx: b64(1),
+                    phone: None,
                     after: 0,
                 },
             )

@@ -14,43 +14,67 @@ pub(crate) struct TestHub {
     pub clock: Arc<AtomicI64>,
     /// The stores, in the order given.
     pub rows: Vec<StoreRow>,
+    /// The member keys each store was handed at enrollment (base64; with
+    /// [`TestHub::with_keys`] only).
+    pub keys: Vec<Option<String>>,
     _dir: tempfile::TempDir,
 }
 
 impl TestHub {
     /// A hub at time `t0` with `stores` enrolled.
     pub fn new(t0: i64, stores: &[&str]) -> TestHub {
+        Self::build(t0, stores, false)
+    }
+
+    /// Like [`TestHub::new`], with the hub holding member keys: each store is handed
+    /// keys of its own at enrollment.
+    pub fn with_keys(t0: i64, stores: &[&str]) -> TestHub {
+        Self::build(t0, stores, true)
+    }
+
+    fn build(t0: i64, stores: &[&str], keyed: bool) -> TestHub {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let store = Arc::new(SqliteStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}")));
         let clock = Arc::new(AtomicI64::new(t0));
         let c = clock.clone();
-        let hub = Hub::with_clock(
+        let mut hub = Hub::with_clock(
             store,
             String::new(),
             "x".into(),
             Box::new(move || c.load(Ordering::SeqCst)),
         );
+        if keyed {
+            crate::chain_keys::create(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+            let ring =
+                crate::keyring::Keyring::load(dir.path(), true).unwrap_or_else(|e| panic!("{e}"));
+            hub = hub.with_keyring(Arc::new(ring));
+        }
         let mut rows = Vec::new();
+        let mut keys = Vec::new();
         for s in stores {
             let token = hub
                 .enrollment
                 .add_store(s, s, "all", crate::enrollment::TOKEN_VALID_MS)
                 .unwrap_or_else(|e| panic!("{e}"));
             let secret = token.rsplit_once('.').map(|x| x.0).unwrap_or_default();
-            hub.enrollment
+            let enrolled = hub
+                .enrollment
                 .enroll(secret, s, None, None)
                 .unwrap_or_else(|e| panic!("{e}"));
+            keys.push(enrolled.store_keys);
             rows.push(StoreRow {
                 store_id: (*s).into(),
                 name: (*s).into(),
                 ring: "all".into(),
                 revoked: false,
+                member_keys: keyed.then_some(crate::keyring::Scheme::Store),
             });
         }
         TestHub {
             hub,
             clock,
             rows,
+            keys,
             _dir: dir,
         }
     }
@@ -63,6 +87,14 @@ impl TestHub {
     /// The hub's database file (for tests that damage it on purpose).
     pub fn db_path(&self) -> std::path::PathBuf {
         self._dir.path().join(crate::store::sqlite::DB_FILE)
+    }
+
+    /// The phone's index under the chain's key (with [`TestHub::with_keys`]): what a
+    /// store that held the chain's key could have computed.
+    pub fn chain_index(&self, phone: &str) -> String {
+        crate::keyring::Keyring::load(self._dir.path(), false)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .chain_index(phone)
     }
 
     /// The clock's time.
@@ -117,6 +149,7 @@ impl TestHub {
                     row,
                     &patron_sync::pull::MemberFetch {
                         phone_idx: idx.clone(),
+                        phone: None,
                         after: 0,
                     },
                 )

@@ -106,6 +106,12 @@ pub struct EnrollResponse {
     /// index and can read a member another store registered. Absent from older hubs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chain_keys: Option<String>,
+    /// This store's own member keys (base64 of 64 bytes: the phone blind-index key,
+    /// then the key that wraps member data keys), which no other store holds: the hub
+    /// translates between stores (`patron_sync::pull::MemberKeys`). Handed out instead
+    /// of `chain_keys` by hubs that derive keys per store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_keys: Option<String>,
     /// The protocol agreed (absent from hubs before versions were sent: 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub negotiated: Option<Negotiated>,
@@ -202,6 +208,10 @@ pub struct StoreStatus {
     /// Facts of this store kept in quarantine for review (not applied).
     #[serde(default)]
     pub quarantined: u64,
+    /// The member keys it was handed: `store` (its own), `chain` (every store's, before
+    /// keys were per store: docs/keys.md), absent if none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_keys: Option<String>,
 }
 
 /// A store's fact the hub kept in quarantine instead of applying it (`GET

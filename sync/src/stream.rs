@@ -78,6 +78,12 @@ pub enum StreamAnswer {
         /// checksum: a lost recall only means the other store is refused.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         recall: Vec<String>,
+        /// The keys of the members whose registration or re-key the page carries,
+        /// under this store's keys ([`crate::pull::MemberKeys`]). Not covered by the
+        /// checksum: TLS carries them whole, and a store that misses one asks again
+        /// with the member's next fetch.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        keys: Vec<crate::pull::MemberKeys>,
     },
     /// The cursor cannot be served: refetch the members held, continue from `resume`.
     MustRefetch {
@@ -134,6 +140,7 @@ pub fn page(facts: Vec<Streamed>, upto: u64, more: bool, mark: u64) -> StreamAns
         checksum,
         mark,
         recall: Vec::new(),
+        keys: Vec::new(),
     }
 }
 
@@ -458,6 +465,7 @@ mod tests {
                             checksum,
                             mark,
                             recall: Vec::new(),
+                            keys: Vec::new(),
                         };
                         prop_assert_eq!(cursor.judge(&damaged), Err(StreamError::Damaged));
                     }
@@ -632,6 +640,7 @@ mod tests {
             checksum,
             mark: 2,
             recall: Vec::new(),
+            keys: Vec::new(),
         };
         assert_eq!(c.judge(&swapped), Err(StreamError::Damaged));
     }

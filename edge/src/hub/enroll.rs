@@ -111,14 +111,36 @@ pub async fn enroll(
             ));
         }
     }
-    // Before the link: an edge with a link and no chain keys would index phones apart.
-    if let Some(keys) = &resp.chain_keys {
+    // Before the link: an edge with a link and no keys from the hub would index phones
+    // where the hub cannot find them. A hub that derives keys per store hands this
+    // store its own; an older one, the chain's.
+    let handed = match (&resp.store_keys, &resp.chain_keys) {
+        (Some(k), _) => Some((k, crate::crypto::STORE_KEY_FILE)),
+        (None, Some(k)) => Some((k, crate::crypto::CHAIN_KEY_FILE)),
+        (None, None) => None,
+    };
+    if let Some((keys, file)) = handed {
         use base64::Engine;
-        let keys = base64::engine::general_purpose::STANDARD
-            .decode(keys)
-            .map_err(|_| SyncError::Setup("the hub's chain keys are not base64".into()))?;
-        crate::crypto::save_chain_keys(&key_dir.join(crate::crypto::CHAIN_KEY_FILE), &keys)
-            .map_err(|e| SyncError::Setup(format!("chain keys: {e}")))?;
+        let keys = zeroize::Zeroizing::new(
+            base64::engine::general_purpose::STANDARD
+                .decode(keys)
+                .map_err(|_| SyncError::Setup("the hub's member keys are not base64".into()))?,
+        );
+        let other = match file {
+            crate::crypto::STORE_KEY_FILE => crate::crypto::CHAIN_KEY_FILE,
+            _ => crate::crypto::STORE_KEY_FILE,
+        };
+        if key_dir.join(other).exists() {
+            return Err(SyncError::Setup(format!(
+                "this store holds {other} from an earlier enrollment and the hub now hands out {file}: its members are wrapped under the keys it holds (docs/keys.md)"
+            )));
+        }
+        let save = match file {
+            crate::crypto::STORE_KEY_FILE => crate::crypto::save_store_keys,
+            _ => crate::crypto::save_chain_keys,
+        };
+        save(&key_dir.join(file), &keys)
+            .map_err(|e| SyncError::Setup(format!("member keys: {e}")))?;
     }
     let link = HubLink {
         url: url.to_string(),

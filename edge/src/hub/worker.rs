@@ -530,7 +530,14 @@ async fn follow_stream(edge: Arc<Edge>, client: HubClient) {
                 more,
                 mark,
             } => {
-                match edge.apply_streamed(facts.to_vec(), *upto, *mark).await {
+                let keys = match &answer {
+                    patron_sync::stream::StreamAnswer::Page { keys, .. } => keys.clone(),
+                    _ => Vec::new(),
+                };
+                match edge
+                    .apply_streamed(facts.to_vec(), keys, *upto, *mark)
+                    .await
+                {
                     Ok(done) if done.held_back => {
                         // A member fetch is being stored: the same page again shortly.
                         tokio::time::sleep(Duration::from_millis(100)).await;

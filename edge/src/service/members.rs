@@ -274,13 +274,18 @@ impl Edge {
         let phone = Phone::parse(raw_phone).map_err(invalid)?;
         let idx = self.core.vault.phone_index(phone.as_str());
         match self.member_by_phone_here(&phone).await {
-            Err(EdgeError::MemberNotFound) if self.refresh_from_hub(idx).await => {
+            Err(EdgeError::MemberNotFound)
+                if self
+                    .refresh_from_hub(idx, Some(phone.as_str().to_string()))
+                    .await =>
+            {
                 self.member_by_phone_here(&phone).await
             }
             found => {
                 if found.is_ok() && self.hub_reachable() && self.due_for_refresh(idx) {
                     let edge = self.clone();
-                    tokio::spawn(async move { edge.refresh_from_hub(idx).await });
+                    let phone = phone.as_str().to_string();
+                    tokio::spawn(async move { edge.refresh_from_hub(idx, Some(phone)).await });
                 }
                 found
             }
@@ -319,16 +324,43 @@ impl Edge {
             && self.sync_status.lock().is_ok_and(|s| s.reachable)
     }
 
-    /// Fetches from the hub what it holds for the member(s) registered under phone
-    /// index `idx` since this store last asked, and keeps it here. `true` if anything
-    /// new arrived. `false` (a lookup answers not found) when the store is not enrolled,
-    /// holds no chain keys, the hub is unreachable or slow, or has nothing new.
-    pub async fn refresh_from_hub(&self, idx: [u8; 32]) -> bool {
-        self.fetch_from_hub(idx).await == Fetched::News
+    /// Fetches from the hub what it holds for the member(s) registered under the phone
+    /// whose index here is `idx` (the phone itself, if the caller has it: else it is
+    /// read from the member held under `idx`) since this store last asked, and keeps
+    /// it here. `true` if anything new arrived. `false` (a lookup answers not found)
+    /// when the store is not enrolled, holds no keys from the hub, the hub is
+    /// unreachable or slow, or has nothing new.
+    pub async fn refresh_from_hub(&self, idx: [u8; 32], phone: Option<String>) -> bool {
+        self.fetch_from_hub(idx, phone).await == Fetched::News
+    }
+
+    /// The phone of the member held under index `idx`, read from its sealed copy.
+    async fn phone_held_under(&self, idx: [u8; 32]) -> Option<String> {
+        let core = self.core.clone();
+        self.store
+            .readers
+            .read(move |c| {
+                let Some(id) = members::first_by_phone(c, &[idx])? else {
+                    return Ok::<_, EdgeError>(None);
+                };
+                let Some(row) = members::get(c, &id)? else {
+                    return Ok(None);
+                };
+                let key = core.vault.member_key(&id, &row.wrapped_key)?;
+                Ok(Some(core.vault.open_field(
+                    &key,
+                    &id,
+                    "phone",
+                    &row.phone_enc,
+                )?))
+            })
+            .await
+            .ok()
+            .flatten()
     }
 
     /// [`Edge::refresh_from_hub`], saying whether the hub answered.
-    pub(crate) async fn fetch_from_hub(&self, idx: [u8; 32]) -> Fetched {
+    pub(crate) async fn fetch_from_hub(&self, idx: [u8; 32], phone: Option<String>) -> Fetched {
         /// Counts the fetch as under way until it is stored (or failed).
         struct UnderWay<'a>(&'a std::sync::atomic::AtomicUsize);
         impl Drop for UnderWay<'_> {
@@ -349,23 +381,33 @@ impl Edge {
             .await
             .unwrap_or(0);
         let phone_idx = B64.encode(idx);
+        // The hub indexes the phone itself under the chain's key (this store's index
+        // means nothing to it). A phone no member here is held under cannot be asked
+        // for without the caller's.
+        let phone = match phone {
+            Some(p) => Some(p),
+            None => self.phone_held_under(idx).await,
+        };
+        let phone = zeroize::Zeroizing::new(phone);
         let fetch = |from: u64| {
-            let (hub, phone_idx) = (&hub, &phone_idx);
+            let (hub, phone_idx, phone) = (&hub, &phone_idx, &phone);
             async move {
-                let (mut facts, mut after) = (Vec::new(), from);
+                let (mut facts, mut keys, mut after) = (Vec::new(), Vec::new(), from);
                 loop {
                     let page = hub
                         .fetcher
                         .fetch_member(&MemberFetch {
                             phone_idx: phone_idx.clone(),
+                            phone: (**phone).clone(),
                             after,
                         })
                         .await?;
                     facts.extend(page.facts);
+                    keys.extend(page.keys);
                     let more = page.more && page.upto > after;
                     after = page.upto;
                     if !more {
-                        return Ok::<_, super::hub_port::HubCallError>((facts, after));
+                        return Ok::<_, super::hub_port::HubCallError>((facts, keys, after));
                     }
                 }
             }
@@ -379,7 +421,7 @@ impl Edge {
             }
             Ok(got)
         };
-        let (facts, upto) = match tokio::time::timeout(hub.fetch_timeout, pages).await {
+        let (facts, keys, upto) = match tokio::time::timeout(hub.fetch_timeout, pages).await {
             Ok(Ok(got)) => got,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "member fetch from the hub failed");
@@ -405,7 +447,7 @@ impl Edge {
         // Stored even with nothing new: the fetch time keeps the member in this store's
         // set (`drop_departed_members`).
         let n = facts.len();
-        match self.apply_fetched(idx, facts, upto).await {
+        match self.apply_fetched(idx, facts, keys, upto).await {
             Ok(true) => {
                 tracing::info!(facts = n, "member facts fetched from the hub");
                 Fetched::News
@@ -430,7 +472,7 @@ impl Edge {
             .read(move |c| Ok::<_, EdgeError>(members::get(c, id.as_bytes())?))
             .await;
         if let Ok(Some(row)) = row
-            && !self.refresh_from_hub(row.phone_idx).await
+            && !self.refresh_from_hub(row.phone_idx, None).await
         {
             tracing::warn!("a merged member's survivor could not be fetched yet");
         }
@@ -454,7 +496,7 @@ impl Edge {
         match row {
             // Fetched, or nothing new since this store's last fetch of the phone.
             // A refusal (the fetch budget) or no answer is asked again.
-            Ok(Some(row)) => self.fetch_from_hub(row.phone_idx).await != Fetched::Failed,
+            Ok(Some(row)) => self.fetch_from_hub(row.phone_idx, None).await != Fetched::Failed,
             // Neither is held any more: nothing to fetch.
             Ok(None) => true,
             Err(_) => false,
@@ -496,7 +538,7 @@ impl Edge {
                     break;
                 }
             };
-            if self.fetch_from_hub(next).await == Fetched::Failed {
+            if self.fetch_from_hub(next, None).await == Fetched::Failed {
                 tries += 1;
                 if tries < TRIES {
                     wait = (wait * 2).min(MAX_WAIT);
@@ -817,14 +859,19 @@ mod tests {
         let (gone, again, served) = ([1u8; 16], [2u8; 16], [3u8; 16]);
         for (i, m) in [gone, again, served].into_iter().enumerate() {
             let idx = [m[0]; 32];
-            edge.apply_fetched(idx, fetched(m, idx, 1 + 2 * i as u64), 10 + i as u64)
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
+            edge.apply_fetched(
+                idx,
+                fetched(m, idx, 1 + 2 * i as u64),
+                Vec::new(),
+                10 + i as u64,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         }
         let here_id = edge.test_member("13800000077", None).await;
         // Day 50: `again` is fetched again, `served` buys here.
         clock.store(T0 + 50 * DAY, Ordering::SeqCst);
-        edge.apply_fetched([2; 32], Vec::new(), 30)
+        edge.apply_fetched([2; 32], Vec::new(), Vec::new(), 30)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         let idem = Idem {
@@ -883,9 +930,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let (edge, _clock) = Edge::for_test("S002", dir.path(), T0);
         let (held, stranger) = ([1u8; 16], [2u8; 16]);
-        edge.apply_fetched([1; 32], fetched(held, [1; 32], 1)[..1].to_vec(), 5)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        edge.apply_fetched(
+            [1; 32],
+            fetched(held, [1; 32], 1)[..1].to_vec(),
+            Vec::new(),
+            5,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
         let page = |facts: Vec<Fact>, first_pos: u64| -> Vec<Streamed> {
             facts
                 .into_iter()
@@ -901,7 +953,7 @@ mod tests {
         edge.fetches
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let back = edge
-            .apply_streamed(page(facts.clone(), 6), 20, 77)
+            .apply_streamed(page(facts.clone(), 6), Vec::new(), 20, 77)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(back.held_back);
@@ -913,7 +965,7 @@ mod tests {
         edge.fetches
             .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         let done = edge
-            .apply_streamed(page(facts.clone(), 6), 20, 77)
+            .apply_streamed(page(facts.clone(), 6), Vec::new(), 20, 77)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(done.stored, 1);
@@ -957,7 +1009,7 @@ mod tests {
         assert_eq!(stranger_here, (false, 0), "nothing of a member not held");
         // The same page again (a lost answer polled again) stores nothing twice.
         let again = edge
-            .apply_streamed(page(facts, 6), 20, 77)
+            .apply_streamed(page(facts, 6), Vec::new(), 20, 77)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(again.stored, 0);
@@ -968,9 +1020,14 @@ mod tests {
         edge.restart_stream(99, 5)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        edge.apply_fetched([3; 32], fetched([3; 16], [3; 32], 20)[..1].to_vec(), 1)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        edge.apply_fetched(
+            [3; 32],
+            fetched([3; 16], [3; 32], 20)[..1].to_vec(),
+            Vec::new(),
+            1,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(edge.next_refetch_phone().await.ok(), Some(Some([1u8; 32])));
         // Not recorded as done: asked again (a failed fetch is never skipped).
         assert_eq!(edge.next_refetch_phone().await.ok(), Some(Some([1u8; 32])));

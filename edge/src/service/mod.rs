@@ -598,8 +598,14 @@ impl Edge {
                 key_dir.display()
             );
         }
-        let vault = Vault::open_or_create(&key_file)?
-            .with_chain_keys_from(&key_dir.join(crate::crypto::CHAIN_KEY_FILE))?;
+        // The keys the hub handed this store: its own, or the chain's at a store enrolled
+        // before keys were per store (enrollment never leaves both).
+        let hub_keys = [crate::crypto::STORE_KEY_FILE, crate::crypto::CHAIN_KEY_FILE]
+            .map(|f| key_dir.join(f))
+            .into_iter()
+            .find(|p| p.exists())
+            .unwrap_or_else(|| key_dir.join(crate::crypto::STORE_KEY_FILE));
+        let vault = Vault::open_or_create(&key_file)?.with_chain_keys_from(&hub_keys)?;
         match check {
             Some(c) if c != vault.key_check() => anyhow::bail!(
                 "the keys in {} are not the ones this database was written under: restore this store's keys",
@@ -613,13 +619,14 @@ impl Edge {
         let chain = crate::store::meta_get(&conn, "chain_key_check")?;
         match (vault.chain_key_check(), chain) {
             (Some(v), Some(c)) if v != c => anyhow::bail!(
-                "chain.key in {} is not the chain key this database was written under",
-                key_dir.display()
+                "{} holds other keys than those this database was written under",
+                hub_keys.display()
             ),
             (Some(v), None) => crate::store::meta_set(&conn, "chain_key_check", &v)?,
             (None, Some(_)) => anyhow::bail!(
-                "{} is missing: this store is enrolled and its members are wrapped under the chain's keys; restore it from the key backup",
-                key_dir.join(crate::crypto::CHAIN_KEY_FILE).display()
+                "{} is missing ({} at a store enrolled before keys were per store): this store is enrolled and its members are wrapped under the keys the hub handed it; restore it from the key backup",
+                key_dir.join(crate::crypto::STORE_KEY_FILE).display(),
+                crate::crypto::CHAIN_KEY_FILE
             ),
             _ => {}
         }
@@ -805,23 +812,31 @@ mod tests {
         assert_eq!(m.name.as_deref(), Some("Kept"));
         drop(edge);
 
-        // Enrolled: the chain's keys are checked too, and their loss stops the edge.
+        // Enrolled: the keys the hub handed are checked too, and their loss stops the
+        // edge, whichever file holds them.
+        let store_key = keys.join(crate::crypto::STORE_KEY_FILE);
+        crate::crypto::save_store_keys(&store_key, &[7u8; crate::crypto::CHAIN_KEYS_LEN])
+            .unwrap_or_else(|e| panic!("{e}"));
+        drop(open(&cfg).unwrap_or_else(|e| panic!("{e:#}")));
+        std::fs::remove_file(&store_key).unwrap_or_else(|e| panic!("{e}"));
+        let e = open(&cfg)
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
+        assert!(e.contains("store.key is missing"), "{e}");
+        // The same keys under the chain's file name (a store enrolled before keys were
+        // per store) open; other keys do not.
         let chain = keys.join(crate::crypto::CHAIN_KEY_FILE);
         crate::crypto::save_chain_keys(&chain, &[7u8; crate::crypto::CHAIN_KEYS_LEN])
             .unwrap_or_else(|e| panic!("{e}"));
         drop(open(&cfg).unwrap_or_else(|e| panic!("{e:#}")));
         std::fs::remove_file(&chain).unwrap_or_else(|e| panic!("{e}"));
-        let e = open(&cfg)
-            .err()
-            .map(|e| format!("{e:#}"))
-            .unwrap_or_default();
-        assert!(e.contains("chain.key is missing"), "{e}");
         crate::crypto::save_chain_keys(&chain, &[8u8; crate::crypto::CHAIN_KEYS_LEN])
             .unwrap_or_else(|e| panic!("{e}"));
         let e = open(&cfg)
             .err()
             .map(|e| format!("{e:#}"))
             .unwrap_or_default();
-        assert!(e.contains("not the chain key"), "{e}");
+        assert!(e.contains("holds other keys than those"), "{e}");
     }
 }

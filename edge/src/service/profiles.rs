@@ -287,7 +287,7 @@ mod tests {
                 json!({"name": seal("name", "Li Lei 2"), "hlc": stamp(T0 + 6)}),
             ),
         ];
-        ok(edge.apply_fetched(idx, facts, 3).await);
+        ok(edge.apply_fetched(idx, facts, Vec::new(), 3).await);
         let late = vec![fact(
             "S001",
             4,
@@ -296,7 +296,7 @@ mod tests {
             b,
             json!({"birthday": seal("birthday", "1991-01-01"), "name": seal("name", "stale"), "hlc": stamp(T0 + 3)}),
         )];
-        ok(edge.apply_fetched(idx, late, 4).await);
+        ok(edge.apply_fetched(idx, late, Vec::new(), 4).await);
         let shown_b = ok(edge.member(MemberId::from_bytes(b)).await);
         assert_eq!(
             shown_b.name.as_deref(),
@@ -318,7 +318,7 @@ mod tests {
             b,
             json!({"survivor": uuid::Uuid::from_bytes(a).to_string()}),
         );
-        ok(edge.apply_fetched(idx, vec![merged], 5).await);
+        ok(edge.apply_fetched(idx, vec![merged], Vec::new(), 5).await);
         for asked in [a, b] {
             let m = ok(edge.member(MemberId::from_bytes(asked)).await);
             assert_eq!(*m.member_id.as_bytes(), a, "the survivor is shown");
@@ -379,7 +379,7 @@ mod tests {
             b,
             json!({"name": seal("name", "Fast"), "hlc": stamp(T0 + 60_000)}),
         )];
-        ok(edge.apply_fetched(idx, ahead, 6).await);
+        ok(edge.apply_fetched(idx, ahead, Vec::new(), 6).await);
         let shown = ok(edge.member(MemberId::from_bytes(a)).await);
         assert_eq!(shown.name.as_deref(), Some("Fast"));
         clock.store(T0 + 9, Ordering::SeqCst);
@@ -447,7 +447,7 @@ mod tests {
                 json!({"name": seal("name", "New"), "hlc": stamp(T0 + 1)}),
             ),
         ];
-        ok(edge.apply_fetched(idx, facts.clone(), 2).await);
+        ok(edge.apply_fetched(idx, facts.clone(), Vec::new(), 2).await);
         // The row goes (the facts stay), and the same facts come again.
         ok(edge
             .store
@@ -458,7 +458,7 @@ mod tests {
                     .map_err(StoreError::from)
             })
             .await);
-        ok(edge.apply_fetched(idx, facts, 2).await);
+        ok(edge.apply_fetched(idx, facts, Vec::new(), 2).await);
         let m = ok(edge.member(MemberId::from_bytes(b)).await);
         assert_eq!(m.name.as_deref(), Some("New"));
     }

@@ -1,13 +1,15 @@
-//! Members registered before the store enrolled, put under the chain's keys.
+//! Members registered before the store enrolled, put under the keys the hub handed it.
 //!
 //! Until a store enrolls it indexes phones and wraps members' data keys under keys of
-//! its own: the hub could not match those phones with other stores' registrations (so
-//! no merge), and no other store could read those members. Once the store holds the
-//! chain's keys, each such member gets the chain's phone index and a data key wrapped
-//! under the chain's key, in its row and in a `member_rekeyed` fact that travels to the
-//! hub (which indexes the phone as it does a registration's) and to every store that
-//! fetches the member. The member's data key itself does not change, so nothing sealed
-//! under it is rewritten.
+//! its own that no one else holds: the hub could not match those phones with other
+//! stores' registrations (so no merge), and no other store could read those members.
+//! Once the store holds keys from the hub (its own, derived by the hub, or the chain's
+//! at a store enrolled before keys were per store), each such member gets the phone's
+//! index and a data key wrapped under those keys, in its row and in a `member_rekeyed`
+//! fact that travels to the hub with the sealed phone (the hub opens it, indexes the
+//! phone under the chain's key as it does a registration's, and translates the key for
+//! every store that fetches the member). The member's data key itself does not change,
+//! so nothing sealed under it is rewritten.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -67,9 +69,12 @@ impl Edge {
                         };
                         let idx = v.phone_index(&phone);
                         members::set_keys(ctx.conn, &id, &idx, &rewrapped)?;
+                        // The sealed phone lets the hub index it under the chain's key,
+                        // which this store does not hold.
                         let body = json!({
                             "phone_idx": B64.encode(idx),
                             "wrapped_key": B64.encode(&rewrapped),
+                            "phone": B64.encode(&phone_enc),
                         });
                         facts::append(
                             ctx,
@@ -182,7 +187,7 @@ mod tests {
             .filter(|f| f.body.contains(&uuid::Uuid::from_bytes(before).to_string()))
             .collect();
         other
-            .apply_fetched(chain_idx, theirs.clone(), 10)
+            .apply_fetched(chain_idx, theirs.clone(), Vec::new(), 10)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         // A third store gets the re-key before the registration (pages of another
@@ -195,7 +200,7 @@ mod tests {
             .partition(|f| f.body.contains("member_rekeyed"));
         for page in [rekeys, rest] {
             third
-                .apply_fetched(chain_idx, page, 10)
+                .apply_fetched(chain_idx, page, Vec::new(), 10)
                 .await
                 .unwrap_or_else(|e| panic!("{e}"));
         }

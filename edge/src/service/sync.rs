@@ -6,6 +6,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use patron_domain::fact::CouponRecord;
 use patron_domain::{Detail, Entry, Header, Kind};
 use patron_protocol::Origin;
+use patron_sync::pull::MemberKeys;
 use patron_sync::session::Fact;
 use uuid::Uuid;
 
@@ -190,6 +191,43 @@ fn new_fact(e: &Entry) -> facts::NewFact {
 
 /// A phone index and a wrapped member data key.
 type Keys = ([u8; 32], Vec<u8>);
+
+/// Puts the members held here under the keys the hub translated for this store (after
+/// the facts of the same page, whose registrations and re-keys carry the keys of the
+/// store that wrote them). Keys that do not open here, for members not held, or that
+/// do not parse are skipped. Returns how many rows changed.
+fn take_keys(
+    conn: &rusqlite::Connection,
+    vault: &crate::crypto::Vault,
+    keys: &[MemberKeys],
+) -> Result<usize, EdgeError> {
+    let mut n = 0;
+    for k in keys {
+        let (Ok(m), Ok(idx), Ok(wrapped)) = (
+            Uuid::parse_str(&k.member),
+            B64.decode(&k.phone_idx),
+            B64.decode(&k.wrapped_key),
+        ) else {
+            tracing::warn!(member = %k.member, "the hub sent member keys that do not parse");
+            continue;
+        };
+        let (Ok(idx), m) = (<[u8; 32]>::try_from(idx), *m.as_bytes()) else {
+            continue;
+        };
+        let Some(row) = store::members::get(conn, &m)? else {
+            continue;
+        };
+        if vault.member_key(&m, &wrapped).is_err() {
+            tracing::warn!(member = %k.member, "member keys from the hub do not open here");
+            continue;
+        }
+        if row.phone_idx != idx || row.wrapped_key != wrapped {
+            store::members::set_keys(conn, &m, &idx, &wrapped)?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
 
 /// The latest re-key of `m` this store holds among the facts it fetched, if any.
 fn held_rekey(conn: &rusqlite::Connection, m: &[u8; 16]) -> Result<Option<Keys>, StoreError> {
@@ -474,10 +512,12 @@ impl Edge {
         &self,
         phone_idx: [u8; 32],
         fetched: Vec<Fact>,
+        keys: Vec<MemberKeys>,
         upto: u64,
     ) -> Result<bool, EdgeError> {
         let own_node = self.store.origin.node.clone();
         let now = self.core.now();
+        let core = self.core.clone();
         self.store
             .writer
             .write(move |ctx| {
@@ -489,6 +529,7 @@ impl Edge {
                         any |= kept.keep(ctx.conn, f, &e)?;
                     }
                 }
+                any |= take_keys(ctx.conn, &core.vault, &keys)? > 0;
                 Ok::<_, EdgeError>(any)
             })
             .await
@@ -518,11 +559,13 @@ impl Edge {
     pub async fn apply_streamed(
         &self,
         page: Vec<patron_sync::stream::Streamed>,
+        keys: Vec<MemberKeys>,
         upto: u64,
         mark: u64,
     ) -> Result<Streamed, EdgeError> {
         let own_node = self.store.origin.node.clone();
         let fetching = self.fetching();
+        let core = self.core.clone();
         self.store
             .writer
             .write(move |ctx| {
@@ -570,6 +613,7 @@ impl Edge {
                         out.merges.push((m, survivor));
                     }
                 }
+                take_keys(ctx.conn, &core.vault, &keys)?;
                 store::meta_set(ctx.conn, STREAM_KEY, &format!("{upto}:{mark}"))?;
                 Ok::<_, EdgeError>(out)
             })

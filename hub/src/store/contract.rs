@@ -36,6 +36,7 @@ fn store(s: &dyn HubStore, id: &str) {
         &[id.as_bytes()[id.len() - 1]; 32],
         id,
         &[id.as_bytes()[id.len() - 1] ^ 0xff; 32],
+        Some(crate::keyring::Scheme::Chain),
         T0,
     )
     .unwrap_or_else(|e| panic!("{e}"));
@@ -81,7 +82,8 @@ fn fact(node: &str, seq: u64, m: u8, phone: Option<u8>, earn: i64, spend: i64) -
 fn push(s: &dyn HubStore, node: &str, facts: Vec<Fact>) -> Vec<super::Ingested> {
     let b: Batch = batch(origin(node), facts);
     let mut ahead = 0;
-    let typed: Result<Vec<TypedFact>, String> = crate::ingest::type_batch(node, &b, T0, &mut ahead);
+    let typed: Result<Vec<TypedFact>, String> =
+        crate::ingest::type_batch(node, None, &b, T0, &mut ahead);
     s.ingest(IngestJob {
         store_id: node.into(),
         report: SyncReport {
@@ -107,7 +109,7 @@ fn push(s: &dyn HubStore, node: &str, facts: Vec<Fact>) -> Vec<super::Ingested> 
 /// A store enrolls once with its secret; its credential finds it; nothing else does.
 fn stores_enroll_once_and_authenticate_by_credential(s: &dyn HubStore) {
     store(s, "S001");
-    let again = s.enroll(&[b'1'; 32], "S001", &[7; 32], T0);
+    let again = s.enroll(&[b'1'; 32], "S001", &[7; 32], None, T0);
     assert!(matches!(again, Err(StoreError::Enrollment(_))), "{again:?}");
     let dup = s.add_store(&NewStore {
         store_id: "S001",
@@ -121,11 +123,55 @@ fn stores_enroll_once_and_authenticate_by_credential(s: &dyn HubStore) {
     let found = s
         .store_by_credential(&[b'1' ^ 0xff; 32])
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(found.map(|r| r.store_id).as_deref(), Some("S001"));
+    assert_eq!(
+        found.map(|r| (r.store_id, r.member_keys)),
+        Some(("S001".into(), Some(crate::keyring::Scheme::Chain)))
+    );
     assert_eq!(s.store_by_credential(&[7; 32]).ok().flatten(), None);
+    // Enrolled again (a rotated credential), a store keeps the member keys it was
+    // handed first: its members are wrapped under them.
+    s.issue_enrollment("S001", &[8; 32], T0 + 60_000, true)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let row = s
+        .enroll(
+            &[8; 32],
+            "S001",
+            &[9; 32],
+            Some(crate::keyring::Scheme::Store),
+            T0,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(row.member_keys, Some(crate::keyring::Scheme::Chain));
+    let found = s
+        .store_by_credential(&[9; 32])
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        found.and_then(|r| r.member_keys),
+        Some(crate::keyring::Scheme::Chain)
+    );
+    // A store never handed keys gets those it is enrolled with.
+    s.add_store(&NewStore {
+        store_id: "S002",
+        name: "x",
+        ring: "all",
+        enroll_hash: [10; 32],
+        enroll_expires_at: T0 + 60_000,
+        now: T0,
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let row = s
+        .enroll(
+            &[10; 32],
+            "S002",
+            &[11; 32],
+            Some(crate::keyring::Scheme::Store),
+            T0,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(row.member_keys, Some(crate::keyring::Scheme::Store));
     let list = s.list_stores(T0).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(list.len(), 1);
-    assert!(list[0].enrolled);
+    assert_eq!(list.len(), 2);
+    assert!(list.iter().all(|s| s.enrolled));
 }
 
 /// Facts apply in sequence: a batch continuing the origin applies, one resent is held

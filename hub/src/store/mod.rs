@@ -68,6 +68,9 @@ pub struct StoreRow {
     pub ring: String,
     /// HQ revoked the store: it is refused, and what it pushes is quarantined.
     pub revoked: bool,
+    /// The member keys it was handed at enrollment (none: not enrolled, or by a hub
+    /// without keys).
+    pub member_keys: Option<crate::keyring::Scheme>,
 }
 
 /// A store to register, with the hash of its one-time enrollment secret.
@@ -130,14 +133,22 @@ pub trait Stores: Send + Sync + 'static {
     /// kept in quarantine), and it cannot enroll again. Whether it was not revoked yet.
     fn revoke_store(&self, store_id: &str, now: i64) -> Result<bool, StoreError>;
 
-    /// Redeems an enrollment secret for `store_id` once, recording the credential's hash.
+    /// Redeems an enrollment secret for `store_id` once, recording the credential's hash
+    /// and, for a store never handed member keys, that it gets `keys` (a store keeps
+    /// the keys it was handed first). The row returned names the keys it holds.
     fn enroll(
         &self,
         enroll_hash: &[u8; 32],
         store_id: &str,
         credential_hash: &[u8; 32],
+        keys: Option<crate::keyring::Scheme>,
         now: i64,
     ) -> Result<StoreRow, StoreError>;
+
+    /// The data keys the hub holds of these members (those it could open: see
+    /// [`crate::keyring`]), in no particular order.
+    fn held_keys(&self, members: &[uuid::Uuid])
+    -> Result<Vec<crate::keyring::HeldKey>, StoreError>;
 
     /// The enrolled store holding this credential.
     fn store_by_credential(

@@ -15,6 +15,8 @@ use patron_protocol::hub::{
     StoreStatus,
 };
 use patron_sqlite::wal::WalBound;
+
+use crate::keyring::{HeldKey, Scheme};
 use patron_sync::profile::{Profile, ProfileOp};
 use patron_sync::rights::{Lease, Rights};
 use patron_sync::session::{Fact, Judgement, Merged};
@@ -368,6 +370,20 @@ const MIGRATIONS: &[&str] = &[
     -- Tokens issued before tokens expired get the default day from now.
     UPDATE stores SET enroll_expires_at = CAST(strftime('%s', 'now') AS INTEGER) * 1000 + 86400000
      WHERE enroll_hash IS NOT NULL AND enroll_expires_at IS NULL;
+    "#,
+    r#"
+    -- Which member keys a store was handed (crate::keyring::Scheme): 'chain' (every
+    -- store enrolled before keys were per store), 'store' (its own); NULL: none yet.
+    ALTER TABLE stores ADD COLUMN member_keys TEXT;
+    UPDATE stores SET member_keys = 'chain' WHERE enrolled_at IS NOT NULL;
+    -- Each member's data key wrapped under the chain's key, with the phone sealed under
+    -- it, as the hub learnt them from the member's registration or re-key: the hub
+    -- translates them for each store that receives the member (crate::keyring).
+    CREATE TABLE member_keys (
+        member  BLOB PRIMARY KEY,
+        wrapped BLOB NOT NULL,
+        phone   BLOB NOT NULL
+    ) STRICT, WITHOUT ROWID;
     "#,
 ];
 
@@ -865,14 +881,28 @@ fn insert_fact(
     Ok(tx.last_insert_rowid())
 }
 
-/// A store's row from `store_id, name, ring, revoked` (the first four columns).
+/// A store's row from `store_id, name, ring, revoked, member_keys` (the first five
+/// columns).
 fn store_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoreRow> {
+    let keys: Option<String> = r.get(4)?;
     Ok(StoreRow {
         store_id: r.get(0)?,
         name: r.get(1)?,
         ring: r.get(2)?,
         revoked: r.get(3)?,
+        member_keys: keys.as_deref().and_then(Scheme::parse),
     })
+}
+
+/// Keeps a member's data key as the hub learnt it (the latest registration or re-key
+/// wins: the key is the same, only its wrapping and the phone's sealing differ).
+fn put_member_key(tx: &Connection, k: &HeldKey) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO member_keys (member, wrapped, phone) VALUES (?1, ?2, ?3)
+         ON CONFLICT (member) DO UPDATE SET wrapped = excluded.wrapped, phone = excluded.phone",
+    )?
+    .execute(params![&k.member.as_bytes()[..], k.wrapped, k.phone])?;
+    Ok(())
 }
 
 /// The store whose fact first named `member` (its home), if the hub has seen them.
@@ -1268,6 +1298,9 @@ fn ingest_one(
                     }
                     if let Some(row) = &t.points {
                         apply_points(tx, &b.origin.node, row, *flag_window_ms)?;
+                    }
+                    if let Some(k) = &t.key {
+                        put_member_key(tx, k)?;
                     }
                     if let Some((member, phone_idx)) = &t.registered {
                         tx.prepare_cached(
@@ -1741,16 +1774,18 @@ impl Stores for SqliteStore {
         enroll_hash: &[u8; 32],
         store_id: &str,
         credential_hash: &[u8; 32],
+        keys: Option<Scheme>,
         now: i64,
     ) -> Result<StoreRow, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let (row, expires_at) = tx
             .query_row(
-                "SELECT store_id, name, ring, revoked_at IS NOT NULL, enroll_expires_at
+                "SELECT store_id, name, ring, revoked_at IS NOT NULL, member_keys,
+                        enroll_expires_at
                    FROM stores WHERE enroll_hash = ?1",
                 params![&enroll_hash[..]],
-                |r| Ok((store_row(r)?, r.get::<_, Option<i64>>(4)?)),
+                |r| Ok((store_row(r)?, r.get::<_, Option<i64>>(5)?)),
             )
             .optional()?
             .ok_or(StoreError::Enrollment("unknown or already used token"))?;
@@ -1765,14 +1800,41 @@ impl Stores for SqliteStore {
                 "the token expired: ask HQ for a new one",
             ));
         }
+        // A store keeps the keys it was handed first: its members are wrapped under them.
+        let member_keys = row.member_keys.or(keys);
         tx.execute(
             "UPDATE stores SET enroll_hash = NULL, enroll_expires_at = NULL, credential_hash = ?2,
-                    enrolled_at = ?3
+                    enrolled_at = ?3, member_keys = ?4
               WHERE store_id = ?1",
-            params![store_id, &credential_hash[..], now],
+            params![
+                store_id,
+                &credential_hash[..],
+                now,
+                member_keys.map(Scheme::as_str)
+            ],
         )?;
         tx.commit()?;
-        Ok(row)
+        Ok(StoreRow { member_keys, ..row })
+    }
+
+    fn held_keys(&self, members: &[uuid::Uuid]) -> Result<Vec<HeldKey>, StoreError> {
+        let conn = self.readers.get();
+        let mut stmt =
+            conn.prepare_cached("SELECT wrapped, phone FROM member_keys WHERE member = ?1")?;
+        let mut out = Vec::with_capacity(members.len());
+        for m in members {
+            let row = stmt
+                .query_row(params![&m.as_bytes()[..]], |r| {
+                    Ok(HeldKey {
+                        member: *m,
+                        wrapped: r.get(0)?,
+                        phone: r.get(1)?,
+                    })
+                })
+                .optional()?;
+            out.extend(row);
+        }
+        Ok(out)
     }
 
     fn store_by_credential(
@@ -1782,7 +1844,7 @@ impl Stores for SqliteStore {
         let conn = self.readers.get();
         Ok(conn
             .prepare_cached(
-                "SELECT store_id, name, ring, revoked_at IS NOT NULL
+                "SELECT store_id, name, ring, revoked_at IS NOT NULL, member_keys
                    FROM stores WHERE credential_hash = ?1",
             )?
             .query_row(params![&credential_hash[..]], store_row)
@@ -1804,7 +1866,8 @@ impl Stores for SqliteStore {
                     (SELECT coalesce(sum(x.high), 0) FROM origins x WHERE x.node = s.store_id),
                     s.clock_ahead_ms, s.revoked_at,
                     (SELECT count(*) FROM facts f JOIN origins x ON x.id = f.origin
-                      WHERE f.quarantine IS NOT NULL AND x.node = s.store_id)
+                      WHERE f.quarantine IS NOT NULL AND x.node = s.store_id),
+                    s.member_keys
                FROM stores s LEFT JOIN origins o ON o.id = s.report_origin
               ORDER BY s.store_id",
         )?;
@@ -1822,6 +1885,7 @@ impl Stores for SqliteStore {
                 clock_ahead_ms: r.get(7)?,
                 revoked_at: r.get(8)?,
                 quarantined: r.get::<_, i64>(9)? as u64,
+                member_keys: r.get(10)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
@@ -1892,6 +1956,9 @@ impl FactLog for SqliteStore {
                     let member = member.to_string();
                     apply_profile_ops(&tx, &member, &t.profile, received_at)?;
                     profiled.insert(member);
+                }
+                if let Some(k) = &t.key {
+                    put_member_key(&tx, k)?;
                 }
                 if let Some((member, phone_idx)) = &t.registered {
                     tx.prepare_cached(
@@ -2944,7 +3011,7 @@ mod tests {
                 .into_iter()
                 .map(|o| {
                     let b = facts(o);
-                    let typed = crate::ingest::type_batch(node, &b, 0, &mut 0);
+                    let typed = crate::ingest::type_batch(node, None, &b, 0, &mut 0);
                     let checked = patron_sync::session::check(true, "hub", node, &b);
                     super::super::IncomingBatch {
                         batch: b,

@@ -60,7 +60,7 @@ async fn the_hub_authorizes_online_and_floor_limits_bound_offline_redemptions() 
         "{}",
         r.json
     );
-    hub.look_up_as(&other, &m).await?;
+    hub.look_up_as(&other, "13800000001").await?;
     let r = ask_hub(
         &hub,
         &other,
@@ -221,7 +221,7 @@ async fn a_lease_lets_the_store_redeem_offline_beyond_the_floor_limit() -> Resul
     // it while S001 is online: `online_redemptions_follow_the_chain_balance_…`; this
     // one, beyond the whole balance, recalls nothing.)
     let other = hub.enroll_raw("S002").await?;
-    hub.look_up_as(&other, &m).await?;
+    hub.look_up_as(&other, "13800000011").await?;
     let r = ask_hub(
         &hub,
         &other,

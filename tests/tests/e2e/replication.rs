@@ -1,6 +1,7 @@
-//! Members across stores: every enrolled store holds the chain's member keys, so a
-//! phone registered at one store is fetched at another in one round trip when the hub
-//! is reachable, and that store reads the member, their balance and their tier.
+//! Members across stores: every enrolled store holds member keys of its own, and the
+//! hub translates a member's keys for the store that receives them, so a phone
+//! registered at one store is fetched at another in one round trip when the hub is
+//! reachable, and that store reads the member, their balance and their tier.
 
 use std::time::Duration;
 
@@ -137,6 +138,58 @@ async fn a_member_of_another_store_is_fetched_by_phone_in_one_round_trip() -> Re
         "{}",
         r.json
     );
+    Ok(())
+}
+
+/// What one stolen store PC opens: each store holds keys of its own from the hub (no
+/// chain key), and its database holds only the members it registered or served. A
+/// store that never served a member holds nothing of them; the store that looked one
+/// up holds that one member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_holds_keys_of_its_own_and_only_the_members_it_served() -> Result<()> {
+    let hub = TestHub::spawn().await?;
+    let s1 = enrolled_edge(&hub, "S001").await?;
+    let s2 = enrolled_edge(&hub, "S002").await?;
+    let s3 = enrolled_edge(&hub, "S003").await?;
+    for (i, phone) in ["13900000011", "13900000012", "13900000013"]
+        .iter()
+        .enumerate()
+    {
+        s1.register(phone, Some(["王一", "王二", "王三"][i]))
+            .await?;
+    }
+    s1.synced().await?;
+    s2.hub_reachable(true).await?;
+    let r = s2.get("/v1/members?phone=13900000012").await?;
+    assert_eq!(
+        (r.status, r.json["name"].as_str()),
+        (200, Some("王二")),
+        "{}",
+        r.json
+    );
+
+    let keys: Vec<Vec<u8>> = [&s1, &s2, &s3]
+        .iter()
+        .map(|e| std::fs::read(e.key_dir().join("store.key")))
+        .collect::<std::io::Result<_>>()
+        .context("every enrolled store holds store.key")?;
+    assert!(keys[0] != keys[1] && keys[1] != keys[2] && keys[0] != keys[2]);
+    for e in [&s1, &s2, &s3] {
+        assert!(
+            !e.key_dir().join("chain.key").exists(),
+            "no store holds the chain's key"
+        );
+    }
+    let members = |e: &TestEdge| -> Result<i64> {
+        let c = rusqlite::Connection::open_with_flags(
+            e.db_path(),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )?;
+        Ok(c.query_row("SELECT count(*) FROM members", [], |r| r.get(0))?)
+    };
+    assert_eq!(members(&s1)?, 3);
+    assert_eq!(members(&s2)?, 1, "S002 holds the one member it looked up");
+    assert_eq!(members(&s3)?, 0, "S003 never served any");
     Ok(())
 }
 
