@@ -30,7 +30,7 @@ pub fn open_hub(dir: &Path, need_ca: bool) -> anyhow::Result<Hub> {
     };
     let hub = Hub::new(Arc::new(store), pem, fp);
     // The stores' root key is made beside the chain's the first time a hub with the
-    // chain's keys opens: before it, every store held the chain's keys (Scheme::Chain).
+    // chain's keys opens: before it, every store held the chain's keys (keyring::CHAIN).
     match crate::keyring::Keyring::load(dir, true) {
         Ok(ring) => Ok(hub.with_keyring(Arc::new(ring))),
         Err(_) if !need_ca && !dir.join(crate::chain_keys::CHAIN_KEY_FILE).exists() => Ok(hub),

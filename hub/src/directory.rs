@@ -9,7 +9,7 @@ use patron_sync::pull::{FetchedMember, MemberFetch, MemberKeys};
 
 use crate::clock::Clock;
 use crate::error::HubError;
-use crate::keyring::{Keyring, Scheme};
+use crate::keyring::{CHAIN, Keyring};
 use crate::store::{HubStore, StoreRow};
 
 /// Facts per page of a member fetch: most members' whole history, in one round trip.
@@ -136,7 +136,7 @@ impl Directory {
                 }
                 ring.chain_index(phone)
             }
-            (Some(_), None) if store.member_keys != Some(Scheme::Chain) => {
+            (Some(_), None) if store.member_keys != Some(CHAIN) => {
                 return Err(HubError::Invalid(
                     "a store holding keys of its own fetches a member by phone".into(),
                 ));
@@ -184,7 +184,9 @@ impl Directory {
         let Some(ring) = self.keyring.as_ref().filter(|_| !store.revoked) else {
             return Ok(Vec::new());
         };
-        let scheme = store.member_keys.unwrap_or(Scheme::Store);
+        let Some(generation) = store.member_keys else {
+            return Ok(Vec::new());
+        };
         let mut members: Vec<uuid::Uuid> = facts
             .filter_map(|f| patron_domain::Entry::parse(&f.body).ok())
             .filter(|e| {
@@ -204,7 +206,7 @@ impl Directory {
         Ok(held
             .iter()
             .filter_map(|k| {
-                let got = ring.deliver(&store.store_id, scheme, k);
+                let got = ring.deliver(&store.store_id, generation, k);
                 if got.is_none() {
                     tracing::error!(member = %k.member, "a held member key does not open");
                 }

@@ -11,7 +11,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use crate::clock::Clock;
 use crate::error::HubError;
 use crate::ingest::HUB_NODE;
-use crate::keyring::Scheme;
+use crate::keyring::CHAIN;
 use crate::store::{HubStore, NewStore, StoreRow};
 
 /// Stores joining the chain and proving who they are.
@@ -163,6 +163,39 @@ impl Enrollment {
         Ok(self.store.cancel_enrollment(store_id)?)
     }
 
+    /// Rotates a store's member keys (`patron-hub store rotate-keys`): the hub offers
+    /// it the next generation with its next push; the store re-wraps what it holds in
+    /// the background and reports when it holds them (docs/keys.md). A store holding
+    /// the chain's keys moves to keys of its own. The generation offered.
+    pub fn rotate_keys(&self, store_id: &str) -> Result<u32, HubError> {
+        if self.keyring.is_none() {
+            return Err(HubError::Invalid("this hub holds no member keys".into()));
+        }
+        let g = self.store.offer_keys(store_id)?.ok_or_else(|| {
+            HubError::Invalid(format!(
+                "{store_id}: no such enrolled, unrevoked store holding member keys"
+            ))
+        })?;
+        tracing::warn!(store = %store_id, generation = g, "store member keys rotated");
+        Ok(g)
+    }
+
+    /// The keys to offer `store` with a push answer: the generation HQ rotated it to,
+    /// while the store reports holding an older one.
+    pub fn keys_to_offer(
+        &self,
+        store: &StoreRow,
+        reported: Option<u32>,
+    ) -> Option<patron_protocol::hub::OfferedKeys> {
+        let ring = self.keyring.as_ref()?;
+        let offered = store.keys_offered?;
+        let held = reported.or(store.member_keys)?;
+        (offered > held).then(|| patron_protocol::hub::OfferedKeys {
+            generation: offered,
+            keys: ring.handout(&store.store_id, offered),
+        })
+    }
+
     /// Revokes a store: from now on its credential is refused, what it pushes is kept
     /// in quarantine for review, and it cannot enroll again. Whether it was not yet.
     pub fn revoke(&self, store_id: &str) -> Result<bool, HubError> {
@@ -196,19 +229,23 @@ impl Enrollment {
             &secret_hash(secret),
             store_id,
             &secret_hash(&credential),
-            self.keyring.as_ref().map(|_| Scheme::Store),
+            self.keyring.as_ref().map(|_| 1),
             (self.now)(),
         )?;
         tracing::info!(store = %row.store_id, ring = %row.ring, "store enrolled");
-        // A store enrolled when every store got the chain's keys keeps them (its members
-        // are wrapped under them); any other gets keys of its own.
-        let handout = |scheme| {
-            self.keyring
-                .as_ref()
-                .filter(|_| row.member_keys == Some(scheme))
-                .map(|k| k.handout(&row.store_id, scheme))
+        // A store enrolled again keeps the keys it holds (its members are wrapped under
+        // them): the chain's at a store enrolled before keys were per store, else its
+        // own generation. A rotation offered since comes with its next push.
+        let handout = self
+            .keyring
+            .as_ref()
+            .zip(row.member_keys)
+            .map(|(k, g)| (g, k.handout(&row.store_id, g)));
+        let (chain_keys, store_keys) = match handout {
+            Some((CHAIN, keys)) => (Some(keys), None),
+            Some((_, keys)) => (None, Some(keys)),
+            None => (None, None),
         };
-        let (chain_keys, store_keys) = (handout(Scheme::Chain), handout(Scheme::Store));
         Ok(EnrollResponse {
             store_id: row.store_id,
             credential,

@@ -8,7 +8,7 @@ use patron_domain::{Entry, Kind};
 use patron_sync::profile::{ProfileOp, ops_of, stamp_of};
 use patron_sync::session::Batch;
 
-use crate::keyring::{HeldKey, Keyring, Opened, Scheme};
+use crate::keyring::{Generation, HeldKey, Keyring, Opened};
 
 /// The hub's node name in sync messages.
 pub const HUB_NODE: &str = "hub";
@@ -36,14 +36,16 @@ pub fn type_batch(
         .collect()
 }
 
-/// The hub's keys and the keys the pushing store was handed: how the hub reads the
+/// The hub's keys and the keys the pushing store may hold: how the hub reads the
 /// phone a registration seals.
 #[derive(Debug, Clone, Copy)]
 pub struct Keys<'a> {
     /// The hub's keys.
     pub ring: &'a Keyring,
-    /// What the store holds.
-    pub scheme: Scheme,
+    /// The newest generation of its own keys the store may have written under
+    /// (offered to it); [`crate::keyring::CHAIN`] for a store only ever handed the
+    /// chain's keys.
+    pub upto: Generation,
 }
 
 /// One fact of store `store`, typed, with what it changes besides the log.
@@ -77,10 +79,7 @@ pub fn type_fact(
             None => {
                 let idx = idx.to_base64();
                 let idx = match keys {
-                    Some(Keys {
-                        scheme: Scheme::Store,
-                        ..
-                    }) => format!("{store}/{idx}"),
+                    Some(Keys { upto: 1.., .. }) => format!("{store}/{idx}"),
                     _ => idx,
                 };
                 (Some((m.clone(), idx)), None)
@@ -111,7 +110,7 @@ fn open_keys(store: &str, keys: Keys<'_>, entry: &Entry) -> Option<Opened> {
         .decode(phone)
         .ok()?;
     keys.ring
-        .open(store, keys.scheme, entry.member?, wrapped, &phone)
+        .open(store, keys.upto, entry.member?, wrapped, &phone)
 }
 
 /// The profile changes a fact carries, stamped by its store's hybrid logical clock

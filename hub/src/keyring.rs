@@ -12,7 +12,7 @@
 //! doing so for a revoked store: its keys open no member it did not hold by then.
 //!
 //! Stores enrolled when every store was handed the chain's keys keep them
-//! ([`Scheme::Chain`]): for them the chain's keys are their keys, and the hub translates
+//! ([`CHAIN`]): for them the chain's keys are their keys, and the hub translates
 //! for them the same way (docs/keys.md, "Migration").
 //!
 //! Ciphertexts are `nonce ‖ ciphertext ‖ tag` with the member and field as associated
@@ -35,33 +35,13 @@ pub const STORES_KEY_FILE: &str = "stores.key";
 const MAGIC: &[u8; 8] = b"PATRONR1";
 const KEY_LEN: usize = 32;
 
-/// Which keys a store was handed at enrollment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scheme {
-    /// The chain's keys, as every store got them before keys were per store.
-    Chain,
-    /// Keys of its own, derived by the hub.
-    Store,
-}
+/// Which keys a store holds: [`CHAIN`] (the chain's, as every store got them before
+/// keys were per store), or generation `n >= 1` of keys of its own. A rotation moves a
+/// store to the next generation (from [`CHAIN`]: to 1).
+pub type Generation = u32;
 
-impl Scheme {
-    /// The name kept in the store's row.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scheme::Chain => "chain",
-            Scheme::Store => "store",
-        }
-    }
-
-    /// The scheme a row names.
-    pub fn parse(s: &str) -> Option<Scheme> {
-        match s {
-            "chain" => Some(Scheme::Chain),
-            "store" => Some(Scheme::Store),
-            _ => None,
-        }
-    }
-}
+/// The chain's keys, as a store's generation.
+pub const CHAIN: Generation = 0;
 
 /// A member's data key as the hub keeps it: wrapped under the chain's key, with the
 /// member's sealed phone (under the data key), from which any store's index follows.
@@ -111,7 +91,7 @@ impl Pair {
 /// The hub's keys: the chain's pair and the root the stores' pairs come from.
 pub struct Keyring {
     chain: Pair,
-    /// The chain's pair as enrollment hands it to [`Scheme::Chain`] stores (base64).
+    /// The chain's pair as enrollment hands it to [`CHAIN`] stores (base64).
     chain_handout: Zeroizing<String>,
     root: hmac::Key,
     rng: SystemRandom,
@@ -148,20 +128,26 @@ impl Keyring {
         Keyring::new(&chain, &root[..])
     }
 
-    /// The keys a store is handed at enrollment (base64 of index key ‖ wrapping key).
-    pub fn handout(&self, store: &str, scheme: Scheme) -> String {
-        match scheme {
-            Scheme::Chain => self.chain_handout.to_string(),
-            Scheme::Store => B64.encode(&self.store_bytes(store)[..]),
+    /// The keys of generation `generation` of store `store` (base64 of index key ‖
+    /// wrapping key), as the store is handed them.
+    pub fn handout(&self, store: &str, generation: Generation) -> String {
+        match generation {
+            CHAIN => self.chain_handout.to_string(),
+            g => B64.encode(&self.store_bytes(store, g)[..]),
         }
     }
 
-    fn store_bytes(&self, store: &str) -> Zeroizing<[u8; 2 * KEY_LEN]> {
+    fn store_bytes(&self, store: &str, generation: Generation) -> Zeroizing<[u8; 2 * KEY_LEN]> {
         let derive = |purpose: &str| {
             let mut ctx = hmac::Context::with_key(&self.root);
             ctx.update(purpose.as_bytes());
             ctx.update(&[0]);
             ctx.update(store.as_bytes());
+            // The first generation is derived without one (as keys were before rotation).
+            if generation > 1 {
+                ctx.update(&[0]);
+                ctx.update(&generation.to_be_bytes());
+            }
             ctx.sign()
         };
         let mut out = Zeroizing::new([0u8; 2 * KEY_LEN]);
@@ -170,10 +156,10 @@ impl Keyring {
         out
     }
 
-    fn pair_of(&self, store: &str, scheme: Scheme) -> Option<Pair> {
-        match scheme {
-            Scheme::Chain => None,
-            Scheme::Store => Pair::from_bytes(&self.store_bytes(store)[..]),
+    fn pair_of(&self, store: &str, generation: Generation) -> Option<Pair> {
+        match generation {
+            CHAIN => None,
+            g => Pair::from_bytes(&self.store_bytes(store, g)[..]),
         }
     }
 
@@ -184,22 +170,24 @@ impl Keyring {
     }
 
     /// Opens a registration's or re-key's data key (`wrapped`, by store `store` under
-    /// `scheme`) and the phone sealed under it: the phone's chain index, and the key to
-    /// keep. `None` when neither the store's keys nor the chain's open it (a member the
-    /// store registered before it enrolled, under keys of its own) or no phone is sealed.
+    /// any of its generations up to `upto`, or the chain's) and the phone sealed under
+    /// it: the phone's chain index, and the key to keep. `None` when none of those keys
+    /// opens it (a member the store registered before it enrolled, under keys of its
+    /// own) or no phone is sealed.
     pub fn open(
         &self,
         store: &str,
-        scheme: Scheme,
+        upto: Generation,
         member: uuid::Uuid,
         wrapped: &[u8],
         phone_sealed: &[u8],
     ) -> Option<Opened> {
         let ad = aad(member.as_bytes(), "member-key");
-        let raw = match self.pair_of(store, scheme) {
-            Some(p) => open(&p.wrap, &ad, wrapped).or_else(|| open(&self.chain.wrap, &ad, wrapped)),
-            None => open(&self.chain.wrap, &ad, wrapped),
-        }?;
+        let raw = (1..=upto)
+            .rev()
+            .filter_map(|g| self.pair_of(store, g))
+            .find_map(|p| open(&p.wrap, &ad, wrapped))
+            .or_else(|| open(&self.chain.wrap, &ad, wrapped))?;
         let phone = open_with(&raw, &aad(member.as_bytes(), "phone"), phone_sealed)?;
         let phone = Zeroizing::new(String::from_utf8(phone.to_vec()).ok()?);
         let wrapped = seal(&self.chain.wrap, &self.rng, &ad, &raw)?;
@@ -214,19 +202,19 @@ impl Keyring {
     }
 
     /// A held member key translated for store `store`: the phone's index and the data
-    /// key wrapped, under that store's keys. `None` if the held key does not open
-    /// (a corrupted row).
+    /// key wrapped, under that store's keys of generation `generation`. `None` if the
+    /// held key does not open (a corrupted row).
     pub fn deliver(
         &self,
         store: &str,
-        scheme: Scheme,
+        generation: Generation,
         held: &HeldKey,
     ) -> Option<patron_sync::pull::MemberKeys> {
         let m = held.member.as_bytes();
         let ad = aad(m, "member-key");
         let raw = open(&self.chain.wrap, &ad, &held.wrapped)?;
         let phone = open_with(&raw, &aad(m, "phone"), &held.phone)?;
-        let pair = self.pair_of(store, scheme);
+        let pair = self.pair_of(store, generation);
         let (index, wrap) = match &pair {
             Some(p) => (&p.index, &p.wrap),
             None => (&self.chain.index, &self.chain.wrap),
@@ -388,13 +376,11 @@ mod tests {
     #[test]
     fn each_store_holds_keys_no_other_store_holds() {
         let k = keyring();
-        let (a, b) = (
-            k.handout("S001", Scheme::Store),
-            k.handout("S002", Scheme::Store),
-        );
+        let (a, b) = (k.handout("S001", 1), k.handout("S002", 1));
         assert_ne!(a, b);
-        assert_eq!(a, k.handout("S001", Scheme::Store), "derived, so stable");
-        assert_ne!(a, k.handout("S001", Scheme::Chain));
+        assert_eq!(a, k.handout("S001", 1), "derived, so stable");
+        assert_ne!(a, k.handout("S001", CHAIN));
+        assert_ne!(a, k.handout("S001", 2), "each generation its own");
         let m = uuid::Uuid::now_v7();
         let (idx_a, wrapped, sealed) = register(&a, m, "13800000001");
         // S002 can neither open S001's member nor find the phone under S001's index.
@@ -409,19 +395,19 @@ mod tests {
     #[test]
     fn the_hub_indexes_by_the_sealed_phone_and_translates_for_the_receiving_store() {
         let k = keyring();
-        let a = k.handout("S001", Scheme::Store);
-        let b = k.handout("S002", Scheme::Store);
+        let a = k.handout("S001", 1);
+        let b = k.handout("S002", 1);
         let m = uuid::Uuid::now_v7();
         let (_, wrapped, sealed) = register(&a, m, "13800000001");
         let opened = k
-            .open("S001", Scheme::Store, m, &wrapped, &sealed)
+            .open("S001", 1, m, &wrapped, &sealed)
             .unwrap_or_else(|| panic!("the hub opens S001's registration"));
         assert_eq!(opened.chain_index, k.chain_index("13800000001"));
         // Another store's keys do not open it at the hub either: a store cannot pass
         // off another store's registration as its own.
-        assert_eq!(k.open("S002", Scheme::Store, m, &wrapped, &sealed), None);
+        assert_eq!(k.open("S002", 1, m, &wrapped, &sealed), None);
         let got = k
-            .deliver("S002", Scheme::Store, &opened.held)
+            .deliver("S002", 1, &opened.held)
             .unwrap_or_else(|| panic!("delivered"));
         assert_eq!(got.phone_idx, index(&b, "13800000001"));
         let rewrapped = B64.decode(&got.wrapped_key).unwrap_or_default();
@@ -435,9 +421,9 @@ mod tests {
             "under S002's keys only"
         );
         // A store holding the chain's keys gets them under the chain's.
-        let chain = k.handout("S009", Scheme::Chain);
+        let chain = k.handout("S009", CHAIN);
         let got = k
-            .deliver("S009", Scheme::Chain, &opened.held)
+            .deliver("S009", CHAIN, &opened.held)
             .unwrap_or_else(|| panic!("delivered"));
         assert_eq!(got.phone_idx, k.chain_index("13800000001"));
         assert_eq!(index(&chain, "13800000001"), k.chain_index("13800000001"));
@@ -449,18 +435,12 @@ mod tests {
         let m = uuid::Uuid::now_v7();
         let own = B64.encode([5u8; 64]);
         let (_, wrapped, sealed) = register(&own, m, "13800000001");
-        assert_eq!(k.open("S001", Scheme::Store, m, &wrapped, &sealed), None);
+        assert_eq!(k.open("S001", 1, m, &wrapped, &sealed), None);
         // Bound to the member: a wrapped key moved to another member does not open.
-        let a = k.handout("S001", Scheme::Store);
+        let a = k.handout("S001", 1);
         let (_, wrapped, sealed) = register(&a, m, "13800000001");
         assert_eq!(
-            k.open(
-                "S001",
-                Scheme::Store,
-                uuid::Uuid::now_v7(),
-                &wrapped,
-                &sealed
-            ),
+            k.open("S001", 1, uuid::Uuid::now_v7(), &wrapped, &sealed),
             None
         );
     }
@@ -475,10 +455,7 @@ mod tests {
         );
         let a = Keyring::load(dir.path(), true).unwrap_or_else(|e| panic!("{e}"));
         let b = Keyring::load(dir.path(), true).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            a.handout("S001", Scheme::Store),
-            b.handout("S001", Scheme::Store)
-        );
+        assert_eq!(a.handout("S001", 1), b.handout("S001", 1));
         let path = dir.path().join(STORES_KEY_FILE);
         let mode = std::fs::metadata(&path)
             .map(|m| m.permissions().mode() & 0o777)

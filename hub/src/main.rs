@@ -171,6 +171,13 @@ enum StoreCommand {
         /// Store id.
         store_id: String,
     },
+    /// Rotates the store's member keys: the store receives the next generation with
+    /// its next sync, re-wraps what it holds in the background and drops the old keys
+    /// (docs/keys.md). A store holding the chain's keys moves to keys of its own.
+    RotateKeys {
+        /// Store id.
+        store_id: String,
+    },
     /// Stops the store's credential at once and prints a one-time enrollment token;
     /// the store syncs again after `patron-edge enroll` with it (its data stays).
     RotateCredential {
@@ -297,6 +304,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Store {
+            command: StoreCommand::RotateKeys { store_id },
+        } => {
+            let g = hub(&dir, false)?.enrollment.rotate_keys(&store_id)?;
+            println!(
+                "store {store_id}: member keys generation {g} offered; it takes them at its next sync (`store list` shows when it holds them)"
+            );
+        }
+        Command::Store {
             command:
                 StoreCommand::RotateCredential {
                     store_id,
@@ -338,7 +353,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
                 println!(
-                    "{:<10} {:<20} {:<8} {:<8} {:>10} {:>8} {:>10} {:>11} {:<6}",
+                    "{:<10} {:<20} {:<8} {:<8} {:>10} {:>8} {:>10} {:>11} {:<9}",
                     "store",
                     "name",
                     "ring",
@@ -357,9 +372,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         (Some(_), _) => "revoked".to_string(),
                         (None, e) => e.to_string(),
                     };
-                    // `chain`: a store still holding every store's key (docs/keys.md).
+                    // `chain`: a store still holding every store's key (docs/keys.md);
+                    // `g1>g2`: rotating from generation 1 to 2.
+                    let name = |g: u32| match g {
+                        0 => "chain".to_string(),
+                        g => format!("g{g}"),
+                    };
+                    let keys = match (s.key_generation, s.key_offered) {
+                        (None, _) => "-".to_string(),
+                        (Some(g), None) => name(g),
+                        (Some(g), Some(o)) => format!("{}>{}", name(g), name(o)),
+                    };
                     println!(
-                        "{:<10} {:<20} {:<8} {:<8} {:>10} {:>8} {:>10} {:>11} {:<6}",
+                        "{:<10} {:<20} {:<8} {:<8} {:>10} {:>8} {:>10} {:>11} {:<9}",
                         s.store_id,
                         s.name,
                         s.ring,
@@ -368,7 +393,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         s.pending,
                         s.facts,
                         s.quarantined,
-                        s.member_keys.as_deref().unwrap_or("-")
+                        keys
                     );
                 }
             }

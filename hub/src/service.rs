@@ -160,9 +160,16 @@ impl Hub {
         req: PushRequest<Push>,
     ) -> Result<PushAnswer<PushAck>, HubError> {
         let negotiated = crate::enrollment::negotiate(req.report.protocol)?;
+        let reported = req.report.key_generation;
+        let ack = self.push(store, req)?;
+        if let Some(g) = reported.filter(|g| Some(*g) != store.member_keys) {
+            self.store.note_key_generation(&store.store_id, g)?;
+            tracing::info!(store = %store.store_id, generation = g, "store holds new member keys");
+        }
         Ok(PushAnswer {
-            ack: self.push(store, req)?,
+            ack,
             negotiated: Some(negotiated),
+            keys: self.enrollment.keys_to_offer(store, reported),
         })
     }
 
@@ -305,7 +312,10 @@ impl Hub {
         let mut ahead = 0i64;
         let keys = self.keyring.as_deref().map(|ring| crate::ingest::Keys {
             ring,
-            scheme: store.member_keys.unwrap_or(crate::keyring::Scheme::Store),
+            upto: store
+                .keys_offered
+                .or(store.member_keys)
+                .unwrap_or(crate::keyring::CHAIN),
         });
         let origins: Vec<patron_protocol::Origin> =
             req.push.batches.iter().map(|b| b.origin.clone()).collect();
@@ -422,16 +432,11 @@ impl Hub {
         let ring = self.keyring.clone();
         // Which keys each store holds decides how an index the hub cannot check is kept
         // (crate::ingest::type_fact), as at ingest.
-        let schemes: HashMap<String, crate::keyring::Scheme> = self
+        let generations: HashMap<String, crate::keyring::Generation> = self
             .enrollment
             .stores()?
             .into_iter()
-            .filter_map(|s| {
-                Some((
-                    s.store_id,
-                    crate::keyring::Scheme::parse(s.member_keys.as_deref()?)?,
-                ))
-            })
+            .filter_map(|s| Some((s.store_id, s.key_offered.or(s.key_generation)?)))
             .collect();
         let project = move |node: &str, body: &str, received_at: i64| {
             let entry = patron_domain::Entry::parse(body).map_err(|e| e.to_string())?;
@@ -451,10 +456,10 @@ impl Hub {
             }
             let keys = ring.as_deref().map(|ring| crate::ingest::Keys {
                 ring,
-                scheme: schemes
+                upto: generations
                     .get(node)
                     .copied()
-                    .unwrap_or(crate::keyring::Scheme::Store),
+                    .unwrap_or(crate::keyring::CHAIN),
             });
             crate::ingest::type_fact(node, keys, entry, received_at, &mut 0)
                 .map(Some)
@@ -1264,6 +1269,130 @@ mod tests {
         };
         let after = fetch_by_phone(hub, &revoked, "13800000001");
         assert!(matches!(after, Err(HubError::Revoked(_))), "{after:?}");
+    }
+
+    /// HQ rotates S001's keys: the next push answer offers generation 2 (until S001
+    /// reports holding it), members S001 writes under either generation are opened,
+    /// and once it holds generation 2 the hub translates for it under that one only.
+    #[test]
+    fn a_rotation_offers_the_next_generation_until_the_store_holds_it() {
+        use crate::keyring::store_side::{index, read_phone};
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let t = TestHub::with_keys(T0, &["S001", "S002"]);
+        let (hub, rows) = (&t.hub, &t.rows);
+        let g1 = t.keys[0].clone().unwrap_or_default();
+        let heartbeat = |row: &StoreRow, held: u32| {
+            hub.push_negotiated(
+                row,
+                PushRequest {
+                    report: SyncReport {
+                        key_generation: Some(held),
+                        ..Default::default()
+                    },
+                    push: Push {
+                        from: row.store_id.clone(),
+                        batches: Vec::new(),
+                    },
+                },
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+            .keys
+        };
+        assert_eq!(
+            heartbeat(&rows[0], 1),
+            None,
+            "nothing to offer before a rotation"
+        );
+        let (reg, ..) = keyed_registration(&g1, "m-1", "13800000001");
+        push_facts(
+            hub,
+            &rows[0],
+            vec![member_fact(
+                "S001",
+                1,
+                T0,
+                "member_registered",
+                "m-1",
+                0,
+                &reg,
+            )],
+        );
+
+        assert_eq!(hub.enrollment.rotate_keys("S001").ok(), Some(2));
+        assert!(hub.enrollment.rotate_keys("S404").is_err());
+        let row = |id: &str| {
+            hub.enrollment
+                .stores()
+                .unwrap_or_else(|e| panic!("{e}"))
+                .into_iter()
+                .find(|s| s.store_id == id)
+                .map(|s| (s.key_generation, s.key_offered))
+        };
+        assert_eq!(row("S001"), Some((Some(1), Some(2))));
+        let s1 = StoreRow {
+            keys_offered: Some(2),
+            ..rows[0].clone()
+        };
+        let offer = heartbeat(&s1, 1).unwrap_or_else(|| panic!("generation 2 is offered"));
+        assert_eq!(offer.generation, 2);
+        assert_ne!(offer.keys, g1);
+        assert_eq!(
+            heartbeat(&s1, 1).map(|o| o.keys),
+            Some(offer.keys.clone()),
+            "offered until held"
+        );
+        // Written under generation 2 before the store reports holding it: opened too.
+        let (reg2, ..) = keyed_registration(&offer.keys, "m-2", "13800000002");
+        push_facts(
+            hub,
+            &s1,
+            vec![member_fact(
+                "S001",
+                2,
+                T0,
+                "member_registered",
+                "m-2",
+                0,
+                &reg2,
+            )],
+        );
+        let got = fetch_by_phone(hub, &rows[1], "13800000002").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            got.keys.len(),
+            1,
+            "the hub opened the generation-2 registration"
+        );
+
+        assert_eq!(heartbeat(&s1, 2), None, "held now: nothing more to offer");
+        assert_eq!(row("S001"), Some((Some(2), None)));
+        // Translated for S001 under generation 2 only.
+        let s1 = StoreRow {
+            member_keys: Some(2),
+            ..s1
+        };
+        let m = uuid::Uuid::parse_str(&mid("m-1")).unwrap_or_else(|e| panic!("{e}"));
+        let (_, _, sealed) = keyed_registration(&g1, "m-1", "13800000001");
+        let got = fetch_by_phone(hub, &s1, "13800000001").unwrap_or_else(|e| panic!("{e}"));
+        let k = &got.keys[0];
+        assert_eq!(k.phone_idx, index(&offer.keys, "13800000001"));
+        let wrapped = b64.decode(&k.wrapped_key).unwrap_or_default();
+        assert!(
+            read_phone(&g1, m, &wrapped, &sealed).is_none(),
+            "not under generation 1"
+        );
+        // (The phone sealed under the member's key is the registration's: the same key
+        // opened under generation 2 reads it.)
+        let held_phone = {
+            let (r, ..) = (reg.clone(), ());
+            let v: serde_json::Value = serde_json::from_str(&r).unwrap_or_default();
+            b64.decode(v["phone"].as_str().unwrap_or_default())
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            read_phone(&offer.keys, m, &wrapped, &held_phone).as_deref(),
+            Some("13800000001")
+        );
     }
 
     /// The hub indexes a registration by the phone it seals, not by the index the store

@@ -67,7 +67,8 @@ impl TestHub {
                 name: (*s).into(),
                 ring: "all".into(),
                 revoked: false,
-                member_keys: keyed.then_some(crate::keyring::Scheme::Store),
+                member_keys: keyed.then_some(1),
+                keys_offered: keyed.then_some(1),
             });
         }
         TestHub {

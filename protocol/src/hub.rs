@@ -157,6 +157,10 @@ pub struct SyncReport {
     /// forgets nothing for a cursor whose fact it does not hold there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream_mark: Option<u64>,
+    /// The generation of member keys the store holds (0: the chain's; absent: none, or
+    /// a store from before rotation, taken as the generation it was handed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_generation: Option<u32>,
 }
 
 /// `POST /v1/sync/push` body: the report and the push itself.
@@ -178,6 +182,27 @@ pub struct PushAnswer<A> {
     /// The protocol agreed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub negotiated: Option<Negotiated>,
+    /// New member keys for the store, when HQ rotated them and the store does not hold
+    /// them yet (`patron-hub store rotate-keys`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<OfferedKeys>,
+}
+
+/// A new generation of a store's member keys.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OfferedKeys {
+    /// The generation (1 and up).
+    pub generation: u32,
+    /// The keys (base64 of 64 bytes: the phone blind-index key, then the wrapping key).
+    pub keys: String,
+}
+
+impl std::fmt::Debug for OfferedKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OfferedKeys")
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One store as the hub lists it.
@@ -208,10 +233,13 @@ pub struct StoreStatus {
     /// Facts of this store kept in quarantine for review (not applied).
     #[serde(default)]
     pub quarantined: u64,
-    /// The member keys it was handed: `store` (its own), `chain` (every store's, before
-    /// keys were per store: docs/keys.md), absent if none.
+    /// The generation of member keys it holds: 0 the chain's (a store enrolled before
+    /// keys were per store: docs/keys.md), 1 and up its own; absent if none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub member_keys: Option<String>,
+    pub key_generation: Option<u32>,
+    /// The generation HQ rotated it to, while the store does not hold it yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_offered: Option<u32>,
 }
 
 /// A store's fact the hub kept in quarantine instead of applying it (`GET

@@ -36,7 +36,7 @@ fn store(s: &dyn HubStore, id: &str) {
         &[id.as_bytes()[id.len() - 1]; 32],
         id,
         &[id.as_bytes()[id.len() - 1] ^ 0xff; 32],
-        Some(crate::keyring::Scheme::Chain),
+        Some(crate::keyring::CHAIN),
         T0,
     )
     .unwrap_or_else(|e| panic!("{e}"));
@@ -125,7 +125,7 @@ fn stores_enroll_once_and_authenticate_by_credential(s: &dyn HubStore) {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         found.map(|r| (r.store_id, r.member_keys)),
-        Some(("S001".into(), Some(crate::keyring::Scheme::Chain)))
+        Some(("S001".into(), Some(crate::keyring::CHAIN)))
     );
     assert_eq!(s.store_by_credential(&[7; 32]).ok().flatten(), None);
     // Enrolled again (a rotated credential), a store keeps the member keys it was
@@ -133,22 +133,39 @@ fn stores_enroll_once_and_authenticate_by_credential(s: &dyn HubStore) {
     s.issue_enrollment("S001", &[8; 32], T0 + 60_000, true)
         .unwrap_or_else(|e| panic!("{e}"));
     let row = s
-        .enroll(
-            &[8; 32],
-            "S001",
-            &[9; 32],
-            Some(crate::keyring::Scheme::Store),
-            T0,
-        )
+        .enroll(&[8; 32], "S001", &[9; 32], Some(1), T0)
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(row.member_keys, Some(crate::keyring::Scheme::Chain));
+    assert_eq!(row.member_keys, Some(crate::keyring::CHAIN));
     let found = s
         .store_by_credential(&[9; 32])
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         found.and_then(|r| r.member_keys),
-        Some(crate::keyring::Scheme::Chain)
+        Some(crate::keyring::CHAIN)
     );
+    // Rotations offer the next generation; a store holds one only once offered; a
+    // store holding the chain's keys moves to its own first generation.
+    assert_eq!(s.offer_keys("S001").ok().flatten(), Some(1));
+    assert_eq!(s.offer_keys("S001").ok().flatten(), Some(2));
+    assert_eq!(s.offer_keys("S404").ok().flatten(), None);
+    let held = |id: &str| {
+        s.list_stores(T0)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .into_iter()
+            .find(|r| r.store_id == id)
+            .map(|r| (r.key_generation, r.key_offered))
+    };
+    assert_eq!(held("S001"), Some((Some(crate::keyring::CHAIN), Some(2))));
+    s.note_key_generation("S001", 3)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        held("S001"),
+        Some((Some(crate::keyring::CHAIN), Some(2))),
+        "never offered"
+    );
+    s.note_key_generation("S001", 2)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(held("S001"), Some((Some(2), None)));
     // A store never handed keys gets those it is enrolled with.
     s.add_store(&NewStore {
         store_id: "S002",
@@ -160,15 +177,9 @@ fn stores_enroll_once_and_authenticate_by_credential(s: &dyn HubStore) {
     })
     .unwrap_or_else(|e| panic!("{e}"));
     let row = s
-        .enroll(
-            &[10; 32],
-            "S002",
-            &[11; 32],
-            Some(crate::keyring::Scheme::Store),
-            T0,
-        )
+        .enroll(&[10; 32], "S002", &[11; 32], Some(1), T0)
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(row.member_keys, Some(crate::keyring::Scheme::Store));
+    assert_eq!(row.member_keys, Some(1));
     let list = s.list_stores(T0).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(list.len(), 2);
     assert!(list.iter().all(|s| s.enrolled));

@@ -68,9 +68,11 @@ pub struct StoreRow {
     pub ring: String,
     /// HQ revoked the store: it is refused, and what it pushes is quarantined.
     pub revoked: bool,
-    /// The member keys it was handed at enrollment (none: not enrolled, or by a hub
-    /// without keys).
-    pub member_keys: Option<crate::keyring::Scheme>,
+    /// The generation of member keys it holds (none: not enrolled, or by a hub without
+    /// keys; [`crate::keyring::CHAIN`]: the chain's).
+    pub member_keys: Option<crate::keyring::Generation>,
+    /// The generation HQ rotated it to (equal to `member_keys` once the store holds it).
+    pub keys_offered: Option<crate::keyring::Generation>,
 }
 
 /// A store to register, with the hash of its one-time enrollment secret.
@@ -141,9 +143,21 @@ pub trait Stores: Send + Sync + 'static {
         enroll_hash: &[u8; 32],
         store_id: &str,
         credential_hash: &[u8; 32],
-        keys: Option<crate::keyring::Scheme>,
+        keys: Option<crate::keyring::Generation>,
         now: i64,
     ) -> Result<StoreRow, StoreError>;
+
+    /// Rotates an enrolled, unrevoked store's member keys: offers it the generation
+    /// after the newest it holds or was offered. The generation offered; `None` for an
+    /// unknown, unenrolled or revoked store.
+    fn offer_keys(&self, store_id: &str) -> Result<Option<crate::keyring::Generation>, StoreError>;
+
+    /// Records the generation of keys a store reports holding (one it was offered).
+    fn note_key_generation(
+        &self,
+        store_id: &str,
+        held: crate::keyring::Generation,
+    ) -> Result<(), StoreError>;
 
     /// The data keys the hub holds of these members (those it could open: see
     /// [`crate::keyring`]), in no particular order.

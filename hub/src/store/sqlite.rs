@@ -16,7 +16,7 @@ use patron_protocol::hub::{
 };
 use patron_sqlite::wal::WalBound;
 
-use crate::keyring::{HeldKey, Scheme};
+use crate::keyring::{Generation, HeldKey};
 use patron_sync::profile::{Profile, ProfileOp};
 use patron_sync::rights::{Lease, Rights};
 use patron_sync::session::{Fact, Judgement, Merged};
@@ -372,10 +372,13 @@ const MIGRATIONS: &[&str] = &[
      WHERE enroll_hash IS NOT NULL AND enroll_expires_at IS NULL;
     "#,
     r#"
-    -- Which member keys a store was handed (crate::keyring::Scheme): 'chain' (every
-    -- store enrolled before keys were per store), 'store' (its own); NULL: none yet.
-    ALTER TABLE stores ADD COLUMN member_keys TEXT;
-    UPDATE stores SET member_keys = 'chain' WHERE enrolled_at IS NOT NULL;
+    -- Which member keys a store holds (crate::keyring::Generation): 0 the chain's
+    -- (every store enrolled before keys were per store), n >= 1 generation n of its
+    -- own; NULL: none yet. `key_offered`: the generation HQ rotated it to (the hub
+    -- hands it out until the store reports holding it).
+    ALTER TABLE stores ADD COLUMN key_generation INTEGER;
+    ALTER TABLE stores ADD COLUMN key_offered INTEGER;
+    UPDATE stores SET key_generation = 0, key_offered = 0 WHERE enrolled_at IS NOT NULL;
     -- Each member's data key wrapped under the chain's key, with the phone sealed under
     -- it, as the hub learnt them from the member's registration or re-key: the hub
     -- translates them for each store that receives the member (crate::keyring).
@@ -881,16 +884,16 @@ fn insert_fact(
     Ok(tx.last_insert_rowid())
 }
 
-/// A store's row from `store_id, name, ring, revoked, member_keys` (the first five
-/// columns).
+/// A store's row from `store_id, name, ring, revoked, key_generation, key_offered`
+/// (the first six columns).
 fn store_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoreRow> {
-    let keys: Option<String> = r.get(4)?;
     Ok(StoreRow {
         store_id: r.get(0)?,
         name: r.get(1)?,
         ring: r.get(2)?,
         revoked: r.get(3)?,
-        member_keys: keys.as_deref().and_then(Scheme::parse),
+        member_keys: r.get(4)?,
+        keys_offered: r.get(5)?,
     })
 }
 
@@ -1774,18 +1777,18 @@ impl Stores for SqliteStore {
         enroll_hash: &[u8; 32],
         store_id: &str,
         credential_hash: &[u8; 32],
-        keys: Option<Scheme>,
+        keys: Option<Generation>,
         now: i64,
     ) -> Result<StoreRow, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let (row, expires_at) = tx
             .query_row(
-                "SELECT store_id, name, ring, revoked_at IS NOT NULL, member_keys,
-                        enroll_expires_at
+                "SELECT store_id, name, ring, revoked_at IS NOT NULL, key_generation,
+                        key_offered, enroll_expires_at
                    FROM stores WHERE enroll_hash = ?1",
                 params![&enroll_hash[..]],
-                |r| Ok((store_row(r)?, r.get::<_, Option<i64>>(5)?)),
+                |r| Ok((store_row(r)?, r.get::<_, Option<i64>>(6)?)),
             )
             .optional()?
             .ok_or(StoreError::Enrollment("unknown or already used token"))?;
@@ -1800,21 +1803,27 @@ impl Stores for SqliteStore {
                 "the token expired: ask HQ for a new one",
             ));
         }
-        // A store keeps the keys it was handed first: its members are wrapped under them.
+        // A store keeps the keys it holds: its members are wrapped under them.
         let member_keys = row.member_keys.or(keys);
+        let keys_offered = row.keys_offered.or(keys);
         tx.execute(
             "UPDATE stores SET enroll_hash = NULL, enroll_expires_at = NULL, credential_hash = ?2,
-                    enrolled_at = ?3, member_keys = ?4
+                    enrolled_at = ?3, key_generation = ?4, key_offered = ?5
               WHERE store_id = ?1",
             params![
                 store_id,
                 &credential_hash[..],
                 now,
-                member_keys.map(Scheme::as_str)
+                member_keys,
+                keys_offered
             ],
         )?;
         tx.commit()?;
-        Ok(StoreRow { member_keys, ..row })
+        Ok(StoreRow {
+            member_keys,
+            keys_offered,
+            ..row
+        })
     }
 
     fn held_keys(&self, members: &[uuid::Uuid]) -> Result<Vec<HeldKey>, StoreError> {
@@ -1844,11 +1853,33 @@ impl Stores for SqliteStore {
         let conn = self.readers.get();
         Ok(conn
             .prepare_cached(
-                "SELECT store_id, name, ring, revoked_at IS NOT NULL, member_keys
+                "SELECT store_id, name, ring, revoked_at IS NOT NULL, key_generation, key_offered
                    FROM stores WHERE credential_hash = ?1",
             )?
             .query_row(params![&credential_hash[..]], store_row)
             .optional()?)
+    }
+
+    fn offer_keys(&self, store_id: &str) -> Result<Option<Generation>, StoreError> {
+        let conn = self.lock();
+        Ok(conn
+            .prepare_cached(
+                "UPDATE stores SET key_offered = max(coalesce(key_offered, 0), coalesce(key_generation, 0)) + 1
+                  WHERE store_id = ?1 AND key_generation IS NOT NULL AND revoked_at IS NULL
+                  RETURNING key_offered",
+            )?
+            .query_row(params![store_id], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn note_key_generation(&self, store_id: &str, held: Generation) -> Result<(), StoreError> {
+        let conn = self.lock();
+        conn.prepare_cached(
+            "UPDATE stores SET key_generation = ?2
+              WHERE store_id = ?1 AND ?2 <= key_offered AND key_generation IS NOT ?2",
+        )?
+        .execute(params![store_id, held])?;
+        Ok(())
     }
 
     fn note_clock_ahead(&self, store_id: &str, ahead_ms: i64) -> Result<(), StoreError> {
@@ -1867,7 +1898,8 @@ impl Stores for SqliteStore {
                     s.clock_ahead_ms, s.revoked_at,
                     (SELECT count(*) FROM facts f JOIN origins x ON x.id = f.origin
                       WHERE f.quarantine IS NOT NULL AND x.node = s.store_id),
-                    s.member_keys
+                    s.key_generation,
+                    CASE WHEN s.key_offered IS NOT s.key_generation THEN s.key_offered END
                FROM stores s LEFT JOIN origins o ON o.id = s.report_origin
               ORDER BY s.store_id",
         )?;
@@ -1885,7 +1917,8 @@ impl Stores for SqliteStore {
                 clock_ahead_ms: r.get(7)?,
                 revoked_at: r.get(8)?,
                 quarantined: r.get::<_, i64>(9)? as u64,
-                member_keys: r.get(10)?,
+                key_generation: r.get(10)?,
+                key_offered: r.get(11)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
