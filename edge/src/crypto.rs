@@ -34,6 +34,9 @@ const FILE_MAGIC: &[u8; 8] = b"PATRONK1";
 const FILE_LEN: usize = FILE_MAGIC.len() + 3 * KEY_LEN;
 const CHAIN_MAGIC: &[u8; 8] = b"PATRONC1";
 const STORE_MAGIC: &[u8; 8] = b"PATRONS1";
+/// A store key file that names its generation (after a rotation): magic, generation
+/// (4 bytes, big-endian), then the keys.
+const STORE_GEN_MAGIC: &[u8; 8] = b"PATRONS2";
 /// The chain's keys in the key directory, at a store enrolled before keys were per
 /// store.
 pub const CHAIN_KEY_FILE: &str = "chain.key";
@@ -77,8 +80,31 @@ pub struct Vault {
     master: LessSafeKey,
     phone_index: hmac::Key,
     request: hmac::Key,
-    chain: Option<ChainKeys>,
+    /// The keys from the hub: the current generation and, while a rotation re-wraps
+    /// what this store holds, the older ones (see [`HubKeys`]).
+    chain: std::sync::RwLock<HubKeys>,
     rng: SystemRandom,
+}
+
+/// The keys the hub handed this store, by generation.
+#[derive(Default)]
+struct HubKeys {
+    /// The current generation (0: the chain's keys), under which new members are
+    /// written.
+    current: Option<(u32, ChainKeys)>,
+    /// Older generations: they still open rows a rotation has not re-wrapped yet.
+    old: Vec<ChainKeys>,
+}
+
+impl HubKeys {
+    fn current(&self) -> Option<&ChainKeys> {
+        self.current.as_ref().map(|(_, k)| k)
+    }
+
+    /// Every generation held, the current first.
+    fn all(&self) -> impl Iterator<Item = &ChainKeys> {
+        self.current().into_iter().chain(&self.old)
+    }
 }
 
 /// The keys the hub handed this store: its own, or the chain's (see the module).
@@ -88,6 +114,13 @@ struct ChainKeys {
 }
 
 impl ChainKeys {
+    fn check(&self) -> String {
+        hex::encode(tag32(hmac::sign(
+            &self.phone_index,
+            b"patron:chain-key-check:v1",
+        )))
+    }
+
     fn from_bytes(keys: &[u8]) -> Option<ChainKeys> {
         (keys.len() == CHAIN_KEYS_LEN).then_some(())?;
         Some(ChainKeys {
@@ -109,12 +142,73 @@ pub fn save_store_keys(path: &Path, keys: &[u8]) -> Result<(), CryptoError> {
     save_hub_keys(path, STORE_MAGIC, keys)
 }
 
+/// The file generation `generation` of this store's own keys lives in: `store.key`
+/// for the first (as enrollment writes it), `store-<n>.key` after rotations.
+pub fn store_key_file(generation: u32) -> String {
+    match generation {
+        0 => CHAIN_KEY_FILE.to_string(),
+        1 => STORE_KEY_FILE.to_string(),
+        g => format!("store-{g}.key"),
+    }
+}
+
+/// Saves generation `generation` (2 and up) of this store's keys, from a rotation, in
+/// `dir` (see [`store_key_file`]), whole or not at all.
+pub fn save_store_generation(dir: &Path, generation: u32, keys: &[u8]) -> Result<(), CryptoError> {
+    if generation < 2 {
+        return Err(CryptoError::KeyFileMalformed(store_key_file(generation)));
+    }
+    let mut body = Zeroizing::new(generation.to_be_bytes().to_vec());
+    body.extend_from_slice(keys);
+    save_hub_keys_raw(
+        &dir.join(store_key_file(generation)),
+        STORE_GEN_MAGIC,
+        &body,
+        keys.len(),
+    )?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| CryptoError::KeyFileIo {
+            path: dir.display().to_string(),
+            source,
+        })
+}
+
+/// The generations of this store's keys present in `dir`, newest first (0: the
+/// chain's).
+pub fn hub_key_generations(dir: &Path) -> Vec<u32> {
+    let mut found: Vec<u32> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            match name.as_str() {
+                CHAIN_KEY_FILE => Some(0),
+                STORE_KEY_FILE => Some(1),
+                n => n.strip_prefix("store-")?.strip_suffix(".key")?.parse().ok(),
+            }
+        })
+        .collect();
+    found.sort_unstable_by(|a, b| b.cmp(a));
+    found
+}
+
 fn save_hub_keys(path: &Path, magic: &[u8; 8], keys: &[u8]) -> Result<(), CryptoError> {
+    save_hub_keys_raw(path, magic, keys, keys.len())
+}
+
+fn save_hub_keys_raw(
+    path: &Path,
+    magic: &[u8; 8],
+    keys: &[u8],
+    key_len: usize,
+) -> Result<(), CryptoError> {
     let io = |source| CryptoError::KeyFileIo {
         path: path.display().to_string(),
         source,
     };
-    if keys.len() != CHAIN_KEYS_LEN {
+    if key_len != CHAIN_KEYS_LEN {
         return Err(CryptoError::KeyFileMalformed(path.display().to_string()));
     }
     let mut bytes = Zeroizing::new(magic.to_vec());
@@ -138,6 +232,23 @@ fn save_hub_keys(path: &Path, magic: &[u8; 8], keys: &[u8]) -> Result<(), Crypto
     f.write_all(&bytes).map_err(io)?;
     f.sync_all().map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// The generation and keys in a file of keys from the hub (any of its formats).
+fn read_hub_keys(path: &Path) -> Result<(u32, ChainKeys), CryptoError> {
+    let bad = || CryptoError::KeyFileMalformed(path.display().to_string());
+    let bytes = Zeroizing::new(read_key_file(path)?);
+    let (generation, keys) = if let Some(k) = bytes.strip_prefix(CHAIN_MAGIC.as_slice()) {
+        (0, k)
+    } else if let Some(k) = bytes.strip_prefix(STORE_MAGIC.as_slice()) {
+        (1, k)
+    } else if let Some(k) = bytes.strip_prefix(STORE_GEN_MAGIC.as_slice()) {
+        let (g, k) = k.split_at_checked(4).ok_or_else(bad)?;
+        (u32::from_be_bytes(g.try_into().map_err(|_| bad())?), k)
+    } else {
+        return Err(bad());
+    };
+    Ok((generation, ChainKeys::from_bytes(keys).ok_or_else(bad)?))
 }
 
 /// Reads a key file that only its owner may read.
@@ -200,24 +311,89 @@ impl Vault {
     }
 
     /// Adds the keys the hub handed out from `path` (this store's own or the chain's)
-    /// if the store has them (it is enrolled).
-    pub fn with_chain_keys_from(mut self, path: &Path) -> Result<Self, CryptoError> {
+    /// if the store has them (it is enrolled), as the current generation.
+    pub fn with_chain_keys_from(self, path: &Path) -> Result<Self, CryptoError> {
         if !path.exists() {
             return Ok(self);
         }
-        let bytes = Zeroizing::new(read_key_file(path)?);
-        let keys = bytes
-            .strip_prefix(CHAIN_MAGIC.as_slice())
-            .or_else(|| bytes.strip_prefix(STORE_MAGIC.as_slice()))
-            .and_then(ChainKeys::from_bytes)
-            .ok_or_else(|| CryptoError::KeyFileMalformed(path.display().to_string()))?;
-        self.chain = Some(keys);
+        let (generation, keys) = read_hub_keys(path)?;
+        self.install(generation, keys);
         Ok(self)
+    }
+
+    /// Adds every generation of keys from the hub found in `dir`: the newest is
+    /// current, the others open what a rotation has not re-wrapped yet.
+    pub fn with_hub_keys_in(self, dir: &Path) -> Result<Self, CryptoError> {
+        let mut generations = hub_key_generations(dir);
+        generations.reverse();
+        for g in generations {
+            let (found, keys) = read_hub_keys(&dir.join(store_key_file(g)))?;
+            if found != g {
+                return Err(CryptoError::KeyFileMalformed(store_key_file(g)));
+            }
+            self.install(g, keys);
+        }
+        Ok(self)
+    }
+
+    /// Makes `keys` (generation `generation`) the current keys from the hub; the
+    /// previous current ones stay as an older generation until [`Vault::drop_old`].
+    fn install(&self, generation: u32, keys: ChainKeys) {
+        let mut held = self.chain.write().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, prev)) = held.current.replace((generation, keys)) {
+            held.old.push(prev);
+        }
+    }
+
+    /// Takes generation `generation` of this store's keys from the hub (a rotation): saved
+    /// in `dir` durably first, then current here. Older generations still open what
+    /// they wrapped until the rotation has re-wrapped it.
+    pub fn take_generation(
+        &self,
+        dir: &Path,
+        generation: u32,
+        keys: &[u8],
+    ) -> Result<(), CryptoError> {
+        let parsed = ChainKeys::from_bytes(keys)
+            .ok_or_else(|| CryptoError::KeyFileMalformed(store_key_file(generation)))?;
+        save_store_generation(dir, generation, keys)?;
+        self.install(generation, parsed);
+        Ok(())
+    }
+
+    /// Forgets every generation but the current one (a rotation is complete); the
+    /// caller deletes their files.
+    pub fn drop_old(&self) {
+        self.chain
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .old
+            .clear();
+    }
+
+    /// The generation of the current keys from the hub (0: the chain's), if any.
+    pub fn key_generation(&self) -> Option<u32> {
+        self.chain
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .current
+            .as_ref()
+            .map(|(g, _)| *g)
+    }
+
+    /// Whether older generations are still held (a rotation is under way).
+    pub fn rotating(&self) -> bool {
+        !self
+            .chain
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .old
+            .is_empty()
     }
 
     /// Whether the store holds keys from the hub.
     pub fn has_chain_keys(&self) -> bool {
-        self.chain.is_some()
+        self.key_generation().is_some()
     }
 
     fn from_bytes(bytes: &[u8], rng: SystemRandom) -> Option<Self> {
@@ -230,32 +406,33 @@ impl Vault {
             master,
             phone_index: hmac::Key::new(hmac::HMAC_SHA256, &keys[KEY_LEN..2 * KEY_LEN]),
             request: hmac::Key::new(hmac::HMAC_SHA256, &keys[2 * KEY_LEN..]),
-            chain: None,
+            chain: Default::default(),
             rng,
         })
     }
 
-    /// The blind index a new member's phone is stored under: the chain's once the store
-    /// holds its keys, else this store's.
+    fn hub_keys(&self) -> std::sync::RwLockReadGuard<'_, HubKeys> {
+        self.chain.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The blind index a new member's phone is stored under: under the current keys
+    /// from the hub once the store holds them, else this store's own.
     pub fn phone_index(&self, normalized_phone: &str) -> [u8; 32] {
-        let key = self
-            .chain
-            .as_ref()
-            .map_or(&self.phone_index, |c| &c.phone_index);
+        let held = self.hub_keys();
+        let key = held.current().map_or(&self.phone_index, |c| &c.phone_index);
         tag32(hmac::sign(key, normalized_phone.as_bytes()))
     }
 
-    /// Every index a phone may be stored under here: the chain's, and this store's for
-    /// members registered before it enrolled.
+    /// Every index a phone may be stored under here: under each generation of keys
+    /// from the hub held (the current first; older ones while a rotation re-wraps), and
+    /// this store's own for members registered before it enrolled.
     pub fn phone_indexes(&self, normalized_phone: &str) -> Vec<[u8; 32]> {
-        let own = tag32(hmac::sign(&self.phone_index, normalized_phone.as_bytes()));
-        match &self.chain {
-            Some(c) => vec![
-                tag32(hmac::sign(&c.phone_index, normalized_phone.as_bytes())),
-                own,
-            ],
-            None => vec![own],
-        }
+        let held = self.hub_keys();
+        held.all()
+            .map(|c| &c.phone_index)
+            .chain(std::iter::once(&self.phone_index))
+            .map(|k| tag32(hmac::sign(k, normalized_phone.as_bytes())))
+            .collect()
     }
 
     /// A value that tells this key file from any other without revealing a key: the
@@ -266,14 +443,16 @@ impl Vault {
         hex::encode(self.request_hash("patron:key-check:v1", &[]))
     }
 
-    /// Like [`Vault::key_check`], for the chain's keys once the store holds them.
+    /// Like [`Vault::key_check`], for the current keys from the hub once the store
+    /// holds them.
     pub fn chain_key_check(&self) -> Option<String> {
-        self.chain.as_ref().map(|c| {
-            hex::encode(tag32(hmac::sign(
-                &c.phone_index,
-                b"patron:chain-key-check:v1",
-            )))
-        })
+        self.hub_keys().current().map(ChainKeys::check)
+    }
+
+    /// [`Vault::chain_key_check`] of every generation held, the current first: a
+    /// database written under an older one is at a rotation not yet complete.
+    pub fn hub_key_checks(&self) -> Vec<String> {
+        self.hub_keys().all().map(ChainKeys::check).collect()
     }
 
     /// A keyed hash of an idempotent request: its route and its exact body.
@@ -295,41 +474,60 @@ impl Vault {
     /// Makes a new member data key; returns it and its wrapped (storable) form.
     pub fn new_member_key(&self, member: &[u8; 16]) -> Result<(MemberKey, Vec<u8>), CryptoError> {
         let raw = Zeroizing::new(self.random::<KEY_LEN>()?);
-        let wrapping = self.chain.as_ref().map_or(&self.master, |c| &c.wrap);
+        let held = self.hub_keys();
+        let wrapping = held.current().map_or(&self.master, |c| &c.wrap);
         let wrapped = seal(wrapping, &self.rng, &aad(member, "member-key"), &*raw)?;
         let key = UnboundKey::new(&AES_256_GCM, &*raw).map_err(|_| CryptoError::Open)?;
         Ok((MemberKey(LessSafeKey::new(key)), wrapped))
     }
 
-    /// Unwraps a stored member data key (wrapped under the chain's key, or under this
-    /// store's for a member registered here before the store enrolled).
+    /// Unwraps a stored member data key (wrapped under a generation of keys from the
+    /// hub this store holds, or under this store's own for a member registered here
+    /// before the store enrolled).
     pub fn member_key(&self, member: &[u8; 16], wrapped: &[u8]) -> Result<MemberKey, CryptoError> {
-        let ad = aad(member, "member-key");
-        let raw = Zeroizing::new(match &self.chain {
-            Some(c) => open(&c.wrap, &ad, wrapped).or_else(|_| open(&self.master, &ad, wrapped))?,
-            None => open(&self.master, &ad, wrapped)?,
-        });
+        let raw = self.open_member_key(member, wrapped)?;
         let key = UnboundKey::new(&AES_256_GCM, &raw).map_err(|_| CryptoError::Open)?;
         Ok(MemberKey(LessSafeKey::new(key)))
     }
 
-    /// A member data key this store wrapped under its own key (a member registered here
-    /// before the store enrolled), wrapped again under the chain's; None when it is under
-    /// the chain's already or the store holds no chain keys. Fails for a key this store
-    /// cannot open (another store's member, registered there before it enrolled).
+    fn open_member_key(
+        &self,
+        member: &[u8; 16],
+        wrapped: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        let ad = aad(member, "member-key");
+        let held = self.hub_keys();
+        let raw = held
+            .all()
+            .find_map(|c| open(&c.wrap, &ad, wrapped).ok())
+            .map_or_else(|| open(&self.master, &ad, wrapped), Ok)?;
+        Ok(Zeroizing::new(raw))
+    }
+
+    /// A member data key wrapped under anything but the current keys from the hub
+    /// (this store's own, for a member registered here before it enrolled; an older
+    /// generation, during a rotation), wrapped again under the current ones; None when
+    /// it is under them already or the store holds no keys from the hub. Fails for a key
+    /// this store cannot open (another store's member, not translated for it).
     pub fn rewrap_for_chain(
         &self,
         member: &[u8; 16],
         wrapped: &[u8],
     ) -> Result<Option<Vec<u8>>, CryptoError> {
-        let Some(c) = &self.chain else {
+        let held = self.hub_keys();
+        let Some(c) = held.current() else {
             return Ok(None);
         };
         let ad = aad(member, "member-key");
         if open(&c.wrap, &ad, wrapped).is_ok() {
             return Ok(None);
         }
-        let raw = Zeroizing::new(open(&self.master, &ad, wrapped)?);
+        let raw = held
+            .old
+            .iter()
+            .find_map(|o| open(&o.wrap, &ad, wrapped).ok())
+            .map_or_else(|| open(&self.master, &ad, wrapped), Ok)?;
+        let raw = Zeroizing::new(raw);
         Ok(Some(seal(&c.wrap, &self.rng, &ad, &raw)?))
     }
 

@@ -256,7 +256,7 @@ async fn refetch_step(edge: &Edge, client: &HubClient) -> Result<bool, SyncError
 
 /// One push (or heartbeat) and what its answer teaches
 /// ([`patron_sync::sender::Sender`] decides both).
-async fn exchange(edge: &Edge, client: &HubClient, acked: &mut i64) -> Step {
+async fn exchange(edge: &Arc<Edge>, client: &HubClient, acked: &mut i64) -> Step {
     use patron_sync::sender::{Next, Outcome, Sender};
     let cfg = &edge.core.cfg.sync;
     let origin = edge.sync_origin();
@@ -296,6 +296,7 @@ async fn exchange(edge: &Edge, client: &HubClient, acked: &mut i64) -> Step {
             protocol: Some(PROTOCOL),
             stream_after: stream.as_ref().map(|c| c.after),
             stream_mark: stream.as_ref().map(|c| c.mark),
+            key_generation: edge.core.vault.key_generation(),
         },
         push: Push {
             from: origin.node.clone(),
@@ -314,6 +315,10 @@ async fn exchange(edge: &Edge, client: &HubClient, acked: &mut i64) -> Step {
                 capabilities: Vec::new(),
             });
             update(&edge.sync_status, |s| s.negotiated = Some(negotiated));
+            if let Some(offer) = a.keys {
+                // HQ rotated this store's keys: taken at once, re-wrapped in the background.
+                edge.take_rotated_keys(offer).await;
+            }
             a.ack
         }
         Err(e) => {

@@ -598,14 +598,13 @@ impl Edge {
                 key_dir.display()
             );
         }
-        // The keys the hub handed this store: its own, or the chain's at a store enrolled
-        // before keys were per store (enrollment never leaves both).
-        let hub_keys = [crate::crypto::STORE_KEY_FILE, crate::crypto::CHAIN_KEY_FILE]
-            .map(|f| key_dir.join(f))
-            .into_iter()
-            .find(|p| p.exists())
-            .unwrap_or_else(|| key_dir.join(crate::crypto::STORE_KEY_FILE));
-        let vault = Vault::open_or_create(&key_file)?.with_chain_keys_from(&hub_keys)?;
+        // The keys the hub handed this store: its own (every generation held, while a
+        // rotation re-wraps), or the chain's at a store enrolled before keys were per
+        // store.
+        let vault = Vault::open_or_create(&key_file)?.with_hub_keys_in(&key_dir)?;
+        let hub_keys = key_dir.join(crate::crypto::store_key_file(
+            vault.key_generation().unwrap_or(1),
+        ));
         match check {
             Some(c) if c != vault.key_check() => anyhow::bail!(
                 "the keys in {} are not the ones this database was written under: restore this store's keys",
@@ -617,11 +616,17 @@ impl Edge {
         // The chain's keys likewise, once the store has them: members registered since
         // are wrapped under them, so losing them must stop the edge too.
         let chain = crate::store::meta_get(&conn, "chain_key_check")?;
+        // A database written under an older generation is at a rotation that took the
+        // newer keys and had not recorded them yet: it goes on under the newer ones.
+        let held = vault.hub_key_checks();
         match (vault.chain_key_check(), chain) {
-            (Some(v), Some(c)) if v != c => anyhow::bail!(
+            (Some(_), Some(c)) if !held.contains(&c) => anyhow::bail!(
                 "{} holds other keys than those this database was written under",
                 hub_keys.display()
             ),
+            (Some(v), Some(c)) if v != c => {
+                crate::store::meta_set(&conn, "chain_key_check", &v)?;
+            }
             (Some(v), None) => crate::store::meta_set(&conn, "chain_key_check", &v)?,
             (None, Some(_)) => anyhow::bail!(
                 "{} is missing ({} at a store enrolled before keys were per store): this store is enrolled and its members are wrapped under the keys the hub handed it; restore it from the key backup",

@@ -217,10 +217,20 @@ fn take_keys(
         let Some(row) = store::members::get(conn, &m)? else {
             continue;
         };
-        if vault.member_key(&m, &wrapped).is_err() {
+        let Ok(key) = vault.member_key(&m, &wrapped) else {
             tracing::warn!(member = %k.member, "member keys from the hub do not open here");
             continue;
-        }
+        };
+        // Translated under a generation this store is rotating away from (the hub had
+        // not heard it holds the new one): put under the current keys at once, so no row
+        // needs the old ones once the rotation's pass is done.
+        let (idx, wrapped) = match vault.rewrap_for_chain(&m, &wrapped) {
+            Ok(Some(current)) => match vault.open_field(&key, &m, "phone", &row.phone_enc) {
+                Ok(phone) => (vault.phone_index(&phone), current),
+                Err(_) => (idx, wrapped),
+            },
+            _ => (idx, wrapped),
+        };
         if row.phone_idx != idx || row.wrapped_key != wrapped {
             store::members::set_keys(conn, &m, &idx, &wrapped)?;
             n += 1;

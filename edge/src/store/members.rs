@@ -125,31 +125,69 @@ pub fn get(conn: &Connection, id: &[u8; 16]) -> Result<Option<MemberRow>, StoreE
     .transpose()
 }
 
-/// A member's id, wrapped data key and sealed phone.
-pub type MemberKeys = ([u8; 16], Vec<u8>, Vec<u8>);
+/// A member's keys as a re-key reads them.
+#[derive(Debug, Clone)]
+pub struct KeyRow {
+    /// The member.
+    pub id: [u8; 16],
+    /// The phone's index.
+    pub phone_idx: [u8; 32],
+    /// The wrapped data key.
+    pub wrapped: Vec<u8>,
+    /// The sealed phone.
+    pub phone_enc: Vec<u8>,
+    /// The store that registered them.
+    pub home_store: String,
+}
 
 /// Up to `limit` members after `after` in id order, with their keys.
 pub fn keys_after(
     conn: &Connection,
     after: &[u8; 16],
     limit: usize,
-) -> Result<Vec<MemberKeys>, StoreError> {
+) -> Result<Vec<KeyRow>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT member_id, wrapped_key, phone_enc FROM members WHERE member_id > ?1
-          ORDER BY member_id LIMIT ?2",
+        "SELECT member_id, phone_idx, wrapped_key, phone_enc, home_store FROM members
+          WHERE member_id > ?1 ORDER BY member_id LIMIT ?2",
     )?;
     let rows = stmt.query_map(params![&after[..], limit as i64], |r| {
-        Ok((r.get::<_, Vec<u8>>(0)?, r.get(1)?, r.get(2)?))
+        Ok((
+            r.get::<_, Vec<u8>>(0)?,
+            r.get::<_, Vec<u8>>(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+        ))
     })?;
     let mut out = Vec::new();
     for row in rows {
-        let (id, wrapped, phone) = row?;
-        let id: [u8; 16] = id
-            .try_into()
-            .map_err(|_| StoreError::Corrupt("members.member_id".into()))?;
-        out.push((id, wrapped, phone));
+        let (id, idx, wrapped, phone_enc, home_store) = row?;
+        out.push(KeyRow {
+            id: id
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("members.member_id".into()))?,
+            phone_idx: idx
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("members.phone_idx".into()))?,
+            wrapped,
+            phone_enc,
+            home_store,
+        });
     }
     Ok(out)
+}
+
+/// A phone's fetch position moves to its index under new keys (a re-key).
+pub fn rename_fetch_index(
+    conn: &Connection,
+    from: &[u8; 32],
+    to: &[u8; 32],
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE OR REPLACE member_fetches SET phone_idx = ?2 WHERE phone_idx = ?1",
+    )?
+    .execute(params![&from[..], &to[..]])?;
+    Ok(())
 }
 
 /// Puts a member's phone index and wrapped data key under new keys (the chain's);
