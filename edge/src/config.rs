@@ -406,22 +406,15 @@ impl Config {
 
     /// The key directory: `key_dir`, or `<data_dir>.keys` beside the data directory.
     pub fn key_dir(&self) -> PathBuf {
-        self.key_dir.clone().unwrap_or_else(|| {
-            let mut name = self
-                .data_dir
-                .file_name()
-                .map(|n| n.to_os_string())
-                .unwrap_or_else(|| "patron-edge".into());
-            name.push(".keys");
-            self.data_dir.with_file_name(name)
-        })
+        self.key_dir
+            .clone()
+            .unwrap_or_else(|| patron_keydir::beside(&self.data_dir, "patron-edge"))
     }
 
     /// Checks ranges that serde cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: &str| Err(ConfigError::Invalid(m.into()));
-        let keys = self.key_dir();
-        if keys.starts_with(&self.data_dir) || self.data_dir.starts_with(&keys) {
+        if !patron_keydir::apart(&self.data_dir, &self.key_dir()) {
             return bad(
                 "key_dir must be outside data_dir (and not contain it): a copy of the data directory must reveal nothing without the keys",
             );

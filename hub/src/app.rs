@@ -17,10 +17,11 @@ use crate::store::sqlite::SqliteStore;
 /// Hex SHA-256 of the HQ admin token, written by `patron-hub init`.
 pub const ADMIN_HASH: &str = "admin.sha256";
 
-/// Opens the hub in `dir` for a command. `need_ca`: the hub hands out its CA and the
-/// chain's member keys (enrollment), so both must exist; commands that hand out
-/// neither, and a development hub never initialised, run without.
-pub fn open_hub(dir: &Path, need_ca: bool) -> anyhow::Result<Hub> {
+/// Opens the hub in `dir` (its keys in `key_dir`) for a command. `need_ca`: the hub
+/// hands out its CA and the stores' member keys (enrollment), so both must exist;
+/// commands that hand out neither, and a development hub never initialised, run
+/// without.
+pub fn open_hub(dir: &Path, key_dir: &Path, need_ca: bool) -> anyhow::Result<Hub> {
     let store = SqliteStore::open(dir).context("opening the hub database")?;
     let (pem, fp) = match crate::tls::ca(dir) {
         Ok(ca) => ca,
@@ -31,9 +32,9 @@ pub fn open_hub(dir: &Path, need_ca: bool) -> anyhow::Result<Hub> {
     let hub = Hub::new(Arc::new(store), pem, fp);
     // The stores' root key is made beside the chain's the first time a hub with the
     // chain's keys opens: before it, every store held the chain's keys (keyring::CHAIN).
-    match crate::keyring::Keyring::load(dir, true) {
+    match crate::keyring::Keyring::load(key_dir, true) {
         Ok(ring) => Ok(hub.with_keyring(Arc::new(ring))),
-        Err(_) if !need_ca && !dir.join(crate::chain_keys::CHAIN_KEY_FILE).exists() => Ok(hub),
+        Err(_) if !need_ca && !key_dir.join(crate::chain_keys::CHAIN_KEY_FILE).exists() => Ok(hub),
         Err(e) => Err(e.context("the member keys")),
     }
 }
@@ -69,15 +70,17 @@ impl App {
     pub fn open(cfg: &HubConfig) -> anyhow::Result<Self> {
         cfg.validate()?;
         let dir = &cfg.data_dir;
+        let key_dir = &crate::keys::prepare(dir, &cfg.key_dir())?;
         let tls = if cfg.insecure_dev {
             tracing::warn!("serving plain HTTP (insecure_dev): never do this beyond one machine");
             None
         } else {
-            Some(crate::tls::server_config(dir)?)
+            Some(crate::tls::server_config(dir, key_dir)?)
         };
-        let lan_ca = Arc::new(crate::tls::LanCa::load_or_create(dir).context("the store-LAN CA")?);
+        let lan_ca =
+            Arc::new(crate::tls::LanCa::load_or_create(dir, key_dir).context("the store-LAN CA")?);
         let hub = Arc::new(
-            open_hub(dir, !cfg.insecure_dev)?
+            open_hub(dir, key_dir, !cfg.insecure_dev)?
                 .with_lan_ca(lan_ca)
                 .with_lease_policy(cfg.lease_policy())
                 .with_fact_limits(cfg.fact_limits())

@@ -4,8 +4,8 @@
 //! second ([`crate::keyring`]). Stores enrolled before keys were per store were handed
 //! them too and keep them; every other store gets keys of its own.
 
-use std::io::{Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -29,22 +29,10 @@ pub fn create(dir: &Path) -> Result<()> {
     SystemRandom::new()
         .fill(&mut keys)
         .map_err(|_| anyhow::anyhow!("no randomness available"))?;
-    let mut buf = MAGIC.to_vec();
+    let mut buf = zeroize::Zeroizing::new(MAGIC.to_vec());
     buf.extend_from_slice(&keys);
-    // Whole or not at all: a torn file would stop the hub from starting.
-    let tmp = dir.join(format!("{CHAIN_KEY_FILE}.tmp"));
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(&buf)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, &path)?;
-    std::fs::File::open(dir)?.sync_all()?;
-    Ok(())
+    zeroize::Zeroize::zeroize(&mut keys);
+    patron_keydir::write_secret(&path, &buf)
 }
 
 /// The chain keys (base64). Never created here: keys that went missing must come back

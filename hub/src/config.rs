@@ -15,8 +15,11 @@ pub const EXAMPLE_TOML: &str = include_str!("../hub.example.toml");
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HubConfig {
-    /// Database, CA, chain keys and the HQ admin token's hash.
+    /// Database, certificates and the HQ admin token's hash.
     pub data_dir: PathBuf,
+    /// The keys (members', the CAs', the server's), outside the data directory;
+    /// default `<data_dir>.keys` ([`crate::keys`]).
+    pub key_dir: Option<PathBuf>,
     /// The address stores and HQ reach the hub at.
     pub listen: SocketAddr,
     /// Plain HTTP instead of TLS: development on one machine only (a loopback
@@ -50,6 +53,7 @@ impl Default for HubConfig {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("hub-data"),
+            key_dir: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 7443)),
             insecure_dev: false,
             lease_share_permille: crate::authority::LEASE_POLICY.share_permille,
@@ -67,6 +71,13 @@ impl Default for HubConfig {
 pub use patron_web::config::ConfigError;
 
 impl HubConfig {
+    /// The key directory: `key_dir`, or `<data_dir>.keys` beside the data directory.
+    pub fn key_dir(&self) -> PathBuf {
+        self.key_dir
+            .clone()
+            .unwrap_or_else(|| patron_keydir::beside(&self.data_dir, "patron-hub"))
+    }
+
     /// Loads defaults, then `file` (or `/etc/patron/hub.toml` if present), then env.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
         let cfg: HubConfig = patron_web::config::layered(
@@ -81,6 +92,11 @@ impl HubConfig {
 
     /// Checks ranges that serde cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if !patron_keydir::apart(&self.data_dir, &self.key_dir()) {
+            return Err(ConfigError::Invalid(
+                "key_dir must be outside data_dir (and not contain it): a copy of the data directory must reveal nothing without the keys".into(),
+            ));
+        }
         if self.insecure_dev && !self.listen.ip().is_loopback() {
             return Err(ConfigError::Invalid(format!(
                 "insecure_dev serves plain HTTP and is allowed on a loopback address only, not {}",

@@ -18,8 +18,8 @@
 //! Ciphertexts are `nonce ‖ ciphertext ‖ tag` with the member and field as associated
 //! data, as the edge writes them (`patron_edge::crypto`).
 
-use std::io::{Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -237,19 +237,7 @@ fn load_root(dir: &Path, create: bool) -> Result<Zeroizing<Vec<u8>>> {
             .fill(&mut root[..])
             .map_err(|_| anyhow::anyhow!("no randomness available"))?;
         buf.extend_from_slice(&root[..]);
-        // Whole or not at all: a torn file would stop the hub from starting.
-        let tmp = dir.join(format!("{STORES_KEY_FILE}.tmp"));
-        let _ = std::fs::remove_file(&tmp);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .with_context(|| format!("creating {}", tmp.display()))?;
-        f.write_all(&buf)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        std::fs::File::open(dir)?.sync_all()?;
+        patron_keydir::write_secret(&path, &buf)?;
     }
     let mut f = std::fs::File::open(&path).with_context(|| {
         format!(

@@ -18,6 +18,7 @@
 //! - [`activity`]: members' activity, the first of them (pure rules).
 //! - [`api`]: HTTP handlers and error mapping.
 //! - [`tls`]: the hub's CA, server certificate and rustls config.
+//! - [`keys`]: the key directory, outside the data directory.
 //! - [`keyring`]: the chain's and the stores' member keys, and the translation between
 //!   stores.
 
@@ -34,6 +35,7 @@ pub mod enrollment;
 pub mod error;
 pub mod ingest;
 pub mod keyring;
+pub mod keys;
 pub mod projections;
 pub mod recall;
 pub mod redemption;

@@ -1,7 +1,7 @@
 //! `patron-hub`: parses the command line, sets up tracing, runs the chosen command.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -207,8 +207,8 @@ fn hours_ms(h: i64) -> i64 {
     h.saturating_mul(3_600_000)
 }
 
-fn hub(dir: &Path, need_ca: bool) -> anyhow::Result<Hub> {
-    open_hub(dir, need_ca)
+fn hub(dirs: &(PathBuf, PathBuf), need_ca: bool) -> anyhow::Result<Hub> {
+    open_hub(&dirs.0, &dirs.1, need_ca)
 }
 
 fn random_token() -> anyhow::Result<String> {
@@ -230,18 +230,31 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         cfg.data_dir = d;
     }
     let dir = cfg.data_dir.clone();
+    // Every command but `serve` (which prepares them itself) and `example-config`
+    // works on the data directory and the key directory beside it.
+    let dirs = || -> anyhow::Result<(PathBuf, PathBuf)> {
+        Ok((
+            dir.clone(),
+            patron_hub::keys::prepare(&dir, &cfg.key_dir())?,
+        ))
+    };
     match cli.command {
         Command::ExampleConfig => print!("{}", patron_hub::config::EXAMPLE_TOML),
         Command::Init { hosts } => {
-            let fp = tls::init(&dir, &hosts)?;
+            let (_, keys) = dirs()?;
+            let fp = tls::init(&dir, &keys, &hosts)?;
             SqliteStore::open(&dir).context("creating the hub database")?;
-            patron_hub::chain_keys::create(&dir).context("the chain's member keys")?;
+            patron_hub::chain_keys::create(&keys).context("the chain's member keys")?;
             // The root the stores' own keys are derived from: back it up with chain.key.
-            patron_hub::keyring::Keyring::load(&dir, true).context("the stores' root key")?;
+            patron_hub::keyring::Keyring::load(&keys, true).context("the stores' root key")?;
             let token = random_token()?;
             let hash = hex::encode(secret_hash(&token));
             std::fs::write(dir.join(ADMIN_HASH), hash)?;
-            println!("hub initialised in {}", dir.display());
+            println!(
+                "hub initialised in {} (keys in {}: back them up apart from the database)",
+                dir.display(),
+                keys.display()
+            );
             println!("CA fingerprint (SHA-256): {fp}");
             println!("HQ admin token (shown once): {token}");
         }
@@ -254,7 +267,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     valid_hours,
                 },
         } => {
-            let token = hub(&dir, false)?.enrollment.add_store(
+            let token = hub(&dirs()?, false)?.enrollment.add_store(
                 &store_id,
                 &name,
                 &ring,
@@ -273,7 +286,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     valid_hours,
                 },
         } => {
-            let token = hub(&dir, false)?.enrollment.issue_token(
+            let token = hub(&dirs()?, false)?.enrollment.issue_token(
                 &store_id,
                 hours_ms(valid_hours),
                 false,
@@ -286,7 +299,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Store {
             command: StoreCommand::CancelToken { store_id },
         } => {
-            if hub(&dir, false)?.enrollment.cancel_token(&store_id)? {
+            if hub(&dirs()?, false)?.enrollment.cancel_token(&store_id)? {
                 println!("the enrollment token of {store_id} no longer works");
             } else {
                 println!("{store_id} had no enrollment token outstanding");
@@ -295,7 +308,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Store {
             command: StoreCommand::Revoke { store_id },
         } => {
-            if hub(&dir, false)?.enrollment.revoke(&store_id)? {
+            if hub(&dirs()?, false)?.enrollment.revoke(&store_id)? {
                 println!(
                     "store {store_id} revoked: refused from now on; its pushes are quarantined"
                 );
@@ -306,7 +319,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Store {
             command: StoreCommand::RotateKeys { store_id },
         } => {
-            let g = hub(&dir, false)?.enrollment.rotate_keys(&store_id)?;
+            let g = hub(&dirs()?, false)?.enrollment.rotate_keys(&store_id)?;
             println!(
                 "store {store_id}: member keys generation {g} offered; it takes them at its next sync (`store list` shows when it holds them)"
             );
@@ -318,10 +331,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     valid_hours,
                 },
         } => {
-            let token =
-                hub(&dir, false)?
-                    .enrollment
-                    .issue_token(&store_id, hours_ms(valid_hours), true)?;
+            let token = hub(&dirs()?, false)?.enrollment.issue_token(
+                &store_id,
+                hours_ms(valid_hours),
+                true,
+            )?;
             println!("the credential of {store_id} no longer works; enroll the store again with");
             println!("enrollment token (one use): {token}");
             println!("it works for {valid_hours} h");
@@ -329,7 +343,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Quarantine {
             command: QuarantineCommand::List { json, max },
         } => {
-            let list = hub(&dir, false)?.quarantined(max)?;
+            let list = hub(&dirs()?, false)?.quarantined(max)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
@@ -348,7 +362,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Store {
             command: StoreCommand::List { json },
         } => {
-            let list = hub(&dir, false)?.enrollment.stores()?;
+            let list = hub(&dirs()?, false)?.enrollment.stores()?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
@@ -403,7 +417,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let json = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
-            let version = hub(&dir, false)?.documents.publish_rule_set(&ring, &json)?;
+            let version = hub(&dirs()?, false)?
+                .documents
+                .publish_rule_set(&ring, &json)?;
             println!("rule set {version} published to ring {ring}");
         }
         Command::Tiers {
@@ -411,19 +427,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let json = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
-            hub(&dir, false)?
+            hub(&dirs()?, false)?
                 .documents
                 .publish_tier_rules(&ring, &json)?;
             println!("tier rules published to ring {ring}");
         }
         Command::Rebuild => {
-            let r = hub(&dir, false)?.rebuild_projections()?;
+            let r = hub(&dirs()?, false)?.rebuild_projections()?;
             println!(
                 "{} facts read: {} registrations, {} members' profiles, {} aliases rebuilt; {} unreadable",
                 r.facts, r.registrations, r.profiles, r.aliases, r.unreadable
             );
             let mut unreadable = r.unreadable;
-            for (name, step) in hub(&dir, false)?.rebuild_behind()? {
+            for (name, step) in hub(&dirs()?, false)?.rebuild_behind()? {
                 println!(
                     "{name}: {} facts folded up to position {}; {} unreadable",
                     step.folded, step.position, step.unreadable
@@ -439,7 +455,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let json = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
-            hub(&dir, false)?
+            hub(&dirs()?, false)?
                 .documents
                 .publish_points_rules(&ring, &json)?;
             println!("points settings published to ring {ring}");

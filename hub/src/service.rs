@@ -548,7 +548,8 @@ mod tests {
     fn a_refused_certificate_request_leaves_the_token_to_use() {
         let mut t = TestHub::new(T0, &["S001"]);
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let lan = crate::tls::LanCa::load_or_create(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let lan = crate::tls::LanCa::load_or_create(dir.path(), dir.path())
+            .unwrap_or_else(|e| panic!("{e}"));
         t.hub = t.hub.with_lan_ca(Arc::new(lan));
         let e = &t.hub.enrollment;
         let token = e

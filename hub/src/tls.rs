@@ -64,9 +64,10 @@ fn write_file(path: &Path, bytes: &[u8], secret: bool) -> Result<()> {
     Ok(())
 }
 
-/// Generates the CA and a server certificate for `hosts` (DNS names or IP addresses)
-/// into `dir`. Refuses to overwrite an existing CA: stores have pinned it.
-pub fn init(dir: &Path, hosts: &[String]) -> Result<String> {
+/// Generates the CA and a server certificate for `hosts` (DNS names or IP addresses):
+/// the certificates into `dir`, their keys into `key_dir`. Refuses to overwrite an
+/// existing CA: stores have pinned it.
+pub fn init(dir: &Path, key_dir: &Path, hosts: &[String]) -> Result<String> {
     if dir.join(CA_CERT).exists() {
         anyhow::bail!(
             "{} exists: this hub has a CA already, and enrolled stores pin it",
@@ -97,12 +98,12 @@ pub fn init(dir: &Path, hosts: &[String]) -> Result<String> {
     let server_cert = server.signed_by(&server_key, &issuer)?;
 
     write_file(
-        &dir.join(CA_KEY),
+        &key_dir.join(CA_KEY),
         issuer.key().serialize_pem().as_bytes(),
         true,
     )?;
     write_file(
-        &dir.join(SERVER_KEY),
+        &key_dir.join(SERVER_KEY),
         server_key.serialize_pem().as_bytes(),
         true,
     )?;
@@ -135,13 +136,15 @@ pub fn ca(dir: &Path) -> Result<(String, String)> {
     Ok((pem, fp))
 }
 
-/// The rustls server configuration from the files `init` wrote.
-pub fn server_config(dir: &Path) -> Result<Arc<rustls::ServerConfig>> {
+/// The rustls server configuration from the files `init` wrote (the certificate in
+/// `dir`, its key in `key_dir`).
+pub fn server_config(dir: &Path, key_dir: &Path) -> Result<Arc<rustls::ServerConfig>> {
     let chain = CertificateDer::pem_file_iter(dir.join(SERVER_CERT))
         .context("reading server.pem")?
         .collect::<Result<Vec<_>, _>>()
         .context("parsing server.pem")?;
-    let key = PrivateKeyDer::from_pem_file(dir.join(SERVER_KEY)).context("reading server.key")?;
+    let key =
+        PrivateKeyDer::from_pem_file(key_dir.join(SERVER_KEY)).context("reading server.key")?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -175,9 +178,10 @@ impl std::fmt::Debug for LanCa {
 pub struct CsrRefused(String);
 
 impl LanCa {
-    /// The store-LAN CA in `dir`, made on first use.
-    pub fn load_or_create(dir: &Path) -> Result<Self> {
-        let (cert, key) = (dir.join(LAN_CA_CERT), dir.join(LAN_CA_KEY));
+    /// The store-LAN CA (its certificate in `dir`, its key in `key_dir`), made on first
+    /// use.
+    pub fn load_or_create(dir: &Path, key_dir: &Path) -> Result<Self> {
+        let (cert, key) = (dir.join(LAN_CA_CERT), key_dir.join(LAN_CA_KEY));
         if !cert.exists() {
             let mut ca = CertificateParams::new(Vec::<String>::new())?;
             ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
@@ -205,6 +209,7 @@ impl LanCa {
             let _ = std::fs::remove_file(&tmp);
             write_file(&tmp, c.pem().as_bytes(), false)?;
             std::fs::rename(&tmp, &cert)?;
+            std::fs::File::open(key_dir)?.sync_all()?;
             std::fs::File::open(dir)?.sync_all()?;
         }
         let pem = std::fs::read_to_string(&cert)
@@ -280,12 +285,16 @@ mod tests {
     #[test]
     fn init_writes_a_usable_config_and_refuses_to_replace_the_ca() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let fp = init(dir.path(), &["localhost".into(), "127.0.0.1".into()])
-            .unwrap_or_else(|e| panic!("{e}"));
+        let fp = init(
+            dir.path(),
+            dir.path(),
+            &["localhost".into(), "127.0.0.1".into()],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(fp.len(), 64);
         assert_eq!(ca(dir.path()).unwrap_or_else(|e| panic!("{e}")).1, fp);
-        server_config(dir.path()).unwrap_or_else(|e| panic!("{e}"));
-        assert!(init(dir.path(), &["localhost".into()]).is_err());
+        server_config(dir.path(), dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        assert!(init(dir.path(), dir.path(), &["localhost".into()]).is_err());
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -300,9 +309,9 @@ mod tests {
     #[test]
     fn the_lan_ca_certifies_a_store_s_key_under_the_store_s_name_and_nothing_else() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        init(dir.path(), &["hub.example".into()]).unwrap_or_else(|e| panic!("{e}"));
-        let lan = LanCa::load_or_create(dir.path()).unwrap_or_else(|e| panic!("{e}"));
-        let again = LanCa::load_or_create(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        init(dir.path(), dir.path(), &["hub.example".into()]).unwrap_or_else(|e| panic!("{e}"));
+        let lan = LanCa::load_or_create(dir.path(), dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let again = LanCa::load_or_create(dir.path(), dir.path()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(lan.pem(), again.pem(), "made once, then kept");
         assert_eq!(lan_name("S_01"), "s-01.edge.patron.internal");
 

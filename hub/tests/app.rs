@@ -14,11 +14,12 @@ struct Running {
 }
 
 impl Running {
-    /// Opens the hub in `dir` (plain HTTP), registers S001 and serves.
+    /// Opens the hub in `dir` (data in `hub`, keys beside it; plain HTTP), registers
+    /// S001 and serves.
     async fn start(dir: &std::path::Path) -> Running {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let cfg = HubConfig {
-            data_dir: dir.to_path_buf(),
+            data_dir: dir.join("hub"),
             insecure_dev: true,
             ..HubConfig::default()
         };
@@ -145,8 +146,9 @@ async fn a_pushed_sale_shows_in_the_members_activity_without_a_rebuild() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let admin = "hq-admin-token";
     let hash = ring::digest::digest(&ring::digest::SHA256, admin.as_bytes());
+    std::fs::create_dir_all(dir.path().join("hub")).unwrap_or_else(|e| panic!("{e}"));
     std::fs::write(
-        dir.path().join(patron_hub::app::ADMIN_HASH),
+        dir.path().join("hub").join(patron_hub::app::ADMIN_HASH),
         hex::encode(hash.as_ref()),
     )
     .unwrap_or_else(|e| panic!("{e}"));

@@ -223,7 +223,7 @@ pub struct Running {
 /// Starts a hub with `stores` enrolled stores.
 pub async fn start_hub(name: &str, stores: usize) -> Result<Running, BoxError> {
     let dir = bench_dir(name)?;
-    tls::init(&dir, &["localhost".into(), "127.0.0.1".into()])?;
+    tls::init(&dir, &dir, &["localhost".into(), "127.0.0.1".into()])?;
     let store = Arc::new(SqliteStore::open(&dir)?);
     let (pem, fp) = tls::ca(&dir)?;
     let hub = Arc::new(Hub::new(store.clone(), pem.clone(), fp));
@@ -246,7 +246,7 @@ pub async fn start_hub(name: &str, stores: usize) -> Result<Running, BoxError> {
         hub: hub.clone(),
         admin_hash: None,
     });
-    let cfg = tls::server_config(&dir)?;
+    let cfg = tls::server_config(&dir, &dir)?;
     // The hub serves from its own runtime, as its own process would: on the client's
     // runtime, every stall of the load generator would count as the hub's.
     let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
