@@ -6,8 +6,10 @@
 //! `patron-edge` for a fixed time, then the same load against
 //!   (a) a bare axum endpoint doing one durable SQLite insert per request, and
 //!   (b) the same endpoint with group commit (the edge's writer) — the one-row ceiling,
-//!   plus a no-op axum endpoint as the HTTP ceiling. All durable baselines use WAL with
-//!   `synchronous=FULL` in a directory on the same disk as the edge's.
+//!   plus (b) on a database encrypted at rest (SQLCipher, as the edge's is: the ratio
+//!   of the two is the cost of the encryption) and a no-op axum endpoint as the HTTP
+//!   ceiling. All durable baselines use WAL with `synchronous=FULL` in a directory on
+//!   the same disk as the edge's.
 //!
 //! `cargo bench -p patron-edge --bench commit_http -- lookup` seeds 1,000,000 members,
 //! gives the first 10,000 of them 200 facts each over two years
@@ -96,14 +98,16 @@ async fn serve_baseline(mode: &str) -> Result<(), BoxError> {
     std::fs::create_dir_all(&dir)?;
     let path = dir.join(format!("{mode}.sqlite"));
     let _ = std::fs::remove_file(&path);
-    let conn = store::connect(&path, false)?;
+    // `group-enc`: the same writer on a database encrypted at rest as the edge's is.
+    let key = patron_sqlite::connect::DbKey::new([9; 32]);
+    let conn = store::connect_keyed(&path, false, (mode == "group-enc").then_some(&key))?;
     conn.execute_batch("CREATE TABLE sales (id INTEGER PRIMARY KEY, receipt_id TEXT NOT NULL, total INTEGER NOT NULL)")?;
     let app = match mode {
         "noop" => Router::new().route("/commit", route_post(noop)),
         "naive" => Router::new()
             .route("/commit", route_post(naive))
             .with_state(Arc::new(std::sync::Mutex::new(conn))),
-        "group" => Router::new()
+        "group" | "group-enc" => Router::new()
             .route("/commit", route_post(group))
             .with_state(Writer::spawn(conn, 1, 1, 512, 16384)?),
         other => return Err(format!("unknown baseline {other}").into()),
@@ -157,6 +161,13 @@ async fn group(
     .await
     .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
     Ok((StatusCode::CREATED, "{}"))
+}
+
+/// The stopped bench edge's database (`<dir>/data/edge.sqlite`), under its key.
+fn edge_db(db: &Path, read_only: bool) -> Result<rusqlite::Connection, BoxError> {
+    let data = db.parent().ok_or("the database has no directory")?;
+    let keys = patron_keydir::beside(data, "patron-edge");
+    Ok(store::connect_at(data, &keys, read_only)?.1)
 }
 
 // ---------- processes ----------
@@ -552,6 +563,7 @@ async fn commit_bench() -> Result<(), BoxError> {
             for (mode, label) in [
                 ("naive", "(a) axum + 1 insert/txn, FULL"),
                 ("group", "(b) axum + group commit, FULL"),
+                ("group-enc", "(b) encrypted at rest (SQLCipher)"),
                 ("noop", "axum no-op (HTTP ceiling)"),
             ] {
                 let (p, addr) = spawn_baseline(mode, &dir)?;
@@ -565,10 +577,11 @@ async fn commit_bench() -> Result<(), BoxError> {
             }
         }
     }
-    let (Some((first_plain, _)), [naive, group, noop]) = (edges.first(), &baselines[..]) else {
+    let (Some((first_plain, _)), [naive, group, group_enc, noop]) = (edges.first(), &baselines[..])
+    else {
         return Err("no runs".into());
     };
-    let mut rows: Vec<&Load> = vec![first_plain, naive, group, noop];
+    let mut rows: Vec<&Load> = vec![first_plain, naive, group, group_enc, noop];
     rows.extend(edges.iter().map(|(_, r)| r));
     rows.extend(edges.iter().skip(1).map(|(p, _)| p));
     report(
@@ -590,6 +603,10 @@ async fn commit_bench() -> Result<(), BoxError> {
             .collect::<Vec<_>>()
             .join(", "),
         ok_ruled / ok_plain
+    );
+    println!(
+        "encryption at rest on the group-commit ceiling: **{:.2}×** throughput ((b) encrypted / (b))",
+        group_enc.rate() / group.rate()
     );
     Ok(())
 }
@@ -659,7 +676,7 @@ async fn lookup_bench() -> Result<(), BoxError> {
     drop(edge.proc_);
 
     // Baselines on the same file: a bare primary-key SELECT, and HTTP with no work.
-    let conn = store::connect(&db, true)?;
+    let conn = edge_db(&db, true)?;
     let ids: Vec<Vec<u8>> = {
         let mut s = conn.prepare("SELECT member_id FROM members LIMIT 100000")?;
         s.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?
@@ -912,7 +929,7 @@ fn write_spread_history(
 ) -> Result<(), BoxError> {
     const DAY: i64 = 86_400_000;
     const OFFSET: i64 = 8 * 3_600_000;
-    let conn = store::connect(db, false)?;
+    let conn = edge_db(db, false)?;
     let (origin, mut seq): (i64, i64) = conn.query_row(
         "SELECT o.id, coalesce(max(f.seq), 0) FROM origins o LEFT JOIN facts f ON f.origin = o.id
           WHERE o.node = 'B001' GROUP BY o.id ORDER BY o.id DESC LIMIT 1",

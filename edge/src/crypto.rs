@@ -455,6 +455,16 @@ impl Vault {
         self.hub_keys().all().map(ChainKeys::check).collect()
     }
 
+    /// The key the database is encrypted under at rest (SQLCipher), derived from this
+    /// store's own keys: whoever has the data directory without the key directory reads
+    /// nothing of it.
+    pub fn database_key(&self) -> patron_sqlite::connect::DbKey {
+        patron_sqlite::connect::DbKey::new(tag32(hmac::sign(
+            &self.request,
+            b"patron:database-key:v1",
+        )))
+    }
+
     /// A keyed hash of an idempotent request: its route and its exact body.
     pub fn request_hash(&self, route: &str, body: &[u8]) -> [u8; 32] {
         let mut ctx = hmac::Context::with_key(&self.request);

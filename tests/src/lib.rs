@@ -612,16 +612,19 @@ impl TestEdge {
     /// Number of facts this store has written in its current incarnation (read from
     /// its database, read-only).
     pub async fn facts_written(&self) -> Result<u64> {
-        let conn = rusqlite::Connection::open_with_flags(
-            self.db_path(),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )?;
+        let conn = self.db()?;
         let n: i64 = conn.query_row(
             "SELECT count(*) FROM facts WHERE origin = (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'origin_id')",
             [],
             |r| r.get(0),
         )?;
         Ok(n as u64)
+    }
+
+    /// A connection to this store's database, encrypted at rest, under its keys (as
+    /// `patron-edge` commands beside a running edge open it).
+    pub fn db(&self) -> Result<rusqlite::Connection> {
+        Ok(patron_edge::store::connect_at(&self.data_dir(), &self.key_dir(), false)?.1)
     }
 
     /// The database file.

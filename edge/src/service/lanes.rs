@@ -72,9 +72,7 @@ pub fn add_lane(cfg: &Config, name: &str, role: Role) -> anyhow::Result<String> 
     {
         anyhow::bail!("lane name must be 1-64 characters of A-Z, a-z, 0-9, - _ .");
     }
-    std::fs::create_dir_all(&cfg.data_dir)?;
-    let path = cfg.data_dir.join(store::DB_FILE);
-    let mut conn = store::connect(&path, false)?;
+    let (path, mut conn) = open_db(cfg)?;
     store::migrate(&mut conn, &path)?;
     if lanes::name_taken(&conn, name)? {
         anyhow::bail!("a lane named {name:?} exists already");
@@ -97,10 +95,16 @@ pub fn add_lane(cfg: &Config, name: &str, role: Role) -> anyhow::Result<String> 
 /// Revokes a lane in the configured data directory; a running edge stops accepting its
 /// token within [`LANE_CACHE_TTL`]. `false` if no active lane has that name.
 pub fn revoke_lane(cfg: &Config, name: &str) -> anyhow::Result<bool> {
-    let path = cfg.data_dir.join(store::DB_FILE);
-    let mut conn = store::connect(&path, false)?;
+    let (path, mut conn) = open_db(cfg)?;
     store::migrate(&mut conn, &path)?;
     Ok(lanes::revoke(&conn, name, now_millis())?)
+}
+
+/// The configured database, for a lane command (see [`store::connect_at`]).
+fn open_db(cfg: &Config) -> anyhow::Result<(std::path::PathBuf, rusqlite::Connection)> {
+    std::fs::create_dir_all(&cfg.data_dir)?;
+    let key_dir = crate::keys::prepare(&cfg.data_dir, &cfg.key_dir(), &cfg.store_id)?;
+    store::connect_at(&cfg.data_dir, &key_dir, false)
 }
 
 /// How long a verified token is trusted from memory before the database is asked again

@@ -218,8 +218,8 @@ pub fn recent_lookups(
     member: Option<MemberId>,
     limit: u32,
 ) -> anyhow::Result<Vec<LookupRow>> {
-    let path = cfg.data_dir.join(crate::store::DB_FILE);
-    let conn = crate::store::connect(&path, true)?;
+    let key_dir = crate::keys::prepare(&cfg.data_dir, &cfg.key_dir(), &cfg.store_id)?;
+    let (_, conn) = crate::store::connect_at(&cfg.data_dir, &key_dir, true)?;
     Ok(lookups::recent(
         &conn,
         member.as_ref().map(|m| m.as_bytes()),

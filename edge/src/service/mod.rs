@@ -584,24 +584,54 @@ impl Edge {
         std::fs::create_dir_all(&cfg.data_dir)
             .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
         let key_dir = crate::keys::prepare(&cfg.data_dir, &cfg.key_dir(), &cfg.store_id)?;
-        let store = Store::open(&cfg.data_dir, &cfg.store_id, &cfg.storage)?;
-        let offset = clock::parse_offset(&cfg.utc_offset).context("utc_offset")?;
-        let origin_label = format!("{}/{}", store.origin.node, store.origin.incarnation).into();
-        // Built before the writer takes its first job, from the durable log.
-        let conn = crate::store::connect(&store.path, false)?;
-        let check = crate::store::meta_get(&conn, "key_check")?;
         let key_file = key_dir.join(crate::keys::EDGE_KEY_FILE);
-        if check.is_some() && !key_file.exists() {
-            anyhow::bail!(
-                "{} is missing: this database's members are encrypted under it; restore it (and chain.key) from the key backup into {}",
+        let db_path = cfg.data_dir.join(crate::store::DB_FILE);
+        let missing = || {
+            anyhow::anyhow!(
+                "{} is missing: this database is encrypted under it; restore it (and store.key) from the key backup into {}",
                 key_file.display(),
                 key_dir.display()
-            );
+            )
+        };
+        if !key_file.exists() && db_path.exists() {
+            // An encrypted database without its key opens nothing, and fresh keys must
+            // not be made for it; an older edge's plaintext one says by its key check
+            // whether it had keys.
+            if !patron_sqlite::connect::is_plaintext(&db_path)? {
+                return Err(missing());
+            }
+            let conn = crate::store::connect(&db_path, true)?;
+            if crate::store::meta_get(&conn, "key_check")?.is_some() {
+                return Err(missing());
+            }
         }
         // The keys the hub handed this store: its own (every generation held, while a
         // rotation re-wraps), or the chain's at a store enrolled before keys were per
         // store.
         let vault = Vault::open_or_create(&key_file)?.with_hub_keys_in(&key_dir)?;
+        // The database is encrypted at rest under a key derived from this store's own.
+        let store = Store::open_keyed(
+            &cfg.data_dir,
+            &cfg.store_id,
+            &cfg.storage,
+            Some(Arc::new(vault.database_key())),
+        )
+        .map_err(|e| match e {
+            crate::store::StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, _))
+                if f.code == rusqlite::ErrorCode::NotADatabase =>
+            {
+                anyhow::anyhow!(
+                    "the keys in {} are not the ones this database was written under (it does not decrypt): restore this store's keys",
+                    key_dir.display()
+                )
+            }
+            e => e.into(),
+        })?;
+        let offset = clock::parse_offset(&cfg.utc_offset).context("utc_offset")?;
+        let origin_label = format!("{}/{}", store.origin.node, store.origin.incarnation).into();
+        // Built before the writer takes its first job, from the durable log.
+        let conn = store.connect(false)?;
+        let check = crate::store::meta_get(&conn, "key_check")?;
         let hub_keys = key_dir.join(crate::crypto::store_key_file(
             vault.key_generation().unwrap_or(1),
         ));

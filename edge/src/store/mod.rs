@@ -33,6 +33,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use uuid::Uuid;
 
 use crate::config::StorageConfig;
+use patron_sqlite::connect::DbKey;
 pub use readers::Readers;
 pub use writer::{WriteCtx, Writer};
 
@@ -102,6 +103,8 @@ pub struct Store {
     pub origin: OwnOrigin,
     /// Path of the database file.
     pub path: PathBuf,
+    /// The key it is encrypted under at rest.
+    key: Option<Arc<DbKey>>,
     stop_checkpointer: Arc<AtomicBool>,
 }
 
@@ -112,18 +115,51 @@ impl Drop for Store {
 }
 
 /// Opens a connection with the settings every Patron database needs
-/// (`patron_sqlite::connect`) and the edge's cache.
+/// (`patron_sqlite::connect`) and the edge's cache, to a database not encrypted (tests).
 pub fn connect(path: &Path, read_only: bool) -> Result<Connection, StoreError> {
-    use patron_sqlite::connect::{Access, open};
+    connect_keyed(path, read_only, None)
+}
+
+/// [`connect`] to a database encrypted at rest under `key`.
+pub fn connect_keyed(
+    path: &Path,
+    read_only: bool,
+    key: Option<&DbKey>,
+) -> Result<Connection, StoreError> {
+    use patron_sqlite::connect::{Access, open_keyed};
     let access = if read_only {
         Access::ReadOnly
     } else {
         Access::ReadWrite
     };
-    let conn = open(path, access, BUSY_TIMEOUT)?;
+    let conn = open_keyed(path, access, BUSY_TIMEOUT, key)?;
     conn.pragma_update(None, "cache_size", -32_000)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
+}
+
+/// A connection to the database in `data_dir` for a command beside a running edge
+/// (lanes, audits, tests that inspect a store): under the key derived from the keys in
+/// `key_dir` (made there if the store has none and no database exists yet). A
+/// database an older edge left in plaintext is opened as it is: only `serve` encrypts
+/// one, when no other process has it open.
+pub fn connect_at(
+    data_dir: &Path,
+    key_dir: &Path,
+    read_only: bool,
+) -> anyhow::Result<(PathBuf, Connection)> {
+    let path = data_dir.join(DB_FILE);
+    let key_file = key_dir.join(crate::keys::EDGE_KEY_FILE);
+    if path.exists() && !key_file.exists() {
+        anyhow::bail!(
+            "{} is missing: this store's database is encrypted under it; restore it from the key backup",
+            key_file.display()
+        );
+    }
+    let key = crate::crypto::Vault::open_or_create(&key_file)?.database_key();
+    let plaintext = patron_sqlite::connect::is_plaintext(&path)?;
+    let conn = connect_keyed(&path, read_only, (!plaintext).then_some(&key))?;
+    Ok((path, conn))
 }
 
 /// Brings the schema up to date; refuses a database newer than this binary.
@@ -228,11 +264,30 @@ fn ensure_origin(conn: &Connection, store_id: &str) -> Result<OwnOrigin, StoreEr
 }
 
 impl Store {
-    /// Opens (creating if needed) the database in `data_dir` for `store_id`.
+    /// Opens (creating if needed) the database in `data_dir` for `store_id`, not
+    /// encrypted (tests).
     pub fn open(data_dir: &Path, store_id: &str, cfg: &StorageConfig) -> Result<Store, StoreError> {
+        Store::open_keyed(data_dir, store_id, cfg, None)
+    }
+
+    /// Opens (creating if needed) the database in `data_dir` for `store_id`, encrypted
+    /// at rest under `key`. A plaintext database an older edge left is encrypted first,
+    /// whole, before anything else opens it.
+    pub fn open_keyed(
+        data_dir: &Path,
+        store_id: &str,
+        cfg: &StorageConfig,
+        key: Option<Arc<DbKey>>,
+    ) -> Result<Store, StoreError> {
         std::fs::create_dir_all(data_dir)?;
         let path = data_dir.join(DB_FILE);
-        let mut conn = connect(&path, false)?;
+        if let Some(k) = &key
+            && patron_sqlite::connect::is_plaintext(&path)?
+        {
+            tracing::info!("encrypting the database at rest (once)");
+            patron_sqlite::connect::encrypt_in_place(&path, k)?;
+        }
+        let mut conn = connect_keyed(&path, false, key.as_deref())?;
         migrate(&mut conn, &path)?;
         let origin = ensure_origin(&conn, store_id)?;
         let origin = incarnation::check(&conn, data_dir, origin)?;
@@ -252,10 +307,10 @@ impl Store {
             cfg.max_batch,
             cfg.wal_restart_pages,
         )?;
-        let readers = Readers::open(&path, cfg.read_connections)?;
+        let readers = Readers::open(&path, cfg.read_connections, key.as_deref())?;
         let stop = Arc::new(AtomicBool::new(false));
         patron_sqlite::wal::spawn_checkpointer(
-            connect(&path, false)?,
+            connect_keyed(&path, false, key.as_deref())?,
             Duration::from_millis(cfg.checkpoint_interval_ms.max(10)),
             stop.clone(),
         )?;
@@ -264,8 +319,14 @@ impl Store {
             readers,
             origin,
             path,
+            key,
             stop_checkpointer: stop,
         })
+    }
+
+    /// Another connection to this store's database (under its key).
+    pub fn connect(&self, read_only: bool) -> Result<Connection, StoreError> {
+        connect_keyed(&self.path, read_only, self.key.as_deref())
     }
 }
 
@@ -298,6 +359,33 @@ mod tests {
             matches!(err, Some(StoreError::SchemaTooNew { found: 99, .. })),
             "{err:?}"
         );
+    }
+
+    /// An older edge's plaintext database is encrypted in place at the first keyed
+    /// open, keeping every row.
+    #[test]
+    fn a_plaintext_database_is_encrypted_once_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let cfg = StorageConfig::default();
+        let path = dir.path().join(DB_FILE);
+        {
+            let store = Store::open(dir.path(), "S001", &cfg).unwrap_or_else(|e| panic!("{e}"));
+            let c = store.connect(false).unwrap_or_else(|e| panic!("{e}"));
+            meta_set(&c, "kept", "yes").unwrap_or_else(|e| panic!("{e}"));
+        }
+        assert!(patron_sqlite::connect::is_plaintext(&path).unwrap_or(false));
+        let key = Arc::new(DbKey::new([3; 32]));
+        let store = Store::open_keyed(dir.path(), "S001", &cfg, Some(key.clone()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!patron_sqlite::connect::is_plaintext(&path).unwrap_or(true));
+        let c = store.connect(true).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(meta_get(&c, "kept").ok().flatten().as_deref(), Some("yes"));
+        drop((c, store));
+        // Opened again under its key: as it was, not encrypted twice.
+        let store = Store::open_keyed(dir.path(), "S001", &cfg, Some(key))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let c = store.connect(true).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(meta_get(&c, "kept").ok().flatten().as_deref(), Some("yes"));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::Connection;
 use tokio::sync::Semaphore;
 
-use super::{StoreError, connect};
+use super::StoreError;
 
 /// Read-only connections.
 pub struct Readers {
@@ -17,9 +17,13 @@ pub struct Readers {
 
 impl Readers {
     /// Opens `n` read-only connections to `path`.
-    pub fn open(path: &Path, n: usize) -> Result<Readers, StoreError> {
+    pub fn open(
+        path: &Path,
+        n: usize,
+        key: Option<&patron_sqlite::connect::DbKey>,
+    ) -> Result<Readers, StoreError> {
         let conns = (0..n).map(|_| {
-            let c = connect(path, true)?;
+            let c = super::connect_keyed(path, true, key)?;
             c.pragma_update(None, "query_only", "ON")?;
             Ok(c)
         });
@@ -80,8 +84,8 @@ mod tests {
     async fn abandoned_reads_return_their_connection() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let path = dir.path().join("r.sqlite");
-        drop(connect(&path, false).unwrap_or_else(|e| panic!("{e}")));
-        let readers = Arc::new(Readers::open(&path, 2).unwrap_or_else(|e| panic!("{e}")));
+        drop(super::super::connect(&path, false).unwrap_or_else(|e| panic!("{e}")));
+        let readers = Arc::new(Readers::open(&path, 2, None).unwrap_or_else(|e| panic!("{e}")));
         for _ in 0..6 {
             let r = readers.clone();
             let task = tokio::spawn(async move {

@@ -188,10 +188,7 @@ async fn acknowledged_commits_survive_sigkill_at_random_moments() -> anyhow::Res
     }
 
     edge.stop();
-    let db = rusqlite::Connection::open_with_flags(
-        edge.db_path(),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )?;
+    let db = edge.db()?;
     let receipts: i64 = db.query_row("SELECT count(*) FROM receipts", [], |r| r.get(0))?;
     assert_eq!(
         receipts as usize,

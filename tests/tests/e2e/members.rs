@@ -168,13 +168,13 @@ async fn rebuild_ledgers_derives_the_same_members_from_the_facts() -> anyhow::Re
     assert!(before.0.0["balance"].as_i64() > Some(0), "{before:?}");
     assert_eq!(before.0.1["code"], "silver", "{before:?}");
     edge.stop();
-    let db = rusqlite::Connection::open(edge.data_dir().join("edge.sqlite"))?;
+    let db = edge.db()?;
     let damaged = db.execute("UPDATE member_ledgers SET snapshot = x'02ff'", [])?;
     assert_eq!(damaged, 2, "both members had a snapshot kept");
     drop(db);
     let out = edge.run(&["rebuild-ledgers"])?;
     assert!(out.contains("2 members' ledger snapshots"), "{out}");
-    let db = rusqlite::Connection::open(edge.data_dir().join("edge.sqlite"))?;
+    let db = edge.db()?;
     let kept: i64 = db.query_row(
         "SELECT count(*) FROM member_ledgers WHERE snapshot <> x'02ff' AND length(snapshot) > 2",
         [],

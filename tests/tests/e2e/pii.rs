@@ -3,7 +3,8 @@ use serde_json::json;
 
 /// Personal data is encrypted at rest: the database files, read as raw bytes, hold
 /// neither the phone nor the name — not in the tables, the fact log, the stored
-/// idempotent answers, nor the WAL.
+/// idempotent answers, nor the WAL. Transaction data too: the whole database is
+/// encrypted (no SQLite header, no receipt id, no fact kind, no schema text).
 #[tokio::test]
 async fn the_database_files_hold_no_phone_and_no_name() -> anyhow::Result<()> {
     let mut edge = TestEdge::spawn().await?;
@@ -16,13 +17,30 @@ async fn the_database_files_hold_no_phone_and_no_name() -> anyhow::Result<()> {
     let id = r.json["member_id"].as_str().unwrap_or_default().to_string();
     edge.patch(&format!("/v1/members/{id}"), &json!({"name": "欧阳娜"}))
         .await?;
+    let (st, _) = edge.sale(&id, "R-PII-778899", 12_345, 0).await?;
+    assert_eq!(st, 201);
 
     let scan = |edge: &TestEdge| -> anyhow::Result<(bool, bool, bool, usize)> {
         let mut bytes = Vec::new();
         for entry in std::fs::read_dir(edge.data_dir())? {
-            bytes.extend(std::fs::read(entry?.path())?);
+            let path = entry?.path();
+            if path.is_file() {
+                bytes.extend(std::fs::read(path)?);
+            }
         }
         let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+        for plain in [
+            &b"SQLite format 3"[..],
+            b"R-PII-778899",
+            b"member_registered",
+            b"CREATE TABLE",
+        ] {
+            assert!(
+                !has(plain),
+                "{:?} in the data directory",
+                String::from_utf8_lossy(plain)
+            );
+        }
         Ok((
             has(phone.as_bytes()),
             has(name.as_bytes()),
@@ -68,7 +86,14 @@ async fn the_database_files_hold_no_phone_and_no_name() -> anyhow::Result<()> {
         }
     }
     let _ = std::fs::remove_file(copy.data_dir().join("edge.sqlite-shm"));
+    // (Preparing the copy's lanes made it keys of its own: other keys, not none.)
+    let own_keys = copy.key_dir().join("edge.key").exists();
     let err = copy.refused(&["serve"]).await?;
-    assert!(err.contains("edge.key is missing"), "{err}");
+    let expected = if own_keys {
+        "not the ones this database was written under"
+    } else {
+        "edge.key is missing"
+    };
+    assert!(err.contains(expected), "{err}");
     Ok(())
 }

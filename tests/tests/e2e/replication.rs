@@ -181,11 +181,8 @@ async fn a_store_holds_keys_of_its_own_and_only_the_members_it_served() -> Resul
         );
     }
     let members = |e: &TestEdge| -> Result<i64> {
-        let c = rusqlite::Connection::open_with_flags(
-            e.db_path(),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )?;
-        Ok(c.query_row("SELECT count(*) FROM members", [], |r| r.get(0))?)
+        Ok(e.db()?
+            .query_row("SELECT count(*) FROM members", [], |r| r.get(0))?)
     };
     assert_eq!(members(&s1)?, 3);
     assert_eq!(members(&s2)?, 1, "S002 holds the one member it looked up");
@@ -334,9 +331,9 @@ async fn a_member_registered_before_the_store_enrolled_joins_the_chain() -> Resu
         .context("points_earned")?;
     s1.stop();
     s1.enroll(&hub)?;
-    let db = s1.db_path();
+    let (data, keys) = (s1.data_dir(), s1.key_dir());
     let rekey_done = |done: bool| -> Result<()> {
-        let conn = rusqlite::Connection::open(&db)?;
+        let (_, conn) = patron_edge::store::connect_at(&data, &keys, false)?;
         if done {
             conn.execute(
                 "INSERT INTO meta (key, value) VALUES ('rekeyed_for_chain', '1')",
