@@ -28,9 +28,11 @@
 //! runs against a lookup of a 10-fact member. `BENCH_SPREAD_DAYS=0` writes the long
 //! histories over HTTP instead (all on one day).
 //!
-//! The edge runs fresh with no rule set and with `BENCH_RULES` (default 10) active
-//! rules, alternating over `BENCH_ROUNDS` rounds (default 4) whose order swaps every
-//! round, so promotions' cost is measured against the same run and the same drift.
+//! The edge runs fresh with no rule set, with `BENCH_RULES` (default 10) active
+//! rules, and with its database not encrypted at rest (`storage.encrypt_at_rest =
+//! false`: the cost of the encryption, edge against edge), alternating over
+//! `BENCH_ROUNDS` rounds (default 4) whose order reverses every round, so the cost of
+//! promotions and of encryption is measured against the same run and the same drift.
 //!
 //! Knobs: `BENCH_SECS` (default 10), `BENCH_CONNS` (default 64), `BENCH_MEMBERS`,
 //! `BENCH_RULES`, `BENCH_ROUNDS`.
@@ -221,6 +223,12 @@ fn edge_cmd(config: &Path) -> Command {
 /// Writes the benchmark edge's configuration in `dir` (also over a reused database's:
 /// the configuration follows the code).
 fn write_config(dir: &Path) -> Result<PathBuf, BoxError> {
+    write_config_with(dir, "")
+}
+
+/// [`write_config`] with `extra` TOML after it (a `[storage]` table: `extra` must not
+/// repeat the tables written here).
+fn write_config_with(dir: &Path, extra: &str) -> Result<PathBuf, BoxError> {
     let config = dir.join("edge.toml");
     std::fs::write(
         &config,
@@ -229,7 +237,7 @@ fn write_config(dir: &Path) -> Result<PathBuf, BoxError> {
             // the POS API served HTTPS (TLS costs the POS a handshake per connection
             // and a few microseconds a request on a kept-alive one).
             // One lane looks up members by phone as fast as it can: no lookup budget.
-            "store_id = \"B001\"\ndata_dir = {:?}\nlisten = \"127.0.0.1:0\"\n[tls]\nenabled = false\n[privacy]\nphone_lookups_per_lane_per_minute = 0\n",
+            "store_id = \"B001\"\ndata_dir = {:?}\nlisten = \"127.0.0.1:0\"\n[tls]\nenabled = false\n[privacy]\nphone_lookups_per_lane_per_minute = 0\n{extra}",
             dir.join("data").display().to_string()
         ),
     )?;
@@ -237,9 +245,13 @@ fn write_config(dir: &Path) -> Result<PathBuf, BoxError> {
 }
 
 fn prepare_edge(dir: &Path, members: u64) -> Result<PathBuf, BoxError> {
+    prepare_edge_with(dir, members, "")
+}
+
+fn prepare_edge_with(dir: &Path, members: u64, extra: &str) -> Result<PathBuf, BoxError> {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir)?;
-    let config = write_config(dir)?;
+    let config = write_config_with(dir, extra)?;
     let t = Instant::now();
     let out = edge_cmd(&config)
         .args(["seed-members", "--count", &members.to_string()])
@@ -495,10 +507,11 @@ async fn drive_edge(
     dir: &Path,
     members: u64,
     rules: Option<serde_json::Value>,
+    extra: &str,
     conns: u64,
     secs: u64,
 ) -> Result<Load, BoxError> {
-    let config = prepare_edge(dir, members)?;
+    let config = prepare_edge_with(dir, members, extra)?;
     let edge = start_edge(&config)?;
     if let Some(r) = rules {
         let status = put_json(edge.addr, &edge.token, "/v1/admin/rule-set", r.to_string()).await?;
@@ -540,24 +553,39 @@ async fn commit_bench() -> Result<(), BoxError> {
     let run = std::process::id();
     let plain = "patron-edge checkout/commit";
     let ruled = format!("patron-edge checkout/commit, {n_rules} rules");
+    let unencrypted = "patron-edge checkout/commit, database not encrypted";
 
     // The two edge configurations alternate, and swap places every round, so a drift of
     // the machine during the run weighs on both alike; the baselines run once, between.
     let mut edges: Vec<(Load, Load)> = Vec::new();
+    let mut clear: Vec<Load> = Vec::new();
     let mut baselines = Vec::new();
     for round in 0..rounds {
-        let mut pair: [Option<Load>; 2] = [None, None];
-        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        let mut pair: [Option<Load>; 3] = [None, None, None];
+        let order = if round % 2 == 0 { [0, 1, 2] } else { [2, 1, 0] };
         for which in order {
-            let (label, rules, sub) = match which {
-                0 => (plain.to_string(), None, "edge"),
-                _ => (ruled.clone(), Some(common::rules(n_rules)), "edge-rules"),
+            let (label, rules, sub, extra) = match which {
+                0 => (plain.to_string(), None, "edge", ""),
+                1 => (
+                    ruled.clone(),
+                    Some(common::rules(n_rules)),
+                    "edge-rules",
+                    "",
+                ),
+                _ => (
+                    unencrypted.to_string(),
+                    None,
+                    "edge-clear",
+                    "[storage]\nencrypt_at_rest = false\n",
+                ),
             };
-            let load = drive_edge(&label, &dir.join(sub), members, rules, conns, secs).await?;
+            let load =
+                drive_edge(&label, &dir.join(sub), members, rules, extra, conns, secs).await?;
             pair[which] = Some(load);
         }
-        if let [Some(a), Some(b)] = pair {
+        if let [Some(a), Some(b), Some(c)] = pair {
             edges.push((a, b));
+            clear.push(c);
         }
         if round == 0 {
             for (mode, label) in [
@@ -584,6 +612,7 @@ async fn commit_bench() -> Result<(), BoxError> {
     let mut rows: Vec<&Load> = vec![first_plain, naive, group, group_enc, noop];
     rows.extend(edges.iter().map(|(_, r)| r));
     rows.extend(edges.iter().skip(1).map(|(p, _)| p));
+    rows.extend(clear.iter());
     report(
         &format!(
             "checkout/commit, {conns} connections, {secs}s each, {members} members, {rounds} round(s)"
@@ -604,8 +633,16 @@ async fn commit_bench() -> Result<(), BoxError> {
             .join(", "),
         ok_ruled / ok_plain
     );
+    let ok_clear: f64 = clear.iter().map(Load::rate).sum();
     println!(
-        "encryption at rest on the group-commit ceiling: **{:.2}×** throughput ((b) encrypted / (b))",
+        "encrypted / not encrypted database, per round: {}; all rounds: **{:.2}×** throughput; on the group-commit ceiling ((b) encrypted / (b)): **{:.2}×**",
+        edges
+            .iter()
+            .zip(&clear)
+            .map(|((p, _), c)| format!("{:.2}×", p.rate() / c.rate()))
+            .collect::<Vec<_>>()
+            .join(", "),
+        ok_plain / ok_clear,
         group_enc.rate() / group.rate()
     );
     Ok(())

@@ -298,6 +298,11 @@ pub struct StorageConfig {
     /// WAL size (pages) past which the checkpointer briefly holds the writer back so the
     /// WAL restarts from its beginning instead of growing.
     pub wal_restart_pages: u32,
+    /// Encrypt the database at rest (SQLCipher, docs/keys.md). `false` keeps a new or
+    /// plaintext database in plaintext (a machine whose disk is encrypted otherwise;
+    /// the commit benchmark's comparison); an encrypted one stays encrypted. `/healthz`
+    /// reports which.
+    pub encrypt_at_rest: bool,
 }
 
 impl Default for Config {
@@ -385,6 +390,7 @@ impl Default for StorageConfig {
             read_connections: 4,
             checkpoint_interval_ms: 50,
             wal_restart_pages: 16384,
+            encrypt_at_rest: true,
         }
     }
 }

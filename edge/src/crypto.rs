@@ -152,11 +152,25 @@ pub fn store_key_file(generation: u32) -> String {
     }
 }
 
-/// Saves generation `generation` (2 and up) of this store's keys, from a rotation, in
-/// `dir` (see [`store_key_file`]), whole or not at all.
+/// Saves generation `generation` (1 and up) of this store's keys, from a rotation, in
+/// `dir` (see [`store_key_file`]), whole or not at all. Generation 1 comes to a store
+/// that held the chain's keys.
 pub fn save_store_generation(dir: &Path, generation: u32, keys: &[u8]) -> Result<(), CryptoError> {
-    if generation < 2 {
-        return Err(CryptoError::KeyFileMalformed(store_key_file(generation)));
+    let sync_dir = || {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|source| CryptoError::KeyFileIo {
+                path: dir.display().to_string(),
+                source,
+            })
+    };
+    match generation {
+        0 => return Err(CryptoError::KeyFileMalformed(store_key_file(generation))),
+        1 => {
+            save_store_keys(&dir.join(STORE_KEY_FILE), keys)?;
+            return sync_dir();
+        }
+        _ => {}
     }
     let mut body = Zeroizing::new(generation.to_be_bytes().to_vec());
     body.extend_from_slice(keys);

@@ -29,10 +29,14 @@ pub fn open_hub(dir: &Path, key_dir: &Path, need_ca: bool) -> anyhow::Result<Hub
         // A development hub without a CA: stores enroll over plain HTTP only.
         Err(_) => (String::new(), "insecure".to_string()),
     };
-    let hub = Hub::new(Arc::new(store), pem, fp);
     // The stores' root key is made beside the chain's the first time a hub with the
-    // chain's keys opens: before it, every store held the chain's keys (keyring::CHAIN).
-    match crate::keyring::Keyring::load(key_dir, true) {
+    // chain's keys opens (before it, every store held the chain's keys), and never once
+    // a store holds keys derived from it: lost, it must come back from a backup.
+    let derived = crate::store::Stores::list_stores(&store, 0)?
+        .iter()
+        .any(|s| s.key_generation.unwrap_or(0) > 0 || s.key_offered.unwrap_or(0) > 0);
+    let hub = Hub::new(Arc::new(store), pem, fp);
+    match crate::keyring::Keyring::load(key_dir, !derived) {
         Ok(ring) => Ok(hub.with_keyring(Arc::new(ring))),
         Err(_) if !need_ca && !key_dir.join(crate::chain_keys::CHAIN_KEY_FILE).exists() => Ok(hub),
         Err(e) => Err(e.context("the member keys")),

@@ -1367,32 +1367,44 @@ mod tests {
 
         assert_eq!(heartbeat(&s1, 2), None, "held now: nothing more to offer");
         assert_eq!(row("S001"), Some((Some(2), None)));
-        // Translated for S001 under generation 2 only.
+        // Translated for S001 under generation 2 only, as the hub recorded it; a report
+        // of an older generation (or of the chain's keys: a store restored with an old
+        // key directory) does not take it back: generation 2 is offered again.
+        assert_eq!(heartbeat(&s1, 0).map(|o| o.generation), Some(2));
+        assert_eq!(
+            row("S001"),
+            Some((Some(2), None)),
+            "never back to older keys"
+        );
+        let (held, offered) = row("S001").unwrap_or_default();
         let s1 = StoreRow {
-            member_keys: Some(2),
+            member_keys: held,
+            keys_offered: offered.or(held),
             ..s1
         };
         let m = uuid::Uuid::parse_str(&mid("m-1")).unwrap_or_else(|e| panic!("{e}"));
-        let (_, _, sealed) = keyed_registration(&g1, "m-1", "13800000001");
+        // The phone as the registration sealed it, under the member's own key.
+        let sealed = {
+            let v: serde_json::Value = serde_json::from_str(&reg).unwrap_or_default();
+            b64.decode(v["phone"].as_str().unwrap_or_default())
+                .unwrap_or_default()
+        };
+        assert_eq!(read_phone(&g1, m, &b64.decode(
+            serde_json::from_str::<serde_json::Value>(&reg).unwrap_or_default()["wrapped_key"]
+                .as_str().unwrap_or_default()).unwrap_or_default(), &sealed).as_deref(),
+            Some("13800000001"), "the registration opens under generation 1");
         let got = fetch_by_phone(hub, &s1, "13800000001").unwrap_or_else(|e| panic!("{e}"));
         let k = &got.keys[0];
         assert_eq!(k.phone_idx, index(&offer.keys, "13800000001"));
         let wrapped = b64.decode(&k.wrapped_key).unwrap_or_default();
+        assert_eq!(
+            read_phone(&offer.keys, m, &wrapped, &sealed).as_deref(),
+            Some("13800000001"),
+            "translated under generation 2"
+        );
         assert!(
             read_phone(&g1, m, &wrapped, &sealed).is_none(),
             "not under generation 1"
-        );
-        // (The phone sealed under the member's key is the registration's: the same key
-        // opened under generation 2 reads it.)
-        let held_phone = {
-            let (r, ..) = (reg.clone(), ());
-            let v: serde_json::Value = serde_json::from_str(&r).unwrap_or_default();
-            b64.decode(v["phone"].as_str().unwrap_or_default())
-                .unwrap_or_default()
-        };
-        assert_eq!(
-            read_phone(&offer.keys, m, &wrapped, &held_phone).as_deref(),
-            Some("13800000001")
         );
     }
 

@@ -37,6 +37,9 @@ pub struct Health {
     /// logged).
     #[serde(default)]
     pub limits_overridden_today: i64,
+    /// Whether the database is encrypted at rest (`storage.encrypt_at_rest`).
+    #[serde(default)]
+    pub encrypted_at_rest: bool,
 }
 
 /// Where each chain-wide setting in force at the store came from: `hq` (published for

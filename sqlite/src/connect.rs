@@ -72,7 +72,14 @@ pub fn encrypt_in_place(path: &Path, key: &DbKey) -> rusqlite::Result<()> {
     }
     {
         let plain = Connection::open(path)?;
-        plain.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        // Every committed page into the file, and no other process in it: one that is
+        // (a command beside) would keep writing to the file this replaces.
+        let busy: i64 = plain.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+        if busy != 0 {
+            return Err(fail(std::io::Error::other(
+                "the database is in use by another process: stop it and start again",
+            )));
+        }
         let version: i64 = plain.pragma_query_value(None, "user_version", |r| r.get(0))?;
         let target = tmp
             .to_str()

@@ -315,9 +315,23 @@ async fn exchange(edge: &Arc<Edge>, client: &HubClient, acked: &mut i64) -> Step
                 capabilities: Vec::new(),
             });
             update(&edge.sync_status, |s| s.negotiated = Some(negotiated));
-            if let Some(offer) = a.keys {
+            match (a.keys, req.report.key_generation) {
                 // HQ rotated this store's keys: taken at once, re-wrapped in the background.
-                edge.take_rotated_keys(offer).await;
+                (Some(offer), _) => edge.take_rotated_keys(offer).await,
+                // The hub translates under the keys this store holds: older ones it
+                // still keeps may go once a pass finds no row under them.
+                (None, Some(held)) => {
+                    edge.hub_holds(held);
+                    if edge.core.vault.rotating() {
+                        let edge = edge.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = edge.rekey_for_chain().await {
+                                tracing::error!(error = %e, "re-wrapping members under rotated keys");
+                            }
+                        });
+                    }
+                }
+                (None, None) => {}
             }
             a.ack
         }

@@ -495,6 +495,12 @@ pub struct Edge {
     fetches: std::sync::atomic::AtomicUsize,
     /// A refetch of every held phone is running (`refetch_phones`).
     refetching: std::sync::atomic::AtomicBool,
+    /// A re-key pass is running (`rekey_for_chain`): one at a time.
+    rekeying: std::sync::atomic::AtomicBool,
+    /// The generation of this store's keys the hub last confirmed it holds (its push
+    /// answer offered nothing newer); `u32::MAX`: not yet. Older keys are destroyed
+    /// only once the hub translates under the current ones.
+    hub_holds_generation: std::sync::atomic::AtomicU32,
     /// Lookups by phone each lane may still make.
     lookup_budget: lookups::LookupBudget,
 }
@@ -610,11 +616,19 @@ impl Edge {
         // store.
         let vault = Vault::open_or_create(&key_file)?.with_hub_keys_in(&key_dir)?;
         // The database is encrypted at rest under a key derived from this store's own.
+        // Left in plaintext only by explicit configuration, and never once encrypted.
+        let encrypt = cfg.storage.encrypt_at_rest
+            || (db_path.exists() && !patron_sqlite::connect::is_plaintext(&db_path)?);
+        if !encrypt {
+            tracing::warn!(
+                "the database is not encrypted at rest (storage.encrypt_at_rest = false)"
+            );
+        }
         let store = Store::open_keyed(
             &cfg.data_dir,
             &cfg.store_id,
             &cfg.storage,
-            Some(Arc::new(vault.database_key())),
+            encrypt.then(|| Arc::new(vault.database_key())),
         )
         .map_err(|e| match e {
             crate::store::StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, _))
@@ -700,6 +714,8 @@ impl Edge {
             refreshed: Default::default(),
             fetches: Default::default(),
             refetching: Default::default(),
+            rekeying: Default::default(),
+            hub_holds_generation: std::sync::atomic::AtomicU32::new(u32::MAX),
             lookup_budget,
         })
     }
@@ -741,6 +757,7 @@ impl Edge {
             status: "ok".into(),
             limits_refused_today,
             limits_overridden_today,
+            encrypted_at_rest: self.store.encrypted(),
             transport: self
                 .core
                 .cfg

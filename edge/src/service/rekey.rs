@@ -51,6 +51,21 @@ impl Edge {
         let Some(generation) = self.core.vault.key_generation() else {
             return Ok(0);
         };
+        /// Clears the running flag however the pass ends.
+        struct Running<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for Running<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        // One pass at a time: two would each decide alone when the old keys may go.
+        if self
+            .rekeying
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Ok(0);
+        }
+        let _running = Running(&self.rekeying);
         let rotating = self.core.vault.rotating();
         let (done, position) = self
             .store
@@ -119,7 +134,12 @@ impl Edge {
                     }
                     match last {
                         Some(id) => meta_set(ctx.conn, POSITION_KEY, &format!("{generation}:{}", hex::encode(id)))?,
-                        None => meta_set(ctx.conn, DONE_KEY, &generation.to_string())?,
+                        // Done: the next pass (the one after the hub confirms the
+                        // keys) looks at every row again, from the start.
+                        None => {
+                            meta_set(ctx.conn, DONE_KEY, &generation.to_string())?;
+                            meta_set(ctx.conn, POSITION_KEY, "")?;
+                        }
                     }
                     Ok::<_, EdgeError>((n, last))
                 })
@@ -143,7 +163,18 @@ impl Edge {
         Ok(total)
     }
 
-    /// Destroys the older generations of keys from the hub once no row needs them.
+    /// The hub answered a push reporting `generation` without offering newer keys: it
+    /// holds that this store holds them, and translates for it under them from now on.
+    pub(crate) fn hub_holds(&self, generation: u32) {
+        self.hub_holds_generation
+            .store(generation, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Destroys the older generations of keys from the hub once no row needs them: the
+    /// pass found none left, and the hub confirmed it translates under the current
+    /// generation (keys it sent under an older one before that were re-wrapped as they
+    /// came). Until then they stay, and the next pass after the hub's confirmation (the
+    /// sync worker starts one) re-checks every row, late arrivals included.
     fn destroy_old_keys(&self) {
         let v = &self.core.vault;
         if !v.rotating() {
@@ -152,6 +183,17 @@ impl Edge {
         let Some(current) = v.key_generation() else {
             return;
         };
+        if self
+            .hub_holds_generation
+            .load(std::sync::atomic::Ordering::SeqCst)
+            != current
+        {
+            tracing::info!(
+                generation = current,
+                "older member keys kept until the hub confirms the new ones"
+            );
+            return;
+        }
         let dir = self.core.cfg.key_dir();
         for g in crate::crypto::hub_key_generations(&dir) {
             if g == current {
@@ -317,6 +359,12 @@ mod tests {
             Some(3),
             "the rest, once"
         );
+        // Until the hub says it translates under generation 2, generation 1 stays (keys
+        // it sends meanwhile may still be under it).
+        assert!(edge.core.vault.rotating());
+        assert!(keys.join(STORE_KEY_FILE).exists());
+        edge.hub_holds(2);
+        assert_eq!(edge.rekey_for_chain().await.ok(), Some(0), "nothing left");
         assert!(!edge.core.vault.rotating());
         assert!(
             !keys.join(STORE_KEY_FILE).exists(),
@@ -348,6 +396,41 @@ mod tests {
         assert_eq!(
             row(&edge, ids[0]).await.phone_idx,
             edge.core.vault.phone_index(&phone(0))
+        );
+    }
+
+    /// A store enrolled when every store held the chain's keys is rotated to keys of
+    /// its own (generation 1): its members move under them, and chain.key is
+    /// destroyed once the hub holds that the store has them.
+    #[tokio::test]
+    async fn a_store_on_the_chain_s_keys_rotates_to_keys_of_its_own() {
+        use crate::crypto::{STORE_KEY_FILE, hub_key_generations};
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        enroll(dir.path(), "S001");
+        let keys = dir.path().join("keys");
+        let (edge, _) = Edge::for_test("S001", dir.path(), T0);
+        let m = register(&edge, PHONE, "Early").await;
+        assert_eq!(edge.core.vault.key_generation(), Some(0), "the chain's");
+        let offer = OfferedKeys {
+            generation: 1,
+            keys: B64.encode([9u8; CHAIN_KEYS_LEN]),
+        };
+        assert!(edge.take_keys_offer(&offer).await);
+        assert!(keys.join(STORE_KEY_FILE).exists());
+        assert_eq!(edge.rekey_for_chain().await.ok(), Some(1));
+        edge.hub_holds(1);
+        assert_eq!(edge.rekey_for_chain().await.ok(), Some(0));
+        assert_eq!(hub_key_generations(&keys), vec![1], "chain.key destroyed");
+        drop(edge);
+        let (edge, _) = Edge::for_test("S001", dir.path(), T0 + 1);
+        let shown = edge
+            .member_by_phone(PHONE)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(shown.name.as_deref(), Some("Early"));
+        assert_eq!(
+            row(&edge, m).await.phone_idx,
+            edge.core.vault.phone_index(PHONE)
         );
     }
 

@@ -266,6 +266,7 @@ fn held_rekey(conn: &rusqlite::Connection, m: &[u8; 16]) -> Result<Option<Keys>,
 /// check-in or a per-member promotion limit from the lost span can be used again).
 fn project(
     conn: &rusqlite::Connection,
+    vault: &crate::crypto::Vault,
     origin_id: i64,
     origin_node: &str,
     seq: i64,
@@ -312,8 +313,11 @@ fn project(
                 }
             }
             // A re-key of this member held already (it came before the registration was
-            // rebuilt here) puts the row under the chain's keys again.
-            if let Some((idx, wrapped)) = held_rekey(conn, &m)? {
+            // rebuilt here) puts the row under its keys, if they open here: another
+            // store's keys do not, and the hub translates those for this store.
+            if let Some((idx, wrapped)) = held_rekey(conn, &m)?
+                && vault.member_key(&m, &wrapped).is_ok()
+            {
                 members::set_keys(conn, &m, &idx, &wrapped)?;
             }
             // The row's profile CRDT starts from the registration; projected again (a
@@ -324,9 +328,11 @@ fn project(
                 &super::profiles::fact_ops(&e.detail, e.at, origin_node),
             )?;
         }
-        (Detail::MemberRekeyed(r), Some(m)) => {
-            // Registered before its store enrolled: the registration's key and phone
-            // index were that store's own; these are the chain's (service::rekey).
+        // Registered before its store enrolled, or re-wrapped by a rotation
+        // (service::rekey): taken if the keys open here (this store's own re-key, or
+        // keys every store held); another store's are left to the hub, which
+        // translates them for this store.
+        (Detail::MemberRekeyed(r), Some(m)) if vault.member_key(&m, &r.wrapped_key.0).is_ok() => {
             members::set_keys(conn, &m, &r.phone_idx.0, &r.wrapped_key.0)?;
         }
         (Detail::MemberUpdated(_), Some(m)) => {
@@ -430,14 +436,16 @@ pub struct Streamed {
 /// far and the members whose profile row is being rebuilt.
 struct Kept<'a> {
     own_node: &'a str,
+    vault: &'a crate::crypto::Vault,
     origins: std::collections::HashMap<(String, Uuid), i64>,
     rebuilt: std::collections::HashSet<[u8; 16]>,
 }
 
 impl<'a> Kept<'a> {
-    fn new(own_node: &'a str) -> Self {
+    fn new(own_node: &'a str, vault: &'a crate::crypto::Vault) -> Self {
         Self {
             own_node,
+            vault,
             origins: Default::default(),
             rebuilt: Default::default(),
         }
@@ -504,7 +512,7 @@ impl<'a> Kept<'a> {
             Kind::MemberRegistered | Kind::MemberUpdated | Kind::MemberMerged | Kind::MemberRekeyed
         );
         if (inserted || rebuild) && profile {
-            project(conn, origin_id, &f.origin.node, seq, e)?;
+            project(conn, self.vault, origin_id, &f.origin.node, seq, e)?;
             return Ok(true);
         }
         Ok(inserted)
@@ -532,7 +540,7 @@ impl Edge {
             .writer
             .write(move |ctx| {
                 store::members::set_fetched_upto(ctx.conn, &phone_idx, upto, now)?;
-                let mut kept = Kept::new(&own_node);
+                let mut kept = Kept::new(&own_node, &core.vault);
                 let mut any = false;
                 for f in &fetched {
                     if let Some(e) = kept.entry(f) {
@@ -579,7 +587,7 @@ impl Edge {
         self.store
             .writer
             .write(move |ctx| {
-                let mut kept = Kept::new(&own_node);
+                let mut kept = Kept::new(&own_node, &core.vault);
                 let mut out = Streamed::default();
                 // A fetch under way may be of a member this page carries but the store
                 // does not hold yet: releasing them now would undo the fetch's holding
@@ -696,6 +704,7 @@ impl Edge {
         facts: Vec<Fact>,
     ) -> Result<(), EdgeError> {
         let own_node = self.store.origin.node.clone();
+        let core = self.core.clone();
         self.store
             .writer
             .write(move |ctx| {
@@ -709,7 +718,7 @@ impl Edge {
                     let e = Entry::parse(&f.body)
                         .map_err(|x| StoreError::Corrupt(format!("refetched fact: {x}")))?;
                     if facts::insert_at(ctx.conn, r.origin_id, seq, &new_fact(&e))? {
-                        project(ctx.conn, r.origin_id, &own_node, seq, &e)?;
+                        project(ctx.conn, &core.vault, r.origin_id, &own_node, seq, &e)?;
                     }
                     after = seq;
                 }

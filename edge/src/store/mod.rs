@@ -281,11 +281,23 @@ impl Store {
     ) -> Result<Store, StoreError> {
         std::fs::create_dir_all(data_dir)?;
         let path = data_dir.join(DB_FILE);
-        if let Some(k) = &key
-            && patron_sqlite::connect::is_plaintext(&path)?
-        {
-            tracing::info!("encrypting the database at rest (once)");
-            patron_sqlite::connect::encrypt_in_place(&path, k)?;
+        if let Some(k) = &key {
+            if patron_sqlite::connect::is_plaintext(&path)? {
+                tracing::info!("encrypting the database at rest (once)");
+                patron_sqlite::connect::encrypt_in_place(&path, k)?;
+            }
+            // The copies older upgrades left (`edge.v<n>.bak`) hold the same data.
+            for entry in std::fs::read_dir(data_dir)? {
+                let old = entry?.path();
+                let name = old.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                if name.starts_with("edge.v")
+                    && name.ends_with(".bak")
+                    && patron_sqlite::connect::is_plaintext(&old)?
+                {
+                    tracing::info!(file = name, "encrypting an upgrade's backup copy");
+                    patron_sqlite::connect::encrypt_in_place(&old, k)?;
+                }
+            }
         }
         let mut conn = connect_keyed(&path, false, key.as_deref())?;
         migrate(&mut conn, &path)?;
@@ -322,6 +334,11 @@ impl Store {
             key,
             stop_checkpointer: stop,
         })
+    }
+
+    /// Whether the database is encrypted at rest.
+    pub fn encrypted(&self) -> bool {
+        self.key.is_some()
     }
 
     /// Another connection to this store's database (under its key).

@@ -166,6 +166,11 @@ fn stores_enroll_once_and_authenticate_by_credential(s: &dyn HubStore) {
     s.note_key_generation("S001", 2)
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(held("S001"), Some((Some(2), None)));
+    for older in [1, crate::keyring::CHAIN] {
+        s.note_key_generation("S001", older)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(held("S001"), Some((Some(2), None)), "never back to {older}");
+    }
     // A store never handed keys gets those it is enrolled with.
     s.add_store(&NewStore {
         store_id: "S002",

@@ -152,7 +152,9 @@ pub trait Stores: Send + Sync + 'static {
     /// unknown, unenrolled or revoked store.
     fn offer_keys(&self, store_id: &str) -> Result<Option<crate::keyring::Generation>, StoreError>;
 
-    /// Records the generation of keys a store reports holding (one it was offered).
+    /// Records the generation of keys a store reports holding: one it was offered, newer
+    /// than the one recorded (a store never goes back to keys it rotated away from, nor
+    /// to the chain's).
     fn note_key_generation(
         &self,
         store_id: &str,

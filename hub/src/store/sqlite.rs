@@ -1876,7 +1876,7 @@ impl Stores for SqliteStore {
         let conn = self.lock();
         conn.prepare_cached(
             "UPDATE stores SET key_generation = ?2
-              WHERE store_id = ?1 AND ?2 <= key_offered AND key_generation IS NOT ?2",
+              WHERE store_id = ?1 AND ?2 <= key_offered AND ?2 > coalesce(key_generation, -1)",
         )?
         .execute(params![store_id, held])?;
         Ok(())

@@ -62,8 +62,10 @@ async fn the_database_files_hold_no_phone_and_no_name() -> anyhow::Result<()> {
         "plaintext found after kill: phone={p} name={n} birthday={b}"
     );
 
-    // Still readable by the edge itself after a restart.
+    // Still readable by the edge itself after a restart, which says it encrypts.
     edge.start().await?;
+    let h = edge.get("/healthz").await?;
+    assert_eq!(h.json["encrypted_at_rest"], true, "{}", h.json);
     let r = edge.get(&format!("/v1/members?phone={phone}")).await?;
     assert_eq!((r.status, r.json["name"].as_str()), (200, Some("欧阳娜")));
     assert_eq!(r.json["phone_masked"], "139****5678");
@@ -87,13 +89,16 @@ async fn the_database_files_hold_no_phone_and_no_name() -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_file(copy.data_dir().join("edge.sqlite-shm"));
     // (Preparing the copy's lanes made it keys of its own: other keys, not none.)
-    let own_keys = copy.key_dir().join("edge.key").exists();
+    assert!(copy.key_dir().join("edge.key").exists());
     let err = copy.refused(&["serve"]).await?;
-    let expected = if own_keys {
-        "not the ones this database was written under"
-    } else {
-        "edge.key is missing"
-    };
-    assert!(err.contains(expected), "{err}");
+    assert!(
+        err.contains("not the ones this database was written under"),
+        "{err}"
+    );
+    // Without any key directory at all: refused too, and no keys made for it.
+    std::fs::remove_dir_all(copy.key_dir())?;
+    let err = copy.refused(&["serve"]).await?;
+    assert!(err.contains("edge.key is missing"), "{err}");
+    assert!(!copy.key_dir().join("edge.key").exists());
     Ok(())
 }
