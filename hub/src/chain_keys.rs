@@ -4,11 +4,9 @@
 //! second ([`crate::keyring`]). Stores enrolled before keys were per store were handed
 //! them too and keep them; every other store gets keys of its own.
 
-use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use ring::rand::{SecureRandom, SystemRandom};
@@ -40,17 +38,10 @@ pub fn create(dir: &Path) -> Result<()> {
 /// under them, and older stores hold them).
 pub fn load(dir: &Path) -> Result<String> {
     let path = dir.join(CHAIN_KEY_FILE);
-    let mut f = std::fs::File::open(&path).with_context(|| {
-        format!(
-            "reading {} (created by `patron-hub init`; restore it from a backup if it is lost)",
-            path.display()
-        )
-    })?;
-    if f.metadata()?.permissions().mode() & 0o077 != 0 {
-        bail!("{} must be mode 0600", path.display());
-    }
-    let mut bytes = Vec::new();
-    f.read_to_end(&mut bytes)?;
+    let bytes = zeroize::Zeroizing::new(patron_keydir::read_secret(
+        &path,
+        "created by `patron-hub init`; restore it from a backup if it is lost",
+    )?);
     if bytes.len() != MAGIC.len() + KEYS_LEN || &bytes[..MAGIC.len()] != MAGIC {
         bail!("{} is not a Patron chain key file", path.display());
     }
@@ -60,6 +51,7 @@ pub fn load(dir: &Path) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn keys_are_created_once_and_kept() {

@@ -18,8 +18,6 @@
 //! Ciphertexts are `nonce ‖ ciphertext ‖ tag` with the member and field as associated
 //! data, as the edge writes them (`patron_edge::crypto`).
 
-use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -239,17 +237,10 @@ fn load_root(dir: &Path, create: bool) -> Result<Zeroizing<Vec<u8>>> {
         buf.extend_from_slice(&root[..]);
         patron_keydir::write_secret(&path, &buf)?;
     }
-    let mut f = std::fs::File::open(&path).with_context(|| {
-        format!(
-            "reading {} (restore it from a backup if it is lost: every store's keys follow from it)",
-            path.display()
-        )
-    })?;
-    if f.metadata()?.permissions().mode() & 0o077 != 0 {
-        bail!("{} must be mode 0600", path.display());
-    }
-    let mut bytes = Zeroizing::new(Vec::new());
-    f.read_to_end(&mut bytes)?;
+    let bytes = Zeroizing::new(patron_keydir::read_secret(
+        &path,
+        "restore it from a backup if it is lost: every store's keys follow from it",
+    )?);
     if bytes.len() != MAGIC.len() + KEY_LEN || &bytes[..MAGIC.len()] != MAGIC {
         bail!("{} is not a Patron root key file", path.display());
     }
@@ -354,6 +345,7 @@ pub mod store_side {
 mod tests {
     use super::store_side::*;
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn keyring() -> Keyring {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));

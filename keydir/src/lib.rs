@@ -112,6 +112,21 @@ fn move_key(from: &Path, to: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Reads a key file only its owner may read (mode 0600 or stricter; one others may
+/// read is refused: the key is no longer the node's alone). `missing` says, when the
+/// file does not exist, where it comes from.
+pub fn read_secret(path: &Path, missing: &str) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)
+        .with_context(|| format!("reading {} ({missing})", path.display()))?;
+    if f.metadata()?.permissions().mode() & 0o077 != 0 {
+        bail!("{} must be mode 0600", path.display());
+    }
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 /// Writes a key file whole or not at all (a torn one would stop its node from
 /// starting): a 0600 copy beside it, synced and renamed into place, the directory
 /// synced.

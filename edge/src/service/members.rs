@@ -514,20 +514,9 @@ impl Edge {
         // A phone that keeps failing is left to its next lookup (its fetch position
         // was reset, so that lookup fetches it whole) rather than block the others.
         const TRIES: u32 = 10;
-        /// Clears the running flag however the run ends (a panic included).
-        struct Running<'a>(&'a std::sync::atomic::AtomicBool);
-        impl Drop for Running<'_> {
-            fn drop(&mut self) {
-                self.0.store(false, std::sync::atomic::Ordering::SeqCst);
-            }
-        }
-        if self
-            .refetching
-            .swap(true, std::sync::atomic::Ordering::SeqCst)
-        {
+        let Some(running) = super::Running::start(&self.refetching) else {
             return;
-        }
-        let running = Running(&self.refetching);
+        };
         let (mut phones, mut wait, mut tries) = (0usize, PACE, 0u32);
         loop {
             let next = match self.next_refetch_phone().await {

@@ -806,6 +806,23 @@ fn tier_code(state: &MemberState) -> String {
     tiers::view(state.qualifying_spend, &state.tiers).code
 }
 
+/// A background task that runs one at a time: holds its flag set while it runs, and
+/// clears it however the task ends (a panic included).
+pub(crate) struct Running<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl<'a> Running<'a> {
+    /// Sets `flag`; `None` if the task runs already.
+    pub(crate) fn start(flag: &'a std::sync::atomic::AtomicBool) -> Option<Running<'a>> {
+        (!flag.swap(true, std::sync::atomic::Ordering::SeqCst)).then_some(Running(flag))
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

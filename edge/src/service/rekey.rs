@@ -51,21 +51,10 @@ impl Edge {
         let Some(generation) = self.core.vault.key_generation() else {
             return Ok(0);
         };
-        /// Clears the running flag however the pass ends.
-        struct Running<'a>(&'a std::sync::atomic::AtomicBool);
-        impl Drop for Running<'_> {
-            fn drop(&mut self) {
-                self.0.store(false, std::sync::atomic::Ordering::SeqCst);
-            }
-        }
         // One pass at a time: two would each decide alone when the old keys may go.
-        if self
-            .rekeying
-            .swap(true, std::sync::atomic::Ordering::SeqCst)
-        {
+        let Some(_running) = super::Running::start(&self.rekeying) else {
             return Ok(0);
-        }
-        let _running = Running(&self.rekeying);
+        };
         let rotating = self.core.vault.rotating();
         let (done, position) = self
             .store
