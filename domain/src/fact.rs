@@ -133,6 +133,8 @@ kinds! {
     UpgradeGift = "upgrade_gift", member: true;
     /// Points given to a referrer.
     ReferralReward = "referral_reward", member: true;
+    /// A refund took back the points a tier-upgrade gift gave.
+    GiftWithdrawn = "gift_withdrawn", member: true;
 }
 
 impl std::fmt::Display for Kind {
@@ -452,6 +454,21 @@ pub struct BenefitUse {
 pub struct UpgradeGift {
     /// The tier reached (`silver`, `gold`, `diamond`).
     pub tier: String,
+    /// The sale that reached it; refunding that sale takes the gift back. Absent on gifts
+    /// written before gifts named their sale: those stay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sale: Option<Uuid>,
+}
+
+/// A gift's points taken back by a refund of the sale that earned it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GiftWithdrawal {
+    /// The gift fact's transaction id (the lot its points came in).
+    pub gift: Uuid,
+    /// The tier it was given for.
+    pub tier: String,
+    /// The refund that took it back.
+    pub refund_id: Uuid,
 }
 
 /// Points for a referral.
@@ -496,6 +513,8 @@ pub enum Detail {
     UpgradeGift(UpgradeGift),
     /// `referral_reward`.
     ReferralReward(ReferralReward),
+    /// `gift_withdrawn`.
+    GiftWithdrawn(GiftWithdrawal),
 }
 
 fn detail<T: DeserializeOwned>(kind: Kind, body: &str) -> Result<T, FactError> {
@@ -524,6 +543,7 @@ impl Detail {
             Kind::BenefitUsed => Detail::BenefitUsed(detail(kind, body)?),
             Kind::UpgradeGift => Detail::UpgradeGift(detail(kind, body)?),
             Kind::ReferralReward => Detail::ReferralReward(detail(kind, body)?),
+            Kind::GiftWithdrawn => Detail::GiftWithdrawn(detail(kind, body)?),
         })
     }
 
@@ -557,6 +577,7 @@ impl Detail {
             Detail::BenefitUsed(_) => Kind::BenefitUsed,
             Detail::UpgradeGift(_) => Kind::UpgradeGift,
             Detail::ReferralReward(_) => Kind::ReferralReward,
+            Detail::GiftWithdrawn(_) => Kind::GiftWithdrawn,
         }
     }
 
@@ -578,6 +599,7 @@ impl Detail {
             Detail::BenefitUsed(d) => serde_json::to_string(d),
             Detail::UpgradeGift(d) => serde_json::to_string(d),
             Detail::ReferralReward(d) => serde_json::to_string(d),
+            Detail::GiftWithdrawn(d) => serde_json::to_string(d),
         };
         out.map_err(|e| FactError::Detail {
             kind: self.kind().as_str(),
@@ -854,7 +876,9 @@ mod tests {
     use super::*;
 
     /// Facts of every kind as the code before this module wrote them (edge and hub, the
-    /// release binaries of 6457e93 driven through the POS API and sync; one per line).
+    /// release binaries of 6457e93 driven through the POS API and sync; one per line). The
+    /// last two (a gift naming its sale, a gift taken back) are kinds added later, in the
+    /// shape the edge writes them (`e2e` `promotions::refunding_the_sale_that_upgraded_…`).
     const FIXTURE: &str = include_str!("../fixtures/facts-v1.jsonl");
 
     /// Older shapes edges and the first hub wrote, still held in upgraded databases: a
@@ -978,6 +1002,7 @@ mod tests {
         };
         let d = Detail::UpgradeGift(UpgradeGift {
             tier: "gold".into(),
+            sale: None,
         });
         let e = Entry::new(h, d).unwrap_or_else(|e| panic!("{e}"));
         let text = e.to_json().unwrap_or_else(|e| panic!("{e}"));

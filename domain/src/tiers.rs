@@ -71,6 +71,13 @@ impl Tier {
         }
     }
 
+    /// The tier of a wire code, if it is one.
+    pub fn from_code(code: &str) -> Option<Tier> {
+        [Tier::Normal, Tier::Silver, Tier::Gold, Tier::Diamond]
+            .into_iter()
+            .find(|t| t.code() == code)
+    }
+
     /// Display name.
     pub fn name(self) -> &'static str {
         match self {

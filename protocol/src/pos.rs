@@ -526,9 +526,13 @@ pub struct RefundResponse {
     /// Codes of coupons the sale used, usable again after a full refund.
     #[serde(default)]
     pub coupons_restored: Vec<String>,
-    /// Codes of unused coupons the sale had granted, withdrawn by a full refund.
+    /// Codes of coupons the sale had granted, withdrawn: all of them by a full refund,
+    /// and a tier's upgrade coupon by a refund that takes the member below that tier.
     #[serde(default)]
     pub coupons_withdrawn: Vec<String>,
+    /// Points of tier-upgrade gifts the sale earned, taken back on the same rule.
+    #[serde(default)]
+    pub gift_points_withdrawn: Points,
 }
 
 /// `POST /v1/members/{member_id}/redemptions`.

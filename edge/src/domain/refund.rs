@@ -12,6 +12,7 @@ use patron_protocol::money::mul_div_floor;
 use patron_protocol::pos::RefundLine;
 
 use super::pricing::Line;
+use patron_domain::tiers::Tier;
 
 /// The committed figures of a sale that refunds are proportional to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +56,14 @@ pub fn figures(sale: Sale, gross_before: i64, gross_now: i64) -> RefundFigures {
         points_reversed: d(sale.earned),
         points_returned: d(sale.redeemed),
     }
+}
+
+/// Whether a refund takes back a tier-upgrade gift (points or coupon) of the sale it
+/// refunds: when the sale comes back whole, or when the refund leaves the member below
+/// the tier the gift was for (`tier_after`, derived with the refund counted). A gift for
+/// a tier this code does not know is taken back only by a whole refund.
+pub fn takes_back_gift(whole: bool, gift_tier: Option<Tier>, tier_after: Tier) -> bool {
+    whole || gift_tier.is_some_and(|t| t > tier_after)
 }
 
 /// Picks the units a refund returns: `per_line[i]` units of receipt line `i`.
@@ -160,6 +169,29 @@ mod tests {
         assert_eq!(
             a.points_returned + b.points_returned + c.points_returned,
             999
+        );
+    }
+
+    #[test]
+    fn a_gift_goes_back_with_the_whole_sale_or_with_its_tier() {
+        use Tier::*;
+        assert!(takes_back_gift(true, Some(Silver), Diamond), "whole refund");
+        assert!(
+            takes_back_gift(true, None, Normal),
+            "whole refund, unknown tier"
+        );
+        assert!(
+            takes_back_gift(false, Some(Gold), Silver),
+            "fell below gold"
+        );
+        assert!(!takes_back_gift(false, Some(Gold), Gold), "still gold");
+        assert!(
+            !takes_back_gift(false, Some(Silver), Gold),
+            "still above silver"
+        );
+        assert!(
+            !takes_back_gift(false, None, Normal),
+            "unknown tier, partial"
         );
     }
 

@@ -390,7 +390,7 @@ impl Core {
                     member,
                     perks.upgrade_points,
                     Kind::UpgradeGift,
-                    json!({"tier": tier.code()}),
+                    json!({"tier": tier.code(), "sale": uuid::Uuid::from_bytes(sale)}),
                     now,
                 );
                 let seq = facts::append(ctx, &f)?;

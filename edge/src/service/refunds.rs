@@ -5,13 +5,97 @@ use patron_protocol::pos::{RefundRequest, RefundResponse};
 use patron_protocol::{Fen, Points, TransactionId};
 use serde_json::json;
 
-use super::{Actor, Edge, EdgeError, Idem, Reply, Seal, balance, invalid};
+use patron_domain::fact::{Detail, GiftWithdrawal};
+use patron_domain::tiers::Tier;
+
+use super::{Actor, Core, Edge, EdgeError, Idem, Reply, Seal, balance, invalid};
+use crate::domain::clock::Millis;
 use crate::domain::limits::DayTotals;
 use crate::domain::refund::{self, Sale};
 use crate::domain::validate;
+use crate::store::StoreError;
 use crate::store::coupons;
 use crate::store::facts::{self, NewFact};
-use crate::store::receipts::{self, RefundRow};
+use crate::store::members;
+use crate::store::receipts::{self, ReceiptRow, RefundRow};
+use crate::store::writer::WriteCtx;
+
+/// Tier-upgrade gifts a refund took back.
+#[derive(Default)]
+struct TakenBack {
+    /// Gift points taken back.
+    points: i64,
+    /// Codes of upgrade coupons withdrawn (beyond those a whole refund withdraws anyway).
+    coupons: Vec<String>,
+}
+
+impl Core {
+    /// Takes back the tier-upgrade gifts of `receipt`'s sale that this refund undoes
+    /// ([`refund::takes_back_gift`]): their points as a reversal of the gift's own lot
+    /// (spent gift points become a debt, as spent earned points do), and their coupons.
+    /// The tier's gift claim is given back, so reaching the tier again gifts again.
+    /// Runs after the refund fact is appended: the tier is judged with the refund counted.
+    fn take_back_gifts(
+        &self,
+        ctx: &mut WriteCtx<'_>,
+        member: &[u8; 16],
+        receipt: &ReceiptRow,
+        whole: bool,
+        refund_id: TransactionId,
+        now: Millis,
+    ) -> Result<TakenBack, EdgeError> {
+        let tier_after = self.load_state(ctx.conn, member, now)?.1.tier();
+        let mut out = TakenBack::default();
+        let mut tiers = Vec::new();
+        for g in facts::gifts_of_sale(ctx.conn, member, &receipt.txn, receipt.at)? {
+            if !refund::takes_back_gift(whole, Tier::from_code(&g.tier), tier_after) {
+                continue;
+            }
+            let body = Detail::GiftWithdrawn(GiftWithdrawal {
+                gift: uuid::Uuid::from_bytes(g.txn),
+                tier: g.tier.clone(),
+                refund_id: refund_id.0,
+            })
+            .to_json()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let txn = *TransactionId::new_v7().as_bytes();
+            facts::append(
+                ctx,
+                &NewFact {
+                    reverse: g.points,
+                    reverse_lot: Some(g.txn),
+                    ..NewFact::new(Kind::GiftWithdrawn, now, Some(*member), txn, body)
+                },
+            )?;
+            out.points += g.points;
+            tiers.push(g.tier);
+        }
+        // A whole refund has withdrawn every coupon the sale granted already; a partial
+        // one withdraws the upgrade coupons of the tiers it takes away.
+        for c in coupons::issued_for(ctx.conn, member, &receipt.txn)? {
+            let Some(tier) = c.source.strip_prefix("upgrade:") else {
+                continue;
+            };
+            if !refund::takes_back_gift(whole, Tier::from_code(tier), tier_after) {
+                continue;
+            }
+            if !c.revoked {
+                coupons::revoke(ctx.conn, &c.code)?;
+                let body = json!({"code": c.code, "refund_id": refund_id}).to_string();
+                facts::append(
+                    ctx,
+                    &NewFact::new(Kind::CouponWithdrawn, now, Some(*member), c.coupon_id, body),
+                )?;
+                out.coupons.push(c.code);
+            }
+            tiers.push(tier.to_string());
+        }
+        for tier in tiers {
+            members::unclaim(ctx.conn, member, "upgrade", &tier)?;
+        }
+        Ok(out)
+    }
+}
 
 impl Edge {
     /// `POST /v1/refunds`: reverses the refunded part's points, exactly once.
@@ -92,6 +176,11 @@ impl Edge {
                             withdrawn.push(c.code);
                         }
                     }
+                    let gifts = match receipt.member {
+                        Some(m) => core.take_back_gifts(ctx, &m, &receipt, all_back, refund_id, now)?,
+                        None => TakenBack::default(),
+                    };
+                    withdrawn.extend(gifts.coupons);
                     let balance_after = match receipt.member {
                         // Read back after the insert: this transaction sees its own row.
                         Some(m) => Some(balance(&core.load_state(ctx.conn, &m, now)?.1)),
@@ -107,6 +196,7 @@ impl Edge {
                             balance_after,
                             coupons_restored: restored,
                             coupons_withdrawn: withdrawn,
+                            gift_points_withdrawn: Points(gifts.points),
                         },
                         Seal::Store,
                     ))

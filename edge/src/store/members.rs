@@ -536,6 +536,20 @@ pub fn claim(
     Ok(n == 1)
 }
 
+/// Gives back a claim (a gift taken back may be earned again).
+pub fn unclaim(
+    conn: &Connection,
+    member: &[u8; 16],
+    kind: &str,
+    period: &str,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "DELETE FROM event_claims WHERE member = ?1 AND kind = ?2 AND period = ?3",
+    )?
+    .execute(params![&member[..], kind, period])?;
+    Ok(())
+}
+
 /// Claims of `kind` whose period starts with `prefix` (e.g. all shares of one day).
 pub fn count_claims(
     conn: &Connection,

@@ -517,6 +517,94 @@ async fn refunding_the_sale_that_upgraded_withdraws_its_upgrade_coupon() -> anyh
     Ok(())
 }
 
+/// Issue 17: the gift points a sale's upgrade brought go back when the refund takes the
+/// member below the gift's tier (or returns the sale whole), once, and reaching the tier
+/// again gifts again.
+#[tokio::test]
+async fn refunding_the_sale_that_upgraded_takes_back_its_gift_points_tier_by_tier()
+-> anyhow::Result<()> {
+    let edge = with_rules(&examples()).await?;
+    let m = edge.register("13800001019", None).await?;
+    let r1 = edge
+        .post(
+            "/v1/checkout/commit",
+            &commit(Some(&m), "R-1", item("X", 120_000), &[]),
+            Some("g1"),
+        )
+        .await?;
+    assert_eq!(r1.json["tier_after"], "silver", "{}", r1.json);
+    let silver_balance = r1.json["balance_after"].as_i64().unwrap_or(-1);
+    // Four units of ¥2,000, 5% silver discount, − ¥30: ¥1,160 + ¥7,570 reaches diamond
+    // (gold +200, diamond +500). Each unit refunds ¥1,892.50 of qualifying spend.
+    let four = json!([{"sku": "X", "qty": 4, "unit_price": 200_000}]);
+    let r2 = edge
+        .post(
+            "/v1/checkout/commit",
+            &commit(Some(&m), "R-2", four, &[]),
+            Some("g2"),
+        )
+        .await?;
+    assert_eq!(r2.json["tier_after"], "diamond", "{}", r2.json);
+    let earned = r2.json["points_earned"].as_i64().unwrap_or(0);
+    assert_eq!(
+        r2.json["balance_after"].as_i64(),
+        Some(silver_balance + earned + 700)
+    );
+    let refund_one = |key: &'static str| {
+        let body = json!({"receipt_id": "R-2", "lines": [{"sku": "X", "qty": 1}]});
+        let edge = &edge;
+        async move { edge.post("/v1/refunds", &body, Some(key)).await }
+    };
+    let path = format!("/v1/members/{m}");
+    let tier = || {
+        let (edge, path) = (&edge, &path);
+        async move {
+            let r = edge.get(path).await?;
+            anyhow::Ok(r.json["tier"]["code"].as_str().unwrap_or("?").to_string())
+        }
+    };
+    // Each step: the refund's key, the gift points it takes back, the tier after it.
+    for (key, gift, after) in [
+        ("g-back-1", 0, "diamond"),  // ¥6,837.50: nothing goes back
+        ("g-back-2", 500, "gold"),   // ¥4,945: the diamond gift goes, gold's stays
+        ("g-back-3", 0, "gold"),     // ¥3,052.50: still gold
+        ("g-back-4", 200, "silver"), // the sale is back whole: gold's gift goes too
+    ] {
+        let r = refund_one(key).await?;
+        assert_eq!(r.status, 201, "{key}: {}", r.json);
+        assert_eq!(r.json["gift_points_withdrawn"], gift, "{key}: {}", r.json);
+        assert_eq!(tier().await?, after, "{key}");
+        // A retry answers the same refund and takes nothing twice.
+        assert_eq!(refund_one(key).await?.json, r.json, "{key} retried");
+        if key == "g-back-4" {
+            // The balance is the one the member had before the sale, to the point.
+            assert_eq!(
+                r.json["balance_after"].as_i64(),
+                Some(silver_balance),
+                "{}",
+                r.json
+            );
+        }
+    }
+    // Reaching gold again earns its gift again: the claim went back with the points.
+    let r3 = edge
+        .post(
+            "/v1/checkout/commit",
+            &commit(Some(&m), "R-3", item("X", 200_000), &[]),
+            Some("g3"),
+        )
+        .await?;
+    assert_eq!(r3.json["tier_after"], "gold", "{}", r3.json);
+    let earned3 = r3.json["points_earned"].as_i64().unwrap_or(0);
+    assert_eq!(
+        r3.json["balance_after"].as_i64(),
+        Some(silver_balance + earned3 + 200),
+        "{}",
+        r3.json
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn upgrades_bring_gifts_and_diamond_benefits_have_quotas() -> anyhow::Result<()> {
     let edge = with_rules(&examples()).await?;
