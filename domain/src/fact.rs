@@ -135,6 +135,8 @@ kinds! {
     ReferralReward = "referral_reward", member: true;
     /// A refund took back the points a tier-upgrade gift gave.
     GiftWithdrawn = "gift_withdrawn", member: true;
+    /// A store raised an anomaly about one of its lanes.
+    LaneAlert = "lane_alert", member: false;
 }
 
 impl std::fmt::Display for Kind {
@@ -460,6 +462,21 @@ pub struct UpgradeGift {
     pub sale: Option<Uuid>,
 }
 
+/// An anomaly a store raised about one of its lanes' day (no member, no personal data).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaneAlertRecord {
+    /// The lane's name.
+    pub lane: String,
+    /// The store day (`YYYY-MM-DD`).
+    pub day: String,
+    /// `earn_rate` or `lookups_without_sales`.
+    pub anomaly: String,
+    /// The day's figure: points earned, or lookups.
+    pub figure: i64,
+    /// What it was judged against: the lane's usual day, or its member sales.
+    pub against: i64,
+}
+
 /// A gift's points taken back by a refund of the sale that earned it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GiftWithdrawal {
@@ -515,6 +532,8 @@ pub enum Detail {
     ReferralReward(ReferralReward),
     /// `gift_withdrawn`.
     GiftWithdrawn(GiftWithdrawal),
+    /// `lane_alert`.
+    LaneAlert(LaneAlertRecord),
 }
 
 fn detail<T: DeserializeOwned>(kind: Kind, body: &str) -> Result<T, FactError> {
@@ -544,6 +563,7 @@ impl Detail {
             Kind::UpgradeGift => Detail::UpgradeGift(detail(kind, body)?),
             Kind::ReferralReward => Detail::ReferralReward(detail(kind, body)?),
             Kind::GiftWithdrawn => Detail::GiftWithdrawn(detail(kind, body)?),
+            Kind::LaneAlert => Detail::LaneAlert(detail(kind, body)?),
         })
     }
 
@@ -578,6 +598,7 @@ impl Detail {
             Detail::UpgradeGift(_) => Kind::UpgradeGift,
             Detail::ReferralReward(_) => Kind::ReferralReward,
             Detail::GiftWithdrawn(_) => Kind::GiftWithdrawn,
+            Detail::LaneAlert(_) => Kind::LaneAlert,
         }
     }
 
@@ -600,6 +621,7 @@ impl Detail {
             Detail::UpgradeGift(d) => serde_json::to_string(d),
             Detail::ReferralReward(d) => serde_json::to_string(d),
             Detail::GiftWithdrawn(d) => serde_json::to_string(d),
+            Detail::LaneAlert(d) => serde_json::to_string(d),
         };
         out.map_err(|e| FactError::Detail {
             kind: self.kind().as_str(),
@@ -877,7 +899,7 @@ mod tests {
 
     /// Facts of every kind as the code before this module wrote them (edge and hub, the
     /// release binaries of 6457e93 driven through the POS API and sync; one per line). The
-    /// last two (a gift naming its sale, a gift taken back) are kinds added later, in the
+    /// last three (a gift naming its sale, a gift taken back, a lane alert) are kinds added later, in the
     /// shape the edge writes them (`e2e` `promotions::refunding_the_sale_that_upgraded_…`).
     const FIXTURE: &str = include_str!("../fixtures/facts-v1.jsonl");
 

@@ -50,6 +50,7 @@ impl App {
                 .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
             tracing::info!(version = %info.version, rules = info.rules, "rule set in force");
         }
+        edge.spawn_anomaly_scan();
         match HubLink::load(&edge.core.cfg.data_dir)? {
             Some(link) => {
                 // Before the first push, so the hub learns these members' chain-wide

@@ -48,6 +48,8 @@ pub struct Config {
     pub privacy: PrivacyConfig,
     /// What one sale, and one lane in a store day, may earn, redeem, refund and give.
     pub limits: crate::domain::limits::Limits,
+    /// When a lane's day is an anomaly worth an alert.
+    pub alerts: crate::domain::anomaly::AlertRules,
 }
 
 /// Lookups of members (every one is recorded; see `patron-edge audit lookups`).
@@ -328,6 +330,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             privacy: PrivacyConfig::default(),
             limits: crate::domain::limits::Limits::default(),
+            alerts: crate::domain::anomaly::AlertRules::default(),
         }
     }
 }
@@ -427,6 +430,7 @@ impl Config {
         }
         self.http.check().map_err(ConfigError::Invalid)?;
         self.limits.validate().map_err(ConfigError::Invalid)?;
+        self.alerts.validate().map_err(ConfigError::Invalid)?;
         if let Some(h) = self
             .tls
             .hosts

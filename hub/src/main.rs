@@ -42,6 +42,16 @@ enum Command {
         #[command(subcommand)]
         command: StoreCommand,
     },
+    /// Lists the anomalies stores raised about their lanes (a lane earning far above its
+    /// usual day, a lane looking members up without selling), newest first.
+    Alerts {
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        max: usize,
+    },
     /// Reviews the store facts the hub kept in quarantine instead of applying them.
     Quarantine {
         #[command(subcommand)]
@@ -339,6 +349,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("the credential of {store_id} no longer works; enroll the store again with");
             println!("enrollment token (one use): {token}");
             println!("it works for {valid_hours} h");
+        }
+        Command::Alerts { json, max } => {
+            let list = hub(&dirs()?, false)?.lane_alerts(max)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                println!(
+                    "{:<10} {:<12} {:<10} {:<22} {:>10} {:>10}",
+                    "store", "lane", "day", "anomaly", "figure", "against"
+                );
+                for a in list {
+                    println!(
+                        "{:<10} {:<12} {:<10} {:<22} {:>10} {:>10}",
+                        a.store_id, a.lane, a.day, a.anomaly, a.figure, a.against
+                    );
+                }
+            }
         }
         Command::Quarantine {
             command: QuarantineCommand::List { json, max },

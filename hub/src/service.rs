@@ -280,6 +280,39 @@ impl Hub {
         }
     }
 
+    /// Up to `max` anomalies stores raised about their lanes, newest first. A fact that
+    /// does not read as one is logged and left out (the log keeps it).
+    pub fn lane_alerts(
+        &self,
+        max: usize,
+    ) -> Result<Vec<patron_protocol::hub::LaneAlert>, HubError> {
+        let mut out = Vec::new();
+        for f in self.store.lane_alerts(max)? {
+            let entry = patron_domain::Entry::parse(&f.body).ok();
+            let Some((at, patron_domain::Detail::LaneAlert(a))) =
+                entry.map(|e| (e.head.at, e.detail))
+            else {
+                tracing::warn!(
+                    position = f.position,
+                    "a lane alert that does not read as one"
+                );
+                continue;
+            };
+            out.push(patron_protocol::hub::LaneAlert {
+                position: f.position,
+                store_id: f.store_id,
+                lane: a.lane,
+                day: a.day,
+                anomaly: a.anomaly,
+                figure: a.figure,
+                against: a.against,
+                at,
+                received_at: f.received_at,
+            });
+        }
+        Ok(out)
+    }
+
     /// Up to `max` facts kept in quarantine for review, oldest first.
     pub fn quarantined(
         &self,
@@ -987,6 +1020,49 @@ mod tests {
         let list = hub.enrollment.stores().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(list[0].clock_ahead_ms, Some(3_601_000));
         assert_eq!(list[1].clock_ahead_ms, None);
+    }
+
+    #[test]
+    fn lane_alerts_from_stores_are_listed_newest_first_with_their_store() {
+        let t = TestHub::new(T0, &["S001", "S002"]);
+        let alert = |store: &str, seq: u64, lane: &str, figure: i64| {
+            Fact {
+            origin: Origin {
+                node: store.into(),
+                incarnation: uuid::Uuid::from_u128(7),
+            },
+            seq,
+            body: serde_json::json!({
+                "kind": "lane_alert", "at": T0 + seq as i64, "txn": uuid::Uuid::now_v7().to_string(),
+                "body": {"lane": lane, "day": "2026-12-07", "anomaly": "earn_rate",
+                         "figure": figure, "against": 100}
+            })
+            .to_string(),
+        }
+        };
+        push_facts(&t.hub, &t.rows[0], vec![alert("S001", 1, "lane-1", 6_000)]);
+        push_facts(&t.hub, &t.rows[1], vec![alert("S002", 1, "lane-9", 9_000)]);
+        let list = t.hub.lane_alerts(10).unwrap_or_else(|e| panic!("{e}"));
+        let got: Vec<_> = list
+            .iter()
+            .map(|a| {
+                (
+                    a.store_id.as_str(),
+                    a.lane.as_str(),
+                    a.figure,
+                    a.against,
+                    a.at,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("S002", "lane-9", 9_000, 100, T0 + 1),
+                ("S001", "lane-1", 6_000, 100, T0 + 1)
+            ]
+        );
+        assert_eq!(t.hub.lane_alerts(1).map(|l| l.len()).ok(), Some(1));
     }
 
     /// `row` pushes `facts` (one origin, consecutive) to the hub; returns its answer.

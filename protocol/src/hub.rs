@@ -242,6 +242,30 @@ pub struct StoreStatus {
     pub key_offered: Option<u32>,
 }
 
+/// An anomaly a store raised about one of its lanes (`patron-hub alerts`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaneAlert {
+    /// Its position in the hub's log.
+    pub position: u64,
+    /// The store.
+    pub store_id: String,
+    /// The lane's name.
+    pub lane: String,
+    /// The store day (`YYYY-MM-DD`).
+    pub day: String,
+    /// `earn_rate` (points earned far above the lane's usual day) or
+    /// `lookups_without_sales`.
+    pub anomaly: String,
+    /// The day's figure when raised: points earned, or lookups.
+    pub figure: i64,
+    /// What it was judged against: the lane's usual day, or its member sales.
+    pub against: i64,
+    /// When the store raised it (unix ms, the store's clock).
+    pub at: i64,
+    /// When the hub received it (unix ms).
+    pub received_at: i64,
+}
+
 /// A store's fact the hub kept in quarantine instead of applying it (`GET
 /// /v1/quarantine`, `patron-hub quarantine list`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

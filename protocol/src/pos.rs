@@ -37,6 +37,10 @@ pub struct Health {
     /// logged).
     #[serde(default)]
     pub limits_overridden_today: i64,
+    /// Anomalies raised today (a lane far above its usual day, or looking members up
+    /// without selling to them; see `[alerts]`); -1 if they cannot be read.
+    #[serde(default)]
+    pub anomalies_today: i64,
     /// Whether the database is encrypted at rest (`storage.encrypt_at_rest`).
     #[serde(default)]
     pub encrypted_at_rest: bool,

@@ -18,6 +18,9 @@ use serde_json::Value;
 pub mod hub;
 pub mod proxy;
 
+/// Sync settings that make an enrolled test edge push and poll within milliseconds.
+pub const FAST_SYNC: &str = "[sync]\npush_delay_ms = 10\nheartbeat_ms = 200\nretry_min_ms = 100\nretry_max_ms = 400\ntimeout_ms = 2000\n";
+
 /// Directory holding the workspace's binaries.
 pub fn bin_dir() -> Result<PathBuf> {
     static BUILT: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
@@ -646,6 +649,18 @@ pub struct Client<'a> {
 }
 
 impl Client<'_> {
+    /// GET.
+    pub async fn get(&self, path: &str) -> Result<Resp> {
+        self.edge
+            .send(
+                self.edge
+                    .http
+                    .get(self.edge.url(path))
+                    .bearer_auth(&self.token),
+            )
+            .await
+    }
+
     /// PUT JSON.
     pub async fn put(&self, path: &str, body: &Value) -> Result<Resp> {
         self.edge

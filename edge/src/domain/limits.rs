@@ -80,6 +80,8 @@ pub struct DayTotals {
     pub coupons: i64,
     /// Members registered.
     pub registrations: i64,
+    /// Sales to members (what lookups are judged against; no limit).
+    pub sales: i64,
 }
 
 /// A limit an operation would pass.
@@ -229,6 +231,7 @@ mod tests {
             refund_fen: 900,
             coupons: 2,
             registrations: 3,
+            sales: 0,
         };
         assert_eq!(name(l().sale(busy, 50, 0)), None);
         assert_eq!(

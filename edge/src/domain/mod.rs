@@ -2,6 +2,7 @@
 //!
 //! - [`validate`]: parsing of outside input (phones, names, dates, ids) into checked values.
 //! - [`clock`]: store-local days, month arithmetic, RFC 3339 rendering.
+//! - [`anomaly`]: a lane far above its usual day, or looking members up without selling.
 //! - [`limits`]: what one sale and one lane in a day may earn, redeem, refund and give.
 //! - [`points`]: the points ledger as lots with FIFO consumption and expiry.
 //! - [`tiers`]: tier from qualifying spend in a rolling window.
@@ -11,6 +12,7 @@
 //! - [`promo`]: promotion rule sets and the pure pricing engine.
 //! - [`refund`]: proportional reversal of a receipt's money and points.
 
+pub mod anomaly;
 pub mod clock;
 pub mod limits;
 pub mod points;

@@ -116,6 +116,7 @@ impl Edge {
                     let counted = DayTotals {
                         earned,
                         redeemed,
+                        sales: i64::from(member.is_some()),
                         ..DayTotals::default()
                     };
                     core.within_limits(ctx.conn, actor, now, counted, |l, day| {

@@ -52,7 +52,7 @@ fn alert(actor: Actor, e: &Exceeded, what: &str) {
 
 impl Core {
     /// The store-local day of `at`, as `lane_days` keys it.
-    fn store_day(&self, at: Millis) -> i64 {
+    pub(super) fn store_day(&self, at: Millis) -> i64 {
         i64::from(self.cal.date(at).to_julian_day())
     }
 
@@ -111,20 +111,23 @@ impl Edge {
         r
     }
 
-    /// Operations the limits refused today, and those the manager did beyond one, all
-    /// lanes; (-1, -1) if they cannot be read (health must answer regardless).
-    pub(super) async fn limit_alerts_today(&self) -> (i64, i64) {
+    /// Operations the limits refused today, those the manager did beyond one, and the
+    /// anomalies raised, all lanes; -1 each if they cannot be read (health must answer
+    /// regardless).
+    pub(super) async fn alerts_today(&self) -> (i64, i64, i64) {
         let core = self.core.clone();
         let read = self
             .store
             .readers
             .read(move |conn| {
-                Ok::<_, EdgeError>(lane_days::alerts_on(conn, core.store_day(core.now()))?)
+                let day = core.store_day(core.now());
+                let (refused, overridden) = lane_days::alerts_on(conn, day)?;
+                Ok::<_, EdgeError>((refused, overridden, lane_days::raised_on(conn, day)?))
             })
             .await;
         read.unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "reading today's limit alerts");
-            (-1, -1)
+            tracing::warn!(error = %e, "reading today's alerts");
+            (-1, -1, -1)
         })
     }
 }

@@ -5,6 +5,7 @@
 //! inside it as one savepoint: the idempotency check, the business checks, the fact(s)
 //! and the stored answer are written together or not at all.
 
+mod anomalies;
 mod checkout;
 mod coupons;
 pub mod hub_port;
@@ -748,7 +749,8 @@ impl Edge {
             Source::Default => "default",
             Source::Config => "config",
         };
-        let (limits_refused_today, limits_overridden_today) = self.limit_alerts_today().await;
+        let (limits_refused_today, limits_overridden_today, anomalies_today) =
+            self.alerts_today().await;
         Ok(Health {
             settings: SettingsHealth {
                 points: source(s.points_source).into(),
@@ -757,6 +759,7 @@ impl Edge {
             status: "ok".into(),
             limits_refused_today,
             limits_overridden_today,
+            anomalies_today,
             encrypted_at_rest: self.store.encrypted(),
             transport: self
                 .core

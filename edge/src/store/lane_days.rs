@@ -9,18 +9,10 @@ use crate::domain::limits::DayTotals;
 pub fn get(conn: &Connection, lane: i64, day: i64) -> Result<DayTotals, StoreError> {
     Ok(conn
         .prepare_cached(
-            "SELECT earned, redeemed, refund_fen, coupons, registrations FROM lane_days
+            "SELECT earned, redeemed, refund_fen, coupons, registrations, sales FROM lane_days
               WHERE lane = ?1 AND day = ?2",
         )?
-        .query_row(params![lane, day], |r| {
-            Ok(DayTotals {
-                earned: r.get(0)?,
-                redeemed: r.get(1)?,
-                refund_fen: r.get(2)?,
-                coupons: r.get(3)?,
-                registrations: r.get(4)?,
-            })
-        })
+        .query_row(params![lane, day], totals)
         .optional()?
         .unwrap_or_default())
 }
@@ -28,12 +20,12 @@ pub fn get(conn: &Connection, lane: i64, day: i64) -> Result<DayTotals, StoreErr
 /// Adds `d` to the lane's totals on `day`.
 pub fn add(conn: &Connection, lane: i64, day: i64, d: DayTotals) -> Result<(), StoreError> {
     conn.prepare_cached(
-        "INSERT INTO lane_days (lane, day, earned, redeemed, refund_fen, coupons, registrations)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+        "INSERT INTO lane_days (lane, day, earned, redeemed, refund_fen, coupons, registrations, sales)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
          ON CONFLICT (lane, day) DO UPDATE SET
              earned = earned + excluded.earned, redeemed = redeemed + excluded.redeemed,
              refund_fen = refund_fen + excluded.refund_fen, coupons = coupons + excluded.coupons,
-             registrations = registrations + excluded.registrations",
+             registrations = registrations + excluded.registrations, sales = sales + excluded.sales",
     )?
     .execute(params![
         lane,
@@ -42,9 +34,81 @@ pub fn add(conn: &Connection, lane: i64, day: i64, d: DayTotals) -> Result<(), S
         d.redeemed,
         d.refund_fen,
         d.coupons,
-        d.registrations
+        d.registrations,
+        d.sales
     ])?;
     Ok(())
+}
+
+fn totals(r: &rusqlite::Row<'_>) -> rusqlite::Result<DayTotals> {
+    Ok(DayTotals {
+        earned: r.get(0)?,
+        redeemed: r.get(1)?,
+        refund_fen: r.get(2)?,
+        coupons: r.get(3)?,
+        registrations: r.get(4)?,
+        sales: r.get(5)?,
+    })
+}
+
+/// A lane's day, as the anomaly scan reads it.
+#[derive(Debug, Clone)]
+pub struct LaneDay {
+    /// The lane's row id.
+    pub lane: i64,
+    /// Its name.
+    pub name: String,
+    /// What it did.
+    pub totals: DayTotals,
+}
+
+/// Every lane (a store has tens) with what it did on `day` (zeros if nothing): a lane
+/// that only looks members up writes no `lane_days` row.
+pub fn lanes_on(conn: &Connection, day: i64) -> Result<Vec<LaneDay>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT coalesce(d.earned, 0), coalesce(d.redeemed, 0), coalesce(d.refund_fen, 0),
+                coalesce(d.coupons, 0), coalesce(d.registrations, 0), coalesce(d.sales, 0),
+                n.id, n.name
+           FROM lanes n LEFT JOIN lane_days d ON d.lane = n.id AND d.day = ?1 ORDER BY n.id",
+    )?;
+    let rows = stmt.query_map(params![day], |r| {
+        Ok(LaneDay {
+            totals: totals(r)?,
+            lane: r.get(6)?,
+            name: r.get(7)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// Points the lane earned on each day it has a row for in `from..to` (days it did
+/// nothing have no row, and are not usual days).
+pub fn earned_between(
+    conn: &Connection,
+    lane: i64,
+    from: i64,
+    to: i64,
+) -> Result<Vec<i64>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT earned FROM lane_days WHERE lane = ?1 AND day >= ?2 AND day < ?3",
+    )?;
+    let rows = stmt.query_map(params![lane, from, to], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// Notes that `kind` was raised for the lane's day; false if it already was.
+pub fn raise(conn: &Connection, lane: i64, day: i64, kind: &str) -> Result<bool, StoreError> {
+    let n = conn
+        .prepare_cached("INSERT OR IGNORE INTO lane_alerts (lane, day, kind) VALUES (?1, ?2, ?3)")?
+        .execute(params![lane, day, kind])?;
+    Ok(n == 1)
+}
+
+/// Anomalies raised on `day`, all lanes.
+pub fn raised_on(conn: &Connection, day: i64) -> Result<i64, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT count(*) FROM lane_alerts WHERE day = ?1")?
+        .query_row(params![day], |r| r.get(0))?)
 }
 
 /// What a lane's day counts besides its totals.

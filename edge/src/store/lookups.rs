@@ -47,6 +47,16 @@ pub fn record(
     Ok(())
 }
 
+/// Lookups of members (by phone or id) `lane` made from `since` on.
+pub fn count_since(conn: &Connection, lane: i64, since: i64) -> Result<i64, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT count(*) FROM member_lookups
+              WHERE lane = ?1 AND at >= ?2 AND via IN ('phone', 'id')",
+        )?
+        .query_row(params![lane, since], |r| r.get(0))?)
+}
+
 /// The newest `limit` lookups, of `member` only when given, newest first.
 pub fn recent(
     conn: &Connection,

@@ -410,10 +410,23 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (lane, day)
     ) STRICT, WITHOUT ROWID;
     "#,
+    // 17: anomalies, raised once per lane, store day and kind.
+    r#"
+    -- Member sales per lane and day, against which its lookups are judged.
+    ALTER TABLE lane_days ADD COLUMN sales INTEGER NOT NULL DEFAULT 0;
+    -- The anomalies raised (each also a lane_alert fact for HQ): one per lane, day and
+    -- kind, so a scan that finds it again raises nothing.
+    CREATE TABLE lane_alerts (
+        lane INTEGER NOT NULL,
+        day  INTEGER NOT NULL,
+        kind TEXT    NOT NULL,
+        PRIMARY KEY (lane, day, kind)
+    ) STRICT, WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this binary writes.
-pub const SCHEMA_VERSION: usize = 16;
+pub const SCHEMA_VERSION: usize = 17;
 
 #[cfg(test)]
 mod tests {

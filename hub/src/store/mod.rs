@@ -190,6 +190,10 @@ pub trait FactLog: Send + Sync + 'static {
     /// fails does not fail the others. Blocks until the push is durable.
     fn ingest(&self, job: IngestJob) -> Result<Vec<Ingested>, StoreError>;
 
+    /// Up to `max` anomalies stores raised about their lanes (`lane_alert` facts, not
+    /// quarantined), newest first.
+    fn lane_alerts(&self, max: usize) -> Result<Vec<StoredFact>, StoreError>;
+
     /// Up to `max` facts kept in quarantine, oldest first.
     fn quarantined(
         &self,
@@ -394,6 +398,19 @@ pub struct Step {
     pub position: u64,
     /// The log's last position when the step read it.
     pub end: u64,
+}
+
+/// A fact as the log holds it, with who pushed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredFact {
+    /// Its position in the hub's log.
+    pub position: u64,
+    /// The store that pushed it.
+    pub store_id: String,
+    /// When the hub received it (unix ms).
+    pub received_at: i64,
+    /// The fact (its JSON text).
+    pub body: String,
 }
 
 /// Where a projection stands.

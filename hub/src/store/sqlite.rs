@@ -28,7 +28,8 @@ use crate::authority::{OVERDRAWS, OfflineSpend};
 use super::{
     AuthorityStore, AuthorityTx, Decide, Documents, FactLog, Hold, IngestJob, Ingested, Members,
     NewStore, OverdrawRow, OverdrawRule, PendingAnswer, PointsRow, ProjectionPosition, Projections,
-    Rebuilt, Reproject, Step, StoreError, StoreRow, Stores, StreamRead, Streams, TypedFact,
+    Rebuilt, Reproject, Step, StoreError, StoreRow, StoredFact, Stores, StreamRead, Streams,
+    TypedFact,
 };
 
 /// Migration `i` takes the schema from version `i` to `i + 1`. Append only.
@@ -387,6 +388,11 @@ const MIGRATIONS: &[&str] = &[
         wrapped BLOB NOT NULL,
         phone   BLOB NOT NULL
     ) STRICT, WITHOUT ROWID;
+    "#,
+    r#"
+    -- The anomalies stores raise about their lanes (`patron-hub alerts`): partial, so
+    -- no other fact pays for it at ingest.
+    CREATE INDEX facts_lane_alerts ON facts (id) WHERE kind = 'lane_alert';
     "#,
 ];
 
@@ -2025,6 +2031,24 @@ impl FactLog for SqliteStore {
     fn fact_count(&self) -> Result<u64, StoreError> {
         let conn = self.readers.get();
         Ok(conn.query_row("SELECT count(*) FROM facts", [], |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    fn lane_alerts(&self, max: usize) -> Result<Vec<StoredFact>, StoreError> {
+        let conn = self.readers.get();
+        let mut stmt = conn.prepare_cached(
+            "SELECT f.id, o.node, f.received_at, f.body
+               FROM facts f JOIN origins o ON o.id = f.origin
+              WHERE f.kind = 'lane_alert' AND f.quarantine IS NULL ORDER BY f.id DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map(params![max as i64], |r| {
+            Ok(StoredFact {
+                position: r.get::<_, i64>(0)? as u64,
+                store_id: r.get(1)?,
+                received_at: r.get(2)?,
+                body: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
     fn quarantined(&self, max: usize) -> Result<Vec<QuarantinedFact>, StoreError> {

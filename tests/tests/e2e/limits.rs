@@ -177,3 +177,56 @@ async fn lanes_are_held_to_the_limits_across_a_restart_and_the_manager_is_not() 
     assert_eq!(balance(&edge, &m).await?, 400 + 400 + 1 + 600 - 150 - 400);
     Ok(())
 }
+
+/// Issue 17, part 4: a lane that looks members up without selling to them is raised as
+/// an anomaly once, counted in `/healthz`, and reaches HQ through sync
+/// (`patron-hub alerts`) with its store, lane and figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lane_looking_members_up_without_selling_reaches_hq_as_an_alert() -> Result<()> {
+    let hub = patron_tests::hub::TestHub::spawn().await?;
+    let config = format!(
+        "{}[alerts]\nscan_secs = 1\nlookups_floor = 5\nlookups_per_sale = 2\n",
+        patron_tests::FAST_SYNC
+    );
+    let mut edge = TestEdge::prepare("S001", &config)?;
+    edge.env
+        .push(("PATRON_CLOCK_SKEW_MS".into(), noon_skew_ms()?.to_string()));
+    edge.enroll(&hub)?;
+    edge.start().await?;
+    let m = edge.register("13800000221", None).await?;
+    let pos = edge.as_token(&edge.add_lane("lane-7", "pos")?);
+    // One sale, then four lookups: 4 ≤ 2 × 1 and below the floor — nothing.
+    let r = pos
+        .post("/v1/checkout/commit", &sale(&m, "R-1", 1_000), Some("R-1"))
+        .await?;
+    assert_eq!(r.status, 201, "{}", r.json);
+    for _ in 0..4 {
+        assert_eq!(pos.get(&format!("/v1/members/{m}")).await?.status, 200);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    assert_eq!(edge.get("/healthz").await?.json["anomalies_today"], 0);
+    // Three more: seven lookups, one sale.
+    for _ in 0..3 {
+        assert_eq!(pos.get(&format!("/v1/members/{m}")).await?.status, 200);
+    }
+    patron_tests::hub::TestHub::wait_for(std::time::Duration::from_secs(15), || async {
+        Ok(edge.get("/healthz").await?.json["anomalies_today"] == 1)
+    })
+    .await?;
+    edge.synced().await?;
+    let listed: Value = serde_json::from_str(&hub.hq(&["alerts", "--json"])?)?;
+    let a = &listed[0];
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(
+        (&a["store_id"], &a["lane"], &a["anomaly"], &a["against"]),
+        (
+            &json!("S001"),
+            &json!("lane-7"),
+            &json!("lookups_without_sales"),
+            &json!(1)
+        ),
+        "{a}"
+    );
+    assert!(a["figure"].as_i64() >= Some(5), "{a}");
+    Ok(())
+}

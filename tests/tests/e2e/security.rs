@@ -9,7 +9,7 @@ use patron_tests::TestEdge;
 use patron_tests::hub::TestHub;
 use serde_json::Value;
 
-const FAST_SYNC: &str = "[sync]\npush_delay_ms = 10\nheartbeat_ms = 200\nretry_min_ms = 100\nretry_max_ms = 400\ntimeout_ms = 2000\n";
+use patron_tests::FAST_SYNC;
 
 /// A sale of ¥100; the points it earned.
 async fn sale(e: &TestEdge, member: &str, receipt: &str) -> Result<i64> {

@@ -11,7 +11,7 @@ use patron_tests::hub::TestHub;
 use serde_json::{Value, json};
 
 /// Sync quickly, so the test's bounds are about sync and not about idle timers.
-const FAST_SYNC: &str = "[sync]\npush_delay_ms = 10\nheartbeat_ms = 200\nretry_min_ms = 100\nretry_max_ms = 400\ntimeout_ms = 2000\n";
+use patron_tests::FAST_SYNC;
 
 async fn enrolled_edge(hub: &TestHub, store: &str) -> Result<TestEdge> {
     let mut e = TestEdge::prepare(store, FAST_SYNC)?;
