@@ -17,6 +17,7 @@
 pub mod fact;
 pub mod hlc;
 pub mod ledger;
+pub mod member_code;
 pub mod points;
 pub mod rules;
 pub mod settings;

@@ -24,6 +24,7 @@ pub mod domain;
 pub mod hub;
 pub mod keys;
 pub mod lan_tls;
+pub mod member_codes;
 pub mod service;
 pub mod store;
 pub mod telemetry;

@@ -255,6 +255,7 @@ impl Enrollment {
             store_keys,
             negotiated: Some(negotiated),
             lan_certificate,
+            member_code_key: self.keyring.as_ref().map(|k| k.member_code_key()),
         })
     }
 

@@ -92,6 +92,9 @@ pub struct Keyring {
     /// The chain's pair as enrollment hands it to [`CHAIN`] stores (base64).
     chain_handout: Zeroizing<String>,
     root: hmac::Key,
+    /// Signs member codes ([`patron_domain::member_code`]); derived from the root, so
+    /// it needs no file of its own and every hub process with the root signs alike.
+    member_codes: ring::signature::Ed25519KeyPair,
     rng: SystemRandom,
 }
 
@@ -110,10 +113,16 @@ impl Keyring {
         if root.len() != KEY_LEN {
             bail!("the stores' root key is {KEY_LEN} bytes");
         }
+        let root = hmac::Key::new(hmac::HMAC_SHA256, root);
+        let seed =
+            Zeroizing::new(hmac::sign(&root, b"member-code-signing\0v1").as_ref()[..32].to_vec());
+        let member_codes = ring::signature::Ed25519KeyPair::from_seed_unchecked(&seed)
+            .map_err(|e| anyhow::anyhow!("member code key: {e}"))?;
         Ok(Keyring {
             chain,
             chain_handout: Zeroizing::new(chain_keys_b64.to_string()),
-            root: hmac::Key::new(hmac::HMAC_SHA256, root),
+            root,
+            member_codes,
             rng: SystemRandom::new(),
         })
     }
@@ -124,6 +133,17 @@ impl Keyring {
         let chain = Zeroizing::new(crate::chain_keys::load(dir)?);
         let root = load_root(dir, create_root)?;
         Keyring::new(&chain, &root[..])
+    }
+
+    /// The public key stores check member codes with (base64, 32 bytes).
+    pub fn member_code_key(&self) -> String {
+        use ring::signature::KeyPair;
+        B64.encode(self.member_codes.public_key().as_ref())
+    }
+
+    /// A member code for `member` valid until `expires_ms` (unix milliseconds).
+    pub fn member_code(&self, member: &uuid::Uuid, expires_ms: u64) -> String {
+        patron_domain::member_code::sign(&self.member_codes, member, expires_ms)
     }
 
     /// The keys of generation `generation` of store `store` (base64 of index key ‖

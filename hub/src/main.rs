@@ -42,6 +42,15 @@ enum Command {
         #[command(subcommand)]
         command: StoreCommand,
     },
+    /// Prints a member code: a short-lived proof, checked offline by every store, that
+    /// the member is at the counter (what the member's page will show as a QR code).
+    MemberCode {
+        /// The member's id.
+        member_id: String,
+        /// Seconds the code is valid (at most 600).
+        #[arg(long, default_value_t = patron_domain::member_code::DEFAULT_VALID_SECS)]
+        valid_secs: u64,
+    },
     /// Lists the anomalies stores raised about their lanes (a lane earning far above its
     /// usual day, a lane looking members up without selling), newest first.
     Alerts {
@@ -349,6 +358,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("the credential of {store_id} no longer works; enroll the store again with");
             println!("enrollment token (one use): {token}");
             println!("it works for {valid_hours} h");
+        }
+        Command::MemberCode {
+            member_id,
+            valid_secs,
+        } => {
+            println!(
+                "{}",
+                hub(&dirs()?, false)?.member_code(&member_id, valid_secs)?
+            );
         }
         Command::Alerts { json, max } => {
             let list = hub(&dirs()?, false)?.lane_alerts(max)?;

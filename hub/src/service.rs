@@ -161,6 +161,10 @@ impl Hub {
     ) -> Result<PushAnswer<PushAck>, HubError> {
         let negotiated = crate::enrollment::negotiate(req.report.protocol)?;
         let reported = req.report.key_generation;
+        let member_code_key = match req.report.has_member_code_key {
+            true => None,
+            false => self.keyring.as_ref().map(|k| k.member_code_key()),
+        };
         let ack = self.push(store, req)?;
         if let Some(g) = reported.filter(|g| Some(*g) != store.member_keys) {
             self.store.note_key_generation(&store.store_id, g)?;
@@ -170,6 +174,7 @@ impl Hub {
             ack,
             negotiated: Some(negotiated),
             keys: self.enrollment.keys_to_offer(store, reported),
+            member_code_key,
         })
     }
 
@@ -278,6 +283,32 @@ impl Hub {
                 None => std::future::pending().await,
             }
         }
+    }
+
+    /// A member code proving `member` present, valid for `valid_secs` (at most
+    /// [`patron_domain::member_code::MAX_VALID_SECS`]), for the member's root (the
+    /// survivor of a merge). The member's page will show these; HQ prints one with
+    /// `patron-hub member-code`.
+    pub fn member_code(&self, member: &str, valid_secs: u64) -> Result<String, HubError> {
+        use patron_domain::member_code::MAX_VALID_SECS;
+        let ring = self
+            .keyring
+            .as_ref()
+            .ok_or_else(|| HubError::Invalid("this hub holds no member keys (run init)".into()))?;
+        if !(1..=MAX_VALID_SECS).contains(&valid_secs) {
+            return Err(HubError::Invalid(format!(
+                "a member code is valid for 1 to {MAX_VALID_SECS} seconds"
+            )));
+        }
+        let id = uuid::Uuid::parse_str(member)
+            .map_err(|_| HubError::Invalid("member: not a member id".into()))?;
+        let root = self.store.root_member(&id.to_string())?;
+        if self.store.movements(&root)?.is_empty() && self.store.profile(&root)?.is_none() {
+            return Err(HubError::Invalid(format!("no member {id} at the hub")));
+        }
+        let root = uuid::Uuid::parse_str(&root).unwrap_or(id);
+        let now = u64::try_from(self.now().max(0)).unwrap_or(0);
+        Ok(ring.member_code(&root, now + valid_secs * 1000))
     }
 
     /// Up to `max` anomalies stores raised about their lanes, newest first. A fact that
@@ -1346,6 +1377,55 @@ mod tests {
         };
         let after = fetch_by_phone(hub, &revoked, "13800000001");
         assert!(matches!(after, Err(HubError::Revoked(_))), "{after:?}");
+    }
+
+    /// The hub signs member codes that a store checks with the key the push answer
+    /// hands it, for members it knows only, valid no longer than codes may be.
+    #[test]
+    fn member_codes_are_signed_for_known_members_and_checked_with_the_key_stores_get() {
+        let t = TestHub::with_keys(T0, &["S001"]);
+        let (hub, row) = (&t.hub, &t.rows[0]);
+        let heartbeat = |has_member_code_key: bool| {
+            hub.push_negotiated(
+                row,
+                PushRequest {
+                    report: SyncReport {
+                        key_generation: Some(1),
+                        has_member_code_key,
+                        ..Default::default()
+                    },
+                    push: Push {
+                        from: row.store_id.clone(),
+                        batches: Vec::new(),
+                    },
+                },
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+            .member_code_key
+        };
+        let key = heartbeat(false).unwrap_or_else(|| panic!("a store without the key gets it"));
+        assert_eq!(heartbeat(true), None, "a store holding it gets nothing");
+        use base64::Engine;
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(key)
+            .unwrap_or_default();
+        let unknown = hub.member_code(&mid("m-1"), 120);
+        assert!(unknown.is_err(), "no member m-1 at the hub yet");
+        push_facts(
+            hub,
+            row,
+            vec![member_fact("S001", 1, T0, "purchase", "m-1", 100, "{}")],
+        );
+        let code = hub
+            .member_code(&mid("m-1"), 120)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let checked =
+            patron_domain::member_code::verify(&key, &code, T0).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(checked.member.to_string(), mid("m-1"));
+        assert_eq!(checked.expires_ms, T0 as u64 + 120_000);
+        for secs in [0, 601] {
+            assert!(hub.member_code(&mid("m-1"), secs).is_err(), "{secs} s");
+        }
     }
 
     /// HQ rotates S001's keys: the next push answer offers generation 2 (until S001

@@ -60,6 +60,9 @@ error_codes! {
     /// The operation would pass an abuse limit of the lane or the sale (`details` name
     /// it); the store's manager is not limited.
     LimitExceeded => ("limit_exceeded", 422),
+    /// A member code offered as proof that the member is present is malformed, forged,
+    /// expired, used already, another member's, or cannot be checked at this store yet.
+    MemberCodeInvalid => ("member_code_invalid", 422),
     /// Too many requests of this kind from this lane; `Retry-After` says when to try
     /// again.
     RateLimited => ("rate_limited", 429),

@@ -119,6 +119,10 @@ pub struct EnrollResponse {
     /// certificate, then the CA). Absent when none was asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lan_certificate: Option<String>,
+    /// The public key member codes are checked with (base64 of 32 bytes, Ed25519;
+    /// `patron_domain::member_code`). Absent from hubs without member keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_code_key: Option<String>,
 }
 
 // Secrets stay out of Debug output (and so out of any log that formats these).
@@ -161,6 +165,10 @@ pub struct SyncReport {
     /// a store from before rotation, taken as the generation it was handed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_generation: Option<u32>,
+    /// Whether the store holds the key member codes are checked with (false: the
+    /// answer carries it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub has_member_code_key: bool,
 }
 
 /// `POST /v1/sync/push` body: the report and the push itself.
@@ -186,6 +194,10 @@ pub struct PushAnswer<A> {
     /// them yet (`patron-hub store rotate-keys`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keys: Option<OfferedKeys>,
+    /// The public key member codes are checked with (base64), to a store that reports
+    /// not holding it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_code_key: Option<String>,
 }
 
 /// A new generation of a store's member keys.

@@ -547,6 +547,11 @@ pub struct RedemptionRequest {
     pub points: i64,
     /// What for, e.g. `gift:SAMPLE-01`.
     pub reason: String,
+    /// The member's code (from the member's page), as proof that the member is present:
+    /// with it a lane may redeem above `limits.standalone_redemption_points` without
+    /// the manager. Each code is taken once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_code: Option<String>,
 }
 
 /// `POST /v1/members/{member_id}/redemptions` answer.

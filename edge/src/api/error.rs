@@ -102,6 +102,7 @@ impl From<EdgeError> for ApiErr {
                 ApiErr::new(ErrorCode::ReceiptExists, msg).with_details(json!({ "receipt_id": r }))
             }
             EdgeError::IdempotencyKeyReused => ApiErr::new(ErrorCode::IdempotencyKeyReused, msg),
+            EdgeError::MemberCode(_) => ApiErr::new(ErrorCode::MemberCodeInvalid, msg),
             EdgeError::LimitExceeded(e) => ApiErr::new(ErrorCode::LimitExceeded, msg).with_details(
                 json!({ "limit": e.limit, "allowed": e.allowed, "used": e.used, "asked": e.asked }),
             ),

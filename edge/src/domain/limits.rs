@@ -138,14 +138,17 @@ impl Limits {
         )
     }
 
-    /// A redemption outside a sale.
-    pub fn redemption(&self, day: DayTotals, points: i64) -> Result<(), Exceeded> {
-        within(
-            "standalone_redemption_points",
-            self.standalone_redemption_points,
-            0,
-            points,
-        )?;
+    /// A redemption outside a sale; `present`: the member proved presence (a member
+    /// code), which lifts the per-redemption threshold but not the lane's day.
+    pub fn redemption(&self, day: DayTotals, points: i64, present: bool) -> Result<(), Exceeded> {
+        if !present {
+            within(
+                "standalone_redemption_points",
+                self.standalone_redemption_points,
+                0,
+                points,
+            )?;
+        }
         within(
             "lane_daily_points_redeemed",
             self.lane_daily_points_redeemed,
@@ -243,13 +246,19 @@ mod tests {
             Some("lane_daily_points_redeemed")
         );
         assert_eq!(name(l().event(busy, 51)), Some("lane_daily_points_earned"));
-        assert_eq!(name(l().redemption(day, 200)), None);
+        assert_eq!(name(l().redemption(day, 200, false)), None);
         assert_eq!(
-            name(l().redemption(day, 201)),
+            name(l().redemption(day, 201, false)),
             Some("standalone_redemption_points")
         );
+        // The member present lifts the threshold, not the lane's day.
+        assert_eq!(name(l().redemption(day, 201, true)), None);
         assert_eq!(
-            name(l().redemption(busy, 51)),
+            name(l().redemption(busy, 51, false)),
+            Some("lane_daily_points_redeemed")
+        );
+        assert_eq!(
+            name(l().redemption(busy, 51, true)),
             Some("lane_daily_points_redeemed")
         );
         assert_eq!(name(l().refund(busy, 100)), None);

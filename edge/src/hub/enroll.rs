@@ -142,6 +142,11 @@ pub async fn enroll(
         save(&key_dir.join(file), &keys)
             .map_err(|e| SyncError::Setup(format!("member keys: {e}")))?;
     }
+    if let Some(k) = &resp.member_code_key {
+        let file = key_dir.join(crate::member_codes::MEMBER_CODE_KEY_FILE);
+        crate::member_codes::save(&file, k)
+            .map_err(|e| SyncError::Setup(format!("member-code key: {e}")))?;
+    }
     let link = HubLink {
         url: url.to_string(),
         store_id: resp.store_id,

@@ -297,6 +297,7 @@ async fn exchange(edge: &Arc<Edge>, client: &HubClient, acked: &mut i64) -> Step
             stream_after: stream.as_ref().map(|c| c.after),
             stream_mark: stream.as_ref().map(|c| c.mark),
             key_generation: edge.core.vault.key_generation(),
+            has_member_code_key: edge.core.member_codes.held(),
         },
         push: Push {
             from: origin.node.clone(),
@@ -315,6 +316,11 @@ async fn exchange(edge: &Arc<Edge>, client: &HubClient, acked: &mut i64) -> Step
                 capabilities: Vec::new(),
             });
             update(&edge.sync_status, |s| s.negotiated = Some(negotiated));
+            if let Some(k) = &a.member_code_key
+                && let Err(e) = edge.core.member_codes.take(k)
+            {
+                tracing::error!(error = %e, "keeping the hub's member-code key");
+            }
             match (a.keys, req.report.key_generation) {
                 // HQ rotated this store's keys: taken at once, re-wrapped in the background.
                 (Some(offer), _) => edge.take_rotated_keys(offer).await,

@@ -56,6 +56,37 @@ impl Core {
         i64::from(self.cal.date(at).to_julian_day())
     }
 
+    /// The lane's store day at `at` (never before its last) and what it did on it.
+    fn lane_day(
+        &self,
+        conn: &Connection,
+        actor: Actor,
+        at: Millis,
+    ) -> Result<(i64, DayTotals), EdgeError> {
+        let day = self
+            .store_day(at)
+            .max(lane_days::last_day(conn, actor.lane)?.unwrap_or(i64::MIN));
+        Ok((day, lane_days::get(conn, actor.lane, day)?))
+    }
+
+    /// [`Core::within_limits`] without counting anything: whether `check` would refuse
+    /// `actor` now. For refusing before the hub is asked to hold points (a hold for an
+    /// operation refused here would keep the member's points from the chain until it
+    /// lapses); the operation's own transaction checks again.
+    pub(super) fn limits_allow(
+        &self,
+        conn: &Connection,
+        actor: Actor,
+        at: Millis,
+        check: impl FnOnce(&Limits, DayTotals) -> Result<(), Exceeded>,
+    ) -> Result<(), EdgeError> {
+        let (_, before) = self.lane_day(conn, actor, at)?;
+        match check(&self.cfg.limits, before) {
+            Err(e) if actor.role != Role::Admin => Err(EdgeError::LimitExceeded(e)),
+            _ => Ok(()),
+        }
+    }
+
     /// Checks `check` against what `actor` did today, then counts `add`; in the
     /// operation's transaction, so the limit holds under concurrent lanes and restarts.
     /// "Today" never goes back for a lane: a clock set back does not reopen a day. The
@@ -69,10 +100,7 @@ impl Core {
         add: DayTotals,
         check: impl FnOnce(&Limits, DayTotals) -> Result<(), Exceeded>,
     ) -> Result<(), EdgeError> {
-        let day = self
-            .store_day(at)
-            .max(lane_days::last_day(conn, actor.lane)?.unwrap_or(i64::MIN));
-        let before = lane_days::get(conn, actor.lane, day)?;
+        let (day, before) = self.lane_day(conn, actor, at)?;
         if let Err(e) = check(&self.cfg.limits, before) {
             if actor.role != Role::Admin {
                 return Err(EdgeError::LimitExceeded(e));

@@ -137,6 +137,9 @@ pub enum EdgeError {
     /// lane) is not limited.
     #[error("this would pass the limit {} ({} allowed, {} used, {} asked); the store's manager can do it", .0.limit, .0.allowed, .0.used, .0.asked)]
     LimitExceeded(crate::domain::limits::Exceeded),
+    /// A member code offered as proof that the member is present was not taken.
+    #[error("{0}")]
+    MemberCode(String),
     /// The lane has used its lookups for now.
     #[error("this lane looked up too many members by phone; try again in {retry_after_secs} s")]
     RateLimited {
@@ -224,6 +227,8 @@ pub struct Reply {
 pub struct Core {
     /// Keys.
     pub vault: Vault,
+    /// The hub's key for member codes, once held.
+    pub member_codes: crate::member_codes::MemberCodes,
     /// Rules and settings.
     pub cfg: Config,
     /// The store's calendar.
@@ -685,6 +690,7 @@ impl Edge {
         drop(conn);
         let core = Arc::new(Core {
             vault,
+            member_codes: crate::member_codes::MemberCodes::load(&key_dir)?,
             cal: StoreCalendar::new(offset),
             origin_label,
             idem,

@@ -423,10 +423,18 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (lane, day, kind)
     ) STRICT, WITHOUT ROWID;
     "#,
+    // 18: member codes taken as proof of presence, each once.
+    r#"
+    -- A code's signature identifies it; kept until the code expires.
+    CREATE TABLE member_codes_used (
+        id         BLOB    PRIMARY KEY,
+        expires_at INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this binary writes.
-pub const SCHEMA_VERSION: usize = 17;
+pub const SCHEMA_VERSION: usize = 18;
 
 #[cfg(test)]
 mod tests {

@@ -17,6 +17,7 @@ pub mod lane_days;
 pub mod lanes;
 pub mod ledgers;
 pub mod lookups;
+pub mod member_codes;
 pub mod members;
 pub mod migrations;
 pub mod readers;

@@ -230,3 +230,61 @@ async fn a_lane_looking_members_up_without_selling_reaches_hq_as_an_alert() -> R
     assert!(a["figure"].as_i64() >= Some(5), "{a}");
     Ok(())
 }
+
+/// Issue 17, part 4: above the standalone threshold a POS lane needs the member present.
+/// The hub signs a member code (`patron-hub member-code`), the store checks it offline
+/// with the key enrollment handed it, and takes each code once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redemption_above_the_threshold_takes_the_member_s_code_once() -> Result<()> {
+    let hub = patron_tests::hub::TestHub::spawn().await?;
+    // The edge's clock is the hub's here: codes live two minutes by either.
+    let mut edge = TestEdge::prepare("S001", patron_tests::FAST_SYNC)?;
+    edge.enroll(&hub)?;
+    edge.start().await?;
+    let m = edge.register("13800000231", None).await?;
+    // The manager's sale: 12,000 points.
+    let r = edge
+        .post(
+            "/v1/checkout/commit",
+            &sale(&m, "R-1", 1_200_000),
+            Some("R-1"),
+        )
+        .await?;
+    assert_eq!(r.status, 201, "{}", r.json);
+    edge.synced().await?;
+    let pos = edge.as_token(&edge.add_lane("lane-1", "pos")?);
+    let path = format!("/v1/members/{m}/redemptions");
+    let redeem =
+        |code: Option<&str>| json!({"points": 6_000, "reason": "gift:KETTLE", "member_code": code});
+    let r = pos.post(&path, &redeem(None), Some("x-1")).await?;
+    assert!(refused(&r, "standalone_redemption_points"), "{}", r.json);
+    let code = hub.hq(&["member-code", &m])?.trim().to_string();
+    let r = pos.post(&path, &redeem(Some(&code)), Some("x-2")).await?;
+    assert_eq!(r.status, 201, "{}", r.json);
+    assert_eq!(r.json["balance_after"], 12_000 - 6_000, "{}", r.json);
+    let r = pos.post(&path, &redeem(Some(&code)), Some("x-3")).await?;
+    assert_eq!(
+        (r.status, r.code()),
+        (422, "member_code_invalid"),
+        "{}",
+        r.json
+    );
+    // Nothing refused above held points at the hub: a fresh code spends the rest.
+    edge.synced().await?;
+    let fresh = hub.hq(&["member-code", &m])?.trim().to_string();
+    let r = pos.post(&path, &redeem(Some(&fresh)), Some("x-5")).await?;
+    assert_eq!(r.status, 201, "{}", r.json);
+    assert_eq!(r.json["balance_after"], 0, "{}", r.json);
+    // Another member's code proves nothing about this one.
+    let other = edge.register("13800000232", None).await?;
+    edge.synced().await?;
+    let theirs = hub.hq(&["member-code", &other])?.trim().to_string();
+    let r = pos.post(&path, &redeem(Some(&theirs)), Some("x-4")).await?;
+    assert_eq!(
+        (r.status, r.code()),
+        (422, "member_code_invalid"),
+        "{}",
+        r.json
+    );
+    Ok(())
+}
