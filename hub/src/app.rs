@@ -94,6 +94,9 @@ impl App {
         let state = AppState {
             hub: hub.clone(),
             admin_hash: admin_hash(dir),
+            store_requests: Arc::new(crate::api::StoreRequests::new(
+                cfg.store_requests_per_second,
+            )),
         };
         Ok(Self {
             hub,

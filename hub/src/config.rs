@@ -33,6 +33,9 @@ pub struct HubConfig {
     /// Member fetches (lookups of other stores' members) each store may make per
     /// minute; 0: no limit.
     pub fetches_per_minute: u32,
+    /// Requests each store may send a second (bursts of 5 seconds' worth); beyond it:
+    /// 429 `rate_limited` with `Retry-After`. 0: no limit.
+    pub store_requests_per_second: u32,
     /// A store's stream keeps what it has not acknowledged this many days; a store
     /// away longer refetches its members when it comes back.
     pub stream_retention_days: u32,
@@ -59,6 +62,7 @@ impl Default for HubConfig {
             lease_share_permille: crate::authority::LEASE_POLICY.share_permille,
             lease_minutes: crate::authority::LEASE_POLICY.duration_ms / 60_000,
             fetches_per_minute: crate::directory::DEFAULT_FETCHES_PER_MINUTE,
+            store_requests_per_second: 100,
             max_points_per_fact: crate::ingest::FactLimits::default().max_points,
             max_amount_fen_per_fact: crate::ingest::FactLimits::default().max_amount_fen,
             max_unsynced_points: crate::authority::MAX_UNSYNCED_POINTS,

@@ -2,10 +2,10 @@
 //! not hold them (within a per-store budget), their merged profiles and their
 //! activity.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use patron_sync::pull::{FetchedMember, MemberFetch, MemberKeys};
+use patron_web::rate::Buckets;
 
 use crate::clock::Clock;
 use crate::error::HubError;
@@ -34,9 +34,9 @@ pub struct Directory {
     now: Clock,
     /// Member fetches a store may make per minute (0: no limit).
     fetches_per_minute: u32,
-    /// Each store's fetch budget: (tokens left, when last counted). In this process
-    /// only (a single-process limit: docs/hub.md).
-    fetch_budgets: std::sync::Mutex<HashMap<String, (f64, i64)>>,
+    /// Each store's fetch budget, a minute's worth. In this process only (a
+    /// single-process limit: docs/hub.md).
+    fetch_budgets: Buckets<String>,
     /// The member keys: phones asked for are indexed under the chain's key, and the
     /// members found are keyed for the asking store.
     keyring: Option<Arc<Keyring>>,
@@ -49,7 +49,7 @@ impl Directory {
             store,
             now,
             fetches_per_minute: DEFAULT_FETCHES_PER_MINUTE,
-            fetch_budgets: Default::default(),
+            fetch_budgets: Buckets::per_minute(DEFAULT_FETCHES_PER_MINUTE),
             keyring: None,
         }
     }
@@ -62,6 +62,7 @@ impl Directory {
     /// Lets each store fetch `per_minute` members a minute (0: no limit).
     pub fn set_fetch_limit(&mut self, per_minute: u32) {
         self.fetches_per_minute = per_minute;
+        self.fetch_budgets = Buckets::per_minute(per_minute);
     }
 
     fn now(&self) -> i64 {
@@ -71,46 +72,20 @@ impl Directory {
     /// Takes one fetch from `store`'s budget (a token bucket holding a minute's worth,
     /// refilled continuously); `false` if it is spent.
     fn take_fetch(&self, store: &str) -> bool {
-        let per_minute = f64::from(self.fetches_per_minute);
-        if per_minute == 0.0 {
-            return true;
-        }
-        let now = self.now();
-        let mut budgets = self.fetch_budgets.lock().unwrap_or_else(|p| p.into_inner());
-        let (tokens, at) = budgets
-            .entry(store.to_string())
-            .or_insert((per_minute, now));
-        let elapsed = now.saturating_sub(*at).max(0) as f64;
-        *tokens = (*tokens + elapsed * per_minute / 60_000.0).min(per_minute);
-        *at = (*at).max(now);
-        if *tokens < 1.0 {
-            return false;
-        }
-        *tokens -= 1.0;
-        true
+        self.fetch_budgets
+            .take(&store.to_string(), self.now())
+            .is_ok()
     }
 
     /// Whole lookups left in `store`'s budget now (`u32::MAX` without a limit).
     pub(crate) fn fetches_left(&self, store: &str) -> u32 {
-        let per_minute = f64::from(self.fetches_per_minute);
-        if per_minute == 0.0 {
-            return u32::MAX;
-        }
-        let now = self.now();
-        let budgets = self.fetch_budgets.lock().unwrap_or_else(|p| p.into_inner());
-        let tokens = budgets.get(store).map_or(per_minute, |(tokens, at)| {
-            let elapsed = now.saturating_sub(*at).max(0) as f64;
-            (tokens + elapsed * per_minute / 60_000.0).min(per_minute)
-        });
-        tokens.max(0.0) as u32
+        self.fetch_budgets.left(&store.to_string(), self.now())
     }
 
     /// Charges `n` lookups to `store`'s budget (registrations that claimed another
     /// store's member: they give the store what a lookup would).
     pub(crate) fn charge_fetches(&self, store: &str, n: u32) {
-        for _ in 0..n {
-            let _ = self.take_fetch(store);
-        }
+        self.fetch_budgets.charge(&store.to_string(), n, self.now());
     }
 
     /// Every fact of the members registered under a phone, for a store that does not

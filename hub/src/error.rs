@@ -51,6 +51,18 @@ pub enum HubError {
     /// The system could not produce random bytes.
     #[error("no randomness available")]
     Random,
+    /// The store sent requests faster than its budget allows.
+    #[error(
+        "store {store} sends more than {per_second} requests a second; retry in {retry_after_secs} s"
+    )]
+    RateLimited {
+        /// The store.
+        store: String,
+        /// Its budget.
+        per_second: u32,
+        /// When it may send again.
+        retry_after_secs: u64,
+    },
     /// The store used up its member-fetch budget.
     #[error("member fetches are limited to {per_minute} a minute per store")]
     FetchLimit {

@@ -238,12 +238,14 @@ impl TestHub {
         let r = req.send().await?;
         let status = r.status().as_u16();
         let closes = r.headers().get("connection").is_some_and(|v| v == "close");
+        let retry_after = crate::retry_after(&r);
         let bytes = r.bytes().await?;
         Ok(Resp {
             status,
             replayed: false,
             closes,
             json: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            retry_after,
         })
     }
 

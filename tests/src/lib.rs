@@ -160,6 +160,13 @@ pub struct Resp {
     pub closes: bool,
     /// The JSON body (Null if none or not JSON).
     pub json: Value,
+    /// `Retry-After`, in seconds, if it was set.
+    pub retry_after: Option<u64>,
+}
+
+/// The `Retry-After` seconds of a response, if set.
+pub fn retry_after(r: &reqwest::Response) -> Option<u64> {
+    r.headers().get("retry-after")?.to_str().ok()?.parse().ok()
 }
 
 impl Resp {
@@ -458,6 +465,7 @@ impl TestEdge {
             .get("idempotent-replayed")
             .is_some_and(|v| v == "true");
         let closes = r.headers().get("connection").is_some_and(|v| v == "close");
+        let retry_after = retry_after(&r);
         let bytes = r.bytes().await?;
         let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         Ok(Resp {
@@ -465,6 +473,7 @@ impl TestEdge {
             replayed,
             closes,
             json,
+            retry_after,
         })
     }
 

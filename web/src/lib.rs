@@ -4,6 +4,7 @@
 //! here.
 
 pub mod config;
+pub mod rate;
 pub mod serve;
 
 use std::time::Duration;

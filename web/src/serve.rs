@@ -96,6 +96,9 @@ pub struct HttpConfig {
     pub header_timeout_ms: u64,
     /// Milliseconds a request's body may take to arrive.
     pub body_timeout_ms: u64,
+    /// Milliseconds a TLS handshake may take (a client that never finishes one holds
+    /// its connection no longer).
+    pub handshake_timeout_ms: u64,
     /// Milliseconds a connection may stay open before it is closed after its request
     /// in flight (a POS or store simply opens another).
     pub max_connection_age_ms: u64,
@@ -112,6 +115,7 @@ impl Default for HttpConfig {
             max_connections_per_client: d.max_per_client,
             header_timeout_ms: d.header_timeout.as_millis() as u64,
             body_timeout_ms: d.body_timeout.as_millis() as u64,
+            handshake_timeout_ms: d.handshake_timeout.as_millis() as u64,
             max_connection_age_ms: d.max_connection_age.as_millis() as u64,
             ipv6_client_prefix_len: d.ipv6_client_prefix,
         }
@@ -132,8 +136,12 @@ impl HttpConfig {
         let hour = 3_600_000;
         if !(100..=hour).contains(&self.header_timeout_ms)
             || !(100..=hour).contains(&self.body_timeout_ms)
+            || !(100..=hour).contains(&self.handshake_timeout_ms)
         {
-            return Err("http.header_timeout_ms and body_timeout_ms must be 100..=3600000".into());
+            return Err(
+                "http.header_timeout_ms, body_timeout_ms and handshake_timeout_ms must be 100..=3600000"
+                    .into(),
+            );
         }
         if !(100..=24 * hour).contains(&self.max_connection_age_ms) {
             return Err("http.max_connection_age_ms must be 100..=86400000".into());
@@ -151,6 +159,7 @@ impl HttpConfig {
             max_per_client: self.max_connections_per_client,
             header_timeout: Duration::from_millis(self.header_timeout_ms),
             body_timeout: Duration::from_millis(self.body_timeout_ms),
+            handshake_timeout: Duration::from_millis(self.handshake_timeout_ms),
             max_connection_age: Duration::from_millis(self.max_connection_age_ms),
             ipv6_client_prefix: self.ipv6_client_prefix_len,
             ..Limits::default()

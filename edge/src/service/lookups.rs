@@ -4,12 +4,12 @@
 //! otherwise a lane could find members by registering their phones (the answer names
 //! the existing member) or read a profile by changing a tag.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use patron_protocol::MemberId;
 use patron_protocol::pos::{LookupPurpose, Member, RegisterMember, UpdateMember};
+use patron_web::rate::Buckets;
 
 use super::{Edge, EdgeError, Idem, Lane, Reply, Role};
 use crate::domain::privacy::{self, Asker, Disclosure};
@@ -38,39 +38,26 @@ fn asker(role: Role) -> Asker {
 /// than one extra minute's worth.
 #[derive(Debug)]
 pub struct LookupBudget {
-    per_minute: u32,
-    buckets: std::sync::Mutex<HashMap<i64, (f64, Instant)>>,
+    buckets: Buckets<i64>,
+    /// The instant bucket times count from.
+    epoch: Instant,
 }
 
 impl LookupBudget {
     /// `per_minute` lookups a lane (0: unlimited).
     pub fn new(per_minute: u32) -> Self {
         Self {
-            per_minute,
-            buckets: Default::default(),
+            buckets: Buckets::per_minute(per_minute),
+            epoch: Instant::now(),
         }
     }
 
     /// Takes one lookup from `lane`'s bucket at `now`; when it is empty, how long until
     /// it holds one again.
     pub fn take(&self, lane: i64, now: Instant) -> Result<(), Duration> {
-        if self.per_minute == 0 {
-            return Ok(());
-        }
-        let cap = f64::from(self.per_minute);
-        let per_sec = cap / 60.0;
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        let (tokens, at) = buckets.entry(lane).or_insert((cap, now));
-        let refilled =
-            (*tokens + now.saturating_duration_since(*at).as_secs_f64() * per_sec).min(cap);
-        *at = now;
-        if refilled >= 1.0 {
-            *tokens = refilled - 1.0;
-            Ok(())
-        } else {
-            *tokens = refilled;
-            Err(Duration::from_secs_f64((1.0 - refilled) / per_sec))
-        }
+        let ms = now.saturating_duration_since(self.epoch).as_millis();
+        self.buckets
+            .take(&lane, i64::try_from(ms).unwrap_or(i64::MAX))
     }
 }
 

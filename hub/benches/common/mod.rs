@@ -245,6 +245,8 @@ pub async fn start_hub(name: &str, stores: usize) -> Result<Running, BoxError> {
     let app = router(AppState {
         hub: hub.clone(),
         admin_hash: None,
+        // A budget the load never reaches: every request pays for counting, none waits.
+        store_requests: std::sync::Arc::new(patron_hub::api::StoreRequests::new(1_000_000)),
     });
     let cfg = tls::server_config(&dir, &dir)?;
     // The hub serves from its own runtime, as its own process would: on the client's

@@ -51,6 +51,8 @@ hub_codes! {
     PayloadTooLarge => ("payload_too_large", 413),
     /// The store speaks a sync protocol this hub no longer serves: upgrade it.
     ProtocolUnsupported => ("protocol_unsupported", 426),
+    /// The store sends requests faster than its budget: retry after `Retry-After`.
+    RateLimited => ("rate_limited", 429),
     /// The store used up its member-fetch budget: retry later.
     FetchLimit => ("fetch_limit", 429),
     /// The hub failed; the detail is in its log.
@@ -96,6 +98,16 @@ impl IntoResponse for HubError {
             }
             HubError::Protocol { .. } => HubCode::ProtocolUnsupported,
             HubError::FetchLimit { .. } => HubCode::FetchLimit,
+            HubError::RateLimited {
+                retry_after_secs, ..
+            } => {
+                let mut r = err(HubCode::RateLimited, self.to_string());
+                r.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from(*retry_after_secs),
+                );
+                return r;
+            }
             HubError::Store(_) | HubError::Random => {
                 tracing::error!(error = %self, "the hub failed a request");
                 return err(HubCode::Internal, INTERNAL);

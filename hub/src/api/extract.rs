@@ -29,6 +29,12 @@ fn store_of(
     authenticate(bearer(&parts.headers).ok_or(HubError::Unauthorized)?)
 }
 
+/// Counts the request against its store's budget, before the body is read.
+fn within_budget(s: &AppState, row: StoreRow) -> Result<StoreRow, HubError> {
+    s.store_requests.take(&row.store_id, s.hub.now())?;
+    Ok(row)
+}
+
 /// The enrolled store whose credential the request carries.
 #[derive(Debug, Clone)]
 pub struct AuthedStore(pub StoreRow);
@@ -40,6 +46,7 @@ impl FromRequestParts<AppState> for AuthedStore {
     /// blocking thread, which matters on the authorization hot path.
     async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, Response> {
         store_of(parts, |c| s.hub.enrollment.authenticate(c))
+            .and_then(|row| within_budget(s, row))
             .map(AuthedStore)
             .map_err(IntoResponse::into_response)
     }
@@ -55,6 +62,7 @@ impl FromRequestParts<AppState> for PushingStore {
 
     async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, Response> {
         store_of(parts, |c| s.hub.enrollment.authenticate_revoked_too(c))
+            .and_then(|row| within_budget(s, row))
             .map(PushingStore)
             .map_err(IntoResponse::into_response)
     }

@@ -33,6 +33,43 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     /// SHA-256 of the HQ admin token (`None`: the admin endpoints are closed).
     pub admin_hash: Option<[u8; 32]>,
+    /// Each store's request budget (a stolen credential floods no further).
+    pub store_requests: Arc<StoreRequests>,
+}
+
+/// Requests each store may send: `per_second`, with bursts of [`BURST_SECS`] seconds'
+/// worth. In this process (a hub of several processes splits it: docs/hub.md).
+#[derive(Debug)]
+pub struct StoreRequests {
+    per_second: u32,
+    buckets: patron_web::rate::Buckets<String>,
+}
+
+/// How many seconds' worth of requests a store may send at once.
+pub const BURST_SECS: u32 = 5;
+
+impl StoreRequests {
+    /// `per_second` requests a store (0: no limit).
+    pub fn new(per_second: u32) -> Self {
+        Self {
+            per_second,
+            buckets: patron_web::rate::Buckets::new(
+                per_second.saturating_mul(BURST_SECS),
+                std::time::Duration::from_secs(u64::from(BURST_SECS)),
+            ),
+        }
+    }
+
+    /// Counts one request of `store` at `now_ms`; refused beyond its budget.
+    pub fn take(&self, store: &str, now_ms: i64) -> Result<(), crate::error::HubError> {
+        self.buckets
+            .take(&store.to_string(), now_ms)
+            .map_err(|wait| crate::error::HubError::RateLimited {
+                store: store.to_string(),
+                per_second: self.per_second,
+                retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+            })
+    }
 }
 
 /// The hub's routes.

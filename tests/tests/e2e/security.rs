@@ -136,6 +136,38 @@ async fn closed_within(c: &mut tokio::net::TcpStream, within: Duration) -> bool 
     )
 }
 
+/// `n` connections from the attacker's address, each watched from its connect for
+/// 700 ms (inside a 1 s deadline that would close it otherwise).
+struct Flood(tokio::task::JoinSet<(bool, tokio::net::TcpStream)>);
+
+impl Flood {
+    async fn start(to: std::net::SocketAddr, n: usize) -> Result<Flood> {
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..n {
+            let mut c = attacker_conn(to).await?;
+            set.spawn(async move {
+                let closed = closed_within(&mut c, Duration::from_millis(700)).await;
+                (closed, c)
+            });
+        }
+        Ok(Flood(set))
+    }
+
+    /// How many the server closed at once, and those it held open.
+    async fn outcome(mut self) -> Result<(usize, Vec<tokio::net::TcpStream>)> {
+        let (mut closed_at_once, mut open) = (0, Vec::new());
+        while let Some(r) = self.0.join_next().await {
+            let (closed, c) = r?;
+            if closed {
+                closed_at_once += 1;
+            } else {
+                open.push(c);
+            }
+        }
+        Ok((closed_at_once, open))
+    }
+}
+
 /// Issue 17, part 6: one address on the store LAN opens connections and sends headers
 /// a byte at a time (slowloris), then floods connections. The edge cuts the slow
 /// connections at the header deadline, closes an address's connections beyond its cap
@@ -182,25 +214,10 @@ async fn a_slowloris_and_a_flood_leave_the_pos_lanes_served() -> Result<()> {
     // A flood: connections beyond the address's cap are closed as they come, before
     // any request: all are watched at once from their connect, for 700 ms, inside
     // the 1 s header deadline that would close them otherwise.
-    let mut flood = tokio::task::JoinSet::new();
-    for _ in 0..(CAP * 8) {
-        let mut c = attacker_conn(edge.addr).await?;
-        flood.spawn(async move {
-            let closed = closed_within(&mut c, Duration::from_millis(700)).await;
-            (closed, c)
-        });
-    }
+    let flood = Flood::start(edge.addr, CAP * 8).await?;
     // The lane meanwhile: the address's CAP connections hold CAP of CAP + 8 slots.
     let lane = served_quickly(&edge).await?;
-    let (mut closed_at_once, mut open) = (0, Vec::new());
-    while let Some(r) = flood.join_next().await {
-        let (closed, c) = r?;
-        if closed {
-            closed_at_once += 1;
-        } else {
-            open.push(c);
-        }
-    }
+    let (closed_at_once, open) = flood.outcome().await?;
     assert_eq!(
         (closed_at_once, open.len()),
         (CAP * 7, CAP),
@@ -229,5 +246,113 @@ async fn a_slowloris_and_a_flood_leave_the_pos_lanes_served() -> Result<()> {
     .await
     .context("no answer within 1 s")??;
     assert_eq!(&head, b"HTTP/1.1 401", "{}", String::from_utf8_lossy(&head));
+    Ok(())
+}
+
+/// An empty push (a heartbeat) of `store`.
+fn heartbeat(store: &str) -> Vec<u8> {
+    serde_json::json!({"report": {"origin": null, "last_seq": 0},
+                       "push": {"from": store, "batches": []}})
+    .to_string()
+    .into_bytes()
+}
+
+/// How long the hub took to answer `store`'s heartbeat (which must succeed).
+async fn hub_served_quickly(hub: &TestHub, credential: &str, store: &str) -> Result<Duration> {
+    let t = std::time::Instant::now();
+    let r = hub
+        .post_raw("/v1/sync/push", Some(credential), heartbeat(store))
+        .await?;
+    anyhow::ensure!(
+        r.status == 200,
+        "{store}'s heartbeat: {} {}",
+        r.status,
+        r.json
+    );
+    Ok(t.elapsed())
+}
+
+/// Issue 17, part 6, at the hub's TLS listener: one address holds TLS handshakes open a
+/// byte at a time, then floods connections; a stolen store credential sends requests as
+/// fast as it can. The hub cuts the handshakes at their deadline, closes the address's
+/// connections beyond its cap as they come, holds the credential to its store's request
+/// budget (429 with `Retry-After`), and serves the other store all along.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hub_serves_stores_through_a_tls_slowloris_a_flood_and_a_request_storm() -> Result<()> {
+    use tokio::io::AsyncWriteExt;
+    const CAP: usize = 16;
+    let mut hub = TestHub::spawn().await?;
+    let config = hub.data_dir().with_file_name("hub-dos.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "store_requests_per_second = 4\n[http]\nmax_connections = {}\n\
+             max_connections_per_client = {CAP}\nheader_timeout_ms = 1000\nhandshake_timeout_ms = 1000\n",
+            CAP + 8
+        ),
+    )?;
+    hub.set_serve_args(&["--config", config.to_str().context("config path")?]);
+    hub.kill();
+    hub.start().await?;
+    let s1 = hub.enroll_raw("S001").await?;
+    let s2 = hub.enroll_raw("S002").await?;
+
+    // TLS slowloris: CAP connections that start a ClientHello and never finish it.
+    let mut slow = Vec::new();
+    for _ in 0..CAP {
+        let mut c = attacker_conn(hub.addr).await?;
+        c.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]).await?;
+        slow.push(c);
+    }
+    let started = std::time::Instant::now();
+    let mut worst = Duration::ZERO;
+    while started.elapsed() < Duration::from_millis(1_500) {
+        for c in &mut slow {
+            let _ = c.write_all(&[0x01]).await;
+        }
+        worst = worst.max(hub_served_quickly(&hub, &s2, "S002").await?);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(worst < Duration::from_millis(500), "S002 waited {worst:?}");
+    for (i, c) in slow.iter_mut().enumerate() {
+        assert!(
+            closed_within(c, Duration::from_secs(2)).await,
+            "handshake {i} still open past its deadline"
+        );
+    }
+
+    // A flood: beyond the address's cap, connections are closed as they come.
+    let flood = Flood::start(hub.addr, CAP * 8).await?;
+    let store = hub_served_quickly(&hub, &s2, "S002").await?;
+    let (closed_at_once, open) = flood.outcome().await?;
+    assert_eq!(
+        (closed_at_once, open.len()),
+        (CAP * 7, CAP),
+        "over the cap closed at once, the cap's worth held"
+    );
+    assert!(store < Duration::from_millis(500), "S002 waited {store:?}");
+    drop(open);
+
+    // A request storm on S001's credential: 4 a second, bursts of 20, then 429.
+    let (mut ok, mut limited) = (0, Vec::new());
+    for _ in 0..30 {
+        let r = hub
+            .post_raw("/v1/sync/push", Some(&s1), heartbeat("S001"))
+            .await?;
+        match (r.status, r.code()) {
+            (200, _) => ok += 1,
+            (429, "rate_limited") => limited.push(r.retry_after),
+            other => anyhow::bail!("unexpected {other:?}: {}", r.json),
+        }
+    }
+    assert!((20..=22).contains(&ok), "{ok} of 30 served");
+    assert!(
+        limited.iter().all(|w| *w == Some(1)),
+        "Retry-After: {limited:?}"
+    );
+    // S002 is served meanwhile, and S001 again once it waits.
+    assert!(hub_served_quickly(&hub, &s2, "S002").await? < Duration::from_millis(500));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    hub_served_quickly(&hub, &s1, "S001").await?;
     Ok(())
 }
