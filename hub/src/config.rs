@@ -44,6 +44,12 @@ pub struct HubConfig {
     pub max_points_per_fact: i64,
     /// Amount (fen) one store fact's qualifying spend may be; beyond: quarantined.
     pub max_amount_fen_per_fact: i64,
+    /// Points one store's facts may credit a day, on average (its budget refills at
+    /// this rate); beyond: quarantined.
+    pub max_points_per_store_day: i64,
+    /// How many days' worth a store's budget holds at most (a store back from days
+    /// offline pushes up to this many days of earning at once).
+    pub store_budget_days: i64,
     /// Points a store's unsynced earns may add to a member's balance when it asks to
     /// redeem (it pushes within a second while online; its claim is not taken beyond
     /// this).
@@ -65,6 +71,8 @@ impl Default for HubConfig {
             store_requests_per_second: 100,
             max_points_per_fact: crate::ingest::FactLimits::default().max_points,
             max_amount_fen_per_fact: crate::ingest::FactLimits::default().max_amount_fen,
+            max_points_per_store_day: crate::ingest::FactLimits::default().max_points_per_store_day,
+            store_budget_days: crate::ingest::FactLimits::default().store_budget_days,
             max_unsynced_points: crate::authority::MAX_UNSYNCED_POINTS,
             http: patron_web::serve::HttpConfig::default(),
             stream_retention_days: 30,
@@ -117,6 +125,13 @@ impl HubConfig {
                 "stream_retention_days must be >= 1".into(),
             ));
         }
+        if self.max_points_per_store_day < self.max_points_per_fact
+            || !(1..=365).contains(&self.store_budget_days)
+        {
+            return Err(ConfigError::Invalid(
+                "max_points_per_store_day must be at least max_points_per_fact, store_budget_days 1..=365".into(),
+            ));
+        }
         if self.max_points_per_fact < 1 || self.max_amount_fen_per_fact < 1 {
             return Err(ConfigError::Invalid(
                 "max_points_per_fact and max_amount_fen_per_fact must be >= 1".into(),
@@ -141,6 +156,8 @@ impl HubConfig {
         crate::ingest::FactLimits {
             max_points: self.max_points_per_fact,
             max_amount_fen: self.max_amount_fen_per_fact,
+            max_points_per_store_day: self.max_points_per_store_day,
+            store_budget_days: self.store_budget_days,
         }
     }
 

@@ -241,6 +241,11 @@ pub struct FactLimits {
     pub max_points: i64,
     /// Amount (fen) one fact's qualifying spend may be, either sign.
     pub max_amount_fen: i64,
+    /// Points a store's facts may credit a day, on average ([`StoreBudget`]); beyond,
+    /// its earning facts are quarantined for review.
+    pub max_points_per_store_day: i64,
+    /// How many days' worth a store's budget holds at most.
+    pub store_budget_days: i64,
 }
 
 impl Default for FactLimits {
@@ -248,6 +253,9 @@ impl Default for FactLimits {
         FactLimits {
             max_points: 100_000,
             max_amount_fen: 100_000_000,
+            // Ten lanes at the edge's default daily limit (200,000 points each).
+            max_points_per_store_day: 2_000_000,
+            store_budget_days: 3,
         }
     }
 }
@@ -291,6 +299,62 @@ pub fn quarantine_reason<E>(
         Some(_) if holds()? => Ok(None),
         Some(_) => Ok(Some(NOT_SERVED)),
     }
+}
+
+/// Why a fact is quarantined: it would take its store past the points it may credit.
+pub const BEYOND_STORE_BUDGET: &str = "points beyond the store's budget";
+
+/// What a store may still credit (points) as of `at` (unix ms, the hub's clock). The
+/// edge's per-lane limits bound an honest store; this bounds a store whose edge no
+/// longer applies them (a rogue or stolen store PC), which the per-fact limit alone
+/// would let mint 100,000 points a fact. It refills at `max_points_per_store_day` a
+/// day up to `store_budget_days` days' worth, so a store back from days offline pushes
+/// its backlog within budget, and a store quiet on purpose saves no more than that.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreBudget {
+    /// Points it may still credit.
+    pub points: i64,
+    /// When that was counted.
+    pub at: i64,
+}
+
+impl FactLimits {
+    /// The most a store's budget holds.
+    pub fn store_budget_cap(&self) -> i64 {
+        self.max_points_per_store_day
+            .saturating_mul(self.store_budget_days)
+    }
+
+    /// `b` refilled to `now` (a store never counted before starts full; a clock that
+    /// went back refills nothing).
+    pub fn refill(&self, b: Option<StoreBudget>, now: i64) -> StoreBudget {
+        let cap = self.store_budget_cap();
+        let Some(b) = b else {
+            return StoreBudget {
+                points: cap,
+                at: now,
+            };
+        };
+        let elapsed = i128::from(now.saturating_sub(b.at).max(0));
+        let added = elapsed * i128::from(self.max_points_per_store_day) / 86_400_000;
+        let points = (i128::from(b.points) + added).min(i128::from(cap));
+        StoreBudget {
+            points: i64::try_from(points).unwrap_or(cap),
+            at: b.at.max(now),
+        }
+    }
+}
+
+/// Spends `earn` (points a fact credits) from a budget of `left`; what is left, or why
+/// the fact is quarantined instead.
+pub fn spend_store_budget(left: i64, earn: i64) -> Result<i64, &'static str> {
+    if earn <= 0 {
+        return Ok(left);
+    }
+    if earn > left {
+        return Err(BEYOND_STORE_BUDGET);
+    }
+    Ok(left - earn)
 }
 
 /// Why a registration is quarantined: it would merge into another store's member the
@@ -423,6 +487,53 @@ mod tests {
         let r = t[2].points.as_ref().unwrap_or_else(|| panic!("no points"));
         assert_eq!((r.spend, r.offline, r.lease), (30, false, true));
         assert!(t[3].points.is_none() && t[3].profile.is_empty() && t[3].registered.is_none());
+    }
+
+    #[test]
+    fn a_store_s_budget_refills_by_the_day_up_to_its_cap_and_holds_to_the_point() {
+        let l = FactLimits {
+            max_points_per_store_day: 1_000,
+            store_budget_days: 3,
+            ..FactLimits::default()
+        };
+        const DAY: i64 = 86_400_000;
+        let full = l.refill(None, 0);
+        assert_eq!(
+            full,
+            StoreBudget {
+                points: 3_000,
+                at: 0
+            },
+            "a new store starts full"
+        );
+        assert_eq!(spend_store_budget(3_000, 3_000), Ok(0));
+        assert_eq!(spend_store_budget(2_999, 3_000), Err(BEYOND_STORE_BUDGET));
+        assert_eq!(spend_store_budget(0, 0), Ok(0), "crediting nothing passes");
+        let empty = StoreBudget { points: 0, at: 0 };
+        assert_eq!(
+            l.refill(Some(empty), DAY / 2).points,
+            500,
+            "half a day, half a day's worth"
+        );
+        assert_eq!(
+            l.refill(Some(empty), 30 * DAY).points,
+            3_000,
+            "no more than the cap"
+        );
+        assert_eq!(
+            l.refill(
+                Some(StoreBudget {
+                    points: 100,
+                    at: DAY
+                }),
+                0
+            ),
+            StoreBudget {
+                points: 100,
+                at: DAY
+            },
+            "a clock gone back refills nothing"
+        );
     }
 
     #[test]

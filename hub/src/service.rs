@@ -923,6 +923,75 @@ mod tests {
     /// store's member id, and facts beyond the per-fact limits are kept in quarantine
     /// (listed for review, counted per store) and change nothing: not the member's
     /// balance, not what a fetch returns; the store's sync goes on past them.
+    /// A store whose edge no longer applies the lanes' limits (a rogue or stolen store
+    /// PC) mints within the per-fact limit, fact after fact: the hub credits a store's
+    /// facts up to its budget and quarantines the earning facts beyond it, for review;
+    /// facts that credit nothing, other stores, and the store once its budget refills
+    /// go on.
+    #[test]
+    fn a_store_s_earning_facts_beyond_its_budget_are_quarantined() {
+        let t = TestHub::new(T0, &["S001", "S002"]);
+        let limits = crate::ingest::FactLimits {
+            max_points_per_store_day: 250_000,
+            store_budget_days: 1,
+            ..Default::default()
+        };
+        let (clock, rows) = (&t.clock, &t.rows);
+        let hub = t.hub.with_fact_limits(limits);
+        let fact = |store: &str, seq: u64, kind: &str, m: &str, earn: i64| {
+            let at = clock.load(std::sync::atomic::Ordering::SeqCst);
+            member_fact(store, seq, at, kind, m, earn, "{}")
+        };
+        let ack = push_facts(
+            &hub,
+            &rows[0],
+            vec![
+                fact("S001", 1, "purchase", "m-1", 100_000),
+                fact("S001", 2, "purchase", "m-1", 100_000),
+                fact("S001", 3, "purchase", "m-1", 100_000),
+                fact("S001", 4, "purchase", "m-1", 50_000),
+                fact("S001", 5, "purchase", "m-1", 0),
+            ],
+        );
+        assert!(
+            matches!(ack.verdicts[..], [Verdict::Applied { high: 5, .. }]),
+            "sync goes on: {:?}",
+            ack.verdicts
+        );
+        let q = hub.quarantined(10).unwrap_or_else(|e| panic!("{e}"));
+        let got: Vec<_> = q
+            .iter()
+            .map(|f| (f.store_id.as_str(), f.seq, f.reason.as_str()))
+            .collect();
+        assert_eq!(got, vec![("S001", 3, crate::ingest::BEYOND_STORE_BUDGET)]);
+        let balance = |m: &str, at: i64| {
+            let mut b = 0;
+            hub.store()
+                .authority_tx(&mut |tx| {
+                    b = tx.balance(&mid(m), at)?;
+                    Ok(())
+                })
+                .unwrap_or_else(|e| panic!("{e}"));
+            b
+        };
+        assert_eq!(balance("m-1", T0 + 10), 250_000, "the budget, to the point");
+        // Another store has its own budget; a day later S001's has refilled.
+        push_facts(
+            &hub,
+            &rows[1],
+            vec![fact("S002", 1, "purchase", "m-2", 100_000)],
+        );
+        assert_eq!(hub.quarantined(10).map(|q| q.len()).ok(), Some(1));
+        clock.store(T0 + 86_400_000, std::sync::atomic::Ordering::SeqCst);
+        push_facts(
+            &hub,
+            &rows[0],
+            vec![fact("S001", 6, "purchase", "m-1", 100_000)],
+        );
+        assert_eq!(hub.quarantined(10).map(|q| q.len()).ok(), Some(1));
+        assert_eq!(balance("m-1", T0 + 86_400_010), 350_000);
+    }
+
     #[test]
     fn facts_a_store_may_not_write_are_quarantined_and_change_nothing() {
         use base64::Engine;

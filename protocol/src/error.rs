@@ -111,6 +111,7 @@ mod tests {
         assert_eq!(ErrorCode::PayloadTooLarge.http_status(), 413);
         assert_eq!(ErrorCode::IdempotencyKeyReused.http_status(), 422);
         assert_eq!(ErrorCode::RateLimited.http_status(), 429);
-        assert_eq!(ErrorCode::ALL.len(), 15);
+        assert_eq!(ErrorCode::MemberCodeInvalid.http_status(), 422);
+        assert_eq!(ErrorCode::ALL.len(), 16);
     }
 }

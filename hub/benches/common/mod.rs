@@ -226,7 +226,12 @@ pub async fn start_hub(name: &str, stores: usize) -> Result<Running, BoxError> {
     tls::init(&dir, &dir, &["localhost".into(), "127.0.0.1".into()])?;
     let store = Arc::new(SqliteStore::open(&dir)?);
     let (pem, fp) = tls::ca(&dir)?;
-    let hub = Arc::new(Hub::new(store.clone(), pem.clone(), fp));
+    // A store-day budget the load never reaches: every fact is counted, none withheld.
+    let limits = patron_hub::ingest::FactLimits {
+        max_points_per_store_day: i64::MAX,
+        ..Default::default()
+    };
+    let hub = Arc::new(Hub::new(store.clone(), pem.clone(), fp).with_fact_limits(limits));
     let mut creds = Vec::new();
     for s in 0..stores {
         let token = hub.enrollment.add_store(

@@ -32,6 +32,22 @@ use super::{
     TypedFact,
 };
 
+/// What `store` may still credit, as last written.
+fn store_budget(
+    tx: &Connection,
+    store: &str,
+) -> Result<Option<crate::ingest::StoreBudget>, StoreError> {
+    Ok(tx
+        .prepare_cached("SELECT points, at FROM store_budgets WHERE store = ?1")?
+        .query_row(params![store], |r| {
+            Ok(crate::ingest::StoreBudget {
+                points: r.get(0)?,
+                at: r.get(1)?,
+            })
+        })
+        .optional()?)
+}
+
 /// Migration `i` takes the schema from version `i` to `i + 1`. Append only.
 const MIGRATIONS: &[&str] = &[
     r#"
@@ -393,6 +409,13 @@ const MIGRATIONS: &[&str] = &[
     -- The anomalies stores raise about their lanes (`patron-hub alerts`): partial, so
     -- no other fact pays for it at ingest.
     CREATE INDEX facts_lane_alerts ON facts (id) WHERE kind = 'lane_alert';
+    -- What each store may still credit (crate::ingest::StoreBudget): points, as of
+    -- `at` (the hub's clock); refilled as it is read.
+    CREATE TABLE store_budgets (
+        store  TEXT    PRIMARY KEY,
+        points INTEGER NOT NULL,
+        at     INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
     "#,
 ];
 
@@ -1207,6 +1230,9 @@ fn ingest_one(
     } = job;
     let now = *now;
     let mut claims_left = *claim_budget;
+    let budget_before = store_budget(tx, store_id)?;
+    let mut budget = limits.refill(budget_before, now);
+    let mut spent = false;
     let mut out = Vec::with_capacity(batches.len());
     for incoming in batches {
         let b = &incoming.batch;
@@ -1279,6 +1305,17 @@ fn ingest_one(
                             }
                         }
                         (why, _) => why,
+                    };
+                    let why = match why {
+                        None if t.entry.earn > 0 => {
+                            crate::ingest::spend_store_budget(budget.points, t.entry.earn)
+                                .map(|left| {
+                                    budget.points = left;
+                                    spent = true;
+                                })
+                                .err()
+                        }
+                        why => why,
                     };
                     let fact_id =
                         insert_fact(tx, origin_id, f.seq as i64, &f.body, now, &t.entry, why)?;
@@ -1361,6 +1398,15 @@ fn ingest_one(
         report_origin,
         report.last_seq as i64
     ])?;
+    // Written only when something was spent: an unwritten refill is recomputed, the
+    // same, from the row as it stands.
+    if spent || budget_before.is_none() {
+        tx.prepare_cached(
+            "INSERT INTO store_budgets (store, points, at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (store) DO UPDATE SET points = excluded.points, at = excluded.at",
+        )?
+        .execute(params![store_id, budget.points, budget.at])?;
+    }
     Ok(out)
 }
 
