@@ -899,8 +899,9 @@ mod tests {
 
     /// Facts of every kind as the code before this module wrote them (edge and hub, the
     /// release binaries of 6457e93 driven through the POS API and sync; one per line). The
-    /// last three (a gift naming its sale, a gift taken back, a lane alert) are kinds added later, in the
-    /// shape the edge writes them (`e2e` `promotions::refunding_the_sale_that_upgraded_…`).
+    /// last three (a gift naming its sale, a gift taken back, a lane alert) are kinds
+    /// added later, written by hand in the shape the edge writes them (their writers'
+    /// tests: `e2e` `promotions::refunding_…`, `edge` `service::anomalies::tests`).
     const FIXTURE: &str = include_str!("../fixtures/facts-v1.jsonl");
 
     /// Older shapes edges and the first hub wrote, still held in upgraded databases: a

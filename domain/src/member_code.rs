@@ -2,7 +2,8 @@
 //! checks offline. The hub signs `(member, expiry)` with an Ed25519 key only it holds
 //! (derived from its root secret); every store holds the public half. A screenshot stops
 //! working when the code expires, and a store takes each code for one operation only
-//! (the store records it), so a code read over the member's shoulder buys nothing later.
+//! (the store records it): a code read over the member's shoulder is worth at most one
+//! operation at another store, within its minutes.
 //!
 //! Text form: `PM1` followed by unpadded base64url of member id (16 bytes) ‖ expiry in
 //! unix milliseconds (8 bytes, big-endian: two codes for one member differ unless

@@ -335,26 +335,46 @@ impl FactLimits {
                 at: now,
             };
         };
+        const DAY: i128 = 86_400_000;
+        let rate = i128::from(self.max_points_per_store_day.max(1));
         let elapsed = i128::from(now.saturating_sub(b.at).max(0));
-        let added = elapsed * i128::from(self.max_points_per_store_day) / 86_400_000;
-        let points = (i128::from(b.points) + added).min(i128::from(cap));
+        let added = elapsed * rate / DAY;
+        let points = i128::from(b.points) + added;
+        if points >= i128::from(cap) {
+            return StoreBudget {
+                points: cap,
+                at: b.at.max(now),
+            };
+        }
+        // The clock moves on only by the time the whole points added took: the rest
+        // carries over, so frequent pushes refill as fast as rare ones.
+        let used = i64::try_from(added * DAY / rate).unwrap_or(0);
         StoreBudget {
             points: i64::try_from(points).unwrap_or(cap),
-            at: b.at.max(now),
+            at: b.at.saturating_add(used),
         }
     }
 }
 
-/// Spends `earn` (points a fact credits) from a budget of `left`; what is left, or why
-/// the fact is quarantined instead.
-pub fn spend_store_budget(left: i64, earn: i64) -> Result<i64, &'static str> {
-    if earn <= 0 {
-        return Ok(left);
+/// Judges a fact against its store's budget after the other checks: a fact already
+/// quarantined (`why`) or crediting nothing spends nothing; one crediting `earn`
+/// spends it, or is quarantined if the budget holds less. Whether it spent.
+pub fn spend_store_budget(
+    budget: &mut StoreBudget,
+    why: Option<&'static str>,
+    earn: i64,
+) -> Result<bool, &'static str> {
+    if let Some(why) = why {
+        return Err(why);
     }
-    if earn > left {
+    if earn <= 0 {
+        return Ok(false);
+    }
+    if earn > budget.points {
         return Err(BEYOND_STORE_BUDGET);
     }
-    Ok(left - earn)
+    budget.points -= earn;
+    Ok(true)
 }
 
 /// Why a registration is quarantined: it would merge into another store's member the
@@ -497,43 +517,49 @@ mod tests {
             ..FactLimits::default()
         };
         const DAY: i64 = 86_400_000;
+        let at = |points, at| StoreBudget { points, at };
         let full = l.refill(None, 0);
+        assert_eq!(full, at(3_000, 0), "a new store starts full");
+        let mut b = full;
+        assert_eq!(spend_store_budget(&mut b, None, 3_000), Ok(true));
+        assert_eq!(b.points, 0);
         assert_eq!(
-            full,
-            StoreBudget {
-                points: 3_000,
-                at: 0
-            },
-            "a new store starts full"
+            spend_store_budget(&mut b, None, 1),
+            Err(BEYOND_STORE_BUDGET)
         );
-        assert_eq!(spend_store_budget(3_000, 3_000), Ok(0));
-        assert_eq!(spend_store_budget(2_999, 3_000), Err(BEYOND_STORE_BUDGET));
-        assert_eq!(spend_store_budget(0, 0), Ok(0), "crediting nothing passes");
-        let empty = StoreBudget { points: 0, at: 0 };
+        assert_eq!(
+            spend_store_budget(&mut b, None, 0),
+            Ok(false),
+            "crediting nothing"
+        );
+        assert_eq!(
+            spend_store_budget(&mut b, Some("x"), 0),
+            Err("x"),
+            "quarantined stays"
+        );
+        let empty = at(0, 0);
         assert_eq!(
             l.refill(Some(empty), DAY / 2).points,
             500,
-            "half a day, half a day's worth"
+            "half a day's worth"
         );
         assert_eq!(
             l.refill(Some(empty), 30 * DAY).points,
             3_000,
-            "no more than the cap"
+            "at most the cap"
         );
         assert_eq!(
-            l.refill(
-                Some(StoreBudget {
-                    points: 100,
-                    at: DAY
-                }),
-                0
-            ),
-            StoreBudget {
-                points: 100,
-                at: DAY
-            },
-            "a clock gone back refills nothing"
+            l.refill(Some(at(100, DAY)), 0),
+            at(100, DAY),
+            "a clock gone back"
         );
+        // Refilled every 50 ms (a point takes 86.4 s) for a day, it gains what one
+        // refill a day later gives.
+        let mut b = empty;
+        for t in (0..=DAY).step_by(50) {
+            b = l.refill(Some(b), t);
+        }
+        assert_eq!(b.points, 1_000, "frequent refills lose nothing");
     }
 
     #[test]

@@ -377,10 +377,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     "{:<10} {:<12} {:<10} {:<22} {:>10} {:>10}",
                     "store", "lane", "day", "anomaly", "figure", "against"
                 );
+                // Lane names and days are a store's words: no control character
+                // of theirs reaches HQ's terminal.
+                let shown = |s: &str| -> String {
+                    s.chars()
+                        .map(|c| if c.is_control() { '?' } else { c })
+                        .collect()
+                };
                 for a in list {
                     println!(
                         "{:<10} {:<12} {:<10} {:<22} {:>10} {:>10}",
-                        a.store_id, a.lane, a.day, a.anomaly, a.figure, a.against
+                        shown(&a.store_id),
+                        shown(&a.lane),
+                        shown(&a.day),
+                        shown(&a.anomaly),
+                        a.figure,
+                        a.against
                     );
                 }
             }

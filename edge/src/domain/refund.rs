@@ -58,12 +58,13 @@ pub fn figures(sale: Sale, gross_before: i64, gross_now: i64) -> RefundFigures {
     }
 }
 
-/// Whether a refund takes back a tier-upgrade gift (points or coupon) of the sale it
-/// refunds: when the sale comes back whole, or when the refund leaves the member below
-/// the tier the gift was for (`tier_after`, derived with the refund counted). A gift for
-/// a tier this code does not know is taken back only by a whole refund.
-pub fn takes_back_gift(whole: bool, gift_tier: Option<Tier>, tier_after: Tier) -> bool {
-    whole || gift_tier.is_some_and(|t| t > tier_after)
+/// Whether a refund takes back a tier-upgrade gift (points or coupon): when it takes
+/// the member from the gift's tier or above (`before`) to below it (`after`, derived
+/// with the refund counted), whichever sale reached the tier. A member who fell below
+/// the tier by time alone (spend leaving the window) keeps the gift, and so does one
+/// a refund leaves at the tier. A gift for a tier this code does not know stays.
+pub fn takes_back_gift(gift_tier: Option<Tier>, before: Tier, after: Tier) -> bool {
+    gift_tier.is_some_and(|t| after < t && t <= before)
 }
 
 /// Picks the units a refund returns: `per_line[i]` units of receipt line `i`.
@@ -173,25 +174,25 @@ mod tests {
     }
 
     #[test]
-    fn a_gift_goes_back_with_the_whole_sale_or_with_its_tier() {
+    fn a_gift_goes_back_when_the_refund_takes_its_tier_away() {
         use Tier::*;
-        assert!(takes_back_gift(true, Some(Silver), Diamond), "whole refund");
+        assert!(takes_back_gift(Some(Gold), Gold, Silver), "fell below gold");
         assert!(
-            takes_back_gift(true, None, Normal),
-            "whole refund, unknown tier"
+            takes_back_gift(Some(Silver), Diamond, Normal),
+            "fell through silver"
         );
         assert!(
-            takes_back_gift(false, Some(Gold), Silver),
-            "fell below gold"
+            !takes_back_gift(Some(Diamond), Gold, Silver),
+            "left diamond before the refund"
         );
-        assert!(!takes_back_gift(false, Some(Gold), Gold), "still gold");
+        assert!(!takes_back_gift(Some(Gold), Gold, Gold), "still gold");
         assert!(
-            !takes_back_gift(false, Some(Silver), Gold),
+            !takes_back_gift(Some(Silver), Diamond, Gold),
             "still above silver"
         );
         assert!(
-            !takes_back_gift(false, None, Normal),
-            "unknown tier, partial"
+            !takes_back_gift(None, Diamond, Normal),
+            "an unknown tier stays"
         );
     }
 

@@ -67,13 +67,16 @@ impl Edge {
         let points = validate::points_amount(req.points, "points").map_err(invalid)?;
         let reason = validate::reason(&req.reason).map_err(invalid)?;
         let core = self.core.clone();
-        let present = match &req.member_code {
-            Some(code) => Some(
+        // A retry is answered from its first attempt, whose code may have expired since:
+        // it is not checked again. Should the retry not be one after all (its first
+        // attempt rolled back), it goes on without the code, under the threshold.
+        let present = match (&req.member_code, core.is_replay(&idem)) {
+            (Some(code), false) => Some(
                 core.member_codes
                     .check(code, core.now())
                     .map_err(|e| EdgeError::MemberCode(e.to_string()))?,
             ),
-            None => None,
+            _ => None,
         };
         // What would refuse the redemption here is checked before the hub is asked to
         // hold the points: a hold for a redemption refused here would keep them from the
@@ -298,7 +301,7 @@ mod tests {
     #[tokio::test]
     async fn a_member_code_lets_a_lane_redeem_above_the_threshold_once() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let (edge, _) = Edge::for_test("S001", dir.path(), T0);
+        let (edge, clock) = Edge::for_test("S001", dir.path(), T0);
         let hub = Ed25519KeyPair::from_seed_unchecked(&[7; 32]).unwrap_or_else(|e| panic!("{e}"));
         let token =
             add_lane(&edge.core.cfg, "lane-1", Role::Pos).unwrap_or_else(|e| panic!("{e:#}"));
@@ -391,7 +394,14 @@ mod tests {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(again.body, ok.body);
-        assert!(refused(redeem("r7", Some(good)).await).contains("used already"));
+        assert!(refused(redeem("r7", Some(good.clone())).await).contains("used already"));
+        // A retry after the code expired still gets its answer, not a refusal that would
+        // send the cashier to redeem again.
+        clock.store(T0 + 600_000, std::sync::atomic::Ordering::SeqCst);
+        let late = redeem("r6", Some(good))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(late.body, ok.body);
         let balance = edge
             .member(a)
             .await

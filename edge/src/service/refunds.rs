@@ -17,7 +17,7 @@ use crate::store::StoreError;
 use crate::store::coupons;
 use crate::store::facts::{self, NewFact};
 use crate::store::members;
-use crate::store::receipts::{self, ReceiptRow, RefundRow};
+use crate::store::receipts::{self, RefundRow};
 use crate::store::writer::WriteCtx;
 
 /// Tier-upgrade gifts a refund took back.
@@ -30,25 +30,33 @@ struct TakenBack {
 }
 
 impl Core {
-    /// Takes back the tier-upgrade gifts of `receipt`'s sale that this refund undoes
-    /// ([`refund::takes_back_gift`]): their points as a reversal of the gift's own lot
-    /// (spent gift points become a debt, as spent earned points do), and their coupons.
-    /// The tier's gift claim is given back, so reaching the tier again gifts again.
-    /// Runs after the refund fact is appended: the tier is judged with the refund counted.
+    /// Takes back the tier-upgrade gifts of every tier this refund takes away from the
+    /// member ([`refund::takes_back_gift`]), whichever sale reached it: their points as
+    /// a reversal of the gift's own lot (spent gift points become a debt, as spent
+    /// earned points do), and their coupons. The claims of the tiers whose gifts went
+    /// are given back, so reaching the tier again gifts again. Runs after the refund
+    /// fact is appended: `before` is the tier the member held without it.
     fn take_back_gifts(
         &self,
         ctx: &mut WriteCtx<'_>,
         member: &[u8; 16],
-        receipt: &ReceiptRow,
-        whole: bool,
+        before: Tier,
         refund_id: TransactionId,
         now: Millis,
     ) -> Result<TakenBack, EdgeError> {
-        let tier_after = self.load_state(ctx.conn, member, now)?.1.tier();
+        let after = self.load_state(ctx.conn, member, now)?.1.tier();
         let mut out = TakenBack::default();
+        if after >= before {
+            return Ok(out);
+        }
         let mut tiers = Vec::new();
-        for g in facts::gifts_of_sale(ctx.conn, member, &receipt.txn, receipt.at)? {
-            if !refund::takes_back_gift(whole, Tier::from_code(&g.tier), tier_after) {
+        let gifts = facts::gifts(ctx.conn, member)?;
+        for g in gifts
+            .given
+            .into_iter()
+            .filter(|g| !gifts.withdrawn.contains(&g.txn))
+        {
+            if !refund::takes_back_gift(Tier::from_code(&g.tier), before, after) {
                 continue;
             }
             let body = Detail::GiftWithdrawn(GiftWithdrawal {
@@ -70,26 +78,22 @@ impl Core {
             out.points += g.points;
             tiers.push(g.tier);
         }
-        // A whole refund has withdrawn every coupon the sale granted already; a partial
-        // one withdraws the upgrade coupons of the tiers it takes away.
-        for c in coupons::issued_for(ctx.conn, member, &receipt.txn)? {
-            let Some(tier) = c.source.strip_prefix("upgrade:") else {
-                continue;
-            };
-            if !refund::takes_back_gift(whole, Tier::from_code(tier), tier_after) {
+        for c in coupons::upgrade_coupons(ctx.conn, member)? {
+            let tier = c.source.trim_start_matches("upgrade:").to_string();
+            if !refund::takes_back_gift(Tier::from_code(&tier), before, after) {
                 continue;
             }
-            if !c.revoked {
-                coupons::revoke(ctx.conn, &c.code)?;
-                let body = json!({"code": c.code, "refund_id": refund_id}).to_string();
-                facts::append(
-                    ctx,
-                    &NewFact::new(Kind::CouponWithdrawn, now, Some(*member), c.coupon_id, body),
-                )?;
-                out.coupons.push(c.code);
-            }
-            tiers.push(tier.to_string());
+            coupons::revoke(ctx.conn, &c.code)?;
+            let body = json!({"code": c.code, "refund_id": refund_id}).to_string();
+            facts::append(
+                ctx,
+                &NewFact::new(Kind::CouponWithdrawn, now, Some(*member), c.coupon_id, body),
+            )?;
+            out.coupons.push(c.code);
+            tiers.push(tier);
         }
+        tiers.sort();
+        tiers.dedup();
         for tier in tiers {
             members::unclaim(ctx.conn, member, "upgrade", &tier)?;
         }
@@ -139,6 +143,12 @@ impl Edge {
                         qual_at: core.cal.start_of_day(receipt.at),
                         ..NewFact::new(Kind::Refund, now, receipt.member, *refund_id.as_bytes(), body)
                     };
+                    // The member's tier without this refund: the gifts of the tiers it
+                    // takes away go back with it.
+                    let tier_before = match receipt.member {
+                        Some(m) => Some(core.load_state(ctx.conn, &m, now)?.1.tier()),
+                        None => None,
+                    };
                     facts::append(ctx, &fact)?;
                     receipts::insert_refund(
                         ctx.conn,
@@ -169,16 +179,18 @@ impl Edge {
                         }
                         let mut granted = coupons::by_codes(ctx.conn, &m, &sale_record.coupons_granted)?;
                         granted.extend(coupons::issued_for(ctx.conn, &m, &receipt.txn)?);
-                        for c in granted.into_iter().filter(|c| !c.revoked && c.source_txn == Some(receipt.txn)) {
+                        // Upgrade coupons follow their tier (take_back_gifts), not the sale.
+                        let granted = granted.into_iter().filter(|c| !c.source.starts_with("upgrade:"));
+                        for c in granted.filter(|c| !c.revoked && c.source_txn == Some(receipt.txn)) {
                             coupons::revoke(ctx.conn, &c.code)?;
                             let body = json!({"code": c.code, "refund_id": refund_id}).to_string();
                             facts::append(ctx, &NewFact::new(Kind::CouponWithdrawn, now, Some(c.member), c.coupon_id, body))?;
                             withdrawn.push(c.code);
                         }
                     }
-                    let gifts = match receipt.member {
-                        Some(m) => core.take_back_gifts(ctx, &m, &receipt, all_back, refund_id, now)?,
-                        None => TakenBack::default(),
+                    let gifts = match (receipt.member, tier_before) {
+                        (Some(m), Some(before)) => core.take_back_gifts(ctx, &m, before, refund_id, now)?,
+                        _ => TakenBack::default(),
                     };
                     withdrawn.extend(gifts.coupons);
                     let balance_after = match receipt.member {

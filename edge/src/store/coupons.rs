@@ -129,6 +129,22 @@ const ISSUED_FOR_SQL: &str = concat!(
     ") AND source_txn = ?2"
 );
 
+/// Member `?1`'s tier-upgrade coupons not withdrawn (source `upgrade:<tier>`).
+const UPGRADE_COUPONS_SQL: &str = concat!(
+    "SELECT ",
+    coupon_columns!(),
+    " FROM coupons WHERE member = ?1 AND code IN (",
+    issued_codes_sql!(),
+    ") AND source LIKE 'upgrade:%' AND revoked = 0"
+);
+
+/// The tier-upgrade coupons of `member` that are not withdrawn.
+pub fn upgrade_coupons(conn: &Connection, member: &[u8; 16]) -> Result<Vec<CouponRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(UPGRADE_COUPONS_SQL)?;
+    let rows = stmt.query_map(params![&member[..]], from_row)?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
 /// The coupons of the person `member` stands for that may still be open, newest
 /// first: the codes kept beside their ledger snapshot (`store::ledgers`), each read
 /// by its code. A member with ten years of sales costs what their open coupons cost.

@@ -312,7 +312,7 @@ pub fn for_member(conn: &Connection, member: &[u8; 16]) -> rusqlite::Result<Vec<
     Ok(out)
 }
 
-/// A tier-upgrade gift of points that a refund of its sale may take back.
+/// A tier-upgrade gift of points.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GiftLot {
     /// The gift fact's transaction id: the lot its points came in.
@@ -323,42 +323,43 @@ pub struct GiftLot {
     pub tier: String,
 }
 
+/// A member's upgrade gifts, and the gifts (by transaction id) refunds took back.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Gifts {
+    /// Every upgrade gift of points.
+    pub given: Vec<GiftLot>,
+    /// The gifts taken back.
+    pub withdrawn: Vec<[u8; 16]>,
+}
+
 const GIFTS_SQL: &str = concat!(
     "SELECT kind, txn, earn, body FROM facts WHERE ",
     ledger_where!(),
-    " AND at >= ?2 AND kind IN ('upgrade_gift', 'gift_withdrawn')"
+    " AND kind IN ('upgrade_gift', 'gift_withdrawn')"
 );
 
-/// The upgrade gifts of points the sale `sale` (made at `sale_at`) gave `member` that
-/// no refund has taken back yet. Gifts come in the sale's own commit, so none is older
-/// than the sale.
-pub fn gifts_of_sale(
-    conn: &Connection,
-    member: &[u8; 16],
-    sale: &[u8; 16],
-    sale_at: i64,
-) -> Result<Vec<GiftLot>, StoreError> {
+/// `member`'s upgrade gifts of points and their withdrawals, from the member's range of
+/// the ledger index (a handful of rows: one gift per tier reached).
+pub fn gifts(conn: &Connection, member: &[u8; 16]) -> Result<Gifts, StoreError> {
     use patron_domain::fact::Detail;
-    let sale = uuid::Uuid::from_bytes(*sale);
     let mut stmt = conn.prepare_cached(GIFTS_SQL)?;
-    let mut rows = stmt.query(params![&member[..], sale_at])?;
-    let (mut gifts, mut withdrawn) = (Vec::new(), Vec::new());
+    let mut rows = stmt.query(params![&member[..]])?;
+    let mut out = Gifts::default();
     while let Some(r) = rows.next()? {
         let kind: String = r.get(0)?;
         let body: String = r.get(3)?;
         let kind = Kind::parse(&kind).ok_or_else(|| StoreError::Corrupt(kind.clone()))?;
         match Detail::parse_held(kind, &body).map_err(|e| StoreError::Corrupt(e.to_string()))? {
-            Detail::UpgradeGift(g) if g.sale == Some(sale) => gifts.push(GiftLot {
+            Detail::UpgradeGift(g) => out.given.push(GiftLot {
                 txn: r.get(1)?,
                 points: r.get(2)?,
                 tier: g.tier,
             }),
-            Detail::GiftWithdrawn(w) => withdrawn.push(*w.gift.as_bytes()),
+            Detail::GiftWithdrawn(w) => out.withdrawn.push(*w.gift.as_bytes()),
             _ => {}
         }
     }
-    gifts.retain(|g| !withdrawn.contains(&g.txn));
-    Ok(gifts)
+    Ok(out)
 }
 
 /// `node/incarnation` of an origin row.

@@ -1306,17 +1306,14 @@ fn ingest_one(
                         }
                         (why, _) => why,
                     };
-                    let why = match why {
-                        None if t.entry.earn > 0 => {
-                            crate::ingest::spend_store_budget(budget.points, t.entry.earn)
-                                .map(|left| {
-                                    budget.points = left;
-                                    spent = true;
-                                })
-                                .err()
-                        }
-                        why => why,
-                    };
+                    let why =
+                        match crate::ingest::spend_store_budget(&mut budget, why, t.entry.earn) {
+                            Ok(did) => {
+                                spent |= did;
+                                None
+                            }
+                            Err(why) => Some(why),
+                        };
                     let fact_id =
                         insert_fact(tx, origin_id, f.seq as i64, &f.body, now, &t.entry, why)?;
                     if let Some(why) = why {

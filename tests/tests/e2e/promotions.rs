@@ -605,6 +605,59 @@ async fn refunding_the_sale_that_upgraded_takes_back_its_gift_points_tier_by_tie
     Ok(())
 }
 
+/// Issue 17: the purchase that crosses gold split in two — a large sale to just below
+/// it, a small one across it — and the large one returned: the gold gifts go, though
+/// the sale returned is not the one that reached gold; silver's stay.
+#[tokio::test]
+async fn a_refund_takes_back_the_gifts_of_the_tiers_it_takes_away_whichever_sale_reached_them()
+-> anyhow::Result<()> {
+    let edge = with_rules(&examples()).await?;
+    let m = edge.register("13800001020", None).await?;
+    // ¥2,000 − ¥30 − ¥10: ¥1,960 paid, silver (its welcome coupon).
+    let a = edge
+        .post(
+            "/v1/checkout/commit",
+            &commit(Some(&m), "R-A", item("X", 200_000), &[]),
+            Some("a"),
+        )
+        .await?;
+    assert_eq!(a.json["tier_after"], "silver", "{}", a.json);
+    // ¥1,200 at 5% off − ¥30: ¥1,110 more, ¥3,070 in all: gold (+200 points).
+    let b = edge
+        .post(
+            "/v1/checkout/commit",
+            &commit(Some(&m), "R-B", item("Y", 120_000), &[]),
+            Some("b"),
+        )
+        .await?;
+    assert_eq!(b.json["tier_after"], "gold", "{}", b.json);
+    let r = edge
+        .post("/v1/refunds", &json!({"receipt_id": "R-A"}), Some("a-back"))
+        .await?;
+    assert_eq!(r.status, 201, "{}", r.json);
+    assert_eq!(r.json["gift_points_withdrawn"], 200, "{}", r.json);
+    let member = edge.get(&format!("/v1/members/{m}")).await?.json;
+    assert_eq!(member["tier"]["code"], "silver", "{member}");
+    let labels: Vec<&str> = member["coupons"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["label"].as_str())
+        .collect();
+    assert!(
+        labels.contains(&"¥20 silver welcome"),
+        "silver's gift stays: {labels:?}"
+    );
+    // Refunding B too takes silver's away as well, and no gold gift twice.
+    let r = edge
+        .post("/v1/refunds", &json!({"receipt_id": "R-B"}), Some("b-back"))
+        .await?;
+    assert_eq!(r.status, 201, "{}", r.json);
+    assert_eq!(r.json["gift_points_withdrawn"], 0, "{}", r.json);
+    assert_eq!(r.json["balance_after"], 0, "{}", r.json);
+    Ok(())
+}
+
 #[tokio::test]
 async fn upgrades_bring_gifts_and_diamond_benefits_have_quotas() -> anyhow::Result<()> {
     let edge = with_rules(&examples()).await?;

@@ -335,6 +335,7 @@ async fn the_hub_serves_stores_through_a_tls_slowloris_a_flood_and_a_request_sto
 
     // A request storm on S001's credential: 4 a second, bursts of 20, then 429.
     let (mut ok, mut limited) = (0, Vec::new());
+    let storm = std::time::Instant::now();
     for _ in 0..30 {
         let r = hub
             .post_raw("/v1/sync/push", Some(&s1), heartbeat("S001"))
@@ -345,7 +346,13 @@ async fn the_hub_serves_stores_through_a_tls_slowloris_a_flood_and_a_request_sto
             other => anyhow::bail!("unexpected {other:?}: {}", r.json),
         }
     }
-    assert!((20..=22).contains(&ok), "{ok} of 30 served");
+    // The burst, and what refilled while the storm lasted (on a slow machine, more).
+    let refilled = (storm.elapsed().as_secs_f64() * 4.0).ceil() as usize;
+    assert!(
+        (20..=20 + refilled).contains(&ok) && !limited.is_empty(),
+        "{ok} of 30 served in {:?}",
+        storm.elapsed()
+    );
     assert!(
         limited.iter().all(|w| *w == Some(1)),
         "Retry-After: {limited:?}"
