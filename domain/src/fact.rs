@@ -137,6 +137,8 @@ kinds! {
     GiftWithdrawn = "gift_withdrawn", member: true;
     /// A store raised an anomaly about one of its lanes.
     LaneAlert = "lane_alert", member: false;
+    /// One use of a limited entitlement, counted chain-wide (or one given back).
+    Claim = "claim", member: true;
 }
 
 impl std::fmt::Display for Kind {
@@ -497,6 +499,24 @@ pub struct ReferralReward {
     pub event: String,
 }
 
+/// One use of a limited entitlement (a once-only reward, a daily check-in, a monthly
+/// quota, a rule's per-member limit), or one given back (`release`): the hub counts
+/// them per member across the chain (`crate::claims`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimRecord {
+    /// What is claimed (`check_in`, `benefit:dry_cleaning`, `rule:first10`, …).
+    pub entitlement: String,
+    /// The period it counts in (`once`, `2026-12-07`, `2026-12`).
+    pub period: String,
+    /// Claims allowed per period, as the store knew it.
+    pub limit: u32,
+    /// Who allowed it: the hub online, or the store's offline policy.
+    pub auth: Auth,
+    /// A claim given back (a refund took the upgrade gift back): it no longer counts.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub release: bool,
+}
+
 /// The details of a fact, by kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Detail {
@@ -534,6 +554,8 @@ pub enum Detail {
     GiftWithdrawn(GiftWithdrawal),
     /// `lane_alert`.
     LaneAlert(LaneAlertRecord),
+    /// `claim`.
+    Claim(ClaimRecord),
 }
 
 fn detail<T: DeserializeOwned>(kind: Kind, body: &str) -> Result<T, FactError> {
@@ -564,6 +586,7 @@ impl Detail {
             Kind::ReferralReward => Detail::ReferralReward(detail(kind, body)?),
             Kind::GiftWithdrawn => Detail::GiftWithdrawn(detail(kind, body)?),
             Kind::LaneAlert => Detail::LaneAlert(detail(kind, body)?),
+            Kind::Claim => Detail::Claim(detail(kind, body)?),
         })
     }
 
@@ -599,6 +622,7 @@ impl Detail {
             Detail::ReferralReward(_) => Kind::ReferralReward,
             Detail::GiftWithdrawn(_) => Kind::GiftWithdrawn,
             Detail::LaneAlert(_) => Kind::LaneAlert,
+            Detail::Claim(_) => Kind::Claim,
         }
     }
 
@@ -622,6 +646,7 @@ impl Detail {
             Detail::ReferralReward(d) => serde_json::to_string(d),
             Detail::GiftWithdrawn(d) => serde_json::to_string(d),
             Detail::LaneAlert(d) => serde_json::to_string(d),
+            Detail::Claim(d) => serde_json::to_string(d),
         };
         out.map_err(|e| FactError::Detail {
             kind: self.kind().as_str(),

@@ -12,8 +12,11 @@
 //! - [`tiers`]: tier thresholds (an HQ document) and the tier a qualifying spend reaches.
 //! - [`rules`]: the rule-set schema and its validation (the hub validates what it
 //!   publishes, the edge what it loads).
+//! - [`claims`]: limited entitlements as chain-wide counters: who allows a claim, the
+//!   offline policies and their worst case.
 //! - [`hlc`]: the stamp member facts carry for last-writer-wins profile fields.
 
+pub mod claims;
 pub mod fact;
 pub mod hlc;
 pub mod ledger;

@@ -123,6 +123,44 @@ pub struct Hold {
     pub until: i64,
 }
 
+/// A claim a store asks the hub to count (`POST /v1/claims`), checked and resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimHold {
+    /// The member (UUID) as asked; storage resolves the survivor of any merge in the
+    /// transaction that decides.
+    pub member: String,
+    /// The claim (UUID): the transaction of the `claim` fact that settles the hold.
+    pub claim: String,
+    /// What is claimed, and the period.
+    pub key: patron_domain::claims::ClaimKey,
+    /// The store asking.
+    pub store: String,
+    /// The limit the store knows.
+    pub limit: u32,
+    /// The store's claims of the counter the hub has not acknowledged.
+    pub unsynced: i64,
+    /// Now (unix ms): holds that lapsed by then no longer count.
+    pub now: i64,
+    /// When this hold lapses if its fact has not arrived.
+    pub until: i64,
+}
+
+/// Grants a claim when what the hub counts stays under the limit: the smaller of the
+/// store's and the smallest any claim of the counter carried (`smallest`), so no store
+/// raises a limit for the others.
+pub fn decide_claim(
+    counted: patron_domain::claims::Counted,
+    asked_limit: u32,
+    smallest: Option<u32>,
+) -> patron_protocol::hub::ClaimResponse {
+    let limit = smallest.map_or(asked_limit, |s| s.min(asked_limit));
+    patron_protocol::hub::ClaimResponse {
+        granted: patron_domain::claims::hub_allows(counted, limit),
+        used: counted.total(),
+        limit,
+    }
+}
+
 /// An overdrawing redemption found after an ingest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OverdrawRow {

@@ -88,6 +88,7 @@ pub fn type_fact(
         _ => (None, None),
     };
     Ok(TypedFact {
+        claim: claim_row(&entry)?,
         points: points_row(&entry),
         profile,
         registered,
@@ -162,6 +163,46 @@ pub struct TypedFact {
     pub registered: Option<(String, String)>,
     /// The member's data key, when the hub could open the registration or re-key.
     pub key: Option<HeldKey>,
+    /// A claim of a limited entitlement, counted chain-wide.
+    pub claim: Option<ClaimRow>,
+}
+
+/// What the hub counts of a `claim` fact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRow {
+    /// The member (16 bytes, as the fact names them).
+    pub member: [u8; 16],
+    /// The claim's transaction (UUID): settles the hold of the ask that allowed it.
+    pub claim: String,
+    /// What, and the period.
+    pub key: patron_domain::claims::ClaimKey,
+    /// +1 (a claim) or −1 (a release).
+    pub units: i64,
+    /// The limit the store knew.
+    pub limit: u32,
+}
+
+/// The claim a fact records, if it is a `claim`: its entitlement and period must be
+/// ones stores write, and its limit within [`patron_domain::claims::MAX_LIMIT`].
+pub fn claim_row(e: &Entry) -> Result<Option<ClaimRow>, &'static str> {
+    let (patron_domain::Detail::Claim(c), Some(member)) = (&e.detail, e.member) else {
+        return Ok(None);
+    };
+    let key = patron_domain::claims::ClaimKey {
+        entitlement: c.entitlement.clone(),
+        period: c.period.clone(),
+    };
+    key.validate()?;
+    if c.limit == 0 || c.limit > patron_domain::claims::MAX_LIMIT {
+        return Err("a claim's limit must be 1-1000");
+    }
+    Ok(Some(ClaimRow {
+        member: *member.as_bytes(),
+        claim: e.txn.to_string(),
+        key,
+        units: if c.release { -1 } else { 1 },
+        limit: c.limit,
+    }))
 }
 
 /// What the hub's authority needs of a fact that moves a member's points (the amounts

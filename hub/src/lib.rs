@@ -12,6 +12,8 @@
 //! - [`clock`]: the shared clock.
 //! - [`authority`]: the redemption authority's rules (grants, overdraws, leases), pure.
 //! - [`redemption`]: authorizations, leases and overdraw reports, served over storage.
+//! - [`claims`]: chain-wide claims of limited entitlements (check-ins, once-only
+//!   rewards, quotas, per-member offers), served over storage.
 //! - [`recall`]: which stores are online, and leases asked back from them.
 //! - [`ingest`]: what a push may carry, each fact typed once, and what it projects.
 //! - [`projections`]: projections behind the ingest cursor, and their runner.
@@ -27,6 +29,7 @@ pub mod api;
 pub mod app;
 pub mod authority;
 pub mod chain_keys;
+pub mod claims;
 pub mod clock;
 pub mod config;
 pub mod directory;

@@ -32,7 +32,7 @@ impl Hub {
 
     /// Refuses an ask of `store` about `member` (a UUID) that the store neither
     /// registered nor served: it may not hold, lease or probe another store's member.
-    fn check_serves(&self, store: &StoreRow, member: &str) -> Result<(), HubError> {
+    pub(crate) fn check_serves(&self, store: &StoreRow, member: &str) -> Result<(), HubError> {
         let id = uuid::Uuid::parse_str(member)
             .map_err(|_| HubError::Invalid("member: not a UUID".into()))?;
         let (home, holds) = self.store().standing(&store.store_id, id.as_bytes())?;

@@ -514,6 +514,7 @@ impl Hub {
                             points: None,
                             registered: None,
                             key: None,
+                            claim: None,
                         }
                     }),
                 );

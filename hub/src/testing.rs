@@ -103,6 +103,36 @@ impl TestHub {
         self.clock.load(Ordering::SeqCst)
     }
 
+    /// Store `i` pushes one fact with this body, next in its own log (incarnation 7).
+    pub fn push_fact(&self, i: usize, body: String) {
+        use patron_protocol::Origin;
+        use patron_protocol::hub::{PushRequest, SyncReport};
+        use patron_sync::session::{Fact, Push, batch};
+        let row = &self.rows[i];
+        let origin = Origin {
+            node: row.store_id.clone(),
+            incarnation: uuid::Uuid::from_u128(7),
+        };
+        let seq = self
+            .hub
+            .store()
+            .high(&origin)
+            .unwrap_or_else(|e| panic!("{e}"))
+            + 1;
+        let req = PushRequest {
+            report: SyncReport {
+                origin: Some(origin.clone()),
+                last_seq: seq,
+                ..Default::default()
+            },
+            push: Push {
+                from: row.store_id.clone(),
+                batches: vec![batch(origin.clone(), vec![Fact { origin, seq, body }])],
+            },
+        };
+        self.hub.push(row, req).unwrap_or_else(|e| panic!("{e}"));
+    }
+
     /// Registers `member` (a UUID) at the first store, under a phone index of its own
     /// and an incarnation no test uses (so the tests' sequences are untouched), and has
     /// every other store fetch them by that phone: each store may then write the

@@ -467,4 +467,56 @@ pub struct OverdrawReport {
     pub overdraws: Vec<Overdraw>,
     /// Members flagged for offline redemptions at two stores within an hour.
     pub flags: Vec<RedemptionFlag>,
+    /// Entitlements claimed beyond their limit (offline claims at several stores).
+    #[serde(default)]
+    pub over_claims: Vec<OverClaim>,
+}
+
+/// `POST /v1/claims`: a store asks the hub, which counts every store's claims, whether
+/// a member may use a limited entitlement once more (`patron_domain::claims`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimRequest {
+    /// The member (UUID).
+    pub member: String,
+    /// The claim (UUID): the `claim` fact's transaction, which settles the hold.
+    pub claim: String,
+    /// What is claimed (`check_in`, `benefit:dry_cleaning`, …).
+    pub entitlement: String,
+    /// The period it counts in (`once`, `YYYY-MM-DD`, `YYYY-MM`).
+    pub period: String,
+    /// Claims allowed per period, as the store knows it.
+    pub limit: u32,
+    /// The store's claims of this counter the hub has not acknowledged yet.
+    #[serde(default)]
+    pub unsynced: i64,
+}
+
+/// The hub's answer to a [`ClaimRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimResponse {
+    /// Allowed, and counted (held) until its fact arrives or the hold lapses.
+    pub granted: bool,
+    /// Claims the hub counted before this one (facts, holds, the store's unsynced).
+    pub used: i64,
+    /// The limit it counted against.
+    pub limit: u32,
+}
+
+/// A member's entitlement claimed beyond its limit, as `GET /v1/overdraws` lists it:
+/// the extra rewards were given (offline, at stores that could not know of each
+/// other's claims) and are reported, not taken back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverClaim {
+    /// The member (UUID; the survivor of any merge).
+    pub member: String,
+    /// What was claimed.
+    pub entitlement: String,
+    /// The period.
+    pub period: String,
+    /// Net claims the hub holds.
+    pub claimed: i64,
+    /// The limit (the smallest any claim carried).
+    pub limit: u32,
+    /// Stores that claimed it, sorted.
+    pub stores: Vec<String>,
 }

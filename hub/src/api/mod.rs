@@ -9,8 +9,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use patron_protocol::hub::{
-    AuthorizeRequest, DocSync, EnrollRequest, LeaseRequest, LeaseReturn, LeaseReturned,
-    PushRequest, RefetchRequest,
+    AuthorizeRequest, ClaimRequest, DocSync, EnrollRequest, LeaseRequest, LeaseReturn,
+    LeaseReturned, PushRequest, RefetchRequest,
 };
 use patron_sync::pull::MemberFetch;
 use patron_sync::session::Push;
@@ -86,6 +86,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/docs/sync", post(doc_sync))
         .route("/v1/stores", get(stores))
         .route("/v1/redeem/authorize", post(authorize))
+        .route("/v1/claims", post(claim))
         .route("/v1/leases", post(grant_lease))
         .route("/v1/members/fetch", post(fetch_member))
         .route("/v1/leases/return", post(return_lease))
@@ -375,6 +376,22 @@ async fn authorize(
         Err(e) => return e.into_response(),
     };
     match s.hub.authorize_async(&store, &req).await {
+        Ok(answer) => axum::Json(answer).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// A claim of a limited entitlement: like an authorization, no blocking thread.
+async fn claim(
+    State(s): State<AppState>,
+    AuthedStore(store): AuthedStore,
+    body: Bytes,
+) -> Response {
+    let req: ClaimRequest = match parse(&body) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    match s.hub.authorize_claim(&store, &req).await {
         Ok(answer) => axum::Json(answer).into_response(),
         Err(e) => e.into_response(),
     }

@@ -11,7 +11,9 @@ pub use crate::ingest::{PointsRow, TypedFact};
 
 use patron_domain::points::Movement;
 use patron_protocol::Origin;
-use patron_protocol::hub::{AuthorizeResponse, OverdrawReport, StoreStatus, SyncReport};
+use patron_protocol::hub::{
+    AuthorizeResponse, ClaimResponse, OverdrawReport, StoreStatus, SyncReport,
+};
 use patron_sync::profile::Profile;
 use patron_sync::rights::{Lease, Rights};
 use patron_sync::session::{Batch, Fact, Judgement};
@@ -227,6 +229,16 @@ pub trait AuthorityStore: Send + Sync + 'static {
     /// Returns at once: the answer comes through [`PendingAnswer`], so an async caller
     /// holds no thread while it waits.
     fn authorize(&self, hold: Hold, decide: Decide) -> Result<PendingAnswer, StoreError>;
+
+    /// Counts the member's claims of the counter over every store's facts and every
+    /// id of the person, with the claims held for other asks and the store's unsynced
+    /// ones, and holds this one until `until` if [`crate::authority::decide_claim`]
+    /// grants it, durably before answering; in turn with every other authorization.
+    /// A hold already recorded for the claim is granted again.
+    fn authorize_claim(
+        &self,
+        ask: crate::authority::ClaimHold,
+    ) -> Result<PendingAnswer<ClaimResponse>, StoreError>;
 
     /// Runs `work` in one write transaction over what the authority keeps, serialized
     /// with every other write: committed if `work` returns `Ok`, rolled back (nothing
@@ -489,6 +501,8 @@ pub struct Rebuilt {
     pub profiles: u64,
     /// Member aliases (merges) written.
     pub aliases: u64,
+    /// Claims of limited entitlements counted.
+    pub claims: u64,
     /// Facts that did not parse (none were accepted that way; a count here is damage).
     pub unreadable: u64,
 }
@@ -520,20 +534,20 @@ pub struct IngestJob {
 
 /// An authorization queued for the store's next transaction.
 #[derive(Debug)]
-pub struct PendingAnswer(
-    pub(crate) tokio::sync::oneshot::Receiver<Result<AuthorizeResponse, StoreError>>,
+pub struct PendingAnswer<T = AuthorizeResponse>(
+    pub(crate) tokio::sync::oneshot::Receiver<Result<T, StoreError>>,
 );
 
-impl PendingAnswer {
+impl<T> PendingAnswer<T> {
     /// Waits for the answer without holding a thread.
-    pub async fn wait(self) -> Result<AuthorizeResponse, StoreError> {
+    pub async fn wait(self) -> Result<T, StoreError> {
         self.0
             .await
             .unwrap_or_else(|_| Err(StoreError::Batch("the authorizer failed".into())))
     }
 
     /// Waits for the answer on this thread (never inside an async task).
-    pub fn wait_blocking(self) -> Result<AuthorizeResponse, StoreError> {
+    pub fn wait_blocking(self) -> Result<T, StoreError> {
         self.0
             .blocking_recv()
             .unwrap_or_else(|_| Err(StoreError::Batch("the authorizer failed".into())))

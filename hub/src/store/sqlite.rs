@@ -7,12 +7,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::Duration;
 
+use patron_domain::claims::ClaimKey;
 use patron_domain::points::Movement;
 use patron_domain::{Detail, Entry};
 use patron_protocol::Origin;
 use patron_protocol::hub::{
-    AuthorizeResponse, Overdraw, OverdrawReport, QuarantinedFact, RedemptionFlag, Reserved,
-    StoreStatus,
+    AuthorizeResponse, ClaimResponse, OverClaim, Overdraw, OverdrawReport, QuarantinedFact,
+    RedemptionFlag, Reserved, StoreStatus,
 };
 use patron_sqlite::wal::WalBound;
 
@@ -23,7 +24,7 @@ use patron_sync::session::{Fact, Judgement, Merged};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::activity::{ACTIVITY, Activity, Fold as ActivityFold};
-use crate::authority::{OVERDRAWS, OfflineSpend};
+use crate::authority::{ClaimHold, OVERDRAWS, OfflineSpend};
 
 use super::{
     AuthorityStore, AuthorityTx, Decide, Documents, FactLog, Hold, IngestJob, Ingested, Members,
@@ -417,6 +418,43 @@ const MIGRATIONS: &[&str] = &[
         at     INTEGER NOT NULL
     ) STRICT, WITHOUT ROWID;
     "#,
+    r#"
+    -- Limited entitlements as chain-wide counters (patron_domain::claims): each claim
+    -- fact as counted (a projection inside ingest; rebuilt from the facts), keyed by
+    -- the member id the fact names (a merge joins counters through member_aliases).
+    CREATE TABLE claims (
+        fact        INTEGER PRIMARY KEY REFERENCES facts(id),
+        member      BLOB    NOT NULL,
+        entitlement TEXT    NOT NULL,
+        period      TEXT    NOT NULL,
+        units       INTEGER NOT NULL,
+        cap         INTEGER NOT NULL,
+        store       TEXT    NOT NULL
+    ) STRICT;
+    CREATE INDEX claims_by_counter ON claims (member, entitlement, period);
+    -- Claims the hub allowed whose facts have not arrived (by the surviving id).
+    CREATE TABLE claim_holds (
+        claim       TEXT    PRIMARY KEY,
+        member      TEXT    NOT NULL,
+        entitlement TEXT    NOT NULL,
+        period      TEXT    NOT NULL,
+        store       TEXT    NOT NULL,
+        until       INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX claim_holds_by_counter ON claim_holds (member, entitlement, period);
+    -- Counters whose claims passed their limit (offline claims at several stores), by
+    -- the surviving id when judged.
+    CREATE TABLE over_claims (
+        member      TEXT    NOT NULL,
+        entitlement TEXT    NOT NULL,
+        period      TEXT    NOT NULL,
+        claimed     INTEGER NOT NULL,
+        cap         INTEGER NOT NULL,
+        stores      TEXT    NOT NULL,
+        at          INTEGER NOT NULL,
+        PRIMARY KEY (member, entitlement, period)
+    ) STRICT, WITHOUT ROWID;
+    "#,
 ];
 
 /// SQL for the member `id` stands for: its survivor if it was merged, else itself.
@@ -685,13 +723,13 @@ fn spawn_authorizer(
                 match done {
                     Ok(Ok(answers)) => {
                         for (ask, a) in batch.into_iter().zip(answers) {
-                            let _ = ask.reply.send(a);
+                            ask.answer(a);
                         }
                     }
                     Ok(Err(e)) => {
                         let why = e.to_string();
                         for ask in batch {
-                            let _ = ask.reply.send(Err(StoreError::Batch(why.clone())));
+                            ask.fail(why.clone());
                         }
                     }
                     Err(_) => tracing::error!("an authorization batch panicked"),
@@ -1342,6 +1380,9 @@ fn ingest_one(
                     if let Some(row) = &t.points {
                         apply_points(tx, &b.origin.node, row, *flag_window_ms)?;
                     }
+                    if let Some(c) = &t.claim {
+                        apply_claim(tx, &b.origin.node, fact_id, c, now)?;
+                    }
                     if let Some(k) = &t.key {
                         put_member_key(tx, k)?;
                     }
@@ -1458,25 +1499,241 @@ fn judge_overdraws(
     Ok((rows, unreadable))
 }
 
-/// An authorization waiting for the next transaction.
-struct Ask {
-    hold: Hold,
-    decide: Decide,
-    reply: tokio::sync::oneshot::Sender<Result<AuthorizeResponse, StoreError>>,
+/// An authorization waiting for the next transaction: a redemption's or a claim's.
+enum Ask {
+    Redeem {
+        hold: Hold,
+        decide: Decide,
+        reply: tokio::sync::oneshot::Sender<Result<AuthorizeResponse, StoreError>>,
+    },
+    Claim {
+        ask: ClaimHold,
+        reply: tokio::sync::oneshot::Sender<Result<ClaimResponse, StoreError>>,
+    },
+}
+
+/// An ask's answer, on its way back.
+enum Answer {
+    Redeem(Result<AuthorizeResponse, StoreError>),
+    Claim(Result<ClaimResponse, StoreError>),
+}
+
+impl Answer {
+    fn is_ok(&self) -> bool {
+        matches!(self, Answer::Redeem(Ok(_)) | Answer::Claim(Ok(_)))
+    }
+}
+
+impl Ask {
+    fn decide(&self, conn: &Connection) -> Answer {
+        match self {
+            Ask::Redeem { hold, decide, .. } => Answer::Redeem(authorize_one(conn, hold, *decide)),
+            Ask::Claim { ask, .. } => Answer::Claim(authorize_claim_one(conn, ask)),
+        }
+    }
+
+    fn answer(self, a: Answer) {
+        match (self, a) {
+            (Ask::Redeem { reply, .. }, Answer::Redeem(a)) => {
+                let _ = reply.send(a);
+            }
+            (Ask::Claim { reply, .. }, Answer::Claim(a)) => {
+                let _ = reply.send(a);
+            }
+            // Each ask is answered with its own decision (`authorize_batch`).
+            _ => unreachable!("an ask answered with another kind's answer"),
+        }
+    }
+
+    fn fail(self, why: String) {
+        match self {
+            Ask::Redeem { reply, .. } => {
+                let _ = reply.send(Err(StoreError::Batch(why)));
+            }
+            Ask::Claim { reply, .. } => {
+                let _ = reply.send(Err(StoreError::Batch(why)));
+            }
+        }
+    }
+}
+
+/// The person's (surviving id `root`) net claims of a counter in the facts the hub
+/// holds, and the smallest limit any of them carried.
+fn counted_claims(
+    conn: &Connection,
+    root: &str,
+    key: &ClaimKey,
+) -> Result<(i64, Option<u32>, Vec<String>), StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT units, cap, store FROM claims
+          WHERE member IN (SELECT unhex(replace(?1, '-', '')) UNION ALL
+                           SELECT unhex(replace(loser, '-', ''))
+                             FROM member_aliases WHERE survivor = ?1)
+            AND entitlement = ?2 AND period = ?3",
+    )?;
+    let (mut net, mut smallest, mut stores) = (0i64, None::<u32>, Vec::new());
+    let rows = stmt.query_map(params![root, key.entitlement, key.period], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (units, cap, store) = row?;
+        net = net.saturating_add(units);
+        let cap = u32::try_from(cap).unwrap_or(u32::MAX);
+        smallest = Some(smallest.map_or(cap, |s: u32| s.min(cap)));
+        stores.push(store);
+    }
+    stores.sort();
+    stores.dedup();
+    Ok((net, smallest, stores))
+}
+
+fn authorize_claim_one(conn: &Connection, ask: &ClaimHold) -> Result<ClaimResponse, StoreError> {
+    let root: String = conn
+        .prepare_cached(concat!("SELECT ", root_of!("?1")))?
+        .query_row(params![ask.member], |r| r.get(0))?;
+    let key = &ask.key;
+    let (used, smallest, _) = counted_claims(conn, &root, key)?;
+    let held: i64 = conn
+        .prepare_cached(
+            "SELECT count(*) FROM claim_holds
+              WHERE member = ?1 AND entitlement = ?2 AND period = ?3 AND until > ?4
+                AND claim <> ?5",
+        )?
+        .query_row(
+            params![root, key.entitlement, key.period, ask.now, ask.claim],
+            |r| r.get(0),
+        )?;
+    // The claim's hold as recorded: ours again (a retried ask, granted again), or
+    // another store's, which an ask naming the same claim may not take over.
+    let recorded: Option<(String, i64)> = conn
+        .prepare_cached("SELECT store, until FROM claim_holds WHERE claim = ?1")?
+        .query_row(params![ask.claim], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    if let Some((store, until)) = &recorded {
+        if *store != ask.store && *until > ask.now {
+            return Err(StoreError::Conflict(
+                "the claim id is held for another store",
+            ));
+        }
+        if *store == ask.store && *until > ask.now {
+            return Ok(ClaimResponse {
+                granted: true,
+                used: used.saturating_add(held),
+                limit: smallest.map_or(ask.limit, |s| s.min(ask.limit)),
+            });
+        }
+    }
+    let counted = patron_domain::claims::Counted {
+        used,
+        held,
+        unsynced: ask.unsynced,
+    };
+    let answer = crate::authority::decide_claim(counted, ask.limit, smallest);
+    if answer.granted {
+        conn.prepare_cached(
+            "INSERT OR REPLACE INTO claim_holds (claim, member, entitlement, period, store, until)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![
+            ask.claim,
+            root,
+            key.entitlement,
+            key.period,
+            ask.store,
+            ask.until
+        ])?;
+        conn.prepare_cached("DELETE FROM claim_holds WHERE member = ?1 AND until <= ?2")?
+            .execute(params![root, ask.now])?;
+    }
+    Ok(answer)
+}
+
+/// Counts claim fact `fact` of `store`.
+fn insert_claim(
+    tx: &Connection,
+    fact: i64,
+    c: &crate::ingest::ClaimRow,
+    store: &str,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO claims (fact, member, entitlement, period, units, cap, store)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        fact,
+        &c.member[..],
+        c.key.entitlement,
+        c.key.period,
+        c.units,
+        i64::from(c.limit),
+        store
+    ])?;
+    Ok(())
+}
+
+/// What a claim fact changes besides the log: it is counted, it settles the hold of the
+/// ask that allowed it, and its counter is judged again (claims past the limit are
+/// recorded as an over-claim of the person, a release may clear one).
+fn apply_claim(
+    tx: &Connection,
+    store: &str,
+    fact: i64,
+    c: &crate::ingest::ClaimRow,
+    now: i64,
+) -> Result<(), StoreError> {
+    insert_claim(tx, fact, c, store)?;
+    // Only the store's own hold: a claim id another store names settles nothing.
+    tx.prepare_cached("DELETE FROM claim_holds WHERE claim = ?1 AND store = ?2")?
+        .execute(params![c.claim, store])?;
+    let member = uuid::Uuid::from_bytes(c.member).to_string();
+    let root: String = tx
+        .prepare_cached(concat!("SELECT ", root_of!("?1")))?
+        .query_row(params![member], |r| r.get(0))?;
+    judge_counter(tx, &root, &c.key, now)
+}
+
+/// Records (or clears) the person's over-claim of a counter from the claims held.
+fn judge_counter(tx: &Connection, root: &str, key: &ClaimKey, now: i64) -> Result<(), StoreError> {
+    let (net, smallest, stores) = counted_claims(tx, root, key)?;
+    let excess = smallest.map_or(0, |l| patron_domain::claims::excess([(net, l)]));
+    if excess > 0 {
+        tx.prepare_cached(
+            "INSERT INTO over_claims (member, entitlement, period, claimed, cap, stores, at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (member, entitlement, period) DO UPDATE
+                SET claimed = excluded.claimed, cap = excluded.cap, stores = excluded.stores",
+        )?
+        .execute(params![
+            root,
+            key.entitlement,
+            key.period,
+            net,
+            i64::from(smallest.unwrap_or(0)),
+            stores.join(","),
+            now
+        ])?;
+    } else {
+        tx.prepare_cached(
+            "DELETE FROM over_claims WHERE member = ?1 AND entitlement = ?2 AND period = ?3",
+        )?
+        .execute(params![root, key.entitlement, key.period])?;
+    }
+    Ok(())
 }
 
 /// Decides `asks` in order in one transaction: each sees the holds of those before it.
 /// An ask that fails is rolled back to its own savepoint and answered with its error;
 /// the others go on. `Err` only if the transaction itself cannot begin or commit.
-fn authorize_batch(
-    conn: &mut Connection,
-    asks: &[Ask],
-) -> Result<Vec<Result<AuthorizeResponse, StoreError>>, StoreError> {
+fn authorize_batch(conn: &mut Connection, asks: &[Ask]) -> Result<Vec<Answer>, StoreError> {
     let mut tx = conn.transaction()?;
     let mut answers = Vec::with_capacity(asks.len());
     for ask in asks {
         let sp = tx.savepoint()?;
-        let answer = authorize_one(&sp, ask);
+        let answer = ask.decide(&sp);
         if answer.is_ok() {
             sp.commit()?;
         }
@@ -1487,8 +1744,11 @@ fn authorize_batch(
     Ok(answers)
 }
 
-fn authorize_one(conn: &Connection, ask: &Ask) -> Result<AuthorizeResponse, StoreError> {
-    let Ask { hold, decide, .. } = ask;
+fn authorize_one(
+    conn: &Connection,
+    hold: &Hold,
+    decide: Decide,
+) -> Result<AuthorizeResponse, StoreError> {
     // Resolved here, not by the caller: a lookup on the shared connection before
     // queueing waited for the batch in flight, its fsync included.
     let member: String = conn
@@ -2010,8 +2270,11 @@ impl FactLog for SqliteStore {
         // is derived again from the facts at its member's next ask.
         tx.execute_batch(
             "DELETE FROM registrations; DELETE FROM profiles; DELETE FROM member_aliases;
-             DELETE FROM member_ledgers;",
+             DELETE FROM member_ledgers; DELETE FROM claims; DELETE FROM over_claims;",
         )?;
+        // Counters are judged once every claim and merge is back.
+        let mut counters = BTreeSet::new();
+        let mut latest = 0i64;
         let mut out = Rebuilt::default();
         let mut profiled = std::collections::HashSet::new();
         {
@@ -2025,6 +2288,7 @@ impl FactLog for SqliteStore {
                 let (id, node, body, received_at): (i64, String, String, i64) =
                     (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
                 out.facts += 1;
+                latest = latest.max(received_at);
                 let t = match project(&node, &body, received_at) {
                     Ok(Some(t)) => t,
                     Ok(None) => continue,
@@ -2041,6 +2305,11 @@ impl FactLog for SqliteStore {
                 }
                 if let Some(k) = &t.key {
                     put_member_key(&tx, k)?;
+                }
+                if let Some(c) = &t.claim {
+                    insert_claim(&tx, id, c, &node)?;
+                    counters.insert((uuid::Uuid::from_bytes(c.member), c.key.clone()));
+                    out.claims += 1;
                 }
                 if let Some((member, phone_idx)) = &t.registered {
                     tx.prepare_cached(
@@ -2060,6 +2329,12 @@ impl FactLog for SqliteStore {
                         as u64;
                 }
             }
+        }
+        for (member, key) in counters {
+            let root: String = tx
+                .prepare_cached(concat!("SELECT ", root_of!("?1")))?
+                .query_row(params![member.to_string()], |r| r.get(0))?;
+            judge_counter(&tx, &root, &key, latest)?;
         }
         out.profiles = profiled.len() as u64;
         tx.commit()?;
@@ -2177,13 +2452,21 @@ impl AuthorityStore for SqliteStore {
     fn authorize(&self, hold: Hold, decide: Decide) -> Result<PendingAnswer, StoreError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.asks
-            .send(Ask {
+            .send(Ask::Redeem {
                 hold,
                 decide,
                 reply,
             })
             .map_err(|_| StoreError::Batch("the authorizer stopped".into()))?;
         // Dropped unanswered only if deciding its batch panicked (nothing committed).
+        Ok(PendingAnswer(answer))
+    }
+
+    fn authorize_claim(&self, ask: ClaimHold) -> Result<PendingAnswer<ClaimResponse>, StoreError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.asks
+            .send(Ask::Claim { ask, reply })
+            .map_err(|_| StoreError::Batch("the authorizer stopped".into()))?;
         Ok(PendingAnswer(answer))
     }
 
@@ -2261,7 +2544,32 @@ impl AuthorityStore for SqliteStore {
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(OverdrawReport { overdraws, flags })
+        let over_claims = conn
+            .prepare(
+                "SELECT member, entitlement, period, claimed, cap, stores
+                   FROM over_claims ORDER BY at, member, entitlement, period",
+            )?
+            .query_map([], |r| {
+                Ok(OverClaim {
+                    member: r.get(0)?,
+                    entitlement: r.get(1)?,
+                    period: r.get(2)?,
+                    claimed: r.get(3)?,
+                    limit: u32::try_from(r.get::<_, i64>(4)?).unwrap_or(u32::MAX),
+                    stores: r
+                        .get::<_, String>(5)?
+                        .split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string)
+                        .collect(),
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(OverdrawReport {
+            overdraws,
+            flags,
+            over_claims,
+        })
     }
 }
 
