@@ -71,6 +71,10 @@ pub struct BenefitDef {
     /// Uses per calendar month; absent = a flag without a quota.
     #[serde(default)]
     pub quota_per_month: Option<u32>,
+    /// What a store allows of the quota while it cannot ask the hub (absent: the
+    /// store's default, `once`; docs/claims.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offline: Option<crate::claims::OfflinePolicy>,
 }
 
 /// A coupon to issue.
@@ -277,6 +281,10 @@ pub struct Limits {
     /// Times the rule may apply (for coupon grants: coupons issued).
     #[serde(default)]
     pub budget_count: Option<u32>,
+    /// What a store allows of `per_member` while it cannot ask the hub (absent: the
+    /// store's default, `once`; docs/claims.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offline: Option<crate::claims::OfflinePolicy>,
 }
 
 /// A validated rule set, windows parsed, ready for the engine.

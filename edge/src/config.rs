@@ -285,6 +285,10 @@ pub struct EventsConfig {
     pub share_daily_limit: u32,
     /// Completing the profile (name and birthday), once per member.
     pub profile_completed: i64,
+    /// What the store allows of the check-in, shares, the profile reward, upgrade gifts
+    /// and referral rewards while it cannot ask the hub (`once`, `local`, `refuse`;
+    /// docs/claims.md). Rules and benefits say their own.
+    pub offline_claims: patron_domain::claims::OfflinePolicy,
 }
 
 /// Storage tuning.
@@ -382,6 +386,7 @@ impl Default for EventsConfig {
             share: 20,
             share_daily_limit: 3,
             profile_completed: 50,
+            offline_claims: patron_domain::claims::OfflinePolicy::Once,
         }
     }
 }

@@ -6,7 +6,7 @@
 //! offline arrive as facts; counters that passed their limit are in the overdraw report.
 
 use patron_domain::claims::{ClaimKey, MAX_LIMIT};
-use patron_protocol::hub::{ClaimRequest, ClaimResponse};
+use patron_protocol::hub::{ClaimRelease, ClaimRequest, ClaimResponse};
 
 use crate::authority::{ClaimHold, HOLD_MS};
 use crate::service::{Hub, HubError};
@@ -26,6 +26,16 @@ impl Hub {
         let answer = self.store().authorize_claim(ask)?.wait().await?;
         tracing::debug!(store = %store.store_id, granted = answer.granted, "claim");
         Ok(answer)
+    }
+
+    /// `POST /v1/claims/release`: the store gives back a claim the hub granted that it
+    /// did not record. Only the store's own hold goes; a claim whose fact arrived is
+    /// counted by the fact, not the hold.
+    pub fn release_claim(&self, store: &StoreRow, req: &ClaimRelease) -> Result<bool, HubError> {
+        let claim = uuid::Uuid::parse_str(&req.claim)
+            .map_err(|_| HubError::Invalid("claim is not a UUID".into()))?
+            .to_string();
+        Ok(self.store().drop_claim_hold(&claim, &store.store_id)?)
     }
 
     /// Checks a claim request: a member the store serves, a counter stores write, a
@@ -135,6 +145,34 @@ mod tests {
                 .granted
         );
         assert!(matches!(claim(&t, 1, &first), Err(HubError::Invalid(_))));
+        // A release by another store does nothing; the store's own frees the use.
+        let release = ClaimRelease { claim: id(9) };
+        assert_eq!(t.hub.release_claim(&t.rows[0], &release).ok(), Some(false));
+        let third = ask("check_in", &id(9), 1, 0);
+        assert!(
+            !claim(&t, 0, &third)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .granted
+        );
+        let release = ClaimRelease {
+            claim: first.claim.clone(),
+        };
+        assert_eq!(t.hub.release_claim(&t.rows[1], &release).ok(), Some(false));
+        assert_eq!(t.hub.release_claim(&t.rows[0], &release).ok(), Some(true));
+        assert!(
+            claim(&t, 0, &third)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .granted
+        );
+        let release = ClaimRelease {
+            claim: third.claim.clone(),
+        };
+        assert_eq!(t.hub.release_claim(&t.rows[0], &release).ok(), Some(true));
+        assert!(
+            claim(&t, 0, &first)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .granted
+        );
         // The fact settles the hold: counted once, not as a hold and a fact.
         t.push_fact(0, fact(&t, &first, "hub", false));
         let b = claim(&t, 1, &second).unwrap_or_else(|e| panic!("{e}"));

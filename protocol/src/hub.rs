@@ -502,6 +502,21 @@ pub struct ClaimResponse {
     pub limit: u32,
 }
 
+/// `POST /v1/claims/release`: the store did not record a claim the hub granted (its
+/// transaction failed): the hub stops holding it rather than let it lapse.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimRelease {
+    /// The claim (UUID) as asked.
+    pub claim: String,
+}
+
+/// The hub's answer to a [`ClaimRelease`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimReleased {
+    /// Whether the hub held the claim for this store.
+    pub released: bool,
+}
+
 /// A member's entitlement claimed beyond its limit, as `GET /v1/overdraws` lists it:
 /// the extra rewards were given (offline, at stores that could not know of each
 /// other's claims) and are reported, not taken back.

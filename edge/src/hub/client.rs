@@ -3,8 +3,9 @@
 use std::time::Duration;
 
 use patron_protocol::hub::{
-    AuthorizeRequest, AuthorizeResponse, DocSync, EnrollRequest, EnrollResponse, LeaseRequest,
-    LeaseResponse, LeaseReturn, LeaseReturned, PushAnswer, PushRequest, RefetchRequest,
+    AuthorizeRequest, AuthorizeResponse, ClaimRelease, ClaimReleased, ClaimRequest, ClaimResponse,
+    DocSync, EnrollRequest, EnrollResponse, LeaseRequest, LeaseResponse, LeaseReturn,
+    LeaseReturned, PushAnswer, PushRequest, RefetchRequest,
 };
 use patron_sync::pull::{FetchedMember, MemberFetch};
 use patron_sync::session::{Batch, Push, PushAck};
@@ -169,6 +170,16 @@ impl HubClient {
         self.post("/v1/redeem/authorize", req).await
     }
 
+    /// Asks the hub to count a claim of a limited entitlement.
+    pub async fn claim(&self, req: &ClaimRequest) -> Result<ClaimResponse, SyncError> {
+        self.post("/v1/claims", req).await
+    }
+
+    /// Gives back a claim the hub granted that this store did not record.
+    pub async fn release_claim(&self, req: &ClaimRelease) -> Result<ClaimReleased, SyncError> {
+        self.post("/v1/claims/release", req).await
+    }
+
     /// Asks for a lease on a member's points.
     pub async fn lease(&self, req: &LeaseRequest) -> Result<LeaseResponse, SyncError> {
         self.post("/v1/leases", req).await
@@ -207,6 +218,14 @@ impl From<SyncError> for HubCallError {
 impl HubPort for HubClient {
     fn authorize<'a>(&'a self, req: &'a AuthorizeRequest) -> HubCall<'a, AuthorizeResponse> {
         Box::pin(async move { Ok(HubClient::authorize(self, req).await?) })
+    }
+
+    fn claim<'a>(&'a self, req: &'a ClaimRequest) -> HubCall<'a, ClaimResponse> {
+        Box::pin(async move { Ok(HubClient::claim(self, req).await?) })
+    }
+
+    fn release_claim<'a>(&'a self, req: &'a ClaimRelease) -> HubCall<'a, ClaimReleased> {
+        Box::pin(async move { Ok(HubClient::release_claim(self, req).await?) })
     }
 
     fn lease<'a>(&'a self, req: &'a LeaseRequest) -> HubCall<'a, LeaseResponse> {

@@ -1,22 +1,27 @@
 //! Quotes and committed sales.
 
 use patron_domain::Kind;
+use patron_domain::claims::ClaimKey;
 use patron_protocol::pos::{Basket, CommitRequest, CommitResponse, Discount, IssuedCoupon, Quote};
 use patron_protocol::{Fen, Points, TransactionId};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use super::claims::{Asked, Asks, Claim};
 use super::promotions::{CouponIssuedBody, PricedMember, after_days};
 use super::{
-    Actor, Authority, Edge, EdgeError, Idem, MemberState, Reply, Seal, balance, invalid, tier_code,
+    Actor, Authority, Core, Edge, EdgeError, Idem, MemberState, Reply, Seal, balance, invalid,
+    tier_code,
 };
 use crate::domain::limits::DayTotals;
 use crate::domain::pricing;
 use crate::domain::promo::engine::{self, Applied, Input, Priced};
+use crate::domain::promo::ruleset::Compiled;
+use crate::domain::tiers::Tier;
 use crate::domain::validate;
 use crate::store::facts::{self, NewFact};
 use crate::store::receipts::{self, ReceiptRow};
-use crate::store::{StoreError, coupons, members, rules};
+use crate::store::{StoreError, WriteCtx, coupons, members, rules};
 
 impl Edge {
     /// `POST /v1/checkout/quote`: prices a basket and writes nothing.
@@ -35,6 +40,7 @@ impl Edge {
                     rules.as_deref(),
                     member.as_ref(),
                     &basket.coupon_codes,
+                    None,
                     now,
                 )?;
                 let input = Input {
@@ -86,6 +92,16 @@ impl Edge {
             Some(m) if redeem > 0 => self.authorize_redemption(m, txb, redeem).await?,
             _ => Authority::Local,
         };
+        // Likewise the limited entitlements the sale will claim (a per-member offer, an
+        // upgrade gift, the referrer's first-purchase reward), as a quote prices it.
+        let asks = match member {
+            Some(m) if !self.core.is_replay(&idem) => {
+                self.sale_asks(m, &lines, &codes, redeem).await?
+            }
+            _ => Asks::none(self.unasked_claim()),
+        };
+        let asks = std::sync::Arc::new(asks);
+        let in_tx = asks.clone();
         let written = self
             .store
             .writer
@@ -98,7 +114,14 @@ impl Edge {
                 let expires_at = core.lot_expiry(now);
                 core.idempotent(ctx, Some(&idem), now, |ctx| {
                     let rules = rules.as_deref();
-                    let p = core.pricing_ctx(ctx.conn, rules, member.as_ref(), &codes, now)?;
+                    let p = core.pricing_ctx(
+                        ctx.conn,
+                        rules,
+                        member.as_ref(),
+                        &codes,
+                        Some(&in_tx),
+                        now,
+                    )?;
                     let input = Input {
                         lines: &lines,
                         member: p.ctx.as_ref(),
@@ -204,7 +227,15 @@ impl Edge {
                             });
                         }
                     }
-                    record_usage(ctx.conn, rules, &priced.applied, member.as_ref())?;
+                    record_usage(
+                        &core,
+                        ctx,
+                        rules,
+                        &priced.applied,
+                        member.as_ref(),
+                        &in_tx,
+                        now,
+                    )?;
 
                     let mut issued = granted;
                     let mut after = None;
@@ -229,6 +260,7 @@ impl Edge {
                                 tier_before,
                                 tier_after,
                                 txb,
+                                &in_tx,
                                 now,
                             )?;
                             issued.extend(gifts.coupons);
@@ -250,6 +282,7 @@ impl Edge {
                                 &row,
                                 referral.on_first_purchase,
                                 "first_purchase",
+                                &in_tx,
                                 now,
                             )?;
                         }
@@ -280,6 +313,7 @@ impl Edge {
                 })
             })
             .await;
+        self.settle_asks(&asks, written.is_ok());
         if let Some(m) = member {
             self.settle_lease(&m, auth, redeem, &written);
         }
@@ -287,26 +321,169 @@ impl Edge {
     }
 }
 
-/// Counts applications of limited rules (per member and store-wide).
+/// Counts applications of limited rules: store-wide budgets here, and each per-member
+/// limit as a claim of the member's (counted across the chain).
 fn record_usage(
-    conn: &rusqlite::Connection,
-    rules: Option<&crate::domain::promo::ruleset::Compiled>,
+    core: &Core,
+    ctx: &mut WriteCtx<'_>,
+    rules: Option<&Compiled>,
     applied: &[Applied],
     member: Option<&[u8; 16]>,
+    asks: &Asks,
+    now: crate::domain::clock::Millis,
 ) -> Result<(), EdgeError> {
     let Some(c) = rules else { return Ok(()) };
     for a in applied {
-        let limited = c.set.rules.iter().any(|r| {
-            r.id == a.rule_id
-                && (r.limits.per_member.is_some()
-                    || r.limits.budget_count.is_some()
-                    || r.limits.budget_fen.is_some())
-        });
-        if limited {
-            rules::record_use(conn, &a.rule_id, member, a.amount)?;
+        let Some(r) = c.set.rules.iter().find(|r| r.id == a.rule_id) else {
+            continue;
+        };
+        if r.limits.budget_count.is_some() || r.limits.budget_fen.is_some() {
+            rules::record_use(ctx.conn, &a.rule_id, None, a.amount)?;
+        }
+        if let (Some(n), Some(m)) = (r.limits.per_member, member) {
+            let offline = r.limits.offline.unwrap_or(core.cfg.events.offline_claims);
+            // Priced with the claims this transaction allows: an applied rule's passes.
+            if asks
+                .take(core, ctx, *m, ClaimKey::rule(&r.id), n, offline, now)?
+                .is_none()
+            {
+                return Err(EdgeError::Invalid(format!(
+                    "{}: the member's limit was reached meanwhile",
+                    r.id
+                )));
+            }
         }
     }
     Ok(())
+}
+
+/// Whether a rule set gives anything a sale claims: a per-member offer, an upgrade
+/// gift, a first-purchase referral reward.
+fn claims_in_sales(c: &Compiled) -> bool {
+    c.set.rules.iter().any(|r| r.limits.per_member.is_some())
+        || c.set
+            .tiers
+            .values()
+            .any(|p| p.upgrade_points > 0 || p.upgrade_coupon.is_some())
+        || c.set
+            .referral
+            .as_ref()
+            .is_some_and(|r| r.on_first_purchase > 0)
+}
+
+impl Edge {
+    /// The claims a sale of `member` will take, priced as a quote prices it, asked of
+    /// the hub before the sale queues. Nothing is asked without a hub, or when the rule
+    /// set gives nothing a sale claims (every sale of most chains).
+    async fn sale_asks(
+        &self,
+        member: [u8; 16],
+        lines: &[pricing::Line],
+        codes: &[String],
+        redeem: i64,
+    ) -> Result<Asks, EdgeError> {
+        let unasked = self.unasked_claim();
+        let rules = self.rules();
+        let Some(rules) = rules.filter(|c| unasked == Asked::Offline && claims_in_sales(c)) else {
+            return Ok(Asks::none(unasked));
+        };
+        let core = self.core.clone();
+        let (lines, codes) = (lines.to_vec(), codes.to_vec());
+        let wanted = self
+            .store
+            .readers
+            .read(move |conn| core.predict_claims(conn, &rules, member, &lines, &codes, redeem))
+            .await?;
+        self.ask_claims(wanted).await
+    }
+}
+
+impl Core {
+    /// The claims a sale would take now: the per-member offers it gets, the gifts of
+    /// the tiers it reaches, the referrer's reward for a first purchase. A basket the
+    /// sale itself will refuse claims nothing (its error comes from the sale).
+    fn predict_claims(
+        &self,
+        conn: &rusqlite::Connection,
+        rules: &Compiled,
+        member: [u8; 16],
+        lines: &[pricing::Line],
+        codes: &[String],
+        redeem: i64,
+    ) -> Result<Vec<Claim>, EdgeError> {
+        let now = self.now();
+        let Ok(p) = self.pricing_ctx(conn, Some(rules), Some(&member), codes, None, now) else {
+            return Ok(Vec::new());
+        };
+        let input = Input {
+            lines,
+            member: p.ctx.as_ref(),
+            redeem_points: redeem,
+            coupons: &p.coupons,
+            rules: Some(rules),
+            usage: &p.usage,
+            now,
+            store_id: &self.cfg.store_id,
+            points: &self.points(),
+            explain: false,
+        };
+        let Ok(priced) = engine::price(&input) else {
+            return Ok(Vec::new());
+        };
+        let offline = self.cfg.events.offline_claims;
+        let mut out = Vec::new();
+        for a in &priced.applied {
+            if let Some(r) = rules.set.rules.iter().find(|r| r.id == a.rule_id)
+                && let Some(n) = r.limits.per_member
+            {
+                let o = r.limits.offline.unwrap_or(offline);
+                out.push(Claim::new(member, ClaimKey::rule(&r.id), n, o));
+            }
+        }
+        let Some(PricedMember { state, row, .. }) = &p.member else {
+            return Ok(out);
+        };
+        let before = state.tier();
+        let after = crate::domain::tiers::Tier::for_spend(
+            state.qualifying_spend.saturating_add(priced.total),
+            &state.tiers,
+        );
+        for tier in [Tier::Silver, Tier::Gold, Tier::Diamond]
+            .into_iter()
+            .filter(|t| *t > before && *t <= after)
+        {
+            if rules
+                .perks(tier.code())
+                .is_some_and(|k| k.upgrade_points > 0 || k.upgrade_coupon.is_some())
+            {
+                out.push(Claim::new(
+                    member,
+                    ClaimKey::upgrade(tier.code()),
+                    1,
+                    offline,
+                ));
+            }
+        }
+        if rules
+            .set
+            .referral
+            .as_ref()
+            .is_some_and(|r| r.on_first_purchase > 0)
+            && !p.ctx.as_ref().is_some_and(|c| c.has_purchased)
+        {
+            let row = match row {
+                Some(r) => Some(r.clone()),
+                None => members::get(conn, &member)?,
+            };
+            if let Some(code) = row.as_ref().and_then(|r| r.referrer_code.as_deref())
+                && let Some(referrer) = members::by_referral_code(conn, code)?
+            {
+                let key = ClaimKey::referral("first_purchase", &hex::encode(member));
+                out.push(Claim::new(referrer.member_id, key, 1, offline));
+            }
+        }
+        Ok(out)
+    }
 }
 
 fn commit_response(

@@ -1,10 +1,12 @@
 //! Coupons issued by cashiers or HQ, claiming, and tier benefits with quotas.
 
 use patron_domain::Kind;
+use patron_domain::claims::{ClaimKey, OfflinePolicy};
 use patron_protocol::pos::{BenefitUse, BenefitView, CouponView, IssueCoupon};
 use patron_protocol::{MemberId, TransactionId};
 use serde_json::json;
 
+use super::claims::{Asked, Claim};
 use super::{
     Actor, Core, Edge, EdgeError, Idem, MemberState, Reply, Seal, invalid, require_member,
 };
@@ -13,7 +15,6 @@ use crate::domain::limits::DayTotals;
 use crate::domain::promo::ruleset::{Compiled, CouponTemplate};
 use crate::store::coupons;
 use crate::store::facts::{self, NewFact};
-use crate::store::members;
 
 impl Core {
     /// The member's usable coupons (active or claimable, unused, unexpired, not withdrawn).
@@ -51,11 +52,10 @@ impl Core {
                     None => None,
                     Some(q) => Some(
                         i64::from(q)
-                            - members::count_claims(
+                            - self.claims_used(
                                 conn,
                                 member,
-                                &format!("benefit:{}", b.code),
-                                &format!("{month}#"),
+                                &ClaimKey::benefit(&b.code, &month),
                             )?,
                     ),
                 };
@@ -158,7 +158,8 @@ impl Edge {
             .await
     }
 
-    /// `POST /v1/members/{id}/benefits/{code}/use`: uses one of a tier benefit's monthly quota.
+    /// `POST /v1/members/{id}/benefits/{code}/use`: uses one of a tier benefit's monthly
+    /// quota, counted for the member across the chain (a claim).
     pub async fn use_benefit(
         &self,
         idem: Option<Idem>,
@@ -168,38 +169,42 @@ impl Edge {
         let core = self.core.clone();
         let rules = self.rules();
         let now = core.now();
-        self.store
+        let m = *member.as_bytes();
+        // Checked before the hub is asked (a claim the hub holds for a request that
+        // then fails counts until it is given back).
+        let (c, r, code2) = (core.clone(), rules.clone(), code.clone());
+        let (quota, offline) = self
+            .store
+            .readers
+            .read(move |conn| c.benefit_quota(conn, r.as_deref(), &m, &code2, now))
+            .await?;
+        let claim = Claim::new(
+            m,
+            ClaimKey::benefit(&code, &core.month(now)),
+            quota,
+            offline.unwrap_or(core.cfg.events.offline_claims),
+        );
+        let asked = match idem.as_ref() {
+            Some(i) if core.is_replay(i) => Asked::Offline,
+            _ => self.ask_claim(&claim).await?,
+        };
+        let taken = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (took, to_take) = (taken.clone(), claim.clone());
+        let written = self
+            .store
             .writer
             .write(move |ctx| {
                 core.idempotent(ctx, idem.as_ref(), now, |ctx| {
-                    let m = *member.as_bytes();
-                    require_member(ctx.conn, &m)?;
-                    let (_, state) = core.load_state(ctx.conn, &m, now)?;
-                    let tier = state.tier();
-                    let def = rules
-                        .as_deref()
-                        .and_then(|c| c.perks(tier.code()))
-                        .and_then(|p| p.benefits.iter().find(|b| b.code == code))
-                        .ok_or_else(|| {
-                            invalid(format!(
-                                "{code} is not a benefit of the {} tier",
-                                tier.code()
-                            ))
-                        })?;
-                    let quota = def
-                        .quota_per_month
-                        .ok_or_else(|| invalid(format!("{code} has no quota to use")))?;
-                    let month = core.month(now);
-                    let kind = format!("benefit:{code}");
-                    let used = members::count_claims(ctx.conn, &m, &kind, &format!("{month}#"))?;
-                    if used >= i64::from(quota) {
+                    let (quota, _) =
+                        core.benefit_quota(ctx.conn, rules.as_deref(), &m, &code, now)?;
+                    let Some((_, used)) = core.take_claim(ctx, &to_take, asked, now)? else {
                         return Err(invalid(format!(
                             "{code}: this month's quota of {quota} is used up"
                         )));
-                    }
-                    members::claim(ctx.conn, &m, &kind, &format!("{month}#{}", used + 1))?;
+                    };
+                    took.store(true, std::sync::atomic::Ordering::Relaxed);
                     let txn = *TransactionId::new_v7().as_bytes();
-                    let body = json!({"code": code, "month": month}).to_string();
+                    let body = json!({"code": code, "month": to_take.key.period}).to_string();
                     facts::append(
                         ctx,
                         &NewFact::new(Kind::BenefitUsed, now, Some(m), txn, body),
@@ -208,12 +213,46 @@ impl Edge {
                         201,
                         BenefitUse {
                             code: code.clone(),
-                            remaining_this_month: i64::from(quota) - used - 1,
+                            remaining_this_month: (i64::from(quota) - used).max(0),
                         },
                         Seal::Store,
                     ))
                 })
             })
-            .await
+            .await;
+        let taken = written.is_ok() && taken.load(std::sync::atomic::Ordering::Relaxed);
+        self.settle_claim(&claim, asked, taken);
+        written
+    }
+}
+
+impl Core {
+    /// The monthly quota of benefit `code` of the member's tier, and its offline
+    /// policy; an error if the tier has no such benefit or it has no quota.
+    fn benefit_quota(
+        &self,
+        conn: &rusqlite::Connection,
+        rules: Option<&Compiled>,
+        m: &[u8; 16],
+        code: &str,
+        now: Millis,
+    ) -> Result<(u32, Option<OfflinePolicy>), EdgeError> {
+        require_member(conn, m)?;
+        let (_, state) = self.load_state(conn, m, now)?;
+        let tier = state.tier();
+        let def = rules
+            .and_then(|c| c.perks(tier.code()))
+            .and_then(|p| p.benefits.iter().find(|b| b.code == code))
+            .ok_or_else(|| {
+                invalid(format!(
+                    "{code} is not a benefit of the {} tier",
+                    tier.code()
+                ))
+            })?;
+        let quota = def
+            .quota_per_month
+            .filter(|q| *q > 0)
+            .ok_or_else(|| invalid(format!("{code} has no quota to use")))?;
+        Ok((quota, def.offline))
     }
 }

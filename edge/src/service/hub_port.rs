@@ -7,7 +7,8 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use patron_protocol::hub::{
-    AuthorizeRequest, AuthorizeResponse, LeaseRequest, LeaseResponse, LeaseReturn, LeaseReturned,
+    AuthorizeRequest, AuthorizeResponse, ClaimRelease, ClaimReleased, ClaimRequest, ClaimResponse,
+    LeaseRequest, LeaseResponse, LeaseReturn, LeaseReturned,
 };
 use patron_sync::pull::{FetchedMember, MemberFetch};
 
@@ -36,6 +37,10 @@ pub enum HubCallError {
 pub trait HubPort: Send + Sync {
     /// Asks the hub to authorize (and hold) a redemption.
     fn authorize<'a>(&'a self, req: &'a AuthorizeRequest) -> HubCall<'a, AuthorizeResponse>;
+    /// Asks the hub to count (and hold) a claim of a limited entitlement.
+    fn claim<'a>(&'a self, req: &'a ClaimRequest) -> HubCall<'a, ClaimResponse>;
+    /// Gives back a claim the hub granted that this store did not record.
+    fn release_claim<'a>(&'a self, req: &'a ClaimRelease) -> HubCall<'a, ClaimReleased>;
     /// Asks for a lease on a member's points.
     fn lease<'a>(&'a self, req: &'a LeaseRequest) -> HubCall<'a, LeaseResponse>;
     /// Gives a lease back.

@@ -192,6 +192,9 @@ impl Edge {
             created_at: now,
             updated_at: now,
         };
+        // The referrer's reward for a friend who just joined here: no other store can
+        // know the friend yet, so it is not asked of the hub.
+        let asks = super::claims::Asks::none(self.unasked_claim());
         self.store
             .writer
             .write(move |ctx| {
@@ -230,7 +233,7 @@ impl Edge {
                     }
                     let mut referred = 0;
                     if let Some(referral) = rules.as_deref().and_then(|c| c.set.referral.as_ref()) {
-                        referred = core.referral_reward(ctx, &row, referral.on_register, "register", now)?;
+                        referred = core.referral_reward(ctx, &row, referral.on_register, "register", &asks, now)?;
                     }
                     // A lane registering made-up friends for someone's referral code is
                     // bounded like any other way of earning.

@@ -7,6 +7,7 @@
 
 mod anomalies;
 mod checkout;
+mod claims;
 mod coupons;
 pub mod hub_port;
 mod lanes;
@@ -235,6 +236,8 @@ pub struct Core {
     pub cal: StoreCalendar,
     /// `node/incarnation` of this store's origin, as facts are ordered by it.
     pub origin_label: std::sync::Arc<str>,
+    /// This store's origin's id in its own database (what its facts' `origin` holds).
+    pub origin_id: i64,
     /// Where stored idempotent answers are found.
     idem: IdemIndex,
     /// Chain-wide settings in force and where they came from: the configuration's for
@@ -693,6 +696,7 @@ impl Edge {
             member_codes: crate::member_codes::MemberCodes::load(&key_dir)?,
             cal: StoreCalendar::new(offset),
             origin_label,
+            origin_id: store.origin.id,
             idem,
             code_clock: std::sync::atomic::AtomicU64::new(0),
             settings: RwLock::new(Settings {

@@ -1,18 +1,20 @@
 //! Points outside a sale: standalone redemptions and behaviour events.
 
 use patron_domain::Kind;
+use patron_domain::claims::ClaimKey;
 use patron_protocol::pos::{
     EventRequest, EventResponse, EventType, RedemptionRequest, RedemptionResponse,
 };
 use patron_protocol::{MemberId, Points, TransactionId};
 use serde_json::json;
 
+use super::claims::{Asked, Claim};
 use super::{Actor, Edge, EdgeError, Idem, Reply, Seal, balance, invalid, require_member};
 use crate::domain::limits::DayTotals;
 use crate::domain::validate;
 use crate::store::facts::{self, NewFact};
 use crate::store::member_codes;
-use crate::store::members;
+use crate::store::members::{self, MemberRow};
 use patron_domain::member_code::Checked;
 
 /// Whether `code` can prove `member` present: the member's own (or, after a merge, the
@@ -182,7 +184,53 @@ impl Edge {
             .map(|r| validate::sku(r, "ref"))
             .transpose()
             .map_err(invalid)?;
+        let idb = *member.as_bytes();
+        let ev = &self.core.cfg.events;
+        let today = validate::format_date(self.core.cal.date(self.core.now()));
+        let (key, limit, reward, refusal) = match req.kind {
+            EventType::CheckIn => (
+                ClaimKey::check_in(&today),
+                1,
+                ev.check_in,
+                "already checked in today",
+            ),
+            EventType::Share => (
+                ClaimKey::share(&today),
+                ev.share_daily_limit,
+                ev.share,
+                "daily share limit reached",
+            ),
+            EventType::ProfileCompleted => {
+                // Checked before the hub is asked: a claim the hub holds for a request
+                // that then fails would count for the member until the hold lapses.
+                let core = self.core.clone();
+                let row = self
+                    .store
+                    .readers
+                    .read(move |c| core.shown_row(c, &idb))
+                    .await?
+                    .ok_or(EdgeError::MemberNotFound)?;
+                profile_complete(&row)?;
+                (
+                    ClaimKey::profile_completed(),
+                    1,
+                    ev.profile_completed,
+                    "profile completion was already rewarded",
+                )
+            }
+        };
+        let claim = Claim::new(idb, key, limit, ev.offline_claims);
+        // A presumed replay is answered from its first attempt and asks nothing; should
+        // it not be one after all, the offline policy bounds it.
+        let asked = match idem.as_ref() {
+            _ if limit == 0 => Asked::Refused,
+            Some(i) if self.core.is_replay(i) => Asked::Offline,
+            _ => self.ask_claim(&claim).await?,
+        };
+        let taken = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let took = taken.clone();
         let core = self.core.clone();
+        let to_take = claim.clone();
         let written = self
             .store
             .writer
@@ -191,57 +239,18 @@ impl Edge {
                 let now = core.now();
                 let expires_at = core.lot_expiry(now);
                 core.idempotent(ctx, idem.as_ref(), now, |ctx| {
-                    let idb = *member.as_bytes();
                     let row = core
                         .shown_row(ctx.conn, &idb)?
                         .ok_or(EdgeError::MemberNotFound)?;
-                    let today = validate::format_date(core.cal.date(now));
-                    let ev = &core.cfg.events;
-                    let (points, refused) = match req.kind {
-                        EventType::CheckIn => {
-                            if members::claim(ctx.conn, &idb, "check_in", &today)? {
-                                (ev.check_in, None)
-                            } else {
-                                (0, Some("already checked in today"))
-                            }
+                    if req.kind == EventType::ProfileCompleted {
+                        profile_complete(&row)?;
+                    }
+                    let (points, refused) = match core.take_claim(ctx, &to_take, asked, now)? {
+                        Some(_) => {
+                            took.store(true, std::sync::atomic::Ordering::Relaxed);
+                            (reward, None)
                         }
-                        EventType::Share => {
-                            let n = members::count_claims(
-                                ctx.conn,
-                                &idb,
-                                "share",
-                                &format!("{today}#"),
-                            )?;
-                            if n >= i64::from(ev.share_daily_limit) {
-                                (0, Some("daily share limit reached"))
-                            } else {
-                                members::claim(
-                                    ctx.conn,
-                                    &idb,
-                                    "share",
-                                    &format!("{today}#{}", n + 1),
-                                )?;
-                                (ev.share, None)
-                            }
-                        }
-                        EventType::ProfileCompleted => {
-                            if row.name_enc.is_none() || row.birthday_enc.is_none() {
-                                return Err(EdgeError::Invalid(
-                                    "the profile is not complete: name and birthday are needed"
-                                        .into(),
-                                ));
-                            }
-                            // Once per member, whichever of a merged member's ids asks.
-                            let root = members::alias_set(ctx.conn, &idb)?
-                                .first()
-                                .copied()
-                                .unwrap_or(idb);
-                            if members::claim(ctx.conn, &root, "profile_completed", "once")? {
-                                (ev.profile_completed, None)
-                            } else {
-                                (0, Some("profile completion was already rewarded"))
-                            }
-                        }
+                        None => (0, Some(refusal)),
                     };
                     if points > 0 {
                         let earned = DayTotals {
@@ -279,8 +288,20 @@ impl Edge {
                 })
             })
             .await;
+        let taken = written.is_ok() && taken.load(std::sync::atomic::Ordering::Relaxed);
+        self.settle_claim(&claim, asked, taken);
         self.note_refusal(actor, written).await
     }
+}
+
+/// A profile is complete with a name and a birthday.
+fn profile_complete(row: &MemberRow) -> Result<(), EdgeError> {
+    if row.name_enc.is_none() || row.birthday_enc.is_none() {
+        return Err(EdgeError::Invalid(
+            "the profile is not complete: name and birthday are needed".into(),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -3,12 +3,14 @@
 //! referral rewards.
 
 use patron_domain::Kind;
+use patron_domain::claims::ClaimKey;
 use std::sync::Arc;
 
 use patron_protocol::pos::{CouponView, RuleSetInfo};
 use patron_protocol::{Fen, TransactionId};
 use serde_json::json;
 
+use super::claims::Asks;
 use super::{Core, Edge, EdgeError, MemberState};
 use crate::domain::clock::Millis;
 use crate::domain::promo::engine::{CouponIn, MemberCtx, Usage};
@@ -112,12 +114,18 @@ impl Core {
     ///
     /// Without a rule set only the member's facts are read (the row is needed only by
     /// audience conditions and referrals): this is the hot path of every sale.
+    ///
+    /// A rule's `per_member` limit counts the member's claims of the rule across the
+    /// chain as far as this store knows them; with `asks` (a sale about to commit) a
+    /// rule whose next claim would not be allowed (the hub refused it, or the offline
+    /// policy) counts as used up, so the sale is priced without it.
     pub(super) fn pricing_ctx(
         &self,
         conn: &rusqlite::Connection,
         rules: Option<&Compiled>,
         member: Option<&[u8; 16]>,
         codes: &[String],
+        asks: Option<&Asks>,
         now: Millis,
     ) -> Result<PricingCtx, EdgeError> {
         let (member, ctx) = match member {
@@ -143,12 +151,16 @@ impl Core {
         let mut usage = Usage::default();
         for r in rules.iter().flat_map(|c| c.set.rules.iter()) {
             let l = &r.limits;
-            if l.per_member.is_some()
-                && let Some(PricedMember { id, .. }) = &member
-            {
+            if let (Some(n), Some(PricedMember { id, .. })) = (l.per_member, &member) {
+                let key = ClaimKey::rule(&r.id);
+                let offline = l.offline.unwrap_or(self.cfg.events.offline_claims);
+                let used = match asks {
+                    Some(a) if !a.allows(self, conn, *id, key.clone(), n, offline)? => i64::from(n),
+                    _ => self.claims_used(conn, id, &key)?,
+                };
                 usage
                     .member_uses
-                    .insert(r.id.clone(), rules::usage(conn, &r.id, Some(id))?.0);
+                    .insert(r.id.clone(), u32::try_from(used.max(0)).unwrap_or(u32::MAX));
             }
             if l.budget_count.is_some() || l.budget_fen.is_some() {
                 let (uses, amount) = rules::usage(conn, &r.id, None)?;
@@ -356,6 +368,7 @@ impl Core {
         before: Tier,
         after: Tier,
         sale: [u8; 16],
+        asks: &Asks,
         now: Millis,
     ) -> Result<UpgradeGifts, EdgeError> {
         let mut out = UpgradeGifts::default();
@@ -372,7 +385,12 @@ impl Core {
             if perks.upgrade_coupon.is_none() && perks.upgrade_points == 0 {
                 continue;
             }
-            if !members::claim(ctx.conn, member, "upgrade", tier.code())? {
+            let offline = self.cfg.events.offline_claims;
+            let key = ClaimKey::upgrade(tier.code());
+            if asks
+                .take(self, ctx, *member, key, 1, offline, now)?
+                .is_none()
+            {
                 continue;
             }
             if let Some(t) = &perks.upgrade_coupon {
@@ -427,6 +445,7 @@ impl Core {
         friend: &MemberRow,
         points: i64,
         event: &str,
+        asks: &Asks,
         now: Millis,
     ) -> Result<i64, EdgeError> {
         let Some(code) = &friend.referrer_code else {
@@ -441,12 +460,12 @@ impl Core {
         if referrer.phone_idx == friend.phone_idx || referrer.member_id == friend.member_id {
             return Ok(0);
         }
-        if !members::claim(
-            ctx.conn,
-            &referrer.member_id,
-            &format!("referral_{event}"),
-            &hex::encode(friend.member_id),
-        )? {
+        let key = ClaimKey::referral(event, &hex::encode(friend.member_id));
+        let offline = self.cfg.events.offline_claims;
+        if asks
+            .take(self, ctx, referrer.member_id, key, 1, offline, now)?
+            .is_none()
+        {
             return Ok(0);
         }
         let f = self.points_gift(

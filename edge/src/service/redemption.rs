@@ -246,7 +246,7 @@ fn offline_unacked(conn: &Connection, member: &[u8; 16], acked: i64) -> Result<i
 }
 
 /// The highest own sequence the hub acknowledged in this incarnation.
-fn acked_seq(conn: &Connection, incarnation: &str) -> Result<i64, StoreError> {
+pub(super) fn acked_seq(conn: &Connection, incarnation: &str) -> Result<i64, StoreError> {
     Ok(meta_get(conn, super::sync::ACKED_KEY)?
         .and_then(|v| {
             let (i, s) = v.split_once(':')?;
@@ -346,6 +346,18 @@ mod tests {
             Box::pin(async move {
                 answer.unwrap_or_else(|| Err(HubCallError::Unreachable("no answer".into())))
             })
+        }
+        fn claim<'a>(
+            &'a self,
+            _: &'a patron_protocol::hub::ClaimRequest,
+        ) -> HubCall<'a, patron_protocol::hub::ClaimResponse> {
+            nothing()
+        }
+        fn release_claim<'a>(
+            &'a self,
+            _: &'a patron_protocol::hub::ClaimRelease,
+        ) -> HubCall<'a, patron_protocol::hub::ClaimReleased> {
+            nothing()
         }
         fn lease<'a>(&'a self, _: &'a LeaseRequest) -> HubCall<'a, LeaseResponse> {
             nothing()

@@ -1,6 +1,7 @@
 //! Refunds of committed sales, whole or by line.
 
 use patron_domain::Kind;
+use patron_domain::claims::ClaimKey;
 use patron_protocol::pos::{RefundRequest, RefundResponse};
 use patron_protocol::{Fen, Points, TransactionId};
 use serde_json::json;
@@ -16,7 +17,6 @@ use crate::domain::validate;
 use crate::store::StoreError;
 use crate::store::coupons;
 use crate::store::facts::{self, NewFact};
-use crate::store::members;
 use crate::store::receipts::{self, RefundRow};
 use crate::store::writer::WriteCtx;
 
@@ -95,7 +95,7 @@ impl Core {
         tiers.sort();
         tiers.dedup();
         for tier in tiers {
-            members::unclaim(ctx.conn, member, "upgrade", &tier)?;
+            self.release_claim(ctx, member, ClaimKey::upgrade(&tier), 1, now)?;
         }
         Ok(out)
     }

@@ -262,8 +262,9 @@ fn held_rekey(conn: &rusqlite::Connection, m: &[u8; 16]) -> Result<Option<Keys>,
 /// Rebuilds what the POS looks up and what guards refunds and coupons (members,
 /// receipts, refunds, coupons and their use) from a fact of this store's that came back
 /// from the hub. Balances, tiers and points need nothing: they are derived from the
-/// facts themselves. Not rebuilt: check-in claims and rule-usage counters (a daily
-/// check-in or a per-member promotion limit from the lost span can be used again).
+/// facts themselves, and claims of limited entitlements are counted from their facts.
+/// Not rebuilt: the store-wide budgets of rules (a budget's uses from the lost span
+/// can be given again).
 fn project(
     conn: &rusqlite::Connection,
     vault: &crate::crypto::Vault,
@@ -403,11 +404,40 @@ fn project(
         (Detail::CouponClaimed(c), _) => {
             coupons::activate(conn, &c.code)?;
         }
+        (Detail::Claim(_), _) => count_claim(conn, origin_id, seq, e)?,
         (Detail::CouponRestored(c), _) => coupons::restore(conn, &c.code)?,
         (Detail::CouponWithdrawn(c), _) => coupons::revoke(conn, &c.code)?,
         _ => {}
     }
     Ok(())
+}
+
+/// Counts a claim fact held here (this store's own, come back after a restore, or
+/// another store's, come with a member's facts): the member's counter here then counts
+/// every claim this store knows of.
+fn count_claim(
+    conn: &rusqlite::Connection,
+    origin_id: i64,
+    seq: i64,
+    e: &Entry,
+) -> Result<(), StoreError> {
+    let (Detail::Claim(c), Some(m)) = (&e.detail, e.member) else {
+        return Ok(());
+    };
+    crate::store::claims::record(
+        conn,
+        &crate::store::claims::ClaimRow {
+            origin: origin_id,
+            seq,
+            member: *m.as_bytes(),
+            key: patron_domain::claims::ClaimKey {
+                entitlement: c.entitlement.clone(),
+                period: c.period.clone(),
+            },
+            units: if c.release { -1 } else { 1 },
+            offline: c.auth == patron_domain::fact::Auth::Offline,
+        },
+    )
 }
 
 /// `meta` key of a pending refetch of every held phone: the last phone index done
@@ -490,6 +520,9 @@ impl<'a> Kept<'a> {
         let nf = new_fact(e);
         let seq = f.seq as i64;
         let inserted = facts::insert_at(conn, origin_id, seq, &nf)?;
+        if inserted {
+            count_claim(conn, origin_id, seq, e)?;
+        }
         if let Some(m) = &nf.member {
             store::members::note_fetched_fact(conn, m, origin_id, seq)?;
         }

@@ -521,48 +521,6 @@ pub fn count(conn: &Connection) -> Result<i64, StoreError> {
     Ok(conn.query_row("SELECT count(*) FROM members", [], |r| r.get(0))?)
 }
 
-/// Records a once-per-`period` claim; `false` if it was already claimed.
-pub fn claim(
-    conn: &Connection,
-    member: &[u8; 16],
-    kind: &str,
-    period: &str,
-) -> Result<bool, StoreError> {
-    let n = conn
-        .prepare_cached(
-            "INSERT OR IGNORE INTO event_claims (member, kind, period) VALUES (?1, ?2, ?3)",
-        )?
-        .execute(params![&member[..], kind, period])?;
-    Ok(n == 1)
-}
-
-/// Gives back a claim (a gift taken back may be earned again).
-pub fn unclaim(
-    conn: &Connection,
-    member: &[u8; 16],
-    kind: &str,
-    period: &str,
-) -> Result<(), StoreError> {
-    conn.prepare_cached(
-        "DELETE FROM event_claims WHERE member = ?1 AND kind = ?2 AND period = ?3",
-    )?
-    .execute(params![&member[..], kind, period])?;
-    Ok(())
-}
-
-/// Claims of `kind` whose period starts with `prefix` (e.g. all shares of one day).
-pub fn count_claims(
-    conn: &Connection,
-    member: &[u8; 16],
-    kind: &str,
-    prefix: &str,
-) -> Result<i64, StoreError> {
-    let upper = format!("{prefix}\u{10FFFF}");
-    Ok(conn
-        .prepare_cached("SELECT count(*) FROM event_claims WHERE member = ?1 AND kind = ?2 AND period >= ?3 AND period < ?4")?
-        .query_row(params![&member[..], kind, prefix, upper], |r| r.get(0))?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

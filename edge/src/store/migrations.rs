@@ -431,10 +431,49 @@ pub const MIGRATIONS: &[&str] = &[
         expires_at INTEGER NOT NULL
     ) STRICT, WITHOUT ROWID;
     "#,
+    // 19: limited entitlements counted from claim facts, this store's and the others'.
+    r#"
+    -- One row per claim fact held here (patron_domain::claims): this store's, and other
+    -- stores' that came with a member's facts, so a counter counts every claim this
+    -- store knows of. `offline`: allowed by the store's offline policy.
+    CREATE TABLE member_claims (
+        origin      INTEGER NOT NULL,
+        seq         INTEGER NOT NULL,
+        member      BLOB    NOT NULL,
+        entitlement TEXT    NOT NULL,
+        period      TEXT    NOT NULL,
+        units       INTEGER NOT NULL,
+        offline     INTEGER NOT NULL,
+        PRIMARY KEY (origin, seq)
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX member_claims_by_counter ON member_claims (member, entitlement, period);
+    -- Claims recorded before claims were facts stay counted here, under origin 0 (no
+    -- origin has that id); the hub never saw them. Shares and benefit uses were one row
+    -- per use (`<period>#<n>`), upgrade gifts and referrals named their tier or friend
+    -- in the period.
+    INSERT INTO member_claims (origin, seq, member, entitlement, period, units, offline)
+    SELECT 0, row_number() OVER (ORDER BY member, kind, period), member,
+           CASE WHEN kind = 'upgrade' THEN 'upgrade:' || period
+                WHEN kind LIKE 'referral!_%' ESCAPE '!' THEN 'referral:' || substr(kind, 10) || ':' || period
+                ELSE kind END,
+           CASE WHEN kind = 'upgrade' OR kind LIKE 'referral!_%' ESCAPE '!' THEN 'once'
+                WHEN instr(period, '#') > 0 THEN substr(period, 1, instr(period, '#') - 1)
+                ELSE period END,
+           1, 0
+      FROM event_claims;
+    DROP TABLE event_claims;
+    -- Per-member uses of limited rules likewise (rule_usage keeps the store-wide rows
+    -- budgets count), under negative sequences.
+    INSERT INTO member_claims (origin, seq, member, entitlement, period, units, offline)
+    SELECT 0, -row_number() OVER (ORDER BY rule_id, member), member, 'rule:' || rule_id,
+           'once', uses, 0
+      FROM rule_usage WHERE member <> x'';
+    DELETE FROM rule_usage WHERE member <> x'';
+    "#,
 ];
 
 /// The schema version this binary writes.
-pub const SCHEMA_VERSION: usize = 18;
+pub const SCHEMA_VERSION: usize = 19;
 
 #[cfg(test)]
 mod tests {

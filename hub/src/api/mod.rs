@@ -9,8 +9,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use patron_protocol::hub::{
-    AuthorizeRequest, ClaimRequest, DocSync, EnrollRequest, LeaseRequest, LeaseReturn,
-    LeaseReturned, PushRequest, RefetchRequest,
+    AuthorizeRequest, ClaimRelease, ClaimRequest, DocSync, EnrollRequest, LeaseRequest,
+    LeaseReturn, LeaseReturned, PushRequest, RefetchRequest,
 };
 use patron_sync::pull::MemberFetch;
 use patron_sync::session::Push;
@@ -87,6 +87,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/stores", get(stores))
         .route("/v1/redeem/authorize", post(authorize))
         .route("/v1/claims", post(claim))
+        .route("/v1/claims/release", post(release_claim))
         .route("/v1/leases", post(grant_lease))
         .route("/v1/members/fetch", post(fetch_member))
         .route("/v1/leases/return", post(return_lease))
@@ -395,6 +396,18 @@ async fn claim(
         Ok(answer) => axum::Json(answer).into_response(),
         Err(e) => e.into_response(),
     }
+}
+
+async fn release_claim(
+    State(s): State<AppState>,
+    AuthedStore(store): AuthedStore,
+    body: Bytes,
+) -> Response {
+    store_call(&s, store, &body, |hub, store, req: &ClaimRelease| {
+        hub.release_claim(store, req)
+            .map(|released| patron_protocol::hub::ClaimReleased { released })
+    })
+    .await
 }
 
 async fn grant_lease(

@@ -249,6 +249,10 @@ pub trait AuthorityStore: Send + Sync + 'static {
         work: &mut dyn FnMut(&dyn AuthorityTx) -> Result<(), StoreError>,
     ) -> Result<(), StoreError>;
 
+    /// Drops the hold of `store`'s claim `claim` (its transaction failed); whether
+    /// there was one.
+    fn drop_claim_hold(&self, claim: &str, store: &str) -> Result<bool, StoreError>;
+
     /// Drops `store`'s lease on `member` (only the one ending at `lease`, if given);
     /// whether there was one.
     fn return_lease(

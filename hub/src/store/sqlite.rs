@@ -2482,6 +2482,14 @@ impl AuthorityStore for SqliteStore {
         Ok(())
     }
 
+    fn drop_claim_hold(&self, claim: &str, store: &str) -> Result<bool, StoreError> {
+        let n = self
+            .lock()
+            .prepare_cached("DELETE FROM claim_holds WHERE claim = ?1 AND store = ?2")?
+            .execute(params![claim, store])?;
+        Ok(n == 1)
+    }
+
     fn return_lease(
         &self,
         member: &str,
