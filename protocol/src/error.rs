@@ -63,6 +63,10 @@ error_codes! {
     /// A member code offered as proof that the member is present is malformed, forged,
     /// expired, used already, another member's, or cannot be checked at this store yet.
     MemberCodeInvalid => ("member_code_invalid", 422),
+    /// A limited entitlement (a benefit's monthly quota) is used up for this member,
+    /// counted across the chain; or the hub cannot be asked and the entitlement's
+    /// offline policy does not allow another use.
+    ClaimLimitReached => ("claim_limit_reached", 422),
     /// Too many requests of this kind from this lane; `Retry-After` says when to try
     /// again.
     RateLimited => ("rate_limited", 429),
@@ -112,6 +116,7 @@ mod tests {
         assert_eq!(ErrorCode::IdempotencyKeyReused.http_status(), 422);
         assert_eq!(ErrorCode::RateLimited.http_status(), 429);
         assert_eq!(ErrorCode::MemberCodeInvalid.http_status(), 422);
-        assert_eq!(ErrorCode::ALL.len(), 16);
+        assert_eq!(ErrorCode::ClaimLimitReached.http_status(), 422);
+        assert_eq!(ErrorCode::ALL.len(), 17);
     }
 }

@@ -103,6 +103,7 @@ impl From<EdgeError> for ApiErr {
             }
             EdgeError::IdempotencyKeyReused => ApiErr::new(ErrorCode::IdempotencyKeyReused, msg),
             EdgeError::MemberCode(_) => ApiErr::new(ErrorCode::MemberCodeInvalid, msg),
+            EdgeError::ClaimLimit(_) => ApiErr::new(ErrorCode::ClaimLimitReached, msg),
             EdgeError::LimitExceeded(e) => ApiErr::new(ErrorCode::LimitExceeded, msg).with_details(
                 json!({ "limit": e.limit, "allowed": e.allowed, "used": e.used, "asked": e.asked }),
             ),

@@ -198,7 +198,7 @@ impl Edge {
                     let (quota, _) =
                         core.benefit_quota(ctx.conn, rules.as_deref(), &m, &code, now)?;
                     let Some((_, used)) = core.take_claim(ctx, &to_take, asked, now)? else {
-                        return Err(invalid(format!(
+                        return Err(EdgeError::ClaimLimit(format!(
                             "{code}: this month's quota of {quota} is used up"
                         )));
                     };

@@ -141,6 +141,9 @@ pub enum EdgeError {
     /// A member code offered as proof that the member is present was not taken.
     #[error("{0}")]
     MemberCode(String),
+    /// A limited entitlement is used up for the member (or offline, not allowed again).
+    #[error("{0}")]
+    ClaimLimit(String),
     /// The lane has used its lookups for now.
     #[error("this lane looked up too many members by phone; try again in {retry_after_secs} s")]
     RateLimited {

@@ -4,6 +4,7 @@
 mod auth;
 mod bad_input;
 mod checkout;
+mod claims;
 mod durability;
 mod faults;
 mod lan_tls;

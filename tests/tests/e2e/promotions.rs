@@ -751,7 +751,7 @@ async fn upgrades_bring_gifts_and_diamond_benefits_have_quotas() -> anyhow::Resu
         .await?;
     assert_eq!(
         (r.status, r.code()),
-        (400, "invalid_request"),
+        (422, "claim_limit_reached"),
         "quota used up"
     );
     Ok(())

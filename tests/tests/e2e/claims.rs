@@ -1,0 +1,232 @@
+//! Issue 18, part 1: limited entitlements hold per member across the chain. With the hub
+//! reachable a second claim at another store is refused; with it stopped each store
+//! allows what the offline policy says (once per offline period), and what passed the
+//! limit is reported once the stores reconnect.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use patron_tests::TestEdge;
+use patron_tests::hub::TestHub;
+use serde_json::{Value, json};
+
+const CONFIG: &str = "[sync]\npush_delay_ms = 10\nheartbeat_ms = 200\nretry_min_ms = 100\nretry_max_ms = 400\ntimeout_ms = 3000\n\
+                      [redemption]\nauthorize_timeout_ms = 3000\n";
+
+/// A monthly benefit with a quota of one for every member, and a once-per-member offer.
+const RULES: &str = r#"{"version":"claims-v1",
+  "tiers":{"normal":{"benefits":[{"code":"dry_cleaning","label":"Dry cleaning","quota_per_month":1}]}},
+  "rules":[{"id":"welcome-5","label":"Welcome ¥5 off","type":"order_reduction","threshold":0,"off":500,
+            "limits":{"per_member":1}}]}"#;
+
+async fn event(e: &TestEdge, member: &str, kind: &str) -> Result<(u16, Value)> {
+    let r = e
+        .post(
+            &format!("/v1/members/{member}/events"),
+            &json!({"type": kind}),
+            None,
+        )
+        .await?;
+    Ok((r.status, r.json))
+}
+
+async fn benefit(e: &TestEdge, member: &str) -> Result<(u16, Value)> {
+    let r = e
+        .post(
+            &format!("/v1/members/{member}/benefits/dry_cleaning/use"),
+            &json!({}),
+            None,
+        )
+        .await?;
+    Ok((r.status, r.json))
+}
+
+/// The welcome offer's discount in a ¥50 sale.
+async fn welcome_off(e: &TestEdge, member: &str, receipt: &str) -> Result<i64> {
+    let r = e
+        .post(
+            "/v1/checkout/commit",
+            &json!({"member_id": member, "receipt_id": receipt,
+                    "lines": [{"sku": "A", "qty": 1, "unit_price": 5_000}]}),
+            Some(receipt),
+        )
+        .await?;
+    anyhow::ensure!(r.status == 201, "sale {receipt}: {} {}", r.status, r.json);
+    Ok(r.json["discounts"]
+        .as_array()
+        .context("discounts")?
+        .iter()
+        .filter(|d| d["id"] == "welcome-5")
+        .filter_map(|d| d["amount"].as_i64())
+        .sum())
+}
+
+/// A hub, S001 and S002 with the rule set, and a member registered (with a complete
+/// profile) at S001 and looked up at S002.
+async fn two_stores(phone: &str) -> Result<(TestHub, TestEdge, TestEdge, String)> {
+    let hub = TestHub::spawn().await?;
+    let mut s1 = TestEdge::prepare("S001", CONFIG)?;
+    s1.enroll(&hub)?;
+    s1.start().await?;
+    let mut s2 = TestEdge::prepare("S002", CONFIG)?;
+    s2.enroll(&hub)?;
+    s2.start().await?;
+    let rules = s1.dir.path().join("rules.json");
+    std::fs::write(&rules, RULES)?;
+    hub.publish_rules(&rules, "all")?;
+    for e in [&s1, &s2] {
+        TestHub::wait_for(Duration::from_secs(15), || async {
+            Ok(e.get("/v1/admin/rule-set").await?.json["version"] == "claims-v1")
+        })
+        .await
+        .context("the stores adopt the rule set")?;
+    }
+    let r = s1
+        .post(
+            "/v1/members",
+            &json!({"phone": phone, "name": "Li", "birthday": "1990-05-01",
+                    "consents": {"terms": true}}),
+            None,
+        )
+        .await?;
+    anyhow::ensure!(r.status == 201, "registration: {}", r.json);
+    let m = r.json["member_id"]
+        .as_str()
+        .context("member_id")?
+        .to_string();
+    s1.synced().await?;
+    let (at2, _) = s2.by_phone(phone).await?;
+    anyhow::ensure!(at2 == m, "S002 finds the member");
+    Ok((hub, s1, s2, m))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_entitlement_is_claimed_once_across_stores_and_offline_claims_are_bounded_and_reported()
+-> Result<()> {
+    let (mut hub, s1, s2, m) = two_stores("13800000181").await?;
+
+    // Online: what S001 gave, S002 refuses, whether or not the stream has brought
+    // S001's claim yet (the hub counts it).
+    let (st, body) = event(&s1, &m, "check_in").await?;
+    assert_eq!(
+        (st, body["points_awarded"].as_i64()),
+        (201, Some(5)),
+        "{body}"
+    );
+    let (st, body) = event(&s2, &m, "check_in").await?;
+    assert_eq!(st, 200, "a second check-in the same day: {body}");
+    assert_eq!(body["points_awarded"], 0, "{body}");
+    let (st, body) = event(&s1, &m, "profile_completed").await?;
+    assert_eq!(
+        (st, body["points_awarded"].as_i64()),
+        (201, Some(50)),
+        "{body}"
+    );
+    let (st, body) = event(&s2, &m, "profile_completed").await?;
+    assert_eq!(
+        (st, body["points_awarded"].as_i64()),
+        (200, Some(0)),
+        "{body}"
+    );
+    let (st, body) = benefit(&s1, &m).await?;
+    assert_eq!(
+        (st, body["remaining_this_month"].as_i64()),
+        (201, Some(0)),
+        "{body}"
+    );
+    let (st, body) = benefit(&s2, &m).await?;
+    assert_eq!(st, 422, "the month's quota was used at S001: {body}");
+    assert_eq!(body["error"]["code"], "claim_limit_reached", "{body}");
+    assert_eq!(welcome_off(&s1, &m, "R-1").await?, 500);
+    assert_eq!(
+        welcome_off(&s2, &m, "R-2").await?,
+        0,
+        "the once-per-member offer was S001's"
+    );
+    // Two shares of three, online.
+    for e in [&s1, &s2] {
+        let (st, body) = event(e, &m, "share").await?;
+        assert_eq!(st, 201, "{body}");
+    }
+    s1.synced().await?;
+    s2.synced().await?;
+
+    // Offline: each store allows one share (the third at each), not a second.
+    hub.kill();
+    s1.hub_reachable(false).await?;
+    s2.hub_reachable(false).await?;
+    let (st, body) = event(&s1, &m, "share").await?;
+    assert_eq!(st, 201, "one offline share at S001: {body}");
+    let (st, body) = event(&s1, &m, "share").await?;
+    assert_eq!(st, 200, "a second waits for the hub: {body}");
+    let (st, body) = event(&s2, &m, "share").await?;
+    assert_eq!(st, 201, "one offline share at S002: {body}");
+    // What S002 knows of the check-in and the profile reward still holds offline.
+    let (st, _) = event(&s2, &m, "check_in").await?;
+    assert_eq!(st, 200);
+
+    // Reconnected: the hub reports the share counter passed its limit by one (four
+    // of three, at both stores), counted once however often the facts arrive.
+    hub.start().await?;
+    s1.synced().await?;
+    s2.synced().await?;
+    let report = hub.overdraws().await?;
+    let over = report["over_claims"].as_array().context("over_claims")?;
+    assert_eq!(over.len(), 1, "{report}");
+    assert_eq!(over[0]["member"], m.as_str(), "{report}");
+    assert_eq!(over[0]["entitlement"], "share", "{report}");
+    assert_eq!(
+        (over[0]["claimed"].as_i64(), over[0]["limit"].as_i64()),
+        (Some(4), Some(3)),
+        "{report}"
+    );
+    assert_eq!(over[0]["stores"], json!(["S001", "S002"]), "{report}");
+    // Online again, the counter stays closed at both stores.
+    for e in [&s1, &s2] {
+        let (st, body) = event(e, &m, "share").await?;
+        assert_eq!(st, 200, "{body}");
+    }
+    let (st, _) = event(&s2, &m, "check_in").await?;
+    assert_eq!(st, 200);
+    Ok(())
+}
+
+/// Simultaneous check-ins of one member at two stores, twelve at each: the hub grants
+/// exactly one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_claims_at_two_stores_never_pass_the_limit() -> Result<()> {
+    let (hub, s1, s2, m) = two_stores("13800000182").await?;
+    let mut asks = tokio::task::JoinSet::new();
+    for i in 0..24 {
+        let e = if i % 2 == 0 { &s1 } else { &s2 };
+        let (url, token, client, m) = (e.url(""), e.token.clone(), e.http.clone(), m.clone());
+        asks.spawn(async move {
+            let r = client
+                .post(format!("{url}/v1/members/{m}/events"))
+                .bearer_auth(token)
+                .json(&json!({"type": "check_in"}))
+                .send()
+                .await?;
+            Ok::<u16, anyhow::Error>(r.status().as_u16())
+        });
+    }
+    let mut statuses = Vec::new();
+    while let Some(r) = asks.join_next().await {
+        statuses.push(r??);
+    }
+    statuses.sort();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 201 || *s == 200),
+        "{statuses:?}"
+    );
+    s1.synced().await?;
+    s2.synced().await?;
+    let report = hub.overdraws().await?;
+    assert_eq!(report["over_claims"], json!([]), "{report}");
+    Ok(())
+}
