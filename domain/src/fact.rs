@@ -391,6 +391,22 @@ pub struct Sale {
     /// Who allowed the points it redeemed (absent when none were).
     #[serde(default)]
     pub auth: Option<Auth>,
+    /// How the money part was paid (absent: the POS did not say).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tender: Vec<TenderRecord>,
+    /// How the sale was paid in one word: a money method, `points`, `coupon`, or
+    /// `mixed` (absent: not said).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paid_by: Option<String>,
+}
+
+/// Money paid one way, as a sale records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenderRecord {
+    /// `cash`, `card`, `wechat_pay`, `alipay`, `other`.
+    pub method: String,
+    /// Fen.
+    pub amount: i64,
 }
 
 /// A refund's record.

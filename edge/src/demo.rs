@@ -50,6 +50,9 @@ pub async fn seed(edge: &Edge, lane: i64) -> anyhow::Result<Vec<MemberId>> {
         // Fixed receipt and key: re-seeding replays instead of buying twice.
         let req = CommitRequest {
             receipt_id: "DEMO-SEED-0001".into(),
+            // The total comes from the rules in force: the demo does not say how it
+            // was paid.
+            tender: Vec::new(),
             basket: Basket {
                 member_id: Some(*first),
                 lines: vec![

@@ -1,12 +1,13 @@
 //! Hub-authorized redemption latency (issue 5): `BENCH_CONNS` (default 64) POS lanes
 //! spread over `BENCH_STORES` (default 16) stores ask a real hub, over TLS on loopback,
 //! to authorize a redemption of 1 point for a random member of `BENCH_MEMBERS` (default
-//! 5,000) who hold points synced from every store, for `BENCH_SECS` (default 10) each.
-//! The stores push `BENCH_FACTS` (default 5,000) purchases each, spread over those
-//! members: one fact per store and member by default; 2,000 facts a member with
+//! 5,000) who hold points, for `BENCH_SECS` (default 10) each, each member asked for
+//! by the store that registered them. The stores push `BENCH_FACTS` (default 5,000)
+//! purchases each, spread over their own members (a store may write facts only of
+//! members it serves): 16 facts a member by default; 2,000 with
 //! `BENCH_MEMBERS=400 BENCH_FACTS=50000` (issue 16). Each request is what an
 //! edge sends before a sale that redeems: authenticate the store, derive the member's
-//! balance over every store's facts, subtract the points held for other sales, hold the
+//! balance over their facts, subtract the points held for other sales, hold the
 //! points durably.
 //!
 //! Baselines in the same run, with the same concurrency and client:
@@ -23,7 +24,12 @@
 //! at a fixed offered rate, `BENCH_RATE` per second over all lanes (default 2,000),
 //! whose latency counts from each request's scheduled instant.
 //!
+//! With `BENCH_ASK=claim` each request is instead a claim of a limited entitlement
+//! (`POST /v1/claims`, issue 18): count the member's claims of the counter over every
+//! store and hold one more, durably (limit 1,000 a member, so every claim is granted).
+//!
 //! `cargo bench -p patron-hub --bench authorize`
+//! `BENCH_ASK=claim cargo bench -p patron-hub --bench authorize`
 
 mod common;
 
@@ -33,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use common::{BoxError, Mix, anyhow_check, bench_dir, bodies, env_u64, push_all, start_hub};
 use hdrhistogram::Histogram;
-use patron_protocol::hub::{AuthorizeRequest, AuthorizeResponse};
+use patron_protocol::hub::{AuthorizeRequest, AuthorizeResponse, ClaimRequest, ClaimResponse};
 
 /// What a run measured.
 struct Run {
@@ -185,45 +191,72 @@ fn main() -> Result<(), BoxError> {
         let stores = env_u64("BENCH_STORES", 16) as usize;
         let conns = env_u64("BENCH_CONNS", 64);
         let secs = env_u64("BENCH_SECS", 10);
-        // `BENCH_MEMBERS` (default 5,000) members share `BENCH_FACTS` (default 5,000)
-        // purchases per store: one fact per store each by default; 400 members and
-        // 50,000 facts give each member 2,000 facts (issue 16).
-        let members = env_u64("BENCH_MEMBERS", 5000).max(1);
+        // `BENCH_MEMBERS` (default 5,000) members, each store's share of them sharing
+        // its `BENCH_FACTS` (default 5,000) purchases: 16 facts a member by default;
+        // 400 members and 50,000 facts give each member 2,000 facts (issue 16).
+        let own = (env_u64("BENCH_MEMBERS", 5000) / stores as u64).max(1);
+        let members = own * stores as u64;
         let per_store = env_u64("BENCH_FACTS", 5000).max(1);
         let hub = start_hub("authorize", stores).await?;
-        // Every member earns at every store (123 points a fact): far more than a run
-        // holds, so every authorization is granted and does the full work.
+        // Every member earns 123 points a fact: far more than a run holds, so every
+        // authorization is granted and does the full work.
         let seed: Vec<Vec<Vec<u8>>> = (0..stores)
-            .map(|s| bodies(s, per_store, Mix::Purchases { members }))
+            .map(|s| bodies(s, per_store, Mix::Purchases { per_store: own }))
             .collect::<Result<_, _>>()?;
         push_all(&hub, seed).await?;
-        let history = per_store * stores as u64 / members;
+        let history = per_store / own;
 
         let (http, base, creds) = (hub.http.clone(), hub.base.clone(), Arc::new(hub.creds));
-        let url = format!("{base}/v1/redeem/authorize");
+        let claims = std::env::var("BENCH_ASK").is_ok_and(|v| v == "claim");
+        let (path, what) = if claims {
+            ("/v1/claims", "claim")
+        } else {
+            ("/v1/redeem/authorize", "redeem/authorize")
+        };
+        let url = format!("{base}{path}");
         let paced = env_u64("BENCH_RATE", 2000);
-        let ask_for = move |c: u64, m: u64| {
+        // Member `m` of the run: store `m % stores`'s member `m / stores`, asked for by
+        // that store.
+        let ask_for = move |_c: u64, m: u64| {
                 let (http, url, creds) = (http.clone(), url.clone(), creds.clone());
                 async move {
-                    let member = 0x0190_0000_0000_7000_8000_0000_0000_0000 + u128::from(m);
-                    let req = AuthorizeRequest {
-                        member: uuid::Uuid::from_u128(member).to_string(),
-                        txn: uuid::Uuid::now_v7().to_string(),
-                        points: 1,
-                        unsynced: 0,
-                        lease_left: 0,
-                        budget_ms: 0,
+                    let home = (m % creds.len() as u64) as usize;
+                    let member = common::member(home, m / creds.len() as u64).to_string();
+                    let body = if claims {
+                        serde_json::to_vec(&ClaimRequest {
+                            member,
+                            claim: uuid::Uuid::now_v7().to_string(),
+                            entitlement: "benefit:bench".into(),
+                            period: "2026-12".into(),
+                            limit: 1_000,
+                            unsynced: 0,
+                        })?
+                    } else {
+                        serde_json::to_vec(&AuthorizeRequest {
+                            member,
+                            txn: uuid::Uuid::now_v7().to_string(),
+                            points: 1,
+                            unsynced: 0,
+                            lease_left: 0,
+                            budget_ms: 0,
+                        })?
                     };
                     let r = http
                         .post(&url)
-                        .bearer_auth(&creds[(c as usize) % creds.len()])
-                        .json(&req)
+                        .bearer_auth(&creds[home])
+                        .header("content-type", "application/json")
+                        .body(body)
                         .send()
                         .await?;
                     if !r.status().is_success() {
-                        return Err(format!("authorize: HTTP {}", r.status()).into());
+                        return Err(format!("{url}: HTTP {}", r.status()).into());
                     }
-                    Ok::<bool, BoxError>(r.json::<AuthorizeResponse>().await?.granted)
+                    let granted = if claims {
+                        r.json::<ClaimResponse>().await?.granted
+                    } else {
+                        r.json::<AuthorizeResponse>().await?.granted
+                    };
+                    Ok::<bool, BoxError>(granted)
                 }
         };
         // Warm-up: the first ask for a member derives their ledger snapshot from every
@@ -243,7 +276,7 @@ fn main() -> Result<(), BoxError> {
         let warm = warm.elapsed();
         let ask = move |c: u64, n: u64| ask_for(c, (c * 7919 + n * 104_729) % 1_000_003 % members);
         let authorize = drive(
-            "hub: POST /v1/redeem/authorize, saturating",
+            &format!("hub: POST /v1/{what}, saturating"),
             conns,
             secs,
             None,
@@ -251,7 +284,7 @@ fn main() -> Result<(), BoxError> {
         )
         .await?;
         let at_rate = drive(
-            &format!("hub: POST /v1/redeem/authorize, {paced}/s offered"),
+            &format!("hub: POST /v1/{what}, {paced}/s offered"),
             conns,
             secs,
             Some(paced),
@@ -331,8 +364,9 @@ fn main() -> Result<(), BoxError> {
         .await?;
 
         anyhow_check(authorize.ok > 0, "authorizations were granted")?;
+        let title = if claims { "claim" } else { "redemption" };
         println!(
-            "\n### hub-authorized redemption, {conns} connections over {stores} stores, {members} members with {history} facts each, {secs}s each\n"
+            "\n### hub-authorized {title}, {conns} connections over {stores} stores, {members} members with {history} facts each, {secs}s each\n"
         );
         println!(
             "First ask of each member (derives the snapshot), {conns} at once: {members} in {:.2} s, {:.0}/s\n",
@@ -346,7 +380,7 @@ fn main() -> Result<(), BoxError> {
         }
         let p99 = |r: &Run| r.hist.value_at_quantile(0.99) as f64 / 1000.0;
         println!(
-            "\nauthorize p99 at {paced}/s offered **{:.2} ms** (target ≤ 20 ms), {:.2}× (a) and {:.2}× (c) at that rate; \
+            "\n{what} p99 at {paced}/s offered **{:.2} ms** (target ≤ 20 ms), {:.2}× (a) and {:.2}× (c) at that rate; \
              saturating: {:.2} ms, {:.2}× (a) and {:.2}× (b)",
             p99(&at_rate),
             p99(&at_rate) / p99(&health_paced),

@@ -76,7 +76,9 @@ fn bare_insert(stores: usize, facts: u64) -> Result<Duration, BoxError> {
 /// The mix of facts the stores push (`BENCH_MIX`).
 fn mix() -> Mix {
     match std::env::var("BENCH_MIX").as_deref() {
-        Ok("purchases") => Mix::Purchases { members: 5000 },
+        Ok("purchases") => Mix::Purchases {
+            per_store: common::REAL_MEMBERS_PER_STORE,
+        },
         _ => Mix::Real,
     }
 }

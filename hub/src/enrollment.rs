@@ -280,4 +280,9 @@ impl Enrollment {
     pub fn stores(&self) -> Result<Vec<StoreStatus>, HubError> {
         Ok(self.store.list_stores((self.now)())?)
     }
+
+    /// How many stores there are, and how many are enrolled.
+    pub fn store_counts(&self) -> Result<(u64, u64), HubError> {
+        Ok(self.store.store_counts()?)
+    }
 }

@@ -492,8 +492,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rebuild => {
             let r = hub(&dirs()?, false)?.rebuild_projections()?;
             println!(
-                "{} facts read: {} registrations, {} members' profiles, {} aliases rebuilt; {} unreadable",
-                r.facts, r.registrations, r.profiles, r.aliases, r.unreadable
+                "{} facts read: {} registrations, {} members' profiles, {} aliases, {} claims rebuilt; {} unreadable",
+                r.facts, r.registrations, r.profiles, r.aliases, r.claims, r.unreadable
             );
             let mut unreadable = r.unreadable;
             for (name, step) in hub(&dirs()?, false)?.rebuild_behind()? {

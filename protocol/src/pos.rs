@@ -406,6 +406,51 @@ pub struct CommitRequest {
     pub basket: Basket,
     /// The POS receipt number, unique per store.
     pub receipt_id: String,
+    /// How the money part was paid, one line per method; the amounts add up to the
+    /// sale's `total`. Absent: not said (recorded as nothing).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tender: Vec<TenderLine>,
+}
+
+/// Money paid one way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TenderLine {
+    /// How.
+    pub method: TenderMethod,
+    /// How much, in fen (> 0).
+    pub amount: i64,
+}
+
+/// A way of paying money at the till (points and coupons are the basket's
+/// `redeem_points` and `coupon_codes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum TenderMethod {
+    /// Cash.
+    Cash,
+    /// A bank card.
+    Card,
+    /// WeChat Pay.
+    WechatPay,
+    /// Alipay.
+    Alipay,
+    /// Anything else (a voucher of the mall, a store card).
+    Other,
+}
+
+impl TenderMethod {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TenderMethod::Cash => "cash",
+            TenderMethod::Card => "card",
+            TenderMethod::WechatPay => "wechat_pay",
+            TenderMethod::Alipay => "alipay",
+            TenderMethod::Other => "other",
+        }
+    }
 }
 
 /// One applied discount.

@@ -21,5 +21,6 @@ pub mod privacy;
 pub mod profile;
 pub mod promo;
 pub mod refund;
+pub mod tender;
 pub mod tiers;
 pub mod validate;

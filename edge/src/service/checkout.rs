@@ -75,6 +75,7 @@ impl Edge {
         let member = req.basket.member_id.map(|m| *m.as_bytes());
         let redeem = req.basket.redeem_points;
         let codes = req.basket.coupon_codes;
+        let tender = req.tender;
         let core = self.core.clone();
         let rules = self.rules();
         // Serialized before queueing: the writer thread is the bottleneck.
@@ -135,6 +136,20 @@ impl Edge {
                         explain: false,
                     };
                     let priced = engine::price(&input)?;
+                    crate::domain::tender::check(&tender, priced.total)
+                        .map_err(|e| invalid(e.to_string()))?;
+                    let coupon_off: i64 = priced
+                        .discounts
+                        .iter()
+                        .filter(|d| d.source == "coupon")
+                        .map(|d| d.amount.0)
+                        .sum();
+                    let paid_by = crate::domain::tender::paid_by(
+                        &tender,
+                        priced.total,
+                        priced.points_value,
+                        coupon_off,
+                    );
                     let (earned, redeemed) = (priced.points_to_earn, priced.points_redeemed);
                     let counted = DayTotals {
                         earned,
@@ -185,6 +200,14 @@ impl Edge {
                         coupons_used: used_codes,
                         coupons_granted: granted.iter().map(CouponIssuedBody::granted).collect(),
                         auth: (priced.points_redeemed > 0).then(|| auth.label()),
+                        tender: tender
+                            .iter()
+                            .map(|t| TenderBody {
+                                method: t.method.as_str(),
+                                amount: t.amount,
+                            })
+                            .collect(),
+                        paid_by: paid_by.as_deref(),
                     }
                     .to_json()?;
                     let fact = NewFact {
@@ -532,6 +555,19 @@ struct PurchaseBody<'a> {
     /// Who allowed the points redeemed (absent when none were).
     #[serde(skip_serializing_if = "Option::is_none")]
     auth: Option<&'static str>,
+    /// How the money part was paid (absent when the POS did not say).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tender: Vec<TenderBody>,
+    /// The payment in one word (`patron_domain::fact::Sale::paid_by`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    paid_by: Option<&'a str>,
+}
+
+/// A tender line as the purchase fact records it.
+#[derive(Serialize)]
+struct TenderBody {
+    method: &'static str,
+    amount: i64,
 }
 
 impl PurchaseBody<'_> {

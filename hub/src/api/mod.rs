@@ -115,11 +115,13 @@ async fn blocking<T: Send + 'static>(
 
 async fn healthz(State(s): State<AppState>) -> Response {
     let hub = s.hub.clone();
-    match blocking(move || hub.enrollment.stores()).await {
-        Ok(stores) => axum::Json(serde_json::json!({
+    // Two counts, not the stores' report: monitoring polls this, and the benchmarks
+    // take it as the ceiling of any hub request.
+    match blocking(move || hub.enrollment.store_counts()).await {
+        Ok((stores, enrolled)) => axum::Json(serde_json::json!({
             "status": "ok",
-            "stores": stores.len(),
-            "enrolled": stores.iter().filter(|s| s.enrolled).count(),
+            "stores": stores,
+            "enrolled": enrolled,
         }))
         .into_response(),
         Err(r) => r,

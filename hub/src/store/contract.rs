@@ -188,6 +188,21 @@ fn stores_enroll_once_and_authenticate_by_credential(s: &dyn HubStore) {
     let list = s.list_stores(T0).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(list.len(), 2);
     assert!(list.iter().all(|s| s.enrolled));
+    assert_eq!(s.store_counts().ok(), Some((2, 2)));
+    s.add_store(&NewStore {
+        store_id: "S009",
+        name: "not enrolled yet",
+        ring: "all",
+        enroll_hash: [42; 32],
+        enroll_expires_at: T0 + 60_000,
+        now: T0,
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        s.store_counts().ok(),
+        Some((3, 2)),
+        "three stores, two enrolled"
+    );
 }
 
 /// Facts apply in sequence: a batch continuing the origin applies, one resent is held

@@ -179,6 +179,10 @@ pub trait Stores: Send + Sync + 'static {
 
     /// Every store with its sync figures, at `now`.
     fn list_stores(&self, now: i64) -> Result<Vec<StoreStatus>, StoreError>;
+
+    /// How many stores there are, and how many of them are enrolled (what `/healthz`
+    /// shows: a point read, not a report).
+    fn store_counts(&self) -> Result<(u64, u64), StoreError>;
 }
 
 /// The log of every store's facts and the projections kept with it. Methods block; callers run them off the async runtime.

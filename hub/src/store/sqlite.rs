@@ -2198,6 +2198,16 @@ impl Stores for SqliteStore {
         Ok(())
     }
 
+    fn store_counts(&self) -> Result<(u64, u64), StoreError> {
+        let conn = self.readers.get();
+        let (all, enrolled): (i64, i64) = conn
+            .prepare_cached(
+                "SELECT count(*), coalesce(sum(credential_hash IS NOT NULL), 0) FROM stores",
+            )?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok((all as u64, enrolled as u64))
+    }
+
     fn list_stores(&self, now: i64) -> Result<Vec<StoreStatus>, StoreError> {
         let conn = self.readers.get();
         let mut stmt = conn.prepare(
@@ -2205,7 +2215,8 @@ impl Stores for SqliteStore {
                     max(s.report_last_seq - coalesce(o.high, 0), 0),
                     (SELECT coalesce(sum(x.high), 0) FROM origins x WHERE x.node = s.store_id),
                     s.clock_ahead_ms, s.revoked_at,
-                    (SELECT count(*) FROM facts f JOIN origins x ON x.id = f.origin
+                    (SELECT count(*) FROM facts f INDEXED BY facts_quarantined
+                       JOIN origins x ON x.id = f.origin
                       WHERE f.quarantine IS NOT NULL AND x.node = s.store_id),
                     s.key_generation,
                     CASE WHEN s.key_offered IS NOT s.key_generation THEN s.key_offered END

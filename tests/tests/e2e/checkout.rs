@@ -361,3 +361,99 @@ async fn points_expire_a_year_later_and_show_as_expiring_within_30_days() -> any
     );
     Ok(())
 }
+
+/// Issue 18, part 7: a sale records how it was paid, for reports and ERP; tender lines
+/// that do not add up to the sale's total are refused and write nothing.
+#[tokio::test]
+async fn a_sale_records_how_it_was_paid_and_tender_must_add_up() -> anyhow::Result<()> {
+    let edge = TestEdge::spawn().await?;
+    let m = edge.register("13800000018", None).await?;
+    let lines = json!([{"sku": "A1", "qty": 1, "unit_price": 10_000}]);
+    let with = |receipt: &str, tender: Value, redeem: i64| {
+        let mut b = commit_body(Some(&m), receipt, lines.clone(), redeem);
+        b["tender"] = tender;
+        b
+    };
+    let before = edge.facts_written().await?;
+    for (tender, why) in [
+        (
+            json!([{"method": "cash", "amount": 9_999}]),
+            "short by one fen",
+        ),
+        (
+            json!([{"method": "cash", "amount": 10_000}, {"method": "card", "amount": 0}]),
+            "an empty line",
+        ),
+        (
+            json!([{"method": "bitcoin", "amount": 10_000}]),
+            "an unknown method",
+        ),
+    ] {
+        let r = edge
+            .post(
+                "/v1/checkout/commit",
+                &with("R-bad", tender, 0),
+                Some("bad"),
+            )
+            .await?;
+        assert_eq!(
+            (r.status, r.code()),
+            (400, "invalid_request"),
+            "{why}: {}",
+            r.json
+        );
+    }
+    assert_eq!(
+        edge.facts_written().await?,
+        before,
+        "a refused sale writes nothing"
+    );
+
+    let r = edge
+        .post(
+            "/v1/checkout/commit",
+            &with(
+                "R-1",
+                json!([{"method": "wechat_pay", "amount": 6_000}, {"method": "cash", "amount": 4_000}]),
+                0,
+            ),
+            Some("k1"),
+        )
+        .await?;
+    assert_eq!(r.status, 201, "{}", r.json);
+    let r = edge
+        .post(
+            "/v1/checkout/commit",
+            &with("R-2", json!([{"method": "alipay", "amount": 10_000}]), 0),
+            Some("k2"),
+        )
+        .await?;
+    assert_eq!(r.status, 201, "{}", r.json);
+    // 100 points pay ¥1: the rest by card.
+    let r = edge
+        .post(
+            "/v1/checkout/commit",
+            &with("R-3", json!([{"method": "card", "amount": 9_900}]), 100),
+            Some("k3"),
+        )
+        .await?;
+    assert_eq!(r.status, 201, "{}", r.json);
+    let conn = edge.db()?;
+    let sale = |receipt: &str| -> anyhow::Result<Value> {
+        let body: String = conn.query_row(
+            "SELECT body FROM facts WHERE kind = 'purchase' AND json_extract(body, '$.receipt_id') = ?1",
+            [receipt],
+            |r| r.get(0),
+        )?;
+        Ok(serde_json::from_str(&body)?)
+    };
+    let r1 = sale("R-1")?;
+    assert_eq!(r1["paid_by"], "mixed", "{r1}");
+    assert_eq!(
+        r1["tender"],
+        json!([{"method": "wechat_pay", "amount": 6_000}, {"method": "cash", "amount": 4_000}])
+    );
+    assert_eq!(sale("R-2")?["paid_by"], "alipay");
+    assert_eq!(sale("R-3")?["paid_by"], "mixed", "card and points");
+    Ok(())
+}
