@@ -30,7 +30,7 @@ pub const MAX_LIMIT: u32 = 1_000;
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ClaimKey {
     /// `check_in`, `share`, `profile_completed`, `benefit:<code>`, `upgrade:<tier>`,
-    /// `rule:<id>`, `referral:<event>:<friend>`.
+    /// `rule:<id>`, `referral:<event>:<friend>`, `coupon:<id>`.
     pub entitlement: String,
     /// [`ONCE`], a store day `YYYY-MM-DD`, or a month `YYYY-MM`.
     pub period: String,
@@ -72,6 +72,11 @@ impl ClaimKey {
     /// Sales in which promotion rule `id` applied to the member.
     pub fn rule(id: &str) -> ClaimKey {
         ClaimKey::new(format!("rule:{id}"), ONCE)
+    }
+
+    /// The one use of coupon `id` (hex): single use across the chain.
+    pub fn coupon(id: &str) -> ClaimKey {
+        ClaimKey::new(format!("coupon:{id}"), ONCE)
     }
 
     /// The referrer's reward for friend `friend` (hex member id) doing `event`.

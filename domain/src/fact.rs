@@ -367,6 +367,10 @@ pub struct CouponRecord {
     pub expires_at: i64,
     /// What gave it (a rule id, `cashier`, `upgrade:gold`, …).
     pub source: String,
+    /// The stores it may be used at; empty (and absent from coupons recorded before
+    /// scopes existed): any store of the chain.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stores: Vec<String>,
 }
 
 /// What a sale records besides its points (lines and discounts stay in the body as

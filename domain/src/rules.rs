@@ -93,6 +93,9 @@ pub struct CouponTemplate {
     /// Usable at once; otherwise the member claims it first.
     #[serde(default = "yes")]
     pub auto_active: bool,
+    /// The stores it may be used at (store ids); empty: any store of the chain.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stores: Vec<String>,
 }
 
 fn yes() -> bool {
@@ -330,7 +333,23 @@ fn check_template(t: &CouponTemplate, at: &str) -> Result<(), String> {
             "{at}: a coupon needs a label, 0 < off ≤ 100000000, min_spend ≥ 0 and 1–3660 valid_days"
         ));
     }
+    if !stores_scope_valid(&t.stores) {
+        return Err(format!("{at}: coupon {STORES_SCOPE}"));
+    }
     Ok(())
+}
+
+/// What a coupon's `stores` scope may hold, as an error message says it.
+pub const STORES_SCOPE: &str = "stores are up to 1000 store ids of [A-Za-z0-9_-], 1-32 characters";
+
+/// Whether a coupon's `stores` scope names store ids only (and not too many).
+pub fn stores_scope_valid(stores: &[String]) -> bool {
+    stores.len() <= 1_000
+        && stores.iter().all(|s| {
+            !s.is_empty()
+                && s.len() <= 32
+                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }
 
 impl RuleSet {

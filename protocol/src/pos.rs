@@ -347,6 +347,9 @@ pub struct IssueCoupon {
     /// Usable at once (default) or after the member claims it.
     #[serde(default = "default_true")]
     pub auto_active: bool,
+    /// The stores it may be used at (store ids); absent: any store of the chain.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stores: Vec<String>,
 }
 
 fn default_true() -> bool {

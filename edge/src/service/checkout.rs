@@ -250,6 +250,16 @@ impl Edge {
                             });
                         }
                     }
+                    // And across the chain: the claim the hub granted (or the offline
+                    // policy allows; pricing checked it in this transaction).
+                    for c in &p.coupon_claims {
+                        if in_tx.take(&core, ctx, c.member, c.key.clone(), 1, c.offline, now)?.is_none() {
+                            return Err(EdgeError::CouponInvalid {
+                                code: c.code.clone(),
+                                reason: "was already used at another store".into(),
+                            });
+                        }
+                    }
                     record_usage(
                         &core,
                         ctx,
@@ -380,9 +390,9 @@ fn record_usage(
     Ok(())
 }
 
-/// Whether a rule set gives anything a sale claims: a per-member offer, an upgrade
-/// gift, a first-purchase referral reward.
-fn claims_in_sales(c: &Compiled) -> bool {
+/// Whether a rule set gives anything a sale claims besides the coupons presented: a
+/// per-member offer, an upgrade gift, a first-purchase referral reward.
+fn claims_in_rules(c: &Compiled) -> bool {
     c.set.rules.iter().any(|r| r.limits.per_member.is_some())
         || c.set
             .tiers
@@ -406,16 +416,22 @@ impl Edge {
         redeem: i64,
     ) -> Result<Asks, EdgeError> {
         let unasked = self.unasked_claim();
-        let rules = self.rules();
-        let Some(rules) = rules.filter(|c| unasked == Asked::Offline && claims_in_sales(c)) else {
+        if unasked != Asked::Offline {
             return Ok(Asks::none(unasked));
-        };
+        }
+        // Coupons are claimed under any rule set, or none.
+        let rules = self.rules();
+        if codes.is_empty() && !rules.as_deref().is_some_and(claims_in_rules) {
+            return Ok(Asks::none(unasked));
+        }
         let core = self.core.clone();
         let (lines, codes) = (lines.to_vec(), codes.to_vec());
         let wanted = self
             .store
             .readers
-            .read(move |conn| core.predict_claims(conn, &rules, member, &lines, &codes, redeem))
+            .read(move |conn| {
+                core.predict_claims(conn, rules.as_deref(), member, &lines, &codes, redeem)
+            })
             .await?;
         self.ask_claims(wanted).await
     }
@@ -428,14 +444,14 @@ impl Core {
     fn predict_claims(
         &self,
         conn: &rusqlite::Connection,
-        rules: &Compiled,
+        rules: Option<&Compiled>,
         member: [u8; 16],
         lines: &[pricing::Line],
         codes: &[String],
         redeem: i64,
     ) -> Result<Vec<Claim>, EdgeError> {
         let now = self.now();
-        let Ok(p) = self.pricing_ctx(conn, Some(rules), Some(&member), codes, None, now) else {
+        let Ok(p) = self.pricing_ctx(conn, rules, Some(&member), codes, None, now) else {
             return Ok(Vec::new());
         };
         let input = Input {
@@ -443,7 +459,7 @@ impl Core {
             member: p.ctx.as_ref(),
             redeem_points: redeem,
             coupons: &p.coupons,
-            rules: Some(rules),
+            rules,
             usage: &p.usage,
             now,
             store_id: &self.cfg.store_id,
@@ -454,7 +470,14 @@ impl Core {
             return Ok(Vec::new());
         };
         let offline = self.cfg.events.offline_claims;
-        let mut out = Vec::new();
+        let mut out: Vec<Claim> = p
+            .coupon_claims
+            .iter()
+            .map(|c| Claim::new(c.member, c.key.clone(), 1, c.offline))
+            .collect();
+        let Some(rules) = rules else {
+            return Ok(out);
+        };
         for a in &priced.applied {
             if let Some(r) = rules.set.rules.iter().find(|r| r.id == a.rule_id)
                 && let Some(n) = r.limits.per_member

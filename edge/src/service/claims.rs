@@ -96,6 +96,14 @@ impl Asks {
             .unwrap_or_else(|| (Claim::new(member, key, limit, offline), self.unasked))
     }
 
+    /// How the claim of `key` for `member` was settled before the transaction.
+    pub(super) fn asked(&self, member: [u8; 16], key: &ClaimKey) -> Asked {
+        self.asked
+            .iter()
+            .find(|(c, _)| c.member == member && c.key == *key)
+            .map_or(self.unasked, |(_, a)| *a)
+    }
+
     /// Whether the transaction would take the claim (nothing written).
     pub(super) fn allows(
         &self,

@@ -89,7 +89,11 @@ impl Edge {
             min_spend: req.min_spend,
             valid_days: req.valid_days,
             auto_active: req.auto_active,
+            stores: req.stores,
         };
+        if !patron_domain::rules::stores_scope_valid(&t.stores) {
+            return Err(invalid(patron_domain::rules::STORES_SCOPE.into()));
+        }
         if t.label.trim().is_empty()
             || t.label.chars().count() > 64
             || !(1..=100_000_000).contains(&t.off)

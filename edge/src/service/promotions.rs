@@ -3,14 +3,14 @@
 //! referral rewards.
 
 use patron_domain::Kind;
-use patron_domain::claims::ClaimKey;
+use patron_domain::claims::{ClaimKey, OfflinePolicy};
 use std::sync::Arc;
 
 use patron_protocol::pos::{CouponView, RuleSetInfo};
 use patron_protocol::{Fen, TransactionId};
 use serde_json::json;
 
-use super::claims::Asks;
+use super::claims::{Asked, Asks};
 use super::{Core, Edge, EdgeError, MemberState};
 use crate::domain::clock::Millis;
 use crate::domain::promo::engine::{CouponIn, MemberCtx, Usage};
@@ -40,6 +40,9 @@ pub(super) struct CouponIssuedBody<'a> {
     min_spend: i64,
     expires_at: Millis,
     source: &'a str,
+    /// The stores it may be used at (absent: any).
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    stores: &'a [String],
 }
 
 impl<'a> CouponIssuedBody<'a> {
@@ -55,6 +58,7 @@ impl<'a> CouponIssuedBody<'a> {
             min_spend: c.min_spend,
             expires_at: c.expires_at,
             source: &c.source,
+            stores: &c.stores,
         }
     }
 
@@ -71,6 +75,18 @@ impl<'a> CouponIssuedBody<'a> {
 /// Length of a coupon code: 9 ordered characters and 5 random ones.
 pub const COUPON_CODE_LEN: usize = 14;
 
+/// The claim a coupon's use takes (single use across the chain).
+pub(super) struct CouponClaim {
+    /// The code presented.
+    pub code: String,
+    /// The coupon's member.
+    pub member: [u8; 16],
+    /// `coupon:<id>`.
+    pub key: ClaimKey,
+    /// Offline: the issuing store may take it once, others not at all.
+    pub offline: OfflinePolicy,
+}
+
 /// What pricing needs to know, read in the same snapshot or transaction as the sale.
 pub(super) struct PricingCtx {
     /// The member (None: walk-in).
@@ -81,6 +97,8 @@ pub(super) struct PricingCtx {
     pub usage: Usage,
     /// Coupons presented, validated.
     pub coupons: Vec<CouponIn>,
+    /// The claims their use takes, in the same order.
+    pub coupon_claims: Vec<CouponClaim>,
 }
 
 /// The member a sale is priced for.
@@ -168,6 +186,7 @@ impl Core {
             }
         }
         let mut coupons = Vec::new();
+        let mut coupon_claims = Vec::new();
         for code in codes {
             let Some(PricedMember { id, .. }) = &member else {
                 return Err(coupon_invalid(code, "coupons need a member_id"));
@@ -192,6 +211,33 @@ impl Core {
             if let Some(reason) = refusal {
                 return Err(coupon_invalid(code, reason));
             }
+            if !c.stores.is_empty() && !c.stores.iter().any(|s| *s == self.cfg.store_id) {
+                return Err(coupon_invalid(code, "is not valid at this store"));
+            }
+            // Single use across the chain: a claim of the coupon (docs/claims.md).
+            // Offline, only the store that issued it may take it.
+            let key = ClaimKey::coupon(&hex::encode(c.coupon_id));
+            let offline = match &c.store {
+                None => OfflinePolicy::Once,
+                Some(_) => OfflinePolicy::Refuse,
+            };
+            if let Some(a) = asks
+                && !a.allows(self, conn, c.member, key.clone(), 1, offline)?
+            {
+                let reason = match (a.asked(c.member, &key), &c.store) {
+                    (Asked::Offline, Some(_)) => {
+                        "was issued at another store and can be used here only while the hub is reachable"
+                    }
+                    _ => "was already used at another store",
+                };
+                return Err(coupon_invalid(code, reason));
+            }
+            coupon_claims.push(CouponClaim {
+                code: c.code.clone(),
+                member: c.member,
+                key,
+                offline,
+            });
             coupons.push(CouponIn {
                 id: c.coupon_id,
                 code: c.code,
@@ -205,6 +251,7 @@ impl Core {
             ctx,
             usage,
             coupons,
+            coupon_claims,
         })
     }
 
@@ -294,6 +341,8 @@ impl Core {
             active: t.auto_active,
             used_txn: None,
             revoked: false,
+            store: None,
+            stores: t.stores.clone(),
         };
         // A code collision needs the code clock to have gone back (a restore, a clock
         // step across restarts) and the same 5 random characters.

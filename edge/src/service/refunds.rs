@@ -173,6 +173,9 @@ impl Edge {
                         let used = coupons::by_codes(ctx.conn, &m, &sale_record.coupons_used)?;
                         for c in used.into_iter().filter(|c| !c.revoked && c.used_txn == Some(receipt.txn)) {
                             coupons::restore(ctx.conn, &c.code)?;
+                            // Usable again anywhere: its use is given back to the chain.
+                            let key = ClaimKey::coupon(&hex::encode(c.coupon_id));
+                            core.release_claim(ctx, &c.member, key, 1, now)?;
                             let body = json!({"code": c.code, "refund_id": refund_id}).to_string();
                             facts::append(ctx, &NewFact::new(Kind::CouponRestored, now, Some(c.member), c.coupon_id, body))?;
                             restored.push(c.code);

@@ -55,6 +55,7 @@ fn coupon_of(
     member: [u8; 16],
     issued_at: i64,
     source_txn: Option<[u8; 16]>,
+    store: Option<&str>,
 ) -> crate::store::coupons::CouponRow {
     crate::store::coupons::CouponRow {
         coupon_id,
@@ -70,6 +71,8 @@ fn coupon_of(
         active: c.active,
         used_txn: None,
         revoked: false,
+        store: store.map(str::to_string),
+        stores: c.stores.clone(),
     }
 }
 
@@ -368,7 +371,7 @@ fn project(
             if let Some(m) = member {
                 for g in &sale.coupons_granted {
                     let id = id_bytes(&g.coupon_id)?;
-                    rebuild_coupon(conn, &coupon_of(g, id, m, e.at, Some(receipt.txn)))?;
+                    rebuild_coupon(conn, &coupon_of(g, id, m, e.at, Some(receipt.txn), None))?;
                 }
             }
             // Coupons the sale used stay used.
@@ -395,7 +398,7 @@ fn project(
         }
         (Detail::CouponIssued(c), Some(m)) => {
             let source_txn = c.source_txn.as_deref().map(id_bytes).transpose()?;
-            rebuild_coupon(conn, &coupon_of(c, *e.txn.as_bytes(), m, e.at, source_txn))?;
+            rebuild_coupon(conn, &coupon_of(c, *e.txn.as_bytes(), m, e.at, source_txn, None))?;
         }
         (Detail::MemberMerged(merge), Some(loser)) if origin_node == HUB_NODE => {
             members::merge(conn, &loser, merge.survivor.as_bytes())?;
@@ -405,6 +408,45 @@ fn project(
             coupons::activate(conn, &c.code)?;
         }
         (Detail::Claim(_), _) => count_claim(conn, origin_id, seq, e)?,
+        (Detail::CouponRestored(c), _) => coupons::restore(conn, &c.code)?,
+        (Detail::CouponWithdrawn(c), _) => coupons::revoke(conn, &c.code)?,
+        _ => {}
+    }
+    Ok(())
+}
+
+/// What another store's fact changes in this store's coupons: a member's coupons are
+/// usable at any store of the chain (docs/claims.md), so the coupons other stores
+/// issued to the members held here are kept here too, with the store that issued them,
+/// and follow their state (claimed, used, restored, withdrawn).
+fn project_coupons(
+    conn: &rusqlite::Connection,
+    node: &str,
+    e: &Entry,
+) -> Result<(), EdgeError> {
+    use crate::store::coupons;
+    let member = e.member.map(|m| *m.as_bytes());
+    match (&e.detail, member) {
+        (Detail::CouponIssued(c), Some(m)) => {
+            let source_txn = c.source_txn.as_deref().map(id_bytes).transpose()?;
+            let row = coupon_of(c, *e.txn.as_bytes(), m, e.at, source_txn, Some(node));
+            rebuild_coupon(conn, &row)?;
+        }
+        (Detail::Purchase(sale), _) => {
+            if let Some(m) = member {
+                for g in &sale.coupons_granted {
+                    let id = id_bytes(&g.coupon_id)?;
+                    let row = coupon_of(g, id, m, e.at, Some(*e.txn.as_bytes()), Some(node));
+                    rebuild_coupon(conn, &row)?;
+                }
+            }
+            for code in &sale.coupons_used {
+                coupons::mark_used(conn, code, e.txn.as_bytes())?;
+            }
+        }
+        (Detail::CouponClaimed(c), _) => {
+            coupons::activate(conn, &c.code)?;
+        }
         (Detail::CouponRestored(c), _) => coupons::restore(conn, &c.code)?,
         (Detail::CouponWithdrawn(c), _) => coupons::revoke(conn, &c.code)?,
         _ => {}
@@ -499,9 +541,10 @@ impl<'a> Kept<'a> {
     }
 
     /// Stores a fact from the hub: it counts in the member's balance and tier here,
-    /// and the member's profile row is rebuilt from the registration and profile facts.
-    /// Other stores' receipts, refunds and coupons are not rebuilt: they are redeemed
-    /// and refunded where they were issued. Whether anything changed.
+    /// the member's profile row is rebuilt from the registration and profile facts, and
+    /// the member's coupons from other stores are kept (usable here). Other stores'
+    /// receipts and refunds are not rebuilt: sales are refunded where they were made.
+    /// Whether anything changed.
     fn keep(
         &mut self,
         conn: &rusqlite::Connection,
@@ -522,6 +565,7 @@ impl<'a> Kept<'a> {
         let inserted = facts::insert_at(conn, origin_id, seq, &nf)?;
         if inserted {
             count_claim(conn, origin_id, seq, e)?;
+            project_coupons(conn, &f.origin.node, e)?;
         }
         if let Some(m) = &nf.member {
             store::members::note_fetched_fact(conn, m, origin_id, seq)?;

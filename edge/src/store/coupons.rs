@@ -33,13 +33,18 @@ pub struct CouponRow {
     pub used_txn: Option<[u8; 16]>,
     /// Withdrawn (its granting sale was refunded before use).
     pub revoked: bool,
+    /// The store that issued it (`None`: this store). Offline, only the issuing store
+    /// may take it (docs/claims.md).
+    pub store: Option<String>,
+    /// The stores it may be used at (empty: any store of the chain).
+    pub stores: Vec<String>,
 }
 
 /// The column list, as a macro so statements are built at compile time: a `format!`
 /// per call cost an allocation on the writer's hot path.
 macro_rules! coupon_columns {
     () => {
-        "coupon_id, code, member, label, off, min_spend, issued_at, expires_at, source, source_txn, active, used_txn, revoked"
+        "coupon_id, code, member, label, off, min_spend, issued_at, expires_at, source, source_txn, active, used_txn, revoked, store, stores"
     };
 }
 
@@ -58,12 +63,17 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CouponRow> {
         active: r.get(10)?,
         used_txn: r.get(11)?,
         revoked: r.get(12)?,
+        store: r.get(13)?,
+        stores: r
+            .get::<_, Option<String>>(14)?
+            .map(|s| s.split(',').map(str::to_string).collect())
+            .unwrap_or_default(),
     })
 }
 
 /// Inserts a coupon; `Ok(false)` if its code is taken (the caller draws another).
 pub fn insert(conn: &Connection, c: &CouponRow) -> Result<bool, StoreError> {
-    let n = conn.prepare_cached(concat!("INSERT INTO coupons (", coupon_columns!(), ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) ON CONFLICT (code) DO NOTHING"))?
+    let n = conn.prepare_cached(concat!("INSERT INTO coupons (", coupon_columns!(), ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) ON CONFLICT (code) DO NOTHING"))?
         .execute(params![
             &c.coupon_id[..],
             c.code,
@@ -77,7 +87,9 @@ pub fn insert(conn: &Connection, c: &CouponRow) -> Result<bool, StoreError> {
             c.source_txn.as_ref().map(|t| &t[..]),
             c.active,
             c.used_txn.as_ref().map(|t| &t[..]),
-            c.revoked
+            c.revoked,
+            c.store,
+            (!c.stores.is_empty()).then(|| c.stores.join(","))
         ])?;
     if n == 1 {
         list_for_member(conn, c)?;
@@ -264,16 +276,16 @@ mod tests {
             active: false,
             used_txn: Some([3; 16]),
             revoked: true,
+            store: None,
+            stores: Vec::new(),
         };
         conn.execute_batch("PRAGMA user_version = 9")
             .unwrap_or_else(|e| panic!("{e}"));
         // As the schema-9 edge wrote it (`insert` of today also keeps the member's list).
         let n = conn.execute(
-            concat!(
-                "INSERT INTO coupons (",
-                coupon_columns!(),
-                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
-            ),
+            "INSERT INTO coupons (coupon_id, code, member, label, off, min_spend, issued_at,
+                                  expires_at, source, source_txn, active, used_txn, revoked)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             params![
                 &held.coupon_id[..],
                 held.code,
@@ -368,6 +380,8 @@ mod tests {
             active: true,
             used_txn: None,
             revoked: false,
+            store: None,
+            stores: Vec::new(),
         };
         let (mine, granted) = (coupon("AAA", 1), coupon("BBB", 2));
         for c in [&mine, &granted] {
@@ -424,6 +438,8 @@ mod tests {
             active: true,
             used_txn: None,
             revoked: false,
+            store: None,
+            stores: Vec::new(),
         };
         let add = |c: CouponRow| assert_eq!(insert(&conn, &c).ok(), Some(true));
         add(coupon(1, 1, 1_000));

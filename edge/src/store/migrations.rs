@@ -470,10 +470,17 @@ pub const MIGRATIONS: &[&str] = &[
       FROM rule_usage WHERE member <> x'';
     DELETE FROM rule_usage WHERE member <> x'';
     "#,
+    // 20: coupons of the whole chain: who issued each, and where it may be used.
+    r#"
+    -- The issuing store (NULL: this store) and the stores the coupon may be used at
+    -- (comma-separated; NULL: any store of the chain).
+    ALTER TABLE coupons ADD COLUMN store TEXT;
+    ALTER TABLE coupons ADD COLUMN stores TEXT;
+    "#,
 ];
 
 /// The schema version this binary writes.
-pub const SCHEMA_VERSION: usize = 19;
+pub const SCHEMA_VERSION: usize = 20;
 
 #[cfg(test)]
 mod tests {

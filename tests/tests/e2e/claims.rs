@@ -230,3 +230,94 @@ async fn simultaneous_claims_at_two_stores_never_pass_the_limit() -> Result<()> 
     assert_eq!(report["over_claims"], json!([]), "{report}");
     Ok(())
 }
+
+/// A coupon given at `e` to `member`: its code.
+async fn give_coupon(e: &TestEdge, member: &str, stores: Value) -> Result<String> {
+    let r = e
+        .post(
+            &format!("/v1/members/{member}/coupons"),
+            &json!({"label": "¥10 off", "off": 1_000, "valid_days": 30, "stores": stores}),
+            None,
+        )
+        .await?;
+    anyhow::ensure!(r.status == 201, "coupon: {} {}", r.status, r.json);
+    Ok(r.json["code"].as_str().context("code")?.to_string())
+}
+
+/// A ¥50 sale of `member` at `e` with coupon `code`: (status, body).
+async fn sale_with(e: &TestEdge, member: &str, receipt: &str, code: &str) -> Result<(u16, Value)> {
+    let r = e
+        .post(
+            "/v1/checkout/commit",
+            &json!({"member_id": member, "receipt_id": receipt, "coupon_codes": [code],
+                    "lines": [{"sku": "A", "qty": 1, "unit_price": 5_000}]}),
+            Some(receipt),
+        )
+        .await?;
+    Ok((r.status, r.json))
+}
+
+/// Waits until `e` lists coupon `code` among the member's.
+async fn knows_coupon(e: &TestEdge, member: &str, code: &str) -> Result<()> {
+    TestHub::wait_for(Duration::from_secs(15), || async {
+        let r = e.get(&format!("/v1/members/{member}")).await?;
+        Ok(r.json["coupons"]
+            .as_array()
+            .is_some_and(|cs| cs.iter().any(|c| c["code"] == code)))
+    })
+    .await
+    .map(|_| ())
+}
+
+/// Issue 18, part 2: a coupon issued at S001 is used at S002 while the hub is
+/// reachable, and is then refused at S001; offline it is usable only at the store that
+/// issued it; a coupon scoped to S001 is refused at S002.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coupon_is_usable_once_at_any_store_of_the_chain() -> Result<()> {
+    let (mut hub, s1, s2, m) = two_stores("13800000183").await?;
+    let code = give_coupon(&s1, &m, json!([])).await?;
+    knows_coupon(&s2, &m, &code)
+        .await
+        .context("S002 receives the coupon S001 gave")?;
+    let (st, body) = sale_with(&s2, &m, "R-1", &code).await?;
+    assert_eq!(st, 201, "used at S002: {body}");
+    assert!(
+        body["discounts"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|d| d["source"] == "coupon" && d["amount"] == 1_000)),
+        "{body}"
+    );
+    let (st, body) = sale_with(&s1, &m, "R-2", &code).await?;
+    assert_eq!((st, body["error"]["code"].as_str()), (422, Some("coupon_invalid")), "{body}");
+
+    let local = give_coupon(&s1, &m, json!(["S001"])).await?;
+    knows_coupon(&s2, &m, &local).await?;
+    let (st, body) = sale_with(&s2, &m, "R-3", &local).await?;
+    assert_eq!(st, 422, "scoped to S001: {body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|t| t.contains("not valid at this store")),
+        "{body}"
+    );
+
+    let third = give_coupon(&s1, &m, json!([])).await?;
+    knows_coupon(&s2, &m, &third).await?;
+    s1.synced().await?;
+    s2.synced().await?;
+    hub.kill();
+    s1.hub_reachable(false).await?;
+    s2.hub_reachable(false).await?;
+    let (st, body) = sale_with(&s2, &m, "R-4", &third).await?;
+    assert_eq!(st, 422, "another store's coupon waits for the hub: {body}");
+    let (st, body) = sale_with(&s1, &m, "R-5", &third).await?;
+    assert_eq!(st, 201, "the issuing store takes it offline: {body}");
+    hub.start().await?;
+    s1.synced().await?;
+    s2.synced().await?;
+    let (st, body) = sale_with(&s2, &m, "R-6", &third).await?;
+    assert_eq!((st, body["error"]["code"].as_str()), (422, Some("coupon_invalid")), "{body}");
+    let report = hub.overdraws().await?;
+    assert_eq!(report["over_claims"], json!([]), "each coupon used once: {report}");
+    Ok(())
+}
