@@ -349,7 +349,8 @@ mod tests {
                         };
                         if allowed {
                             given += 1;
-                            s.own.push(false);
+                            // Authorized online, the fact goes straight up.
+                            s.own.push(s.online);
                             if !s.online {
                                 s.offline_unsynced += 1;
                                 ever_offline.insert(i);
@@ -358,8 +359,6 @@ mod tests {
                                     s.periods_claimed += 1;
                                 }
                             } else {
-                                // Authorized online: the fact goes straight up.
-                                *s.own.last_mut().unwrap() = true;
                                 hub_facts += 1;
                             }
                         }

@@ -348,7 +348,8 @@ pub fn stores_scope_valid(stores: &[String]) -> bool {
         && stores.iter().all(|s| {
             !s.is_empty()
                 && s.len() <= 32
-                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
 }
 

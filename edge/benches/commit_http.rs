@@ -88,6 +88,8 @@ fn main() -> Result<(), BoxError> {
         rt.block_on(lookup_bench())
     } else if args.iter().any(|a| a == "history") {
         rt.block_on(history_bench())
+    } else if args.iter().any(|a| a == "coupons") {
+        rt.block_on(coupon_bench())
     } else {
         rt.block_on(commit_bench())
     }
@@ -541,6 +543,136 @@ async fn drive_edge(
     println!("{label}: WAL file {wal_mb} MiB after the run");
     drop(edge.proc_);
     Ok(load)
+}
+
+/// `BENCH_CONNS` connections each give `per_conn` coupons (¥5 off) over one
+/// keep-alive connection, to members spread over `ids`: connection `c`'s codes, in
+/// order, with their members.
+async fn give_coupons(
+    addr: SocketAddr,
+    token: &str,
+    ids: Arc<Vec<String>>,
+    conns: u64,
+    per_conn: u64,
+) -> Result<Vec<Vec<(String, String)>>, BoxError> {
+    let mut set = tokio::task::JoinSet::new();
+    for c in 0..conns {
+        let (ids, token) = (ids.clone(), token.to_string());
+        set.spawn(async move {
+            let stream = TcpStream::connect(addr).await?;
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            let mut out = Vec::new();
+            for n in 0..per_conn {
+                let member = ids[((c * 7919 + n * 104_729) % ids.len() as u64) as usize].clone();
+                let body = r#"{"label":"¥5","off":500,"valid_days":30}"#.to_string();
+                let path = format!("/v1/members/{member}/coupons");
+                sender.ready().await?;
+                let r = sender
+                    .send_request(post(addr, &path, &token, "", body))
+                    .await?;
+                let status = r.status();
+                let body = r.into_body().collect().await?.to_bytes();
+                if status != StatusCode::CREATED {
+                    return Err::<_, BoxError>(format!("coupon: HTTP {status}").into());
+                }
+                let v: serde_json::Value = serde_json::from_slice(&body)?;
+                let code = v["code"].as_str().ok_or("no code")?.to_string();
+                out.push((member, code));
+            }
+            Ok((c, out))
+        });
+    }
+    let mut all = vec![Vec::new(); conns as usize];
+    while let Some(r) = set.join_next().await {
+        let (c, out) = r??;
+        all[c as usize] = out;
+    }
+    Ok(all)
+}
+
+/// `cargo bench -p patron-edge --bench commit_http -- coupons`: checkout/commit with a
+/// coupon in every sale (each sale its own coupon, given beforehand) against the same
+/// sales without, on the same edge, alternating over `BENCH_ROUNDS` (default 2)
+/// rounds. A coupon's use is checked, marked used, and claimed (a `claim` fact: single
+/// use across the chain, docs/claims.md) in the sale's transaction.
+async fn coupon_bench() -> Result<(), BoxError> {
+    let secs = env_u64("BENCH_SECS", 10);
+    let conns = env_u64("BENCH_CONNS", 64);
+    let members = env_u64("BENCH_MEMBERS", 20_000);
+    let rounds = env_u64("BENCH_ROUNDS", 2).max(1);
+    let per_conn = env_u64("BENCH_COUPONS_PER_CONN", 1_500);
+    let dir = bench_dir().join("edge-coupons");
+    let config = prepare_edge_with(&dir, members, "")?;
+    let edge = start_edge(&config)?;
+    let ids = Arc::new(fetch_member_ids(edge.addr, &edge.token, (0..members).map(phone)).await?);
+    let run = std::process::id();
+    let (addr, token) = (edge.addr, edge.token.clone());
+    let mut rows = Vec::new();
+    let (mut with, mut without) = (0.0, 0.0);
+    for round in 0..rounds {
+        let given = Instant::now();
+        let codes = Arc::new(give_coupons(addr, &token, ids.clone(), conns, per_conn).await?);
+        println!(
+            "round {round}: {} coupons given in {:.1} s",
+            conns * per_conn,
+            given.elapsed().as_secs_f64()
+        );
+        let order = if round % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for coupon in order {
+            let (ids, codes, token) = (ids.clone(), codes.clone(), token.clone());
+            let label = if coupon {
+                "patron-edge checkout/commit, a coupon in every sale"
+            } else {
+                "patron-edge checkout/commit, no coupon"
+            };
+            let load = drive(label, addr, conns, secs, 201, move |c, n| {
+                let receipt = format!("R{run}-{round}-{coupon}-{c}-{n}");
+                let body = if coupon {
+                    // Past the coupons given, a sale would reuse one and be refused:
+                    // counted as an error, so a short supply shows.
+                    let (member, code) = &codes[c as usize][(n % per_conn) as usize];
+                    let b = commit_body(&receipt, Some(member), n);
+                    b.replacen(
+                        "\"redeem_points\":0",
+                        &format!("\"redeem_points\":0,\"coupon_codes\":[\"{code}\"]"),
+                        1,
+                    )
+                } else {
+                    let member =
+                        ids[((c * 7919 + n * 104_729) % ids.len() as u64) as usize].as_str();
+                    commit_body(&receipt, Some(member), n)
+                };
+                post(addr, "/v1/checkout/commit", &token, &receipt, body)
+            })
+            .await?;
+            if coupon {
+                with += load.rate();
+            } else {
+                without += load.rate();
+            }
+            rows.push(load);
+        }
+    }
+    drop(edge.proc_);
+    let refs: Vec<&Load> = rows.iter().collect();
+    report(
+        &format!(
+            "checkout/commit with a coupon in every sale, {conns} connections, {secs}s each, {members} members, {rounds} round(s)"
+        ),
+        &refs,
+        &[],
+    );
+    println!(
+        "\na coupon in every sale / none, all rounds: **{:.2}×** throughput",
+        with / without
+    );
+    Ok(())
 }
 
 async fn commit_bench() -> Result<(), BoxError> {

@@ -7,7 +7,7 @@ use patron_protocol::{Fen, Points, TransactionId};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::claims::{Asked, Asks, Claim};
+use super::claims::{Asked, Asks, Claim, Wanted};
 use super::promotions::{CouponIssuedBody, PricedMember, after_days};
 use super::{
     Actor, Authority, Core, Edge, EdgeError, Idem, MemberState, Reply, Seal, balance, invalid,
@@ -253,7 +253,20 @@ impl Edge {
                     // And across the chain: the claim the hub granted (or the offline
                     // policy allows; pricing checked it in this transaction).
                     for c in &p.coupon_claims {
-                        if in_tx.take(&core, ctx, c.member, c.key.clone(), 1, c.offline, now)?.is_none() {
+                        if in_tx
+                            .take(
+                                &core,
+                                ctx,
+                                Wanted {
+                                    member: c.member,
+                                    key: c.key.clone(),
+                                    limit: 1,
+                                    offline: c.offline,
+                                },
+                                now,
+                            )?
+                            .is_none()
+                        {
                             return Err(EdgeError::CouponInvalid {
                                 code: c.code.clone(),
                                 reason: "was already used at another store".into(),
@@ -377,7 +390,17 @@ fn record_usage(
             let offline = r.limits.offline.unwrap_or(core.cfg.events.offline_claims);
             // Priced with the claims this transaction allows: an applied rule's passes.
             if asks
-                .take(core, ctx, *m, ClaimKey::rule(&r.id), n, offline, now)?
+                .take(
+                    core,
+                    ctx,
+                    Wanted {
+                        member: *m,
+                        key: ClaimKey::rule(&r.id),
+                        limit: n,
+                        offline,
+                    },
+                    now,
+                )?
                 .is_none()
             {
                 return Err(EdgeError::Invalid(format!(

@@ -60,6 +60,19 @@ impl Claim {
     }
 }
 
+/// A claim a transaction wants: whose, which counter, its limit, its offline policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted {
+    /// The member (any id of the person).
+    pub member: [u8; 16],
+    /// The counter.
+    pub key: ClaimKey,
+    /// Uses per period.
+    pub limit: u32,
+    /// What a store allows offline.
+    pub offline: OfflinePolicy,
+}
+
 /// The claims a sale's transaction may take, asked before it (the sale priced in a
 /// reader first); a claim the transaction takes that was not asked (it priced
 /// otherwise) is decided as `unasked` says: the offline policy, or the store alone
@@ -81,19 +94,18 @@ impl Asks {
         }
     }
 
-    /// The claim of `key` for `member` as asked, or a new one decided as `unasked`.
-    fn claim_for(
-        &self,
-        member: [u8; 16],
-        key: ClaimKey,
-        limit: u32,
-        offline: OfflinePolicy,
-    ) -> (Claim, Asked) {
+    /// The claim `w` as asked, or a new one decided as `unasked`.
+    fn claim_for(&self, w: Wanted) -> (Claim, Asked) {
         self.asked
             .iter()
-            .find(|(c, _)| c.member == member && c.key == key)
+            .find(|(c, _)| c.member == w.member && c.key == w.key)
             .map(|(c, a)| (c.clone(), *a))
-            .unwrap_or_else(|| (Claim::new(member, key, limit, offline), self.unasked))
+            .unwrap_or_else(|| {
+                (
+                    Claim::new(w.member, w.key, w.limit, w.offline),
+                    self.unasked,
+                )
+            })
     }
 
     /// How the claim of `key` for `member` was settled before the transaction.
@@ -109,12 +121,9 @@ impl Asks {
         &self,
         core: &Core,
         conn: &Connection,
-        member: [u8; 16],
-        key: ClaimKey,
-        limit: u32,
-        offline: OfflinePolicy,
+        w: Wanted,
     ) -> Result<bool, EdgeError> {
-        let (claim, asked) = self.claim_for(member, key, limit, offline);
+        let (claim, asked) = self.claim_for(w);
         Ok(core.decide_claim(conn, &claim, asked)?.is_some())
     }
 
@@ -123,13 +132,10 @@ impl Asks {
         &self,
         core: &Core,
         ctx: &mut WriteCtx<'_>,
-        member: [u8; 16],
-        key: ClaimKey,
-        limit: u32,
-        offline: OfflinePolicy,
+        w: Wanted,
         now: Millis,
     ) -> Result<Option<(Auth, i64)>, EdgeError> {
-        let (claim, asked) = self.claim_for(member, key, limit, offline);
+        let (claim, asked) = self.claim_for(w);
         let took = core.take_claim(ctx, &claim, asked, now)?;
         if took.is_some()
             && let Ok(mut t) = self.taken.lock()

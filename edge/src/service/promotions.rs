@@ -10,7 +10,7 @@ use patron_protocol::pos::{CouponView, RuleSetInfo};
 use patron_protocol::{Fen, TransactionId};
 use serde_json::json;
 
-use super::claims::{Asked, Asks};
+use super::claims::{Asked, Asks, Wanted};
 use super::{Core, Edge, EdgeError, MemberState};
 use crate::domain::clock::Millis;
 use crate::domain::promo::engine::{CouponIn, MemberCtx, Usage};
@@ -173,7 +173,20 @@ impl Core {
                 let key = ClaimKey::rule(&r.id);
                 let offline = l.offline.unwrap_or(self.cfg.events.offline_claims);
                 let used = match asks {
-                    Some(a) if !a.allows(self, conn, *id, key.clone(), n, offline)? => i64::from(n),
+                    Some(a)
+                        if !a.allows(
+                            self,
+                            conn,
+                            Wanted {
+                                member: *id,
+                                key: key.clone(),
+                                limit: n,
+                                offline,
+                            },
+                        )? =>
+                    {
+                        i64::from(n)
+                    }
                     _ => self.claims_used(conn, id, &key)?,
                 };
                 usage
@@ -211,7 +224,7 @@ impl Core {
             if let Some(reason) = refusal {
                 return Err(coupon_invalid(code, reason));
             }
-            if !c.stores.is_empty() && !c.stores.iter().any(|s| *s == self.cfg.store_id) {
+            if !c.stores.is_empty() && !c.stores.contains(&self.cfg.store_id) {
                 return Err(coupon_invalid(code, "is not valid at this store"));
             }
             // Single use across the chain: a claim of the coupon (docs/claims.md).
@@ -222,7 +235,16 @@ impl Core {
                 Some(_) => OfflinePolicy::Refuse,
             };
             if let Some(a) = asks
-                && !a.allows(self, conn, c.member, key.clone(), 1, offline)?
+                && !a.allows(
+                    self,
+                    conn,
+                    Wanted {
+                        member: c.member,
+                        key: key.clone(),
+                        limit: 1,
+                        offline,
+                    },
+                )?
             {
                 let reason = match (a.asked(c.member, &key), &c.store) {
                     (Asked::Offline, Some(_)) => {
@@ -437,7 +459,17 @@ impl Core {
             let offline = self.cfg.events.offline_claims;
             let key = ClaimKey::upgrade(tier.code());
             if asks
-                .take(self, ctx, *member, key, 1, offline, now)?
+                .take(
+                    self,
+                    ctx,
+                    Wanted {
+                        member: *member,
+                        key,
+                        limit: 1,
+                        offline,
+                    },
+                    now,
+                )?
                 .is_none()
             {
                 continue;
@@ -512,7 +544,17 @@ impl Core {
         let key = ClaimKey::referral(event, &hex::encode(friend.member_id));
         let offline = self.cfg.events.offline_claims;
         if asks
-            .take(self, ctx, referrer.member_id, key, 1, offline, now)?
+            .take(
+                self,
+                ctx,
+                Wanted {
+                    member: referrer.member_id,
+                    key,
+                    limit: 1,
+                    offline,
+                },
+                now,
+            )?
             .is_none()
         {
             return Ok(0);

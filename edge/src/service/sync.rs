@@ -398,7 +398,10 @@ fn project(
         }
         (Detail::CouponIssued(c), Some(m)) => {
             let source_txn = c.source_txn.as_deref().map(id_bytes).transpose()?;
-            rebuild_coupon(conn, &coupon_of(c, *e.txn.as_bytes(), m, e.at, source_txn, None))?;
+            rebuild_coupon(
+                conn,
+                &coupon_of(c, *e.txn.as_bytes(), m, e.at, source_txn, None),
+            )?;
         }
         (Detail::MemberMerged(merge), Some(loser)) if origin_node == HUB_NODE => {
             members::merge(conn, &loser, merge.survivor.as_bytes())?;
@@ -419,11 +422,7 @@ fn project(
 /// usable at any store of the chain (docs/claims.md), so the coupons other stores
 /// issued to the members held here are kept here too, with the store that issued them,
 /// and follow their state (claimed, used, restored, withdrawn).
-fn project_coupons(
-    conn: &rusqlite::Connection,
-    node: &str,
-    e: &Entry,
-) -> Result<(), EdgeError> {
+fn project_coupons(conn: &rusqlite::Connection, node: &str, e: &Entry) -> Result<(), EdgeError> {
     use crate::store::coupons;
     let member = e.member.map(|m| *m.as_bytes());
     match (&e.detail, member) {
@@ -599,10 +598,10 @@ impl<'a> Kept<'a> {
 impl Edge {
     /// Stores the facts of a member fetched from the hub (another store registered
     /// them, or they are new since the last fetch, up to hub position `upto` for phone
-    /// index `phone_idx`): every fact counts in the member's balance and tier here, and the member's
-    /// profile row is rebuilt from the registration and profile facts. Other stores'
-    /// receipts, refunds and coupons are not rebuilt: they are redeemed and refunded
-    /// where they were issued. Returns whether any fact was new.
+    /// index `phone_idx`): every fact counts in the member's balance and tier here, the
+    /// member's profile row is rebuilt from the registration and profile facts, and their
+    /// coupons and claims are kept. Other stores' receipts and refunds are not rebuilt:
+    /// sales are refunded where they were made. Returns whether any fact was new.
     pub async fn apply_fetched(
         &self,
         phone_idx: [u8; 32],

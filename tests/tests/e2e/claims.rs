@@ -282,13 +282,17 @@ async fn a_coupon_is_usable_once_at_any_store_of_the_chain() -> Result<()> {
     let (st, body) = sale_with(&s2, &m, "R-1", &code).await?;
     assert_eq!(st, 201, "used at S002: {body}");
     assert!(
-        body["discounts"]
-            .as_array()
-            .is_some_and(|d| d.iter().any(|d| d["source"] == "coupon" && d["amount"] == 1_000)),
+        body["discounts"].as_array().is_some_and(|d| d
+            .iter()
+            .any(|d| d["source"] == "coupon" && d["amount"] == 1_000)),
         "{body}"
     );
     let (st, body) = sale_with(&s1, &m, "R-2", &code).await?;
-    assert_eq!((st, body["error"]["code"].as_str()), (422, Some("coupon_invalid")), "{body}");
+    assert_eq!(
+        (st, body["error"]["code"].as_str()),
+        (422, Some("coupon_invalid")),
+        "{body}"
+    );
 
     let local = give_coupon(&s1, &m, json!(["S001"])).await?;
     knows_coupon(&s2, &m, &local).await?;
@@ -316,8 +320,16 @@ async fn a_coupon_is_usable_once_at_any_store_of_the_chain() -> Result<()> {
     s1.synced().await?;
     s2.synced().await?;
     let (st, body) = sale_with(&s2, &m, "R-6", &third).await?;
-    assert_eq!((st, body["error"]["code"].as_str()), (422, Some("coupon_invalid")), "{body}");
+    assert_eq!(
+        (st, body["error"]["code"].as_str()),
+        (422, Some("coupon_invalid")),
+        "{body}"
+    );
     let report = hub.overdraws().await?;
-    assert_eq!(report["over_claims"], json!([]), "each coupon used once: {report}");
+    assert_eq!(
+        report["over_claims"],
+        json!([]),
+        "each coupon used once: {report}"
+    );
     Ok(())
 }
