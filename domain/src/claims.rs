@@ -11,7 +11,7 @@
 //! every store's claims it holds, the claims it authorized whose facts are on their
 //! way, and the asking store's unsynced ones), the entitlement's [`OfflinePolicy`]
 //! while it cannot ([`offline_allows`]). What can happen offline is bounded by
-//! [`worst_case`]; the hub reports what passed a limit ([`excess`]). `docs/claims.md`
+//! [`worst_case`]; the hub reports what passed a limit ([`Tally::excess`]). `docs/claims.md`
 //! has the rules and the formula.
 
 use serde::{Deserialize, Serialize};
@@ -30,7 +30,7 @@ pub const MAX_LIMIT: u32 = 1_000;
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ClaimKey {
     /// `check_in`, `share`, `profile_completed`, `benefit:<code>`, `upgrade:<tier>`,
-    /// `rule:<id>`, `referral:<event>:<friend>`, `coupon:<id>`.
+    /// `rule:<id>`, `referral:<event>:<friend>`, `coupon:<id>`, `welcome:<what>`.
     pub entitlement: String,
     /// [`ONCE`], a store day `YYYY-MM-DD`, or a month `YYYY-MM`.
     pub period: String,
@@ -72,6 +72,12 @@ impl ClaimKey {
     /// Sales in which promotion rule `id` applied to the member.
     pub fn rule(id: &str) -> ClaimKey {
         ClaimKey::new(format!("rule:{id}"), ONCE)
+    }
+
+    /// A welcome reward: `register` (points on registration) or `first_purchase` (the
+    /// gift of the first purchase over the threshold).
+    pub fn welcome(what: &str) -> ClaimKey {
+        ClaimKey::new(format!("welcome:{what}"), ONCE)
     }
 
     /// The one use of coupon `id` (hex): single use across the chain.
@@ -164,22 +170,73 @@ pub fn hub_allows(counted: Counted, limit: u32) -> bool {
     counted.total() < i64::from(limit)
 }
 
-/// The net claims of a counter beyond its limit, judged over every claim fact of it:
-/// `claims` are (units, the limit the claim carried) with units +1 for a claim and −1
-/// for a release. The smallest limit any claim carried counts (a store on an older
-/// rule set may know a lower one; none may raise it for the others). Order-independent:
-/// every replica holding the same facts finds the same excess.
-pub fn excess(claims: impl IntoIterator<Item = (i64, u32)>) -> i64 {
-    let mut net = 0i64;
-    let mut limit = u32::MAX;
-    for (units, l) in claims {
-        net = net.saturating_add(units);
-        limit = limit.min(l);
+/// A counter's claim facts as the hub holds them, judged.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Net claims: each store's claims less its releases, where a release cancels only
+    /// a claim of the same store made before it (another store's releases, releases
+    /// before any claim, or more releases than claims change nothing).
+    pub net: i64,
+    /// The smallest limit any claim carried.
+    pub smallest: Option<u32>,
+    /// The stores whose claims still count, sorted.
+    pub stores: Vec<String>,
+}
+
+impl Tally {
+    /// Net claims beyond the smallest limit any claim carried: a store on an older rule
+    /// set may know a lower limit, and a lower one only makes the report stricter.
+    pub fn excess(&self) -> i64 {
+        self.smallest
+            .map_or(0, |l| (self.net - i64::from(l)).max(0))
     }
-    if limit == u32::MAX {
-        return 0;
+}
+
+/// One claim fact as judged: its store, when (the fact's time), +1 for a claim or −1
+/// for a release, and the limit it carried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimFact<S> {
+    /// The store that wrote it.
+    pub store: S,
+    /// The fact's time (unix ms).
+    pub at: i64,
+    /// +1 or −1.
+    pub units: i64,
+    /// The limit it carried.
+    pub limit: u32,
+}
+
+/// Judges a counter's claim facts. Order-independent: each store's facts are taken in
+/// time order (claims before releases at the same instant).
+pub fn tally<S: AsRef<str>>(facts: impl IntoIterator<Item = ClaimFact<S>>) -> Tally {
+    let mut per_store: std::collections::BTreeMap<String, Vec<(i64, i64)>> = Default::default();
+    let mut smallest: Option<u32> = None;
+    for f in facts {
+        per_store
+            .entry(f.store.as_ref().to_string())
+            .or_default()
+            .push((f.at, f.units));
+        smallest = Some(smallest.map_or(f.limit, |s| s.min(f.limit)));
     }
-    (net - i64::from(limit)).max(0)
+    let mut out = Tally {
+        smallest,
+        ..Tally::default()
+    };
+    for (store, mut facts) in per_store {
+        facts.sort_by_key(|(at, units)| (*at, -*units));
+        let held = facts.iter().fold(0i64, |held, (_, units)| {
+            if *units > 0 {
+                held.saturating_add(*units)
+            } else {
+                held.saturating_add(*units).max(0)
+            }
+        });
+        if held > 0 {
+            out.net = out.net.saturating_add(held);
+            out.stores.push(store);
+        }
+    }
+    out
 }
 
 /// The most claims a counter with `limit` can reach chain-wide: the hub allows `limit`,
@@ -266,13 +323,55 @@ mod tests {
         assert!(!hub_allows(c(3, 0, -5), 3));
     }
 
+    fn f(store: &str, at: i64, units: i64, limit: u32) -> ClaimFact<String> {
+        ClaimFact {
+            store: store.to_string(),
+            at,
+            units,
+            limit,
+        }
+    }
+
     #[test]
     fn excess_is_what_the_net_claims_pass_the_smallest_limit_by() {
-        assert_eq!(excess([]), 0);
-        assert_eq!(excess([(1, 1)]), 0);
-        assert_eq!(excess([(1, 1), (1, 1)]), 1);
-        assert_eq!(excess([(1, 1), (1, 1), (-1, 1)]), 0, "a release heals it");
-        assert_eq!(excess([(1, 3), (1, 2), (1, 3)]), 1, "the smallest limit");
+        let t = |v: Vec<ClaimFact<String>>| tally(v).excess();
+        assert_eq!(t(vec![]), 0);
+        assert_eq!(t(vec![f("S1", 1, 1, 1)]), 0);
+        assert_eq!(t(vec![f("S1", 1, 1, 1), f("S2", 1, 1, 1)]), 1);
+        assert_eq!(
+            t(vec![f("S1", 1, 1, 1), f("S2", 1, 1, 1), f("S2", 2, -1, 1)]),
+            0,
+            "a release heals it"
+        );
+        assert_eq!(
+            t(vec![f("S1", 1, 1, 3), f("S2", 1, 1, 2), f("S3", 1, 1, 3)]),
+            1,
+            "the smallest limit"
+        );
+    }
+
+    #[test]
+    fn a_store_releases_only_claims_it_made_before() {
+        let t = tally(vec![f("S1", 1, 1, 3), f("S2", 1, 1, 3), f("S2", 2, -1, 3)]);
+        assert_eq!((t.net, t.excess()), (1, 0));
+        assert_eq!(t.stores, vec!["S1".to_string()], "S2 gave its claim back");
+        // Releases of another store's claims, or beyond a store's own, count nothing.
+        let t = tally(vec![
+            f("S1", 1, 1, 1),
+            f("S1", 2, 1, 1),
+            f("S2", 3, -1, 1),
+            f("S2", 4, -1, 1),
+        ]);
+        assert_eq!(t.net, 2);
+        // Releases written before any claim are not banked against later claims.
+        let t = tally(vec![f("S2", 1, -1, 1), f("S2", 2, -1, 1), f("S2", 3, 1, 1)]);
+        assert_eq!(t.net, 1);
+        // The order the facts arrive in does not matter; a claim and its release at the
+        // same instant cancel.
+        let a = tally(vec![f("S1", 5, -1, 2), f("S1", 5, 1, 2), f("S1", 6, 1, 2)]);
+        let b = tally(vec![f("S1", 6, 1, 2), f("S1", 5, 1, 2), f("S1", 5, -1, 2)]);
+        assert_eq!((a.net, a.clone()), (1, b));
+        assert_eq!(tally(Vec::<ClaimFact<String>>::new()), Tally::default());
     }
 
     #[test]
@@ -308,7 +407,7 @@ mod tests {
         online: bool,
         /// Claims it wrote, with whether each is pushed.
         own: Vec<bool>,
-        /// Its offline claims not yet acknowledged.
+        /// Its offline claims not yet acknowledged (what it tells the hub it holds).
         offline_unsynced: i64,
         /// Other stores' claims it learned at its last sync.
         learned: i64,
@@ -318,65 +417,75 @@ mod tests {
     }
 
     proptest! {
-        /// Whatever the partitions: online the counter never passes the limit; with
-        /// partitions it stays inside [`worst_case`]; every claim is counted once when
-        /// all have synced, and the excess the hub reports is exactly what passed.
+        /// Whatever the partitions: while no claim was given offline the counter never
+        /// passes the limit (online claims are held at the hub until their facts
+        /// arrive, and the store's pushes may repeat); with offline claims it stays
+        /// inside [`worst_case`]; once everyone has pushed (twice) every claim is
+        /// counted once, no hold is left, and the excess reported is what passed.
         #[test]
         fn the_counter_never_passes_its_bound_and_counts_every_claim_once(
             limit in 1u32..4,
             policy in prop_oneof![Just(OfflinePolicy::Once), Just(OfflinePolicy::Local), Just(OfflinePolicy::Refuse)],
             ops in proptest::collection::vec(op(3), 1..80),
         ) {
+            use std::collections::BTreeSet;
             let mut stores = vec![Store { online: true, ..Store::default() }; 3];
-            let mut hub_facts: i64 = 0;
-            let mut ever_offline = std::collections::BTreeSet::new();
-            let mut partitioned = false;
-            let mut given = 0i64;
+            // The hub: claim facts by (store, claim), and holds of claims it granted.
+            let (mut facts, mut holds) = (BTreeSet::new(), BTreeSet::new());
+            let mut ever_offline = BTreeSet::new();
+            let (mut given, mut given_offline) = (0i64, 0i64);
+            let push = |i: usize, s: &mut Store, facts: &mut BTreeSet<(usize, usize)>, holds: &mut BTreeSet<(usize, usize)>| {
+                // Every claim the store holds, pushed ones again (a retried push).
+                for n in 0..s.own.len() {
+                    facts.insert((i, n));
+                    holds.remove(&(i, n));
+                }
+                s.own.iter_mut().for_each(|p| *p = true);
+                s.offline_unsynced = 0;
+            };
             for op in ops {
                 match op {
                     Op::Claim(i) => {
                         let s = &mut stores[i];
-                        let mine = s.own.len() as i64;
-                        let known = Known { used: mine + s.learned, offline_unsynced: s.offline_unsynced };
+                        let known = Known { used: s.own.len() as i64 + s.learned, offline_unsynced: s.offline_unsynced };
                         let allowed = if s.online {
-                            // The store checks what it knows first, then asks the hub,
-                            // which counts its facts and the store's unsynced claims.
-                            let unsynced = s.own.iter().filter(|p| !**p).count() as i64;
-                            known.used < i64::from(limit)
-                                && hub_allows(Counted { used: hub_facts, held: 0, unsynced }, limit)
+                            // What the store knows first, then the hub: its facts, its
+                            // holds, and the store's offline claims it has not seen.
+                            let counted = Counted {
+                                used: facts.len() as i64,
+                                held: holds.len() as i64,
+                                unsynced: s.offline_unsynced,
+                            };
+                            known.used < i64::from(limit) && hub_allows(counted, limit)
                         } else {
                             offline_allows(policy, limit, known)
                         };
                         if allowed {
                             given += 1;
-                            // Authorized online, the fact goes straight up.
-                            s.own.push(s.online);
-                            if !s.online {
+                            if s.online {
+                                holds.insert((i, s.own.len()));
+                            } else {
+                                given_offline += 1;
                                 s.offline_unsynced += 1;
                                 ever_offline.insert(i);
                                 if !s.claimed_this_period {
                                     s.claimed_this_period = true;
                                     s.periods_claimed += 1;
                                 }
-                            } else {
-                                hub_facts += 1;
                             }
+                            s.own.push(false);
                         }
-                        if !partitioned {
+                        if given_offline == 0 {
                             prop_assert!(given <= i64::from(limit), "online, {given} claims passed {limit}");
                         }
                     }
                     Op::Sync(i) if stores[i].online => {
                         let s = &mut stores[i];
-                        let pushed = s.own.iter().filter(|p| !**p).count() as i64;
-                        hub_facts += pushed;
-                        s.own.iter_mut().for_each(|p| *p = true);
-                        s.offline_unsynced = 0;
-                        s.learned = hub_facts - s.own.len() as i64;
+                        push(i, s, &mut facts, &mut holds);
+                        s.learned = facts.iter().filter(|(from, _)| *from != i).count() as i64;
                     }
                     Op::Sync(_) => {}
                     Op::Partition(i) => {
-                        partitioned = true;
                         stores[i].online = false;
                         stores[i].claimed_this_period = false;
                     }
@@ -386,14 +495,20 @@ mod tests {
             let periods = stores.iter().map(|s| s.periods_claimed).max().unwrap_or(0);
             let bound = worst_case(policy, limit, ever_offline.len() as u32, periods);
             prop_assert!(given as u64 <= bound, "{given} claims, bound {bound}");
-            // Everyone reconnects and pushes: each claim counted once.
-            for s in &mut stores {
-                hub_facts += s.own.iter().filter(|p| !**p).count() as i64;
-                s.own.iter_mut().for_each(|p| *p = true);
+            for _ in 0..2 {
+                for (i, s) in stores.iter_mut().enumerate() {
+                    push(i, s, &mut facts, &mut holds);
+                }
             }
-            prop_assert_eq!(hub_facts, given);
-            let claims = (0..given).map(|_| (1, limit));
-            prop_assert_eq!(excess(claims), (given - i64::from(limit)).max(0));
+            prop_assert_eq!(facts.len() as i64, given, "each claim counted once");
+            prop_assert!(holds.is_empty(), "every hold settled by its fact");
+            let t = tally(facts.iter().map(|(store, n)| ClaimFact {
+                store: format!("S{store}"),
+                at: *n as i64,
+                units: 1,
+                limit,
+            }));
+            prop_assert_eq!(t.excess(), (given - i64::from(limit)).max(0));
         }
     }
 }

@@ -24,6 +24,9 @@ pub struct RuleSet {
     /// Referral rewards, if the chain runs them.
     #[serde(default)]
     pub referral: Option<ReferralRewards>,
+    /// Welcome rewards for new members, each once per member across the chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub welcome: Option<Welcome>,
     /// Per-tier perks: benefits, quotas, upgrade gifts, flags.
     #[serde(default)]
     pub tiers: BTreeMap<String, TierPerks>,
@@ -40,6 +43,32 @@ pub struct ReferralRewards {
     pub on_register: i64,
     /// To the referrer on the friend's first purchase.
     pub on_first_purchase: i64,
+}
+
+/// Welcome rewards (the guide's 注册送100积分 and 消费满50元送会员注册礼).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Welcome {
+    /// Points given on registration.
+    #[serde(default)]
+    pub register_points: i64,
+    /// A gift on the member's first purchase of at least a threshold.
+    #[serde(default)]
+    pub first_purchase: Option<WelcomeGift>,
+}
+
+/// The registration gift of a first purchase over a threshold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WelcomeGift {
+    /// Least amount paid (fen) of the purchase.
+    pub threshold: i64,
+    /// Points given.
+    #[serde(default)]
+    pub points: i64,
+    /// A coupon given.
+    #[serde(default)]
+    pub coupon: Option<CouponTemplate>,
 }
 
 /// What a tier brings besides its discount rules.
@@ -376,6 +405,24 @@ impl RuleSet {
         {
             return Err("referral points must be 0-1000000".into());
         }
+        if let Some(w) = &self.welcome {
+            if !(0..=1_000_000).contains(&w.register_points) {
+                return Err("welcome.register_points must be 0-1000000".into());
+            }
+            if let Some(g) = &w.first_purchase {
+                if !money(g.threshold) || !(0..=1_000_000).contains(&g.points) {
+                    return Err(format!(
+                        "welcome.first_purchase: threshold 0-{MAX_MONEY} fen and points 0-1000000"
+                    ));
+                }
+                if g.points == 0 && g.coupon.is_none() {
+                    return Err("welcome.first_purchase gives points, a coupon, or both".into());
+                }
+                if let Some(t) = &g.coupon {
+                    check_template(t, "welcome.first_purchase.coupon")?;
+                }
+            }
+        }
         for (tier, perks) in &self.tiers {
             if !TIER_CODES.contains(&tier.as_str()) {
                 return Err(format!("tiers: unknown tier {tier:?}"));
@@ -400,6 +447,15 @@ impl RuleSet {
                         "tiers.{tier}.benefits: each needs a unique code (a-z 0-9 _ : - .) and a label"
                     ));
                 }
+                if b.quota_per_month
+                    .is_some_and(|q| q > crate::claims::MAX_LIMIT)
+                {
+                    return Err(format!(
+                        "tiers.{tier}.benefits.{}: quota_per_month must be at most {}",
+                        b.code,
+                        crate::claims::MAX_LIMIT
+                    ));
+                }
             }
         }
         let mut ids = HashSet::new();
@@ -420,6 +476,16 @@ impl RuleSet {
             }
             if r.group.as_deref().is_some_and(|g| !id_like(g, 64)) {
                 return Err(format!("{at}: group must be 1-64 of a-z 0-9 _ : - ."));
+            }
+            // A per-member limit is a chain-wide counter: the hub counts up to this.
+            if r.limits
+                .per_member
+                .is_some_and(|n| n > crate::claims::MAX_LIMIT)
+            {
+                return Err(format!(
+                    "{at}: per_member must be at most {}",
+                    crate::claims::MAX_LIMIT
+                ));
             }
             if r.audience
                 .tiers

@@ -464,6 +464,9 @@ impl Config {
         if e.check_in < 0 || e.share < 0 || e.profile_completed < 0 {
             return bad("events: points must be >= 0");
         }
+        if e.share_daily_limit > patron_domain::claims::MAX_LIMIT {
+            return bad("events.share_daily_limit must be at most 1000");
+        }
         let y = &self.sync;
         if y.batch == 0 || y.batch > patron_sync::session::MAX_BATCH {
             return bad("sync.batch must be 1-1000");

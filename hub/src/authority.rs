@@ -145,15 +145,15 @@ pub struct ClaimHold {
     pub until: i64,
 }
 
-/// Grants a claim when what the hub counts stays under the limit: the smaller of the
-/// store's and the smallest any claim of the counter carried (`smallest`), so no store
-/// raises a limit for the others.
+/// Grants a claim when what the hub counts stays under the asking store's limit (the
+/// rule set it runs). Not the smallest any claim carried: a rogue store could then
+/// close a member's counter at every store with one claim of limit 1; a store that
+/// raises its own limit gets no more than its offline claims would give it, and the
+/// over-claim report judges against the smallest limit.
 pub fn decide_claim(
     counted: patron_domain::claims::Counted,
-    asked_limit: u32,
-    smallest: Option<u32>,
+    limit: u32,
 ) -> patron_protocol::hub::ClaimResponse {
-    let limit = smallest.map_or(asked_limit, |s| s.min(asked_limit));
     patron_protocol::hub::ClaimResponse {
         granted: patron_domain::claims::hub_allows(counted, limit),
         used: counted.total(),

@@ -314,13 +314,79 @@ mod tests {
         assert!(over_claims(&t).is_empty());
     }
 
+    /// The asking store's limit decides: one claim with limit 1 from another store does
+    /// not close the counter for everyone (it only makes the over-claim report stricter).
     #[test]
-    fn no_store_raises_a_limit_the_others_claimed_under() {
+    fn a_lower_limit_from_one_store_does_not_close_the_counter_for_the_others() {
         let t = TestHub::new(T0, &["S001", "S002"]);
         t.share_member(MEMBER);
-        t.push_fact(0, fact(&t, &ask("share", &id(1), 2, 0), "hub", false));
-        t.push_fact(0, fact(&t, &ask("share", &id(2), 2, 0), "hub", false));
-        let a = claim(&t, 1, &ask("share", &id(3), 50, 0)).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!((a.granted, a.limit), (false, 2));
+        t.push_fact(0, fact(&t, &ask("share", &id(1), 1, 0), "offline", false));
+        let a = claim(&t, 1, &ask("share", &id(3), 3, 0)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((a.granted, a.used, a.limit), (true, 1, 3));
+        t.push_fact(1, fact(&t, &ask("share", &id(3), 3, 0), "hub", false));
+        let report = over_claims(&t);
+        assert_eq!(
+            (report.len(), report.first().map(|o| (o.claimed, o.limit))),
+            (1, Some((2, 1))),
+            "judged against the smallest limit: {report:?}"
+        );
+    }
+
+    /// A store's releases cancel only its own claims: releases of a counter it never
+    /// claimed, or more releases than claims, give no one more uses.
+    #[test]
+    fn releases_cancel_only_the_releasing_store_s_own_claims() {
+        let t = TestHub::new(T0, &["S001", "S002"]);
+        t.share_member(MEMBER);
+        let once = |n| ClaimRequest {
+            period: "once".into(),
+            ..ask("profile_completed", &id(n), 1, 0)
+        };
+        t.push_fact(0, fact(&t, &once(1), "hub", false));
+        t.set_time(T0 + 1_000);
+        for n in 10..15 {
+            t.push_fact(1, fact(&t, &once(n), "offline", true));
+        }
+        let refused = |i: usize, n: u128| {
+            !claim(&t, i, &once(n))
+                .unwrap_or_else(|e| panic!("{e}"))
+                .granted
+        };
+        assert!(refused(1, 20), "S002's releases do not cancel S001's claim");
+        // S001 gives back its own claim once; its further releases count nothing.
+        t.set_time(T0 + 2_000);
+        t.push_fact(0, fact(&t, &once(1), "local", true));
+        t.push_fact(0, fact(&t, &once(2), "local", true));
+        t.set_time(T0 + 3_000);
+        let a = claim(&t, 1, &once(21)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((a.granted, a.used), (true, 0));
+        // S002's releases came before its claim: they are not banked against it.
+        t.push_fact(1, fact(&t, &once(21), "hub", false));
+        assert!(refused(0, 22));
+    }
+
+    /// A claim fact the hub cannot count (a limit past 1,000) is quarantined; the rest
+    /// of the store's push is applied.
+    #[test]
+    fn a_claim_the_hub_cannot_count_is_quarantined_not_the_push() {
+        let t = TestHub::new(T0, &["S001"]);
+        t.share_member(MEMBER);
+        t.push_fact(
+            0,
+            fact(&t, &ask("benefit:x", &id(1), 1_500, 0), "offline", false),
+        );
+        t.push_fact(
+            0,
+            fact(&t, &ask("benefit:x", &id(2), 2, 0), "offline", false),
+        );
+        let q = t.hub.quarantined(10).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(q.len(), 1, "{q:?}");
+        assert_eq!(q[0].reason, crate::ingest::CLAIM_NOT_COUNTABLE);
+        let a = claim(&t, 0, &ask("benefit:x", &id(3), 2, 0)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (a.granted, a.used),
+            (true, 1),
+            "only the countable claim counts"
+        );
     }
 }

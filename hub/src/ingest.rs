@@ -88,7 +88,9 @@ pub fn type_fact(
         _ => (None, None),
     };
     Ok(TypedFact {
-        claim: claim_row(&entry)?,
+        // A claim the hub cannot count is quarantined (`quarantine_reason`), not a
+        // refusal of the whole batch: one bad fact must not stop the store's sync.
+        claim: claim_row(&entry).ok().flatten(),
         points: points_row(&entry),
         profile,
         registered,
@@ -178,6 +180,8 @@ pub struct ClaimRow {
     pub key: patron_domain::claims::ClaimKey,
     /// +1 (a claim) or −1 (a release).
     pub units: i64,
+    /// The fact's time: a release cancels only its store's claims made before it.
+    pub at: i64,
     /// The limit the store knew.
     pub limit: u32,
 }
@@ -201,6 +205,7 @@ pub fn claim_row(e: &Entry) -> Result<Option<ClaimRow>, &'static str> {
         claim: e.txn.to_string(),
         key,
         units: if c.release { -1 } else { 1 },
+        at: e.at,
         limit: c.limit,
     }))
 }
@@ -316,6 +321,9 @@ pub fn quarantine_reason<E>(
     holds: impl FnOnce() -> Result<bool, E>,
 ) -> Result<Option<&'static str>, E> {
     let e = &t.entry;
+    if e.kind() == Kind::Claim && t.claim.is_none() {
+        return Ok(Some(CLAIM_NOT_COUNTABLE));
+    }
     let points = [e.earn, e.spend, e.reverse];
     if points.iter().any(|p| *p < 0 || *p > limits.max_points) {
         return Ok(Some("points beyond the per-fact limit"));
@@ -341,6 +349,10 @@ pub fn quarantine_reason<E>(
         Some(_) => Ok(Some(NOT_SERVED)),
     }
 }
+
+/// Why a fact is quarantined: a claim whose entitlement, period or limit no store
+/// writes (or without a member), which the hub cannot count.
+pub const CLAIM_NOT_COUNTABLE: &str = "a claim the hub cannot count";
 
 /// Why a fact is quarantined: it would take its store past the points it may credit.
 pub const BEYOND_STORE_BUDGET: &str = "points beyond the store's budget";

@@ -9,6 +9,7 @@ use serde_json::value::RawValue;
 
 use super::claims::{Asked, Asks, Claim, Wanted};
 use super::promotions::{CouponIssuedBody, PricedMember, after_days};
+use super::welcome::Sold;
 use super::{
     Actor, Authority, Core, Edge, EdgeError, Idem, MemberState, Reply, Seal, balance, invalid,
     tier_code,
@@ -332,6 +333,22 @@ impl Edge {
                                 now,
                             )?;
                         }
+                        let welcomed = core.welcome_gift(
+                            ctx,
+                            rules,
+                            &m,
+                            Sold {
+                                txn: txb,
+                                paid: priced.total,
+                            },
+                            &in_tx,
+                            now,
+                        )?;
+                        issued.extend(welcomed.coupons);
+                        if welcomed.points > 0 {
+                            gift_points += welcomed.points;
+                            state = core.load_state(ctx.conn, &m, now)?.1;
+                        }
                         after = Some(state);
                     }
                     if gift_points > 0 {
@@ -425,6 +442,10 @@ fn claims_in_rules(c: &Compiled) -> bool {
             .referral
             .as_ref()
             .is_some_and(|r| r.on_first_purchase > 0)
+        || c.set
+            .welcome
+            .as_ref()
+            .is_some_and(|w| w.first_purchase.is_some())
 }
 
 impl Edge {
@@ -533,6 +554,20 @@ impl Core {
                 ));
             }
         }
+        if let Some(g) = rules
+            .set
+            .welcome
+            .as_ref()
+            .and_then(|w| w.first_purchase.as_ref())
+            && priced.total >= g.threshold
+        {
+            out.push(Claim::new(
+                member,
+                ClaimKey::welcome("first_purchase"),
+                1,
+                offline,
+            ));
+        }
         if rules
             .set
             .referral
@@ -547,7 +582,9 @@ impl Core {
             if let Some(code) = row.as_ref().and_then(|r| r.referrer_code.as_deref())
                 && let Some(referrer) = members::by_referral_code(conn, code)?
             {
-                let key = ClaimKey::referral("first_purchase", &hex::encode(member));
+                // Keyed as the sale's transaction keys it: by the friend's row.
+                let friend = row.as_ref().map_or(member, |r| r.member_id);
+                let key = ClaimKey::referral("first_purchase", &hex::encode(friend));
                 out.push(Claim::new(referrer.member_id, key, 1, offline));
             }
         }

@@ -11,6 +11,7 @@ use patron_domain::fact::{Auth, ClaimRecord};
 use patron_protocol::hub::{ClaimRelease, ClaimRequest};
 use rusqlite::Connection;
 
+use super::hub_port::HubCallError;
 use super::redemption::acked_seq;
 use super::{Core, Edge, EdgeError};
 use crate::domain::clock::Millis;
@@ -27,6 +28,9 @@ pub enum Asked {
     Refused,
     /// The hub could not be asked: the offline policy decides.
     Offline,
+    /// The hub was asked and did not answer in time (it may have granted and held the
+    /// claim): the offline policy decides, and a claim not taken is given back.
+    Unanswered,
     /// No hub: this store's own count decides.
     Local,
 }
@@ -189,7 +193,7 @@ impl Edge {
         }
         let core = self.core.clone();
         let (member, key) = (claim.member, claim.key.clone());
-        let (known, unsynced) = self
+        let known = self
             .store
             .readers
             .read(move |c| core.known_claims(c, &member, &key))
@@ -203,32 +207,40 @@ impl Edge {
             entitlement: claim.key.entitlement.clone(),
             period: claim.key.period.clone(),
             limit: claim.limit,
-            unsynced,
+            // Only its offline claims: those the hub granted it counts already.
+            unsynced: known.offline_unsynced,
         };
         match tokio::time::timeout(hub.timeout, hub.client.claim(&req)).await {
             Ok(Ok(a)) if a.granted => Ok(Asked::Hub),
             Ok(Ok(_)) => Ok(Asked::Refused),
+            // The hub answered with an error (a member it says this store does not
+            // serve, a claim id it holds for another store): it is reachable, and it
+            // granted nothing; the offline policy decides this claim.
+            Ok(Err(HubCallError::Refused { status, message })) => {
+                tracing::warn!(status, %message, "the hub refused to count a claim: the offline policy applies");
+                Ok(Asked::Offline)
+            }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "claim authorization failed: the offline policy applies");
                 self.hub_failed();
-                Ok(Asked::Offline)
+                Ok(Asked::Unanswered)
             }
             Err(_) => {
                 tracing::warn!("claim authorization timed out: the offline policy applies");
                 self.hub_failed();
-                Ok(Asked::Offline)
+                Ok(Asked::Unanswered)
             }
         }
     }
 }
 
 impl Edge {
-    /// After the claim's transaction: a claim the hub granted that was not recorded
-    /// (the transaction failed, or the store counted the limit reached by then) is
-    /// given back, so it does not count for the member until its hold lapses. Best
+    /// After the claim's transaction: a claim the hub granted (or may have: it did not
+    /// answer in time) that was not recorded (the transaction failed, or the policy or
+    /// the store's count refused it by then) is given back, so it does not count for the member until its hold lapses. Best
     /// effort, in the background: unanswered, the hold lapses.
     pub(super) fn settle_claim(&self, claim: &Claim, asked: Asked, taken: bool) {
-        if asked != Asked::Hub || taken {
+        if !matches!(asked, Asked::Hub | Asked::Unanswered) || taken {
             return;
         }
         let Some(hub) = self.hub_authority() else {
@@ -254,7 +266,7 @@ impl Core {
         conn: &Connection,
         member: &[u8; 16],
         key: &ClaimKey,
-    ) -> Result<(patron_domain::claims::Known, i64), StoreError> {
+    ) -> Result<patron_domain::claims::Known, StoreError> {
         let ids = members::alias_set(conn, member)?;
         let incarnation = self.origin_label.split_once('/').map_or("", |(_, i)| i);
         let acked = acked_seq(conn, incarnation)?;
@@ -286,12 +298,14 @@ impl Core {
         claim: &Claim,
         asked: Asked,
     ) -> Result<Option<(Auth, i64)>, EdgeError> {
-        let (known, _) = self.known_claims(conn, &claim.member, &claim.key)?;
+        let known = self.known_claims(conn, &claim.member, &claim.key)?;
         let within = known.used < i64::from(claim.limit);
         let auth = match asked {
             Asked::Hub if within => Some(Auth::Hub),
             Asked::Local if within => Some(Auth::Local),
-            Asked::Offline if offline_allows(claim.offline, claim.limit, known) => {
+            Asked::Offline | Asked::Unanswered
+                if offline_allows(claim.offline, claim.limit, known) =>
+            {
                 Some(Auth::Offline)
             }
             _ => None,
@@ -306,7 +320,7 @@ impl Core {
         member: &[u8; 16],
         key: &ClaimKey,
     ) -> Result<i64, StoreError> {
-        Ok(self.known_claims(conn, member, key)?.0.used)
+        Ok(self.known_claims(conn, member, key)?.used)
     }
 
     /// Gives back one use of the person's counter (a refund took back what it
@@ -319,7 +333,7 @@ impl Core {
         limit: u32,
         now: Millis,
     ) -> Result<bool, EdgeError> {
-        let (known, _) = self.known_claims(ctx.conn, member, &key)?;
+        let known = self.known_claims(ctx.conn, member, &key)?;
         if known.used <= 0 {
             return Ok(false);
         }

@@ -192,9 +192,11 @@ impl Edge {
             created_at: now,
             updated_at: now,
         };
-        // The referrer's reward for a friend who just joined here: no other store can
-        // know the friend yet, so it is not asked of the hub.
-        let asks = super::claims::Asks::none(self.unasked_claim());
+        // The referrer's reward for a friend who just joined here, and the new member's
+        // welcome points: no other store can know the member yet, so this store's own
+        // count decides (the hub is not asked; a person who registered at two stores
+        // is reported once the registrations merge).
+        let asks = super::claims::Asks::none(super::claims::Asked::Local);
         self.store
             .writer
             .write(move |ctx| {
@@ -235,12 +237,14 @@ impl Edge {
                     if let Some(referral) = rules.as_deref().and_then(|c| c.set.referral.as_ref()) {
                         referred = core.referral_reward(ctx, &row, referral.on_register, "register", &asks, now)?;
                     }
+                    let welcomed = core.welcome_points(ctx, rules.as_deref(), &idb, &asks, now)?;
                     // A lane registering made-up friends for someone's referral code is
-                    // bounded like any other way of earning.
-                    let counted = DayTotals { registrations: 1, earned: referred, ..DayTotals::default() };
-                    core.within_limits(ctx.conn, actor, now, counted, |l, day| l.registration(day, referred))?;
-                    let empty = core.empty_state(now);
-                    Ok((201, core.member_view(ctx.conn, rules.as_deref(), &row, &empty, now, fresh.clone())?, Seal::Member(idb)))
+                    // bounded like any other way of earning, and so are welcome points.
+                    let earned = referred + welcomed;
+                    let counted = DayTotals { registrations: 1, earned, ..DayTotals::default() };
+                    core.within_limits(ctx.conn, actor, now, counted, |l, day| l.registration(day, earned))?;
+                    let state = if welcomed > 0 { core.load_state(ctx.conn, &idb, now)?.1 } else { core.empty_state(now) };
+                    Ok((201, core.member_view(ctx.conn, rules.as_deref(), &row, &state, now, fresh.clone())?, Seal::Member(idb)))
                 })
             })
             .await

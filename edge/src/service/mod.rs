@@ -22,6 +22,7 @@ mod redemption;
 mod refunds;
 mod rekey;
 pub mod sync;
+mod welcome;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};

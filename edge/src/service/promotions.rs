@@ -247,7 +247,7 @@ impl Core {
                 )?
             {
                 let reason = match (a.asked(c.member, &key), &c.store) {
-                    (Asked::Offline, Some(_)) => {
+                    (Asked::Offline | Asked::Unanswered, Some(_)) => {
                         "was issued at another store and can be used here only while the hub is reachable"
                     }
                     _ => "was already used at another store",

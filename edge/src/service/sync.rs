@@ -424,30 +424,39 @@ fn project(
 /// and follow their state (claimed, used, restored, withdrawn).
 fn project_coupons(conn: &rusqlite::Connection, node: &str, e: &Entry) -> Result<(), EdgeError> {
     use crate::store::coupons;
-    let member = e.member.map(|m| *m.as_bytes());
-    match (&e.detail, member) {
-        (Detail::CouponIssued(c), Some(m)) => {
+    let Some(m) = e.member.map(|m| *m.as_bytes()) else {
+        return Ok(());
+    };
+    // A state change applies only to the fact's member's coupon (codes are unique per
+    // store, not across the chain), and a withdrawal only from the store that issued
+    // it: another store's fact cannot touch someone else's coupon.
+    let theirs = |code: &str, issuer_only: bool| -> Result<bool, StoreError> {
+        Ok(coupons::by_code(conn, code)?
+            .is_some_and(|c| c.member == m && (!issuer_only || c.store.as_deref() == Some(node))))
+    };
+    match &e.detail {
+        Detail::CouponIssued(c) => {
             let source_txn = c.source_txn.as_deref().map(id_bytes).transpose()?;
             let row = coupon_of(c, *e.txn.as_bytes(), m, e.at, source_txn, Some(node));
             rebuild_coupon(conn, &row)?;
         }
-        (Detail::Purchase(sale), _) => {
-            if let Some(m) = member {
-                for g in &sale.coupons_granted {
-                    let id = id_bytes(&g.coupon_id)?;
-                    let row = coupon_of(g, id, m, e.at, Some(*e.txn.as_bytes()), Some(node));
-                    rebuild_coupon(conn, &row)?;
-                }
+        Detail::Purchase(sale) => {
+            for g in &sale.coupons_granted {
+                let id = id_bytes(&g.coupon_id)?;
+                let row = coupon_of(g, id, m, e.at, Some(*e.txn.as_bytes()), Some(node));
+                rebuild_coupon(conn, &row)?;
             }
             for code in &sale.coupons_used {
-                coupons::mark_used(conn, code, e.txn.as_bytes())?;
+                if theirs(code, false)? {
+                    coupons::mark_used(conn, code, e.txn.as_bytes())?;
+                }
             }
         }
-        (Detail::CouponClaimed(c), _) => {
+        Detail::CouponClaimed(c) if theirs(&c.code, false)? => {
             coupons::activate(conn, &c.code)?;
         }
-        (Detail::CouponRestored(c), _) => coupons::restore(conn, &c.code)?,
-        (Detail::CouponWithdrawn(c), _) => coupons::revoke(conn, &c.code)?,
+        Detail::CouponRestored(c) if theirs(&c.code, false)? => coupons::restore(conn, &c.code)?,
+        Detail::CouponWithdrawn(c) if theirs(&c.code, true)? => coupons::revoke(conn, &c.code)?,
         _ => {}
     }
     Ok(())

@@ -43,33 +43,32 @@ pub fn record(conn: &Connection, c: &ClaimRow) -> Result<(), StoreError> {
 }
 
 /// What this store knows of the counter of the person with member ids `ids`: net
-/// claims, and its own (origin `own`) offline claims after `acked`, the last sequence
-/// the hub acknowledged. Also its own claims after `acked` of any authority (what the
-/// hub has not counted yet).
+/// claims (each origin's releases cancel only its own claims), and its own (origin `own`) offline claims after `acked`, the last sequence
+/// the hub acknowledged (claims the hub granted it holds already, as holds or facts).
 pub fn known(
     conn: &Connection,
     ids: &[[u8; 16]],
     key: &ClaimKey,
     own: i64,
     acked: i64,
-) -> Result<(Known, i64), StoreError> {
+) -> Result<Known, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT coalesce(sum(units), 0),
-                coalesce(sum(CASE WHEN origin = ?4 AND seq > ?5 AND offline = 1 AND units > 0 THEN 1 ELSE 0 END), 0),
-                coalesce(sum(CASE WHEN origin = ?4 AND seq > ?5 THEN units ELSE 0 END), 0)
-           FROM member_claims WHERE member = ?1 AND entitlement = ?2 AND period = ?3",
+        "SELECT coalesce(sum(max(net, 0)), 0), coalesce(sum(offline), 0) FROM (
+           SELECT sum(units) AS net,
+                  sum(CASE WHEN origin = ?4 AND seq > ?5 AND offline = 1 AND units > 0 THEN 1 ELSE 0 END) AS offline
+             FROM member_claims WHERE member = ?1 AND entitlement = ?2 AND period = ?3
+            GROUP BY origin)",
     )?;
-    let (mut known, mut unsynced) = (Known::default(), 0i64);
+    let mut known = Known::default();
     for id in ids {
-        let (used, offline, mine): (i64, i64, i64) = stmt.query_row(
+        let (used, offline): (i64, i64) = stmt.query_row(
             params![&id[..], key.entitlement, key.period, own, acked],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
         known.used += used;
         known.offline_unsynced += offline;
-        unsynced += mine;
     }
-    Ok((known, unsynced.max(0)))
+    Ok(known)
 }
 
 #[cfg(test)]
@@ -107,7 +106,6 @@ mod tests {
         let used = |key: ClaimKey| {
             known(&conn, &[m], &key, 1, 0)
                 .unwrap_or_else(|e| panic!("{e}"))
-                .0
                 .used
         };
         assert_eq!(used(ClaimKey::check_in("2026-12-01")), 1);
@@ -127,11 +125,10 @@ mod tests {
             )
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(store_wide, 7, "budgets keep counting store-wide");
-        let unsynced = known(&conn, &[m], &ClaimKey::check_in("2026-12-01"), 1, 0)
+        let k = known(&conn, &[m], &ClaimKey::check_in("2026-12-01"), 1, 0)
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
-            (unsynced.0.offline_unsynced, unsynced.1),
-            (0, 0),
+            k.offline_unsynced, 0,
             "not this origin's: the hub never saw them and they are not sent"
         );
     }
@@ -157,16 +154,23 @@ mod tests {
             row(1, 6, [1; 16], 1, true), // the same fact again: counted once
             row(1, 7, [2; 16], 1, true),
             row(2, 3, [2; 16], 1, true), // another store's offline claim
+            row(3, 1, [1; 16], -1, false), // another store's release: cancels nothing here
             row(1, 8, [9; 16], 1, true), // someone else's
         ] {
             record(&conn, &r).unwrap_or_else(|e| panic!("{e}"));
         }
-        let (k, unsynced) =
-            known(&conn, &[[1; 16], [2; 16]], &key, 1, 5).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!((k.used, k.offline_unsynced, unsynced), (4, 2, 2));
+        let k = known(&conn, &[[1; 16], [2; 16]], &key, 1, 5).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (k.used, k.offline_unsynced),
+            (4, 2),
+            "every id's claims; this origin's offline ones after 5"
+        );
         record(&conn, &row(1, 9, [1; 16], -1, false)).unwrap_or_else(|e| panic!("{e}"));
-        let (k, unsynced) =
-            known(&conn, &[[1; 16], [2; 16]], &key, 1, 5).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!((k.used, unsynced), (3, 1), "a release lowers both");
+        let k = known(&conn, &[[1; 16], [2; 16]], &key, 1, 5).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (k.used, k.offline_unsynced),
+            (3, 2),
+            "a release lowers what is used"
+        );
     }
 }

@@ -455,6 +455,10 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (member, entitlement, period)
     ) STRICT, WITHOUT ROWID;
     "#,
+    r#"
+    -- A release cancels only its store's claims made before it: the claim's time.
+    ALTER TABLE claims ADD COLUMN at INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// SQL for the member `id` stands for: its survivor if it was merged, else itself.
@@ -1557,38 +1561,31 @@ impl Ask {
     }
 }
 
-/// The person's (surviving id `root`) net claims of a counter in the facts the hub
-/// holds, and the smallest limit any of them carried.
+/// The person's (surviving id `root`) claim facts of a counter, judged
+/// (`patron_domain::claims::tally`).
 fn counted_claims(
     conn: &Connection,
     root: &str,
     key: &ClaimKey,
-) -> Result<(i64, Option<u32>, Vec<String>), StoreError> {
+) -> Result<patron_domain::claims::Tally, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT units, cap, store FROM claims
+        "SELECT store, at, units, cap FROM claims
           WHERE member IN (SELECT unhex(replace(?1, '-', '')) UNION ALL
                            SELECT unhex(replace(loser, '-', ''))
                              FROM member_aliases WHERE survivor = ?1)
             AND entitlement = ?2 AND period = ?3",
     )?;
-    let (mut net, mut smallest, mut stores) = (0i64, None::<u32>, Vec::new());
-    let rows = stmt.query_map(params![root, key.entitlement, key.period], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, i64>(1)?,
-            r.get::<_, String>(2)?,
-        ))
-    })?;
-    for row in rows {
-        let (units, cap, store) = row?;
-        net = net.saturating_add(units);
-        let cap = u32::try_from(cap).unwrap_or(u32::MAX);
-        smallest = Some(smallest.map_or(cap, |s: u32| s.min(cap)));
-        stores.push(store);
-    }
-    stores.sort();
-    stores.dedup();
-    Ok((net, smallest, stores))
+    let rows = stmt
+        .query_map(params![root, key.entitlement, key.period], |r| {
+            Ok(patron_domain::claims::ClaimFact {
+                store: r.get::<_, String>(0)?,
+                at: r.get(1)?,
+                units: r.get(2)?,
+                limit: u32::try_from(r.get::<_, i64>(3)?).unwrap_or(u32::MAX),
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(patron_domain::claims::tally(rows))
 }
 
 fn authorize_claim_one(conn: &Connection, ask: &ClaimHold) -> Result<ClaimResponse, StoreError> {
@@ -1596,7 +1593,7 @@ fn authorize_claim_one(conn: &Connection, ask: &ClaimHold) -> Result<ClaimRespon
         .prepare_cached(concat!("SELECT ", root_of!("?1")))?
         .query_row(params![ask.member], |r| r.get(0))?;
     let key = &ask.key;
-    let (used, smallest, _) = counted_claims(conn, &root, key)?;
+    let used = counted_claims(conn, &root, key)?.net;
     let held: i64 = conn
         .prepare_cached(
             "SELECT count(*) FROM claim_holds
@@ -1623,7 +1620,7 @@ fn authorize_claim_one(conn: &Connection, ask: &ClaimHold) -> Result<ClaimRespon
             return Ok(ClaimResponse {
                 granted: true,
                 used: used.saturating_add(held),
-                limit: smallest.map_or(ask.limit, |s| s.min(ask.limit)),
+                limit: ask.limit,
             });
         }
     }
@@ -1632,7 +1629,7 @@ fn authorize_claim_one(conn: &Connection, ask: &ClaimHold) -> Result<ClaimRespon
         held,
         unsynced: ask.unsynced,
     };
-    let answer = crate::authority::decide_claim(counted, ask.limit, smallest);
+    let answer = crate::authority::decide_claim(counted, ask.limit);
     if answer.granted {
         conn.prepare_cached(
             "INSERT OR REPLACE INTO claim_holds (claim, member, entitlement, period, store, until)
@@ -1660,8 +1657,8 @@ fn insert_claim(
     store: &str,
 ) -> Result<(), StoreError> {
     tx.prepare_cached(
-        "INSERT INTO claims (fact, member, entitlement, period, units, cap, store)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO claims (fact, member, entitlement, period, units, cap, store, at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
     .execute(params![
         fact,
@@ -1670,7 +1667,8 @@ fn insert_claim(
         c.key.period,
         c.units,
         i64::from(c.limit),
-        store
+        store,
+        c.at
     ])?;
     Ok(())
 }
@@ -1698,9 +1696,8 @@ fn apply_claim(
 
 /// Records (or clears) the person's over-claim of a counter from the claims held.
 fn judge_counter(tx: &Connection, root: &str, key: &ClaimKey, now: i64) -> Result<(), StoreError> {
-    let (net, smallest, stores) = counted_claims(tx, root, key)?;
-    let excess = smallest.map_or(0, |l| patron_domain::claims::excess([(net, l)]));
-    if excess > 0 {
+    let tally = counted_claims(tx, root, key)?;
+    if tally.excess() > 0 {
         tx.prepare_cached(
             "INSERT INTO over_claims (member, entitlement, period, claimed, cap, stores, at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
@@ -1711,9 +1708,9 @@ fn judge_counter(tx: &Connection, root: &str, key: &ClaimKey, now: i64) -> Resul
             root,
             key.entitlement,
             key.period,
-            net,
-            i64::from(smallest.unwrap_or(0)),
-            stores.join(","),
+            tally.net,
+            i64::from(tally.smallest.unwrap_or(0)),
+            tally.stores.join(","),
             now
         ])?;
     } else {

@@ -61,9 +61,8 @@ async fn welcome_off(e: &TestEdge, member: &str, receipt: &str) -> Result<i64> {
         .sum())
 }
 
-/// A hub, S001 and S002 with the rule set, and a member registered (with a complete
-/// profile) at S001 and looked up at S002.
-async fn two_stores(phone: &str) -> Result<(TestHub, TestEdge, TestEdge, String)> {
+/// A hub, and S001 and S002 once both run rule set `json` (version `version`).
+async fn two_stores_under(json: &str, version: &str) -> Result<(TestHub, TestEdge, TestEdge)> {
     let hub = TestHub::spawn().await?;
     let mut s1 = TestEdge::prepare("S001", CONFIG)?;
     s1.enroll(&hub)?;
@@ -72,15 +71,22 @@ async fn two_stores(phone: &str) -> Result<(TestHub, TestEdge, TestEdge, String)
     s2.enroll(&hub)?;
     s2.start().await?;
     let rules = s1.dir.path().join("rules.json");
-    std::fs::write(&rules, RULES)?;
+    std::fs::write(&rules, json)?;
     hub.publish_rules(&rules, "all")?;
     for e in [&s1, &s2] {
         TestHub::wait_for(Duration::from_secs(15), || async {
-            Ok(e.get("/v1/admin/rule-set").await?.json["version"] == "claims-v1")
+            Ok(e.get("/v1/admin/rule-set").await?.json["version"] == version)
         })
         .await
         .context("the stores adopt the rule set")?;
     }
+    Ok((hub, s1, s2))
+}
+
+/// A hub, S001 and S002 with the rule set, and a member registered (with a complete
+/// profile) at S001 and looked up at S002.
+async fn two_stores(phone: &str) -> Result<(TestHub, TestEdge, TestEdge, String)> {
+    let (hub, s1, s2) = two_stores_under(RULES, "claims-v1").await?;
     let r = s1
         .post(
             "/v1/members",
@@ -331,5 +337,100 @@ async fn a_coupon_is_usable_once_at_any_store_of_the_chain() -> Result<()> {
         json!([]),
         "each coupon used once: {report}"
     );
+    Ok(())
+}
+
+/// A one-line sale of `fen` for `member` at `e`.
+async fn plain_sale(
+    e: &TestEdge,
+    member: &str,
+    receipt: &str,
+    fen: i64,
+) -> Result<patron_tests::Resp> {
+    let body = json!({"member_id": member, "receipt_id": receipt,
+                      "lines": [{"sku": "A", "qty": 1, "unit_price": fen}]});
+    e.post("/v1/checkout/commit", &body, Some(receipt)).await
+}
+
+/// Issue 18, part 6: the rule set's welcome rewards — 100 points on registration, and a
+/// registration gift (50 points and a ¥10 coupon) on the first purchase of at least ¥50
+/// — are each given once per member across the chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn welcome_rewards_are_given_once_per_member_across_the_chain() -> Result<()> {
+    let (hub, s1, s2) = two_stores_under(
+        r#"{"version":"welcome-v1","welcome":{"register_points":100,
+            "first_purchase":{"threshold":5000,"points":50,
+                              "coupon":{"label":"注册礼 ¥10","off":1000,"valid_days":30}}}}"#,
+        "welcome-v1",
+    )
+    .await?;
+    let r = s1
+        .post(
+            "/v1/members",
+            &json!({"phone": "13800000186", "consents": {"terms": true}}),
+            None,
+        )
+        .await?;
+    assert_eq!(r.status, 201, "{}", r.json);
+    assert_eq!(
+        r.json["points"]["balance"], 100,
+        "注册送100积分: {}",
+        r.json
+    );
+    let m = r.json["member_id"]
+        .as_str()
+        .context("member_id")?
+        .to_string();
+    s1.synced().await?;
+    let (_, balance) = s2.by_phone("13800000186").await?;
+    assert_eq!(balance, 100);
+
+    let r = plain_sale(&s1, &m, "R-1", 4_000).await?;
+    assert_eq!(r.status, 201, "{}", r.json);
+    assert_eq!(
+        r.json["coupons_issued"],
+        json!([]),
+        "¥40 is below the gift's ¥50"
+    );
+    assert_eq!(r.json["balance_after"], 140);
+    s1.synced().await?;
+    TestHub::wait_for(Duration::from_secs(15), || async {
+        Ok(s2.get(&format!("/v1/members/{m}")).await?.json["points"]["balance"] == 140)
+    })
+    .await
+    .context("S002 receives S001's sale")?;
+    let r = plain_sale(&s2, &m, "R-2", 6_000).await?;
+    assert_eq!(r.status, 201, "{}", r.json);
+    assert_eq!(
+        r.json["coupons_issued"][0]["label"], "注册礼 ¥10",
+        "{}",
+        r.json
+    );
+    assert_eq!(r.json["balance_after"], 140 + 60 + 50, "{}", r.json);
+    s2.synced().await?;
+    let r = plain_sale(&s1, &m, "R-3", 6_000).await?;
+    assert_eq!(r.status, 201, "{}", r.json);
+    assert_eq!(
+        r.json["coupons_issued"],
+        json!([]),
+        "once per member: {}",
+        r.json
+    );
+    // S001 may not have S002's sale yet: what it shows is its own knowledge, but the
+    // gift was not given twice.
+    let r = s1
+        .post(
+            "/v1/members",
+            &json!({"phone": "13800000186", "consents": {"terms": true}}),
+            None,
+        )
+        .await?;
+    assert_eq!(
+        r.status, 409,
+        "the phone is a member: no second welcome: {}",
+        r.json
+    );
+    let report = hub.overdraws().await?;
+    assert_eq!(report["over_claims"], json!([]), "{report}");
     Ok(())
 }
