@@ -139,6 +139,9 @@ kinds! {
     LaneAlert = "lane_alert", member: false;
     /// One use of a limited entitlement, counted chain-wide (or one given back).
     Claim = "claim", member: true;
+    /// A referral the store could not credit itself (the referrer is not held there),
+    /// for the hub to settle.
+    ReferralDue = "referral_due", member: true;
 }
 
 impl std::fmt::Display for Kind {
@@ -519,6 +522,21 @@ pub struct ReferralReward {
     pub event: String,
 }
 
+/// A referral for the hub to settle: the fact's member (the friend) did `event` with
+/// the referral code `code`, whose member the writing store does not hold. The hub
+/// resolves the code chain-wide and credits the referrer once (`crate::referral`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReferralDue {
+    /// The referrer's code, as the friend gave it.
+    pub code: String,
+    /// What the friend did (`register`, `first_purchase`).
+    pub event: String,
+    /// The points the store's rule set in force gives the referrer for it.
+    pub points: i64,
+    /// When those points expire, by the store's calendar and the chain's settings.
+    pub expires_at: i64,
+}
+
 /// One use of a limited entitlement (a once-only reward, a daily check-in, a monthly
 /// quota, a rule's per-member limit), or one given back (`release`): the hub counts
 /// them per member across the chain (`crate::claims`).
@@ -576,6 +594,8 @@ pub enum Detail {
     LaneAlert(LaneAlertRecord),
     /// `claim`.
     Claim(ClaimRecord),
+    /// `referral_due`.
+    ReferralDue(ReferralDue),
 }
 
 fn detail<T: DeserializeOwned>(kind: Kind, body: &str) -> Result<T, FactError> {
@@ -607,6 +627,7 @@ impl Detail {
             Kind::GiftWithdrawn => Detail::GiftWithdrawn(detail(kind, body)?),
             Kind::LaneAlert => Detail::LaneAlert(detail(kind, body)?),
             Kind::Claim => Detail::Claim(detail(kind, body)?),
+            Kind::ReferralDue => Detail::ReferralDue(detail(kind, body)?),
         })
     }
 
@@ -643,6 +664,7 @@ impl Detail {
             Detail::GiftWithdrawn(_) => Kind::GiftWithdrawn,
             Detail::LaneAlert(_) => Kind::LaneAlert,
             Detail::Claim(_) => Kind::Claim,
+            Detail::ReferralDue(_) => Kind::ReferralDue,
         }
     }
 
@@ -667,6 +689,7 @@ impl Detail {
             Detail::GiftWithdrawn(d) => serde_json::to_string(d),
             Detail::LaneAlert(d) => serde_json::to_string(d),
             Detail::Claim(d) => serde_json::to_string(d),
+            Detail::ReferralDue(d) => serde_json::to_string(d),
         };
         out.map_err(|e| FactError::Detail {
             kind: self.kind().as_str(),
@@ -944,9 +967,10 @@ mod tests {
 
     /// Facts of every kind as the code before this module wrote them (edge and hub, the
     /// release binaries of 6457e93 driven through the POS API and sync; one per line). The
-    /// last three (a gift naming its sale, a gift taken back, a lane alert) are kinds
-    /// added later, written by hand in the shape the edge writes them (their writers'
-    /// tests: `e2e` `promotions::refunding_…`, `edge` `service::anomalies::tests`).
+    /// lines after them (a gift naming its sale, a gift taken back, a lane alert, claims,
+    /// a referral due) are kinds added later, written by hand in the shape the edge
+    /// writes them (their writers' tests: `e2e` `promotions::refunding_…`, `edge`
+    /// `service::anomalies::tests`, `e2e` `claims`).
     const FIXTURE: &str = include_str!("../fixtures/facts-v1.jsonl");
 
     /// Older shapes edges and the first hub wrote, still held in upgraded databases: a

@@ -14,6 +14,8 @@
 //!   publishes, the edge what it loads).
 //! - [`claims`]: limited entitlements as chain-wide counters: who allows a claim, the
 //!   offline policies and their worst case.
+//! - [`referral`]: referral codes unique across the chain, and how the hub settles a
+//!   referral the store could not credit.
 //! - [`hlc`]: the stamp member facts carry for last-writer-wins profile fields.
 
 pub mod claims;
@@ -22,6 +24,7 @@ pub mod hlc;
 pub mod ledger;
 pub mod member_code;
 pub mod points;
+pub mod referral;
 pub mod rules;
 pub mod settings;
 pub mod tiers;

@@ -91,6 +91,8 @@ pub fn type_fact(
         // A claim the hub cannot count is quarantined (`quarantine_reason`), not a
         // refusal of the whole batch: one bad fact must not stop the store's sync.
         claim: claim_row(&entry).ok().flatten(),
+        due: due_row(&entry).ok().flatten(),
+        code: own_code(&entry),
         points: points_row(&entry),
         profile,
         registered,
@@ -167,6 +169,60 @@ pub struct TypedFact {
     pub key: Option<HeldKey>,
     /// A claim of a limited entitlement, counted chain-wide.
     pub claim: Option<ClaimRow>,
+    /// A registration's own referral code, which the hub resolves chain-wide.
+    pub code: Option<String>,
+    /// A referral the store could not credit, for the hub to settle.
+    pub due: Option<DueRow>,
+}
+
+/// What the hub settles of a `referral_due` fact (`patron_domain::referral`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueRow {
+    /// The friend (the fact's member).
+    pub friend: uuid::Uuid,
+    /// The referrer's code, normalized.
+    pub code: String,
+    /// What the friend did: `register` or `first_purchase`.
+    pub event: &'static str,
+    /// The points for the referrer.
+    pub points: i64,
+    /// When they expire.
+    pub expires_at: i64,
+}
+
+/// The due a `referral_due` fact carries, or why the hub cannot settle it (a code no
+/// store writes, an unknown event, points outside 0–[`patron_domain::referral::MAX_POINTS`]).
+pub fn due_row(e: &Entry) -> Result<Option<DueRow>, &'static str> {
+    let (patron_domain::Detail::ReferralDue(d), Some(friend)) = (&e.detail, e.member) else {
+        return Ok(None);
+    };
+    let code = patron_domain::referral::parse_code(&d.code)?;
+    let event = match d.event.as_str() {
+        "register" => "register",
+        "first_purchase" => "first_purchase",
+        _ => return Err("a referral due names an unknown event"),
+    };
+    if !(0..=patron_domain::referral::MAX_POINTS).contains(&d.points) {
+        return Err("a referral due's points are out of range");
+    }
+    Ok(Some(DueRow {
+        friend,
+        code,
+        event,
+        points: d.points,
+        expires_at: d.expires_at,
+    }))
+}
+
+/// The referral code a registration gives its member, if it is one the hub resolves.
+fn own_code(e: &Entry) -> Option<String> {
+    match &e.detail {
+        patron_domain::Detail::MemberRegistered(r) => r
+            .referral_code
+            .as_deref()
+            .and_then(|c| patron_domain::referral::parse_code(c).ok()),
+        _ => None,
+    }
 }
 
 /// What the hub counts of a `claim` fact.
@@ -324,6 +380,9 @@ pub fn quarantine_reason<E>(
     if e.kind() == Kind::Claim && t.claim.is_none() {
         return Ok(Some(CLAIM_NOT_COUNTABLE));
     }
+    if e.kind() == Kind::ReferralDue && t.due.is_none() {
+        return Ok(Some(DUE_NOT_SETTLEABLE));
+    }
     let points = [e.earn, e.spend, e.reverse];
     if points.iter().any(|p| *p < 0 || *p > limits.max_points) {
         return Ok(Some("points beyond the per-fact limit"));
@@ -353,6 +412,50 @@ pub fn quarantine_reason<E>(
 /// Why a fact is quarantined: a claim whose entitlement, period or limit no store
 /// writes (or without a member), which the hub cannot count.
 pub const CLAIM_NOT_COUNTABLE: &str = "a claim the hub cannot count";
+
+/// Why a fact is quarantined: a referral due the hub cannot settle (a malformed code,
+/// an unknown event, points out of range).
+pub const DUE_NOT_SETTLEABLE: &str = "a referral due the hub cannot settle";
+
+/// The hub's own facts crediting the referrer `referrer` for `due`, at `now`: the
+/// claim that counts the referral (the key a store crediting it would count), then
+/// the points.
+pub fn referral_facts(
+    referrer: uuid::Uuid,
+    due: &DueRow,
+    points: i64,
+    now: i64,
+) -> Result<[Entry; 2], patron_domain::fact::FactError> {
+    let friend = hex::encode(due.friend.as_bytes());
+    let key = patron_domain::claims::ClaimKey::referral(due.event, &friend);
+    let header = |earn: i64, expires_at: i64| patron_domain::Header {
+        at: now,
+        member: Some(referrer),
+        txn: uuid::Uuid::now_v7(),
+        earn,
+        expires_at,
+        ..Default::default()
+    };
+    Ok([
+        Entry::new(
+            header(0, 0),
+            patron_domain::Detail::Claim(patron_domain::fact::ClaimRecord {
+                entitlement: key.entitlement,
+                period: key.period,
+                limit: 1,
+                auth: Auth::Hub,
+                release: false,
+            }),
+        )?,
+        Entry::new(
+            header(points, due.expires_at),
+            patron_domain::Detail::ReferralReward(patron_domain::fact::ReferralReward {
+                friend,
+                event: due.event.to_string(),
+            }),
+        )?,
+    ])
+}
 
 /// Why a fact is quarantined: it would take its store past the points it may credit.
 pub const BEYOND_STORE_BUDGET: &str = "points beyond the store's budget";

@@ -505,19 +505,22 @@ impl Hub {
         let project = move |node: &str, body: &str, received_at: i64| {
             let entry = patron_domain::Entry::parse(body).map_err(|e| e.to_string())?;
             if node == HUB_NODE {
-                // The hub's own facts: a merge is an alias, nothing else.
-                return Ok(
-                    matches!(entry.detail, patron_domain::Detail::MemberMerged(_)).then(|| {
-                        crate::ingest::TypedFact {
-                            entry,
-                            profile: Vec::new(),
-                            points: None,
-                            registered: None,
-                            key: None,
-                            claim: None,
-                        }
-                    }),
+                // The hub's own facts: a merge is an alias; a referral it settled is
+                // counted as a claim (its points are the fact's columns).
+                let own = matches!(
+                    entry.kind(),
+                    patron_domain::Kind::MemberMerged | patron_domain::Kind::Claim
                 );
+                return Ok(own.then(|| crate::ingest::TypedFact {
+                    claim: crate::ingest::claim_row(&entry).ok().flatten(),
+                    entry,
+                    profile: Vec::new(),
+                    points: None,
+                    registered: None,
+                    key: None,
+                    code: None,
+                    due: None,
+                }));
             }
             let keys = ring.as_deref().map(|ring| crate::ingest::Keys {
                 ring,

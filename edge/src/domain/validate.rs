@@ -149,18 +149,14 @@ pub fn policy_version(raw: &str) -> Result<String, String> {
     }
 }
 
-/// A referral code: 6 characters of the referral alphabet (case-insensitive).
+/// A referral code, as `patron_domain::referral::parse_code` reads one
+/// (case-insensitive).
 pub fn referral_code(raw: &str) -> Result<String, String> {
-    let up = raw.trim().to_ascii_uppercase();
-    if up.len() == 6 && up.bytes().all(|b| REFERRAL_ALPHABET.contains(&b)) {
-        Ok(up)
-    } else {
-        Err("referrer_code must be a 6-character referral code".into())
-    }
+    patron_domain::referral::parse_code(raw).map_err(|e| format!("referrer_code: {e}"))
 }
 
-/// Referral codes avoid look-alike characters (0/O, 1/I/L) because people read them aloud.
-pub const REFERRAL_ALPHABET: &[u8] = b"23456789ABCDEFGHJKMNPQRSTUVWXYZ";
+/// Codes people read aloud (coupons, referrals) avoid look-alikes (0/O, 1/I/L).
+pub const REFERRAL_ALPHABET: &[u8] = patron_domain::referral::ALPHABET;
 
 /// A preference tag: 1–32 of `a-z 0-9 - _ :` (lower-cased).
 pub fn tag(raw: &str) -> Result<String, String> {

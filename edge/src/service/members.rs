@@ -78,14 +78,11 @@ impl Core {
         })
     }
 
+    /// A new referral code: this store's id and six random characters, unique across
+    /// the chain (`patron_domain::referral`); the store's own check keeps it unique here.
     fn new_referral_code(&self, conn: &rusqlite::Connection) -> Result<String, EdgeError> {
-        let alphabet = validate::REFERRAL_ALPHABET;
         for _ in 0..16 {
-            let bytes: [u8; 6] = self.vault.random()?;
-            let code: String = bytes
-                .iter()
-                .map(|b| alphabet[*b as usize % alphabet.len()] as char)
-                .collect();
+            let code = patron_domain::referral::new_code(&self.cfg.store_id, self.vault.random()?);
             if !members::referral_code_taken(conn, &code)? {
                 return Ok(code);
             }

@@ -517,9 +517,10 @@ impl Core {
     }
 
     /// Rewards the referrer of `friend` once for `event` (`register` or `first_purchase`);
-    /// the points given (0 if none).
-    /// Nothing for an unknown code (the referrer may be at another store: the hub settles
-    /// it) or a self-referral (same phone).
+    /// the points given here (0 if none). A referrer this store does not hold (they
+    /// joined at another store, or their registration has not reached it) is the hub's
+    /// to credit: the friend gets a `referral_due` fact, which the hub settles on sync
+    /// (`patron_domain::referral`). Nothing for a self-referral (same phone).
     pub(super) fn referral_reward(
         &self,
         ctx: &mut WriteCtx<'_>,
@@ -536,6 +537,19 @@ impl Core {
             return Ok(0);
         }
         let Some(referrer) = members::by_referral_code(ctx.conn, code)? else {
+            let due = patron_domain::fact::ReferralDue {
+                code: code.clone(),
+                event: event.to_string(),
+                points,
+                expires_at: self.lot_expiry(now),
+            };
+            let body =
+                serde_json::to_string(&due).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let txn = *TransactionId::new_v7().as_bytes();
+            facts::append(
+                ctx,
+                &NewFact::new(Kind::ReferralDue, now, Some(friend.member_id), txn, body),
+            )?;
             return Ok(0);
         };
         if referrer.phone_idx == friend.phone_idx || referrer.member_id == friend.member_id {

@@ -111,15 +111,21 @@ fn stores_enroll_once_and_authenticate_by_credential(s: &dyn HubStore) {
     store(s, "S001");
     let again = s.enroll(&[b'1'; 32], "S001", &[7; 32], None, T0);
     assert!(matches!(again, Err(StoreError::Enrollment(_))), "{again:?}");
-    let dup = s.add_store(&NewStore {
-        store_id: "S001",
-        name: "x",
-        ring: "all",
-        enroll_hash: [9; 32],
-        enroll_expires_at: T0 + 60_000,
-        now: T0,
-    });
-    assert!(matches!(dup, Err(StoreError::StoreExists(_))), "{dup:?}");
+    // Referral codes carry the store id in upper case: `s001` would share S001's codes.
+    for id in ["S001", "s001"] {
+        let dup = s.add_store(&NewStore {
+            store_id: id,
+            name: "x",
+            ring: "all",
+            enroll_hash: [9; 32],
+            enroll_expires_at: T0 + 60_000,
+            now: T0,
+        });
+        assert!(
+            matches!(dup, Err(StoreError::StoreExists(_))),
+            "{id}: {dup:?}"
+        );
+    }
     let found = s
         .store_by_credential(&[b'1' ^ 0xff; 32])
         .unwrap_or_else(|e| panic!("{e}"));

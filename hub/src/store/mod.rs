@@ -25,8 +25,8 @@ pub enum StoreError {
     /// The database failed (the backend's error, for the log).
     #[error("database: {0}")]
     Backend(Box<dyn std::error::Error + Send + Sync>),
-    /// A store with this id exists.
-    #[error("store {0} exists already")]
+    /// A store with this id (ignoring case) exists.
+    #[error("store {0} exists already (store ids are unique ignoring case)")]
     StoreExists(String),
     /// No such store.
     #[error("no store {0}")]

@@ -459,6 +459,39 @@ const MIGRATIONS: &[&str] = &[
     -- A release cancels only its store's claims made before it: the claim's time.
     ALTER TABLE claims ADD COLUMN at INTEGER NOT NULL DEFAULT 0;
     "#,
+    r#"
+    -- Referral codes (patron_domain::referral), a projection of registrations inside
+    -- ingest: the first registration received under a code keeps it.
+    CREATE TABLE referral_codes (
+        code   TEXT    PRIMARY KEY,
+        member TEXT    NOT NULL,
+        fact   INTEGER NOT NULL REFERENCES facts(id)
+    ) STRICT, WITHOUT ROWID;
+    INSERT OR IGNORE INTO referral_codes (code, member, fact)
+    SELECT upper(json_extract(json_extract(body, '$.body'), '$.referral_code')),
+           json_extract(body, '$.member'), id
+      FROM facts
+     WHERE kind = 'member_registered' AND member IS NOT NULL AND quarantine IS NULL
+       AND json_extract(json_extract(body, '$.body'), '$.referral_code') IS NOT NULL
+     ORDER BY id;
+    -- Referrals stores could not credit (referral_due facts), each settled once the
+    -- code's member is known: `outcome` is 'pending' until then, and `reward` the
+    -- hub's referral_reward fact when it credited one. A log of decisions, not a
+    -- projection: a rebuild keeps it.
+    CREATE TABLE referral_dues (
+        fact       INTEGER PRIMARY KEY REFERENCES facts(id),
+        code       TEXT    NOT NULL,
+        friend     TEXT    NOT NULL,
+        event      TEXT    NOT NULL,
+        points     INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        store      TEXT    NOT NULL,
+        outcome    TEXT    NOT NULL DEFAULT 'pending',
+        reward     INTEGER REFERENCES facts(id),
+        settled_at INTEGER
+    ) STRICT;
+    CREATE INDEX referral_dues_pending ON referral_dues (code) WHERE outcome = 'pending';
+    "#,
 ];
 
 /// SQL for the member `id` stands for: its survivor if it was merged, else itself.
@@ -473,6 +506,8 @@ macro_rules! root_of {
         )
     };
 }
+
+mod referrals;
 
 /// Every fact of the members registered under a phone index (`?1`), after ingest
 /// position `?2`, at most `?3`: the registrations table, then each member's facts by
@@ -819,20 +854,12 @@ fn merge_if_registered_twice(
     // Points held for the merged-away id's sales now count against the survivor.
     tx.prepare_cached("UPDATE holds SET member = ?2 WHERE member = ?1")?
         .execute(params![member, survivor])?;
-    let origin_id = hub_origin;
-    let high: i64 = tx
-        .prepare_cached("SELECT high FROM origins WHERE id = ?1")?
-        .query_row(params![origin_id], |r| r.get(0))?;
     let uuid = |s: &str| {
         uuid::Uuid::parse_str(s).map_err(|e| StoreError::Corrupt(format!("member id {s}: {e}")))
     };
     let entry = crate::ingest::merge_fact(uuid(member)?, uuid(&survivor)?, now)
         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let body = entry
-        .to_json()
-        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let seq = high + 1;
-    let pos = insert_fact(tx, origin_id, seq, &body, now, &entry, None)?;
+    let pos = append_hub_fact(tx, hub_origin, &entry, now)?;
     fan_out_merge(
         tx,
         uuid(member)?.as_bytes(),
@@ -840,13 +867,53 @@ fn merge_if_registered_twice(
         pos,
         streamed,
     )?;
-    tx.prepare_cached("UPDATE origins SET high = ?2 WHERE id = ?1")?
-        .execute(params![origin_id, seq])?;
     tracing::info!(loser = member, survivor = %survivor, "one phone registered twice: members merged");
     Ok(Some(Merged {
         loser: member.to_string(),
         survivor,
     }))
+}
+
+/// Appends `entry` to the hub's own origin (the next sequence); its position.
+fn append_hub_fact(
+    tx: &Connection,
+    hub_origin: i64,
+    entry: &Entry,
+    now: i64,
+) -> Result<i64, StoreError> {
+    let high: i64 = tx
+        .prepare_cached("SELECT high FROM origins WHERE id = ?1")?
+        .query_row(params![hub_origin], |r| r.get(0))?;
+    let body = entry
+        .to_json()
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let seq = high + 1;
+    let pos = insert_fact(tx, hub_origin, seq, &body, now, entry, None)?;
+    tx.prepare_cached("UPDATE origins SET high = ?2 WHERE id = ?1")?
+        .execute(params![hub_origin, seq])?;
+    Ok(pos)
+}
+
+/// The stream's share of a fact the hub wrote of `member` at `pos`: every store that
+/// holds the member, or wrote a fact of them, receives it (and holds them from now on).
+fn fan_out_hub_fact(
+    tx: &Connection,
+    member: &[u8],
+    pos: i64,
+    streamed: &mut BTreeSet<String>,
+) -> Result<(), StoreError> {
+    hold_writers(tx, member, pos)?;
+    let holders: Vec<String> = tx
+        .prepare_cached("SELECT store FROM holdings WHERE member = ?1")?
+        .query_map(params![member], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut send =
+        tx.prepare_cached("INSERT OR IGNORE INTO stream (store, pos) VALUES (?1, ?2)")?;
+    for h in holders {
+        send.execute(params![h, pos])?;
+        streamed.insert(h);
+    }
+    Ok(())
 }
 
 /// A new incarnation of the hub's own origin (facts the hub writes: merges), made at
@@ -1348,14 +1415,19 @@ fn ingest_one(
                         }
                         (why, _) => why,
                     };
-                    let why =
-                        match crate::ingest::spend_store_budget(&mut budget, why, t.entry.earn) {
-                            Ok(did) => {
-                                spent |= did;
-                                None
-                            }
-                            Err(why) => Some(why),
-                        };
+                    // A due's points are credited at the hub, but on this store's word:
+                    // they count against its budget as its own credits do.
+                    let credits = t
+                        .entry
+                        .earn
+                        .saturating_add(t.due.as_ref().map_or(0, |d| d.points));
+                    let why = match crate::ingest::spend_store_budget(&mut budget, why, credits) {
+                        Ok(did) => {
+                            spent |= did;
+                            None
+                        }
+                        Err(why) => Some(why),
+                    };
                     let fact_id =
                         insert_fact(tx, origin_id, f.seq as i64, &f.body, now, &t.entry, why)?;
                     if let Some(why) = why {
@@ -1405,6 +1477,29 @@ fn ingest_one(
                         )? {
                             merged.push(m);
                         }
+                    }
+                    // After the merge above: a code or due is settled between people.
+                    if let (Some(code), Some(member)) = (&t.code, &t.entry.member) {
+                        referrals::index_code(
+                            tx,
+                            hub_origin,
+                            code,
+                            &member.to_string(),
+                            fact_id,
+                            now,
+                            &mut streamed,
+                        )?;
+                    }
+                    if let Some(d) = &t.due {
+                        referrals::add_due(
+                            tx,
+                            hub_origin,
+                            &b.origin.node,
+                            fact_id,
+                            d,
+                            now,
+                            &mut streamed,
+                        )?;
                     }
                 }
                 tx.prepare_cached("UPDATE origins SET high = ?2 WHERE id = ?1")?
@@ -1994,10 +2089,12 @@ fn apply_profile_ops(
 impl Stores for SqliteStore {
     fn add_store(&self, s: &NewStore<'_>) -> Result<(), StoreError> {
         let conn = self.lock();
+        // Ids that differ only in case are one store: referral codes carry the id in
+        // upper case (patron_domain::referral), and must stay unique across the chain.
         let n = conn.execute(
             "INSERT INTO stores (store_id, name, ring, enroll_hash, enroll_expires_at, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (store_id) DO NOTHING",
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6
+              WHERE NOT EXISTS (SELECT 1 FROM stores WHERE upper(store_id) = upper(?1))",
             params![
                 s.store_id,
                 s.name,
@@ -2278,7 +2375,8 @@ impl FactLog for SqliteStore {
         // is derived again from the facts at its member's next ask.
         tx.execute_batch(
             "DELETE FROM registrations; DELETE FROM profiles; DELETE FROM member_aliases;
-             DELETE FROM member_ledgers; DELETE FROM claims; DELETE FROM over_claims;",
+             DELETE FROM member_ledgers; DELETE FROM claims; DELETE FROM over_claims;
+             DELETE FROM referral_codes;",
         )?;
         // Counters are judged once every claim and merge is back.
         let mut counters = BTreeSet::new();
@@ -2325,6 +2423,12 @@ impl FactLog for SqliteStore {
                     )?
                     .execute(params![phone_idx, id, member])?;
                     out.registrations += 1;
+                }
+                if let (Some(code), Some(member)) = (&t.code, &t.entry.member) {
+                    tx.prepare_cached(
+                        "INSERT OR IGNORE INTO referral_codes (code, member, fact) VALUES (?1, ?2, ?3)",
+                    )?
+                    .execute(params![code, member.to_string(), id])?;
                 }
                 if let (Detail::MemberMerged(merge), Some(loser)) =
                     (&t.entry.detail, t.entry.member)

@@ -434,3 +434,102 @@ async fn welcome_rewards_are_given_once_per_member_across_the_chain() -> Result<
     assert_eq!(report["over_claims"], json!([]), "{report}");
     Ok(())
 }
+
+/// The member `member`'s balance as store `e` knows it, once it is `want` (15 s at most).
+async fn balance_becomes(e: &TestEdge, member: &str, want: i64) -> Result<()> {
+    let path = format!("/v1/members/{member}");
+    let waited = TestHub::wait_for(Duration::from_secs(15), || async {
+        Ok(e.get(&path).await?.json["points"]["balance"] == want)
+    })
+    .await;
+    if waited.is_err() {
+        let seen = e.get(&path).await?.json["points"]["balance"].clone();
+        anyhow::bail!("balance {want} at {}: it is {seen}", e.store_id);
+    }
+    Ok(())
+}
+
+async fn register(e: &TestEdge, phone: &str, code: Option<&str>) -> Result<patron_tests::Resp> {
+    let body = json!({"phone": phone, "consents": {"terms": true}, "referrer_code": code});
+    e.post("/v1/members", &body, None).await
+}
+
+/// Issue 18, part 3: referral codes are unique across the chain and resolved by the hub.
+/// A friend who joins at another store than the referrer credits the referrer once for
+/// registering and once for the first purchase; a friend registered while the hub is
+/// away is settled on sync; the referrer's own phone earns nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_referral_at_another_store_credits_the_referrer_once_through_the_hub() -> Result<()> {
+    let (mut hub, s1, s2) = two_stores_under(
+        r#"{"version":"ref-v1","referral":{"on_register":100,"on_first_purchase":50}}"#,
+        "ref-v1",
+    )
+    .await?;
+    let r = register(&s1, "13800000301", None).await?;
+    assert_eq!(r.status, 201, "{}", r.json);
+    let referrer = r.json["member_id"]
+        .as_str()
+        .context("member_id")?
+        .to_string();
+    let code = r.json["referral_code"]
+        .as_str()
+        .context("code")?
+        .to_string();
+    assert!(
+        code.starts_with("S001-"),
+        "the code names its store: {code}"
+    );
+    s1.synced().await?;
+
+    // S002 does not hold the referrer: the hub resolves the code (typed in lower case).
+    let r = register(&s2, "13800000302", Some(&code.to_lowercase())).await?;
+    assert_eq!(r.status, 201, "{}", r.json);
+    let friend = r.json["member_id"]
+        .as_str()
+        .context("member_id")?
+        .to_string();
+    assert!(
+        r.json["referral_code"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("S002-"))
+    );
+    s2.synced().await?;
+    balance_becomes(&s1, &referrer, 100).await?;
+    let sale = json!({"member_id": friend, "receipt_id": "F-1",
+                      "lines": [{"sku": "A", "qty": 1, "unit_price": 1_000}]});
+    let r = s2.post("/v1/checkout/commit", &sale, Some("F-1")).await?;
+    assert_eq!(r.status, 201, "{}", r.json);
+    let sale = json!({"member_id": friend, "receipt_id": "F-2",
+                      "lines": [{"sku": "A", "qty": 1, "unit_price": 1_000}]});
+    let r = s2.post("/v1/checkout/commit", &sale, Some("F-2")).await?;
+    assert_eq!(r.status, 201, "{}", r.json);
+    s2.synced().await?;
+    balance_becomes(&s1, &referrer, 150).await?;
+
+    // With the hub away S002 records the next friend's referral; the hub settles it
+    // when S002 syncs again.
+    hub.kill();
+    s2.hub_reachable(false).await?;
+    let r = register(&s2, "13800000303", Some(&code)).await?;
+    assert_eq!(r.status, 201, "{}", r.json);
+    hub.start().await?;
+    s2.synced().await?;
+    balance_becomes(&s1, &referrer, 250).await?;
+
+    // The referrer's own phone, registered again at S002 with their own code: the hub
+    // merges the two and credits nothing.
+    let r = register(&s2, "13800000301", Some(&code)).await?;
+    assert!(matches!(r.status, 201 | 409), "{} {}", r.status, r.json);
+    s2.synced().await?;
+    s1.synced().await?;
+    // Everything S002 wrote has reached the hub and S001 has what the hub streamed it:
+    // the balance is the three credits, each once.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    balance_becomes(&s1, &referrer, 250).await?;
+    let (_, at_hub_and_s2) = s2.by_phone("13800000301").await?;
+    assert_eq!(
+        at_hub_and_s2, 250,
+        "S002 fetches the referrer with the hub's credits"
+    );
+    Ok(())
+}

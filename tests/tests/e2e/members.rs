@@ -18,7 +18,9 @@ async fn register_then_find_by_id_and_by_phone_in_any_format() -> anyhow::Result
     assert_eq!(m["tier"]["next"]["remaining_spend"], 100_000);
     assert_eq!(m["points"]["balance"], 0);
     assert_eq!(m["home_store"], "S001");
-    assert_eq!(m["referral_code"].as_str().map(str::len), Some(6));
+    // Unique across the chain: the store's id, a dash, six characters.
+    let code = m["referral_code"].as_str().unwrap_or_default();
+    assert!(code.starts_with("S001-") && code.len() == 11, "{code}");
     let id = m["member_id"].as_str().unwrap_or_default().to_string();
 
     let by_id = edge.get(&format!("/v1/members/{id}")).await?;
