@@ -142,6 +142,10 @@ kinds! {
     /// A referral the store could not credit itself (the referrer is not held there),
     /// for the hub to settle.
     ReferralDue = "referral_due", member: true;
+    /// Points a member-service desk added (earn) or took (spend) by hand.
+    Adjustment = "adjustment", member: true;
+    /// Points one member sent another: a spend on the sender, an earn on the receiver.
+    Transfer = "transfer", member: true;
 }
 
 impl std::fmt::Display for Kind {
@@ -537,6 +541,38 @@ pub struct ReferralDue {
     pub expires_at: i64,
 }
 
+/// A manual points adjustment (`crate::adjustment`): the points are the fact's `earn`
+/// (added, a lot of their own) or `spend` (taken, FIFO, at most the balance the store
+/// saw).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdjustmentRecord {
+    /// The reason code.
+    pub reason: String,
+    /// A ticket or receipt number, if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// The lane that asked for it.
+    pub made_by: String,
+    /// The manager's lane that approved it (absent: it needed no approval).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
+}
+
+/// One side of a points transfer between two members: the sender's fact spends the
+/// points, the receiver's earns them (a lot of their own), both in one transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferRecord {
+    /// The transfer (UUID): both sides name it.
+    pub transfer_id: Uuid,
+    /// The sender (hex of the member id).
+    pub from: String,
+    /// The receiver (hex of the member id).
+    pub to: String,
+    /// Who allowed the sender's spend (the sender's side only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<Auth>,
+}
+
 /// One use of a limited entitlement (a once-only reward, a daily check-in, a monthly
 /// quota, a rule's per-member limit), or one given back (`release`): the hub counts
 /// them per member across the chain (`crate::claims`).
@@ -596,6 +632,10 @@ pub enum Detail {
     Claim(ClaimRecord),
     /// `referral_due`.
     ReferralDue(ReferralDue),
+    /// `adjustment`.
+    Adjustment(AdjustmentRecord),
+    /// `transfer`.
+    Transfer(TransferRecord),
 }
 
 fn detail<T: DeserializeOwned>(kind: Kind, body: &str) -> Result<T, FactError> {
@@ -628,6 +668,8 @@ impl Detail {
             Kind::LaneAlert => Detail::LaneAlert(detail(kind, body)?),
             Kind::Claim => Detail::Claim(detail(kind, body)?),
             Kind::ReferralDue => Detail::ReferralDue(detail(kind, body)?),
+            Kind::Adjustment => Detail::Adjustment(detail(kind, body)?),
+            Kind::Transfer => Detail::Transfer(detail(kind, body)?),
         })
     }
 
@@ -665,6 +707,8 @@ impl Detail {
             Detail::LaneAlert(_) => Kind::LaneAlert,
             Detail::Claim(_) => Kind::Claim,
             Detail::ReferralDue(_) => Kind::ReferralDue,
+            Detail::Adjustment(_) => Kind::Adjustment,
+            Detail::Transfer(_) => Kind::Transfer,
         }
     }
 
@@ -690,6 +734,8 @@ impl Detail {
             Detail::LaneAlert(d) => serde_json::to_string(d),
             Detail::Claim(d) => serde_json::to_string(d),
             Detail::ReferralDue(d) => serde_json::to_string(d),
+            Detail::Adjustment(d) => serde_json::to_string(d),
+            Detail::Transfer(d) => serde_json::to_string(d),
         };
         out.map_err(|e| FactError::Detail {
             kind: self.kind().as_str(),
@@ -702,6 +748,7 @@ impl Detail {
         match self {
             Detail::Purchase(s) => s.auth,
             Detail::Redemption(r) => r.auth,
+            Detail::Transfer(t) => t.auth,
             _ => None,
         }
     }
@@ -968,7 +1015,7 @@ mod tests {
     /// Facts of every kind as the code before this module wrote them (edge and hub, the
     /// release binaries of 6457e93 driven through the POS API and sync; one per line). The
     /// lines after them (a gift naming its sale, a gift taken back, a lane alert, claims,
-    /// a referral due) are kinds added later, written by hand in the shape the edge
+    /// a referral due, adjustments, a transfer) are kinds added later, written by hand in the shape the edge
     /// writes them (their writers' tests: `e2e` `promotions::refunding_…`, `edge`
     /// `service::anomalies::tests`, `e2e` `claims`).
     const FIXTURE: &str = include_str!("../fixtures/facts-v1.jsonl");

@@ -12,12 +12,14 @@
 //! - [`tiers`]: tier thresholds (an HQ document) and the tier a qualifying spend reaches.
 //! - [`rules`]: the rule-set schema and its validation (the hub validates what it
 //!   publishes, the edge what it loads).
+//! - [`adjustment`]: manual points adjustments: reason codes and the two-person rule.
 //! - [`claims`]: limited entitlements as chain-wide counters: who allows a claim, the
 //!   offline policies and their worst case.
 //! - [`referral`]: referral codes unique across the chain, and how the hub settles a
 //!   referral the store could not credit.
 //! - [`hlc`]: the stamp member facts carry for last-writer-wins profile fields.
 
+pub mod adjustment;
 pub mod claims;
 pub mod fact;
 pub mod hlc;

@@ -231,6 +231,70 @@ pub fn derive_traced(
     s
 }
 
+/// One line of a member's points statement: a movement, or lots that expired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatementLine {
+    /// When: the movement's time, or the first instant the expired lots were gone.
+    pub at: Millis,
+    /// The movement (its index in the movements as sorted), or `None` for an expiry.
+    pub movement: Option<usize>,
+    /// How much the points held changed.
+    pub change: i64,
+    /// The points held after it ([`PointsState::held`]).
+    pub held: i64,
+}
+
+impl PointsState {
+    /// Every point the member holds, redeemable or pending, less debt: what a
+    /// statement's running balance shows (the balance plus the pending points).
+    pub fn held(&self) -> i64 {
+        self.lots.iter().map(|l| l.remaining).sum::<i64>() - self.debt
+    }
+
+    /// Expires, one instant at a time, the lots gone by `until`; a line for each.
+    fn expire_lines(&mut self, until: Millis, out: &mut Vec<StatementLine>) {
+        while let Some(gone) = self
+            .lots
+            .iter()
+            .map(|l| l.expires_at)
+            .filter(|e| *e < until)
+            .min()
+        {
+            let before = self.held();
+            self.expire(gone + 1);
+            out.push(StatementLine {
+                at: gone + 1,
+                movement: None,
+                change: self.held() - before,
+                held: self.held(),
+            });
+        }
+    }
+}
+
+/// A member's points statement at `now`: each movement in canonical order (sorting
+/// `movements`) with the change it made to the points held and the running total,
+/// and a line wherever lots expired in between. The last line's total is what
+/// [`derive`] holds at `now` ([`PointsState::held`]).
+pub fn statement(movements: &mut [Movement], now: Millis) -> Vec<StatementLine> {
+    movements.sort_by(canonical_order);
+    let mut s = PointsState::default();
+    let mut out = Vec::with_capacity(movements.len());
+    for (i, m) in movements.iter().enumerate() {
+        s.expire_lines(m.at, &mut out);
+        let before = s.held();
+        s.apply(m);
+        out.push(StatementLine {
+            at: m.at,
+            movement: Some(i),
+            change: s.held() - before,
+            held: s.held(),
+        });
+    }
+    s.expire_lines(now, &mut out);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,6 +313,33 @@ mod tests {
             reverse: 0,
             reverse_lot: None,
         }
+    }
+
+    #[test]
+    fn a_statement_shows_each_movement_and_each_expiry_with_a_running_total() {
+        let mut m = vec![
+            mv(0, 1, 100, 1_000, 0),
+            mv(10, 2, 50, 500, 0),
+            mv(600, 3, 0, 0, 70),
+            mv(700, 4, 0, 0, 200),
+        ];
+        let lines = statement(&mut m, 2_000);
+        let got: Vec<_> = lines
+            .iter()
+            .map(|l| (l.at, l.movement, l.change, l.held))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (0, Some(0), 100, 100),
+                (10, Some(1), 50, 150),
+                // The 50 expiring at 500 are gone from 501 on.
+                (501, None, -50, 100),
+                (600, Some(2), -70, 30),
+                // 200 spent from 30: the rest is a debt.
+                (700, Some(3), -200, -170),
+            ]
+        );
     }
 
     #[test]
@@ -394,6 +485,32 @@ mod tests {
             prop_assert_eq!(earned - out, lots - s.debt + s.expired);
             prop_assert!(s.debt >= 0 && s.expired >= 0);
             prop_assert!(s.lots.iter().all(|l| l.remaining > 0 && l.expires_at >= now));
+        }
+
+        /// A statement's lines add up: each line's total is the one before plus its
+        /// change, every movement appears once in order, expiries are dated between the
+        /// movements around them, and the last total is what `derive` holds at `now`.
+        #[test]
+        fn a_statement_adds_up_to_the_derived_state(v in proptest::collection::vec(movement(), 0..40), now in 0i64..4_000) {
+            let mut v = with_ids(v);
+            let lines = statement(&mut v, now);
+            let want = derive(&mut v.clone(), now);
+            let mut held = 0;
+            let mut next = 0;
+            for (n, l) in lines.iter().enumerate() {
+                prop_assert_eq!(l.held, held + l.change, "line {}", n);
+                held = l.held;
+                match l.movement {
+                    Some(i) => { prop_assert_eq!(i, next); next += 1; }
+                    None => {
+                        prop_assert!(l.change < 0, "an expiry takes points: line {}", n);
+                        prop_assert!(l.at <= now.max(v.last().map_or(0, |m| m.at)));
+                    }
+                }
+                if n > 0 { prop_assert!(lines[n - 1].at <= l.at, "lines in time order at {}", n); }
+            }
+            prop_assert_eq!(next, v.len());
+            prop_assert_eq!(held, want.held());
         }
 
         /// The derived state does not depend on the order in which facts arrived.

@@ -50,6 +50,31 @@ pub struct Config {
     pub limits: crate::domain::limits::Limits,
     /// When a lane's day is an anomaly worth an alert.
     pub alerts: crate::domain::anomaly::AlertRules,
+    /// Manual adjustments and transfers at the front desk.
+    pub member_service: MemberServiceConfig,
+}
+
+/// Manual points adjustments and member-to-member transfers (docs/member-service.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MemberServiceConfig {
+    /// An adjustment of more points than this, either way, waits for a manager other
+    /// than the one who asked for it (0: every adjustment waits).
+    pub approve_adjustments_above: i64,
+    /// Most points one transfer moves.
+    pub transfer_max_points: i64,
+    /// Most points one member sends in a calendar month, across the chain.
+    pub transfer_monthly_points: i64,
+}
+
+impl Default for MemberServiceConfig {
+    fn default() -> Self {
+        Self {
+            approve_adjustments_above: 500,
+            transfer_max_points: 5_000,
+            transfer_monthly_points: 20_000,
+        }
+    }
 }
 
 /// Lookups of members (every one is recorded; see `patron-edge audit lookups`).
@@ -333,6 +358,7 @@ impl Default for Config {
             },
             tls: TlsConfig::default(),
             privacy: PrivacyConfig::default(),
+            member_service: MemberServiceConfig::default(),
             limits: crate::domain::limits::Limits::default(),
             alerts: crate::domain::anomaly::AlertRules::default(),
         }
@@ -434,6 +460,15 @@ impl Config {
             );
         }
         self.http.check().map_err(ConfigError::Invalid)?;
+        let ms = &self.member_service;
+        if ms.approve_adjustments_above < 0
+            || !(1..=patron_domain::adjustment::MAX_POINTS).contains(&ms.transfer_max_points)
+            || ms.transfer_monthly_points < ms.transfer_max_points
+        {
+            return bad(
+                "member_service: approve_adjustments_above must be >= 0, transfer_max_points 1-100000, transfer_monthly_points >= transfer_max_points",
+            );
+        }
         self.limits.validate().map_err(ConfigError::Invalid)?;
         self.alerts.validate().map_err(ConfigError::Invalid)?;
         if let Some(h) = self

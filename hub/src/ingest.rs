@@ -383,7 +383,9 @@ pub fn quarantine_reason<E>(
     if e.kind() == Kind::ReferralDue && t.due.is_none() {
         return Ok(Some(DUE_NOT_SETTLEABLE));
     }
-    let points = [e.earn, e.spend, e.reverse];
+    // A due's points are credited as one hub fact: the per-fact limit holds for it.
+    let due = t.due.as_ref().map_or(0, |d| d.points);
+    let points = [e.earn, e.spend, e.reverse, due];
     if points.iter().any(|p| *p < 0 || *p > limits.max_points) {
         return Ok(Some("points beyond the per-fact limit"));
     }

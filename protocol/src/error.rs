@@ -70,6 +70,10 @@ error_codes! {
     /// Too many requests of this kind from this lane; `Retry-After` says when to try
     /// again.
     RateLimited => ("rate_limited", 429),
+    /// The resource is not in a state that allows this (an adjustment decided already).
+    Conflict => ("conflict", 409),
+    /// The operation needs the hub (a points transfer) and the hub cannot be reached.
+    HubUnreachable => ("hub_unreachable", 503),
     /// Something failed inside the edge; the client sees no detail.
     Internal => ("internal", 500),
 }
@@ -117,6 +121,8 @@ mod tests {
         assert_eq!(ErrorCode::RateLimited.http_status(), 429);
         assert_eq!(ErrorCode::MemberCodeInvalid.http_status(), 422);
         assert_eq!(ErrorCode::ClaimLimitReached.http_status(), 422);
-        assert_eq!(ErrorCode::ALL.len(), 17);
+        assert_eq!(ErrorCode::Conflict.http_status(), 409);
+        assert_eq!(ErrorCode::HubUnreachable.http_status(), 503);
+        assert_eq!(ErrorCode::ALL.len(), 19);
     }
 }

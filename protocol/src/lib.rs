@@ -4,6 +4,7 @@
 //! - [`ids`]: identifiers of members, transactions and fact origins.
 //! - [`error`]: the POS API error codes and their HTTP statuses, in one table.
 //! - [`pos`]: the request and response bodies of POS API v1 (`shared/POS-API.md`).
+//! - [`service`]: member-service operations (ledger, adjustments, transfers).
 //! - [`hub`]: enrollment, store status, redemption authority and HQ documents.
 //!
 //! This crate does no I/O and depends on serde only (plus utoipa behind the
@@ -16,6 +17,7 @@ pub mod ids;
 pub mod money;
 pub mod pos;
 pub mod raw_json;
+pub mod service;
 
 pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use ids::{MemberId, Origin, TransactionId};

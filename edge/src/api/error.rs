@@ -104,6 +104,9 @@ impl From<EdgeError> for ApiErr {
             EdgeError::IdempotencyKeyReused => ApiErr::new(ErrorCode::IdempotencyKeyReused, msg),
             EdgeError::MemberCode(_) => ApiErr::new(ErrorCode::MemberCodeInvalid, msg),
             EdgeError::ClaimLimit(_) => ApiErr::new(ErrorCode::ClaimLimitReached, msg),
+            EdgeError::Forbidden(_) => ApiErr::new(ErrorCode::Forbidden, msg),
+            EdgeError::Conflict(_) => ApiErr::new(ErrorCode::Conflict, msg),
+            EdgeError::HubUnreachable(_) => ApiErr::new(ErrorCode::HubUnreachable, msg),
             EdgeError::LimitExceeded(e) => ApiErr::new(ErrorCode::LimitExceeded, msg).with_details(
                 json!({ "limit": e.limit, "allowed": e.allowed, "used": e.used, "asked": e.asked }),
             ),

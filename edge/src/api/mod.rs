@@ -9,6 +9,7 @@ mod members;
 pub mod openapi;
 mod points;
 mod promotions;
+mod service;
 
 use std::sync::Arc;
 
@@ -44,6 +45,18 @@ pub fn router(edge: Arc<Edge>) -> Router {
         .route(
             "/v1/members/{member_id}",
             get(members::by_id).merge(patch(members::update)),
+        )
+        .route("/v1/members/{member_id}/ledger", get(service::ledger))
+        .route("/v1/members/{member_id}/adjustments", post(service::adjust))
+        .route("/v1/members/{member_id}/transfers", post(service::transfer))
+        .route("/v1/adjustments", get(service::pending_adjustments))
+        .route(
+            "/v1/adjustments/{adjustment_id}/approve",
+            post(service::approve_adjustment),
+        )
+        .route(
+            "/v1/adjustments/{adjustment_id}/reject",
+            post(service::reject_adjustment),
         )
         .route("/v1/members/{member_id}/redemptions", post(points::redeem))
         .route("/v1/members/{member_id}/events", post(points::event))

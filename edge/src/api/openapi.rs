@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{checkout, health, members, points, promotions};
+use super::{checkout, health, members, points, promotions, service};
 
 /// The POS API v1 document.
 #[derive(OpenApi)]
@@ -17,6 +17,8 @@ use super::{checkout, health, members, points, promotions};
         points::refund, points::redeem, points::event,
         promotions::put_rule_set, promotions::get_rule_set, promotions::give_coupon,
         promotions::claim_coupon, promotions::use_benefit,
+        service::ledger, service::adjust, service::pending_adjustments,
+        service::approve_adjustment, service::reject_adjustment, service::transfer,
     ),
     modifiers(&Bearer)
 )]

@@ -97,6 +97,13 @@ pub struct Exceeded {
     pub asked: i64,
 }
 
+/// A points transfer of `asked` within the member-service limits: at most `max` a
+/// transfer, and `monthly` a sender per calendar month (`used` before this one).
+pub fn transfer(max: i64, monthly: i64, used: i64, asked: i64) -> Result<(), Exceeded> {
+    within("transfer_max_points", max, 0, asked)?;
+    within("transfer_monthly_points", monthly, used, asked)
+}
+
 fn within(limit: &'static str, allowed: i64, used: i64, asked: i64) -> Result<(), Exceeded> {
     if asked > 0 && used.saturating_add(asked) > allowed {
         Err(Exceeded {

@@ -5,6 +5,7 @@
 //! inside it as one savepoint: the idempotency check, the business checks, the fact(s)
 //! and the stored answer are written together or not at all.
 
+mod adjustments;
 mod anomalies;
 mod checkout;
 mod claims;
@@ -21,7 +22,9 @@ mod promotions;
 mod redemption;
 mod refunds;
 mod rekey;
+pub mod statements;
 pub mod sync;
+mod transfers;
 mod welcome;
 
 use std::collections::HashMap;
@@ -145,6 +148,15 @@ pub enum EdgeError {
     /// A limited entitlement is used up for the member (or offline, not allowed again).
     #[error("{0}")]
     ClaimLimit(String),
+    /// The caller may not do this (a maker deciding their own adjustment).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The resource's state does not allow this (an adjustment decided already).
+    #[error("{0}")]
+    Conflict(String),
+    /// The operation needs the hub and the hub cannot be reached.
+    #[error("{0}")]
+    HubUnreachable(String),
     /// The lane has used its lookups for now.
     #[error("this lane looked up too many members by phone; try again in {retry_after_secs} s")]
     RateLimited {

@@ -278,38 +278,119 @@ const FOR_MEMBER_SQL: &str = concat!(
 /// Every fact of `member` that moves points or qualifying spend, and every purchase.
 pub fn for_member(conn: &Connection, member: &[u8; 16]) -> rusqlite::Result<Vec<MemberFact>> {
     let mut stmt = conn.prepare_cached(FOR_MEMBER_SQL)?;
-    // A member's facts come from a handful of origins: resolve each label once per call
-    // instead of building a string per row.
-    let mut labels: HashMap<i64, Arc<str>> = HashMap::new();
+    let mut labels = Labels::default();
     let mut rows = stmt.query(params![&member[..]])?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
-        let origin_id: i64 = r.get(1)?;
-        let origin = match labels.get(&origin_id) {
-            Some(l) => l.clone(),
-            None => {
-                let l: Arc<str> = origin_label(conn, origin_id)?.into();
-                labels.insert(origin_id, l.clone());
-                l
-            }
-        };
-        out.push(MemberFact {
-            at: r.get(0)?,
-            origin,
-            seq: r.get(2)?,
-            txn: r.get(3)?,
-            earn: r.get(4)?,
-            expires_at: r.get(5)?,
-            spend: r.get(6)?,
-            reverse: r.get(7)?,
-            reverse_lot: r.get(8)?,
-            qual_spend: r.get(9)?,
-            qual_at: r.get(10)?,
-            available_at: r.get(11)?,
-            is_purchase: r.get(12)?,
+        out.push(member_fact(conn, &mut labels, r)?);
+    }
+    Ok(out)
+}
+
+/// Origin labels by id: a member's facts come from a handful of origins, so each label
+/// is resolved once per call instead of building a string per row.
+type Labels = HashMap<i64, Arc<str>>;
+
+/// The first 13 columns of [`FOR_MEMBER_SQL`] (and [`STATEMENT_SQL`]) as a fact.
+fn member_fact(
+    conn: &Connection,
+    labels: &mut Labels,
+    r: &rusqlite::Row<'_>,
+) -> rusqlite::Result<MemberFact> {
+    let origin_id: i64 = r.get(1)?;
+    let origin = match labels.get(&origin_id) {
+        Some(l) => l.clone(),
+        None => {
+            let l: Arc<str> = origin_label(conn, origin_id)?.into();
+            labels.insert(origin_id, l.clone());
+            l
+        }
+    };
+    Ok(MemberFact {
+        at: r.get(0)?,
+        origin,
+        seq: r.get(2)?,
+        txn: r.get(3)?,
+        earn: r.get(4)?,
+        expires_at: r.get(5)?,
+        spend: r.get(6)?,
+        reverse: r.get(7)?,
+        reverse_lot: r.get(8)?,
+        qual_spend: r.get(9)?,
+        qual_at: r.get(10)?,
+        available_at: r.get(11)?,
+        is_purchase: r.get(12)?,
+    })
+}
+
+impl MemberFact {
+    /// The points movement it makes (none moves nothing, as a purchase without points).
+    pub fn movement(&self) -> patron_domain::points::Movement {
+        patron_domain::points::Movement {
+            at: self.at,
+            origin: self.origin.clone(),
+            seq: self.seq,
+            txn: self.txn,
+            earn: self.earn,
+            expires_at: self.expires_at,
+            available_at: self.available_at,
+            spend: self.spend,
+            reverse: self.reverse,
+            reverse_lot: self.reverse_lot,
+        }
+    }
+}
+
+/// One of a member's facts as their statement shows it: the ledger columns, the kind
+/// and the details' text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatementFact {
+    /// The ledger columns.
+    pub fact: MemberFact,
+    /// The fact's kind.
+    pub kind: String,
+    /// Its details (JSON; personal data only sealed).
+    pub body: String,
+}
+
+const STATEMENT_SQL: &str = concat!(
+    "SELECT at, origin, seq, txn, earn, expires_at, spend, reverse, reverse_lot, qual_spend, qual_at, available_at, kind = 'purchase', kind, body
+         FROM facts WHERE ",
+    ledger_where!()
+);
+
+/// Every fact of `member` that moves points or qualifying spend, every purchase and
+/// every coupon given: the member's range of the ledger index.
+pub fn for_statement(conn: &Connection, member: &[u8; 16]) -> rusqlite::Result<Vec<StatementFact>> {
+    let mut stmt = conn.prepare_cached(STATEMENT_SQL)?;
+    let mut labels = Labels::default();
+    let mut rows = stmt.query(params![&member[..]])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        out.push(StatementFact {
+            fact: member_fact(conn, &mut labels, r)?,
+            kind: r.get(13)?,
+            body: r.get(14)?,
         });
     }
     Ok(out)
+}
+
+const SENT_SQL: &str = concat!(
+    "SELECT coalesce(sum(spend), 0) FROM facts WHERE ",
+    ledger_where!(),
+    " AND kind = 'transfer' AND spend > 0 AND at >= ?2"
+);
+
+/// Points `member` sent to other members from `since` on (every store's transfers
+/// held here).
+pub fn transferred_since(
+    conn: &Connection,
+    member: &[u8; 16],
+    since: i64,
+) -> rusqlite::Result<i64> {
+    conn.prepare_cached(SENT_SQL)?
+        .query_row(params![&member[..], since], |r| r.get(0))
 }
 
 /// A tier-upgrade gift of points.

@@ -6,7 +6,7 @@
 //! again.
 
 use patron_domain::ledger::{LedgerFact, Snapshot};
-use patron_domain::points::{Millis, Movement};
+use patron_domain::points::Millis;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::StoreError;
@@ -51,18 +51,7 @@ pub fn ledger_fact(f: &NewFact, origin: &str, seq: i64) -> Option<LedgerFact> {
 fn from_member_fact(f: MemberFact) -> LedgerFact {
     let moves = f.earn != 0 || f.spend != 0 || f.reverse != 0;
     LedgerFact {
-        movement: moves.then_some(Movement {
-            at: f.at,
-            origin: f.origin,
-            seq: f.seq,
-            txn: f.txn,
-            earn: f.earn,
-            expires_at: f.expires_at,
-            available_at: f.available_at,
-            spend: f.spend,
-            reverse: f.reverse,
-            reverse_lot: f.reverse_lot,
-        }),
+        movement: moves.then(|| f.movement()),
         spend: (f.qual_spend != 0).then_some((f.qual_at, f.qual_spend)),
         purchase: f.is_purchase,
     }
@@ -502,7 +491,7 @@ mod tests {
                     let read = current(&d.conn, &id).unwrap_or_else(|e| panic!("{e}"));
                     prop_assert_eq!(observed(&read, scale), observed(&reference, scale), "step {} {:?}", i, s);
                     for now in [0, 5_000 * scale, 20_000 * scale] {
-                        let mut movements: Vec<Movement> = members::alias_set(&d.conn, &id)
+                        let mut movements: Vec<patron_domain::points::Movement> = members::alias_set(&d.conn, &id)
                             .unwrap_or_else(|e| panic!("{e}"))
                             .iter()
                             .flat_map(|m| facts::for_member(&d.conn, m).unwrap_or_else(|e| panic!("{e}")))

@@ -477,10 +477,31 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE coupons ADD COLUMN store TEXT;
     ALTER TABLE coupons ADD COLUMN stores TEXT;
     "#,
+    // 21: manual points adjustments under the two-person rule.
+    r#"
+    -- Adjustments asked for at this store (patron_domain::adjustment): applied at once,
+    -- or pending until a manager other than the maker approves or rejects them. `id`
+    -- is the transaction id of the adjustment fact once applied.
+    CREATE TABLE adjustments (
+        id          BLOB    PRIMARY KEY,
+        member      BLOB    NOT NULL,
+        points      INTEGER NOT NULL,
+        reason      TEXT    NOT NULL,
+        reference   TEXT,
+        maker_lane  INTEGER NOT NULL,
+        maker_name  TEXT    NOT NULL,
+        status      TEXT    NOT NULL CHECK (status IN ('pending', 'applied', 'rejected')),
+        checker_lane INTEGER,
+        checker_name TEXT,
+        created_at  INTEGER NOT NULL,
+        decided_at  INTEGER
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX adjustments_pending ON adjustments (created_at) WHERE status = 'pending';
+    "#,
 ];
 
 /// The schema version this binary writes.
-pub const SCHEMA_VERSION: usize = 20;
+pub const SCHEMA_VERSION: usize = 21;
 
 #[cfg(test)]
 mod tests {

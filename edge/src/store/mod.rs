@@ -8,6 +8,7 @@
 //! - a **checkpointer** thread folds the WAL back into the database in the background,
 //!   so no request pays for a checkpoint inside its commit.
 
+pub mod adjustments;
 pub mod claims;
 pub mod coupons;
 pub mod facts;

@@ -63,11 +63,21 @@ async fn welcome_off(e: &TestEdge, member: &str, receipt: &str) -> Result<i64> {
 
 /// A hub, and S001 and S002 once both run rule set `json` (version `version`).
 async fn two_stores_under(json: &str, version: &str) -> Result<(TestHub, TestEdge, TestEdge)> {
+    two_stores_with("", json, version).await
+}
+
+/// [`two_stores_under`], with `extra` appended to both stores' configuration.
+pub(crate) async fn two_stores_with(
+    extra: &str,
+    json: &str,
+    version: &str,
+) -> Result<(TestHub, TestEdge, TestEdge)> {
+    let config = format!("{CONFIG}{extra}");
     let hub = TestHub::spawn().await?;
-    let mut s1 = TestEdge::prepare("S001", CONFIG)?;
+    let mut s1 = TestEdge::prepare("S001", &config)?;
     s1.enroll(&hub)?;
     s1.start().await?;
-    let mut s2 = TestEdge::prepare("S002", CONFIG)?;
+    let mut s2 = TestEdge::prepare("S002", &config)?;
     s2.enroll(&hub)?;
     s2.start().await?;
     let rules = s1.dir.path().join("rules.json");
@@ -436,7 +446,7 @@ async fn welcome_rewards_are_given_once_per_member_across_the_chain() -> Result<
 }
 
 /// The member `member`'s balance as store `e` knows it, once it is `want` (15 s at most).
-async fn balance_becomes(e: &TestEdge, member: &str, want: i64) -> Result<()> {
+pub(crate) async fn balance_becomes(e: &TestEdge, member: &str, want: i64) -> Result<()> {
     let path = format!("/v1/members/{member}");
     let waited = TestHub::wait_for(Duration::from_secs(15), || async {
         Ok(e.get(&path).await?.json["points"]["balance"] == want)

@@ -10,6 +10,7 @@ mod faults;
 mod lan_tls;
 mod limits;
 mod lookups;
+mod member_service;
 mod members;
 mod openapi;
 mod pii;
