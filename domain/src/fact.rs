@@ -409,6 +409,32 @@ pub struct Sale {
     /// `mixed` (absent: not said).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paid_by: Option<String>,
+    /// What its points-for-goods catalogue lines took (absent: none), included in
+    /// `subtotal`, `total` and the fact's `spend`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalogue: Option<CatalogueSpend>,
+}
+
+/// The catalogue part of a sale: refunds leave it out (docs/catalogue.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogueSpend {
+    /// Money, fen.
+    pub cash: i64,
+    /// Points.
+    pub points: i64,
+}
+
+impl Sale {
+    /// The figures refunds are proportional to, the catalogue part left out: subtotal,
+    /// money paid, and the points that paid, of a sale whose fact spent `spend`.
+    pub fn goods(&self, spend: i64) -> (i64, i64, i64) {
+        let c = self.catalogue.unwrap_or_default();
+        (
+            self.subtotal - c.cash,
+            self.total - c.cash,
+            spend - c.points,
+        )
+    }
 }
 
 /// Money paid one way, as a sale records it.

@@ -33,6 +33,35 @@ pub struct RuleSet {
     /// Promotion rules.
     #[serde(default)]
     pub rules: Vec<Rule>,
+    /// Goods a member takes for points, or points and cash (积分+现金兑换商品).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub catalogue: Vec<CatalogueItem>,
+}
+
+/// Most items a catalogue holds.
+pub const MAX_CATALOGUE: usize = 500;
+
+/// Most points one catalogue item costs (the hub's limit for one fact).
+pub const MAX_CATALOGUE_POINTS: i64 = 100_000;
+
+/// An item of the points-for-goods catalogue: at the till it is a basket line marked
+/// `catalogue`, paid with `points` per unit from the member's points and `cash` per
+/// unit in money.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogueItem {
+    /// The POS's stock-keeping unit.
+    pub sku: String,
+    /// What the member sees.
+    pub label: String,
+    /// Points per unit (1–100,000).
+    pub points: i64,
+    /// Money per unit, fen (0: points alone).
+    #[serde(default)]
+    pub cash: i64,
+    /// Units each store may give in all (absent: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stock_per_store: Option<u32>,
 }
 
 /// Points for referring a friend.
@@ -382,7 +411,44 @@ pub fn stores_scope_valid(stores: &[String]) -> bool {
         })
 }
 
+/// A catalogue's items: unique SKUs (1–64 of `A-Z a-z 0-9 - _ . :`), labels of 1–64
+/// characters, points 1–[`MAX_CATALOGUE_POINTS`], cash 0–[`MAX_MONEY`] fen.
+fn check_catalogue(items: &[CatalogueItem]) -> Result<(), String> {
+    if items.len() > MAX_CATALOGUE {
+        return Err(format!("catalogue: at most {MAX_CATALOGUE} items"));
+    }
+    let mut skus = HashSet::new();
+    for i in items {
+        let sku_ok = !i.sku.is_empty()
+            && i.sku.len() <= 64
+            && i.sku
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+        if !sku_ok || !skus.insert(i.sku.as_str()) {
+            return Err(
+                "catalogue: each item needs a unique sku (1-64 of A-Z a-z 0-9 - _ . :)".into(),
+            );
+        }
+        let label = i.label.trim().chars().count();
+        if !(1..=64).contains(&label)
+            || !(1..=MAX_CATALOGUE_POINTS).contains(&i.points)
+            || !money(i.cash)
+        {
+            return Err(format!(
+                "catalogue {}: label 1-64 characters, points 1-{MAX_CATALOGUE_POINTS}, cash 0-{MAX_MONEY} fen",
+                i.sku
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl RuleSet {
+    /// The catalogue item a basket line names.
+    pub fn catalogue_item(&self, sku: &str) -> Option<&CatalogueItem> {
+        self.catalogue.iter().find(|i| i.sku == sku)
+    }
+
     /// Parses and validates a rule set from JSON.
     pub fn parse(json: &[u8]) -> Result<Compiled, String> {
         let set: RuleSet = serde_json::from_slice(json).map_err(|e| format!("rule set: {e}"))?;
@@ -458,6 +524,7 @@ impl RuleSet {
                 }
             }
         }
+        check_catalogue(&self.catalogue)?;
         let mut ids = HashSet::new();
         let mut windows = Vec::with_capacity(self.rules.len());
         for r in &self.rules {

@@ -70,6 +70,8 @@ error_codes! {
     /// Too many requests of this kind from this lane; `Retry-After` says when to try
     /// again.
     RateLimited => ("rate_limited", 429),
+    /// A points-catalogue item has no units left at this store.
+    OutOfStock => ("out_of_stock", 422),
     /// The resource is not in a state that allows this (an adjustment decided already).
     Conflict => ("conflict", 409),
     /// The operation needs the hub (a points transfer) and the hub cannot be reached.
@@ -123,6 +125,7 @@ mod tests {
         assert_eq!(ErrorCode::ClaimLimitReached.http_status(), 422);
         assert_eq!(ErrorCode::Conflict.http_status(), 409);
         assert_eq!(ErrorCode::HubUnreachable.http_status(), 503);
-        assert_eq!(ErrorCode::ALL.len(), 19);
+        assert_eq!(ErrorCode::OutOfStock.http_status(), 422);
+        assert_eq!(ErrorCode::ALL.len(), 20);
     }
 }

@@ -52,6 +52,11 @@ impl Points {
     /// Zero points.
     pub const ZERO: Points = Points(0);
 
+    /// Whether this is zero points.
+    pub fn is_zero(&self) -> bool {
+        self.0 == 0
+    }
+
     /// `self + other`, or `None` on overflow.
     pub fn checked_add(self, other: Points) -> Option<Points> {
         self.0.checked_add(other.0).map(Points)

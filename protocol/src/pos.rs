@@ -381,6 +381,10 @@ pub struct BasketLine {
     pub qty: i64,
     /// Unit price in fen.
     pub unit_price: i64,
+    /// Taken from the points-for-goods catalogue: `unit_price` is the item's money part
+    /// and its points come from the member's balance (no discount, no points earned).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub catalogue: bool,
 }
 
 /// A basket to price (`checkout/quote`).
@@ -494,6 +498,10 @@ pub struct Quote {
     pub points_redeemed: Points,
     /// What those points are worth, in fen.
     pub points_value: Fen,
+    /// Points the basket's catalogue lines take from the member (besides
+    /// `points_redeemed`).
+    #[serde(default, skip_serializing_if = "Points::is_zero")]
+    pub catalogue_points: Points,
     /// What the customer pays in money.
     pub total: Fen,
     /// Points this sale earns.
@@ -524,8 +532,11 @@ pub struct CommitResponse {
     pub discounts: Vec<Discount>,
     /// Points earned by this sale.
     pub points_earned: Points,
-    /// Points spent in this sale.
+    /// Points spent in this sale to pay.
     pub points_redeemed: Points,
+    /// Points the sale's catalogue lines took.
+    #[serde(default, skip_serializing_if = "Points::is_zero")]
+    pub catalogue_points: Points,
     /// The member's balance after the sale (absent for a walk-in).
     pub balance_after: Option<Points>,
     /// The member's tier after the sale (absent for a walk-in).

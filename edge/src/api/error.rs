@@ -106,6 +106,8 @@ impl From<EdgeError> for ApiErr {
             EdgeError::ClaimLimit(_) => ApiErr::new(ErrorCode::ClaimLimitReached, msg),
             EdgeError::Forbidden(_) => ApiErr::new(ErrorCode::Forbidden, msg),
             EdgeError::Conflict(_) => ApiErr::new(ErrorCode::Conflict, msg),
+            EdgeError::OutOfStock { sku, left, asked } => ApiErr::new(ErrorCode::OutOfStock, msg)
+                .with_details(json!({ "sku": sku, "left": left, "asked": asked })),
             EdgeError::HubUnreachable(_) => ApiErr::new(ErrorCode::HubUnreachable, msg),
             EdgeError::LimitExceeded(e) => ApiErr::new(ErrorCode::LimitExceeded, msg).with_details(
                 json!({ "limit": e.limit, "allowed": e.allowed, "used": e.used, "asked": e.asked }),

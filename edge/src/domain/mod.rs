@@ -13,6 +13,7 @@
 //! - [`refund`]: proportional reversal of a receipt's money and points.
 
 pub mod anomaly;
+pub mod catalogue;
 pub mod clock;
 pub mod limits;
 pub mod points;

@@ -30,6 +30,9 @@ pub struct Line {
     pub qty: i64,
     /// Unit price in fen (0..=MAX_UNIT_PRICE).
     pub unit_price: i64,
+    /// A points-for-goods catalogue line (`super::catalogue`), priced apart.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub catalogue: bool,
 }
 
 /// Validates raw lines from the POS.
@@ -66,6 +69,7 @@ pub fn validate_lines(raw: &[BasketLine]) -> Result<Vec<Line>, String> {
                 category,
                 qty: l.qty,
                 unit_price: l.unit_price,
+                catalogue: l.catalogue,
             })
         })
         .collect()
@@ -104,6 +108,7 @@ mod tests {
             category: None,
             qty,
             unit_price,
+            catalogue: false,
         }
     }
 
@@ -114,6 +119,7 @@ mod tests {
             category: None,
             qty,
             unit_price,
+            catalogue: false,
         };
         assert!(validate_lines(&[]).is_err());
         assert!(validate_lines(&[raw(0, 100)]).is_err());

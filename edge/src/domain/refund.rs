@@ -70,14 +70,20 @@ pub fn takes_back_gift(gift_tier: Option<Tier>, before: Tier, after: Tier) -> bo
 /// Picks the units a refund returns: `per_line[i]` units of receipt line `i`.
 ///
 /// `refunded[i]` is what earlier refunds returned of line `i`. Without `request`, every
-/// unit not yet refunded comes back. A SKU that appears on several lines is taken from
+/// unit not yet refunded comes back (catalogue lines never do). A SKU that appears on several lines is taken from
 /// the first line that still has units.
 pub fn allocate(
     lines: &[Line],
     refunded: &[i64],
     request: Option<&[RefundLine]>,
 ) -> Result<Vec<i64>, String> {
-    let remaining: Vec<i64> = lines.iter().zip(refunded).map(|(l, r)| l.qty - r).collect();
+    // Catalogue lines are not refunded here (docs/catalogue.md): none of their units
+    // is left to take back.
+    let remaining: Vec<i64> = lines
+        .iter()
+        .zip(refunded)
+        .map(|(l, r)| if l.catalogue { 0 } else { l.qty - r })
+        .collect();
     let per_line = match request {
         None => remaining.clone(),
         Some(req) => {
@@ -140,6 +146,7 @@ mod tests {
             category: None,
             qty,
             unit_price,
+            catalogue: false,
         }
     }
 

@@ -14,6 +14,7 @@ use super::{
     Actor, Authority, Core, Edge, EdgeError, Idem, MemberState, Reply, Seal, balance, invalid,
     tier_code,
 };
+use crate::domain::catalogue::{self, Part};
 use crate::domain::limits::DayTotals;
 use crate::domain::pricing;
 use crate::domain::promo::engine::{self, Applied, Input, Priced};
@@ -30,6 +31,7 @@ impl Edge {
         let lines = pricing::validate_lines(&basket.lines).map_err(invalid)?;
         let core = self.core.clone();
         let rules = self.rules();
+        let (lines, part) = catalogue_part(lines, rules.as_deref(), basket.member_id.is_some())?;
         let priced = self
             .store
             .readers
@@ -56,7 +58,7 @@ impl Edge {
                     points: &core.points(),
                     explain: true,
                 };
-                Ok::<Priced, EdgeError>(engine::price(&input)?)
+                price_sale(&input, &part)
             })
             .await?;
         Ok(priced.to_quote())
@@ -72,26 +74,39 @@ impl Edge {
         req: CommitRequest,
     ) -> Result<Reply, EdgeError> {
         let receipt_id = validate::receipt_id(&req.receipt_id).map_err(invalid)?;
-        let lines = pricing::validate_lines(&req.basket.lines).map_err(invalid)?;
+        let all_lines = pricing::validate_lines(&req.basket.lines).map_err(invalid)?;
         let member = req.basket.member_id.map(|m| *m.as_bytes());
         let redeem = req.basket.redeem_points;
         let codes = req.basket.coupon_codes;
         let tender = req.tender;
         let core = self.core.clone();
         let rules = self.rules();
-        // Serialized before queueing: the writer thread is the bottleneck.
-        let lines_json = serde_json::to_string(&lines)
+        // Serialized before queueing: the writer thread is the bottleneck. The fact keeps
+        // every line, the catalogue's marked; the engine prices the goods.
+        let lines_json = serde_json::to_string(&all_lines)
             .and_then(RawValue::from_string)
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let (lines, part) = catalogue_part(all_lines, rules.as_deref(), member.is_some())?;
         let txn = TransactionId::new_v7();
         let txb = *txn.as_bytes();
         // A redemption is authorized (by the hub, or the offline limits) before the sale
         // queues; the points the engine finally redeems never exceed those asked.
         // A presumed replay is not authorized again; should it not be one after all
         // (its first attempt rolled back), the offline limits bound it.
+        // Stock is checked before the hub holds the points (a hold for a sale refused
+        // here keeps them from the member until it lapses); the transaction counts it.
+        if !part.units.is_empty() {
+            let (r, p) = (rules.clone(), part.clone());
+            self.store
+                .readers
+                .read(move |conn| catalogue_stock(conn, r.as_deref(), &p))
+                .await?;
+        }
+        // The catalogue's points are spent with them, under the same authorization.
+        let spend = redeem.saturating_add(part.points);
         let auth = match member {
-            Some(_) if redeem > 0 && self.core.is_replay(&idem) => self.unasked_authority(),
-            Some(m) if redeem > 0 => self.authorize_redemption(m, txb, redeem).await?,
+            Some(_) if spend > 0 && self.core.is_replay(&idem) => self.unasked_authority(),
+            Some(m) if spend > 0 => self.authorize_redemption(m, txb, spend).await?,
             _ => Authority::Local,
         };
         // Likewise the limited entitlements the sale will claim (a per-member offer, an
@@ -136,7 +151,8 @@ impl Edge {
                         points: &core.points(),
                         explain: false,
                     };
-                    let priced = engine::price(&input)?;
+                    let priced = price_sale(&input, &part)?;
+                    give_catalogue(ctx, rules, &part)?;
                     crate::domain::tender::check(&tender, priced.total)
                         .map_err(|e| invalid(e.to_string()))?;
                     let coupon_off: i64 = priced
@@ -151,7 +167,7 @@ impl Edge {
                         priced.points_value,
                         coupon_off,
                     );
-                    let (earned, redeemed) = (priced.points_to_earn, priced.points_redeemed);
+                    let (earned, redeemed) = (priced.points_to_earn, priced.points_spent());
                     let counted = DayTotals {
                         earned,
                         redeemed,
@@ -200,7 +216,7 @@ impl Edge {
                             .collect(),
                         coupons_used: used_codes,
                         coupons_granted: granted.iter().map(CouponIssuedBody::granted).collect(),
-                        auth: (priced.points_redeemed > 0).then(|| auth.label()),
+                        auth: (priced.points_spent() > 0).then(|| auth.label()),
                         tender: tender
                             .iter()
                             .map(|t| TenderBody {
@@ -209,13 +225,19 @@ impl Edge {
                             })
                             .collect(),
                         paid_by: paid_by.as_deref(),
+                        catalogue: (part.points > 0).then_some(
+                            patron_domain::fact::CatalogueSpend {
+                                cash: part.cash,
+                                points: part.points,
+                            },
+                        ),
                     }
                     .to_json()?;
                     let fact = NewFact {
                         earn: priced.points_to_earn,
                         expires_at,
                         available_at: after_days(&core, now, pending_days),
-                        spend: priced.points_redeemed,
+                        spend: priced.points_spent(),
                         qual_spend: if member.is_some() { priced.total } else { 0 },
                         // Spend counts for tiers by the day (docs/points.md).
                         qual_at: core.cal.start_of_day(now),
@@ -223,7 +245,7 @@ impl Edge {
                     };
                     let seq = facts::append(ctx, &fact)?;
                     if let Some(m) = &member {
-                        core.record_redemption(ctx, m, seq, priced.points_redeemed, auth, now)?;
+                        core.record_redemption(ctx, m, seq, priced.points_spent(), auth, now)?;
                     }
                     let receipt = ReceiptRow {
                         receipt_id: receipt_id.clone(),
@@ -232,8 +254,9 @@ impl Edge {
                         at: now,
                         origin: ctx.origin,
                         seq,
-                        subtotal: priced.subtotal,
-                        total: priced.total,
+                        // Refunds leave the catalogue part out.
+                        subtotal: priced.subtotal - part.cash,
+                        total: priced.total - part.cash,
                         earned: priced.points_to_earn,
                         redeemed: priced.points_redeemed,
                         rules_version: priced.rules_version.clone(),
@@ -592,6 +615,71 @@ impl Core {
     }
 }
 
+/// Splits the catalogue lines off a basket: the goods for the engine, and what the
+/// catalogue lines cost (`crate::domain::catalogue`).
+fn catalogue_part(
+    lines: Vec<crate::domain::pricing::Line>,
+    rules: Option<&Compiled>,
+    member: bool,
+) -> Result<(Vec<crate::domain::pricing::Line>, Part), EdgeError> {
+    let (goods, listed) = catalogue::split(lines);
+    let part = catalogue::price(&listed, rules.map(|c| &c.set), member).map_err(invalid)?;
+    Ok((goods, part))
+}
+
+/// Prices the goods and adds the catalogue part; the member must hold every point the
+/// sale takes (the engine checks those that pay).
+fn price_sale(input: &Input<'_>, part: &Part) -> Result<Priced, EdgeError> {
+    let priced = engine::price(input)?.with_catalogue(part);
+    if let Some(m) = input.member
+        && priced.points_spent() > m.balance
+    {
+        return Err(EdgeError::InsufficientPoints {
+            available: m.balance,
+            requested: priced.points_spent(),
+        });
+    }
+    Ok(priced)
+}
+
+/// Whether this store still has the catalogue units a sale takes (each item's
+/// `stock_per_store` less what it gave).
+fn catalogue_stock(
+    conn: &rusqlite::Connection,
+    rules: Option<&Compiled>,
+    part: &Part,
+) -> Result<(), EdgeError> {
+    for (sku, units) in &part.units {
+        let stock = rules
+            .and_then(|c| c.set.catalogue_item(sku))
+            .and_then(|i| i.stock_per_store);
+        if let Some(stock) = stock {
+            let left = i64::from(stock) - receipts::catalogue_given(conn, sku)?;
+            if *units > left {
+                return Err(EdgeError::OutOfStock {
+                    sku: sku.clone(),
+                    left: left.max(0),
+                    asked: *units,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// In the sale's transaction: checks the stock again and counts the units given.
+fn give_catalogue(
+    ctx: &mut WriteCtx<'_>,
+    rules: Option<&Compiled>,
+    part: &Part,
+) -> Result<(), EdgeError> {
+    catalogue_stock(ctx.conn, rules, part)?;
+    for (sku, units) in &part.units {
+        receipts::give_catalogue(ctx.conn, sku, *units)?;
+    }
+    Ok(())
+}
+
 fn commit_response(
     txn: TransactionId,
     receipt_id: String,
@@ -606,6 +694,7 @@ fn commit_response(
         discounts: p.discounts.clone(),
         points_earned: Points(p.points_to_earn),
         points_redeemed: Points(p.points_redeemed),
+        catalogue_points: Points(p.catalogue_points),
         balance_after: after.map(balance),
         tier_after: after.map(tier_code),
         coupons_issued,
@@ -638,6 +727,9 @@ struct PurchaseBody<'a> {
     /// Who allowed the points redeemed (absent when none were).
     #[serde(skip_serializing_if = "Option::is_none")]
     auth: Option<&'static str>,
+    /// The catalogue lines' money and points (absent when there were none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    catalogue: Option<patron_domain::fact::CatalogueSpend>,
     /// How the money part was paid (absent when the POS did not say).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tender: Vec<TenderBody>,

@@ -154,6 +154,16 @@ pub enum EdgeError {
     /// The resource's state does not allow this (an adjustment decided already).
     #[error("{0}")]
     Conflict(String),
+    /// A catalogue item has no units left at this store.
+    #[error("{sku}: {left} left at this store, {asked} asked")]
+    OutOfStock {
+        /// The item.
+        sku: String,
+        /// Units left.
+        left: i64,
+        /// Units asked.
+        asked: i64,
+    },
     /// The operation needs the hub and the hub cannot be reached.
     #[error("{0}")]
     HubUnreachable(String),

@@ -125,7 +125,7 @@ impl Edge {
                     let (done, gross_before) = receipts::refunded_so_far(ctx.conn, &receipt_id, lines.len())?;
                     let per_line = refund::allocate(lines, &done, req.lines.as_deref()).map_err(invalid)?;
                     let gross_now = refund::gross(lines, &per_line);
-                    let all_back = lines.iter().zip(done.iter().zip(&per_line)).all(|(l, (d, n))| d + n == l.qty);
+                    let all_back = lines.iter().zip(done.iter().zip(&per_line)).all(|(l, (d, n))| l.catalogue || d + n == l.qty);
                     let sale = Sale { subtotal: receipt.subtotal, total: receipt.total, earned: receipt.earned, redeemed: receipt.redeemed };
                     let f = refund::figures(sale, gross_before, gross_now);
                     let back = DayTotals { refund_fen: f.amount, ..DayTotals::default() };

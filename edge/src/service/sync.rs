@@ -356,10 +356,10 @@ fn project(
                 at: e.at,
                 origin: origin_id,
                 seq,
-                subtotal: sale.subtotal,
-                total: sale.total,
+                subtotal: sale.goods(e.spend).0,
+                total: sale.goods(e.spend).1,
                 earned: e.earn,
-                redeemed: e.spend,
+                redeemed: sale.goods(e.spend).2,
                 rules_version: sale.rules_version.clone(),
             };
             if !receipts::insert(conn, &receipt)? {

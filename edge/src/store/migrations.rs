@@ -498,10 +498,19 @@ pub const MIGRATIONS: &[&str] = &[
     ) STRICT, WITHOUT ROWID;
     CREATE INDEX adjustments_pending ON adjustments (created_at) WHERE status = 'pending';
     "#,
+    // 22: the points catalogue's stock given at this store.
+    r#"
+    -- Units of each catalogue item this store gave (patron_domain::rules::CatalogueItem
+    -- stock_per_store bounds them), counted in each sale's transaction.
+    CREATE TABLE catalogue_given (
+        sku   TEXT    PRIMARY KEY,
+        units INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this binary writes.
-pub const SCHEMA_VERSION: usize = 21;
+pub const SCHEMA_VERSION: usize = 22;
 
 #[cfg(test)]
 mod tests {

@@ -26,7 +26,8 @@ pub struct ReceiptRow {
     pub total: i64,
     /// Points earned.
     pub earned: i64,
-    /// Points redeemed.
+    /// Points redeemed to pay. Subtotal, total and these leave a sale's catalogue part
+    /// out: they are what refunds are proportional to.
     pub redeemed: i64,
     /// The rule-set version it was priced with.
     pub rules_version: Option<String>,
@@ -175,4 +176,23 @@ pub fn refunded_so_far(
         gross += g;
     }
     Ok((units, gross))
+}
+
+/// Units of catalogue item `sku` this store gave.
+pub fn catalogue_given(conn: &Connection, sku: &str) -> Result<i64, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT units FROM catalogue_given WHERE sku = ?1")?
+        .query_row(params![sku], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0))
+}
+
+/// Counts `units` more of catalogue item `sku` given.
+pub fn give_catalogue(conn: &Connection, sku: &str, units: i64) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO catalogue_given (sku, units) VALUES (?1, ?2)
+         ON CONFLICT (sku) DO UPDATE SET units = units + excluded.units",
+    )?
+    .execute(params![sku, units])?;
+    Ok(())
 }

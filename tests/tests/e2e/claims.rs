@@ -66,7 +66,8 @@ async fn two_stores_under(json: &str, version: &str) -> Result<(TestHub, TestEdg
     two_stores_with("", json, version).await
 }
 
-/// [`two_stores_under`], with `extra` appended to both stores' configuration.
+/// [`two_stores_under`], with `extra` appended to both stores' configuration (after
+/// the `[redemption]` table: a line without a table header of its own lands there).
 pub(crate) async fn two_stores_with(
     extra: &str,
     json: &str,

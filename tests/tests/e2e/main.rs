@@ -3,6 +3,7 @@
 
 mod auth;
 mod bad_input;
+mod catalogue;
 mod checkout;
 mod claims;
 mod durability;

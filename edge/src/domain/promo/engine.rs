@@ -160,6 +160,8 @@ pub struct Priced {
     pub points_redeemed: i64,
     /// Their value in fen.
     pub points_value: i64,
+    /// Points the catalogue lines take (`crate::domain::catalogue`; 0 from the engine).
+    pub catalogue_points: i64,
     /// Money to pay.
     pub total: i64,
     /// Points this sale earns (base plus bonuses).
@@ -746,6 +748,7 @@ pub fn price(input: &Input<'_>) -> Result<Priced, PricingError> {
         discounts,
         points_redeemed: redeem,
         points_value,
+        catalogue_points: 0,
         total,
         points_to_earn,
         grants,
@@ -758,6 +761,22 @@ pub fn price(input: &Input<'_>) -> Result<Priced, PricingError> {
 }
 
 impl Priced {
+    /// The sale with its catalogue lines: their money joins the subtotal and the
+    /// total, their points are taken besides those that pay.
+    pub fn with_catalogue(self, part: &crate::domain::catalogue::Part) -> Priced {
+        Priced {
+            subtotal: self.subtotal + part.cash,
+            total: self.total + part.cash,
+            catalogue_points: part.points,
+            ..self
+        }
+    }
+
+    /// Every point the sale takes from the member: those that pay and the catalogue's.
+    pub fn points_spent(&self) -> i64 {
+        self.points_redeemed + self.catalogue_points
+    }
+
     /// The quote as the POS sees it.
     pub fn to_quote(&self) -> patron_protocol::pos::Quote {
         patron_protocol::pos::Quote {
@@ -765,6 +784,7 @@ impl Priced {
             discounts: self.discounts.clone(),
             points_redeemed: Points(self.points_redeemed),
             points_value: Fen(self.points_value),
+            catalogue_points: Points(self.catalogue_points),
             total: Fen(self.total),
             points_to_earn: Points(self.points_to_earn),
             coupons_to_issue: self
@@ -795,6 +815,7 @@ mod tests {
             category: category.map(String::from),
             qty,
             unit_price,
+            catalogue: false,
         }
     }
 
