@@ -45,10 +45,15 @@ pub fn check(points: i64, reason: &str, reference: Option<&str>) -> Result<(), S
     Ok(())
 }
 
-/// Whether an adjustment of `points` waits for a second person: more than
-/// `approve_above` points either way.
-pub fn needs_approval(points: i64, approve_above: i64) -> bool {
-    points.unsigned_abs() > approve_above.max(0).unsigned_abs()
+/// Whether an adjustment of `points` waits for a second person: when it would take
+/// the points its maker moved without approval today (`unapproved_today`, either way)
+/// past `approve_above`. Counted per maker and day, so splitting one adjustment into
+/// small ones needs the approval all the same.
+pub fn needs_approval(points: i64, approve_above: i64, unapproved_today: i64) -> bool {
+    unapproved_today
+        .unsigned_abs()
+        .saturating_add(points.unsigned_abs())
+        > approve_above.max(0).unsigned_abs()
 }
 
 /// Whether `checker` may approve or reject what `maker` asked for: a manager, and not
@@ -91,12 +96,19 @@ mod tests {
 
     #[test]
     fn only_adjustments_above_the_threshold_wait_and_only_another_manager_decides() {
-        assert!(!needs_approval(500, 500));
-        assert!(!needs_approval(-500, 500));
-        assert!(needs_approval(501, 500));
-        assert!(needs_approval(-501, 500));
+        assert!(!needs_approval(500, 500, 0));
+        assert!(!needs_approval(-500, 500, 0));
+        assert!(needs_approval(501, 500, 0));
+        assert!(needs_approval(-501, 500, 0));
+        // Split into small ones, the day's total decides.
+        assert!(!needs_approval(100, 500, 400));
+        assert!(needs_approval(101, 500, 400));
         assert!(
-            needs_approval(1, 0),
+            needs_approval(-101, 500, 400),
+            "taking counts as giving does"
+        );
+        assert!(
+            needs_approval(1, 0, 0),
             "a threshold of 0: every adjustment waits"
         );
         assert!(may_decide(1, 2, true).is_ok());

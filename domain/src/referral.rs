@@ -20,8 +20,9 @@ pub const ALPHABET: &[u8] = b"23456789ABCDEFGHJKMNPQRSTUVWXYZ";
 /// Random characters in a code.
 pub const RANDOM_LEN: usize = 6;
 
-/// Most points one referral gives (as a rule set allows).
-pub const MAX_POINTS: i64 = 1_000_000;
+/// Most points one due may credit (the hub's default limit for one fact; a rule set
+/// may offer more, which the hub then quarantines).
+pub const MAX_POINTS: i64 = 100_000;
 
 /// Longest store id a code carries (as store ids are).
 const MAX_STORE_LEN: usize = 16;
@@ -70,6 +71,9 @@ pub enum Settlement {
     /// The friend is the referrer (the same person, or the same phone: the hub merges
     /// the members of one phone): nothing, ever.
     SelfReferral,
+    /// The friend did not register with this code (a store naming another referrer,
+    /// or a member who registered with none): nothing.
+    NotReferred,
     /// The referrer was credited for this friend and event already (by a store that
     /// holds them, or an earlier due): nothing.
     AlreadyCredited,
@@ -84,6 +88,7 @@ impl Settlement {
             Settlement::Credit(_) => "credited",
             Settlement::Pending => "pending",
             Settlement::SelfReferral => "self_referral",
+            Settlement::NotReferred => "not_referred",
             Settlement::AlreadyCredited => "already_credited",
             Settlement::Nothing => "nothing",
         }
@@ -92,20 +97,28 @@ impl Settlement {
 
 /// Settles a due of `points` from friend `friend` (the person's first id, after
 /// merges) for a code whose member is `referrer` (likewise; `None`: nobody has the
-/// code yet), when `taken` claims of this referral are counted or held for the
-/// referrer already.
-pub fn settle(points: i64, friend: &str, referrer: Option<&str>, taken: i64) -> Settlement {
+/// code yet), when the friend registered with that code (`referred`) and `taken`
+/// claims of this referral are counted or held for the referrer already.
+pub fn settle(
+    points: i64,
+    friend: &str,
+    referrer: Option<&str>,
+    referred: bool,
+    taken: i64,
+) -> Settlement {
     let Some(referrer) = referrer else {
         return Settlement::Pending;
     };
     if referrer == friend {
         Settlement::SelfReferral
+    } else if !referred {
+        Settlement::NotReferred
     } else if taken >= 1 {
         Settlement::AlreadyCredited
     } else if points <= 0 {
         Settlement::Nothing
     } else {
-        Settlement::Credit(points.min(MAX_POINTS))
+        Settlement::Credit(points)
     }
 }
 
@@ -143,14 +156,23 @@ mod tests {
 
     #[test]
     fn a_due_is_credited_once_never_to_the_friend_and_waits_for_an_unknown_code() {
-        assert_eq!(settle(100, "f", Some("r"), 0), Settlement::Credit(100));
-        assert_eq!(settle(100, "f", Some("r"), 1), Settlement::AlreadyCredited);
-        assert_eq!(settle(100, "f", Some("f"), 0), Settlement::SelfReferral);
-        assert_eq!(settle(100, "f", None, 0), Settlement::Pending);
-        assert_eq!(settle(0, "f", Some("r"), 0), Settlement::Nothing);
         assert_eq!(
-            settle(MAX_POINTS + 1, "f", Some("r"), 0),
-            Settlement::Credit(MAX_POINTS)
+            settle(100, "f", Some("r"), true, 0),
+            Settlement::Credit(100)
         );
+        assert_eq!(
+            settle(100, "f", Some("r"), true, 1),
+            Settlement::AlreadyCredited
+        );
+        assert_eq!(
+            settle(100, "f", Some("f"), true, 0),
+            Settlement::SelfReferral
+        );
+        assert_eq!(
+            settle(100, "f", Some("r"), false, 0),
+            Settlement::NotReferred
+        );
+        assert_eq!(settle(100, "f", None, true, 0), Settlement::Pending);
+        assert_eq!(settle(0, "f", Some("r"), true, 0), Settlement::Nothing);
     }
 }

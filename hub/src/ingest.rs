@@ -92,7 +92,8 @@ pub fn type_fact(
         // refusal of the whole batch: one bad fact must not stop the store's sync.
         claim: claim_row(&entry).ok().flatten(),
         due: due_row(&entry).ok().flatten(),
-        code: own_code(&entry),
+        code: registered_code(&entry, true),
+        referred_by: registered_code(&entry, false),
         points: points_row(&entry),
         profile,
         registered,
@@ -171,9 +172,16 @@ pub struct TypedFact {
     pub claim: Option<ClaimRow>,
     /// A registration's own referral code, which the hub resolves chain-wide.
     pub code: Option<String>,
+    /// The code a registration names as its referrer's: the only code a due of this
+    /// member may be settled under.
+    pub referred_by: Option<String>,
     /// A referral the store could not credit, for the hub to settle.
     pub due: Option<DueRow>,
 }
+
+/// Longest a due's points may stay valid: ten years (chain settings allow at most
+/// 120 months of expiry).
+const MAX_DUE_VALIDITY_MS: i64 = 3_660 * 86_400_000;
 
 /// What the hub settles of a `referral_due` fact (`patron_domain::referral`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,6 +213,10 @@ pub fn due_row(e: &Entry) -> Result<Option<DueRow>, &'static str> {
     if !(0..=patron_domain::referral::MAX_POINTS).contains(&d.points) {
         return Err("a referral due's points are out of range");
     }
+    // Points that never expire, or are dead on arrival, are no store's expiry rule.
+    if d.expires_at <= e.at || d.expires_at > e.at.saturating_add(MAX_DUE_VALIDITY_MS) {
+        return Err("a referral due's expiry is out of range");
+    }
     Ok(Some(DueRow {
         friend,
         code,
@@ -214,13 +226,19 @@ pub fn due_row(e: &Entry) -> Result<Option<DueRow>, &'static str> {
     }))
 }
 
-/// The referral code a registration gives its member, if it is one the hub resolves.
-fn own_code(e: &Entry) -> Option<String> {
+/// A registration's own referral code (`own`) or its referrer's, if it is one the hub
+/// resolves.
+fn registered_code(e: &Entry, own: bool) -> Option<String> {
     match &e.detail {
-        patron_domain::Detail::MemberRegistered(r) => r
-            .referral_code
-            .as_deref()
-            .and_then(|c| patron_domain::referral::parse_code(c).ok()),
+        patron_domain::Detail::MemberRegistered(r) => {
+            let code = if own {
+                &r.referral_code
+            } else {
+                &r.referrer_code
+            };
+            code.as_deref()
+                .and_then(|c| patron_domain::referral::parse_code(c).ok())
+        }
         _ => None,
     }
 }

@@ -519,6 +519,7 @@ impl Hub {
                     registered: None,
                     key: None,
                     code: None,
+                    referred_by: None,
                     due: None,
                 }));
             }

@@ -33,8 +33,8 @@ pub struct LedgerEntry {
     /// When (RFC 3339, the store's offset).
     pub at: String,
     /// What: a fact kind (`purchase`, `refund`, `redemption`, `event`, `coupon_issued`,
-    /// `upgrade_gift`, `referral_reward`, `gift_withdrawn`, `adjustment`,
-    /// `transfer_out`, `transfer_in`, …) or `expired` (lots that expired unused).
+    /// `upgrade_gift`, `referral_reward`, `gift_withdrawn`, `adjustment`, `transfer`,
+    /// …) or `expired` (lots that expired unused).
     pub kind: String,
     /// The store that recorded it (`hub` for what the hub settled; empty for expiries).
     pub store: String,

@@ -112,10 +112,7 @@ fn adjustment_id(raw: &str) -> Result<TransactionId, ApiErr> {
     uuid::Uuid::parse_str(raw)
         .map(|u| TransactionId::from_bytes(*u.as_bytes()))
         .map_err(|_| {
-            ApiErr::new(
-                patron_protocol::ErrorCode::NotFound,
-                "no adjustment with this id",
-            )
+            crate::service::EdgeError::NotFound("no adjustment with this id".into()).into()
         })
 }
 

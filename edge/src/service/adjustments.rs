@@ -29,10 +29,6 @@ impl Edge {
         req: AdjustPoints,
     ) -> Result<Reply, EdgeError> {
         adjustment::check(req.points, &req.reason, req.reference.as_deref()).map_err(invalid)?;
-        let waits = adjustment::needs_approval(
-            req.points,
-            self.core.cfg.member_service.approve_adjustments_above,
-        );
         let core = self.core.clone();
         let actor = lane.actor();
         let maker = (lane.id, lane.name.clone());
@@ -60,6 +56,18 @@ impl Edge {
                         created_at: now,
                         decided_at: None,
                     };
+                    // Decided in the transaction: the maker's earlier adjustments today
+                    // count (concurrent requests see each other).
+                    let today = adjustments::unapproved_since(
+                        ctx.conn,
+                        maker.0,
+                        core.cal.start_of_day(now),
+                    )?;
+                    let waits = adjustment::needs_approval(
+                        req.points,
+                        core.cfg.member_service.approve_adjustments_above,
+                        today,
+                    );
                     let mut after = None;
                     if !waits {
                         after = Some(core.apply_adjustment(ctx, &row, None, actor, now)?);
@@ -94,6 +102,10 @@ impl Edge {
                 let now = core.now();
                 let row = adjustments::get(ctx.conn, id.as_bytes())?
                     .ok_or_else(|| EdgeError::NotFound("no adjustment with this id".into()))?;
+                // The member may have been erased since it was asked for.
+                if core.shown_row(ctx.conn, &row.member)?.is_none() {
+                    return Err(EdgeError::MemberNotFound);
+                }
                 adjustment::may_decide(row.maker_lane, checker.0, checker.2)
                     .map_err(|e| EdgeError::Forbidden(e.into()))?;
                 let wanted = if approve { "applied" } else { "rejected" };

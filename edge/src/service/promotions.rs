@@ -517,9 +517,10 @@ impl Core {
     }
 
     /// Rewards the referrer of `friend` once for `event` (`register` or `first_purchase`);
-    /// the points given here (0 if none). A referrer this store does not hold (they
-    /// joined at another store, or their registration has not reached it) is the hub's
-    /// to credit: the friend gets a `referral_due` fact, which the hub settles on sync
+    /// the points given, here or through the hub (0 if none), which count against the
+    /// lane's earning limits. A referrer this store does not hold (they joined at
+    /// another store, or their registration has not reached it) is the hub's to credit:
+    /// the friend gets a `referral_due` fact, which the hub settles on sync
     /// (`patron_domain::referral`). Nothing for a self-referral (same phone).
     pub(super) fn referral_reward(
         &self,
@@ -550,7 +551,7 @@ impl Core {
                 ctx,
                 &NewFact::new(Kind::ReferralDue, now, Some(friend.member_id), txn, body),
             )?;
-            return Ok(0);
+            return Ok(points);
         };
         if referrer.phone_idx == friend.phone_idx || referrer.member_id == friend.member_id {
             return Ok(0);

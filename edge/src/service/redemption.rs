@@ -39,6 +39,18 @@ impl Authority {
     }
 }
 
+impl From<Authority> for patron_domain::fact::Auth {
+    fn from(a: Authority) -> Self {
+        use patron_domain::fact::Auth;
+        match a {
+            Authority::Local => Auth::Local,
+            Authority::Hub => Auth::Hub,
+            Authority::Offline => Auth::Offline,
+            Authority::Lease => Auth::Lease,
+        }
+    }
+}
+
 /// The hub, as the redemption authority sees it.
 pub struct HubAuthority {
     /// The hub, called with the authorization timeout.

@@ -86,7 +86,8 @@ impl Edge {
                 let (_, state) = core.load_state(conn, m, now)?;
                 // Facts that move no points (a purchase without any) still get a line.
                 let mut movements: Vec<Movement> = rows.iter().map(|r| r.fact.movement()).collect();
-                // Sorted by the statement; the rows follow the same order through `seq`.
+                // The statement sorts the movements; each line finds its row again by
+                // the fact's position (time, origin, sequence).
                 let lines = statement(&mut movements, now);
                 let by_key: std::collections::HashMap<(i64, &str, i64), &StatementFact> = rows
                     .iter()

@@ -77,8 +77,10 @@ impl Edge {
                         redeemed: points,
                         ..DayTotals::default()
                     };
+                    // No member code proves the sender is here: the standalone
+                    // redemption limit holds, as for a redemption without one.
                     core.within_limits(ctx.conn, actor, now, spent, |l, day| {
-                        l.redemption(day, points, true)
+                        l.redemption(day, points, false)
                     })?;
                     let (f, t) = (*from.as_bytes(), *to.as_bytes());
                     let record = |auth: Option<Auth>| {
@@ -187,15 +189,4 @@ fn hub_unreachable() -> EdgeError {
     EdgeError::HubUnreachable(
         "points transfers need the hub, which cannot be reached now: try again later".into(),
     )
-}
-
-impl From<Authority> for Auth {
-    fn from(a: Authority) -> Auth {
-        match a {
-            Authority::Local => Auth::Local,
-            Authority::Hub => Auth::Hub,
-            Authority::Offline => Auth::Offline,
-            Authority::Lease => Auth::Lease,
-        }
-    }
 }

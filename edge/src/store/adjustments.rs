@@ -109,3 +109,15 @@ pub fn decide(
         .execute(params![&id[..], status, checker.0, checker.1, at])?;
     Ok(n == 1)
 }
+
+/// Points lane `lane` moved (either way) by adjustments applied without approval since
+/// `since`.
+pub fn unapproved_since(conn: &Connection, lane: i64, since: i64) -> Result<i64, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT coalesce(sum(abs(points)), 0) FROM adjustments
+              WHERE maker_lane = ?1 AND status = 'applied' AND checker_lane IS NULL
+                AND created_at >= ?2",
+        )?
+        .query_row(params![lane, since], |r| r.get(0))?)
+}

@@ -468,7 +468,7 @@ const MIGRATIONS: &[&str] = &[
         fact   INTEGER NOT NULL REFERENCES facts(id)
     ) STRICT, WITHOUT ROWID;
     INSERT OR IGNORE INTO referral_codes (code, member, fact)
-    SELECT upper(json_extract(json_extract(body, '$.body'), '$.referral_code')),
+    SELECT upper(trim(json_extract(json_extract(body, '$.body'), '$.referral_code'))),
            json_extract(body, '$.member'), id
       FROM facts
      WHERE kind = 'member_registered' AND member IS NOT NULL AND quarantine IS NULL
@@ -491,6 +491,20 @@ const MIGRATIONS: &[&str] = &[
         settled_at INTEGER
     ) STRICT;
     CREATE INDEX referral_dues_pending ON referral_dues (code) WHERE outcome = 'pending';
+    -- The referrer's code each member registered with (a projection inside ingest): a
+    -- due is settled only under the code its friend registered with.
+    CREATE TABLE referred (
+        friend TEXT    PRIMARY KEY,
+        code   TEXT    NOT NULL,
+        fact   INTEGER NOT NULL REFERENCES facts(id)
+    ) STRICT, WITHOUT ROWID;
+    INSERT OR IGNORE INTO referred (friend, code, fact)
+    SELECT json_extract(body, '$.member'),
+           upper(trim(json_extract(json_extract(body, '$.body'), '$.referrer_code'))), id
+      FROM facts
+     WHERE kind = 'member_registered' AND member IS NOT NULL AND quarantine IS NULL
+       AND json_extract(json_extract(body, '$.body'), '$.referrer_code') IS NOT NULL
+     ORDER BY id;
     "#,
 ];
 
@@ -1479,16 +1493,10 @@ fn ingest_one(
                         }
                     }
                     // After the merge above: a code or due is settled between people.
-                    if let (Some(code), Some(member)) = (&t.code, &t.entry.member) {
-                        referrals::index_code(
-                            tx,
-                            hub_origin,
-                            code,
-                            &member.to_string(),
-                            fact_id,
-                            now,
-                            &mut streamed,
-                        )?;
+                    if let Some(member) = &t.entry.member
+                        && let Some(code) = referrals::index(tx, t, &member.to_string(), fact_id)?
+                    {
+                        referrals::settle_pending(tx, hub_origin, &code, now, &mut streamed)?;
                     }
                     if let Some(d) = &t.due {
                         referrals::add_due(
@@ -2376,7 +2384,7 @@ impl FactLog for SqliteStore {
         tx.execute_batch(
             "DELETE FROM registrations; DELETE FROM profiles; DELETE FROM member_aliases;
              DELETE FROM member_ledgers; DELETE FROM claims; DELETE FROM over_claims;
-             DELETE FROM referral_codes;",
+             DELETE FROM referral_codes; DELETE FROM referred;",
         )?;
         // Counters are judged once every claim and merge is back.
         let mut counters = BTreeSet::new();
@@ -2424,11 +2432,8 @@ impl FactLog for SqliteStore {
                     .execute(params![phone_idx, id, member])?;
                     out.registrations += 1;
                 }
-                if let (Some(code), Some(member)) = (&t.code, &t.entry.member) {
-                    tx.prepare_cached(
-                        "INSERT OR IGNORE INTO referral_codes (code, member, fact) VALUES (?1, ?2, ?3)",
-                    )?
-                    .execute(params![code, member.to_string(), id])?;
+                if let Some(member) = &t.entry.member {
+                    referrals::index(&tx, &t, &member.to_string(), id)?;
                 }
                 if let (Detail::MemberMerged(merge), Some(loser)) =
                     (&t.entry.detail, t.entry.member)

@@ -111,19 +111,28 @@ async fn a_members_ledger_shows_each_movement_with_a_running_balance_a_page_at_a
     assert_eq!(all[0]["balance_after"].as_i64(), Some(held), "{card}");
     assert!(page.json.get("next_before").is_none(), "one page holds all");
 
-    // Two at a time: the pages follow one another without a gap or an overlap.
+    // Two at a time: the pages follow one another without a gap or an overlap, even
+    // when a sale lands between two pages (it is newer than the cursor).
     let mut seen = Vec::new();
     let mut path = format!("/v1/members/{m}/ledger?limit=2");
-    for _ in 0..3 {
+    for n in 0..3 {
         let p = edge.get(&path).await?;
         assert_eq!(p.status, 200, "{}", p.json);
         seen.extend(entries(&p.json)?);
+        if n == 0 {
+            let (st, body) = edge.sale(&m, "L-2", 500, 0).await?;
+            assert_eq!(st, 201, "{body}");
+        }
         match p.json["next_before"].as_str() {
             Some(c) => path = format!("/v1/members/{m}/ledger?limit=2&before={c}"),
             None => break,
         }
     }
     assert_eq!(seen, all);
+    let now = entries(&edge.get(&format!("/v1/members/{m}/ledger")).await?.json)?;
+    assert_eq!(now.len(), 5);
+    assert_eq!(now[0]["receipt_id"], "L-2");
+    assert_eq!(&now[1..], &all[..], "older entries keep their figures");
 
     for (q, code) in [
         ("limit=0", "invalid_request"),
@@ -290,10 +299,20 @@ async fn adjustments_above_the_threshold_wait_for_a_second_manager() -> Result<(
         .context("adjustments")?
         .clone();
     assert_eq!(still.len(), 1, "{still:?}");
-    let r = adjust(&desk, &m, -50, "correction", "a-5").await?;
+    // Manager B moved nothing without approval today: 50 points apply at once.
+    let r = adjust(&b, &m, -50, "correction", "a-5").await?;
     assert_eq!(
         (r.status, r.json["balance_after"].as_i64()),
         (201, Some(530)),
+        "{}",
+        r.json
+    );
+    // The desk moved 80 without approval today: 30 more would pass the 100, so a
+    // large adjustment split into small ones still waits.
+    let r = adjust(&desk, &m, 30, "goodwill", "a-6").await?;
+    assert_eq!(
+        (r.status, r.json["status"].as_str()),
+        (202, Some("pending")),
         "{}",
         r.json
     );

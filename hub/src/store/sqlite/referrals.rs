@@ -10,19 +10,26 @@ use patron_domain::referral::{Settlement, settle};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{StoreError, counted_claims, insert_claim, judge_counter};
-use crate::ingest::{DueRow, HUB_NODE};
+use crate::ingest::{DueRow, HUB_NODE, TypedFact};
 
-/// Indexes `member`'s own code (registration fact `fact`) unless another member has it
-/// already, then settles the dues waiting for it.
-pub(super) fn index_code(
+/// Indexes what registration `t` (fact `fact` of `member`) says of referrals: its own
+/// code, unless another member has it already (the first keeps it), and the referrer's
+/// code it names. The own code, when this member took it: dues may wait for it.
+pub(super) fn index(
     tx: &Connection,
-    hub_origin: i64,
-    code: &str,
+    t: &TypedFact,
     member: &str,
     fact: i64,
-    now: i64,
-    streamed: &mut BTreeSet<String>,
-) -> Result<(), StoreError> {
+) -> Result<Option<String>, StoreError> {
+    if let Some(code) = &t.referred_by {
+        tx.prepare_cached(
+            "INSERT OR IGNORE INTO referred (friend, code, fact) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![member, code, fact])?;
+    }
+    let Some(code) = &t.code else {
+        return Ok(None);
+    };
     let n = tx
         .prepare_cached(
             "INSERT OR IGNORE INTO referral_codes (code, member, fact) VALUES (?1, ?2, ?3)",
@@ -35,9 +42,9 @@ pub(super) fn index_code(
             fact,
             "a referral code registered twice: the first member keeps it"
         );
-        return Ok(());
+        return Ok(None);
     }
-    settle_pending(tx, hub_origin, code, now, streamed)
+    Ok(Some(code.clone()))
 }
 
 /// Records due `d` of `store` (fact `fact`) and settles it if the code's member is known.
@@ -67,7 +74,7 @@ pub(super) fn add_due(
 }
 
 /// Settles every pending due of `code`, oldest first, once a member has the code.
-fn settle_pending(
+pub(super) fn settle_pending(
     tx: &Connection,
     hub_origin: i64,
     code: &str,
@@ -93,9 +100,11 @@ fn settle_pending(
         .collect::<rusqlite::Result<_>>()?;
     for (fact, friend, event, points, expires_at) in pending {
         let friend_id = uuid(&friend)?;
-        let event = match event.as_str() {
-            "register" => "register",
-            _ => "first_purchase",
+        let Some(event) = ["register", "first_purchase"]
+            .into_iter()
+            .find(|e| *e == event)
+        else {
+            return Err(StoreError::Corrupt(format!("due {fact}: event {event}")));
         };
         let due = DueRow {
             friend: friend_id,
@@ -119,7 +128,18 @@ fn settle_pending(
         let taken = counted_claims(tx, &referrer, &key)?
             .net
             .saturating_add(held);
-        let outcome = settle(points, &root(tx, &friend)?, Some(&referrer), taken);
+        // The code the friend registered with, under any of the person's ids.
+        let friend_root = root(tx, &friend)?;
+        let registered: Vec<String> = tx
+            .prepare_cached(
+                "SELECT code FROM referred WHERE friend IN (?1, ?2)
+                 UNION SELECT r.code FROM referred r JOIN member_aliases a ON a.loser = r.friend
+                  WHERE a.survivor = ?2",
+            )?
+            .query_map(params![friend, friend_root], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let referred = registered.iter().any(|c| c == code);
+        let outcome = settle(points, &friend_root, Some(&referrer), referred, taken);
         let reward = match outcome {
             Settlement::Credit(points) => Some(credit(
                 tx, hub_origin, &referrer, &due, points, now, streamed,
@@ -183,23 +203,35 @@ mod tests {
         uuid::Uuid::from_u128(0x0190_a000_0000_7000_8000_0000_0000_0000 + n).to_string()
     }
 
-    /// Member `member` registered under phone index `phone` with their own `code`.
-    fn registration(t: &TestHub, member: &str, phone: u8, code: &str) -> String {
+    /// Member `member` registered under phone index `phone` with their own `code`, and
+    /// the code of the member who referred them.
+    fn registration(t: &TestHub, member: &str, phone: u8, code: &str, by: Option<&str>) -> String {
         use base64::Engine;
         let idx = base64::engine::general_purpose::STANDARD.encode([phone; 32]);
         serde_json::json!({
             "kind": "member_registered", "at": t.time(), "member": member,
             "txn": uuid::Uuid::now_v7().to_string(),
-            "body": {"phone_idx": idx, "referral_code": code},
+            "body": {"phone_idx": idx, "referral_code": code, "referrer_code": by},
         })
         .to_string()
     }
 
     fn due(t: &TestHub, friend: &str, code: &str, event: &str, points: i64) -> String {
+        due_until(t, friend, code, event, points, EXPIRES)
+    }
+
+    fn due_until(
+        t: &TestHub,
+        friend: &str,
+        code: &str,
+        event: &str,
+        points: i64,
+        expires_at: i64,
+    ) -> String {
         serde_json::json!({
             "kind": "referral_due", "at": t.time(), "member": friend,
             "txn": uuid::Uuid::now_v7().to_string(),
-            "body": {"code": code, "event": event, "points": points, "expires_at": EXPIRES},
+            "body": {"code": code, "event": event, "points": points, "expires_at": expires_at},
         })
         .to_string()
     }
@@ -245,8 +277,11 @@ mod tests {
     fn a_due_credits_the_referrer_at_another_store_once_per_friend_and_event() {
         let t = TestHub::new(T0, &["S001", "S002"]);
         let (referrer, friend) = (id(1), id(2));
-        t.push_fact(0, registration(&t, &referrer, 1, "S001-AAAAAA"));
-        t.push_fact(1, registration(&t, &friend, 2, "S002-BBBBBB"));
+        t.push_fact(0, registration(&t, &referrer, 1, "S001-AAAAAA", None));
+        t.push_fact(
+            1,
+            registration(&t, &friend, 2, "S002-BBBBBB", Some("S001-AAAAAA")),
+        );
         t.push_fact(1, due(&t, &friend, "s001-aaaaaa", "register", 100));
         assert_eq!(balance(&t, &referrer), 100);
         assert_eq!(balance(&t, &friend), 0, "the friend earns nothing from it");
@@ -257,10 +292,25 @@ mod tests {
         t.push_fact(1, due(&t, &friend, "S001-AAAAAA", "register", 100));
         t.push_fact(1, due(&t, &friend, "S001-AAAAAA", "first_purchase", 50));
         assert_eq!(balance(&t, &referrer), 150);
+        // A second member of S001 with a code of their own: the friend did not register
+        // with it, so a store naming it as the referrer's is paid nothing.
+        let (other, stranger) = (id(3), id(4));
+        t.push_fact(0, registration(&t, &other, 5, "S001-CCCCCC", None));
+        t.push_fact(1, due(&t, &friend, "S001-CCCCCC", "register", 100));
+        // Nor is a member who registered with no code at all.
+        t.push_fact(1, registration(&t, &stranger, 6, "S002-DDDDDD", None));
+        t.push_fact(1, due(&t, &stranger, "S001-AAAAAA", "register", 100));
+        assert_eq!((balance(&t, &referrer), balance(&t, &other)), (150, 0));
         assert_eq!(
             outcomes(&t),
-            ["credited", "already_credited", "credited"],
-            "one credit per friend and event"
+            [
+                "credited",
+                "already_credited",
+                "credited",
+                "not_referred",
+                "not_referred"
+            ],
+            "one credit per friend and event, only under the friend's code"
         );
     }
 
@@ -269,15 +319,21 @@ mod tests {
         let t = TestHub::new(T0, &["S001", "S002"]);
         let (referrer, friend, other) = (id(1), id(2), id(3));
         // The friend's store syncs before the referrer's registration reaches the hub.
-        t.push_fact(1, registration(&t, &friend, 2, "S002-BBBBBB"));
+        t.push_fact(
+            1,
+            registration(&t, &friend, 2, "S002-BBBBBB", Some("S001-AAAAAA")),
+        );
         t.push_fact(1, due(&t, &friend, "S001-AAAAAA", "register", 100));
         assert_eq!(outcomes(&t), ["pending"]);
-        t.push_fact(0, registration(&t, &referrer, 1, "S001-AAAAAA"));
+        t.push_fact(0, registration(&t, &referrer, 1, "S001-AAAAAA", None));
         assert_eq!(outcomes(&t), ["credited"]);
         assert_eq!(balance(&t, &referrer), 100);
         // A store that holds the referrer credited another friend itself (its claim,
         // counted here): a due for that referral later is not paid again.
-        t.push_fact(1, registration(&t, &other, 3, "S002-CCCCCC"));
+        t.push_fact(
+            1,
+            registration(&t, &other, 3, "S002-CCCCCC", Some("S001-AAAAAA")),
+        );
         let friend_hex = hex::encode(uuid::Uuid::parse_str(&other).unwrap_or_default().as_bytes());
         t.push_fact(
             0,
@@ -298,17 +354,35 @@ mod tests {
     fn a_friend_under_the_referrer_s_phone_earns_nothing_and_bad_dues_are_quarantined() {
         let t = TestHub::new(T0, &["S001", "S002"]);
         let (referrer, twin) = (id(1), id(2));
-        t.push_fact(0, registration(&t, &referrer, 1, "S001-AAAAAA"));
+        t.push_fact(0, registration(&t, &referrer, 1, "S001-AAAAAA", None));
         // Registered again at S002 under the same phone: merged into the referrer.
-        t.push_fact(1, registration(&t, &twin, 1, "S002-BBBBBB"));
+        t.push_fact(
+            1,
+            registration(&t, &twin, 1, "S002-BBBBBB", Some("S001-AAAAAA")),
+        );
         t.push_fact(1, due(&t, &twin, "S001-AAAAAA", "register", 100));
         assert_eq!(outcomes(&t), ["self_referral"]);
         assert_eq!(balance(&t, &referrer), 0);
-        // A due the hub cannot settle is set aside, not the store's push.
+        // A due the hub cannot settle is set aside, not the store's push: an unknown
+        // event, points past the hub's limit for one fact, points that never expire or
+        // are dead on arrival.
         t.push_fact(1, due(&t, &twin, "S001-AAAAAA", "birthday", 100));
-        t.push_fact(1, due(&t, &twin, "S001-AAAAAA", "register", 2_000_000));
+        t.push_fact(1, due(&t, &twin, "S001-AAAAAA", "register", 100_001));
+        let now = t.time();
+        t.push_fact(1, due_until(&t, &twin, "S001-AAAAAA", "register", 100, now));
+        let forever = now + 3_661 * 86_400_000;
+        t.push_fact(
+            1,
+            due_until(&t, &twin, "S001-AAAAAA", "register", 100, forever),
+        );
         let quarantined = t.hub.quarantined(10).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(quarantined.len(), 2, "{quarantined:?}");
+        assert_eq!(quarantined.len(), 4, "{quarantined:?}");
+        assert!(
+            quarantined
+                .iter()
+                .all(|q| q.reason == crate::ingest::DUE_NOT_SETTLEABLE),
+            "{quarantined:?}"
+        );
         assert_eq!(outcomes(&t).len(), 1);
     }
 }
