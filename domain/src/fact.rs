@@ -146,6 +146,9 @@ kinds! {
     Adjustment = "adjustment", member: true;
     /// Points one member sent another: a spend on the sender, an earn on the receiver.
     Transfer = "transfer", member: true;
+    /// A member's phone number changed: the member moves to the new phone's index, and
+    /// the old number no longer finds them.
+    PhoneChanged = "phone_changed", member: true;
 }
 
 impl std::fmt::Display for Kind {
@@ -662,6 +665,9 @@ pub enum Detail {
     Adjustment(AdjustmentRecord),
     /// `transfer`.
     Transfer(TransferRecord),
+    /// `phone_changed`: the new phone's index, the member's data key (wrapped as a
+    /// re-key wraps it) and the new phone sealed, in a re-key's shape.
+    PhoneChanged(Rekey),
 }
 
 fn detail<T: DeserializeOwned>(kind: Kind, body: &str) -> Result<T, FactError> {
@@ -696,6 +702,7 @@ impl Detail {
             Kind::ReferralDue => Detail::ReferralDue(detail(kind, body)?),
             Kind::Adjustment => Detail::Adjustment(detail(kind, body)?),
             Kind::Transfer => Detail::Transfer(detail(kind, body)?),
+            Kind::PhoneChanged => Detail::PhoneChanged(detail(kind, body)?),
         })
     }
 
@@ -735,6 +742,7 @@ impl Detail {
             Detail::ReferralDue(_) => Kind::ReferralDue,
             Detail::Adjustment(_) => Kind::Adjustment,
             Detail::Transfer(_) => Kind::Transfer,
+            Detail::PhoneChanged(_) => Kind::PhoneChanged,
         }
     }
 
@@ -762,6 +770,7 @@ impl Detail {
             Detail::ReferralDue(d) => serde_json::to_string(d),
             Detail::Adjustment(d) => serde_json::to_string(d),
             Detail::Transfer(d) => serde_json::to_string(d),
+            Detail::PhoneChanged(d) => serde_json::to_string(d),
         };
         out.map_err(|e| FactError::Detail {
             kind: self.kind().as_str(),
@@ -785,6 +794,7 @@ impl Detail {
         match self {
             Detail::MemberRegistered(r) => Some(&r.phone_idx),
             Detail::MemberRekeyed(r) => Some(&r.phone_idx),
+            Detail::PhoneChanged(r) => Some(&r.phone_idx),
             _ => None,
         }
     }
@@ -1041,7 +1051,7 @@ mod tests {
     /// Facts of every kind as the code before this module wrote them (edge and hub, the
     /// release binaries of 6457e93 driven through the POS API and sync; one per line). The
     /// lines after them (a gift naming its sale, a gift taken back, a lane alert, claims,
-    /// a referral due, adjustments, a transfer) are kinds added later, written by hand in the shape the edge
+    /// a referral due, adjustments, a transfer, a phone change) are kinds added later, written by hand in the shape the edge
     /// writes them (their writers' tests: `e2e` `promotions::refunding_…`, `edge`
     /// `service::anomalies::tests`, `e2e` `claims`).
     const FIXTURE: &str = include_str!("../fixtures/facts-v1.jsonl");

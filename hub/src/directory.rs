@@ -167,7 +167,9 @@ impl Directory {
             .filter(|e| {
                 matches!(
                     e.kind(),
-                    patron_domain::Kind::MemberRegistered | patron_domain::Kind::MemberRekeyed
+                    patron_domain::Kind::MemberRegistered
+                        | patron_domain::Kind::MemberRekeyed
+                        | patron_domain::Kind::PhoneChanged
                 )
             })
             .filter_map(|e| e.member)

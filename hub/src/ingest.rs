@@ -109,7 +109,9 @@ fn open_keys(store: &str, keys: Keys<'_>, entry: &Entry) -> Option<Opened> {
         patron_domain::Detail::MemberRegistered(r) => {
             (&r.wrapped_key.as_ref()?.0, r.phone.as_ref()?)
         }
-        patron_domain::Detail::MemberRekeyed(r) => (&r.wrapped_key.0, r.phone.as_ref()?),
+        patron_domain::Detail::MemberRekeyed(r) | patron_domain::Detail::PhoneChanged(r) => {
+            (&r.wrapped_key.0, r.phone.as_ref()?)
+        }
         _ => return None,
     };
     let phone = base64::engine::general_purpose::STANDARD
@@ -432,6 +434,10 @@ pub fn quarantine_reason<E>(
 /// Why a fact is quarantined: a claim whose entitlement, period or limit no store
 /// writes (or without a member), which the hub cannot count.
 pub const CLAIM_NOT_COUNTABLE: &str = "a claim the hub cannot count";
+
+/// Why a fact is quarantined: a phone change to a number another person is registered
+/// under (registered there after the store asked the hub).
+pub const PHONE_TAKEN: &str = "changes a member's phone to another member's";
 
 /// Why a fact is quarantined: a referral due the hub cannot settle (a malformed code,
 /// an unknown event, points out of range).

@@ -133,3 +133,26 @@ pub struct Transfer {
     /// The sender's balance after.
     pub balance_after: Points,
 }
+
+/// `POST /v1/members/{member_id}/phone`: a new phone number for the member. The old
+/// number, typed in full, proves the request is the member's; the new one must be no
+/// member's across the chain (the hub is asked: refused offline).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ChangePhone {
+    /// The member's phone number now.
+    pub old_phone: String,
+    /// The new number.
+    pub new_phone: String,
+}
+
+/// A phone number changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PhoneChanged {
+    /// The member.
+    pub member_id: MemberId,
+    /// The new number, masked.
+    pub phone_masked: String,
+}

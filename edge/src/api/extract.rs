@@ -68,6 +68,16 @@ impl IdemKey {
         self.0
             .ok_or_else(|| ApiErr::invalid("this request needs an Idempotency-Key header"))
     }
+
+    /// The identity of a request that requires a key: `lane`'s, under this key, with
+    /// `body`'s hash.
+    pub fn of<T>(self, lane: &Lane, body: &JsonBody<T>) -> Result<crate::service::Idem, ApiErr> {
+        Ok(crate::service::Idem {
+            lane: lane.id,
+            key: self.required()?,
+            request_hash: body.hash,
+        })
+    }
 }
 
 impl FromRequestParts<AppState> for IdemKey {

@@ -49,6 +49,7 @@ pub fn router(edge: Arc<Edge>) -> Router {
         .route("/v1/members/{member_id}/ledger", get(service::ledger))
         .route("/v1/members/{member_id}/adjustments", post(service::adjust))
         .route("/v1/members/{member_id}/transfers", post(service::transfer))
+        .route("/v1/members/{member_id}/phone", post(service::change_phone))
         .route("/v1/adjustments", get(service::pending_adjustments))
         .route(
             "/v1/adjustments/{adjustment_id}/approve",

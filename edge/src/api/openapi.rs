@@ -18,7 +18,7 @@ use super::{checkout, health, members, points, promotions, service};
         promotions::put_rule_set, promotions::get_rule_set, promotions::give_coupon,
         promotions::claim_coupon, promotions::use_benefit,
         service::ledger, service::adjust, service::pending_adjustments,
-        service::approve_adjustment, service::reject_adjustment, service::transfer,
+        service::approve_adjustment, service::reject_adjustment, service::transfer, service::change_phone,
     ),
     modifiers(&Bearer)
 )]

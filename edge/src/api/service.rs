@@ -6,7 +6,8 @@ use axum::extract::{Path, State};
 use axum::http::Uri;
 use axum::response::Response;
 use patron_protocol::service::{
-    AdjustPoints, Adjustment, MemberLedger, PendingAdjustments, Transfer, TransferPoints,
+    AdjustPoints, Adjustment, ChangePhone, MemberLedger, PendingAdjustments, PhoneChanged,
+    Transfer, TransferPoints,
 };
 use patron_protocol::{ErrorBody, TransactionId};
 use serde::Deserialize;
@@ -14,7 +15,6 @@ use serde::Deserialize;
 use super::error::ApiErr;
 use super::extract::{Authed, IdemKey, JsonBody};
 use super::{AppState, member_id, reply};
-use crate::service::Idem;
 use crate::service::statements::LedgerQuery;
 
 #[derive(Deserialize)]
@@ -61,11 +61,7 @@ pub async fn adjust(
     body: JsonBody<AdjustPoints>,
 ) -> Result<Response, ApiErr> {
     let id = member_id(&id)?;
-    let idem = Idem {
-        lane: lane.id,
-        key: key.required()?,
-        request_hash: body.hash,
-    };
+    let idem = key.of(&lane, &body)?;
     Ok(reply(s.edge.adjust(idem, &lane, id, body.value).await?))
 }
 
@@ -130,12 +126,31 @@ pub async fn transfer(
     body: JsonBody<TransferPoints>,
 ) -> Result<Response, ApiErr> {
     let id = member_id(&id)?;
-    let idem = Idem {
-        lane: lane.id,
-        key: key.required()?,
-        request_hash: body.hash,
-    };
+    let idem = key.of(&lane, &body)?;
     Ok(reply(
         s.edge.transfer(idem, lane.actor(), id, body.value).await?,
+    ))
+}
+
+/// Changes the member's phone number: the old number typed in full, and a new number
+/// that is no member's across the chain (asks the hub: refused offline).
+#[utoipa::path(post, path = "/v1/members/{member_id}/phone",
+    params(("member_id" = String, Path), ("Idempotency-Key" = String, Header)), request_body = ChangePhone,
+    responses((status = 200, body = PhoneChanged), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn change_phone(
+    State(s): State<AppState>,
+    Authed(lane): Authed,
+    key: IdemKey,
+    Path(id): Path<String>,
+    body: JsonBody<ChangePhone>,
+) -> Result<Response, ApiErr> {
+    let id = member_id(&id)?;
+    let idem = key.of(&lane, &body)?;
+    Ok(reply(
+        s.edge
+            .change_phone(idem, lane.actor(), id, body.value)
+            .await?,
     ))
 }

@@ -16,6 +16,7 @@ pub mod leases;
 mod limits;
 mod lookups;
 mod members;
+mod phones;
 mod points;
 mod profiles;
 mod promotions;

@@ -339,6 +339,21 @@ fn project(
         (Detail::MemberRekeyed(r), Some(m)) if vault.member_key(&m, &r.wrapped_key.0).is_ok() => {
             members::set_keys(conn, &m, &r.phone_idx.0, &r.wrapped_key.0)?;
         }
+        // A phone number change: the sealed number opens with the member's data key
+        // wherever the member is held; the index is this store's own when the keys
+        // open here, else the hub sends it translated with the page.
+        (Detail::PhoneChanged(r), Some(m)) => {
+            if let Some(sealed) = r.phone.as_deref().and_then(|p| B64.decode(p).ok())
+                && let Some(row) = members::get(conn, &m)?
+            {
+                let idx = if vault.member_key(&m, &r.wrapped_key.0).is_ok() {
+                    r.phone_idx.0
+                } else {
+                    row.phone_idx
+                };
+                members::set_phone(conn, &m, &idx, &sealed)?;
+            }
+        }
         (Detail::MemberUpdated(_), Some(m)) => {
             // Per-field last-writer-wins: fetched updates arrive in the hub's order, not
             // the order they were made, and every order gives the same profile.
@@ -589,12 +604,18 @@ impl<'a> Kept<'a> {
                 }
                 missing
             }
-            (Kind::MemberUpdated | Kind::MemberRekeyed, Some(m)) => self.rebuilt.contains(&m),
+            (Kind::MemberUpdated | Kind::MemberRekeyed | Kind::PhoneChanged, Some(m)) => {
+                self.rebuilt.contains(&m)
+            }
             _ => false,
         };
         let profile = matches!(
             e.kind(),
-            Kind::MemberRegistered | Kind::MemberUpdated | Kind::MemberMerged | Kind::MemberRekeyed
+            Kind::MemberRegistered
+                | Kind::MemberUpdated
+                | Kind::MemberMerged
+                | Kind::MemberRekeyed
+                | Kind::PhoneChanged
         );
         if (inserted || rebuild) && profile {
             project(conn, self.vault, origin_id, &f.origin.node, seq, e)?;

@@ -204,6 +204,19 @@ pub fn set_keys(
         > 0)
 }
 
+/// Puts the member under a new phone: its index here and its sealed copy.
+pub fn set_phone(
+    conn: &Connection,
+    id: &[u8; 16],
+    phone_idx: &[u8; 32],
+    phone_enc: &[u8],
+) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached("UPDATE members SET phone_idx = ?2, phone_enc = ?3 WHERE member_id = ?1")?
+        .execute(params![&id[..], &phone_idx[..], phone_enc])?
+        > 0)
+}
+
 /// Whether a member with this id exists.
 pub fn exists(conn: &Connection, id: &[u8; 16]) -> Result<bool, StoreError> {
     Ok(conn

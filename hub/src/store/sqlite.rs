@@ -1070,6 +1070,33 @@ fn member_home(tx: &Connection, member: &[u8]) -> Result<Option<String>, StoreEr
 
 /// Whether `store`'s registration of `member` under `phone_idx` claims another
 /// store's member (crate::ingest::claims_another_store_s_member).
+/// Whether phone index `phone_idx` belongs to a person other than `member`'s.
+fn phone_of_another(tx: &Connection, member: &str, phone_idx: &str) -> Result<bool, StoreError> {
+    let others: i64 = tx
+        .prepare_cached(concat!(
+            "SELECT count(*) FROM registrations r WHERE r.phone_idx = ?2 AND ",
+            root_of!("r.member"),
+            " <> ",
+            root_of!("?1")
+        ))?
+        .query_row(params![member, phone_idx], |r| r.get(0))?;
+    Ok(others > 0)
+}
+
+/// A phone change of `member`: the person's other phone indexes are retired, so the
+/// old number finds nobody and its next owner registers as a new member.
+fn retire_phones(tx: &Connection, member: &str, phone_idx: &str) -> Result<(), StoreError> {
+    tx.prepare_cached(concat!(
+        "WITH p(root) AS (SELECT ",
+        root_of!("?1"),
+        ")
+         DELETE FROM registrations WHERE phone_idx <> ?2 AND member IN (
+             SELECT root FROM p UNION SELECT loser FROM member_aliases, p WHERE survivor = p.root)"
+    ))?
+    .execute(params![member, phone_idx])?;
+    Ok(())
+}
+
 fn claims_another(
     tx: &Connection,
     store: &str,
@@ -1415,9 +1442,16 @@ fn ingest_one(
                             )?
                         }
                     };
+                    let phone_change = t.entry.kind() == patron_domain::Kind::PhoneChanged;
                     let why = match (why, &t.registered) {
                         (None, Some((member, phone_idx)))
-                            if claims_another(tx, &b.origin.node, member, phone_idx)? =>
+                            if phone_change && phone_of_another(tx, member, phone_idx)? =>
+                        {
+                            Some(crate::ingest::PHONE_TAKEN)
+                        }
+                        (None, Some((member, phone_idx)))
+                            if !phone_change
+                                && claims_another(tx, &b.origin.node, member, phone_idx)? =>
                         {
                             if claims_left == 0 {
                                 Some(crate::ingest::CLAIM_BEYOND_BUDGET)
@@ -1477,18 +1511,25 @@ fn ingest_one(
                         put_member_key(tx, k)?;
                     }
                     if let Some((member, phone_idx)) = &t.registered {
+                        if phone_change {
+                            retire_phones(tx, member, phone_idx)?;
+                        }
                         tx.prepare_cached(
                                 "INSERT INTO registrations (phone_idx, fact, member) VALUES (?1, ?2, ?3)",
                             )?
                             .execute(params![phone_idx, fact_id, member])?;
-                        if let Some(m) = merge_if_registered_twice(
-                            tx,
-                            hub_origin,
-                            member,
-                            phone_idx,
-                            now,
-                            &mut streamed,
-                        )? {
+                        // A phone change moved the person to a free number: nobody to
+                        // merge with.
+                        if !phone_change
+                            && let Some(m) = merge_if_registered_twice(
+                                tx,
+                                hub_origin,
+                                member,
+                                phone_idx,
+                                now,
+                                &mut streamed,
+                            )?
+                        {
                             merged.push(m);
                         }
                     }
@@ -2426,6 +2467,9 @@ impl FactLog for SqliteStore {
                     out.claims += 1;
                 }
                 if let Some((member, phone_idx)) = &t.registered {
+                    if t.entry.kind() == patron_domain::Kind::PhoneChanged {
+                        retire_phones(&tx, member, phone_idx)?;
+                    }
                     tx.prepare_cached(
                         "INSERT INTO registrations (phone_idx, fact, member) VALUES (?1, ?2, ?3)",
                     )?

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use patron_tests::TestEdge;
+use patron_tests::hub::TestHub;
 use serde_json::{Value, json};
 
 use crate::claims::{balance_becomes, two_stores_with};
@@ -449,5 +450,94 @@ async fn points_move_between_members_of_two_stores_through_the_hub_and_never_off
     assert_eq!(r.status, 201, "online again: {}", r.json);
     s1.synced().await?;
     balance_becomes(&s2, &receiver, 400).await?;
+    Ok(())
+}
+
+async fn lookup(e: &TestEdge, phone: &str) -> Result<(u16, Value)> {
+    let r = e
+        .post("/v1/members/lookup", &json!({"phone": phone}), None)
+        .await?;
+    Ok((r.status, r.json["member_id"].clone()))
+}
+
+async fn change_phone(
+    e: &TestEdge,
+    m: &str,
+    old: &str,
+    new: &str,
+    key: &str,
+) -> Result<patron_tests::Resp> {
+    let body = json!({"old_phone": old, "new_phone": new});
+    e.post(&format!("/v1/members/{m}/phone"), &body, Some(key))
+        .await
+}
+
+/// The phone number change: the old number proves the request; the new one must be
+/// no member's anywhere (the hub is asked, so offline it is refused); afterwards the
+/// member is found under the new number at every store and the old number finds
+/// nobody, so its next owner registers as a new member, not as this one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_change_moves_the_member_and_retires_the_old_number_across_the_chain() -> Result<()>
+{
+    let (mut hub, s1, s2) = two_stores_with("", r#"{"version":"plain-v2"}"#, "plain-v2").await?;
+    let (old, new) = ("13800000601", "13800000602");
+    let m = s1.register(old, None).await?;
+    let (st, sale) = s1.sale(&m, "P-1", 10_000, 0).await?;
+    assert_eq!(st, 201, "{sale}");
+    s1.synced().await?;
+    let (at2, _) = s2.by_phone(old).await?;
+    assert_eq!(at2, m);
+    let other = s2.register("13800000603", None).await?;
+    s2.synced().await?;
+
+    let r = change_phone(&s1, &m, "13800000699", new, "k-1").await?;
+    assert_eq!(
+        (r.status, r.code()),
+        (403, "forbidden"),
+        "a wrong old number: {}",
+        r.json
+    );
+    let r = change_phone(&s1, &m, old, "13800000603", "k-2").await?;
+    assert_eq!((r.status, r.code()), (409, "member_exists"), "{}", r.json);
+    assert_eq!(r.json["error"]["details"]["member_id"], other.as_str());
+    let r = change_phone(&s1, &m, old, old, "k-3").await?;
+    assert_eq!((r.status, r.code()), (400, "invalid_request"), "{}", r.json);
+    hub.kill();
+    s1.hub_reachable(false).await?;
+    let r = change_phone(&s1, &m, old, new, "k-4").await?;
+    assert_eq!((r.status, r.code()), (503, "hub_unreachable"), "{}", r.json);
+    hub.start().await?;
+    s1.synced().await?;
+
+    let r = change_phone(&s1, &m, old, new, "k-5").await?;
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(r.json["phone_masked"], "138****0602");
+    s1.synced().await?;
+    assert_eq!(lookup(&s1, new).await?, (200, json!(m)));
+    assert_eq!(
+        lookup(&s1, old).await?.0,
+        404,
+        "the old number finds nobody here"
+    );
+    // S002 holds the member: the change reaches it through the hub's stream.
+    TestHub::wait_for(Duration::from_secs(15), || async {
+        Ok(lookup(&s2, new).await? == (200, json!(m)))
+    })
+    .await
+    .context("S002 finds the member under the new number")?;
+    assert_eq!(lookup(&s2, old).await?.0, 404, "nor at S002");
+
+    // The old number's next owner is a new member, at any store.
+    let fresh = s2.register(old, None).await?;
+    assert_ne!(fresh, m);
+    s2.synced().await?;
+    TestHub::wait_for(Duration::from_secs(15), || async {
+        Ok(lookup(&s1, old).await? == (200, json!(fresh)))
+    })
+    .await
+    .context("S001 fetches the new owner from the hub")?;
+    assert_eq!(lookup(&s1, new).await?, (200, json!(m)), "not merged");
+    let card = s1.get(&format!("/v1/members/{m}")).await?.json;
+    assert_eq!(card["points"]["balance"], sale["balance_after"], "{card}");
     Ok(())
 }
