@@ -41,7 +41,8 @@ pub struct RuleSet {
 /// Most items a catalogue holds.
 pub const MAX_CATALOGUE: usize = 500;
 
-/// Most points one catalogue item costs (the hub's limit for one fact).
+/// Most points one unit of a catalogue item costs (a sale takes at most the hub's
+/// limit for one fact in all).
 pub const MAX_CATALOGUE_POINTS: i64 = 100_000;
 
 /// An item of the points-for-goods catalogue: at the till it is a basket line marked

@@ -8,6 +8,10 @@ use patron_domain::rules::RuleSet;
 
 use super::pricing::Line;
 
+/// Most points one sale may take, catalogue and redemption together: the hub's
+/// default limit for one fact (`FactLimits::max_points`).
+pub const MAX_SALE_POINTS: i64 = 100_000;
+
 /// What a basket's catalogue lines cost.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Part {

@@ -89,20 +89,22 @@ impl Edge {
         let (lines, part) = catalogue_part(all_lines, rules.as_deref(), member.is_some())?;
         let txn = TransactionId::new_v7();
         let txb = *txn.as_bytes();
-        // A redemption is authorized (by the hub, or the offline limits) before the sale
-        // queues; the points the engine finally redeems never exceed those asked.
-        // A presumed replay is not authorized again; should it not be one after all
-        // (its first attempt rolled back), the offline limits bound it.
         // Stock is checked before the hub holds the points (a hold for a sale refused
         // here keeps them from the member until it lapses); the transaction counts it.
-        if !part.units.is_empty() {
+        // Not for a presumed replay: the sale it repeats may have taken the last unit,
+        // and its stored answer is what the POS must get.
+        if !part.units.is_empty() && !self.core.is_replay(&idem) {
             let (r, p) = (rules.clone(), part.clone());
             self.store
                 .readers
                 .read(move |conn| catalogue_stock(conn, r.as_deref(), &p))
                 .await?;
         }
-        // The catalogue's points are spent with them, under the same authorization.
+        // A redemption is authorized (by the hub, or the offline limits) before the sale
+        // queues; the points the engine finally redeems never exceed those asked. The
+        // catalogue's points are spent with them, under the same authorization.
+        // A presumed replay is not authorized again; should it not be one after all
+        // (its first attempt rolled back), the offline limits bound it.
         let spend = redeem.saturating_add(part.points);
         let auth = match member {
             Some(_) if spend > 0 && self.core.is_replay(&idem) => self.unasked_authority(),
@@ -631,6 +633,15 @@ fn catalogue_part(
 /// sale takes (the engine checks those that pay).
 fn price_sale(input: &Input<'_>, part: &Part) -> Result<Priced, EdgeError> {
     let priced = engine::price(input)?.with_catalogue(part);
+    // One sale is one fact: the points it takes stay within the hub's limit for one
+    // fact, or the hub would quarantine the sale and never count the spend.
+    if priced.points_spent() > catalogue::MAX_SALE_POINTS {
+        return Err(invalid(format!(
+            "one sale takes at most {} points; this one takes {}",
+            catalogue::MAX_SALE_POINTS,
+            priced.points_spent()
+        )));
+    }
     if let Some(m) = input.member
         && priced.points_spent() > m.balance
     {

@@ -1068,9 +1068,8 @@ fn member_home(tx: &Connection, member: &[u8]) -> Result<Option<String>, StoreEr
         .optional()?)
 }
 
-/// Whether `store`'s registration of `member` under `phone_idx` claims another
-/// store's member (crate::ingest::claims_another_store_s_member).
-/// Whether phone index `phone_idx` belongs to a person other than `member`'s.
+/// Whether phone index `phone_idx` belongs to a person other than `member`'s (a phone
+/// change to it would make two people one).
 fn phone_of_another(tx: &Connection, member: &str, phone_idx: &str) -> Result<bool, StoreError> {
     let others: i64 = tx
         .prepare_cached(concat!(
@@ -1097,6 +1096,8 @@ fn retire_phones(tx: &Connection, member: &str, phone_idx: &str) -> Result<(), S
     Ok(())
 }
 
+/// Whether `store`'s registration of `member` under `phone_idx` claims another
+/// store's member (crate::ingest::claims_another_store_s_member).
 fn claims_another(
     tx: &Connection,
     store: &str,

@@ -117,6 +117,10 @@ async fn catalogue_items_are_paid_with_points_and_cash_within_each_store_s_stock
             r.json
         );
     }
+    // One sale takes at most the hub's limit for one fact: 400 mugs are 120,000 points.
+    let many = json!({"sku": "MUG", "qty": 400, "unit_price": 0, "catalogue": true});
+    let r = quote(&s2, Some(&m), json!([many])).await?;
+    assert_eq!((r.status, r.code()), (400, "invalid_request"), "{}", r.json);
     let poor = s2.register("13800000502", None).await?;
     let mug = json!({"sku": "MUG", "qty": 1, "unit_price": 0, "catalogue": true});
     let r = commit(&s2, &poor, "C-4", json!([mug])).await?;

@@ -490,6 +490,17 @@ async fn a_phone_change_moves_the_member_and_retires_the_old_number_across_the_c
     let other = s2.register("13800000603", None).await?;
     s2.synced().await?;
 
+    // A manager's act: a POS lane is refused even with the right numbers.
+    let desk = s1.add_lane("desk", "pos")?;
+    let r = s1
+        .as_token(&desk)
+        .post(
+            &format!("/v1/members/{m}/phone"),
+            &json!({"old_phone": old, "new_phone": new}),
+            Some("k-0"),
+        )
+        .await?;
+    assert_eq!((r.status, r.code()), (403, "forbidden"), "{}", r.json);
     let r = change_phone(&s1, &m, "13800000699", new, "k-1").await?;
     assert_eq!(
         (r.status, r.code()),
