@@ -6,7 +6,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use patron_domain::points::{Movement, statement};
+use patron_domain::points::{Movement, canonical_order, statement};
 use patron_domain::{Detail, Kind};
 use patron_protocol::service::{LedgerEntry, MAX_LEDGER_PAGE, MemberLedger};
 use patron_protocol::{Fen, MemberId, Points};
@@ -85,22 +85,16 @@ impl Edge {
                 }
                 let (_, state) = core.load_state(conn, m, now)?;
                 // Facts that move no points (a purchase without any) still get a line.
+                // The rows are put in the statement's order first (positions are
+                // unique), so a line's movement index is its row's.
+                rows.sort_by(|a, b| canonical_order(&a.fact.movement(), &b.fact.movement()));
                 let mut movements: Vec<Movement> = rows.iter().map(|r| r.fact.movement()).collect();
-                // The statement sorts the movements; each line finds its row again by
-                // the fact's position (time, origin, sequence).
                 let lines = statement(&mut movements, now);
-                let by_key: std::collections::HashMap<(i64, &str, i64), &StatementFact> = rows
-                    .iter()
-                    .map(|r| ((r.fact.at, &*r.fact.origin, r.fact.seq), r))
-                    .collect();
                 let mut entries = Vec::with_capacity(limit);
                 let mut next_before = None;
                 for line in lines.iter().rev() {
-                    let fact = line.movement.map(|i| {
-                        let mv = &movements[i];
-                        by_key.get(&(mv.at, &*mv.origin, mv.seq)).copied()
-                    });
-                    let pos = match fact.flatten() {
+                    let fact = line.movement.and_then(|i| rows.get(i));
+                    let pos = match fact {
                         Some(f) => Position {
                             at: f.fact.at,
                             origin: f.fact.origin.to_string(),
@@ -135,7 +129,7 @@ impl Edge {
                         coupon: None,
                         note: None,
                     };
-                    if let Some(f) = fact.flatten() {
+                    if let Some(f) = fact {
                         describe(&mut e, f);
                     }
                     entries.push((pos, e));

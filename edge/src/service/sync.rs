@@ -364,6 +364,7 @@ fn project(
             )?;
         }
         (Detail::Purchase(sale), _) => {
+            let (subtotal, total, redeemed) = sale.goods(e.spend);
             let receipt = receipts::ReceiptRow {
                 receipt_id: sale.receipt_id.clone(),
                 txn: *e.txn.as_bytes(),
@@ -371,10 +372,10 @@ fn project(
                 at: e.at,
                 origin: origin_id,
                 seq,
-                subtotal: sale.goods(e.spend).0,
-                total: sale.goods(e.spend).1,
+                subtotal,
+                total,
                 earned: e.earn,
-                redeemed: sale.goods(e.spend).2,
+                redeemed,
                 rules_version: sale.rules_version.clone(),
             };
             if !receipts::insert(conn, &receipt)? {

@@ -1733,22 +1733,34 @@ fn counted_claims(
     Ok(patron_domain::claims::tally(rows))
 }
 
-fn authorize_claim_one(conn: &Connection, ask: &ClaimHold) -> Result<ClaimResponse, StoreError> {
-    let root: String = conn
-        .prepare_cached(concat!("SELECT ", root_of!("?1")))?
-        .query_row(params![ask.member], |r| r.get(0))?;
-    let key = &ask.key;
-    let used = counted_claims(conn, &root, key)?.net;
-    let held: i64 = conn
+/// Claims of `root`'s counter `key` the hub granted and still holds at `now` (their
+/// facts not arrived), other than claim `except`'s.
+fn open_claim_holds(
+    conn: &Connection,
+    root: &str,
+    key: &ClaimKey,
+    now: i64,
+    except: &str,
+) -> Result<i64, StoreError> {
+    Ok(conn
         .prepare_cached(
             "SELECT count(*) FROM claim_holds
               WHERE member = ?1 AND entitlement = ?2 AND period = ?3 AND until > ?4
                 AND claim <> ?5",
         )?
         .query_row(
-            params![root, key.entitlement, key.period, ask.now, ask.claim],
+            params![root, key.entitlement, key.period, now, except],
             |r| r.get(0),
-        )?;
+        )?)
+}
+
+fn authorize_claim_one(conn: &Connection, ask: &ClaimHold) -> Result<ClaimResponse, StoreError> {
+    let root: String = conn
+        .prepare_cached(concat!("SELECT ", root_of!("?1")))?
+        .query_row(params![ask.member], |r| r.get(0))?;
+    let key = &ask.key;
+    let used = counted_claims(conn, &root, key)?.net;
+    let held = open_claim_holds(conn, &root, key, ask.now, &ask.claim)?;
     // The claim's hold as recorded: ours again (a retried ask, granted again), or
     // another store's, which an ask naming the same claim may not take over.
     let recorded: Option<(String, i64)> = conn

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use patron_domain::referral::{Settlement, settle};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{StoreError, counted_claims, insert_claim, judge_counter};
+use super::{StoreError, counted_claims, insert_claim, judge_counter, open_claim_holds};
 use crate::ingest::{DueRow, HUB_NODE, TypedFact};
 
 /// Indexes what registration `t` (fact `fact` of `member`) says of referrals: its own
@@ -117,14 +117,7 @@ pub(super) fn settle_pending(
             patron_domain::claims::ClaimKey::referral(event, &hex::encode(friend_id.as_bytes()));
         // A store that holds the referrer may have been granted this claim and not
         // pushed it yet: its hold counts as taken, so the referral is never paid twice.
-        let held: i64 = tx
-            .prepare_cached(
-                "SELECT count(*) FROM claim_holds
-                  WHERE member = ?1 AND entitlement = ?2 AND period = ?3 AND until > ?4",
-            )?
-            .query_row(params![referrer, key.entitlement, key.period, now], |r| {
-                r.get(0)
-            })?;
+        let held = open_claim_holds(tx, &referrer, &key, now, "")?;
         let taken = counted_claims(tx, &referrer, &key)?
             .net
             .saturating_add(held);
