@@ -70,6 +70,7 @@ pub fn encrypt_in_place(path: &Path, key: &DbKey) -> rusqlite::Result<()> {
             _ => {}
         }
     }
+    cipher_ready()?;
     {
         let plain = Connection::open(path)?;
         // Every committed page into the file, and no other process in it: one that is
@@ -109,6 +110,36 @@ pub fn encrypt_in_place(path: &Path, key: &DbKey) -> rusqlite::Result<()> {
             .map_err(fail)?;
     }
     Ok(())
+}
+
+/// Waits until SQLCipher is set up in this process, setting it up if no thread has.
+///
+/// SQLite marks itself initialized and only then runs SQLCipher's set-up, outside its
+/// own lock: a connection opened on another thread in between finds SQLite ready and
+/// its key refused ("An error occurred with PRAGMA key or rekey"). SQLCipher's set-up
+/// holds SQLite's main mutex from start to end and returns at once when done, so
+/// calling it here either waits for the thread running it or runs it.
+#[allow(unsafe_code)]
+fn cipher_ready() -> rusqlite::Result<()> {
+    unsafe extern "C" {
+        /// SQLCipher's process set-up (`SQLITE_EXTRA_INIT`); idempotent.
+        fn sqlcipher_extra_init(arg: *const std::ffi::c_char) -> std::ffi::c_int;
+    }
+    // SAFETY: both are SQLite's own thread-safe set-up calls, made with no arguments
+    // (`sqlcipher_extra_init` ignores its pointer).
+    let rc = unsafe {
+        match rusqlite::ffi::sqlite3_initialize() {
+            rusqlite::ffi::SQLITE_OK => sqlcipher_extra_init(std::ptr::null()),
+            rc => rc,
+        }
+    };
+    match rc {
+        rusqlite::ffi::SQLITE_OK => Ok(()),
+        rc => Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rc),
+            Some("SQLCipher could not set itself up".into()),
+        )),
+    }
 }
 
 fn wal_of(path: &Path, suffix: &str) -> PathBuf {
@@ -155,6 +186,9 @@ pub fn open_keyed(
                 | OpenFlags::SQLITE_OPEN_URI
         }
     };
+    if key.is_some() {
+        cipher_ready()?;
+    }
     let conn = Connection::open_with_flags(path, flags)?;
     if let Some(key) = key {
         // The key goes first: nothing may read a page before it.
