@@ -902,7 +902,16 @@ fn append_hub_fact(
         .to_json()
         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let seq = high + 1;
-    let pos = insert_fact(tx, hub_origin, seq, &body, now, entry, None)?;
+    let pos = insert_fact(
+        &mut *tx.prepare_cached(INSERT_FACT)?,
+        tx,
+        hub_origin,
+        seq,
+        &body,
+        now,
+        entry,
+        None,
+    )?;
     tx.prepare_cached("UPDATE origins SET high = ?2 WHERE id = ?1")?
         .execute(params![hub_origin, seq])?;
     Ok(pos)
@@ -989,8 +998,19 @@ fn differs(conn: &Connection, origin_id: i64, facts: &[Fact]) -> Result<bool, St
     Ok(false)
 }
 
-/// Appends a fact to the log with its typed columns; returns its ingest position.
+/// The statement of [`insert_fact`]; ingest holds it for a whole push (looking a
+/// statement up in the cache hashes its text, at every fact).
+const INSERT_FACT: &str =
+    "INSERT INTO facts (origin, seq, body, received_at, kind, at, member, txn, earn,
+                        expires_at, available_at, spend, reverse, reverse_lot, qual_spend,
+                        qual_at, auth, quarantine)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
+
+/// Appends a fact to the log with its typed columns (`insert`: [`INSERT_FACT`]
+/// prepared on `tx`); returns its ingest position.
+#[allow(clippy::too_many_arguments)]
 fn insert_fact(
+    insert: &mut rusqlite::Statement<'_>,
     tx: &Connection,
     origin_id: i64,
     seq: i64,
@@ -1006,14 +1026,7 @@ fn insert_fact(
         .as_ref()
         .filter(|_| quarantine.is_none())
         .map(|m| &m.as_bytes()[..]);
-    tx.prepare_cached(
-        "INSERT INTO facts (origin, seq, body, received_at, kind, at, member, txn, earn,
-                            expires_at, available_at, spend, reverse, reverse_lot, qual_spend,
-                            qual_at, auth, quarantine)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                 ?18)",
-    )?
-    .execute(params![
+    insert.execute(params![
         origin_id,
         seq,
         body,
@@ -1288,8 +1301,10 @@ fn apply_points(
 const MAX_INGEST_GROUP: usize = 16;
 
 /// A push waiting for the ingest writer, with where its answer goes.
+/// A push on its way to the writer. The pusher keeps the other reference, so the
+/// parsed facts are freed on its thread, not the writer's (4% of the writer's time).
 type Pushed = (
-    IngestJob,
+    Arc<IngestJob>,
     mpsc::SyncSender<Result<Vec<Ingested>, StoreError>>,
 );
 
@@ -1322,7 +1337,9 @@ fn spawn_ingester(
                 }));
                 match done {
                     Ok(Ok(answers)) => {
-                        for ((_, reply), a) in group.into_iter().zip(answers) {
+                        for ((job, reply), a) in group.into_iter().zip(answers) {
+                            // Before the reply: the pusher then holds the last reference.
+                            drop(job);
                             let _ = reply.send(a);
                         }
                     }
@@ -1385,6 +1402,10 @@ fn ingest_one(
     let mut budget = limits.refill(budget_before, now);
     let mut spent = false;
     let mut out = Vec::with_capacity(batches.len());
+    // Members' homes as this push learns them: a home is written once and never
+    // changed, and a push names most of its members more than once.
+    let mut homes = std::collections::HashMap::<uuid::Uuid, Option<String>>::new();
+    let mut insert = tx.prepare_cached(INSERT_FACT)?;
     for incoming in batches {
         let b = &incoming.batch;
         let mut merged = Vec::new();
@@ -1426,7 +1447,14 @@ fn ingest_one(
                 };
                 for (f, t) in b.facts[skip..].iter().zip(&typed[skip..]) {
                     let home = match (*quarantine_all, &t.entry.member) {
-                        (None, Some(m)) => member_home(tx, m.as_bytes())?,
+                        (None, Some(m)) => match homes.get(m) {
+                            Some(home) => home.clone(),
+                            None => {
+                                let home = member_home(tx, m.as_bytes())?;
+                                homes.insert(*m, home.clone());
+                                home
+                            }
+                        },
                         _ => None,
                     };
                     let why = match *quarantine_all {
@@ -1477,8 +1505,16 @@ fn ingest_one(
                         }
                         Err(why) => Some(why),
                     };
-                    let fact_id =
-                        insert_fact(tx, origin_id, f.seq as i64, &f.body, now, &t.entry, why)?;
+                    let fact_id = insert_fact(
+                        &mut insert,
+                        tx,
+                        origin_id,
+                        f.seq as i64,
+                        &f.body,
+                        now,
+                        &t.entry,
+                        why,
+                    )?;
                     if let Some(why) = why {
                         quarantined.push((f.seq, why));
                         continue;
@@ -1490,6 +1526,7 @@ fn ingest_one(
                                 "INSERT OR IGNORE INTO member_homes (member, store) VALUES (?1, ?2)",
                             )?
                             .execute(params![&member.as_bytes()[..], &b.origin.node])?;
+                            homes.insert(*member, Some(b.origin.node.clone()));
                         }
                         fan_out(
                             tx,
@@ -2404,12 +2441,15 @@ impl Stores for SqliteStore {
 impl FactLog for SqliteStore {
     fn ingest(&self, job: IngestJob) -> Result<Vec<Ingested>, StoreError> {
         let (reply, answer) = mpsc::sync_channel(1);
+        let job = Arc::new(job);
         self.pushes
-            .send((job, reply))
+            .send((Arc::clone(&job), reply))
             .map_err(|_| StoreError::Batch("the ingest writer stopped".into()))?;
-        answer
+        let answer = answer
             .recv()
-            .unwrap_or_else(|_| Err(StoreError::Batch("the ingest writer failed".into())))
+            .unwrap_or_else(|_| Err(StoreError::Batch("the ingest writer failed".into())));
+        drop(job);
+        answer
     }
 
     fn read(&self, origin: &Origin, after: u64, max: usize) -> Result<Vec<Fact>, StoreError> {
@@ -3628,10 +3668,17 @@ mod tests {
         assert!(matches!(held[0].judgement, Judgement::Apply { .. }));
         let (tx, _rx) = mpsc::sync_channel(1);
         let group = vec![
-            (job("S001", vec![origin("S001", 3)], honest), tx.clone()),
+            (
+                Arc::new(job("S001", vec![origin("S001", 3)], honest)),
+                tx.clone(),
+            ),
             // A new incarnation's batch (written), then the held one (fails).
             (
-                job("S002", vec![origin("S002", 4), origin("S002", 3)], lying),
+                Arc::new(job(
+                    "S002",
+                    vec![origin("S002", 4), origin("S002", 3)],
+                    lying,
+                )),
                 tx,
             ),
         ];
