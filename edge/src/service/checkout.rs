@@ -58,6 +58,9 @@ impl Edge {
                     points: &core.points(),
                     explain: true,
                 };
+                // What the commit would refuse, the quote refuses: the cashier learns
+                // the umbrella is gone before the customer pays.
+                catalogue_stock(conn, rules.as_deref(), &part)?;
                 price_sale(&input, &part)
             })
             .await?;

@@ -53,6 +53,10 @@ async fn catalogue_items_are_paid_with_points_and_cash_within_each_store_s_stock
     let r = commit(&s1, &m, "C-2", json!([umbrella])).await?;
     assert_eq!((r.status, r.code()), (422, "out_of_stock"), "{}", r.json);
     assert_eq!(r.json["error"]["details"]["left"], 0);
+    // The quote says so too, before the customer pays.
+    let q = quote(&s1, Some(&m), json!([umbrella])).await?;
+    assert_eq!((q.status, q.code()), (422, "out_of_stock"), "{}", q.json);
+    assert_eq!(q.json["error"]["details"]["asked"], 1);
     s1.synced().await?;
     let (at2, balance2) = s2.by_phone("13800000501").await?;
     assert_eq!((at2.as_str(), balance2), (m.as_str(), start));
