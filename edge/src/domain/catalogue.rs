@@ -52,12 +52,23 @@ pub fn price(lines: &[Line], set: Option<&RuleSet>, member: bool) -> Result<Part
         // Bounded by validate_lines (qty, price) and the catalogue (points): no overflow.
         part.cash += l.qty * item.cash;
         part.points += l.qty * item.points;
-        match part.units.iter_mut().find(|(s, _)| *s == l.sku) {
-            Some((_, n)) => *n += l.qty,
-            None => part.units.push((l.sku.clone(), l.qty)),
+    }
+    part.units = units(lines);
+    Ok(part)
+}
+
+/// Units per SKU of the catalogue lines among `lines`, in first-seen order: what a
+/// sale takes from the store's stock (also counted again from a sale's fact when a
+/// restored store gets its own sales back from the hub).
+pub fn units(lines: &[Line]) -> Vec<(String, i64)> {
+    let mut units: Vec<(String, i64)> = Vec::new();
+    for l in lines.iter().filter(|l| l.catalogue) {
+        match units.iter_mut().find(|(s, _)| *s == l.sku) {
+            Some((_, n)) => *n = n.saturating_add(l.qty),
+            None => units.push((l.sku.clone(), l.qty)),
         }
     }
-    Ok(part)
+    units
 }
 
 #[cfg(test)]

@@ -262,8 +262,8 @@ fn held_rekey(conn: &rusqlite::Connection, m: &[u8; 16]) -> Result<Option<Keys>,
     )
 }
 
-/// Rebuilds what the POS looks up and what guards refunds and coupons (members,
-/// receipts, refunds, coupons and their use) from a fact of this store's that came back
+/// Rebuilds what the POS looks up and what guards refunds, coupons and stock (members,
+/// receipts, refunds, coupons and their use, catalogue units given) from a fact of this store's that came back
 /// from the hub. Balances, tiers and points need nothing: they are derived from the
 /// facts themselves, and claims of limited entitlements are counted from their facts.
 /// Not rebuilt: the store-wide budgets of rules (a budget's uses from the lost span
@@ -382,6 +382,14 @@ fn project(
                 // The POS sold under this receipt number again after the restore: both
                 // sales count in the ledger; the receipt row keeps the later one.
                 tracing::error!(receipt = %receipt.receipt_id, "a refetched sale's receipt number is taken");
+            }
+            // The catalogue units it gave left this store's stock (from its lines, which
+            // the fact keeps as written).
+            if sale.catalogue.is_some() {
+                let lines = receipts::record(conn, &receipt)?.lines;
+                for (sku, units) in crate::domain::catalogue::units(&lines) {
+                    receipts::give_catalogue(conn, &sku, units)?;
+                }
             }
             // Coupons the sale granted, as its fact lists them.
             if let Some(m) = member {
@@ -1026,7 +1034,70 @@ mod tests {
         // The same store, restored from a backup older than both sales: the hub sends
         // its facts back.
         let restored_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let (restored, _) = Edge::for_test("S001", restored_dir.path(), T0 + 1);
+        let restored = restore(&edge, restored_dir.path(), None, facts).await;
+        let after = held(&restored).await;
+        assert_eq!(after, before_used(&before[0], &entries));
+    }
+
+    /// A store restored from an old backup counts again the catalogue units its own
+    /// sales gave, from their facts: it does not give its stock a second time.
+    #[tokio::test]
+    async fn a_restored_store_counts_the_catalogue_units_its_sales_gave() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let (edge, _) = Edge::for_test("S001", dir.path(), T0);
+        let set: patron_domain::rules::RuleSet =
+            serde_json::from_value(json!({"version": "v1", "rules": [], "catalogue": [
+                {"sku": "UMB", "label": "umbrella", "points": 1, "cash": 990, "stock_per_store": 3}
+            ]}))
+            .unwrap_or_else(|e| panic!("{e}"));
+        edge.load_rules(set.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let member = edge.test_member("13800000078", None).await;
+        sell(&edge, &member, "R-1", 100_000, &[]).await;
+        let umbrellas = |receipt: &str, qty: i64| {
+            serde_json::from_value(json!({
+                "member_id": member, "receipt_id": receipt,
+                "lines": [{"sku": "UMB", "qty": qty, "unit_price": 990, "catalogue": true}]
+            }))
+            .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let reply = edge
+            .commit(
+                idem("R-2"),
+                crate::service::Actor::manager(),
+                umbrellas("R-2", 2),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(reply.status, 201, "{}", json_of(&reply));
+        assert_eq!(given(&edge).await, 2);
+        let facts = edge.outbox(0, 100).await.unwrap_or_else(|e| panic!("{e}"));
+
+        let restored_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let restored = restore(&edge, restored_dir.path(), Some(set), facts).await;
+        assert_eq!(
+            given(&restored).await,
+            2,
+            "the two umbrellas sold before the restore"
+        );
+    }
+
+    /// Store S001 (`edge`) restored into `dir` from a backup older than all of `facts`
+    /// (its own, which the hub sends back), under rule set `set`.
+    async fn restore(
+        edge: &Edge,
+        dir: &std::path::Path,
+        set: Option<patron_domain::rules::RuleSet>,
+        facts: Vec<Fact>,
+    ) -> std::sync::Arc<Edge> {
+        let (restored, _) = Edge::for_test("S001", dir, T0 + 1);
+        if let Some(set) = set {
+            restored
+                .load_rules(set)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
         let incarnation = edge.store.origin.incarnation;
         let origin_id = restored
             .store
@@ -1044,8 +1115,16 @@ mod tests {
             .apply_refetched(r, facts)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        let after = held(&restored).await;
-        assert_eq!(after, before_used(&before[0], &entries));
+        restored
+    }
+
+    /// Units of catalogue item `UMB` this store counts as given.
+    async fn given(edge: &Edge) -> i64 {
+        edge.store
+            .readers
+            .read(|c| Ok::<_, EdgeError>(crate::store::receipts::catalogue_given(c, "UMB")?))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Every coupon `edge` holds.
