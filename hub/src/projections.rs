@@ -163,6 +163,9 @@ impl Runner {
                     while !stop.load(Ordering::SeqCst) {
                         if let Some(wait) = last.and_then(|l| SETTLE.checked_sub(l.elapsed())) {
                             std::thread::sleep(wait);
+                            if stop.load(Ordering::SeqCst) {
+                                break;
+                            }
                         }
                         last = Some(std::time::Instant::now());
                         for p in &projections {

@@ -117,8 +117,11 @@ pub fn encrypt_in_place(path: &Path, key: &DbKey) -> rusqlite::Result<()> {
 /// SQLite marks itself initialized and only then runs SQLCipher's set-up, outside its
 /// own lock: a connection opened on another thread in between finds SQLite ready and
 /// its key refused ("An error occurred with PRAGMA key or rekey"). SQLCipher's set-up
-/// holds SQLite's main mutex from start to end and returns at once when done, so
-/// calling it here either waits for the thread running it or runs it.
+/// holds SQLite's main mutex until it is ready to take keys, and returns at once once
+/// it was, so calling it here either waits for the thread running it or runs it. (It
+/// registers `sqlcipher_export` just after releasing that mutex: an [`encrypt_in_place`]
+/// racing the process's very first connection on another thread could still find the
+/// function missing. It then fails whole, and the next start encrypts.)
 #[allow(unsafe_code)]
 fn cipher_ready() -> rusqlite::Result<()> {
     unsafe extern "C" {
