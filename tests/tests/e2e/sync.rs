@@ -348,7 +348,19 @@ async fn a_store_restored_from_an_old_backup_gets_a_new_incarnation_and_loses_no
             Some("refund-R-2-again"),
         )
         .await?;
-    assert_ne!(r.status, 201, "refunded twice: {}", r.json);
+    assert_eq!(
+        (r.status, r.code()),
+        (400, "invalid_request"),
+        "refunded twice: {}",
+        r.json
+    );
+    assert!(
+        r.json["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("nothing left to refund")),
+        "{}",
+        r.json
+    );
     // A receipt sold before the restore can be refunded after it.
     let r = edge
         .post(
@@ -521,7 +533,16 @@ async fn points_settings_are_the_chains_not_the_stores() -> Result<()> {
         &bad,
         r#"{"earn_points":3,"earn_per_fen":0,"expiry_months":12,"expiring_notice_days":30,"redeem_points":100,"redeem_value_fen":100}"#,
     )?;
-    assert!(hub.publish_points(&bad, "pilot").is_err());
+    // Refused for the rate, not for any failure of the command.
+    let refused = hub
+        .publish_points(&bad, "pilot")
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        refused.contains("earn_per_fen and redeem_points must be > 0"),
+        "{refused:?}"
+    );
     let file = a.dir.path().join("points.json");
     std::fs::write(
         &file,
