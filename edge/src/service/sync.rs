@@ -386,7 +386,7 @@ fn project(
             // The catalogue units it gave left this store's stock (from its lines, which
             // the fact keeps as written).
             if sale.catalogue.is_some() {
-                let lines = receipts::record(conn, &receipt)?.lines;
+                let lines = receipts::record_of(e.body())?.lines;
                 for (sku, units) in crate::domain::catalogue::units(&lines) {
                     receipts::give_catalogue(conn, &sku, units)?;
                 }

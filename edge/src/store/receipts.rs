@@ -96,6 +96,14 @@ pub struct SaleRecord {
 
 /// The record of sale `r`, from its purchase fact.
 pub fn record(conn: &Connection, r: &ReceiptRow) -> Result<SaleRecord, StoreError> {
+    let body: String = conn
+        .prepare_cached("SELECT body FROM facts WHERE origin = ?1 AND seq = ?2")?
+        .query_row(params![r.origin, r.seq], |row| row.get(0))?;
+    record_of(&body)
+}
+
+/// The record of a sale from its purchase fact's details (`body`).
+pub fn record_of(body: &str) -> Result<SaleRecord, StoreError> {
     #[derive(serde::Deserialize)]
     struct Granted {
         code: String,
@@ -108,10 +116,7 @@ pub fn record(conn: &Connection, r: &ReceiptRow) -> Result<SaleRecord, StoreErro
         #[serde(default)]
         coupons_granted: Vec<Granted>,
     }
-    let body: String = conn
-        .prepare_cached("SELECT body FROM facts WHERE origin = ?1 AND seq = ?2")?
-        .query_row(params![r.origin, r.seq], |row| row.get(0))?;
-    let parsed: Body = serde_json::from_str(&body)
+    let parsed: Body = serde_json::from_str(body)
         .map_err(|e| StoreError::Corrupt(format!("purchase fact body: {e}")))?;
     Ok(SaleRecord {
         lines: parsed.lines,
