@@ -70,6 +70,9 @@ impl TestHub {
         .with_no_client_auth();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
+            // Below the 1 s kept-alive idle limit some tests give the hub, so a test that
+            // waits a second never reuses a connection the hub is closing at that moment.
+            .pool_idle_timeout(Duration::from_millis(500))
             .tls_backend_preconfigured(tls)
             .build()?;
         let mut hub = TestHub {

@@ -47,6 +47,10 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// How long an idle connection to the hub is kept for reuse: half the hub's default
+/// kept-alive idle limit (`[http] header_timeout_ms`, 10 s).
+pub const HUB_CONNECTION_IDLE: Duration = Duration::from_secs(5);
+
 /// Builds a reqwest client with this TLS config (`None`: plain HTTP, development only).
 pub fn http_client(
     tls: Option<rustls::ClientConfig>,
@@ -56,7 +60,10 @@ pub fn http_client(
     let mut b = reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))
-        .pool_idle_timeout(Duration::from_secs(60));
+        // The hub closes a kept-alive connection idle for its header timeout (10 s by
+        // default); reusing one at that moment loses the request to the close. Idle
+        // connections are dropped well before, so the edge never races the hub's close.
+        .pool_idle_timeout(HUB_CONNECTION_IDLE);
     match tls {
         Some(cfg) => b = b.tls_backend_preconfigured(cfg).https_only(true),
         None => b = b.https_only(false),
