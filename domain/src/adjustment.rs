@@ -17,6 +17,14 @@ pub const REASONS: &[&str] = &[
 /// Most points one adjustment moves, either way (the hub's limit for one fact).
 pub const MAX_POINTS: i64 = 100_000;
 
+/// The reason of the hub's own adjustment that settles a coupon used more than once
+/// (`crate::claims::coupon_reuses`): written by the hub only, never asked for at a desk
+/// (it is not one of [`REASONS`]).
+pub const COUPON_REUSED: &str = "coupon_reused";
+
+/// Who made a hub-written adjustment (`made_by`).
+pub const MADE_BY_HUB: &str = "hub";
+
 /// Longest reference (a ticket or receipt number) an adjustment carries.
 pub const MAX_REFERENCE: usize = 64;
 

@@ -192,6 +192,13 @@ impl Tally {
     }
 }
 
+/// Uses of a single-use coupon (its counter `coupon:<id>`, judged) beyond its one: the
+/// hub settles each as a points debt (`docs/claims.md`). Judged against one whatever
+/// limit the claims carried, so a claim written with a lower limit charges nobody.
+pub fn coupon_reuses(t: &Tally) -> i64 {
+    (t.net - 1).max(0)
+}
+
 /// One claim fact as judged: its store, when (the fact's time), +1 for a claim or −1
 /// for a release, and the limit it carried.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -284,6 +291,29 @@ mod tests {
         ] {
             assert!(bad.validate().is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_coupon_is_charged_for_every_net_use_past_its_one() {
+        let fact = |store: &'static str, at, units, limit| ClaimFact {
+            store,
+            at,
+            units,
+            limit,
+        };
+        let t = tally([fact("S001", 1, 1, 1), fact("S002", 2, 1, 1)]);
+        assert_eq!(coupon_reuses(&t), 1);
+        // The second use was refunded (a release at its store): nothing is owed.
+        let t = tally([
+            fact("S001", 1, 1, 1),
+            fact("S002", 2, 1, 1),
+            fact("S002", 3, -1, 1),
+        ]);
+        assert_eq!(coupon_reuses(&t), 0);
+        // A claim carrying limit 0 makes an over-claim report, not a charge.
+        let t = tally([fact("S001", 1, 1, 0)]);
+        assert_eq!((t.excess(), coupon_reuses(&t)), (1, 0));
+        assert_eq!(coupon_reuses(&tally(Vec::<ClaimFact<&str>>::new())), 0);
     }
 
     #[test]

@@ -41,6 +41,17 @@ impl Default for PointsRules {
 }
 
 impl PointsRules {
+    /// Points worth `fen` at the redeem rate, rounded down (0 for points worth nothing,
+    /// and for no money).
+    pub fn points_worth(&self, fen: i64) -> i64 {
+        if self.redeem_value_fen <= 0 || self.redeem_points <= 0 || fen <= 0 {
+            return 0;
+        }
+        let p =
+            i128::from(fen) * i128::from(self.redeem_points) / i128::from(self.redeem_value_fen);
+        i64::try_from(p).unwrap_or(i64::MAX)
+    }
+
     /// Refuses rates that would divide by zero or go negative, and expiries out of range.
     pub fn validate(&self) -> Result<(), String> {
         if self.earn_points < 0
@@ -107,5 +118,24 @@ mod tests {
         assert!(serde_json::from_str::<PointsRules>(r#"{"earn_points":2}"#).is_err());
         let json = serde_json::to_string(&ok).unwrap_or_default();
         assert_eq!(serde_json::from_str::<PointsRules>(&json).ok(), Some(ok));
+    }
+
+    #[test]
+    fn money_is_worth_points_at_the_redeem_rate_rounded_down() {
+        let default = PointsRules::default();
+        assert_eq!(default.points_worth(1_000), 1_000, "100 points are ¥1");
+        let r = PointsRules {
+            redeem_points: 3,
+            redeem_value_fen: 2,
+            ..default
+        };
+        assert_eq!(r.points_worth(5), 7, "7.5 rounds down");
+        assert_eq!(r.points_worth(i64::MAX), i64::MAX, "no overflow");
+        let worthless = PointsRules {
+            redeem_value_fen: 0,
+            ..default
+        };
+        assert_eq!(worthless.points_worth(1_000), 0);
+        assert_eq!(default.points_worth(-5), 0);
     }
 }

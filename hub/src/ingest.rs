@@ -483,6 +483,33 @@ pub fn referral_facts(
     ])
 }
 
+/// The hub's own adjustment settling one reuse of coupon `coupon` (hex id) by `member`
+/// at `now`: `points` taken (FIFO; what the balance cannot cover becomes a debt that
+/// the member's next earnings repay).
+pub fn coupon_debt_fact(
+    member: uuid::Uuid,
+    coupon: &str,
+    points: i64,
+    now: i64,
+) -> Result<Entry, patron_domain::fact::FactError> {
+    use patron_domain::adjustment::{COUPON_REUSED, MADE_BY_HUB};
+    Entry::new(
+        patron_domain::Header {
+            at: now,
+            member: Some(member),
+            txn: uuid::Uuid::now_v7(),
+            spend: points,
+            ..Default::default()
+        },
+        patron_domain::Detail::Adjustment(patron_domain::fact::AdjustmentRecord {
+            reason: COUPON_REUSED.into(),
+            reference: Some(coupon.into()),
+            made_by: MADE_BY_HUB.into(),
+            approved_by: None,
+        }),
+    )
+}
+
 /// Why a fact is quarantined: it would take its store past the points it may credit.
 pub const BEYOND_STORE_BUDGET: &str = "points beyond the store's budget";
 

@@ -187,4 +187,31 @@ impl TestHub {
                 .unwrap_or_else(|e| panic!("{e}"));
         }
     }
+
+    /// `member`'s balance as the hub derives it now (debts taken off).
+    pub fn balance(&self, member: &str) -> i64 {
+        let mut got = 0;
+        self.hub
+            .store()
+            .authority_tx(&mut |tx| {
+                got = tx.balance(member, self.time())?;
+                Ok(())
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        got
+    }
+
+    /// The kinds of the facts streamed to `store` (the first 100), in stream order.
+    pub fn streamed(&self, store: &str) -> Vec<String> {
+        let read = self
+            .hub
+            .store()
+            .stream(store, 0, 100)
+            .unwrap_or_else(|e| panic!("{e}"));
+        read.facts
+            .iter()
+            .filter_map(|(_, f)| patron_domain::Entry::parse(&f.body).ok())
+            .map(|e| e.kind().to_string())
+            .collect()
+    }
 }

@@ -506,6 +506,20 @@ const MIGRATIONS: &[&str] = &[
        AND json_extract(json_extract(body, '$.body'), '$.referrer_code') IS NOT NULL
      ORDER BY id;
     "#,
+    r#"
+    -- Coupons used more than once, each reuse settled by the hub's own adjustment
+    -- (`fact`) taking `points` from the person. A log of decisions, not a projection:
+    -- a rebuild keeps it, as it keeps the facts it names.
+    CREATE TABLE coupon_debts (
+        coupon TEXT    NOT NULL,
+        nth    INTEGER NOT NULL,
+        member TEXT    NOT NULL,
+        points INTEGER NOT NULL,
+        fact   INTEGER NOT NULL REFERENCES facts(id),
+        at     INTEGER NOT NULL,
+        PRIMARY KEY (coupon, nth)
+    ) STRICT, WITHOUT ROWID;
+    "#,
 ];
 
 /// SQL for the member `id` stands for: its survivor if it was merged, else itself.
@@ -521,6 +535,7 @@ macro_rules! root_of {
     };
 }
 
+mod coupon_debts;
 mod referrals;
 
 /// Every fact of the members registered under a phone index (`?1`), after ingest
@@ -1544,6 +1559,14 @@ fn ingest_one(
                     }
                     if let Some(c) = &t.claim {
                         apply_claim(tx, &b.origin.node, fact_id, c, now)?;
+                        coupon_debts::settle(
+                            tx,
+                            hub_origin,
+                            &b.origin.node,
+                            c,
+                            now,
+                            &mut streamed,
+                        )?;
                     }
                     if let Some(k) = &t.key {
                         put_member_key(tx, k)?;

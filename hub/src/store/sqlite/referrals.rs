@@ -229,18 +229,6 @@ mod tests {
         .to_string()
     }
 
-    fn balance(t: &TestHub, member: &str) -> i64 {
-        let mut got = 0;
-        t.hub
-            .store()
-            .authority_tx(&mut |tx| {
-                got = tx.balance(member, t.time())?;
-                Ok(())
-            })
-            .unwrap_or_else(|e| panic!("{e}"));
-        got
-    }
-
     /// Outcomes of the dues, oldest first.
     fn outcomes(t: &TestHub) -> Vec<String> {
         let c = rusqlite::Connection::open(t.db_path()).unwrap_or_else(|e| panic!("{e}"));
@@ -250,20 +238,6 @@ mod tests {
         st.query_map([], |r| r.get(0))
             .and_then(|rows| rows.collect())
             .unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    /// Kinds of the facts streamed to store `store`.
-    fn streamed(t: &TestHub, store: &str) -> Vec<String> {
-        let read = t
-            .hub
-            .store()
-            .stream(store, 0, 100)
-            .unwrap_or_else(|e| panic!("{e}"));
-        read.facts
-            .iter()
-            .filter_map(|(_, f)| patron_domain::Entry::parse(&f.body).ok())
-            .map(|e| e.kind().to_string())
-            .collect()
     }
 
     #[test]
@@ -276,15 +250,15 @@ mod tests {
             registration(&t, &friend, 2, "S002-BBBBBB", Some("S001-AAAAAA")),
         );
         t.push_fact(1, due(&t, &friend, "s001-aaaaaa", "register", 100));
-        assert_eq!(balance(&t, &referrer), 100);
-        assert_eq!(balance(&t, &friend), 0, "the friend earns nothing from it");
+        assert_eq!(t.balance(&referrer), 100);
+        assert_eq!(t.balance(&friend), 0, "the friend earns nothing from it");
         // The store holding the referrer receives the claim and the points.
-        assert_eq!(streamed(&t, "S001"), ["claim", "referral_reward"]);
+        assert_eq!(t.streamed("S001"), ["claim", "referral_reward"]);
         // The same referral again (a store that thought it new, or a retry written as a
         // new fact) is not paid twice; the first purchase is another event.
         t.push_fact(1, due(&t, &friend, "S001-AAAAAA", "register", 100));
         t.push_fact(1, due(&t, &friend, "S001-AAAAAA", "first_purchase", 50));
-        assert_eq!(balance(&t, &referrer), 150);
+        assert_eq!(t.balance(&referrer), 150);
         // A second member of S001 with a code of their own: the friend did not register
         // with it, so a store naming it as the referrer's is paid nothing.
         let (other, stranger) = (id(3), id(4));
@@ -293,7 +267,7 @@ mod tests {
         // Nor is a member who registered with no code at all.
         t.push_fact(1, registration(&t, &stranger, 6, "S002-DDDDDD", None));
         t.push_fact(1, due(&t, &stranger, "S001-AAAAAA", "register", 100));
-        assert_eq!((balance(&t, &referrer), balance(&t, &other)), (150, 0));
+        assert_eq!((t.balance(&referrer), t.balance(&other)), (150, 0));
         assert_eq!(
             outcomes(&t),
             [
@@ -320,7 +294,7 @@ mod tests {
         assert_eq!(outcomes(&t), ["pending"]);
         t.push_fact(0, registration(&t, &referrer, 1, "S001-AAAAAA", None));
         assert_eq!(outcomes(&t), ["credited"]);
-        assert_eq!(balance(&t, &referrer), 100);
+        assert_eq!(t.balance(&referrer), 100);
         // A store that holds the referrer credited another friend itself (its claim,
         // counted here): a due for that referral later is not paid again.
         t.push_fact(
@@ -340,7 +314,7 @@ mod tests {
         );
         t.push_fact(1, due(&t, &other, "S001-AAAAAA", "register", 100));
         assert_eq!(outcomes(&t), ["credited", "already_credited"]);
-        assert_eq!(balance(&t, &referrer), 100);
+        assert_eq!(t.balance(&referrer), 100);
     }
 
     #[test]
@@ -355,7 +329,7 @@ mod tests {
         );
         t.push_fact(1, due(&t, &twin, "S001-AAAAAA", "register", 100));
         assert_eq!(outcomes(&t), ["self_referral"]);
-        assert_eq!(balance(&t, &referrer), 0);
+        assert_eq!(t.balance(&referrer), 0);
         // A due the hub cannot settle is set aside, not the store's push: an unknown
         // event, points past the hub's limit for one fact, points that never expire or
         // are dead on arrival.

@@ -1,0 +1,248 @@
+//! Coupons used more than once, settled in the ingest transaction. A coupon is single
+//! use across the chain (a claim of `coupon:<id>`, limit 1), but two stores that could
+//! not reach the hub may each take it. Once both uses are held here, the member owes
+//! the coupon's face value at the chain's redeem rate: the hub writes its own
+//! `adjustment` fact (reason `coupon_reused`) taking those points, streamed to every
+//! store holding the member, so every replica derives the same balance and debt
+//! (`docs/claims.md`, "A coupon used twice").
+
+use std::collections::BTreeSet;
+
+use patron_domain::adjustment::MAX_POINTS;
+use patron_domain::claims::coupon_reuses;
+use patron_domain::settings::PointsRules;
+use patron_domain::{Detail, Entry};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{StoreError, append_hub_fact, counted_claims, fan_out_hub_fact};
+use crate::ingest::ClaimRow;
+
+/// After claim `c` of `store` was counted: if it is a coupon's and the person's net uses
+/// of the coupon now pass one, writes a debt for each reuse not yet charged.
+pub(super) fn settle(
+    tx: &Connection,
+    hub_origin: i64,
+    store: &str,
+    c: &ClaimRow,
+    now: i64,
+    streamed: &mut BTreeSet<String>,
+) -> Result<(), StoreError> {
+    let Some(coupon) = c.key.entitlement.strip_prefix("coupon:") else {
+        return Ok(());
+    };
+    let member = uuid::Uuid::from_bytes(c.member).to_string();
+    let root: String = tx
+        .prepare_cached(concat!("SELECT ", root_of!("?1")))?
+        .query_row(params![member], |r| r.get(0))?;
+    let reuses = coupon_reuses(&counted_claims(tx, &root, &c.key)?);
+    let charged: i64 = tx
+        .prepare_cached("SELECT count(*) FROM coupon_debts WHERE coupon = ?1")?
+        .query_row(params![coupon], |r| r.get(0))?;
+    if reuses <= charged {
+        return Ok(());
+    }
+    let Some(off) = face_value(tx, &root, coupon)? else {
+        // Every store that takes a coupon got it from a fact the hub held first; a use
+        // of one the hub never saw issued stays in the over-claim report only.
+        tracing::warn!(coupon, "a coupon used twice that the hub never saw issued");
+        return Ok(());
+    };
+    let points = rules_in_force(tx, store)?.points_worth(off).min(MAX_POINTS);
+    if points == 0 {
+        return Ok(());
+    }
+    let person = uuid::Uuid::parse_str(&root)
+        .map_err(|e| StoreError::Corrupt(format!("member id {root}: {e}")))?;
+    for nth in charged + 1..=reuses {
+        let entry = crate::ingest::coupon_debt_fact(person, coupon, points, now)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let pos = append_hub_fact(tx, hub_origin, &entry, now)?;
+        tx.prepare_cached(
+            "INSERT INTO coupon_debts (coupon, nth, member, points, fact, at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![coupon, nth, root, points, pos, now])?;
+        fan_out_hub_fact(tx, person.as_bytes(), pos, streamed)?;
+        tracing::info!(
+            coupon,
+            nth,
+            points,
+            "a coupon used again: its member owes its value"
+        );
+    }
+    Ok(())
+}
+
+/// The face value (`off`, fen) of coupon `coupon` (hex id) of the person `root`, from
+/// the fact that issued it: a `coupon_issued` fact, or the sale that granted it.
+fn face_value(tx: &Connection, root: &str, coupon: &str) -> Result<Option<i64>, StoreError> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT body FROM facts
+          WHERE member IN (SELECT unhex(replace(?1, '-', '')) UNION ALL
+                           SELECT unhex(replace(loser, '-', ''))
+                             FROM member_aliases WHERE survivor = ?1)
+            AND kind IN ('coupon_issued', 'purchase') AND quarantine IS NULL
+          ORDER BY id",
+    )?;
+    let bodies = stmt
+        .query_map(params![root], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for body in bodies {
+        let e = Entry::parse(&body).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let found = match &e.detail {
+            Detail::CouponIssued(r) => (r.coupon_id == coupon).then_some(r.off),
+            Detail::Purchase(s) => s
+                .coupons_granted
+                .iter()
+                .find(|r| r.coupon_id == coupon)
+                .map(|r| r.off),
+            _ => None,
+        };
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    Ok(None)
+}
+
+/// The points settings HQ published for `store`'s ring, else for every store, else the
+/// defaults: what the store itself holds in force (`Edge::adopt_hq_docs`).
+fn rules_in_force(tx: &Connection, store: &str) -> Result<PointsRules, StoreError> {
+    use patron_sync::docs::{HqDoc, ring_doc};
+    let ring: Option<String> = tx
+        .prepare_cached("SELECT ring FROM stores WHERE store_id = ?1")?
+        .query_row(params![store], |r| r.get(0))
+        .optional()?;
+    let mut ids: Vec<String> = ring.iter().map(|r| ring_doc(r)).collect();
+    ids.push(ring_doc("all"));
+    for id in ids {
+        let bytes: Option<Vec<u8>> = tx
+            .prepare_cached("SELECT bytes FROM docs WHERE doc_id = ?1")?
+            .query_row(params![id], |r| r.get(0))
+            .optional()?;
+        let Some(bytes) = bytes else { continue };
+        let doc = HqDoc::load(&bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        if let Some(json) = doc.points_rules() {
+            return serde_json::from_str(&json)
+                .map_err(|e| StoreError::Corrupt(format!("points settings: {e}")));
+        }
+    }
+    Ok(PointsRules::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::TestHub;
+
+    const T0: i64 = 1_764_000_000_000;
+    const MEMBER: &str = "0190a000-0000-7000-8000-000000000001";
+    const COUPON: &str = "0190a0000000700080000000000000c1";
+
+    fn id(n: u128) -> String {
+        uuid::Uuid::from_u128(0x0190_a000_0000_7000_8000_0000_0000_0000 + n).to_string()
+    }
+
+    /// A sale of `MEMBER` earning `earn` points.
+    fn sale(t: &TestHub, earn: i64) -> String {
+        serde_json::json!({
+            "kind": "purchase", "at": t.time(), "member": MEMBER, "txn": id(900 + earn as u128),
+            "earn": earn, "expires_at": T0 + 400 * 86_400_000,
+            "body": {"receipt_id": "R1", "subtotal": earn * 100, "total": earn * 100},
+        })
+        .to_string()
+    }
+
+    /// Coupon `COUPON`, ¥10 off, given to `MEMBER` at a desk.
+    fn issued(t: &TestHub) -> String {
+        serde_json::json!({
+            "kind": "coupon_issued", "at": t.time(), "member": MEMBER,
+            "txn": uuid::Uuid::parse_str(COUPON).map(|u| u.to_string()).unwrap_or_default(),
+            "body": {"coupon_id": COUPON, "code": "C-1", "label": "¥10", "off": 1000,
+                     "min_spend": 0, "expires_at": T0 + 86_400_000, "source": "manual"},
+        })
+        .to_string()
+    }
+
+    /// A store's use of `COUPON` (claim `n`), or its release.
+    fn used(t: &TestHub, n: u128, release: bool) -> String {
+        serde_json::json!({
+            "kind": "claim", "at": t.time(), "member": MEMBER, "txn": id(n),
+            "body": {"entitlement": format!("coupon:{COUPON}"), "period": "once",
+                     "limit": 1, "auth": "offline", "release": release},
+        })
+        .to_string()
+    }
+
+    fn debts(t: &TestHub) -> Vec<(i64, i64)> {
+        let c = rusqlite::Connection::open(t.db_path()).unwrap_or_else(|e| panic!("{e}"));
+        let mut st = c
+            .prepare("SELECT nth, points FROM coupon_debts ORDER BY nth")
+            .unwrap_or_else(|e| panic!("{e}"));
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(|rows| rows.collect())
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn each_reuse_of_a_coupon_costs_its_value_once_and_every_holder_hears_of_it() {
+        let t = TestHub::new(T0, &["S001", "S002", "S003"]);
+        t.share_member(MEMBER);
+        t.push_fact(0, sale(&t, 1_500));
+        t.push_fact(0, issued(&t));
+        t.push_fact(0, used(&t, 1, false));
+        assert!(debts(&t).is_empty(), "one use is the coupon's own");
+        assert_eq!(t.balance(MEMBER), 1_500);
+        // S002 took it offline too: ¥10 at 100 points a yuan is owed.
+        t.push_fact(1, used(&t, 2, false));
+        assert_eq!(debts(&t), [(1, 1_000)]);
+        assert_eq!(t.balance(MEMBER), 500);
+        for store in ["S001", "S002", "S003"] {
+            assert_eq!(
+                t.streamed(store).last().map(String::as_str),
+                Some("adjustment"),
+                "{store} holds the member"
+            );
+        }
+        // A third store's use is a second reuse: the balance cannot cover it all, and
+        // what it cannot is a debt.
+        t.push_fact(2, used(&t, 3, false));
+        assert_eq!(debts(&t), [(1, 1_000), (2, 1_000)]);
+        assert_eq!(t.balance(MEMBER), -500);
+        // A rebuild writes nothing again; a refund that gives one use back does not
+        // charge anew, and the next earnings repay the debt first.
+        t.hub
+            .rebuild_projections()
+            .unwrap_or_else(|e| panic!("{e}"));
+        t.push_fact(2, used(&t, 3, true));
+        assert_eq!(debts(&t).len(), 2);
+        t.push_fact(1, sale(&t, 700));
+        assert_eq!(t.balance(MEMBER), 200);
+        // Used again (net 3 again, after the release): charged for the one not paid.
+        t.push_fact(2, used(&t, 4, false));
+        assert_eq!(debts(&t).len(), 2, "two reuses, two debts");
+    }
+
+    #[test]
+    fn the_debt_follows_the_chains_redeem_rate() {
+        let t = TestHub::new(T0, &["S001", "S002"]);
+        t.share_member(MEMBER);
+        t.hub
+            .documents
+            .publish_points_rules(
+                "all",
+                r#"{"earn_points":1,"earn_per_fen":100,"expiry_months":12,
+                    "expiring_notice_days":30,"redeem_points":1,"redeem_value_fen":3}"#,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        t.push_fact(0, sale(&t, 1_000));
+        t.push_fact(0, issued(&t));
+        t.push_fact(0, used(&t, 1, false));
+        t.push_fact(1, used(&t, 2, false));
+        assert_eq!(
+            debts(&t),
+            [(1, 333)],
+            "1000 fen at 1 point per 3 fen, rounded down"
+        );
+        assert_eq!(t.balance(MEMBER), 667);
+    }
+}
