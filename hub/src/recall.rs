@@ -41,7 +41,9 @@ pub struct Recalls {
     /// Per store: stream polls open now, and when the last one ended.
     polls: Mutex<HashMap<String, (u32, Instant)>>,
     /// Per store: member ids whose leases it is asked to give back.
-    pending: Mutex<HashMap<String, BTreeSet<String>>>,
+    pending: PerStore,
+    /// Per store: member ids whose coupons it no longer holds (another store took them).
+    coupons_moved: PerStore,
     /// Moves on whenever a store gives a lease back.
     returned: tokio::sync::watch::Sender<u64>,
     /// (store, member as asked) whose recall went unanswered, and when.
@@ -57,10 +59,31 @@ impl Default for Recalls {
         Recalls {
             polls: Mutex::default(),
             pending: Mutex::default(),
+            coupons_moved: Mutex::default(),
             returned: tokio::sync::watch::Sender::new(0),
             unanswered: Mutex::default(),
         }
     }
+}
+
+/// Per store, member ids waiting for its stream.
+type PerStore = Mutex<HashMap<String, BTreeSet<String>>>;
+
+fn add(to: &PerStore, store: &str, ids: &[String]) {
+    if let Ok(mut pending) = to.lock() {
+        pending
+            .entry(store.to_string())
+            .or_default()
+            .extend(ids.iter().cloned());
+    }
+}
+
+fn take(from: &PerStore, store: &str) -> Vec<String> {
+    from.lock()
+        .ok()
+        .and_then(|mut p| p.remove(store))
+        .map(|s| s.into_iter().collect())
+        .unwrap_or_default()
 }
 
 /// An open stream poll; the store stays online while it lives (and a little after).
@@ -107,22 +130,23 @@ impl Recalls {
 
     /// Asks `store` to give back its lease on the person with these `ids`.
     pub fn ask(&self, store: &str, ids: &[String]) {
-        if let Ok(mut pending) = self.pending.lock() {
-            pending
-                .entry(store.to_string())
-                .or_default()
-                .extend(ids.iter().cloned());
-        }
+        add(&self.pending, store, ids);
     }
 
     /// Takes what `store` is asked to give back (for its stream's next answer).
     pub fn take(&self, store: &str) -> Vec<String> {
-        self.pending
-            .lock()
-            .ok()
-            .and_then(|mut p| p.remove(store))
-            .map(|s| s.into_iter().collect())
-            .unwrap_or_default()
+        take(&self.pending, store)
+    }
+
+    /// Tells `store` it no longer holds the coupons of the person with these `ids`.
+    pub fn coupons_moved(&self, store: &str, ids: &[String]) {
+        add(&self.coupons_moved, store, ids);
+    }
+
+    /// Takes the members whose coupons `store` no longer holds (for its stream's next
+    /// answer).
+    pub fn take_coupons_moved(&self, store: &str) -> Vec<String> {
+        take(&self.coupons_moved, store)
     }
 
     /// `store` did not give its lease on `member` back within an ask's wait.

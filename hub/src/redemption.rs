@@ -44,7 +44,9 @@ impl Hub {
     }
 
     /// `POST /v1/leases`: a lease on part of the member's points for the asking store,
-    /// or the reason there is none.
+    /// or the reason there is none; and the member's coupons, which the store where the
+    /// member was last identified online holds for use without the hub (the store that
+    /// held them before is asked to let go through its stream).
     pub fn grant_lease(
         &self,
         store: &StoreRow,
@@ -54,11 +56,21 @@ impl Hub {
         let member = self.member_root(&req.member)?;
         let now = self.now();
         let policy = self.lease_policy();
+        // The hub counts the coupons held as long as it counts a points lease: past the
+        // store's own end of it, whatever the two clocks say.
+        let coupons_until = now
+            .saturating_add(policy.duration_ms)
+            .saturating_add(policy.margin_ms);
         // In one transaction: what the member may spend now, less the points held for
         // authorized sales and every other store's lease, is leased under the policy;
         // leases that ran out are dropped on the way.
         let mut granted = None;
+        let mut coupons_were = None;
         self.store().authority_tx(&mut |tx| {
+            coupons_were = tx.take_coupons(&member, &store.store_id, coupons_until, now)?;
+            if req.coupons_only {
+                return Ok(());
+            }
             let free = tx
                 .balance(&member, now)?
                 .saturating_sub(tx.held(&member, now)?);
@@ -72,6 +84,11 @@ impl Hub {
             granted = Some(grant);
             Ok(())
         })?;
+        if let Some(before) = coupons_were {
+            let ids = self.store().person_ids(&member)?;
+            self.recalls.coupons_moved(&before, &ids);
+            self.wake_stream(&before);
+        }
         let answer = match granted {
             // The hub's end of the lease names it: one store and member never hold
             // two leases ending at the same millisecond.
@@ -80,12 +97,21 @@ impl Hub {
                 duration_ms: policy.duration_ms,
                 refused: None,
                 lease: l.until,
+                coupons_ms: policy.duration_ms,
             },
             Some(Err(why)) => LeaseResponse {
                 points: 0,
                 duration_ms: 0,
                 refused: Some(why.to_string()),
                 lease: 0,
+                coupons_ms: policy.duration_ms,
+            },
+            None if req.coupons_only => LeaseResponse {
+                points: 0,
+                duration_ms: 0,
+                refused: None,
+                lease: 0,
+                coupons_ms: policy.duration_ms,
             },
             None => {
                 return Err(HubError::Store(crate::store::StoreError::Batch(
@@ -247,8 +273,14 @@ impl Hub {
 
     /// The stream's answer to `store`, with the leases asked back from it.
     pub(crate) fn with_recalls(&self, store: &str, mut answer: StreamAnswer) -> StreamAnswer {
-        if let StreamAnswer::Page { recall, .. } = &mut answer {
+        if let StreamAnswer::Page {
+            recall,
+            coupons_moved,
+            ..
+        } = &mut answer
+        {
             *recall = self.recalls.take(store);
+            *coupons_moved = self.recalls.take_coupons_moved(store);
         }
         answer
     }
@@ -450,6 +482,7 @@ mod tests {
                 &c.t.rows[i],
                 &LeaseRequest {
                     member: MEMBER.into(),
+                    coupons_only: false,
                 },
             )
             .unwrap_or_else(|e| panic!("{e}"))
@@ -495,6 +528,49 @@ mod tests {
                 .return_lease(store, &req)
                 .unwrap_or_else(|e| panic!("{e}"))
         );
+    }
+
+    /// Issue 18, part 2: the store where the member was last identified online holds
+    /// their coupons; the one that held them before is told to let go (its points lease
+    /// stays), whether the new holder asked for points too or only for the coupons, and
+    /// a store asking again is not.
+    #[test]
+    fn the_last_store_to_ask_holds_the_coupons_and_the_one_before_lets_go() {
+        let c = chain(&["S001", "S002"]);
+        c.sync(0, &txn(1), 50, 0, "");
+        let ask = |i: usize, coupons_only| {
+            c.t.hub
+                .grant_lease(
+                    &c.t.rows[i],
+                    &LeaseRequest {
+                        member: MEMBER.into(),
+                        coupons_only,
+                    },
+                )
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let policy = c.t.hub.lease_policy();
+        let first = ask(0, false);
+        assert_eq!(
+            (first.points, first.coupons_ms),
+            (0, policy.duration_ms),
+            "too few points to lease; the coupons are held all the same"
+        );
+        assert!(ask(0, false).coupons_ms > 0);
+        let moved = |store| c.t.hub.recalls.take_coupons_moved(store);
+        assert!(moved("S001").is_empty(), "asking again");
+        let second = ask(1, true);
+        assert_eq!((second.points, second.refused), (0, None));
+        assert_eq!(moved("S001"), vec![MEMBER.to_string()]);
+        assert!(moved("S002").is_empty());
+        assert!(
+            c.t.hub.recalls.take("S001").is_empty(),
+            "a points lease stays where it is"
+        );
+        // Once S002's hold has ended, S001 taking the coupons tells S002 nothing.
+        c.t.set_time(T0 + policy.duration_ms + policy.margin_ms + 1);
+        ask(0, true);
+        assert!(moved("S002").is_empty());
     }
 
     /// Issue 16, part 3: a lease held by an online store is recalled for another

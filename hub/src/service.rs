@@ -841,8 +841,13 @@ mod tests {
             rt.block_on(t.hub.authorize_async(&t.rows[i], &req))
         };
         let lease = |i: usize| {
-            t.hub
-                .grant_lease(&t.rows[i], &LeaseRequest { member: m.clone() })
+            t.hub.grant_lease(
+                &t.rows[i],
+                &LeaseRequest {
+                    member: m.clone(),
+                    coupons_only: false,
+                },
+            )
         };
         assert!(matches!(ask(1, 100), Err(HubError::NotServed)));
         assert!(matches!(lease(1), Err(HubError::NotServed)));
@@ -1927,6 +1932,7 @@ mod tests {
                 &rows[0],
                 &patron_protocol::hub::LeaseRequest {
                     member: early.into(),
+                    coupons_only: false,
                 },
             )
             .unwrap_or_else(|e| panic!("{e}"));

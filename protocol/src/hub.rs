@@ -361,6 +361,9 @@ fn is_zero(n: &u64) -> bool {
 pub struct LeaseRequest {
     /// The member (UUID).
     pub member: String,
+    /// Only the member's coupons: the store holds a lease on their points already.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub coupons_only: bool,
 }
 
 /// The hub's answer to a [`LeaseRequest`].
@@ -377,6 +380,12 @@ pub struct LeaseResponse {
     /// naming it gives back this lease only, never a later one of the same store.
     #[serde(default)]
     pub lease: i64,
+    /// How long the store holds the member's coupons for use while it cannot reach the
+    /// hub, counted from when it asked (ms; 0: not granted, or a hub that does not).
+    /// The store where a member was last identified online holds them; the one before
+    /// is asked to let go through its stream.
+    #[serde(default)]
+    pub coupons_ms: i64,
 }
 
 /// `POST /v1/leases/return`: the store gives a lease back (after pushing its spends).

@@ -84,6 +84,10 @@ pub struct HubHealth {
     /// Leases on members' points this store holds (spendable without the hub).
     #[serde(default)]
     pub leases_held: u64,
+    /// Members whose coupons this store holds for use without the hub (the store where
+    /// each was last identified online).
+    #[serde(default)]
+    pub coupon_leases_held: u64,
     /// The sync protocol agreed with the hub at the last push (absent: none yet).
     #[serde(default)]
     pub protocol: Option<u32>,

@@ -78,6 +78,11 @@ pub enum StreamAnswer {
         /// checksum: a lost recall only means the other store is refused.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         recall: Vec<String>,
+        /// Members (UUIDs) whose coupons this store no longer holds for use without the
+        /// hub: they were identified online at another store since. Not covered by the
+        /// checksum: a lost one leaves this store's hold to end on its own.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        coupons_moved: Vec<String>,
         /// The keys of the members whose registration or re-key the page carries,
         /// under this store's keys ([`crate::pull::MemberKeys`]). Not covered by the
         /// checksum: TLS carries them whole, and a store that misses one asks again
@@ -140,6 +145,7 @@ pub fn page(facts: Vec<Streamed>, upto: u64, more: bool, mark: u64) -> StreamAns
         checksum,
         mark,
         recall: Vec::new(),
+        coupons_moved: Vec::new(),
         keys: Vec::new(),
     }
 }
@@ -465,6 +471,7 @@ mod tests {
                             checksum,
                             mark,
                             recall: Vec::new(),
+                            coupons_moved: Vec::new(),
                             keys: Vec::new(),
                         };
                         prop_assert_eq!(cursor.judge(&damaged), Err(StreamError::Damaged));
@@ -640,6 +647,7 @@ mod tests {
             checksum,
             mark: 2,
             recall: Vec::new(),
+            coupons_moved: Vec::new(),
             keys: Vec::new(),
         };
         assert_eq!(c.judge(&swapped), Err(StreamError::Damaged));

@@ -537,10 +537,18 @@ async fn follow_stream(edge: Arc<Edge>, client: HubClient) {
         };
         answered = true;
         // Leases the hub asks back go first: another store is waiting for them.
-        if let patron_sync::stream::StreamAnswer::Page { recall, .. } = &answer
-            && !recall.is_empty()
+        if let patron_sync::stream::StreamAnswer::Page {
+            recall,
+            coupons_moved,
+            ..
+        } = &answer
         {
-            edge.recall_leases(recall);
+            if !recall.is_empty() {
+                edge.recall_leases(recall);
+            }
+            if !coupons_moved.is_empty() {
+                edge.coupons_moved(coupons_moved);
+            }
         }
         // An answered poll is an answered hub, whatever the push loop last saw: what
         // depends on reaching the hub (the fetch after a merge) may go ahead.

@@ -122,7 +122,8 @@ impl Edge {
             }
             _ => Asks::none(self.unasked_claim()),
         };
-        let asks = std::sync::Arc::new(asks);
+        let leased = member.is_some_and(|m| self.leases.holds_coupons(&m));
+        let asks = std::sync::Arc::new(asks.with_coupon_lease(leased));
         let in_tx = asks.clone();
         let written = self
             .store

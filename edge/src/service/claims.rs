@@ -86,6 +86,9 @@ pub struct Asks {
     asked: Vec<(Claim, Asked)>,
     unasked: Asked,
     taken: std::sync::Mutex<Vec<[u8; 16]>>,
+    /// This store holds the sale's member's coupons (`Leases::holds_coupons`): it may
+    /// take one issued elsewhere while it cannot reach the hub.
+    coupons_leased: bool,
 }
 
 impl Asks {
@@ -95,15 +98,39 @@ impl Asks {
             asked: Vec::new(),
             unasked,
             taken: std::sync::Mutex::new(Vec::new()),
+            coupons_leased: false,
         }
     }
 
-    /// The claim `w` as asked, or a new one decided as `unasked`.
+    /// These asks, for a member whose coupons this store holds (or not).
+    pub fn with_coupon_lease(self, leased: bool) -> Asks {
+        Asks {
+            coupons_leased: leased,
+            ..self
+        }
+    }
+
+    /// Whether this store holds the member's coupons.
+    pub fn coupons_leased(&self) -> bool {
+        self.coupons_leased
+    }
+
+    /// The claim `w` as asked, or a new one decided as `unasked`. An asked claim is
+    /// decided under `w`'s offline policy: predicted before the sale queued, it did not
+    /// know whether this store holds the member's coupons.
     fn claim_for(&self, w: Wanted) -> (Claim, Asked) {
         self.asked
             .iter()
             .find(|(c, _)| c.member == w.member && c.key == w.key)
-            .map(|(c, a)| (c.clone(), *a))
+            .map(|(c, a)| {
+                (
+                    Claim {
+                        offline: w.offline,
+                        ..c.clone()
+                    },
+                    *a,
+                )
+            })
             .unwrap_or_else(|| {
                 (
                     Claim::new(w.member, w.key, w.limit, w.offline),

@@ -56,6 +56,9 @@ struct Local {
 #[derive(Debug)]
 pub struct Leases {
     held: Mutex<HashMap<[u8; 16], Local>>,
+    /// Members whose coupons this store holds (it is where they were last identified
+    /// online), until when.
+    coupons: Mutex<HashMap<[u8; 16], i64>>,
     started: Instant,
     /// A recalled lease is ready to be given back.
     recalled: tokio::sync::Notify,
@@ -65,6 +68,7 @@ impl Default for Leases {
     fn default() -> Self {
         Leases {
             held: Mutex::new(HashMap::new()),
+            coupons: Mutex::new(HashMap::new()),
             started: Instant::now(),
             recalled: tokio::sync::Notify::new(),
         }
@@ -142,6 +146,38 @@ impl Leases {
         }
         if l.gone && l.spending == 0 && l.asking == 0 {
             held.remove(member);
+        }
+    }
+
+    /// Holds `member`'s coupons for `duration_ms` from `asked` (on this clock).
+    fn hold_coupons(&self, member: [u8; 16], asked: i64, duration_ms: i64) {
+        self.coupons_lock()
+            .insert(member, asked.saturating_add(duration_ms));
+    }
+
+    /// Whether this store holds `member`'s coupons now: it may take them while it
+    /// cannot reach the hub.
+    pub fn holds_coupons(&self, member: &[u8; 16]) -> bool {
+        let now = self.now();
+        self.coupons_lock().get(member).is_some_and(|u| now < *u)
+    }
+
+    /// Members whose coupons this store holds now (for `/healthz`).
+    pub fn coupons_count(&self) -> usize {
+        let now = self.now();
+        self.coupons_lock().values().filter(|u| now < **u).count()
+    }
+
+    fn coupons_lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 16], i64>> {
+        self.coupons.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// This store no longer holds the coupons of these member ids (they were identified
+    /// online at another store since).
+    pub fn coupons_moved(&self, ids: &[[u8; 16]]) {
+        let mut coupons = self.coupons_lock();
+        for id in ids {
+            coupons.remove(id);
         }
     }
 
@@ -266,14 +302,15 @@ impl Edge {
     /// The hub asks for the leases on these members (UUIDs, every id of each person)
     /// back: see [`Leases::recall`].
     pub fn recall_leases(&self, ids: &[String]) {
-        let ids: Vec<[u8; 16]> = ids
-            .iter()
-            .filter_map(|s| uuid::Uuid::parse_str(s).ok())
-            .map(|u| *u.as_bytes())
-            .collect();
-        if self.leases.recall(&ids) {
+        if self.leases.recall(&member_ids(ids)) {
             tracing::debug!("the hub recalled a lease");
         }
+    }
+
+    /// The hub says these members (UUIDs) were identified online at another store
+    /// since: their coupons are no longer held here.
+    pub fn coupons_moved(&self, ids: &[String]) {
+        self.leases.coupons_moved(&member_ids(ids));
     }
 
     /// A member was identified here: ask the hub for a lease in the background.
@@ -283,6 +320,14 @@ impl Edge {
             let _ = tx.try_send(member);
         }
     }
+}
+
+/// Member ids the hub named (UUIDs; one that does not parse names no member here).
+fn member_ids(ids: &[String]) -> Vec<[u8; 16]> {
+    ids.iter()
+        .filter_map(|s| uuid::Uuid::parse_str(s).ok())
+        .map(|u| *u.as_bytes())
+        .collect()
 }
 
 /// Starts the task that asks for and gives back leases (an enrolled edge with leases
@@ -318,23 +363,30 @@ async fn caught_up(edge: &Edge) -> bool {
 }
 
 async fn ask(edge: &Edge, client: &dyn HubPort, member: [u8; 16]) {
-    if edge.leases.holds(&member) || !caught_up(edge).await {
+    let points_held = edge.leases.holds(&member);
+    if (points_held && edge.leases.holds_coupons(&member)) || !caught_up(edge).await {
         return;
     }
     let asked = edge.leases.now();
     let req = LeaseRequest {
         member: uuid::Uuid::from_bytes(member).to_string(),
+        // A second points lease would replace the one held at the hub, not here.
+        coupons_only: points_held,
     };
     match client.lease(&req).await {
-        Ok(r) if r.points > 0 => {
-            edge.leases.insert(
-                member,
-                HeldLease::new(r.points, asked, r.duration_ms),
-                r.lease,
-            );
-            tracing::debug!(points = r.points, "lease granted");
+        Ok(r) => {
+            if r.coupons_ms > 0 {
+                edge.leases.hold_coupons(member, asked, r.coupons_ms);
+            }
+            if r.points > 0 && !points_held {
+                edge.leases.insert(
+                    member,
+                    HeldLease::new(r.points, asked, r.duration_ms),
+                    r.lease,
+                );
+                tracing::debug!(points = r.points, "lease granted");
+            }
         }
-        Ok(_) => {}
         Err(e) => tracing::debug!(error = %e, "no lease"),
     }
 }
@@ -378,6 +430,22 @@ async fn give_back(edge: &Edge, client: &dyn HubPort) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn coupons_are_held_until_their_end_or_another_store_takes_them() {
+        let l = Leases::default();
+        let (m, other) = ([3u8; 16], [4u8; 16]);
+        l.hold_coupons(m, l.now(), 3_600_000);
+        l.hold_coupons(other, l.now() - 10, 5);
+        assert!(l.holds_coupons(&m));
+        assert!(!l.holds_coupons(&other), "ended");
+        assert_eq!(l.coupons_count(), 1);
+        l.insert(m, HeldLease::new(100, l.now(), 3_600_000), 7);
+        l.coupons_moved(&[m]);
+        assert!(!l.holds_coupons(&m), "moved");
+        assert!(l.spend(&m, 100), "the points lease stays");
+        assert_eq!(l.coupons_count(), 0);
+    }
 
     #[test]
     fn a_lease_with_a_sale_in_progress_is_not_given_back() {

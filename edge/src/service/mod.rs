@@ -812,6 +812,7 @@ impl Edge {
                 last_sync_at: st.last_sync_at.map(|t| self.core.cal.rfc3339(t)),
                 pending_facts: pending,
                 leases_held: self.leases.count() as u64,
+                coupon_leases_held: self.leases.coupons_count() as u64,
                 enrolled: st.enrolled,
                 oldest_pending_secs,
                 alert: st.alert,

@@ -228,11 +228,13 @@ impl Core {
                 return Err(coupon_invalid(code, "is not valid at this store"));
             }
             // Single use across the chain: a claim of the coupon (docs/claims.md).
-            // Offline, only the store that issued it may take it.
+            // Offline, the store that issued it, or the one holding the member's
+            // coupons (where they were last identified online), may take it.
             let key = ClaimKey::coupon(&hex::encode(c.coupon_id));
-            let offline = match &c.store {
-                None => OfflinePolicy::Once,
-                Some(_) => OfflinePolicy::Refuse,
+            let offline = if c.store.is_none() || asks.is_some_and(Asks::coupons_leased) {
+                OfflinePolicy::Once
+            } else {
+                OfflinePolicy::Refuse
             };
             if let Some(a) = asks
                 && !a.allows(
@@ -248,7 +250,7 @@ impl Core {
             {
                 let reason = match (a.asked(c.member, &key), &c.store) {
                     (Asked::Offline | Asked::Unanswered, Some(_)) => {
-                        "was issued at another store and can be used here only while the hub is reachable"
+                        "was issued at another store and can be used here only while the hub is reachable, or where the member was last identified online"
                     }
                     _ => "was already used at another store",
                 };

@@ -234,8 +234,11 @@ async fn stream(
         // Members are released once, not again on every wake-up.
         req.release.clear();
         let answer = s.hub.with_recalls(&store.store_id, answer);
+        // What the page carries besides facts (recalls, coupons moved) was taken for
+        // this answer: a page with any of it goes now, or it would be lost.
         let empty = matches!(&answer,
-            StreamAnswer::Page { facts, more: false, recall, .. } if facts.is_empty() && recall.is_empty());
+            StreamAnswer::Page { facts, more: false, recall, coupons_moved, .. }
+                if facts.is_empty() && recall.is_empty() && coupons_moved.is_empty());
         if !empty || s.hub.is_closing() || tokio::time::timeout_at(deadline, changed).await.is_err()
         {
             return axum::Json(answer).into_response();

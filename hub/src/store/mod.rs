@@ -303,6 +303,16 @@ pub trait AuthorityTx {
 
     /// Forgets `store`'s lease on the member.
     fn drop_lease(&self, member: &str, store: &str) -> Result<(), StoreError>;
+
+    /// Makes `store` the holder of the member's coupons until `until`; the store that
+    /// held them before, if another and its hold had not ended by `now`.
+    fn take_coupons(
+        &self,
+        member: &str,
+        store: &str,
+        until: i64,
+        now: i64,
+    ) -> Result<Option<String>, StoreError>;
 }
 
 /// Members across stores: merges, fetches by phone, merged profiles. Methods block; callers run them off the async runtime.

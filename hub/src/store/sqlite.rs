@@ -520,6 +520,15 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (coupon, nth)
     ) STRICT, WITHOUT ROWID;
     "#,
+    r#"
+    -- The store holding each person's coupons for use without the hub (the store where
+    -- they were last identified online), until when.
+    CREATE TABLE coupon_leases (
+        member TEXT    PRIMARY KEY,
+        store  TEXT    NOT NULL,
+        until  INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    "#,
 ];
 
 /// SQL for the member `id` stands for: its survivor if it was merged, else itself.
@@ -2682,6 +2691,26 @@ impl AuthorityTx for WriteTx<'_> {
             .prepare_cached("DELETE FROM leases WHERE member = ?1 AND store = ?2")?
             .execute(params![member, store])?;
         Ok(())
+    }
+
+    fn take_coupons(
+        &self,
+        member: &str,
+        store: &str,
+        until: i64,
+        now: i64,
+    ) -> Result<Option<String>, StoreError> {
+        let before: Option<(String, i64)> = self
+            .0
+            .prepare_cached("SELECT store, until FROM coupon_leases WHERE member = ?1")?
+            .query_row(params![member], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        self.0
+            .prepare_cached(
+                "INSERT OR REPLACE INTO coupon_leases (member, store, until) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![member, store, until])?;
+        Ok(before.and_then(|(s, u)| (s != store && u > now).then_some(s)))
     }
 }
 

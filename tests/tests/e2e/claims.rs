@@ -287,11 +287,13 @@ async fn knows_coupon(e: &TestEdge, member: &str, code: &str) -> Result<()> {
 }
 
 /// Issue 18, part 2: a coupon issued at S001 is used at S002 while the hub is
-/// reachable, and is then refused at S001; offline it is usable only at the store that
-/// issued it; a coupon scoped to S001 is refused at S002.
+/// reachable, and is then refused at S001; a coupon scoped to S001 is refused at S002;
+/// offline a coupon is usable at the store that issued it and at the one where the
+/// member was last identified online, and a use at both is settled as a debt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_coupon_is_usable_once_at_any_store_of_the_chain() -> Result<()> {
-    let (mut hub, s1, s2, m) = two_stores("13800000183").await?;
+    const PHONE: &str = "13800000183";
+    let (mut hub, s1, s2, m) = two_stores(PHONE).await?;
     let code = give_coupon(&s1, &m, json!([])).await?;
     knows_coupon(&s2, &m, &code)
         .await
@@ -322,33 +324,111 @@ async fn a_coupon_is_usable_once_at_any_store_of_the_chain() -> Result<()> {
         "{body}"
     );
 
+    // Offline, a coupon is usable at the store that issued it and at the store where
+    // the member was last identified online. S001 looks the member up after S002 did:
+    // the hub asks S002 to let go of their coupons, and S002 refuses the coupon offline.
     let third = give_coupon(&s1, &m, json!([])).await?;
     knows_coupon(&s2, &m, &third).await?;
-    s1.synced().await?;
-    s2.synced().await?;
-    hub.kill();
-    s1.hub_reachable(false).await?;
-    s2.hub_reachable(false).await?;
+    s2.by_phone(PHONE).await?;
+    coupons_held(&s2, 1)
+        .await
+        .context("S002 holds the coupons")?;
+    s1.by_phone(PHONE).await?;
+    coupons_held(&s1, 1)
+        .await
+        .context("S001 holds the coupons")?;
+    coupons_held(&s2, 0)
+        .await
+        .context("the hub asked S002 to let go")?;
+    offline(&mut hub, &s1, &s2).await?;
     let (st, body) = sale_with(&s2, &m, "R-4", &third).await?;
     assert_eq!(st, 422, "another store's coupon waits for the hub: {body}");
-    let (st, body) = sale_with(&s1, &m, "R-5", &third).await?;
-    assert_eq!(st, 201, "the issuing store takes it offline: {body}");
-    hub.start().await?;
-    s1.synced().await?;
-    s2.synced().await?;
-    let (st, body) = sale_with(&s2, &m, "R-6", &third).await?;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|t| t.contains("last identified online")),
+        "{body}"
+    );
+    online(&mut hub, &s1, &s2).await?;
+
+    // Now S002 identifies the member last, and both stores lose the hub: S002 takes the
+    // coupon under its hold, S001 as its issuer. The second use reaches the hub as an
+    // over-claim and is settled as a debt of the coupon's value (¥10 = 1,000 points at
+    // the default rate), which both stores then show.
+    let (_, before) = s2.by_phone(PHONE).await?;
+    coupons_held(&s2, 1).await?;
+    coupons_held(&s1, 0)
+        .await
+        .context("the hub asked S001 to let go")?;
+    offline(&mut hub, &s1, &s2).await?;
+    let (st, at2) = sale_with(&s2, &m, "R-5", &third).await?;
+    assert_eq!(st, 201, "S002 holds the member's coupons: {at2}");
+    let (st, at1) = sale_with(&s1, &m, "R-6", &third).await?;
+    assert_eq!(st, 201, "the issuing store takes it offline: {at1}");
+    let earned = at2["points_earned"].as_i64().context("earned")?
+        + at1["points_earned"].as_i64().context("earned")?;
+    online(&mut hub, &s1, &s2).await?;
+    let report = hub.overdraws().await?;
+    let coupon_claims: Vec<&Value> = report["over_claims"]
+        .as_array()
+        .context("over_claims")?
+        .iter()
+        .filter(|o| {
+            o["entitlement"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("coupon:"))
+        })
+        .collect();
+    assert_eq!(coupon_claims.len(), 1, "{report}");
+    assert_eq!(
+        (&coupon_claims[0]["claimed"], &coupon_claims[0]["stores"]),
+        (&json!(2), &json!(["S001", "S002"])),
+        "{report}"
+    );
+    for e in [&s1, &s2] {
+        balance_becomes(e, &m, before + earned - 1_000).await?;
+    }
+    let (st, body) = sale_with(&s2, &m, "R-7", &third).await?;
     assert_eq!(
         (st, body["error"]["code"].as_str()),
         (422, Some("coupon_invalid")),
         "{body}"
     );
-    let report = hub.overdraws().await?;
-    assert_eq!(
-        report["over_claims"],
-        json!([]),
-        "each coupon used once: {report}"
-    );
     Ok(())
+}
+
+/// Waits until `e` holds the coupons of `want` members (10 s at most).
+async fn coupons_held(e: &TestEdge, want: u64) -> Result<()> {
+    TestHub::wait_for(Duration::from_secs(10), || async {
+        Ok(e.get("/healthz").await?.json["hub"]["coupon_leases_held"] == want)
+    })
+    .await
+    .map(|_| ())
+}
+
+/// Starts the hub and waits until both stores have pushed to it and follow its
+/// stream again (a recall reaches a store through its stream).
+async fn online(hub: &mut TestHub, s1: &TestEdge, s2: &TestEdge) -> Result<()> {
+    hub.start().await?;
+    for e in [s1, s2] {
+        e.synced().await?;
+        TestHub::wait_for(Duration::from_secs(30), || async {
+            Ok(e.get("/healthz").await?.json["hub"]["streaming"] == true)
+        })
+        .await
+        .with_context(|| format!("{} follows the stream", e.store_id))?;
+    }
+    Ok(())
+}
+
+/// Stops the hub once both stores hold every fact they wrote, and waits until both
+/// see it gone.
+async fn offline(hub: &mut TestHub, s1: &TestEdge, s2: &TestEdge) -> Result<()> {
+    s1.synced().await?;
+    s2.synced().await?;
+    hub.kill();
+    s1.hub_reachable(false).await?;
+    s2.hub_reachable(false).await
 }
 
 /// A one-line sale of `fen` for `member` at `e`.
