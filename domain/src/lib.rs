@@ -29,6 +29,7 @@ pub mod points;
 pub mod referral;
 pub mod rules;
 pub mod settings;
+pub mod stock;
 pub mod tiers;
 
 pub use fact::{Detail, Entry, FactError, Header, Kind};

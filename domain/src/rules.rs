@@ -63,6 +63,10 @@ pub struct CatalogueItem {
     /// Units each store may give in all (absent: no limit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stock_per_store: Option<u32>,
+    /// Units the whole chain may give in all, counted at the hub (absent: no limit;
+    /// `crate::stock`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stock_chain: Option<u32>,
 }
 
 /// Points for referring a friend.
@@ -438,6 +442,13 @@ fn check_catalogue(items: &[CatalogueItem]) -> Result<(), String> {
             return Err(format!(
                 "catalogue {}: label 1-64 characters, points 1-{MAX_CATALOGUE_POINTS}, cash 0-{MAX_MONEY} fen",
                 i.sku
+            ));
+        }
+        if i.stock_chain.is_some_and(|s| s > crate::stock::MAX_STOCK) {
+            return Err(format!(
+                "catalogue {}: stock_chain at most {}",
+                i.sku,
+                crate::stock::MAX_STOCK
             ));
         }
     }

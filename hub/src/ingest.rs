@@ -95,6 +95,13 @@ pub fn type_fact(
         code: registered_code(&entry, true),
         referred_by: registered_code(&entry, false),
         points: points_row(&entry),
+        catalogue: match &entry.detail {
+            // Only a sale that says it took catalogue items has its lines read.
+            patron_domain::Detail::Purchase(s) if s.catalogue.is_some() => {
+                patron_domain::stock::catalogue_units(entry.body())
+            }
+            _ => Vec::new(),
+        },
         profile,
         registered,
         key,
@@ -179,6 +186,8 @@ pub struct TypedFact {
     pub referred_by: Option<String>,
     /// A referral the store could not credit, for the hub to settle.
     pub due: Option<DueRow>,
+    /// Catalogue units per SKU a sale gave (chain-wide stock; `patron_domain::stock`).
+    pub catalogue: Vec<(String, i64)>,
 }
 
 /// Longest a due's points may stay valid: ten years (chain settings allow at most

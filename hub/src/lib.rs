@@ -43,6 +43,7 @@ pub mod projections;
 pub mod recall;
 pub mod redemption;
 pub mod service;
+pub mod stock;
 pub mod store;
 #[cfg(test)]
 mod testing;

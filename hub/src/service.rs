@@ -521,6 +521,7 @@ impl Hub {
                     code: None,
                     referred_by: None,
                     due: None,
+                    catalogue: Vec::new(),
                 }));
             }
             let keys = ring.as_deref().map(|ring| crate::ingest::Keys {

@@ -526,6 +526,62 @@ pub struct ClaimReleased {
     pub released: bool,
 }
 
+/// `POST /v1/stock/reserve`: a sale about to give catalogue items with a chain-wide
+/// stock reserves their units at the hub (all of them or none) until its purchase
+/// fact arrives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockRequest {
+    /// The sale's transaction (UUID): its purchase fact settles the reservation.
+    pub txn: String,
+    /// The items and units.
+    pub items: Vec<StockItem>,
+}
+
+/// Units of one catalogue item a sale takes, and the chain-wide stock the store's rule
+/// set gives it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockItem {
+    /// The item's SKU.
+    pub sku: String,
+    /// Units the sale gives (1 or more).
+    pub units: i64,
+    /// The item's chain-wide stock (`stock_chain`).
+    pub stock: u32,
+}
+
+/// The hub's answer to a [`StockRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockResponse {
+    /// Every item's units are reserved.
+    pub granted: bool,
+    /// Per item asked, the units free before this reservation (given and reserved
+    /// ones taken off).
+    pub left: Vec<StockLeft>,
+}
+
+/// Units of an item still free chain-wide.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockLeft {
+    /// The item's SKU.
+    pub sku: String,
+    /// Units free.
+    pub left: i64,
+}
+
+/// `POST /v1/stock/release`: the store did not record the sale it reserved units for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockRelease {
+    /// The sale's transaction (UUID), as reserved.
+    pub txn: String,
+}
+
+/// The hub's answer to a [`StockRelease`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockReleased {
+    /// Whether the hub held units for that sale of this store.
+    pub released: bool,
+}
+
 /// A member's entitlement claimed beyond its limit, as `GET /v1/overdraws` lists it:
 /// the extra rewards were given (offline, at stores that could not know of each
 /// other's claims) and are reported, not taken back.

@@ -5,7 +5,8 @@ use std::time::Duration;
 use patron_protocol::hub::{
     AuthorizeRequest, AuthorizeResponse, ClaimRelease, ClaimReleased, ClaimRequest, ClaimResponse,
     DocSync, EnrollRequest, EnrollResponse, LeaseRequest, LeaseResponse, LeaseReturn,
-    LeaseReturned, PushAnswer, PushRequest, RefetchRequest,
+    LeaseReturned, PushAnswer, PushRequest, RefetchRequest, StockRelease, StockReleased,
+    StockRequest, StockResponse,
 };
 use patron_sync::pull::{FetchedMember, MemberFetch};
 use patron_sync::session::{Batch, Push, PushAck};
@@ -197,6 +198,16 @@ impl HubClient {
         self.post("/v1/members/fetch", req).await
     }
 
+    /// Reserves a sale's units of catalogue items with a chain-wide stock.
+    pub async fn reserve_stock(&self, req: &StockRequest) -> Result<StockResponse, SyncError> {
+        self.post("/v1/stock/reserve", req).await
+    }
+
+    /// Gives back units reserved for a sale this store did not record.
+    pub async fn release_stock(&self, req: &StockRelease) -> Result<StockReleased, SyncError> {
+        self.post("/v1/stock/release", req).await
+    }
+
     /// Gives a lease back.
     pub async fn return_lease(&self, req: &LeaseReturn) -> Result<LeaseReturned, SyncError> {
         self.post("/v1/leases/return", req).await
@@ -237,6 +248,14 @@ impl HubPort for HubClient {
 
     fn lease<'a>(&'a self, req: &'a LeaseRequest) -> HubCall<'a, LeaseResponse> {
         Box::pin(async move { Ok(HubClient::lease(self, req).await?) })
+    }
+
+    fn reserve_stock<'a>(&'a self, req: &'a StockRequest) -> HubCall<'a, StockResponse> {
+        Box::pin(async move { Ok(HubClient::reserve_stock(self, req).await?) })
+    }
+
+    fn release_stock<'a>(&'a self, req: &'a StockRelease) -> HubCall<'a, StockReleased> {
+        Box::pin(async move { Ok(HubClient::release_stock(self, req).await?) })
     }
 
     fn return_lease<'a>(&'a self, req: &'a LeaseReturn) -> HubCall<'a, LeaseReturned> {

@@ -103,6 +103,19 @@ impl Edge {
                 .read(move |conn| catalogue_stock(conn, r.as_deref(), &p))
                 .await?;
         }
+        // Then the chain's stock, at the hub. What it reserved goes back if the sale is
+        // not recorded after all (a refusal below, or the transaction's).
+        let reserved = !part.units.is_empty()
+            && !self.core.is_replay(&idem)
+            && self
+                .reserve_chain_stock(rules.as_deref(), &part, txb)
+                .await?;
+        let unreserve = |e: EdgeError| {
+            if reserved {
+                self.release_chain_stock(txb);
+            }
+            e
+        };
         // A redemption is authorized (by the hub, or the offline limits) before the sale
         // queues; the points the engine finally redeems never exceed those asked. The
         // catalogue's points are spent with them, under the same authorization.
@@ -111,15 +124,19 @@ impl Edge {
         let spend = redeem.saturating_add(part.points);
         let auth = match member {
             Some(_) if spend > 0 && self.core.is_replay(&idem) => self.unasked_authority(),
-            Some(m) if spend > 0 => self.authorize_redemption(m, txb, spend).await?,
+            Some(m) if spend > 0 => self
+                .authorize_redemption(m, txb, spend)
+                .await
+                .map_err(unreserve)?,
             _ => Authority::Local,
         };
         // Likewise the limited entitlements the sale will claim (a per-member offer, an
         // upgrade gift, the referrer's first-purchase reward), as a quote prices it.
         let asks = match member {
-            Some(m) if !self.core.is_replay(&idem) => {
-                self.sale_asks(m, &lines, &codes, redeem).await?
-            }
+            Some(m) if !self.core.is_replay(&idem) => self
+                .sale_asks(m, &lines, &codes, redeem)
+                .await
+                .map_err(unreserve)?,
             _ => Asks::none(self.unasked_claim()),
         };
         let leased = member.is_some_and(|m| self.leases.holds_coupons(&m));
@@ -409,6 +426,9 @@ impl Edge {
         if let Some(m) = member {
             self.settle_lease(&m, auth, redeem, &written);
         }
+        if reserved && !written.as_ref().is_ok_and(|r| !r.replayed) {
+            self.release_chain_stock(txb);
+        }
         self.note_refusal(actor, written).await
     }
 }
@@ -665,9 +685,14 @@ fn catalogue_stock(
     part: &Part,
 ) -> Result<(), EdgeError> {
     for (sku, units) in &part.units {
-        let stock = rules
-            .and_then(|c| c.set.catalogue_item(sku))
-            .and_then(|i| i.stock_per_store);
+        // A chain-wide stock bounds this store too (and is all a store without a hub
+        // can count of it).
+        let stock = rules.and_then(|c| c.set.catalogue_item(sku)).and_then(|i| {
+            match (i.stock_per_store, i.stock_chain) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        });
         if let Some(stock) = stock {
             let left = i64::from(stock) - receipts::catalogue_given(conn, sku)?;
             if *units > left {

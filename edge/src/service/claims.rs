@@ -475,6 +475,18 @@ mod tests {
         fn lease<'a>(&'a self, _: &'a LeaseRequest) -> HubCall<'a, LeaseResponse> {
             never()
         }
+        fn reserve_stock<'a>(
+            &'a self,
+            _: &'a patron_protocol::hub::StockRequest,
+        ) -> HubCall<'a, patron_protocol::hub::StockResponse> {
+            never()
+        }
+        fn release_stock<'a>(
+            &'a self,
+            _: &'a patron_protocol::hub::StockRelease,
+        ) -> HubCall<'a, patron_protocol::hub::StockReleased> {
+            never()
+        }
         fn return_lease<'a>(&'a self, _: &'a LeaseReturn) -> HubCall<'a, LeaseReturned> {
             never()
         }

@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use patron_protocol::hub::{
     AuthorizeRequest, AuthorizeResponse, ClaimRelease, ClaimReleased, ClaimRequest, ClaimResponse,
-    LeaseRequest, LeaseResponse, LeaseReturn, LeaseReturned,
+    LeaseRequest, LeaseResponse, LeaseReturn, LeaseReturned, StockRelease, StockReleased,
+    StockRequest, StockResponse,
 };
 use patron_sync::pull::{FetchedMember, MemberFetch};
 
@@ -47,6 +48,10 @@ pub trait HubPort: Send + Sync {
     fn return_lease<'a>(&'a self, req: &'a LeaseReturn) -> HubCall<'a, LeaseReturned>;
     /// The facts of the members registered under a phone (chain-wide blind index).
     fn fetch_member<'a>(&'a self, req: &'a MemberFetch) -> HubCall<'a, FetchedMember>;
+    /// Reserves a sale's units of catalogue items with a chain-wide stock.
+    fn reserve_stock<'a>(&'a self, req: &'a StockRequest) -> HubCall<'a, StockResponse>;
+    /// Gives back units reserved for a sale this store did not record.
+    fn release_stock<'a>(&'a self, req: &'a StockRelease) -> HubCall<'a, StockReleased>;
 }
 
 /// What `/healthz` shows of sync: the hub link reports into it.

@@ -24,6 +24,7 @@ mod redemption;
 mod refunds;
 mod rekey;
 pub mod statements;
+mod stock;
 pub mod sync;
 mod transfers;
 mod welcome;

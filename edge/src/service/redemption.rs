@@ -374,6 +374,18 @@ mod tests {
         fn lease<'a>(&'a self, _: &'a LeaseRequest) -> HubCall<'a, LeaseResponse> {
             nothing()
         }
+        fn reserve_stock<'a>(
+            &'a self,
+            _: &'a patron_protocol::hub::StockRequest,
+        ) -> HubCall<'a, patron_protocol::hub::StockResponse> {
+            nothing()
+        }
+        fn release_stock<'a>(
+            &'a self,
+            _: &'a patron_protocol::hub::StockRelease,
+        ) -> HubCall<'a, patron_protocol::hub::StockReleased> {
+            nothing()
+        }
         fn return_lease<'a>(&'a self, _: &'a LeaseReturn) -> HubCall<'a, LeaseReturned> {
             nothing()
         }

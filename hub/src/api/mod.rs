@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use patron_protocol::hub::{
     AuthorizeRequest, ClaimRelease, ClaimRequest, DocSync, EnrollRequest, LeaseRequest,
-    LeaseReturn, LeaseReturned, PushRequest, RefetchRequest,
+    LeaseReturn, LeaseReturned, PushRequest, RefetchRequest, StockRelease, StockRequest,
 };
 use patron_sync::pull::MemberFetch;
 use patron_sync::session::Push;
@@ -88,6 +88,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/redeem/authorize", post(authorize))
         .route("/v1/claims", post(claim))
         .route("/v1/claims/release", post(release_claim))
+        .route("/v1/stock/reserve", post(reserve_stock))
+        .route("/v1/stock/release", post(release_stock))
         .route("/v1/leases", post(grant_lease))
         .route("/v1/members/fetch", post(fetch_member))
         .route("/v1/leases/return", post(return_lease))
@@ -401,6 +403,29 @@ async fn claim(
         Ok(answer) => axum::Json(answer).into_response(),
         Err(e) => e.into_response(),
     }
+}
+
+async fn reserve_stock(
+    State(s): State<AppState>,
+    AuthedStore(store): AuthedStore,
+    body: Bytes,
+) -> Response {
+    store_call(&s, store, &body, |hub, store, req: &StockRequest| {
+        hub.reserve_stock(store, req)
+    })
+    .await
+}
+
+async fn release_stock(
+    State(s): State<AppState>,
+    AuthedStore(store): AuthedStore,
+    body: Bytes,
+) -> Response {
+    store_call(&s, store, &body, |hub, store, req: &StockRelease| {
+        hub.release_stock(store, req)
+            .map(|released| patron_protocol::hub::StockReleased { released })
+    })
+    .await
 }
 
 async fn release_claim(

@@ -304,6 +304,29 @@ pub trait AuthorityTx {
     /// Forgets `store`'s lease on the member.
     fn drop_lease(&self, member: &str, store: &str) -> Result<(), StoreError>;
 
+    /// Catalogue units of `sku` every store's sales gave (chain-wide stock).
+    fn stock_given(&self, sku: &str) -> Result<i64, StoreError>;
+
+    /// Units of `sku` reserved at `now` for sales other than `except_txn`.
+    fn stock_held(&self, sku: &str, now: i64, except_txn: &str) -> Result<i64, StoreError>;
+
+    /// The store holding a reservation for sale `txn` at `now`, if any.
+    fn stock_holder(&self, txn: &str, now: i64) -> Result<Option<String>, StoreError>;
+
+    /// Reserves `items` (SKU, units) for `store`'s sale `txn` until `until`, replacing
+    /// what that sale held; reservations ended by `now` go.
+    fn hold_stock(
+        &self,
+        txn: &str,
+        items: &[(String, i64)],
+        store: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Drops `store`'s reservation for sale `txn`; whether it held one.
+    fn release_stock(&self, txn: &str, store: &str) -> Result<bool, StoreError>;
+
     /// Makes `store` the holder of the member's coupons until `until`; the store that
     /// held them before, if another and its hold had not ended by `now`.
     fn take_coupons(

@@ -529,6 +529,32 @@ const MIGRATIONS: &[&str] = &[
         until  INTEGER NOT NULL
     ) STRICT, WITHOUT ROWID;
     "#,
+    r#"
+    -- Catalogue units each sale gave (patron_domain::stock; a projection inside ingest,
+    -- rebuilt from the facts), and units reserved for sales whose facts have not arrived.
+    CREATE TABLE catalogue_given (
+        fact  INTEGER NOT NULL REFERENCES facts(id),
+        sku   TEXT    NOT NULL,
+        units INTEGER NOT NULL,
+        PRIMARY KEY (fact, sku)
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX catalogue_given_by_sku ON catalogue_given (sku, units);
+    INSERT INTO catalogue_given (fact, sku, units)
+    SELECT f.id, json_extract(l.value, '$.sku'), sum(json_extract(l.value, '$.qty'))
+      FROM facts f, json_each(json_extract(json_extract(f.body, '$.body'), '$.lines')) l
+     WHERE f.kind = 'purchase' AND f.quarantine IS NULL
+       AND json_extract(l.value, '$.catalogue') = 1 AND json_extract(l.value, '$.qty') > 0
+     GROUP BY f.id, json_extract(l.value, '$.sku');
+    CREATE TABLE stock_holds (
+        txn   TEXT    NOT NULL,
+        sku   TEXT    NOT NULL,
+        units INTEGER NOT NULL,
+        store TEXT    NOT NULL,
+        until INTEGER NOT NULL,
+        PRIMARY KEY (txn, sku)
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX stock_holds_by_sku ON stock_holds (sku, until);
+    "#,
 ];
 
 /// SQL for the member `id` stands for: its survivor if it was merged, else itself.
@@ -1566,6 +1592,9 @@ fn ingest_one(
                     if let Some(row) = &t.points {
                         apply_points(tx, &b.origin.node, row, *flag_window_ms)?;
                     }
+                    if !t.catalogue.is_empty() {
+                        give_catalogue(tx, &b.origin.node, fact_id, t)?;
+                    }
                     if let Some(c) = &t.claim {
                         apply_claim(tx, &b.origin.node, fact_id, c, now)?;
                         coupon_debts::settle(
@@ -1873,6 +1902,31 @@ fn authorize_claim_one(conn: &Connection, ask: &ClaimHold) -> Result<ClaimRespon
             .execute(params![root, ask.now])?;
     }
     Ok(answer)
+}
+
+/// Counts the catalogue units sale `fact` of `store` gave (chain-wide stock) and
+/// settles what the hub reserved for it.
+fn give_catalogue(
+    tx: &Connection,
+    store: &str,
+    fact: i64,
+    t: &crate::ingest::TypedFact,
+) -> Result<(), StoreError> {
+    count_catalogue(tx, fact, &t.catalogue)?;
+    // Only the store's own reservation: a sale naming another store's txn settles none.
+    tx.prepare_cached("DELETE FROM stock_holds WHERE txn = ?1 AND store = ?2")?
+        .execute(params![t.entry.txn.to_string(), store])?;
+    Ok(())
+}
+
+fn count_catalogue(tx: &Connection, fact: i64, units: &[(String, i64)]) -> Result<(), StoreError> {
+    let mut put = tx.prepare_cached(
+        "INSERT OR IGNORE INTO catalogue_given (fact, sku, units) VALUES (?1, ?2, ?3)",
+    )?;
+    for (sku, n) in units {
+        put.execute(params![fact, sku, n])?;
+    }
+    Ok(())
 }
 
 /// Counts claim fact `fact` of `store`.
@@ -2510,6 +2564,7 @@ impl FactLog for SqliteStore {
         tx.execute_batch(
             "DELETE FROM registrations; DELETE FROM profiles; DELETE FROM member_aliases;
              DELETE FROM member_ledgers; DELETE FROM claims; DELETE FROM over_claims;
+             DELETE FROM catalogue_given;
              DELETE FROM referral_codes; DELETE FROM referred;",
         )?;
         // Counters are judged once every claim and merge is back.
@@ -2546,6 +2601,7 @@ impl FactLog for SqliteStore {
                 if let Some(k) = &t.key {
                     put_member_key(&tx, k)?;
                 }
+                count_catalogue(&tx, id, &t.catalogue)?;
                 if let Some(c) = &t.claim {
                     insert_claim(&tx, id, c, &node)?;
                     counters.insert((uuid::Uuid::from_bytes(c.member), c.key.clone()));
@@ -2691,6 +2747,59 @@ impl AuthorityTx for WriteTx<'_> {
             .prepare_cached("DELETE FROM leases WHERE member = ?1 AND store = ?2")?
             .execute(params![member, store])?;
         Ok(())
+    }
+
+    fn stock_given(&self, sku: &str) -> Result<i64, StoreError> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT coalesce(sum(units), 0) FROM catalogue_given WHERE sku = ?1")?
+            .query_row(params![sku], |r| r.get(0))?)
+    }
+
+    fn stock_held(&self, sku: &str, now: i64, except_txn: &str) -> Result<i64, StoreError> {
+        Ok(self
+            .0
+            .prepare_cached(
+                "SELECT coalesce(sum(units), 0) FROM stock_holds
+                  WHERE sku = ?1 AND until > ?2 AND txn <> ?3",
+            )?
+            .query_row(params![sku, now, except_txn], |r| r.get(0))?)
+    }
+
+    fn stock_holder(&self, txn: &str, now: i64) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT store FROM stock_holds WHERE txn = ?1 AND until > ?2 LIMIT 1")?
+            .query_row(params![txn, now], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn hold_stock(
+        &self,
+        txn: &str,
+        items: &[(String, i64)],
+        store: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<(), StoreError> {
+        self.0
+            .prepare_cached("DELETE FROM stock_holds WHERE txn = ?1 OR until <= ?2")?
+            .execute(params![txn, now])?;
+        let mut put = self.0.prepare_cached(
+            "INSERT INTO stock_holds (txn, sku, units, store, until) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for (sku, units) in items {
+            put.execute(params![txn, sku, units, store, until])?;
+        }
+        Ok(())
+    }
+
+    fn release_stock(&self, txn: &str, store: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .0
+            .prepare_cached("DELETE FROM stock_holds WHERE txn = ?1 AND store = ?2")?
+            .execute(params![txn, store])?
+            > 0)
     }
 
     fn take_coupons(
