@@ -19,6 +19,9 @@ use serde::{Deserialize, Serialize};
 /// The period of an entitlement that never renews.
 pub const ONCE: &str = "once";
 
+/// How a coupon's counter names it: `coupon:<id>`.
+pub const COUPON_PREFIX: &str = "coupon:";
+
 /// Longest entitlement name (a rule id is at most 64 characters, a referral names a
 /// 32-character member).
 pub const MAX_ENTITLEMENT: usize = 96;
@@ -82,7 +85,12 @@ impl ClaimKey {
 
     /// The one use of coupon `id` (hex): single use across the chain.
     pub fn coupon(id: &str) -> ClaimKey {
-        ClaimKey::new(format!("coupon:{id}"), ONCE)
+        ClaimKey::new(format!("{COUPON_PREFIX}{id}"), ONCE)
+    }
+
+    /// The coupon (hex id) this counter is the use of, if it is a coupon's.
+    pub fn coupon_id(&self) -> Option<&str> {
+        self.entitlement.strip_prefix(COUPON_PREFIX)
     }
 
     /// The referrer's reward for friend `friend` (hex member id) doing `event`.
@@ -192,11 +200,20 @@ impl Tally {
     }
 }
 
-/// Uses of a single-use coupon (its counter `coupon:<id>`, judged) beyond its one: the
-/// hub settles each as a points debt (`docs/claims.md`). Judged against one whatever
-/// limit the claims carried, so a claim written with a lower limit charges nobody.
-pub fn coupon_reuses(t: &Tally) -> i64 {
-    (t.net - 1).max(0)
+/// Uses of a single-use coupon (its counter `coupon:<id>`) beyond its one that the hub
+/// settles as points debts (`docs/claims.md`), from each store's net uses and whether
+/// that store could take the coupon at all (`entitled`: the hub granted its use, it
+/// issued the coupon, or it held the member's coupons then). A store's net uses count
+/// once at most: it counts its own uses, so more are not uses its policy allowed. A
+/// store that could not take the coupon is reported as an over-claim, never charged
+/// for: a forged use must not put a member in debt.
+pub fn coupon_reuses(per_store: impl IntoIterator<Item = (bool, i64)>) -> i64 {
+    let uses: i64 = per_store
+        .into_iter()
+        .filter(|(entitled, _)| *entitled)
+        .map(|(_, net)| net.clamp(0, 1))
+        .sum();
+    (uses - 1).max(0)
 }
 
 /// One claim fact as judged: its store, when (the fact's time), +1 for a claim or −1
@@ -294,26 +311,17 @@ mod tests {
     }
 
     #[test]
-    fn a_coupon_is_charged_for_every_net_use_past_its_one() {
-        let fact = |store: &'static str, at, units, limit| ClaimFact {
-            store,
-            at,
-            units,
-            limit,
-        };
-        let t = tally([fact("S001", 1, 1, 1), fact("S002", 2, 1, 1)]);
-        assert_eq!(coupon_reuses(&t), 1);
-        // The second use was refunded (a release at its store): nothing is owed.
-        let t = tally([
-            fact("S001", 1, 1, 1),
-            fact("S002", 2, 1, 1),
-            fact("S002", 3, -1, 1),
-        ]);
-        assert_eq!(coupon_reuses(&t), 0);
-        // A claim carrying limit 0 makes an over-claim report, not a charge.
-        let t = tally([fact("S001", 1, 1, 0)]);
-        assert_eq!((t.excess(), coupon_reuses(&t)), (1, 0));
-        assert_eq!(coupon_reuses(&tally(Vec::<ClaimFact<&str>>::new())), 0);
+    fn a_coupon_is_charged_once_per_store_that_could_take_it_past_the_first() {
+        assert_eq!(coupon_reuses([(true, 1), (true, 1)]), 1);
+        assert_eq!(coupon_reuses([(true, 1), (true, 1), (true, 1)]), 2);
+        // A use given back (a refund's release) is no use.
+        assert_eq!(coupon_reuses([(true, 1), (true, 0)]), 0);
+        // One store's many uses are one: it counts its own.
+        assert_eq!(coupon_reuses([(true, 3), (true, 1)]), 1);
+        // A store that could not take the coupon charges nobody, however many it claims.
+        assert_eq!(coupon_reuses([(true, 1), (false, 5)]), 0);
+        assert_eq!(coupon_reuses([(false, 1), (false, 1)]), 0);
+        assert_eq!(coupon_reuses([]), 0);
     }
 
     #[test]

@@ -64,6 +64,9 @@ impl Hub {
         // In one transaction: what the member may spend now, less the points held for
         // authorized sales and every other store's lease, is leased under the policy;
         // leases that ran out are dropped on the way.
+        // Read first: nothing may fail once the coupons have moved, or the store that
+        // held them would never hear of it.
+        let ids = self.store().person_ids(&member)?;
         let mut granted = None;
         let mut coupons_were = None;
         self.store().authority_tx(&mut |tx| {
@@ -85,7 +88,6 @@ impl Hub {
             Ok(())
         })?;
         if let Some(before) = coupons_were {
-            let ids = self.store().person_ids(&member)?;
             self.recalls.coupons_moved(&before, &ids);
             self.wake_stream(&before);
         }
@@ -557,6 +559,10 @@ mod tests {
             "too few points to lease; the coupons are held all the same"
         );
         assert!(ask(0, false).coupons_ms > 0);
+        // S001 now holds a points lease too (half of 1,000): it stays where it is when
+        // the coupons move.
+        c.sync(0, &txn(2), 950, 0, "");
+        assert_eq!(ask(0, false).points, 500);
         let moved = |store| c.t.hub.recalls.take_coupons_moved(store);
         assert!(moved("S001").is_empty(), "asking again");
         let second = ask(1, true);

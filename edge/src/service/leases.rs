@@ -57,8 +57,8 @@ struct Local {
 pub struct Leases {
     held: Mutex<HashMap<[u8; 16], Local>>,
     /// Members whose coupons this store holds (it is where they were last identified
-    /// online), until when.
-    coupons: Mutex<HashMap<[u8; 16], i64>>,
+    /// online), until when; and when the hub last said another store took them.
+    coupons: Mutex<Coupons>,
     started: Instant,
     /// A recalled lease is ready to be given back.
     recalled: tokio::sync::Notify,
@@ -68,11 +68,21 @@ impl Default for Leases {
     fn default() -> Self {
         Leases {
             held: Mutex::new(HashMap::new()),
-            coupons: Mutex::new(HashMap::new()),
+            coupons: Mutex::new(Coupons::default()),
             started: Instant::now(),
             recalled: tokio::sync::Notify::new(),
         }
     }
+}
+
+/// The members whose coupons this store holds, on the monotonic clock.
+#[derive(Debug, Default)]
+struct Coupons {
+    /// Until when, per member.
+    held: HashMap<[u8; 16], i64>,
+    /// When the hub last said another store took the member's coupons: a grant asked
+    /// for before that may be the one the hub has taken back since.
+    moved: HashMap<[u8; 16], i64>,
 }
 
 /// A lease to give back: its member, the hub's name for it, and for a recalled one
@@ -149,35 +159,53 @@ impl Leases {
         }
     }
 
-    /// Holds `member`'s coupons for `duration_ms` from `asked` (on this clock).
+    /// Holds `member`'s coupons for `duration_ms` from `asked` (on this clock), unless
+    /// the hub said since the ask that another store took them: the grant may be the
+    /// one it took back (holding nothing then only refuses a coupon offline).
     fn hold_coupons(&self, member: [u8; 16], asked: i64, duration_ms: i64) {
-        self.coupons_lock()
-            .insert(member, asked.saturating_add(duration_ms));
+        let now = self.now();
+        let mut c = self.coupons_lock();
+        c.held.retain(|_, until| now < *until);
+        c.moved
+            .retain(|_, at| now.saturating_sub(*at) < duration_ms.max(0));
+        if c.moved.get(&member).is_some_and(|at| *at >= asked) {
+            return;
+        }
+        c.held.insert(member, asked.saturating_add(duration_ms));
     }
 
     /// Whether this store holds `member`'s coupons now: it may take them while it
     /// cannot reach the hub.
     pub fn holds_coupons(&self, member: &[u8; 16]) -> bool {
         let now = self.now();
-        self.coupons_lock().get(member).is_some_and(|u| now < *u)
+        self.coupons_lock()
+            .held
+            .get(member)
+            .is_some_and(|u| now < *u)
     }
 
     /// Members whose coupons this store holds now (for `/healthz`).
     pub fn coupons_count(&self) -> usize {
         let now = self.now();
-        self.coupons_lock().values().filter(|u| now < **u).count()
+        self.coupons_lock()
+            .held
+            .values()
+            .filter(|u| now < **u)
+            .count()
     }
 
-    fn coupons_lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 16], i64>> {
+    fn coupons_lock(&self) -> std::sync::MutexGuard<'_, Coupons> {
         self.coupons.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// This store no longer holds the coupons of these member ids (they were identified
     /// online at another store since).
     pub fn coupons_moved(&self, ids: &[[u8; 16]]) {
-        let mut coupons = self.coupons_lock();
+        let now = self.now();
+        let mut c = self.coupons_lock();
         for id in ids {
-            coupons.remove(id);
+            c.held.remove(id);
+            c.moved.insert(*id, now);
         }
     }
 
@@ -441,10 +469,18 @@ mod tests {
         assert!(!l.holds_coupons(&other), "ended");
         assert_eq!(l.coupons_count(), 1);
         l.insert(m, HeldLease::new(100, l.now(), 3_600_000), 7);
+        let asked = l.now();
         l.coupons_moved(&[m]);
         assert!(!l.holds_coupons(&m), "moved");
         assert!(l.spend(&m, 100), "the points lease stays");
-        assert_eq!(l.coupons_count(), 0);
+        // The answer to an ask sent before the hub said they moved holds nothing: it
+        // may be the grant the hub took back. One asked after holds.
+        l.hold_coupons(m, asked, 3_600_000);
+        assert!(!l.holds_coupons(&m));
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        l.hold_coupons(m, l.now(), 3_600_000);
+        assert!(l.holds_coupons(&m));
+        assert_eq!(l.coupons_count(), 1);
     }
 
     #[test]

@@ -528,6 +528,21 @@ const MIGRATIONS: &[&str] = &[
         store  TEXT    NOT NULL,
         until  INTEGER NOT NULL
     ) STRICT, WITHOUT ROWID;
+    -- Every such hold, kept: a coupon use at a store that held them then may be a
+    -- reuse the member owes (coupon_debts); a use at any other store is not.
+    CREATE TABLE coupon_lease_log (
+        member TEXT    NOT NULL,
+        store  TEXT    NOT NULL,
+        since  INTEGER NOT NULL,
+        until  INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX coupon_lease_log_by_member ON coupon_lease_log (member, store);
+    -- Coupon uses the hub granted, kept after their facts settle the hold: a claim
+    -- fact naming one of these was allowed by the hub, not by its store alone.
+    CREATE TABLE coupon_grants (
+        claim TEXT PRIMARY KEY,
+        store TEXT NOT NULL
+    ) STRICT, WITHOUT ROWID;
     "#,
     r#"
     -- Catalogue units each sale gave (patron_domain::stock; a projection inside ingest,
@@ -1886,6 +1901,15 @@ fn authorize_claim_one(conn: &Connection, ask: &ClaimHold) -> Result<ClaimRespon
     };
     let answer = crate::authority::decide_claim(counted, ask.limit);
     if answer.granted {
+        if key
+            .entitlement
+            .starts_with(patron_domain::claims::COUPON_PREFIX)
+        {
+            conn.prepare_cached(
+                "INSERT OR IGNORE INTO coupon_grants (claim, store) VALUES (?1, ?2)",
+            )?
+            .execute(params![ask.claim, ask.store])?;
+        }
         conn.prepare_cached(
             "INSERT OR REPLACE INTO claim_holds (claim, member, entitlement, period, store, until)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -2819,6 +2843,11 @@ impl AuthorityTx for WriteTx<'_> {
                 "INSERT OR REPLACE INTO coupon_leases (member, store, until) VALUES (?1, ?2, ?3)",
             )?
             .execute(params![member, store, until])?;
+        self.0
+            .prepare_cached(
+                "INSERT INTO coupon_lease_log (member, store, since, until) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![member, store, now, until])?;
         Ok(before.and_then(|(s, u)| (s != store && u > now).then_some(s)))
     }
 }

@@ -6,19 +6,23 @@
 //! store holding the member, so every replica derives the same balance and debt
 //! (`docs/claims.md`, "A coupon used twice").
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use patron_domain::adjustment::MAX_POINTS;
-use patron_domain::claims::coupon_reuses;
+use patron_domain::claims::{ClaimFact, coupon_reuses, tally};
 use patron_domain::settings::PointsRules;
 use patron_domain::{Detail, Entry};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{StoreError, append_hub_fact, counted_claims, fan_out_hub_fact};
+use super::{StoreError, append_hub_fact, fan_out_hub_fact};
 use crate::ingest::ClaimRow;
 
-/// After claim `c` of `store` was counted: if it is a coupon's and the person's net uses
-/// of the coupon now pass one, writes a debt for each reuse not yet charged.
+/// How far a use's time (the store's clock) may lie outside a hold of the member's
+/// coupons (the hub's clock) and still count as made under it.
+const CLOCK_MARGIN_MS: i64 = 10 * 60_000;
+
+/// After claim `c` of `store` was counted: if it is a coupon's and the uses of it that
+/// stores could make now pass one, writes a debt for each such use not yet charged.
 pub(super) fn settle(
     tx: &Connection,
     hub_origin: i64,
@@ -27,26 +31,26 @@ pub(super) fn settle(
     now: i64,
     streamed: &mut BTreeSet<String>,
 ) -> Result<(), StoreError> {
-    let Some(coupon) = c.key.entitlement.strip_prefix("coupon:") else {
+    let Some(coupon) = c.key.coupon_id() else {
         return Ok(());
     };
     let member = uuid::Uuid::from_bytes(c.member).to_string();
     let root: String = tx
         .prepare_cached(concat!("SELECT ", root_of!("?1")))?
         .query_row(params![member], |r| r.get(0))?;
-    let reuses = coupon_reuses(&counted_claims(tx, &root, &c.key)?);
     let charged: i64 = tx
         .prepare_cached("SELECT count(*) FROM coupon_debts WHERE coupon = ?1")?
         .query_row(params![coupon], |r| r.get(0))?;
-    if reuses <= charged {
-        return Ok(());
-    }
-    let Some(off) = face_value(tx, &root, coupon)? else {
+    let Some((off, issuer)) = issued(tx, &root, coupon)? else {
         // Every store that takes a coupon got it from a fact the hub held first; a use
         // of one the hub never saw issued stays in the over-claim report only.
         tracing::warn!(coupon, "a coupon used twice that the hub never saw issued");
         return Ok(());
     };
+    let reuses = coupon_reuses(uses_by_store(tx, &root, c, &issuer)?.into_values());
+    if reuses <= charged {
+        return Ok(());
+    }
     let points = rules_in_force(tx, store)?.points_worth(off).min(MAX_POINTS);
     if points == 0 {
         return Ok(());
@@ -73,23 +77,107 @@ pub(super) fn settle(
     Ok(())
 }
 
-/// The face value (`off`, fen) of coupon `coupon` (hex id) of the person `root`, from
-/// the fact that issued it: a `coupon_issued` fact, or the sale that granted it.
-fn face_value(tx: &Connection, root: &str, coupon: &str) -> Result<Option<i64>, StoreError> {
+/// Per store, whether it could take the coupon (the hub granted one of its uses, it
+/// issued the coupon, or it held the member's coupons when it used it) and its net
+/// uses, from the claim facts of the coupon's counter held, over every id of the person.
+fn uses_by_store(
+    tx: &Connection,
+    root: &str,
+    c: &ClaimRow,
+    issuer: &str,
+) -> Result<BTreeMap<String, (bool, i64)>, StoreError> {
+    let rows: Vec<(String, i64, i64, i64, Vec<u8>)> = tx
+        .prepare_cached(
+            "SELECT c.store, c.at, c.units, c.cap, f.txn FROM claims c JOIN facts f ON f.id = c.fact
+              WHERE c.member IN (SELECT unhex(replace(?1, '-', '')) UNION ALL
+                                 SELECT unhex(replace(loser, '-', ''))
+                                   FROM member_aliases WHERE survivor = ?1)
+                AND c.entitlement = ?2 AND c.period = ?3",
+        )?
+        .query_map(params![root, c.key.entitlement, c.key.period], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut facts: BTreeMap<String, Vec<ClaimFact<String>>> = BTreeMap::new();
+    let mut entitled: BTreeMap<String, bool> = BTreeMap::new();
+    for (store, at, units, cap, txn) in rows {
+        let may = store == issuer
+            || (units > 0 && (granted(tx, &txn, &store)? || held(tx, root, &store, at)?));
+        *entitled.entry(store.clone()).or_default() |= may;
+        facts.entry(store.clone()).or_default().push(ClaimFact {
+            store,
+            at,
+            units,
+            limit: u32::try_from(cap).unwrap_or(u32::MAX),
+        });
+    }
+    Ok(facts
+        .into_iter()
+        .map(|(store, f)| {
+            let may = entitled.get(&store).copied().unwrap_or(false);
+            (store, (may, tally(f).net))
+        })
+        .collect())
+}
+
+/// Whether the hub granted claim `txn` (16 bytes) to `store`.
+fn granted(tx: &Connection, txn: &[u8], store: &str) -> Result<bool, StoreError> {
+    let Ok(id) = uuid::Uuid::from_slice(txn) else {
+        return Ok(false);
+    };
+    Ok(tx
+        .prepare_cached("SELECT 1 FROM coupon_grants WHERE claim = ?1 AND store = ?2")?
+        .query_row(params![id.to_string(), store], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+/// Whether `store` held the person's coupons at `at` (within the clocks' margin).
+fn held(tx: &Connection, root: &str, store: &str, at: i64) -> Result<bool, StoreError> {
+    Ok(tx
+        .prepare_cached(
+            "SELECT 1 FROM coupon_lease_log
+              WHERE member IN (SELECT ?1 UNION ALL
+                               SELECT loser FROM member_aliases WHERE survivor = ?1)
+                AND store = ?2 AND since <= ?3 + ?4 AND until >= ?3 - ?4
+              LIMIT 1",
+        )?
+        .query_row(params![root, store, at, CLOCK_MARGIN_MS], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+/// The face value (`off`, fen) of coupon `coupon` (hex id) of the person `root`, and
+/// the store that issued it, from the fact that did: a `coupon_issued` fact, or the
+/// sale that granted it. A held fact that does not parse is skipped (logged): one bad
+/// fact must not stop a store's sync.
+fn issued(tx: &Connection, root: &str, coupon: &str) -> Result<Option<(i64, String)>, StoreError> {
     let mut stmt = tx.prepare_cached(
-        "SELECT body FROM facts
-          WHERE member IN (SELECT unhex(replace(?1, '-', '')) UNION ALL
-                           SELECT unhex(replace(loser, '-', ''))
-                             FROM member_aliases WHERE survivor = ?1)
-            AND kind IN ('coupon_issued', 'purchase') AND quarantine IS NULL
-          ORDER BY id",
+        "SELECT f.id, f.body, o.node FROM facts f JOIN origins o ON o.id = f.origin
+          WHERE f.member IN (SELECT unhex(replace(?1, '-', '')) UNION ALL
+                             SELECT unhex(replace(loser, '-', ''))
+                               FROM member_aliases WHERE survivor = ?1)
+            AND f.kind IN ('coupon_issued', 'purchase') AND f.quarantine IS NULL
+          ORDER BY f.id",
     )?;
-    let bodies = stmt
-        .query_map(params![root], |r| r.get::<_, String>(0))?
+    let rows = stmt
+        .query_map(params![root], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    for body in bodies {
-        let e = Entry::parse(&body).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let found = match &e.detail {
+    for (id, body, node) in rows {
+        let e = match Entry::parse(&body) {
+            Ok(e) => e,
+            Err(why) => {
+                tracing::error!(fact = id, %why, "a held fact does not parse");
+                continue;
+            }
+        };
+        let off = match &e.detail {
             Detail::CouponIssued(r) => (r.coupon_id == coupon).then_some(r.off),
             Detail::Purchase(s) => s
                 .coupons_granted
@@ -98,15 +186,16 @@ fn face_value(tx: &Connection, root: &str, coupon: &str) -> Result<Option<i64>, 
                 .map(|r| r.off),
             _ => None,
         };
-        if found.is_some() {
-            return Ok(found);
+        if let Some(off) = off {
+            return Ok(Some((off, node)));
         }
     }
     Ok(None)
 }
 
 /// The points settings HQ published for `store`'s ring, else for every store, else the
-/// defaults: what the store itself holds in force (`Edge::adopt_hq_docs`).
+/// defaults: what the store itself holds in force (`Edge::adopt_hq_docs`). A document
+/// or setting that does not read is passed over (logged): the defaults then apply.
 fn rules_in_force(tx: &Connection, store: &str) -> Result<PointsRules, StoreError> {
     use patron_sync::docs::{HqDoc, ring_doc};
     let ring: Option<String> = tx
@@ -121,10 +210,17 @@ fn rules_in_force(tx: &Connection, store: &str) -> Result<PointsRules, StoreErro
             .query_row(params![id], |r| r.get(0))
             .optional()?;
         let Some(bytes) = bytes else { continue };
-        let doc = HqDoc::load(&bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        if let Some(json) = doc.points_rules() {
-            return serde_json::from_str(&json)
-                .map_err(|e| StoreError::Corrupt(format!("points settings: {e}")));
+        let json = HqDoc::load(&bytes)
+            .map_err(|e| e.to_string())
+            .map(|d| d.points_rules());
+        match json.and_then(|j| {
+            j.map(|j| serde_json::from_str(&j))
+                .transpose()
+                .map_err(|e| e.to_string())
+        }) {
+            Ok(Some(rules)) => return Ok(rules),
+            Ok(None) => {}
+            Err(why) => tracing::error!(doc = %id, %why, "points settings do not read"),
         }
     }
     Ok(PointsRules::default())
@@ -173,6 +269,37 @@ mod tests {
         .to_string()
     }
 
+    /// Store `i` identifies the member online: it holds their coupons from now.
+    fn holds(t: &TestHub, i: usize) {
+        t.hub
+            .grant_lease(
+                &t.rows[i],
+                &patron_protocol::hub::LeaseRequest {
+                    member: MEMBER.into(),
+                    coupons_only: true,
+                },
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Store `i` asks the hub for use `n` of the coupon: whether it was granted.
+    fn hub_grants(t: &TestHub, i: usize, n: u128) -> bool {
+        let ask = patron_protocol::hub::ClaimRequest {
+            member: MEMBER.into(),
+            claim: id(n),
+            entitlement: format!("coupon:{COUPON}"),
+            period: "once".into(),
+            limit: 1,
+            unsynced: 0,
+        };
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"))
+            .block_on(t.hub.authorize_claim(&t.rows[i], &ask))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .granted
+    }
+
     fn debts(t: &TestHub) -> Vec<(i64, i64)> {
         let c = rusqlite::Connection::open(t.db_path()).unwrap_or_else(|e| panic!("{e}"));
         let mut st = c
@@ -192,7 +319,9 @@ mod tests {
         t.push_fact(0, used(&t, 1, false));
         assert!(debts(&t).is_empty(), "one use is the coupon's own");
         assert_eq!(t.balance(MEMBER), 1_500);
-        // S002 took it offline too: ¥10 at 100 points a yuan is owed.
+        // S002, holding the member's coupons, took it offline too: ¥10 at 100 points a
+        // yuan is owed.
+        holds(&t, 1);
         t.push_fact(1, used(&t, 2, false));
         assert_eq!(debts(&t), [(1, 1_000)]);
         assert_eq!(t.balance(MEMBER), 500);
@@ -203,8 +332,9 @@ mod tests {
                 "{store} holds the member"
             );
         }
-        // A third store's use is a second reuse: the balance cannot cover it all, and
-        // what it cannot is a debt.
+        // A third store's use, made while it held the coupons, is a second reuse: the
+        // balance cannot cover it all, and what it cannot is a debt.
+        holds(&t, 2);
         t.push_fact(2, used(&t, 3, false));
         assert_eq!(debts(&t), [(1, 1_000), (2, 1_000)]);
         assert_eq!(t.balance(MEMBER), -500);
@@ -217,7 +347,8 @@ mod tests {
         assert_eq!(debts(&t).len(), 2);
         t.push_fact(1, sale(&t, 700));
         assert_eq!(t.balance(MEMBER), 200);
-        // Used again (net 3 again, after the release): charged for the one not paid.
+        // S003 uses it again after its release: its net use is one again, charged
+        // already; nothing more is owed.
         t.push_fact(2, used(&t, 4, false));
         assert_eq!(debts(&t).len(), 2, "two reuses, two debts");
     }
@@ -237,6 +368,7 @@ mod tests {
         t.push_fact(0, sale(&t, 1_000));
         t.push_fact(0, issued(&t));
         t.push_fact(0, used(&t, 1, false));
+        holds(&t, 1);
         t.push_fact(1, used(&t, 2, false));
         assert_eq!(
             debts(&t),
@@ -244,5 +376,42 @@ mod tests {
             "1000 fen at 1 point per 3 fen, rounded down"
         );
         assert_eq!(t.balance(MEMBER), 667);
+    }
+
+    /// Uses by a store that could not take the coupon (it neither issued it, nor held
+    /// the member's coupons, nor was granted the use by the hub) are reported, and
+    /// charge nobody however many it writes.
+    #[test]
+    fn a_store_that_could_not_take_the_coupon_charges_nobody() {
+        let t = TestHub::new(T0, &["S001", "S002"]);
+        t.share_member(MEMBER);
+        t.push_fact(0, sale(&t, 1_500));
+        t.push_fact(0, issued(&t));
+        for n in 1..=3 {
+            t.push_fact(1, used(&t, n, false));
+        }
+        t.push_fact(0, used(&t, 4, false));
+        assert!(debts(&t).is_empty(), "{:?}", debts(&t));
+        assert_eq!(t.balance(MEMBER), 1_500);
+        let report = t.hub.overdraw_report().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            report.over_claims.first().map(|o| o.stores.clone()),
+            Some(vec!["S001".to_string(), "S002".into()]),
+            "{report:?}"
+        );
+    }
+
+    /// A use the hub granted is one a store could make: with the issuing store's use
+    /// offline, the member owes one.
+    #[test]
+    fn a_use_the_hub_granted_counts() {
+        let t = TestHub::new(T0, &["S001", "S002"]);
+        t.share_member(MEMBER);
+        t.push_fact(0, sale(&t, 1_500));
+        t.push_fact(0, issued(&t));
+        assert!(hub_grants(&t, 1, 7));
+        t.push_fact(1, used(&t, 7, false).replace("offline", "hub"));
+        t.push_fact(0, used(&t, 8, false));
+        assert_eq!(debts(&t), [(1, 1_000)]);
     }
 }
