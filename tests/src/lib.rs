@@ -83,6 +83,23 @@ fn build_binaries() -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// Asserts that a command was refused and says why: its error names `why` (a command
+/// that failed for another reason, a crash included, fails the test).
+#[track_caller]
+pub fn refused<T: std::fmt::Debug>(r: Result<T>, why: &str, what: &str) {
+    match r {
+        Ok(v) => panic!("{what}: not refused ({v:?})"),
+        Err(e) => {
+            let text = format!("{e:#}");
+            assert!(
+                text.contains(why),
+                "{what}: refused for another reason: {text}"
+            );
+            assert!(!text.contains("panicked"), "{what}: a panic: {text}");
+        }
+    }
+}
+
 /// A plain-HTTP client for the edges (reqwest is built without a default TLS crypto
 /// provider; ring is installed once per process, as the binaries do).
 pub fn http_client() -> Result<reqwest::Client> {

@@ -73,15 +73,28 @@ pub fn http_client(
         .map_err(|e| SyncError::Setup(format!("HTTP client: {e}")))
 }
 
+/// An error with its causes (`reqwest` says "error sending request" and keeps the
+/// reason, a refused certificate or a reset, in its sources): what IT needs to read.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 async fn answer<T: DeserializeOwned>(
     r: Result<reqwest::Response, reqwest::Error>,
 ) -> Result<T, SyncError> {
-    let r = r.map_err(|e| SyncError::Unreachable(e.to_string()))?;
+    let r = r.map_err(|e| SyncError::Unreachable(with_causes(&e)))?;
     let status = r.status();
     let bytes = r
         .bytes()
         .await
-        .map_err(|e| SyncError::Unreachable(e.to_string()))?;
+        .map_err(|e| SyncError::Unreachable(with_causes(&e)))?;
     if status.is_success() {
         return serde_json::from_slice(&bytes)
             .map_err(|e| SyncError::Unreachable(format!("unreadable answer: {e}")));

@@ -1,4 +1,4 @@
-use patron_tests::TestEdge;
+use patron_tests::{TestEdge, refused};
 use serde_json::json;
 
 #[tokio::test]
@@ -45,10 +45,15 @@ async fn tokens_are_required_and_stored_only_hashed() -> anyhow::Result<()> {
         )
         .await?;
     assert_eq!(r.status, 201, "{}", r.json);
-    assert!(edge.add_lane("lane-07", "pos").is_err(), "names are unique");
-    assert!(
-        edge.add_lane("lane-08", "root").is_err(),
-        "roles are checked"
+    refused(
+        edge.add_lane("lane-07", "pos"),
+        "a lane named \"lane-07\" exists already",
+        "names are unique",
+    );
+    refused(
+        edge.add_lane("lane-08", "root"),
+        "role must be pos, cashier or admin",
+        "roles are checked",
     );
 
     let health = edge.raw("GET", "/healthz", &[], Vec::new()).await?;
@@ -108,9 +113,10 @@ async fn a_revoked_lane_is_refused_while_the_edge_runs() -> anyhow::Result<()> {
         404,
         "other lanes keep working"
     );
-    assert!(
-        edge.revoke_lane("lane-lost").is_err(),
-        "revoking twice says so"
+    refused(
+        edge.revoke_lane("lane-lost"),
+        "no active lane named \"lane-lost\"",
+        "revoking twice says so",
     );
     Ok(())
 }

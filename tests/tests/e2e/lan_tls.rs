@@ -91,7 +91,7 @@ async fn an_enrolled_edge_serves_https_under_the_hub_s_lan_ca_that_a_pos_pins() 
     // Not by an address (stores' LANs share them), not under the hub's sync CA (or a
     // rogue store could pass for the hub), not under the edge's old CA.
     let by_ip = format!("https://{}/healthz", edge.addr);
-    assert!(trusting(&lan_ca)?.get(&by_ip).send().await.is_err());
+    cert_refused(trusting(&lan_ca)?.get(&by_ip).send().await, "an address");
     let sync_ca = std::fs::read(hub.data_dir().join("ca.pem"))?;
     for (what, ca) in [("the sync CA", &sync_ca), ("the old local CA", &local_ca)] {
         let c = reqwest::Client::builder()
@@ -99,7 +99,7 @@ async fn an_enrolled_edge_serves_https_under_the_hub_s_lan_ca_that_a_pos_pins() 
             .tls_certs_only([reqwest::Certificate::from_pem(ca)?])
             .resolve("s001.edge.patron.internal", edge.addr)
             .build()?;
-        assert!(c.get(&by_name).send().await.is_err(), "{what} vouched");
+        cert_refused(c.get(&by_name).send().await, what);
     }
 
     // Nothing is answered in plain text on the HTTPS port: the connection is closed.
@@ -139,4 +139,25 @@ async fn plain_http_serves_on_loopback_and_on_the_lan_only_when_configured() -> 
     let h = lan.get("/healthz").await?;
     assert_eq!(h.json["transport"], "http-lan", "{:?}", h.json);
     Ok(())
+}
+
+/// Asserts the request failed on the server's certificate (not on a reset or a
+/// timeout, which would pass for a refusal too).
+#[track_caller]
+fn cert_refused(r: reqwest::Result<reqwest::Response>, what: &str) {
+    let e = match r {
+        Ok(r) => panic!("{what}: answered {}", r.status()),
+        Err(e) => e,
+    };
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    assert!(
+        text.contains("certificate"),
+        "{what}: refused for another reason: {text}"
+    );
 }

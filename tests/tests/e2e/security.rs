@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use patron_tests::TestEdge;
 use patron_tests::hub::TestHub;
+use patron_tests::{TestEdge, refused};
 use serde_json::Value;
 
 use patron_tests::FAST_SYNC;
@@ -43,23 +43,28 @@ async fn a_rotated_store_comes_back_and_a_revoked_one_is_cut_off() -> Result<()>
     tokio::time::sleep(Duration::from_millis(800)).await;
     let h = s2.get("/healthz").await?.json["hub"].clone();
     assert!(h["pending_facts"].as_u64().unwrap_or(0) > 0, "{h}");
-    assert!(
-        s2.enroll_with(&hub.url(""), "pe_not-the-token.00").is_err(),
-        "a made-up token is refused"
+    refused(
+        s2.enroll_with(&hub.url(""), "pe_not-the-token.00"),
+        "does not carry the hub CA fingerprint",
+        "a made-up token is refused",
     );
     s2.stop();
     // The token pins the hub's CA: the same secret with another fingerprint never
     // reaches the hub (the TLS handshake fails), so the token is not spent either.
     let (secret, _) = token.rsplit_once('.').context("token shape")?;
     let wrong = format!("{secret}.{}", "ab".repeat(32));
-    let err = s2.enroll_with(&hub.url(""), &wrong);
-    assert!(err.is_err(), "a hub under another CA is refused");
+    refused(
+        s2.enroll_with(&hub.url(""), &wrong),
+        "the hub's CA does not match the enrollment token",
+        "a hub under another CA is refused",
+    );
     s2.enroll_with(&hub.url(""), &token)?;
     s2.start().await?;
     s2.synced().await?;
-    assert!(
-        s2.enroll_with(&hub.url(""), &token).is_err(),
-        "the token worked once"
+    refused(
+        s2.enroll_with(&hub.url(""), &token),
+        "unknown or already used token",
+        "the token worked once",
     );
 
     // A stolen store PC: revoked, it is refused at once and cannot enroll again; what
@@ -69,7 +74,11 @@ async fn a_rotated_store_comes_back_and_a_revoked_one_is_cut_off() -> Result<()>
     s1.synced().await?;
     let before = hub.hq(&["store", "list", "--json"])?;
     hub.hq(&["store", "revoke", "S001"])?;
-    assert!(hub.hq(&["store", "token", "S001"]).is_err(), "no new token");
+    refused(
+        hub.hq(&["store", "token", "S001"]),
+        "no such store, or it was revoked",
+        "no new token",
+    );
     sale(&s1, &m1, "R1-2").await?;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let seen = loop {

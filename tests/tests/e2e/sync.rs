@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use patron_protocol::Origin;
 use patron_sync::session::{Batch, Fact, Push, batch};
-use patron_tests::TestEdge;
 use patron_tests::hub::TestHub;
+use patron_tests::{TestEdge, refused};
 use serde_json::{Value, json};
 
 /// Sync quickly, so the test's bounds are about sync and not about idle timers.
@@ -475,9 +475,10 @@ async fn hq_rule_sets_reach_the_stores_of_the_rings_they_target() -> Result<()> 
         &tiers,
         r#"{"window_months":12,"silver":30000,"gold":20000}"#,
     )?;
-    assert!(
-        hub.publish_tiers(&tiers, "pilot").is_err(),
-        "incomplete or disordered thresholds are refused"
+    refused(
+        hub.publish_tiers(&tiers, "pilot"),
+        "diamond",
+        "incomplete or disordered thresholds are refused",
     );
 
     // A store may not sync another ring's document.

@@ -1332,20 +1332,84 @@ mod tests {
     }
 
     proptest! {
+        /// Baskets the engine must price (any lines, any member, nothing redeemed, no
+        /// coupon) are priced, and their figures add up.
         #[test]
-        fn totals_are_never_negative_and_discounts_never_exceed_the_subtotal(
-            ls in arb_lines(), m in arb_member(), redeem in 0i64..50_000, off in 1i64..100_000
+        fn valid_baskets_are_priced_and_their_figures_add_up(ls in arb_lines(), m in arb_member()) {
+            let rules = examples();
+            let p = run(&ls, m.as_ref(), 0, Some(&rules), &[]);
+            prop_assert!(p.is_ok(), "{:?}", p);
+            let p = p.unwrap_or_else(|e| panic!("{e}"));
+            let disc: i64 = p.discounts.iter().map(|d| d.amount.0).sum();
+            let subtotal: i64 = ls.iter().map(|l| l.qty * l.unit_price).sum();
+            prop_assert_eq!(p.subtotal, subtotal);
+            prop_assert!(p.total >= 0);
+            prop_assert!(disc >= 0 && disc <= p.subtotal);
+            prop_assert!(p.discounts.iter().all(|d| d.amount.0 > 0));
+            prop_assert_eq!(p.subtotal - disc - p.points_value, p.total);
+            prop_assert_eq!(p.points_value, 0);
+            prop_assert!(p.points_to_earn >= 0);
+        }
+
+        /// Redeeming what both the amount due and the balance allow is priced at the
+        /// redeem rate; a step more than the amount due, a point more than the balance,
+        /// or points without a member are each refused with their own error.
+        #[test]
+        fn redemption_within_the_due_and_the_balance_is_priced_and_beyond_is_refused(
+            ls in arb_lines(), m in arb_member(), pick in any::<u32>(), spare in 0i64..1_000
         ) {
             let rules = examples();
-            let c = CouponIn { id: [1; 16], code: "C".into(), label: "c".into(), off, min_spend: 0 };
-            let coupons = if m.is_some() { vec![c] } else { vec![] };
-            if let Ok(p) = run(&ls, m.as_ref(), redeem, Some(&rules), &coupons) {
-                let disc: i64 = p.discounts.iter().map(|d| d.amount.0).sum();
-                prop_assert!(p.total >= 0);
-                prop_assert!(disc >= 0 && disc <= p.subtotal);
-                prop_assert!(p.discounts.iter().all(|d| d.amount.0 > 0));
-                prop_assert_eq!(p.subtotal - disc - p.points_value, p.total);
-                prop_assert!(p.points_to_earn >= 0);
+            let (step_points, step_value) = crate::domain::pricing::redemption_step(&PointsRules::default());
+            let Some(m) = m else {
+                let r = run(&ls, None, step_points, Some(&rules), &[]);
+                prop_assert!(matches!(r, Err(PricingError::Invalid(_))), "{:?}", r);
+                return Ok(());
+            };
+            let rich = MemberCtx { balance: i64::MAX / 2, ..m.clone() };
+            let before = run(&ls, Some(&rich), 0, Some(&rules), &[]).unwrap_or_else(|e| panic!("{e}"));
+            let max_steps = (before.total / step_value).min(validate::MAX_POINTS / step_points);
+            let steps = i64::from(pick) % (max_steps + 1);
+            let redeem = steps * step_points;
+            let member = MemberCtx { balance: redeem + spare, ..m.clone() };
+            let p = run(&ls, Some(&member), redeem, Some(&rules), &[]);
+            prop_assert!(p.is_ok(), "{} of at most {}: {:?}", redeem, max_steps * step_points, p);
+            let p = p.unwrap_or_else(|e| panic!("{e}"));
+            prop_assert_eq!(p.points_value, steps * step_value);
+            prop_assert_eq!(p.total, before.total - steps * step_value);
+            if redeem > 0 {
+                let poor = MemberCtx { balance: redeem - 1, ..m.clone() };
+                prop_assert_eq!(
+                    run(&ls, Some(&poor), redeem, Some(&rules), &[]),
+                    Err(PricingError::InsufficientPoints { available: redeem - 1, requested: redeem })
+                );
+            }
+            let over = (before.total / step_value + 1) * step_points;
+            if over <= validate::MAX_POINTS {
+                prop_assert_eq!(
+                    run(&ls, Some(&rich), over, Some(&rules), &[]),
+                    Err(PricingError::RedeemExceedsDue { max_points: before.total / step_value * step_points })
+                );
+            }
+        }
+
+        /// A coupon applies up to the amount due when the basket reaches its least
+        /// spend, and is refused when it does not (or nothing is left to discount).
+        #[test]
+        fn a_coupon_applies_within_its_least_spend_and_is_refused_below_it(
+            ls in arb_lines(), m in arb_member(), off in 1i64..100_000, below in any::<bool>()
+        ) {
+            let rules = examples();
+            let m = m.unwrap_or_else(|| member(Tier::Normal, 0));
+            let before = run(&ls, Some(&m), 0, Some(&rules), &[]).unwrap_or_else(|e| panic!("{e}"));
+            let min_spend = if below { before.total + 1 } else { before.total };
+            let c = CouponIn { id: [1; 16], code: "C".into(), label: "c".into(), off, min_spend };
+            let r = run(&ls, Some(&m), 0, Some(&rules), &[c]);
+            if below || before.total == 0 {
+                prop_assert!(matches!(r, Err(PricingError::Coupon { .. })), "{:?}", r);
+            } else {
+                let p = r.unwrap_or_else(|e| panic!("{e}"));
+                prop_assert_eq!(p.total, before.total - off.min(before.total));
+                prop_assert!(p.discounts.iter().any(|d| d.source == "coupon" && d.amount.0 == off.min(before.total)));
             }
         }
 
