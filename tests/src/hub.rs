@@ -30,6 +30,8 @@ pub struct TestHub {
     child: Option<Child>,
     /// Extra `serve` arguments for the next start.
     serve_args: Vec<String>,
+    /// Environment for the process from its next start (e.g. where its logs go).
+    pub env: Vec<(String, String)>,
 }
 
 fn run_ok(cmd: &mut Command) -> Result<String> {
@@ -83,6 +85,7 @@ impl TestHub {
             http,
             child: None,
             serve_args: Vec::new(),
+            env: Vec::new(),
         };
         hub.start().await?;
         Ok(hub)
@@ -97,6 +100,7 @@ impl TestHub {
         let mut cmd = Command::new(bin_dir()?.join("patron-hub"));
         cmd.arg("--data-dir").arg(self.data_dir());
         cmd.env_remove("RUST_LOG");
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         Ok(cmd)
     }
 

@@ -83,6 +83,10 @@ fn build_binaries() -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// With this variable in a spawned server's environment (a path), its standard error,
+/// its logs, goes to that file (appended).
+pub const LOG_FILE_ENV: &str = "PATRON_TEST_LOG_FILE";
+
 /// Asserts that a command was refused and says why: its error names `why` (a command
 /// that failed for another reason, a crash included, fails the test).
 #[track_caller]
@@ -112,14 +116,22 @@ pub fn http_client() -> Result<reqwest::Client> {
 /// Spawns `cmd` (stdout piped; stderr shown with `TEST_LOG`) and waits up to 60 s for
 /// the line starting with `prefix`; returns the child and the rest of that line.
 pub async fn spawn_listening(mut cmd: Command, prefix: &'static str) -> Result<(Child, String)> {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(if std::env::var_os("TEST_LOG").is_some() {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        })
-        .spawn()?;
+    // A test that reads the logs names a file for them in the process's environment.
+    let log_file = cmd
+        .get_envs()
+        .find(|(k, _)| *k == LOG_FILE_ENV)
+        .and_then(|(_, v)| v.map(PathBuf::from));
+    let stderr = match log_file {
+        Some(path) => Stdio::from(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?,
+        ),
+        None if std::env::var_os("TEST_LOG").is_some() => Stdio::inherit(),
+        None => Stdio::null(),
+    };
+    let mut child = cmd.stdout(Stdio::piped()).stderr(stderr).spawn()?;
     let stdout = child.stdout.take().context("stdout")?;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
