@@ -192,7 +192,7 @@ async fn no_value_a_member_gave_is_kept_or_logged_in_plain_text_at_the_edge_or_t
     let scan = |what: &str| -> anyhow::Result<()> {
         let mut files = Vec::new();
         for dir in &dirs {
-            files_under(&dir, &mut files)?;
+            files_under(dir, &mut files)?;
         }
         files.push(edge_log.clone());
         files.push(hub_log.clone());
