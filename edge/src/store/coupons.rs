@@ -353,6 +353,44 @@ mod tests {
         assert_eq!(crate::store::ledgers::get(&conn, &[1; 16]).ok(), Some(None));
     }
 
+    /// A coupon is used by one sale: a second sale marking it (another lane's at the
+    /// same moment, or a replay with another transaction) is told it is used; a
+    /// refund's restore frees it for one more.
+    #[test]
+    fn a_coupon_is_marked_used_once_until_a_refund_restores_it() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("c.sqlite");
+        let mut conn = super::super::connect(&path, false).unwrap_or_else(|e| panic!("{e}"));
+        super::super::migrate(&mut conn, &path).unwrap_or_else(|e| panic!("{e}"));
+        let c = CouponRow {
+            coupon_id: [3; 16],
+            code: "ONCE".into(),
+            member: [1; 16],
+            label: "¥5".into(),
+            off: 500,
+            min_spend: 0,
+            issued_at: 1,
+            expires_at: 9,
+            source: "r".into(),
+            source_txn: None,
+            active: true,
+            used_txn: None,
+            revoked: false,
+            store: None,
+            stores: Vec::new(),
+        };
+        assert_eq!(insert(&conn, &c).ok(), Some(true));
+        let used = |txn: u8| mark_used(&conn, "ONCE", &[txn; 16]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(used(1));
+        assert!(!used(2), "a second sale");
+        assert!(!used(1), "the same sale again");
+        let row = by_code(&conn, "ONCE").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(row.and_then(|r| r.used_txn), Some([1; 16]));
+        restore(&conn, "ONCE").unwrap_or_else(|e| panic!("{e}"));
+        assert!(used(3));
+        assert!(!used(4));
+    }
+
     /// A member's list holds their coupons and no other member's, even when a fact
     /// fetched from another store names a code this store also issued.
     #[test]
