@@ -353,6 +353,27 @@ mod tests {
         assert_eq!(crate::store::ledgers::get(&conn, &[1; 16]).ok(), Some(None));
     }
 
+    /// An active ¥5 coupon of member `[1; 16]`, issued at instant `at` (its id too).
+    fn coupon(code: &str, at: u8) -> CouponRow {
+        CouponRow {
+            coupon_id: [at; 16],
+            code: code.into(),
+            member: [1; 16],
+            label: "¥5".into(),
+            off: 500,
+            min_spend: 0,
+            issued_at: i64::from(at),
+            expires_at: 9,
+            source: "r".into(),
+            source_txn: None,
+            active: true,
+            used_txn: None,
+            revoked: false,
+            store: None,
+            stores: Vec::new(),
+        }
+    }
+
     /// A coupon is used by one sale: a second sale marking it (another lane's at the
     /// same moment, or a replay with another transaction) is told it is used; a
     /// refund's restore frees it for one more.
@@ -362,24 +383,7 @@ mod tests {
         let path = dir.path().join("c.sqlite");
         let mut conn = super::super::connect(&path, false).unwrap_or_else(|e| panic!("{e}"));
         super::super::migrate(&mut conn, &path).unwrap_or_else(|e| panic!("{e}"));
-        let c = CouponRow {
-            coupon_id: [3; 16],
-            code: "ONCE".into(),
-            member: [1; 16],
-            label: "¥5".into(),
-            off: 500,
-            min_spend: 0,
-            issued_at: 1,
-            expires_at: 9,
-            source: "r".into(),
-            source_txn: None,
-            active: true,
-            used_txn: None,
-            revoked: false,
-            store: None,
-            stores: Vec::new(),
-        };
-        assert_eq!(insert(&conn, &c).ok(), Some(true));
+        assert_eq!(insert(&conn, &coupon("ONCE", 3)).ok(), Some(true));
         let used = |txn: u8| mark_used(&conn, "ONCE", &[txn; 16]).unwrap_or_else(|e| panic!("{e}"));
         assert!(used(1));
         assert!(!used(2), "a second sale");
@@ -404,23 +408,6 @@ mod tests {
             "INSERT INTO origins (id, node, incarnation) VALUES (1, 'S001', 'a'), (2, 'S002', 'b')",
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        let coupon = |code: &str, at: u8| CouponRow {
-            coupon_id: [at; 16],
-            code: code.into(),
-            member: [1; 16],
-            label: "¥5".into(),
-            off: 500,
-            min_spend: 0,
-            issued_at: i64::from(at),
-            expires_at: 9,
-            source: "r".into(),
-            source_txn: None,
-            active: true,
-            used_txn: None,
-            revoked: false,
-            store: None,
-            stores: Vec::new(),
-        };
         let (mine, granted) = (coupon("AAA", 1), coupon("BBB", 2));
         for c in [&mine, &granted] {
             assert_eq!(insert(&conn, c).ok(), Some(true));
