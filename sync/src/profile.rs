@@ -423,6 +423,8 @@ mod tests {
         Set(u8, Option<u8>, u64, u8),
         Add(u8, u64, u8),
         Remove(u8),
+        /// A remove written elsewhere, as a fact carries it (`remove_upto`).
+        RemoveUpto(u8, u64, u8),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -431,6 +433,7 @@ mod tests {
                 .prop_map(|(f, v, w, n)| Op::Set(f, v, w, n)),
             (0u8..3, 0u64..20, 0u8..3).prop_map(|(t, w, n)| Op::Add(t, w, n)),
             (0u8..3).prop_map(Op::Remove),
+            (0u8..3, 0u64..20, 0u8..3).prop_map(|(t, w, n)| Op::RemoveUpto(t, w, n)),
         ]
     }
 
@@ -449,12 +452,88 @@ mod tests {
                     .tags
                     .add(&format!("t{t}"), st(*w, i as u32, &format!("{who}{n}"))),
                 Op::Remove(t) => p.tags.remove(&format!("t{t}")),
+                Op::RemoveUpto(t, w, n) => p.apply(&ProfileOp::RemoveTag {
+                    tag: format!("t{t}"),
+                    stamp: st(*w, i as u32, &format!("{who}{n}")),
+                }),
             }
         }
         p
     }
 
+    /// A member update as a store writes it: a name (one of three ciphertexts, or
+    /// cleared), the marketing consent, tags added and removed, under the store's
+    /// hybrid clock (wall time, counter) as its fact carries it; and the store.
+    fn update() -> impl Strategy<Value = (serde_json::Value, u8)> {
+        let tags = proptest::collection::btree_set(0u8..3, 0..3)
+            .prop_map(|s| s.into_iter().map(|t| format!("t{t}")).collect::<Vec<_>>());
+        (
+            proptest::option::of(proptest::option::of(0u8..3)),
+            proptest::option::of(any::<bool>()),
+            tags.clone(),
+            tags,
+            0u64..20,
+            0u8..3,
+        )
+            .prop_map(|(name, marketing, add, remove, wall, store)| {
+                let mut v = serde_json::json!({"tags_add": add, "tags_remove": remove,
+                                               "hlc": {"wall": wall, "counter": 0, "node": "x"}});
+                if let Some(name) = name {
+                    v["name"] = name.map(|n| format!("c{n}")).into();
+                }
+                if let Some(m) = marketing {
+                    v["marketing"] = m.into();
+                }
+                (v, store)
+            })
+    }
+
     proptest! {
+        /// Real facts through the production path (`ops_of` on the fact's details,
+        /// `stamp_of` for its stamp, `Profile::apply`, removes included): applied in any
+        /// order they give one profile, and split over three replicas that merge they
+        /// give the same fields and tags as all applied at one.
+        #[test]
+        fn real_updates_give_one_profile_in_any_order_and_over_any_replicas(
+            facts in proptest::collection::vec(update(), 0..14),
+            seed in any::<u64>(),
+            split in proptest::collection::vec(0usize..3, 14),
+        ) {
+            use patron_domain::Kind;
+            // A store's clock never stamps two facts alike: the counter tells apart
+            // facts of one store in one millisecond.
+            let ops: Vec<Vec<ProfileOp>> = facts
+                .iter()
+                .enumerate()
+                .map(|(i, (v, store))| {
+                    let mut v = v.clone();
+                    v["hlc"]["counter"] = (i as u64).into();
+                    let d = detail(Kind::MemberUpdated, v);
+                    ops_of(&d, &stamp_of(&d, 1, &format!("S00{store}")))
+                })
+                .collect();
+            let mut all = Profile::default();
+            ops.iter().flatten().for_each(|o| all.apply(o));
+            let mut order: Vec<usize> = (0..ops.len()).collect();
+            let mut x = seed | 1;
+            for i in (1..order.len()).rev() {
+                x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+                order.swap(i, (x % (i as u64 + 1)) as usize);
+            }
+            let mut shuffled = Profile::default();
+            order.iter().for_each(|i| ops[*i].iter().for_each(|o| shuffled.apply(o)));
+            prop_assert_eq!(&shuffled, &all, "order {:?}", order);
+            let mut replicas = vec![Profile::default(); 3];
+            for (i, o) in ops.iter().enumerate() {
+                o.iter().for_each(|o| replicas[split[i]].apply(o));
+            }
+            let mut merged = replicas[2].clone();
+            merged.merge(&replicas[0]);
+            merged.merge(&replicas[1]);
+            prop_assert_eq!(&merged.fields, &all.fields);
+            prop_assert_eq!(merged.tags.tags(), all.tags.tags());
+        }
+
         #[test]
         fn merge_is_commutative_associative_and_idempotent(
             a in proptest::collection::vec(op(), 0..12),
