@@ -33,7 +33,8 @@ pub const MAX_REFERENCE: usize = 64;
 /// [`MAX_REFERENCE`] characters of `A-Z a-z 0-9 - _ . / #` (no free text: a note is
 /// where personal data would creep in).
 pub fn check(points: i64, reason: &str, reference: Option<&str>) -> Result<(), String> {
-    if points == 0 || points.abs() > MAX_POINTS {
+    // Not `abs()`: it overflows on i64::MIN, which a request can carry.
+    if points == 0 || !(-MAX_POINTS..=MAX_POINTS).contains(&points) {
         return Err(format!("points must be non-zero and within ±{MAX_POINTS}"));
     }
     if !REASONS.contains(&reason) {
@@ -85,6 +86,9 @@ mod tests {
         assert!(check(100, "goodwill", None).is_ok());
         assert!(check(-100, "correction", Some("TICKET-42/7")).is_ok());
         assert!(check(MAX_POINTS, "other", None).is_ok());
+        assert!(check(-MAX_POINTS, "other", None).is_ok());
+        assert!(check(i64::MIN, "other", None).is_err(), "no overflow");
+        assert!(check(i64::MAX, "other", None).is_err());
         for (points, reason, reference) in [
             (0, "goodwill", None),
             (MAX_POINTS + 1, "goodwill", None),

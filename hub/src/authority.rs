@@ -205,7 +205,7 @@ pub fn offline_flags(
     }
     others
         .iter()
-        .filter(|o| o.store != spend.store && (o.at - spend.at).abs() <= window_ms)
+        .filter(|o| o.store != spend.store && o.at.abs_diff(spend.at) <= window_ms.unsigned_abs())
         .map(|o| {
             let (first, second) = if o.at <= spend.at {
                 (o.clone(), spend.clone())

@@ -17,13 +17,18 @@ impl Running {
     /// Opens the hub in `dir` (data in `hub`, keys beside it; plain HTTP), registers
     /// S001 and serves.
     async fn start(dir: &std::path::Path) -> Running {
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let cfg = HubConfig {
             data_dir: dir.join("hub"),
             insecure_dev: true,
             ..HubConfig::default()
         };
-        let app = App::open(&cfg).unwrap_or_else(|e| panic!("{e:#}"));
+        Running::start_with(&cfg).await
+    }
+
+    /// Like [`Running::start`], under `cfg`.
+    async fn start_with(cfg: &HubConfig) -> Running {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let app = App::open(cfg).unwrap_or_else(|e| panic!("{e:#}"));
         let token = app
             .hub
             .enrollment
@@ -64,6 +69,14 @@ impl Running {
             .json()
             .await
             .unwrap_or_default()
+    }
+
+    /// S001 enrolls through the API; its sync credential.
+    async fn credential(&self, http: &reqwest::Client) -> String {
+        self.enroll(http).await["credential"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 
     /// Shuts the hub down; it must stop cleanly.
@@ -155,11 +168,7 @@ async fn a_pushed_sale_shows_in_the_members_activity_without_a_rebuild() {
     let hub = Running::start(dir.path()).await;
     let base = hub.base.clone();
     let http = reqwest::Client::new();
-    let enrolled = hub.enroll(&http).await;
-    let credential = enrolled["credential"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let credential = hub.credential(&http).await;
     let member = uuid::Uuid::from_u128(0x0190_a000_0000_7000_8000_0000_0000_1001);
     let origin = patron_protocol::Origin {
         node: "S001".into(),
@@ -250,5 +259,185 @@ async fn a_pushed_sale_shows_in_the_members_activity_without_a_rebuild() {
         (400, Some("invalid_request")),
         "{body}"
     );
+    hub.stop().await;
+}
+
+/// A value from the edges of every range the hub checks.
+fn nasty() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+    use proptest::prelude::*;
+    use serde_json::json;
+    prop_oneof![
+        Just(json!(null)),
+        Just(json!(i64::MIN)),
+        Just(json!(i64::MAX)),
+        Just(json!(u64::MAX)),
+        Just(json!(-1)),
+        Just(json!(0)),
+        Just(json!(1e308)),
+        Just(json!("")),
+        Just(json!("x".repeat(3_000))),
+        Just(json!("A\u{0}\u{202e}")),
+        Just(json!("0190a000-0000-7000-8000-000000000001")),
+        Just(json!("S001")),
+        Just(json!("coupon:ab")),
+        Just(json!([])),
+        Just(json!({})),
+        any::<i64>().prop_map(|n| json!(n)),
+    ]
+}
+
+/// Requests of the shapes the hub's store endpoints take, with nasty values, and
+/// pushes whose batches are well formed (the right checksum) around nasty facts, so
+/// they reach the judge, the typing and the storage.
+fn hub_body() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+    use proptest::prelude::*;
+    use serde_json::json;
+    let fact =
+        (nasty(), nasty(), nasty(), nasty(), nasty()).prop_map(|(kind, at, earn, spend, body)| {
+            let kind = if kind.is_string() {
+                kind
+            } else {
+                json!("purchase")
+            };
+            json!({"kind": kind, "at": at, "member": "0190a000-0000-7000-8000-000000000001",
+               "txn": "0190a000-0000-7000-8000-0000000000f1", "earn": earn, "spend": spend,
+               "body": {"receipt_id": body, "subtotal": earn, "total": spend,
+                        "entitlement": body, "period": "once", "limit": at, "code": body}})
+            .to_string()
+        });
+    prop_oneof![
+        (nasty(), nasty(), nasty(), nasty(), nasty(), nasty()).prop_map(|(m, t, p, u, l, b)| {
+            json!({"member": m, "txn": t, "points": p, "unsynced": u, "lease_left": l,
+                   "budget_ms": b, "claim": t, "entitlement": b, "period": b, "limit": p,
+                   "coupons_only": u, "spent": p, "lease": l, "phone_idx": b, "after": p,
+                   "items": [{"sku": b, "units": p, "stock": l}], "secret": b,
+                   "store_id": m, "protocol": p})
+        }),
+        (proptest::collection::vec(fact, 1..4), 1u64..4, nasty()).prop_map(|(facts, seq, last)| {
+            let origin = patron_protocol::Origin {
+                node: "S001".into(),
+                incarnation: uuid::Uuid::from_u128(9),
+            };
+            let facts = facts
+                .into_iter()
+                .enumerate()
+                .map(|(i, body)| patron_sync::session::Fact {
+                    origin: origin.clone(),
+                    seq: seq + i as u64,
+                    body,
+                })
+                .collect();
+            json!({"report": {"origin": origin, "last_seq": last},
+                   "push": {"from": "S001",
+                            "batches": [patron_sync::session::batch(origin.clone(), facts)]}})
+        }),
+    ]
+}
+
+/// Issue 19, part 4, at the hub: every store endpoint that reads a body gets a fixed
+/// corpus of broken JSON and `FUZZ_CASES` (default 300) generated requests under a
+/// real store credential. Every answer is below 500, every refusal carries an error
+/// code, and a refused request writes no fact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_bodies_at_the_hub_get_a_clear_refusal_and_write_nothing() {
+    use proptest::strategy::{Strategy, ValueTree};
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cfg = HubConfig {
+        data_dir: dir.path().join("hub"),
+        insecure_dev: true,
+        // The fuzz sends thousands of requests a second under one credential.
+        store_requests_per_second: 1_000_000,
+        ..HubConfig::default()
+    };
+    let hub = Running::start_with(&cfg).await;
+    let http = reqwest::Client::new();
+    let credential = hub.credential(&http).await;
+    let db = rusqlite::Connection::open_with_flags(
+        dir.path()
+            .join("hub")
+            .join(patron_hub::store::sqlite::DB_FILE),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let facts = || -> i64 {
+        db.query_row("SELECT count(*) FROM facts", [], |r| r.get(0))
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let mut bodies: Vec<Vec<u8>> = vec![
+        b"".to_vec(),
+        b"null".to_vec(),
+        b"{".to_vec(),
+        "[".repeat(50_000).into_bytes(),
+        vec![0xff, 0xfe, b'{', b'}'],
+        br#"{"member":"0190a000-0000-7000-8000-000000000001","member":1}"#.to_vec(),
+        br#"{"points":1e400,"member":"0190a000-0000-7000-8000-000000000001"}"#.to_vec(),
+        br#"{"report":{},"push":{"from":"S001","batches":[{"origin":{"node":"S001","incarnation":"0190a000-0000-7000-8000-000000000001"},"facts":[],"checksum":0}]}}"#.to_vec(),
+    ];
+    let cases: usize = std::env::var("FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let generated = hub_body();
+    for _ in 0..cases {
+        let v = generated
+            .new_tree(&mut runner)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .current();
+        bodies.push(serde_json::to_vec(&v).unwrap_or_default());
+    }
+    let paths = [
+        "/v1/enroll",
+        "/v1/sync/push",
+        "/v1/sync/refetch",
+        "/v1/sync/stream",
+        "/v1/docs/sync",
+        "/v1/redeem/authorize",
+        "/v1/claims",
+        "/v1/claims/release",
+        "/v1/stock/reserve",
+        "/v1/stock/release",
+        "/v1/leases",
+        "/v1/leases/return",
+        "/v1/members/fetch",
+    ];
+    let (mut sent, mut accepted) = (0u64, 0u64);
+    for body in &bodies {
+        for path in paths {
+            let before = facts();
+            let r = http
+                .post(format!("{}{path}", hub.base))
+                .bearer_auth(&credential)
+                .header("content-type", "application/json")
+                .body(body.clone())
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{path}: {e}"));
+            sent += 1;
+            let status = r.status().as_u16();
+            let answer = r.text().await.unwrap_or_default();
+            let shown = String::from_utf8_lossy(&body[..body.len().min(300)]).to_string();
+            assert!(
+                status < 500,
+                "{path} answered {status} to {shown}: {answer}"
+            );
+            if status >= 400 {
+                let v: serde_json::Value = serde_json::from_str(&answer).unwrap_or_default();
+                assert!(
+                    v["error"]["code"].is_string(),
+                    "{path} refused {shown} without an error code: {answer}"
+                );
+                assert_eq!(
+                    facts(),
+                    before,
+                    "{path} refused {shown} ({status}) but wrote"
+                );
+            } else {
+                accepted += 1;
+            }
+        }
+    }
+    eprintln!("hostile input at the hub: {sent} requests, {accepted} accepted, none above 499");
     hub.stop().await;
 }
