@@ -420,15 +420,20 @@ Patron edge demo — store S001 with {n} demo members (13800138000 has a purchas
 }
 
 /// `PATRON_CLOCK_SKEW_MS` shifts the edge's wall clock, to test a store whose clock is
-/// wrong (the multi-process fault test runs one an hour ahead). Never set in a store.
+/// wrong (the multi-process fault test runs one an hour ahead), in builds with the
+/// `test-clock` feature only: a shipped binary ignores it (and says so).
 const CLOCK_SKEW_ENV: &str = "PATRON_CLOCK_SKEW_MS";
 
 fn open_edge(cfg: Config) -> anyhow::Result<Edge> {
     let skew: i64 = match std::env::var(CLOCK_SKEW_ENV) {
-        Ok(v) => v
+        Ok(v) if cfg!(feature = "test-clock") => v
             .trim()
             .parse()
             .with_context(|| format!("{CLOCK_SKEW_ENV} must be a number of milliseconds"))?,
+        Ok(_) => {
+            tracing::warn!("{CLOCK_SKEW_ENV} is set and ignored: this build keeps the real clock");
+            0
+        }
         Err(_) => 0,
     };
     if skew == 0 {

@@ -48,6 +48,9 @@ fn build_binaries() -> Result<PathBuf> {
         "patron-edge",
         "--bin",
         "patron-edge",
+        // The clock tests need (PATRON_CLOCK_SKEW_MS); shipped builds leave it out.
+        "--features",
+        "patron-edge/test-clock",
         "-p",
         "patron-hub",
         "--bin",

@@ -181,5 +181,21 @@ async fn three_edges_behind_faults_converge_with_exact_balances_one_member_and_t
                     .all(|s| matches!(s, Some("S001") | Some("S002")))
         });
     assert!(flagged, "{report}");
+    // S003 really ran an hour ahead (the test binaries honour the skew; shipped ones
+    // do not): the hub saw its clock ahead, and only its.
+    let stores = hub.stores().await?;
+    let ahead = |id: &str| {
+        stores
+            .iter()
+            .find(|s| s.store_id == id)
+            .and_then(|s| s.clock_ahead_ms)
+            .unwrap_or(0)
+    };
+    assert!(
+        ahead("S003") > 30 * 60_000 && ahead("S001") < 60_000,
+        "S003 {} ms ahead, S001 {} ms",
+        ahead("S003"),
+        ahead("S001")
+    );
     Ok(())
 }
