@@ -869,3 +869,91 @@ async fn a_rule_set_file_is_loaded_at_start() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Unix milliseconds of `y-m-d h:mi:s` at the store's offset (+08:00).
+fn store_time(y: i32, m: u8, d: u8, h: u8, mi: u8, s: u8) -> anyhow::Result<i64> {
+    let date = time::Date::from_calendar_date(y, time::Month::try_from(m)?, d)?;
+    let t = time::PrimitiveDateTime::new(date, time::Time::from_hms(h, mi, s)?)
+        .assume_offset(time::UtcOffset::from_hms(8, 0, 0)?);
+    Ok(i64::try_from(t.unix_timestamp_nanos() / 1_000_000)?)
+}
+
+/// The skew that puts an edge's clock at `target` (unix ms) now.
+fn skew_to(target: i64) -> anyhow::Result<String> {
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis(),
+    )?;
+    Ok((target - now).to_string())
+}
+
+/// `member`'s daily check-in at `edge`: the points it gave.
+async fn check_in(edge: &TestEdge, member: &str) -> anyhow::Result<i64> {
+    let path = format!("/v1/members/{member}/events");
+    let r = edge.post(&path, &json!({"type": "check_in"}), None).await?;
+    anyhow::ensure!(r.status == 200 || r.status == 201, "check-in: {}", r.json);
+    Ok(r.json["points_awarded"].as_i64().unwrap_or(-1))
+}
+
+/// A ¥150 sale of `member` at `edge`: the points it earned.
+async fn sale_15000(edge: &TestEdge, member: &str, receipt: &str) -> anyhow::Result<i64> {
+    let r = edge
+        .post(
+            "/v1/checkout/commit",
+            &commit(Some(member), receipt, item("X", 15_000), &[]),
+            Some(receipt),
+        )
+        .await?;
+    anyhow::ensure!(r.status == 201, "sale: {}", r.json);
+    Ok(r.json["points_earned"].as_i64().unwrap_or(-1))
+}
+
+/// Issue 19, part 5: at fixed instants either side of a month's last midnight (the
+/// store's, +08:00), whatever day the test runs: the daily check-in counts per store
+/// day and the birthday month turns with the month.
+#[tokio::test]
+async fn the_day_and_the_month_turn_at_the_store_s_midnight() -> anyhow::Result<()> {
+    let mut edge = TestEdge::prepare("S001", "")?;
+    edge.env = vec![(
+        "PATRON_CLOCK_SKEW_MS".into(),
+        skew_to(store_time(2027, 1, 31, 23, 59, 0)?)?,
+    )];
+    edge.start().await?;
+    let r = edge.put("/v1/admin/rule-set", &examples()).await?;
+    anyhow::ensure!(r.status == 201, "loading rules: {} {}", r.status, r.json);
+    let r = edge
+        .post(
+            "/v1/members",
+            &json!({"phone": "13800001020", "birthday": "1990-01-15", "consents": {"terms": true}}),
+            None,
+        )
+        .await?;
+    anyhow::ensure!(r.status == 201, "{}", r.json);
+    let m = r.json["member_id"].as_str().unwrap_or_default().to_string();
+    edge.post(
+        "/v1/checkout/commit",
+        &commit(Some(&m), "R-0", item("X", 100), &[]),
+        Some("R-0"),
+    )
+    .await?;
+    // 31 January, 23:59: the day's check-in once, and January's birthday points.
+    assert!(check_in(&edge, &m).await? > 0);
+    assert_eq!(check_in(&edge, &m).await?, 0, "one check-in a store day");
+    let january = sale_15000(&edge, &m, "R-1").await?;
+    // 1 February, 00:00:30: a new day's check-in; the birthday month is over.
+    edge.kill();
+    edge.env = vec![(
+        "PATRON_CLOCK_SKEW_MS".into(),
+        skew_to(store_time(2027, 2, 1, 0, 0, 30)?)?,
+    )];
+    edge.start().await?;
+    assert!(check_in(&edge, &m).await? > 0, "a new store day");
+    let february = sale_15000(&edge, &m, "R-2").await?;
+    assert_eq!(
+        (january, february),
+        (300, 150),
+        "生日月双倍积分 in January only"
+    );
+    Ok(())
+}
