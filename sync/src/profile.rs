@@ -500,14 +500,17 @@ mod tests {
             split in proptest::collection::vec(0usize..3, 14),
         ) {
             use patron_domain::Kind;
-            // A store's clock never stamps two facts alike: the counter tells apart
-            // facts of one store in one millisecond.
+            // A store's clock never stamps two facts alike: the counter, per store,
+            // tells apart facts of one store in one millisecond (two stores may stamp
+            // the same wall and counter: the store breaks that tie).
+            let mut per_store = [0u64; 3];
             let ops: Vec<Vec<ProfileOp>> = facts
                 .iter()
-                .enumerate()
-                .map(|(i, (v, store))| {
+                .map(|(v, store)| {
                     let mut v = v.clone();
-                    v["hlc"]["counter"] = (i as u64).into();
+                    let n = &mut per_store[usize::from(*store)];
+                    v["hlc"]["counter"] = (*n).into();
+                    *n += 1;
                     let d = detail(Kind::MemberUpdated, v);
                     ops_of(&d, &stamp_of(&d, 1, &format!("S00{store}")))
                 })

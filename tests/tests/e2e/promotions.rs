@@ -808,9 +808,17 @@ async fn pending_points_wait_for_the_return_window() -> anyhow::Result<()> {
 #[tokio::test]
 async fn birthday_month_doubles_points_and_walk_ins_get_only_open_promotions() -> anyhow::Result<()>
 {
-    let edge = with_rules(&examples()).await?;
-    let now = time::OffsetDateTime::now_utc().to_offset(time::UtcOffset::from_hms(8, 0, 0)?);
-    let birthday = format!("1990-{:02}-01", u8::from(now.month()));
+    // At a fixed instant (15 May, noon at the store), not today: the birthday month
+    // is the month of the edge's clock.
+    let mut edge = TestEdge::prepare("S001", "")?;
+    edge.env = vec![(
+        "PATRON_CLOCK_SKEW_MS".into(),
+        skew_to(store_time(2027, 5, 15, 12, 0, 0)?)?,
+    )];
+    edge.start().await?;
+    let r = edge.put("/v1/admin/rule-set", &examples()).await?;
+    anyhow::ensure!(r.status == 201, "loading rules: {} {}", r.status, r.json);
+    let birthday = "1990-05-01";
     let r = edge
         .post(
             "/v1/members",
@@ -910,14 +918,14 @@ async fn sale_15000(edge: &TestEdge, member: &str, receipt: &str) -> anyhow::Res
 }
 
 /// Issue 19, part 5: at fixed instants either side of a month's last midnight (the
-/// store's, +08:00), whatever day the test runs: the daily check-in counts per store
+/// store's, +08:00: 23:50 and 00:00:30), whatever day the test runs: the daily check-in counts per store
 /// day and the birthday month turns with the month.
 #[tokio::test]
 async fn the_day_and_the_month_turn_at_the_store_s_midnight() -> anyhow::Result<()> {
     let mut edge = TestEdge::prepare("S001", "")?;
     edge.env = vec![(
         "PATRON_CLOCK_SKEW_MS".into(),
-        skew_to(store_time(2027, 1, 31, 23, 59, 0)?)?,
+        skew_to(store_time(2027, 1, 31, 23, 50, 0)?)?,
     )];
     edge.start().await?;
     let r = edge.put("/v1/admin/rule-set", &examples()).await?;
@@ -937,7 +945,8 @@ async fn the_day_and_the_month_turn_at_the_store_s_midnight() -> anyhow::Result<
         Some("R-0"),
     )
     .await?;
-    // 31 January, 23:59: the day's check-in once, and January's birthday points.
+    // 31 January, 23:50 (ten minutes for the edge to start and answer): the day's
+    // check-in once, and January's birthday points.
     assert!(check_in(&edge, &m).await? > 0);
     assert_eq!(check_in(&edge, &m).await?, 0, "one check-in a store day");
     let january = sale_15000(&edge, &m, "R-1").await?;
