@@ -14,8 +14,18 @@ fn item(sku: &str, price: i64) -> Value {
     json!([{"sku": sku, "qty": 1, "unit_price": price}])
 }
 
+/// An edge under `rules`, its clock at a fixed instant (15 May 2027, noon at the
+/// store): what the guide's examples give depends on the date (the flash sale's
+/// window, birthday months), so the tests pin it rather than run on today.
 async fn with_rules(rules: &Value) -> anyhow::Result<TestEdge> {
-    let edge = TestEdge::spawn().await?;
+    with_rules_at(rules, store_time(2027, 5, 15, 12, 0, 0)?).await
+}
+
+/// An edge under `rules` whose clock reads `at` (unix ms) now.
+async fn with_rules_at(rules: &Value, at: i64) -> anyhow::Result<TestEdge> {
+    let mut edge = TestEdge::prepare("S001", "")?;
+    edge.env = vec![("PATRON_CLOCK_SKEW_MS".into(), skew_to(at)?)];
+    edge.start().await?;
     let r = edge.put("/v1/admin/rule-set", rules).await?;
     anyhow::ensure!(r.status == 201, "loading rules: {} {}", r.status, r.json);
     Ok(edge)
@@ -808,16 +818,8 @@ async fn pending_points_wait_for_the_return_window() -> anyhow::Result<()> {
 #[tokio::test]
 async fn birthday_month_doubles_points_and_walk_ins_get_only_open_promotions() -> anyhow::Result<()>
 {
-    // At a fixed instant (15 May, noon at the store), not today: the birthday month
-    // is the month of the edge's clock.
-    let mut edge = TestEdge::prepare("S001", "")?;
-    edge.env = vec![(
-        "PATRON_CLOCK_SKEW_MS".into(),
-        skew_to(store_time(2027, 5, 15, 12, 0, 0)?)?,
-    )];
-    edge.start().await?;
-    let r = edge.put("/v1/admin/rule-set", &examples()).await?;
-    anyhow::ensure!(r.status == 201, "loading rules: {} {}", r.status, r.json);
+    // The edge's clock reads 15 May (`with_rules`): May is the birthday month.
+    let edge = with_rules(&examples()).await?;
     let birthday = "1990-05-01";
     let r = edge
         .post(
@@ -964,5 +966,36 @@ async fn the_day_and_the_month_turn_at_the_store_s_midnight() -> anyhow::Result<
         (300, 150),
         "生日月双倍积分 in January only"
     );
+    Ok(())
+}
+
+/// Issue 19, part 5: the guide's flash sale (限时8折, skincare at 80%, from 1 November
+/// 2026 to 1 January 2036 at the store) at fixed instants either side of each end of
+/// its window, whatever day the test runs.
+#[tokio::test]
+async fn the_flash_sale_holds_inside_its_window_only() -> anyhow::Result<()> {
+    let skincare = json!([{"sku": "S1", "category": "skincare", "qty": 1, "unit_price": 10_000}]);
+    for (at, open) in [
+        (store_time(2026, 10, 31, 23, 50, 0)?, false),
+        (store_time(2026, 11, 1, 0, 0, 30)?, true),
+        (store_time(2035, 12, 31, 23, 50, 0)?, true),
+        (store_time(2036, 1, 1, 0, 0, 30)?, false),
+    ] {
+        let edge = with_rules_at(&examples(), at).await?;
+        let q = edge
+            .post(
+                "/v1/checkout/quote",
+                &commit(None, "Q", skincare.clone(), &[]),
+                None,
+            )
+            .await?;
+        anyhow::ensure!(q.status == 200, "{}", q.json);
+        let flash = q.json["discounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|d| d["label"] == "限时8折" && d["amount"] == 2_000);
+        assert_eq!(flash, open, "at {at}: {}", q.json);
+    }
     Ok(())
 }
