@@ -86,6 +86,25 @@ fn build_binaries() -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// Unix milliseconds of `y-m-d h:mi:s` at the store's offset (+08:00).
+pub fn store_time(y: i32, m: u8, d: u8, h: u8, mi: u8, s: u8) -> Result<i64> {
+    let date = time::Date::from_calendar_date(y, time::Month::try_from(m)?, d)?;
+    let t = time::PrimitiveDateTime::new(date, time::Time::from_hms(h, mi, s)?)
+        .assume_offset(time::UtcOffset::from_hms(8, 0, 0)?);
+    Ok(i64::try_from(t.unix_timestamp_nanos() / 1_000_000)?)
+}
+
+/// The skew (`PATRON_CLOCK_SKEW_MS`, test builds only) that puts an edge's clock at
+/// `target` (unix ms) now.
+pub fn skew_to(target: i64) -> Result<String> {
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis(),
+    )?;
+    Ok((target - now).to_string())
+}
+
 /// With this variable in a spawned server's environment (a path), its standard error,
 /// its logs, goes to that file (appended).
 pub const LOG_FILE_ENV: &str = "PATRON_TEST_LOG_FILE";

@@ -4,7 +4,7 @@
 //! `/healthz`.
 
 use anyhow::{Context, Result};
-use patron_tests::TestEdge;
+use patron_tests::{TestEdge, skew_to, store_time};
 use serde_json::{Value, json};
 
 const LIMITS: &str = "[limits]\nmax_points_per_sale = 500\nlane_daily_points_earned = 800\n\
@@ -286,5 +286,47 @@ async fn a_redemption_above_the_threshold_takes_the_member_s_code_once() -> Resu
         "{}",
         r.json
     );
+    Ok(())
+}
+
+/// Issue 19, part 5: a lane's day is the store's day, at fixed instants either side of
+/// its midnight (+08:00) whatever the date the test runs: the lane that earned its
+/// day's 800 points at 23:50 is refused until midnight, and earns again at 00:00:30.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lanes_daily_cap_renews_at_the_store_s_midnight() -> Result<()> {
+    let mut edge = TestEdge::prepare("S001", LIMITS)?;
+    edge.env = vec![(
+        "PATRON_CLOCK_SKEW_MS".into(),
+        skew_to(store_time(2027, 3, 9, 23, 50, 0)?)?,
+    )];
+    edge.start().await?;
+    let m = edge.register("13800000241", None).await?;
+    let pos_token = edge.add_lane("lane-1", "pos")?;
+    let pos = edge.as_token(&pos_token);
+    for (receipt, price) in [("R-1", 40_000), ("R-2", 40_000)] {
+        let r = pos
+            .post(
+                "/v1/checkout/commit",
+                &sale(&m, receipt, price),
+                Some(receipt),
+            )
+            .await?;
+        assert_eq!(r.status, 201, "{}", r.json);
+    }
+    let r = pos
+        .post("/v1/checkout/commit", &sale(&m, "R-3", 100), Some("R-3"))
+        .await?;
+    assert!(refused(&r, "lane_daily_points_earned"), "{}", r.json);
+    edge.kill();
+    edge.env = vec![(
+        "PATRON_CLOCK_SKEW_MS".into(),
+        skew_to(store_time(2027, 3, 10, 0, 0, 30)?)?,
+    )];
+    edge.start().await?;
+    let pos = edge.as_token(&pos_token);
+    let r = pos
+        .post("/v1/checkout/commit", &sale(&m, "R-4", 40_000), Some("R-4"))
+        .await?;
+    assert_eq!(r.status, 201, "a new store day: {}", r.json);
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! Promotions end to end: rule sets, coupons, limits under concurrency, referrals,
 //! upgrade gifts, benefit quotas and pending points, against the real binary.
 
-use patron_tests::TestEdge;
+use patron_tests::{TestEdge, skew_to, store_time};
 use serde_json::{Value, json};
 
 const EXAMPLES: &str = include_str!("../../../edge/rules/examples.json");
@@ -878,24 +878,6 @@ async fn a_rule_set_file_is_loaded_at_start() -> anyhow::Result<()> {
         (200, Some("guide-examples-v1"))
     );
     Ok(())
-}
-
-/// Unix milliseconds of `y-m-d h:mi:s` at the store's offset (+08:00).
-fn store_time(y: i32, m: u8, d: u8, h: u8, mi: u8, s: u8) -> anyhow::Result<i64> {
-    let date = time::Date::from_calendar_date(y, time::Month::try_from(m)?, d)?;
-    let t = time::PrimitiveDateTime::new(date, time::Time::from_hms(h, mi, s)?)
-        .assume_offset(time::UtcOffset::from_hms(8, 0, 0)?);
-    Ok(i64::try_from(t.unix_timestamp_nanos() / 1_000_000)?)
-}
-
-/// The skew that puts an edge's clock at `target` (unix ms) now.
-fn skew_to(target: i64) -> anyhow::Result<String> {
-    let now = i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_millis(),
-    )?;
-    Ok((target - now).to_string())
 }
 
 /// `member`'s daily check-in at `edge`: the points it gave.
