@@ -838,7 +838,18 @@ mod tests {
         rules: Option<&Compiled>,
         coupons: &[CouponIn],
     ) -> Result<Priced, PricingError> {
-        let cfg = PointsRules::default();
+        run_at_rate(&PointsRules::default(), lines, m, redeem, rules, coupons)
+    }
+
+    /// [`run`] under the points settings `cfg`.
+    fn run_at_rate(
+        cfg: &PointsRules,
+        lines: &[Line],
+        m: Option<&MemberCtx>,
+        redeem: i64,
+        rules: Option<&Compiled>,
+        coupons: &[CouponIn],
+    ) -> Result<Priced, PricingError> {
         let usage = Usage::default();
         price(&Input {
             lines,
@@ -849,7 +860,7 @@ mod tests {
             usage: &usage,
             now: NOW,
             store_id: "S001",
-            points: &cfg,
+            points: cfg,
             explain: true,
         })
     }
@@ -1356,10 +1367,17 @@ mod tests {
         /// or points without a member are each refused with their own error.
         #[test]
         fn redemption_within_the_due_and_the_balance_is_priced_and_beyond_is_refused(
-            ls in arb_lines(), m in arb_member(), pick in any::<u32>(), spare in 0i64..1_000
+            ls in arb_lines(), m in arb_member(), pick in any::<u32>(), spare in 0i64..1_000,
+            rate in prop_oneof![Just((100i64, 100i64)), Just((100, 50)), Just((3, 7)), Just((250, 100))],
         ) {
             let rules = examples();
-            let (step_points, step_value) = crate::domain::pricing::redemption_step(&PointsRules::default());
+            // Not only 1 point = 1 fen: a pricer that mixed up points and money, or
+            // ignored the step, would pass at that rate.
+            let cfg = PointsRules { redeem_points: rate.0, redeem_value_fen: rate.1, ..PointsRules::default() };
+            let run = |ls: &[Line], m: Option<&MemberCtx>, redeem: i64, rules: Option<&Compiled>, c: &[CouponIn]| {
+                run_at_rate(&cfg, ls, m, redeem, rules, c)
+            };
+            let (step_points, step_value) = crate::domain::pricing::redemption_step(&cfg);
             let Some(m) = m else {
                 let r = run(&ls, None, step_points, Some(&rules), &[]);
                 prop_assert!(matches!(r, Err(PricingError::Invalid(_))), "{:?}", r);
@@ -1382,6 +1400,10 @@ mod tests {
                     run(&ls, Some(&poor), redeem, Some(&rules), &[]),
                     Err(PricingError::InsufficientPoints { available: redeem - 1, requested: redeem })
                 );
+            }
+            if step_points > 1 {
+                let r = run(&ls, Some(&rich), redeem + 1, Some(&rules), &[]);
+                prop_assert!(matches!(r, Err(PricingError::Invalid(_))), "not a whole step: {:?}", r);
             }
             let over = (before.total / step_value + 1) * step_points;
             if over <= validate::MAX_POINTS {
