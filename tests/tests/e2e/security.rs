@@ -58,6 +58,13 @@ async fn a_rotated_store_comes_back_and_a_revoked_one_is_cut_off() -> Result<()>
         "the hub's CA does not match the enrollment token",
         "a hub under another CA is refused",
     );
+    // Nor is the hub reached in plain text without --insecure-dev (and the token is
+    // not spent: it works below).
+    refused(
+        s2.enroll_with(&hub.url("").replacen("https://", "http://", 1), &token),
+        "the hub URL must be https://",
+        "a plain http:// hub URL without --insecure-dev",
+    );
     s2.enroll_with(&hub.url(""), &token)?;
     s2.start().await?;
     s2.synced().await?;
