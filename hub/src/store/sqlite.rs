@@ -585,6 +585,20 @@ macro_rules! root_of {
     };
 }
 
+/// SQL for every id of the person whose surviving id is `$id` (itself and the ids merged
+/// into it), as the 16-byte member keys of `facts`, `claims` and the like.
+macro_rules! person_ids {
+    ($id:literal) => {
+        concat!(
+            "(SELECT unhex(replace(",
+            $id,
+            ", '-', '')) UNION ALL SELECT unhex(replace(loser, '-', '')) FROM member_aliases WHERE survivor = ",
+            $id,
+            ")"
+        )
+    };
+}
+
 mod coupon_debts;
 mod referrals;
 
@@ -1327,13 +1341,13 @@ fn apply_points(
             .prepare_cached(concat!("SELECT ", root_of!("?1")))?
             .query_row(params![p.member], |r| r.get(0))?;
         let others: Vec<OfflineSpend> = tx
-            .prepare_cached(
+            .prepare_cached(concat!(
                 "SELECT o.node, x.at FROM facts x JOIN origins o ON o.id = x.origin
-                  WHERE x.member IN (SELECT unhex(replace(?1, '-', '')) UNION ALL
-                                     SELECT unhex(replace(loser, '-', ''))
-                                       FROM member_aliases WHERE survivor = ?1)
-                    AND x.auth = 'offline' AND x.spend > 0 AND o.node <> ?2",
-            )?
+                  WHERE x.member IN ",
+                person_ids!("?1"),
+                "
+                    AND x.auth = 'offline' AND x.spend > 0 AND o.node <> ?2"
+            ))?
             .query_map(params![root, store], |r| {
                 Ok(OfflineSpend {
                     store: r.get(0)?,
@@ -1826,13 +1840,13 @@ fn counted_claims(
     root: &str,
     key: &ClaimKey,
 ) -> Result<patron_domain::claims::Tally, StoreError> {
-    let mut stmt = conn.prepare_cached(
+    let mut stmt = conn.prepare_cached(concat!(
         "SELECT store, at, units, cap FROM claims
-          WHERE member IN (SELECT unhex(replace(?1, '-', '')) UNION ALL
-                           SELECT unhex(replace(loser, '-', ''))
-                             FROM member_aliases WHERE survivor = ?1)
-            AND entitlement = ?2 AND period = ?3",
-    )?;
+          WHERE member IN ",
+        person_ids!("?1"),
+        "
+            AND entitlement = ?2 AND period = ?3"
+    ))?;
     let rows = stmt
         .query_map(params![root, key.entitlement, key.period], |r| {
             Ok(patron_domain::claims::ClaimFact {
@@ -2223,17 +2237,17 @@ fn movements_after(
     after: i64,
 ) -> Result<Vec<(i64, Movement, bool)>, StoreError> {
     let mut labels: std::collections::HashMap<i64, std::sync::Arc<str>> = Default::default();
-    let mut stmt = conn.prepare_cached(
+    let mut stmt = conn.prepare_cached(concat!(
         "SELECT f.origin, o.node || '/' || o.incarnation, f.seq, f.at, f.txn, f.earn, f.expires_at,
                 f.available_at, f.spend, f.reverse, f.reverse_lot, f.auth = 'offline', f.id
            FROM facts f JOIN origins o ON o.id = f.origin
-          WHERE f.member IN (SELECT unhex(replace(?1, '-', '')) UNION ALL
-                             SELECT unhex(replace(loser, '-', ''))
-                               FROM member_aliases WHERE survivor = ?1)
+          WHERE f.member IN ",
+        person_ids!("?1"),
+        "
             AND f.member IS NOT NULL
             AND f.id > ?2
-            AND (f.earn <> 0 OR f.spend <> 0 OR f.reverse <> 0)",
-    )?;
+            AND (f.earn <> 0 OR f.spend <> 0 OR f.reverse <> 0)"
+    ))?;
     let mut rows = stmt.query(params![member, after])?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {

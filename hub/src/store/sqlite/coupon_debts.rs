@@ -88,11 +88,9 @@ fn uses_by_store(
 ) -> Result<BTreeMap<String, (bool, i64)>, StoreError> {
     let rows: Vec<(String, i64, i64, i64, Vec<u8>)> = tx
         .prepare_cached(
-            "SELECT c.store, c.at, c.units, c.cap, f.txn FROM claims c JOIN facts f ON f.id = c.fact
-              WHERE c.member IN (SELECT unhex(replace(?1, '-', '')) UNION ALL
-                                 SELECT unhex(replace(loser, '-', ''))
-                                   FROM member_aliases WHERE survivor = ?1)
-                AND c.entitlement = ?2 AND c.period = ?3",
+            concat!("SELECT c.store, c.at, c.units, c.cap, f.txn FROM claims c JOIN facts f ON f.id = c.fact
+              WHERE c.member IN ", person_ids!("?1"), "
+                AND c.entitlement = ?2 AND c.period = ?3"),
         )?
         .query_map(params![root, c.key.entitlement, c.key.period], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
@@ -152,14 +150,14 @@ fn held(tx: &Connection, root: &str, store: &str, at: i64) -> Result<bool, Store
 /// sale that granted it. A held fact that does not parse is skipped (logged): one bad
 /// fact must not stop a store's sync.
 fn issued(tx: &Connection, root: &str, coupon: &str) -> Result<Option<(i64, String)>, StoreError> {
-    let mut stmt = tx.prepare_cached(
+    let mut stmt = tx.prepare_cached(concat!(
         "SELECT f.id, f.body, o.node FROM facts f JOIN origins o ON o.id = f.origin
-          WHERE f.member IN (SELECT unhex(replace(?1, '-', '')) UNION ALL
-                             SELECT unhex(replace(loser, '-', ''))
-                               FROM member_aliases WHERE survivor = ?1)
+          WHERE f.member IN ",
+        person_ids!("?1"),
+        "
             AND f.kind IN ('coupon_issued', 'purchase') AND f.quarantine IS NULL
-          ORDER BY f.id",
-    )?;
+          ORDER BY f.id"
+    ))?;
     let rows = stmt
         .query_map(params![root], |r| {
             Ok((
